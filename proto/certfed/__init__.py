@@ -1,0 +1,1 @@
+"""Generated protobuf code for the certfed wire contract (package certfed.v1)."""
