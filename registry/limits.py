@@ -1,0 +1,32 @@
+"""Every maximum a certfed service enforces, in one typed object with safe defaults.
+
+Limits are data: servers, clients and validators read them from here, and a deployment overrides
+them in its configuration file, never in code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Limits:
+    # Transport.
+    max_message_bytes: int = 4 * 1024 * 1024
+    server_threads: int = 16
+    max_concurrent_rpcs: int = 256
+    # Seconds a client waits for one call before giving up; no call waits forever.
+    call_timeout_s: float = 10.0
+    # Request content.
+    max_repeated: int = 10_000
+    max_text_length: int = 512
+    max_id_length: int = 64
+    max_sealed_identity_bytes: int = 16 * 1024
+    max_evidence_digests: int = 64
+    max_page_size: int = 500
+    default_page_size: int = 100
+    # How far a timestamp from a peer may be in the future before it is refused.
+    max_clock_skew_s: float = 300.0
+    # Signed directory.
+    directory_lifetime_s: float = 7 * 24 * 3600.0
+    max_directory_bytes: int = 4 * 1024 * 1024

@@ -1,0 +1,164 @@
+"""Mutual TLS for the federation: names in certificates, credentials, and the caller's identity.
+
+Every certificate is issued by the federation CA. Who a certificate speaks for is written as one
+DNS subject-alternative name under a fixed suffix, so a client can pin the exact peer it means to
+reach (`ssl_target_name_override`) whatever address the directory lists, and a server reads its
+caller's identity from the verified certificate, never from a request field.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+NODE_NAME_SUFFIX = ".node.certfed"
+ADMIN_NAME_SUFFIX = ".admin.certfed"
+REGISTRY_TLS_NAME = "registry.certfed"
+
+
+class PeerKind(enum.StrEnum):
+    NODE = "node"
+    ADMIN = "admin"
+    REGISTRY = "registry"
+
+
+def tls_name(kind: PeerKind, name: str) -> str:
+    """The DNS SAN that identifies `name` of `kind` in a federation certificate."""
+    if kind is PeerKind.REGISTRY:
+        return REGISTRY_TLS_NAME
+    suffix = NODE_NAME_SUFFIX if kind is PeerKind.NODE else ADMIN_NAME_SUFFIX
+    return f"{name}{suffix}"
+
+
+def node_tls_name(node_id: str) -> str:
+    return tls_name(PeerKind.NODE, node_id)
+
+
+@dataclass(frozen=True)
+class PeerIdentity:
+    """Who is on the other end of a verified TLS connection."""
+
+    kind: PeerKind
+    name: str
+    certificate_sha256: str
+
+
+def identity_from_certificate(certificate: x509.Certificate) -> PeerIdentity | None:
+    """Read the one federation name a certificate carries; None if it carries none or several."""
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except x509.ExtensionNotFound:
+        return None
+    found: list[PeerIdentity] = []
+    fingerprint = certificate_sha256(certificate)
+    for dns in san.value.get_values_for_type(x509.DNSName):
+        if dns == REGISTRY_TLS_NAME:
+            found.append(PeerIdentity(PeerKind.REGISTRY, "registry", fingerprint))
+        elif dns.endswith(NODE_NAME_SUFFIX):
+            found.append(PeerIdentity(PeerKind.NODE, dns[: -len(NODE_NAME_SUFFIX)], fingerprint))
+        elif dns.endswith(ADMIN_NAME_SUFFIX):
+            found.append(PeerIdentity(PeerKind.ADMIN, dns[: -len(ADMIN_NAME_SUFFIX)], fingerprint))
+    return found[0] if len(found) == 1 else None
+
+
+def peer_identity(context: grpc.ServicerContext) -> PeerIdentity | None:
+    """The caller's identity from the client certificate gRPC has already verified, if any."""
+    pems = context.auth_context().get("x509_pem_cert")
+    if not pems:
+        return None
+    certificate = x509.load_pem_x509_certificate(pems[0])
+    return identity_from_certificate(certificate)
+
+
+def certificate_sha256(certificate: x509.Certificate) -> str:
+    return hashlib.sha256(certificate.public_bytes(serialization.Encoding.DER)).hexdigest()
+
+
+def pem_certificate_sha256(pem: bytes) -> str:
+    return certificate_sha256(x509.load_pem_x509_certificate(pem))
+
+
+def generate_tls_key() -> bytes:
+    """A new P-256 TLS private key as unencrypted PKCS#8 PEM (the caller stores it 0600)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def certificate_request(kind: PeerKind, name: str, private_key_pem: bytes) -> bytes:
+    """A PKCS#10 request, self-signed by the TLS key, naming `name` the federation way."""
+    key = serialization.load_pem_private_key(private_key_pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise TypeError("a federation TLS key must be an elliptic-curve key")
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(tls_name(kind, name))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    """A party's certificate chain and key, and the federation CA it trusts."""
+
+    certificate_pem: bytes
+    private_key_pem: bytes
+    ca_certificate_pem: bytes
+
+    @classmethod
+    def load(cls, certificate: Path, private_key: Path, ca_certificate: Path) -> TlsMaterial:
+        return cls(certificate.read_bytes(), private_key.read_bytes(), ca_certificate.read_bytes())
+
+    def server_credentials(self, *, require_client_auth: bool) -> grpc.ServerCredentials:
+        return grpc.ssl_server_credentials(
+            [(self.private_key_pem, self.certificate_pem)],
+            root_certificates=self.ca_certificate_pem,
+            require_client_auth=require_client_auth,
+        )
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca_certificate_pem,
+            private_key=self.private_key_pem,
+            certificate_chain=self.certificate_pem,
+        )
+
+
+def anonymous_channel_credentials(ca_certificate_pem: bytes) -> grpc.ChannelCredentials:
+    """Server-authenticated TLS without a client certificate (enrolment, desk clients)."""
+    return grpc.ssl_channel_credentials(root_certificates=ca_certificate_pem)
+
+
+def secure_channel(
+    endpoint: str,
+    peer_tls_name: str,
+    credentials: grpc.ChannelCredentials,
+    *,
+    max_message_bytes: int,
+) -> grpc.Channel:
+    """A channel that accepts only the peer whose certificate carries `peer_tls_name`."""
+    return grpc.secure_channel(
+        endpoint,
+        credentials,
+        options=[
+            ("grpc.ssl_target_name_override", peer_tls_name),
+            ("grpc.default_authority", peer_tls_name),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.enable_retries", 0),
+        ],
+    )
