@@ -1,0 +1,134 @@
+# certfed build, lint and test entry points.
+#
+# Every target sets up what it needs on its own, from a clean clone, with only Python >= 3.11,
+# node/npm and access to PyPI and npm: `make test` and `make demo` are enough.
+#
+#   make test      venv + buf + generated code, then lint, then pytest over tests/ (drift included)
+#   make demo      venv, then `.venv/bin/certfed demo $(DEMO_ARGS)`
+#   make lint      ruff check, ruff format --check, mypy (strict), buf lint
+#   make drift     only the generated-code drift check
+#   make proto     regenerate proto/certfed/v1/*_pb2*.py[i] (commit the result)
+#   make fmt       ruff format + ruff check --fix
+#   make constraints  re-resolve `.[dev]` in a throwaway venv and rewrite constraints.txt
+#   make clean     remove .venv, .tools and caches
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+.DELETE_ON_ERROR:
+MAKEFLAGS += --no-builtin-rules
+
+# Interpreter used to create .venv: python3.11, else python3 (checked to be >= 3.11).
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null || echo python3)
+PIP_VERSION := 26.3
+BUF_VERSION := 1.75.0
+
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+# Re-install only when the dependency declarations change.
+INSTALL_STAMP := $(VENV)/.install-stamp
+
+TOOLS := .tools
+BUF := $(TOOLS)/node_modules/.bin/buf
+BUF_STAMP := $(TOOLS)/.buf-$(BUF_VERSION)
+
+PROTO_DIR := proto
+PROTOS := $(sort $(wildcard $(PROTO_DIR)/certfed/v1/*.proto))
+GENERATED := $(foreach p,$(PROTOS:.proto=),$(p)_pb2.py $(p)_pb2.pyi $(p)_pb2_grpc.py $(p)_pb2_grpc.pyi)
+
+PYTEST_ARGS ?= -q -ra
+DEMO_ARGS ?=
+
+# Nothing may prompt or nag: CI runs without stdin.
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export PIP_NO_INPUT := 1
+export npm_config_update_notifier := false
+export npm_config_fund := false
+export npm_config_audit := false
+# protoc plugins (protoc-gen-mypy, protoc-gen-mypy_grpc) and buf are looked up on PATH.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: help setup venv buf gen proto lint drift test demo fmt constraints clean
+
+help:
+	@sed -n '3,14p' Makefile | sed 's/^# \{0,1\}//'
+
+setup: venv buf gen
+
+venv: $(INSTALL_STAMP)
+
+$(PY):
+	@echo "==> creating $(VENV) with $(PYTHON)"
+	@$(PYTHON) -c 'import sys; v = sys.version_info; sys.exit(0 if v >= (3, 11) else "certfed needs Python >= 3.11, $(PYTHON) is %d.%d" % v[:2])'
+	@$(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade 'pip==$(PIP_VERSION)'
+
+$(INSTALL_STAMP): pyproject.toml constraints.txt | $(PY)
+	@echo "==> installing certfed[dev] into $(VENV) (pinned by constraints.txt)"
+	@$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	@touch $@
+
+buf: $(BUF_STAMP)
+
+$(BUF_STAMP):
+	@echo "==> installing buf $(BUF_VERSION) into $(TOOLS)"
+	@mkdir -p $(TOOLS)
+	@npm install --prefix $(TOOLS) --save-exact --silent --no-progress '@bufbuild/buf@$(BUF_VERSION)' </dev/null
+	@$(BUF) --version >/dev/null
+	@rm -f $(TOOLS)/.buf-* && touch $@
+
+# Generated code is committed; regenerate only what a checkout lacks.
+gen: venv
+	@for f in $(GENERATED); do \
+	  if [ ! -f "$$f" ]; then $(MAKE) --no-print-directory proto; break; fi; \
+	done
+
+proto: venv
+	@echo "==> generating protobuf code from $(PROTO_DIR)/"
+	@$(PY) -m grpc_tools.protoc -I$(PROTO_DIR) \
+	  --python_out=$(PROTO_DIR) --mypy_out=quiet:$(PROTO_DIR) \
+	  --grpc_python_out=$(PROTO_DIR) --mypy_grpc_out=quiet:$(PROTO_DIR) \
+	  $(PROTOS)
+
+lint: setup
+	@echo "==> ruff check"
+	@$(BIN)/ruff check --quiet .
+	@echo "==> ruff format --check"
+	@$(BIN)/ruff format --check --quiet .
+	@echo "==> mypy"
+	@$(BIN)/mypy
+	@echo "==> buf lint"
+	@$(BUF) lint
+
+drift: setup
+	@echo "==> generated code drift check"
+	@$(BIN)/pytest -q -ra tests/unit/test_generated_code.py
+
+test: lint
+	@echo "==> pytest tests/ (drift check included)"
+	@$(BIN)/pytest $(PYTEST_ARGS) tests
+
+demo: setup
+	@$(BIN)/certfed demo $(DEMO_ARGS)
+
+fmt: venv
+	@$(BIN)/ruff format .
+	@$(BIN)/ruff check --fix .
+
+# Fresh resolution of `.[dev]` without constraints, frozen with exact pins (all transitive).
+constraints:
+	@echo "==> resolving .[dev] in a throwaway venv"
+	@rm -rf $(TOOLS)/constraints-venv
+	@$(PYTHON) -m venv $(TOOLS)/constraints-venv
+	@$(TOOLS)/constraints-venv/bin/python -m pip install -q --upgrade 'pip==$(PIP_VERSION)'
+	@$(TOOLS)/constraints-venv/bin/python -m pip install -q -e '.[dev]'
+	@{ echo "# Exact pins of everything .[dev] resolves to; regenerate with 'make constraints'."; \
+	   $(TOOLS)/constraints-venv/bin/python -m pip freeze --exclude-editable; } > constraints.txt
+	@rm -rf $(TOOLS)/constraints-venv
+	@echo "==> wrote constraints.txt"
+
+clean:
+	@echo "==> removing $(VENV) $(TOOLS) and caches"
+	@rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist *.egg-info
+	@find . -path ./.git -prune -o -type d -name __pycache__ -exec rm -rf {} +
