@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from certfed.v1 import common_pb2, directory_pb2
 from google.protobuf.message import DecodeError
@@ -28,16 +28,10 @@ from registry.errors import (
     UnservedRegionError,
 )
 from registry.regions import coverage
+from registry.timestamps import to_datetime
 
 CERTIFYING_ROLES = frozenset({common_pb2.ROLE_RESIDENCE_AGENCY, common_pb2.ROLE_PARTNER_LIAISON})
 PAYING_ROLES = frozenset({common_pb2.ROLE_PAYING_OFFICE, common_pb2.ROLE_PARTNER_LIAISON})
-
-
-def to_datetime(timestamp: object) -> datetime:
-    """A protobuf Timestamp as an aware UTC datetime."""
-    seconds = getattr(timestamp, "seconds", 0)
-    nanos = getattr(timestamp, "nanos", 0)
-    return datetime.fromtimestamp(seconds + nanos / 1e9, tz=UTC)
 
 
 def sign_directory(directory: directory_pb2.Directory, root_key: SigningKey) -> dsse.Envelope:
