@@ -62,10 +62,10 @@ $(PY):
 	@echo "==> creating $(VENV) with $(PYTHON)"
 	@$(PYTHON) -c 'import sys; v = sys.version_info; sys.exit(0 if v >= (3, 11) else "certfed needs Python >= 3.11, $(PYTHON) is %d.%d" % v[:2])'
 	@$(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install -q --upgrade 'pip==$(PIP_VERSION)'
 
 $(INSTALL_STAMP): pyproject.toml constraints.txt | $(PY)
 	@echo "==> installing certfed[dev] into $(VENV) (pinned by constraints.txt)"
+	@$(PY) -m pip install -q --upgrade 'pip==$(PIP_VERSION)'
 	@$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $@
 
@@ -78,18 +78,27 @@ $(BUF_STAMP):
 	@$(BUF) --version >/dev/null
 	@rm -f $(TOOLS)/.buf-* && touch $@
 
-# Generated code is committed; regenerate only what a checkout lacks.
+# The one protoc command; $(1) is the output directory. The `quiet:` plugin option only
+# silences mypy-protobuf's "Writing mypy to ..." lines, it does not change the output.
+protoc = $(PY) -m grpc_tools.protoc -I$(PROTO_DIR) \
+	  --python_out=$(1) --mypy_out=quiet:$(1) \
+	  --grpc_python_out=$(1) --mypy_grpc_out=quiet:$(1) \
+	  $(PROTOS)
+
+# Generated code is committed; a checkout that lacks some gets only those files, so that a
+# stale committed file is never overwritten here and still fails the drift check.
 gen: venv
-	@for f in $(GENERATED); do \
-	  if [ ! -f "$$f" ]; then $(MAKE) --no-print-directory proto; break; fi; \
-	done
+	@missing=; for f in $(GENERATED); do [ -f "$$f" ] || missing="$$missing $$f"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "==> generating missing protobuf code:$$missing"; \
+	  tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	  $(call protoc,$$tmp); \
+	  for f in $$missing; do cp "$$tmp/$${f#$(PROTO_DIR)/}" "$$f"; done; \
+	fi
 
 proto: venv
 	@echo "==> generating protobuf code from $(PROTO_DIR)/"
-	@$(PY) -m grpc_tools.protoc -I$(PROTO_DIR) \
-	  --python_out=$(PROTO_DIR) --mypy_out=quiet:$(PROTO_DIR) \
-	  --grpc_python_out=$(PROTO_DIR) --mypy_grpc_out=quiet:$(PROTO_DIR) \
-	  $(PROTOS)
+	@$(call protoc,$(PROTO_DIR))
 
 lint: setup
 	@echo "==> ruff check"

@@ -7,6 +7,7 @@ runs and compares the result byte for byte with the files committed beside the .
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -61,6 +62,28 @@ def _regenerate(out_dir: Path) -> None:
         pytest.fail(f"protoc failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
 
 
+def _tracked_by_git(root: Path) -> set[str] | None:
+    """Generated files git knows under root/certfed/v1 (relative to root), or None without git.
+
+    `make test` regenerates files a checkout lacks, so presence on disk alone would let a
+    never-committed file pass in CI; the git index tells what is really committed (or staged).
+    """
+    git = shutil.which("git")
+    if git is None:
+        return None
+    result = subprocess.run(
+        [git, "ls-files", "-z", "--", "certfed/v1"],
+        cwd=root,
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    if result.returncode != 0:  # not a git checkout (e.g. an sdist)
+        return None
+    names = result.stdout.decode().split("\0")
+    return {n for n in names if n.endswith(GENERATED_SUFFIXES)}
+
+
 def test_committed_generated_code_matches_a_fresh_protoc_run(tmp_path: Path) -> None:
     (tmp_path / "certfed" / "v1").mkdir(parents=True)
     _regenerate(tmp_path)
@@ -74,6 +97,10 @@ def test_committed_generated_code_matches_a_fresh_protoc_run(tmp_path: Path) -> 
     stale = sorted(
         name for name in expected.keys() & committed.keys() if expected[name] != committed[name]
     )
+
+    tracked = _tracked_by_git(PROTO_ROOT)
+    if tracked is not None:
+        missing = sorted(set(missing) | (expected.keys() - tracked))
 
     problems = []
     if missing:
