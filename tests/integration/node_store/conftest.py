@@ -1,0 +1,97 @@
+"""Fixtures for the node store tests: a migrated database on SQLite and on PostgreSQL.
+
+Every store test takes `engine` (built on the shared `store_url` fixture, so it runs once per
+engine) and opens its transactions with `session_scope`, as the node does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine
+
+from federation_node import assistance, beneficiaries
+from federation_node.db import create_engine_for, migrate, session_scope
+from federation_node.ids import new_id
+from federation_node.models import AssistanceRequest, Beneficiary, IdentityType
+
+NOW = datetime(2025, 6, 23, 8, 30, tzinfo=UTC)
+
+
+@pytest.fixture
+def engine(store_url: str) -> Iterator[Engine]:
+    migrate(store_url)
+    engine = create_engine_for(store_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def now() -> datetime:
+    return NOW
+
+
+def locator_for(label: str) -> bytes:
+    """A 32-byte stand-in for a subject locator (the real one is an HMAC of the identity)."""
+    return hashlib.sha256(label.encode()).digest()
+
+
+@pytest.fixture
+def make_locator() -> Callable[[str], bytes]:
+    return locator_for
+
+
+AddBeneficiary = Callable[..., Beneficiary]
+AddInbound = Callable[..., AssistanceRequest]
+
+
+@pytest.fixture
+def add_beneficiary(engine: Engine) -> AddBeneficiary:
+    """Registers a beneficiary in its own transaction and returns it."""
+
+    def add(label: str | None = None) -> Beneficiary:
+        with session_scope(engine) as session:
+            return beneficiaries.add(
+                session,
+                subject_locator=locator_for(label or new_id()),
+                identity_type=IdentityType.RESIDENT_ID,
+                masked_identity_number="3702**********123X",
+                sealed_identity=b"sealed:" + (label or "x").encode(),
+                residence_region="620102",
+                paying_region="370200",
+                valid_until=NOW + timedelta(days=30),
+                now=NOW,
+            )
+
+    return add
+
+
+@pytest.fixture
+def add_inbound(engine: Engine) -> AddInbound:
+    """Stores an inbound assistance request from node `qingdao` and returns it."""
+
+    def add(request_id: str | None = None, payload_sha256: str = "ab" * 32) -> AssistanceRequest:
+        with session_scope(engine) as session:
+            request, _ = assistance.receive_inbound(
+                session,
+                request_id=request_id or new_id(),
+                peer_node_id="qingdao",
+                paying_node_id="qingdao",
+                paying_region="370200",
+                residence_region="620102",
+                subject_locator=locator_for("inbound"),
+                sealed_identity=b"hpke-sealed",
+                deadline=NOW + timedelta(days=14),
+                acceptable_methods=[2, 3],
+                note="home visit preferred",
+                payload_sha256=payload_sha256,
+                now=NOW,
+            )
+            return request
+
+    return add

@@ -1,0 +1,136 @@
+"""The migrated schema is the models' schema, and the engine keeps its promises on both engines."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Engine
+
+from federation_node import beneficiaries
+from federation_node.db import create_engine_for, is_postgres, migrate, session_scope
+from federation_node.models import Beneficiary, metadata
+
+
+def _differences(engine: Engine, target: sa.MetaData) -> list[object]:
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        return list(compare_metadata(context, target))
+
+
+def test_migrated_schema_has_no_differences_from_the_models(engine: Engine) -> None:
+    assert _differences(engine, metadata) == []
+
+
+def test_schema_comparison_notices_a_model_the_migrations_lack(engine: Engine) -> None:
+    extended = sa.MetaData()
+    for table in metadata.tables.values():
+        table.to_metadata(extended)
+    sa.Table("unmigrated", extended, sa.Column("id", sa.Integer, primary_key=True))
+    assert _differences(engine, extended) != []
+
+
+def test_migrating_twice_changes_nothing(store_url: str, engine: Engine) -> None:
+    migrate(store_url)
+    assert _differences(engine, metadata) == []
+    with engine.connect() as connection:
+        versions = connection.execute(sa.text("SELECT version_num FROM alembic_version")).all()
+    assert [row[0] for row in versions] == ["0001"]
+
+
+def test_datetimes_come_back_timezone_aware_utc(
+    engine: Engine,
+    add_beneficiary: Callable[..., Beneficiary],
+    now: datetime,
+) -> None:
+    added = add_beneficiary()
+    with session_scope(engine) as session:
+        beneficiary = beneficiaries.get(session, added.beneficiary_id)
+        beneficiary.valid_until = datetime(2026, 1, 1, 20, 0, tzinfo=timezone(timedelta(hours=8)))
+    with session_scope(engine) as session:
+        stored = session.get(Beneficiary, added.beneficiary_id)
+        assert stored is not None
+        assert stored.created_at == now
+        assert stored.created_at.tzinfo is not None
+        assert stored.created_at.utcoffset() == timedelta(0)
+        assert stored.valid_until == datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+        assert stored.valid_until.utcoffset() == timedelta(0)
+
+
+def test_a_naive_datetime_is_refused(
+    engine: Engine,
+    add_beneficiary: Callable[..., Beneficiary],
+) -> None:
+    added = add_beneficiary()
+
+    def store_naive() -> None:
+        with session_scope(engine) as session:
+            beneficiary = beneficiaries.get(session, added.beneficiary_id)
+            beneficiary.valid_until = datetime(2026, 1, 1)
+            session.flush()
+
+    with pytest.raises(sa.exc.StatementError, match="naive datetime"):
+        store_naive()
+
+
+class _DeliberateError(Exception):
+    pass
+
+
+def test_session_scope_rolls_back_when_the_block_raises(
+    engine: Engine,
+    add_beneficiary: Callable[..., Beneficiary],
+) -> None:
+    added = add_beneficiary()
+
+    def change_then_fail() -> None:
+        with session_scope(engine) as session:
+            beneficiary = beneficiaries.get(session, added.beneficiary_id)
+            beneficiary.masked_identity_number = "changed"
+            session.flush()
+            raise _DeliberateError
+
+    with pytest.raises(_DeliberateError):
+        change_then_fail()
+    with session_scope(engine) as session:
+        assert beneficiaries.get(session, added.beneficiary_id).masked_identity_number != "changed"
+
+
+def test_database_refuses_values_outside_a_closed_set(
+    engine: Engine,
+    add_beneficiary: Callable[..., Beneficiary],
+) -> None:
+    added = add_beneficiary()
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as connection:
+        connection.execute(
+            sa.text("UPDATE beneficiary SET status = 'retired' WHERE beneficiary_id = :id"),
+            {"id": added.beneficiary_id},
+        )
+
+
+def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'node.db'}")
+    try:
+        with engine.connect() as connection:
+            assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30_000
+        assert not is_postgres(engine)
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_plain_postgresql_url_uses_psycopg_3(postgres_url: str) -> None:
+    engine = create_engine_for(postgres_url.replace("postgresql+psycopg://", "postgresql://", 1))
+    try:
+        assert engine.dialect.driver == "psycopg"
+        assert is_postgres(engine)
+        assert engine.pool.size() == 16  # type: ignore[attr-defined]
+    finally:
+        engine.dispose()
