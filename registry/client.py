@@ -1,0 +1,278 @@
+"""Clients of the registry: `RegistryClient` for nodes and tools, `RegistryAdminClient` for
+registry administrators.
+
+Promises: every call carries a deadline (`Limits.call_timeout_s`) and reaches only a server whose
+certificate, issued by the federation CA, names the registry (`registry.certfed`), whatever
+address it is dialled at. A failed call raises the certfed error of its status code family
+(UNAVAILABLE and DEADLINE_EXCEEDED as UnavailableError, INVALID_ARGUMENT as InvalidInputError
+with the field the registry named, ...) carrying the registry's message, so callers handle
+`CertfedError` only and never a raw `grpc.RpcError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from types import TracebackType
+from typing import NoReturn, TypeVar
+
+import grpc
+
+from certfed.v1 import common_pb2, registry_pb2, registry_pb2_grpc
+from registry.envelopes import envelope_from_proto, envelope_to_proto
+from registry.errors import (
+    AlreadyExistsError,
+    CertfedError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+    PreconditionError,
+    UnauthenticatedError,
+    UnavailableError,
+)
+from registry.limits import Limits
+from registry.timestamps import to_timestamp
+from registry.transport import (
+    REGISTRY_TLS_NAME,
+    TlsMaterial,
+    anonymous_channel_credentials,
+    secure_channel,
+)
+from signing import dsse
+
+_Response = TypeVar("_Response")
+
+_ERRORS: dict[grpc.StatusCode, type[CertfedError]] = {
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
+    grpc.StatusCode.FAILED_PRECONDITION: PreconditionError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: UnavailableError,
+}
+
+
+class RegistryCallError(CertfedError):
+    """A registry call failed with a status no narrower certfed error describes."""
+
+    def __init__(self, status: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def raise_for_rpc_error(error: grpc.RpcError, call: str) -> NoReturn:
+    """Raise the certfed error for a failed registry call; the message names the call."""
+    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = (error.details() if isinstance(error, grpc.Call) else "") or code.name.lower()
+    if code is grpc.StatusCode.INVALID_ARGUMENT:
+        field_name, sep, problem = details.partition(": ")
+        if sep:
+            raise InvalidInputError(field_name, problem) from None
+        raise InvalidInputError("request", details) from None
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        raise UnavailableError(
+            f"cannot reach the registry for {call} ({code.name.lower()}): {details}"
+        ) from None
+    kind = _ERRORS.get(code)
+    if kind is not None:
+        raise kind(details) from None
+    raise RegistryCallError(code, f"{call}: {details}") from None
+
+
+class _Connection:
+    """One channel to one registry port, and the stub over it."""
+
+    def __init__(self, endpoint: str, credentials: grpc.ChannelCredentials, limits: Limits) -> None:
+        self.endpoint = endpoint
+        self.channel = secure_channel(
+            endpoint, REGISTRY_TLS_NAME, credentials, max_message_bytes=limits.max_message_bytes
+        )
+        self.stub = registry_pb2_grpc.RegistryServiceStub(self.channel)
+        self.timeout = limits.call_timeout_s
+
+    def call(self, name: str, method: Callable[..., _Response], request: object) -> _Response:
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as error:
+            raise_for_rpc_error(error, name)
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+class RegistryClient:
+    """What nodes and tools ask the registry.
+
+    `endpoint` is the registry's mutual-TLS port, used with `tls` (the node's certificate) for
+    the locator calls and the directory. `enrol_endpoint` is its port without client
+    certificates, used for enrolment, and for the directory when there is no `tls` yet. Either
+    endpoint may be None when the calls that need it are not made.
+    """
+
+    def __init__(
+        self,
+        *,
+        ca_certificate_pem: bytes,
+        endpoint: str | None = None,
+        enrol_endpoint: str | None = None,
+        tls: TlsMaterial | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        self._limits = limits or Limits()
+        self._mtls: _Connection | None = None
+        self._anonymous: _Connection | None = None
+        if endpoint is not None and tls is not None:
+            self._mtls = _Connection(endpoint, tls.channel_credentials(), self._limits)
+        anonymous_endpoint = enrol_endpoint or (endpoint if tls is None else None)
+        if anonymous_endpoint is not None:
+            self._anonymous = _Connection(
+                anonymous_endpoint, anonymous_channel_credentials(ca_certificate_pem), self._limits
+            )
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        for connection in (self._mtls, self._anonymous):
+            if connection is not None:
+                connection.close()
+
+    def _node(self, call: str) -> _Connection:
+        if self._mtls is None:
+            raise PreconditionError(
+                f"{call} needs the registry's mTLS endpoint and this node's certificate; "
+                "enrol and have the enrolment approved first"
+            )
+        return self._mtls
+
+    def _public(self, call: str) -> _Connection:
+        connection = self._anonymous or self._mtls
+        if connection is None:
+            raise PreconditionError(f"{call} needs a registry endpoint; none is configured")
+        return connection
+
+    def enrol(self, application: dsse.Envelope) -> registry_pb2.EnrolResponse:
+        connection = self._public("Enrol")
+        request = registry_pb2.EnrolRequest(application=envelope_to_proto(application))
+        response: registry_pb2.EnrolResponse = connection.call(
+            "Enrol", connection.stub.Enrol, request
+        )
+        return response
+
+    def get_enrolment(self, node_id: str) -> registry_pb2.GetEnrolmentResponse:
+        connection = self._public("GetEnrolment")
+        request = registry_pb2.GetEnrolmentRequest(node_id=node_id)
+        response: registry_pb2.GetEnrolmentResponse = connection.call(
+            "GetEnrolment", connection.stub.GetEnrolment, request
+        )
+        return response
+
+    def get_directory(self, known_version: int) -> dsse.Envelope | None:
+        """The latest signed directory, or None when `known_version` is the latest already."""
+        connection = self._mtls or self._public("GetDirectory")
+        request = registry_pb2.GetDirectoryRequest(known_version=known_version)
+        response = connection.call("GetDirectory", connection.stub.GetDirectory, request)
+        if response.not_modified:
+            return None
+        return envelope_from_proto(response.directory)
+
+    def publish_locators(self, locators: list[bytes]) -> registry_pb2.PublishLocatorsResponse:
+        connection = self._node("PublishLocators")
+        request = registry_pb2.PublishLocatorsRequest(locators=locators)
+        response: registry_pb2.PublishLocatorsResponse = connection.call(
+            "PublishLocators", connection.stub.PublishLocators, request
+        )
+        return response
+
+    def withdraw_locators(self, locators: list[bytes]) -> int:
+        connection = self._node("WithdrawLocators")
+        request = registry_pb2.WithdrawLocatorsRequest(locators=locators)
+        response = connection.call("WithdrawLocators", connection.stub.WithdrawLocators, request)
+        return int(response.withdrawn)
+
+    def locate(self, locator: bytes) -> list[str]:
+        connection = self._node("Locate")
+        response = connection.call(
+            "Locate", connection.stub.Locate, registry_pb2.LocateRequest(locator=locator)
+        )
+        return list(response.paying_node_ids)
+
+    def list_duplicates(self) -> list[registry_pb2.DuplicateEntitlement]:
+        connection = self._node("ListDuplicates")
+        response = connection.call(
+            "ListDuplicates", connection.stub.ListDuplicates, registry_pb2.ListDuplicatesRequest()
+        )
+        return list(response.duplicates)
+
+
+class RegistryAdminClient:
+    """A registry administrator's calls, over mTLS with an administrator certificate."""
+
+    def __init__(self, endpoint: str, tls: TlsMaterial, *, limits: Limits | None = None) -> None:
+        self._connection = _Connection(endpoint, tls.channel_credentials(), limits or Limits())
+
+    def __enter__(self) -> RegistryAdminClient:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def approve(self, node_id: str) -> int:
+        """Approve a pending enrolment; returns the directory version that lists the node."""
+        connection = self._connection
+        response = connection.call(
+            "ApproveEnrolment",
+            connection.stub.ApproveEnrolment,
+            registry_pb2.ApproveEnrolmentRequest(node_id=node_id),
+        )
+        return int(response.directory_version)
+
+    def set_status(
+        self,
+        node_id: str,
+        status: common_pb2.NodeStatus.ValueType,
+        reason: str,
+        effective_at: datetime | None = None,
+    ) -> int:
+        """Suspend, reinstate (NODE_STATUS_ACTIVE) or revoke; returns the new directory version."""
+        request = registry_pb2.SetNodeStatusRequest(node_id=node_id, status=status, reason=reason)
+        if effective_at is not None:
+            request.effective_at.CopyFrom(to_timestamp(effective_at))
+        connection = self._connection
+        response = connection.call("SetNodeStatus", connection.stub.SetNodeStatus, request)
+        return int(response.directory_version)
+
+    def list_nodes(self) -> list[registry_pb2.NodeSummary]:
+        connection = self._connection
+        response = connection.call(
+            "ListNodes", connection.stub.ListNodes, registry_pb2.ListNodesRequest()
+        )
+        return list(response.nodes)
+
+    def get_directory(self, known_version: int = 0) -> dsse.Envelope | None:
+        connection = self._connection
+        response = connection.call(
+            "GetDirectory",
+            connection.stub.GetDirectory,
+            registry_pb2.GetDirectoryRequest(known_version=known_version),
+        )
+        if response.not_modified:
+            return None
+        return envelope_from_proto(response.directory)

@@ -1,0 +1,180 @@
+"""Storage of the locator index: which paying node pays the person behind each subject locator,
+and which locators more than one paying node holds (possible duplicate entitlements).
+
+Promises: the only code that writes `subject_locator` and `duplicate_entitlement`. Publishing is
+idempotent (a locator a node already holds is left as it was), inserted in bounded batches with
+one `INSERT ... ON CONFLICT DO NOTHING` per batch on SQLite and PostgreSQL alike. After every
+publish and withdrawal the duplicates table lists exactly the locators held by two or more
+nodes, one row per node involved, with the time the duplicate was first seen. Publications and
+withdrawals run one at a time (an advisory lock on PostgreSQL, IMMEDIATE transactions on
+SQLite), so two nodes publishing the same locator at once cannot both miss the duplicate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, col, select
+
+from registry.db import advisory_lock
+from registry.roles import PAYING_ROLE_NAMES
+from registry.tables import DuplicateEntitlement, Node, NodeState, SubjectLocator, metadata
+
+# pg_advisory_xact_lock key serialising changes to the locator index ("certfed" + 2).
+LOCATORS_LOCK_KEY = 0x6365727466656402
+# Rows per statement: well inside SQLite's and PostgreSQL's bound-parameter limits.
+BATCH_SIZE = 500
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """A locator held by several paying nodes."""
+
+    locator: bytes
+    node_ids: tuple[str, ...]
+    detected_at: datetime
+
+
+@dataclass(frozen=True)
+class PublishOutcome:
+    # Locators the node did not hold before this publication.
+    published: int
+    # Duplicates among the published locators that involve the publishing node.
+    duplicates: list[Duplicate]
+
+
+def _batches(items: Sequence[bytes]) -> Iterator[Sequence[bytes]]:
+    for start in range(0, len(items), BATCH_SIZE):
+        yield items[start : start + BATCH_SIZE]
+
+
+def _insert_ignoring_conflicts(
+    session: Session, table: sa.Table, rows: list[dict[str, Any]]
+) -> int:
+    if not rows:
+        return 0
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    # RETURNING, not rowcount: drivers disagree on rowcount for multi-row inserts.
+    statement = insert(table).values(rows).on_conflict_do_nothing().returning(table.c.node_id)
+    return len(session.execute(statement).all())
+
+
+def _table(model: type[SubjectLocator] | type[DuplicateEntitlement]) -> sa.Table:
+    return metadata.tables[str(model.__tablename__)]
+
+
+def _holders(session: Session, locators: Sequence[bytes]) -> dict[bytes, list[str]]:
+    holders: dict[bytes, list[str]] = {}
+    for batch in _batches(locators):
+        rows = session.exec(
+            select(SubjectLocator.locator, SubjectLocator.node_id)
+            .where(col(SubjectLocator.locator).in_(batch))
+            .order_by(col(SubjectLocator.locator), col(SubjectLocator.node_id))
+        ).all()
+        for locator, node_id in rows:
+            holders.setdefault(bytes(locator), []).append(node_id)
+    return holders
+
+
+def publish(
+    session: Session, node_id: str, locators: Sequence[bytes], now: datetime
+) -> PublishOutcome:
+    advisory_lock(session, LOCATORS_LOCK_KEY)
+    unique = sorted(set(locators))
+    published = 0
+    for batch in _batches(unique):
+        published += _insert_ignoring_conflicts(
+            session,
+            _table(SubjectLocator),
+            [{"locator": locator, "node_id": node_id, "published_at": now} for locator in batch],
+        )
+    shared = {
+        locator: node_ids
+        for locator, node_ids in _holders(session, unique).items()
+        if len(node_ids) > 1
+    }
+    rows = [
+        {"locator": locator, "node_id": holder, "detected_at": now}
+        for locator, node_ids in shared.items()
+        for holder in node_ids
+    ]
+    for start in range(0, len(rows), BATCH_SIZE):
+        _insert_ignoring_conflicts(
+            session, _table(DuplicateEntitlement), rows[start : start + BATCH_SIZE]
+        )
+    session.flush()
+    return PublishOutcome(published, duplicates(session, node_id, list(shared)))
+
+
+def withdraw(session: Session, node_id: str, locators: Sequence[bytes]) -> int:
+    """Remove the node's claim on each locator; returns how many it held."""
+    advisory_lock(session, LOCATORS_LOCK_KEY)
+    unique = sorted(set(locators))
+    withdrawn = 0
+    for batch in _batches(unique):
+        statement = (
+            sa.delete(_table(SubjectLocator))
+            .where(
+                _table(SubjectLocator).c.node_id == node_id,
+                _table(SubjectLocator).c.locator.in_(batch),
+            )
+            .returning(_table(SubjectLocator).c.locator)
+        )
+        withdrawn += len(session.execute(statement).all())
+    duplicates_table = _table(DuplicateEntitlement)
+    for batch in _batches(unique):
+        session.execute(
+            sa.delete(duplicates_table).where(
+                duplicates_table.c.node_id == node_id, duplicates_table.c.locator.in_(batch)
+            )
+        )
+    remaining = _holders(session, unique)
+    resolved = [locator for locator in unique if len(remaining.get(locator, [])) < 2]
+    for batch in _batches(resolved):
+        session.execute(sa.delete(duplicates_table).where(duplicates_table.c.locator.in_(batch)))
+    session.flush()
+    return withdrawn
+
+
+def locate(session: Session, locator: bytes) -> list[str]:
+    """The active paying nodes that hold `locator`, by node id."""
+    rows = session.exec(
+        select(Node)
+        .join(SubjectLocator, col(SubjectLocator.node_id) == col(Node.node_id))
+        .where(SubjectLocator.locator == locator, Node.status == NodeState.ACTIVE)
+        .order_by(col(Node.node_id))
+    ).all()
+    return [node.node_id for node in rows if PAYING_ROLE_NAMES.intersection(node.roles)]
+
+
+def duplicates(
+    session: Session, node_id: str, among: Sequence[bytes] | None = None
+) -> list[Duplicate]:
+    """Duplicates involving `node_id`, all of them or only those among the given locators."""
+    involving = select(DuplicateEntitlement.locator).where(DuplicateEntitlement.node_id == node_id)
+    locators: list[bytes] = [bytes(value) for value in session.exec(involving).all()]
+    if among is not None:
+        wanted = set(among)
+        locators = [locator for locator in locators if locator in wanted]
+    found: dict[bytes, tuple[list[str], datetime]] = {}
+    for batch in _batches(sorted(locators)):
+        rows = session.exec(
+            select(DuplicateEntitlement)
+            .where(col(DuplicateEntitlement.locator).in_(batch))
+            .order_by(col(DuplicateEntitlement.locator), col(DuplicateEntitlement.node_id))
+        ).all()
+        for row in rows:
+            key = bytes(row.locator)
+            node_ids, detected_at = found.get(key, ([], row.detected_at))
+            node_ids.append(row.node_id)
+            found[key] = (node_ids, min(detected_at, row.detected_at))
+    return [
+        Duplicate(locator, tuple(node_ids), detected_at)
+        for locator, (node_ids, detected_at) in sorted(found.items())
+    ]

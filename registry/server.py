@@ -1,0 +1,177 @@
+"""Running the registry: build the server from its configuration, and serve until told to stop.
+
+Promises: `build_registry_server` migrates the database to the newest schema, publishes a first
+(empty) directory when none exists, and returns a started server listening on two ports that
+both present the registry's certificate: "mtls" (client certificate required) and "enrol" (no
+client certificate; the authorizer lets only Enrol, GetEnrolment and GetDirectory through). A
+background thread re-signs the directory as a new version whenever less than half of the
+latest one's lifetime is left, so nodes never see it expire while the registry runs. `serve`
+blocks until SIGTERM or SIGINT, stops gracefully, and while it runs keeps a ready file
+`<data_dir>/registry.ready.json` with the bound ports and its pid for process launchers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import threading
+from dataclasses import dataclass, field
+from types import FrameType
+
+import structlog
+from sqlalchemy.engine import Engine
+
+from certfed.v1 import registry_pb2_grpc
+from registry.config import RegistryConfig
+from registry.db import create_engine_for, migrate_engine
+from registry.errors import CertfedError
+from registry.logs import configure_logging
+from registry.operations import Registry, RegistryKeys
+from registry.provision import init_registry
+from registry.rpc import Port, RunningServer, Service, build_server
+from registry.service import SERVICE_NAME, RegistryServicer, registry_authorizer
+from registry.transport import TlsMaterial
+
+__all__ = ["RegistryServer", "build_registry_server", "init_registry", "serve"]
+
+log = structlog.get_logger("certfed.registry")
+
+
+class DirectoryRepublisher(threading.Thread):
+    """Checks every `interval_s` whether the directory needs re-signing, until stopped."""
+
+    def __init__(self, registry: Registry, interval_s: float) -> None:
+        super().__init__(name="directory-republisher", daemon=True)
+        self._registry = registry
+        self._interval_s = interval_s
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self._interval_s):
+            try:
+                self._registry.republish_if_due()
+            except Exception as error:
+                log.error(
+                    "registry.republish_failed", error_type=type(error).__name__, exc_info=error
+                )
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout=10)
+
+
+@dataclass
+class RegistryServer(RunningServer):
+    """A running registry: the gRPC server plus its republisher and database engine."""
+
+    registry: Registry | None = None
+    republisher: DirectoryRepublisher | None = None
+    engine: Engine | None = None
+    _stopped: bool = field(default=False, repr=False)
+
+    def stop(self, grace: float = 2.0) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.republisher is not None:
+            self.republisher.stop()
+        try:
+            super().stop(grace)
+        finally:
+            if self.engine is not None:
+                self.engine.dispose()
+
+
+def build_registry_server(config: RegistryConfig) -> RegistryServer:
+    """Migrate, publish a first directory if needed, and start serving on both ports."""
+    paths = config.paths
+    keys = RegistryKeys.load(paths)
+    tls = TlsMaterial.load(paths.registry_certificate, paths.registry_key, paths.ca_certificate)
+    engine = create_engine_for(config.effective_database_url)
+    try:
+        migrate_engine(engine)
+        registry = Registry(engine, keys, config)
+        version = registry.ensure_directory()
+        running = build_server(
+            [
+                Service(
+                    SERVICE_NAME,
+                    RegistryServicer(registry),
+                    registry_pb2_grpc.add_RegistryServiceServicer_to_server,
+                )
+            ],
+            [
+                Port("mtls", config.listen, tls.server_credentials(require_client_auth=True)),
+                Port(
+                    "enrol",
+                    config.enrol_listen,
+                    tls.server_credentials(require_client_auth=False),
+                ),
+            ],
+            registry_authorizer(registry),
+            config.limits,
+        )
+    except BaseException:
+        engine.dispose()
+        raise
+    republisher = DirectoryRepublisher(registry, config.republish_interval_s)
+    republisher.start()
+    log.info(
+        "registry.started",
+        federation_id=config.federation_id,
+        mtls_port=running.ports["mtls"],
+        enrol_port=running.ports["enrol"],
+        directory=version,
+    )
+    return RegistryServer(
+        server=running.server,
+        ports=running.ports,
+        health=running.health,
+        services=running.services,
+        registry=registry,
+        republisher=republisher,
+        engine=engine,
+    )
+
+
+def _write_ready_file(config: RegistryConfig, ports: dict[str, int]) -> None:
+    path = config.paths.ready_file
+    temporary = path.with_name(f".{path.name}.tmp")
+    document = {"mtls": ports["mtls"], "enrol": ports["enrol"], "pid": os.getpid()}
+    temporary.write_text(json.dumps(document) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def serve(config: RegistryConfig) -> int:
+    """Serve until SIGTERM or SIGINT; returns the process exit code."""
+    configure_logging("registry", config.log_level)
+    stop = threading.Event()
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("registry.stopping", signal=signal.Signals(signum).name)
+        stop.set()
+
+    previous = {
+        signum: signal.signal(signum, _on_signal) for signum in (signal.SIGTERM, signal.SIGINT)
+    }
+    try:
+        try:
+            server = build_registry_server(config)
+        except CertfedError as error:
+            log.error("registry.start_failed", error=str(error))
+            return 1
+        try:
+            _write_ready_file(config, server.ports)
+            stop.wait()
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                config.paths.ready_file.unlink()
+            server.stop(grace=5.0)
+        log.info("registry.stopped")
+        return 0
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

@@ -1,0 +1,267 @@
+"""The registry's gRPC face: `RegistryServicer` and the authorizer that guards it.
+
+Promises: every method validates each request field against `Limits` (INVALID_ARGUMENT naming the
+field), calls one operation of `registry.operations.Registry` (one transaction) and maps the
+outcome to its response; errors travel as certfed errors to the interceptor in `registry.rpc`.
+Who may call what is decided once, by `registry_authorizer`, from the verified client
+certificate, before the servicer runs:
+
+    Enrol, GetEnrolment, GetDirectory            anyone, also without a client certificate
+    ApproveEnrolment, SetNodeStatus, ListNodes   a registry administrator certificate
+    PublishLocators, WithdrawLocators,           an active node with role paying_office or
+    ListDuplicates                               partner_liaison
+    Locate                                       any active node
+
+A node's certificate must be the current one the registry issued to it (otherwise
+UNAUTHENTICATED); a suspended or revoked node is refused with PERMISSION_DENIED.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import grpc
+from cryptography import x509
+
+from certfed.v1 import registry_pb2, registry_pb2_grpc
+from registry.applications import validate_node_id, validate_text
+from registry.directory_store import STATUS_VALUES
+from registry.envelopes import envelope_from_proto, envelope_to_proto
+from registry.errors import InvalidInputError, PermissionDeniedError, UnauthenticatedError
+from registry.limits import Limits
+from registry.locators_store import Duplicate
+from registry.operations import Registry, StatusChange
+from registry.roles import PAYING_ROLE_NAMES, role_values
+from registry.rpc import ANONYMOUS, Authorizer, Principal, caller
+from registry.tables import NodeState
+from registry.timestamps import to_datetime, to_timestamp
+from registry.transport import PeerKind, identity_from_certificate
+
+SERVICE_NAME = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
+LOCATOR_SIZE = 32
+STATUS_STATES = {value: NodeState(state) for state, value in STATUS_VALUES.items()}
+
+
+class Access(enum.Enum):
+    ANYONE = "anyone"
+    ADMIN = "admin"
+    PAYING_NODE = "paying node"
+    ACTIVE_NODE = "active node"
+
+
+ACCESS: dict[str, Access] = {
+    f"/{SERVICE_NAME}/{method}": access
+    for method, access in {
+        "Enrol": Access.ANYONE,
+        "GetEnrolment": Access.ANYONE,
+        "GetDirectory": Access.ANYONE,
+        "ApproveEnrolment": Access.ADMIN,
+        "SetNodeStatus": Access.ADMIN,
+        "ListNodes": Access.ADMIN,
+        "PublishLocators": Access.PAYING_NODE,
+        "WithdrawLocators": Access.PAYING_NODE,
+        "ListDuplicates": Access.PAYING_NODE,
+        "Locate": Access.ACTIVE_NODE,
+    }.items()
+}
+
+
+def _client_certificate(context: grpc.ServicerContext) -> x509.Certificate | None:
+    pems = context.auth_context().get("x509_pem_cert")
+    if not pems:
+        return None
+    return x509.load_pem_x509_certificate(pems[0])
+
+
+def registry_authorizer(registry: Registry) -> Authorizer:
+    """Decide each caller's principal from its certificate, by the table in the module docstring."""
+
+    def authorize(method: str, context: grpc.ServicerContext) -> Principal:
+        access = ACCESS.get(method)
+        if access is None:
+            raise PermissionDeniedError(f"{method} is not a registry method")
+        certificate = _client_certificate(context)
+        # gRPC has verified the chain already; checking the issuer again here keeps a port
+        # configured without client verification from ever trusting a forged certificate.
+        identity = (
+            identity_from_certificate(certificate)
+            if certificate is not None and registry.is_federation_certificate(certificate)
+            else None
+        )
+        if access is Access.ANYONE:
+            if identity is None or identity.kind is PeerKind.REGISTRY:
+                return ANONYMOUS
+            return Principal(
+                kind=str(identity.kind),
+                name=identity.name,
+                certificate_sha256=identity.certificate_sha256,
+            )
+        short = method.rsplit("/", 1)[-1]
+        if identity is None:
+            raise UnauthenticatedError(
+                f"{short} needs a federation client certificate; call the registry's mTLS port"
+            )
+        if access is Access.ADMIN:
+            if identity.kind is not PeerKind.ADMIN:
+                raise PermissionDeniedError(f"only a registry administrator may call {short}")
+            return Principal(
+                kind="admin", name=identity.name, certificate_sha256=identity.certificate_sha256
+            )
+        if identity.kind is not PeerKind.NODE:
+            raise PermissionDeniedError(f"only an active federation node may call {short}")
+        node = registry.caller_node(identity)
+        roles = frozenset(node.roles)
+        if access is Access.PAYING_NODE and not PAYING_ROLE_NAMES.intersection(roles):
+            raise PermissionDeniedError(
+                f"node {node.node_id} has roles {', '.join(sorted(roles))}; {short} needs "
+                f"one of {', '.join(sorted(PAYING_ROLE_NAMES))}"
+            )
+        return Principal(
+            kind="node",
+            name=node.node_id,
+            roles=roles,
+            certificate_sha256=identity.certificate_sha256,
+        )
+
+    return authorize
+
+
+def _check_locator(locator: bytes, field_name: str) -> bytes:
+    if len(locator) != LOCATOR_SIZE:
+        raise InvalidInputError(
+            field_name, f"a subject locator is {LOCATOR_SIZE} bytes, this one is {len(locator)}"
+        )
+    return bytes(locator)
+
+
+def _check_locators(locators: list[bytes], limits: Limits) -> list[bytes]:
+    if len(locators) > limits.max_repeated:
+        raise InvalidInputError(
+            "locators",
+            f"{len(locators)} locators in one call, more than the limit of "
+            f"{limits.max_repeated}; send them in smaller batches",
+        )
+    return [_check_locator(locator, f"locators[{i}]") for i, locator in enumerate(locators)]
+
+
+def _duplicate(duplicate: Duplicate) -> registry_pb2.DuplicateEntitlement:
+    return registry_pb2.DuplicateEntitlement(
+        locator=duplicate.locator,
+        paying_node_ids=list(duplicate.node_ids),
+        detected_at=to_timestamp(duplicate.detected_at),
+    )
+
+
+class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
+    """Thin RPC methods over `Registry`; see the module docstring."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    @property
+    def _limits(self) -> Limits:
+        return self._registry.limits
+
+    def Enrol(  # noqa: N802 - generated method name
+        self, request: registry_pb2.EnrolRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.EnrolResponse:
+        if not request.HasField("application"):
+            raise InvalidInputError("application", "the signed NodeApplication is required")
+        node_id, state = self._registry.enrol(envelope_from_proto(request.application))
+        return registry_pb2.EnrolResponse(node_id=node_id, status=STATUS_VALUES[state])
+
+    def GetEnrolment(  # noqa: N802
+        self, request: registry_pb2.GetEnrolmentRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.GetEnrolmentResponse:
+        enrolment = self._registry.get_enrolment(validate_node_id(request.node_id))
+        return registry_pb2.GetEnrolmentResponse(
+            node_id=enrolment.node_id,
+            status=STATUS_VALUES[enrolment.status],
+            tls_certificate_pem=enrolment.certificate_pem,
+            ca_certificate_pem=enrolment.ca_certificate_pem,
+            sealed_locator_key=enrolment.sealed_locator_key,
+            status_reason=enrolment.status_reason,
+        )
+
+    def ApproveEnrolment(  # noqa: N802
+        self, request: registry_pb2.ApproveEnrolmentRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.ApproveEnrolmentResponse:
+        node_id = validate_node_id(request.node_id)
+        version = self._registry.approve(node_id, admin=caller().name)
+        return registry_pb2.ApproveEnrolmentResponse(directory_version=version)
+
+    def SetNodeStatus(  # noqa: N802
+        self, request: registry_pb2.SetNodeStatusRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.SetNodeStatusResponse:
+        node_id = validate_node_id(request.node_id)
+        target = STATUS_STATES.get(request.status)
+        if target is None or target is NodeState.PENDING:
+            raise InvalidInputError(
+                "status", "use NODE_STATUS_ACTIVE, NODE_STATUS_SUSPENDED or NODE_STATUS_REVOKED"
+            )
+        reason = validate_text(request.reason, "reason", self._limits, required=False)
+        effective_at = (
+            to_datetime(request.effective_at) if request.HasField("effective_at") else None
+        )
+        version = self._registry.set_status(
+            node_id, StatusChange(target, reason, effective_at), admin=caller().name
+        )
+        return registry_pb2.SetNodeStatusResponse(directory_version=version)
+
+    def ListNodes(  # noqa: N802
+        self, request: registry_pb2.ListNodesRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.ListNodesResponse:
+        return registry_pb2.ListNodesResponse(
+            nodes=[
+                registry_pb2.NodeSummary(
+                    node_id=node.node_id,
+                    display_name=node.display_name,
+                    region_codes=list(node.region_codes),
+                    roles=role_values(node.roles),
+                    endpoint=node.endpoint,
+                    status=STATUS_VALUES[NodeState(node.status)],
+                    applied_at=to_timestamp(node.applied_at),
+                    status_reason=node.status_reason,
+                )
+                for node in self._registry.list_nodes()
+            ]
+        )
+
+    def GetDirectory(  # noqa: N802
+        self, request: registry_pb2.GetDirectoryRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.GetDirectoryResponse:
+        latest = self._registry.directory(request.known_version)
+        if latest is None:
+            return registry_pb2.GetDirectoryResponse(not_modified=True)
+        return registry_pb2.GetDirectoryResponse(directory=envelope_to_proto(latest.envelope))
+
+    def PublishLocators(  # noqa: N802
+        self, request: registry_pb2.PublishLocatorsRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.PublishLocatorsResponse:
+        locators = _check_locators(list(request.locators), self._limits)
+        outcome = self._registry.publish_locators(caller().name, locators)
+        return registry_pb2.PublishLocatorsResponse(
+            published=outcome.published,
+            duplicates=[_duplicate(duplicate) for duplicate in outcome.duplicates],
+        )
+
+    def WithdrawLocators(  # noqa: N802
+        self, request: registry_pb2.WithdrawLocatorsRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.WithdrawLocatorsResponse:
+        locators = _check_locators(list(request.locators), self._limits)
+        withdrawn = self._registry.withdraw_locators(caller().name, locators)
+        return registry_pb2.WithdrawLocatorsResponse(withdrawn=withdrawn)
+
+    def Locate(  # noqa: N802
+        self, request: registry_pb2.LocateRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.LocateResponse:
+        locator = _check_locator(request.locator, "locator")
+        return registry_pb2.LocateResponse(paying_node_ids=self._registry.locate(locator))
+
+    def ListDuplicates(  # noqa: N802
+        self, request: registry_pb2.ListDuplicatesRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.ListDuplicatesResponse:
+        duplicates = self._registry.list_duplicates(caller().name)
+        return registry_pb2.ListDuplicatesResponse(
+            duplicates=[_duplicate(duplicate) for duplicate in duplicates]
+        )

@@ -1,0 +1,186 @@
+"""The registry's tables, as SQLModel classes sharing one metadata.
+
+Only the store modules (`nodes_store`, `directory_store`, `locators_store`, `audit_store`) read or
+write these; the schema itself is created by the alembic migrations in `registry/migrations`,
+which a test keeps identical to this metadata. Every timestamp column is timezone-aware and holds
+UTC; `UtcDateTime` refuses naive values on the way in and restores the zone SQLite drops on the
+way out, so Python code only ever sees aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import registry
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+from registry.utc import as_utc
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """DateTime(timezone=True) that only accepts and only returns aware UTC datetimes."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("refusing to store a naive datetime; certfed stores aware UTC")
+        return as_utc(value)
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected a datetime from the database, got {type(value).__name__}")
+        return as_utc(value)
+
+
+class NodeState(enum.StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    REVOKED = "revoked"
+
+
+class RegistryTable(SQLModel, registry=registry()):
+    """Base of the registry's tables: their own metadata, apart from any node's tables."""
+
+
+def _utc_column(*, nullable: bool = False, index: bool = False) -> Any:
+    return Field(sa_column=sa.Column(UtcDateTime(), nullable=nullable, index=index))
+
+
+class Node(RegistryTable, table=True):
+    """One enrolled (or applying) node, with what its application declared."""
+
+    __tablename__ = "node"
+
+    node_id: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
+    display_name: str = Field(sa_column=sa.Column(sa.String(512), nullable=False))
+    # JSON lists of region codes and role names, in the order the application gave them.
+    region_codes: list[str] = Field(sa_column=sa.Column(sa.JSON(), nullable=False))
+    roles: list[str] = Field(sa_column=sa.Column(sa.JSON(), nullable=False))
+    endpoint: str = Field(sa_column=sa.Column(sa.String(512), nullable=False))
+    signing_public_key: bytes = Field(sa_column=sa.Column(sa.LargeBinary(), nullable=False))
+    hpke_public_key: bytes = Field(sa_column=sa.Column(sa.LargeBinary(), nullable=False))
+    tls_csr_pem: bytes = Field(sa_column=sa.Column(sa.LargeBinary(), nullable=False))
+    # SHA-256 over what makes an application the same one again (keys and declared details).
+    application_digest: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    # The DSSE envelope JSON exactly as received, kept as evidence of the application.
+    application_envelope: bytes = Field(sa_column=sa.Column(sa.LargeBinary(), nullable=False))
+    applied_at: datetime = _utc_column()
+    received_at: datetime = _utc_column()
+    status: str = Field(sa_column=sa.Column(sa.String(16), nullable=False, index=True))
+    status_reason: str = Field(sa_column=sa.Column(sa.String(512), nullable=False))
+    status_changed_at: datetime = _utc_column()
+
+
+class NodeKey(RegistryTable, table=True):
+    """An Ed25519 attestation signing key of a node and its validity window."""
+
+    __tablename__ = "node_key"
+
+    key_id: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
+    node_id: str = Field(
+        sa_column=sa.Column(
+            sa.String(64), sa.ForeignKey("node.node_id"), nullable=False, index=True
+        )
+    )
+    public_key: bytes = Field(sa_column=sa.Column(sa.LargeBinary(), nullable=False))
+    valid_from: datetime = _utc_column()
+    valid_until: datetime | None = _utc_column(nullable=True)
+    revoked_at: datetime | None = _utc_column(nullable=True)
+
+
+class NodeCertificate(RegistryTable, table=True):
+    """A TLS certificate the federation CA issued to a node."""
+
+    __tablename__ = "node_certificate"
+
+    # Lowercase hex SHA-256 of the DER certificate.
+    sha256: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
+    node_id: str = Field(
+        sa_column=sa.Column(
+            sa.String(64), sa.ForeignKey("node.node_id"), nullable=False, index=True
+        )
+    )
+    certificate_pem: bytes = Field(sa_column=sa.Column(sa.LargeBinary(), nullable=False))
+    serial_number: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    not_before: datetime = _utc_column()
+    not_after: datetime = _utc_column()
+    issued_at: datetime = _utc_column()
+    # Set when a newer certificate replaces this one; a superseded certificate is refused.
+    superseded_at: datetime | None = _utc_column(nullable=True)
+
+
+class DirectoryVersion(RegistryTable, table=True):
+    """One published, signed directory."""
+
+    __tablename__ = "directory_version"
+
+    version: int = Field(
+        sa_column=sa.Column(sa.BigInteger(), primary_key=True, autoincrement=False)
+    )
+    envelope_json: bytes = Field(sa_column=sa.Column(sa.LargeBinary(), nullable=False))
+    issued_at: datetime = _utc_column()
+    expires_at: datetime = _utc_column()
+
+
+class SubjectLocator(RegistryTable, table=True):
+    """A paying node declares that it pays the person behind `locator`."""
+
+    __tablename__ = "subject_locator"
+
+    locator: bytes = Field(sa_column=sa.Column(sa.LargeBinary(32), primary_key=True))
+    node_id: str = Field(
+        sa_column=sa.Column(
+            sa.String(64), sa.ForeignKey("node.node_id"), primary_key=True, index=True
+        )
+    )
+    published_at: datetime = _utc_column()
+
+
+class DuplicateEntitlement(RegistryTable, table=True):
+    """A locator held by two or more paying nodes: one row per node involved."""
+
+    __tablename__ = "duplicate_entitlement"
+
+    locator: bytes = Field(sa_column=sa.Column(sa.LargeBinary(32), primary_key=True))
+    node_id: str = Field(
+        sa_column=sa.Column(
+            sa.String(64), sa.ForeignKey("node.node_id"), primary_key=True, index=True
+        )
+    )
+    detected_at: datetime = _utc_column()
+
+
+class AuditEvent(RegistryTable, table=True):
+    """Who did what to which node, when: every administrative act and every application."""
+
+    __tablename__ = "audit_event"
+
+    id: int | None = Field(
+        default=None, sa_column=sa.Column(sa.Integer(), primary_key=True, autoincrement=True)
+    )
+    at: datetime = _utc_column(index=True)
+    # "admin:<name>" or "node:<node id>".
+    actor: str = Field(sa_column=sa.Column(sa.String(128), nullable=False))
+    action: str = Field(sa_column=sa.Column(sa.String(32), nullable=False))
+    node_id: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, index=True))
+    detail: str = Field(sa_column=sa.Column(sa.String(1024), nullable=False))
+    # For status changes: when the change takes effect (may be before `at`).
+    effective_at: datetime | None = _utc_column(nullable=True)
+    # The directory version that announced the change, when there is one.
+    directory_version: int | None = Field(
+        default=None, sa_column=sa.Column(sa.BigInteger(), nullable=True)
+    )
+
+
+metadata = RegistryTable.metadata
