@@ -101,7 +101,7 @@ def _admin_client(args: argparse.Namespace) -> tuple[RegistryConfig, RegistryAdm
         )
     tls = TlsMaterial.load(certificate, key, paths.ca_certificate)
     endpoint = args.endpoint or admin_endpoint(config)
-    return config, RegistryAdminClient(endpoint, tls, limits=config.limits)
+    return config, RegistryAdminClient(endpoint, tls.channel_credentials(), config.limits)
 
 
 def _status_name(status: int) -> str:
@@ -221,7 +221,7 @@ def _admin_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_registry_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    """Add `registry` and its subcommands; each sets `func`, called with the parsed args."""
+    """Add `registry` and its subcommands; each sets `handler`, called with the parsed args."""
     registry = subparsers.add_parser("registry", help="run and administer the federation registry")
     commands = registry.add_subparsers(dest="registry_command", metavar="COMMAND", required=True)
 
@@ -229,20 +229,20 @@ def add_registry_commands(subparsers: argparse._SubParsersAction) -> None:  # ty
     init.add_argument("--data-dir", required=True, help="directory for keys, database and config")
     init.add_argument("--federation-id", default="certfed", help="the federation's id")
     init.add_argument("--admin", default="admin", help="name of the first administrator")
-    init.set_defaults(func=init_command)
+    init.set_defaults(handler=init_command)
 
     serve_parser = commands.add_parser("serve", help="run the registry")
     serve_parser.add_argument("--config", required=True, help="the registry's registry.toml")
-    serve_parser.set_defaults(func=serve_command)
+    serve_parser.set_defaults(handler=serve_command)
 
     approve = commands.add_parser("approve", help="approve a pending enrolment")
     approve.add_argument("node_id", metavar="NODE")
     _admin_options(approve)
-    approve.set_defaults(func=approve_command)
+    approve.set_defaults(handler=approve_command)
 
     list_parser = commands.add_parser("list", help="list the federation's nodes")
     _admin_options(list_parser)
-    list_parser.set_defaults(func=list_command)
+    list_parser.set_defaults(handler=list_command)
 
     for name, func, reason_required, help_text in (
         ("suspend", suspend_command, True, "suspend a node (it may be reinstated)"),
@@ -256,9 +256,9 @@ def add_registry_commands(subparsers: argparse._SubParsersAction) -> None:  # ty
             "--effective-at", help="ISO 8601 time with zone when it took effect (default: now)"
         )
         _admin_options(parser)
-        parser.set_defaults(func=func)
+        parser.set_defaults(handler=func)
 
     export = commands.add_parser("export-directory", help="write the latest signed directory")
     _admin_options(export)
     export.add_argument("--out", required=True, help="file to write the DSSE JSON to")
-    export.set_defaults(func=export_directory_command)
+    export.set_defaults(handler=export_directory_command)

@@ -32,12 +32,7 @@ from registry.errors import (
 )
 from registry.limits import Limits
 from registry.timestamps import to_timestamp
-from registry.transport import (
-    REGISTRY_TLS_NAME,
-    TlsMaterial,
-    anonymous_channel_credentials,
-    secure_channel,
-)
+from registry.transport import REGISTRY_TLS_NAME, secure_channel
 from signing import dsse
 
 _Response = TypeVar("_Response")
@@ -102,33 +97,21 @@ class _Connection:
 
 
 class RegistryClient:
-    """What nodes and tools ask the registry.
+    """What nodes and tools ask the registry, over one channel to one registry port.
 
-    `endpoint` is the registry's mutual-TLS port, used with `tls` (the node's certificate) for
-    the locator calls and the directory. `enrol_endpoint` is its port without client
-    certificates, used for enrolment, and for the directory when there is no `tls` yet. Either
-    endpoint may be None when the calls that need it are not made.
+    A node that is not enrolled yet dials the registry's enrolment port with
+    `anonymous_channel_credentials(ca_pem)` (Enrol, GetEnrolment, GetDirectory); an enrolled
+    node dials the mutual-TLS port with `TlsMaterial.channel_credentials()` for everything,
+    including the locator calls.
     """
 
     def __init__(
         self,
-        *,
-        ca_certificate_pem: bytes,
-        endpoint: str | None = None,
-        enrol_endpoint: str | None = None,
-        tls: TlsMaterial | None = None,
+        endpoint: str,
+        credentials: grpc.ChannelCredentials,
         limits: Limits | None = None,
     ) -> None:
-        self._limits = limits or Limits()
-        self._mtls: _Connection | None = None
-        self._anonymous: _Connection | None = None
-        if endpoint is not None and tls is not None:
-            self._mtls = _Connection(endpoint, tls.channel_credentials(), self._limits)
-        anonymous_endpoint = enrol_endpoint or (endpoint if tls is None else None)
-        if anonymous_endpoint is not None:
-            self._anonymous = _Connection(
-                anonymous_endpoint, anonymous_channel_credentials(ca_certificate_pem), self._limits
-            )
+        self._connection = _Connection(endpoint, credentials, limits or Limits())
 
     def __enter__(self) -> RegistryClient:
         return self
@@ -142,26 +125,10 @@ class RegistryClient:
         self.close()
 
     def close(self) -> None:
-        for connection in (self._mtls, self._anonymous):
-            if connection is not None:
-                connection.close()
-
-    def _node(self, call: str) -> _Connection:
-        if self._mtls is None:
-            raise PreconditionError(
-                f"{call} needs the registry's mTLS endpoint and this node's certificate; "
-                "enrol and have the enrolment approved first"
-            )
-        return self._mtls
-
-    def _public(self, call: str) -> _Connection:
-        connection = self._anonymous or self._mtls
-        if connection is None:
-            raise PreconditionError(f"{call} needs a registry endpoint; none is configured")
-        return connection
+        self._connection.close()
 
     def enrol(self, application: dsse.Envelope) -> registry_pb2.EnrolResponse:
-        connection = self._public("Enrol")
+        connection = self._connection
         request = registry_pb2.EnrolRequest(application=envelope_to_proto(application))
         response: registry_pb2.EnrolResponse = connection.call(
             "Enrol", connection.stub.Enrol, request
@@ -169,7 +136,7 @@ class RegistryClient:
         return response
 
     def get_enrolment(self, node_id: str) -> registry_pb2.GetEnrolmentResponse:
-        connection = self._public("GetEnrolment")
+        connection = self._connection
         request = registry_pb2.GetEnrolmentRequest(node_id=node_id)
         response: registry_pb2.GetEnrolmentResponse = connection.call(
             "GetEnrolment", connection.stub.GetEnrolment, request
@@ -178,7 +145,7 @@ class RegistryClient:
 
     def get_directory(self, known_version: int) -> dsse.Envelope | None:
         """The latest signed directory, or None when `known_version` is the latest already."""
-        connection = self._mtls or self._public("GetDirectory")
+        connection = self._connection
         request = registry_pb2.GetDirectoryRequest(known_version=known_version)
         response = connection.call("GetDirectory", connection.stub.GetDirectory, request)
         if response.not_modified:
@@ -186,7 +153,7 @@ class RegistryClient:
         return envelope_from_proto(response.directory)
 
     def publish_locators(self, locators: list[bytes]) -> registry_pb2.PublishLocatorsResponse:
-        connection = self._node("PublishLocators")
+        connection = self._connection
         request = registry_pb2.PublishLocatorsRequest(locators=locators)
         response: registry_pb2.PublishLocatorsResponse = connection.call(
             "PublishLocators", connection.stub.PublishLocators, request
@@ -194,20 +161,20 @@ class RegistryClient:
         return response
 
     def withdraw_locators(self, locators: list[bytes]) -> int:
-        connection = self._node("WithdrawLocators")
+        connection = self._connection
         request = registry_pb2.WithdrawLocatorsRequest(locators=locators)
         response = connection.call("WithdrawLocators", connection.stub.WithdrawLocators, request)
         return int(response.withdrawn)
 
     def locate(self, locator: bytes) -> list[str]:
-        connection = self._node("Locate")
+        connection = self._connection
         response = connection.call(
             "Locate", connection.stub.Locate, registry_pb2.LocateRequest(locator=locator)
         )
         return list(response.paying_node_ids)
 
     def list_duplicates(self) -> list[registry_pb2.DuplicateEntitlement]:
-        connection = self._node("ListDuplicates")
+        connection = self._connection
         response = connection.call(
             "ListDuplicates", connection.stub.ListDuplicates, registry_pb2.ListDuplicatesRequest()
         )
@@ -217,8 +184,14 @@ class RegistryClient:
 class RegistryAdminClient:
     """A registry administrator's calls, over mTLS with an administrator certificate."""
 
-    def __init__(self, endpoint: str, tls: TlsMaterial, *, limits: Limits | None = None) -> None:
-        self._connection = _Connection(endpoint, tls.channel_credentials(), limits or Limits())
+    def __init__(
+        self,
+        endpoint: str,
+        credentials: grpc.ChannelCredentials,
+        limits: Limits | None = None,
+    ) -> None:
+        """`credentials`: the administrator's `TlsMaterial.channel_credentials()`."""
+        self._connection = _Connection(endpoint, credentials, limits or Limits())
 
     def __enter__(self) -> RegistryAdminClient:
         return self

@@ -91,14 +91,17 @@ class RunningRegistry:
         tls = TlsMaterial.load(
             paths.admin_certificate(name), paths.admin_key(name), paths.ca_certificate
         )
-        return RegistryAdminClient(self.mtls_endpoint, tls, limits=self.config.limits)
+        return RegistryAdminClient(
+            self.mtls_endpoint, tls.channel_credentials(), self.config.limits
+        )
 
     def anonymous(self) -> RegistryClient:
         return RegistryClient(
-            ca_certificate_pem=self.ca_pem,
-            enrol_endpoint=self.enrol_endpoint,
-            limits=self.config.limits,
+            self.enrol_endpoint, anonymous_channel_credentials(self.ca_pem), self.config.limits
         )
+
+    def node_client(self, tls: TlsMaterial) -> RegistryClient:
+        return RegistryClient(self.mtls_endpoint, tls.channel_credentials(), self.config.limits)
 
 
 @pytest.fixture
@@ -185,11 +188,8 @@ def enrolled_node(registry: RunningRegistry, make_node: NodeFactory) -> Iterator
             with registry.admin() as admin:
                 admin.approve(node_id)
             enrolment = anonymous.get_enrolment(node_id)
-        client = RegistryClient(
-            ca_certificate_pem=registry.ca_pem,
-            endpoint=registry.mtls_endpoint,
-            tls=node.tls(enrolment.tls_certificate_pem, enrolment.ca_certificate_pem),
-            limits=registry.config.limits,
+        client = registry.node_client(
+            node.tls(enrolment.tls_certificate_pem, enrolment.ca_certificate_pem)
         )
         clients.append(client)
         return node, client

@@ -29,6 +29,7 @@ from registry.transport import (
     REGISTRY_TLS_NAME,
     PeerKind,
     TlsMaterial,
+    anonymous_channel_credentials,
     certificate_request,
     generate_tls_key,
     secure_channel,
@@ -92,9 +93,7 @@ def test_enrolled_node_is_approved_and_receives_certificate_and_sealed_locator_k
     assert len(locator_key) == 32
 
     tls = node.tls(enrolment.tls_certificate_pem, enrolment.ca_certificate_pem)
-    with RegistryClient(
-        ca_certificate_pem=registry.ca_pem, endpoint=registry.mtls_endpoint, tls=tls
-    ) as client:
+    with registry.node_client(tls) as client:
         assert client.locate(LOCATOR_A) == []
         published = client.publish_locators([LOCATOR_A, LOCATOR_B, LOCATOR_A])
         assert published.published == 2
@@ -130,7 +129,7 @@ def test_duplicate_locator_from_two_paying_nodes_is_reported_to_both(
 def test_call_without_client_certificate_on_mtls_port_fails(registry: RunningRegistry) -> None:
     with (
         RegistryClient(
-            ca_certificate_pem=registry.ca_pem, enrol_endpoint=registry.mtls_endpoint
+            registry.mtls_endpoint, anonymous_channel_credentials(registry.ca_pem)
         ) as client,
         pytest.raises(UnavailableError),
     ):
@@ -221,9 +220,7 @@ def test_certificate_signed_by_another_ca_is_refused_at_handshake(
     )
     tls = TlsMaterial(certificate, node.tls_key_pem, registry.ca_pem)
     with (
-        RegistryClient(
-            ca_certificate_pem=registry.ca_pem, endpoint=registry.mtls_endpoint, tls=tls
-        ) as client,
+        registry.node_client(tls) as client,
         pytest.raises(UnavailableError),
     ):
         client.locate(LOCATOR_A)
@@ -243,9 +240,7 @@ def test_certificate_the_registry_did_not_issue_to_the_node_is_unauthenticated(
     )
     tls = TlsMaterial(unrecorded, other_key, registry.ca_pem)
     with (
-        RegistryClient(
-            ca_certificate_pem=registry.ca_pem, endpoint=registry.mtls_endpoint, tls=tls
-        ) as client,
+        registry.node_client(tls) as client,
         pytest.raises(UnauthenticatedError, match="not one this registry issued"),
     ):
         client.locate(LOCATOR_A)

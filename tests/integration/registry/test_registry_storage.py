@@ -47,9 +47,7 @@ def test_directory_is_resigned_as_a_new_version_when_less_than_half_its_lifetime
     engine = create_engine_for(store_url)
     try:
         migrate_engine(engine)
-        registry = Registry(
-            engine, RegistryKeys.load(config.paths), config, clock=lambda: now[0]
-        )
+        registry = Registry(engine, RegistryKeys.load(config.paths), config, clock=lambda: now[0])
         assert registry.ensure_directory() == 1
         assert registry.ensure_directory() == 1
 
