@@ -73,7 +73,7 @@ class Node(RegistryTable, table=True):
     tls_csr_pem: bytes = Field(sa_column=sa.Column(sa.LargeBinary(), nullable=False))
     # SHA-256 over what makes an application the same one again (keys and declared details).
     application_digest: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
-    # The DSSE envelope JSON exactly as received, kept as evidence of the application.
+    # The signed application as DSSE envelope JSON (payload bytes as received), as evidence.
     application_envelope: bytes = Field(sa_column=sa.Column(sa.LargeBinary(), nullable=False))
     applied_at: datetime = _utc_column()
     received_at: datetime = _utc_column()
