@@ -50,25 +50,43 @@ AddBeneficiary = Callable[..., Beneficiary]
 AddInbound = Callable[..., AssistanceRequest]
 
 
+def register(engine: Engine, label: str | None = None) -> Beneficiary:
+    """Registers a beneficiary in its own transaction and returns it."""
+    with session_scope(engine) as session:
+        return beneficiaries.add(
+            session,
+            subject_locator=locator_for(label or new_id()),
+            identity_type=IdentityType.RESIDENT_ID,
+            masked_identity_number="3702**********123X",
+            sealed_identity=b"sealed:" + (label or "x").encode(),
+            residence_region="620102",
+            paying_region="370200",
+            valid_until=NOW + timedelta(days=30),
+            now=NOW,
+        )
+
+
 @pytest.fixture
 def add_beneficiary(engine: Engine) -> AddBeneficiary:
-    """Registers a beneficiary in its own transaction and returns it."""
+    """`add(label=None)`: a new beneficiary in `engine`'s database."""
+    return lambda label=None: register(engine, label)
 
-    def add(label: str | None = None) -> Beneficiary:
-        with session_scope(engine) as session:
-            return beneficiaries.add(
-                session,
-                subject_locator=locator_for(label or new_id()),
-                identity_type=IdentityType.RESIDENT_ID,
-                masked_identity_number="3702**********123X",
-                sealed_identity=b"sealed:" + (label or "x").encode(),
-                residence_region="620102",
-                paying_region="370200",
-                valid_until=NOW + timedelta(days=30),
-                now=NOW,
-            )
 
-    return add
+@pytest.fixture
+def register_beneficiary() -> Callable[[Engine], Beneficiary]:
+    """`register(engine)`: a new beneficiary in any migrated database."""
+    return register
+
+
+@pytest.fixture
+def pg_engine(postgres_url: str) -> Iterator[Engine]:
+    """A migrated PostgreSQL database, for behaviour only PostgreSQL has (row locks)."""
+    migrate(postgres_url)
+    engine = create_engine_for(postgres_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture

@@ -1,0 +1,142 @@
+"""The people this office pays: registering them, finding them, their validity and status.
+
+Every function works inside the caller's transaction (`db.session_scope`). The store never sees
+an identity number in clear: the caller passes the subject locator, the sealed identity and the
+masked number. One person (one locator) is one beneficiary: the database refuses a second.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from federation_node.db import keyset_page
+from federation_node.ids import new_id
+from federation_node.models import Beneficiary, BeneficiaryState, IdentityType
+from registry.errors import AlreadyExistsError, UnknownBeneficiaryError
+
+
+def add(
+    session: Session,
+    *,
+    subject_locator: bytes,
+    identity_type: IdentityType,
+    masked_identity_number: str,
+    sealed_identity: bytes,
+    residence_region: str,
+    paying_region: str,
+    valid_until: datetime | None,
+    now: datetime,
+) -> Beneficiary:
+    """Register a person; refused when the locator already names a beneficiary here."""
+    existing = by_locator(session, subject_locator)
+    if existing is not None:
+        raise _already_registered(existing)
+    beneficiary = Beneficiary(
+        beneficiary_id=new_id(),
+        subject_locator=subject_locator,
+        identity_type=identity_type,
+        masked_identity_number=masked_identity_number,
+        sealed_identity=sealed_identity,
+        residence_region=residence_region,
+        paying_region=paying_region,
+        status=BeneficiaryState.ACTIVE,
+        status_effective_at=None,
+        valid_until=valid_until,
+        possible_duplicate=False,
+        created_at=now,
+        updated_at=now,
+    )
+    try:
+        # A savepoint, so that after losing a race the transaction can still look up the winner.
+        with session.begin_nested():
+            session.add(beneficiary)
+    except IntegrityError:
+        winner = by_locator(session, subject_locator)
+        if winner is None:
+            raise
+        raise _already_registered(winner) from None
+    return beneficiary
+
+
+def _already_registered(existing: Beneficiary) -> AlreadyExistsError:
+    return AlreadyExistsError(
+        "this person is already a beneficiary of this office "
+        f"(beneficiary id {existing.beneficiary_id})"
+    )
+
+
+def get(session: Session, beneficiary_id: str) -> Beneficiary:
+    beneficiary = session.get(Beneficiary, beneficiary_id)
+    if beneficiary is None:
+        raise UnknownBeneficiaryError(
+            f"no beneficiary {beneficiary_id} at this office; check the id or search the list"
+        )
+    return beneficiary
+
+
+def by_locator(session: Session, locator: bytes) -> Beneficiary | None:
+    return session.exec(select(Beneficiary).where(Beneficiary.subject_locator == locator)).first()
+
+
+def page(session: Session, page_size: int, page_token: str) -> tuple[list[Beneficiary], str]:
+    """Beneficiaries in registration order; the token is empty after the last page."""
+    return keyset_page(
+        session,
+        select(Beneficiary),
+        key=col(Beneficiary.beneficiary_id),
+        key_of=lambda row: row.beneficiary_id,
+        page_size=page_size,
+        page_token=page_token,
+    )
+
+
+def extend_validity(
+    session: Session, beneficiary: Beneficiary, valid_until: datetime, now: datetime
+) -> bool:
+    """Move the validity forward to `valid_until`; never backwards. Returns whether it moved.
+
+    Attestations may arrive out of order (a redelivered older one after a newer one); keeping
+    the later date means the order of arrival cannot shorten anyone's entitlement.
+    """
+    if beneficiary.valid_until is not None and valid_until <= beneficiary.valid_until:
+        return False
+    beneficiary.valid_until = valid_until
+    beneficiary.updated_at = now
+    session.add(beneficiary)
+    session.flush()
+    return True
+
+
+def set_status(
+    session: Session,
+    beneficiary: Beneficiary,
+    status: BeneficiaryState,
+    effective_at: datetime | None,
+    now: datetime,
+) -> None:
+    """Record that entitlement ended (death, imprisonment, missing) or resumed (active)."""
+    beneficiary.status = status
+    beneficiary.status_effective_at = effective_at
+    beneficiary.updated_at = now
+    session.add(beneficiary)
+    session.flush()
+
+
+def flag_duplicate(session: Session, locator: bytes, now: datetime | None = None) -> bool:
+    """Mark the beneficiary with this locator as possibly paid by another office too.
+
+    Returns whether this office pays someone with that locator (and so flagged them).
+    """
+    beneficiary = by_locator(session, locator)
+    if beneficiary is None:
+        return False
+    if not beneficiary.possible_duplicate:
+        beneficiary.possible_duplicate = True
+        if now is not None:
+            beneficiary.updated_at = now
+        session.add(beneficiary)
+        session.flush()
+    return True
