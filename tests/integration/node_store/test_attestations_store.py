@@ -1,0 +1,118 @@
+"""Attestations are kept as signed; receiving is idempotent on the attestation id."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from federation_node import attestations_store
+from federation_node.db import session_scope
+from federation_node.ids import new_id
+from federation_node.models import Attestation, AttestationDirection
+from registry.errors import AlreadyExistsError, UnknownAttestationError
+
+ENVELOPE = b'{"payload":"eyJ9","payloadType":"application/vnd.certfed.attestation+protobuf"}'
+
+
+def _issue(session: Session, attestation_id: str, digest: str, now: datetime) -> Attestation:
+    return attestations_store.store_issued(
+        session,
+        attestation_id=attestation_id,
+        envelope_json=ENVELOPE,
+        issuing_node_id="qingdao",
+        paying_node_id="foshan",
+        subject_locator=bytes(32),
+        beneficiary_id=None,
+        request_id=None,
+        method=2,
+        outcome=1,
+        observed_at=now - timedelta(hours=2),
+        valid_until=now + timedelta(days=365),
+        signing_key_id="qingdao/2025-1",
+        payload_sha256=digest,
+        now=now,
+    )
+
+
+def _receive(
+    session: Session, attestation_id: str, digest: str, now: datetime
+) -> tuple[Attestation, bool]:
+    return attestations_store.store_received(
+        session,
+        attestation_id=attestation_id,
+        envelope_json=ENVELOPE,
+        issuing_node_id="lanzhou-chengguan",
+        paying_node_id="qingdao",
+        subject_locator=bytes(32),
+        beneficiary_id=None,
+        request_id=None,
+        method=2,
+        outcome=1,
+        observed_at=now - timedelta(hours=2),
+        valid_until=now + timedelta(days=365),
+        signing_key_id="lanzhou-chengguan/2025-1",
+        payload_sha256=digest,
+        now=now,
+    )
+
+
+def test_issued_attestation_is_kept_byte_for_byte(engine: Engine, now: datetime) -> None:
+    attestation_id = new_id()
+    with session_scope(engine) as session:
+        _issue(session, attestation_id, "aa" * 32, now)
+    with session_scope(engine) as session:
+        stored = attestations_store.get(session, attestation_id)
+        assert stored.envelope_json == ENVELOPE
+        assert stored.direction is AttestationDirection.ISSUED
+        assert stored.valid_until == now + timedelta(days=365)
+
+
+def test_redelivered_attestation_is_a_duplicate(engine: Engine, now: datetime) -> None:
+    attestation_id = new_id()
+    with session_scope(engine) as session:
+        first, duplicate = _receive(session, attestation_id, "aa" * 32, now)
+        assert not duplicate
+        assert first.direction is AttestationDirection.RECEIVED
+    with session_scope(engine) as session:
+        again, duplicate = _receive(session, attestation_id, "aa" * 32, now + timedelta(hours=1))
+        assert duplicate
+        assert again.stored_at == now
+
+
+def test_attestation_id_reused_with_other_content_is_refused(engine: Engine, now: datetime) -> None:
+    attestation_id = new_id()
+    with session_scope(engine) as session:
+        _receive(session, attestation_id, "aa" * 32, now)
+    with session_scope(engine) as session, pytest.raises(AlreadyExistsError):
+        _receive(session, attestation_id, "bb" * 32, now)
+
+
+def test_issuing_an_id_twice_is_refused(engine: Engine, now: datetime) -> None:
+    attestation_id = new_id()
+    with session_scope(engine) as session:
+        _issue(session, attestation_id, "aa" * 32, now)
+    with session_scope(engine) as session, pytest.raises(AlreadyExistsError):
+        _issue(session, attestation_id, "aa" * 32, now)
+
+
+def test_page_by_direction_and_lookup_by_locator(engine: Engine, now: datetime) -> None:
+    issued, received = new_id(), new_id()
+    with session_scope(engine) as session:
+        _issue(session, issued, "aa" * 32, now)
+        _receive(session, received, "bb" * 32, now)
+    with session_scope(engine) as session:
+        rows, token = attestations_store.page(session, AttestationDirection.RECEIVED, 10, "")
+        assert [row.attestation_id for row in rows] == [received]
+        assert token == ""
+        rows, _ = attestations_store.page(session, None, 10, "")
+        assert [row.attestation_id for row in rows] == [issued, received]
+        about = attestations_store.for_locator(session, bytes(32))
+        assert {row.attestation_id for row in about} == {issued, received}
+
+
+def test_unknown_attestation_is_reported(engine: Engine) -> None:
+    with session_scope(engine) as session, pytest.raises(UnknownAttestationError):
+        attestations_store.get(session, "a-404")
