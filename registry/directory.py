@@ -13,12 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from certfed.v1 import common_pb2, directory_pb2
 from google.protobuf.message import DecodeError
-from signing import dsse
-from signing.errors import SigningError
-from signing.keys import SigningKey, VerifyKey
 
+from certfed.v1 import common_pb2, directory_pb2
 from registry.errors import (
     DirectoryExpiredError,
     DirectoryRollbackError,
@@ -29,6 +26,9 @@ from registry.errors import (
 )
 from registry.regions import coverage
 from registry.timestamps import to_datetime
+from signing import dsse
+from signing.errors import SigningError
+from signing.keys import SigningKey, VerifyKey
 
 CERTIFYING_ROLES = frozenset({common_pb2.ROLE_RESIDENCE_AGENCY, common_pb2.ROLE_PARTNER_LIAISON})
 PAYING_ROLES = frozenset({common_pb2.ROLE_PAYING_OFFICE, common_pb2.ROLE_PARTNER_LIAISON})

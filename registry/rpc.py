@@ -21,10 +21,10 @@ import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from signing.errors import InvalidIdentityNumberError, SigningError
 
 from registry.errors import CertfedError, InvalidInputError
 from registry.limits import Limits
+from signing.errors import InvalidIdentityNumberError, SigningError
 
 log = structlog.get_logger("certfed.rpc")
 
@@ -189,7 +189,7 @@ class _Interceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             try:
                 principal, request_id = self._enter(method, context)
                 response = inner(request, context)
-            except Exception as error:  # noqa: BLE001 - every failure becomes a status
+            except Exception as error:
                 self._fail(method, context, error, principal, request_id, started)
                 raise  # context.abort() has raised already; this keeps type checkers informed
             log.info(
@@ -212,7 +212,7 @@ class _Interceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             try:
                 principal, request_id = self._enter(method, context)
                 yield from inner(request, context)
-            except Exception as error:  # noqa: BLE001 - every failure becomes a status
+            except Exception as error:
                 self._fail(method, context, error, principal, request_id, started)
                 raise
 

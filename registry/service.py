@@ -162,7 +162,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     def _limits(self) -> Limits:
         return self._registry.limits
 
-    def Enrol(  # noqa: N802 - generated method name
+    def Enrol(
         self, request: registry_pb2.EnrolRequest, context: grpc.ServicerContext
     ) -> registry_pb2.EnrolResponse:
         if not request.HasField("application"):
@@ -170,7 +170,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         node_id, state = self._registry.enrol(envelope_from_proto(request.application))
         return registry_pb2.EnrolResponse(node_id=node_id, status=STATUS_VALUES[state])
 
-    def GetEnrolment(  # noqa: N802
+    def GetEnrolment(
         self, request: registry_pb2.GetEnrolmentRequest, context: grpc.ServicerContext
     ) -> registry_pb2.GetEnrolmentResponse:
         enrolment = self._registry.get_enrolment(validate_node_id(request.node_id))
@@ -183,14 +183,14 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             status_reason=enrolment.status_reason,
         )
 
-    def ApproveEnrolment(  # noqa: N802
+    def ApproveEnrolment(
         self, request: registry_pb2.ApproveEnrolmentRequest, context: grpc.ServicerContext
     ) -> registry_pb2.ApproveEnrolmentResponse:
         node_id = validate_node_id(request.node_id)
         version = self._registry.approve(node_id, admin=caller().name)
         return registry_pb2.ApproveEnrolmentResponse(directory_version=version)
 
-    def SetNodeStatus(  # noqa: N802
+    def SetNodeStatus(
         self, request: registry_pb2.SetNodeStatusRequest, context: grpc.ServicerContext
     ) -> registry_pb2.SetNodeStatusResponse:
         node_id = validate_node_id(request.node_id)
@@ -208,7 +208,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         )
         return registry_pb2.SetNodeStatusResponse(directory_version=version)
 
-    def ListNodes(  # noqa: N802
+    def ListNodes(
         self, request: registry_pb2.ListNodesRequest, context: grpc.ServicerContext
     ) -> registry_pb2.ListNodesResponse:
         return registry_pb2.ListNodesResponse(
@@ -227,7 +227,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             ]
         )
 
-    def GetDirectory(  # noqa: N802
+    def GetDirectory(
         self, request: registry_pb2.GetDirectoryRequest, context: grpc.ServicerContext
     ) -> registry_pb2.GetDirectoryResponse:
         latest = self._registry.directory(request.known_version)
@@ -235,7 +235,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             return registry_pb2.GetDirectoryResponse(not_modified=True)
         return registry_pb2.GetDirectoryResponse(directory=envelope_to_proto(latest.envelope))
 
-    def PublishLocators(  # noqa: N802
+    def PublishLocators(
         self, request: registry_pb2.PublishLocatorsRequest, context: grpc.ServicerContext
     ) -> registry_pb2.PublishLocatorsResponse:
         locators = _check_locators(list(request.locators), self._limits)
@@ -245,20 +245,20 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             duplicates=[_duplicate(duplicate) for duplicate in outcome.duplicates],
         )
 
-    def WithdrawLocators(  # noqa: N802
+    def WithdrawLocators(
         self, request: registry_pb2.WithdrawLocatorsRequest, context: grpc.ServicerContext
     ) -> registry_pb2.WithdrawLocatorsResponse:
         locators = _check_locators(list(request.locators), self._limits)
         withdrawn = self._registry.withdraw_locators(caller().name, locators)
         return registry_pb2.WithdrawLocatorsResponse(withdrawn=withdrawn)
 
-    def Locate(  # noqa: N802
+    def Locate(
         self, request: registry_pb2.LocateRequest, context: grpc.ServicerContext
     ) -> registry_pb2.LocateResponse:
         locator = _check_locator(request.locator, "locator")
         return registry_pb2.LocateResponse(paying_node_ids=self._registry.locate(locator))
 
-    def ListDuplicates(  # noqa: N802
+    def ListDuplicates(
         self, request: registry_pb2.ListDuplicatesRequest, context: grpc.ServicerContext
     ) -> registry_pb2.ListDuplicatesResponse:
         duplicates = self._registry.list_duplicates(caller().name)

@@ -1,0 +1,200 @@
+"""A node's configuration: one TOML file per node plus `CERTFED_NODE_<FIELD>` environment overrides.
+
+Every field has a safe default except who the node is (node_id, region_codes, roles) and where
+its registry is. Unknown keys are refused by name, so a typo never silently falls back to a
+default. Relative paths are resolved against the directory of the configuration file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from registry.errors import InvalidInputError
+from registry.limits import Limits
+from registry.regions import validate_region_code
+
+ROLE_NAMES = ("paying_office", "residence_agency", "partner_liaison")
+ENV_PREFIX = "CERTFED_NODE_"
+
+
+@dataclass(frozen=True)
+class DispatchConfig:
+    """How the outbox dispatcher delivers messages to peers and the registry."""
+
+    poll_interval_s: float = 1.0
+    batch_size: int = 50
+    initial_backoff_s: float = 0.2
+    max_backoff_s: float = 30.0
+    max_attempts: int = 50
+    max_age_s: float = 7 * 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    node_id: str
+    region_codes: tuple[str, ...]
+    roles: tuple[str, ...]
+    registry_endpoint: str
+    registry_enrol_endpoint: str
+    data_dir: Path
+    display_name: str = ""
+    # Name of the office that certifies people here, written into attestations.
+    certifying_agency: str = ""
+    # Where peers reach this node's FederationService (host:port), as listed in the directory.
+    endpoint: str = "127.0.0.1:7500"
+    listen: str = "127.0.0.1:7500"
+    desk_listen: str = "127.0.0.1:7600"
+    database_url: str = ""
+    # Registry root public key and federation CA certificate, received out of band.
+    root_public_key: Path = Path("trust/root.pub")
+    ca_certificate: Path = Path("trust/ca.pem")
+    directory_refresh_s: float = 60.0
+    validity_months: int = 12
+    log_level: str = "info"
+    limits: Limits = field(default_factory=Limits)
+    dispatch: DispatchConfig = field(default_factory=DispatchConfig)
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'node.db'}"
+
+    @property
+    def primary_region(self) -> str:
+        return self.region_codes[0]
+
+
+def _coerce(name: str, value: Any, target: Any) -> Any:
+    """Convert a TOML or environment value to the type of the field's default."""
+    if isinstance(target, bool):
+        if isinstance(value, str):
+            return value.lower() in {"1", "true", "yes", "on"}
+        return bool(value)
+    if isinstance(target, int) and not isinstance(target, bool):
+        return int(value)
+    if isinstance(target, float):
+        return float(value)
+    if isinstance(target, Path):
+        return Path(value)
+    if isinstance(target, tuple):
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        if not isinstance(value, list | tuple):
+            raise InvalidInputError(name, "must be a list")
+        return tuple(str(item) for item in value)
+    if isinstance(target, str):
+        return str(value)
+    raise InvalidInputError(name, "unsupported setting")
+
+
+def _sub_config(name: str, cls: Any, table: Any) -> Any:
+    if not isinstance(table, dict):
+        raise InvalidInputError(name, "must be a table")
+    defaults = cls()
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise InvalidInputError(f"{name}.{unknown[0]}", "unknown setting")
+    values = {
+        key: _coerce(f"{name}.{key}", value, getattr(defaults, key)) for key, value in table.items()
+    }
+    return dataclasses.replace(defaults, **values)
+
+
+_REQUIRED = ("node_id", "region_codes", "roles", "registry_endpoint", "registry_enrol_endpoint")
+_TEMPLATE: dict[str, Any] = {
+    "node_id": "",
+    "region_codes": (),
+    "roles": (),
+    "registry_endpoint": "",
+    "registry_enrol_endpoint": "",
+    "data_dir": Path("."),
+}
+
+
+def load_node_config(path: Path, environ: dict[str, str] | None = None) -> NodeConfig:
+    """Read and validate a node configuration file; raise InvalidInputError naming the setting."""
+    env = dict(os.environ if environ is None else environ)
+    try:
+        raw: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as error:
+        raise InvalidInputError("config", f"no configuration file at {path}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise InvalidInputError("config", f"{path} is not valid TOML: {error}") from error
+    base = path.resolve().parent
+    field_types = {f.name: f for f in dataclasses.fields(NodeConfig)}
+    unknown = sorted(set(raw) - set(field_types))
+    if unknown:
+        raise InvalidInputError(unknown[0], f"unknown setting in {path.name}")
+    for name in field_types:
+        key = ENV_PREFIX + name.upper()
+        if key in env and name not in ("limits", "dispatch"):
+            raw[name] = env[key]
+    missing = [name for name in _REQUIRED if not raw.get(name)]
+    if missing:
+        raise InvalidInputError(missing[0], f"required in {path.name}")
+    values: dict[str, Any] = {}
+    defaults = NodeConfig(**_TEMPLATE)
+    for name, value in raw.items():
+        if name == "limits":
+            values[name] = _sub_config("limits", Limits, value)
+        elif name == "dispatch":
+            values[name] = _sub_config("dispatch", DispatchConfig, value)
+        else:
+            values[name] = _coerce(name, value, getattr(defaults, name))
+    config = NodeConfig(**{**_TEMPLATE, **values})
+    data_dir = config.data_dir if config.data_dir.is_absolute() else base / config.data_dir
+    config = dataclasses.replace(
+        config,
+        data_dir=data_dir,
+        root_public_key=_under(data_dir, config.root_public_key),
+        ca_certificate=_under(data_dir, config.ca_certificate),
+    )
+    validate_node_config(config)
+    return config
+
+
+def _under(base: Path, path: Path) -> Path:
+    return path if path.is_absolute() else base / path
+
+
+def validate_node_config(config: NodeConfig) -> None:
+    if not config.region_codes:
+        raise InvalidInputError("region_codes", "a node serves at least one region")
+    for code in config.region_codes:
+        validate_region_code(code, "region_codes")
+    if not config.roles:
+        raise InvalidInputError("roles", f"give at least one of {', '.join(ROLE_NAMES)}")
+    for role in config.roles:
+        if role not in ROLE_NAMES:
+            raise InvalidInputError("roles", f"{role!r} is not one of {', '.join(ROLE_NAMES)}")
+    if not 1 <= config.validity_months <= 24:
+        raise InvalidInputError("validity_months", "must be between 1 and 24")
+    if config.directory_refresh_s <= 0:
+        raise InvalidInputError("directory_refresh_s", "must be positive")
+
+
+def render_node_config(values: dict[str, Any]) -> str:
+    """A TOML file for the given top-level settings (strings, numbers and lists of strings)."""
+    lines = []
+    for key, value in values.items():
+        if isinstance(value, list | tuple):
+            items = ", ".join(f'"{item}"' for item in value)
+            lines.append(f"{key} = [{items}]")
+        elif isinstance(value, bool):
+            lines.append(f"{key} = {'true' if value else 'false'}")
+        elif isinstance(value, int | float):
+            lines.append(f"{key} = {value}")
+        elif isinstance(value, dict):
+            continue
+        else:
+            lines.append(f'{key} = "{value}"')
+    for key, value in values.items():
+        if isinstance(value, dict):
+            lines.append(f"\n[{key}]")
+            lines.extend(f"{k} = {v}" for k, v in value.items())
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,206 @@
+"""The outbox dispatcher: delivers what the node's transactions queued, until it is delivered.
+
+Each pass claims due messages (on PostgreSQL with FOR UPDATE SKIP LOCKED, so replicas share the
+work without delivering one message twice at once), delivers them concurrently with a deadline,
+and records the result: delivered; failed with exponential backoff and jitter (tenacity), bounded
+in attempts and age; or dead-lettered at once when the receiver refuses the message for good (it
+is then on the operator's dead-letter list, never silently dropped). Receivers are idempotent, so
+a message delivered again after a crash changes nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import grpc
+import structlog
+from sqlalchemy.engine import Engine
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from certfed.v1 import federation_pb2, registry_pb2
+from federation_node import outbox
+from federation_node.config import DispatchConfig
+from federation_node.db import session_scope
+from federation_node.models import OutboxKind, OutboxMessage
+from federation_node.peers import PeerChannels
+from registry.errors import CertfedError
+
+log = structlog.get_logger("certfed.dispatcher")
+
+# Codes after which the same message will never be accepted: dead-letter it at once.
+PERMANENT = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
+# Codes worth one quick retry inside the same pass (a connection being re-established).
+BLIP = frozenset({grpc.StatusCode.UNAVAILABLE})
+
+
+class PermanentDeliveryError(Exception):
+    """The receiver refused the message for a reason a retry cannot change."""
+
+
+RegistryPublish = Callable[
+    [registry_pb2.PublishLocatorsRequest], registry_pb2.PublishLocatorsResponse
+]
+DuplicatesFound = Callable[[list[registry_pb2.DuplicateEntitlement]], int]
+
+
+class Dispatcher(threading.Thread):
+    def __init__(
+        self,
+        engine: Engine,
+        peers: PeerChannels,
+        publish_locators: RegistryPublish,
+        on_duplicates: DuplicatesFound,
+        config: DispatchConfig,
+        call_timeout_s: float,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        super().__init__(name="outbox-dispatcher", daemon=True)
+        self._engine = engine
+        self._peers = peers
+        self._publish_locators = publish_locators
+        self._on_duplicates = on_duplicates
+        self._config = config
+        self._timeout = call_timeout_s
+        self._clock = clock
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="deliver")
+        self._policy = outbox.RetryPolicy(
+            initial_s=config.initial_backoff_s,
+            max_backoff_s=config.max_backoff_s,
+            max_attempts=config.max_attempts,
+            max_age_s=config.max_age_s,
+        )
+
+    def wake(self) -> None:
+        """Called after a transaction queued a message, so it goes out now, not at the next poll."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        self.join(timeout=10)
+        self._pool.shutdown(wait=True, cancel_futures=False)
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                delivered = self.run_once()
+            except Exception:
+                log.exception("dispatcher.pass_failed")
+                delivered = 0
+            if delivered == 0:
+                self._wake.wait(self._config.poll_interval_s)
+
+    def run_once(self) -> int:
+        """One pass: claim due messages, deliver them, record outcomes. Returns how many went."""
+        now = self._clock()
+        with session_scope(self._engine) as session:
+            claimed = outbox.claim_due(
+                session, now, self._config.batch_size, lease_s=self._timeout * 3
+            )
+            batch = [(m.message_id, m.kind, m.destination, m.payload) for m in claimed]
+        if not batch:
+            return 0
+        results = list(self._pool.map(lambda item: self._deliver(*item), batch))
+        delivered = 0
+        with session_scope(self._engine) as session:
+            for (message_id, kind, destination, _), error in zip(batch, results, strict=True):
+                message = session.get(OutboxMessage, message_id)
+                if message is None:
+                    continue
+                now = self._clock()
+                if error is None:
+                    outbox.mark_delivered(session, message, now)
+                    delivered += 1
+                elif isinstance(error, PermanentDeliveryError):
+                    outbox.mark_dead(session, message, str(error), now)
+                    log.error(
+                        "outbox.dead_letter",
+                        message_id=message_id,
+                        kind=kind,
+                        destination=destination,
+                        error=str(error),
+                    )
+                else:
+                    outbox.mark_failed(session, message, str(error), now, self._policy)
+                    log.warning(
+                        "outbox.retry_later",
+                        message_id=message_id,
+                        kind=kind,
+                        destination=destination,
+                        attempts=message.attempts,
+                        error=str(error),
+                    )
+        return delivered
+
+    def _deliver(
+        self, message_id: str, kind: str, destination: str, payload: bytes
+    ) -> Exception | None:
+        """Deliver one message; returns None, a PermanentDeliveryError or a transient error."""
+        try:
+            for attempt in Retrying(
+                retry=retry_if_exception(_is_blip),
+                stop=stop_after_attempt(2),
+                wait=wait_exponential_jitter(initial=0.05, max=0.5),
+                reraise=True,
+            ):
+                with attempt:
+                    self._send(OutboxKind(kind), destination, payload)
+        except grpc.RpcError as error:
+            return _classify(error.code(), f"{error.code().name}: {error.details()}")
+        except CertfedError as error:
+            # A local refusal (the directory says the peer is suspended, unknown or expired) or
+            # a registry answer: decided by the same status code rules as a peer's answer.
+            return _classify(error.status, f"{error.status.name}: {error}")
+        log.info("outbox.delivered", message_id=message_id, kind=kind, destination=destination)
+        return None
+
+    def _send(self, kind: OutboxKind, destination: str, payload: bytes) -> None:
+        if kind is OutboxKind.PUBLISH_LOCATORS:
+            request = registry_pb2.PublishLocatorsRequest.FromString(payload)
+            response = self._publish_locators(request)
+            self._on_duplicates(list(response.duplicates))
+            return
+        stub = self._peers.federation(destination)
+        if kind is OutboxKind.REQUEST_ASSISTANCE:
+            stub.RequestAssistance(
+                federation_pb2.RequestAssistanceRequest.FromString(payload), timeout=self._timeout
+            )
+        elif kind is OutboxKind.UPDATE_ASSISTANCE_STATUS:
+            stub.UpdateAssistanceStatus(
+                federation_pb2.UpdateAssistanceStatusRequest.FromString(payload),
+                timeout=self._timeout,
+            )
+        elif kind is OutboxKind.DELIVER_ATTESTATION:
+            stub.DeliverAttestation(
+                federation_pb2.DeliverAttestationRequest.FromString(payload), timeout=self._timeout
+            )
+
+
+def _classify(code: grpc.StatusCode, detail: str) -> Exception:
+    if code in PERMANENT:
+        return PermanentDeliveryError(detail)
+    return RuntimeError(detail)
+
+
+def _is_blip(error: BaseException) -> bool:
+    return isinstance(error, grpc.RpcError) and error.code() in BLIP

@@ -1,0 +1,1 @@
+"""Node store schema versions, oldest first."""

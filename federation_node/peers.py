@@ -1,0 +1,50 @@
+"""Channels to other nodes, found through the directory and pinned to their certificate name.
+
+One channel per peer, reused across calls and replaced when the directory moves the peer to
+another endpoint. Every channel verifies that the server presents the certificate issued to the
+node id the directory lists, so a message for Qingdao can only ever reach Qingdao.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import grpc
+
+from certfed.v1 import federation_pb2_grpc
+from federation_node.directory_client import DirectoryClient
+from registry.limits import Limits
+from registry.transport import TlsMaterial, node_tls_name, secure_channel
+
+
+class PeerChannels:
+    def __init__(self, directory: DirectoryClient, tls: TlsMaterial, limits: Limits) -> None:
+        self._directory = directory
+        self._credentials = tls.channel_credentials()
+        self._limits = limits
+        self._lock = threading.Lock()
+        self._channels: dict[str, tuple[str, grpc.Channel]] = {}
+
+    def federation(self, node_id: str) -> federation_pb2_grpc.FederationServiceStub:
+        """A stub for the active peer `node_id`; raises if the directory says it is not active."""
+        endpoint = self._directory.current().active_node(node_id).endpoint
+        with self._lock:
+            known = self._channels.get(node_id)
+            if known is None or known[0] != endpoint:
+                if known is not None:
+                    known[1].close()
+                channel = secure_channel(
+                    endpoint,
+                    node_tls_name(node_id),
+                    self._credentials,
+                    max_message_bytes=self._limits.max_message_bytes,
+                )
+                known = (endpoint, channel)
+                self._channels[node_id] = known
+        return federation_pb2_grpc.FederationServiceStub(known[1])
+
+    def close(self) -> None:
+        with self._lock:
+            for _, channel in self._channels.values():
+                channel.close()
+            self._channels.clear()

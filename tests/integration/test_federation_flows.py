@@ -1,0 +1,513 @@
+"""The federation end to end: a registry and four nodes as real processes over mutual TLS, on
+SQLite and on a real PostgreSQL server, driven through the desk API as clerks would."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+
+from certfed.v1 import (
+    attestation_pb2,
+    common_pb2,
+    desk_pb2,
+    federation_pb2,
+    federation_pb2_grpc,
+)
+from federation_node.desk_client import DeskClient
+from federation_node.launcher import LocalFederation, NodeHandle, NodeSpec, wait_until
+from registry.envelopes import envelope_to_proto
+from registry.timestamps import to_datetime, to_timestamp
+from registry.transport import TlsMaterial, node_tls_name, secure_channel
+from signing import dsse, sealing
+
+PAYING = NodeSpec("lanzhou", "Lanzhou office", ("620102",), ("paying_office",))
+RESIDENCE = NodeSpec(
+    "qingdao", "Qingdao centre", ("370200",), ("residence_agency", "paying_office")
+)
+PAYING_ONLY = NodeSpec("foshan", "Foshan office", ("440600",), ("paying_office",))
+
+
+def resident(number: str, name: str = "Test Person") -> attestation_pb2.IdentityBundle:
+    return attestation_pb2.IdentityBundle(
+        identity_type=common_pb2.IDENTITY_TYPE_RESIDENT_ID,
+        identity_number=number,
+        full_name=name,
+    )
+
+
+def resident_number(prefix17: str) -> str:
+    from signing.identity import resident_id_check_character
+
+    return prefix17 + resident_id_check_character(prefix17)
+
+
+class Federation:
+    """A started federation plus the helpers the tests share."""
+
+    def __init__(self, local: LocalFederation) -> None:
+        self.local = local
+        self._serial = 0
+
+    def desk(self, node_id: str, operator: str = "clerk") -> DeskClient:
+        return self.local.desk(node_id, operator)
+
+    def node(self, node_id: str) -> NodeHandle:
+        return self.local.nodes[node_id]
+
+    def new_person(self, region_prefix: str = "620102") -> attestation_pb2.IdentityBundle:
+        self._serial += 1
+        return resident(resident_number(f"{region_prefix}19500101{self._serial:03d}"))
+
+    def register(self, payer: str, person: attestation_pb2.IdentityBundle, residence: str) -> str:
+        with self.desk(payer) as desk:
+            response = desk.call(
+                "RegisterBeneficiary",
+                desk_pb2.RegisterBeneficiaryRequest(identity=person, residence_region=residence),
+            )
+        beneficiary_id: str = response.beneficiary.beneficiary_id
+        return beneficiary_id
+
+    def request(self, payer: str, beneficiary_id: str) -> str:
+        with self.desk(payer) as desk:
+            response = desk.call(
+                "RequestCertification",
+                desk_pb2.RequestCertificationRequest(
+                    beneficiary_id=beneficiary_id,
+                    deadline=to_timestamp(datetime.now(UTC) + timedelta(days=20)),
+                ),
+            )
+        request_id: str = response.request.request_id
+        return request_id
+
+    def await_inbox(self, certifier: str, request_id: str) -> None:
+        with self.desk(certifier) as desk:
+            wait_until(
+                lambda: any(
+                    r.request_id == request_id
+                    for r in desk.call(
+                        "ListAssistanceRequests",
+                        desk_pb2.ListAssistanceRequestsRequest(
+                            direction=desk_pb2.DIRECTION_INBOUND
+                        ),
+                    ).requests
+                ),
+                30,
+                "the request in the residence inbox",
+            )
+
+    def record(self, certifier: str, request: desk_pb2.RecordCertificationRequest) -> str:
+        request.method = request.method or common_pb2.CERTIFICATION_METHOD_ON_SITE
+        request.outcome = request.outcome or common_pb2.CERTIFICATION_OUTCOME_ALIVE
+        request.observed_at.CopyFrom(to_timestamp(datetime.now(UTC)))
+        request.evidence_digests.append(hashlib.sha256(b"photo").digest())
+        with self.desk(certifier) as desk:
+            response = desk.call("RecordCertification", request)
+        certification_id: str = response.certification.certification_id
+        return certification_id
+
+    def approve(self, certifier: str, certification_id: str) -> str:
+        with self.desk(certifier, "reviewer") as desk:
+            response = desk.call(
+                "ApproveCertification",
+                desk_pb2.ApproveCertificationRequest(certification_id=certification_id),
+            )
+        attestation_id: str = response.certification.attestation_id
+        return attestation_id
+
+    def beneficiary(self, payer: str, beneficiary_id: str) -> desk_pb2.Beneficiary:
+        with self.desk(payer) as desk:
+            response = desk.call(
+                "GetBeneficiary", desk_pb2.GetBeneficiaryRequest(beneficiary_id=beneficiary_id)
+            )
+        beneficiary: desk_pb2.Beneficiary = response.beneficiary
+        return beneficiary
+
+    def await_valid(self, payer: str, beneficiary_id: str) -> datetime:
+        def valid() -> datetime | None:
+            b = self.beneficiary(payer, beneficiary_id)
+            return to_datetime(b.valid_until) if b.HasField("valid_until") else None
+
+        return wait_until(valid, 30, "the attestation to be applied")
+
+    def await_published(self, payer: str) -> None:
+        self.local.await_outbox_drained(payer)
+
+    def certify_by_request(self, payer: str, certifier: str) -> tuple[str, str, str]:
+        """Flow 1 start to end; returns beneficiary, request and attestation ids."""
+        beneficiary_id = self.register(payer, self.new_person(), "370202")
+        request_id = self.request(payer, beneficiary_id)
+        self.await_inbox(certifier, request_id)
+        certification_id = self.record(
+            certifier, desk_pb2.RecordCertificationRequest(request_id=request_id)
+        )
+        attestation_id = self.approve(certifier, certification_id)
+        self.await_valid(payer, beneficiary_id)
+        return beneficiary_id, request_id, attestation_id
+
+    def peer_stub(
+        self, as_node: str, to_node: str
+    ) -> tuple[grpc.Channel, federation_pb2_grpc.FederationServiceStub]:
+        """A FederationService stub calling `to_node` with `as_node`'s own certificate."""
+        caller = self.node(as_node).config
+        tls = TlsMaterial.load(
+            caller.data_dir / "keys" / "tls.pem",
+            caller.data_dir / "keys" / "tls.key",
+            caller.ca_certificate,
+        )
+        channel = secure_channel(
+            f"127.0.0.1:{self.node(to_node).federation_port}",
+            node_tls_name(to_node),
+            tls.channel_credentials(),
+            max_message_bytes=4 << 20,
+        )
+        return channel, federation_pb2_grpc.FederationServiceStub(channel)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def federation(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Federation]:
+    database_url_for: Callable[[str], str] | None = None
+    if request.param == "postgres":
+        factory = request.getfixturevalue("postgres_url_factory")
+        database_url_for = lambda _name: factory()  # noqa: E731
+    workdir: Path = tmp_path_factory.mktemp(f"federation-{request.param}")
+    local = LocalFederation(workdir, database_url_for=database_url_for, max_backoff_s=0.5)
+    with local:
+        local.start_registry()
+        for spec in (PAYING, RESIDENCE, PAYING_ONLY):
+            local.add_node(spec)
+        yield Federation(local)
+
+
+def test_assistance_request_is_certified_and_applied_at_the_paying_office(
+    federation: Federation,
+) -> None:
+    beneficiary_id, request_id, attestation_id = federation.certify_by_request("lanzhou", "qingdao")
+    valid_until = federation.await_valid("lanzhou", beneficiary_id)
+    assert valid_until > datetime.now(UTC) + timedelta(days=360)
+    with federation.desk("lanzhou") as desk:
+        sent = desk.call(
+            "GetAssistanceRequest", desk_pb2.GetAssistanceRequestRequest(request_id=request_id)
+        ).request
+        exported = desk.call(
+            "ExportAttestation", desk_pb2.ExportAttestationRequest(attestation_id=attestation_id)
+        )
+    assert sent.status == common_pb2.ASSISTANCE_STATUS_COMPLETED
+    envelope = dsse.Envelope.from_json(exported.dsse_json)
+    attestation = attestation_pb2.CertificationAttestation.FromString(envelope.payload)
+    assert attestation.issuing_node_id == "qingdao"
+    assert attestation.assistance_request_id == request_id
+    assert attestation.clerk_id != attestation.reviewer_id
+
+
+def test_status_updates_flow_back_to_the_requester(federation: Federation) -> None:
+    beneficiary_id = federation.register("lanzhou", federation.new_person(), "370203")
+    request_id = federation.request("lanzhou", beneficiary_id)
+    federation.await_inbox("qingdao", request_id)
+    with federation.desk("qingdao") as desk:
+        desk.call(
+            "SetAssistanceStatus",
+            desk_pb2.SetAssistanceStatusRequest(
+                request_id=request_id,
+                status=common_pb2.ASSISTANCE_STATUS_DECLINED,
+                reason="the retiree moved away; no one at the address",
+            ),
+        )
+    with federation.desk("lanzhou") as desk:
+        declined = wait_until(
+            lambda: (
+                r
+                if (
+                    r := desk.call(
+                        "GetAssistanceRequest",
+                        desk_pb2.GetAssistanceRequestRequest(request_id=request_id),
+                    ).request
+                ).status
+                == common_pb2.ASSISTANCE_STATUS_DECLINED
+                else None
+            ),
+            30,
+            "the decline to reach the paying office",
+        )
+    assert "moved away" in declined.status_reason
+
+
+def test_walk_in_retiree_is_routed_to_the_paying_office_by_locator(
+    federation: Federation,
+) -> None:
+    person = federation.new_person("440604")
+    beneficiary_id = federation.register("foshan", person, "440604")
+    federation.await_published("foshan")
+    certification_id = federation.record(
+        "qingdao", desk_pb2.RecordCertificationRequest(walk_in=person)
+    )
+    federation.approve("qingdao", certification_id)
+    assert federation.await_valid("foshan", beneficiary_id) > datetime.now(UTC)
+
+
+def test_walk_in_for_someone_no_office_pays_is_refused_with_not_found(
+    federation: Federation,
+) -> None:
+    with pytest.raises(grpc.RpcError) as refused:
+        federation.record(
+            "qingdao", desk_pb2.RecordCertificationRequest(walk_in=federation.new_person("110105"))
+        )
+    assert refused.value.code() is grpc.StatusCode.NOT_FOUND
+    assert "no paying office" in refused.value.details()
+
+
+def test_the_same_assistance_request_delivered_twice_changes_nothing(
+    federation: Federation,
+) -> None:
+    directory_hpke = _hpke_key_of(federation, "qingdao")
+    request_id = "0190f5d6-0000-7000-8000-00000000abcd"
+    person = federation.new_person()
+    message = federation_pb2.RequestAssistanceRequest(
+        request_id=request_id,
+        paying_node_id="lanzhou",
+        paying_region="620102",
+        residence_region="370202",
+        subject_locator=hashlib.sha256(b"someone").digest(),
+        sealed_identity=sealing.seal(
+            person.SerializeToString(), directory_hpke, sealing.request_info(request_id)
+        ),
+        deadline=to_timestamp(datetime.now(UTC) + timedelta(days=10)),
+        requested_at=to_timestamp(datetime.now(UTC)),
+    )
+    channel, stub = federation.peer_stub("lanzhou", "qingdao")
+    with channel:
+        first = stub.RequestAssistance(message, timeout=10)
+        second = stub.RequestAssistance(message, timeout=10)
+        changed = federation_pb2.RequestAssistanceRequest()
+        changed.CopyFrom(message)
+        changed.note = "a different request under the same id"
+        with pytest.raises(grpc.RpcError) as conflict:
+            stub.RequestAssistance(changed, timeout=10)
+    assert (first.duplicate, second.duplicate) == (False, True)
+    assert conflict.value.code() is grpc.StatusCode.ALREADY_EXISTS
+    with federation.desk("qingdao") as desk:
+        inbox = desk.call(
+            "ListAssistanceRequests",
+            desk_pb2.ListAssistanceRequestsRequest(direction=desk_pb2.DIRECTION_INBOUND),
+        ).requests
+    assert sum(r.request_id == request_id for r in inbox) == 1
+
+
+def test_the_same_attestation_delivered_twice_changes_nothing(federation: Federation) -> None:
+    beneficiary_id, _, attestation_id = federation.certify_by_request("lanzhou", "qingdao")
+    before = federation.beneficiary("lanzhou", beneficiary_id)
+    with federation.desk("qingdao") as desk:
+        exported = desk.call(
+            "ExportAttestation", desk_pb2.ExportAttestationRequest(attestation_id=attestation_id)
+        )
+    envelope = dsse.Envelope.from_json(exported.dsse_json)
+    channel, stub = federation.peer_stub("qingdao", "lanzhou")
+    with channel:
+        again = stub.DeliverAttestation(
+            federation_pb2.DeliverAttestationRequest(envelope=envelope_to_proto(envelope)),
+            timeout=10,
+        )
+    assert again.duplicate
+    assert federation.beneficiary("lanzhou", beneficiary_id) == before
+
+
+def test_a_tampered_attestation_is_refused(federation: Federation) -> None:
+    _, _, attestation_id = federation.certify_by_request("lanzhou", "qingdao")
+    with federation.desk("qingdao") as desk:
+        exported = desk.call(
+            "ExportAttestation", desk_pb2.ExportAttestationRequest(attestation_id=attestation_id)
+        )
+    envelope = dsse.Envelope.from_json(exported.dsse_json)
+    attestation = attestation_pb2.CertificationAttestation.FromString(envelope.payload)
+    attestation.valid_until.seconds += 365 * 86400
+    forged = dsse.Envelope(
+        attestation.SerializeToString(), envelope.payload_type, envelope.signatures
+    )
+    channel, stub = federation.peer_stub("qingdao", "lanzhou")
+    with channel, pytest.raises(grpc.RpcError) as refused:
+        stub.DeliverAttestation(
+            federation_pb2.DeliverAttestationRequest(envelope=envelope_to_proto(forged)),
+            timeout=10,
+        )
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_peer_calling_an_rpc_its_role_does_not_allow_is_permission_denied(
+    federation: Federation,
+) -> None:
+    channel, stub = federation.peer_stub("foshan", "lanzhou")
+    with channel, pytest.raises(grpc.RpcError) as refused:
+        stub.DeliverAttestation(federation_pb2.DeliverAttestationRequest(), timeout=10)
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "paying_office" in refused.value.details()
+
+
+def test_a_client_without_a_federation_certificate_is_refused(
+    federation: Federation, tmp_path: Path
+) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from registry.transport import generate_tls_key
+
+    key_pem = generate_tls_key()
+    key = serialization.load_pem_private_key(key_pem, None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lanzhou")])
+    now = datetime.now(UTC)
+    rogue = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(node_tls_name("lanzhou"))]), False)
+        .sign(key, hashes.SHA256())
+        .public_bytes(serialization.Encoding.PEM)
+    )
+    ca = federation.node("qingdao").config.ca_certificate.read_bytes()
+    target = f"127.0.0.1:{federation.node('qingdao').federation_port}"
+    for credentials in (
+        grpc.ssl_channel_credentials(ca, key_pem, rogue),
+        grpc.ssl_channel_credentials(ca),
+    ):
+        channel = secure_channel(
+            target, node_tls_name("qingdao"), credentials, max_message_bytes=1 << 20
+        )
+        with channel, pytest.raises(grpc.RpcError) as refused:
+            federation_pb2_grpc.FederationServiceStub(channel).RequestAssistance(
+                federation_pb2.RequestAssistanceRequest(), timeout=5
+            )
+        assert refused.value.code() in {
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.UNAUTHENTICATED,
+        }
+
+
+@pytest.mark.parametrize(
+    ("call", "request_message", "code", "fragment"),
+    [
+        (
+            "RegisterBeneficiary",
+            desk_pb2.RegisterBeneficiaryRequest(
+                identity=resident("620102194805120011"), residence_region="370202"
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "check character",
+        ),
+        (
+            "RegisterBeneficiary",
+            desk_pb2.RegisterBeneficiaryRequest(
+                identity=resident("620102194805120010"), residence_region="37020"
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "residence_region",
+        ),
+        (
+            "GetBeneficiary",
+            desk_pb2.GetBeneficiaryRequest(beneficiary_id="0190f5d6-0000-7000-8000-000000000000"),
+            grpc.StatusCode.NOT_FOUND,
+            "beneficiary",
+        ),
+        (
+            "GetBeneficiary",
+            desk_pb2.GetBeneficiaryRequest(beneficiary_id="not-an-id"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "beneficiary_id",
+        ),
+    ],
+)
+def test_bad_desk_input_gets_a_clear_status_and_names_the_problem(
+    federation: Federation,
+    call: str,
+    request_message: object,
+    code: grpc.StatusCode,
+    fragment: str,
+) -> None:
+    with federation.desk("lanzhou") as desk, pytest.raises(grpc.RpcError) as refused:
+        desk.call(call, request_message)
+    assert refused.value.code() is code
+    assert fragment in refused.value.details()
+    assert "620102194805120" not in refused.value.details()
+
+
+def test_a_region_no_node_serves_is_a_failed_precondition(federation: Federation) -> None:
+    beneficiary_id = federation.register("lanzhou", federation.new_person(), "530102")
+    with pytest.raises(grpc.RpcError) as refused:
+        federation.request("lanzhou", beneficiary_id)
+    assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "530102" in refused.value.details()
+
+
+def test_a_second_open_request_for_the_same_beneficiary_is_already_exists(
+    federation: Federation,
+) -> None:
+    beneficiary_id = federation.register("lanzhou", federation.new_person(), "370202")
+    federation.request("lanzhou", beneficiary_id)
+    with pytest.raises(grpc.RpcError) as refused:
+        federation.request("lanzhou", beneficiary_id)
+    assert refused.value.code() is grpc.StatusCode.ALREADY_EXISTS
+
+
+def test_the_clerk_who_recorded_a_certification_cannot_approve_it(
+    federation: Federation,
+) -> None:
+    beneficiary_id = federation.register("lanzhou", federation.new_person(), "370202")
+    request_id = federation.request("lanzhou", beneficiary_id)
+    federation.await_inbox("qingdao", request_id)
+    certification_id = federation.record(
+        "qingdao", desk_pb2.RecordCertificationRequest(request_id=request_id)
+    )
+    with federation.desk("qingdao") as clerk, pytest.raises(grpc.RpcError) as refused:
+        clerk.call(
+            "ApproveCertification",
+            desk_pb2.ApproveCertificationRequest(certification_id=certification_id),
+        )
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_an_operator_without_a_token_is_unauthenticated(federation: Federation) -> None:
+    handle = federation.node("lanzhou")
+    desk = DeskClient(
+        f"127.0.0.1:{handle.desk_port}",
+        "lanzhou",
+        handle.config.ca_certificate.read_bytes(),
+        "op-unknown.AAAA",
+    )
+    with desk, pytest.raises(grpc.RpcError) as refused:
+        desk.call("WhoAmI", desk_pb2.WhoAmIRequest())
+    assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_nodes_keep_working_from_their_cached_directory_while_the_registry_is_down(
+    federation: Federation,
+) -> None:
+    federation.local.stop_registry()
+    try:
+        federation.certify_by_request("lanzhou", "qingdao")
+    finally:
+        federation.local.start_registry()
+
+
+def _hpke_key_of(federation: Federation, node_id: str) -> bytes:
+    from federation_node.keystore import load_root_public_key
+    from registry.directory import verify_directory
+
+    paths = federation.local.registry_paths
+    directory = verify_directory(
+        federation.local.fetch_directory(),
+        load_root_public_key(paths.trust_root_public_key),
+        now=datetime.now(UTC),
+    )
+    return bytes(directory.node(node_id).hpke_public_key)
