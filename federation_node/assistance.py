@@ -216,7 +216,12 @@ def get(
     for_update: bool = False,
 ) -> AssistanceRequest:
     """The request with this id (in this direction, when given); `for_update` locks its row."""
-    request = session.get(AssistanceRequest, request_id, with_for_update=for_update)
+    request = session.get(
+        AssistanceRequest,
+        request_id,
+        with_for_update=for_update or None,
+        populate_existing=for_update,
+    )
     if request is None or (direction is not None and request.direction is not direction):
         where = "" if direction is None else f" {direction.value}"
         raise UnknownRequestError(f"no{where} assistance request {request_id} at this node")
@@ -350,10 +355,12 @@ def complete(
         session.flush()
         return sequence
     lock_and_refresh(session, request)
-    if request.status is AssistanceState.COMPLETED:
+    if request.status is AssistanceState.COMPLETED and request.attestation_id is not None:
         return request.status_sequence
-    request.status = AssistanceState.COMPLETED
-    request.status_reason = ""
+    # The peer's "completed" status may have arrived before the attestation itself.
+    if request.status is not AssistanceState.COMPLETED:
+        request.status = AssistanceState.COMPLETED
+        request.status_reason = ""
     request.attestation_id = attestation_id
     request.open_beneficiary_id = None
     request.updated_at = now

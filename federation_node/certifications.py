@@ -82,7 +82,9 @@ def record(
 
 def _check_request_open_for_certification(session: Session, request_id: str) -> None:
     # The row lock serialises two clerks recording for one request at the same time.
-    request = session.get(AssistanceRequest, request_id, with_for_update=True)
+    request = session.get(
+        AssistanceRequest, request_id, with_for_update=True, populate_existing=True
+    )
     if request is None or request.direction is not RequestDirection.INBOUND:
         raise UnknownRequestError(f"no inbound assistance request {request_id} at this node")
     if request.status not in OPEN_ASSISTANCE_STATES:
@@ -122,7 +124,12 @@ def _digest_hex(digest: bytes | str) -> str:
 
 
 def get(session: Session, certification_id: str, *, for_update: bool = False) -> Certification:
-    certification = session.get(Certification, certification_id, with_for_update=for_update)
+    certification = session.get(
+        Certification,
+        certification_id,
+        with_for_update=for_update or None,
+        populate_existing=for_update,
+    )
     if certification is None:
         raise UnknownCertificationError(f"no certification {certification_id} at this node")
     return certification

@@ -374,3 +374,38 @@ def test_page_filters_by_direction_and_status(
         assert [row.request_id for row in rows] == [outbound.request_id]
         rows, _ = assistance.page(session, None, None, 10, "")
         assert len(rows) == 4
+
+
+def test_racing_deliveries_of_one_request_store_it_once(engine: Engine, now: datetime) -> None:
+    request_id = new_id()
+    barrier = threading.Barrier(4)
+    duplicates: list[bool] = []
+    lock = threading.Lock()
+
+    def deliver() -> None:
+        barrier.wait()
+        with session_scope(engine) as session:
+            _, duplicate = _receive(session, request_id, "qingdao", "ab" * 32, now)
+        with lock:
+            duplicates.append(duplicate)
+
+    threads = [threading.Thread(target=deliver) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(duplicates) == [False, True, True, True]
+
+
+def test_attestation_arriving_after_the_completed_status_is_still_recorded(
+    engine: Engine, add_beneficiary: AddBeneficiary, now: datetime
+) -> None:
+    request = _request(engine, add_beneficiary().beneficiary_id, now)
+    assert _remote(engine, request.request_id, AssistanceState.COMPLETED, 4, now)
+    with session_scope(engine) as session:
+        stored = assistance.get(session, request.request_id, for_update=True)
+        assistance.complete(session, stored, "att-late", now)
+    with session_scope(engine) as session:
+        stored = assistance.get(session, request.request_id)
+        assert stored.status is AssistanceState.COMPLETED
+        assert stored.attestation_id == "att-late"
