@@ -125,6 +125,8 @@ class LocalFederation:
         self.registry_port = 0
         self.enrol_port = 0
         self.nodes: dict[str, NodeHandle] = {}
+        # Chosen once: a restarted registry must find the database it had.
+        self._registry_database_url = database_url_for("registry") if database_url_for else ""
 
     # Registry.
 
@@ -142,8 +144,8 @@ class LocalFederation:
             "CERTFED_REGISTRY_ENROL_LISTEN": self.enrol_endpoint,
             "CERTFED_REGISTRY_LOG_LEVEL": self._log_level,
         }
-        if self._database_url_for is not None:
-            env["CERTFED_REGISTRY_DATABASE_URL"] = self._database_url_for("registry")
+        if self._registry_database_url:
+            env["CERTFED_REGISTRY_DATABASE_URL"] = self._registry_database_url
         return env
 
     def start_registry(self) -> None:

@@ -511,3 +511,34 @@ def _hpke_key_of(federation: Federation, node_id: str) -> bytes:
         now=datetime.now(UTC),
     )
     return bytes(directory.node(node_id).hpke_public_key)
+
+
+def test_a_suspended_node_is_neither_routed_to_nor_allowed_to_call(
+    federation: Federation,
+) -> None:
+    datong = NodeSpec("datong", "Datong centre", ("140200",), ("residence_agency",))
+    federation.local.add_node(datong)
+    with federation.local.admin() as admin:
+        admin.set_status("datong", common_pb2.NODE_STATUS_SUSPENDED, "office under investigation")
+
+    def refused_as_suspended() -> grpc.RpcError | None:
+        # A fresh person each time: a request accepted before lanzhou's directory refresh
+        # stays open (queued until datong is reinstated).
+        beneficiary_id = federation.register("lanzhou", federation.new_person(), "140211")
+        try:
+            federation.request("lanzhou", beneficiary_id)
+        except grpc.RpcError as error:
+            # Until lanzhou's directory lists datong at all, the region is simply unserved.
+            return error if "datong" in error.details() else None
+        return None
+
+    error = wait_until(refused_as_suspended, 30, "lanzhou to learn of the suspension")
+    assert error.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "datong" in error.details()
+    assert "not active" in error.details()
+
+    channel, stub = federation.peer_stub("datong", "lanzhou")
+    with channel, pytest.raises(grpc.RpcError) as refused:
+        stub.UpdateAssistanceStatus(federation_pb2.UpdateAssistanceStatusRequest(), timeout=10)
+    assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert "suspended" in refused.value.details()

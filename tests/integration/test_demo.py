@@ -1,0 +1,65 @@
+"""`certfed demo` is the project's main job: it must run to the end and verify everything."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from federation_node.demo import RETIREES
+
+
+def test_demo_runs_every_flow_verifies_every_attestation_and_logs_no_identity(
+    tmp_path: Path,
+) -> None:
+    workdir = tmp_path / "demo"
+    finished = subprocess.run(
+        [sys.executable, "-m", "federation_node.cli", "demo", "--workdir", str(workdir)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    assert "all attestations verified" in finished.stdout
+    attestations = sorted((workdir / "attestations").glob("*.dsse.json"))
+    assert len(attestations) == 4
+    verified = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "federation_node.cli",
+            "verify",
+            *map(str, attestations),
+            "--directory",
+            str(workdir / "directory.json"),
+            "--root-key",
+            str(workdir / "registry" / "trust" / "root.pub"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stdout
+    assert verified.stdout.count("OK") == 4
+
+    # No identity number or name of a demo retiree in any log line, exported file or output.
+    secrets = [r.identity.identity_number for r in RETIREES] + [
+        r.identity.full_name for r in RETIREES
+    ]
+    texts = {path: path.read_text(errors="replace") for path in workdir.rglob("*.log")}
+    texts |= {path: path.read_text() for path in workdir.rglob("*.json")}
+    texts[Path("stdout")] = finished.stdout + finished.stderr
+    assert len([p for p in texts if p.suffix == ".log"]) == 5
+    for path, text in texts.items():
+        for secret in secrets:
+            assert secret not in text, f"{secret[:4]}... appears in {path}"
+    # Every log line is one JSON object.
+    for path, text in texts.items():
+        if path.suffix == ".log":
+            for line in text.splitlines():
+                json.loads(line)
+    assert not re.search(r"Traceback", "".join(texts.values()))

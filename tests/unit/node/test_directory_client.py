@@ -1,0 +1,140 @@
+"""The node's directory client: verified, cached, never rolled back, usable until it expires."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from certfed.v1 import common_pb2, directory_pb2
+from federation_node.directory_client import DirectoryClient
+from registry.directory import sign_directory
+from registry.errors import (
+    DirectoryExpiredError,
+    DirectoryRollbackError,
+    DirectoryVerificationError,
+    UnavailableError,
+)
+from registry.timestamps import to_timestamp
+from signing import dsse
+from signing.keys import SigningKey
+
+NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
+
+
+class Registry:
+    """Stands in for the network: hands out whatever envelope a test puts up, or fails."""
+
+    def __init__(self) -> None:
+        self.envelope: dsse.Envelope | None = None
+        self.down = False
+
+    def fetch(self, known_version: int) -> dsse.Envelope | None:
+        if self.down:
+            raise UnavailableError("cannot reach the registry")
+        if self.envelope is None:
+            return None
+        version = directory_pb2.Directory.FromString(self.envelope.payload).version
+        return None if version == known_version else self.envelope
+
+
+def signed(
+    root: SigningKey, version: int, *, lifetime: timedelta = timedelta(days=7)
+) -> dsse.Envelope:
+    directory = directory_pb2.Directory(
+        federation_id="test",
+        version=version,
+        issued_at=to_timestamp(NOW),
+        expires_at=to_timestamp(NOW + lifetime),
+        nodes=[
+            directory_pb2.DirectoryNode(
+                node_id="qingdao",
+                region_codes=["370200"],
+                roles=[common_pb2.ROLE_RESIDENCE_AGENCY],
+                status=common_pb2.NODE_STATUS_ACTIVE,
+            )
+        ],
+    )
+    return sign_directory(directory, root)
+
+
+@pytest.fixture
+def root() -> SigningKey:
+    return SigningKey.generate()
+
+
+def client(
+    registry: Registry, root: SigningKey, cache: Path, now: datetime = NOW
+) -> DirectoryClient:
+    return DirectoryClient(registry.fetch, root.public_key, cache, clock=lambda: now)
+
+
+def test_a_fetched_directory_is_verified_cached_and_used(root: SigningKey, tmp_path: Path) -> None:
+    registry = Registry()
+    registry.envelope = signed(root, 3)
+    directory = client(registry, root, tmp_path / "d.json")
+    assert directory.refresh()
+    assert directory.current().version == 3
+    assert (tmp_path / "d.json").exists()
+
+
+def test_a_directory_with_a_bad_signature_is_refused_and_the_old_one_kept(
+    root: SigningKey, tmp_path: Path
+) -> None:
+    registry = Registry()
+    registry.envelope = signed(root, 3)
+    directory = client(registry, root, tmp_path / "d.json")
+    directory.refresh()
+    registry.envelope = signed(SigningKey.generate(), 4)
+    with pytest.raises(DirectoryVerificationError):
+        directory.refresh()
+    assert directory.current().version == 3
+
+
+def test_a_lower_version_is_refused_as_a_rollback(root: SigningKey, tmp_path: Path) -> None:
+    registry = Registry()
+    registry.envelope = signed(root, 5)
+    directory = client(registry, root, tmp_path / "d.json")
+    directory.refresh()
+    registry.envelope = signed(root, 4)
+    with pytest.raises(DirectoryRollbackError):
+        directory.refresh()
+    assert directory.current().version == 5
+
+
+def test_the_cached_directory_serves_while_the_registry_is_down(
+    root: SigningKey, tmp_path: Path
+) -> None:
+    registry = Registry()
+    registry.envelope = signed(root, 2)
+    client(registry, root, tmp_path / "d.json").refresh()
+    registry.down = True
+    restarted = client(registry, root, tmp_path / "d.json", now=NOW + timedelta(days=1))
+    assert not restarted.refresh()
+    assert restarted.current().version == 2
+    assert restarted.status()["stale"] is True
+
+
+def test_an_expired_cached_directory_is_refused_with_a_clear_error(
+    root: SigningKey, tmp_path: Path
+) -> None:
+    registry = Registry()
+    registry.envelope = signed(root, 2, lifetime=timedelta(hours=1))
+    client(registry, root, tmp_path / "d.json").refresh()
+    registry.down = True
+    later = client(registry, root, tmp_path / "d.json", now=NOW + timedelta(hours=2))
+    later.refresh()
+    with pytest.raises(DirectoryExpiredError, match="expired"):
+        later.current()
+
+
+def test_a_tampered_cache_file_is_not_trusted(root: SigningKey, tmp_path: Path) -> None:
+    registry = Registry()
+    registry.envelope = signed(root, 2)
+    cache = tmp_path / "d.json"
+    client(registry, root, cache).refresh()
+    cache.write_bytes(cache.read_bytes().replace(b'"payloadType"', b'"payloadtype"'))
+    registry.down = True
+    fresh = client(registry, root, cache)
+    assert fresh.version == 0
