@@ -51,6 +51,31 @@ class FederationServiceStub:
                 request_serializer=certfed_dot_v1_dot_federation__pb2.DeliverAttestationRequest.SerializeToString,
                 response_deserializer=certfed_dot_v1_dot_federation__pb2.DeliverAttestationResponse.FromString,
                 _registered_method=True)
+        self.GetCheckpoint = channel.unary_unary(
+                '/certfed.v1.FederationService/GetCheckpoint',
+                request_serializer=certfed_dot_v1_dot_federation__pb2.GetCheckpointRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_federation__pb2.GetCheckpointResponse.FromString,
+                _registered_method=True)
+        self.GetEntries = channel.unary_stream(
+                '/certfed.v1.FederationService/GetEntries',
+                request_serializer=certfed_dot_v1_dot_federation__pb2.GetEntriesRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_federation__pb2.GetEntriesResponse.FromString,
+                _registered_method=True)
+        self.GetInclusionProof = channel.unary_unary(
+                '/certfed.v1.FederationService/GetInclusionProof',
+                request_serializer=certfed_dot_v1_dot_federation__pb2.GetInclusionProofRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_federation__pb2.GetInclusionProofResponse.FromString,
+                _registered_method=True)
+        self.GetConsistencyProof = channel.unary_unary(
+                '/certfed.v1.FederationService/GetConsistencyProof',
+                request_serializer=certfed_dot_v1_dot_federation__pb2.GetConsistencyProofRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_federation__pb2.GetConsistencyProofResponse.FromString,
+                _registered_method=True)
+        self.Subscribe = channel.unary_stream(
+                '/certfed.v1.FederationService/Subscribe',
+                request_serializer=certfed_dot_v1_dot_federation__pb2.SubscribeRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_federation__pb2.SubscribeResponse.FromString,
+                _registered_method=True)
 
 
 class FederationServiceServicer:
@@ -79,6 +104,41 @@ class FederationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCheckpoint(self, request, context):
+        """The node's latest witnessed checkpoint of its transparency log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEntries(self, request, context):
+        """Consecutive log entries [start, end), streamed in batches.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetInclusionProof(self, request, context):
+        """Audit path for one leaf in a tree of the given size (RFC 9162 2.1.3).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsistencyProof(self, request, context):
+        """Consistency proof between two tree sizes (RFC 9162 2.1.4).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Subscribe(self, request, context):
+        """Follow the log: entries from from_tree_size on, then each new one as it is appended.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -96,6 +156,31 @@ def add_FederationServiceServicer_to_server(servicer, server):
                     servicer.DeliverAttestation,
                     request_deserializer=certfed_dot_v1_dot_federation__pb2.DeliverAttestationRequest.FromString,
                     response_serializer=certfed_dot_v1_dot_federation__pb2.DeliverAttestationResponse.SerializeToString,
+            ),
+            'GetCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCheckpoint,
+                    request_deserializer=certfed_dot_v1_dot_federation__pb2.GetCheckpointRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_federation__pb2.GetCheckpointResponse.SerializeToString,
+            ),
+            'GetEntries': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetEntries,
+                    request_deserializer=certfed_dot_v1_dot_federation__pb2.GetEntriesRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_federation__pb2.GetEntriesResponse.SerializeToString,
+            ),
+            'GetInclusionProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInclusionProof,
+                    request_deserializer=certfed_dot_v1_dot_federation__pb2.GetInclusionProofRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_federation__pb2.GetInclusionProofResponse.SerializeToString,
+            ),
+            'GetConsistencyProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsistencyProof,
+                    request_deserializer=certfed_dot_v1_dot_federation__pb2.GetConsistencyProofRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_federation__pb2.GetConsistencyProofResponse.SerializeToString,
+            ),
+            'Subscribe': grpc.unary_stream_rpc_method_handler(
+                    servicer.Subscribe,
+                    request_deserializer=certfed_dot_v1_dot_federation__pb2.SubscribeRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_federation__pb2.SubscribeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -181,6 +266,141 @@ class FederationService:
             '/certfed.v1.FederationService/DeliverAttestation',
             certfed_dot_v1_dot_federation__pb2.DeliverAttestationRequest.SerializeToString,
             certfed_dot_v1_dot_federation__pb2.DeliverAttestationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.FederationService/GetCheckpoint',
+            certfed_dot_v1_dot_federation__pb2.GetCheckpointRequest.SerializeToString,
+            certfed_dot_v1_dot_federation__pb2.GetCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/certfed.v1.FederationService/GetEntries',
+            certfed_dot_v1_dot_federation__pb2.GetEntriesRequest.SerializeToString,
+            certfed_dot_v1_dot_federation__pb2.GetEntriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInclusionProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.FederationService/GetInclusionProof',
+            certfed_dot_v1_dot_federation__pb2.GetInclusionProofRequest.SerializeToString,
+            certfed_dot_v1_dot_federation__pb2.GetInclusionProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsistencyProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.FederationService/GetConsistencyProof',
+            certfed_dot_v1_dot_federation__pb2.GetConsistencyProofRequest.SerializeToString,
+            certfed_dot_v1_dot_federation__pb2.GetConsistencyProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Subscribe(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/certfed.v1.FederationService/Subscribe',
+            certfed_dot_v1_dot_federation__pb2.SubscribeRequest.SerializeToString,
+            certfed_dot_v1_dot_federation__pb2.SubscribeResponse.FromString,
             options,
             channel_credentials,
             insecure,

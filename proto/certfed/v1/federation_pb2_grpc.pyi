@@ -41,6 +41,16 @@ class FederationServiceStub:
     """The residence node tells the paying node where its request stands."""
     DeliverAttestation: _grpc.UnaryUnaryMultiCallable[_federation_pb2.DeliverAttestationRequest, _federation_pb2.DeliverAttestationResponse]
     """A certifying node delivers a signed attestation to the paying node."""
+    GetCheckpoint: _grpc.UnaryUnaryMultiCallable[_federation_pb2.GetCheckpointRequest, _federation_pb2.GetCheckpointResponse]
+    """The node's latest witnessed checkpoint of its transparency log."""
+    GetEntries: _grpc.UnaryStreamMultiCallable[_federation_pb2.GetEntriesRequest, _federation_pb2.GetEntriesResponse]
+    """Consecutive log entries [start, end), streamed in batches."""
+    GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_federation_pb2.GetInclusionProofRequest, _federation_pb2.GetInclusionProofResponse]
+    """Audit path for one leaf in a tree of the given size (RFC 9162 2.1.3)."""
+    GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_federation_pb2.GetConsistencyProofRequest, _federation_pb2.GetConsistencyProofResponse]
+    """Consistency proof between two tree sizes (RFC 9162 2.1.4)."""
+    Subscribe: _grpc.UnaryStreamMultiCallable[_federation_pb2.SubscribeRequest, _federation_pb2.SubscribeResponse]
+    """Follow the log: entries from from_tree_size on, then each new one as it is appended."""
 
 @_typing.type_check_only
 class FederationServiceAsyncStub(FederationServiceStub):
@@ -55,6 +65,16 @@ class FederationServiceAsyncStub(FederationServiceStub):
     """The residence node tells the paying node where its request stands."""
     DeliverAttestation: _aio.UnaryUnaryMultiCallable[_federation_pb2.DeliverAttestationRequest, _federation_pb2.DeliverAttestationResponse]  # type: ignore[assignment]
     """A certifying node delivers a signed attestation to the paying node."""
+    GetCheckpoint: _aio.UnaryUnaryMultiCallable[_federation_pb2.GetCheckpointRequest, _federation_pb2.GetCheckpointResponse]  # type: ignore[assignment]
+    """The node's latest witnessed checkpoint of its transparency log."""
+    GetEntries: _aio.UnaryStreamMultiCallable[_federation_pb2.GetEntriesRequest, _federation_pb2.GetEntriesResponse]  # type: ignore[assignment]
+    """Consecutive log entries [start, end), streamed in batches."""
+    GetInclusionProof: _aio.UnaryUnaryMultiCallable[_federation_pb2.GetInclusionProofRequest, _federation_pb2.GetInclusionProofResponse]  # type: ignore[assignment]
+    """Audit path for one leaf in a tree of the given size (RFC 9162 2.1.3)."""
+    GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_federation_pb2.GetConsistencyProofRequest, _federation_pb2.GetConsistencyProofResponse]  # type: ignore[assignment]
+    """Consistency proof between two tree sizes (RFC 9162 2.1.4)."""
+    Subscribe: _aio.UnaryStreamMultiCallable[_federation_pb2.SubscribeRequest, _federation_pb2.SubscribeResponse]  # type: ignore[assignment]
+    """Follow the log: entries from from_tree_size on, then each new one as it is appended."""
 
 class FederationServiceServicer(metaclass=_abc_1.ABCMeta):
     """Node to node, over mutual TLS. The caller's node id comes from its certificate; every method
@@ -84,5 +104,45 @@ class FederationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_federation_pb2.DeliverAttestationResponse, _abc.Awaitable[_federation_pb2.DeliverAttestationResponse]]:
         """A certifying node delivers a signed attestation to the paying node."""
+
+    @_abc_1.abstractmethod
+    def GetCheckpoint(
+        self,
+        request: _federation_pb2.GetCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_federation_pb2.GetCheckpointResponse, _abc.Awaitable[_federation_pb2.GetCheckpointResponse]]:
+        """The node's latest witnessed checkpoint of its transparency log."""
+
+    @_abc_1.abstractmethod
+    def GetEntries(
+        self,
+        request: _federation_pb2.GetEntriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_federation_pb2.GetEntriesResponse], _abc.AsyncIterator[_federation_pb2.GetEntriesResponse]]:
+        """Consecutive log entries [start, end), streamed in batches."""
+
+    @_abc_1.abstractmethod
+    def GetInclusionProof(
+        self,
+        request: _federation_pb2.GetInclusionProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_federation_pb2.GetInclusionProofResponse, _abc.Awaitable[_federation_pb2.GetInclusionProofResponse]]:
+        """Audit path for one leaf in a tree of the given size (RFC 9162 2.1.3)."""
+
+    @_abc_1.abstractmethod
+    def GetConsistencyProof(
+        self,
+        request: _federation_pb2.GetConsistencyProofRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_federation_pb2.GetConsistencyProofResponse, _abc.Awaitable[_federation_pb2.GetConsistencyProofResponse]]:
+        """Consistency proof between two tree sizes (RFC 9162 2.1.4)."""
+
+    @_abc_1.abstractmethod
+    def Subscribe(
+        self,
+        request: _federation_pb2.SubscribeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_federation_pb2.SubscribeResponse], _abc.AsyncIterator[_federation_pb2.SubscribeResponse]]:
+        """Follow the log: entries from from_tree_size on, then each new one as it is appended."""
 
 def add_FederationServiceServicer_to_server(servicer: FederationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -23,60 +23,65 @@ _sym_db = _symbol_database.Default()
 
 
 from certfed.v1 import common_pb2 as certfed_dot_v1_dot_common__pb2
+from certfed.v1 import log_pb2 as certfed_dot_v1_dot_log__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63\x65rtfed/v1/registry.proto\x12\ncertfed.v1\x1a\x17\x63\x65rtfed/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"=\n\x0c\x45nrolRequest\x12-\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32\x18.certfed.v1.DsseEnvelope\"H\n\rEnrolResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.certfed.v1.NodeStatus\"&\n\x13GetEnrolmentRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"\xbb\x01\n\x14GetEnrolmentResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.certfed.v1.NodeStatus\x12\x1b\n\x13tls_certificate_pem\x18\x03 \x01(\x0c\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x04 \x01(\x0c\x12\x1a\n\x12sealed_locator_key\x18\x05 \x01(\x0c\x12\x15\n\rstatus_reason\x18\x06 \x01(\t\"*\n\x17\x41pproveEnrolmentRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"5\n\x18\x41pproveEnrolmentResponse\x12\x19\n\x11\x64irectory_version\x18\x01 \x01(\x04\"\x91\x01\n\x14SetNodeStatusRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.certfed.v1.NodeStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x30\n\x0c\x65\x66\x66\x65\x63tive_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"2\n\x15SetNodeStatusResponse\x12\x19\n\x11\x64irectory_version\x18\x01 \x01(\x04\"\x12\n\x10ListNodesRequest\"\xec\x01\n\x0bNodeSummary\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x14\n\x0cregion_codes\x18\x03 \x03(\t\x12\x1f\n\x05roles\x18\x04 \x03(\x0e\x32\x10.certfed.v1.Role\x12\x10\n\x08\x65ndpoint\x18\x05 \x01(\t\x12&\n\x06status\x18\x06 \x01(\x0e\x32\x16.certfed.v1.NodeStatus\x12.\n\napplied_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rstatus_reason\x18\x08 \x01(\t\";\n\x11ListNodesResponse\x12&\n\x05nodes\x18\x01 \x03(\x0b\x32\x17.certfed.v1.NodeSummary\",\n\x13GetDirectoryRequest\x12\x15\n\rknown_version\x18\x01 \x01(\x04\"Y\n\x14GetDirectoryResponse\x12+\n\tdirectory\x18\x01 \x01(\x0b\x32\x18.certfed.v1.DsseEnvelope\x12\x14\n\x0cnot_modified\x18\x02 \x01(\x08\"*\n\x16PublishLocatorsRequest\x12\x10\n\x08locators\x18\x01 \x03(\x0c\"q\n\x14\x44uplicateEntitlement\x12\x0f\n\x07locator\x18\x01 \x01(\x0c\x12\x17\n\x0fpaying_node_ids\x18\x02 \x03(\t\x12/\n\x0b\x64\x65tected_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"b\n\x17PublishLocatorsResponse\x12\x11\n\tpublished\x18\x01 \x01(\r\x12\x34\n\nduplicates\x18\x02 \x03(\x0b\x32 .certfed.v1.DuplicateEntitlement\"+\n\x17WithdrawLocatorsRequest\x12\x10\n\x08locators\x18\x01 \x03(\x0c\"-\n\x18WithdrawLocatorsResponse\x12\x11\n\twithdrawn\x18\x01 \x01(\r\" \n\rLocateRequest\x12\x0f\n\x07locator\x18\x01 \x01(\x0c\")\n\x0eLocateResponse\x12\x17\n\x0fpaying_node_ids\x18\x01 \x03(\t\"\x17\n\x15ListDuplicatesRequest\"N\n\x16ListDuplicatesResponse\x12\x34\n\nduplicates\x18\x01 \x03(\x0b\x32 .certfed.v1.DuplicateEntitlement2\xc9\x06\n\x0fRegistryService\x12<\n\x05\x45nrol\x12\x18.certfed.v1.EnrolRequest\x1a\x19.certfed.v1.EnrolResponse\x12Q\n\x0cGetEnrolment\x12\x1f.certfed.v1.GetEnrolmentRequest\x1a .certfed.v1.GetEnrolmentResponse\x12]\n\x10\x41pproveEnrolment\x12#.certfed.v1.ApproveEnrolmentRequest\x1a$.certfed.v1.ApproveEnrolmentResponse\x12T\n\rSetNodeStatus\x12 .certfed.v1.SetNodeStatusRequest\x1a!.certfed.v1.SetNodeStatusResponse\x12H\n\tListNodes\x12\x1c.certfed.v1.ListNodesRequest\x1a\x1d.certfed.v1.ListNodesResponse\x12Q\n\x0cGetDirectory\x12\x1f.certfed.v1.GetDirectoryRequest\x1a .certfed.v1.GetDirectoryResponse\x12Z\n\x0fPublishLocators\x12\".certfed.v1.PublishLocatorsRequest\x1a#.certfed.v1.PublishLocatorsResponse\x12]\n\x10WithdrawLocators\x12#.certfed.v1.WithdrawLocatorsRequest\x1a$.certfed.v1.WithdrawLocatorsResponse\x12?\n\x06Locate\x12\x19.certfed.v1.LocateRequest\x1a\x1a.certfed.v1.LocateResponse\x12W\n\x0eListDuplicates\x12!.certfed.v1.ListDuplicatesRequest\x1a\".certfed.v1.ListDuplicatesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63\x65rtfed/v1/registry.proto\x12\ncertfed.v1\x1a\x17\x63\x65rtfed/v1/common.proto\x1a\x14\x63\x65rtfed/v1/log.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"=\n\x0c\x45nrolRequest\x12-\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32\x18.certfed.v1.DsseEnvelope\"H\n\rEnrolResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.certfed.v1.NodeStatus\"&\n\x13GetEnrolmentRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"\xbb\x01\n\x14GetEnrolmentResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.certfed.v1.NodeStatus\x12\x1b\n\x13tls_certificate_pem\x18\x03 \x01(\x0c\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x04 \x01(\x0c\x12\x1a\n\x12sealed_locator_key\x18\x05 \x01(\x0c\x12\x15\n\rstatus_reason\x18\x06 \x01(\t\"*\n\x17\x41pproveEnrolmentRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"5\n\x18\x41pproveEnrolmentResponse\x12\x19\n\x11\x64irectory_version\x18\x01 \x01(\x04\"\x91\x01\n\x14SetNodeStatusRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.certfed.v1.NodeStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x30\n\x0c\x65\x66\x66\x65\x63tive_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"2\n\x15SetNodeStatusResponse\x12\x19\n\x11\x64irectory_version\x18\x01 \x01(\x04\"\x12\n\x10ListNodesRequest\"\xec\x01\n\x0bNodeSummary\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x14\n\x0cregion_codes\x18\x03 \x03(\t\x12\x1f\n\x05roles\x18\x04 \x03(\x0e\x32\x10.certfed.v1.Role\x12\x10\n\x08\x65ndpoint\x18\x05 \x01(\t\x12&\n\x06status\x18\x06 \x01(\x0e\x32\x16.certfed.v1.NodeStatus\x12.\n\napplied_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rstatus_reason\x18\x08 \x01(\t\";\n\x11ListNodesResponse\x12&\n\x05nodes\x18\x01 \x03(\x0b\x32\x17.certfed.v1.NodeSummary\",\n\x13GetDirectoryRequest\x12\x15\n\rknown_version\x18\x01 \x01(\x04\"Y\n\x14GetDirectoryResponse\x12+\n\tdirectory\x18\x01 \x01(\x0b\x32\x18.certfed.v1.DsseEnvelope\x12\x14\n\x0cnot_modified\x18\x02 \x01(\x08\"*\n\x16PublishLocatorsRequest\x12\x10\n\x08locators\x18\x01 \x03(\x0c\"q\n\x14\x44uplicateEntitlement\x12\x0f\n\x07locator\x18\x01 \x01(\x0c\x12\x17\n\x0fpaying_node_ids\x18\x02 \x03(\t\x12/\n\x0b\x64\x65tected_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"b\n\x17PublishLocatorsResponse\x12\x11\n\tpublished\x18\x01 \x01(\r\x12\x34\n\nduplicates\x18\x02 \x03(\x0b\x32 .certfed.v1.DuplicateEntitlement\"+\n\x17WithdrawLocatorsRequest\x12\x10\n\x08locators\x18\x01 \x03(\x0c\"-\n\x18WithdrawLocatorsResponse\x12\x11\n\twithdrawn\x18\x01 \x01(\r\" \n\rLocateRequest\x12\x0f\n\x07locator\x18\x01 \x01(\x0c\")\n\x0eLocateResponse\x12\x17\n\x0fpaying_node_ids\x18\x01 \x03(\t\"\x17\n\x15ListDuplicatesRequest\"N\n\x16ListDuplicatesResponse\x12\x34\n\nduplicates\x18\x01 \x03(\x0b\x32 .certfed.v1.DuplicateEntitlement\"y\n\x18WitnessCheckpointRequest\x12\x30\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1c.certfed.v1.SignedCheckpoint\x12\x10\n\x08old_size\x18\x02 \x01(\x04\x12\x19\n\x11\x63onsistency_proof\x18\x03 \x03(\x0c\"M\n\x19WitnessCheckpointResponse\x12\x30\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1c.certfed.v1.SignedCheckpoint2\xab\x07\n\x0fRegistryService\x12<\n\x05\x45nrol\x12\x18.certfed.v1.EnrolRequest\x1a\x19.certfed.v1.EnrolResponse\x12Q\n\x0cGetEnrolment\x12\x1f.certfed.v1.GetEnrolmentRequest\x1a .certfed.v1.GetEnrolmentResponse\x12]\n\x10\x41pproveEnrolment\x12#.certfed.v1.ApproveEnrolmentRequest\x1a$.certfed.v1.ApproveEnrolmentResponse\x12T\n\rSetNodeStatus\x12 .certfed.v1.SetNodeStatusRequest\x1a!.certfed.v1.SetNodeStatusResponse\x12H\n\tListNodes\x12\x1c.certfed.v1.ListNodesRequest\x1a\x1d.certfed.v1.ListNodesResponse\x12Q\n\x0cGetDirectory\x12\x1f.certfed.v1.GetDirectoryRequest\x1a .certfed.v1.GetDirectoryResponse\x12Z\n\x0fPublishLocators\x12\".certfed.v1.PublishLocatorsRequest\x1a#.certfed.v1.PublishLocatorsResponse\x12]\n\x10WithdrawLocators\x12#.certfed.v1.WithdrawLocatorsRequest\x1a$.certfed.v1.WithdrawLocatorsResponse\x12?\n\x06Locate\x12\x19.certfed.v1.LocateRequest\x1a\x1a.certfed.v1.LocateResponse\x12W\n\x0eListDuplicates\x12!.certfed.v1.ListDuplicatesRequest\x1a\".certfed.v1.ListDuplicatesResponse\x12`\n\x11WitnessCheckpoint\x12$.certfed.v1.WitnessCheckpointRequest\x1a%.certfed.v1.WitnessCheckpointResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'certfed.v1.registry_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ENROLREQUEST']._serialized_start=99
-  _globals['_ENROLREQUEST']._serialized_end=160
-  _globals['_ENROLRESPONSE']._serialized_start=162
-  _globals['_ENROLRESPONSE']._serialized_end=234
-  _globals['_GETENROLMENTREQUEST']._serialized_start=236
-  _globals['_GETENROLMENTREQUEST']._serialized_end=274
-  _globals['_GETENROLMENTRESPONSE']._serialized_start=277
-  _globals['_GETENROLMENTRESPONSE']._serialized_end=464
-  _globals['_APPROVEENROLMENTREQUEST']._serialized_start=466
-  _globals['_APPROVEENROLMENTREQUEST']._serialized_end=508
-  _globals['_APPROVEENROLMENTRESPONSE']._serialized_start=510
-  _globals['_APPROVEENROLMENTRESPONSE']._serialized_end=563
-  _globals['_SETNODESTATUSREQUEST']._serialized_start=566
-  _globals['_SETNODESTATUSREQUEST']._serialized_end=711
-  _globals['_SETNODESTATUSRESPONSE']._serialized_start=713
-  _globals['_SETNODESTATUSRESPONSE']._serialized_end=763
-  _globals['_LISTNODESREQUEST']._serialized_start=765
-  _globals['_LISTNODESREQUEST']._serialized_end=783
-  _globals['_NODESUMMARY']._serialized_start=786
-  _globals['_NODESUMMARY']._serialized_end=1022
-  _globals['_LISTNODESRESPONSE']._serialized_start=1024
-  _globals['_LISTNODESRESPONSE']._serialized_end=1083
-  _globals['_GETDIRECTORYREQUEST']._serialized_start=1085
-  _globals['_GETDIRECTORYREQUEST']._serialized_end=1129
-  _globals['_GETDIRECTORYRESPONSE']._serialized_start=1131
-  _globals['_GETDIRECTORYRESPONSE']._serialized_end=1220
-  _globals['_PUBLISHLOCATORSREQUEST']._serialized_start=1222
-  _globals['_PUBLISHLOCATORSREQUEST']._serialized_end=1264
-  _globals['_DUPLICATEENTITLEMENT']._serialized_start=1266
-  _globals['_DUPLICATEENTITLEMENT']._serialized_end=1379
-  _globals['_PUBLISHLOCATORSRESPONSE']._serialized_start=1381
-  _globals['_PUBLISHLOCATORSRESPONSE']._serialized_end=1479
-  _globals['_WITHDRAWLOCATORSREQUEST']._serialized_start=1481
-  _globals['_WITHDRAWLOCATORSREQUEST']._serialized_end=1524
-  _globals['_WITHDRAWLOCATORSRESPONSE']._serialized_start=1526
-  _globals['_WITHDRAWLOCATORSRESPONSE']._serialized_end=1571
-  _globals['_LOCATEREQUEST']._serialized_start=1573
-  _globals['_LOCATEREQUEST']._serialized_end=1605
-  _globals['_LOCATERESPONSE']._serialized_start=1607
-  _globals['_LOCATERESPONSE']._serialized_end=1648
-  _globals['_LISTDUPLICATESREQUEST']._serialized_start=1650
-  _globals['_LISTDUPLICATESREQUEST']._serialized_end=1673
-  _globals['_LISTDUPLICATESRESPONSE']._serialized_start=1675
-  _globals['_LISTDUPLICATESRESPONSE']._serialized_end=1753
-  _globals['_REGISTRYSERVICE']._serialized_start=1756
-  _globals['_REGISTRYSERVICE']._serialized_end=2597
+  _globals['_ENROLREQUEST']._serialized_start=121
+  _globals['_ENROLREQUEST']._serialized_end=182
+  _globals['_ENROLRESPONSE']._serialized_start=184
+  _globals['_ENROLRESPONSE']._serialized_end=256
+  _globals['_GETENROLMENTREQUEST']._serialized_start=258
+  _globals['_GETENROLMENTREQUEST']._serialized_end=296
+  _globals['_GETENROLMENTRESPONSE']._serialized_start=299
+  _globals['_GETENROLMENTRESPONSE']._serialized_end=486
+  _globals['_APPROVEENROLMENTREQUEST']._serialized_start=488
+  _globals['_APPROVEENROLMENTREQUEST']._serialized_end=530
+  _globals['_APPROVEENROLMENTRESPONSE']._serialized_start=532
+  _globals['_APPROVEENROLMENTRESPONSE']._serialized_end=585
+  _globals['_SETNODESTATUSREQUEST']._serialized_start=588
+  _globals['_SETNODESTATUSREQUEST']._serialized_end=733
+  _globals['_SETNODESTATUSRESPONSE']._serialized_start=735
+  _globals['_SETNODESTATUSRESPONSE']._serialized_end=785
+  _globals['_LISTNODESREQUEST']._serialized_start=787
+  _globals['_LISTNODESREQUEST']._serialized_end=805
+  _globals['_NODESUMMARY']._serialized_start=808
+  _globals['_NODESUMMARY']._serialized_end=1044
+  _globals['_LISTNODESRESPONSE']._serialized_start=1046
+  _globals['_LISTNODESRESPONSE']._serialized_end=1105
+  _globals['_GETDIRECTORYREQUEST']._serialized_start=1107
+  _globals['_GETDIRECTORYREQUEST']._serialized_end=1151
+  _globals['_GETDIRECTORYRESPONSE']._serialized_start=1153
+  _globals['_GETDIRECTORYRESPONSE']._serialized_end=1242
+  _globals['_PUBLISHLOCATORSREQUEST']._serialized_start=1244
+  _globals['_PUBLISHLOCATORSREQUEST']._serialized_end=1286
+  _globals['_DUPLICATEENTITLEMENT']._serialized_start=1288
+  _globals['_DUPLICATEENTITLEMENT']._serialized_end=1401
+  _globals['_PUBLISHLOCATORSRESPONSE']._serialized_start=1403
+  _globals['_PUBLISHLOCATORSRESPONSE']._serialized_end=1501
+  _globals['_WITHDRAWLOCATORSREQUEST']._serialized_start=1503
+  _globals['_WITHDRAWLOCATORSREQUEST']._serialized_end=1546
+  _globals['_WITHDRAWLOCATORSRESPONSE']._serialized_start=1548
+  _globals['_WITHDRAWLOCATORSRESPONSE']._serialized_end=1593
+  _globals['_LOCATEREQUEST']._serialized_start=1595
+  _globals['_LOCATEREQUEST']._serialized_end=1627
+  _globals['_LOCATERESPONSE']._serialized_start=1629
+  _globals['_LOCATERESPONSE']._serialized_end=1670
+  _globals['_LISTDUPLICATESREQUEST']._serialized_start=1672
+  _globals['_LISTDUPLICATESREQUEST']._serialized_end=1695
+  _globals['_LISTDUPLICATESRESPONSE']._serialized_start=1697
+  _globals['_LISTDUPLICATESRESPONSE']._serialized_end=1775
+  _globals['_WITNESSCHECKPOINTREQUEST']._serialized_start=1777
+  _globals['_WITNESSCHECKPOINTREQUEST']._serialized_end=1898
+  _globals['_WITNESSCHECKPOINTRESPONSE']._serialized_start=1900
+  _globals['_WITNESSCHECKPOINTRESPONSE']._serialized_end=1977
+  _globals['_REGISTRYSERVICE']._serialized_start=1980
+  _globals['_REGISTRYSERVICE']._serialized_end=2919
 # @@protoc_insertion_point(module_scope)

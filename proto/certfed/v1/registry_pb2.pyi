@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from certfed.v1 import common_pb2 as _common_pb2
+from certfed.v1 import log_pb2 as _log_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -518,3 +519,57 @@ class ListDuplicatesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListDuplicatesResponse: _TypeAlias = ListDuplicatesResponse  # noqa: Y015
+
+@_typing.final
+class WitnessCheckpointRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    OLD_SIZE_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_PROOF_FIELD_NUMBER: _builtins.int
+    old_size: _builtins.int
+    """The tree size the caller believes the witness last cosigned (0 for none)."""
+    @_builtins.property
+    def checkpoint(self) -> _log_pb2.SignedCheckpoint:
+        """The node's newly signed checkpoint."""
+
+    @_builtins.property
+    def consistency_proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Consistency proof from old_size to the new checkpoint's size."""
+
+    def __init__(
+        self,
+        *,
+        checkpoint: _log_pb2.SignedCheckpoint | None = ...,
+        old_size: _builtins.int = ...,
+        consistency_proof: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "consistency_proof", b"consistency_proof", "old_size", b"old_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WitnessCheckpointRequest: _TypeAlias = WitnessCheckpointRequest  # noqa: Y015
+
+@_typing.final
+class WitnessCheckpointResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def checkpoint(self) -> _log_pb2.SignedCheckpoint:
+        """The checkpoint with the registry's cosignature line appended."""
+
+    def __init__(
+        self,
+        *,
+        checkpoint: _log_pb2.SignedCheckpoint | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WitnessCheckpointResponse: _TypeAlias = WitnessCheckpointResponse  # noqa: Y015

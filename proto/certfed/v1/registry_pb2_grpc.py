@@ -87,6 +87,11 @@ class RegistryServiceStub:
                 request_serializer=certfed_dot_v1_dot_registry__pb2.ListDuplicatesRequest.SerializeToString,
                 response_deserializer=certfed_dot_v1_dot_registry__pb2.ListDuplicatesResponse.FromString,
                 _registered_method=True)
+        self.WitnessCheckpoint = channel.unary_unary(
+                '/certfed.v1.RegistryService/WitnessCheckpoint',
+                request_serializer=certfed_dot_v1_dot_registry__pb2.WitnessCheckpointRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_registry__pb2.WitnessCheckpointResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -162,6 +167,14 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WitnessCheckpoint(self, request, context):
+        """The registry as witness: cosigns the caller's checkpoint only if it is consistent with the
+        last one it cosigned for that log (c2sp.org/tlog-witness); refuses and reports a fork.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -214,6 +227,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.ListDuplicates,
                     request_deserializer=certfed_dot_v1_dot_registry__pb2.ListDuplicatesRequest.FromString,
                     response_serializer=certfed_dot_v1_dot_registry__pb2.ListDuplicatesResponse.SerializeToString,
+            ),
+            'WitnessCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.WitnessCheckpoint,
+                    request_deserializer=certfed_dot_v1_dot_registry__pb2.WitnessCheckpointRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_registry__pb2.WitnessCheckpointResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -489,6 +507,33 @@ class RegistryService:
             '/certfed.v1.RegistryService/ListDuplicates',
             certfed_dot_v1_dot_registry__pb2.ListDuplicatesRequest.SerializeToString,
             certfed_dot_v1_dot_registry__pb2.ListDuplicatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WitnessCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.RegistryService/WitnessCheckpoint',
+            certfed_dot_v1_dot_registry__pb2.WitnessCheckpointRequest.SerializeToString,
+            certfed_dot_v1_dot_registry__pb2.WitnessCheckpointResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,6 +53,10 @@ class RegistryServiceStub:
     """Which node(s) pay a person."""
     ListDuplicates: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListDuplicatesRequest, _registry_pb2.ListDuplicatesResponse]
     """Possible duplicate entitlements involving the calling node."""
+    WitnessCheckpoint: _grpc.UnaryUnaryMultiCallable[_registry_pb2.WitnessCheckpointRequest, _registry_pb2.WitnessCheckpointResponse]
+    """The registry as witness: cosigns the caller's checkpoint only if it is consistent with the
+    last one it cosigned for that log (c2sp.org/tlog-witness); refuses and reports a fork.
+    """
 
 @_typing.type_check_only
 class RegistryServiceAsyncStub(RegistryServiceStub):
@@ -79,6 +83,10 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     """Which node(s) pay a person."""
     ListDuplicates: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListDuplicatesRequest, _registry_pb2.ListDuplicatesResponse]  # type: ignore[assignment]
     """Possible duplicate entitlements involving the calling node."""
+    WitnessCheckpoint: _aio.UnaryUnaryMultiCallable[_registry_pb2.WitnessCheckpointRequest, _registry_pb2.WitnessCheckpointResponse]  # type: ignore[assignment]
+    """The registry as witness: cosigns the caller's checkpoint only if it is consistent with the
+    last one it cosigned for that log (c2sp.org/tlog-witness); refuses and reports a fork.
+    """
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     """Node discovery and trust. Enrol, GetEnrolment and GetDirectory answer any TLS client; the
@@ -162,5 +170,15 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_pb2.ListDuplicatesResponse, _abc.Awaitable[_registry_pb2.ListDuplicatesResponse]]:
         """Possible duplicate entitlements involving the calling node."""
+
+    @_abc_1.abstractmethod
+    def WitnessCheckpoint(
+        self,
+        request: _registry_pb2.WitnessCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.WitnessCheckpointResponse, _abc.Awaitable[_registry_pb2.WitnessCheckpointResponse]]:
+        """The registry as witness: cosigns the caller's checkpoint only if it is consistent with the
+        last one it cosigned for that log (c2sp.org/tlog-witness); refuses and reports a fork.
+        """
 
 def add_RegistryServiceServicer_to_server(servicer: RegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
