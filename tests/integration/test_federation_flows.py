@@ -4,6 +4,7 @@ SQLite and on a real PostgreSQL server, driven through the desk API as clerks wo
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -542,3 +543,79 @@ def test_a_suspended_node_is_neither_routed_to_nor_allowed_to_call(
         stub.UpdateAssistanceStatus(federation_pb2.UpdateAssistanceStatusRequest(), timeout=10)
     assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
     assert "suspended" in refused.value.details()
+
+
+def test_a_second_certification_while_one_awaits_review_is_refused(
+    federation: Federation,
+) -> None:
+    beneficiary_id = federation.register("lanzhou", federation.new_person(), "370202")
+    request_id = federation.request("lanzhou", beneficiary_id)
+    federation.await_inbox("qingdao", request_id)
+    federation.record("qingdao", desk_pb2.RecordCertificationRequest(request_id=request_id))
+    with pytest.raises(grpc.RpcError) as refused:
+        federation.record("qingdao", desk_pb2.RecordCertificationRequest(request_id=request_id))
+    assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    assert "awaiting review" in refused.value.details()
+
+
+def test_an_attestation_for_someone_the_office_does_not_pay_is_refused(
+    federation: Federation,
+) -> None:
+    from signing.keys import SigningKey
+
+    qingdao = federation.node("qingdao").config
+    key = SigningKey.load(qingdao.data_dir / "keys" / "signing.key")
+    now = datetime.now(UTC)
+    attestation = attestation_pb2.CertificationAttestation(
+        attestation_id="0190f5d6-0000-7000-8000-00000000beef",
+        subject_locator=hashlib.sha256(b"nobody lanzhou pays").digest(),
+        paying_region="620102",
+        paying_node_id="lanzhou",
+        issuing_node_id="qingdao",
+        certifying_region="370200",
+        method=common_pb2.CERTIFICATION_METHOD_ON_SITE,
+        outcome=common_pb2.CERTIFICATION_OUTCOME_ALIVE,
+        observed_at=to_timestamp(now),
+        valid_until=to_timestamp(now + timedelta(days=365)),
+        issued_at=to_timestamp(now),
+    )
+    envelope = dsse.sign(attestation.SerializeToString(), dsse.ATTESTATION_PAYLOAD_TYPE, key)
+    channel, stub = federation.peer_stub("qingdao", "lanzhou")
+    with channel, pytest.raises(grpc.RpcError) as refused:
+        stub.DeliverAttestation(
+            federation_pb2.DeliverAttestationRequest(envelope=envelope_to_proto(envelope)),
+            timeout=10,
+        )
+    assert refused.value.code() is grpc.StatusCode.NOT_FOUND
+    assert "does not pay" in refused.value.details()
+
+
+def test_a_clerk_works_the_inbox_from_the_terminal(federation: Federation) -> None:
+    import os
+    import subprocess
+    import sys
+
+    beneficiary_id = federation.register("lanzhou", federation.new_person(), "370202")
+    request_id = federation.request("lanzhou", beneficiary_id)
+    federation.await_inbox("qingdao", request_id)
+    handle = federation.node("qingdao")
+
+    def certfed(*arguments: str, operator: str = "clerk") -> str:
+        finished = subprocess.run(
+            [sys.executable, "-m", "federation_node.cli", "desk", "--config",
+             str(handle.config_path), *arguments],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "CERTFED_OPERATOR_TOKEN": handle.tokens[operator], "COLUMNS": "200"},
+            check=False,
+        )  # fmt: skip
+        assert finished.returncode == 0, finished.stdout + finished.stderr
+        return finished.stdout
+
+    assert request_id in certfed("inbox")
+    certfed("status", request_id, "accepted")
+    recorded = json.loads(certfed("record", request_id, "--method", "video_call"))
+    approved = json.loads(certfed("approve", recorded["certification_id"], operator="reviewer"))
+    assert approved["status"] == "CERTIFICATION_STATUS_APPROVED"
+    assert federation.await_valid("lanzhou", beneficiary_id) > datetime.now(UTC)
