@@ -121,6 +121,143 @@ DELIVERY_STATE_DELIVERED: DeliveryState.ValueType  # 2
 DELIVERY_STATE_DEAD: DeliveryState.ValueType  # 3
 Global___DeliveryState: _TypeAlias = DeliveryState  # noqa: Y015
 
+class _SignalKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SignalKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SignalKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SIGNAL_KIND_UNSPECIFIED: _SignalKind.ValueType  # 0
+    SIGNAL_KIND_HOSPITAL_ADMISSION: _SignalKind.ValueType  # 1
+    """Alive signals: the person was seen alive on observed_at."""
+    SIGNAL_KIND_HOSPITAL_DISCHARGE: _SignalKind.ValueType  # 2
+    SIGNAL_KIND_HEALTH_CHECK: _SignalKind.ValueType  # 3
+    SIGNAL_KIND_MEDICAL_INSURANCE_SETTLEMENT: _SignalKind.ValueType  # 4
+    SIGNAL_KIND_TRAVEL_SECURITY_CHECK: _SignalKind.ValueType  # 5
+    SIGNAL_KIND_BANK_IN_PERSON: _SignalKind.ValueType  # 6
+    SIGNAL_KIND_BORDER_CROSSING: _SignalKind.ValueType  # 7
+    SIGNAL_KIND_DEATH_REGISTRATION: _SignalKind.ValueType  # 20
+    """Negative signals: entitlement ends (after a reviewer confirms)."""
+    SIGNAL_KIND_CREMATION: _SignalKind.ValueType  # 21
+    SIGNAL_KIND_COURT_DECLARATION_OF_DEATH: _SignalKind.ValueType  # 22
+    SIGNAL_KIND_COURT_DECLARATION_MISSING: _SignalKind.ValueType  # 23
+    SIGNAL_KIND_CRIMINAL_SENTENCE: _SignalKind.ValueType  # 24
+
+class SignalKind(_SignalKind, metaclass=_SignalKindEnumTypeWrapper): ...
+
+SIGNAL_KIND_UNSPECIFIED: SignalKind.ValueType  # 0
+SIGNAL_KIND_HOSPITAL_ADMISSION: SignalKind.ValueType  # 1
+"""Alive signals: the person was seen alive on observed_at."""
+SIGNAL_KIND_HOSPITAL_DISCHARGE: SignalKind.ValueType  # 2
+SIGNAL_KIND_HEALTH_CHECK: SignalKind.ValueType  # 3
+SIGNAL_KIND_MEDICAL_INSURANCE_SETTLEMENT: SignalKind.ValueType  # 4
+SIGNAL_KIND_TRAVEL_SECURITY_CHECK: SignalKind.ValueType  # 5
+SIGNAL_KIND_BANK_IN_PERSON: SignalKind.ValueType  # 6
+SIGNAL_KIND_BORDER_CROSSING: SignalKind.ValueType  # 7
+SIGNAL_KIND_DEATH_REGISTRATION: SignalKind.ValueType  # 20
+"""Negative signals: entitlement ends (after a reviewer confirms)."""
+SIGNAL_KIND_CREMATION: SignalKind.ValueType  # 21
+SIGNAL_KIND_COURT_DECLARATION_OF_DEATH: SignalKind.ValueType  # 22
+SIGNAL_KIND_COURT_DECLARATION_MISSING: SignalKind.ValueType  # 23
+SIGNAL_KIND_CRIMINAL_SENTENCE: SignalKind.ValueType  # 24
+Global___SignalKind: _TypeAlias = SignalKind  # noqa: Y015
+
+class _EntitlementState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EntitlementStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EntitlementState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ENTITLEMENT_STATE_UNSPECIFIED: _EntitlementState.ValueType  # 0
+    ENTITLEMENT_STATE_ACTIVE: _EntitlementState.ValueType  # 1
+    ENTITLEMENT_STATE_DUE: _EntitlementState.ValueType  # 2
+    """Validity ends within the policy's lead time: certification is being sought."""
+    ENTITLEMENT_STATE_WARNING: _EntitlementState.ValueType  # 3
+    """Validity has ended; the warning period runs, reminders go out."""
+    ENTITLEMENT_STATE_SUSPENDED: _EntitlementState.ValueType  # 4
+    ENTITLEMENT_STATE_TERMINATED: _EntitlementState.ValueType  # 5
+    """Deceased, imprisoned or declared missing (confirmed by a reviewer)."""
+
+class EntitlementState(_EntitlementState, metaclass=_EntitlementStateEnumTypeWrapper): ...
+
+ENTITLEMENT_STATE_UNSPECIFIED: EntitlementState.ValueType  # 0
+ENTITLEMENT_STATE_ACTIVE: EntitlementState.ValueType  # 1
+ENTITLEMENT_STATE_DUE: EntitlementState.ValueType  # 2
+"""Validity ends within the policy's lead time: certification is being sought."""
+ENTITLEMENT_STATE_WARNING: EntitlementState.ValueType  # 3
+"""Validity has ended; the warning period runs, reminders go out."""
+ENTITLEMENT_STATE_SUSPENDED: EntitlementState.ValueType  # 4
+ENTITLEMENT_STATE_TERMINATED: EntitlementState.ValueType  # 5
+"""Deceased, imprisoned or declared missing (confirmed by a reviewer)."""
+Global___EntitlementState: _TypeAlias = EntitlementState  # noqa: Y015
+
+class _SignalOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SignalOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SignalOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SIGNAL_OUTCOME_UNSPECIFIED: _SignalOutcome.ValueType  # 0
+    SIGNAL_OUTCOME_APPLIED: _SignalOutcome.ValueType  # 1
+    SIGNAL_OUTCOME_DUPLICATE: _SignalOutcome.ValueType  # 2
+    """The same (source, source_record_id) was recorded before; nothing changed."""
+    SIGNAL_OUTCOME_UNKNOWN_PERSON: _SignalOutcome.ValueType  # 3
+    """No beneficiary of this office has this identity."""
+    SIGNAL_OUTCOME_IGNORED: _SignalOutcome.ValueType  # 4
+    """Recorded but changes nothing (e.g. an alive signal for a terminated beneficiary)."""
+
+class SignalOutcome(_SignalOutcome, metaclass=_SignalOutcomeEnumTypeWrapper): ...
+
+SIGNAL_OUTCOME_UNSPECIFIED: SignalOutcome.ValueType  # 0
+SIGNAL_OUTCOME_APPLIED: SignalOutcome.ValueType  # 1
+SIGNAL_OUTCOME_DUPLICATE: SignalOutcome.ValueType  # 2
+"""The same (source, source_record_id) was recorded before; nothing changed."""
+SIGNAL_OUTCOME_UNKNOWN_PERSON: SignalOutcome.ValueType  # 3
+"""No beneficiary of this office has this identity."""
+SIGNAL_OUTCOME_IGNORED: SignalOutcome.ValueType  # 4
+"""Recorded but changes nothing (e.g. an alive signal for a terminated beneficiary)."""
+Global___SignalOutcome: _TypeAlias = SignalOutcome  # noqa: Y015
+
+class _PaymentAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PaymentActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PaymentAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PAYMENT_ACTION_UNSPECIFIED: _PaymentAction.ValueType  # 0
+    PAYMENT_ACTION_SUSPEND: _PaymentAction.ValueType  # 1
+    PAYMENT_ACTION_RESUME: _PaymentAction.ValueType  # 2
+    """Resume with back pay for the suspended months."""
+    PAYMENT_ACTION_TERMINATE: _PaymentAction.ValueType  # 3
+
+class PaymentAction(_PaymentAction, metaclass=_PaymentActionEnumTypeWrapper): ...
+
+PAYMENT_ACTION_UNSPECIFIED: PaymentAction.ValueType  # 0
+PAYMENT_ACTION_SUSPEND: PaymentAction.ValueType  # 1
+PAYMENT_ACTION_RESUME: PaymentAction.ValueType  # 2
+"""Resume with back pay for the suspended months."""
+PAYMENT_ACTION_TERMINATE: PaymentAction.ValueType  # 3
+Global___PaymentAction: _TypeAlias = PaymentAction  # noqa: Y015
+
+class _ReminderKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReminderKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReminderKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REMINDER_KIND_UNSPECIFIED: _ReminderKind.ValueType  # 0
+    REMINDER_KIND_DUE: _ReminderKind.ValueType  # 1
+    REMINDER_KIND_WARNING: _ReminderKind.ValueType  # 2
+    REMINDER_KIND_OVERDUE: _ReminderKind.ValueType  # 3
+
+class ReminderKind(_ReminderKind, metaclass=_ReminderKindEnumTypeWrapper): ...
+
+REMINDER_KIND_UNSPECIFIED: ReminderKind.ValueType  # 0
+REMINDER_KIND_DUE: ReminderKind.ValueType  # 1
+REMINDER_KIND_WARNING: ReminderKind.ValueType  # 2
+REMINDER_KIND_OVERDUE: ReminderKind.ValueType  # 3
+Global___ReminderKind: _TypeAlias = ReminderKind  # noqa: Y015
+
 @_typing.final
 class WhoAmIRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -174,10 +311,13 @@ class RegisterBeneficiaryRequest(_message.Message):
     RESIDENCE_REGION_FIELD_NUMBER: _builtins.int
     PAYING_REGION_FIELD_NUMBER: _builtins.int
     VALID_UNTIL_FIELD_NUMBER: _builtins.int
+    MONTHLY_AMOUNT_FEN_FIELD_NUMBER: _builtins.int
     residence_region: _builtins.str
     """Where the person lives: a GB/T 2260 code, HK or MO."""
     paying_region: _builtins.str
     """The paying region, one of this node's region codes; empty for the node's first."""
+    monthly_amount_fen: _builtins.int
+    """Monthly pension in fen (1/100 yuan), for back pay, overpayments and bank files."""
     @_builtins.property
     def identity(self) -> _attestation_pb2.IdentityBundle: ...
     @_builtins.property
@@ -191,10 +331,11 @@ class RegisterBeneficiaryRequest(_message.Message):
         residence_region: _builtins.str = ...,
         paying_region: _builtins.str = ...,
         valid_until: _timestamp_pb2.Timestamp | None = ...,
+        monthly_amount_fen: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "valid_until", b"valid_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "paying_region", b"paying_region", "residence_region", b"residence_region", "valid_until", b"valid_until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "monthly_amount_fen", b"monthly_amount_fen", "paying_region", b"paying_region", "residence_region", b"residence_region", "valid_until", b"valid_until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1151,3 +1292,572 @@ class RetryDeadLetterResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RetryDeadLetterResponse: _TypeAlias = RetryDeadLetterResponse  # noqa: Y015
+
+@_typing.final
+class DataSignal(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    SOURCE_RECORD_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    IDENTITY_TYPE_FIELD_NUMBER: _builtins.int
+    IDENTITY_NUMBER_FIELD_NUMBER: _builtins.int
+    OBSERVED_AT_FIELD_NUMBER: _builtins.int
+    source: _builtins.str
+    """The feed that reported it, e.g. "foshan-hospitals"; with source_record_id, the idempotency key."""
+    source_record_id: _builtins.str
+    kind: Global___SignalKind.ValueType
+    identity_type: _common_pb2.IdentityType.ValueType
+    identity_number: _builtins.str
+    @_builtins.property
+    def observed_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        source: _builtins.str = ...,
+        source_record_id: _builtins.str = ...,
+        kind: Global___SignalKind.ValueType = ...,
+        identity_type: _common_pb2.IdentityType.ValueType = ...,
+        identity_number: _builtins.str = ...,
+        observed_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["observed_at", b"observed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity_number", b"identity_number", "identity_type", b"identity_type", "kind", b"kind", "observed_at", b"observed_at", "source", b"source", "source_record_id", b"source_record_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DataSignal: _TypeAlias = DataSignal  # noqa: Y015
+
+@_typing.final
+class RecordSignalsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGNALS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def signals(self) -> _containers.RepeatedCompositeFieldContainer[Global___DataSignal]: ...
+    def __init__(
+        self,
+        *,
+        signals: _abc.Iterable[Global___DataSignal] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["signals", b"signals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordSignalsRequest: _TypeAlias = RecordSignalsRequest  # noqa: Y015
+
+@_typing.final
+class SignalResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    BENEFICIARY_ID_FIELD_NUMBER: _builtins.int
+    ATTESTATION_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    outcome: Global___SignalOutcome.ValueType
+    beneficiary_id: _builtins.str
+    attestation_id: _builtins.str
+    """The data-match attestation an alive signal produced, if any."""
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        outcome: Global___SignalOutcome.ValueType = ...,
+        beneficiary_id: _builtins.str = ...,
+        attestation_id: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestation_id", b"attestation_id", "beneficiary_id", b"beneficiary_id", "message", b"message", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignalResult: _TypeAlias = SignalResult  # noqa: Y015
+
+@_typing.final
+class RecordSignalsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___SignalResult]:
+        """One result per signal, in request order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___SignalResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordSignalsResponse: _TypeAlias = RecordSignalsResponse  # noqa: Y015
+
+@_typing.final
+class ReviewTerminationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BENEFICIARY_ID_FIELD_NUMBER: _builtins.int
+    CONFIRM_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    beneficiary_id: _builtins.str
+    confirm: _builtins.bool
+    """True confirms the termination; false overturns it and resumes payment."""
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        beneficiary_id: _builtins.str = ...,
+        confirm: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiary_id", b"beneficiary_id", "confirm", b"confirm", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewTerminationRequest: _TypeAlias = ReviewTerminationRequest  # noqa: Y015
+
+@_typing.final
+class ReviewTerminationResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTITLEMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entitlement(self) -> Global___Entitlement: ...
+    def __init__(
+        self,
+        *,
+        entitlement: Global___Entitlement | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entitlement", b"entitlement"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entitlement", b"entitlement"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewTerminationResponse: _TypeAlias = ReviewTerminationResponse  # noqa: Y015
+
+@_typing.final
+class Entitlement(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BENEFICIARY_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    STATE_SINCE_FIELD_NUMBER: _builtins.int
+    MONTHLY_AMOUNT_FEN_FIELD_NUMBER: _builtins.int
+    TERMINATION_PENDING_REVIEW_FIELD_NUMBER: _builtins.int
+    OVERPAYMENT_FEN_FIELD_NUMBER: _builtins.int
+    state: Global___EntitlementState.ValueType
+    monthly_amount_fen: _builtins.int
+    """Monthly pension in fen (1/100 yuan)."""
+    termination_pending_review: _builtins.bool
+    """A negative signal awaits a reviewer's confirmation."""
+    overpayment_fen: _builtins.int
+    """Amount paid after the date of death (or other end), to recover, in fen."""
+    @_builtins.property
+    def beneficiary(self) -> Global___Beneficiary: ...
+    @_builtins.property
+    def state_since(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        beneficiary: Global___Beneficiary | None = ...,
+        state: Global___EntitlementState.ValueType = ...,
+        state_since: _timestamp_pb2.Timestamp | None = ...,
+        monthly_amount_fen: _builtins.int = ...,
+        termination_pending_review: _builtins.bool = ...,
+        overpayment_fen: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["beneficiary", b"beneficiary", "state_since", b"state_since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiary", b"beneficiary", "monthly_amount_fen", b"monthly_amount_fen", "overpayment_fen", b"overpayment_fen", "state", b"state", "state_since", b"state_since", "termination_pending_review", b"termination_pending_review"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Entitlement: _TypeAlias = Entitlement  # noqa: Y015
+
+@_typing.final
+class ListEntitlementsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    state: Global___EntitlementState.ValueType
+    """Unset: all states."""
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        state: Global___EntitlementState.ValueType = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEntitlementsRequest: _TypeAlias = ListEntitlementsRequest  # noqa: Y015
+
+@_typing.final
+class ListEntitlementsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTITLEMENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def entitlements(self) -> _containers.RepeatedCompositeFieldContainer[Global___Entitlement]: ...
+    def __init__(
+        self,
+        *,
+        entitlements: _abc.Iterable[Global___Entitlement] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entitlements", b"entitlements", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEntitlementsResponse: _TypeAlias = ListEntitlementsResponse  # noqa: Y015
+
+@_typing.final
+class RunCycleRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def day(self) -> _timestamp_pb2.Timestamp:
+        """The day to run for (UTC date at 00:00); unset for today."""
+
+    def __init__(
+        self,
+        *,
+        day: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["day", b"day"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["day", b"day"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunCycleRequest: _TypeAlias = RunCycleRequest  # noqa: Y015
+
+@_typing.final
+class RunCycleResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RAN_FIELD_NUMBER: _builtins.int
+    BECAME_DUE_FIELD_NUMBER: _builtins.int
+    REQUESTS_SENT_FIELD_NUMBER: _builtins.int
+    REMINDERS_QUEUED_FIELD_NUMBER: _builtins.int
+    WARNED_FIELD_NUMBER: _builtins.int
+    SUSPENDED_FIELD_NUMBER: _builtins.int
+    ran: _builtins.bool
+    """False when the cycle had already run for that day (nothing changed)."""
+    became_due: _builtins.int
+    requests_sent: _builtins.int
+    reminders_queued: _builtins.int
+    warned: _builtins.int
+    suspended: _builtins.int
+    def __init__(
+        self,
+        *,
+        ran: _builtins.bool = ...,
+        became_due: _builtins.int = ...,
+        requests_sent: _builtins.int = ...,
+        reminders_queued: _builtins.int = ...,
+        warned: _builtins.int = ...,
+        suspended: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["became_due", b"became_due", "ran", b"ran", "reminders_queued", b"reminders_queued", "requests_sent", b"requests_sent", "suspended", b"suspended", "warned", b"warned"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RunCycleResponse: _TypeAlias = RunCycleResponse  # noqa: Y015
+
+@_typing.final
+class PaymentInstruction(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTRUCTION_ID_FIELD_NUMBER: _builtins.int
+    BENEFICIARY_ID_FIELD_NUMBER: _builtins.int
+    MASKED_IDENTITY_NUMBER_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_MONTH_FIELD_NUMBER: _builtins.int
+    BACK_PAY_FEN_FIELD_NUMBER: _builtins.int
+    BACK_PAY_MONTHS_FIELD_NUMBER: _builtins.int
+    OVERPAYMENT_FEN_FIELD_NUMBER: _builtins.int
+    instruction_id: _builtins.str
+    beneficiary_id: _builtins.str
+    masked_identity_number: _builtins.str
+    action: Global___PaymentAction.ValueType
+    effective_month: _builtins.str
+    """The first month the instruction applies to, "YYYY-MM"."""
+    back_pay_fen: _builtins.int
+    back_pay_months: _builtins.int
+    overpayment_fen: _builtins.int
+    def __init__(
+        self,
+        *,
+        instruction_id: _builtins.str = ...,
+        beneficiary_id: _builtins.str = ...,
+        masked_identity_number: _builtins.str = ...,
+        action: Global___PaymentAction.ValueType = ...,
+        effective_month: _builtins.str = ...,
+        back_pay_fen: _builtins.int = ...,
+        back_pay_months: _builtins.int = ...,
+        overpayment_fen: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "back_pay_fen", b"back_pay_fen", "back_pay_months", b"back_pay_months", "beneficiary_id", b"beneficiary_id", "effective_month", b"effective_month", "instruction_id", b"instruction_id", "masked_identity_number", b"masked_identity_number", "overpayment_fen", b"overpayment_fen"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PaymentInstruction: _TypeAlias = PaymentInstruction  # noqa: Y015
+
+@_typing.final
+class ListPaymentInstructionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MONTH_FIELD_NUMBER: _builtins.int
+    month: _builtins.str
+    """"YYYY-MM"."""
+    def __init__(
+        self,
+        *,
+        month: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["month", b"month"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPaymentInstructionsRequest: _TypeAlias = ListPaymentInstructionsRequest  # noqa: Y015
+
+@_typing.final
+class ListPaymentInstructionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INSTRUCTIONS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def instructions(self) -> _containers.RepeatedCompositeFieldContainer[Global___PaymentInstruction]: ...
+    def __init__(
+        self,
+        *,
+        instructions: _abc.Iterable[Global___PaymentInstruction] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instructions", b"instructions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPaymentInstructionsResponse: _TypeAlias = ListPaymentInstructionsResponse  # noqa: Y015
+
+@_typing.final
+class Reminder(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REMINDER_ID_FIELD_NUMBER: _builtins.int
+    BENEFICIARY_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    PHONE_FIELD_NUMBER: _builtins.int
+    VALID_UNTIL_FIELD_NUMBER: _builtins.int
+    reminder_id: _builtins.str
+    beneficiary_id: _builtins.str
+    kind: Global___ReminderKind.ValueType
+    phone: _builtins.str
+    """Where the office reaches the person (unsealed for the notifier only)."""
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def valid_until(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        reminder_id: _builtins.str = ...,
+        beneficiary_id: _builtins.str = ...,
+        kind: Global___ReminderKind.ValueType = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        phone: _builtins.str = ...,
+        valid_until: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "valid_until", b"valid_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiary_id", b"beneficiary_id", "created_at", b"created_at", "kind", b"kind", "phone", b"phone", "reminder_id", b"reminder_id", "valid_until", b"valid_until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Reminder: _TypeAlias = Reminder  # noqa: Y015
+
+@_typing.final
+class ListRemindersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRemindersRequest: _TypeAlias = ListRemindersRequest  # noqa: Y015
+
+@_typing.final
+class ListRemindersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REMINDERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def reminders(self) -> _containers.RepeatedCompositeFieldContainer[Global___Reminder]: ...
+    def __init__(
+        self,
+        *,
+        reminders: _abc.Iterable[Global___Reminder] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reminders", b"reminders"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRemindersResponse: _TypeAlias = ListRemindersResponse  # noqa: Y015
+
+@_typing.final
+class AcknowledgeRemindersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REMINDER_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def reminder_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        reminder_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reminder_ids", b"reminder_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcknowledgeRemindersRequest: _TypeAlias = AcknowledgeRemindersRequest  # noqa: Y015
+
+@_typing.final
+class AcknowledgeRemindersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACKNOWLEDGED_FIELD_NUMBER: _builtins.int
+    acknowledged: _builtins.int
+    def __init__(
+        self,
+        *,
+        acknowledged: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledged", b"acknowledged"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcknowledgeRemindersResponse: _TypeAlias = AcknowledgeRemindersResponse  # noqa: Y015
+
+@_typing.final
+class GetReportRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FROM_FIELD_NUMBER: _builtins.int
+    TO_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def to(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        to: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "to", b"to"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["from", b"from", "to", b"to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReportRequest: _TypeAlias = GetReportRequest  # noqa: Y015
+
+@_typing.final
+class MethodShare(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    METHOD_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    method: _common_pb2.CertificationMethod.ValueType
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        method: _common_pb2.CertificationMethod.ValueType = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "method", b"method"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MethodShare: _TypeAlias = MethodShare  # noqa: Y015
+
+@_typing.final
+class GetReportResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BENEFICIARIES_FIELD_NUMBER: _builtins.int
+    CERTIFIED_FIELD_NUMBER: _builtins.int
+    BY_METHOD_FIELD_NUMBER: _builtins.int
+    OVERPAYMENTS_FEN_FIELD_NUMBER: _builtins.int
+    POSSIBLE_DUPLICATES_FIELD_NUMBER: _builtins.int
+    beneficiaries: _builtins.int
+    certified: _builtins.int
+    overpayments_fen: _builtins.int
+    possible_duplicates: _builtins.int
+    @_builtins.property
+    def by_method(self) -> _containers.RepeatedCompositeFieldContainer[Global___MethodShare]: ...
+    def __init__(
+        self,
+        *,
+        beneficiaries: _builtins.int = ...,
+        certified: _builtins.int = ...,
+        by_method: _abc.Iterable[Global___MethodShare] | None = ...,
+        overpayments_fen: _builtins.int = ...,
+        possible_duplicates: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiaries", b"beneficiaries", "by_method", b"by_method", "certified", b"certified", "overpayments_fen", b"overpayments_fen", "possible_duplicates", b"possible_duplicates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetReportResponse: _TypeAlias = GetReportResponse  # noqa: Y015

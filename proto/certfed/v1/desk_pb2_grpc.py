@@ -117,6 +117,46 @@ class DeskServiceStub:
                 request_serializer=certfed_dot_v1_dot_desk__pb2.RetryDeadLetterRequest.SerializeToString,
                 response_deserializer=certfed_dot_v1_dot_desk__pb2.RetryDeadLetterResponse.FromString,
                 _registered_method=True)
+        self.RecordSignals = channel.unary_unary(
+                '/certfed.v1.DeskService/RecordSignals',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.RecordSignalsRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.RecordSignalsResponse.FromString,
+                _registered_method=True)
+        self.ReviewTermination = channel.unary_unary(
+                '/certfed.v1.DeskService/ReviewTermination',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.ReviewTerminationRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.ReviewTerminationResponse.FromString,
+                _registered_method=True)
+        self.ListEntitlements = channel.unary_unary(
+                '/certfed.v1.DeskService/ListEntitlements',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.ListEntitlementsRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.ListEntitlementsResponse.FromString,
+                _registered_method=True)
+        self.RunCycle = channel.unary_unary(
+                '/certfed.v1.DeskService/RunCycle',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.RunCycleRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.RunCycleResponse.FromString,
+                _registered_method=True)
+        self.ListPaymentInstructions = channel.unary_unary(
+                '/certfed.v1.DeskService/ListPaymentInstructions',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.ListPaymentInstructionsRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.ListPaymentInstructionsResponse.FromString,
+                _registered_method=True)
+        self.ListReminders = channel.unary_unary(
+                '/certfed.v1.DeskService/ListReminders',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.ListRemindersRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.ListRemindersResponse.FromString,
+                _registered_method=True)
+        self.AcknowledgeReminders = channel.unary_unary(
+                '/certfed.v1.DeskService/AcknowledgeReminders',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.AcknowledgeRemindersRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.AcknowledgeRemindersResponse.FromString,
+                _registered_method=True)
+        self.GetReport = channel.unary_unary(
+                '/certfed.v1.DeskService/GetReport',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.GetReportRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.GetReportResponse.FromString,
+                _registered_method=True)
 
 
 class DeskServiceServicer:
@@ -233,6 +273,63 @@ class DeskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordSignals(self, request, context):
+        """Clerk (data feeds): record data signals in batches. Alive signals become data-match
+        attestations issued and logged by this office; negative signals suspend payment at once and
+        go to a reviewer to confirm the termination. Idempotent on (source, source_record_id).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReviewTermination(self, request, context):
+        """Reviewer: confirm or overturn the termination a negative signal proposed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEntitlements(self, request, context):
+        """Any operator: beneficiaries by entitlement state (due, warning, suspended, terminated).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunCycle(self, request, context):
+        """Admin: run the daily cycle now (it also runs on a schedule); idempotent per day.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPaymentInstructions(self, request, context):
+        """Admin (bank files): the payment instructions for one month, stable once the month is closed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListReminders(self, request, context):
+        """Admin (notifiers): reminders and overdue notices waiting to be sent, and acknowledging them.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AcknowledgeReminders(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReport(self, request, context):
+        """Any operator: certification rate by method, overpayments and duplicates for a period.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -315,6 +412,46 @@ def add_DeskServiceServicer_to_server(servicer, server):
                     servicer.RetryDeadLetter,
                     request_deserializer=certfed_dot_v1_dot_desk__pb2.RetryDeadLetterRequest.FromString,
                     response_serializer=certfed_dot_v1_dot_desk__pb2.RetryDeadLetterResponse.SerializeToString,
+            ),
+            'RecordSignals': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordSignals,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.RecordSignalsRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.RecordSignalsResponse.SerializeToString,
+            ),
+            'ReviewTermination': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReviewTermination,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.ReviewTerminationRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.ReviewTerminationResponse.SerializeToString,
+            ),
+            'ListEntitlements': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEntitlements,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.ListEntitlementsRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.ListEntitlementsResponse.SerializeToString,
+            ),
+            'RunCycle': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunCycle,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.RunCycleRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.RunCycleResponse.SerializeToString,
+            ),
+            'ListPaymentInstructions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPaymentInstructions,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.ListPaymentInstructionsRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.ListPaymentInstructionsResponse.SerializeToString,
+            ),
+            'ListReminders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReminders,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.ListRemindersRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.ListRemindersResponse.SerializeToString,
+            ),
+            'AcknowledgeReminders': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcknowledgeReminders,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.AcknowledgeRemindersRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.AcknowledgeRemindersResponse.SerializeToString,
+            ),
+            'GetReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReport,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.GetReportRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.GetReportResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -752,6 +889,222 @@ class DeskService:
             '/certfed.v1.DeskService/RetryDeadLetter',
             certfed_dot_v1_dot_desk__pb2.RetryDeadLetterRequest.SerializeToString,
             certfed_dot_v1_dot_desk__pb2.RetryDeadLetterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordSignals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/RecordSignals',
+            certfed_dot_v1_dot_desk__pb2.RecordSignalsRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.RecordSignalsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReviewTermination(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/ReviewTermination',
+            certfed_dot_v1_dot_desk__pb2.ReviewTerminationRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.ReviewTerminationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEntitlements(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/ListEntitlements',
+            certfed_dot_v1_dot_desk__pb2.ListEntitlementsRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.ListEntitlementsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunCycle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/RunCycle',
+            certfed_dot_v1_dot_desk__pb2.RunCycleRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.RunCycleResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPaymentInstructions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/ListPaymentInstructions',
+            certfed_dot_v1_dot_desk__pb2.ListPaymentInstructionsRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.ListPaymentInstructionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReminders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/ListReminders',
+            certfed_dot_v1_dot_desk__pb2.ListRemindersRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.ListRemindersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcknowledgeReminders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/AcknowledgeReminders',
+            certfed_dot_v1_dot_desk__pb2.AcknowledgeRemindersRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.AcknowledgeRemindersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/GetReport',
+            certfed_dot_v1_dot_desk__pb2.GetReportRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.GetReportResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -64,6 +64,24 @@ class DeskServiceStub:
     """Admin: messages waiting for delivery and dead letters."""
     RetryDeadLetter: _grpc.UnaryUnaryMultiCallable[_desk_pb2.RetryDeadLetterRequest, _desk_pb2.RetryDeadLetterResponse]
     """Admin: put a dead letter back in the delivery queue."""
+    RecordSignals: _grpc.UnaryUnaryMultiCallable[_desk_pb2.RecordSignalsRequest, _desk_pb2.RecordSignalsResponse]
+    """Clerk (data feeds): record data signals in batches. Alive signals become data-match
+    attestations issued and logged by this office; negative signals suspend payment at once and
+    go to a reviewer to confirm the termination. Idempotent on (source, source_record_id).
+    """
+    ReviewTermination: _grpc.UnaryUnaryMultiCallable[_desk_pb2.ReviewTerminationRequest, _desk_pb2.ReviewTerminationResponse]
+    """Reviewer: confirm or overturn the termination a negative signal proposed."""
+    ListEntitlements: _grpc.UnaryUnaryMultiCallable[_desk_pb2.ListEntitlementsRequest, _desk_pb2.ListEntitlementsResponse]
+    """Any operator: beneficiaries by entitlement state (due, warning, suspended, terminated)."""
+    RunCycle: _grpc.UnaryUnaryMultiCallable[_desk_pb2.RunCycleRequest, _desk_pb2.RunCycleResponse]
+    """Admin: run the daily cycle now (it also runs on a schedule); idempotent per day."""
+    ListPaymentInstructions: _grpc.UnaryUnaryMultiCallable[_desk_pb2.ListPaymentInstructionsRequest, _desk_pb2.ListPaymentInstructionsResponse]
+    """Admin (bank files): the payment instructions for one month, stable once the month is closed."""
+    ListReminders: _grpc.UnaryUnaryMultiCallable[_desk_pb2.ListRemindersRequest, _desk_pb2.ListRemindersResponse]
+    """Admin (notifiers): reminders and overdue notices waiting to be sent, and acknowledging them."""
+    AcknowledgeReminders: _grpc.UnaryUnaryMultiCallable[_desk_pb2.AcknowledgeRemindersRequest, _desk_pb2.AcknowledgeRemindersResponse]
+    GetReport: _grpc.UnaryUnaryMultiCallable[_desk_pb2.GetReportRequest, _desk_pb2.GetReportResponse]
+    """Any operator: certification rate by method, overpayments and duplicates for a period."""
 
 @_typing.type_check_only
 class DeskServiceAsyncStub(DeskServiceStub):
@@ -101,6 +119,24 @@ class DeskServiceAsyncStub(DeskServiceStub):
     """Admin: messages waiting for delivery and dead letters."""
     RetryDeadLetter: _aio.UnaryUnaryMultiCallable[_desk_pb2.RetryDeadLetterRequest, _desk_pb2.RetryDeadLetterResponse]  # type: ignore[assignment]
     """Admin: put a dead letter back in the delivery queue."""
+    RecordSignals: _aio.UnaryUnaryMultiCallable[_desk_pb2.RecordSignalsRequest, _desk_pb2.RecordSignalsResponse]  # type: ignore[assignment]
+    """Clerk (data feeds): record data signals in batches. Alive signals become data-match
+    attestations issued and logged by this office; negative signals suspend payment at once and
+    go to a reviewer to confirm the termination. Idempotent on (source, source_record_id).
+    """
+    ReviewTermination: _aio.UnaryUnaryMultiCallable[_desk_pb2.ReviewTerminationRequest, _desk_pb2.ReviewTerminationResponse]  # type: ignore[assignment]
+    """Reviewer: confirm or overturn the termination a negative signal proposed."""
+    ListEntitlements: _aio.UnaryUnaryMultiCallable[_desk_pb2.ListEntitlementsRequest, _desk_pb2.ListEntitlementsResponse]  # type: ignore[assignment]
+    """Any operator: beneficiaries by entitlement state (due, warning, suspended, terminated)."""
+    RunCycle: _aio.UnaryUnaryMultiCallable[_desk_pb2.RunCycleRequest, _desk_pb2.RunCycleResponse]  # type: ignore[assignment]
+    """Admin: run the daily cycle now (it also runs on a schedule); idempotent per day."""
+    ListPaymentInstructions: _aio.UnaryUnaryMultiCallable[_desk_pb2.ListPaymentInstructionsRequest, _desk_pb2.ListPaymentInstructionsResponse]  # type: ignore[assignment]
+    """Admin (bank files): the payment instructions for one month, stable once the month is closed."""
+    ListReminders: _aio.UnaryUnaryMultiCallable[_desk_pb2.ListRemindersRequest, _desk_pb2.ListRemindersResponse]  # type: ignore[assignment]
+    """Admin (notifiers): reminders and overdue notices waiting to be sent, and acknowledging them."""
+    AcknowledgeReminders: _aio.UnaryUnaryMultiCallable[_desk_pb2.AcknowledgeRemindersRequest, _desk_pb2.AcknowledgeRemindersResponse]  # type: ignore[assignment]
+    GetReport: _aio.UnaryUnaryMultiCallable[_desk_pb2.GetReportRequest, _desk_pb2.GetReportResponse]  # type: ignore[assignment]
+    """Any operator: certification rate by method, overpayments and duplicates for a period."""
 
 class DeskServiceServicer(metaclass=_abc_1.ABCMeta):
     """A region's own clerks, reviewers and administrators (and the `certfed desk` CLI). Operators
@@ -231,5 +267,71 @@ class DeskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_desk_pb2.RetryDeadLetterResponse, _abc.Awaitable[_desk_pb2.RetryDeadLetterResponse]]:
         """Admin: put a dead letter back in the delivery queue."""
+
+    @_abc_1.abstractmethod
+    def RecordSignals(
+        self,
+        request: _desk_pb2.RecordSignalsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.RecordSignalsResponse, _abc.Awaitable[_desk_pb2.RecordSignalsResponse]]:
+        """Clerk (data feeds): record data signals in batches. Alive signals become data-match
+        attestations issued and logged by this office; negative signals suspend payment at once and
+        go to a reviewer to confirm the termination. Idempotent on (source, source_record_id).
+        """
+
+    @_abc_1.abstractmethod
+    def ReviewTermination(
+        self,
+        request: _desk_pb2.ReviewTerminationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.ReviewTerminationResponse, _abc.Awaitable[_desk_pb2.ReviewTerminationResponse]]:
+        """Reviewer: confirm or overturn the termination a negative signal proposed."""
+
+    @_abc_1.abstractmethod
+    def ListEntitlements(
+        self,
+        request: _desk_pb2.ListEntitlementsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.ListEntitlementsResponse, _abc.Awaitable[_desk_pb2.ListEntitlementsResponse]]:
+        """Any operator: beneficiaries by entitlement state (due, warning, suspended, terminated)."""
+
+    @_abc_1.abstractmethod
+    def RunCycle(
+        self,
+        request: _desk_pb2.RunCycleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.RunCycleResponse, _abc.Awaitable[_desk_pb2.RunCycleResponse]]:
+        """Admin: run the daily cycle now (it also runs on a schedule); idempotent per day."""
+
+    @_abc_1.abstractmethod
+    def ListPaymentInstructions(
+        self,
+        request: _desk_pb2.ListPaymentInstructionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.ListPaymentInstructionsResponse, _abc.Awaitable[_desk_pb2.ListPaymentInstructionsResponse]]:
+        """Admin (bank files): the payment instructions for one month, stable once the month is closed."""
+
+    @_abc_1.abstractmethod
+    def ListReminders(
+        self,
+        request: _desk_pb2.ListRemindersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.ListRemindersResponse, _abc.Awaitable[_desk_pb2.ListRemindersResponse]]:
+        """Admin (notifiers): reminders and overdue notices waiting to be sent, and acknowledging them."""
+
+    @_abc_1.abstractmethod
+    def AcknowledgeReminders(
+        self,
+        request: _desk_pb2.AcknowledgeRemindersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.AcknowledgeRemindersResponse, _abc.Awaitable[_desk_pb2.AcknowledgeRemindersResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def GetReport(
+        self,
+        request: _desk_pb2.GetReportRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.GetReportResponse, _abc.Awaitable[_desk_pb2.GetReportResponse]]:
+        """Any operator: certification rate by method, overpayments and duplicates for a period."""
 
 def add_DeskServiceServicer_to_server(servicer: DeskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
