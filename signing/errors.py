@@ -50,3 +50,23 @@ class InvalidIdentityNumberError(SigningError, ValueError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class LogError(SigningError):
+    """A transparency-log operation refused: a bad size, index, hash or compact state."""
+
+
+class InclusionProofError(LogError):
+    """An inclusion proof that does not prove the leaf is in the tree (RFC 9162 2.1.3.2)."""
+
+
+class ConsistencyProofError(LogError):
+    """A consistency proof that does not prove one tree extends another (RFC 9162 2.1.4.2)."""
+
+
+class NoteError(SigningError):
+    """A signed note that is malformed, or carries no valid signature by the required key."""
+
+
+class CheckpointError(NoteError):
+    """Note text that is not a well-formed checkpoint (c2sp.org/tlog-checkpoint)."""
