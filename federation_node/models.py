@@ -23,6 +23,7 @@ from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
@@ -452,3 +453,88 @@ class AuditRecord(NodeTable, table=True):
     record_hash: str = _hex_sha256()
 
     GENESIS_HASH: ClassVar[str] = "0" * HEX_SHA256_LENGTH
+
+
+# The transparency log (RFC 9162): what this node issued, and what it synced from other nodes.
+
+
+class LogEntry(NodeTable, table=True):
+    """One entry of this node's append-only log: an attestation envelope it issued, in order."""
+
+    __tablename__ = "log_entry"
+    __table_args__ = (CheckConstraint("length(leaf_hash) = 32", name="leaf_hash_length"),)
+
+    # Position in the log from 0, assigned under the log head's lock in the issuing transaction.
+    leaf_index: int = Field(sa_column=Column(BigInteger(), primary_key=True, autoincrement=False))
+    # SHA-256(0x00 || envelope_json) (RFC 9162 2.1.1), kept so proofs never rehash envelopes.
+    leaf_hash: bytes = _bytes()
+    envelope_json: bytes = _bytes()
+    paying_region: str = _region()
+    attestation_id: str = Field(sa_column=Column(String(ID_LENGTH), nullable=False, unique=True))
+
+
+class LogHead(NodeTable, table=True):
+    """The log's one head row: its size, root and compact right edge; locked by every append."""
+
+    __tablename__ = "log_head"
+    __table_args__ = (CheckConstraint("head_id = 1", name="single_row"),)
+
+    head_id: int = Field(sa_column=Column(Integer(), primary_key=True, autoincrement=False))
+    tree_size: int = Field(sa_column=Column(BigInteger(), nullable=False))
+    root_hash: bytes = _bytes()
+    # Roots of the perfect subtrees along the right edge, largest first, concatenated
+    # (signing.merkle.TreeBuilder.state), so an append costs O(log n) hashes, not O(n).
+    compact_state: bytes = _bytes()
+
+
+class LogSubtree(NodeTable, table=True):
+    """Root of a complete, aligned subtree of 2**level leaves: immutable once the log holds it.
+
+    Kept for levels from log_store.CACHED_LEVEL up, so a proof reads O(log n) rows and at most
+    two short runs of leaf hashes instead of rehashing the log.
+    """
+
+    __tablename__ = "log_subtree"
+
+    level: int = Field(sa_column=Column(Integer(), primary_key=True, autoincrement=False))
+    subtree_index: int = Field(
+        sa_column=Column(BigInteger(), primary_key=True, autoincrement=False)
+    )
+    subtree_hash: bytes = _bytes()
+
+
+class LogCheckpoint(NodeTable, table=True):
+    """A checkpoint of this log that the registry witness cosigned (C2SP signed note)."""
+
+    __tablename__ = "log_checkpoint"
+
+    tree_size: int = Field(sa_column=Column(BigInteger(), primary_key=True, autoincrement=False))
+    root_hash: bytes = _bytes()
+    # The note with the node's signature and the registry's cosignature, as the witness sent it.
+    note: bytes = _bytes()
+    cosigned_at: datetime = _when()
+
+
+class SyncedLog(NodeTable, table=True):
+    """How far this node has verified another node's log, and the checkpoint that proved it."""
+
+    __tablename__ = "synced_log"
+
+    origin_node_id: str = Field(sa_column=Column(String(NODE_ID_LENGTH), primary_key=True))
+    tree_size: int = Field(sa_column=Column(BigInteger(), nullable=False))
+    root_hash: bytes = _bytes()
+    compact_state: bytes = _bytes()
+    # The cosigned checkpoint of the origin that the stored entries were last verified against.
+    checkpoint_note: bytes = _bytes()
+    updated_at: datetime = _when()
+
+
+class SyncedEntry(NodeTable, table=True):
+    """An entry of another node's log, stored only after its root was verified."""
+
+    __tablename__ = "synced_entry"
+
+    origin_node_id: str = Field(sa_column=Column(String(NODE_ID_LENGTH), primary_key=True))
+    leaf_index: int = Field(sa_column=Column(BigInteger(), primary_key=True, autoincrement=False))
+    envelope_json: bytes = _bytes()
+    paying_region: str = _region()

@@ -32,6 +32,7 @@ from federation_node import (
     audit,
     beneficiaries,
     certifications,
+    log_store,
     outbox,
 )
 from federation_node.attestation import verify_attestation_envelope
@@ -40,6 +41,7 @@ from federation_node.db import session_scope
 from federation_node.directory_client import DirectoryClient
 from federation_node.ids import new_id
 from federation_node.keystore import NodeKeys
+from federation_node.log_store import NewEntry
 from federation_node.models import (
     AssistanceRequest,
     AssistanceState,
@@ -134,6 +136,7 @@ class Node:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_enqueued: Callable[[], None] = lambda: None,
+        on_log_appended: Callable[[], None] = lambda: None,
     ) -> None:
         self.config = config
         self.keys = keys
@@ -142,6 +145,7 @@ class Node:
         self._locate = locate
         self._clock = clock
         self.on_enqueued = on_enqueued
+        self.on_log_appended = on_log_appended
 
     @property
     def node_id(self) -> str:
@@ -569,13 +573,14 @@ class Node:
         payload = attestation.SerializeToString(deterministic=True)
         envelope = dsse.sign(payload, dsse.ATTESTATION_PAYLOAD_TYPE, self.keys.signing)
         delivery = federation_pb2.DeliverAttestationRequest(envelope=envelope_to_proto(envelope))
+        envelope_json = envelope.to_json()
         with session_scope(self.engine) as session:
             pending = certifications.get(session, certification_id)
             certifications.approve(session, pending, actor.name, attestation_id, now)
             attestations_store.store_issued(
                 session,
                 attestation_id=attestation_id,
-                envelope_json=envelope.to_json(),
+                envelope_json=envelope_json,
                 issuing_node_id=self.node_id,
                 paying_node_id=pending.paying_node_id,
                 subject_locator=pending.subject_locator,
@@ -617,8 +622,19 @@ class Node:
                 details={"attestation_id": attestation_id},
                 now=now,
             )
-        log.info("attestation.issued", attestation_id=attestation_id, to=pending.paying_node_id)
+            # Last in the transaction, so the log head is locked only until the commit; the
+            # attestation and its log position commit together (issue 4).
+            leaf_index = log_store.append(
+                session, NewEntry(attestation_id, envelope_json, pending.paying_region)
+            )
+        log.info(
+            "attestation.issued",
+            attestation_id=attestation_id,
+            to=pending.paying_node_id,
+            leaf_index=leaf_index,
+        )
         self.on_enqueued()
+        self.on_log_appended()
         return pending
 
     def _attestation_for(
