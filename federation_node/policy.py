@@ -120,7 +120,7 @@ def policy_from_mapping(raw: dict[str, Any], source: str = "policy.toml") -> Pol
             # bool is an int in Python; a policy that says `period_months = true` is a typo.
             if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
                 raise InvalidInputError(name, f"must be {_type_name(expected)}")
-            values[target] = _list_value(name, value) if expected is list else value
+            values[target] = _list_value(name, value) if isinstance(value, list) else value
     policy = Policy(**values)
     validate_policy(policy)
     return policy
