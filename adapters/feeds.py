@@ -1,0 +1,488 @@
+"""Data-signal feeds: stream a CSV or JSON Lines file of life or death events into RecordSignals.
+
+Promises:
+
+- Streaming: the file is read line by line, never loaded; memory stays flat for any size.
+- Every row either becomes one DataSignal or is rejected with its line number and a reason that
+  names the column and never repeats a cell's value (cells hold identity numbers).
+- Exactly once: the idempotency key is (source, source_record_id). The record id comes from the
+  mapping's record id column; a feed without one gets a content key, the SHA-256 of the signal's
+  content (kind, identity type, normalised number, observed_at), so rerunning the same file, or
+  the same rows in another file, records nothing twice. Repeats inside one batch are counted as
+  duplicates here; across batches and runs the node answers DUPLICATE.
+- A rejected row never stops the others; a file that cannot be read at all (empty, no header, a
+  mapped column absent) stops before anything is sent.
+
+The reader of each format sits behind `FeedReader`; where signals go sits behind
+`SignalRecorder` (the node's DeskService in production).
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import hashlib
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Protocol
+
+import grpc
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from adapters.errors import FeedFileError
+from adapters.feed_mappings import FeedMapping
+from certfed.v1 import common_pb2, desk_pb2
+from federation_node.desk_client import DeskClient, describe_rpc_error
+from registry.errors import CertfedError, UnavailableError
+from registry.limits import Limits
+from registry.timestamps import to_timestamp
+from signing.errors import InvalidIdentityNumberError
+from signing.identity import IdentityKind, validate_identity_number
+
+DEFAULT_BATCH_SIZE = 1000
+FORMATS = ("csv", "jsonl")
+_SUFFIX_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+_IDENTITY_KINDS: dict[int, IdentityKind] = {
+    common_pb2.IDENTITY_TYPE_RESIDENT_ID: IdentityKind.RESIDENT_ID,
+    common_pb2.IDENTITY_TYPE_HKID: IdentityKind.HKID,
+    common_pb2.IDENTITY_TYPE_MACAU_BIR: IdentityKind.MACAU_BIR,
+    common_pb2.IDENTITY_TYPE_PASSPORT: IdentityKind.PASSPORT,
+}
+# Transient answers worth another try of the same batch: RecordSignals is idempotent, so a batch
+# that was applied but whose answer was lost comes back as duplicates.
+_TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+class RowError(ValueError):
+    """A row that cannot become a signal; the message is the reason shown to the clerk."""
+
+
+@dataclass(frozen=True)
+class FeedRow:
+    """One record of a feed: where it starts, and its cells by column name (or why unreadable)."""
+
+    line: int
+    values: Mapping[str, object]
+    problem: str = ""
+
+
+class _Lines:
+    """Decoded lines of a binary stream, numbered from 1, counting the bytes consumed.
+
+    Decoding line by line keeps line numbers exact and lets one badly encoded line be rejected
+    on its own instead of stopping the file.
+    """
+
+    def __init__(self, stream: IO[bytes], encoding: str) -> None:
+        self._stream = stream
+        # utf-8-sig drops a byte order mark, which spreadsheet programs put before line 1.
+        self._decode = codecs.getdecoder(encoding)
+        self.bytes_read = 0
+        self.count = 0
+        self.undecodable: set[int] = set()
+
+    def __iter__(self) -> Iterator[str]:
+        for raw in self._stream:
+            self.bytes_read += len(raw)
+            self.count += 1
+            try:
+                text, _ = self._decode(raw)
+            except UnicodeDecodeError:
+                self.undecodable.add(self.count)
+                text, _ = self._decode(raw, "replace")
+            yield text
+
+
+class FeedReader(Protocol):
+    """Reads one file format into rows; raises FeedFileError when the file is unusable."""
+
+    def rows(self, lines: _Lines, columns: Sequence[str], file_name: str) -> Iterator[FeedRow]: ...
+
+
+class CsvFeedReader:
+    """RFC 4180 CSV with a header line naming the columns (quoted fields may span lines)."""
+
+    def rows(self, lines: _Lines, columns: Sequence[str], file_name: str) -> Iterator[FeedRow]:
+        reader = csv.reader(iter(lines), strict=True)
+        header = self._header(reader, lines, columns, file_name)
+        previous_end = reader.line_num
+        while True:
+            start = previous_end + 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as error:
+                previous_end = reader.line_num
+                yield FeedRow(start, {}, f"is not well-formed CSV ({error})")
+                continue
+            previous_end = reader.line_num
+            if not cells or cells == [""]:
+                continue
+            if any(line in lines.undecodable for line in range(start, previous_end + 1)):
+                yield FeedRow(start, {}, "is not valid text in the feed's encoding")
+                continue
+            if len(cells) > len(header):
+                yield FeedRow(
+                    start,
+                    {},
+                    f"has {len(cells)} fields but the header has {len(header)}; "
+                    "check for an unquoted separator",
+                )
+                continue
+            yield FeedRow(start, dict(zip(header, cells, strict=False)))
+
+    @staticmethod
+    def _header(
+        reader: Iterator[list[str]], lines: _Lines, columns: Sequence[str], file_name: str
+    ) -> list[str]:
+        try:
+            header = [cell.strip() for cell in next(reader)]
+            while header in ([], [""]):
+                header = [cell.strip() for cell in next(reader)]
+        except StopIteration:
+            raise FeedFileError(
+                file_name, "is empty: a CSV feed starts with a header line"
+            ) from None
+        except csv.Error as error:
+            raise FeedFileError(file_name, f"line 1 (the header) is not CSV ({error})") from None
+        if lines.undecodable:
+            raise FeedFileError(file_name, "line 1 (the header) is not valid text in its encoding")
+        duplicates = sorted({name for name in header if header.count(name) > 1})
+        if duplicates:
+            raise FeedFileError(file_name, f"the header names column {duplicates[0]!r} twice")
+        missing = [column for column in columns if column not in header]
+        if missing:
+            raise FeedFileError(
+                file_name,
+                f"the header has no column {missing[0]!r}, which the mapping reads "
+                f"(the header has: {', '.join(header)})",
+            )
+        return header
+
+
+class JsonLinesFeedReader:
+    """One JSON object per line (JSON Lines); blank lines are skipped."""
+
+    def rows(self, lines: _Lines, columns: Sequence[str], file_name: str) -> Iterator[FeedRow]:
+        for text in lines:
+            number = lines.count
+            if not text.strip():
+                continue
+            if number in lines.undecodable:
+                yield FeedRow(number, {}, "is not valid text in the feed's encoding")
+                continue
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as error:
+                # The decoder's message names a position, never the content.
+                yield FeedRow(
+                    number, {}, f"is not valid JSON ({error.msg} at column {error.colno})"
+                )
+                continue
+            if not isinstance(value, dict):
+                yield FeedRow(number, {}, "is not a JSON object")
+                continue
+            yield FeedRow(number, value)
+
+
+READERS: dict[str, FeedReader] = {"csv": CsvFeedReader(), "jsonl": JsonLinesFeedReader()}
+
+
+def feed_format(path: Path, given: str | None) -> str:
+    """The format named on the command line, else the one the file's suffix says."""
+    if given:
+        if given not in FORMATS:
+            raise FeedFileError("format", f"must be one of {', '.join(FORMATS)}")
+        return given
+    detected = _SUFFIX_FORMATS.get(path.suffix.lower())
+    if detected is None:
+        raise FeedFileError(
+            path.name, "has no .csv, .jsonl or .ndjson suffix; say which with --format"
+        )
+    return detected
+
+
+@dataclass(frozen=True)
+class SignalMapper:
+    """Turns one row into a DataSignal by a mapping, or raises RowError saying why not."""
+
+    mapping: FeedMapping
+    source: str
+    now: datetime
+    limits: Limits = field(default_factory=Limits)
+
+    def signal(self, row: FeedRow) -> desk_pb2.DataSignal:
+        if row.problem:
+            raise RowError(row.problem)
+        mapping = self.mapping
+        kind = self._translated(row, mapping.kind, mapping.kind_column, mapping.kind_values)
+        identity_type = self._translated(
+            row, mapping.identity_type, mapping.identity_type_column, mapping.identity_type_values
+        )
+        number_column = mapping.identity_number_column
+        try:
+            number = validate_identity_number(
+                _IDENTITY_KINDS[identity_type], self._cell(row, number_column)
+            )
+        except InvalidIdentityNumberError as error:
+            # The error's reason never contains the number itself.
+            raise RowError(f"column {number_column!r}: {error.reason}") from None
+        observed_at = self._observed_at(row)
+        if mapping.record_id_column is not None:
+            record_id = self._cell(row, mapping.record_id_column)
+            if len(record_id) > self.limits.max_text_length:
+                raise RowError(
+                    f"column {mapping.record_id_column!r} is longer than "
+                    f"{self.limits.max_text_length} characters"
+                )
+        else:
+            record_id = content_key(kind, identity_type, number, observed_at)
+        return desk_pb2.DataSignal(
+            source=self.source,
+            source_record_id=record_id,
+            kind=kind,  # type: ignore[arg-type]
+            identity_type=identity_type,  # type: ignore[arg-type]
+            identity_number=number,
+            observed_at=to_timestamp(observed_at),
+        )
+
+    @staticmethod
+    def _cell(row: FeedRow, column: str) -> str:
+        if column not in row.values:
+            raise RowError(f"column {column!r} is missing")
+        value = row.values[column]
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise RowError(f"column {column!r} must be text")
+        text = str(value).strip()
+        if not text:
+            raise RowError(f"column {column!r} is empty")
+        return text
+
+    def _translated(
+        self, row: FeedRow, constant: int | None, column: str | None, table: Mapping[str, int]
+    ) -> int:
+        if constant is not None:
+            return constant
+        assert column is not None
+        cell = self._cell(row, column)
+        if cell not in table:
+            raise RowError(
+                f"column {column!r} has a value the mapping does not know "
+                f"(known: {', '.join(table)})"
+            )
+        return table[cell]
+
+    def _observed_at(self, row: FeedRow) -> datetime:
+        column = self.mapping.observed_at_column
+        date_format = self.mapping.observed_at
+        cell = self._cell(row, column)
+        try:
+            moment = date_format.parse(cell)
+        except ValueError:
+            raise RowError(f"column {column!r} is not a date in {date_format.describe()}") from None
+        if moment > self.now + timedelta(seconds=self.limits.max_clock_skew_s):
+            raise RowError(f"column {column!r} is a date in the future")
+        return moment
+
+
+def content_key(kind: int, identity_type: int, number: str, observed_at: datetime) -> str:
+    """The record id of a row from a feed without one: SHA-256 of what the signal says.
+
+    Stable across reruns, column order, CSV or JSON Lines, and re-exports that add columns.
+    """
+    text = f"{kind}\x1f{identity_type}\x1f{number}\x1f{observed_at.astimezone(UTC).isoformat()}"
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class SignalsRefusedError(CertfedError):
+    """The node refused a whole batch as invalid (INVALID_ARGUMENT); the message is its reason."""
+
+
+class SignalRecorder(Protocol):
+    """Where signals go: one result per signal, in order."""
+
+    def record(self, signals: Sequence[desk_pb2.DataSignal]) -> Sequence[desk_pb2.SignalResult]: ...
+
+
+class DeskSignalRecorder:
+    """RecordSignals on a node's DeskService, retrying transient failures with backoff."""
+
+    def __init__(self, desk: DeskClient, *, attempts: int = 5, max_delay_s: float = 60.0) -> None:
+        self._desk = desk
+        self._attempts = attempts
+        self._max_delay_s = max_delay_s
+
+    def record(self, signals: Sequence[desk_pb2.DataSignal]) -> Sequence[desk_pb2.SignalResult]:
+        request = desk_pb2.RecordSignalsRequest(signals=signals)
+        retrying = Retrying(
+            retry=retry_if_exception(_is_transient),
+            stop=stop_after_attempt(self._attempts) | stop_after_delay(self._max_delay_s),
+            wait=wait_exponential_jitter(initial=0.5, max=10.0),
+            reraise=True,
+        )
+        try:
+            response = retrying(self._desk.call, "RecordSignals", request)
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                raise SignalsRefusedError(error.details() or "refused") from None
+            raise UnavailableError(f"RecordSignals failed: {describe_rpc_error(error)}") from None
+        results: Sequence[desk_pb2.SignalResult] = response.results
+        return results
+
+
+def _is_transient(error: BaseException) -> bool:
+    return isinstance(error, grpc.RpcError) and error.code() in _TRANSIENT
+
+
+@dataclass
+class FeedImportSummary:
+    rows: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    unknown_persons: int = 0
+    ignored: int = 0
+    rejected: int = 0
+
+    def count(self, outcome: int) -> None:
+        if outcome == desk_pb2.SIGNAL_OUTCOME_APPLIED:
+            self.applied += 1
+        elif outcome == desk_pb2.SIGNAL_OUTCOME_DUPLICATE:
+            self.duplicates += 1
+        elif outcome == desk_pb2.SIGNAL_OUTCOME_UNKNOWN_PERSON:
+            self.unknown_persons += 1
+        elif outcome == desk_pb2.SIGNAL_OUTCOME_IGNORED:
+            self.ignored += 1
+        else:
+            raise CertfedError(f"the node answered an unknown signal outcome ({outcome})")
+
+
+class RejectsFile:
+    """The rejected rows as CSV (line, reason), written as they happen."""
+
+    HEADER = ("line", "reason")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = path.open("w", encoding="utf-8", newline="")
+        self._writer = csv.writer(self._file)
+        self._writer.writerow(self.HEADER)
+
+    def __call__(self, line: int, reason: str) -> None:
+        self._writer.writerow((line, reason))
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> RejectsFile:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass
+class _Pending:
+    signals: list[desk_pb2.DataSignal] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    keys: set[str] = field(default_factory=set)
+
+
+class FeedImporter:
+    """Streams a feed through a mapping into a recorder, batch by batch."""
+
+    def __init__(
+        self,
+        recorder: SignalRecorder,
+        mapper: SignalMapper,
+        *,
+        reject: Callable[[int, str], None],
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        progress: Progress | None = None,
+    ) -> None:
+        if not 1 <= batch_size <= mapper.limits.max_repeated:
+            raise FeedFileError("batch_size", f"must be between 1 and {mapper.limits.max_repeated}")
+        self._recorder = recorder
+        self._mapper = mapper
+        self._reject = reject
+        self._batch_size = batch_size
+        self._progress = progress
+        self.summary = FeedImportSummary()
+
+    def run(self, path: Path, fmt: str) -> FeedImportSummary:
+        reader = READERS[fmt]
+        mapping = self._mapper.mapping
+        try:
+            stream = path.open("rb")
+        except OSError as error:
+            raise FeedFileError(path.name, f"cannot be opened ({error.strerror})") from None
+        with stream:
+            lines = _Lines(stream, mapping.encoding)
+            pending = _Pending()
+            for row in reader.rows(lines, mapping.columns, path.name):
+                self.summary.rows += 1
+                try:
+                    signal = self._mapper.signal(row)
+                except RowError as error:
+                    self._rejected(row.line, str(error))
+                else:
+                    self._add(pending, signal, row.line)
+                if len(pending.signals) >= self._batch_size:
+                    self._flush(pending)
+                    pending = _Pending()
+                    if self._progress is not None:
+                        self._progress(lines.bytes_read, self.summary.rows)
+            self._flush(pending)
+            if self._progress is not None:
+                self._progress(lines.bytes_read, self.summary.rows)
+        if self.summary.rows == 0:
+            raise FeedFileError(path.name, "has no rows to import")
+        return self.summary
+
+    def _rejected(self, line: int, reason: str) -> None:
+        self.summary.rejected += 1
+        self._reject(line, reason)
+
+    def _add(self, pending: _Pending, signal: desk_pb2.DataSignal, line: int) -> None:
+        if signal.source_record_id in pending.keys:
+            # The node sees one batch at once; a repeat inside it is a duplicate by definition.
+            self.summary.duplicates += 1
+            return
+        pending.keys.add(signal.source_record_id)
+        pending.signals.append(signal)
+        pending.lines.append(line)
+
+    def _flush(self, pending: _Pending) -> None:
+        if not pending.signals:
+            return
+        try:
+            results = self._recorder.record(pending.signals)
+        except SignalsRefusedError:
+            # Something the mapper let through was refused: send the batch one by one so that
+            # only the refused rows are rejected, each with the node's reason.
+            for signal, line in zip(pending.signals, pending.lines, strict=True):
+                try:
+                    (result,) = self._recorder.record([signal])
+                except SignalsRefusedError as error:
+                    self._rejected(line, f"refused by the node: {error}")
+                else:
+                    self.summary.count(result.outcome)
+            return
+        if len(results) != len(pending.signals):
+            raise CertfedError(
+                f"the node answered {len(results)} results for {len(pending.signals)} signals"
+            )
+        for result in results:
+            self.summary.count(result.outcome)
