@@ -37,9 +37,12 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
+
+from federation_node.entitlement import EntitlementState, ReminderKind
 
 ID_LENGTH = 64
 NODE_ID_LENGTH = 64
@@ -538,3 +541,154 @@ class SyncedEntry(NodeTable, table=True):
     leaf_index: int = Field(sa_column=Column(BigInteger(), primary_key=True, autoincrement=False))
     envelope_json: bytes = _bytes()
     paying_region: str = _region()
+
+
+# The paying office's year (issue 5): entitlements, data signals, payment instructions,
+# reminders and the daily cycle. The rules live in federation_node/entitlement.py.
+
+
+class SignalOutcome(enum.StrEnum):
+    APPLIED = "applied"
+    UNKNOWN_PERSON = "unknown_person"
+    IGNORED = "ignored"
+
+
+class PaymentAction(enum.StrEnum):
+    SUSPEND = "suspend"
+    RESUME = "resume"
+    TERMINATE = "terminate"
+
+
+# "YYYY-MM": sorts in time order and reads the same in a bank file.
+MONTH_LENGTH = 7
+
+
+def _money() -> Any:
+    return Field(sa_column=Column(BigInteger(), nullable=False))
+
+
+def _month(*, nullable: bool = False) -> Any:
+    return Field(sa_column=Column(String(MONTH_LENGTH), nullable=nullable))
+
+
+class Entitlement(NodeTable, table=True):
+    """Where a beneficiary stands in the entitlement lifecycle, and what payment knows of it."""
+
+    __tablename__ = "entitlement"
+    __table_args__ = (
+        _enum_check("state", EntitlementState),
+        CheckConstraint("monthly_amount_fen >= 0", name="monthly_amount_fen_not_negative"),
+        Index(None, "state", "beneficiary_id"),
+    )
+
+    beneficiary_id: str = Field(
+        sa_column=Column(
+            String(ID_LENGTH), ForeignKey("beneficiary.beneficiary_id"), primary_key=True
+        )
+    )
+    monthly_amount_fen: int = _money()
+    state: EntitlementState = _enum(EntitlementState)
+    # When the current state took effect (for a termination: the date the evidence names).
+    state_since: datetime = _when()
+    # A negative signal suspended payment and waits for a reviewer to confirm the termination.
+    termination_pending_review: bool = Field(sa_column=Column(Boolean(), nullable=False))
+    pending_status: BeneficiaryState | None = Field(
+        sa_column=Column(StrEnumType(BeneficiaryState), nullable=True)
+    )
+    pending_effective_at: datetime | None = _when(nullable=True)
+    # First month whose pension is withheld, while a suspension is in effect; else NULL.
+    withheld_from_month: str | None = _month(nullable=True)
+    # Paid after entitlement ended, to recover.
+    overpayment_fen: int = _money()
+    updated_at: datetime = _when()
+
+
+class DataSignal(NodeTable, table=True):
+    """A record from a data feed, kept once per (source, source_record_id)."""
+
+    __tablename__ = "data_signal"
+    __table_args__ = (
+        _enum_check("outcome", SignalOutcome),
+        UniqueConstraint("source", "source_record_id"),
+    )
+
+    signal_id: str = _id(primary_key=True)
+    source: str = Field(sa_column=Column(String(64), nullable=False))
+    source_record_id: str = Field(sa_column=Column(String(128), nullable=False))
+    # certfed.v1.SignalKind value.
+    kind: int = _int()
+    beneficiary_id: str | None = Field(
+        sa_column=Column(
+            String(ID_LENGTH), ForeignKey("beneficiary.beneficiary_id"), nullable=True, index=True
+        )
+    )
+    observed_at: datetime = _when()
+    outcome: SignalOutcome = _enum(SignalOutcome)
+    attestation_id: str | None = _id(nullable=True)
+    recorded_by: str = Field(sa_column=Column(String(80), nullable=False))
+    recorded_at: datetime = _when()
+
+
+class PaymentInstruction(NodeTable, table=True):
+    """What the bank is told for a month; one per beneficiary, month and action."""
+
+    __tablename__ = "payment_instruction"
+    __table_args__ = (
+        _enum_check("action", PaymentAction),
+        UniqueConstraint("beneficiary_id", "effective_month", "action"),
+        Index(None, "effective_month", "instruction_id"),
+    )
+
+    instruction_id: str = _id(primary_key=True)
+    beneficiary_id: str = Field(
+        sa_column=Column(
+            String(ID_LENGTH), ForeignKey("beneficiary.beneficiary_id"), nullable=False
+        )
+    )
+    action: PaymentAction = _enum(PaymentAction)
+    effective_month: str = _month()
+    back_pay_fen: int = _money()
+    back_pay_months: int = _int()
+    overpayment_fen: int = _money()
+    created_at: datetime = _when()
+
+
+class Reminder(NodeTable, table=True):
+    """A reminder or overdue notice for a notifier to send; one per validity end and offset."""
+
+    __tablename__ = "reminder"
+    __table_args__ = (
+        _enum_check("kind", ReminderKind),
+        UniqueConstraint("beneficiary_id", "expires_at", "offset_days"),
+        Index(None, "acknowledged", "reminder_id"),
+    )
+
+    reminder_id: str = _id(primary_key=True)
+    beneficiary_id: str = Field(
+        sa_column=Column(
+            String(ID_LENGTH), ForeignKey("beneficiary.beneficiary_id"), nullable=False
+        )
+    )
+    kind: ReminderKind = _enum(ReminderKind)
+    # The end of validity the reminder is about, and its day relative to it in the schedule.
+    expires_at: datetime = _when()
+    offset_days: int = _int()
+    acknowledged: bool = Field(sa_column=Column(Boolean(), nullable=False))
+    acknowledged_at: datetime | None = _when(nullable=True)
+    created_at: datetime = _when()
+
+
+class CycleRun(NodeTable, table=True):
+    """One run of the daily cycle. The day is the primary key: the replica whose insert wins
+    runs the cycle, every other attempt for that day finds the row and changes nothing."""
+
+    __tablename__ = "cycle_run"
+
+    day: str = Field(sa_column=Column(String(10), primary_key=True))
+    actor: str = Field(sa_column=Column(String(80), nullable=False))
+    started_at: datetime = _when()
+    became_due: int = _int()
+    requests_sent: int = _int()
+    reminders_queued: int = _int()
+    warned: int = _int()
+    suspended: int = _int()
