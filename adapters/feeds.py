@@ -327,7 +327,7 @@ class DeskSignalRecorder:
         retrying = Retrying(
             retry=retry_if_exception(_is_transient),
             stop=stop_after_attempt(self._attempts) | stop_after_delay(self._max_delay_s),
-            wait=wait_exponential_jitter(initial=0.5, max=10.0),
+            wait=wait_exponential_jitter(multiplier=0.5, max=10.0),
             reraise=True,
         )
         try:

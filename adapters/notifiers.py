@@ -1,0 +1,314 @@
+"""Notifiers: reminders and overdue notices to retirees, through an SMS or messaging gateway.
+
+`run_notifications` lists the node's unacknowledged reminders, sends each through a `Notifier`,
+and acknowledges only the ones that were sent. Delivery is at least once: a crash after a send
+and before its acknowledgement sends that reminder again on the next run; nothing is ever
+acknowledged unsent. Each notification carries the reminder id (the webhook's Idempotency-Key
+header) so a gateway that deduplicates can drop the repeat.
+
+A notification's text names the office and the date the certification is or was due, and
+nothing that identifies the person: no identity number, no name. The phone number is only the
+destination.
+"""
+
+# Chinese text uses full-width commas and semicolons, which are correct there, not typos.
+# ruff: noqa: RUF001
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from adapters.errors import GatewayUnavailableError, NotificationRefusedError
+from certfed.v1 import desk_pb2
+from federation_node.desk_client import DeskClient
+from registry.errors import InvalidInputError
+from registry.limits import Limits
+from registry.timestamps import optional_datetime
+
+KINDS = {
+    desk_pb2.REMINDER_KIND_DUE: "due",
+    desk_pb2.REMINDER_KIND_WARNING: "warning",
+    desk_pb2.REMINDER_KIND_OVERDUE: "overdue",
+}
+# HTTP statuses a later attempt may change: rate limiting and server-side failures.
+_RETRYABLE_STATUS = 429
+
+
+@dataclass(frozen=True)
+class Notification:
+    reminder_id: str
+    kind: str
+    to: str
+    office: str
+    valid_until: date | None
+    text: str
+
+    def as_json(self) -> dict[str, str | None]:
+        data = asdict(self)
+        data["valid_until"] = self.valid_until.isoformat() if self.valid_until else None
+        return data
+
+
+def notification_text(kind: str, office: str, valid_until: date | None) -> str:
+    """The message in Chinese and English; it names the office and the date, never the person."""
+    when = valid_until.isoformat() if valid_until else None
+    if kind == "due":
+        chinese = (
+            f"您的养老金领取资格认证有效期至{when}，请在此之前完成认证。"
+            if when
+            else "您的养老金领取资格认证已到期，请尽快完成认证。"
+        )
+        english = (
+            f"Your pension entitlement certification is valid until {when}; please certify "
+            "before then."
+            if when
+            else "Your pension entitlement certification is due; please certify soon."
+        )
+    elif kind == "warning":
+        chinese = (
+            f"您的养老金领取资格认证已于{when or '近期'}到期，"
+            "请尽快完成认证，逾期将暂停发放养老金。"
+        )
+        english = (
+            f"Your pension entitlement certification expired{' on ' + when if when else ''}; "
+            "certify now, or payment will be suspended."
+        )
+    elif kind == "overdue":
+        chinese = "因未按期完成资格认证，您的养老金已暂停发放；完成认证后次月恢复发放并补发。"
+        english = (
+            "Your pension is suspended because certification was not completed"
+            f"{' by ' + when if when else ''}; certify, and payment resumes the next month "
+            "with back pay."
+        )
+    else:
+        raise InvalidInputError("kind", f"unknown reminder kind {kind!r}")
+    how = "可使用手机App人脸识别或到社保经办机构办理。"
+    how_en = "Use face recognition in the app or visit a social-insurance counter."
+    return f"【{office}】{chinese}{how} {english} {how_en}"
+
+
+def notification_for(reminder: desk_pb2.Reminder, office: str) -> Notification:
+    kind = KINDS.get(reminder.kind)
+    if kind is None:
+        raise InvalidInputError("kind", f"reminder {reminder.reminder_id} has no known kind")
+    moment = optional_datetime(reminder, "valid_until")
+    valid_until = moment.date() if moment else None
+    return Notification(
+        reminder_id=reminder.reminder_id,
+        kind=kind,
+        to=reminder.phone,
+        office=office,
+        valid_until=valid_until,
+        text=notification_text(kind, office, valid_until),
+    )
+
+
+class Notifier(Protocol):
+    """Sends one notification; raises NotificationRefusedError or GatewayUnavailableError."""
+
+    def send(self, notification: Notification) -> None: ...
+
+
+class _RetryableError(Exception):
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what
+
+
+@dataclass(frozen=True)
+class WebhookRetry:
+    """Bounded retries: exponential backoff with jitter, at most `attempts` and `max_delay_s`."""
+
+    attempts: int = 5
+    initial_s: float = 0.5
+    max_backoff_s: float = 10.0
+    jitter_s: float = 0.5
+    max_delay_s: float = 60.0
+
+
+class WebhookNotifier:
+    """A JSON POST per notification to an SMS or messaging gateway.
+
+    2xx is sent. 429, 5xx, timeouts and refused connections are retried with backoff; any other
+    4xx is refused at once (a retry cannot fix a request the gateway rejects).
+    """
+
+    def __init__(
+        self, url: str, *, timeout_s: float = 10.0, retry: WebhookRetry | None = None
+    ) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise InvalidInputError("webhook", "must be an http:// or https:// URL")
+        self._url = url
+        # For messages: the URL may carry a gateway token in its path or query.
+        self._host = parts.hostname or "the gateway"
+        self._timeout_s = timeout_s
+        self._retry = retry or WebhookRetry()
+
+    def send(self, notification: Notification) -> None:
+        retrying = Retrying(
+            retry=retry_if_exception_type(_RetryableError),
+            stop=stop_after_attempt(self._retry.attempts)
+            | stop_after_delay(self._retry.max_delay_s),
+            wait=wait_exponential_jitter(
+                multiplier=self._retry.initial_s,
+                max=self._retry.max_backoff_s,
+                jitter=self._retry.jitter_s,
+            ),
+            reraise=True,
+        )
+        try:
+            retrying(self._post, notification)
+        except _RetryableError as error:
+            raise GatewayUnavailableError(
+                f"{self._host} did not accept reminder {notification.reminder_id} after "
+                f"{self._retry.attempts} attempts (last: {error.what})"
+            ) from None
+
+    def _post(self, notification: Notification) -> None:
+        body = json.dumps(notification.as_json(), ensure_ascii=False).encode("utf-8")
+        request = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
+            self._url,
+            data=body,
+            method="POST",
+            headers={
+                "Content-Type": "application/json; charset=utf-8",
+                "Idempotency-Key": notification.reminder_id,
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self._timeout_s) as response:  # noqa: S310
+                response.read()
+        except urllib.error.HTTPError as error:
+            status = error.code
+            error.close()
+            if status == _RETRYABLE_STATUS or status >= 500:
+                raise _RetryableError(f"HTTP {status}") from None
+            raise NotificationRefusedError(
+                f"{self._host} refused reminder {notification.reminder_id} with HTTP {status}"
+            ) from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+            reason = getattr(error, "reason", error)
+            raise _RetryableError(f"no answer ({reason})") from None
+
+
+class OutboxFileNotifier:
+    """Appends each notification as one JSON line to a local file, fsynced before returning.
+
+    For offices whose SMS system picks up files, and as the record of what was sent. The file is
+    created readable by its owner only: it holds phone numbers.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+
+    def send(self, notification: Notification) -> None:
+        record = {**notification.as_json(), "written_at": datetime.now(UTC).isoformat()}
+        line = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        descriptor = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            # One write of the whole line: with O_APPEND, concurrent writers never interleave it.
+            written = os.write(descriptor, line)
+            if written != len(line):
+                raise OSError(f"short write to {self._path.name}")
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+class ReminderSource(Protocol):
+    def pending(self, page_size: int) -> Sequence[desk_pb2.Reminder]: ...
+
+    def acknowledge(self, reminder_ids: Sequence[str]) -> int: ...
+
+
+class DeskReminders:
+    """ListReminders and AcknowledgeReminders on a node's DeskService (an admin's token)."""
+
+    def __init__(self, desk: DeskClient) -> None:
+        self._desk = desk
+
+    def pending(self, page_size: int) -> Sequence[desk_pb2.Reminder]:
+        found: Sequence[desk_pb2.Reminder] = self._desk.call(
+            "ListReminders", desk_pb2.ListRemindersRequest(page_size=page_size)
+        ).reminders
+        return found
+
+    def acknowledge(self, reminder_ids: Sequence[str]) -> int:
+        answer = self._desk.call(
+            "AcknowledgeReminders", desk_pb2.AcknowledgeRemindersRequest(reminder_ids=reminder_ids)
+        )
+        acknowledged: int = answer.acknowledged
+        return acknowledged
+
+
+@dataclass
+class NotifySummary:
+    sent: int = 0
+    refused: int = 0
+    no_phone: int = 0
+    acknowledged: int = 0
+    # Why reminders were refused: reminder id, gateway host and HTTP status, nothing personal.
+    problems: list[str] = field(default_factory=list)
+
+
+def run_notifications(
+    source: ReminderSource,
+    notifier: Notifier,
+    *,
+    office: str,
+    page_size: int = 100,
+    max_page_size: int = Limits().max_page_size,
+) -> NotifySummary:
+    """Send every pending reminder once and acknowledge the sent ones, page by page.
+
+    A reminder without a phone number, or one the gateway refuses, stays unacknowledged for the
+    office to fix; a gateway that stays down stops the run after acknowledging what was sent.
+    """
+    summary = NotifySummary()
+    seen: set[str] = set()
+    held = 0
+    while True:
+        # Reminders left unacknowledged stay at the head of the list: ask for that many more,
+        # so they never hide the ones behind them.
+        page = source.pending(min(page_size + held, max_page_size))
+        fresh = [r for r in page if r.reminder_id not in seen]
+        if not fresh:
+            return summary
+        held += len(fresh)
+        sent: list[str] = []
+        try:
+            for reminder in fresh:
+                seen.add(reminder.reminder_id)
+                if not reminder.phone:
+                    summary.no_phone += 1
+                    continue
+                try:
+                    notifier.send(notification_for(reminder, office))
+                except NotificationRefusedError as error:
+                    summary.refused += 1
+                    summary.problems.append(str(error))
+                    continue
+                sent.append(reminder.reminder_id)
+                summary.sent += 1
+                held -= 1
+        finally:
+            if sent:
+                summary.acknowledged += source.acknowledge(sent)

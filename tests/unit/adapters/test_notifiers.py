@@ -1,0 +1,215 @@
+"""Notifiers: a real HTTP gateway on 127.0.0.1 (retries on 503 and 429, none on 400), the outbox
+file, the message text, and the send-then-acknowledge loop."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from datetime import UTC, date, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from adapters.errors import GatewayUnavailableError, NotificationRefusedError
+from adapters.notifiers import (
+    Notification,
+    OutboxFileNotifier,
+    WebhookNotifier,
+    WebhookRetry,
+    notification_for,
+    notification_text,
+    run_notifications,
+)
+from certfed.v1 import desk_pb2
+from registry.errors import InvalidInputError
+from registry.timestamps import to_timestamp
+
+FAST = WebhookRetry(attempts=4, initial_s=0.01, max_backoff_s=0.05, jitter_s=0.01, max_delay_s=10)
+RESIDENT_NUMBER = "44060019500101001X"
+
+
+class Gateway:
+    """An HTTP server answering POSTs with scripted statuses (then 200), keeping every request."""
+
+    def __init__(self) -> None:
+        self.statuses: list[int] = []
+        self.requests: list[tuple[dict[str, str], dict[str, object]]] = []
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers["Content-Length"])
+                body = json.loads(self.rfile.read(length))
+                gateway.requests.append((dict(self.headers), body))
+                status = gateway.statuses.pop(0) if gateway.statuses else 200
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *_args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/sms/send?token=secret"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Gateway:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def gateway() -> Iterator[Gateway]:
+    with Gateway() as running:
+        yield running
+
+
+def notification(reminder_id: str = "r-1") -> Notification:
+    return Notification(
+        reminder_id=reminder_id,
+        kind="due",
+        to="13800138000",
+        office="Foshan office",
+        valid_until=date(2025, 9, 30),
+        text=notification_text("due", "Foshan office", date(2025, 9, 30)),
+    )
+
+
+def test_the_webhook_posts_json_with_an_idempotency_key(gateway: Gateway) -> None:
+    WebhookNotifier(gateway.url, retry=FAST).send(notification())
+    ((headers, body),) = gateway.requests
+    assert headers["Content-Type"].startswith("application/json")
+    assert headers["Idempotency-Key"] == "r-1"
+    assert body["to"] == "13800138000"
+    assert body["reminder_id"] == "r-1"
+    assert body["valid_until"] == "2025-09-30"
+    assert "Foshan office" in str(body["text"])
+
+
+def test_the_webhook_retries_503_and_429_until_the_gateway_accepts(gateway: Gateway) -> None:
+    gateway.statuses = [503, 429, 502]
+    WebhookNotifier(gateway.url, retry=FAST).send(notification())
+    assert len(gateway.requests) == 4
+    assert {headers["Idempotency-Key"] for headers, _ in gateway.requests} == {"r-1"}
+
+
+def test_the_webhook_does_not_retry_a_400(gateway: Gateway) -> None:
+    gateway.statuses = [400, 200]
+    with pytest.raises(NotificationRefusedError, match="HTTP 400") as caught:
+        WebhookNotifier(gateway.url, retry=FAST).send(notification())
+    assert len(gateway.requests) == 1
+    assert "secret" not in str(caught.value)
+
+
+def test_the_webhook_gives_up_after_the_bounded_attempts(gateway: Gateway) -> None:
+    gateway.statuses = [503] * 10
+    with pytest.raises(GatewayUnavailableError, match="after 4 attempts") as caught:
+        WebhookNotifier(gateway.url, retry=FAST).send(notification())
+    assert len(gateway.requests) == 4
+    assert "HTTP 503" in str(caught.value)
+    assert "secret" not in str(caught.value)
+
+
+def test_a_gateway_that_is_not_listening_is_retried_then_unavailable() -> None:
+    with Gateway() as stopped:
+        url = stopped.url
+    with pytest.raises(GatewayUnavailableError, match="no answer"):
+        WebhookNotifier(url, retry=FAST, timeout_s=2).send(notification())
+
+
+def test_a_webhook_url_must_be_http() -> None:
+    with pytest.raises(InvalidInputError, match="webhook"):
+        WebhookNotifier("file:///etc/passwd")
+
+
+def test_the_outbox_file_appends_one_json_line_per_notification_owner_only(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "outbox.jsonl"
+    notifier = OutboxFileNotifier(path)
+    notifier.send(notification("r-1"))
+    notifier.send(notification("r-2"))
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["reminder_id"] for line in lines] == ["r-1", "r-2"]
+    assert json.loads(lines[0])["text"].startswith("【Foshan office】")
+    assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+def reminder(
+    reminder_id: str, kind: int = desk_pb2.REMINDER_KIND_DUE, phone: str = "13800138000"
+) -> desk_pb2.Reminder:
+    return desk_pb2.Reminder(
+        reminder_id=reminder_id,
+        beneficiary_id="b-1",
+        kind=kind,  # type: ignore[arg-type]
+        phone=phone,
+        valid_until=to_timestamp(datetime(2025, 9, 30, tzinfo=UTC)),
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "words"),
+    [
+        (desk_pb2.REMINDER_KIND_DUE, "valid until 2025-09-30"),
+        (desk_pb2.REMINDER_KIND_WARNING, "expired on 2025-09-30"),
+        (desk_pb2.REMINDER_KIND_OVERDUE, "suspended"),
+    ],
+)
+def test_the_text_names_the_office_and_date_never_the_identity(kind: int, words: str) -> None:
+    message = notification_for(reminder("r", kind), "Foshan office")
+    assert message.text.startswith("【Foshan office】")
+    assert words in message.text
+    assert "2025-09-30" in message.text
+    assert RESIDENT_NUMBER not in message.text
+    assert "b-1" not in message.text
+
+
+class Reminders:
+    """A reminder list with acknowledgement, as ListReminders / AcknowledgeReminders behave."""
+
+    def __init__(self, reminders: Sequence[desk_pb2.Reminder]) -> None:
+        self.open = {r.reminder_id: r for r in reminders}
+        self.acknowledged: list[list[str]] = []
+
+    def pending(self, page_size: int) -> Sequence[desk_pb2.Reminder]:
+        return list(self.open.values())[:page_size]
+
+    def acknowledge(self, reminder_ids: Sequence[str]) -> int:
+        self.acknowledged.append(list(reminder_ids))
+        for reminder_id in reminder_ids:
+            del self.open[reminder_id]
+        return len(reminder_ids)
+
+
+def test_sent_reminders_are_acknowledged_and_unsendable_ones_stay(gateway: Gateway) -> None:
+    gateway.statuses = [200, 400]
+    source = Reminders(
+        [reminder("r-1"), reminder("r-2"), reminder("r-3", phone=""), reminder("r-4")]
+    )
+    summary = run_notifications(
+        source, WebhookNotifier(gateway.url, retry=FAST), office="Foshan office", page_size=2
+    )
+    assert (summary.sent, summary.refused, summary.no_phone, summary.acknowledged) == (2, 1, 1, 2)
+    assert source.acknowledged == [["r-1"], ["r-4"]]
+    assert sorted(source.open) == ["r-2", "r-3"]
+    assert summary.problems == ["127.0.0.1 refused reminder r-2 with HTTP 400"]
+
+
+def test_a_gateway_that_stays_down_stops_the_run_after_acknowledging_what_was_sent(
+    gateway: Gateway,
+) -> None:
+    gateway.statuses = [200] + [503] * 10
+    source = Reminders([reminder("r-1"), reminder("r-2"), reminder("r-3")])
+    with pytest.raises(GatewayUnavailableError):
+        run_notifications(source, WebhookNotifier(gateway.url, retry=FAST), office="Foshan office")
+    assert source.acknowledged == [["r-1"]]
+    assert sorted(source.open) == ["r-2", "r-3"]
