@@ -9,6 +9,7 @@ import pytest
 
 from certfed.v1 import common_pb2, directory_pb2
 from federation_node.directory_client import DirectoryClient
+from registry.client import DirectoryUpdate
 from registry.directory import sign_directory
 from registry.errors import (
     DirectoryExpiredError,
@@ -30,13 +31,13 @@ class Registry:
         self.envelope: dsse.Envelope | None = None
         self.down = False
 
-    def fetch(self, known_version: int) -> dsse.Envelope | None:
+    def fetch(self, known_version: int, known_root_key_id: str) -> DirectoryUpdate:
         if self.down:
             raise UnavailableError("cannot reach the registry")
         if self.envelope is None:
-            return None
+            return DirectoryUpdate(None)
         version = directory_pb2.Directory.FromString(self.envelope.payload).version
-        return None if version == known_version else self.envelope
+        return DirectoryUpdate(None if version == known_version else self.envelope)
 
 
 def signed(
