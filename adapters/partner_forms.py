@@ -140,6 +140,8 @@ class FormTable:
     # Spreadsheet row number of each data row (1-based, as a clerk sees it).
     row_numbers: list[int]
     columns: dict[str, int] = field(default_factory=dict)
+    # Rows above the header (a title, the issuing office), written back as they were.
+    preamble: list[list[Cell]] = field(default_factory=list)
 
     def cell(self, index: int, key: str) -> Cell:
         position = self.columns.get(key)
@@ -231,7 +233,7 @@ def _table(raw_rows: list[list[Cell]], where: str, first_row_number: int = 1) ->
             continue
         rows.append(list(raw))
         numbers.append(first_row_number + offset)
-    return FormTable(header, rows, numbers, columns)
+    return FormTable(header, rows, numbers, columns, [list(raw) for raw in raw_rows[:header_index]])
 
 
 class CsvPartnerForm:
@@ -261,6 +263,8 @@ class CsvPartnerForm:
     def write(self, path: Path, table: FormTable) -> None:
         buffer = io.StringIO(newline="")
         writer = csv.writer(buffer, lineterminator="\r\n")
+        for above in table.preamble:
+            writer.writerow(_csv_cell(cell) for cell in above)
         writer.writerow(table.header)
         for row in table.rows:
             writer.writerow(_csv_cell(cell) for cell in row)
@@ -325,7 +329,10 @@ class XlsxPartnerForm:
         worksheet = workbook.active
         assert worksheet is not None
         worksheet.title = SHEET_NAME
+        for above in table.preamble:
+            worksheet.append(list(above))
         worksheet.append(table.header)
+        first_data_row = len(table.preamble) + 2
         text_columns = {
             table.columns[key] for key in ("id_number", "phone") if key in table.columns
         }
@@ -334,7 +341,7 @@ class XlsxPartnerForm:
         # Identity and phone numbers are text: as numbers, Excel would round 18 digits.
         for position in text_columns:
             for (cell,) in worksheet.iter_rows(
-                min_row=2, min_col=position + 1, max_col=position + 1
+                min_row=first_data_row, min_col=position + 1, max_col=position + 1
             ):
                 cell.number_format = "@"
         buffer = io.BytesIO()

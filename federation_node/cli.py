@@ -27,6 +27,7 @@ from google.protobuf.json_format import MessageToDict
 from rich.console import Console
 from rich.table import Table
 
+from adapters.commands import add_adapter_commands
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
 from federation_node import db, operators
 from federation_node.attestation import verify_attestation_envelope
@@ -406,6 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = subparsers.add_parser("demo", help="run four regional offices on this machine")
     demo.add_argument("--workdir", help="keep everything in this (new or empty) directory")
     demo.set_defaults(handler=_demo)
+    add_adapter_commands(subparsers)
     return parser
 
 

@@ -1,0 +1,25 @@
+"""A registry, a Macau liaison desk that pays pensions, a Qingdao residence agency and a Foshan
+paying office, as real processes, shared by the adapter tests of one module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from federation_node.launcher import LocalFederation, NodeSpec
+
+MACAU = NodeSpec("macau-desk", "Macau SSF liaison desk", ("MO",), ("partner_liaison",))
+QINGDAO = NodeSpec("qingdao", "Qingdao centre", ("370200",), ("residence_agency",))
+FOSHAN = NodeSpec("foshan", "Foshan office", ("440600",), ("paying_office",))
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
+    workdir: Path = tmp_path_factory.mktemp("adapters-federation")
+    with LocalFederation(workdir, max_backoff_s=0.5) as local:
+        local.start_registry()
+        for spec in (MACAU, QINGDAO, FOSHAN):
+            local.add_node(spec)
+        yield local
