@@ -42,7 +42,7 @@ def verify_attestation_envelope(
         raise AttestationRefusedError(f"node {issuer} is not allowed to certify residents")
     if not attestation.HasField("issued_at"):
         raise InvalidInputError("issued_at", "is required")
-    issued_at = to_datetime(attestation.issued_at)
+    issued_at = to_datetime(attestation.issued_at, "issued_at")
     if issued_at > now + max_clock_skew:
         raise InvalidInputError("issued_at", "is in the future")
     keys = directory.signing_keys(issuer, issued_at)

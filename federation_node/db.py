@@ -172,9 +172,12 @@ def decode_page_token(token: str) -> str | None:
         raw = base64.urlsafe_b64decode(padded.encode("ascii")).decode()
     except (UnicodeError, binascii.Error, ValueError) as error:
         raise InvalidInputError("page_token", "is not a page token this node issued") from error
-    if not raw.startswith(_CURSOR_PREFIX) or len(raw) == len(_CURSOR_PREFIX):
+    key = raw[len(_CURSOR_PREFIX) :]
+    # Keys are ids this node issued: printable, short. Anything else (a NUL, which PostgreSQL
+    # cannot compare with text) was made up by the caller.
+    if not raw.startswith(_CURSOR_PREFIX) or not key or not key.isprintable() or len(key) > 128:
         raise InvalidInputError("page_token", "is not a page token this node issued")
-    return raw[len(_CURSOR_PREFIX) :]
+    return key
 
 
 def keyset_page(

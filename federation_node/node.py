@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 from dateutil.relativedelta import relativedelta
+from google.protobuf.message import DecodeError
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -55,15 +56,18 @@ from federation_node.models import (
 )
 from federation_node.validation import (
     IDENTITY_TYPES,
+    checked_identity,
     normalised_identity,
     require_digests,
     require_enum,
     require_future,
     require_id,
     require_locator,
+    require_methods,
     require_node_id,
     require_past,
     require_region,
+    require_sequence,
     require_text,
 )
 from registry.envelopes import envelope_from_proto, envelope_to_proto
@@ -241,12 +245,10 @@ class Node:
         if not request.HasField("deadline"):
             raise InvalidInputError("deadline", "is required")
         now = self.now()
-        deadline = require_future(to_datetime(request.deadline), "deadline", now)
+        deadline = require_future(to_datetime(request.deadline, "deadline"), "deadline", now)
         methods = [
-            common_pb2.CertificationMethod.ValueType(
-                require_enum(m, common_pb2.CertificationMethod, "acceptable_methods")
-            )
-            for m in request.acceptable_methods
+            common_pb2.CertificationMethod.ValueType(m)
+            for m in require_methods(list(request.acceptable_methods), "acceptable_methods")
         ]
         note = require_text(request.note, "note", limits)
         with Session(self.engine) as session:
@@ -347,12 +349,12 @@ class Node:
         if not message.HasField("requested_at"):
             raise InvalidInputError("requested_at", "is required")
         now = self.now()
-        require_past(to_datetime(message.requested_at), "requested_at", now, limits)
-        for method in message.acceptable_methods:
-            require_enum(method, common_pb2.CertificationMethod, "acceptable_methods")
+        require_past(to_datetime(message.requested_at, "requested_at"), "requested_at", now, limits)
+        deadline = require_future(to_datetime(message.deadline, "deadline"), "deadline", now)
+        require_methods(list(message.acceptable_methods), "acceptable_methods")
         require_text(message.note, "note", limits)
         try:
-            sealing.open_sealed(
+            plain = sealing.open_sealed(
                 message.sealed_identity, self.keys.hpke, sealing.request_info(message.request_id)
             )
         except Exception as error:
@@ -361,6 +363,12 @@ class Node:
                 "cannot be opened with this node's key for this request id; "
                 "the sender must seal it to the key in the current directory",
             ) from error
+        # Checked now, so a clerk never opens a request whose identity cannot be read.
+        try:
+            bundle = attestation_pb2.IdentityBundle.FromString(plain)
+        except DecodeError as error:
+            raise InvalidInputError("sealed_identity", "does not hold an IdentityBundle") from error
+        checked_identity(bundle, "sealed_identity", limits)
         payload = message.SerializeToString(deterministic=True)
         with session_scope(self.engine) as session:
             stored, duplicate = assistance.receive_inbound(
@@ -372,7 +380,7 @@ class Node:
                 paying_region=message.paying_region,
                 residence_region=residence,
                 sealed_identity=message.sealed_identity,
-                deadline=to_datetime(message.deadline),
+                deadline=deadline,
                 acceptable_methods=list(message.acceptable_methods),
                 note=message.note,
                 payload_sha256=payload_digest(payload),
@@ -468,7 +476,12 @@ class Node:
         if state is None:
             raise InvalidInputError("status", "is missing or not a status a peer may send")
         require_text(message.reason, "reason", self.config.limits)
+        sequence = require_sequence(message.sequence, "sequence")
+        scheduled_for = optional_datetime(message, "scheduled_for")
         now = self.now()
+        changed_at = optional_datetime(message, "changed_at")
+        if changed_at is not None:
+            require_past(changed_at, "changed_at", now, self.config.limits)
         with session_scope(self.engine) as session:
             stored = assistance.get(session, message.request_id, RequestDirection.OUTBOUND)
             if stored.peer_node_id != caller_node_id:
@@ -480,8 +493,8 @@ class Node:
                 stored,
                 state,
                 message.reason,
-                optional_datetime(message, "scheduled_for"),
-                message.sequence,
+                scheduled_for,
+                sequence,
                 now,
             )
             if changed:
@@ -491,7 +504,7 @@ class Node:
                     action=f"assistance.remote_{state.value}",
                     subject_type="assistance_request",
                     subject_id=stored.request_id,
-                    details={"sequence": message.sequence},
+                    details={"sequence": sequence},
                     now=now,
                 )
         return stored
@@ -506,7 +519,9 @@ class Node:
         if not request.HasField("observed_at"):
             raise InvalidInputError("observed_at", "is required")
         now = self.now()
-        observed_at = require_past(to_datetime(request.observed_at), "observed_at", now, limits)
+        observed_at = require_past(
+            to_datetime(request.observed_at, "observed_at"), "observed_at", now, limits
+        )
         digests = require_digests(list(request.evidence_digests), limits)
         note = require_text(request.note, "note", limits)
         subject = request.WhichOneof("subject")
@@ -719,7 +734,21 @@ class Node:
             )
         locator = require_locator(attestation.subject_locator)
         outcome = require_enum(attestation.outcome, common_pb2.CertificationOutcome, "outcome")
+        method = require_enum(attestation.method, common_pb2.CertificationMethod, "method")
         now = self.now()
+        # A signed attestation is still checked: a peer's bug must not become our record.
+        observed_at = require_past(
+            to_datetime(attestation.observed_at, "observed_at"),
+            "observed_at",
+            now,
+            self.config.limits,
+        )
+        attested_until = to_datetime(attestation.valid_until, "valid_until")
+        if attested_until < observed_at:
+            raise InvalidInputError("valid_until", "is before observed_at")
+        if attestation.assistance_request_id:
+            require_id(attestation.assistance_request_id, "assistance_request_id")
+        require_digests(list(attestation.evidence_digests), self.config.limits)
         with session_scope(self.engine) as session:
             beneficiary = beneficiaries.by_locator(session, locator)
             if beneficiary is None:
@@ -736,10 +765,10 @@ class Node:
                 subject_locator=locator,
                 beneficiary_id=beneficiary.beneficiary_id,
                 request_id=attestation.assistance_request_id or None,
-                method=attestation.method,
+                method=method,
                 outcome=outcome,
-                observed_at=to_datetime(attestation.observed_at),
-                valid_until=to_datetime(attestation.valid_until),
+                observed_at=observed_at,
+                valid_until=attested_until,
                 signing_key_id=key_id,
                 payload_sha256=payload_digest(envelope.payload),
                 now=now,

@@ -25,16 +25,24 @@ IDENTITY_TYPES = {kind: value for value, kind in IDENTITY_KINDS.items()}
 _NODE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
 LOCATOR_BYTES = 32
 DIGEST_BYTES = 32
+MAX_SEQUENCE = 2**31 - 1
+_TEXT_WHITESPACE = "\n\r\t"
 
 
 def require_id(value: str, field_name: str) -> str:
-    """A UUID chosen by a node (request, attestation, certification, beneficiary ids)."""
+    """A UUID chosen by a node (request, attestation, certification, beneficiary ids).
+
+    Only the canonical lowercase hyphenated form is accepted: `uuid.UUID` also parses braces,
+    a `urn:uuid:` prefix and upper case, and one id spelled two ways would be two rows.
+    """
     if not value:
         raise InvalidInputError(field_name, "is required")
     try:
-        uuid.UUID(value)
+        canonical = str(uuid.UUID(value))
     except ValueError as error:
         raise InvalidInputError(field_name, "is not a UUID") from error
+    if canonical != value:
+        raise InvalidInputError(field_name, "must be a UUID in lowercase hyphenated form")
     return value
 
 
@@ -51,6 +59,23 @@ def require_text(value: str, field_name: str, limits: Limits, *, required: bool 
         raise InvalidInputError(
             field_name, f"is {len(value)} characters long; the limit is {limits.max_text_length}"
         )
+    # Line breaks and tabs belong in a note; other control characters do not, and NUL cannot be
+    # stored in a PostgreSQL text column at all.
+    if any((ord(c) < 0x20 and c not in _TEXT_WHITESPACE) or ord(c) == 0x7F for c in value):
+        raise InvalidInputError(field_name, "must not contain control characters")
+    return value
+
+
+def require_count(count: int, field_name: str, limit: int) -> None:
+    """A repeated field holds at most `limit` items."""
+    if count > limit:
+        raise InvalidInputError(field_name, f"has {count} items; the limit is {limit}")
+
+
+def require_sequence(value: int, field_name: str) -> int:
+    """A per-request counter; stored in a 32-bit signed column."""
+    if value > MAX_SEQUENCE:
+        raise InvalidInputError(field_name, f"is above {MAX_SEQUENCE}")
     return value
 
 
@@ -71,6 +96,17 @@ def require_enum(value: int, enum_type: object, field_name: str) -> int:
     if value == 0 or value not in names:
         raise InvalidInputError(field_name, "is missing or not a known value")
     return value
+
+
+def require_methods(values: list[int], field_name: str) -> list[int]:
+    """Certification methods, each known and listed once (which also bounds the count)."""
+    seen: list[int] = []
+    for index, value in enumerate(values):
+        require_enum(value, common_pb2.CertificationMethod, f"{field_name}[{index}]")
+        if value in seen:
+            raise InvalidInputError(f"{field_name}[{index}]", "lists a method twice")
+        seen.append(value)
+    return seen
 
 
 def require_digests(values: list[bytes], limits: Limits) -> list[bytes]:
@@ -114,6 +150,20 @@ def normalised_identity(
     require_text(bundle.full_name, f"{field_name}.full_name", limits, required=True)
     require_text(bundle.phone, f"{field_name}.phone", limits)
     require_text(bundle.address, f"{field_name}.address", limits)
+    return kind, validate_identity_number(kind, bundle.identity_number)
+
+
+def checked_identity(
+    bundle: attestation_pb2.IdentityBundle, field_name: str, limits: Limits
+) -> tuple[IdentityKind, str]:
+    """An identity as a peer sends it: type and number valid, other fields within limits.
+
+    Unlike a desk registration the name may be absent: cross-border minimisation may leave a
+    partner only the fields its certification form needs.
+    """
+    kind = identity_kind(bundle, field_name)
+    for name in ("full_name", "phone", "address"):
+        require_text(getattr(bundle, name), f"{field_name}.{name}", limits)
     return kind, validate_identity_number(kind, bundle.identity_number)
 
 

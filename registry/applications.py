@@ -193,7 +193,7 @@ def validate_application(envelope: dsse.Envelope, limits: Limits, now: datetime)
 
     if not application.HasField("applied_at"):
         raise InvalidInputError(p + "applied_at", "is required")
-    applied_at = to_datetime(application.applied_at)
+    applied_at = to_datetime(application.applied_at, p + "applied_at")
     if applied_at > now + timedelta(seconds=limits.max_clock_skew_s):
         raise InvalidInputError(
             p + "applied_at",

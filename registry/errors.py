@@ -57,6 +57,16 @@ class PermissionDeniedError(CertfedError):
     status = grpc.StatusCode.PERMISSION_DENIED
 
 
+class RateLimitedError(CertfedError):
+    """The caller sent more calls than its rate limit allows; it may retry after a pause."""
+
+    status = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, *, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class UnavailableError(CertfedError):
     """A peer or the registry cannot be reached now; the same call may succeed later."""
 

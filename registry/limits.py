@@ -25,6 +25,13 @@ class Limits:
     max_evidence_digests: int = 64
     max_page_size: int = 500
     default_page_size: int = 100
+    # Calls per second (sustained) and burst per caller; 0 turns a limit off. A node's own
+    # dispatcher sends at most a batch of deliveries per poll, and a desk of clerks a few
+    # calls a second each; these leave room for bulk catch-up while stopping a flood.
+    peer_calls_per_s: float = 200.0
+    peer_burst: int = 400
+    operator_calls_per_s: float = 50.0
+    operator_burst: int = 100
     # How far a timestamp from a peer may be in the future before it is refused.
     max_clock_skew_s: float = 300.0
     # Signed directory.

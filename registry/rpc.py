@@ -22,8 +22,9 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from registry.errors import CertfedError, InvalidInputError
+from registry.errors import CertfedError, InvalidInputError, RateLimitedError
 from registry.limits import Limits
+from registry.rate_limit import RateLimiter, peer_address
 from signing.errors import InvalidIdentityNumberError, SigningError
 
 log = structlog.get_logger("certfed.rpc")
@@ -60,6 +61,36 @@ class Authorizer(Protocol):
     """Decides who calls `method` and whether that is allowed; raises a CertfedError if not."""
 
     def __call__(self, method: str, context: grpc.ServicerContext) -> Principal: ...
+
+
+class RateLimitHook(Protocol):
+    """Charges one call to the principal (and its network address); raises RateLimitedError."""
+
+    def __call__(self, principal: Principal, peer_address: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Undecodable:
+    """Stands in for a request whose bytes did not parse, so the call can be refused by name.
+
+    gRPC itself answers INTERNAL to a request it cannot deserialise; parsing leniently here and
+    refusing in the interceptor turns garbage into INVALID_ARGUMENT, after authentication.
+    """
+
+    error: str
+
+
+def _lenient(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as error:  # any parse failure is the caller's bad input
+            return _Undecodable(type(error).__name__)
+
+    return parse
 
 
 @dataclass(frozen=True)
@@ -108,12 +139,16 @@ def _status_for(error: Exception) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.INVALID_ARGUMENT, f"identity number: {error.reason}"
     if isinstance(error, SigningError):
         return grpc.StatusCode.INVALID_ARGUMENT, f"signature or envelope refused: {error}"
+    if isinstance(error, NotImplementedError):
+        # The generated base servicer raises this for a method of the contract not served yet.
+        return grpc.StatusCode.UNIMPLEMENTED, "this method is not served by this version"
     return grpc.StatusCode.INTERNAL, ""
 
 
 class _Interceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, authorize: Authorizer) -> None:
+    def __init__(self, authorize: Authorizer, rate_limit: RateLimitHook | None) -> None:
         self._authorize = authorize
+        self._rate_limit = rate_limit
 
     def intercept_service(
         self,
@@ -127,22 +162,30 @@ class _Interceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self._streaming(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_lenient(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return handler
 
-    def _enter(self, method: str, context: grpc.ServicerContext) -> tuple[Principal, str]:
+    def _enter(
+        self, method: str, request: Any, context: grpc.ServicerContext
+    ) -> tuple[Principal, str]:
         metadata = dict(context.invocation_metadata())
-        request_id = str(metadata.get("x-request-id") or uuid.uuid4())
+        request_id = str(metadata.get("x-request-id") or uuid.uuid4())[:64]
         principal = self._authorize(method, context)
         _caller.set(principal)
+        if self._rate_limit is not None:
+            self._rate_limit(principal, peer_address(context.peer()))
+        if isinstance(request, _Undecodable):
+            raise InvalidInputError(
+                "request", f"is not a valid {method.rsplit('/', 1)[-1]} request message"
+            )
         return principal, request_id
 
     def _fail(
@@ -156,6 +199,9 @@ class _Interceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     ) -> None:
         code, message = _status_for(error)
         elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+        if isinstance(error, RateLimitedError):
+            retry_ms = str(max(1, round(error.retry_after_s * 1000)))
+            context.set_trailing_metadata((("retry-after-ms", retry_ms),))
         if code is grpc.StatusCode.INTERNAL:
             reference = uuid.uuid4().hex[:12]
             log.error(
@@ -187,7 +233,7 @@ class _Interceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             started = time.perf_counter()
             principal, request_id = ANONYMOUS, "-"
             try:
-                principal, request_id = self._enter(method, context)
+                principal, request_id = self._enter(method, request, context)
                 response = inner(request, context)
             except Exception as error:
                 self._fail(method, context, error, principal, request_id, started)
@@ -210,7 +256,7 @@ class _Interceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             started = time.perf_counter()
             principal, request_id = ANONYMOUS, "-"
             try:
-                principal, request_id = self._enter(method, context)
+                principal, request_id = self._enter(method, request, context)
                 yield from inner(request, context)
             except Exception as error:
                 self._fail(method, context, error, principal, request_id, started)
@@ -224,11 +270,15 @@ def build_server(
     ports: Sequence[Port],
     authorize: Authorizer,
     limits: Limits,
+    rate_limit: RateLimitHook | None = None,
 ) -> RunningServer:
-    """Build, bind and start a server; returns it with the port number bound for each Port."""
+    """Build, bind and start a server; returns it with the port number bound for each Port.
+
+    Without a `rate_limit` hook, each caller is held to the rates in `limits`.
+    """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=limits.server_threads),
-        interceptors=[_Interceptor(authorize)],
+        interceptors=[_Interceptor(authorize, rate_limit or RateLimiter.from_limits(limits))],
         options=[
             ("grpc.max_receive_message_length", limits.max_message_bytes),
             ("grpc.max_send_message_length", limits.max_message_bytes),

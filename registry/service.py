@@ -34,7 +34,7 @@ from registry.operations import Registry, StatusChange
 from registry.roles import PAYING_ROLE_NAMES, role_values
 from registry.rpc import ANONYMOUS, Authorizer, Principal, caller
 from registry.tables import NodeState
-from registry.timestamps import to_datetime, to_timestamp
+from registry.timestamps import optional_datetime, to_timestamp
 from registry.transport import PeerKind, identity_from_certificate
 
 SERVICE_NAME = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
@@ -200,9 +200,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
                 "status", "use NODE_STATUS_ACTIVE, NODE_STATUS_SUSPENDED or NODE_STATUS_REVOKED"
             )
         reason = validate_text(request.reason, "reason", self._limits, required=False)
-        effective_at = (
-            to_datetime(request.effective_at) if request.HasField("effective_at") else None
-        )
+        effective_at = optional_datetime(request, "effective_at")
         version = self._registry.set_status(
             node_id, StatusChange(target, reason, effective_at), admin=caller().name
         )
