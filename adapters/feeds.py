@@ -39,7 +39,7 @@ from tenacity import (
 )
 
 from adapters.errors import FeedFileError
-from adapters.feed_mappings import FeedMapping
+from adapters.feed_mappings import FeedMapping, require_source
 from certfed.v1 import common_pb2, desk_pb2
 from federation_node.desk_client import DeskClient, describe_rpc_error
 from registry.errors import CertfedError, UnavailableError
@@ -49,6 +49,8 @@ from signing.errors import InvalidIdentityNumberError
 from signing.identity import IdentityKind, validate_identity_number
 
 DEFAULT_BATCH_SIZE = 1000
+# The node refuses longer record ids (RecordSignals); refusing them here rejects only the row.
+MAX_RECORD_ID_LENGTH = 128
 FORMATS = ("csv", "jsonl")
 _SUFFIX_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _IDENTITY_KINDS: dict[int, IdentityKind] = {
@@ -221,6 +223,9 @@ class SignalMapper:
     now: datetime
     limits: Limits = field(default_factory=Limits)
 
+    def __post_init__(self) -> None:
+        require_source(self.source)
+
     def signal(self, row: FeedRow) -> desk_pb2.DataSignal:
         if row.problem:
             raise RowError(row.problem)
@@ -240,10 +245,10 @@ class SignalMapper:
         observed_at = self._observed_at(row)
         if mapping.record_id_column is not None:
             record_id = self._cell(row, mapping.record_id_column)
-            if len(record_id) > self.limits.max_text_length:
+            if len(record_id) > MAX_RECORD_ID_LENGTH:
                 raise RowError(
                     f"column {mapping.record_id_column!r} is longer than "
-                    f"{self.limits.max_text_length} characters"
+                    f"{MAX_RECORD_ID_LENGTH} characters"
                 )
         else:
             record_id = content_key(kind, identity_type, number, observed_at)

@@ -129,6 +129,16 @@ class FeedMapping:
         return tuple(column for column in named if column is not None)
 
 
+SOURCE_RULE = "must be 1-63 lowercase letters, digits, '.', '_' or '-', e.g. foshan-hospitals"
+
+
+def require_source(source: str) -> str:
+    """A feed's source name (half of every signal's idempotency key)."""
+    if not _SOURCE.match(source):
+        raise MappingError("source", SOURCE_RULE)
+    return source
+
+
 def builtin_mapping_names() -> list[str]:
     """The mappings that ship with certfed, by name (the file name without .toml)."""
     folder = resources.files(__name__)
@@ -172,10 +182,7 @@ def parse_mapping(text: str, name: str) -> FeedMapping:
     check.known(dates, _DATE_KEYS, "observed_at.")
     source = check.text(raw, "source", required=True)
     if not _SOURCE.match(source):
-        check.fail(
-            "source",
-            "must be 1-63 lowercase letters, digits, '.', '_' or '-', e.g. foshan-hospitals",
-        )
+        check.fail("source", SOURCE_RULE)
     identity_number_column = check.text(columns, "identity_number", "columns.", required=True)
     observed_at_column = check.text(columns, "observed_at", "columns.", required=True)
     record_id_column = check.text(columns, "record_id", "columns.") or None

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.errors import FeedFileError
+from adapters.errors import FeedFileError, MappingError
 from adapters.feed_mappings import load_mapping
 from adapters.feeds import (
     FeedImporter,
@@ -309,3 +309,15 @@ def test_a_batch_size_outside_the_limits_is_refused() -> None:
     mapping = load_mapping("hospital_admissions")
     with pytest.raises(FeedFileError, match="batch_size"):
         FeedImporter(KeepingRecorder(), SignalMapper(mapping, "s", NOW), reject=print, batch_size=0)
+
+
+def test_a_bad_source_name_is_refused_and_a_long_record_id_rejects_only_its_row(
+    tmp_path: Path,
+) -> None:
+    mapping = load_mapping("hospital_admissions")
+    with pytest.raises(MappingError, match="source"):
+        SignalMapper(mapping, "Foshan Hospitals", NOW)
+    rows = [("A" * 129, resident(1), "N", "2024-06-23"), ("A2", resident(2), "N", "2024-06-23")]
+    _, recorder, rejects = run_import(write_csv(tmp_path / "a.csv", HEADER, rows))
+    assert [s.source_record_id for s in recorder.signals] == ["A2"]
+    assert rejects == [(2, "column 'admission_no' is longer than 128 characters")]
