@@ -1,7 +1,8 @@
 """`certfed`: the one command for operators, clerks and tools.
 
     certfed registry ...            run and administer the registry (see `certfed registry -h`)
-    certfed node init|enrol|serve|add-operator --config node.toml
+    certfed node init|enrol|serve|add-operator|disable-operator|list-operators --config node.toml
+    certfed audit verify|export --config node.toml
     certfed desk <action> ...       a clerk's or reviewer's work from a terminal
     certfed verify FILE --directory directory.json --root-key root.pub
     certfed demo [--workdir DIR]
@@ -29,8 +30,8 @@ from rich.table import Table
 
 from adapters.commands import add_adapter_commands
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
-from federation_node import db, operators
 from federation_node.attestation import verify_attestation_envelope
+from federation_node.audit_commands import add_audit_commands
 from federation_node.config import load_node_config
 from federation_node.desk_client import DeskClient, describe_rpc_error
 from federation_node.keystore import (
@@ -41,7 +42,7 @@ from federation_node.keystore import (
     load_root_public_key,
     store_enrolment,
 )
-from federation_node.models import OperatorRole
+from federation_node.operator_commands import add_operator_command, add_operator_commands
 from registry.cli import add_registry_commands
 from registry.client import RegistryClient
 from registry.directory import verify_directory
@@ -93,27 +94,6 @@ def _node_serve(args: argparse.Namespace) -> int:
     from federation_node.server import serve
 
     return serve(load_node_config(Path(args.config)))
-
-
-def _node_add_operator(args: argparse.Namespace) -> int:
-    config = load_node_config(Path(args.config))
-    url = config.effective_database_url
-    db.migrate(url)
-    engine = db.create_engine_for(url)
-    try:
-        with db.session_scope(engine) as session:
-            operator, token = operators.create(
-                session,
-                label=args.label,
-                roles=[OperatorRole(role) for role in args.role],
-                now=datetime.now(UTC),
-            )
-            operator_id = operator.operator_id
-    finally:
-        engine.dispose()
-    console.print(f"operator {operator_id} ({', '.join(args.role)}) created.")
-    console.print(f"token (shown once; give it to the operator, store nowhere else):\n{token}")
-    return 0
 
 
 # desk
@@ -385,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
         "init": _node_init,
         "enrol": _node_enrol,
         "serve": _node_serve,
-        "add-operator": _node_add_operator,
+        "add-operator": add_operator_command,
     }
     for name, handler in handlers.items():
         sub = node_actions.add_parser(name)
@@ -398,6 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument(
                 "--role", action="append", required=True, choices=["clerk", "reviewer", "admin"]
             )
+    add_operator_commands(node_actions)
+    add_audit_commands(subparsers)
     _desk_commands(subparsers)
     verify = subparsers.add_parser("verify", help="verify exported attestations offline")
     verify.add_argument("files", nargs="+")

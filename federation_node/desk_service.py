@@ -20,7 +20,6 @@ from federation_node import (
     certifications,
     outbox,
 )
-from federation_node.db import session_scope
 from federation_node.models import (
     AttestationDirection,
     CertificationState,
@@ -228,8 +227,5 @@ class DeskServicer(desk_pb2_grpc.DeskServiceServicer):
     def RetryDeadLetter(
         self, request: desk_pb2.RetryDeadLetterRequest, context: grpc.ServicerContext
     ) -> desk_pb2.RetryDeadLetterResponse:
-        require_id(request.message_id, "message_id")
-        with session_scope(self._node.engine) as session:
-            record = outbox.retry_dead(session, request.message_id, self._node.now())
-            view = outbox_view(record)
-        return desk_pb2.RetryDeadLetterResponse(message=view)
+        record = self._node.retry_dead_letter(_actor(), request.message_id)
+        return desk_pb2.RetryDeadLetterResponse(message=outbox_view(record))

@@ -27,7 +27,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from certfed.v1 import desk_pb2
-from federation_node import db, operators
+from federation_node import db
 from federation_node.config import NodeConfig, load_node_config, render_node_config
 from federation_node.desk_client import DeskClient
 from federation_node.keystore import (
@@ -37,6 +37,7 @@ from federation_node.keystore import (
     store_enrolment,
 )
 from federation_node.models import OperatorRole
+from federation_node.operator_commands import create_operator, host_actor
 from registry.client import RegistryAdminClient, RegistryClient
 from registry.config import RegistryPaths
 from registry.limits import Limits
@@ -258,10 +259,11 @@ class LocalFederation:
             }
             with db.session_scope(engine) as session:
                 for name, granted in roles.items():
-                    operator, token = operators.create(
+                    operator, token = create_operator(
                         session,
                         label=f"{handle.spec.display_name} {name}",
                         roles=granted,
+                        actor=host_actor(),
                         now=datetime.now(UTC),
                     )
                     handle.tokens[name] = token

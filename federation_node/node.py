@@ -52,6 +52,7 @@ from federation_node.models import (
     Certification,
     IdentityType,
     OutboxKind,
+    OutboxMessage,
     RequestDirection,
 )
 from federation_node.validation import (
@@ -816,6 +817,26 @@ class Node:
                 log.warning("attestation.unknown_request", request_id=request_id)
                 return
             assistance.complete(session, outbound, attestation.attestation_id, now)
+
+    # Administration.
+
+    def retry_dead_letter(self, actor: Actor, message_id: str) -> OutboxMessage:
+        """Put a dead-lettered message back in the queue, on the audit record."""
+        require_id(message_id, "message_id")
+        now = self.now()
+        with session_scope(self.engine) as session:
+            record = outbox.retry_dead(session, message_id, now)
+            audit.append(
+                session,
+                actor=actor.label,
+                action="outbox.retry_dead_letter",
+                subject_type="outbox_message",
+                subject_id=message_id,
+                details={"kind": record.kind.value, "destination": record.destination},
+                now=now,
+            )
+        self.on_enqueued()
+        return record
 
     # Registry answers that arrive through the outbox.
 
