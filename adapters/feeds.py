@@ -474,6 +474,12 @@ class FeedImporter:
             return
         try:
             results = self._recorder.record(pending.signals)
+        except UnavailableError as error:
+            raise UnavailableError(
+                f"{error}; stopped at the batch starting on line {pending.lines[0]}. Import the "
+                "same file again when the node answers: rows already recorded come back as "
+                "duplicates"
+            ) from None
         except SignalsRefusedError:
             # Something the mapper let through was refused: send the batch one by one so that
             # only the refused rows are rejected, each with the node's reason.

@@ -27,6 +27,7 @@ from adapters.feeds import (
     feed_format,
 )
 from certfed.v1 import common_pb2, desk_pb2
+from registry.errors import UnavailableError
 from registry.timestamps import to_datetime
 from signing.identity import resident_id_check_character
 
@@ -321,3 +322,18 @@ def test_a_bad_source_name_is_refused_and_a_long_record_id_rejects_only_its_row(
     _, recorder, rejects = run_import(write_csv(tmp_path / "a.csv", HEADER, rows))
     assert [s.source_record_id for s in recorder.signals] == ["A2"]
     assert rejects == [(2, "column 'admission_no' is longer than 128 characters")]
+
+
+class DownRecorder(KeepingRecorder):
+    def record(self, signals: Sequence[desk_pb2.DataSignal]) -> Sequence[desk_pb2.SignalResult]:
+        if self.batches:
+            raise UnavailableError("RecordSignals failed: UNAVAILABLE: connection refused")
+        return super().record(signals)
+
+
+def test_a_node_that_goes_away_stops_the_import_naming_where_to_resume(tmp_path: Path) -> None:
+    rows = [(f"A{i}", resident(i), "N", "2024-06-23") for i in range(1, 6)]
+    path = write_csv(tmp_path / "admissions.csv", HEADER, rows)
+    with pytest.raises(UnavailableError, match=r"batch starting on line 4.*again") as caught:
+        run_import(path, batch_size=2, recorder=DownRecorder())
+    assert "connection refused" in str(caught.value)
