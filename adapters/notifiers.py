@@ -282,6 +282,8 @@ def run_notifications(
     A reminder without a phone number, or one the gateway refuses, stays unacknowledged for the
     office to fix; a gateway that stays down stops the run after acknowledging what was sent.
     """
+    if not 1 <= page_size <= max_page_size:
+        raise InvalidInputError("page_size", f"must be between 1 and {max_page_size}")
     summary = NotifySummary()
     seen: set[str] = set()
     held = 0
