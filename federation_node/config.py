@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from federation_node.minimisation import MinimisationConfig
 from registry.errors import InvalidInputError
 from registry.limits import Limits
 from registry.regions import validate_region_code
@@ -58,6 +59,8 @@ class NodeConfig:
     log_level: str = "info"
     limits: Limits = field(default_factory=Limits)
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
+    # Identity fields an assistance request carries, by the receiving node's role.
+    minimisation: MinimisationConfig = field(default_factory=MinimisationConfig)
 
     @property
     def effective_database_url(self) -> str:
@@ -132,7 +135,7 @@ def load_node_config(path: Path, environ: dict[str, str] | None = None) -> NodeC
         raise InvalidInputError(unknown[0], f"unknown setting in {path.name}")
     for name in field_types:
         key = ENV_PREFIX + name.upper()
-        if key in env and name not in ("limits", "dispatch"):
+        if key in env and name not in ("limits", "dispatch", "minimisation"):
             raw[name] = env[key]
     missing = [name for name in _REQUIRED if not raw.get(name)]
     if missing:
@@ -142,6 +145,8 @@ def load_node_config(path: Path, environ: dict[str, str] | None = None) -> NodeC
     for name, value in raw.items():
         if name == "limits":
             values[name] = _sub_config("limits", Limits, value)
+        elif name == "minimisation":
+            values[name] = _sub_config("minimisation", MinimisationConfig, value)
         elif name == "dispatch":
             values[name] = _sub_config("dispatch", DispatchConfig, value)
         else:
@@ -174,6 +179,7 @@ def validate_node_config(config: NodeConfig) -> None:
             raise InvalidInputError("roles", f"{role!r} is not one of {', '.join(ROLE_NAMES)}")
     if not 1 <= config.validity_months <= 24:
         raise InvalidInputError("validity_months", "must be between 1 and 24")
+    config.minimisation.validate()
     if config.directory_refresh_s <= 0:
         raise InvalidInputError("directory_refresh_s", "must be positive")
 

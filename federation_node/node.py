@@ -43,6 +43,7 @@ from federation_node.directory_client import DirectoryClient
 from federation_node.ids import new_id
 from federation_node.keystore import NodeKeys
 from federation_node.log_store import NewEntry
+from federation_node.minimisation import minimised
 from federation_node.models import (
     AssistanceRequest,
     AssistanceState,
@@ -267,6 +268,8 @@ class Node:
                 "record the certification at this desk instead"
             )
         request_id = new_id()
+        # Only what the receiver's role may see leaves this node (cross-border minimisation).
+        identity = minimised(identity, target.roles, self.config.minimisation)
         message = federation_pb2.RequestAssistanceRequest(
             request_id=request_id,
             paying_node_id=self.node_id,
