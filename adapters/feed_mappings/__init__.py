@@ -83,6 +83,10 @@ class DateFormat:
             if len(text) == 10:
                 return _utc_day(date.fromisoformat(text))
             moment = datetime.fromisoformat(text)
+        elif self.pattern == "%Y-%m-%d" and len(text) == 10 and text[4] == text[7] == "-":
+            # The most common feed date; fromisoformat is several times faster than strptime,
+            # which shows on a million rows.
+            return _utc_day(date.fromisoformat(text))
         else:
             moment = datetime.strptime(text, self.pattern)
             if self.date_only:
