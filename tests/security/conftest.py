@@ -110,3 +110,10 @@ class RpcCatalogue:
 @pytest.fixture(scope="session")
 def rpc() -> RpcCatalogue:
     return RpcCatalogue()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test taking `method` runs once per RPC of every service, named Service.Method."""
+    if "method" in metafunc.fixturenames:
+        methods = RpcCatalogue().all_methods()
+        metafunc.parametrize("method", methods, ids=[m.label for m in methods])
