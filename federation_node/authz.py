@@ -30,11 +30,19 @@ ROLE_NAMES = {
     common_pb2.ROLE_PARTNER_LIAISON: "partner_liaison",
 }
 
+ANY_NODE_ROLE = frozenset(ROLE_NAMES.values())
 # Node roles allowed to call each FederationService method.
 FEDERATION_POLICY: Mapping[str, frozenset[str]] = {
     "RequestAssistance": frozenset({"paying_office", "partner_liaison"}),
     "UpdateAssistanceStatus": frozenset({"residence_agency", "partner_liaison"}),
     "DeliverAttestation": frozenset({"residence_agency", "partner_liaison"}),
+    # A node's transparency log is open to every active node of the federation: offices audit
+    # and reconcile each other's attestations in bulk (DOMAIN.md, flow 3).
+    "GetCheckpoint": ANY_NODE_ROLE,
+    "GetEntries": ANY_NODE_ROLE,
+    "GetInclusionProof": ANY_NODE_ROLE,
+    "GetConsistencyProof": ANY_NODE_ROLE,
+    "Subscribe": ANY_NODE_ROLE,
 }
 
 CLERK, REVIEWER, ADMIN = "clerk", "reviewer", "admin"
@@ -57,6 +65,18 @@ DESK_POLICY: Mapping[str, frozenset[str]] = {
     "ExportAttestation": ANY_OPERATOR,
     "ListOutbox": frozenset({ADMIN}),
     "RetryDeadLetter": frozenset({ADMIN}),
+    "GetDirectoryStatus": ANY_OPERATOR,
+    "ListRevocationReviews": frozenset({REVIEWER, ADMIN}),
+    # The paying office's year (issue 5).
+    "RegisterBeneficiaries": frozenset({CLERK}),
+    "RecordSignals": frozenset({CLERK}),
+    "ReviewTermination": frozenset({REVIEWER}),
+    "ListEntitlements": ANY_OPERATOR,
+    "RunCycle": frozenset({ADMIN}),
+    "ListPaymentInstructions": frozenset({ADMIN}),
+    "ListReminders": frozenset({ADMIN}),
+    "AcknowledgeReminders": frozenset({ADMIN}),
+    "GetReport": ANY_OPERATOR,
 }
 
 

@@ -32,6 +32,9 @@ from adapters.commands import add_adapter_commands
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
 from federation_node.attestation import verify_attestation_envelope
 from federation_node.audit_commands import add_audit_commands
+from federation_node.bench_commands import add_bench_commands
+from federation_node.bundle import is_bundle
+from federation_node.bundle_commands import add_bundle_desk_commands, verify_bundle_file
 from federation_node.config import load_node_config
 from federation_node.desk_client import DeskClient, describe_rpc_error
 from federation_node.keystore import (
@@ -42,7 +45,13 @@ from federation_node.keystore import (
     load_root_public_key,
     store_enrolment,
 )
+from federation_node.lifecycle_commands import (
+    add_lifecycle_desk_commands,
+    add_lifecycle_node_commands,
+)
 from federation_node.operator_commands import add_operator_command, add_operator_commands
+from federation_node.sync_commands import add_sync_commands
+from federation_node.trust_commands import add_trust_desk_commands, add_trust_node_commands
 from registry.cli import add_registry_commands
 from registry.client import RegistryClient
 from registry.directory import verify_directory
@@ -275,7 +284,11 @@ def _verify(args: argparse.Namespace) -> int:
     failures = 0
     for name in args.files:
         try:
-            envelope = dsse.Envelope.from_json(Path(name).read_bytes())
+            data = Path(name).read_bytes()
+            if is_bundle(data):
+                console.print(verify_bundle_file(name, data, directory, args.witness_key, now))
+                continue
+            envelope = dsse.Envelope.from_json(data)
             attestation, key_id = verify_attestation_envelope(
                 envelope, directory, now=now, max_clock_skew=timedelta(minutes=5)
             )
@@ -349,6 +362,9 @@ def _desk_commands(subparsers: Any) -> None:
     export = actions.add_parser("export")
     export.add_argument("attestation_id")
     export.add_argument("--out", required=True)
+    add_trust_desk_commands(actions)
+    add_bundle_desk_commands(actions)
+    add_lifecycle_desk_commands(actions)
     actions.add_parser("outbox")
     retry = actions.add_parser("retry")
     retry.add_argument("message_id")
@@ -359,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="certfed", description=__doc__.split("\n")[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_registry_commands(subparsers)
+    add_sync_commands(subparsers)
+    add_bench_commands(subparsers)
     node = subparsers.add_parser("node", help="run and administer a regional node")
     node_actions = node.add_subparsers(dest="node_command", required=True)
     handlers: dict[str, Callable[[argparse.Namespace], int]] = {
@@ -380,11 +398,17 @@ def build_parser() -> argparse.ArgumentParser:
             )
     add_operator_commands(node_actions)
     add_audit_commands(subparsers)
+    add_trust_node_commands(node_actions)
+    add_lifecycle_node_commands(node_actions)
     _desk_commands(subparsers)
     verify = subparsers.add_parser("verify", help="verify exported attestations offline")
     verify.add_argument("files", nargs="+")
     verify.add_argument("--directory", required=True, help="signed directory (DSSE JSON)")
     verify.add_argument("--root-key", required=True, help="registry root public key")
+    verify.add_argument(
+        "--witness-key",
+        help="registry witness verifier key, for bundles (default trust/witness.vkey)",
+    )
     verify.set_defaults(handler=_verify)
     demo = subparsers.add_parser("demo", help="run four regional offices on this machine")
     demo.add_argument("--workdir", help="keep everything in this (new or empty) directory")

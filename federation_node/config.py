@@ -54,8 +54,21 @@ class NodeConfig:
     # Registry root public key and federation CA certificate, received out of band.
     root_public_key: Path = Path("trust/root.pub")
     ca_certificate: Path = Path("trust/ca.pem")
+    # The registry witness's note verifier key (c2sp.org/signed-note vkey), received out of band
+    # like root.pub: checkpoints are accepted only with its cosignature.
+    witness_public_key: Path = Path("trust/witness.vkey")
+    # How often this node signs a checkpoint of its log and has the registry witness cosign it.
+    checkpoint_interval_s: float = 10.0
+    # Nodes whose logs this node syncs in the background (node ids).
+    follow: tuple[str, ...] = ()
     directory_refresh_s: float = 60.0
+    # Renew the TLS certificate when less than this fraction of its validity is left.
+    certificate_renew_fraction: float = 1 / 3
     validity_months: int = 12
+    # The region's entitlement policy (docs/policy.md); the defaults apply when it is absent.
+    policy_file: Path = Path("policy.toml")
+    # Hour (UTC) at which the server runs the daily cycle; -1: only `certfed node cycle` runs it.
+    cycle_hour_utc: int = 2
     log_level: str = "info"
     limits: Limits = field(default_factory=Limits)
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
@@ -158,6 +171,8 @@ def load_node_config(path: Path, environ: dict[str, str] | None = None) -> NodeC
         data_dir=data_dir,
         root_public_key=_under(data_dir, config.root_public_key),
         ca_certificate=_under(data_dir, config.ca_certificate),
+        witness_public_key=_under(data_dir, config.witness_public_key),
+        policy_file=_under(data_dir, config.policy_file),
     )
     validate_node_config(config)
     return config
@@ -179,9 +194,20 @@ def validate_node_config(config: NodeConfig) -> None:
             raise InvalidInputError("roles", f"{role!r} is not one of {', '.join(ROLE_NAMES)}")
     if not 1 <= config.validity_months <= 24:
         raise InvalidInputError("validity_months", "must be between 1 and 24")
+    if not -1 <= config.cycle_hour_utc <= 23:
+        raise InvalidInputError("cycle_hour_utc", "must be an hour from 0 to 23, or -1 for none")
     config.minimisation.validate()
     if config.directory_refresh_s <= 0:
         raise InvalidInputError("directory_refresh_s", "must be positive")
+    if not 0 < config.certificate_renew_fraction < 1:
+        raise InvalidInputError(
+            "certificate_renew_fraction", "must be between 0 and 1 (e.g. 0.33: the last third)"
+        )
+    if config.checkpoint_interval_s <= 0:
+        raise InvalidInputError("checkpoint_interval_s", "must be positive")
+    for node_id in config.follow:
+        if node_id == config.node_id:
+            raise InvalidInputError("follow", "a node does not follow its own log")
 
 
 def render_node_config(values: dict[str, Any]) -> str:

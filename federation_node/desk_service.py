@@ -20,6 +20,7 @@ from federation_node import (
     certifications,
     outbox,
 )
+from federation_node.lifecycle_desk_service import LifecycleDesk
 from federation_node.models import (
     AttestationDirection,
     CertificationState,
@@ -27,6 +28,7 @@ from federation_node.models import (
     RequestDirection,
 )
 from federation_node.node import STATE_STATUSES, Actor, Node
+from federation_node.trust_desk_service import TrustDesk
 from federation_node.validation import page_size, require_id
 from federation_node.views import (
     attestation_view,
@@ -76,7 +78,7 @@ def _filter(value: int, table: Mapping[Any, E], field_name: str) -> E | None:
     return table[value]
 
 
-class DeskServicer(desk_pb2_grpc.DeskServiceServicer):
+class DeskServicer(TrustDesk, LifecycleDesk, desk_pb2_grpc.DeskServiceServicer):
     def __init__(self, node: Node) -> None:
         self._node = node
 

@@ -5,7 +5,9 @@ work without delivering one message twice at once), delivers them concurrently w
 and records the result: delivered; failed with exponential backoff and jitter (tenacity), bounded
 in attempts and age; or dead-lettered at once when the receiver refuses the message for good (it
 is then on the operator's dead-letter list, never silently dropped). Receivers are idempotent, so
-a message delivered again after a crash changes nothing.
+a message delivered again after a crash changes nothing. While its destination or this node itself
+is suspended in the federation, a message is held (`outbox.defer`) without spending its retry
+budget, and goes out once the suspension is lifted.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import structlog
@@ -29,9 +31,10 @@ from certfed.v1 import federation_pb2, registry_pb2
 from federation_node import outbox
 from federation_node.config import DispatchConfig
 from federation_node.db import session_scope
+from federation_node.directory_client import DirectoryClient
 from federation_node.models import OutboxKind, OutboxMessage
 from federation_node.peers import PeerChannels
-from registry.errors import CertfedError
+from registry.errors import CertfedError, NodeSuspendedError
 
 log = structlog.get_logger("certfed.dispatcher")
 
@@ -53,6 +56,29 @@ class PermanentDeliveryError(Exception):
     """The receiver refused the message for a reason a retry cannot change."""
 
 
+class HeldDeliveryError(Exception):
+    """Not to be sent now, and no failure: the destination or this node is suspended."""
+
+
+Hold = Callable[[str], str | None]
+
+
+def suspension_hold(directory: DirectoryClient, node_id: str) -> Hold:
+    """A hold that keeps everything back while this node itself is suspended: its peers and
+    the registry would refuse it, and dead-lettering would only lose the order of things."""
+
+    def hold(destination: str) -> str | None:
+        try:
+            suspended = directory.current().is_suspended(node_id)
+        except CertfedError:
+            return None
+        if suspended:
+            return f"this node ({node_id}) is suspended; held until it is reinstated"
+        return None
+
+    return hold
+
+
 RegistryPublish = Callable[
     [registry_pb2.PublishLocatorsRequest], registry_pb2.PublishLocatorsResponse
 ]
@@ -70,8 +96,10 @@ class Dispatcher(threading.Thread):
         call_timeout_s: float,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        hold: Hold = lambda _destination: None,
     ) -> None:
         super().__init__(name="outbox-dispatcher", daemon=True)
+        self._hold = hold
         self._engine = engine
         self._peers = peers
         self._publish_locators = publish_locators
@@ -131,6 +159,16 @@ class Dispatcher(threading.Thread):
                 if error is None:
                     outbox.mark_delivered(session, message, now)
                     delivered += 1
+                elif isinstance(error, HeldDeliveryError):
+                    until = now + timedelta(seconds=self._config.max_backoff_s)
+                    outbox.defer(session, message, str(error), now, until)
+                    log.info(
+                        "outbox.held",
+                        message_id=message_id,
+                        kind=kind,
+                        destination=destination,
+                        reason=str(error),
+                    )
                 elif isinstance(error, PermanentDeliveryError):
                     outbox.mark_dead(session, message, str(error), now)
                     log.error(
@@ -155,7 +193,11 @@ class Dispatcher(threading.Thread):
     def _deliver(
         self, message_id: str, kind: str, destination: str, payload: bytes
     ) -> Exception | None:
-        """Deliver one message; returns None, a PermanentDeliveryError or a transient error."""
+        """Deliver one message; returns None, a PermanentDeliveryError, a HeldDeliveryError or a
+        transient error."""
+        held = self._hold(destination)
+        if held is not None:
+            return HeldDeliveryError(held)
         try:
             for attempt in Retrying(
                 retry=retry_if_exception(_is_blip),
@@ -167,6 +209,8 @@ class Dispatcher(threading.Thread):
                     self._send(OutboxKind(kind), destination, payload)
         except grpc.RpcError as error:
             return _classify(error.code(), f"{error.code().name}: {error.details()}")
+        except NodeSuspendedError as error:
+            return HeldDeliveryError(f"{error}; held until it is reinstated")
         except CertfedError as error:
             # A local refusal (the directory says the peer is suspended, unknown or expired) or
             # a registry answer: decided by the same status code rules as a peer's answer.

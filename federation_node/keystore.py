@@ -59,6 +59,26 @@ class KeyPaths:
     def directory_cache(self) -> Path:
         return self.data_dir / "directory.json"
 
+    # Keys over time (federation_node.key_rollover): a successor waits in *.next.* until the
+    # directory lists it, then replaces the key in use.
+
+    @property
+    def next_signing_key(self) -> Path:
+        return self.data_dir / "keys" / "signing.next.key"
+
+    @property
+    def next_tls_key(self) -> Path:
+        return self.data_dir / "keys" / "tls.next.key"
+
+    @property
+    def next_tls_certificate(self) -> Path:
+        return self.data_dir / "keys" / "tls.next.pem"
+
+    @property
+    def root_chain(self) -> Path:
+        """The registry root rotations this node followed, one DSSE envelope (JSON) a line."""
+        return self.data_dir / "root-chain.jsonl"
+
 
 def load_root_public_key(path: Path) -> VerifyKey:
     """The registry root key, from a PEM public key or a hex string of the raw 32 bytes."""

@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -126,6 +126,9 @@ class LocalFederation:
         self.registry_port = 0
         self.enrol_port = 0
         self.nodes: dict[str, NodeHandle] = {}
+        # Registry settings for its next start, as CERTFED_REGISTRY_<SETTING> overrides (e.g.
+        # a short directory lifetime); change them and restart the registry to apply.
+        self.registry_settings: dict[str, str] = {}
         # Chosen once: a restarted registry must find the database it had.
         self._registry_database_url = database_url_for("registry") if database_url_for else ""
 
@@ -147,7 +150,14 @@ class LocalFederation:
         }
         if self._registry_database_url:
             env["CERTFED_REGISTRY_DATABASE_URL"] = self._registry_database_url
+        for setting, value in self.registry_settings.items():
+            env[f"CERTFED_REGISTRY_{setting.upper()}"] = value
         return env
+
+    @property
+    def registry_database_url(self) -> str:
+        """The registry's database, as its process reaches it."""
+        return self._registry_database_url or f"sqlite:///{self.registry_paths.default_database}"
 
     def start_registry(self) -> None:
         if not self.registry_paths.config_file.exists():
@@ -192,13 +202,24 @@ class LocalFederation:
 
     # Nodes.
 
-    def add_node(self, spec: NodeSpec, *, start: bool = True) -> NodeHandle:
-        """Create, enrol, approve and (by default) start a node; returns its handle."""
+    def add_node(
+        self,
+        spec: NodeSpec,
+        *,
+        start: bool = True,
+        settings: Mapping[str, object] | None = None,
+    ) -> NodeHandle:
+        """Create, enrol, approve and (by default) start a node; returns its handle.
+
+        `settings` are written into the node's node.toml over the defaults chosen here (e.g.
+        `follow`, or a `limits` table).
+        """
         data_dir = self.workdir / spec.node_id
         trust = data_dir / "trust"
         trust.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(self.registry_paths.trust_root_public_key, trust / "root.pub")
         shutil.copyfile(self.registry_paths.trust_ca_certificate, trust / "ca.pem")
+        shutil.copyfile(self.registry_paths.trust_witness_vkey, trust / "witness.vkey")
         federation_port, desk_port = free_port(), free_port()
         values: dict[str, object] = {
             "node_id": spec.node_id,
@@ -213,11 +234,13 @@ class LocalFederation:
             "registry_enrol_endpoint": self.enrol_endpoint,
             "data_dir": ".",
             "directory_refresh_s": self._directory_refresh_s,
+            "checkpoint_interval_s": 1.0,
             "log_level": self._log_level,
             "dispatch": {"poll_interval_s": 0.5, "max_backoff_s": self._max_backoff_s},
         }
         if self._database_url_for is not None:
             values["database_url"] = self._database_url_for(spec.node_id)
+        values.update(settings or {})
         config_path = data_dir / "node.toml"
         config_path.write_text(render_node_config(values), encoding="utf-8")
         config = load_node_config(config_path, environ={})
@@ -286,6 +309,30 @@ class LocalFederation:
             handle.config.ca_certificate.read_bytes(),
             f"node {node_id}",
         )
+
+    def restart_node(self, node_id: str) -> None:
+        self.stop_node(node_id)
+        self.start_node(node_id)
+
+    def certfed(self, *arguments: str, env: Mapping[str, str] | None = None) -> str:
+        """Run `certfed ARGUMENTS` as an operator would, in its own process; its output.
+
+        Raises RuntimeError with the command's output when it exits non-zero.
+        """
+        finished = subprocess.run(
+            [sys.executable, "-m", "federation_node.cli", *arguments],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "COLUMNS": "200", **(env or {})},
+            check=False,
+        )
+        if finished.returncode != 0:
+            raise RuntimeError(
+                f"certfed {' '.join(arguments)} exited {finished.returncode}: "
+                f"{finished.stdout}{finished.stderr}"
+            )
+        return finished.stdout
 
     def stop_node(self, node_id: str, *, kill: bool = False) -> None:
         handle = self.nodes[node_id]

@@ -172,6 +172,13 @@ class AttestationDirection(enum.StrEnum):
     RECEIVED = "received"
 
 
+class RevocationFinding(enum.StrEnum):
+    # Signed at or after the signing key's revocation time: must not be trusted.
+    REFUSED_AFTER_REVOCATION = "refused-after-revocation"
+    # Signed before the key was revoked: still valid, but a person looks at it again.
+    SIGNED_BY_SINCE_REVOKED_KEY = "signed-by-since-revoked-key"
+
+
 class OutboxKind(enum.StrEnum):
     REQUEST_ASSISTANCE = "request_assistance"
     UPDATE_ASSISTANCE_STATUS = "update_assistance_status"
@@ -387,6 +394,30 @@ class Attestation(NodeTable, table=True):
     # Hex SHA-256 of the DSSE payload, to tell a redelivery from a conflicting reuse of an id.
     payload_sha256: str = _hex_sha256()
     stored_at: datetime = _when()
+
+
+class RevocationReview(NodeTable, table=True):
+    """A received attestation whose signing key the directory has since revoked: listed for a
+    person to review, never silently kept as valid nor silently deleted."""
+
+    __tablename__ = "revocation_review"
+    __table_args__ = (_enum_check("finding", RevocationFinding),)
+
+    attestation_id: str = Field(
+        sa_column=Column(
+            String(ID_LENGTH), ForeignKey("attestation.attestation_id"), primary_key=True
+        )
+    )
+    issuing_node_id: str = _node_id()
+    signing_key_id: str = Field(sa_column=Column(String(128), nullable=False))
+    finding: RevocationFinding = _enum(RevocationFinding)
+    # The attestation's own issued_at, read from its signed payload.
+    issued_at: datetime = _when()
+    key_revoked_at: datetime = _when()
+    revocation_reason: str = _text()
+    # The directory version that brought the revocation, and when this node found it.
+    directory_version: int = Field(sa_column=Column(BigInteger(), nullable=False))
+    flagged_at: datetime = _when()
 
 
 class OutboxMessage(NodeTable, table=True):

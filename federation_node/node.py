@@ -9,7 +9,7 @@ nothing here knows about gRPC beyond the generated message types it builds.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -33,8 +33,11 @@ from federation_node import (
     audit,
     beneficiaries,
     certifications,
+    entitlements_store,
+    lifecycle,
     log_store,
     outbox,
+    revocation_review,
 )
 from federation_node.attestation import verify_attestation_envelope
 from federation_node.config import NodeConfig
@@ -56,6 +59,7 @@ from federation_node.models import (
     OutboxMessage,
     RequestDirection,
 )
+from federation_node.policy import Policy
 from federation_node.validation import (
     IDENTITY_TYPES,
     checked_identity,
@@ -125,6 +129,18 @@ class ReceivedAttestation:
     valid_until: datetime | None
 
 
+@dataclass(frozen=True)
+class _Registration:
+    locator: bytes
+    identity_type: IdentityType
+    masked_identity_number: str
+    sealed: bytes
+    residence: str
+    paying_region: str
+    valid_until: datetime | None
+    amount: int
+
+
 def payload_digest(payload: bytes) -> str:
     return hashlib.sha256(payload).hexdigest()
 
@@ -143,8 +159,10 @@ class Node:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_enqueued: Callable[[], None] = lambda: None,
         on_log_appended: Callable[[], None] = lambda: None,
+        policy: Policy | None = None,
     ) -> None:
         self.config = config
+        self.policy = policy or Policy()
         self.keys = keys
         self.engine = engine
         self.directory = directory
@@ -173,17 +191,96 @@ class Node:
     def register_beneficiary(
         self, actor: Actor, request: desk_pb2.RegisterBeneficiaryRequest
     ) -> Beneficiary:
-        self._require_role({"paying_office", "partner_liaison"}, "pay pensions")
+        return self._register(actor, [request], "")[0]
+
+    def register_beneficiaries(
+        self, actor: Actor, requests: Sequence[desk_pb2.RegisterBeneficiaryRequest]
+    ) -> list[Beneficiary]:
+        """Register a batch of people (an office's roll), all or none, publishing their
+        locators to the registry in one message instead of one per person."""
         limits = self.config.limits
-        kind, number = normalised_identity(request.identity, "identity", limits)
-        residence = require_region(request.residence_region, "residence_region")
+        if not requests:
+            raise InvalidInputError("beneficiaries", "give at least one beneficiary")
+        if len(requests) > limits.max_repeated:
+            raise InvalidInputError(
+                "beneficiaries", f"has {len(requests)} items; the limit is {limits.max_repeated}"
+            )
+        return self._register(actor, requests, "beneficiaries[{index}].")
+
+    def _register(
+        self,
+        actor: Actor,
+        requests: Sequence[desk_pb2.RegisterBeneficiaryRequest],
+        prefix: str,
+    ) -> list[Beneficiary]:
+        self._require_role({"paying_office", "partner_liaison"}, "pay pensions")
+        now = self.now()
+        prepared = [
+            self._registration(request, prefix.format(index=index), now)
+            for index, request in enumerate(requests)
+        ]
+        publish = registry_pb2.PublishLocatorsRequest(locators=[p.locator for p in prepared])
+        added: list[Beneficiary] = []
+        with session_scope(self.engine) as session:
+            for registration in prepared:
+                beneficiary = beneficiaries.add(
+                    session,
+                    subject_locator=registration.locator,
+                    identity_type=registration.identity_type,
+                    masked_identity_number=registration.masked_identity_number,
+                    sealed_identity=registration.sealed,
+                    residence_region=registration.residence,
+                    paying_region=registration.paying_region,
+                    valid_until=registration.valid_until,
+                    now=now,
+                )
+                entitlements_store.open_for(
+                    session, beneficiary.beneficiary_id, registration.amount, now
+                )
+                audit.append(
+                    session,
+                    actor=actor.label,
+                    action="beneficiary.register",
+                    subject_type="beneficiary",
+                    subject_id=beneficiary.beneficiary_id,
+                    details={
+                        "residence_region": registration.residence,
+                        "paying_region": registration.paying_region,
+                    },
+                    now=now,
+                )
+                added.append(beneficiary)
+            outbox.enqueue(
+                session,
+                kind=OutboxKind.PUBLISH_LOCATORS,
+                destination=REGISTRY_DESTINATION,
+                subject_id=added[0].beneficiary_id,
+                payload=publish.SerializeToString(),
+                now=now,
+            )
+        self.on_enqueued()
+        return added
+
+    def _registration(
+        self, request: desk_pb2.RegisterBeneficiaryRequest, prefix: str, now: datetime
+    ) -> _Registration:
+        """A registration checked and sealed, ready to store; errors name `prefix` + field."""
+        limits = self.config.limits
+        kind, number = normalised_identity(request.identity, f"{prefix}identity", limits)
+        residence = require_region(request.residence_region, f"{prefix}residence_region")
         paying_region = request.paying_region or self.config.primary_region
         if paying_region not in self.config.region_codes:
             raise InvalidInputError(
-                "paying_region", f"this node pays for {', '.join(self.config.region_codes)} only"
+                f"{prefix}paying_region",
+                f"this node pays for {', '.join(self.config.region_codes)} only",
             )
-        now = self.now()
         valid_until = optional_datetime(request, "valid_until")
+        amount = request.monthly_amount_fen
+        if not 0 <= amount <= limits.max_monthly_amount_fen:
+            raise InvalidInputError(
+                f"{prefix}monthly_amount_fen",
+                f"must be between 0 and {limits.max_monthly_amount_fen} fen",
+            )
         locator = subject_locator(self.keys.locator_key, kind, number)
         bundle = attestation_pb2.IdentityBundle()
         bundle.CopyFrom(request.identity)
@@ -195,39 +292,20 @@ class Node:
             self.keys.hpke.public_raw,
             sealing.at_rest_info(locator.hex()),
         )
-        publish = registry_pb2.PublishLocatorsRequest(locators=[locator])
-        with session_scope(self.engine) as session:
-            beneficiary = beneficiaries.add(
-                session,
-                subject_locator=locator,
-                identity_type=IdentityType(kind.value),
-                masked_identity_number=mask_identity_number(kind, number),
-                sealed_identity=sealed,
-                residence_region=residence,
-                paying_region=paying_region,
-                valid_until=valid_until,
-                now=now,
-            )
-            beneficiary_id = beneficiary.beneficiary_id
-            outbox.enqueue(
-                session,
-                kind=OutboxKind.PUBLISH_LOCATORS,
-                destination=REGISTRY_DESTINATION,
-                subject_id=beneficiary_id,
-                payload=publish.SerializeToString(),
-                now=now,
-            )
-            audit.append(
-                session,
-                actor=actor.label,
-                action="beneficiary.register",
-                subject_type="beneficiary",
-                subject_id=beneficiary_id,
-                details={"residence_region": residence, "paying_region": paying_region},
-                now=now,
-            )
-        self.on_enqueued()
-        return beneficiary
+        return _Registration(
+            locator=locator,
+            identity_type=IdentityType(kind.value),
+            masked_identity_number=mask_identity_number(kind, number),
+            sealed=sealed,
+            residence=residence,
+            paying_region=paying_region,
+            valid_until=valid_until,
+            amount=amount,
+        )
+
+    def beneficiary_identity(self, beneficiary: Beneficiary) -> attestation_pb2.IdentityBundle:
+        """The beneficiary's identity, unsealed: for a notifier or a sealed request only."""
+        return self._identity_of(beneficiary)
 
     def _identity_of(self, beneficiary: Beneficiary) -> attestation_pb2.IdentityBundle:
         plain = sealing.open_sealed(
@@ -255,7 +333,6 @@ class Node:
         note = require_text(request.note, "note", limits)
         with Session(self.engine) as session:
             beneficiary = beneficiaries.get(session, request.beneficiary_id)
-            identity = self._identity_of(beneficiary)
         if beneficiary.status != BeneficiaryState.ACTIVE:
             raise PreconditionError(
                 f"beneficiary {beneficiary.beneficiary_id} is {beneficiary.status.value}; "
@@ -267,9 +344,38 @@ class Node:
                 f"this node certifies residents of {beneficiary.residence_region} itself; "
                 "record the certification at this desk instead"
             )
+        with session_scope(self.engine) as session:
+            beneficiary = beneficiaries.get(session, request.beneficiary_id)
+            created = self.queue_assistance_request(
+                session,
+                actor,
+                beneficiary,
+                target,
+                deadline=deadline,
+                methods=methods,
+                note=note,
+                now=now,
+            )
+        self.on_enqueued()
+        return created
+
+    def queue_assistance_request(
+        self,
+        session: Session,
+        actor: Actor,
+        beneficiary: Beneficiary,
+        target: directory_pb2.DirectoryNode,
+        *,
+        deadline: datetime,
+        methods: list[common_pb2.CertificationMethod.ValueType],
+        note: str,
+        now: datetime,
+    ) -> AssistanceRequest:
+        """Record an assistance request to `target` and queue it in the caller's transaction:
+        the one path for a clerk's request and the daily cycle's."""
         request_id = new_id()
         # Only what the receiver's role may see leaves this node (cross-border minimisation).
-        identity = minimised(identity, target.roles, self.config.minimisation)
+        identity = minimised(self._identity_of(beneficiary), target.roles, self.config.minimisation)
         message = federation_pb2.RequestAssistanceRequest(
             request_id=request_id,
             paying_node_id=self.node_id,
@@ -287,40 +393,37 @@ class Node:
             requested_at=to_timestamp(now),
         )
         payload = message.SerializeToString(deterministic=True)
-        with session_scope(self.engine) as session:
-            beneficiary = beneficiaries.get(session, request.beneficiary_id)
-            created = assistance.create_outbound(
-                session,
-                request_id=request_id,
-                beneficiary=beneficiary,
-                peer_node_id=target.node_id,
-                paying_node_id=self.node_id,
-                paying_region=beneficiary.paying_region,
-                deadline=deadline,
-                acceptable_methods=methods,
-                note=note,
-                payload_sha256=payload_digest(payload),
-                now=now,
-            )
-            outbox.enqueue(
-                session,
-                kind=OutboxKind.REQUEST_ASSISTANCE,
-                destination=target.node_id,
-                subject_id=request_id,
-                payload=payload,
-                now=now,
-            )
-            audit.append(
-                session,
-                actor=actor.label,
-                action="assistance.request",
-                subject_type="assistance_request",
-                subject_id=request_id,
-                details={"beneficiary_id": beneficiary.beneficiary_id, "to": target.node_id},
-                now=now,
-            )
+        created = assistance.create_outbound(
+            session,
+            request_id=request_id,
+            beneficiary=beneficiary,
+            peer_node_id=target.node_id,
+            paying_node_id=self.node_id,
+            paying_region=beneficiary.paying_region,
+            deadline=deadline,
+            acceptable_methods=methods,
+            note=note,
+            payload_sha256=payload_digest(payload),
+            now=now,
+        )
+        outbox.enqueue(
+            session,
+            kind=OutboxKind.REQUEST_ASSISTANCE,
+            destination=target.node_id,
+            subject_id=request_id,
+            payload=payload,
+            now=now,
+        )
+        audit.append(
+            session,
+            actor=actor.label,
+            action="assistance.request",
+            subject_type="assistance_request",
+            subject_id=request_id,
+            details={"beneficiary_id": beneficiary.beneficiary_id, "to": target.node_id},
+            now=now,
+        )
         log.info("assistance.requested", request_id=request_id, to=target.node_id)
-        self.on_enqueued()
         return created
 
     # Flow 1 at the residence node: receive, update, certify.
@@ -589,38 +692,9 @@ class Node:
             pending = certifications.get(session, certification_id)
         attestation_id = new_id()
         attestation = self._attestation_for(pending, actor.name, attestation_id, now)
-        payload = attestation.SerializeToString(deterministic=True)
-        envelope = dsse.sign(payload, dsse.ATTESTATION_PAYLOAD_TYPE, self.keys.signing)
-        delivery = federation_pb2.DeliverAttestationRequest(envelope=envelope_to_proto(envelope))
-        envelope_json = envelope.to_json()
         with session_scope(self.engine) as session:
             pending = certifications.get(session, certification_id)
             certifications.approve(session, pending, actor.name, attestation_id, now)
-            attestations_store.store_issued(
-                session,
-                attestation_id=attestation_id,
-                envelope_json=envelope_json,
-                issuing_node_id=self.node_id,
-                paying_node_id=pending.paying_node_id,
-                subject_locator=pending.subject_locator,
-                beneficiary_id=None,
-                request_id=pending.request_id,
-                method=pending.method,
-                outcome=pending.outcome,
-                observed_at=pending.observed_at,
-                valid_until=to_datetime(attestation.valid_until),
-                signing_key_id=self.keys.signing.key_id,
-                payload_sha256=payload_digest(payload),
-                now=now,
-            )
-            outbox.enqueue(
-                session,
-                kind=OutboxKind.DELIVER_ATTESTATION,
-                destination=pending.paying_node_id,
-                subject_id=attestation_id,
-                payload=delivery.SerializeToString(deterministic=True),
-                now=now,
-            )
             if pending.request_id is not None:
                 inbound = assistance.get(session, pending.request_id, RequestDirection.INBOUND)
                 sequence = assistance.complete(session, inbound, attestation_id, now)
@@ -641,20 +715,99 @@ class Node:
                 details={"attestation_id": attestation_id},
                 now=now,
             )
-            # Last in the transaction, so the log head is locked only until the commit; the
-            # attestation and its log position commit together (issue 4).
-            leaf_index = log_store.append(
-                session, NewEntry(attestation_id, envelope_json, pending.paying_region)
+            self.issue_attestation(session, attestation, beneficiary_id=None, now=now)
+        self.attestations_issued()
+        return pending
+
+    def issue_attestation(
+        self,
+        session: Session,
+        attestation: attestation_pb2.CertificationAttestation,
+        *,
+        beneficiary_id: str | None,
+        now: datetime,
+    ) -> None:
+        """Sign, store, send and log an attestation this node issues, in the caller's
+        transaction.
+
+        Every attestation the node issues goes through here or `issue_attestations`: a
+        reviewer's approval and a data match alike (lifecycle.py), so each is signed the same
+        way and appended to the transparency log. Call it last in the transaction, so the log
+        head is locked only until the commit; the attestation and its log position commit
+        together (issue 4).
+        """
+        self.issue_attestations(session, [(attestation, beneficiary_id)], now=now)
+
+    def issue_attestations(
+        self,
+        session: Session,
+        issued: Sequence[tuple[attestation_pb2.CertificationAttestation, str | None]],
+        *,
+        now: datetime,
+    ) -> None:
+        """`issue_attestation` for a batch (a data feed): one log append for all of them."""
+        entries = [
+            self._sign_and_store(session, attestation, beneficiary_id, now)
+            for attestation, beneficiary_id in issued
+        ]
+        if len(entries) == 1:
+            log_store.append(session, entries[0])
+        elif entries:
+            log_store.append_many(session, entries)
+
+    def _sign_and_store(
+        self,
+        session: Session,
+        attestation: attestation_pb2.CertificationAttestation,
+        beneficiary_id: str | None,
+        now: datetime,
+    ) -> NewEntry:
+        payload = attestation.SerializeToString(deterministic=True)
+        # Read once: a key rotation may swap self.keys between two reads (key_rollover.py).
+        signing = self.keys.signing
+        envelope = dsse.sign(payload, dsse.ATTESTATION_PAYLOAD_TYPE, signing)
+        envelope_json = envelope.to_json()
+        attestations_store.store_issued(
+            session,
+            attestation_id=attestation.attestation_id,
+            envelope_json=envelope_json,
+            issuing_node_id=self.node_id,
+            paying_node_id=attestation.paying_node_id,
+            subject_locator=attestation.subject_locator,
+            beneficiary_id=beneficiary_id,
+            request_id=attestation.assistance_request_id or None,
+            method=attestation.method,
+            outcome=attestation.outcome,
+            observed_at=to_datetime(attestation.observed_at),
+            valid_until=to_datetime(attestation.valid_until),
+            signing_key_id=signing.key_id,
+            payload_sha256=payload_digest(payload),
+            now=now,
+        )
+        if attestation.paying_node_id != self.node_id:
+            delivery = federation_pb2.DeliverAttestationRequest(
+                envelope=envelope_to_proto(envelope)
+            )
+            outbox.enqueue(
+                session,
+                kind=OutboxKind.DELIVER_ATTESTATION,
+                destination=attestation.paying_node_id,
+                subject_id=attestation.attestation_id,
+                payload=delivery.SerializeToString(deterministic=True),
+                now=now,
             )
         log.info(
             "attestation.issued",
-            attestation_id=attestation_id,
-            to=pending.paying_node_id,
-            leaf_index=leaf_index,
+            attestation_id=attestation.attestation_id,
+            to=attestation.paying_node_id,
         )
+        return NewEntry(attestation.attestation_id, envelope_json, attestation.paying_region)
+
+    def attestations_issued(self) -> None:
+        """After a transaction that issued attestations commits: wake the dispatcher and the
+        log's checkpointing."""
         self.on_enqueued()
         self.on_log_appended()
-        return pending
 
     def _attestation_for(
         self, pending: Certification, reviewer_id: str, attestation_id: str, now: datetime
@@ -793,6 +946,7 @@ class Node:
                     },
                     now=now,
                 )
+                revocation_review.flag_if_revoked(session, stored, self.directory.current(), now)
             valid_until = beneficiary.valid_until
         return ReceivedAttestation(stored, duplicate, valid_until)
 
@@ -804,13 +958,21 @@ class Node:
         now: datetime,
     ) -> None:
         observed_at = to_datetime(attestation.observed_at)
+        entitlement = entitlements_store.get(session, beneficiary.beneficiary_id)
         if attestation.outcome == common_pb2.CERTIFICATION_OUTCOME_ALIVE:
-            beneficiaries.extend_validity(
+            if beneficiaries.extend_validity(
                 session, beneficiary, to_datetime(attestation.valid_until), now
-            )
+            ):
+                lifecycle.certified(session, self.policy, entitlement, observed_at, now)
         else:
-            beneficiaries.set_status(
-                session, beneficiary, OUTCOME_STATES[attestation.outcome], observed_at, now
+            # Reviewed at the issuing node (separation of duties there): ends entitlement now.
+            lifecycle.terminate(
+                session,
+                beneficiary,
+                entitlement,
+                OUTCOME_STATES[attestation.outcome],
+                observed_at,
+                now,
             )
         request_id = attestation.assistance_request_id
         if request_id:

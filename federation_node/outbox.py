@@ -140,6 +140,19 @@ def mark_failed(
     session.flush()
 
 
+def defer(
+    session: Session, message: OutboxMessage, reason: str, now: datetime, until: datetime
+) -> None:
+    """Hold a message without counting an attempt: its destination (or this node) is
+    suspended, which lasts as long as an investigation does, and is no delivery failure. Neither
+    the attempt nor the age budget is spent; it goes out once the suspension is lifted."""
+    _attach(session, message)
+    message.last_error = _truncate(reason)
+    message.next_attempt_at = until
+    session.add(message)
+    session.flush()
+
+
 def mark_dead(session: Session, message: OutboxMessage, error: str, now: datetime) -> None:
     """Dead-letter at once: the peer refused the message for good (permission, input, unknown)."""
     _attach(session, message)

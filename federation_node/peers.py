@@ -1,13 +1,15 @@
 """Channels to other nodes, found through the directory and pinned to their certificate name.
 
 One channel per peer, reused across calls and replaced when the directory moves the peer to
-another endpoint. Every channel verifies that the server presents the certificate issued to the
-node id the directory lists, so a message for Qingdao can only ever reach Qingdao.
+another endpoint or this node renews its certificate. Every channel verifies that the server
+presents the certificate issued to the node id the directory lists, so a message for Qingdao can
+only ever reach Qingdao.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 
 import grpc
 
@@ -43,8 +45,24 @@ class PeerChannels:
                 self._channels[node_id] = known
         return federation_pb2_grpc.FederationServiceStub(known[1])
 
+    def replace_credentials(self, tls: TlsMaterial) -> None:
+        """Dial with a renewed certificate from now on. Calls under way finish on their old
+        channels, which are closed once the longest call could have ended."""
+        with self._lock:
+            self._credentials = tls.channel_credentials()
+            retired = [channel for _, channel in self._channels.values()]
+            self._channels.clear()
+        closer = threading.Timer(2 * self._limits.call_timeout_s, _close_all, args=(retired,))
+        closer.daemon = True
+        closer.start()
+
     def close(self) -> None:
         with self._lock:
             for _, channel in self._channels.values():
                 channel.close()
             self._channels.clear()
+
+
+def _close_all(channels: Iterable[grpc.Channel]) -> None:
+    for channel in channels:
+        channel.close()

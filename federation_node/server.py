@@ -19,15 +19,29 @@ import structlog
 
 from certfed.v1 import desk_pb2_grpc, federation_pb2_grpc
 from federation_node.authz import NodeAuthorizer
+from federation_node.checkpoints import load_witness_verifier
 from federation_node.config import NodeConfig
+from federation_node.cycle_scheduler import CycleScheduler
 from federation_node.db import create_engine_for, migrate
 from federation_node.desk_service import DeskServicer
 from federation_node.directory_client import DirectoryClient, DirectoryRefresher
-from federation_node.dispatcher import Dispatcher
+from federation_node.directory_health import publish_directory_health
+from federation_node.dispatcher import Dispatcher, suspension_hold
 from federation_node.federation_service import FederationServicer
+from federation_node.key_rollover import (
+    KeyRollover,
+    ReloadableTls,
+    catch_up_with_directory,
+    finish_interrupted_promotion,
+)
 from federation_node.keystore import KeyPaths, load_keys
+from federation_node.lifecycle import Lifecycle
 from federation_node.node import Node
 from federation_node.peers import PeerChannels
+from federation_node.policy import load_policy
+from federation_node.revocation_review import review_revocations
+from federation_node.sync import LogFollower, LogSync
+from federation_node.transparency import CheckpointPublisher, TransparencyLog
 from registry.client import RegistryClient
 from registry.errors import CertfedError
 from registry.logs import configure_logging
@@ -48,6 +62,10 @@ class NodeRuntime:
     refresher: DirectoryRefresher
     registry: RegistryClient
     peers: PeerChannels
+    transparency: TransparencyLog
+    publisher: CheckpointPublisher
+    followers: list[LogFollower]
+    scheduler: CycleScheduler
 
     @property
     def ports(self) -> dict[str, int]:
@@ -55,6 +73,10 @@ class NodeRuntime:
 
     def stop(self) -> None:
         self.server.set_serving(False)
+        self.scheduler.stop()
+        self.publisher.stop()
+        for follower in self.followers:
+            follower.stop()
         self.refresher.stop()
         self.dispatcher.stop()
         self.server.stop(grace=2.0)
@@ -65,7 +87,10 @@ class NodeRuntime:
 
 def start_node(config: NodeConfig) -> NodeRuntime:
     paths = KeyPaths(config.data_dir)
+    finish_interrupted_promotion(paths)
     keys = load_keys(config, paths)
+    # Read first: a node whose policy is wrong must not start (docs/policy.md).
+    policy = load_policy(config.policy_file)
     url = config.effective_database_url
     migrate(url)
     engine = create_engine_for(url)
@@ -73,9 +98,10 @@ def start_node(config: NodeConfig) -> NodeRuntime:
         config.registry_endpoint, keys.tls.channel_credentials(), config.limits
     )
     directory = DirectoryClient(
-        registry.get_directory,
+        registry.get_directory_update,
         keys.root_public_key,
         paths.directory_cache,
+        root_chain_path=paths.root_chain,
     )
     try:
         directory.refresh()
@@ -88,6 +114,7 @@ def start_node(config: NodeConfig) -> NodeRuntime:
         engine,
         directory,
         locate=registry.locate,
+        policy=policy,
     )
     dispatcher = Dispatcher(
         engine,
@@ -96,35 +123,87 @@ def start_node(config: NodeConfig) -> NodeRuntime:
         node.record_duplicates,
         config.dispatch,
         config.limits.call_timeout_s,
+        hold=suspension_hold(directory, config.node_id),
     )
     node.on_enqueued = dispatcher.wake
+    serving = ReloadableTls(keys.tls)
+    rollover = KeyRollover(
+        node,
+        paths,
+        serving,
+        peers,
+        registry,
+        renew_fraction=config.certificate_renew_fraction,
+        refresh_directory=directory.refresh,
+    )
+    directory.add_listener(rollover.on_directory)
+    directory.add_listener(lambda trusted: review_revocations(engine, trusted, node.now()))
+    catch_up_with_directory(directory, rollover, engine, node.now())
+
+    def after_refresh() -> None:
+        publish_directory_health(server.health, directory)
+        rollover.renew_if_due()
+
+    transparency = TransparencyLog(
+        engine,
+        config.node_id,
+        keys.signing,
+        registry.witness_checkpoint,
+        load_witness_verifier(config.witness_public_key),
+        config.limits,
+    )
+    node.on_log_appended = transparency.notify_appended
+    publisher = CheckpointPublisher(transparency, config.checkpoint_interval_s)
+    syncer = LogSync(
+        engine, directory.current, transparency.witness_verifier, peers.federation, config.limits
+    )
+    followers = [LogFollower(syncer, origin) for origin in config.follow]
     refresher = DirectoryRefresher(
         directory,
         config.directory_refresh_s,
         also=lambda: node.record_duplicates(registry.list_duplicates()),
+        after_each=after_refresh,
     )
     services = [
         Service(
             FEDERATION_SERVICE,
-            FederationServicer(node),
+            FederationServicer(node, transparency),
             federation_pb2_grpc.add_FederationServiceServicer_to_server,
         ),
         Service(DESK_SERVICE, DeskServicer(node), desk_pb2_grpc.add_DeskServiceServicer_to_server),
     ]
     ports = [
-        Port("federation", config.listen, keys.tls.server_credentials(require_client_auth=True)),
-        Port("desk", config.desk_listen, keys.tls.server_credentials(require_client_auth=False)),
+        Port("federation", config.listen, serving.server_credentials(require_client_auth=True)),
+        Port("desk", config.desk_listen, serving.server_credentials(require_client_auth=False)),
     ]
     server = build_server(services, ports, NodeAuthorizer(directory, engine), config.limits)
+    publish_directory_health(server.health, directory)
     dispatcher.start()
     refresher.start()
+    publisher.start()
+    for follower in followers:
+        follower.start()
+    scheduler = CycleScheduler(Lifecycle(node), config.cycle_hour_utc)
+    scheduler.start()
     log.info(
         "node.started",
         node_id=config.node_id,
         ports=server.ports,
         directory_version=directory.version,
     )
-    return NodeRuntime(config, node, server, dispatcher, refresher, registry, peers)
+    return NodeRuntime(
+        config,
+        node,
+        server,
+        dispatcher,
+        refresher,
+        registry,
+        peers,
+        transparency,
+        publisher,
+        followers,
+        scheduler,
+    )
 
 
 def ready_file(config: NodeConfig) -> str:

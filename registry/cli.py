@@ -6,6 +6,8 @@
     certfed registry list --config F [--admin NAME]
     certfed registry suspend|reinstate|revoke NODE --reason R [--effective-at ISO] --config F
     certfed registry export-directory --config F --out FILE [--admin NAME]
+    certfed registry forks --config F [--notes]          (registry/witness_commands.py)
+    certfed registry revoke-node|revoke-key|retire-key|rotate-root ...   (lifecycle_commands)
 
 Administration commands talk to the running registry over mTLS with the administrator
 certificate in `<data_dir>/admin/<NAME>.{key,pem}`; they find its port in the ready file the
@@ -36,6 +38,7 @@ from registry.roles import ROLE_NAMES
 from registry.server import serve
 from registry.timestamps import to_datetime
 from registry.transport import TlsMaterial
+from registry.witness_commands import add_witness_commands
 from signing.errors import SigningError
 
 EXIT_OK = 0
@@ -115,7 +118,8 @@ def init_command(args: argparse.Namespace) -> int:
     init_registry(data_dir, args.federation_id, args.admin)
     print(f"registry initialised in {data_dir.resolve()}")
     print(f"  configuration: {data_dir.resolve() / 'registry.toml'}")
-    print(f"  give nodes (out of band): {data_dir.resolve() / 'trust'} (root.pub, ca.pem)")
+    trust = data_dir.resolve() / "trust"
+    print(f"  give nodes (out of band): {trust} (root.pub, ca.pem, witness.vkey)")
     return EXIT_OK
 
 
@@ -262,3 +266,10 @@ def add_registry_commands(subparsers: argparse._SubParsersAction) -> None:  # ty
     _admin_options(export)
     export.add_argument("--out", required=True, help="file to write the DSSE JSON to")
     export.set_defaults(handler=export_directory_command)
+
+    add_witness_commands(commands)
+
+    # Imported here: the lifecycle commands build on this module's helpers.
+    from registry.lifecycle_commands import add_lifecycle_commands
+
+    add_lifecycle_commands(commands)

@@ -11,14 +11,16 @@ with the field the registry named, ...) carrying the registry's message, so call
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import NoReturn, TypeVar
 
 import grpc
 
-from certfed.v1 import common_pb2, registry_pb2, registry_pb2_grpc
+from certfed.v1 import common_pb2, log_pb2, registry_pb2, registry_pb2_grpc
 from registry.envelopes import envelope_from_proto, envelope_to_proto
 from registry.errors import (
     AlreadyExistsError,
@@ -96,6 +98,15 @@ class _Connection:
         self.channel.close()
 
 
+@dataclass(frozen=True)
+class DirectoryUpdate:
+    """What GetDirectory answered: a newer directory (None when not modified) and the root
+    rotations the caller has not followed yet, oldest first."""
+
+    envelope: dsse.Envelope | None
+    root_statements: tuple[dsse.Envelope, ...] = ()
+
+
 class RegistryClient:
     """What nodes and tools ask the registry, over one channel to one registry port.
 
@@ -111,7 +122,20 @@ class RegistryClient:
         credentials: grpc.ChannelCredentials,
         limits: Limits | None = None,
     ) -> None:
-        self._connection = _Connection(endpoint, credentials, limits or Limits())
+        self._limits = limits or Limits()
+        self._connection = _Connection(endpoint, credentials, self._limits)
+
+    def replace_credentials(self, credentials: grpc.ChannelCredentials) -> None:
+        """Use new client credentials (a renewed certificate) for every call from now on.
+
+        Calls already under way finish on the old channel, which is closed once the longest
+        call could have ended.
+        """
+        previous = self._connection
+        self._connection = _Connection(previous.endpoint, credentials, self._limits)
+        closer = threading.Timer(2 * self._limits.call_timeout_s, previous.close)
+        closer.daemon = True
+        closer.start()
 
     def __enter__(self) -> RegistryClient:
         return self
@@ -152,6 +176,35 @@ class RegistryClient:
             return None
         return envelope_from_proto(response.directory)
 
+    def get_directory_update(self, known_version: int, known_root_key_id: str) -> DirectoryUpdate:
+        """The latest directory unless `known_version` is it, with the root rotations after
+        `known_root_key_id`."""
+        connection = self._connection
+        request = registry_pb2.GetDirectoryRequest(
+            known_version=known_version, known_root_key_id=known_root_key_id
+        )
+        response = connection.call("GetDirectory", connection.stub.GetDirectory, request)
+        statements = tuple(envelope_from_proto(s) for s in response.root_statements)
+        if response.not_modified:
+            return DirectoryUpdate(None, statements)
+        return DirectoryUpdate(envelope_from_proto(response.directory), statements)
+
+    def rotate_signing_key(self, rotation: dsse.Envelope) -> registry_pb2.RotateSigningKeyResponse:
+        connection = self._connection
+        request = registry_pb2.RotateSigningKeyRequest(rotation=envelope_to_proto(rotation))
+        response: registry_pb2.RotateSigningKeyResponse = connection.call(
+            "RotateSigningKey", connection.stub.RotateSigningKey, request
+        )
+        return response
+
+    def renew_certificate(self, csr_pem: bytes) -> registry_pb2.RenewCertificateResponse:
+        connection = self._connection
+        request = registry_pb2.RenewCertificateRequest(tls_csr_pem=csr_pem)
+        response: registry_pb2.RenewCertificateResponse = connection.call(
+            "RenewCertificate", connection.stub.RenewCertificate, request
+        )
+        return response
+
     def publish_locators(self, locators: list[bytes]) -> registry_pb2.PublishLocatorsResponse:
         connection = self._connection
         request = registry_pb2.PublishLocatorsRequest(locators=locators)
@@ -179,6 +232,19 @@ class RegistryClient:
             "ListDuplicates", connection.stub.ListDuplicates, registry_pb2.ListDuplicatesRequest()
         )
         return list(response.duplicates)
+
+    def witness_checkpoint(
+        self, note: bytes, old_size: int, consistency_proof: list[bytes]
+    ) -> bytes:
+        """Ask the registry witness to cosign a checkpoint note; returns the cosigned note."""
+        connection = self._connection
+        request = registry_pb2.WitnessCheckpointRequest(
+            checkpoint=log_pb2.SignedCheckpoint(note=note),
+            old_size=old_size,
+            consistency_proof=consistency_proof,
+        )
+        response = connection.call("WitnessCheckpoint", connection.stub.WitnessCheckpoint, request)
+        return bytes(response.checkpoint.note)
 
 
 class RegistryAdminClient:
@@ -249,3 +315,33 @@ class RegistryAdminClient:
         if response.not_modified:
             return None
         return envelope_from_proto(response.directory)
+
+    def retire_signing_key(self, node_id: str, key_id: str) -> int:
+        """End a node's signing key now; returns the new directory version."""
+        connection = self._connection
+        response = connection.call(
+            "RetireSigningKey",
+            connection.stub.RetireSigningKey,
+            registry_pb2.RetireSigningKeyRequest(node_id=node_id, key_id=key_id),
+        )
+        return int(response.directory_version)
+
+    def revoke_signing_key(
+        self, node_id: str, key_id: str, reason: str, effective_at: datetime | None = None
+    ) -> int:
+        """Revoke a node's signing key from `effective_at` (default now)."""
+        request = registry_pb2.RevokeSigningKeyRequest(
+            node_id=node_id, key_id=key_id, reason=reason
+        )
+        if effective_at is not None:
+            request.effective_at.CopyFrom(to_timestamp(effective_at))
+        connection = self._connection
+        response = connection.call("RevokeSigningKey", connection.stub.RevokeSigningKey, request)
+        return int(response.directory_version)
+
+    def rotate_root(self) -> registry_pb2.RotateRootKeyResponse:
+        connection = self._connection
+        response: registry_pb2.RotateRootKeyResponse = connection.call(
+            "RotateRootKey", connection.stub.RotateRootKey, registry_pb2.RotateRootKeyRequest()
+        )
+        return response

@@ -11,13 +11,16 @@ a limit (e.g. `CERTFED_REGISTRY_LIMITS_CALL_TIMEOUT_S`).
 
     root.key            Ed25519 root signing key, PKCS#8 PEM, mode 0600
     root.pub            the root public key: lowercase hex of the raw 32 bytes, one line
+    root.next.key       during a root rotation only: the new root key, until the rotation commits
     ca.key / ca.pem     federation CA (ECDSA P-256) private key (0600) and certificate
     registry.key/.pem   the registry's own TLS key (0600) and certificate, SAN registry.certfed
     locator.key         the federation locator key: 32 random bytes, mode 0600
+    witness.key         Ed25519 key cosigning the nodes' log checkpoints, PKCS#8 PEM, mode 0600
     admin/<name>.key    administrator TLS keys (0600) and certificates, SAN <name>.admin.certfed
     admin/<name>.pem
     trust/root.pub      what nodes receive out of band: copies of root.pub and ca.pem, nothing
     trust/ca.pem        secret
+    trust/witness.vkey  the witness's C2SP verifier key <name>+<key id>+<base64(0x04 || key)>
     registry.db         the SQLite database when no database_url is configured
     registry.ready.json written by `serve` once listening: {"mtls", "enrol", "pid"}
 """
@@ -59,6 +62,10 @@ class RegistryPaths:
         return self.data_dir / "root.pub"
 
     @property
+    def next_root_key(self) -> Path:
+        return self.data_dir / "root.next.key"
+
+    @property
     def ca_key(self) -> Path:
         return self.data_dir / "ca.key"
 
@@ -77,6 +84,10 @@ class RegistryPaths:
     @property
     def locator_key(self) -> Path:
         return self.data_dir / "locator.key"
+
+    @property
+    def witness_key(self) -> Path:
+        return self.data_dir / "witness.key"
 
     @property
     def admin_dir(self) -> Path:
@@ -99,6 +110,10 @@ class RegistryPaths:
     @property
     def trust_ca_certificate(self) -> Path:
         return self.trust_dir / "ca.pem"
+
+    @property
+    def trust_witness_vkey(self) -> Path:
+        return self.trust_dir / "witness.vkey"
 
     @property
     def ready_file(self) -> Path:
@@ -127,8 +142,12 @@ class RegistryConfig:
     directory_lifetime_s: float = Limits().directory_lifetime_s
     # How often the server checks whether less than half the directory's lifetime is left.
     republish_interval_s: float = 600.0
-    # Validity of the TLS certificate a node receives when approved.
+    # Validity of the TLS certificate a node receives when approved or when it renews.
     node_certificate_days: int = 365
+    # After a node rotates its signing key, how long the previous key still signs (7 days).
+    signing_key_overlap_s: float = 7 * 24 * 3600.0
+    # After a node renews its TLS certificate, how long the previous one is still accepted.
+    certificate_overlap_s: float = 24 * 3600.0
     log_level: str = "info"
     limits: Limits = field(default_factory=Limits)
 
@@ -192,6 +211,9 @@ def _validate(config: RegistryConfig) -> None:
         )
     if config.node_certificate_days <= 0:
         raise InvalidInputError("node_certificate_days", "must be a positive number of days")
+    for name in ("signing_key_overlap_s", "certificate_overlap_s"):
+        if getattr(config, name) <= 0:
+            raise InvalidInputError(name, "must be a positive number of seconds")
     if config.log_level not in LOG_LEVELS:
         raise InvalidInputError("log_level", f"use one of {', '.join(LOG_LEVELS)}")
     for name in _LIMIT_FIELDS:
@@ -272,6 +294,8 @@ def default_config_text(federation_id: str) -> str:
         f"directory_lifetime_s = {defaults.directory_lifetime_s}",
         f"republish_interval_s = {defaults.republish_interval_s}",
         f"node_certificate_days = {defaults.node_certificate_days}",
+        f"signing_key_overlap_s = {defaults.signing_key_overlap_s}",
+        f"certificate_overlap_s = {defaults.certificate_overlap_s}",
         f'log_level = "{defaults.log_level}"',
         "",
         "[limits]",

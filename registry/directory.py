@@ -21,6 +21,7 @@ from registry.errors import (
     DirectoryRollbackError,
     DirectoryVerificationError,
     NodeNotActiveError,
+    NodeSuspendedError,
     UnknownNodeError,
     UnservedRegionError,
 )
@@ -81,8 +82,14 @@ class TrustedDirectory:
         if node.status != common_pb2.NODE_STATUS_ACTIVE:
             state = common_pb2.NodeStatus.Name(node.status).removeprefix("NODE_STATUS_").lower()
             reason = f" ({node.status_reason})" if node.status_reason else ""
+            if node.status == common_pb2.NODE_STATUS_SUSPENDED:
+                raise NodeSuspendedError(f"node {node_id!r} is {state}{reason}")
             raise NodeNotActiveError(f"node {node_id!r} is {state}{reason}")
         return node
+
+    def is_suspended(self, node_id: str) -> bool:
+        node = self.find(node_id)
+        return node is not None and node.status == common_pb2.NODE_STATUS_SUSPENDED
 
     def signing_keys(self, node_id: str, at: datetime) -> Mapping[str, VerifyKey]:
         """The keys that could sign for `node_id` at time `at`: inside their window, not revoked."""

@@ -68,6 +68,7 @@ def _entry(published: nodes_store.PublishedNode) -> directory_pb2.DirectoryNode:
             node_key.valid_until.CopyFrom(to_timestamp(key.valid_until))
         if key.revoked_at is not None:
             node_key.revoked_at.CopyFrom(to_timestamp(key.revoked_at))
+            node_key.revocation_reason = key.revocation_reason
     return entry
 
 
@@ -110,7 +111,7 @@ def publish(
         version=version,
         issued_at=to_timestamp(now),
         expires_at=to_timestamp(expires_at),
-        nodes=[_entry(published) for published in nodes_store.published_nodes(session)],
+        nodes=[_entry(published) for published in nodes_store.published_nodes(session, now)],
     )
     envelope = sign_directory(directory, root_key)
     session.add(

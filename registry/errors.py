@@ -108,6 +108,10 @@ class NodeNotActiveError(PreconditionError):
     """The node a flow needs is suspended or revoked."""
 
 
+class NodeSuspendedError(NodeNotActiveError):
+    """The node a flow needs is suspended: it may be reinstated, so messages to it wait."""
+
+
 class DirectoryExpiredError(PreconditionError):
     """The cached signed directory is past expires_at and the registry cannot be reached."""
 

@@ -2,7 +2,8 @@
 
 Promises: the only code that writes the `node`, `node_key` and `node_certificate` tables. Every
 function works inside the caller's session (one transaction decided by the caller); nothing here
-commits. A node has at most one current TLS certificate: recording a new one supersedes the old.
+commits. A node has one newest TLS certificate; recording a new one supersedes the others, at
+once (re-issue) or at the end of an overlap window (renewal), during which both are accepted.
 Status rules (what may follow what) are the caller's, in `registry.operations`.
 """
 
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
+from sqlalchemy import ColumnElement, or_
 from sqlmodel import Session, col, select
 
 from registry.applications import Application
@@ -81,14 +83,37 @@ def key_owner(session: Session, key_id: str) -> str | None:
     return key.node_id if key is not None else None
 
 
-def revoke_signing_keys(session: Session, node_id: str, revoked_at: datetime) -> None:
+def revoke_signing_keys(
+    session: Session, node_id: str, revoked_at: datetime, reason: str = ""
+) -> None:
     """Mark every key of the node not yet revoked as revoked from `revoked_at` on."""
     keys = session.exec(
         select(NodeKey).where(NodeKey.node_id == node_id, col(NodeKey.revoked_at).is_(None))
     ).all()
     for key in keys:
-        key.revoked_at = revoked_at
+        revoke_signing_key(session, key, revoked_at, reason)
+
+
+def signing_key(session: Session, node_id: str, key_id: str) -> NodeKey:
+    """The node's key `key_id`; UnknownNodeError naming both if the node holds no such key."""
+    key = session.get(NodeKey, key_id)
+    if key is None or key.node_id != node_id:
+        raise UnknownNodeError(f"node {node_id!r} holds no signing key {key_id!r}")
+    return key
+
+
+def end_signing_key(session: Session, key: NodeKey, valid_until: datetime) -> None:
+    """Let a key sign only before `valid_until` (never extends an earlier end)."""
+    if key.valid_until is None or valid_until < key.valid_until:
+        key.valid_until = valid_until
         session.add(key)
+        session.flush()
+
+
+def revoke_signing_key(session: Session, key: NodeKey, revoked_at: datetime, reason: str) -> None:
+    key.revoked_at = revoked_at
+    key.revocation_reason = reason
+    session.add(key)
     session.flush()
 
 
@@ -103,12 +128,20 @@ def signing_keys(session: Session, node_id: str) -> list[NodeKey]:
 
 
 def record_certificate(
-    session: Session, node_id: str, certificate_pem: bytes, now: datetime
+    session: Session,
+    node_id: str,
+    certificate_pem: bytes,
+    now: datetime,
+    *,
+    previous_until: datetime | None = None,
 ) -> NodeCertificate:
-    """Store a newly issued certificate as the node's current one, superseding any other."""
-    for previous in current_certificates(session, node_id):
-        previous.superseded_at = now
-        session.add(previous)
+    """Store a newly issued certificate as the node's newest one, superseding the others at
+    `previous_until` (a renewal's overlap window) or now."""
+    until = previous_until or now
+    for previous in current_certificates(session, node_id, now):
+        if previous.superseded_at is None or until < previous.superseded_at:
+            previous.superseded_at = until
+            session.add(previous)
     certificate = x509.load_pem_x509_certificate(certificate_pem)
     row = NodeCertificate(
         sha256=certificate_sha256(certificate),
@@ -124,22 +157,40 @@ def record_certificate(
     return row
 
 
-def current_certificates(session: Session, node_id: str) -> list[NodeCertificate]:
+def _accepted_at(now: datetime) -> ColumnElement[bool]:
+    return or_(
+        col(NodeCertificate.superseded_at).is_(None), col(NodeCertificate.superseded_at) > now
+    )
+
+
+def current_certificates(session: Session, node_id: str, now: datetime) -> list[NodeCertificate]:
+    """The node's certificates still accepted at `now`, newest first."""
     return list(
         session.exec(
             select(NodeCertificate)
-            .where(
-                NodeCertificate.node_id == node_id,
-                col(NodeCertificate.superseded_at).is_(None),
-            )
+            .where(NodeCertificate.node_id == node_id, _accepted_at(now))
             .order_by(col(NodeCertificate.issued_at).desc())
         ).all()
     )
 
 
-def current_certificate(session: Session, node_id: str) -> NodeCertificate | None:
-    certificates = current_certificates(session, node_id)
+def current_certificate(session: Session, node_id: str, now: datetime) -> NodeCertificate | None:
+    """The node's newest certificate (the one it is told to use), if any is accepted."""
+    certificates = current_certificates(session, node_id, now)
     return certificates[0] if certificates else None
+
+
+def overlap_ended(session: Session, since: datetime, now: datetime) -> bool:
+    """Whether a certificate's overlap window ended in (since, now]: the directory lists it."""
+    ended = session.exec(
+        select(NodeCertificate.sha256)
+        .where(
+            col(NodeCertificate.superseded_at) > since,
+            col(NodeCertificate.superseded_at) <= now,
+        )
+        .limit(1)
+    ).first()
+    return ended is not None
 
 
 def list_nodes(session: Session) -> list[Node]:
@@ -155,8 +206,9 @@ class PublishedNode:
     certificates: list[NodeCertificate]
 
 
-def published_nodes(session: Session) -> list[PublishedNode]:
-    """Every node that is not pending (active, suspended and revoked), ordered by node id."""
+def published_nodes(session: Session, now: datetime) -> list[PublishedNode]:
+    """Every node that is not pending (active, suspended and revoked), ordered by node id, with
+    the certificates accepted at `now`."""
     nodes = session.exec(
         select(Node).where(Node.status != NodeState.PENDING).order_by(col(Node.node_id))
     ).all()
@@ -168,7 +220,7 @@ def published_nodes(session: Session) -> list[PublishedNode]:
         keys.get(key.node_id, []).append(key)
     for certificate in session.exec(
         select(NodeCertificate)
-        .where(col(NodeCertificate.superseded_at).is_(None))
+        .where(_accepted_at(now))
         .order_by(col(NodeCertificate.issued_at), col(NodeCertificate.sha256))
     ).all():
         certificates.get(certificate.node_id, []).append(certificate)

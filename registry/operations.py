@@ -5,12 +5,18 @@ directory version that announces it and the audit record naming who did it) or n
 of a node's life are here and only here: an application is recorded as pending, and the same
 application again changes nothing; only a pending node can be approved; a suspended node can be
 reinstated; revocation is final. Approval issues the node's TLS certificate, records its signing
-key and publishes a new directory; every status change publishes one too. Callers (the gRPC
-servicer, the server's republisher) validate request fields first and map results to protos.
+key and publishes a new directory; every status change publishes one too. So do the changes of
+keys over time: a node rotating its signing key or renewing its certificate (the previous one
+stays valid for an overlap window), an administrator retiring or revoking one key, and the
+rotation of the registry's own root key. Callers (the gRPC servicer, the server's republisher)
+validate request fields first and map results to protos.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,11 +27,12 @@ from cryptography import x509
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from registry import audit_store, directory_store, locators_store, nodes_store
+from certfed.v1 import directory_pb2
+from registry import audit_store, directory_store, locators_store, nodes_store, root_store
 from registry.applications import Application, validate_application
 from registry.ca import FederationCA
 from registry.config import RegistryConfig, RegistryPaths
-from registry.db import transaction
+from registry.db import advisory_lock, transaction
 from registry.errors import (
     AlreadyExistsError,
     InvalidInputError,
@@ -33,10 +40,14 @@ from registry.errors import (
     PreconditionError,
     UnauthenticatedError,
 )
+from registry.key_rotation import validate_rotation
 from registry.limits import Limits
-from registry.tables import Node, NodeState
+from registry.root_chain import sign_root_statement
+from registry.tables import Node, NodeKey, NodeState
+from registry.timestamps import to_timestamp
 from registry.transport import PeerIdentity, PeerKind
 from registry.utc import utc_now
+from registry.witness import Witness, witness_signer
 from signing import dsse, sealing
 from signing.keys import SigningKey, VerifyKey, read_private_file
 from signing.locator import LOCATOR_KEY_SIZE
@@ -46,15 +57,22 @@ log = structlog.get_logger("certfed.registry")
 
 @dataclass(frozen=True)
 class RegistryKeys:
-    """The registry's secrets: root signing key, federation CA and federation locator key."""
+    """The registry's secrets: root key, federation CA, federation locator key, witness key."""
 
     root_key: SigningKey
     ca: FederationCA
     locator_key: bytes
+    witness_key: SigningKey
 
     @classmethod
     def load(cls, paths: RegistryPaths) -> RegistryKeys:
-        for path in (paths.root_key, paths.ca_key, paths.ca_certificate, paths.locator_key):
+        for path in (
+            paths.root_key,
+            paths.ca_key,
+            paths.ca_certificate,
+            paths.locator_key,
+            paths.witness_key,
+        ):
             if not path.exists():
                 raise PreconditionError(
                     f"{path} is missing; create the registry's keys with `certfed registry init`"
@@ -68,6 +86,7 @@ class RegistryKeys:
             root_key=SigningKey.load(paths.root_key),
             ca=FederationCA.load(paths.ca_certificate, paths.ca_key),
             locator_key=locator_key,
+            witness_key=SigningKey.load(paths.witness_key),
         )
 
 
@@ -88,6 +107,37 @@ class StatusChange:
     target: NodeState
     reason: str
     effective_at: datetime | None
+
+
+@dataclass(frozen=True)
+class KeyRotated:
+    new_key_id: str
+    valid_from: datetime
+    previous_valid_until: datetime
+    directory_version: int
+
+
+@dataclass(frozen=True)
+class CertificateRenewed:
+    certificate_pem: bytes
+    previous_valid_until: datetime
+    directory_version: int
+
+
+@dataclass(frozen=True)
+class RootRotated:
+    root_key_id: str
+    root_version: int
+    directory_version: int
+
+
+def _valid_at(key: NodeKey, moment: datetime) -> bool:
+    """The rule `TrustedDirectory.signing_keys` applies, on the registry's own rows."""
+    return (
+        key.valid_from <= moment
+        and (key.valid_until is None or moment < key.valid_until)
+        and (key.revoked_at is None or moment < key.revoked_at)
+    )
 
 
 # What SetNodeStatus may do to a node in each state; anything else is refused with the reason.
@@ -128,6 +178,11 @@ class Registry:
         self._keys = keys
         self._config = config
         self._clock = clock
+        self.witness = Witness(
+            engine, witness_signer(keys.witness_key, config.federation_id), clock=clock
+        )
+        # One root rotation at a time in this process (the database serialises replicas).
+        self._root_rotation = threading.Lock()
 
     @property
     def limits(self) -> Limits:
@@ -141,6 +196,9 @@ class Registry:
         return timedelta(seconds=self._config.directory_lifetime_s)
 
     def _publish(self, session: Session, now: datetime) -> int:
+        # The lock first, then the key: a root rotation committing meanwhile has swapped the key
+        # before it released the lock, so no directory is ever signed by a retired root.
+        advisory_lock(session, directory_store.DIRECTORY_LOCK_KEY)
         published = directory_store.publish(
             session,
             federation_id=self._config.federation_id,
@@ -149,6 +207,14 @@ class Registry:
             now=now,
         )
         return published.version
+
+    def _check_effective_at(self, effective_at: datetime, now: datetime) -> None:
+        if effective_at > now + timedelta(seconds=self.limits.max_clock_skew_s):
+            raise InvalidInputError(
+                "effective_at",
+                "is in the future; a status change takes effect when it is made, so make it "
+                "then (a past time is allowed, e.g. when a key was compromised earlier)",
+            )
 
     # Enrolment.
 
@@ -193,7 +259,7 @@ class Registry:
             certificate_pem = b""
             sealed = b""
             if state is NodeState.ACTIVE:
-                certificate = nodes_store.current_certificate(session, node_id)
+                certificate = nodes_store.current_certificate(session, node_id, self._clock())
                 if certificate is None:
                     raise PreconditionError(
                         f"node {node_id!r} is active but has no certificate; "
@@ -258,12 +324,7 @@ class Registry:
     def set_status(self, node_id: str, change: StatusChange, admin: str) -> int:
         now = self._clock()
         effective_at = change.effective_at or now
-        if effective_at > now + timedelta(seconds=self.limits.max_clock_skew_s):
-            raise InvalidInputError(
-                "effective_at",
-                "is in the future; a status change takes effect when it is made, so make it "
-                "then (a past time is allowed, e.g. when a key was compromised earlier)",
-            )
+        self._check_effective_at(effective_at, now)
         if change.target is not NodeState.ACTIVE and not change.reason.strip():
             raise InvalidInputError("reason", "say why the node is suspended or revoked")
         with transaction(self._engine) as session:
@@ -274,7 +335,9 @@ class Registry:
                 raise PreconditionError(f"node {node_id!r} is {current}: {refusal}")
             nodes_store.set_status(session, node, change.target, change.reason, effective_at)
             if change.target is NodeState.REVOKED:
-                nodes_store.revoke_signing_keys(session, node_id, effective_at)
+                nodes_store.revoke_signing_keys(
+                    session, node_id, effective_at, f"node revoked: {change.reason}"[:512]
+                )
             version = self._publish(session, now)
             audit_store.record(
                 session,
@@ -324,7 +387,10 @@ class Registry:
             latest = directory_store.latest(session)
             if latest is not None:
                 half = (latest.expires_at - latest.issued_at) / 2
-                if latest.expires_at - now >= half:
+                # A renewed certificate's overlap that ended drops its fingerprint from the
+                # directory: publish then, not only when the lifetime runs low.
+                overlap_ended = nodes_store.overlap_ended(session, latest.issued_at, now)
+                if latest.expires_at - now >= half and not overlap_ended:
                     return None
             version = self._publish(session, now)
         log.info("registry.directory_republished", directory=version)
@@ -354,6 +420,258 @@ class Registry:
         with transaction(self._engine) as session:
             return locators_store.duplicates(session, node_id)
 
+    # Keys over time: signing-key rotation, retirement and revocation, certificate renewal.
+
+    def rotate_signing_key(self, node_id: str, envelope: dsse.Envelope) -> KeyRotated:
+        """Add the node's new signing key, valid from now; the key that signed the request stays
+        valid for the overlap window. The same rotation again changes nothing."""
+        now = self._clock()
+        overlap = timedelta(seconds=self._config.signing_key_overlap_s)
+        with transaction(self._engine) as session:
+            nodes_store.require(session, node_id)
+            keys = nodes_store.signing_keys(session, node_id)
+            rotation = validate_rotation(
+                envelope,
+                node_id,
+                {
+                    key.key_id: VerifyKey.from_raw(key.public_key)
+                    for key in keys
+                    if _valid_at(key, now)
+                },
+                now=now,
+                max_clock_skew=timedelta(seconds=self.limits.max_clock_skew_s),
+            )
+            new_key_id = rotation.new_key.key_id
+            current = nodes_store.signing_key(session, node_id, rotation.current_key_id)
+            existing = {key.key_id: key for key in keys}.get(new_key_id)
+            if existing is not None:
+                return KeyRotated(
+                    new_key_id,
+                    existing.valid_from,
+                    current.valid_until or now + overlap,
+                    directory_store.latest_version(session),
+                )
+            owner = nodes_store.key_owner(session, new_key_id)
+            if owner is not None:
+                raise PreconditionError(
+                    f"the new signing key is already held by node {owner!r}; create another"
+                )
+            nodes_store.add_signing_key(session, node_id, new_key_id, rotation.new_key.raw, now)
+            nodes_store.end_signing_key(session, current, now + overlap)
+            version = self._publish(session, now)
+            audit_store.record(
+                session,
+                actor=f"node:{node_id}",
+                action="rotate-signing-key",
+                node_id=node_id,
+                at=now,
+                detail=f"{rotation.current_key_id} -> {new_key_id}",
+                directory_version=version,
+            )
+            previous_until = current.valid_until or now + overlap
+        log.info(
+            "registry.signing_key_rotated",
+            node_id=node_id,
+            new_key_id=new_key_id,
+            previous_key_id=rotation.current_key_id,
+            directory=version,
+        )
+        return KeyRotated(new_key_id, now, previous_until, version)
+
+    def retire_signing_key(self, node_id: str, key_id: str, admin: str) -> int:
+        """End a key's validity now (planned retirement); the node must hold another valid key."""
+        now = self._clock()
+        with transaction(self._engine) as session:
+            nodes_store.require(session, node_id)
+            key = nodes_store.signing_key(session, node_id, key_id)
+            if not _valid_at(key, now):
+                raise PreconditionError(
+                    f"key {key_id} of node {node_id!r} cannot sign now already "
+                    "(retired, revoked or not yet valid)"
+                )
+            others = [
+                other
+                for other in nodes_store.signing_keys(session, node_id)
+                if other.key_id != key_id and _valid_at(other, now)
+            ]
+            if not others:
+                raise PreconditionError(
+                    f"key {key_id} is the only valid signing key of node {node_id!r}; the node "
+                    "must rotate first (`certfed node rotate-key`), then retire the old key"
+                )
+            nodes_store.end_signing_key(session, key, now)
+            version = self._publish(session, now)
+            audit_store.record(
+                session,
+                actor=f"admin:{admin}",
+                action="retire-signing-key",
+                node_id=node_id,
+                at=now,
+                detail=key_id,
+                effective_at=now,
+                directory_version=version,
+            )
+        log.info("registry.signing_key_retired", node_id=node_id, key_id=key_id, directory=version)
+        return version
+
+    def revoke_signing_key(
+        self, node_id: str, key_id: str, reason: str, effective_at: datetime | None, admin: str
+    ) -> int:
+        """Distrust a key from `effective_at` (default now; may be earlier) for good."""
+        now = self._clock()
+        moment = effective_at or now
+        self._check_effective_at(moment, now)
+        if not reason.strip():
+            raise InvalidInputError("reason", "say why the key is revoked")
+        with transaction(self._engine) as session:
+            nodes_store.require(session, node_id)
+            key = nodes_store.signing_key(session, node_id, key_id)
+            if key.revoked_at is not None:
+                raise PreconditionError(
+                    f"key {key_id} of node {node_id!r} was revoked already, from "
+                    f"{key.revoked_at.isoformat()}"
+                )
+            nodes_store.revoke_signing_key(session, key, moment, reason)
+            version = self._publish(session, now)
+            audit_store.record(
+                session,
+                actor=f"admin:{admin}",
+                action="revoke-signing-key",
+                node_id=node_id,
+                at=now,
+                detail=f"{key_id}: {reason}"[:1024],
+                effective_at=moment,
+                directory_version=version,
+            )
+        log.info("registry.signing_key_revoked", node_id=node_id, key_id=key_id, directory=version)
+        return version
+
+    def renew_certificate(self, node_id: str, csr_pem: bytes) -> CertificateRenewed:
+        """Issue the node a new TLS certificate; its others stay accepted for the overlap."""
+        now = self._clock()
+        previous_until = now + timedelta(seconds=self._config.certificate_overlap_s)
+        with transaction(self._engine) as session:
+            nodes_store.require(session, node_id)
+            certificate_pem = self._keys.ca.issue(
+                csr_pem,
+                PeerKind.NODE,
+                node_id,
+                timedelta(days=self._config.node_certificate_days),
+                now=now,
+            )
+            nodes_store.record_certificate(
+                session, node_id, certificate_pem, now, previous_until=previous_until
+            )
+            version = self._publish(session, now)
+            audit_store.record(
+                session,
+                actor=f"node:{node_id}",
+                action="renew-certificate",
+                node_id=node_id,
+                at=now,
+                directory_version=version,
+            )
+        log.info("registry.certificate_renewed", node_id=node_id, directory=version)
+        return CertificateRenewed(certificate_pem, previous_until, version)
+
+    # The registry's own root key.
+
+    @property
+    def root_key_id(self) -> str:
+        return self._keys.root_key.key_id
+
+    def root_statements(self, known_root_key_id: str) -> list[dsse.Envelope]:
+        """The root rotations a caller trusting `known_root_key_id` has not followed yet."""
+        if known_root_key_id == self.root_key_id:
+            return []
+        with transaction(self._engine) as session:
+            return root_store.since(session, known_root_key_id)
+
+    def reconcile_root_key(self) -> None:
+        """At start: finish or discard a root rotation interrupted between its commit and the
+        key file replacement, and refuse a root key file that is not the current root."""
+        paths = self._config.paths
+        with transaction(self._engine) as session:
+            latest = root_store.latest(session)
+        if paths.next_root_key.exists():
+            pending = SigningKey.load(paths.next_root_key)
+            if latest is not None and latest.key_id == pending.key_id:
+                self._install_root_key(pending)
+            else:
+                paths.next_root_key.unlink()
+                log.warning("registry.root_rotation_discarded", key_id=pending.key_id)
+        if latest is not None and latest.key_id != self.root_key_id:
+            raise PreconditionError(
+                f"{paths.root_key} holds root key {self.root_key_id[:16]}, but the federation's "
+                f"current root (version {latest.version}) is {latest.key_id[:16]}; restore the "
+                "current root key file"
+            )
+
+    def _install_root_key(self, key: SigningKey) -> None:
+        """Make `key` the root key on disk: root.key, root.pub and the trust bundle for nodes."""
+        paths = self._config.paths
+        public_hex = (key.public_key.raw.hex() + "\n").encode("ascii")
+        os.replace(paths.next_root_key, paths.root_key)
+        for public in (paths.root_public_key, paths.trust_root_public_key):
+            temporary = public.with_name(f".{public.name}.tmp")
+            temporary.write_bytes(public_hex)
+            os.replace(temporary, public)
+        self._keys = dataclasses.replace(self._keys, root_key=key)
+
+    def rotate_root(self, admin: str) -> RootRotated:
+        """Replace the root key: a statement signed by the old and the new root, and the first
+        directory signed by the new root, commit together; the old key file is then replaced."""
+        paths = self._config.paths
+        with self._root_rotation:
+            previous = self._keys.root_key
+            new = SigningKey.generate()
+            new.save(paths.next_root_key)
+            now = self._clock()
+            try:
+                with transaction(self._engine) as session:
+                    advisory_lock(session, directory_store.DIRECTORY_LOCK_KEY)
+                    root_version = root_store.latest_version(session) + 1
+                    statement = directory_pb2.RootStatement(
+                        federation_id=self._config.federation_id,
+                        version=root_version,
+                        previous_key_id=previous.key_id,
+                        root_public_key=new.public_key.raw,
+                        issued_at=to_timestamp(now),
+                    )
+                    root_store.add(
+                        session,
+                        version=root_version,
+                        key_id=new.key_id,
+                        previous_key_id=previous.key_id,
+                        envelope=sign_root_statement(statement, previous, new),
+                        issued_at=now,
+                    )
+                    # Swapped before commit, while the directory lock is held (see _publish).
+                    self._keys = dataclasses.replace(self._keys, root_key=new)
+                    version = self._publish(session, now)
+                    audit_store.record(
+                        session,
+                        actor=f"admin:{admin}",
+                        action="rotate-root",
+                        node_id="registry",
+                        at=now,
+                        detail=f"{previous.key_id} -> {new.key_id}",
+                        directory_version=version,
+                    )
+            except BaseException:
+                self._keys = dataclasses.replace(self._keys, root_key=previous)
+                paths.next_root_key.unlink(missing_ok=True)
+                raise
+            self._install_root_key(new)
+        log.info(
+            "registry.root_rotated",
+            admin=admin,
+            root_key_id=new.key_id,
+            root_version=root_version,
+            directory=version,
+        )
+        return RootRotated(new.key_id, root_version, version)
+
     # Callers.
 
     def is_federation_certificate(self, certificate: x509.Certificate) -> bool:
@@ -369,7 +687,9 @@ class Registry:
             node = nodes_store.get(session, identity.name)
             current = {
                 certificate.sha256
-                for certificate in nodes_store.current_certificates(session, identity.name)
+                for certificate in nodes_store.current_certificates(
+                    session, identity.name, self._clock()
+                )
             }
         if node is None or identity.certificate_sha256 not in current:
             raise UnauthenticatedError(

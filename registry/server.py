@@ -94,6 +94,7 @@ def build_registry_server(config: RegistryConfig) -> RegistryServer:
     try:
         migrate_engine(engine)
         registry = Registry(engine, keys, config)
+        registry.reconcile_root_key()
         version = registry.ensure_directory()
         running = build_server(
             [

@@ -8,9 +8,12 @@ certificate, before the servicer runs:
 
     Enrol, GetEnrolment, GetDirectory            anyone, also without a client certificate
     ApproveEnrolment, SetNodeStatus, ListNodes   a registry administrator certificate
+    RetireSigningKey, RevokeSigningKey,
+    RotateRootKey
     PublishLocators, WithdrawLocators,           an active node with role paying_office or
     ListDuplicates                               partner_liaison
-    Locate                                       any active node
+    Locate, RotateSigningKey, RenewCertificate   any active node
+    WitnessCheckpoint                            any active node, for its own log only
 
 A node's certificate must be the current one the registry issued to it (otherwise
 UNAUTHENTICATED); a suspended or revoked node is refused with PERMISSION_DENIED.
@@ -19,11 +22,12 @@ UNAUTHENTICATED); a suspended or revoked node is refused with PERMISSION_DENIED.
 from __future__ import annotations
 
 import enum
+import re
 
 import grpc
 from cryptography import x509
 
-from certfed.v1 import registry_pb2, registry_pb2_grpc
+from certfed.v1 import log_pb2, registry_pb2, registry_pb2_grpc
 from registry.applications import validate_node_id, validate_text
 from registry.directory_store import STATUS_VALUES
 from registry.envelopes import envelope_from_proto, envelope_to_proto
@@ -36,9 +40,11 @@ from registry.rpc import ANONYMOUS, Authorizer, Principal, caller
 from registry.tables import NodeState
 from registry.timestamps import optional_datetime, to_timestamp
 from registry.transport import PeerKind, identity_from_certificate
+from registry.witness import Submission
 
 SERVICE_NAME = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
 LOCATOR_SIZE = 32
+KEY_ID_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 STATUS_STATES = {value: NodeState(state) for state, value in STATUS_VALUES.items()}
 
 
@@ -62,6 +68,12 @@ ACCESS: dict[str, Access] = {
         "WithdrawLocators": Access.PAYING_NODE,
         "ListDuplicates": Access.PAYING_NODE,
         "Locate": Access.ACTIVE_NODE,
+        "RotateSigningKey": Access.ACTIVE_NODE,
+        "RenewCertificate": Access.ACTIVE_NODE,
+        "RetireSigningKey": Access.ADMIN,
+        "RevokeSigningKey": Access.ADMIN,
+        "RotateRootKey": Access.ADMIN,
+        "WitnessCheckpoint": Access.ACTIVE_NODE,
     }.items()
 }
 
@@ -142,6 +154,14 @@ def _check_locators(locators: list[bytes], limits: Limits) -> list[bytes]:
             f"{limits.max_repeated}; send them in smaller batches",
         )
     return [_check_locator(locator, f"locators[{i}]") for i, locator in enumerate(locators)]
+
+
+def _check_key_id(key_id: str) -> str:
+    if not KEY_ID_PATTERN.fullmatch(key_id):
+        raise InvalidInputError(
+            "key_id", "a signing key id is 64 lowercase hex characters (SHA-256 of the key)"
+        )
+    return key_id
 
 
 def _duplicate(duplicate: Duplicate) -> registry_pb2.DuplicateEntitlement:
@@ -228,10 +248,18 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     def GetDirectory(
         self, request: registry_pb2.GetDirectoryRequest, context: grpc.ServicerContext
     ) -> registry_pb2.GetDirectoryResponse:
+        known_root = request.known_root_key_id
+        if known_root and not KEY_ID_PATTERN.fullmatch(known_root):
+            raise InvalidInputError("known_root_key_id", "is 64 lowercase hex characters")
+        statements = [
+            envelope_to_proto(statement) for statement in self._registry.root_statements(known_root)
+        ]
         latest = self._registry.directory(request.known_version)
         if latest is None:
-            return registry_pb2.GetDirectoryResponse(not_modified=True)
-        return registry_pb2.GetDirectoryResponse(directory=envelope_to_proto(latest.envelope))
+            return registry_pb2.GetDirectoryResponse(not_modified=True, root_statements=statements)
+        return registry_pb2.GetDirectoryResponse(
+            directory=envelope_to_proto(latest.envelope), root_statements=statements
+        )
 
     def PublishLocators(
         self, request: registry_pb2.PublishLocatorsRequest, context: grpc.ServicerContext
@@ -262,4 +290,78 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         duplicates = self._registry.list_duplicates(caller().name)
         return registry_pb2.ListDuplicatesResponse(
             duplicates=[_duplicate(duplicate) for duplicate in duplicates]
+        )
+
+    def WitnessCheckpoint(
+        self, request: registry_pb2.WitnessCheckpointRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.WitnessCheckpointResponse:
+        if not request.checkpoint.note:
+            raise InvalidInputError("checkpoint.note", "the signed checkpoint note is required")
+        submission = Submission(
+            note=bytes(request.checkpoint.note),
+            old_size=request.old_size,
+            consistency_proof=tuple(bytes(value) for value in request.consistency_proof),
+        )
+        cosigned = self._registry.witness.cosign(caller().name, submission)
+        return registry_pb2.WitnessCheckpointResponse(
+            checkpoint=log_pb2.SignedCheckpoint(note=cosigned)
+        )
+
+    # Keys over time.
+
+    def RotateSigningKey(
+        self, request: registry_pb2.RotateSigningKeyRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.RotateSigningKeyResponse:
+        if not request.HasField("rotation"):
+            raise InvalidInputError("rotation", "the signed SigningKeyRotation is required")
+        rotated = self._registry.rotate_signing_key(
+            caller().name, envelope_from_proto(request.rotation)
+        )
+        return registry_pb2.RotateSigningKeyResponse(
+            new_key_id=rotated.new_key_id,
+            valid_from=to_timestamp(rotated.valid_from),
+            previous_valid_until=to_timestamp(rotated.previous_valid_until),
+            directory_version=rotated.directory_version,
+        )
+
+    def RenewCertificate(
+        self, request: registry_pb2.RenewCertificateRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.RenewCertificateResponse:
+        if not request.tls_csr_pem:
+            raise InvalidInputError("tls_csr_pem", "the certificate request is required")
+        renewed = self._registry.renew_certificate(caller().name, bytes(request.tls_csr_pem))
+        return registry_pb2.RenewCertificateResponse(
+            tls_certificate_pem=renewed.certificate_pem,
+            previous_valid_until=to_timestamp(renewed.previous_valid_until),
+            directory_version=renewed.directory_version,
+        )
+
+    def RetireSigningKey(
+        self, request: registry_pb2.RetireSigningKeyRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.RetireSigningKeyResponse:
+        version = self._registry.retire_signing_key(
+            validate_node_id(request.node_id), _check_key_id(request.key_id), admin=caller().name
+        )
+        return registry_pb2.RetireSigningKeyResponse(directory_version=version)
+
+    def RevokeSigningKey(
+        self, request: registry_pb2.RevokeSigningKeyRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.RevokeSigningKeyResponse:
+        version = self._registry.revoke_signing_key(
+            validate_node_id(request.node_id),
+            _check_key_id(request.key_id),
+            validate_text(request.reason, "reason", self._limits),
+            optional_datetime(request, "effective_at"),
+            admin=caller().name,
+        )
+        return registry_pb2.RevokeSigningKeyResponse(directory_version=version)
+
+    def RotateRootKey(
+        self, request: registry_pb2.RotateRootKeyRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.RotateRootKeyResponse:
+        rotated = self._registry.rotate_root(admin=caller().name)
+        return registry_pb2.RotateRootKeyResponse(
+            root_key_id=rotated.root_key_id,
+            root_version=rotated.root_version,
+            directory_version=rotated.directory_version,
         )

@@ -1,10 +1,10 @@
 """The registry's tables, as SQLModel classes sharing one metadata.
 
-Only the store modules (`nodes_store`, `directory_store`, `locators_store`, `audit_store`) read or
-write these; the schema itself is created by the alembic migrations in `registry/migrations`,
-which a test keeps identical to this metadata. Every timestamp column is timezone-aware and holds
-UTC; `UtcDateTime` refuses naive values on the way in and restores the zone SQLite drops on the
-way out, so Python code only ever sees aware UTC datetimes.
+Only the store modules (`nodes_store`, `directory_store`, `locators_store`, `audit_store`,
+`witness_store`) read or write these; the schema itself is created by the alembic migrations in
+`registry/migrations`, which a test keeps identical to this metadata. Every timestamp column is
+timezone-aware and holds UTC; `UtcDateTime` refuses naive values on the way in and restores the
+zone SQLite drops on the way out, so Python code only ever sees aware UTC datetimes.
 """
 
 from __future__ import annotations
@@ -97,6 +97,11 @@ class NodeKey(RegistryTable, table=True):
     valid_from: datetime = _utc_column()
     valid_until: datetime | None = _utc_column(nullable=True)
     revoked_at: datetime | None = _utc_column(nullable=True)
+    # Why the key was revoked (empty while it is not), published with it in the directory.
+    revocation_reason: str = Field(
+        default="",
+        sa_column=sa.Column(sa.String(512), nullable=False, server_default=""),
+    )
 
 
 class NodeCertificate(RegistryTable, table=True):
@@ -116,7 +121,8 @@ class NodeCertificate(RegistryTable, table=True):
     not_before: datetime = _utc_column()
     not_after: datetime = _utc_column()
     issued_at: datetime = _utc_column()
-    # Set when a newer certificate replaces this one; a superseded certificate is refused.
+    # When a newer certificate replaces this one: set at renewal to the end of the overlap
+    # window (so may be in the future); from then on the certificate is refused.
     superseded_at: datetime | None = _utc_column(nullable=True)
 
 
@@ -181,6 +187,58 @@ class AuditEvent(RegistryTable, table=True):
     directory_version: int | None = Field(
         default=None, sa_column=sa.Column(sa.BigInteger(), nullable=True)
     )
+
+
+class RootStatementRecord(RegistryTable, table=True):
+    """A rotation of the registry root key: the RootStatement envelope, signed by both roots."""
+
+    __tablename__ = "root_statement"
+
+    # The root version the statement makes current: 2 for the first rotation, then 3, ...
+    version: int = Field(
+        sa_column=sa.Column(sa.BigInteger(), primary_key=True, autoincrement=False)
+    )
+    key_id: str = Field(sa_column=sa.Column(sa.String(64), nullable=False, unique=True))
+    previous_key_id: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    # DSSE envelope JSON exactly as signed.
+    envelope_json: bytes = Field(sa_column=sa.Column(sa.LargeBinary(), nullable=False))
+    issued_at: datetime = _utc_column()
+
+
+class WitnessedCheckpoint(RegistryTable, table=True):
+    """The last checkpoint the registry cosigned for one log (c2sp.org/tlog-witness)."""
+
+    __tablename__ = "witnessed_checkpoint"
+
+    # The log's origin line, "certfed.node/<node id>".
+    origin: str = Field(sa_column=sa.Column(sa.String(255), primary_key=True))
+    tree_size: int = Field(sa_column=sa.Column(sa.BigInteger(), nullable=False))
+    root_hash: bytes = Field(sa_column=sa.Column(sa.LargeBinary(32), nullable=False))
+    # The signed note as answered: the log's signature and the registry's cosignature.
+    note: bytes = Field(sa_column=sa.Column(sa.LargeBinary(), nullable=False))
+    cosigned_at: datetime = _utc_column()
+
+
+class WitnessFork(RegistryTable, table=True):
+    """Evidence that a log showed the witness two histories: both signed notes, and when."""
+
+    __tablename__ = "witness_fork"
+
+    id: int | None = Field(
+        default=None, sa_column=sa.Column(sa.Integer(), primary_key=True, autoincrement=True)
+    )
+    node_id: str = Field(
+        sa_column=sa.Column(
+            sa.String(64), sa.ForeignKey("node.node_id"), nullable=False, index=True
+        )
+    )
+    origin: str = Field(sa_column=sa.Column(sa.String(255), nullable=False))
+    detected_at: datetime = _utc_column(index=True)
+    # What was inconsistent: same size with another root, or a consistency proof that fails.
+    reason: str = Field(sa_column=sa.Column(sa.String(512), nullable=False))
+    # The note the witness had cosigned, and the conflicting note the log signed and offered.
+    cosigned_note: bytes = Field(sa_column=sa.Column(sa.LargeBinary(), nullable=False))
+    offered_note: bytes = Field(sa_column=sa.Column(sa.LargeBinary(), nullable=False))
 
 
 metadata = RegistryTable.metadata

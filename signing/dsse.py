@@ -28,6 +28,8 @@ from signing.keys import SigningKey, VerifyKey
 ATTESTATION_PAYLOAD_TYPE = "application/vnd.certfed.attestation.v1+protobuf"
 DIRECTORY_PAYLOAD_TYPE = "application/vnd.certfed.directory.v1+protobuf"
 ENROLMENT_PAYLOAD_TYPE = "application/vnd.certfed.enrolment.v1+protobuf"
+KEY_ROTATION_PAYLOAD_TYPE = "application/vnd.certfed.key-rotation.v1+protobuf"
+ROOT_PAYLOAD_TYPE = "application/vnd.certfed.root.v1+protobuf"
 
 MAX_ENVELOPE_BYTES = 1_048_576
 # Each signature may cost a verification per trusted key, so their number is bounded too.

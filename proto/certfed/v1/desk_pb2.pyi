@@ -258,6 +258,27 @@ REMINDER_KIND_WARNING: ReminderKind.ValueType  # 2
 REMINDER_KIND_OVERDUE: ReminderKind.ValueType  # 3
 Global___ReminderKind: _TypeAlias = ReminderKind  # noqa: Y015
 
+class _RevocationFinding:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RevocationFindingEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RevocationFinding.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REVOCATION_FINDING_UNSPECIFIED: _RevocationFinding.ValueType  # 0
+    REVOCATION_FINDING_REFUSED_AFTER_REVOCATION: _RevocationFinding.ValueType  # 1
+    """Signed at or after the key's revocation time: must not be trusted."""
+    REVOCATION_FINDING_SIGNED_BY_SINCE_REVOKED_KEY: _RevocationFinding.ValueType  # 2
+    """Signed before the key was revoked: still valid, but a person should look at it."""
+
+class RevocationFinding(_RevocationFinding, metaclass=_RevocationFindingEnumTypeWrapper): ...
+
+REVOCATION_FINDING_UNSPECIFIED: RevocationFinding.ValueType  # 0
+REVOCATION_FINDING_REFUSED_AFTER_REVOCATION: RevocationFinding.ValueType  # 1
+"""Signed at or after the key's revocation time: must not be trusted."""
+REVOCATION_FINDING_SIGNED_BY_SINCE_REVOKED_KEY: RevocationFinding.ValueType  # 2
+"""Signed before the key was revoked: still valid, but a person should look at it."""
+Global___RevocationFinding: _TypeAlias = RevocationFinding  # noqa: Y015
+
 @_typing.final
 class WhoAmIRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -411,6 +432,48 @@ class RegisterBeneficiaryResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RegisterBeneficiaryResponse: _TypeAlias = RegisterBeneficiaryResponse  # noqa: Y015
+
+@_typing.final
+class RegisterBeneficiariesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BENEFICIARIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def beneficiaries(self) -> _containers.RepeatedCompositeFieldContainer[Global___RegisterBeneficiaryRequest]: ...
+    def __init__(
+        self,
+        *,
+        beneficiaries: _abc.Iterable[Global___RegisterBeneficiaryRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiaries", b"beneficiaries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterBeneficiariesRequest: _TypeAlias = RegisterBeneficiariesRequest  # noqa: Y015
+
+@_typing.final
+class RegisterBeneficiariesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BENEFICIARIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def beneficiaries(self) -> _containers.RepeatedCompositeFieldContainer[Global___Beneficiary]:
+        """In request order."""
+
+    def __init__(
+        self,
+        *,
+        beneficiaries: _abc.Iterable[Global___Beneficiary] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiaries", b"beneficiaries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RegisterBeneficiariesResponse: _TypeAlias = RegisterBeneficiariesResponse  # noqa: Y015
 
 @_typing.final
 class GetBeneficiaryRequest(_message.Message):
@@ -1861,3 +1924,180 @@ class GetReportResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetReportResponse: _TypeAlias = GetReportResponse  # noqa: Y015
+
+@_typing.final
+class GetDirectoryStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDirectoryStatusRequest: _TypeAlias = GetDirectoryStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetDirectoryStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERSION_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    LAST_REFRESH_OK_FIELD_NUMBER: _builtins.int
+    LAST_ATTEMPT_FIELD_NUMBER: _builtins.int
+    STALE_FIELD_NUMBER: _builtins.int
+    EXPIRED_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    ROOT_KEY_ID_FIELD_NUMBER: _builtins.int
+    ROOT_VERSION_FIELD_NUMBER: _builtins.int
+    SIGNING_KEY_ID_FIELD_NUMBER: _builtins.int
+    TLS_CERTIFICATE_SHA256_FIELD_NUMBER: _builtins.int
+    version: _builtins.int
+    """The version of the directory the node works from; 0 when it has none."""
+    stale: _builtins.bool
+    """True when the last refresh failed or was refused: the node works from its cached copy."""
+    expired: _builtins.bool
+    """True when the directory is past expires_at: federation calls are refused until a refresh."""
+    last_error: _builtins.str
+    root_key_id: _builtins.str
+    """The registry root key the node trusts, and its version (1: the federation's first root)."""
+    root_version: _builtins.int
+    signing_key_id: _builtins.str
+    """The key this node signs attestations with now."""
+    tls_certificate_sha256: _builtins.str
+    """SHA-256 of the TLS certificate this node presents now."""
+    @_builtins.property
+    def issued_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_refresh_ok(self) -> _timestamp_pb2.Timestamp:
+        """The last time the registry answered a refresh."""
+
+    @_builtins.property
+    def last_attempt(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        version: _builtins.int = ...,
+        issued_at: _timestamp_pb2.Timestamp | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        last_refresh_ok: _timestamp_pb2.Timestamp | None = ...,
+        last_attempt: _timestamp_pb2.Timestamp | None = ...,
+        stale: _builtins.bool = ...,
+        expired: _builtins.bool = ...,
+        last_error: _builtins.str = ...,
+        root_key_id: _builtins.str = ...,
+        root_version: _builtins.int = ...,
+        signing_key_id: _builtins.str = ...,
+        tls_certificate_sha256: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "issued_at", b"issued_at", "last_attempt", b"last_attempt", "last_refresh_ok", b"last_refresh_ok"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expired", b"expired", "expires_at", b"expires_at", "issued_at", b"issued_at", "last_attempt", b"last_attempt", "last_error", b"last_error", "last_refresh_ok", b"last_refresh_ok", "root_key_id", b"root_key_id", "root_version", b"root_version", "signing_key_id", b"signing_key_id", "stale", b"stale", "tls_certificate_sha256", b"tls_certificate_sha256", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDirectoryStatusResponse: _TypeAlias = GetDirectoryStatusResponse  # noqa: Y015
+
+@_typing.final
+class RevocationReview(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTESTATION_ID_FIELD_NUMBER: _builtins.int
+    ISSUING_NODE_ID_FIELD_NUMBER: _builtins.int
+    SIGNING_KEY_ID_FIELD_NUMBER: _builtins.int
+    FINDING_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_FIELD_NUMBER: _builtins.int
+    KEY_REVOKED_AT_FIELD_NUMBER: _builtins.int
+    REVOCATION_REASON_FIELD_NUMBER: _builtins.int
+    FLAGGED_AT_FIELD_NUMBER: _builtins.int
+    DIRECTORY_VERSION_FIELD_NUMBER: _builtins.int
+    BENEFICIARY_ID_FIELD_NUMBER: _builtins.int
+    attestation_id: _builtins.str
+    issuing_node_id: _builtins.str
+    signing_key_id: _builtins.str
+    finding: Global___RevocationFinding.ValueType
+    revocation_reason: _builtins.str
+    directory_version: _builtins.int
+    beneficiary_id: _builtins.str
+    @_builtins.property
+    def issued_at(self) -> _timestamp_pb2.Timestamp:
+        """The attestation's own issued_at."""
+
+    @_builtins.property
+    def key_revoked_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def flagged_at(self) -> _timestamp_pb2.Timestamp:
+        """When this node found it, and the directory version that brought the revocation."""
+
+    def __init__(
+        self,
+        *,
+        attestation_id: _builtins.str = ...,
+        issuing_node_id: _builtins.str = ...,
+        signing_key_id: _builtins.str = ...,
+        finding: Global___RevocationFinding.ValueType = ...,
+        issued_at: _timestamp_pb2.Timestamp | None = ...,
+        key_revoked_at: _timestamp_pb2.Timestamp | None = ...,
+        revocation_reason: _builtins.str = ...,
+        flagged_at: _timestamp_pb2.Timestamp | None = ...,
+        directory_version: _builtins.int = ...,
+        beneficiary_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["flagged_at", b"flagged_at", "issued_at", b"issued_at", "key_revoked_at", b"key_revoked_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestation_id", b"attestation_id", "beneficiary_id", b"beneficiary_id", "directory_version", b"directory_version", "finding", b"finding", "flagged_at", b"flagged_at", "issued_at", b"issued_at", "issuing_node_id", b"issuing_node_id", "key_revoked_at", b"key_revoked_at", "revocation_reason", b"revocation_reason", "signing_key_id", b"signing_key_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevocationReview: _TypeAlias = RevocationReview  # noqa: Y015
+
+@_typing.final
+class ListRevocationReviewsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRevocationReviewsRequest: _TypeAlias = ListRevocationReviewsRequest  # noqa: Y015
+
+@_typing.final
+class ListRevocationReviewsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVIEWS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def reviews(self) -> _containers.RepeatedCompositeFieldContainer[Global___RevocationReview]: ...
+    def __init__(
+        self,
+        *,
+        reviews: _abc.Iterable[Global___RevocationReview] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "reviews", b"reviews"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRevocationReviewsResponse: _TypeAlias = ListRevocationReviewsResponse  # noqa: Y015

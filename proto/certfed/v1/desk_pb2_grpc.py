@@ -47,6 +47,11 @@ class DeskServiceStub:
                 request_serializer=certfed_dot_v1_dot_desk__pb2.RegisterBeneficiaryRequest.SerializeToString,
                 response_deserializer=certfed_dot_v1_dot_desk__pb2.RegisterBeneficiaryResponse.FromString,
                 _registered_method=True)
+        self.RegisterBeneficiaries = channel.unary_unary(
+                '/certfed.v1.DeskService/RegisterBeneficiaries',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.RegisterBeneficiariesRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.RegisterBeneficiariesResponse.FromString,
+                _registered_method=True)
         self.GetBeneficiary = channel.unary_unary(
                 '/certfed.v1.DeskService/GetBeneficiary',
                 request_serializer=certfed_dot_v1_dot_desk__pb2.GetBeneficiaryRequest.SerializeToString,
@@ -117,6 +122,16 @@ class DeskServiceStub:
                 request_serializer=certfed_dot_v1_dot_desk__pb2.RetryDeadLetterRequest.SerializeToString,
                 response_deserializer=certfed_dot_v1_dot_desk__pb2.RetryDeadLetterResponse.FromString,
                 _registered_method=True)
+        self.GetDirectoryStatus = channel.unary_unary(
+                '/certfed.v1.DeskService/GetDirectoryStatus',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.GetDirectoryStatusRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.GetDirectoryStatusResponse.FromString,
+                _registered_method=True)
+        self.ListRevocationReviews = channel.unary_unary(
+                '/certfed.v1.DeskService/ListRevocationReviews',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.ListRevocationReviewsRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.ListRevocationReviewsResponse.FromString,
+                _registered_method=True)
         self.RecordSignals = channel.unary_unary(
                 '/certfed.v1.DeskService/RecordSignals',
                 request_serializer=certfed_dot_v1_dot_desk__pb2.RecordSignalsRequest.SerializeToString,
@@ -174,6 +189,14 @@ class DeskServiceServicer:
 
     def RegisterBeneficiary(self, request, context):
         """Clerk: add a person this office pays.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RegisterBeneficiaries(self, request, context):
+        """Clerk: register a batch of beneficiaries (an office's roll), all or none; their locators go
+        to the registry in one publication.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -273,6 +296,20 @@ class DeskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDirectoryStatus(self, request, context):
+        """Any operator: how fresh this node's federation directory is, and which keys it works with.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRevocationReviews(self, request, context):
+        """Reviewer or admin: received attestations signed by a signing key that has since been revoked.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RecordSignals(self, request, context):
         """Clerk (data feeds): record data signals in batches. Alive signals become data-match
         attestations issued and logged by this office; negative signals suspend payment at once and
@@ -343,6 +380,11 @@ def add_DeskServiceServicer_to_server(servicer, server):
                     request_deserializer=certfed_dot_v1_dot_desk__pb2.RegisterBeneficiaryRequest.FromString,
                     response_serializer=certfed_dot_v1_dot_desk__pb2.RegisterBeneficiaryResponse.SerializeToString,
             ),
+            'RegisterBeneficiaries': grpc.unary_unary_rpc_method_handler(
+                    servicer.RegisterBeneficiaries,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.RegisterBeneficiariesRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.RegisterBeneficiariesResponse.SerializeToString,
+            ),
             'GetBeneficiary': grpc.unary_unary_rpc_method_handler(
                     servicer.GetBeneficiary,
                     request_deserializer=certfed_dot_v1_dot_desk__pb2.GetBeneficiaryRequest.FromString,
@@ -412,6 +454,16 @@ def add_DeskServiceServicer_to_server(servicer, server):
                     servicer.RetryDeadLetter,
                     request_deserializer=certfed_dot_v1_dot_desk__pb2.RetryDeadLetterRequest.FromString,
                     response_serializer=certfed_dot_v1_dot_desk__pb2.RetryDeadLetterResponse.SerializeToString,
+            ),
+            'GetDirectoryStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDirectoryStatus,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.GetDirectoryStatusRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.GetDirectoryStatusResponse.SerializeToString,
+            ),
+            'ListRevocationReviews': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRevocationReviews,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.ListRevocationReviewsRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.ListRevocationReviewsResponse.SerializeToString,
             ),
             'RecordSignals': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordSignals,
@@ -511,6 +563,33 @@ class DeskService:
             '/certfed.v1.DeskService/RegisterBeneficiary',
             certfed_dot_v1_dot_desk__pb2.RegisterBeneficiaryRequest.SerializeToString,
             certfed_dot_v1_dot_desk__pb2.RegisterBeneficiaryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RegisterBeneficiaries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/RegisterBeneficiaries',
+            certfed_dot_v1_dot_desk__pb2.RegisterBeneficiariesRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.RegisterBeneficiariesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -889,6 +968,60 @@ class DeskService:
             '/certfed.v1.DeskService/RetryDeadLetter',
             certfed_dot_v1_dot_desk__pb2.RetryDeadLetterRequest.SerializeToString,
             certfed_dot_v1_dot_desk__pb2.RetryDeadLetterResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDirectoryStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/GetDirectoryStatus',
+            certfed_dot_v1_dot_desk__pb2.GetDirectoryStatusRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.GetDirectoryStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRevocationReviews(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/ListRevocationReviews',
+            certfed_dot_v1_dot_desk__pb2.ListRevocationReviewsRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.ListRevocationReviewsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -40,6 +40,10 @@ class DeskServiceStub:
     """Any operator: who the token belongs to."""
     RegisterBeneficiary: _grpc.UnaryUnaryMultiCallable[_desk_pb2.RegisterBeneficiaryRequest, _desk_pb2.RegisterBeneficiaryResponse]
     """Clerk: add a person this office pays."""
+    RegisterBeneficiaries: _grpc.UnaryUnaryMultiCallable[_desk_pb2.RegisterBeneficiariesRequest, _desk_pb2.RegisterBeneficiariesResponse]
+    """Clerk: register a batch of beneficiaries (an office's roll), all or none; their locators go
+    to the registry in one publication.
+    """
     GetBeneficiary: _grpc.UnaryUnaryMultiCallable[_desk_pb2.GetBeneficiaryRequest, _desk_pb2.GetBeneficiaryResponse]
     ListBeneficiaries: _grpc.UnaryUnaryMultiCallable[_desk_pb2.ListBeneficiariesRequest, _desk_pb2.ListBeneficiariesResponse]
     RequestCertification: _grpc.UnaryUnaryMultiCallable[_desk_pb2.RequestCertificationRequest, _desk_pb2.RequestCertificationResponse]
@@ -64,6 +68,10 @@ class DeskServiceStub:
     """Admin: messages waiting for delivery and dead letters."""
     RetryDeadLetter: _grpc.UnaryUnaryMultiCallable[_desk_pb2.RetryDeadLetterRequest, _desk_pb2.RetryDeadLetterResponse]
     """Admin: put a dead letter back in the delivery queue."""
+    GetDirectoryStatus: _grpc.UnaryUnaryMultiCallable[_desk_pb2.GetDirectoryStatusRequest, _desk_pb2.GetDirectoryStatusResponse]
+    """Any operator: how fresh this node's federation directory is, and which keys it works with."""
+    ListRevocationReviews: _grpc.UnaryUnaryMultiCallable[_desk_pb2.ListRevocationReviewsRequest, _desk_pb2.ListRevocationReviewsResponse]
+    """Reviewer or admin: received attestations signed by a signing key that has since been revoked."""
     RecordSignals: _grpc.UnaryUnaryMultiCallable[_desk_pb2.RecordSignalsRequest, _desk_pb2.RecordSignalsResponse]
     """Clerk (data feeds): record data signals in batches. Alive signals become data-match
     attestations issued and logged by this office; negative signals suspend payment at once and
@@ -95,6 +103,10 @@ class DeskServiceAsyncStub(DeskServiceStub):
     """Any operator: who the token belongs to."""
     RegisterBeneficiary: _aio.UnaryUnaryMultiCallable[_desk_pb2.RegisterBeneficiaryRequest, _desk_pb2.RegisterBeneficiaryResponse]  # type: ignore[assignment]
     """Clerk: add a person this office pays."""
+    RegisterBeneficiaries: _aio.UnaryUnaryMultiCallable[_desk_pb2.RegisterBeneficiariesRequest, _desk_pb2.RegisterBeneficiariesResponse]  # type: ignore[assignment]
+    """Clerk: register a batch of beneficiaries (an office's roll), all or none; their locators go
+    to the registry in one publication.
+    """
     GetBeneficiary: _aio.UnaryUnaryMultiCallable[_desk_pb2.GetBeneficiaryRequest, _desk_pb2.GetBeneficiaryResponse]  # type: ignore[assignment]
     ListBeneficiaries: _aio.UnaryUnaryMultiCallable[_desk_pb2.ListBeneficiariesRequest, _desk_pb2.ListBeneficiariesResponse]  # type: ignore[assignment]
     RequestCertification: _aio.UnaryUnaryMultiCallable[_desk_pb2.RequestCertificationRequest, _desk_pb2.RequestCertificationResponse]  # type: ignore[assignment]
@@ -119,6 +131,10 @@ class DeskServiceAsyncStub(DeskServiceStub):
     """Admin: messages waiting for delivery and dead letters."""
     RetryDeadLetter: _aio.UnaryUnaryMultiCallable[_desk_pb2.RetryDeadLetterRequest, _desk_pb2.RetryDeadLetterResponse]  # type: ignore[assignment]
     """Admin: put a dead letter back in the delivery queue."""
+    GetDirectoryStatus: _aio.UnaryUnaryMultiCallable[_desk_pb2.GetDirectoryStatusRequest, _desk_pb2.GetDirectoryStatusResponse]  # type: ignore[assignment]
+    """Any operator: how fresh this node's federation directory is, and which keys it works with."""
+    ListRevocationReviews: _aio.UnaryUnaryMultiCallable[_desk_pb2.ListRevocationReviewsRequest, _desk_pb2.ListRevocationReviewsResponse]  # type: ignore[assignment]
+    """Reviewer or admin: received attestations signed by a signing key that has since been revoked."""
     RecordSignals: _aio.UnaryUnaryMultiCallable[_desk_pb2.RecordSignalsRequest, _desk_pb2.RecordSignalsResponse]  # type: ignore[assignment]
     """Clerk (data feeds): record data signals in batches. Alive signals become data-match
     attestations issued and logged by this office; negative signals suspend payment at once and
@@ -159,6 +175,16 @@ class DeskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_desk_pb2.RegisterBeneficiaryResponse, _abc.Awaitable[_desk_pb2.RegisterBeneficiaryResponse]]:
         """Clerk: add a person this office pays."""
+
+    @_abc_1.abstractmethod
+    def RegisterBeneficiaries(
+        self,
+        request: _desk_pb2.RegisterBeneficiariesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.RegisterBeneficiariesResponse, _abc.Awaitable[_desk_pb2.RegisterBeneficiariesResponse]]:
+        """Clerk: register a batch of beneficiaries (an office's roll), all or none; their locators go
+        to the registry in one publication.
+        """
 
     @_abc_1.abstractmethod
     def GetBeneficiary(
@@ -267,6 +293,22 @@ class DeskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_desk_pb2.RetryDeadLetterResponse, _abc.Awaitable[_desk_pb2.RetryDeadLetterResponse]]:
         """Admin: put a dead letter back in the delivery queue."""
+
+    @_abc_1.abstractmethod
+    def GetDirectoryStatus(
+        self,
+        request: _desk_pb2.GetDirectoryStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.GetDirectoryStatusResponse, _abc.Awaitable[_desk_pb2.GetDirectoryStatusResponse]]:
+        """Any operator: how fresh this node's federation directory is, and which keys it works with."""
+
+    @_abc_1.abstractmethod
+    def ListRevocationReviews(
+        self,
+        request: _desk_pb2.ListRevocationReviewsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.ListRevocationReviewsResponse, _abc.Awaitable[_desk_pb2.ListRevocationReviewsResponse]]:
+        """Reviewer or admin: received attestations signed by a signing key that has since been revoked."""
 
     @_abc_1.abstractmethod
     def RecordSignals(

@@ -26,7 +26,7 @@ from certfed.v1 import common_pb2 as certfed_dot_v1_dot_common__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63\x65rtfed/v1/directory.proto\x12\ncertfed.v1\x1a\x17\x63\x65rtfed/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbe\x01\n\x07NodeKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12.\n\nvalid_from\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xd9\x02\n\rDirectoryNode\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x14\n\x0cregion_codes\x18\x03 \x03(\t\x12\x1f\n\x05roles\x18\x04 \x03(\x0e\x32\x10.certfed.v1.Role\x12\x10\n\x08\x65ndpoint\x18\x05 \x01(\t\x12)\n\x0csigning_keys\x18\x06 \x03(\x0b\x32\x13.certfed.v1.NodeKey\x12\x17\n\x0fhpke_public_key\x18\x07 \x01(\x0c\x12\x1e\n\x16tls_certificate_sha256\x18\x08 \x03(\t\x12&\n\x06status\x18\t \x01(\x0e\x32\x16.certfed.v1.NodeStatus\x12\x35\n\x11status_changed_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rstatus_reason\x18\x0b \x01(\t\"\xbc\x01\n\tDirectory\x12\x15\n\rfederation_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x05nodes\x18\x05 \x03(\x0b\x32\x19.certfed.v1.DirectoryNode\"\xfb\x01\n\x0fNodeApplication\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x14\n\x0cregion_codes\x18\x03 \x03(\t\x12\x1f\n\x05roles\x18\x04 \x03(\x0e\x32\x10.certfed.v1.Role\x12\x10\n\x08\x65ndpoint\x18\x05 \x01(\t\x12\x1a\n\x12signing_public_key\x18\x06 \x01(\x0c\x12\x17\n\x0fhpke_public_key\x18\x07 \x01(\x0c\x12\x13\n\x0btls_csr_pem\x18\x08 \x01(\x0c\x12.\n\napplied_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63\x65rtfed/v1/directory.proto\x12\ncertfed.v1\x1a\x17\x63\x65rtfed/v1/common.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd9\x01\n\x07NodeKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12.\n\nvalid_from\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nrevoked_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11revocation_reason\x18\x06 \x01(\t\"\xd9\x02\n\rDirectoryNode\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x14\n\x0cregion_codes\x18\x03 \x03(\t\x12\x1f\n\x05roles\x18\x04 \x03(\x0e\x32\x10.certfed.v1.Role\x12\x10\n\x08\x65ndpoint\x18\x05 \x01(\t\x12)\n\x0csigning_keys\x18\x06 \x03(\x0b\x32\x13.certfed.v1.NodeKey\x12\x17\n\x0fhpke_public_key\x18\x07 \x01(\x0c\x12\x1e\n\x16tls_certificate_sha256\x18\x08 \x03(\t\x12&\n\x06status\x18\t \x01(\x0e\x32\x16.certfed.v1.NodeStatus\x12\x35\n\x11status_changed_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rstatus_reason\x18\x0b \x01(\t\"\xbc\x01\n\tDirectory\x12\x15\n\rfederation_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12-\n\tissued_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12(\n\x05nodes\x18\x05 \x03(\x0b\x32\x19.certfed.v1.DirectoryNode\"\xfb\x01\n\x0fNodeApplication\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x14\n\x0cregion_codes\x18\x03 \x03(\t\x12\x1f\n\x05roles\x18\x04 \x03(\x0e\x32\x10.certfed.v1.Role\x12\x10\n\x08\x65ndpoint\x18\x05 \x01(\t\x12\x1a\n\x12signing_public_key\x18\x06 \x01(\x0c\x12\x17\n\x0fhpke_public_key\x18\x07 \x01(\x0c\x12\x13\n\x0btls_csr_pem\x18\x08 \x01(\x0c\x12.\n\napplied_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x87\x01\n\x12SigningKeyRotation\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x16\n\x0e\x63urrent_key_id\x18\x02 \x01(\t\x12\x16\n\x0enew_public_key\x18\x03 \x01(\x0c\x12\x30\n\x0crequested_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x98\x01\n\rRootStatement\x12\x15\n\rfederation_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x17\n\x0fprevious_key_id\x18\x03 \x01(\t\x12\x17\n\x0froot_public_key\x18\x04 \x01(\x0c\x12-\n\tissued_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestampb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,11 +34,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'certfed.v1.directory_pb2', 
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_NODEKEY']._serialized_start=101
-  _globals['_NODEKEY']._serialized_end=291
-  _globals['_DIRECTORYNODE']._serialized_start=294
-  _globals['_DIRECTORYNODE']._serialized_end=639
-  _globals['_DIRECTORY']._serialized_start=642
-  _globals['_DIRECTORY']._serialized_end=830
-  _globals['_NODEAPPLICATION']._serialized_start=833
-  _globals['_NODEAPPLICATION']._serialized_end=1084
+  _globals['_NODEKEY']._serialized_end=318
+  _globals['_DIRECTORYNODE']._serialized_start=321
+  _globals['_DIRECTORYNODE']._serialized_end=666
+  _globals['_DIRECTORY']._serialized_start=669
+  _globals['_DIRECTORY']._serialized_end=857
+  _globals['_NODEAPPLICATION']._serialized_start=860
+  _globals['_NODEAPPLICATION']._serialized_end=1111
+  _globals['_SIGNINGKEYROTATION']._serialized_start=1114
+  _globals['_SIGNINGKEYROTATION']._serialized_end=1249
+  _globals['_ROOTSTATEMENT']._serialized_start=1252
+  _globals['_ROOTSTATEMENT']._serialized_end=1404
 # @@protoc_insertion_point(module_scope)

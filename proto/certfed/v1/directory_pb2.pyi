@@ -31,10 +31,13 @@ class NodeKey(_message.Message):
     VALID_FROM_FIELD_NUMBER: _builtins.int
     VALID_UNTIL_FIELD_NUMBER: _builtins.int
     REVOKED_AT_FIELD_NUMBER: _builtins.int
+    REVOCATION_REASON_FIELD_NUMBER: _builtins.int
     key_id: _builtins.str
     """Lowercase hex SHA-256 of the raw public key."""
     public_key: _builtins.bytes
     """Raw 32-byte Ed25519 public key."""
+    revocation_reason: _builtins.str
+    """Why the key was revoked, as the registry administrator recorded it."""
     @_builtins.property
     def valid_from(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -53,10 +56,11 @@ class NodeKey(_message.Message):
         valid_from: _timestamp_pb2.Timestamp | None = ...,
         valid_until: _timestamp_pb2.Timestamp | None = ...,
         revoked_at: _timestamp_pb2.Timestamp | None = ...,
+        revocation_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["revoked_at", b"revoked_at", "valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "public_key", b"public_key", "revoked_at", b"revoked_at", "valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "public_key", b"public_key", "revocation_reason", b"revocation_reason", "revoked_at", b"revoked_at", "valid_from", b"valid_from", "valid_until", b"valid_until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -210,3 +214,79 @@ class NodeApplication(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___NodeApplication: _TypeAlias = NodeApplication  # noqa: Y015
+
+@_typing.final
+class SigningKeyRotation(_message.Message):
+    """A node's request to add an attestation signing key: the payload of a DSSE envelope with
+    payloadType application/vnd.certfed.key-rotation.v1+protobuf, signed by the node's current key
+    (authority) and by the new key (proof of possession).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    CURRENT_KEY_ID_FIELD_NUMBER: _builtins.int
+    NEW_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    REQUESTED_AT_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    current_key_id: _builtins.str
+    """The key that signs this statement: one the directory lists for the node as valid now."""
+    new_public_key: _builtins.bytes
+    """Raw 32-byte Ed25519 public key to add."""
+    @_builtins.property
+    def requested_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        current_key_id: _builtins.str = ...,
+        new_public_key: _builtins.bytes = ...,
+        requested_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["requested_at", b"requested_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_key_id", b"current_key_id", "new_public_key", b"new_public_key", "node_id", b"node_id", "requested_at", b"requested_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SigningKeyRotation: _TypeAlias = SigningKeyRotation  # noqa: Y015
+
+@_typing.final
+class RootStatement(_message.Message):
+    """A new registry root key (the TUF root-rotation model): the payload of a DSSE envelope with
+    payloadType application/vnd.certfed.root.v1+protobuf, signed by the previous root key and by
+    the new one.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEDERATION_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    PREVIOUS_KEY_ID_FIELD_NUMBER: _builtins.int
+    ROOT_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_FIELD_NUMBER: _builtins.int
+    federation_id: _builtins.str
+    version: _builtins.int
+    """The root this statement makes current: 2 for the first rotation, then 3, ..."""
+    previous_key_id: _builtins.str
+    """Key id of the root this one replaces."""
+    root_public_key: _builtins.bytes
+    """Raw 32-byte Ed25519 public key of the new root."""
+    @_builtins.property
+    def issued_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        federation_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+        previous_key_id: _builtins.str = ...,
+        root_public_key: _builtins.bytes = ...,
+        issued_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["federation_id", b"federation_id", "issued_at", b"issued_at", "previous_key_id", b"previous_key_id", "root_public_key", b"root_public_key", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RootStatement: _TypeAlias = RootStatement  # noqa: Y015

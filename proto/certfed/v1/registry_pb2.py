@@ -27,7 +27,7 @@ from certfed.v1 import log_pb2 as certfed_dot_v1_dot_log__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63\x65rtfed/v1/registry.proto\x12\ncertfed.v1\x1a\x17\x63\x65rtfed/v1/common.proto\x1a\x14\x63\x65rtfed/v1/log.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"=\n\x0c\x45nrolRequest\x12-\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32\x18.certfed.v1.DsseEnvelope\"H\n\rEnrolResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.certfed.v1.NodeStatus\"&\n\x13GetEnrolmentRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"\xbb\x01\n\x14GetEnrolmentResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.certfed.v1.NodeStatus\x12\x1b\n\x13tls_certificate_pem\x18\x03 \x01(\x0c\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x04 \x01(\x0c\x12\x1a\n\x12sealed_locator_key\x18\x05 \x01(\x0c\x12\x15\n\rstatus_reason\x18\x06 \x01(\t\"*\n\x17\x41pproveEnrolmentRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"5\n\x18\x41pproveEnrolmentResponse\x12\x19\n\x11\x64irectory_version\x18\x01 \x01(\x04\"\x91\x01\n\x14SetNodeStatusRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.certfed.v1.NodeStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x30\n\x0c\x65\x66\x66\x65\x63tive_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"2\n\x15SetNodeStatusResponse\x12\x19\n\x11\x64irectory_version\x18\x01 \x01(\x04\"\x12\n\x10ListNodesRequest\"\xec\x01\n\x0bNodeSummary\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x14\n\x0cregion_codes\x18\x03 \x03(\t\x12\x1f\n\x05roles\x18\x04 \x03(\x0e\x32\x10.certfed.v1.Role\x12\x10\n\x08\x65ndpoint\x18\x05 \x01(\t\x12&\n\x06status\x18\x06 \x01(\x0e\x32\x16.certfed.v1.NodeStatus\x12.\n\napplied_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rstatus_reason\x18\x08 \x01(\t\";\n\x11ListNodesResponse\x12&\n\x05nodes\x18\x01 \x03(\x0b\x32\x17.certfed.v1.NodeSummary\",\n\x13GetDirectoryRequest\x12\x15\n\rknown_version\x18\x01 \x01(\x04\"Y\n\x14GetDirectoryResponse\x12+\n\tdirectory\x18\x01 \x01(\x0b\x32\x18.certfed.v1.DsseEnvelope\x12\x14\n\x0cnot_modified\x18\x02 \x01(\x08\"*\n\x16PublishLocatorsRequest\x12\x10\n\x08locators\x18\x01 \x03(\x0c\"q\n\x14\x44uplicateEntitlement\x12\x0f\n\x07locator\x18\x01 \x01(\x0c\x12\x17\n\x0fpaying_node_ids\x18\x02 \x03(\t\x12/\n\x0b\x64\x65tected_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"b\n\x17PublishLocatorsResponse\x12\x11\n\tpublished\x18\x01 \x01(\r\x12\x34\n\nduplicates\x18\x02 \x03(\x0b\x32 .certfed.v1.DuplicateEntitlement\"+\n\x17WithdrawLocatorsRequest\x12\x10\n\x08locators\x18\x01 \x03(\x0c\"-\n\x18WithdrawLocatorsResponse\x12\x11\n\twithdrawn\x18\x01 \x01(\r\" \n\rLocateRequest\x12\x0f\n\x07locator\x18\x01 \x01(\x0c\")\n\x0eLocateResponse\x12\x17\n\x0fpaying_node_ids\x18\x01 \x03(\t\"\x17\n\x15ListDuplicatesRequest\"N\n\x16ListDuplicatesResponse\x12\x34\n\nduplicates\x18\x01 \x03(\x0b\x32 .certfed.v1.DuplicateEntitlement\"y\n\x18WitnessCheckpointRequest\x12\x30\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1c.certfed.v1.SignedCheckpoint\x12\x10\n\x08old_size\x18\x02 \x01(\x04\x12\x19\n\x11\x63onsistency_proof\x18\x03 \x03(\x0c\"M\n\x19WitnessCheckpointResponse\x12\x30\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1c.certfed.v1.SignedCheckpoint2\xab\x07\n\x0fRegistryService\x12<\n\x05\x45nrol\x12\x18.certfed.v1.EnrolRequest\x1a\x19.certfed.v1.EnrolResponse\x12Q\n\x0cGetEnrolment\x12\x1f.certfed.v1.GetEnrolmentRequest\x1a .certfed.v1.GetEnrolmentResponse\x12]\n\x10\x41pproveEnrolment\x12#.certfed.v1.ApproveEnrolmentRequest\x1a$.certfed.v1.ApproveEnrolmentResponse\x12T\n\rSetNodeStatus\x12 .certfed.v1.SetNodeStatusRequest\x1a!.certfed.v1.SetNodeStatusResponse\x12H\n\tListNodes\x12\x1c.certfed.v1.ListNodesRequest\x1a\x1d.certfed.v1.ListNodesResponse\x12Q\n\x0cGetDirectory\x12\x1f.certfed.v1.GetDirectoryRequest\x1a .certfed.v1.GetDirectoryResponse\x12Z\n\x0fPublishLocators\x12\".certfed.v1.PublishLocatorsRequest\x1a#.certfed.v1.PublishLocatorsResponse\x12]\n\x10WithdrawLocators\x12#.certfed.v1.WithdrawLocatorsRequest\x1a$.certfed.v1.WithdrawLocatorsResponse\x12?\n\x06Locate\x12\x19.certfed.v1.LocateRequest\x1a\x1a.certfed.v1.LocateResponse\x12W\n\x0eListDuplicates\x12!.certfed.v1.ListDuplicatesRequest\x1a\".certfed.v1.ListDuplicatesResponse\x12`\n\x11WitnessCheckpoint\x12$.certfed.v1.WitnessCheckpointRequest\x1a%.certfed.v1.WitnessCheckpointResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63\x65rtfed/v1/registry.proto\x12\ncertfed.v1\x1a\x17\x63\x65rtfed/v1/common.proto\x1a\x14\x63\x65rtfed/v1/log.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"=\n\x0c\x45nrolRequest\x12-\n\x0b\x61pplication\x18\x01 \x01(\x0b\x32\x18.certfed.v1.DsseEnvelope\"H\n\rEnrolResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.certfed.v1.NodeStatus\"&\n\x13GetEnrolmentRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"\xbb\x01\n\x14GetEnrolmentResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.certfed.v1.NodeStatus\x12\x1b\n\x13tls_certificate_pem\x18\x03 \x01(\x0c\x12\x1a\n\x12\x63\x61_certificate_pem\x18\x04 \x01(\x0c\x12\x1a\n\x12sealed_locator_key\x18\x05 \x01(\x0c\x12\x15\n\rstatus_reason\x18\x06 \x01(\t\"*\n\x17\x41pproveEnrolmentRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\"5\n\x18\x41pproveEnrolmentResponse\x12\x19\n\x11\x64irectory_version\x18\x01 \x01(\x04\"\x91\x01\n\x14SetNodeStatusRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12&\n\x06status\x18\x02 \x01(\x0e\x32\x16.certfed.v1.NodeStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x30\n\x0c\x65\x66\x66\x65\x63tive_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"2\n\x15SetNodeStatusResponse\x12\x19\n\x11\x64irectory_version\x18\x01 \x01(\x04\"\x12\n\x10ListNodesRequest\"\xec\x01\n\x0bNodeSummary\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x14\n\x0cregion_codes\x18\x03 \x03(\t\x12\x1f\n\x05roles\x18\x04 \x03(\x0e\x32\x10.certfed.v1.Role\x12\x10\n\x08\x65ndpoint\x18\x05 \x01(\t\x12&\n\x06status\x18\x06 \x01(\x0e\x32\x16.certfed.v1.NodeStatus\x12.\n\napplied_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rstatus_reason\x18\x08 \x01(\t\";\n\x11ListNodesResponse\x12&\n\x05nodes\x18\x01 \x03(\x0b\x32\x17.certfed.v1.NodeSummary\"G\n\x13GetDirectoryRequest\x12\x15\n\rknown_version\x18\x01 \x01(\x04\x12\x19\n\x11known_root_key_id\x18\x02 \x01(\t\"\x8c\x01\n\x14GetDirectoryResponse\x12+\n\tdirectory\x18\x01 \x01(\x0b\x32\x18.certfed.v1.DsseEnvelope\x12\x14\n\x0cnot_modified\x18\x02 \x01(\x08\x12\x31\n\x0froot_statements\x18\x03 \x03(\x0b\x32\x18.certfed.v1.DsseEnvelope\"*\n\x16PublishLocatorsRequest\x12\x10\n\x08locators\x18\x01 \x03(\x0c\"q\n\x14\x44uplicateEntitlement\x12\x0f\n\x07locator\x18\x01 \x01(\x0c\x12\x17\n\x0fpaying_node_ids\x18\x02 \x03(\t\x12/\n\x0b\x64\x65tected_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"b\n\x17PublishLocatorsResponse\x12\x11\n\tpublished\x18\x01 \x01(\r\x12\x34\n\nduplicates\x18\x02 \x03(\x0b\x32 .certfed.v1.DuplicateEntitlement\"+\n\x17WithdrawLocatorsRequest\x12\x10\n\x08locators\x18\x01 \x03(\x0c\"-\n\x18WithdrawLocatorsResponse\x12\x11\n\twithdrawn\x18\x01 \x01(\r\" \n\rLocateRequest\x12\x0f\n\x07locator\x18\x01 \x01(\x0c\")\n\x0eLocateResponse\x12\x17\n\x0fpaying_node_ids\x18\x01 \x03(\t\"\x17\n\x15ListDuplicatesRequest\"N\n\x16ListDuplicatesResponse\x12\x34\n\nduplicates\x18\x01 \x03(\x0b\x32 .certfed.v1.DuplicateEntitlement\"y\n\x18WitnessCheckpointRequest\x12\x30\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1c.certfed.v1.SignedCheckpoint\x12\x10\n\x08old_size\x18\x02 \x01(\x04\x12\x19\n\x11\x63onsistency_proof\x18\x03 \x03(\x0c\"M\n\x19WitnessCheckpointResponse\x12\x30\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1c.certfed.v1.SignedCheckpoint\"E\n\x17RotateSigningKeyRequest\x12*\n\x08rotation\x18\x01 \x01(\x0b\x32\x18.certfed.v1.DsseEnvelope\"\xb3\x01\n\x18RotateSigningKeyResponse\x12\x12\n\nnew_key_id\x18\x01 \x01(\t\x12.\n\nvalid_from\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x38\n\x14previous_valid_until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x64irectory_version\x18\x04 \x01(\x04\".\n\x17RenewCertificateRequest\x12\x13\n\x0btls_csr_pem\x18\x01 \x01(\x0c\"\x8c\x01\n\x18RenewCertificateResponse\x12\x1b\n\x13tls_certificate_pem\x18\x01 \x01(\x0c\x12\x38\n\x14previous_valid_until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x64irectory_version\x18\x03 \x01(\x04\":\n\x17RetireSigningKeyRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\"5\n\x18RetireSigningKeyResponse\x12\x19\n\x11\x64irectory_version\x18\x01 \x01(\x04\"|\n\x17RevokeSigningKeyRequest\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06key_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x30\n\x0c\x65\x66\x66\x65\x63tive_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"5\n\x18RevokeSigningKeyResponse\x12\x19\n\x11\x64irectory_version\x18\x01 \x01(\x04\"\x16\n\x14RotateRootKeyRequest\"]\n\x15RotateRootKeyResponse\x12\x13\n\x0broot_key_id\x18\x01 \x01(\t\x12\x14\n\x0croot_version\x18\x02 \x01(\x04\x12\x19\n\x11\x64irectory_version\x18\x03 \x01(\x04\x32\xfd\n\n\x0fRegistryService\x12<\n\x05\x45nrol\x12\x18.certfed.v1.EnrolRequest\x1a\x19.certfed.v1.EnrolResponse\x12Q\n\x0cGetEnrolment\x12\x1f.certfed.v1.GetEnrolmentRequest\x1a .certfed.v1.GetEnrolmentResponse\x12]\n\x10\x41pproveEnrolment\x12#.certfed.v1.ApproveEnrolmentRequest\x1a$.certfed.v1.ApproveEnrolmentResponse\x12T\n\rSetNodeStatus\x12 .certfed.v1.SetNodeStatusRequest\x1a!.certfed.v1.SetNodeStatusResponse\x12H\n\tListNodes\x12\x1c.certfed.v1.ListNodesRequest\x1a\x1d.certfed.v1.ListNodesResponse\x12Q\n\x0cGetDirectory\x12\x1f.certfed.v1.GetDirectoryRequest\x1a .certfed.v1.GetDirectoryResponse\x12Z\n\x0fPublishLocators\x12\".certfed.v1.PublishLocatorsRequest\x1a#.certfed.v1.PublishLocatorsResponse\x12]\n\x10WithdrawLocators\x12#.certfed.v1.WithdrawLocatorsRequest\x1a$.certfed.v1.WithdrawLocatorsResponse\x12?\n\x06Locate\x12\x19.certfed.v1.LocateRequest\x1a\x1a.certfed.v1.LocateResponse\x12W\n\x0eListDuplicates\x12!.certfed.v1.ListDuplicatesRequest\x1a\".certfed.v1.ListDuplicatesResponse\x12`\n\x11WitnessCheckpoint\x12$.certfed.v1.WitnessCheckpointRequest\x1a%.certfed.v1.WitnessCheckpointResponse\x12]\n\x10RotateSigningKey\x12#.certfed.v1.RotateSigningKeyRequest\x1a$.certfed.v1.RotateSigningKeyResponse\x12]\n\x10RenewCertificate\x12#.certfed.v1.RenewCertificateRequest\x1a$.certfed.v1.RenewCertificateResponse\x12]\n\x10RetireSigningKey\x12#.certfed.v1.RetireSigningKeyRequest\x1a$.certfed.v1.RetireSigningKeyResponse\x12]\n\x10RevokeSigningKey\x12#.certfed.v1.RevokeSigningKeyRequest\x1a$.certfed.v1.RevokeSigningKeyResponse\x12T\n\rRotateRootKey\x12 .certfed.v1.RotateRootKeyRequest\x1a!.certfed.v1.RotateRootKeyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -57,31 +57,51 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTNODESRESPONSE']._serialized_start=1046
   _globals['_LISTNODESRESPONSE']._serialized_end=1105
   _globals['_GETDIRECTORYREQUEST']._serialized_start=1107
-  _globals['_GETDIRECTORYREQUEST']._serialized_end=1151
-  _globals['_GETDIRECTORYRESPONSE']._serialized_start=1153
-  _globals['_GETDIRECTORYRESPONSE']._serialized_end=1242
-  _globals['_PUBLISHLOCATORSREQUEST']._serialized_start=1244
-  _globals['_PUBLISHLOCATORSREQUEST']._serialized_end=1286
-  _globals['_DUPLICATEENTITLEMENT']._serialized_start=1288
-  _globals['_DUPLICATEENTITLEMENT']._serialized_end=1401
-  _globals['_PUBLISHLOCATORSRESPONSE']._serialized_start=1403
-  _globals['_PUBLISHLOCATORSRESPONSE']._serialized_end=1501
-  _globals['_WITHDRAWLOCATORSREQUEST']._serialized_start=1503
-  _globals['_WITHDRAWLOCATORSREQUEST']._serialized_end=1546
-  _globals['_WITHDRAWLOCATORSRESPONSE']._serialized_start=1548
-  _globals['_WITHDRAWLOCATORSRESPONSE']._serialized_end=1593
-  _globals['_LOCATEREQUEST']._serialized_start=1595
-  _globals['_LOCATEREQUEST']._serialized_end=1627
-  _globals['_LOCATERESPONSE']._serialized_start=1629
-  _globals['_LOCATERESPONSE']._serialized_end=1670
-  _globals['_LISTDUPLICATESREQUEST']._serialized_start=1672
-  _globals['_LISTDUPLICATESREQUEST']._serialized_end=1695
-  _globals['_LISTDUPLICATESRESPONSE']._serialized_start=1697
-  _globals['_LISTDUPLICATESRESPONSE']._serialized_end=1775
-  _globals['_WITNESSCHECKPOINTREQUEST']._serialized_start=1777
-  _globals['_WITNESSCHECKPOINTREQUEST']._serialized_end=1898
-  _globals['_WITNESSCHECKPOINTRESPONSE']._serialized_start=1900
-  _globals['_WITNESSCHECKPOINTRESPONSE']._serialized_end=1977
-  _globals['_REGISTRYSERVICE']._serialized_start=1980
-  _globals['_REGISTRYSERVICE']._serialized_end=2919
+  _globals['_GETDIRECTORYREQUEST']._serialized_end=1178
+  _globals['_GETDIRECTORYRESPONSE']._serialized_start=1181
+  _globals['_GETDIRECTORYRESPONSE']._serialized_end=1321
+  _globals['_PUBLISHLOCATORSREQUEST']._serialized_start=1323
+  _globals['_PUBLISHLOCATORSREQUEST']._serialized_end=1365
+  _globals['_DUPLICATEENTITLEMENT']._serialized_start=1367
+  _globals['_DUPLICATEENTITLEMENT']._serialized_end=1480
+  _globals['_PUBLISHLOCATORSRESPONSE']._serialized_start=1482
+  _globals['_PUBLISHLOCATORSRESPONSE']._serialized_end=1580
+  _globals['_WITHDRAWLOCATORSREQUEST']._serialized_start=1582
+  _globals['_WITHDRAWLOCATORSREQUEST']._serialized_end=1625
+  _globals['_WITHDRAWLOCATORSRESPONSE']._serialized_start=1627
+  _globals['_WITHDRAWLOCATORSRESPONSE']._serialized_end=1672
+  _globals['_LOCATEREQUEST']._serialized_start=1674
+  _globals['_LOCATEREQUEST']._serialized_end=1706
+  _globals['_LOCATERESPONSE']._serialized_start=1708
+  _globals['_LOCATERESPONSE']._serialized_end=1749
+  _globals['_LISTDUPLICATESREQUEST']._serialized_start=1751
+  _globals['_LISTDUPLICATESREQUEST']._serialized_end=1774
+  _globals['_LISTDUPLICATESRESPONSE']._serialized_start=1776
+  _globals['_LISTDUPLICATESRESPONSE']._serialized_end=1854
+  _globals['_WITNESSCHECKPOINTREQUEST']._serialized_start=1856
+  _globals['_WITNESSCHECKPOINTREQUEST']._serialized_end=1977
+  _globals['_WITNESSCHECKPOINTRESPONSE']._serialized_start=1979
+  _globals['_WITNESSCHECKPOINTRESPONSE']._serialized_end=2056
+  _globals['_ROTATESIGNINGKEYREQUEST']._serialized_start=2058
+  _globals['_ROTATESIGNINGKEYREQUEST']._serialized_end=2127
+  _globals['_ROTATESIGNINGKEYRESPONSE']._serialized_start=2130
+  _globals['_ROTATESIGNINGKEYRESPONSE']._serialized_end=2309
+  _globals['_RENEWCERTIFICATEREQUEST']._serialized_start=2311
+  _globals['_RENEWCERTIFICATEREQUEST']._serialized_end=2357
+  _globals['_RENEWCERTIFICATERESPONSE']._serialized_start=2360
+  _globals['_RENEWCERTIFICATERESPONSE']._serialized_end=2500
+  _globals['_RETIRESIGNINGKEYREQUEST']._serialized_start=2502
+  _globals['_RETIRESIGNINGKEYREQUEST']._serialized_end=2560
+  _globals['_RETIRESIGNINGKEYRESPONSE']._serialized_start=2562
+  _globals['_RETIRESIGNINGKEYRESPONSE']._serialized_end=2615
+  _globals['_REVOKESIGNINGKEYREQUEST']._serialized_start=2617
+  _globals['_REVOKESIGNINGKEYREQUEST']._serialized_end=2741
+  _globals['_REVOKESIGNINGKEYRESPONSE']._serialized_start=2743
+  _globals['_REVOKESIGNINGKEYRESPONSE']._serialized_end=2796
+  _globals['_ROTATEROOTKEYREQUEST']._serialized_start=2798
+  _globals['_ROTATEROOTKEYREQUEST']._serialized_end=2820
+  _globals['_ROTATEROOTKEYRESPONSE']._serialized_start=2822
+  _globals['_ROTATEROOTKEYRESPONSE']._serialized_end=2915
+  _globals['_REGISTRYSERVICE']._serialized_start=2918
+  _globals['_REGISTRYSERVICE']._serialized_end=4323
 # @@protoc_insertion_point(module_scope)

@@ -293,16 +293,20 @@ class GetDirectoryRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     KNOWN_VERSION_FIELD_NUMBER: _builtins.int
+    KNOWN_ROOT_KEY_ID_FIELD_NUMBER: _builtins.int
     known_version: _builtins.int
     """The version the caller holds; 0 for none."""
+    known_root_key_id: _builtins.str
+    """Key id of the registry root key the caller trusts; empty: the federation's first root."""
     def __init__(
         self,
         *,
         known_version: _builtins.int = ...,
+        known_root_key_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["known_version", b"known_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["known_root_key_id", b"known_root_key_id", "known_version", b"known_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -314,20 +318,28 @@ class GetDirectoryResponse(_message.Message):
 
     DIRECTORY_FIELD_NUMBER: _builtins.int
     NOT_MODIFIED_FIELD_NUMBER: _builtins.int
+    ROOT_STATEMENTS_FIELD_NUMBER: _builtins.int
     not_modified: _builtins.bool
     @_builtins.property
     def directory(self) -> _common_pb2.DsseEnvelope:
         """DSSE envelope over a Directory, signed by the registry root key. Unset when not_modified."""
+
+    @_builtins.property
+    def root_statements(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.DsseEnvelope]:
+        """DSSE envelopes over RootStatements, oldest first: every root rotation after the root the
+        caller trusts. Each is signed by the root before it and by the root it announces.
+        """
 
     def __init__(
         self,
         *,
         directory: _common_pb2.DsseEnvelope | None = ...,
         not_modified: _builtins.bool = ...,
+        root_statements: _abc.Iterable[_common_pb2.DsseEnvelope] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["directory", b"directory"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["directory", b"directory", "not_modified", b"not_modified"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["directory", b"directory", "not_modified", b"not_modified", "root_statements", b"root_statements"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -573,3 +585,241 @@ class WitnessCheckpointResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WitnessCheckpointResponse: _TypeAlias = WitnessCheckpointResponse  # noqa: Y015
+
+@_typing.final
+class RotateSigningKeyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROTATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rotation(self) -> _common_pb2.DsseEnvelope:
+        """DSSE envelope over a SigningKeyRotation, signed by the node's current signing key and by the
+        new key.
+        """
+
+    def __init__(
+        self,
+        *,
+        rotation: _common_pb2.DsseEnvelope | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["rotation", b"rotation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rotation", b"rotation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateSigningKeyRequest: _TypeAlias = RotateSigningKeyRequest  # noqa: Y015
+
+@_typing.final
+class RotateSigningKeyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NEW_KEY_ID_FIELD_NUMBER: _builtins.int
+    VALID_FROM_FIELD_NUMBER: _builtins.int
+    PREVIOUS_VALID_UNTIL_FIELD_NUMBER: _builtins.int
+    DIRECTORY_VERSION_FIELD_NUMBER: _builtins.int
+    new_key_id: _builtins.str
+    directory_version: _builtins.int
+    @_builtins.property
+    def valid_from(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def previous_valid_until(self) -> _timestamp_pb2.Timestamp:
+        """When the key that signed the rotation stops being valid (the end of the overlap window)."""
+
+    def __init__(
+        self,
+        *,
+        new_key_id: _builtins.str = ...,
+        valid_from: _timestamp_pb2.Timestamp | None = ...,
+        previous_valid_until: _timestamp_pb2.Timestamp | None = ...,
+        directory_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["previous_valid_until", b"previous_valid_until", "valid_from", b"valid_from"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["directory_version", b"directory_version", "new_key_id", b"new_key_id", "previous_valid_until", b"previous_valid_until", "valid_from", b"valid_from"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateSigningKeyResponse: _TypeAlias = RotateSigningKeyResponse  # noqa: Y015
+
+@_typing.final
+class RenewCertificateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TLS_CSR_PEM_FIELD_NUMBER: _builtins.int
+    tls_csr_pem: _builtins.bytes
+    """PKCS#10 request for the new TLS certificate, self-signed by a new TLS key."""
+    def __init__(
+        self,
+        *,
+        tls_csr_pem: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tls_csr_pem", b"tls_csr_pem"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenewCertificateRequest: _TypeAlias = RenewCertificateRequest  # noqa: Y015
+
+@_typing.final
+class RenewCertificateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TLS_CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
+    PREVIOUS_VALID_UNTIL_FIELD_NUMBER: _builtins.int
+    DIRECTORY_VERSION_FIELD_NUMBER: _builtins.int
+    tls_certificate_pem: _builtins.bytes
+    directory_version: _builtins.int
+    @_builtins.property
+    def previous_valid_until(self) -> _timestamp_pb2.Timestamp:
+        """Until when the certificate the caller presented is still accepted."""
+
+    def __init__(
+        self,
+        *,
+        tls_certificate_pem: _builtins.bytes = ...,
+        previous_valid_until: _timestamp_pb2.Timestamp | None = ...,
+        directory_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["previous_valid_until", b"previous_valid_until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["directory_version", b"directory_version", "previous_valid_until", b"previous_valid_until", "tls_certificate_pem", b"tls_certificate_pem"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenewCertificateResponse: _TypeAlias = RenewCertificateResponse  # noqa: Y015
+
+@_typing.final
+class RetireSigningKeyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    key_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "node_id", b"node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetireSigningKeyRequest: _TypeAlias = RetireSigningKeyRequest  # noqa: Y015
+
+@_typing.final
+class RetireSigningKeyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIRECTORY_VERSION_FIELD_NUMBER: _builtins.int
+    directory_version: _builtins.int
+    def __init__(
+        self,
+        *,
+        directory_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["directory_version", b"directory_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetireSigningKeyResponse: _TypeAlias = RetireSigningKeyResponse  # noqa: Y015
+
+@_typing.final
+class RevokeSigningKeyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    EFFECTIVE_AT_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    key_id: _builtins.str
+    reason: _builtins.str
+    @_builtins.property
+    def effective_at(self) -> _timestamp_pb2.Timestamp:
+        """From when the key is no longer trusted; unset means now. May be in the past (a key known to
+        have been compromised earlier).
+        """
+
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        effective_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["effective_at", b"effective_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["effective_at", b"effective_at", "key_id", b"key_id", "node_id", b"node_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeSigningKeyRequest: _TypeAlias = RevokeSigningKeyRequest  # noqa: Y015
+
+@_typing.final
+class RevokeSigningKeyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIRECTORY_VERSION_FIELD_NUMBER: _builtins.int
+    directory_version: _builtins.int
+    def __init__(
+        self,
+        *,
+        directory_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["directory_version", b"directory_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeSigningKeyResponse: _TypeAlias = RevokeSigningKeyResponse  # noqa: Y015
+
+@_typing.final
+class RotateRootKeyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateRootKeyRequest: _TypeAlias = RotateRootKeyRequest  # noqa: Y015
+
+@_typing.final
+class RotateRootKeyResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROOT_KEY_ID_FIELD_NUMBER: _builtins.int
+    ROOT_VERSION_FIELD_NUMBER: _builtins.int
+    DIRECTORY_VERSION_FIELD_NUMBER: _builtins.int
+    root_key_id: _builtins.str
+    root_version: _builtins.int
+    """1 is the federation's first root; each rotation adds one."""
+    directory_version: _builtins.int
+    def __init__(
+        self,
+        *,
+        root_key_id: _builtins.str = ...,
+        root_version: _builtins.int = ...,
+        directory_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["directory_version", b"directory_version", "root_key_id", b"root_key_id", "root_version", b"root_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateRootKeyResponse: _TypeAlias = RotateRootKeyResponse  # noqa: Y015

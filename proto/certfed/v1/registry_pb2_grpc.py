@@ -92,6 +92,31 @@ class RegistryServiceStub:
                 request_serializer=certfed_dot_v1_dot_registry__pb2.WitnessCheckpointRequest.SerializeToString,
                 response_deserializer=certfed_dot_v1_dot_registry__pb2.WitnessCheckpointResponse.FromString,
                 _registered_method=True)
+        self.RotateSigningKey = channel.unary_unary(
+                '/certfed.v1.RegistryService/RotateSigningKey',
+                request_serializer=certfed_dot_v1_dot_registry__pb2.RotateSigningKeyRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_registry__pb2.RotateSigningKeyResponse.FromString,
+                _registered_method=True)
+        self.RenewCertificate = channel.unary_unary(
+                '/certfed.v1.RegistryService/RenewCertificate',
+                request_serializer=certfed_dot_v1_dot_registry__pb2.RenewCertificateRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_registry__pb2.RenewCertificateResponse.FromString,
+                _registered_method=True)
+        self.RetireSigningKey = channel.unary_unary(
+                '/certfed.v1.RegistryService/RetireSigningKey',
+                request_serializer=certfed_dot_v1_dot_registry__pb2.RetireSigningKeyRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_registry__pb2.RetireSigningKeyResponse.FromString,
+                _registered_method=True)
+        self.RevokeSigningKey = channel.unary_unary(
+                '/certfed.v1.RegistryService/RevokeSigningKey',
+                request_serializer=certfed_dot_v1_dot_registry__pb2.RevokeSigningKeyRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_registry__pb2.RevokeSigningKeyResponse.FromString,
+                _registered_method=True)
+        self.RotateRootKey = channel.unary_unary(
+                '/certfed.v1.RegistryService/RotateRootKey',
+                request_serializer=certfed_dot_v1_dot_registry__pb2.RotateRootKeyRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_registry__pb2.RotateRootKeyResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -175,6 +200,45 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateSigningKey(self, request, context):
+        """An active node adds a new attestation signing key (rotation), signed by its current key and
+        by the new key (proof of possession). The current key stays valid for the overlap window.
+        Bumps the directory version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RenewCertificate(self, request, context):
+        """An active node, authenticated by its current certificate, gets a new TLS certificate; the
+        directory lists both during the overlap window. Bumps the directory version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetireSigningKey(self, request, context):
+        """Administrator: end a signing key's validity now (a planned retirement, not a compromise).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeSigningKey(self, request, context):
+        """Administrator: revoke one signing key from an effective time (a compromised key).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateRootKey(self, request, context):
+        """Administrator: replace the registry root key. The new root is announced by a RootStatement
+        signed by the old and the new root key; from then on only the new root signs directories.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -232,6 +296,31 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.WitnessCheckpoint,
                     request_deserializer=certfed_dot_v1_dot_registry__pb2.WitnessCheckpointRequest.FromString,
                     response_serializer=certfed_dot_v1_dot_registry__pb2.WitnessCheckpointResponse.SerializeToString,
+            ),
+            'RotateSigningKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateSigningKey,
+                    request_deserializer=certfed_dot_v1_dot_registry__pb2.RotateSigningKeyRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_registry__pb2.RotateSigningKeyResponse.SerializeToString,
+            ),
+            'RenewCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.RenewCertificate,
+                    request_deserializer=certfed_dot_v1_dot_registry__pb2.RenewCertificateRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_registry__pb2.RenewCertificateResponse.SerializeToString,
+            ),
+            'RetireSigningKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetireSigningKey,
+                    request_deserializer=certfed_dot_v1_dot_registry__pb2.RetireSigningKeyRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_registry__pb2.RetireSigningKeyResponse.SerializeToString,
+            ),
+            'RevokeSigningKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeSigningKey,
+                    request_deserializer=certfed_dot_v1_dot_registry__pb2.RevokeSigningKeyRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_registry__pb2.RevokeSigningKeyResponse.SerializeToString,
+            ),
+            'RotateRootKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateRootKey,
+                    request_deserializer=certfed_dot_v1_dot_registry__pb2.RotateRootKeyRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_registry__pb2.RotateRootKeyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -534,6 +623,141 @@ class RegistryService:
             '/certfed.v1.RegistryService/WitnessCheckpoint',
             certfed_dot_v1_dot_registry__pb2.WitnessCheckpointRequest.SerializeToString,
             certfed_dot_v1_dot_registry__pb2.WitnessCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateSigningKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.RegistryService/RotateSigningKey',
+            certfed_dot_v1_dot_registry__pb2.RotateSigningKeyRequest.SerializeToString,
+            certfed_dot_v1_dot_registry__pb2.RotateSigningKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RenewCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.RegistryService/RenewCertificate',
+            certfed_dot_v1_dot_registry__pb2.RenewCertificateRequest.SerializeToString,
+            certfed_dot_v1_dot_registry__pb2.RenewCertificateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetireSigningKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.RegistryService/RetireSigningKey',
+            certfed_dot_v1_dot_registry__pb2.RetireSigningKeyRequest.SerializeToString,
+            certfed_dot_v1_dot_registry__pb2.RetireSigningKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeSigningKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.RegistryService/RevokeSigningKey',
+            certfed_dot_v1_dot_registry__pb2.RevokeSigningKeyRequest.SerializeToString,
+            certfed_dot_v1_dot_registry__pb2.RevokeSigningKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateRootKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.RegistryService/RotateRootKey',
+            certfed_dot_v1_dot_registry__pb2.RotateRootKeyRequest.SerializeToString,
+            certfed_dot_v1_dot_registry__pb2.RotateRootKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,23 @@ class RegistryServiceStub:
     """The registry as witness: cosigns the caller's checkpoint only if it is consistent with the
     last one it cosigned for that log (c2sp.org/tlog-witness); refuses and reports a fork.
     """
+    RotateSigningKey: _grpc.UnaryUnaryMultiCallable[_registry_pb2.RotateSigningKeyRequest, _registry_pb2.RotateSigningKeyResponse]
+    """An active node adds a new attestation signing key (rotation), signed by its current key and
+    by the new key (proof of possession). The current key stays valid for the overlap window.
+    Bumps the directory version.
+    """
+    RenewCertificate: _grpc.UnaryUnaryMultiCallable[_registry_pb2.RenewCertificateRequest, _registry_pb2.RenewCertificateResponse]
+    """An active node, authenticated by its current certificate, gets a new TLS certificate; the
+    directory lists both during the overlap window. Bumps the directory version.
+    """
+    RetireSigningKey: _grpc.UnaryUnaryMultiCallable[_registry_pb2.RetireSigningKeyRequest, _registry_pb2.RetireSigningKeyResponse]
+    """Administrator: end a signing key's validity now (a planned retirement, not a compromise)."""
+    RevokeSigningKey: _grpc.UnaryUnaryMultiCallable[_registry_pb2.RevokeSigningKeyRequest, _registry_pb2.RevokeSigningKeyResponse]
+    """Administrator: revoke one signing key from an effective time (a compromised key)."""
+    RotateRootKey: _grpc.UnaryUnaryMultiCallable[_registry_pb2.RotateRootKeyRequest, _registry_pb2.RotateRootKeyResponse]
+    """Administrator: replace the registry root key. The new root is announced by a RootStatement
+    signed by the old and the new root key; from then on only the new root signs directories.
+    """
 
 @_typing.type_check_only
 class RegistryServiceAsyncStub(RegistryServiceStub):
@@ -86,6 +103,23 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     WitnessCheckpoint: _aio.UnaryUnaryMultiCallable[_registry_pb2.WitnessCheckpointRequest, _registry_pb2.WitnessCheckpointResponse]  # type: ignore[assignment]
     """The registry as witness: cosigns the caller's checkpoint only if it is consistent with the
     last one it cosigned for that log (c2sp.org/tlog-witness); refuses and reports a fork.
+    """
+    RotateSigningKey: _aio.UnaryUnaryMultiCallable[_registry_pb2.RotateSigningKeyRequest, _registry_pb2.RotateSigningKeyResponse]  # type: ignore[assignment]
+    """An active node adds a new attestation signing key (rotation), signed by its current key and
+    by the new key (proof of possession). The current key stays valid for the overlap window.
+    Bumps the directory version.
+    """
+    RenewCertificate: _aio.UnaryUnaryMultiCallable[_registry_pb2.RenewCertificateRequest, _registry_pb2.RenewCertificateResponse]  # type: ignore[assignment]
+    """An active node, authenticated by its current certificate, gets a new TLS certificate; the
+    directory lists both during the overlap window. Bumps the directory version.
+    """
+    RetireSigningKey: _aio.UnaryUnaryMultiCallable[_registry_pb2.RetireSigningKeyRequest, _registry_pb2.RetireSigningKeyResponse]  # type: ignore[assignment]
+    """Administrator: end a signing key's validity now (a planned retirement, not a compromise)."""
+    RevokeSigningKey: _aio.UnaryUnaryMultiCallable[_registry_pb2.RevokeSigningKeyRequest, _registry_pb2.RevokeSigningKeyResponse]  # type: ignore[assignment]
+    """Administrator: revoke one signing key from an effective time (a compromised key)."""
+    RotateRootKey: _aio.UnaryUnaryMultiCallable[_registry_pb2.RotateRootKeyRequest, _registry_pb2.RotateRootKeyResponse]  # type: ignore[assignment]
+    """Administrator: replace the registry root key. The new root is announced by a RootStatement
+    signed by the old and the new root key; from then on only the new root signs directories.
     """
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -179,6 +213,53 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_registry_pb2.WitnessCheckpointResponse, _abc.Awaitable[_registry_pb2.WitnessCheckpointResponse]]:
         """The registry as witness: cosigns the caller's checkpoint only if it is consistent with the
         last one it cosigned for that log (c2sp.org/tlog-witness); refuses and reports a fork.
+        """
+
+    @_abc_1.abstractmethod
+    def RotateSigningKey(
+        self,
+        request: _registry_pb2.RotateSigningKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.RotateSigningKeyResponse, _abc.Awaitable[_registry_pb2.RotateSigningKeyResponse]]:
+        """An active node adds a new attestation signing key (rotation), signed by its current key and
+        by the new key (proof of possession). The current key stays valid for the overlap window.
+        Bumps the directory version.
+        """
+
+    @_abc_1.abstractmethod
+    def RenewCertificate(
+        self,
+        request: _registry_pb2.RenewCertificateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.RenewCertificateResponse, _abc.Awaitable[_registry_pb2.RenewCertificateResponse]]:
+        """An active node, authenticated by its current certificate, gets a new TLS certificate; the
+        directory lists both during the overlap window. Bumps the directory version.
+        """
+
+    @_abc_1.abstractmethod
+    def RetireSigningKey(
+        self,
+        request: _registry_pb2.RetireSigningKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.RetireSigningKeyResponse, _abc.Awaitable[_registry_pb2.RetireSigningKeyResponse]]:
+        """Administrator: end a signing key's validity now (a planned retirement, not a compromise)."""
+
+    @_abc_1.abstractmethod
+    def RevokeSigningKey(
+        self,
+        request: _registry_pb2.RevokeSigningKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.RevokeSigningKeyResponse, _abc.Awaitable[_registry_pb2.RevokeSigningKeyResponse]]:
+        """Administrator: revoke one signing key from an effective time (a compromised key)."""
+
+    @_abc_1.abstractmethod
+    def RotateRootKey(
+        self,
+        request: _registry_pb2.RotateRootKeyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.RotateRootKeyResponse, _abc.Awaitable[_registry_pb2.RotateRootKeyResponse]]:
+        """Administrator: replace the registry root key. The new root is announced by a RootStatement
+        signed by the old and the new root key; from then on only the new root signs directories.
         """
 
 def add_RegistryServiceServicer_to_server(servicer: RegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
