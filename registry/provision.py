@@ -3,7 +3,8 @@
 Promises: `init_registry` never overwrites a key: if any file it would create exists, it refuses
 before writing anything. Private keys are written with mode 0600 (`signing.keys`), directories
 holding them with 0700. It leaves `trust/` holding exactly what nodes receive out of band (the
-root public key and the CA certificate) and a `registry.toml` with every default spelled out.
+root public key, the CA certificate and the witness's verifier key) and a `registry.toml` with
+every default spelled out.
 File names and formats are listed in `registry.config`.
 """
 
@@ -18,6 +19,7 @@ from registry.ca import FederationCA
 from registry.config import FEDERATION_ID_PATTERN, RegistryPaths, default_config_text
 from registry.errors import InvalidInputError, PreconditionError
 from registry.transport import PeerKind, certificate_request, generate_tls_key
+from registry.witness import witness_signer
 from signing.keys import SigningKey, write_private_file
 from signing.locator import LOCATOR_KEY_SIZE
 
@@ -57,6 +59,18 @@ def issue_admin_certificate(paths: RegistryPaths, ca: FederationCA, admin_name: 
     )
 
 
+def ensure_witness_key(paths: RegistryPaths, federation_id: str) -> None:
+    """Create the witness key if absent, and publish its verifier key in trust/witness.vkey.
+
+    Separate from the root key on purpose: an Ed25519 cosignature does not commit to the
+    signer's name, so c2sp.org/tlog-cosignature asks for a key used for nothing else.
+    """
+    if not paths.witness_key.exists():
+        SigningKey.generate().save(paths.witness_key)
+    signer = witness_signer(SigningKey.load(paths.witness_key), federation_id)
+    paths.trust_witness_vkey.write_text(signer.verifier.to_vkey() + "\n", encoding="ascii")
+
+
 def init_registry(data_dir: Path, federation_id: str, admin_name: str = "admin") -> None:
     """Create the registry's keys, CA, certificates, trust bundle and default registry.toml."""
     if not FEDERATION_ID_PATTERN.fullmatch(federation_id):
@@ -92,6 +106,7 @@ def init_registry(data_dir: Path, federation_id: str, admin_name: str = "admin")
     root_key.save(paths.root_key)
     root_public_hex = (root_key.public_key.raw.hex() + "\n").encode("ascii")
     paths.root_public_key.write_bytes(root_public_hex)
+    ensure_witness_key(paths, federation_id)
 
     ca = FederationCA.create(federation_id)
     ca.save(paths.ca_certificate, paths.ca_key)

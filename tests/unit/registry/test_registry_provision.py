@@ -16,6 +16,7 @@ from registry.provision import init_registry
 from registry.transport import PeerKind, identity_from_certificate
 from signing import dsse
 from signing.keys import SigningKey, VerifyKey
+from signing.note import COSIGNATURE_V1_TYPE, NoteVerifier
 
 
 def _mode(path: Path) -> int:
@@ -30,13 +31,18 @@ def test_init_creates_keys_certificates_trust_bundle_and_config(tmp_path: Path) 
         paths.ca_key,
         paths.registry_key,
         paths.locator_key,
+        paths.witness_key,
         paths.admin_key("alice"),
     ):
         assert _mode(secret) == 0o600, secret
     assert len(paths.locator_key.read_bytes()) == 32
     root = SigningKey.load(paths.root_key)
     assert VerifyKey.from_raw(bytes.fromhex(paths.root_public_key.read_text())) == root.public_key
-    assert sorted(p.name for p in paths.trust_dir.iterdir()) == ["ca.pem", "root.pub"]
+    assert sorted(p.name for p in paths.trust_dir.iterdir()) == [
+        "ca.pem",
+        "root.pub",
+        "witness.vkey",
+    ]
     assert paths.trust_root_public_key.read_bytes() == paths.root_public_key.read_bytes()
     assert paths.trust_ca_certificate.read_bytes() == paths.ca_certificate.read_bytes()
 
@@ -54,6 +60,20 @@ def test_init_creates_keys_certificates_trust_bundle_and_config(tmp_path: Path) 
     config = load_registry_config(paths.config_file, environ={})
     assert config.federation_id == "test-fed"
     assert config.data_dir == tmp_path.resolve()
+
+
+def test_init_publishes_the_witness_cosigner_key_and_keeps_an_existing_one(
+    tmp_path: Path,
+) -> None:
+    existing = SigningKey.generate()
+    existing.save(RegistryPaths(tmp_path).witness_key)
+    init_registry(tmp_path, "test-fed")
+    paths = RegistryPaths(tmp_path)
+    verifier = NoteVerifier.from_vkey(paths.trust_witness_vkey.read_text().strip())
+    assert verifier.name == "certfed.registry/test-fed"
+    assert verifier.signature_type == COSIGNATURE_V1_TYPE
+    assert verifier.public_key == existing.public_key
+    assert verifier.public_key != SigningKey.load(paths.root_key).public_key
 
 
 def test_init_refuses_to_overwrite_any_existing_key(tmp_path: Path) -> None:

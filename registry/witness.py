@@ -1,0 +1,302 @@
+"""The registry as a transparency-log witness (c2sp.org/tlog-witness) for the nodes' logs.
+
+A node submits its newly signed checkpoint with the size it believes the witness last cosigned
+and a consistency proof from that size. The witness cosigns (c2sp.org/tlog-cosignature, key
+type 0x04) only a checkpoint that extends, consistently, the last one it cosigned for that log,
+so a node cannot show two histories to two parties that both check the registry's cosignature.
+
+Promises, in the order the checks run:
+
+- the checkpoint's origin is the caller's own log, "certfed.node/<node id>", and the note
+  carries a valid signature by one of the node's signing keys current now, under that name
+  (PERMISSION_DENIED otherwise; a malformed note or checkpoint is INVALID_ARGUMENT);
+- a consistency proof from old size 0 must be empty, and holds at most 63 hashes of 32 bytes;
+  the old size may not exceed the checkpoint's size (INVALID_ARGUMENT);
+- the old size must be the size last cosigned for the log (0 if none), else
+  `WitnessSizeMismatchError` (FAILED_PRECONDITION) whose message carries the witness's size;
+- the same size with another root, or a consistency proof that does not verify, is a fork:
+  both signed notes are recorded in `witness_fork`, an error event is logged, and the call fails
+  with `ForkDetectedError` (FAILED_PRECONDITION, "fork detected");
+- otherwise the new checkpoint is recorded, with the cosigned note, before the answer (the
+  note with the registry's cosignature line appended) leaves; checking and recording happen
+  under one lock, so concurrent submissions can never roll the recorded size back.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+from sqlalchemy.engine import Engine
+
+from registry import audit_store, nodes_store, witness_store
+from registry.db import transaction
+from registry.errors import InvalidInputError, PermissionDeniedError, PreconditionError
+from registry.tables import NodeKey, WitnessedCheckpoint
+from registry.utc import utc_now
+from signing import merkle
+from signing.errors import ConsistencyProofError, NoteError
+from signing.keys import SigningKey, VerifyKey
+from signing.note import (
+    COSIGNATURE_V1_TYPE,
+    Checkpoint,
+    NoteSigner,
+    NoteVerifier,
+    cosign,
+    open_note,
+    split_note,
+)
+
+log = structlog.get_logger("certfed.registry.witness")
+
+LOG_ORIGIN_PREFIX = "certfed.node/"
+WITNESS_NAME_PREFIX = "certfed.registry/"
+# c2sp.org/tlog-witness: a client MUST NOT send more than 63 consistency proof lines.
+MAX_CONSISTENCY_PROOF_HASHES = 63
+# Tree sizes are stored in a signed 64-bit column.
+MAX_WITNESSED_TREE_SIZE = 2**63 - 1
+
+_RETRY_HINT = "retry with old_size {size} and a consistency proof from it"
+_RETRY_PATTERN = re.compile(r"retry with old_size (\d+) ")
+
+
+def log_origin(node_id: str) -> str:
+    """The origin line (and log key name) of a node's transparency log."""
+    return f"{LOG_ORIGIN_PREFIX}{node_id}"
+
+
+def witness_name(federation_id: str) -> str:
+    return f"{WITNESS_NAME_PREFIX}{federation_id}"
+
+
+def witness_signer(key: SigningKey, federation_id: str) -> NoteSigner:
+    return NoteSigner(witness_name(federation_id), key, COSIGNATURE_V1_TYPE)
+
+
+class WitnessSizeMismatchError(PreconditionError):
+    """The submission's old size is not the size the witness last cosigned for the log."""
+
+    def __init__(self, message: str, current_size: int) -> None:
+        super().__init__(message)
+        self.current_size = current_size
+
+
+class ForkDetectedError(PreconditionError):
+    """The log signed a checkpoint inconsistent with one the witness cosigned; it is recorded."""
+
+
+def size_mismatch_from_message(message: str) -> WitnessSizeMismatchError | None:
+    """Rebuild the size-mismatch error a client received as a FAILED_PRECONDITION message."""
+    match = _RETRY_PATTERN.search(message)
+    if match is None:
+        return None
+    return WitnessSizeMismatchError(message, int(match.group(1)))
+
+
+@dataclass(frozen=True)
+class Submission:
+    """What a node asks the witness to cosign."""
+
+    note: bytes
+    old_size: int
+    consistency_proof: tuple[bytes, ...]
+
+
+def _key_valid_at(key: NodeKey, moment: datetime) -> bool:
+    # The rule the directory's readers apply to a node's keys (TrustedDirectory.signing_keys).
+    return (
+        key.valid_from <= moment
+        and (key.valid_until is None or moment < key.valid_until)
+        and (key.revoked_at is None or moment < key.revoked_at)
+    )
+
+
+def _check_proof(submission: Submission) -> None:
+    proof = submission.consistency_proof
+    if len(proof) > MAX_CONSISTENCY_PROOF_HASHES:
+        raise InvalidInputError(
+            "consistency_proof",
+            f"has {len(proof)} hashes; a proof has at most {MAX_CONSISTENCY_PROOF_HASHES}",
+        )
+    for position, value in enumerate(proof):
+        if len(value) != merkle.HASH_SIZE:
+            raise InvalidInputError(
+                f"consistency_proof[{position}]",
+                f"has {len(value)} bytes; a SHA-256 hash has {merkle.HASH_SIZE}",
+            )
+    if submission.old_size == 0 and proof:
+        raise InvalidInputError(
+            "consistency_proof", "must be empty when old_size is 0 (c2sp.org/tlog-witness)"
+        )
+
+
+def _parse_checkpoint(note: bytes, origin: str) -> Checkpoint:
+    try:
+        text, _ = split_note(note)
+        checkpoint = Checkpoint.parse(text)
+    except NoteError as error:
+        raise InvalidInputError("checkpoint.note", str(error)) from None
+    if checkpoint.origin != origin:
+        raise PermissionDeniedError(
+            f"a node may submit only its own log's checkpoints: the origin must be {origin!r}"
+        )
+    if checkpoint.tree_size > MAX_WITNESSED_TREE_SIZE:
+        raise InvalidInputError("checkpoint.note", "tree size is above 2^63 - 1")
+    if checkpoint.tree_size == 0 and checkpoint.root_hash != merkle.EMPTY_ROOT:
+        raise InvalidInputError(
+            "checkpoint.note", "an empty tree's root hash is SHA-256 of nothing (RFC 9162 2.1.1)"
+        )
+    return checkpoint
+
+
+def _check_log_signature(note: bytes, node_id: str, keys: Sequence[NodeKey]) -> None:
+    origin = log_origin(node_id)
+    verifiers = [NoteVerifier(origin, VerifyKey.from_raw(key.public_key)) for key in keys]
+    if not verifiers:
+        raise PermissionDeniedError(f"node {node_id} has no signing key valid now")
+    refusal = ""
+    for required in verifiers:
+        try:
+            open_note(note, verifiers, required=required)
+        except NoteError as error:
+            refusal = str(error)
+            continue
+        return
+    raise PermissionDeniedError(
+        f"the checkpoint carries no valid signature by a current signing key of node "
+        f"{node_id}: {refusal}"
+    )
+
+
+@dataclass(frozen=True)
+class _Fork:
+    reason: str
+    kept_size: int
+    cosigned_note: bytes
+
+
+def _fork(
+    stored: WitnessedCheckpoint, checkpoint: Checkpoint, submission: Submission
+) -> _Fork | None:
+    """Why the checkpoint cannot follow the stored one, or None when it consistently does."""
+    kept_size = stored.tree_size
+    if checkpoint.tree_size == kept_size:
+        if checkpoint.root_hash == stored.root_hash:
+            return None
+        reason = f"size {kept_size} signed with two different root hashes"
+        return _Fork(reason, kept_size, stored.note)
+    try:
+        merkle.verify_consistency(
+            kept_size,
+            checkpoint.tree_size,
+            stored.root_hash,
+            checkpoint.root_hash,
+            submission.consistency_proof,
+        )
+    except ConsistencyProofError as error:
+        reason = f"no consistency from size {kept_size} to {checkpoint.tree_size}: {error}"
+        return _Fork(reason, kept_size, stored.note)
+    return None
+
+
+class Witness:
+    """Cosigns the nodes' checkpoints against what it recorded, in one transaction each."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        signer: NoteSigner,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        if signer.signature_type != COSIGNATURE_V1_TYPE:
+            raise ValueError("the witness signs cosignatures: its signer has type 0x04")
+        self._engine = engine
+        self._signer = signer
+        self._clock = clock
+
+    @property
+    def verifier(self) -> NoteVerifier:
+        return self._signer.verifier
+
+    def cosign(self, node_id: str, submission: Submission) -> bytes:
+        """The submitted note with the witness's cosignature appended; see the module doc."""
+        now = self._clock()
+        origin = log_origin(node_id)
+        _check_proof(submission)
+        checkpoint = _parse_checkpoint(submission.note, origin)
+        if submission.old_size > checkpoint.tree_size:
+            raise InvalidInputError(
+                "old_size",
+                f"is {submission.old_size}, more than the checkpoint's tree size "
+                f"{checkpoint.tree_size}; a log only grows",
+            )
+        with transaction(self._engine) as session:
+            keys = [
+                key for key in nodes_store.signing_keys(session, node_id) if _key_valid_at(key, now)
+            ]
+            _check_log_signature(submission.note, node_id, keys)
+            witness_store.lock(session)
+            stored = witness_store.latest(session, origin)
+            current_size = stored.tree_size if stored is not None else 0
+            if submission.old_size != current_size:
+                raise WitnessSizeMismatchError(
+                    f"old_size is {submission.old_size} but the witness last cosigned {origin} "
+                    f"at size {current_size}; " + _RETRY_HINT.format(size=current_size),
+                    current_size,
+                )
+            fork = None if stored is None else _fork(stored, checkpoint, submission)
+            if fork is None:
+                line = cosign(checkpoint.to_text(), self._signer, int(now.timestamp()))
+                cosigned = submission.note + line
+                witness_store.record_cosigned(
+                    session,
+                    origin=origin,
+                    tree_size=checkpoint.tree_size,
+                    root_hash=checkpoint.root_hash,
+                    note=cosigned,
+                    at=now,
+                )
+            else:
+                witness_store.record_fork(
+                    session,
+                    node_id=node_id,
+                    origin=origin,
+                    reason=fork.reason,
+                    cosigned_note=fork.cosigned_note,
+                    offered_note=submission.note,
+                    at=now,
+                )
+                audit_store.record(
+                    session,
+                    actor=f"node:{node_id}",
+                    action="witness_fork",
+                    node_id=node_id,
+                    at=now,
+                    detail=fork.reason,
+                )
+        if fork is not None:
+            # Committed above: the evidence is kept although the call fails.
+            log.error(
+                "registry.witness_fork_detected",
+                node_id=node_id,
+                origin=origin,
+                reason=fork.reason,
+                kept_size=fork.kept_size,
+                offered_size=checkpoint.tree_size,
+            )
+            raise ForkDetectedError(
+                f"fork detected: {fork.reason}; the witness keeps size {fork.kept_size} for "
+                f"{origin}, and the registry administrator has the record"
+            )
+        log.info(
+            "registry.checkpoint_cosigned",
+            node_id=node_id,
+            origin=origin,
+            tree_size=checkpoint.tree_size,
+            old_size=submission.old_size,
+        )
+        return cosigned
