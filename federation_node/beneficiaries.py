@@ -7,6 +7,8 @@ masked number. One person (one locator) is one beneficiary: the database refuses
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
@@ -140,3 +142,54 @@ def flag_duplicate(session: Session, locator: bytes, now: datetime | None = None
         session.add(beneficiary)
         session.flush()
     return True
+
+
+@dataclass(frozen=True)
+class NewBeneficiary:
+    subject_locator: bytes
+    identity_type: IdentityType
+    masked_identity_number: str
+    sealed_identity: bytes
+    residence_region: str
+    paying_region: str
+    valid_until: datetime | None
+
+
+def add_batch(
+    session: Session, batch: Sequence[NewBeneficiary], now: datetime
+) -> list[Beneficiary]:
+    """Register several people at once (an office's roll): one query finds those already
+    registered, one flush writes the rest. All or none: a person already here refuses the
+    batch, and one registered concurrently makes the commit fail on the unique locator."""
+    locators = [new.subject_locator for new in batch]
+    if len(set(locators)) != len(locators):
+        raise AlreadyExistsError("the batch lists the same person twice")
+    for start in range(0, len(locators), 500):
+        existing = session.exec(
+            select(Beneficiary).where(
+                col(Beneficiary.subject_locator).in_(locators[start : start + 500])
+            )
+        ).first()
+        if existing is not None:
+            raise _already_registered(existing)
+    added = [
+        Beneficiary(
+            beneficiary_id=new_id(),
+            subject_locator=new.subject_locator,
+            identity_type=new.identity_type,
+            masked_identity_number=new.masked_identity_number,
+            sealed_identity=new.sealed_identity,
+            residence_region=new.residence_region,
+            paying_region=new.paying_region,
+            status=BeneficiaryState.ACTIVE,
+            status_effective_at=None,
+            valid_until=new.valid_until,
+            possible_duplicate=False,
+            created_at=now,
+            updated_at=now,
+        )
+        for new in batch
+    ]
+    session.add_all(added)
+    session.flush()
+    return added

@@ -37,7 +37,6 @@ def open_for(
         updated_at=now,
     )
     session.add(entitlement)
-    session.flush()
     return entitlement
 
 
@@ -120,6 +119,17 @@ def count_by_state(session: Session) -> dict[EntitlementState, int]:
     return {EntitlementState(state): int(count) for state, count in rows}
 
 
-def overpayments_total(session: Session) -> int:
-    total = session.exec(select(func.coalesce(func.sum(Entitlement.overpayment_fen), 0))).one()
-    return int(total)
+def by_locators(
+    session: Session, locators: Sequence[bytes]
+) -> dict[bytes, tuple[Beneficiary, Entitlement]]:
+    """This office's beneficiaries among `locators`, with their entitlements."""
+    found: dict[bytes, tuple[Beneficiary, Entitlement]] = {}
+    for start in range(0, len(locators), 500):
+        statement = (
+            select(Beneficiary, Entitlement)
+            .join(Entitlement, col(Entitlement.beneficiary_id) == col(Beneficiary.beneficiary_id))
+            .where(col(Beneficiary.subject_locator).in_(list(locators[start : start + 500])))
+        )
+        for person, entitlement in session.exec(statement):
+            found[person.subject_locator] = (person, entitlement)
+    return found

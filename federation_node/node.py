@@ -8,6 +8,7 @@ nothing here knows about gRPC beyond the generated message types it builds.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -131,13 +132,7 @@ class ReceivedAttestation:
 
 @dataclass(frozen=True)
 class _Registration:
-    locator: bytes
-    identity_type: IdentityType
-    masked_identity_number: str
-    sealed: bytes
-    residence: str
-    paying_region: str
-    valid_until: datetime | None
+    new: beneficiaries.NewBeneficiary
     amount: int
 
 
@@ -219,42 +214,40 @@ class Node:
             self._registration(request, prefix.format(index=index), now)
             for index, request in enumerate(requests)
         ]
-        publish = registry_pb2.PublishLocatorsRequest(locators=[p.locator for p in prepared])
-        added: list[Beneficiary] = []
+        publish = registry_pb2.PublishLocatorsRequest(
+            locators=[p.new.subject_locator for p in prepared]
+        )
         with session_scope(self.engine) as session:
-            for registration in prepared:
-                beneficiary = beneficiaries.add(
-                    session,
-                    subject_locator=registration.locator,
-                    identity_type=registration.identity_type,
-                    masked_identity_number=registration.masked_identity_number,
-                    sealed_identity=registration.sealed,
-                    residence_region=registration.residence,
-                    paying_region=registration.paying_region,
-                    valid_until=registration.valid_until,
-                    now=now,
-                )
+            if len(prepared) == 1:
+                added = [beneficiaries.add(session, **dataclasses.asdict(prepared[0].new), now=now)]
+            else:
+                added = beneficiaries.add_batch(session, [p.new for p in prepared], now)
+            for beneficiary, registration in zip(added, prepared, strict=True):
                 entitlements_store.open_for(
                     session, beneficiary.beneficiary_id, registration.amount, now
                 )
-                audit.append(
-                    session,
-                    actor=actor.label,
-                    action="beneficiary.register",
-                    subject_type="beneficiary",
-                    subject_id=beneficiary.beneficiary_id,
-                    details={
-                        "residence_region": registration.residence,
-                        "paying_region": registration.paying_region,
-                    },
-                    now=now,
-                )
-                added.append(beneficiary)
+            first = added[0]
+            if len(added) == 1:
+                details: dict[str, str | int | bool | list[str] | None] = {
+                    "residence_region": first.residence_region,
+                    "paying_region": first.paying_region,
+                }
+            else:
+                details = {"beneficiary_ids": [b.beneficiary_id for b in added]}
+            audit.append(
+                session,
+                actor=actor.label,
+                action="beneficiary.register" if len(added) == 1 else "beneficiary.register_batch",
+                subject_type="beneficiary",
+                subject_id=first.beneficiary_id,
+                details=details,
+                now=now,
+            )
             outbox.enqueue(
                 session,
                 kind=OutboxKind.PUBLISH_LOCATORS,
                 destination=REGISTRY_DESTINATION,
-                subject_id=added[0].beneficiary_id,
+                subject_id=first.beneficiary_id,
                 payload=publish.SerializeToString(),
                 now=now,
             )
@@ -292,16 +285,16 @@ class Node:
             self.keys.hpke.public_raw,
             sealing.at_rest_info(locator.hex()),
         )
-        return _Registration(
-            locator=locator,
+        new = beneficiaries.NewBeneficiary(
+            subject_locator=locator,
             identity_type=IdentityType(kind.value),
             masked_identity_number=mask_identity_number(kind, number),
-            sealed=sealed,
-            residence=residence,
+            sealed_identity=sealed,
+            residence_region=residence,
             paying_region=paying_region,
             valid_until=valid_until,
-            amount=amount,
         )
+        return _Registration(new, amount)
 
     def beneficiary_identity(self, beneficiary: Beneficiary) -> attestation_pb2.IdentityBundle:
         """The beneficiary's identity, unsealed: for a notifier or a sealed request only."""

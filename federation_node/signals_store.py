@@ -64,3 +64,15 @@ def add(
     )
     session.add(signal)
     return signal
+
+
+def negative_recorders(session: Session, beneficiary_id: str, kinds: Sequence[int]) -> set[str]:
+    """Operators who recorded an applied negative signal for the beneficiary."""
+    rows = session.exec(
+        select(DataSignal.recorded_by).where(
+            DataSignal.beneficiary_id == beneficiary_id,
+            col(DataSignal.kind).in_(list(kinds)),
+            DataSignal.outcome == SignalOutcome.APPLIED,
+        )
+    )
+    return set(rows)

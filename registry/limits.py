@@ -23,6 +23,8 @@ class Limits:
     max_id_length: int = 64
     max_sealed_identity_bytes: int = 16 * 1024
     max_evidence_digests: int = 64
+    # A monthly pension above 1,000,000 yuan is a typo in a roll, not a pension (fen).
+    max_monthly_amount_fen: int = 100_000_000
     max_page_size: int = 500
     default_page_size: int = 100
     # Calls per second (sustained) and burst per caller; 0 turns a limit off. A node's own
@@ -37,3 +39,9 @@ class Limits:
     # Signed directory.
     directory_lifetime_s: float = 7 * 24 * 3600.0
     max_directory_bytes: int = 4 * 1024 * 1024
+    # Transparency log: entries per streamed message (also capped to half a message in bytes),
+    # entries a follower verifies and stores per transaction, and how often a subscription
+    # polls the store for entries other replicas appended.
+    log_batch_entries: int = 1000
+    sync_step_entries: int = 20_000
+    subscription_poll_s: float = 0.5

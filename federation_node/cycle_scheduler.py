@@ -1,0 +1,68 @@
+"""Run the daily cycle once a day, at the configured hour (UTC), in the node's server process.
+
+The cycle is idempotent per day and claims its day in the database, so every replica can run a
+scheduler: one of them runs the day, the others find it done. A failed run is retried at the
+next check; the day is only considered done once a run (here or on another replica) committed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+
+import structlog
+
+from federation_node.lifecycle import CycleOutcome, Lifecycle
+from federation_node.node import Actor
+
+log = structlog.get_logger("certfed.cycle")
+
+# Who runs the scheduled cycle, in the audit trail and in the cycle_run row.
+SCHEDULER_ACTOR = Actor("node", "cycle-scheduler")
+CHECK_INTERVAL_S = 60.0
+
+
+class CycleScheduler:
+    def __init__(
+        self,
+        lifecycle: Lifecycle,
+        hour_utc: int,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        check_interval_s: float = CHECK_INTERVAL_S,
+    ) -> None:
+        self._lifecycle = lifecycle
+        self._hour = hour_utc
+        self._clock = clock
+        self._interval = check_interval_s
+        self._done: date | None = None
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cycle-scheduler", daemon=True)
+
+    def start(self) -> None:
+        if self._hour >= 0:
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+
+    def run_if_due(self) -> CycleOutcome | None:
+        """Run today's cycle if its hour has come and it has not been run; else None."""
+        now = self._clock()
+        today = now.date()
+        if self._done == today or now.hour < self._hour:
+            return None
+        outcome = self._lifecycle.run_cycle(SCHEDULER_ACTOR, today)
+        self._done = today
+        return outcome
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.run_if_due()
+            except Exception:
+                log.exception("cycle.scheduled_run_failed")
+            self._stopping.wait(self._interval)
