@@ -171,3 +171,22 @@ def test_a_second_cosignature_of_one_size_replaces_the_first(engine: Engine) -> 
         latest = log_store.latest_checkpoint(session)
         assert latest is not None
         assert latest.note == b"second"
+
+
+def test_streamed_entries_come_in_order_in_chunks_and_filtered(engine: Engine) -> None:
+    with session_scope(engine) as session:
+        log_store.append_many(
+            session,
+            (entry(number, "620102" if number % 2 else "440600") for number in range(25)),
+        )
+    with session_scope(engine) as session:
+        chunks = list(log_store.stream_entries(session, 3, 20, (), 5))
+        odd = [
+            row.leaf_index
+            for chunk in log_store.stream_entries(session, 0, 25, ["620102"], 4)
+            for row in chunk
+        ]
+    assert [len(chunk) for chunk in chunks] == [5, 5, 5, 2]
+    assert [row.leaf_index for chunk in chunks for row in chunk] == list(range(3, 20))
+    assert chunks[0][0].envelope_json == entry(3).envelope_json
+    assert odd == list(range(1, 25, 2))

@@ -1,0 +1,540 @@
+"""The transparency log across real node processes on a real PostgreSQL server: checkpoints the
+registry witness cosigns, inclusion proofs, bulk sync that refuses rewritten entries and resumes
+after an interruption, a node caught showing two histories, and subscriptions."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+from sqlalchemy import delete, update
+
+from certfed.v1 import (
+    attestation_pb2,
+    common_pb2,
+    desk_pb2,
+    federation_pb2,
+    federation_pb2_grpc,
+)
+from federation_node import db, log_store, sync_store
+from federation_node.bench import issue_signed_attestations
+from federation_node.checkpoints import load_witness_verifier
+from federation_node.keystore import KeyPaths, load_keys
+from federation_node.launcher import LocalFederation, NodeHandle, NodeSpec, wait_until
+from federation_node.log_store import NewEntry
+from federation_node.models import LogEntry, LogHead, LogSubtree
+from federation_node.sync import LogSync, LogVerificationError
+from registry import db as registry_db
+from registry import witness_store
+from registry.directory import verify_directory
+from registry.limits import Limits
+from registry.tables import WitnessFork
+from registry.timestamps import to_timestamp
+from registry.transport import TlsMaterial, node_tls_name, secure_channel
+from signing import dsse, merkle
+from signing.identity import resident_id_check_character
+
+PAYING = NodeSpec("lanzhou", "Lanzhou office", ("620102",), ("paying_office",))
+RESIDENCE = NodeSpec(
+    "qingdao", "Qingdao centre", ("370200",), ("residence_agency", "paying_office")
+)
+AUDITOR = NodeSpec("foshan", "Foshan office", ("440600",), ("paying_office",))
+
+
+class Offices:
+    def __init__(self, local: LocalFederation, database_urls: dict[str, str]) -> None:
+        self.local = local
+        self.database_urls = database_urls
+        self._serial = 0
+
+    def node(self, node_id: str) -> NodeHandle:
+        return self.local.nodes[node_id]
+
+    def certify(self) -> str:
+        """An assistance request from Lanzhou certified by Qingdao; returns the attestation id."""
+        self._serial += 1
+        prefix = f"62010219500101{self._serial:03d}"
+        person = attestation_pb2.IdentityBundle(
+            identity_type=common_pb2.IDENTITY_TYPE_RESIDENT_ID,
+            identity_number=prefix + resident_id_check_character(prefix),
+            full_name="Test Person",
+        )
+        with self.local.desk("lanzhou") as desk:
+            beneficiary = desk.call(
+                "RegisterBeneficiary",
+                desk_pb2.RegisterBeneficiaryRequest(identity=person, residence_region="370202"),
+            ).beneficiary
+            request_id = desk.call(
+                "RequestCertification",
+                desk_pb2.RequestCertificationRequest(
+                    beneficiary_id=beneficiary.beneficiary_id,
+                    deadline=to_timestamp(datetime.now(UTC) + timedelta(days=20)),
+                ),
+            ).request.request_id
+        with self.local.desk("qingdao") as desk:
+            inbound = desk_pb2.ListAssistanceRequestsRequest(direction=desk_pb2.DIRECTION_INBOUND)
+            wait_until(
+                lambda: any(
+                    r.request_id == request_id
+                    for r in desk.call("ListAssistanceRequests", inbound).requests
+                ),
+                30,
+                "the request in Qingdao's inbox",
+            )
+            certification_id = desk.call(
+                "RecordCertification",
+                desk_pb2.RecordCertificationRequest(
+                    request_id=request_id,
+                    method=common_pb2.CERTIFICATION_METHOD_ON_SITE,
+                    outcome=common_pb2.CERTIFICATION_OUTCOME_ALIVE,
+                    observed_at=to_timestamp(datetime.now(UTC)),
+                    evidence_digests=[hashlib.sha256(b"photo").digest()],
+                ),
+            ).certification.certification_id
+        with self.local.desk("qingdao", "reviewer") as desk:
+            approved = desk.call(
+                "ApproveCertification",
+                desk_pb2.ApproveCertificationRequest(certification_id=certification_id),
+            )
+        attestation_id: str = approved.certification.attestation_id
+        return attestation_id
+
+    def stub(
+        self, as_node: str, to_node: str
+    ) -> tuple[grpc.Channel, federation_pb2_grpc.FederationServiceStub]:
+        caller = self.node(as_node).config
+        tls = TlsMaterial.load(
+            caller.data_dir / "keys" / "tls.pem",
+            caller.data_dir / "keys" / "tls.key",
+            caller.ca_certificate,
+        )
+        channel = secure_channel(
+            f"127.0.0.1:{self.node(to_node).federation_port}",
+            node_tls_name(to_node),
+            tls.channel_credentials(),
+            max_message_bytes=4 << 20,
+        )
+        return channel, federation_pb2_grpc.FederationServiceStub(channel)
+
+    def syncer(self, as_node: str, to_node: str, step: int = 50_000) -> LogSync:
+        """What `certfed sync` runs, in this process, as `as_node` against `to_node`."""
+        config = self.node(as_node).config
+        keys = load_keys(config, KeyPaths(config.data_dir))
+        directory = verify_directory(
+            self.local.fetch_directory(), keys.root_public_key, now=datetime.now(UTC)
+        )
+        _, stub = self.stub(as_node, to_node)
+        return LogSync(
+            db.create_engine_for(config.effective_database_url),
+            lambda: directory,
+            load_witness_verifier(config.witness_public_key),
+            lambda _origin: stub,
+            Limits(sync_step_entries=step),
+        )
+
+    def checkpoint_size(self, as_node: str, of_node: str) -> int:
+        channel, stub = self.stub(as_node, of_node)
+        with channel:
+            try:
+                answer = stub.GetCheckpoint(federation_pb2.GetCheckpointRequest(), timeout=5)
+            except grpc.RpcError:
+                return -1
+        return merkle_size(bytes(answer.checkpoint.note))
+
+    def await_checkpoint(self, of_node: str, size: int) -> None:
+        wait_until(
+            lambda: self.checkpoint_size("foshan", of_node) >= size,
+            30,
+            f"a cosigned checkpoint of {of_node} with {size} entries",
+        )
+
+
+def merkle_size(checkpoint_note: bytes) -> int:
+    return int(checkpoint_note.split(b"\n")[1])
+
+
+@pytest.fixture(scope="module")
+def offices(
+    postgres_url_factory: object, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Offices]:
+    factory = postgres_url_factory
+    assert callable(factory)
+    workdir: Path = tmp_path_factory.mktemp("transparency")
+    urls: dict[str, str] = {}
+
+    def database_for(name: str) -> str:
+        urls[name] = str(factory())
+        return urls[name]
+
+    local = LocalFederation(workdir, database_url_for=database_for, max_backoff_s=0.5)
+    with local:
+        local.start_registry()
+        local.add_node(PAYING)
+        local.add_node(RESIDENCE)
+        local.add_node(AUDITOR)
+        yield Offices(local, urls)
+
+
+pytestmark = pytest.mark.postgres
+
+
+def test_an_issued_attestation_is_logged_and_its_inclusion_proof_verifies(
+    offices: Offices,
+) -> None:
+    attestation_id = offices.certify()
+    channel, stub = offices.stub("lanzhou", "qingdao")
+    with channel:
+
+        def proof() -> federation_pb2.GetInclusionProofResponse | None:
+            try:
+                answer: federation_pb2.GetInclusionProofResponse = stub.GetInclusionProof(
+                    federation_pb2.GetInclusionProofRequest(attestation_id=attestation_id),
+                    timeout=5,
+                )
+            except grpc.RpcError as error:
+                # Not covered by a cosigned checkpoint yet; anything else is a failure.
+                if error.code() is not grpc.StatusCode.FAILED_PRECONDITION:
+                    raise
+                return None
+            return answer
+
+        answer = wait_until(proof, 30, "a cosigned checkpoint covering the attestation")
+        note = bytes(
+            stub.GetCheckpoint(federation_pb2.GetCheckpointRequest(), timeout=5).checkpoint.note
+        )
+        entry = next(
+            iter(
+                stub.GetEntries(
+                    federation_pb2.GetEntriesRequest(
+                        start=answer.leaf_index, end=answer.leaf_index + 1
+                    ),
+                    timeout=5,
+                )
+            )
+        ).entries[0]
+    syncer = offices.syncer("lanzhou", "qingdao")
+    checkpoint = syncer.verify_checkpoint("qingdao", note)
+    assert checkpoint.tree_size >= answer.tree_size
+    channel, stub = offices.stub("lanzhou", "qingdao")
+    with channel:
+        at_size = stub.GetInclusionProof(
+            federation_pb2.GetInclusionProofRequest(
+                leaf_index=answer.leaf_index, tree_size=checkpoint.tree_size
+            ),
+            timeout=5,
+        )
+    merkle.verify_inclusion(
+        merkle.leaf_hash(entry.envelope_json),
+        answer.leaf_index,
+        checkpoint.tree_size,
+        list(at_size.hashes),
+        checkpoint.root_hash,
+    )
+    assert entry.paying_region == "620102"
+
+
+def test_a_checkpoint_without_the_registry_cosignature_is_refused(offices: Offices) -> None:
+    from federation_node.checkpoints import CheckpointRefusedError, node_signer
+    from signing import note
+
+    config = offices.node("qingdao").config
+    keys = load_keys(config, KeyPaths(config.data_dir))
+    forged = note.sign_note(
+        note.Checkpoint("certfed.node/qingdao", 1, merkle.leaf_hash(b"x")).to_text(),
+        node_signer("qingdao", keys.signing),
+    )
+    syncer = offices.syncer("foshan", "qingdao")
+    with pytest.raises(CheckpointRefusedError, match="witness"):
+        syncer.verify_checkpoint("qingdao", forged)
+
+
+def _bulk_issue(offices: Offices, node_id: str, count: int) -> int:
+    """Append `count` attestations signed by `node_id` to its log; returns the new size."""
+    config = offices.node(node_id).config
+    keys = load_keys(config, KeyPaths(config.data_dir))
+    engine = db.create_engine_for(config.effective_database_url)
+    try:
+        head = issue_signed_attestations(engine, node_id, keys.signing, count)
+    finally:
+        engine.dispose()
+    return head.tree_size
+
+
+def test_sync_stores_a_verified_copy_and_resumes_after_an_interruption(offices: Offices) -> None:
+    size = _bulk_issue(offices, "qingdao", 1200)
+    offices.await_checkpoint("qingdao", size)
+    syncer = offices.syncer("foshan", "qingdao", step=500)
+    stop = threading.Event()
+    seen: list[int] = []
+
+    def interrupt_after_first_step(done: int, total: int) -> None:
+        seen.append(done)
+        if len(seen) == 2:
+            stop.set()
+
+    first = syncer.sync("qingdao", progress=interrupt_after_first_step, stop=stop)
+    assert first.to_size == 500
+    engine = db.create_engine_for(offices.node("foshan").config.effective_database_url)
+    try:
+        with db.session_scope(engine) as session:
+            assert sync_store.count(session, "qingdao") == 500
+            stored = sync_store.entries(session, "qingdao", 0, 500)
+            head = sync_store.head(session, "qingdao")
+        assert head is not None
+        assert head.tree_size == 500
+        leaves = [merkle.leaf_hash(row.envelope_json) for row in stored]
+        assert merkle.root_from_leaves(leaves) == (500, head.root_hash)
+        resumed = syncer.sync("qingdao")
+        assert resumed.from_size == 500
+        assert resumed.to_size >= size
+        with db.session_scope(engine) as session:
+            assert sync_store.count(session, "qingdao") == resumed.to_size
+    finally:
+        engine.dispose()
+
+
+def test_a_rewritten_entry_fails_sync_and_nothing_of_it_is_stored(offices: Offices) -> None:
+    syncer = offices.syncer("lanzhou", "qingdao", step=400)
+    synced = syncer.sync("qingdao").to_size
+    size = _bulk_issue(offices, "qingdao", 900)
+    offices.await_checkpoint("qingdao", size)
+    # Qingdao's database is changed behind the node's back: one envelope past what Lanzhou
+    # verified is rewritten, in the second step of the next sync.
+    qingdao = db.create_engine_for(offices.node("qingdao").config.effective_database_url)
+    victim = synced + 450
+    try:
+        with db.session_scope(qingdao) as session:
+            original = log_store.entry_at(session, victim).envelope_json
+            session.execute(
+                update(LogEntry)
+                .where(LogEntry.leaf_index == victim)  # type: ignore[arg-type]
+                .values(envelope_json=original.replace(b'"payload"', b'"payload" '))
+            )
+        with pytest.raises(LogVerificationError, match="rewritten"):
+            syncer.sync("qingdao")
+        lanzhou = db.create_engine_for(offices.node("lanzhou").config.effective_database_url)
+        try:
+            with db.session_scope(lanzhou) as session:
+                head = sync_store.head(session, "qingdao")
+                assert head is not None
+                # The first step (before the rewritten entry) verified and was kept.
+                assert head.tree_size == synced + 400
+                assert sync_store.count(session, "qingdao") == synced + 400
+        finally:
+            lanzhou.dispose()
+    finally:
+        with db.session_scope(qingdao) as session:
+            session.execute(
+                update(LogEntry)
+                .where(LogEntry.leaf_index == victim)  # type: ignore[arg-type]
+                .values(envelope_json=original)
+            )
+        qingdao.dispose()
+    assert syncer.sync("qingdao").to_size >= size
+
+
+def test_subscription_pushes_a_new_attestation_within_a_second_and_resumes(
+    offices: Offices,
+) -> None:
+    channel, stub = offices.stub("lanzhou", "qingdao")
+    with channel:
+        start = offices.checkpoint_size("lanzhou", "qingdao")
+        size_now = merkle_size(
+            bytes(
+                stub.GetCheckpoint(federation_pb2.GetCheckpointRequest(), timeout=5).checkpoint.note
+            )
+        )
+        assert size_now == start
+        call = stub.Subscribe(
+            federation_pb2.SubscribeRequest(from_tree_size=start, paying_regions=["620102"]),
+            timeout=120,
+        )
+        received: list[tuple[int, float]] = []
+
+        def read() -> None:
+            try:
+                for response in call:
+                    for entry in response.entries:
+                        received.append((entry.index, time.monotonic()))
+            except grpc.RpcError:
+                return
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        before = len(received)
+        attestation_id = offices.certify()
+        approved_at = time.monotonic()
+        wait_until(lambda: len(received) > before, 10, "the pushed entry")
+        index, arrived_at = received[-1]
+        assert arrived_at - approved_at < 1.0
+        call.cancel()
+        reader.join(timeout=5)
+        # Resume after the disconnect from the size already received.
+        resumed = stub.Subscribe(federation_pb2.SubscribeRequest(from_tree_size=index), timeout=10)
+        first = next(iter(resumed))
+        resumed.cancel()
+    assert first.entries[0].index == index
+    pushed = attestation_pb2.CertificationAttestation.FromString(
+        dsse.Envelope.from_json(first.entries[0].envelope_json).payload
+    )
+    assert pushed.attestation_id == attestation_id
+
+
+def _rewrite_history(url: str, victim: int, extra: int) -> None:
+    """What a dishonest office could do to its own database: rebuild its log with one entry
+    changed (a consistent tree of its own), then keep appending."""
+    engine = db.create_engine_for(url)
+    try:
+        with db.session_scope(engine) as session:
+            size = log_store.head(session).tree_size
+            rows = log_store.entries(session, 0, size)
+            session.execute(delete(LogSubtree))
+            session.execute(delete(LogEntry))
+            session.execute(
+                update(LogHead).values(tree_size=0, root_hash=merkle.EMPTY_ROOT, compact_state=b"")
+            )
+        rewritten = [
+            NewEntry(
+                f"rewritten-{row.leaf_index}",
+                row.envelope_json.replace(b'"payload"', b'"payload" ')
+                if row.leaf_index == victim
+                else row.envelope_json,
+                row.paying_region,
+            )
+            for row in rows
+        ]
+        with db.session_scope(engine) as session:
+            log_store.append_many(session, rewritten)
+            log_store.append_many(
+                session,
+                (NewEntry(f"later-{n}", b'{"later":%d}' % n, "620102") for n in range(extra)),
+            )
+    finally:
+        engine.dispose()
+
+
+def test_a_node_that_shows_two_histories_is_caught_by_the_witness(offices: Offices) -> None:
+    spec = NodeSpec("datong", "Datong centre", ("140200",), ("residence_agency",))
+    datong = offices.local.add_node(spec)
+    size = _bulk_issue(offices, "datong", 300)
+    offices.await_checkpoint("datong", size)
+    syncer = offices.syncer("foshan", "datong")
+    assert syncer.sync("datong").to_size == size
+    offices.local.stop_node("datong")
+    _rewrite_history(datong.config.effective_database_url, victim=10, extra=5)
+    offices.local.start_node("datong")
+    registry = registry_db.create_engine_for(offices.database_urls["registry"])
+    try:
+
+        def recorded() -> list[WitnessFork]:
+            with registry_db.transaction(registry) as session:
+                return [fork for fork in witness_store.forks(session) if fork.node_id == "datong"]
+
+        forks = wait_until(recorded, 30, "the witness to record Datong's fork")
+    finally:
+        registry.dispose()
+    assert b"certfed.node/datong\n300\n" in forks[0].cosigned_note
+    assert b"certfed.node/datong\n305\n" in forks[0].offered_note
+    # Datong still hands out only what the witness cosigned, and the rewritten entries behind it
+    # fail verification at any receiver.
+    assert offices.checkpoint_size("foshan", "datong") == size
+    fresh = offices.syncer("lanzhou", "datong")
+    with pytest.raises(LogVerificationError, match="rewritten"):
+        fresh.sync("datong")
+    lanzhou = db.create_engine_for(offices.node("lanzhou").config.effective_database_url)
+    try:
+        with db.session_scope(lanzhou) as session:
+            assert sync_store.count(session, "datong") == 0
+    finally:
+        lanzhou.dispose()
+
+
+def test_an_exported_bundle_verifies_offline_and_a_tampered_one_does_not(
+    offices: Offices, tmp_path: Path
+) -> None:
+    attestation_id = offices.certify()
+    qingdao = offices.node("qingdao")
+    offices.await_checkpoint("qingdao", _log_size(offices, "qingdao"))
+    bundle_path = tmp_path / "bundle.json"
+    exported = _certfed(
+        ["desk", "--config", str(qingdao.config_path), "export-bundle", attestation_id,
+         "--out", str(bundle_path)],
+        token=qingdao.tokens["clerk"],
+    )  # fmt: skip
+    assert exported.returncode == 0, exported.stdout
+    directory_path = tmp_path / "directory.json"
+    directory_path.write_bytes(offices.local.fetch_directory().to_json())
+    trust = offices.local.registry_paths
+    verify = [
+        "verify", "--directory", str(directory_path),
+        "--root-key", str(trust.trust_root_public_key),
+        "--witness-key", str(trust.trust_witness_vkey),
+    ]  # fmt: skip
+    checked = _certfed([*verify, str(bundle_path)])
+    assert checked.returncode == 0, checked.stdout
+    assert f"attestation {attestation_id}" in checked.stdout
+    document = json.loads(bundle_path.read_text(encoding="utf-8"))
+    document["envelope_json"] = document["envelope_json"].replace('"payload"', '"payload" ')
+    tampered = tmp_path / "tampered.json"
+    tampered.write_text(json.dumps(document), encoding="utf-8")
+    refused = _certfed([*verify, str(tampered)])
+    assert refused.returncode == 1
+    assert "REFUSED" in refused.stdout
+
+
+def _log_size(offices: Offices, node_id: str) -> int:
+    engine = db.create_engine_for(offices.node(node_id).config.effective_database_url)
+    try:
+        with db.session_scope(engine) as session:
+            return log_store.head(session).tree_size
+    finally:
+        engine.dispose()
+
+
+def _certfed(arguments: list[str], token: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "federation_node.cli", *arguments],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "CERTFED_OPERATOR_TOKEN": token, "COLUMNS": "200"},
+        check=False,
+    )
+
+
+def test_a_following_node_stores_new_entries_of_the_log_it_follows(offices: Offices) -> None:
+    spec = NodeSpec("shenzhen", "Shenzhen office", ("440300",), ("paying_office",))
+    follower = offices.local.add_node(spec, settings={"follow": ["qingdao"]})
+    engine = db.create_engine_for(follower.config.effective_database_url)
+    try:
+
+        def synced() -> int:
+            with db.session_scope(engine) as session:
+                return sync_store.count(session, "qingdao")
+
+        offices.certify()
+        size = _log_size(offices, "qingdao")
+        wait_until(lambda: synced() >= size, 60, "the follower to catch up")
+        caught_up = synced()
+        attestation_id = offices.certify()
+        wait_until(lambda: synced() > caught_up, 30, "the new entry at the follower")
+        with db.session_scope(engine) as session:
+            head = sync_store.head(session, "qingdao")
+            assert head is not None
+            newest = sync_store.entries(session, "qingdao", head.tree_size - 1, head.tree_size)
+        payload = dsse.Envelope.from_json(newest[0].envelope_json).payload
+        assert attestation_pb2.CertificationAttestation.FromString(payload).attestation_id == (
+            attestation_id
+        )
+    finally:
+        engine.dispose()
