@@ -1,0 +1,57 @@
+"""The server's daily cycle runs once a day, at its hour, and tries again after a failure."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import cast
+
+import pytest
+
+from federation_node.cycle_scheduler import SCHEDULER_ACTOR, CycleScheduler
+from federation_node.lifecycle import CycleOutcome, Lifecycle
+from federation_node.node import Actor
+
+
+class RecordingLifecycle:
+    def __init__(self) -> None:
+        self.days: list[date] = []
+        self.fail = False
+
+    def run_cycle(self, actor: Actor, day: date | None) -> CycleOutcome:
+        assert actor == SCHEDULER_ACTOR
+        assert day is not None
+        if self.fail:
+            raise RuntimeError("database unavailable")
+        self.days.append(day)
+        return CycleOutcome(ran=True)
+
+
+def scheduler(lifecycle: RecordingLifecycle, clock: list[datetime]) -> CycleScheduler:
+    return CycleScheduler(cast(Lifecycle, lifecycle), 2, clock=lambda: clock[0])
+
+
+def test_the_cycle_runs_once_a_day_from_its_hour() -> None:
+    lifecycle = RecordingLifecycle()
+    clock = [datetime(2026, 3, 1, 1, 59, tzinfo=UTC)]
+    daily = scheduler(lifecycle, clock)
+    assert daily.run_if_due() is None
+    clock[0] = datetime(2026, 3, 1, 2, 0, tzinfo=UTC)
+    assert daily.run_if_due() == CycleOutcome(ran=True)
+    clock[0] = datetime(2026, 3, 1, 23, 0, tzinfo=UTC)
+    assert daily.run_if_due() is None
+    clock[0] = datetime(2026, 3, 2, 2, 30, tzinfo=UTC)
+    daily.run_if_due()
+    assert lifecycle.days == [date(2026, 3, 1), date(2026, 3, 2)]
+
+
+def test_a_failed_run_is_tried_again() -> None:
+    lifecycle = RecordingLifecycle()
+    clock = [datetime(2026, 3, 1, 3, 0, tzinfo=UTC)]
+    daily = scheduler(lifecycle, clock)
+    lifecycle.fail = True
+    with pytest.raises(RuntimeError):
+        daily.run_if_due()
+    lifecycle.fail = False
+    daily.run_if_due()
+    assert lifecycle.days == [date(2026, 3, 1)]
+
