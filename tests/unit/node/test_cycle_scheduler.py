@@ -54,4 +54,3 @@ def test_a_failed_run_is_tried_again() -> None:
     lifecycle.fail = False
     daily.run_if_due()
     assert lifecycle.days == [date(2026, 3, 1)]
-
