@@ -51,6 +51,11 @@ def _bench_sync(args: argparse.Namespace) -> int:
                     f"naive baseline ({figures.naive_entries:,} entries)",
                     f"{figures.naive_entries_per_s:,.0f} entries/s",
                 ),
+                (
+                    "naive time in calls / signature checks / insert+commit",
+                    f"{figures.naive_call_s:.1f} / {figures.naive_verify_s:.1f} / "
+                    f"{figures.naive_store_s:.1f} s",
+                ),
                 ("bulk / naive", f"{figures.speedup:.1f}x"),
                 ("signing and logging (setup, not timed above)", f"{figures.signing_seconds} s"),
             ],

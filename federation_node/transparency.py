@@ -28,6 +28,7 @@ from federation_node.db import session_scope
 from federation_node.log_store import EntryRow
 from registry.errors import CertfedError, InvalidInputError, PreconditionError
 from registry.limits import Limits
+from registry.regions import validate_region_code
 from registry.witness import log_origin, size_mismatch_from_message
 from signing import note
 from signing.keys import SigningKey
@@ -212,6 +213,12 @@ class TransparencyLog:
         active: Callable[[], bool],
     ) -> Iterator[federation_pb2.SubscribeResponse]:
         """Entries from `from_tree_size` on, then each new one, with checkpoints as they come."""
+        if len(regions) > self._limits.max_repeated:
+            raise InvalidInputError(
+                "paying_regions", f"at most {self._limits.max_repeated} regions per subscription"
+            )
+        for region in regions:
+            validate_region_code(region, "paying_regions")
         size = self.size()
         if from_tree_size > size:
             raise InvalidInputError(

@@ -538,3 +538,22 @@ def test_a_following_node_stores_new_entries_of_the_log_it_follows(offices: Offi
         )
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("request_", "field"),
+    [
+        (federation_pb2.SubscribeRequest(paying_regions=["nowhere"]), "paying_regions"),
+        (federation_pb2.SubscribeRequest(from_tree_size=10**12), "from_tree_size"),
+    ],
+)
+def test_a_bad_subscription_is_refused_naming_the_field(
+    offices: Offices, request_: federation_pb2.SubscribeRequest, field: str
+) -> None:
+    channel, stub = offices.stub("lanzhou", "qingdao")
+    with channel:
+        call = stub.Subscribe(request_, timeout=10)
+        with pytest.raises(grpc.RpcError) as refused:
+            next(iter(call))
+    assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details().startswith(f"{field}:")
