@@ -23,3 +23,14 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFedera
         for spec in (MACAU, QINGDAO, FOSHAN):
             local.add_node(spec)
         yield local
+
+
+@pytest.fixture(scope="module")
+def office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
+    """Only the registry and the Foshan paying office: feeds, bank files and reminders stay
+    inside one office."""
+    workdir: Path = tmp_path_factory.mktemp("adapters-office")
+    with LocalFederation(workdir, max_backoff_s=0.5) as local:
+        local.start_registry()
+        local.add_node(FOSHAN)
+        yield local

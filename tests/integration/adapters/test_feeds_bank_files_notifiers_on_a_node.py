@@ -1,0 +1,260 @@
+"""Feeds, bank files and reminders against a real paying office: the adapter-to-node path.
+
+A hospital feed extends validity (data-match attestations), a rerun imports nothing twice, a
+death registration suspends payment and shows up in the month's bank file, and the daily cycle's
+reminders go out through the outbox file and a real HTTP gateway, acknowledged once sent."""
+
+from __future__ import annotations
+
+import csv
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from adapters.commands import import_feed_file
+from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
+from federation_node.cli import main
+from federation_node.launcher import LocalFederation
+from registry.timestamps import to_timestamp
+from signing.identity import resident_id_check_character
+
+from .conftest import FOSHAN
+
+TODAY = datetime.now(UTC).date()
+
+
+def resident(serial: int) -> str:
+    first = f"44060419480715{serial:03d}"
+    return first + resident_id_check_character(first)
+
+
+def day_start(days_from_today: int) -> Timestamp:
+    day = TODAY + timedelta(days=days_from_today)
+    return to_timestamp(datetime(day.year, day.month, day.day, tzinfo=UTC))
+
+
+def register(office: LocalFederation, serial: int, *, valid_days: int, phone: str = "") -> str:
+    with office.desk(FOSHAN.node_id) as desk:
+        answer = desk.call(
+            "RegisterBeneficiary",
+            desk_pb2.RegisterBeneficiaryRequest(
+                identity=attestation_pb2.IdentityBundle(
+                    identity_type=common_pb2.IDENTITY_TYPE_RESIDENT_ID,
+                    identity_number=resident(serial),
+                    full_name="陈大文",
+                    phone=phone,
+                ),
+                residence_region="440604",
+                valid_until=to_timestamp(datetime.now(UTC) + timedelta(days=valid_days)),
+                monthly_amount_fen=320_000,
+            ),
+        )
+    beneficiary_id: str = answer.beneficiary.beneficiary_id
+    return beneficiary_id
+
+
+def cli(office: LocalFederation, monkeypatch: pytest.MonkeyPatch, operator: str, *args: str) -> int:
+    handle = office.nodes[FOSHAN.node_id]
+    monkeypatch.setenv("CERTFED_OPERATOR_TOKEN", handle.tokens[operator])
+    return main([*args, "--config", str(handle.config_path)])
+
+
+def import_quietly(office: LocalFederation, path: Path, mapping: str) -> tuple[int, ...]:
+    with office.desk(FOSHAN.node_id) as desk:
+        summary = import_feed_file(
+            desk,
+            path,
+            mapping_name=mapping,
+            source=None,
+            fmt=None,
+            batch_size=2,
+            rejects_path=path.with_suffix(".rejects.csv"),
+            show_progress=False,
+        )
+    return (
+        summary.applied,
+        summary.duplicates,
+        summary.unknown_persons,
+        summary.ignored,
+        summary.rejected,
+    )
+
+
+def test_a_hospital_feed_extends_validity_once_and_rejects_bad_rows(
+    office: LocalFederation, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    first = register(office, 1, valid_days=20)
+    second = register(office, 2, valid_days=20)
+    admitted = (TODAY - timedelta(days=3)).isoformat()
+    feed = tmp_path / "admissions.csv"
+    with feed.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(("admission_no", "id_number", "hospital", "admission_date"))
+        writer.writerow(("ADM1", resident(1), "佛山市第一人民医院", admitted))
+        writer.writerow(("ADM2", resident(2)[:-1] + "Y", "佛山市第一人民医院", admitted))
+        writer.writerow(("ADM3", resident(2), "佛山市第一人民医院", "2025/06/23"))
+        writer.writerow(("ADM4", resident(99), "佛山市第一人民医院", admitted))
+        writer.writerow(("ADM5", resident(2), "佛山市第一人民医院", admitted))
+    assert (
+        cli(office, monkeypatch, "clerk", "feed", "import", str(feed), "--mapping",
+            "hospital_admissions", "--batch-size", "2")
+        == 2
+    )  # fmt: skip
+    with feed.with_suffix(".rejects.csv").open(encoding="utf-8", newline="") as handle:
+        rejects = list(csv.reader(handle))
+    assert [row[0] for row in rejects] == ["line", "3", "4"]
+    assert all(resident(2)[:-1] not in row[1] for row in rejects)
+
+    with office.desk(FOSHAN.node_id) as desk:
+        person = desk.call(
+            "GetBeneficiary", desk_pb2.GetBeneficiaryRequest(beneficiary_id=first)
+        ).beneficiary
+        attestations = desk.call(
+            "ListAttestations",
+            desk_pb2.ListAttestationsRequest(direction=desk_pb2.DIRECTION_OUTBOUND),
+        ).attestations
+    assert person.valid_until.ToDatetime(UTC).date() > TODAY + timedelta(days=300)
+    data_matches = [
+        a.beneficiary_id
+        for a in attestations
+        if a.method == common_pb2.CERTIFICATION_METHOD_DATA_MATCH
+        and a.beneficiary_id in (first, second)
+    ]
+    assert sorted(data_matches) == sorted([first, second])
+
+    # The same file again: every recorded row is a duplicate, nothing is applied twice.
+    applied, duplicates, unknown, ignored, rejected = import_quietly(
+        office, feed, "hospital_admissions"
+    )
+    assert (applied, duplicates, unknown, ignored, rejected) == (0, 3, 0, 0, 2)
+
+
+def test_a_jsonl_feed_without_record_ids_is_keyed_by_content(
+    office: LocalFederation, tmp_path: Path
+) -> None:
+    register(office, 10, valid_days=20)
+    checked_at = (datetime.now(UTC) - timedelta(days=2)).replace(microsecond=0).isoformat()
+    feed = tmp_path / "checks.jsonl"
+    feed.write_text(
+        "\n".join(
+            json.dumps({"id_type": kind, "id_number": number, "checked_at": checked_at})
+            for kind, number in (("ID", resident(10)), ("ID", resident(10)), ("ID", resident(98)))
+        ),
+        encoding="utf-8",
+    )
+    assert import_quietly(office, feed, "travel_security_checks") == (1, 1, 1, 0, 0)
+    assert import_quietly(office, feed, "travel_security_checks") == (0, 3, 0, 0, 0)
+
+
+def test_a_death_registration_suspends_payment_in_the_months_bank_file(
+    office: LocalFederation, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    deceased = register(office, 20, valid_days=100)
+    feed = tmp_path / "deaths.csv"
+    feed.write_text(
+        "注销编号,公民身份号码,姓名,死亡日期\n"
+        f"D-2025-0001,{resident(20)},陈大文,{(TODAY - timedelta(days=1)).isoformat()}\n",
+        encoding="utf-8",
+    )
+    assert import_quietly(office, feed, "death_registrations") == (1, 0, 0, 0, 0)
+
+    month = f"{TODAY:%Y-%m}"
+    out = tmp_path / "bank"
+    arguments = ("bank", "export", "--month", month, "--bank", "ICBC-4406", "--out-dir", str(out))
+    assert cli(office, monkeypatch, "admin", *arguments) == 0
+    written = out / f"payments-ICBC-4406-{month}.csv"
+    content = written.read_bytes()
+    rows = list(csv.DictReader(content.decode("utf-8").splitlines()))
+    suspended = [row for row in rows if row["beneficiary_id"] == deceased]
+    assert len(suspended) == 1
+    assert suspended[0]["action"] == "suspend"
+    assert suspended[0]["effective_month"] == month
+    assert suspended[0]["masked_identity_number"].startswith("44")
+    assert resident(20) not in content.decode("utf-8")
+    # The same month again: byte-identical, untouched.
+    assert cli(office, monkeypatch, "admin", *arguments) == 0
+    assert written.read_bytes() == content
+    # A clerk may not read payment instructions.
+    assert cli(office, monkeypatch, "clerk", *arguments) == 1
+
+
+class Gateway:
+    def __init__(self, statuses: list[int]) -> None:
+        self.statuses = statuses
+        self.bodies: list[dict[str, str]] = []
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                gateway.bodies.append(body)
+                self.send_response(gateway.statuses.pop(0) if gateway.statuses else 200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *_args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/send"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+@pytest.fixture
+def gateway() -> Iterator[Gateway]:
+    running = Gateway([503])
+    yield running
+    running.close()
+
+
+def test_reminders_go_out_once_through_the_outbox_file_and_the_webhook(
+    office: LocalFederation, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, gateway: Gateway
+) -> None:
+    # The node ran today's cycle when it started; the cycles of past days not yet run catch up.
+    register(office, 30, valid_days=5, phone="13800138030")
+    register(office, 31, valid_days=20, phone="13800138031")
+    with office.desk(FOSHAN.node_id, "admin") as desk:
+        ran = desk.call("RunCycle", desk_pb2.RunCycleRequest(day=day_start(-1)))
+        waiting = desk.call("ListReminders", desk_pb2.ListRemindersRequest()).reminders
+    assert ran.ran
+    phones = {r.phone for r in waiting}
+    assert {"13800138030", "13800138031"} <= phones
+
+    outbox = tmp_path / "sms.jsonl"
+    assert cli(office, monkeypatch, "admin", "notify", "run", "--outbox-file", str(outbox)) in (
+        0,
+        2,
+    )
+    lines = [json.loads(line) for line in outbox.read_text(encoding="utf-8").splitlines()]
+    sent_to = {line["to"] for line in lines}
+    assert {"13800138030", "13800138031"} <= sent_to
+    for line in lines:
+        assert line["text"].startswith("【Foshan office】")
+        assert all(resident(serial) not in line["text"] for serial in (30, 31))
+    with office.desk(FOSHAN.node_id, "admin") as desk:
+        left = desk.call("ListReminders", desk_pb2.ListRemindersRequest()).reminders
+    assert not {r.phone for r in left} & {"13800138030", "13800138031"}
+
+    # An earlier day's cycle reminds another person; the gateway answers 503 once, then 200.
+    register(office, 32, valid_days=4, phone="13800138032")
+    with office.desk(FOSHAN.node_id, "admin") as desk:
+        assert desk.call("RunCycle", desk_pb2.RunCycleRequest(day=day_start(-2))).ran
+    assert cli(office, monkeypatch, "admin", "notify", "run", "--webhook", gateway.url) == 0
+    to_32 = [body for body in gateway.bodies if body["to"] == "13800138032"]
+    assert len(to_32) == 2
+    assert to_32[0]["reminder_id"] == to_32[1]["reminder_id"]
+    with office.desk(FOSHAN.node_id, "admin") as desk:
+        left = desk.call("ListReminders", desk_pb2.ListRemindersRequest()).reminders
+    assert "13800138032" not in {r.phone for r in left}
