@@ -339,9 +339,11 @@ class RegistryAdminClient:
         response = connection.call("RevokeSigningKey", connection.stub.RevokeSigningKey, request)
         return int(response.directory_version)
 
-    def rotate_root(self) -> registry_pb2.RotateRootKeyResponse:
+    def rotate_root(self, current_root_key_id: str) -> registry_pb2.RotateRootKeyResponse:
         connection = self._connection
         response: registry_pb2.RotateRootKeyResponse = connection.call(
-            "RotateRootKey", connection.stub.RotateRootKey, registry_pb2.RotateRootKeyRequest()
+            "RotateRootKey",
+            connection.stub.RotateRootKey,
+            registry_pb2.RotateRootKeyRequest(current_root_key_id=current_root_key_id),
         )
         return response

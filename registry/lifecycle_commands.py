@@ -25,6 +25,7 @@ from registry.cli import (
     _guarded,
     revoke_command,
 )
+from signing.keys import key_id
 
 
 @_guarded
@@ -52,8 +53,10 @@ def retire_key_command(args: argparse.Namespace) -> int:
 def rotate_root_command(args: argparse.Namespace) -> int:
     """Replace the registry root key; the old root signs the new one, then signs no more."""
     config, client = _admin_client(args)
+    # The root this registry host holds is the one to replace (compare-and-swap at the registry).
+    current = key_id(bytes.fromhex(config.paths.root_public_key.read_text().strip()))
     with client:
-        rotated = client.rotate_root()
+        rotated = client.rotate_root(current)
     print(
         f"root key is now {rotated.root_key_id} (root version {rotated.root_version}); "
         f"directory version {rotated.directory_version}"

@@ -618,12 +618,18 @@ class Registry:
             os.replace(temporary, public)
         self._keys = dataclasses.replace(self._keys, root_key=key)
 
-    def rotate_root(self, admin: str) -> RootRotated:
+    def rotate_root(self, admin: str, expected_root_key_id: str) -> RootRotated:
         """Replace the root key: a statement signed by the old and the new root, and the first
         directory signed by the new root, commit together; the old key file is then replaced."""
         paths = self._config.paths
         with self._root_rotation:
             previous = self._keys.root_key
+            if previous.key_id != expected_root_key_id:
+                raise PreconditionError(
+                    f"the root key is {previous.key_id[:16]}..., not "
+                    f"{expected_root_key_id[:16]}...; it was rotated already: check the "
+                    "registry's root before rotating again"
+                )
             new = SigningKey.generate()
             new.save(paths.next_root_key)
             now = self._clock()

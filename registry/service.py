@@ -156,10 +156,10 @@ def _check_locators(locators: list[bytes], limits: Limits) -> list[bytes]:
     return [_check_locator(locator, f"locators[{i}]") for i, locator in enumerate(locators)]
 
 
-def _check_key_id(key_id: str) -> str:
+def _check_key_id(key_id: str, field_name: str = "key_id") -> str:
     if not KEY_ID_PATTERN.fullmatch(key_id):
         raise InvalidInputError(
-            "key_id", "a signing key id is 64 lowercase hex characters (SHA-256 of the key)"
+            field_name, "a signing key id is 64 lowercase hex characters (SHA-256 of the key)"
         )
     return key_id
 
@@ -359,7 +359,8 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     def RotateRootKey(
         self, request: registry_pb2.RotateRootKeyRequest, context: grpc.ServicerContext
     ) -> registry_pb2.RotateRootKeyResponse:
-        rotated = self._registry.rotate_root(admin=caller().name)
+        expected = _check_key_id(request.current_root_key_id, "current_root_key_id")
+        rotated = self._registry.rotate_root(admin=caller().name, expected_root_key_id=expected)
         return registry_pb2.RotateRootKeyResponse(
             root_key_id=rotated.root_key_id,
             root_version=rotated.root_version,

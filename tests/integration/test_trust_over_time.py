@@ -39,7 +39,7 @@ from federation_node.keystore import KeyPaths
 from federation_node.launcher import LocalFederation, NodeHandle, NodeSpec, wait_until
 from registry.client import RegistryClient
 from registry.envelopes import envelope_to_proto
-from registry.errors import PermissionDeniedError
+from registry.errors import PermissionDeniedError, PreconditionError
 from registry.timestamps import to_datetime, to_timestamp
 from registry.transport import (
     TlsMaterial,
@@ -779,6 +779,10 @@ def test_nodes_follow_a_root_rotation_and_refuse_a_chain_with_a_bad_signature(
         assert (followed.root_key_id, followed.root_version) == (new_root, 2)
         assert not followed.stale
         # The old root signs no more: the directory is signed by the new root alone.
+        assert [s.keyid for s in local.fetch_directory().signatures] == [new_root]
+        # A replayed or retried rotation naming the replaced root changes nothing.
+        with local.admin() as admin, pytest.raises(PreconditionError, match="rotated already"):
+            admin.rotate_root(old_root)
         assert [s.keyid for s in local.fetch_directory().signatures] == [new_root]
 
         # Qingdao was down during the rotation; the registry now serves a forged chain.

@@ -787,12 +787,19 @@ Global___RevokeSigningKeyResponse: _TypeAlias = RevokeSigningKeyResponse  # noqa
 class RotateRootKeyRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    CURRENT_ROOT_KEY_ID_FIELD_NUMBER: _builtins.int
+    current_root_key_id: _builtins.str
+    """The root key id the administrator means to replace: a compare-and-swap, so a retried or
+    replayed call cannot rotate the root a second time.
+    """
     def __init__(
         self,
+        *,
+        current_root_key_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current_root_key_id", b"current_root_key_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
