@@ -19,11 +19,10 @@ from federation_node import (
     beneficiaries,
     certifications,
     outbox,
+    views,
 )
 from federation_node.lifecycle_desk_service import LifecycleDesk
 from federation_node.models import (
-    AttestationDirection,
-    CertificationState,
     DeliveryState,
     RequestDirection,
 )
@@ -40,25 +39,12 @@ from federation_node.views import (
 from registry.errors import InvalidInputError
 from registry.rpc import caller
 
-REQUEST_DIRECTIONS = {
-    desk_pb2.DIRECTION_OUTBOUND: RequestDirection.OUTBOUND,
-    desk_pb2.DIRECTION_INBOUND: RequestDirection.INBOUND,
-}
-ATTESTATION_DIRECTIONS = {
-    desk_pb2.DIRECTION_OUTBOUND: AttestationDirection.ISSUED,
-    desk_pb2.DIRECTION_INBOUND: AttestationDirection.RECEIVED,
-}
-CERTIFICATION_FILTERS = {
-    desk_pb2.CERTIFICATION_STATUS_AWAITING_REVIEW: CertificationState.AWAITING_REVIEW,
-    desk_pb2.CERTIFICATION_STATUS_APPROVED: CertificationState.APPROVED,
-    desk_pb2.CERTIFICATION_STATUS_REJECTED: CertificationState.REJECTED,
-}
+# List filters: the views' tables read the other way, so both directions stay one mapping.
+REQUEST_DIRECTIONS = {value: key for key, value in views.REQUEST_DIRECTIONS.items()}
+ATTESTATION_DIRECTIONS = {value: key for key, value in views.ATTESTATION_DIRECTIONS.items()}
+CERTIFICATION_FILTERS = {value: key for key, value in views.CERTIFICATION_STATUSES.items()}
 ASSISTANCE_FILTERS = {status: state for state, status in STATE_STATUSES.items()}
-DELIVERY_FILTERS = {
-    desk_pb2.DELIVERY_STATE_PENDING: DeliveryState.PENDING,
-    desk_pb2.DELIVERY_STATE_DELIVERED: DeliveryState.DELIVERED,
-    desk_pb2.DELIVERY_STATE_DEAD: DeliveryState.DEAD,
-}
+DELIVERY_FILTERS = {value: key for key, value in views.DELIVERY_STATES.items()}
 
 
 def _actor() -> Actor:

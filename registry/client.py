@@ -169,12 +169,7 @@ class RegistryClient:
 
     def get_directory(self, known_version: int) -> dsse.Envelope | None:
         """The latest signed directory, or None when `known_version` is the latest already."""
-        connection = self._connection
-        request = registry_pb2.GetDirectoryRequest(known_version=known_version)
-        response = connection.call("GetDirectory", connection.stub.GetDirectory, request)
-        if response.not_modified:
-            return None
-        return envelope_from_proto(response.directory)
+        return self.get_directory_update(known_version, "").envelope
 
     def get_directory_update(self, known_version: int, known_root_key_id: str) -> DirectoryUpdate:
         """The latest directory unless `known_version` is it, with the root rotations after
