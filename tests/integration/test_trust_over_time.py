@@ -614,7 +614,10 @@ def test_a_directory_rolled_back_by_the_registry_is_refused_and_the_node_keeps_w
         trust.registry_admin("suspend", "qingdao", "--reason", "audit")
         printed = trust.registry_admin("reinstate", "qingdao")
         newest = version_in(printed)
+        # Both nodes must hold the reinstatement before the rollback: a node left on the
+        # suspension's version would rightly hold its outbox and refuse the older directory.
         trust.await_version("lanzhou", newest)
+        trust.await_version("qingdao", newest)
 
         local.stop_registry()
         shutil.copyfile(snapshot, database)
