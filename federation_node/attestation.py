@@ -17,7 +17,7 @@ from certfed.v1 import attestation_pb2, directory_pb2
 from federation_node.bundle import Bundle
 from federation_node.checkpoints import verify_checkpoint
 from registry.directory import CERTIFYING_ROLES, TrustedDirectory
-from registry.errors import AttestationRefusedError, InvalidInputError
+from registry.errors import AttestationRefusedError, InvalidInputError, UnknownSigningKeyError
 from registry.timestamps import to_datetime
 from signing import dsse, merkle
 from signing.errors import InclusionProofError
@@ -89,6 +89,10 @@ def _refuse_unusable_key(
         raise AttestationRefusedError(
             f"signed with {short}, which was not yet valid at {issued_at.isoformat()}"
         )
+    raise UnknownSigningKeyError(
+        f"signed with a key that this directory does not list for node {issuer.node_id}; "
+        "if the node rotated its key recently, a newer directory will list it"
+    )
 
 
 def verify_bundle(

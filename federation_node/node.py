@@ -84,6 +84,7 @@ from registry.errors import (
     NotOurBeneficiaryError,
     PermissionDeniedError,
     PreconditionError,
+    UnknownSigningKeyError,
 )
 from registry.regions import coverage
 from registry.timestamps import optional_datetime, to_datetime, to_timestamp
@@ -856,12 +857,17 @@ class Node:
     def verify_attestation(
         self, envelope: dsse.Envelope
     ) -> tuple[attestation_pb2.CertificationAttestation, str]:
-        """Check an attestation envelope against the current directory."""
+        """Check an attestation envelope against the current directory; a key it does not list
+        (rotated in since the last refresh) triggers one refresh before the refusal stands."""
+        skew = timedelta(seconds=self.config.limits.max_clock_skew_s)
+        try:
+            return verify_attestation_envelope(
+                envelope, self.directory.current(), now=self.now(), max_clock_skew=skew
+            )
+        except UnknownSigningKeyError:
+            self.directory.refresh_if_due()
         return verify_attestation_envelope(
-            envelope,
-            self.directory.current(),
-            now=self.now(),
-            max_clock_skew=timedelta(seconds=self.config.limits.max_clock_skew_s),
+            envelope, self.directory.current(), now=self.now(), max_clock_skew=skew
         )
 
     def receive_attestation(

@@ -138,3 +138,8 @@ class SeparationOfDutiesError(PermissionDeniedError):
 
 class AttestationRefusedError(PreconditionError):
     """An attestation failed verification against the directory."""
+
+
+class UnknownSigningKeyError(AttestationRefusedError):
+    """An attestation is signed by a key the receiver's directory does not list for the issuer:
+    typically a key rotated in since the receiver's last refresh, so the sender should retry."""
