@@ -10,6 +10,7 @@ in the package is here, in the explicit save/load functions.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import stat
@@ -75,6 +76,9 @@ def _double(point: tuple[int, int]) -> tuple[int, int]:
     return x3, y3
 
 
+# A directory lists the same few keys for months and every verification checks one of them: the
+# outcome of the (pure-Python) point check depends on the bytes alone, so it is remembered.
+@functools.lru_cache(maxsize=4096)
 def _check_ed25519_public_key(raw: bytes) -> None:
     if len(raw) != PUBLIC_KEY_SIZE:
         raise InvalidKeyError(f"an Ed25519 public key has {PUBLIC_KEY_SIZE} bytes, not {len(raw)}")
@@ -101,7 +105,7 @@ class VerifyKey:
         """Check and wrap a raw 32-byte public key; raises InvalidKeyError (a SigningError)."""
         return cls(bytes(raw))
 
-    @property
+    @functools.cached_property
     def key_id(self) -> str:
         return key_id(self.raw)
 
@@ -124,7 +128,7 @@ class SigningKey:
     def generate(cls) -> SigningKey:
         return cls(Ed25519PrivateKey.generate())
 
-    @property
+    @functools.cached_property
     def public_key(self) -> VerifyKey:
         return VerifyKey(
             self.private_key.public_key().public_bytes(
