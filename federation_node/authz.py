@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from certfed.v1 import common_pb2
-from federation_node import operators
+from federation_node import db, operators
 from federation_node.directory_client import DirectoryClient
 from registry.errors import PermissionDeniedError, UnauthenticatedError
 from registry.rpc import Principal
@@ -83,7 +83,7 @@ DESK_POLICY: Mapping[str, frozenset[str]] = {
 class NodeAuthorizer:
     def __init__(self, directory: DirectoryClient, engine: Engine) -> None:
         self._directory = directory
-        self._engine = engine
+        self._reader = db.reader(engine)
 
     def __call__(self, method: str, context: grpc.ServicerContext) -> Principal:
         if method.startswith(FEDERATION):
@@ -127,7 +127,7 @@ class NodeAuthorizer:
             raise UnauthenticatedError(
                 "sign in: send your operator token as 'authorization: Bearer <token>'"
             )
-        with Session(self._engine) as session:
+        with Session(self._reader) as session:
             operator = operators.authenticate(session, header.removeprefix("Bearer ").strip())
         roles = frozenset(operator.roles)
         allowed = DESK_POLICY.get(name)

@@ -62,9 +62,11 @@ def create_engine_for(url: str) -> Engine:
     if backend == "postgresql":
         if parsed.get_driver_name() != "psycopg":
             parsed = parsed.set(drivername="postgresql+psycopg")
+        # No pool_pre_ping: it costs a round trip before every transaction. A connection the
+        # server dropped fails its call once (UNAVAILABLE, see registry/rpc.py), and SQLAlchemy
+        # then invalidates the pool, so the retry gets a fresh connection.
         return create_engine(
             parsed,
-            pool_pre_ping=True,
             pool_size=POSTGRES_POOL_SIZE,
             max_overflow=POSTGRES_MAX_OVERFLOW,
             pool_timeout=POSTGRES_POOL_TIMEOUT_S,
@@ -101,6 +103,16 @@ def _sqlite_engine(url: str) -> Engine:
     def _begin(connection: Connection) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
+    return engine
+
+
+def reader(engine: Engine) -> Engine:
+    """The engine for read-only sessions: on PostgreSQL in autocommit, so a read is its SELECTs
+    alone, without BEGIN and ROLLBACK around them (READ COMMITTED gives every statement its own
+    snapshot either way). SQLite keeps its transactions: its connections are configured for the
+    node's explicit BEGIN IMMEDIATE, which autocommit would undo when they go back to the pool."""
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
     return engine
 
 

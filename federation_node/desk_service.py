@@ -10,7 +10,6 @@ from collections.abc import Mapping
 from typing import Any, TypeVar
 
 import grpc
-from sqlmodel import Session
 
 from certfed.v1 import common_pb2, desk_pb2, desk_pb2_grpc
 from federation_node import (
@@ -94,7 +93,7 @@ class DeskServicer(TrustDesk, LifecycleDesk, desk_pb2_grpc.DeskServiceServicer):
         self, request: desk_pb2.GetBeneficiaryRequest, context: grpc.ServicerContext
     ) -> desk_pb2.GetBeneficiaryResponse:
         require_id(request.beneficiary_id, "beneficiary_id")
-        with Session(self._node.engine) as session:
+        with self._node.session() as session:
             record = beneficiaries.get(session, request.beneficiary_id)
         return desk_pb2.GetBeneficiaryResponse(beneficiary=beneficiary_view(record))
 
@@ -102,7 +101,7 @@ class DeskServicer(TrustDesk, LifecycleDesk, desk_pb2_grpc.DeskServiceServicer):
         self, request: desk_pb2.ListBeneficiariesRequest, context: grpc.ServicerContext
     ) -> desk_pb2.ListBeneficiariesResponse:
         size = page_size(request.page_size, self._node.config.limits)
-        with Session(self._node.engine) as session:
+        with self._node.session() as session:
             records, token = beneficiaries.page(session, size, request.page_token)
         return desk_pb2.ListBeneficiariesResponse(
             beneficiaries=[beneficiary_view(r) for r in records], next_page_token=token
@@ -122,7 +121,7 @@ class DeskServicer(TrustDesk, LifecycleDesk, desk_pb2_grpc.DeskServiceServicer):
         size = page_size(request.page_size, self._node.config.limits)
         direction = _filter(request.direction, REQUEST_DIRECTIONS, "direction")
         status = _filter(request.status, ASSISTANCE_FILTERS, "status")
-        with Session(self._node.engine) as session:
+        with self._node.session() as session:
             records, token = assistance.page(session, direction, status, size, request.page_token)
         return desk_pb2.ListAssistanceRequestsResponse(
             requests=[request_view(r) for r in records], next_page_token=token
@@ -132,7 +131,7 @@ class DeskServicer(TrustDesk, LifecycleDesk, desk_pb2_grpc.DeskServiceServicer):
         self, request: desk_pb2.GetAssistanceRequestRequest, context: grpc.ServicerContext
     ) -> desk_pb2.GetAssistanceRequestResponse:
         require_id(request.request_id, "request_id")
-        with Session(self._node.engine) as session:
+        with self._node.session() as session:
             record = assistance.get(session, request.request_id)
         response = desk_pb2.GetAssistanceRequestResponse(
             request=request_view(record),
@@ -162,7 +161,7 @@ class DeskServicer(TrustDesk, LifecycleDesk, desk_pb2_grpc.DeskServiceServicer):
     ) -> desk_pb2.ListCertificationsResponse:
         size = page_size(request.page_size, self._node.config.limits)
         status = _filter(request.status, CERTIFICATION_FILTERS, "status")
-        with Session(self._node.engine) as session:
+        with self._node.session() as session:
             records, token = certifications.page(session, status, size, request.page_token)
         return desk_pb2.ListCertificationsResponse(
             certifications=[certification_view(r) for r in records], next_page_token=token
@@ -185,7 +184,7 @@ class DeskServicer(TrustDesk, LifecycleDesk, desk_pb2_grpc.DeskServiceServicer):
     ) -> desk_pb2.ListAttestationsResponse:
         size = page_size(request.page_size, self._node.config.limits)
         direction = _filter(request.direction, ATTESTATION_DIRECTIONS, "direction")
-        with Session(self._node.engine) as session:
+        with self._node.session() as session:
             records, token = attestations_store.page(session, direction, size, request.page_token)
         return desk_pb2.ListAttestationsResponse(
             attestations=[attestation_view(r) for r in records], next_page_token=token
@@ -195,7 +194,7 @@ class DeskServicer(TrustDesk, LifecycleDesk, desk_pb2_grpc.DeskServiceServicer):
         self, request: desk_pb2.ExportAttestationRequest, context: grpc.ServicerContext
     ) -> desk_pb2.ExportAttestationResponse:
         require_id(request.attestation_id, "attestation_id")
-        with Session(self._node.engine) as session:
+        with self._node.session() as session:
             record = attestations_store.get(session, request.attestation_id)
         return desk_pb2.ExportAttestationResponse(
             dsse_json=record.envelope_json, attestation=attestation_view(record)
@@ -206,7 +205,7 @@ class DeskServicer(TrustDesk, LifecycleDesk, desk_pb2_grpc.DeskServiceServicer):
     ) -> desk_pb2.ListOutboxResponse:
         size = page_size(request.page_size, self._node.config.limits)
         state = _filter(request.state, DELIVERY_FILTERS, "state")
-        with Session(self._node.engine) as session:
+        with self._node.session() as session:
             records, token = outbox.page(session, state, size, request.page_token)
         return desk_pb2.ListOutboxResponse(
             messages=[outbox_view(r) for r in records], next_page_token=token

@@ -34,6 +34,7 @@ from federation_node import (
     audit,
     beneficiaries,
     certifications,
+    db,
     entitlements_store,
     lifecycle,
     log_store,
@@ -161,6 +162,7 @@ class Node:
         self.policy = policy or Policy()
         self.keys = keys
         self.engine = engine
+        self._reader = db.reader(engine)
         self.directory = directory
         self._locate = locate
         self._clock = clock
@@ -176,7 +178,7 @@ class Node:
 
     def session(self) -> Session:
         """A read-only view; writes go through the operations below."""
-        return Session(self.engine)
+        return Session(self._reader)
 
     def _require_role(self, roles: set[str], what: str) -> None:
         if not roles.intersection(self.config.roles):
@@ -325,7 +327,7 @@ class Node:
             for m in require_methods(list(request.acceptable_methods), "acceptable_methods")
         ]
         note = require_text(request.note, "note", limits)
-        with Session(self.engine) as session:
+        with self.session() as session:
             beneficiary = beneficiaries.get(session, request.beneficiary_id)
         if beneficiary.status != BeneficiaryState.ACTIVE:
             raise PreconditionError(
@@ -629,7 +631,7 @@ class Node:
         request_id: str | None = None
         if subject == "request_id":
             request_id = require_id(request.request_id, "request_id")
-            with Session(self.engine) as session:
+            with self.session() as session:
                 inbound = assistance.get(session, request_id, RequestDirection.INBOUND)
             locator = inbound.subject_locator
             paying_node_id, paying_region = inbound.paying_node_id, inbound.paying_region
@@ -682,7 +684,7 @@ class Node:
     def approve_certification(self, actor: Actor, certification_id: str) -> Certification:
         require_id(certification_id, "certification_id")
         now = self.now()
-        with Session(self.engine) as session:
+        with self.session() as session:
             pending = certifications.get(session, certification_id)
         attestation_id = new_id()
         attestation = self._attestation_for(pending, actor.name, attestation_id, now)

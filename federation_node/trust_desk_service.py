@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import datetime
 
 import grpc
-from sqlmodel import Session
 
 from certfed.v1 import desk_pb2
 from federation_node import revocation_review
@@ -76,7 +75,7 @@ class TrustDesk:
         self, request: desk_pb2.ListRevocationReviewsRequest, context: grpc.ServicerContext
     ) -> desk_pb2.ListRevocationReviewsResponse:
         size = page_size(request.page_size, self._node.config.limits)
-        with Session(self._node.engine) as session:
+        with self._node.session() as session:
             reviews, token = revocation_review.page(session, size, request.page_token)
             views = [
                 review_view(

@@ -21,6 +21,7 @@ import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from sqlalchemy.exc import DBAPIError
 
 from registry.errors import CertfedError, InvalidInputError, RateLimitedError
 from registry.limits import Limits
@@ -139,6 +140,13 @@ def _status_for(error: Exception) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.INVALID_ARGUMENT, f"identity number: {error.reason}"
     if isinstance(error, SigningError):
         return grpc.StatusCode.INVALID_ARGUMENT, f"signature or envelope refused: {error}"
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        # The database dropped the connection (a restart, a failover); the pool has been
+        # invalidated, so the same call made again gets a fresh connection.
+        return (
+            grpc.StatusCode.UNAVAILABLE,
+            "the service lost its database connection; nothing was changed, try again",
+        )
     if isinstance(error, NotImplementedError):
         # The generated base servicer raises this for a method of the contract not served yet.
         return grpc.StatusCode.UNIMPLEMENTED, "this method is not served by this version"
