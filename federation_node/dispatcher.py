@@ -149,17 +149,17 @@ class Dispatcher(threading.Thread):
         if not batch:
             return 0
         results = list(self._pool.map(lambda item: self._deliver(*item), batch))
-        delivered = 0
+        succeeded = [item[0] for item, error in zip(batch, results, strict=True) if error is None]
         with session_scope(self._engine) as session:
+            delivered = outbox.mark_all_delivered(session, succeeded, self._clock())
             for (message_id, kind, destination, _), error in zip(batch, results, strict=True):
+                if error is None:
+                    continue
                 message = session.get(OutboxMessage, message_id)
                 if message is None:
                     continue
                 now = self._clock()
-                if error is None:
-                    outbox.mark_delivered(session, message, now)
-                    delivered += 1
-                elif isinstance(error, HeldDeliveryError):
+                if isinstance(error, HeldDeliveryError):
                     until = now + timedelta(seconds=self._config.max_backoff_s)
                     outbox.defer(session, message, str(error), now, until)
                     log.info(

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import update
 from sqlmodel import Session, col, func, select
 from tenacity import RetryCallState, Retrying, wait_exponential_jitter
 
@@ -108,13 +109,21 @@ def claim_due(
     return messages
 
 
-def mark_delivered(session: Session, message: OutboxMessage, now: datetime) -> None:
-    _attach(session, message)
-    message.state = DeliveryState.DELIVERED
-    message.delivered_at = now
-    message.last_error = ""
-    session.add(message)
-    session.flush()
+def mark_all_delivered(session: Session, message_ids: list[str], now: datetime) -> int:
+    """Mark a dispatcher pass's successes delivered, in one statement; returns how many were
+    still pending (a message an operator meanwhile changed is left as it is)."""
+    if not message_ids:
+        return 0
+    result = session.execute(
+        update(OutboxMessage)
+        .where(
+            col(OutboxMessage.message_id).in_(message_ids),
+            OutboxMessage.state == DeliveryState.PENDING,
+        )
+        .values(state=DeliveryState.DELIVERED, delivered_at=now, last_error="")
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount)
 
 
 def mark_failed(

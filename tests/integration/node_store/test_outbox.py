@@ -54,8 +54,7 @@ def test_enqueued_messages_are_claimed_in_order_and_delivered_once(
     assert [m.message_id for m in claimed] == [first.message_id, second.message_id]
     assert claimed[0].payload == b"\x0a\x02hi"
     with session_scope(engine) as session:
-        for message in claimed:
-            outbox.mark_delivered(session, message, now)
+        assert outbox.mark_all_delivered(session, [m.message_id for m in claimed], now) == 2
     assert _claim(engine, now + timedelta(days=1)) == []
     with session_scope(engine) as session:
         assert outbox.get(session, first.message_id).state is DeliveryState.DELIVERED
@@ -152,7 +151,7 @@ def test_only_a_dead_letter_can_be_retried(engine: Engine, now: datetime) -> Non
 def test_default_listing_shows_what_needs_care(engine: Engine, now: datetime) -> None:
     delivered, pending, dead = _enqueue(engine, now, 3)
     with session_scope(engine) as session:
-        outbox.mark_delivered(session, outbox.get(session, delivered.message_id), now)
+        outbox.mark_all_delivered(session, [delivered.message_id], now)
         outbox.mark_dead(session, outbox.get(session, dead.message_id), "NOT_FOUND", now)
     with session_scope(engine) as session:
         rows, _ = outbox.page(session, None, 10, "")
@@ -189,8 +188,7 @@ def test_concurrent_dispatchers_deliver_every_message_exactly_once(
         while True:
             with session_scope(engine) as session:
                 batch = outbox.claim_due(session, now, 3)
-                for message in batch:
-                    outbox.mark_delivered(session, message, now)
+                outbox.mark_all_delivered(session, [m.message_id for m in batch], now)
             if not batch:
                 return
             with lock:
