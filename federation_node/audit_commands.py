@@ -11,6 +11,10 @@ noted earlier (printed by `export` and by `verify`) and checks that the chain st
 `export` writes every record as one JSON object per line (JSON Lines), in chain order, with the
 hashes, so an inspector can recompute the chain without access to the node. The export is itself
 an administrative action and is recorded in the chain first.
+
+Both first chain every record still pending (committed, not yet sequenced; see
+federation_node.audit), so nothing a committed transaction recorded is left out of what they
+check or export.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ def _engine(config_path: str) -> Engine:
 def verify_command(args: argparse.Namespace) -> int:
     engine = _engine(args.config)
     try:
+        audit.flush(engine)
         with Session(engine) as session:
             problems = audit.verify_chain(session)
             last = audit.head(session)
@@ -80,6 +85,7 @@ def export_command(args: argparse.Namespace) -> int:
                 details={},
                 now=datetime.now(UTC),
             )
+        audit.flush(engine)
         with Session(engine) as session:
             problems = audit.verify_chain(session)
             count, head = 0, ""

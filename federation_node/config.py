@@ -59,6 +59,8 @@ class NodeConfig:
     witness_public_key: Path = Path("trust/witness.vkey")
     # How often this node signs a checkpoint of its log and has the registry witness cosign it.
     checkpoint_interval_s: float = 10.0
+    # How often audit records queued by business transactions are chained (audit_sequencer.py).
+    audit_sequence_interval_s: float = 0.2
     # Nodes whose logs this node syncs in the background (node ids).
     follow: tuple[str, ...] = ()
     directory_refresh_s: float = 60.0
@@ -205,6 +207,8 @@ def validate_node_config(config: NodeConfig) -> None:
         )
     if config.checkpoint_interval_s <= 0:
         raise InvalidInputError("checkpoint_interval_s", "must be positive")
+    if config.audit_sequence_interval_s <= 0:
+        raise InvalidInputError("audit_sequence_interval_s", "must be positive")
     for node_id in config.follow:
         if node_id == config.node_id:
             raise InvalidInputError("follow", "a node does not follow its own log")

@@ -472,8 +472,8 @@ class AuditRecord(NodeTable, table=True):
 
     __tablename__ = "audit_record"
 
-    # Assigned by audit.append under a lock, not by a database sequence: a sequence leaves gaps
-    # when a transaction rolls back, and a gap is how a deleted record shows.
+    # Assigned by audit.sequence_pending under a lock, not by a database sequence: a sequence
+    # leaves gaps when a transaction rolls back, and a gap is how a deleted record shows.
     seq: int = Field(sa_column=Column(Integer(), primary_key=True, autoincrement=False))
     at: datetime = _when()
     # An operator id, or "node:<node id>" for what the node does on its own.
@@ -487,6 +487,27 @@ class AuditRecord(NodeTable, table=True):
     record_hash: str = _hex_sha256()
 
     GENESIS_HASH: ClassVar[str] = "0" * HEX_SHA256_LENGTH
+
+
+class AuditPending(NodeTable, table=True):
+    """An audit record written by a business transaction and not yet chained.
+
+    audit.sequence_pending moves it into the chain as an AuditRecord, in pending_id order, and
+    deletes it in the same transaction.
+    """
+
+    __tablename__ = "audit_pending"
+
+    # Orders the queue only; a gap here (a rolled-back transaction) means nothing.
+    pending_id: int | None = Field(
+        default=None, sa_column=Column(Integer(), primary_key=True, autoincrement=True)
+    )
+    at: datetime = _when()
+    actor: str = Field(sa_column=Column(String(80), nullable=False))
+    action: str = Field(sa_column=Column(String(64), nullable=False))
+    subject_type: str = Field(sa_column=Column(String(32), nullable=False))
+    subject_id: str = _id()
+    details: dict[str, Any] = _json()
 
 
 # The transparency log (RFC 9162): what this node issued, and what it synced from other nodes.

@@ -3,8 +3,9 @@
 `start_node` loads the node's keys, migrates and opens its store, loads the cached directory and
 refreshes it, and starts the gRPC server on two ports (FederationService over mutual TLS for
 peers, DeskService over TLS with operator tokens for the region's own staff) together with the
-outbox dispatcher and the directory refresher. Port 0 binds a free port; the bound ports are in
-`NodeRuntime.ports` and, for `serve`, in `<data_dir>/node.ready.json`.
+outbox dispatcher, the directory refresher and the audit sequencer (which chains the audit
+records transactions queue). Port 0 binds a free port; the bound ports are in `NodeRuntime.ports`
+and, for `serve`, in `<data_dir>/node.ready.json`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import structlog
 
 from certfed.v1 import desk_pb2_grpc, federation_pb2_grpc
+from federation_node.audit_sequencer import AuditSequencer
 from federation_node.authz import NodeAuthorizer
 from federation_node.checkpoints import load_witness_verifier
 from federation_node.config import NodeConfig
@@ -66,6 +68,7 @@ class NodeRuntime:
     publisher: CheckpointPublisher
     followers: list[LogFollower]
     scheduler: CycleScheduler
+    sequencer: AuditSequencer
 
     @property
     def ports(self) -> dict[str, int]:
@@ -80,6 +83,8 @@ class NodeRuntime:
         self.refresher.stop()
         self.dispatcher.stop()
         self.server.stop(grace=2.0)
+        # After the server: the last flush chains what the last calls wrote.
+        self.sequencer.stop()
         self.peers.close()
         self.registry.close()
         self.node.engine.dispose()
@@ -94,6 +99,7 @@ def start_node(config: NodeConfig) -> NodeRuntime:
     url = config.effective_database_url
     migrate(url)
     engine = create_engine_for(url)
+    sequencer = AuditSequencer(engine, config.audit_sequence_interval_s)
     registry = RegistryClient(
         config.registry_endpoint, keys.tls.channel_credentials(), config.limits
     )
@@ -178,6 +184,7 @@ def start_node(config: NodeConfig) -> NodeRuntime:
     ]
     server = build_server(services, ports, NodeAuthorizer(directory, engine), config.limits)
     publish_directory_health(server.health, directory)
+    sequencer.start()
     dispatcher.start()
     refresher.start()
     publisher.start()
@@ -203,6 +210,7 @@ def start_node(config: NodeConfig) -> NodeRuntime:
         publisher,
         followers,
         scheduler,
+        sequencer,
     )
 
 

@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 
 from federation_node import audit, db
-from federation_node.config import render_node_config
-from federation_node.models import OperatorRole
+from federation_node.config import load_node_config, render_node_config
+from federation_node.models import AuditRecord, OperatorRole
 from federation_node.operator_commands import create_operator, disable_operator
 
 
@@ -30,7 +30,8 @@ def certfed(*arguments: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def node_config(store_url: str, tmp_path: Path) -> Path:
-    """A node configuration whose database holds a chain of five audit records."""
+    """A node configuration whose database holds a chain of five audit records, all chained (as
+    the node's sequencer leaves them)."""
     path = tmp_path / "node.toml"
     path.write_text(
         render_node_config(
@@ -60,18 +61,37 @@ def node_config(store_url: str, tmp_path: Path) -> Path:
                     now=now,
                 )
             disable_operator(session, operator.operator_id, actor="host:test", now=now)
+        audit.flush(engine)
     finally:
         engine.dispose()
     return path
 
 
-def _execute(config: Path, statement: str) -> None:
-    from federation_node.config import load_node_config
+def _engine(config: Path) -> Engine:
+    return db.create_engine_for(load_node_config(config, environ={}).effective_database_url)
 
-    engine = db.create_engine_for(load_node_config(config, environ={}).effective_database_url)
+
+def _execute(config: Path, statement: str) -> None:
+    engine = _engine(config)
     try:
         with engine.begin() as connection:
             connection.execute(text(statement))
+    finally:
+        engine.dispose()
+
+
+def _create_operator_unsequenced(config: Path) -> None:
+    """An administrative action committed while no sequencer runs: its record stays pending."""
+    engine = _engine(config)
+    try:
+        with db.session_scope(engine) as session:
+            create_operator(
+                session,
+                label="late counter",
+                roles=[OperatorRole.CLERK],
+                actor="host:test",
+                now=datetime.now(UTC),
+            )
     finally:
         engine.dispose()
 
@@ -80,6 +100,23 @@ def test_an_intact_chain_verifies(node_config: Path) -> None:
     result = certfed("audit", "verify", "--config", str(node_config))
     assert result.returncode == 0, result.stderr
     assert "intact: 5 records" in result.stdout
+
+
+def test_verify_chains_committed_records_still_pending_before_it_checks(node_config: Path) -> None:
+    _create_operator_unsequenced(node_config)
+    result = certfed("audit", "verify", "--config", str(node_config))
+    assert result.returncode == 0, result.stderr
+    assert "intact: 6 records" in result.stdout
+
+
+def test_export_includes_committed_records_still_pending(node_config: Path, tmp_path: Path) -> None:
+    _create_operator_unsequenced(node_config)
+    out = tmp_path / "audit.jsonl"
+    result = certfed("audit", "export", "--config", str(node_config), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["action"] for r in records][-2:] == ["operator.create", "audit.export"]
+    assert [r["seq"] for r in records] == [1, 2, 3, 4, 5, 6, 7]
 
 
 def test_verify_catches_an_edited_row(node_config: Path) -> None:
@@ -121,7 +158,7 @@ def test_export_writes_every_record_as_json_lines_an_inspector_can_rechain(
     previous = "0" * 64
     for record in records:
         assert record["prev_hash"] == previous
-        row = audit.AuditRecord(
+        row = AuditRecord(
             seq=record["seq"],
             at=datetime.fromisoformat(record["at"]),
             actor=record["actor"],

@@ -1,21 +1,27 @@
-"""The audit chain: intact when untouched, and it says which record was edited or deleted."""
+"""The audit chain: intact when untouched, and it says which record was edited or deleted.
+
+Records are appended as pending in their business transaction and chained by `audit.flush` (the
+sequencer's pass); these tests chain them explicitly before they read the chain.
+"""
 
 from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
+from sqlmodel import col, func, select
 
 from federation_node import audit
-from federation_node.db import session_scope
-from federation_node.models import AuditRecord
+from federation_node.db import create_engine_for, migrate, session_scope
+from federation_node.models import AuditPending, AuditRecord
 
 
-def _append(engine: Engine, now: datetime, subject_id: str = "req-1") -> AuditRecord:
+def _append(engine: Engine, now: datetime, subject_id: str = "req-1") -> AuditPending:
     with session_scope(engine) as session:
         return audit.append(
             session,
@@ -26,6 +32,18 @@ def _append(engine: Engine, now: datetime, subject_id: str = "req-1") -> AuditRe
             details={"status": "accepted", "sequence": 1, "methods": ["on_site"], "late": False},
             now=now,
         )
+
+
+def _chain(engine: Engine) -> list[AuditRecord]:
+    """Chain what is pending, then every record in chain order."""
+    audit.flush(engine)
+    with session_scope(engine) as session:
+        return list(session.exec(select(AuditRecord).order_by(col(AuditRecord.seq))))
+
+
+def _pending_count(engine: Engine) -> int:
+    with session_scope(engine) as session:
+        return session.exec(select(func.count()).select_from(AuditPending)).one()
 
 
 def _problems(engine: Engine) -> list[str]:
@@ -39,8 +57,11 @@ def _execute(engine: Engine, statement: str) -> None:
 
 
 def test_appended_records_form_an_intact_chain(engine: Engine, now: datetime) -> None:
-    records = [_append(engine, now + timedelta(seconds=i), f"req-{i}") for i in range(4)]
+    for i in range(4):
+        _append(engine, now + timedelta(seconds=i), f"req-{i}")
+    records = _chain(engine)
     assert [r.seq for r in records] == [1, 2, 3, 4]
+    assert [r.subject_id for r in records] == ["req-0", "req-1", "req-2", "req-3"]
     assert records[0].prev_hash == AuditRecord.GENESIS_HASH
     assert all(b.prev_hash == a.record_hash for a, b in itertools.pairwise(records))
     assert _problems(engine) == []
@@ -53,7 +74,8 @@ def test_empty_chain_is_intact(engine: Engine) -> None:
 def test_a_time_in_another_zone_is_recorded_in_utc_and_verifies(
     engine: Engine, now: datetime
 ) -> None:
-    record = _append(engine, now.astimezone(timezone(timedelta(hours=8))))
+    _append(engine, now.astimezone(timezone(timedelta(hours=8))))
+    [record] = _chain(engine)
     assert record.at == now
     assert record.at.utcoffset() == timedelta(0)
     assert _problems(engine) == []
@@ -71,6 +93,7 @@ def test_a_time_in_another_zone_is_recorded_in_utc_and_verifies(
 def test_an_edited_record_is_detected(engine: Engine, now: datetime, edit: str) -> None:
     for i in range(3):
         _append(engine, now, f"req-{i}")
+    audit.flush(engine)
     if engine.dialect.name == "sqlite":
         edit = edit.replace("at + interval '1 hour'", "datetime(at, '+1 hour')")
     _execute(engine, edit)
@@ -80,6 +103,7 @@ def test_an_edited_record_is_detected(engine: Engine, now: datetime, edit: str) 
 def test_edited_details_are_detected(engine: Engine, now: datetime) -> None:
     for i in range(3):
         _append(engine, now, f"req-{i}")
+    audit.flush(engine)
     with session_scope(engine) as session:
         record = session.get(AuditRecord, 3)
         assert record is not None
@@ -90,6 +114,7 @@ def test_edited_details_are_detected(engine: Engine, now: datetime) -> None:
 def test_a_rehashed_edit_breaks_the_link_to_the_next_record(engine: Engine, now: datetime) -> None:
     for i in range(3):
         _append(engine, now, f"req-{i}")
+    audit.flush(engine)
     with session_scope(engine) as session:
         record = session.get(AuditRecord, 2)
         assert record is not None
@@ -114,6 +139,7 @@ def test_a_deleted_record_is_detected(
 ) -> None:
     for i in range(4):
         _append(engine, now, f"req-{i}")
+    audit.flush(engine)
     _execute(engine, deleted)
     assert _problems(engine) == expected
 
@@ -131,24 +157,188 @@ def test_details_must_be_ids_and_enum_values(engine: Engine, now: datetime) -> N
         )
 
 
-def test_concurrent_appends_make_one_unbroken_chain(engine: Engine, now: datetime) -> None:
-    barrier = threading.Barrier(4)
+def _run_together(workers: list[Callable[[], None]]) -> None:
+    """Run every worker in its own thread, started together; re-raise the first failure."""
+    barrier = threading.Barrier(len(workers))
+    failures: list[BaseException] = []
 
-    def writer(index: int) -> None:
+    def run(worker: Callable[[], None]) -> None:
         barrier.wait()
-        for j in range(5):
-            _append(engine, now, f"req-{index}-{j}")
+        try:
+            worker()
+        except BaseException as error:
+            failures.append(error)
 
-    threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+    threads = [threading.Thread(target=run, args=(worker,)) for worker in workers]
     for thread in threads:
         thread.start()
     for thread in threads:
-        thread.join()
+        thread.join(timeout=120)
+    assert not any(thread.is_alive() for thread in threads), "a worker did not finish"
+    if failures:
+        raise failures[0]
+
+
+def _writer(engine: Engine, now: datetime, index: int, count: int) -> Callable[[], None]:
+    def write() -> None:
+        for j in range(count):
+            _append(engine, now, f"req-{index}-{j}")
+
+    return write
+
+
+def _written(writers: int, count: int) -> list[str]:
+    return sorted(f"req-{i}-{j}" for i in range(writers) for j in range(count))
+
+
+def test_concurrent_appends_then_a_flush_chain_every_record_exactly_once(
+    engine: Engine, now: datetime
+) -> None:
+    _run_together([_writer(engine, now, i, 10) for i in range(8)])
+    assert _pending_count(engine) == 80
+    records = _chain(engine)
+    assert _pending_count(engine) == 0
     assert _problems(engine) == []
+    assert [r.seq for r in records] == list(range(1, 81))
+    assert sorted(r.subject_id for r in records) == _written(8, 10)
     with session_scope(engine) as session:
         exported = list(audit.export(session))
         head = audit.head(session)
-    assert [r["seq"] for r in exported] == list(range(1, 21))
     assert head is not None
     assert exported[-1]["record_hash"] == head.record_hash
     assert exported[0]["at"] == now.isoformat()
+
+
+def test_a_flush_with_nothing_pending_chains_nothing(engine: Engine, now: datetime) -> None:
+    assert audit.flush(engine) == 0
+    _append(engine, now)
+    assert audit.flush(engine) == 1
+    assert audit.flush(engine) == 0
+    assert [r.seq for r in _chain(engine)] == [1]
+
+
+def test_a_pass_chains_at_most_its_limit_oldest_first(engine: Engine, now: datetime) -> None:
+    for i in range(5):
+        _append(engine, now, f"req-{i}")
+    with session_scope(engine) as session:
+        assert audit.sequence_pending(session, limit=3) == 3
+    assert _pending_count(engine) == 2
+    records = _chain(engine)
+    assert [r.subject_id for r in records] == [f"req-{i}" for i in range(5)]
+    assert _problems(engine) == []
+
+
+def test_flush_chains_more_than_one_batch(engine: Engine, now: datetime) -> None:
+    for i in range(7):
+        _append(engine, now, f"req-{i}")
+    assert audit.flush(engine, batch=3) == 7
+    assert _pending_count(engine) == 0
+    assert _problems(engine) == []
+
+
+class _BusinessRuleError(Exception):
+    pass
+
+
+def test_a_rolled_back_transaction_leaves_no_pending_or_chained_record(
+    engine: Engine, now: datetime
+) -> None:
+    def append_then_fail() -> None:
+        with session_scope(engine) as session:
+            audit.append(
+                session,
+                actor="op-0a1b2c3d4e5f",
+                action="assistance.accept",
+                subject_type="assistance_request",
+                subject_id="req-1",
+                details={},
+                now=now,
+            )
+            raise _BusinessRuleError
+
+    with pytest.raises(_BusinessRuleError):
+        append_then_fail()
+    assert _pending_count(engine) == 0
+    assert audit.flush(engine) == 0
+    assert _chain(engine) == []
+
+
+def test_records_committed_before_a_crash_are_chained_by_a_later_flush(
+    store_url: str, now: datetime
+) -> None:
+    migrate(store_url)
+    crashed = create_engine_for(store_url)
+    try:
+        for i in range(3):
+            _append(crashed, now, f"req-{i}")
+    finally:
+        # The process dies here: committed, never sequenced.
+        crashed.dispose()
+    restarted = create_engine_for(store_url)
+    try:
+        assert _pending_count(restarted) == 3
+        assert [r.subject_id for r in _chain(restarted)] == ["req-0", "req-1", "req-2"]
+        assert _pending_count(restarted) == 0
+        assert _problems(restarted) == []
+    finally:
+        restarted.dispose()
+
+
+@pytest.fixture
+def replicas(postgres_url: str) -> Iterator[tuple[Engine, Engine]]:
+    """Two engines on one PostgreSQL database, as two replicas of a node have."""
+    migrate(postgres_url)
+    first, second = create_engine_for(postgres_url), create_engine_for(postgres_url)
+    try:
+        yield first, second
+    finally:
+        first.dispose()
+        second.dispose()
+
+
+@pytest.mark.postgres
+def test_two_replicas_sequencing_while_appends_go_on_make_one_chain(
+    replicas: tuple[Engine, Engine], now: datetime
+) -> None:
+    appends_done = threading.Event()
+    chained: list[int] = []
+
+    def sequencer(engine: Engine) -> Callable[[], None]:
+        def run() -> None:
+            while True:
+                finishing = appends_done.is_set()
+                # Small batches, so the two replicas' passes interleave many times.
+                with session_scope(engine) as session:
+                    count = audit.sequence_pending(session, limit=5)
+                chained.append(count)
+                if finishing and count == 0:
+                    return
+
+        return run
+
+    def appenders() -> None:
+        _run_together(
+            [_writer(replicas[i % 2], now, i, 30) for i in range(4)],
+        )
+        appends_done.set()
+
+    _run_together([appenders, sequencer(replicas[0]), sequencer(replicas[1])])
+    assert _pending_count(replicas[0]) == 0
+    assert sum(chained) == 120
+    with session_scope(replicas[1]) as session:
+        records = list(session.exec(select(AuditRecord).order_by(col(AuditRecord.seq))))
+    assert [r.seq for r in records] == list(range(1, 121))
+    assert sorted(r.subject_id for r in records) == _written(4, 30)
+    assert _problems(replicas[0]) == []
+
+
+@pytest.mark.postgres
+def test_append_does_not_wait_for_the_chain_lock(pg_engine: Engine, now: datetime) -> None:
+    with pg_engine.connect() as holder, holder.begin():
+        holder.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": audit.AUDIT_LOCK_KEY})
+        appending = threading.Thread(target=_append, args=(pg_engine, now))
+        appending.start()
+        appending.join(timeout=30)
+        assert not appending.is_alive(), "append waited for the chain lock"
+    assert _pending_count(pg_engine) == 1
+    assert [r.subject_id for r in _chain(pg_engine)] == ["req-1"]

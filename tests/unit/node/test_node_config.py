@@ -30,6 +30,7 @@ def test_a_minimal_file_gets_safe_defaults_and_paths_under_the_file(tmp_path: Pa
     assert config.effective_database_url == f"sqlite:///{tmp_path / 'node.db'}"
     assert config.root_public_key == tmp_path / "trust" / "root.pub"
     assert config.validity_months == 12
+    assert config.audit_sequence_interval_s == 0.2
     assert config.listen.startswith("127.0.0.1:")
 
 
@@ -46,6 +47,8 @@ def test_the_environment_overrides_the_file(tmp_path: Path) -> None:
     [
         ('colour = "blue"\n', "colour"),
         ("validity_months = 40\n", "validity_months"),
+        ("audit_sequence_interval_s = 0\n", "audit_sequence_interval_s"),
+        ("audit_sequence_intervall_s = 1\n", "audit_sequence_intervall_s"),
         ("[limits]\nmax_speed = 3\n", "limits.max_speed"),
     ],
 )
