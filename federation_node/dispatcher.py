@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import structlog
@@ -109,7 +111,8 @@ class Dispatcher(threading.Thread):
         self._clock = clock
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="deliver")
+        # Registry calls (locator publication) are blocking client calls; peers get futures.
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="publish")
         self._policy = outbox.RetryPolicy(
             initial_s=config.initial_backoff_s,
             max_backoff_s=config.max_backoff_s,
@@ -148,7 +151,10 @@ class Dispatcher(threading.Thread):
             batch = [(m.message_id, m.kind, m.destination, m.payload) for m in claimed]
         if not batch:
             return 0
-        results = list(self._pool.map(lambda item: self._deliver(*item), batch))
+        started = [self._deliver(*item) for item in batch]
+        results = [
+            self._outcome(*item, pending) for item, pending in zip(batch, started, strict=True)
+        ]
         succeeded = [item[0] for item, error in zip(batch, results, strict=True) if error is None]
         with session_scope(self._engine) as session:
             delivered = outbox.mark_all_delivered(session, succeeded, self._clock())
@@ -190,54 +196,88 @@ class Dispatcher(threading.Thread):
                     )
         return delivered
 
-    def _deliver(
-        self, message_id: str, kind: str, destination: str, payload: bytes
-    ) -> Exception | None:
-        """Deliver one message; returns None, a PermanentDeliveryError, a HeldDeliveryError or a
-        transient error."""
+    def _deliver(self, message_id: str, kind: str, destination: str, payload: bytes) -> _Pending:
+        """Start delivering one message; its outcome is read with `_outcome`."""
         held = self._hold(destination)
         if held is not None:
-            return HeldDeliveryError(held)
+            return _Pending(HeldDeliveryError(held))
         try:
-            for attempt in Retrying(
-                retry=retry_if_exception(_is_blip),
-                stop=stop_after_attempt(2),
-                wait=wait_exponential_jitter(initial=0.05, max=0.5),
-                reraise=True,
-            ):
-                with attempt:
-                    self._send(OutboxKind(kind), destination, payload)
-        except grpc.RpcError as error:
-            return _classify(error.code(), f"{error.code().name}: {error.details()}")
-        except NodeSuspendedError as error:
-            return HeldDeliveryError(f"{error}; held until it is reinstated")
-        except CertfedError as error:
-            # A local refusal (the directory says the peer is suspended, unknown or expired) or
-            # a registry answer: decided by the same status code rules as a peer's answer.
-            return _classify(error.status, f"{error.status.name}: {error}")
+            return _Pending(None, self._send(OutboxKind(kind), destination, payload))
+        except Exception as error:
+            return _Pending(self._refusal(error))
+
+    def _outcome(
+        self, message_id: str, kind: str, destination: str, payload: bytes, pending: _Pending
+    ) -> Exception | None:
+        """None, a PermanentDeliveryError, a HeldDeliveryError or a transient error."""
+        if pending.call is None:
+            return pending.refused
+        try:
+            try:
+                pending.call.result()
+            except grpc.RpcError as error:
+                if not _is_blip(error):
+                    raise
+                # A connection being re-established: one more try, after a short pause.
+                for attempt in Retrying(
+                    retry=retry_if_exception(_is_blip),
+                    stop=stop_after_attempt(2),
+                    wait=wait_exponential_jitter(initial=0.05, max=0.5),
+                    reraise=True,
+                ):
+                    with attempt:
+                        self._send(OutboxKind(kind), destination, payload).result()
+        except Exception as error:
+            return self._refusal(error)
         log.info("outbox.delivered", message_id=message_id, kind=kind, destination=destination)
         return None
 
-    def _send(self, kind: OutboxKind, destination: str, payload: bytes) -> None:
+    @staticmethod
+    def _refusal(error: Exception) -> Exception:
+        if isinstance(error, grpc.RpcError) and isinstance(error, grpc.Call):
+            return _classify(error.code(), f"{error.code().name}: {error.details()}")
+        if isinstance(error, NodeSuspendedError):
+            return HeldDeliveryError(f"{error}; held until it is reinstated")
+        if isinstance(error, CertfedError):
+            # A local refusal (the directory says the peer is suspended, unknown or expired) or
+            # a registry answer: decided by the same status code rules as a peer's answer.
+            return _classify(error.status, f"{error.status.name}: {error}")
+        return RuntimeError(f"{type(error).__name__}: {error}")
+
+    def _send(self, kind: OutboxKind, destination: str, payload: bytes) -> Future[Any]:
+        """Start the call that delivers a message; a peer call runs as a gRPC future, so a
+        pass has all its deliveries in flight at once without a thread for each."""
         if kind is OutboxKind.PUBLISH_LOCATORS:
-            request = registry_pb2.PublishLocatorsRequest.FromString(payload)
-            response = self._publish_locators(request)
-            self._on_duplicates(list(response.duplicates))
-            return
+            return self._pool.submit(self._publish, payload)
         stub = self._peers.federation(destination)
+        future: Future[Any]
         if kind is OutboxKind.REQUEST_ASSISTANCE:
-            stub.RequestAssistance(
+            future = stub.RequestAssistance.future(
                 federation_pb2.RequestAssistanceRequest.FromString(payload), timeout=self._timeout
             )
         elif kind is OutboxKind.UPDATE_ASSISTANCE_STATUS:
-            stub.UpdateAssistanceStatus(
+            future = stub.UpdateAssistanceStatus.future(
                 federation_pb2.UpdateAssistanceStatusRequest.FromString(payload),
                 timeout=self._timeout,
             )
-        elif kind is OutboxKind.DELIVER_ATTESTATION:
-            stub.DeliverAttestation(
+        else:
+            future = stub.DeliverAttestation.future(
                 federation_pb2.DeliverAttestationRequest.FromString(payload), timeout=self._timeout
             )
+        return future
+
+    def _publish(self, payload: bytes) -> None:
+        request = registry_pb2.PublishLocatorsRequest.FromString(payload)
+        response = self._publish_locators(request)
+        self._on_duplicates(list(response.duplicates))
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A delivery under way (`call`), or refused before it started (`refused`)."""
+
+    refused: Exception | None
+    call: Future[Any] | None = None
 
 
 def _classify(code: grpc.StatusCode, detail: str) -> Exception:

@@ -25,7 +25,10 @@ class PeerChannels:
         self._credentials = tls.channel_credentials()
         self._limits = limits
         self._lock = threading.Lock()
-        self._channels: dict[str, tuple[str, grpc.Channel]] = {}
+        # node id -> (endpoint, channel, stub): a stub is made once per channel, not per call.
+        self._channels: dict[
+            str, tuple[str, grpc.Channel, federation_pb2_grpc.FederationServiceStub]
+        ] = {}
 
     def federation(self, node_id: str) -> federation_pb2_grpc.FederationServiceStub:
         """A stub for the active peer `node_id`; raises if the directory says it is not active."""
@@ -41,16 +44,16 @@ class PeerChannels:
                     self._credentials,
                     max_message_bytes=self._limits.max_message_bytes,
                 )
-                known = (endpoint, channel)
+                known = (endpoint, channel, federation_pb2_grpc.FederationServiceStub(channel))
                 self._channels[node_id] = known
-        return federation_pb2_grpc.FederationServiceStub(known[1])
+        return known[2]
 
     def replace_credentials(self, tls: TlsMaterial) -> None:
         """Dial with a renewed certificate from now on. Calls under way finish on their old
         channels, which are closed once the longest call could have ended."""
         with self._lock:
             self._credentials = tls.channel_credentials()
-            retired = [channel for _, channel in self._channels.values()]
+            retired = [channel for _, channel, _ in self._channels.values()]
             self._channels.clear()
         closer = threading.Timer(2 * self._limits.call_timeout_s, _close_all, args=(retired,))
         closer.daemon = True
@@ -58,7 +61,7 @@ class PeerChannels:
 
     def close(self) -> None:
         with self._lock:
-            for _, channel in self._channels.values():
+            for _, channel, _ in self._channels.values():
                 channel.close()
             self._channels.clear()
 
