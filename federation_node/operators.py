@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlmodel import Session, col, select
@@ -54,22 +55,45 @@ def create(
     return operator, token
 
 
-def authenticate(session: Session, token: str) -> Operator:
-    """The operator a bearer token belongs to; refused when unknown, wrong or disabled."""
+@dataclass(frozen=True)
+class SignedIn:
+    """Who a valid bearer token belongs to, as every desk call needs it: id and roles."""
+
+    operator_id: str
+    roles: tuple[str, ...]
+
+    def has_role(self, role: OperatorRole) -> bool:
+        return role.value in self.roles
+
+
+def authenticate(session: Session, token: str) -> SignedIn:
+    """The operator a bearer token belongs to; refused when unknown, wrong or disabled.
+
+    Every desk call comes through here, so it reads the four columns it needs in one SELECT,
+    without loading an ORM object.
+    """
     operator_id, _, encoded = token.partition(".")
     secret = _decode_secret(encoded)
     if not operator_id.startswith(OPERATOR_ID_PREFIX) or secret is None:
         raise UnauthenticatedError(_UNAUTHENTICATED)
-    operator = session.get(Operator, operator_id)
-    if operator is None:
+    row = session.exec(
+        select(
+            col(Operator.token_salt),
+            col(Operator.token_hash),
+            col(Operator.disabled),
+            col(Operator.roles),
+        ).where(Operator.operator_id == operator_id)
+    ).first()
+    if row is None:
         hmac.compare_digest(_hash(_DUMMY_SALT, secret), _hash(_DUMMY_SALT, b""))
         raise UnauthenticatedError(_UNAUTHENTICATED)
-    if not hmac.compare_digest(_hash(operator.token_salt, secret), operator.token_hash):
+    salt, token_hash, disabled, roles = row
+    if not hmac.compare_digest(_hash(salt, secret), token_hash):
         raise UnauthenticatedError(_UNAUTHENTICATED)
     # Only a holder of the right token learns that the operator is disabled.
-    if operator.disabled:
-        raise PermissionDeniedError(f"operator {operator.operator_id} is disabled")
-    return operator
+    if disabled:
+        raise PermissionDeniedError(f"operator {operator_id} is disabled")
+    return SignedIn(operator_id, tuple(roles))
 
 
 def get(session: Session, operator_id: str) -> Operator:

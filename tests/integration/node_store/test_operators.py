@@ -24,7 +24,7 @@ def _create(engine: Engine, now: datetime) -> tuple[Operator, str]:
         )
 
 
-def _authenticate(engine: Engine, token: str) -> Operator:
+def _authenticate(engine: Engine, token: str) -> operators.SignedIn:
     with session_scope(engine) as session:
         return operators.authenticate(session, token)
 
