@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, cast
 
 from sqlalchemy import update
+from sqlalchemy.engine import CursorResult
 from sqlmodel import Session, col, func, select
 from tenacity import RetryCallState, Retrying, wait_exponential_jitter
 
@@ -118,12 +120,12 @@ def mark_all_delivered(session: Session, message_ids: list[str], now: datetime) 
         update(OutboxMessage)
         .where(
             col(OutboxMessage.message_id).in_(message_ids),
-            OutboxMessage.state == DeliveryState.PENDING,
+            col(OutboxMessage.state) == DeliveryState.PENDING,
         )
         .values(state=DeliveryState.DELIVERED, delivered_at=now, last_error="")
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount)
+    return int(cast(CursorResult[Any], result).rowcount)
 
 
 def mark_failed(
