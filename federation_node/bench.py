@@ -14,11 +14,16 @@ with its own id and its own signature (the log refuses an attestation id twice),
 worker processes on all cores.
 
 `bench_assist` drives assistance requests through two nodes' desks with C clients at once and
-reports p50/p95/p99 latency and throughput of the full round trip.
+reports p50/p95/p99 latency and throughput of the full round trip, the CPU time every process
+spent per round trip, and, in the same run and at the same concurrency, the floor: the cheapest
+authenticated desk call's rate and CPU. The ratio between the two says how many such calls one
+round trip costs; the cores divided by the CPU per round trip say what throughput the machine
+allows at that cost.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import queue
@@ -30,15 +35,14 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import grpc
 import psycopg
 from dateutil.relativedelta import relativedelta
 from psycopg import sql
@@ -60,11 +64,6 @@ from signing.keys import SigningKey
 ISSUER = NodeSpec("qingdao", "Qingdao centre", ("370200",), ("residence_agency", "paying_office"))
 RECEIVER = NodeSpec("lanzhou", "Lanzhou office", ("620102",), ("paying_office",))
 SIGNING_CHUNK = 5_000
-# The assist benchmark sees progress by polling the desks: from poll_s, growing by this factor up
-# to MAX_POLL_S, so 50 waiting clients do not load the nodes they measure. A latency figure may
-# therefore overshoot the true one by up to about a third of itself (at most MAX_POLL_S).
-POLL_GROWTH = 1.3
-MAX_POLL_S = 0.05
 Progress = Callable[[int, int], None]
 
 
@@ -144,11 +143,29 @@ def issue_signed_attestations(
 # PostgreSQL for the benchmark.
 
 
+@dataclass(frozen=True)
+class _Postgres:
+    """The benchmark's PostgreSQL: fresh databases by name, and the server's processes."""
+
+    database_for: Callable[[str], str]
+    data_dir: Path | None
+
+    def postmaster_pid(self) -> int | None:
+        """The server's main process when the benchmark started it (pgserver), else None."""
+        if self.data_dir is None:
+            return None
+        try:
+            return int((self.data_dir / "postmaster.pid").read_text().split()[0])
+        except (OSError, IndexError, ValueError):
+            return None
+
+
 @contextmanager
-def postgres_server(workdir: Path) -> Iterator[Callable[[str], str]]:
-    """A function giving a fresh database URL per name, on DATABASE_URL's server or pgserver's."""
+def postgres_server(workdir: Path) -> Iterator[_Postgres]:
+    """Fresh databases per name, on DATABASE_URL's server or one pgserver starts in workdir."""
     given = os.environ.get("DATABASE_URL")
     server: Any = None
+    data_dir: Path | None = None
     if given:
         base = make_url(given).set(drivername="postgresql+psycopg")
     else:
@@ -156,8 +173,9 @@ def postgres_server(workdir: Path) -> Iterator[Callable[[str], str]]:
             warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
             import pgserver
 
+        data_dir = workdir / "pgdata"
         server = pgserver.get_server(  # type: ignore[attr-defined]
-            workdir / "pgdata", cleanup_mode="stop"
+            data_dir, cleanup_mode="stop"
         )
         raw = make_url(server.get_uri())
         base = raw.set(drivername="postgresql+psycopg")
@@ -176,7 +194,7 @@ def postgres_server(workdir: Path) -> Iterator[Callable[[str], str]]:
         return base.set(database=database).render_as_string(hide_password=False)
 
     try:
-        yield database_for
+        yield _Postgres(database_for, data_dir)
     finally:
         try:
             with psycopg.connect(admin, autocommit=True) as connection:
@@ -325,8 +343,8 @@ def bench_sync(
 ) -> SyncFigures:
     with tempfile.TemporaryDirectory(prefix="certfed-bench-") as scratch:
         root = workdir or Path(scratch)
-        with postgres_server(root) as database_for:
-            local = LocalFederation(root / "federation", database_url_for=database_for)
+        with postgres_server(root) as postgres:
+            local = LocalFederation(root / "federation", database_url_for=postgres.database_for)
             with local:
                 local.start_registry()
                 # The benchmark measures the log exchange, not the per-peer rate limiter, which
@@ -427,6 +445,24 @@ class AssistFigures:
     p95_ms: float
     p99_ms: float
     max_ms: float
+    # The median of each phase: the paying clerk's request call, until it is in the residence
+    # inbox, the clerk's record call, the reviewer's approval call, until applied at the paying
+    # office (delivered, verified, stored, request completed) and confirmed.
+    phase_p50_ms: dict[str, float]
+    # CPU time of every process of the federation (registry, both nodes, PostgreSQL when the
+    # benchmark started it, this driving process) per completed round trip.
+    cpu_ms_per_round_trip: float
+    cpu_ms_by_process: dict[str, float]
+    # The whole machine's busy fraction over all cores meanwhile (1.0: every core busy).
+    machine_busy: float
+    # Desk calls the driving clerks made per round trip, their watchers' listings included.
+    desk_calls_per_round_trip: float
+    # The floor, measured in the same run at the same concurrency: the cheapest authenticated
+    # desk call (WhoAmI), its rate and CPU across the processes.
+    floor_calls_per_s: float
+    floor_cpu_ms_per_call: float
+    # What this machine's cores allow at the measured CPU cost: cores * 1000 / cpu ms.
+    cpu_bound_round_trips_per_s: float
     database: str
 
 
@@ -449,40 +485,182 @@ def _percentile(ordered: list[float], fraction: float) -> float:
     return ordered[position]
 
 
-class _Desks:
-    """One worker's desk clients: the paying clerk, and the residence clerk and reviewer."""
+class _CountingDesk:
+    """A desk client that counts its calls, so the figures can say how many a round trip took."""
 
-    def __init__(self, local: LocalFederation) -> None:
-        self.paying_clerk = local.desk(RECEIVER.node_id, "clerk")
-        self.residence_clerk = local.desk(ISSUER.node_id, "clerk")
-        self.reviewer = local.desk(ISSUER.node_id, "reviewer")
+    def __init__(self, client: Any, counter: itertools.count[int]) -> None:
+        self._client = client
+        self._counter = counter
+
+    def call(self, method: str, request: Any) -> Any:
+        next(self._counter)
+        return self._client.call(method, request)
 
     def close(self) -> None:
-        for client in (self.paying_clerk, self.residence_clerk, self.reviewer):
-            client.close()
+        self._client.close()
 
 
-def _round_trip(desks: _Desks, beneficiary_id: str, poll_s: float) -> float:
-    """One assistance request, start to applied; returns its latency in seconds."""
+class _Watcher(threading.Thread):
+    """One clerk's screen, refreshed every `interval_s` while someone waits on it.
+
+    The benchmark's workers wait for their request to arrive in the residence agency's inbox and
+    for it to leave the paying office's list of open requests. One listing per interval serves
+    every waiting worker, as a clerk's screen does, instead of one lookup per worker. A request
+    counts as gone only from a listing started after the worker began to wait, so a listing in
+    flight when the request was made cannot report it gone. A latency figure may overshoot the
+    true one by up to two intervals (one per wait).
+    """
+
+    def __init__(
+        self,
+        desk: _CountingDesk,
+        listings: Sequence[desk_pb2.ListAssistanceRequestsRequest],
+        interval_s: float,
+    ) -> None:
+        super().__init__(name="bench-watcher", daemon=True)
+        self._desk = desk
+        self._listings = listings
+        self._interval_s = interval_s
+        self._lock = threading.Condition()
+        # request id -> (waiting for presence?, monotonic time the wait began, event)
+        self._waiting: dict[str, tuple[bool, float, threading.Event]] = {}
+        self._stopping = False
+        self.error: BaseException | None = None
+
+    def wait(self, request_id: str, *, present: bool, timeout_s: float) -> None:
+        """Until `request_id` is listed (present) or no longer listed (not present)."""
+        event = threading.Event()
+        with self._lock:
+            self._waiting[request_id] = (present, time.monotonic(), event)
+            self._lock.notify()
+        if not event.wait(timeout_s):
+            with self._lock:
+                self._waiting.pop(request_id, None)
+            state = "listed" if present else "off the list"
+            raise TimeoutError(f"request {request_id} not {state} within {timeout_s} s")
+        if self.error is not None:
+            raise RuntimeError("the benchmark's desk watcher failed") from self.error
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._lock.notify()
+        self.join(timeout=10)
+
+    def _listed(self) -> set[str]:
+        listed: set[str] = set()
+        for listing in self._listings:
+            request = desk_pb2.ListAssistanceRequestsRequest()
+            request.CopyFrom(listing)
+            while True:
+                response = self._desk.call("ListAssistanceRequests", request)
+                listed.update(summary.request_id for summary in response.requests)
+                if not response.next_page_token:
+                    break
+                request.page_token = response.next_page_token
+        return listed
+
+    def run(self) -> None:
+        try:
+            while True:
+                with self._lock:
+                    while not self._waiting and not self._stopping:
+                        self._lock.wait()
+                    if self._stopping:
+                        return
+                started = time.monotonic()
+                listed = self._listed()
+                with self._lock:
+                    for request_id, (present, since, event) in list(self._waiting.items()):
+                        if present:
+                            done = request_id in listed
+                        else:
+                            done = since < started and request_id not in listed
+                        if done:
+                            event.set()
+                            del self._waiting[request_id]
+                time.sleep(self._interval_s)
+        except BaseException as error:
+            self.error = error
+            with self._lock:
+                for _, _, event in self._waiting.values():
+                    event.set()
+                self._waiting.clear()
+
+
+# Requests the paying office still waits on; the benchmark neither schedules nor declines.
+_OPEN = (common_pb2.ASSISTANCE_STATUS_QUEUED, common_pb2.ASSISTANCE_STATUS_RECEIVED)
+WAIT_TIMEOUT_S = 120.0
+
+
+class _Desks:
+    """The clerks of one run: the paying clerk, the residence clerk and a reviewer per worker,
+    and the two shared screens (the residence inbox, the paying office's open requests)."""
+
+    def __init__(self, local: LocalFederation, interval_s: float) -> None:
+        self._local = local
+        self.calls = itertools.count()
+        self.inbox = _Watcher(
+            self._desk(ISSUER.node_id, "clerk"),
+            [
+                desk_pb2.ListAssistanceRequestsRequest(
+                    direction=desk_pb2.DIRECTION_INBOUND,
+                    status=common_pb2.ASSISTANCE_STATUS_RECEIVED,
+                    page_size=local.limits.max_page_size,
+                )
+            ],
+            interval_s,
+        )
+        self.open_requests = _Watcher(
+            self._desk(RECEIVER.node_id, "clerk"),
+            [
+                desk_pb2.ListAssistanceRequestsRequest(
+                    direction=desk_pb2.DIRECTION_OUTBOUND,
+                    status=status,
+                    page_size=local.limits.max_page_size,
+                )
+                for status in _OPEN
+            ],
+            interval_s,
+        )
+        self.inbox.start()
+        self.open_requests.start()
+
+    def _desk(self, node_id: str, operator: str) -> _CountingDesk:
+        return _CountingDesk(self._local.desk(node_id, operator), self.calls)
+
+    def worker(self) -> tuple[_CountingDesk, _CountingDesk, _CountingDesk]:
+        return (
+            self._desk(RECEIVER.node_id, "clerk"),
+            self._desk(ISSUER.node_id, "clerk"),
+            self._desk(ISSUER.node_id, "reviewer"),
+        )
+
+    def close(self) -> None:
+        self.inbox.stop()
+        self.open_requests.stop()
+
+
+# The phases of a round trip, in order, as the figures name them.
+PHASES = ("request", "to_inbox", "record", "approve", "to_applied")
+
+
+def _round_trip(
+    desks: _Desks, clerks: tuple[_CountingDesk, _CountingDesk, _CountingDesk], beneficiary_id: str
+) -> list[float]:
+    """One assistance request, start to applied; the seconds each of PHASES took."""
+    paying_clerk, residence_clerk, reviewer = clerks
     deadline = to_timestamp(datetime.now(UTC) + timedelta(days=20))
-    started = time.perf_counter()
-    request_id = desks.paying_clerk.call(
+    marks = [time.perf_counter()]
+    request_id = paying_clerk.call(
         "RequestCertification",
         desk_pb2.RequestCertificationRequest(beneficiary_id=beneficiary_id, deadline=deadline),
     ).request.request_id
-    lookup = desk_pb2.GetAssistanceRequestRequest(request_id=request_id)
-    pause = poll_s
-    while True:
-        try:
-            desks.residence_clerk.call("GetAssistanceRequest", lookup)
-            break
-        except grpc.RpcError as error:
-            # NOT_FOUND until the paying office's outbox has delivered the request.
-            if not isinstance(error, grpc.Call) or error.code() is not grpc.StatusCode.NOT_FOUND:
-                raise
-            time.sleep(pause)
-            pause = min(pause * POLL_GROWTH, MAX_POLL_S)
-    certification_id = desks.residence_clerk.call(
+    marks.append(time.perf_counter())
+    # In the residence agency's inbox once the paying office's outbox has delivered it.
+    desks.inbox.wait(request_id, present=True, timeout_s=WAIT_TIMEOUT_S)
+    marks.append(time.perf_counter())
+    certification_id = residence_clerk.call(
         "RecordCertification",
         desk_pb2.RecordCertificationRequest(
             request_id=request_id,
@@ -492,64 +670,180 @@ def _round_trip(desks: _Desks, beneficiary_id: str, poll_s: float) -> float:
             evidence_digests=[secrets.token_bytes(32)],
         ),
     ).certification.certification_id
-    desks.reviewer.call(
+    marks.append(time.perf_counter())
+    reviewer.call(
         "ApproveCertification",
         desk_pb2.ApproveCertificationRequest(certification_id=certification_id),
     )
-    completed = common_pb2.ASSISTANCE_STATUS_COMPLETED
+    marks.append(time.perf_counter())
     # Applied at the paying office: the attestation was delivered, verified against the
     # directory and stored, and the request it answers is completed there.
-    pause = poll_s
-    while desks.paying_clerk.call("GetAssistanceRequest", lookup).request.status != completed:
-        time.sleep(pause)
-        pause = min(pause * POLL_GROWTH, MAX_POLL_S)
+    lookup = desk_pb2.GetAssistanceRequestRequest(request_id=request_id)
+    while True:
+        desks.open_requests.wait(request_id, present=False, timeout_s=WAIT_TIMEOUT_S)
+        status = paying_clerk.call("GetAssistanceRequest", lookup).request.status
+        if status == common_pb2.ASSISTANCE_STATUS_COMPLETED:
+            marks.append(time.perf_counter())
+            return [later - earlier for earlier, later in itertools.pairwise(marks)]
+        if status not in _OPEN:
+            name = common_pb2.AssistanceStatus.Name(status)
+            raise RuntimeError(f"request {request_id} ended {name}, not completed")
+
+
+def _register(local: LocalFederation, count: int) -> list[str]:
+    """`count` beneficiaries of the paying office living in Qingdao, in bulk registrations."""
+    registered: list[str] = []
+    with local.desk(RECEIVER.node_id, "clerk") as desk:
+        step = min(local.limits.max_repeated, 1_000)
+        for start in range(0, count, step):
+            batch = [
+                desk_pb2.RegisterBeneficiaryRequest(
+                    identity=_person(number), residence_region="370202"
+                )
+                for number in range(start, min(count, start + step))
+            ]
+            response = desk.call(
+                "RegisterBeneficiaries",
+                desk_pb2.RegisterBeneficiariesRequest(beneficiaries=batch),
+            )
+            registered.extend(b.beneficiary_id for b in response.beneficiaries)
+    return registered
+
+
+def _process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a live process, 0 once it has gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
+    # proc(5): utime and stime are fields 14 and 15; fields[0] here is field 3 (state).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text(encoding="ascii")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+            found.append(int(entry.name))
+    return found
+
+
+def _machine_busy_s() -> tuple[float, float]:
+    """(busy, all) CPU seconds of the whole machine since boot, over all cores (proc(5))."""
+    first = Path("/proc/stat").read_text(encoding="ascii").splitlines()[0].split()
+    ticks = [int(value) for value in first[1:]]
+    # user nice system idle iowait irq softirq steal ...; idle and iowait are not busy.
+    idle = ticks[3] + ticks[4]
+    total = sum(ticks[:8])
+    hertz = os.sysconf("SC_CLK_TCK")
+    return (total - idle) / hertz, total / hertz
+
+
+class _CpuMeter:
+    """CPU seconds spent by named groups of processes between `start` and `stop`, and how busy
+    the whole machine was meanwhile (other work on a shared machine shows up there)."""
+
+    def __init__(self, groups: Callable[[], dict[str, list[int]]]) -> None:
+        self._groups = groups
+        self._before: dict[str, dict[int, float]] = {}
+        self._machine: tuple[float, float] = (0.0, 0.0)
+        self.machine_busy = 0.0
+
+    def _read(self) -> dict[str, dict[int, float]]:
+        return {
+            name: {pid: _process_cpu_s(pid) for pid in pids}
+            for name, pids in self._groups().items()
+        }
+
+    def start(self) -> None:
+        self._before = self._read()
+        self._machine = _machine_busy_s()
+
+    def stop(self) -> dict[str, float]:
+        after = self._read()
+        busy, total = _machine_busy_s()
+        spent = total - self._machine[1]
+        self.machine_busy = (busy - self._machine[0]) / spent if spent > 0 else 0.0
+        return {
+            name: sum(
+                spent - self._before.get(name, {}).get(pid, 0.0) for pid, spent in pids.items()
+            )
+            for name, pids in after.items()
+        }
+
+
+def _federation_processes(local: LocalFederation, postgres: _Postgres) -> dict[str, list[int]]:
+    groups = {"bench": [os.getpid()]}
+    if local.registry_process is not None:
+        groups["registry"] = [local.registry_process.pid]
+    for node_id, handle in local.nodes.items():
+        if handle.process is not None:
+            groups[node_id] = [handle.process.pid]
+    postmaster = postgres.postmaster_pid()
+    if postmaster is not None:
+        groups["postgres"] = [postmaster, *_children(postmaster)]
+    return groups
+
+
+def _run_concurrently(concurrency: int, work: Callable[[], None]) -> float:
+    """Run `work` on `concurrency` threads; wall seconds until all have returned."""
+    threads = [threading.Thread(target=work) for _ in range(concurrency)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     return time.perf_counter() - started
 
 
-def _register(local: LocalFederation, count: int, concurrency: int) -> list[str]:
-    def register(numbers: range) -> list[str]:
-        with local.desk(RECEIVER.node_id, "clerk") as desk:
-            return [
-                desk.call(
-                    "RegisterBeneficiary",
-                    desk_pb2.RegisterBeneficiaryRequest(
-                        identity=_person(number), residence_region="370202"
-                    ),
-                ).beneficiary.beneficiary_id
-                for number in numbers
-            ]
+def _floor(local: LocalFederation, concurrency: int, calls: int) -> tuple[int, float]:
+    """`calls` WhoAmI calls on the residence desk, `concurrency` at a time: (calls, seconds)."""
+    remaining = itertools.count()
 
-    workers = max(1, min(concurrency, 8))
-    slices = [range(start, count, workers) for start in range(workers)]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return [bid for chunk in pool.map(register, slices) for bid in chunk]
+    def work() -> None:
+        with local.desk(ISSUER.node_id, "clerk") as desk:
+            while next(remaining) < calls:
+                desk.call("WhoAmI", desk_pb2.WhoAmIRequest())
+
+    return calls, _run_concurrently(concurrency, work)
 
 
 def bench_assist(
     concurrency: int,
     requests: int,
     *,
-    poll_s: float = 0.002,
+    interval_s: float = 0.005,
+    floor_calls: int = 2_000,
     workdir: Path | None = None,
 ) -> AssistFigures:
-    """`requests` round trips, `concurrency` at a time; latency percentiles and throughput."""
+    """`requests` round trips, `concurrency` at a time; latency percentiles, throughput, and
+    where the CPU goes, against the cheapest desk call measured the same way."""
     with tempfile.TemporaryDirectory(prefix="certfed-bench-") as scratch:
         root = workdir or Path(scratch)
-        with postgres_server(root) as database_for:
-            local = LocalFederation(root / "federation", database_url_for=database_for)
+        with postgres_server(root) as postgres:
+            local = LocalFederation(root / "federation", database_url_for=postgres.database_for)
             with local:
                 local.start_registry()
                 for spec in (ISSUER, RECEIVER):
                     local.add_node(spec, settings=_bench_settings())
                 beneficiaries: queue.Queue[str] = queue.Queue()
-                for beneficiary_id in _register(local, requests, concurrency):
+                for beneficiary_id in _register(local, requests):
                     beneficiaries.put(beneficiary_id)
-                latencies: list[float] = []
+                latencies: list[list[float]] = []
                 failures: list[BaseException] = []
                 lock = threading.Lock()
+                desks = _Desks(local, interval_s)
+                meter = _CpuMeter(lambda: _federation_processes(local, postgres))
 
                 def worker() -> None:
-                    desks = _Desks(local)
+                    clerks = desks.worker()
                     try:
                         while True:
                             try:
@@ -557,7 +851,7 @@ def bench_assist(
                             except queue.Empty:
                                 return
                             try:
-                                latency = _round_trip(desks, beneficiary_id, poll_s)
+                                latency = _round_trip(desks, clerks, beneficiary_id)
                             except Exception as error:
                                 with lock:
                                     failures.append(error)
@@ -565,29 +859,51 @@ def bench_assist(
                             with lock:
                                 latencies.append(latency)
                     finally:
-                        desks.close()
+                        for clerk in clerks:
+                            clerk.close()
 
-                threads = [threading.Thread(target=worker) for _ in range(concurrency)]
-                started = time.perf_counter()
-                for thread in threads:
-                    thread.start()
-                for thread in threads:
-                    thread.join()
-                seconds = time.perf_counter() - started
+                try:
+                    meter.start()
+                    seconds = _run_concurrently(concurrency, worker)
+                    cpu = meter.stop()
+                    machine_busy = meter.machine_busy
+                    desk_calls = next(desks.calls)
+                finally:
+                    desks.close()
+                meter.start()
+                floor_count, floor_seconds = _floor(local, concurrency, floor_calls)
+                floor_cpu = meter.stop()
     if failures:
         raise RuntimeError(
             f"{len(failures)} of {requests} round trips failed, first: {failures[0]!r}"
         )
-    ordered = sorted(latencies)
+    ordered = sorted(sum(phases) for phases in latencies)
+    done = len(ordered)
+    cpu_ms = 1000 * sum(cpu.values()) / done if done else 0.0
     return AssistFigures(
         concurrency=concurrency,
         requests=requests,
-        completed=len(ordered),
+        completed=done,
         seconds=round(seconds, 3),
-        round_trips_per_s=round(len(ordered) / seconds, 1) if seconds else 0.0,
+        round_trips_per_s=round(done / seconds, 1) if seconds else 0.0,
         p50_ms=round(_percentile(ordered, 0.50) * 1000, 1),
         p95_ms=round(_percentile(ordered, 0.95) * 1000, 1),
         p99_ms=round(_percentile(ordered, 0.99) * 1000, 1),
         max_ms=round(ordered[-1] * 1000, 1) if ordered else 0.0,
+        phase_p50_ms={
+            name: round(_percentile(sorted(p[index] for p in latencies), 0.5) * 1000, 1)
+            for index, name in enumerate(PHASES)
+        },
+        cpu_ms_per_round_trip=round(cpu_ms, 2),
+        cpu_ms_by_process={
+            name: round(1000 * spent / done, 2) if done else 0.0 for name, spent in cpu.items()
+        },
+        machine_busy=round(machine_busy, 3),
+        desk_calls_per_round_trip=round(desk_calls / done, 1) if done else 0.0,
+        floor_calls_per_s=round(floor_count / floor_seconds, 1) if floor_seconds else 0.0,
+        floor_cpu_ms_per_call=round(1000 * sum(floor_cpu.values()) / floor_count, 3),
+        cpu_bound_round_trips_per_s=round((os.cpu_count() or 1) * 1000 / cpu_ms, 1)
+        if cpu_ms
+        else 0.0,
         database="DATABASE_URL" if os.environ.get("DATABASE_URL") else "pgserver",
     )

@@ -70,6 +70,7 @@ def _bench_assist(args: argparse.Namespace) -> int:
     if args.json:
         print(bench.figures_json(figures))
         return 0
+    by_process = ", ".join(f"{name} {ms:.1f}" for name, ms in figures.cpu_ms_by_process.items())
     console.print(
         _table(
             f"assistance round trips: {figures.requests:,} at concurrency {figures.concurrency} "
@@ -81,6 +82,23 @@ def _bench_assist(args: argparse.Namespace) -> int:
                 ("p95", f"{figures.p95_ms:.1f} ms"),
                 ("p99", f"{figures.p99_ms:.1f} ms"),
                 ("max", f"{figures.max_ms:.1f} ms"),
+                ("CPU per round trip, all processes", f"{figures.cpu_ms_per_round_trip:.1f} ms"),
+                ("CPU per round trip by process (ms)", by_process),
+                ("desk calls per round trip", f"{figures.desk_calls_per_round_trip:.1f}"),
+                (
+                    "floor: WhoAmI calls/s, CPU per call",
+                    f"{figures.floor_calls_per_s:,.0f}/s, {figures.floor_cpu_ms_per_call:.2f} ms",
+                ),
+                (
+                    "round trip CPU / floor call CPU",
+                    f"{figures.cpu_ms_per_round_trip / figures.floor_cpu_ms_per_call:.1f}x"
+                    if figures.floor_cpu_ms_per_call
+                    else "-",
+                ),
+                (
+                    "round trips/s the cores allow at this CPU cost",
+                    f"{figures.cpu_bound_round_trips_per_s:,.0f}",
+                ),
             ],
         )
     )
