@@ -10,43 +10,27 @@ flushes once more, so what the last calls wrote is chained before the node exits
 
 from __future__ import annotations
 
-import threading
-
 import structlog
 from sqlalchemy import Engine
 
 from federation_node import audit
+from federation_node.periodic import PeriodicWorker
 
 log = structlog.get_logger("certfed.audit")
 
 
-class AuditSequencer(threading.Thread):
+class AuditSequencer(PeriodicWorker):
     """Chains pending audit records every `interval_s`, and at once when woken."""
 
     def __init__(self, engine: Engine, interval_s: float) -> None:
-        super().__init__(name="audit-sequencer", daemon=True)
+        super().__init__("audit-sequencer", interval_s)
         self._engine = engine
-        self._interval_s = interval_s
-        self._stopping = threading.Event()
-        self._wake = threading.Event()
-
-    def wake(self) -> None:
-        self._wake.set()
-
-    def run(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.clear()
-            self._pass()
-            self._wake.wait(self._interval_s)
 
     def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-        if self.is_alive():
-            self.join(timeout=10)
-        self._pass()
+        super().stop()
+        self.run_pass()
 
-    def _pass(self) -> None:
+    def run_pass(self) -> None:
         try:
             audit.flush(self._engine)
         except Exception:

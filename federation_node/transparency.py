@@ -26,6 +26,7 @@ from federation_node import log_store
 from federation_node.checkpoints import node_signer
 from federation_node.db import session_scope
 from federation_node.log_store import EntryRow
+from federation_node.periodic import PeriodicWorker
 from registry.errors import CertfedError, InvalidInputError, PreconditionError
 from registry.limits import Limits
 from registry.regions import validate_region_code
@@ -252,31 +253,17 @@ def entries_message(batch: Sequence[EntryRow]) -> list[log_pb2.LogEntry]:
     ]
 
 
-class CheckpointPublisher(threading.Thread):
+class CheckpointPublisher(PeriodicWorker):
     """Publishes a cosigned checkpoint every `interval_s`, and at once when woken."""
 
     def __init__(self, transparency: TransparencyLog, interval_s: float) -> None:
-        super().__init__(name="checkpoint-publisher", daemon=True)
+        super().__init__("checkpoint-publisher", interval_s)
         self._log = transparency
-        self._interval_s = interval_s
-        self._stopping = threading.Event()
-        self._wake = threading.Event()
 
-    def wake(self) -> None:
-        self._wake.set()
-
-    def run(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.clear()
-            try:
-                self._log.publish()
-            except CertfedError as error:
-                log.warning("checkpoint.not_cosigned", error=str(error))
-            except Exception:
-                log.exception("checkpoint.publish_failed")
-            self._wake.wait(self._interval_s)
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-        self.join(timeout=10)
+    def run_pass(self) -> None:
+        try:
+            self._log.publish()
+        except CertfedError as error:
+            log.warning("checkpoint.not_cosigned", error=str(error))
+        except Exception:
+            log.exception("checkpoint.publish_failed")
