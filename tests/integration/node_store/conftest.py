@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine
 
-from federation_node import assistance, beneficiaries
+from federation_node import assistance, audit, beneficiaries
 from federation_node.db import create_engine_for, migrate, session_scope
 from federation_node.ids import new_id
 from federation_node.models import AssistanceRequest, Beneficiary, IdentityType
@@ -113,3 +113,30 @@ def add_inbound(engine: Engine) -> AddInbound:
             return request
 
     return add
+
+
+@pytest.fixture
+def restarted(store_url: str, now: datetime) -> Iterator[Engine]:
+    """A node's database reopened after a crash: three audit records were committed and the
+    node died before sequencing them."""
+    migrate(store_url)
+    crashed = create_engine_for(store_url)
+    try:
+        for index in range(3):
+            with session_scope(crashed) as session:
+                audit.append(
+                    session,
+                    actor="node:qingdao",
+                    action="beneficiary.register",
+                    subject_type="beneficiary",
+                    subject_id=f"crashed-{index}",
+                    details={},
+                    now=now,
+                )
+    finally:
+        crashed.dispose()
+    engine = create_engine_for(store_url)
+    try:
+        yield engine
+    finally:
+        engine.dispose()

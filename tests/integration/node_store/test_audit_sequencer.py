@@ -118,34 +118,14 @@ def unmigrated_engine(tmp_path: Path) -> Iterator[Engine]:
         engine.dispose()
 
 
-@pytest.fixture
-def crashed_store(store_url: str, now: datetime) -> str:
-    """A database where three records were committed and the node died before sequencing."""
-    migrate(store_url)
-    crashed = create_engine_for(store_url)
-    try:
-        for i in range(3):
-            _append(crashed, now, f"b-{i}")
-    finally:
-        crashed.dispose()
-    return store_url
-
-
-@pytest.fixture
-def restarted(crashed_store: str) -> Iterator[Engine]:
-    engine = create_engine_for(crashed_store)
-    try:
-        yield engine
-    finally:
-        engine.dispose()
-
-
 def test_a_sequencer_started_after_a_crash_chains_what_was_left_pending(
     restarted: Engine, start_sequencer: Callable[[Engine, float], AuditSequencer]
 ) -> None:
     assert _pending_count(restarted) == 3
     start_sequencer(restarted, NEVER_S)
-    _wait_until(lambda: _chained(restarted) == ["b-0", "b-1", "b-2"], "the first pass")
+    _wait_until(
+        lambda: _chained(restarted) == ["crashed-0", "crashed-1", "crashed-2"], "the first pass"
+    )
     assert _pending_count(restarted) == 0
 
 
