@@ -25,8 +25,8 @@ from typing import Protocol
 
 from adapters.errors import BankFileConflictError
 from certfed.v1 import desk_pb2
-from federation_node.desk_client import DeskClient
-from registry.errors import CertfedError, InvalidInputError
+from federation.desk_client import DeskClient
+from federation.errors import CertfedError, InvalidInputError
 
 HEADER = (
     "instruction_id",

@@ -6,7 +6,7 @@ value: feed and form cells hold identity numbers and names.
 
 from __future__ import annotations
 
-from registry.errors import AlreadyExistsError, CertfedError, InvalidInputError, UnavailableError
+from federation.errors import AlreadyExistsError, CertfedError, InvalidInputError, UnavailableError
 
 
 class MappingError(InvalidInputError):

@@ -41,10 +41,10 @@ from tenacity import (
 from adapters.errors import FeedFileError
 from adapters.feed_mappings import FeedMapping, require_source
 from certfed.v1 import common_pb2, desk_pb2
-from federation_node.desk_client import DeskClient, describe_rpc_error
-from registry.errors import CertfedError, UnavailableError
-from registry.limits import Limits
-from registry.timestamps import to_timestamp
+from federation.desk_client import DeskClient, describe_rpc_error
+from federation.errors import CertfedError, UnavailableError
+from federation.limits import Limits
+from federation.timestamps import to_timestamp
 from signing.errors import InvalidIdentityNumberError
 from signing.identity import IdentityKind, validate_identity_number
 

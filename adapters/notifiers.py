@@ -37,10 +37,10 @@ from tenacity import (
 
 from adapters.errors import GatewayUnavailableError, NotificationRefusedError
 from certfed.v1 import desk_pb2
-from federation_node.desk_client import DeskClient
-from registry.errors import InvalidInputError
-from registry.limits import Limits
-from registry.timestamps import optional_datetime
+from federation.desk_client import DeskClient
+from federation.errors import InvalidInputError
+from federation.limits import Limits
+from federation.timestamps import optional_datetime
 
 KINDS = {
     desk_pb2.REMINDER_KIND_DUE: "due",

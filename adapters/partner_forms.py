@@ -36,8 +36,8 @@ from openpyxl.utils.exceptions import InvalidFileException
 from adapters.bank_files import write_atomically
 from adapters.errors import FormFileError
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
-from federation_node.desk_client import DeskClient
-from registry.timestamps import optional_datetime, to_timestamp
+from federation.desk_client import DeskClient
+from federation.timestamps import optional_datetime, to_timestamp
 from signing.errors import InvalidIdentityNumberError
 from signing.identity import IdentityKind, validate_identity_number
 

@@ -1,6 +1,7 @@
-"""The certfed federation node: its gRPC servers, its store, its outbox dispatcher and its policy.
+"""The certfed federation node: its servers and background workers over the rooms below.
 
-The store is one module per aggregate (`beneficiaries`, `assistance`, `certifications`,
-`attestations_store`, `outbox`, `operators`, `audit`) over the tables of `models`; `db` opens the
-database, runs the migrations and hands out one transaction per domain operation.
+`store` (tables, migrations, one module per aggregate), `rules` (pure entitlement and policy
+rules), `offices` (what the paying office and the residence agency do, and issuing), `service`
+(the gRPC servicers and who may call what), `tlog` (the transparency log, sync and bundles) and
+`links` (directory, peers, dispatcher, key rollover); `server` builds the process from them.
 """

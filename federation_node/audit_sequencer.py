@@ -13,8 +13,8 @@ from __future__ import annotations
 import structlog
 from sqlalchemy import Engine
 
-from federation_node import audit
 from federation_node.periodic import PeriodicWorker
+from federation_node.store import audit
 
 log = structlog.get_logger("certfed.audit")
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from federation_node.minimisation import MinimisationConfig
-from registry.errors import InvalidInputError
-from registry.limits import Limits
-from registry.regions import validate_region_code
+from federation.errors import InvalidInputError
+from federation.limits import Limits
+from federation.regions import validate_region_code
+from federation_node.rules.minimisation import MinimisationConfig
 
 ROLE_NAMES = ("paying_office", "residence_agency", "partner_liaison")
 ENV_PREFIX = "CERTFED_NODE_"

@@ -13,8 +13,8 @@ from datetime import UTC, date, datetime
 
 import structlog
 
-from federation_node.lifecycle import CycleOutcome, Lifecycle
-from federation_node.node import Actor
+from federation_node.offices.lifecycle import CycleOutcome, Lifecycle
+from federation_node.offices.node import Actor
 
 log = structlog.get_logger("certfed.cycle")
 

@@ -17,10 +17,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from certfed.v1 import common_pb2, directory_pb2
+from federation.errors import PreconditionError
+from federation.timestamps import to_timestamp
+from federation.transport import PeerKind, TlsMaterial, certificate_request, generate_tls_key
 from federation_node.config import NodeConfig
-from registry.errors import PreconditionError
-from registry.timestamps import to_timestamp
-from registry.transport import PeerKind, TlsMaterial, certificate_request, generate_tls_key
 from signing import dsse, sealing
 from signing.keys import HpkeKey, SigningKey, VerifyKey, write_private_file
 
@@ -59,7 +59,7 @@ class KeyPaths:
     def directory_cache(self) -> Path:
         return self.data_dir / "directory.json"
 
-    # Keys over time (federation_node.key_rollover): a successor waits in *.next.* until the
+    # Keys over time (federation_node.links.key_rollover): a successor waits in *.next.* until the
     # directory lists it, then replaces the key in use.
 
     @property

@@ -19,35 +19,35 @@ from dataclasses import dataclass
 import structlog
 
 from certfed.v1 import desk_pb2_grpc, federation_pb2_grpc
+from federation.errors import CertfedError
+from federation.logs import configure_logging
+from federation.registry_client import RegistryClient
+from federation.rpc import Port, RunningServer, Service, build_server
 from federation_node.audit_sequencer import AuditSequencer
-from federation_node.authz import NodeAuthorizer
-from federation_node.checkpoints import load_witness_verifier
 from federation_node.config import NodeConfig
 from federation_node.cycle_scheduler import CycleScheduler
-from federation_node.db import create_engine_for, migrate
-from federation_node.desk_service import DeskServicer
-from federation_node.directory_client import DirectoryClient, DirectoryRefresher
-from federation_node.directory_health import publish_directory_health
-from federation_node.dispatcher import Dispatcher, suspension_hold
-from federation_node.federation_service import FederationServicer
-from federation_node.key_rollover import (
+from federation_node.keystore import KeyPaths, load_keys
+from federation_node.links.directory_client import DirectoryClient, DirectoryRefresher
+from federation_node.links.directory_health import publish_directory_health
+from federation_node.links.dispatcher import Dispatcher, suspension_hold
+from federation_node.links.key_rollover import (
     KeyRollover,
     ReloadableTls,
     catch_up_with_directory,
     finish_interrupted_promotion,
 )
-from federation_node.keystore import KeyPaths, load_keys
-from federation_node.lifecycle import Lifecycle
-from federation_node.node import Node
-from federation_node.peers import PeerChannels
-from federation_node.policy import load_policy
-from federation_node.revocation_review import review_revocations
-from federation_node.sync import LogFollower, LogSync
-from federation_node.transparency import CheckpointPublisher, TransparencyLog
-from registry.client import RegistryClient
-from registry.errors import CertfedError
-from registry.logs import configure_logging
-from registry.rpc import Port, RunningServer, Service, build_server
+from federation_node.links.peers import PeerChannels
+from federation_node.offices.lifecycle import Lifecycle
+from federation_node.offices.node import Node
+from federation_node.offices.revocation_review import review_revocations
+from federation_node.rules.policy import load_policy
+from federation_node.service.authz import NodeAuthorizer
+from federation_node.service.desk_service import DeskServicer
+from federation_node.service.federation_service import FederationServicer
+from federation_node.store.db import create_engine_for, migrate
+from federation_node.tlog.checkpoints import load_witness_verifier
+from federation_node.tlog.sync import LogFollower, LogSync
+from federation_node.tlog.transparency import CheckpointPublisher, TransparencyLog
 
 log = structlog.get_logger("certfed.node")
 

@@ -22,13 +22,13 @@ from cryptography.hazmat.primitives import serialization
 from google.protobuf.message import DecodeError
 
 from certfed.v1 import directory_pb2
+from federation.errors import InvalidInputError
+from federation.limits import Limits
+from federation.regions import validate_region_code
+from federation.roles import ROLE_NAMES
+from federation.timestamps import to_datetime
+from federation.transport import PeerKind
 from registry.ca import check_certificate_request
-from registry.errors import InvalidInputError
-from registry.limits import Limits
-from registry.regions import validate_region_code
-from registry.roles import ROLE_NAMES
-from registry.timestamps import to_datetime
-from registry.transport import PeerKind
 from signing import dsse, sealing
 from signing.errors import SigningError
 from signing.keys import VerifyKey

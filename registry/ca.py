@@ -3,7 +3,7 @@
 Promises: the CA certifies only what it checked. A certificate request is refused unless it is
 a well-formed PKCS#10 request, self-signed by an ECDSA P-256/P-384 key, whose one
 subject-alternative name is exactly the federation name of the peer being enrolled
-(`registry.transport.tls_name`). What the CA signs carries only extensions the CA chose itself
+(`federation.transport.tls_name`). What the CA signs carries only extensions the CA chose itself
 (never one copied from the request): that one DNS name, CA:false, key usages for an ECDSA TLS
 key, serverAuth and clientAuth, and key identifiers; a random 159-bit serial; a notBefore five
 minutes in the past so peers with slightly slow clocks accept a fresh certificate.
@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from registry.errors import InvalidInputError, PreconditionError
-from registry.transport import PeerKind, tls_name
+from federation.errors import InvalidInputError, PreconditionError
+from federation.transport import PeerKind, tls_name
 from registry.utc import utc_now
 from signing.keys import read_private_file, write_private_file
 

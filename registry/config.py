@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from registry.errors import InvalidInputError
-from registry.limits import Limits
+from federation.errors import InvalidInputError
+from federation.limits import Limits
 
 ENV_PREFIX = "CERTFED_REGISTRY_"
 LIMITS_ENV_PREFIX = "CERTFED_REGISTRY_LIMITS_"

@@ -20,7 +20,7 @@ from alembic.config import Config
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session
 
-from registry.errors import InvalidInputError
+from federation.errors import InvalidInputError
 
 SCRIPT_LOCATION = "registry:migrations"
 VERSION_TABLE = "registry_alembic_version"

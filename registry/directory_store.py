@@ -16,12 +16,12 @@ import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from certfed.v1 import common_pb2, directory_pb2
+from federation.directory import sign_directory
+from federation.roles import role_values
+from federation.timestamps import to_timestamp
 from registry import nodes_store
 from registry.db import advisory_lock
-from registry.directory import sign_directory
-from registry.roles import role_values
 from registry.tables import DirectoryVersion, NodeState
-from registry.timestamps import to_timestamp
 from signing import dsse
 from signing.keys import SigningKey
 

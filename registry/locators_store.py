@@ -21,8 +21,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
+from federation.roles import PAYING_ROLE_NAMES
 from registry.db import advisory_lock
-from registry.roles import PAYING_ROLE_NAMES
 from registry.tables import DuplicateEntitlement, Node, NodeState, SubjectLocator, metadata
 
 # pg_advisory_xact_lock key serialising changes to the locator index ("certfed" + 2).

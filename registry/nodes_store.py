@@ -16,10 +16,10 @@ from cryptography import x509
 from sqlalchemy import ColumnElement, or_
 from sqlmodel import Session, col, select
 
+from federation.errors import UnknownNodeError
+from federation.transport import certificate_sha256
 from registry.applications import Application
-from registry.errors import UnknownNodeError
 from registry.tables import Node, NodeCertificate, NodeKey, NodeState
-from registry.transport import certificate_sha256
 
 
 def get(session: Session, node_id: str) -> Node | None:

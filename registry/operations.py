@@ -28,26 +28,27 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from certfed.v1 import directory_pb2
-from registry import audit_store, directory_store, locators_store, nodes_store, root_store
-from registry.applications import Application, validate_application
-from registry.ca import FederationCA
-from registry.config import RegistryConfig, RegistryPaths
-from registry.db import advisory_lock, transaction
-from registry.errors import (
+from federation.errors import (
     AlreadyExistsError,
     InvalidInputError,
     PermissionDeniedError,
     PreconditionError,
     UnauthenticatedError,
 )
-from registry.key_rotation import validate_rotation
-from registry.limits import Limits
-from registry.root_chain import sign_root_statement
+from federation.key_rotation import validate_rotation
+from federation.limits import Limits
+from federation.root_chain import sign_root_statement
+from federation.timestamps import to_timestamp
+from federation.transport import PeerIdentity, PeerKind
+from federation.witness_protocol import witness_signer
+from registry import audit_store, directory_store, locators_store, nodes_store, root_store
+from registry.applications import Application, validate_application
+from registry.ca import FederationCA
+from registry.config import RegistryConfig, RegistryPaths
+from registry.db import advisory_lock, transaction
 from registry.tables import Node, NodeKey, NodeState
-from registry.timestamps import to_timestamp
-from registry.transport import PeerIdentity, PeerKind
 from registry.utc import utc_now
-from registry.witness import Witness, witness_signer
+from registry.witness import Witness
 from signing import dsse, sealing
 from signing.keys import SigningKey, VerifyKey, read_private_file
 from signing.locator import LOCATOR_KEY_SIZE

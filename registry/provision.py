@@ -14,12 +14,12 @@ import os
 from datetime import timedelta
 from pathlib import Path
 
+from federation.errors import InvalidInputError, PreconditionError
+from federation.transport import PeerKind, certificate_request, generate_tls_key
+from federation.witness_protocol import witness_signer
 from registry.applications import validate_node_id
 from registry.ca import FederationCA
 from registry.config import FEDERATION_ID_PATTERN, RegistryPaths, default_config_text
-from registry.errors import InvalidInputError, PreconditionError
-from registry.transport import PeerKind, certificate_request, generate_tls_key
-from registry.witness import witness_signer
 from signing.keys import SigningKey, write_private_file
 from signing.locator import LOCATOR_KEY_SIZE
 

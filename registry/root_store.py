@@ -12,7 +12,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from registry.root_chain import FIRST_VERSION
+from federation.root_chain import FIRST_VERSION
 from registry.tables import RootStatementRecord
 from signing import dsse
 

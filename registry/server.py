@@ -24,15 +24,15 @@ import structlog
 from sqlalchemy.engine import Engine
 
 from certfed.v1 import registry_pb2_grpc
+from federation.errors import CertfedError
+from federation.logs import configure_logging
+from federation.rpc import Port, RunningServer, Service, build_server
+from federation.transport import TlsMaterial
 from registry.config import RegistryConfig
 from registry.db import create_engine_for, migrate_engine
-from registry.errors import CertfedError
-from registry.logs import configure_logging
 from registry.operations import Registry, RegistryKeys
 from registry.provision import init_registry
-from registry.rpc import Port, RunningServer, Service, build_server
 from registry.service import SERVICE_NAME, RegistryServicer, registry_authorizer
-from registry.transport import TlsMaterial
 
 __all__ = ["RegistryServer", "build_registry_server", "init_registry", "serve"]
 

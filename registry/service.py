@@ -2,7 +2,7 @@
 
 Promises: every method validates each request field against `Limits` (INVALID_ARGUMENT naming the
 field), calls one operation of `registry.operations.Registry` (one transaction) and maps the
-outcome to its response; errors travel as certfed errors to the interceptor in `registry.rpc`.
+outcome to its response; errors travel as certfed errors to the interceptor in `federation.rpc`.
 Who may call what is decided once, by `registry_authorizer`, from the verified client
 certificate, before the servicer runs:
 
@@ -28,18 +28,19 @@ import grpc
 from cryptography import x509
 
 from certfed.v1 import log_pb2, registry_pb2, registry_pb2_grpc
+from federation.envelopes import envelope_from_proto, envelope_to_proto
+from federation.errors import InvalidInputError, PermissionDeniedError, UnauthenticatedError
+from federation.limits import Limits
+from federation.principal import ANONYMOUS, Principal, caller
+from federation.roles import PAYING_ROLE_NAMES, role_values
+from federation.rpc import Authorizer
+from federation.timestamps import optional_datetime, to_timestamp
+from federation.transport import PeerKind, identity_from_certificate
 from registry.applications import validate_node_id, validate_text
 from registry.directory_store import STATUS_VALUES
-from registry.envelopes import envelope_from_proto, envelope_to_proto
-from registry.errors import InvalidInputError, PermissionDeniedError, UnauthenticatedError
-from registry.limits import Limits
 from registry.locators_store import Duplicate
 from registry.operations import Registry, StatusChange
-from registry.roles import PAYING_ROLE_NAMES, role_values
-from registry.rpc import ANONYMOUS, Authorizer, Principal, caller
 from registry.tables import NodeState
-from registry.timestamps import optional_datetime, to_timestamp
-from registry.transport import PeerKind, identity_from_certificate
 from registry.witness import Submission
 
 SERVICE_NAME = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name

@@ -24,7 +24,6 @@ Promises, in the order the checks run:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,14 +31,20 @@ from datetime import datetime
 import structlog
 from sqlalchemy.engine import Engine
 
+from federation.errors import InvalidInputError, PermissionDeniedError
+from federation.witness_protocol import (
+    RETRY_HINT,
+    ForkDetectedError,
+    WitnessSizeMismatchError,
+    log_origin,
+)
 from registry import audit_store, nodes_store, witness_store
 from registry.db import transaction
-from registry.errors import InvalidInputError, PermissionDeniedError, PreconditionError
 from registry.tables import NodeKey, WitnessedCheckpoint
 from registry.utc import utc_now
 from signing import merkle
 from signing.errors import ConsistencyProofError, NoteError
-from signing.keys import SigningKey, VerifyKey
+from signing.keys import VerifyKey
 from signing.note import (
     COSIGNATURE_V1_TYPE,
     Checkpoint,
@@ -52,48 +57,10 @@ from signing.note import (
 
 log = structlog.get_logger("certfed.registry.witness")
 
-LOG_ORIGIN_PREFIX = "certfed.node/"
-WITNESS_NAME_PREFIX = "certfed.registry/"
 # c2sp.org/tlog-witness: a client MUST NOT send more than 63 consistency proof lines.
 MAX_CONSISTENCY_PROOF_HASHES = 63
 # Tree sizes are stored in a signed 64-bit column.
 MAX_WITNESSED_TREE_SIZE = 2**63 - 1
-
-_RETRY_HINT = "retry with old_size {size} and a consistency proof from it"
-_RETRY_PATTERN = re.compile(r"retry with old_size (\d+) ")
-
-
-def log_origin(node_id: str) -> str:
-    """The origin line (and log key name) of a node's transparency log."""
-    return f"{LOG_ORIGIN_PREFIX}{node_id}"
-
-
-def witness_name(federation_id: str) -> str:
-    return f"{WITNESS_NAME_PREFIX}{federation_id}"
-
-
-def witness_signer(key: SigningKey, federation_id: str) -> NoteSigner:
-    return NoteSigner(witness_name(federation_id), key, COSIGNATURE_V1_TYPE)
-
-
-class WitnessSizeMismatchError(PreconditionError):
-    """The submission's old size is not the size the witness last cosigned for the log."""
-
-    def __init__(self, message: str, current_size: int) -> None:
-        super().__init__(message)
-        self.current_size = current_size
-
-
-class ForkDetectedError(PreconditionError):
-    """The log signed a checkpoint inconsistent with one the witness cosigned; it is recorded."""
-
-
-def size_mismatch_from_message(message: str) -> WitnessSizeMismatchError | None:
-    """Rebuild the size-mismatch error a client received as a FAILED_PRECONDITION message."""
-    match = _RETRY_PATTERN.search(message)
-    if match is None:
-        return None
-    return WitnessSizeMismatchError(message, int(match.group(1)))
 
 
 @dataclass(frozen=True)
@@ -245,7 +212,7 @@ class Witness:
             if submission.old_size != current_size:
                 raise WitnessSizeMismatchError(
                     f"old_size is {submission.old_size} but the witness last cosigned {origin} "
-                    f"at size {current_size}; " + _RETRY_HINT.format(size=current_size),
+                    f"at size {current_size}; " + RETRY_HINT.format(size=current_size),
                     current_size,
                 )
             fork = None if stored is None else _fork(stored, checkpoint, submission)

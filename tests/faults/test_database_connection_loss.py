@@ -1,6 +1,6 @@
 """A node whose PostgreSQL connections are cut (a server restart, a failover) keeps serving.
 
-The node's pool does not ping before every transaction (federation_node/db.py): a call that
+The node's pool does not ping before every transaction (federation_node/store/db.py): a call that
 meets a dropped connection fails once with UNAVAILABLE, which clients retry, and the pool is
 replaced, so the calls after it succeed. Never INTERNAL, never a half-written change.
 """
@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
-from federation_node.launcher import LocalFederation, NodeSpec
+from cli.launcher import LocalFederation, NodeSpec
 from signing.identity import resident_id_check_character
 
 PAYING = NodeSpec("lanzhou", "Lanzhou office", ("620102",), ("paying_office",))

@@ -15,7 +15,7 @@ import pytest
 def _bench(postgres_url: str, kind: str, *arguments: str) -> dict[str, Any]:
     """Run `certfed bench KIND ARGUMENTS --json` in its own process; its figures."""
     completed = subprocess.run(
-        [sys.executable, "-m", "federation_node.cli", "bench", kind, *arguments, "--json"],
+        [sys.executable, "-m", "cli", "bench", kind, *arguments, "--json"],
         capture_output=True,
         text=True,
         timeout=600,

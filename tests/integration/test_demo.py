@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from federation_node.demo import RETIREES
+from cli.demo import RETIREES
 
 
 def test_demo_runs_every_flow_verifies_every_attestation_and_logs_no_identity(
@@ -16,7 +16,7 @@ def test_demo_runs_every_flow_verifies_every_attestation_and_logs_no_identity(
 ) -> None:
     workdir = tmp_path / "demo"
     finished = subprocess.run(
-        [sys.executable, "-m", "federation_node.cli", "demo", "--workdir", str(workdir)],
+        [sys.executable, "-m", "cli", "demo", "--workdir", str(workdir)],
         capture_output=True,
         text=True,
         timeout=180,
@@ -30,7 +30,7 @@ def test_demo_runs_every_flow_verifies_every_attestation_and_logs_no_identity(
         [
             sys.executable,
             "-m",
-            "federation_node.cli",
+            "cli",
             "verify",
             *map(str, attestations),
             "--directory",

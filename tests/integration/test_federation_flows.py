@@ -19,11 +19,11 @@ from certfed.v1 import (
     federation_pb2,
     federation_pb2_grpc,
 )
-from federation_node.desk_client import DeskClient
-from federation_node.launcher import LocalFederation, NodeHandle, NodeSpec, wait_until
-from registry.envelopes import envelope_to_proto
-from registry.timestamps import to_datetime, to_timestamp
-from registry.transport import TlsMaterial, node_tls_name, secure_channel
+from cli.launcher import LocalFederation, NodeHandle, NodeSpec, wait_until
+from federation.desk_client import DeskClient
+from federation.envelopes import envelope_to_proto
+from federation.timestamps import to_datetime, to_timestamp
+from federation.transport import TlsMaterial, node_tls_name, secure_channel
 from signing import dsse, sealing
 
 PAYING = NodeSpec("lanzhou", "Lanzhou office", ("620102",), ("paying_office",))
@@ -358,7 +358,7 @@ def test_a_client_without_a_federation_certificate_is_refused(
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    from registry.transport import generate_tls_key
+    from federation.transport import generate_tls_key
 
     key_pem = generate_tls_key()
     key = serialization.load_pem_private_key(key_pem, None)
@@ -502,8 +502,8 @@ def test_nodes_keep_working_from_their_cached_directory_while_the_registry_is_do
 
 
 def _hpke_key_of(federation: Federation, node_id: str) -> bytes:
+    from federation.directory import verify_directory
     from federation_node.keystore import load_root_public_key
-    from registry.directory import verify_directory
 
     paths = federation.local.registry_paths
     directory = verify_directory(
@@ -602,7 +602,7 @@ def test_a_clerk_works_the_inbox_from_the_terminal(federation: Federation) -> No
 
     def certfed(*arguments: str, operator: str = "clerk") -> str:
         finished = subprocess.run(
-            [sys.executable, "-m", "federation_node.cli", "desk", "--config",
+            [sys.executable, "-m", "cli", "desk", "--config",
              str(handle.config_path), *arguments],
             capture_output=True,
             text=True,

@@ -14,9 +14,9 @@ import grpc
 import pytest
 
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
-from federation_node.cli import main
-from federation_node.launcher import LocalFederation, NodeSpec, wait_until
-from registry.timestamps import to_datetime, to_timestamp
+from cli.launcher import LocalFederation, NodeSpec, wait_until
+from cli.main import main
+from federation.timestamps import to_datetime, to_timestamp
 from signing.identity import resident_id_check_character
 
 LANZHOU = NodeSpec("lanzhou", "Lanzhou office", ("620102",), ("paying_office",))

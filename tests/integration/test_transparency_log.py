@@ -26,21 +26,21 @@ from certfed.v1 import (
     federation_pb2,
     federation_pb2_grpc,
 )
-from federation_node import db, log_store, sync_store
-from federation_node.bench import issue_signed_attestations
-from federation_node.checkpoints import load_witness_verifier
+from cli.bench.assist import issue_signed_attestations
+from cli.launcher import LocalFederation, NodeHandle, NodeSpec, wait_until
+from federation.directory import verify_directory
+from federation.limits import Limits
+from federation.timestamps import to_timestamp
+from federation.transport import TlsMaterial, node_tls_name, secure_channel
 from federation_node.keystore import KeyPaths, load_keys
-from federation_node.launcher import LocalFederation, NodeHandle, NodeSpec, wait_until
-from federation_node.log_store import NewEntry
-from federation_node.models import LogEntry, LogHead, LogSubtree
-from federation_node.sync import LogSync, LogVerificationError
+from federation_node.store import db, log_store, sync_store
+from federation_node.store.log_store import NewEntry
+from federation_node.store.models import LogEntry, LogHead, LogSubtree
+from federation_node.tlog.checkpoints import load_witness_verifier
+from federation_node.tlog.sync import LogSync, LogVerificationError
 from registry import db as registry_db
 from registry import witness_store
-from registry.directory import verify_directory
-from registry.limits import Limits
 from registry.tables import WitnessFork
-from registry.timestamps import to_timestamp
-from registry.transport import TlsMaterial, node_tls_name, secure_channel
 from signing import dsse, merkle
 from signing.identity import resident_id_check_character
 
@@ -244,7 +244,7 @@ def test_an_issued_attestation_is_logged_and_its_inclusion_proof_verifies(
 
 
 def test_a_checkpoint_without_the_registry_cosignature_is_refused(offices: Offices) -> None:
-    from federation_node.checkpoints import CheckpointRefusedError, node_signer
+    from federation_node.tlog.checkpoints import CheckpointRefusedError, node_signer
     from signing import note
 
     config = offices.node("qingdao").config
@@ -503,7 +503,7 @@ def _log_size(offices: Offices, node_id: str) -> int:
 
 def _certfed(arguments: list[str], token: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "federation_node.cli", *arguments],
+        [sys.executable, "-m", "cli", *arguments],
         capture_output=True,
         text=True,
         timeout=60,

@@ -34,19 +34,19 @@ from certfed.v1 import (
     federation_pb2,
     federation_pb2_grpc,
 )
-from federation_node.directory_health import DIRECTORY_FRESH_HEALTH, DIRECTORY_HEALTH
-from federation_node.keystore import KeyPaths
-from federation_node.launcher import LocalFederation, NodeHandle, NodeSpec, wait_until
-from registry.client import RegistryClient
-from registry.envelopes import envelope_to_proto
-from registry.errors import PermissionDeniedError, PreconditionError
-from registry.timestamps import to_datetime, to_timestamp
-from registry.transport import (
+from cli.launcher import LocalFederation, NodeHandle, NodeSpec, wait_until
+from federation.envelopes import envelope_to_proto
+from federation.errors import PermissionDeniedError, PreconditionError
+from federation.registry_client import RegistryClient
+from federation.timestamps import to_datetime, to_timestamp
+from federation.transport import (
     TlsMaterial,
     anonymous_channel_credentials,
     node_tls_name,
     secure_channel,
 )
+from federation_node.keystore import KeyPaths
+from federation_node.links.directory_health import DIRECTORY_FRESH_HEALTH, DIRECTORY_HEALTH
 from signing import dsse
 from signing.identity import resident_id_check_character
 from signing.keys import SigningKey

@@ -28,8 +28,8 @@ import pytest
 from dateutil.relativedelta import relativedelta
 
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
-from federation_node.launcher import LocalFederation, NodeSpec
-from registry.timestamps import to_datetime, to_timestamp
+from cli.launcher import LocalFederation, NodeSpec
+from federation.timestamps import to_datetime, to_timestamp
 from signing.identity import resident_id_check_character
 
 POPULATION = 10_000

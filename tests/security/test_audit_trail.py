@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from federation_node import audit, db
+from cli.operator_commands import create_operator, disable_operator
 from federation_node.config import load_node_config, render_node_config
-from federation_node.models import AuditRecord, OperatorRole
-from federation_node.operator_commands import create_operator, disable_operator
+from federation_node.store import audit, db
+from federation_node.store.models import AuditRecord, OperatorRole
 
 
 def certfed(*arguments: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "federation_node.cli", *arguments],
+        [sys.executable, "-m", "cli", *arguments],
         capture_output=True,
         text=True,
         timeout=120,

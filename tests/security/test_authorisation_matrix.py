@@ -26,15 +26,10 @@ import grpc
 import pytest
 
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
-from federation_node import db, operators
-from federation_node.authz import DESK_POLICY, FEDERATION_POLICY
-from federation_node.desk_client import DeskClient
-from federation_node.launcher import LocalFederation, NodeSpec, wait_until
-from federation_node.models import OperatorRole
-from registry.ca import FederationCA
-from registry.service import ACCESS, Access
-from registry.timestamps import to_timestamp
-from registry.transport import (
+from cli.launcher import LocalFederation, NodeSpec, wait_until
+from federation.desk_client import DeskClient
+from federation.timestamps import to_timestamp
+from federation.transport import (
     REGISTRY_TLS_NAME,
     PeerKind,
     anonymous_channel_credentials,
@@ -43,6 +38,11 @@ from registry.transport import (
     node_tls_name,
     secure_channel,
 )
+from federation_node.service.authz import DESK_POLICY, FEDERATION_POLICY
+from federation_node.store import db, operators
+from federation_node.store.models import OperatorRole
+from registry.ca import FederationCA
+from registry.service import ACCESS, Access
 
 TARGET = NodeSpec("qingdao", "Qingdao centre", ("370200",), ("residence_agency", "paying_office"))
 CALLER_NODES = {
@@ -335,7 +335,7 @@ def test_every_rpc_allows_or_refuses_each_caller_as_the_policy_says(
 
 def _certfed(*arguments: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "federation_node.cli", *arguments],
+        [sys.executable, "-m", "cli", *arguments],
         env={**os.environ, "COLUMNS": "200"},  # rich tables unwrapped
         capture_output=True,
         text=True,

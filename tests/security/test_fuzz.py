@@ -34,18 +34,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2, federation_pb2
-from federation_node import audit, db
-from federation_node.launcher import LocalFederation, NodeSpec
-from federation_node.models import OperatorRole
-from federation_node.operator_commands import create_operator
-from registry.service import ACCESS, Access
-from registry.timestamps import to_timestamp
-from registry.transport import (
+from cli.launcher import LocalFederation, NodeSpec
+from cli.operator_commands import create_operator
+from federation.timestamps import to_timestamp
+from federation.transport import (
     REGISTRY_TLS_NAME,
     anonymous_channel_credentials,
     node_tls_name,
     secure_channel,
 )
+from federation_node.store import audit, db
+from federation_node.store.models import OperatorRole
+from registry.service import ACCESS, Access
 from signing.identity import resident_id_check_character
 
 TARGET = NodeSpec("qingdao", "Qingdao centre", ("370200",), ("residence_agency", "paying_office"))

@@ -14,9 +14,9 @@ import grpc
 import pytest
 
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2, federation_pb2
-from federation_node.launcher import LocalFederation, NodeSpec, wait_until
-from registry.timestamps import to_timestamp
-from registry.transport import TlsMaterial, node_tls_name, secure_channel
+from cli.launcher import LocalFederation, NodeSpec, wait_until
+from federation.timestamps import to_timestamp
+from federation.transport import TlsMaterial, node_tls_name, secure_channel
 from signing.identity import resident_id_check_character
 
 PAYING = NodeSpec("lanzhou", "Lanzhou office", ("620102",), ("paying_office",))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from federation_node.launcher import LocalFederation, NodeSpec
+from cli.launcher import LocalFederation, NodeSpec
 
 MACAU = NodeSpec("macau-desk", "Macau SSF liaison desk", ("MO",), ("partner_liaison",))
 QINGDAO = NodeSpec("qingdao", "Qingdao centre", ("370200",), ("residence_agency",))

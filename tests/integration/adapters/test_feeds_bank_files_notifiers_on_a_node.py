@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from adapters.commands import import_feed_file
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
-from federation_node.cli import main
-from federation_node.launcher import LocalFederation
-from registry.timestamps import to_timestamp
+from cli.adapter_commands import import_feed_file
+from cli.launcher import LocalFederation
+from cli.main import main
+from federation.timestamps import to_timestamp
 from signing.identity import resident_id_check_character
 
 from .conftest import FOSHAN

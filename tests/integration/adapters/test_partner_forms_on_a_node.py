@@ -12,9 +12,9 @@ from openpyxl import Workbook
 
 from adapters.partner_forms import REQUEST_COLUMNS, SHEET_NAME, CsvPartnerForm, XlsxPartnerForm
 from certfed.v1 import common_pb2, desk_pb2
-from federation_node.cli import main
-from federation_node.launcher import LocalFederation, wait_until
-from registry.timestamps import to_timestamp
+from cli.launcher import LocalFederation, wait_until
+from cli.main import main
+from federation.timestamps import to_timestamp
 from signing.identity import resident_id_check_character
 
 from .conftest import MACAU, QINGDAO

@@ -13,10 +13,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import Engine
 
-from federation_node import assistance, audit, beneficiaries
-from federation_node.db import create_engine_for, migrate, session_scope
 from federation_node.ids import new_id
-from federation_node.models import AssistanceRequest, Beneficiary, IdentityType
+from federation_node.store import assistance, audit, beneficiaries
+from federation_node.store.db import create_engine_for, migrate, session_scope
+from federation_node.store.models import AssistanceRequest, Beneficiary, IdentityType
 
 NOW = datetime(2025, 6, 23, 8, 30, tzinfo=UTC)
 

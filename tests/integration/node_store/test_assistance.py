@@ -12,21 +12,21 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from federation_node import assistance, beneficiaries
-from federation_node.db import session_scope
+from federation.errors import (
+    AlreadyExistsError,
+    DuplicateRequestError,
+    PreconditionError,
+    UnknownRequestError,
+)
 from federation_node.ids import new_id
-from federation_node.models import (
+from federation_node.store import assistance, beneficiaries
+from federation_node.store.db import session_scope
+from federation_node.store.models import (
     AssistanceRequest,
     AssistanceState,
     Beneficiary,
     BeneficiaryState,
     RequestDirection,
-)
-from registry.errors import (
-    AlreadyExistsError,
-    DuplicateRequestError,
-    PreconditionError,
-    UnknownRequestError,
 )
 
 AddBeneficiary = Callable[..., Beneficiary]

@@ -8,11 +8,11 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from federation_node import attestations_store
-from federation_node.db import session_scope
+from federation.errors import AlreadyExistsError, UnknownAttestationError
 from federation_node.ids import new_id
-from federation_node.models import Attestation, AttestationDirection
-from registry.errors import AlreadyExistsError, UnknownAttestationError
+from federation_node.store import attestations_store
+from federation_node.store.db import session_scope
+from federation_node.store.models import Attestation, AttestationDirection
 
 ENVELOPE = b'{"payload":"eyJ9","payloadType":"application/vnd.certfed.attestation+protobuf"}'
 

@@ -16,9 +16,9 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 from sqlmodel import col, func, select
 
-from federation_node import audit
-from federation_node.db import create_engine_for, migrate, session_scope
-from federation_node.models import AuditPending, AuditRecord
+from federation_node.store import audit
+from federation_node.store.db import create_engine_for, migrate, session_scope
+from federation_node.store.models import AuditPending, AuditRecord
 
 
 def _append(engine: Engine, now: datetime, subject_id: str = "req-1") -> AuditPending:

@@ -13,10 +13,10 @@ from sqlalchemy import Engine
 from sqlmodel import col, func, select
 from structlog.testing import capture_logs
 
-from federation_node import audit
 from federation_node.audit_sequencer import AuditSequencer
-from federation_node.db import create_engine_for, migrate, session_scope
-from federation_node.models import AuditPending, AuditRecord
+from federation_node.store import audit
+from federation_node.store.db import create_engine_for, migrate, session_scope
+from federation_node.store.models import AuditPending, AuditRecord
 
 # Long enough that a test passing within it was not helped by the interval.
 NEVER_S = 3600.0

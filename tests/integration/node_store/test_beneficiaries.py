@@ -9,10 +9,10 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import Engine
 
-from federation_node import beneficiaries
-from federation_node.db import session_scope
-from federation_node.models import Beneficiary, BeneficiaryState, IdentityType
-from registry.errors import AlreadyExistsError, UnknownBeneficiaryError
+from federation.errors import AlreadyExistsError, UnknownBeneficiaryError
+from federation_node.store import beneficiaries
+from federation_node.store.db import session_scope
+from federation_node.store.models import Beneficiary, BeneficiaryState, IdentityType
 
 
 def _register(engine: Engine, locator: bytes, now: datetime) -> Beneficiary:

@@ -8,17 +8,17 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import Engine
 
-from federation_node import assistance, certifications
-from federation_node.db import session_scope
-from federation_node.models import AssistanceRequest, AssistanceState, Certification
-from federation_node.models import CertificationState as State
-from registry.errors import (
+from federation.errors import (
     InvalidInputError,
     PreconditionError,
     SeparationOfDutiesError,
     UnknownCertificationError,
     UnknownRequestError,
 )
+from federation_node.store import assistance, certifications
+from federation_node.store.db import session_scope
+from federation_node.store.models import AssistanceRequest, AssistanceState, Certification
+from federation_node.store.models import CertificationState as State
 
 AddInbound = Callable[..., AssistanceRequest]
 ON_SITE = 2

@@ -12,16 +12,16 @@ import pytest
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
-from federation_node import (
+from federation_node.rules.entitlement import EntitlementState, ReminderKind
+from federation_node.store import (
     cycles_store,
     entitlements_store,
     payments_store,
     reminders_store,
     signals_store,
 )
-from federation_node.db import session_scope
-from federation_node.entitlement import EntitlementState, ReminderKind
-from federation_node.models import Beneficiary, PaymentAction, SignalOutcome
+from federation_node.store.db import session_scope
+from federation_node.store.models import Beneficiary, PaymentAction, SignalOutcome
 
 DAY = date(2025, 7, 1)
 

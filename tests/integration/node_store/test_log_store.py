@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from federation_node import log_store
-from federation_node.db import create_engine_for, migrate, session_scope
-from federation_node.log_store import NewEntry
+from federation_node.store import log_store
+from federation_node.store.db import create_engine_for, migrate, session_scope
+from federation_node.store.log_store import NewEntry
 from signing import merkle
 
 
@@ -118,7 +118,7 @@ def test_entries_and_region_filter(engine: Engine) -> None:
 
 
 def test_reading_beyond_the_log_is_refused_naming_the_field(engine: Engine) -> None:
-    from registry.errors import InvalidInputError
+    from federation.errors import InvalidInputError
 
     with session_scope(engine) as session:
         log_store.append(session, entry(0))

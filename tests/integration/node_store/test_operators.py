@@ -8,10 +8,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
-from federation_node import operators
-from federation_node.db import session_scope
-from federation_node.models import Operator, OperatorRole
-from registry.errors import NotFoundError, PermissionDeniedError, UnauthenticatedError
+from federation.errors import NotFoundError, PermissionDeniedError, UnauthenticatedError
+from federation_node.store import operators
+from federation_node.store.db import session_scope
+from federation_node.store.models import Operator, OperatorRole
 
 
 def _create(engine: Engine, now: datetime) -> tuple[Operator, str]:

@@ -8,11 +8,11 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import Engine
 
-from federation_node import outbox
-from federation_node.db import session_scope
+from federation.errors import NotFoundError, PreconditionError
 from federation_node.ids import new_id
-from federation_node.models import DeliveryState, OutboxKind, OutboxMessage
-from registry.errors import NotFoundError, PreconditionError
+from federation_node.store import outbox
+from federation_node.store.db import session_scope
+from federation_node.store.models import DeliveryState, OutboxKind, OutboxMessage
 
 NO_JITTER = outbox.RetryPolicy(initial_s=0.5, max_backoff_s=8.0, jitter_s=0.0)
 

@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from federation_node import beneficiaries, outbox
-from federation_node.db import session_scope
+from federation.errors import InvalidInputError
 from federation_node.ids import new_id
-from federation_node.models import Beneficiary, DeliveryState, OutboxKind
-from registry.errors import InvalidInputError
+from federation_node.store import beneficiaries, outbox
+from federation_node.store.db import session_scope
+from federation_node.store.models import Beneficiary, DeliveryState, OutboxKind
 
 # The rows are written once per database; the examples only read them.
 READ_ONLY_EXAMPLES = settings(

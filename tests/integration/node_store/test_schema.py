@@ -14,9 +14,15 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-from federation_node import beneficiaries
-from federation_node.db import MIGRATIONS, create_engine_for, is_postgres, migrate, session_scope
-from federation_node.models import Beneficiary, metadata
+from federation_node.store import beneficiaries
+from federation_node.store.db import (
+    MIGRATIONS,
+    create_engine_for,
+    is_postgres,
+    migrate,
+    session_scope,
+)
+from federation_node.store.models import Beneficiary, metadata
 
 
 def _differences(engine: Engine, target: sa.MetaData) -> list[object]:

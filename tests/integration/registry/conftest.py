@@ -18,12 +18,10 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from certfed.v1 import common_pb2, directory_pb2
-from registry.client import RegistryAdminClient, RegistryClient
-from registry.config import RegistryConfig, load_registry_config
-from registry.roles import role_values
-from registry.server import RegistryServer, build_registry_server, init_registry
-from registry.timestamps import to_timestamp
-from registry.transport import (
+from federation.registry_client import RegistryAdminClient, RegistryClient
+from federation.roles import role_values
+from federation.timestamps import to_timestamp
+from federation.transport import (
     REGISTRY_TLS_NAME,
     PeerKind,
     TlsMaterial,
@@ -32,6 +30,8 @@ from registry.transport import (
     generate_tls_key,
     secure_channel,
 )
+from registry.config import RegistryConfig, load_registry_config
+from registry.server import RegistryServer, build_registry_server, init_registry
 from signing import dsse
 from signing.keys import HpkeKey, SigningKey
 

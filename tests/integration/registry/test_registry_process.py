@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from registry.cli import add_registry_commands
-from registry.client import RegistryClient
+from cli.registry_commands import add_registry_commands
+from federation.registry_client import RegistryClient
+from federation.transport import anonymous_channel_credentials
 from registry.config import RegistryPaths
 from registry.provision import init_registry
-from registry.transport import anonymous_channel_credentials
 from signing import dsse
 
 if TYPE_CHECKING:

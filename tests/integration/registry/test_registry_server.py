@@ -12,11 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 from certfed.v1 import common_pb2, directory_pb2, registry_pb2, registry_pb2_grpc
-from registry.ca import FederationCA
-from registry.client import RegistryClient
-from registry.db import create_engine_for
-from registry.directory import verify_directory
-from registry.errors import (
+from federation.directory import verify_directory
+from federation.errors import (
     AlreadyExistsError,
     InvalidInputError,
     NotFoundError,
@@ -25,7 +22,8 @@ from registry.errors import (
     UnauthenticatedError,
     UnavailableError,
 )
-from registry.transport import (
+from federation.registry_client import RegistryClient
+from federation.transport import (
     REGISTRY_TLS_NAME,
     PeerKind,
     TlsMaterial,
@@ -34,6 +32,8 @@ from registry.transport import (
     generate_tls_key,
     secure_channel,
 )
+from registry.ca import FederationCA
+from registry.db import create_engine_for
 from signing import sealing
 from signing.keys import VerifyKey
 

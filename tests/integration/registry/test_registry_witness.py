@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from registry.client import RegistryClient
-from registry.errors import InvalidInputError, PermissionDeniedError, PreconditionError
+from cli.witness_commands import forks_command
+from federation.errors import InvalidInputError, PermissionDeniedError, PreconditionError
+from federation.registry_client import RegistryClient
+from federation.witness_protocol import size_mismatch_from_message
 from registry.server import build_registry_server
-from registry.witness import size_mismatch_from_message
-from registry.witness_commands import forks_command
 from signing import merkle
 from signing.errors import NoteError
 from signing.keys import SigningKey

@@ -20,7 +20,7 @@ from adapters.bank_files import (
 )
 from adapters.errors import BankFileConflictError
 from certfed.v1 import desk_pb2
-from registry.errors import CertfedError, InvalidInputError
+from federation.errors import CertfedError, InvalidInputError
 
 
 class FixedInstructions:

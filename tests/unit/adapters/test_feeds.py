@@ -27,8 +27,8 @@ from adapters.feeds import (
     feed_format,
 )
 from certfed.v1 import common_pb2, desk_pb2
-from registry.errors import UnavailableError
-from registry.timestamps import to_datetime
+from federation.errors import UnavailableError
+from federation.timestamps import to_datetime
 from signing.identity import resident_id_check_character
 
 NOW = datetime(2025, 3, 1, tzinfo=UTC)

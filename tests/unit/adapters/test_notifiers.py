@@ -24,8 +24,8 @@ from adapters.notifiers import (
     run_notifications,
 )
 from certfed.v1 import desk_pb2
-from registry.errors import InvalidInputError
-from registry.timestamps import to_timestamp
+from federation.errors import InvalidInputError
+from federation.timestamps import to_timestamp
 
 FAST = WebhookRetry(attempts=4, initial_s=0.01, max_backoff_s=0.05, jitter_s=0.01, max_delay_s=10)
 RESIDENT_NUMBER = "44060019500101001X"

@@ -8,10 +8,10 @@ import grpc
 import pytest
 
 from certfed.v1 import attestation_pb2, common_pb2, directory_pb2
-from federation_node.attestation import verify_attestation_envelope
-from registry.directory import TrustedDirectory, sign_directory
-from registry.errors import UnknownSigningKeyError
-from registry.timestamps import to_timestamp
+from federation.directory import TrustedDirectory, sign_directory
+from federation.errors import UnknownSigningKeyError
+from federation.timestamps import to_timestamp
+from federation_node.tlog.attestation import verify_attestation_envelope
 from signing import dsse
 from signing.keys import SigningKey
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from federation_node.bundle import BUNDLE_FORMAT, Bundle, is_bundle
-from registry.errors import InvalidInputError
+from federation.errors import InvalidInputError
+from federation_node.tlog.bundle import BUNDLE_FORMAT, Bundle, is_bundle
 
 ENVELOPE = b'{"payload": "eA==", "payloadType": "x", "signatures": []}'
 

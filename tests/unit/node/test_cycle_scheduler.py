@@ -8,8 +8,8 @@ from typing import cast
 import pytest
 
 from federation_node.cycle_scheduler import SCHEDULER_ACTOR, CycleScheduler
-from federation_node.lifecycle import CycleOutcome, Lifecycle
-from federation_node.node import Actor
+from federation_node.offices.lifecycle import CycleOutcome, Lifecycle
+from federation_node.offices.node import Actor
 
 
 class RecordingLifecycle:

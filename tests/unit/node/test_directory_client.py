@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 
 from certfed.v1 import common_pb2, directory_pb2
-from federation_node.directory_client import DirectoryClient
-from registry.client import DirectoryUpdate
-from registry.directory import sign_directory
-from registry.errors import (
+from federation.directory import sign_directory
+from federation.errors import (
     DirectoryExpiredError,
     DirectoryRollbackError,
     DirectoryVerificationError,
     UnavailableError,
 )
-from registry.timestamps import to_timestamp
+from federation.registry_client import DirectoryUpdate
+from federation.timestamps import to_timestamp
+from federation_node.links.directory_client import DirectoryClient
 from signing import dsse
 from signing.keys import SigningKey
 

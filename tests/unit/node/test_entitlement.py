@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from federation_node.entitlement import (
+from federation_node.rules.entitlement import (
     EntitlementState,
     ReminderKind,
     add_months,
@@ -26,7 +26,7 @@ from federation_node.entitlement import (
     reported_late,
     resumption,
 )
-from federation_node.policy import Policy
+from federation_node.rules.policy import Policy
 
 POLICY = Policy()
 days = st.dates(min_value=date(1990, 1, 1), max_value=date(2090, 12, 31))

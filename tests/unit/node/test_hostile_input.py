@@ -6,8 +6,11 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from certfed.v1 import attestation_pb2, common_pb2
-from federation_node.minimisation import MinimisationConfig, minimised
-from federation_node.validation import (
+from federation.errors import InvalidInputError
+from federation.limits import Limits
+from federation.timestamps import MAX_SECONDS, MIN_SECONDS, to_datetime
+from federation_node.rules.minimisation import MinimisationConfig, minimised
+from federation_node.rules.validation import (
     checked_identity,
     page_size,
     require_id,
@@ -15,9 +18,6 @@ from federation_node.validation import (
     require_sequence,
     require_text,
 )
-from registry.errors import InvalidInputError
-from registry.limits import Limits
-from registry.timestamps import MAX_SECONDS, MIN_SECONDS, to_datetime
 from signing.errors import InvalidIdentityNumberError
 from signing.identity import resident_id_check_character
 

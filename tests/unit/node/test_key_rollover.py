@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from federation_node.key_rollover import renewal_due
+from federation.transport import PeerKind, certificate_request, generate_tls_key
+from federation_node.links.key_rollover import renewal_due
 from registry.ca import FederationCA
-from registry.transport import PeerKind, certificate_request, generate_tls_key
 from registry.utc import utc_now
 
 

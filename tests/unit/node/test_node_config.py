@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from federation.errors import InvalidInputError
 from federation_node.config import load_node_config
-from registry.errors import InvalidInputError
 
 MINIMAL = """
 node_id = "qingdao"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from federation_node.policy import ALIVE_SIGNAL_KINDS, Policy, load_policy
-from registry.errors import InvalidInputError
+from federation.errors import InvalidInputError
+from federation_node.rules.policy import ALIVE_SIGNAL_KINDS, Policy, load_policy
 
 REPOSITORY = Path(__file__).resolve().parents[3]
 

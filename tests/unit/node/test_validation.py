@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from certfed.v1 import attestation_pb2, common_pb2
-from federation_node import validation
-from registry.errors import InvalidInputError
-from registry.limits import Limits
+from federation.errors import InvalidInputError
+from federation.limits import Limits
+from federation_node.rules import validation
 from signing.errors import InvalidIdentityNumberError
 
 LIMITS = Limits()

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from federation_node.audit import record_hash
-from federation_node.models import AuditRecord
+from federation_node.store.audit import record_hash
+from federation_node.store.models import AuditRecord
 
 
 def _record(**changes: Any) -> AuditRecord:

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy.dialects import postgresql, sqlite
 
 from federation_node.ids import new_id
-from federation_node.models import AssistanceState, StrEnumType, UtcDateTime
+from federation_node.store.models import AssistanceState, StrEnumType, UtcDateTime
 
 SHANGHAI = timezone(timedelta(hours=8))
 

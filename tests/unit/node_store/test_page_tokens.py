@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from federation_node.db import decode_page_token, encode_page_token
-from registry.errors import InvalidInputError
+from federation.errors import InvalidInputError
+from federation_node.store.db import decode_page_token, encode_page_token
 
 
 @given(key=st.text(min_size=1, max_size=128).filter(str.isprintable))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from federation_node.outbox import RetryPolicy
+from federation_node.store.outbox import RetryPolicy
 
 policies = st.builds(
     RetryPolicy,

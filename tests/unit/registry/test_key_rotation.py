@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from registry.errors import InvalidInputError, PreconditionError
-from registry.key_rotation import sign_rotation, validate_rotation
+from federation.errors import InvalidInputError, PreconditionError
+from federation.key_rotation import sign_rotation, validate_rotation
 from signing import dsse
 from signing.keys import SigningKey
 

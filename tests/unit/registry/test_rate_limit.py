@@ -5,11 +5,11 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from federation_node.dispatcher import PermanentDeliveryError, _classify
-from registry.errors import RateLimitedError
-from registry.limits import Limits
-from registry.rate_limit import MAX_TRACKED_CALLERS, Rate, RateLimiter, peer_address
-from registry.rpc import ANONYMOUS, Principal
+from federation.errors import RateLimitedError
+from federation.limits import Limits
+from federation.principal import ANONYMOUS, Principal
+from federation.rate_limit import MAX_TRACKED_CALLERS, Rate, RateLimiter, peer_address
+from federation_node.links.dispatcher import PermanentDeliveryError, _classify
 
 PEER_A = Principal("node", "lanzhou")
 PEER_B = Principal("node", "foshan")

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from certfed.v1 import common_pb2, directory_pb2
+from federation.errors import InvalidInputError
+from federation.limits import Limits
+from federation.timestamps import to_timestamp
+from federation.transport import PeerKind, certificate_request, generate_tls_key
 from registry.applications import validate_application
-from registry.errors import InvalidInputError
-from registry.limits import Limits
-from registry.timestamps import to_timestamp
-from registry.transport import PeerKind, certificate_request, generate_tls_key
 from signing import dsse
 from signing.keys import HpkeKey, SigningKey
 

@@ -11,14 +11,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from registry.ca import FederationCA
-from registry.errors import InvalidInputError
-from registry.transport import (
+from federation.errors import InvalidInputError
+from federation.transport import (
     PeerKind,
     certificate_request,
     generate_tls_key,
     identity_from_certificate,
 )
+from registry.ca import FederationCA
 
 
 @pytest.fixture(scope="module")

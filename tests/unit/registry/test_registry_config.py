@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from federation.errors import InvalidInputError
+from federation.limits import Limits
 from registry.config import RegistryConfig, default_config_text, load_registry_config
-from registry.errors import InvalidInputError
-from registry.limits import Limits
 
 
 def _write(tmp_path: Path, text: str) -> Path:

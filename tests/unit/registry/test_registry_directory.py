@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from certfed.v1 import common_pb2, directory_pb2
-from registry.directory import TrustedDirectory, sign_directory, verify_directory
-from registry.errors import (
+from federation.directory import TrustedDirectory, sign_directory, verify_directory
+from federation.errors import (
     DirectoryExpiredError,
     DirectoryRollbackError,
     DirectoryVerificationError,
@@ -16,8 +16,8 @@ from registry.errors import (
     NodeNotActiveError,
     UnservedRegionError,
 )
-from registry.regions import validate_region_code
-from registry.timestamps import to_timestamp
+from federation.regions import validate_region_code
+from federation.timestamps import to_timestamp
 from signing import dsse
 from signing.keys import SigningKey
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from federation.envelopes import envelope_from_proto, envelope_to_proto
+from federation.errors import InvalidInputError, PreconditionError
+from federation.transport import PeerKind, identity_from_certificate
 from registry.ca import FederationCA
 from registry.config import RegistryPaths, load_registry_config
-from registry.envelopes import envelope_from_proto, envelope_to_proto
-from registry.errors import InvalidInputError, PreconditionError
 from registry.provision import init_registry
-from registry.transport import PeerKind, identity_from_certificate
 from signing import dsse
 from signing.keys import SigningKey, VerifyKey
 from signing.note import COSIGNATURE_V1_TYPE, NoteVerifier

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import pytest
 
 from certfed.v1 import directory_pb2
-from registry.errors import DirectoryVerificationError
-from registry.root_chain import TrustedRoot, follow_root_chain, sign_root_statement
-from registry.timestamps import to_timestamp
+from federation.errors import DirectoryVerificationError
+from federation.root_chain import TrustedRoot, follow_root_chain, sign_root_statement
+from federation.timestamps import to_timestamp
 from signing import dsse
 from signing.keys import SigningKey
 

@@ -1,0 +1,1 @@
+"""The `certfed` command: one thin face over the services, adapters, demo and benchmarks."""

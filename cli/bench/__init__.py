@@ -1,0 +1,1 @@
+"""`certfed bench`: benchmarks on real processes, each against a baseline in the same run."""

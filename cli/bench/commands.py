@@ -1,0 +1,130 @@
+"""`certfed bench sync|assist`: the benchmarks of cli.bench, printing their figures."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from cli.bench import assist as bench
+from cli.sync_commands import progress_bar
+
+console = Console()
+
+
+def _table(title: str, rows: list[tuple[str, str]]) -> Table:
+    table = Table(title=title)
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def _bench_sync(args: argparse.Namespace) -> int:
+    workdir = Path(args.workdir) if args.workdir else None
+    if args.json:
+        figures = bench.bench_sync(args.entries, naive_sample=args.naive_sample, workdir=workdir)
+        print(bench.figures_json(figures))
+        return 0
+    with progress_bar() as bar:
+        task = bar.add_task("sign and log attestations (setup)", total=args.entries)
+
+        def advance(_phase: str, done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        figures = bench.bench_sync(
+            args.entries, naive_sample=args.naive_sample, workdir=workdir, progress=advance
+        )
+    console.print(
+        _table(
+            f"bulk sync of {figures.entries:,} attestations (PostgreSQL: {figures.database})",
+            [
+                ("end to end (fetched, verified, persisted)", f"{figures.seconds:.2f} s"),
+                ("entries/s", f"{figures.entries_per_s:,.0f}"),
+                ("peak RSS, issuing node process", f"{figures.issuer_peak_rss_mb:.0f} MiB"),
+                ("peak RSS, syncing process", f"{figures.syncer_peak_rss_mb:.0f} MiB"),
+                (
+                    f"naive baseline ({figures.naive_entries:,} entries)",
+                    f"{figures.naive_entries_per_s:,.0f} entries/s",
+                ),
+                (
+                    "naive time in calls / signature checks / insert+commit",
+                    f"{figures.naive_call_s:.1f} / {figures.naive_verify_s:.1f} / "
+                    f"{figures.naive_store_s:.1f} s",
+                ),
+                ("bulk / naive", f"{figures.speedup:.1f}x"),
+                ("signing and logging (setup, not timed above)", f"{figures.signing_seconds} s"),
+            ],
+        )
+    )
+    return 0
+
+
+def _bench_assist(args: argparse.Namespace) -> int:
+    workdir = Path(args.workdir) if args.workdir else None
+    figures = bench.bench_assist(args.concurrency, args.requests, workdir=workdir)
+    if args.json:
+        print(bench.figures_json(figures))
+        return 0
+    by_process = ", ".join(f"{name} {ms:.1f}" for name, ms in figures.cpu_ms_by_process.items())
+    console.print(
+        _table(
+            f"assistance round trips: {figures.requests:,} at concurrency {figures.concurrency} "
+            f"(PostgreSQL: {figures.database})",
+            [
+                ("completed", f"{figures.completed:,} in {figures.seconds:.2f} s"),
+                ("round trips/s", f"{figures.round_trips_per_s:,.1f}"),
+                ("p50", f"{figures.p50_ms:.1f} ms"),
+                ("p95", f"{figures.p95_ms:.1f} ms"),
+                ("p99", f"{figures.p99_ms:.1f} ms"),
+                ("max", f"{figures.max_ms:.1f} ms"),
+                ("CPU per round trip, all processes", f"{figures.cpu_ms_per_round_trip:.1f} ms"),
+                ("CPU per round trip by process (ms)", by_process),
+                ("desk calls per round trip", f"{figures.desk_calls_per_round_trip:.1f}"),
+                (
+                    "floor: WhoAmI calls/s, CPU per call",
+                    f"{figures.floor_calls_per_s:,.0f}/s, {figures.floor_cpu_ms_per_call:.2f} ms",
+                ),
+                (
+                    "round trip CPU / floor call CPU",
+                    f"{figures.cpu_ms_per_round_trip / figures.floor_cpu_ms_per_call:.1f}x"
+                    if figures.floor_cpu_ms_per_call
+                    else "-",
+                ),
+                (
+                    "round trips/s the cores allow at this CPU cost",
+                    f"{figures.cpu_bound_round_trips_per_s:,.0f}",
+                ),
+            ],
+        )
+    )
+    return 0
+
+
+def add_bench_commands(subparsers: Any) -> None:
+    parser = subparsers.add_parser("bench", help="benchmarks on real processes; print figures")
+    kinds = parser.add_subparsers(dest="bench", required=True)
+    sync = kinds.add_parser("sync", help="bulk log sync between two nodes vs the naive baseline")
+    sync.add_argument("--entries", type=int, default=100_000, help="attestations to sync")
+    sync.add_argument(
+        "--naive-sample",
+        type=int,
+        default=2_000,
+        help="attestations the naive baseline handles (its rate is per attestation)",
+    )
+    sync.add_argument("--workdir", help="keep the federation and database in this directory")
+    sync.add_argument("--json", action="store_true", help="print the figures as JSON")
+    sync.set_defaults(handler=_bench_sync)
+    assist = kinds.add_parser(
+        "assist",
+        help="assistance round trips: request delivered, certified, attestation applied",
+    )
+    assist.add_argument("--concurrency", type=int, default=50, help="round trips at once")
+    assist.add_argument("--requests", type=int, default=1_000, help="round trips in all")
+    assist.add_argument("--workdir", help="keep the federation and database in this directory")
+    assist.add_argument("--json", action="store_true", help="print the figures as JSON")
+    assist.set_defaults(handler=_bench_assist)

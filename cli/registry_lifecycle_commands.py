@@ -1,0 +1,102 @@
+"""The `certfed registry ...` commands for keys and membership over time.
+
+    certfed registry revoke-node NODE --reason R [--effective-at ISO] --config F
+    certfed registry revoke-key NODE KEY_ID --reason R [--effective-at ISO] --config F
+    certfed registry retire-key NODE KEY_ID --config F
+    certfed registry rotate-root --config F
+
+`revoke-node` is `revoke` under the name the key commands share. A revocation may take effect in
+the past (a key known to be compromised since a given time): attestations signed with the key from
+then on are refused everywhere, and those received before are listed for review at each node.
+`retire-key` ends a key's validity now, once the node has rotated to a new one. `rotate-root`
+replaces the registry root key; nodes follow the rotation by themselves (`federation.root_chain`).
+Like the other administration commands they talk to the running registry over mTLS.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from cli.registry_commands import (
+    EXIT_OK,
+    _admin_client,
+    _admin_options,
+    _effective_at,
+    _guarded,
+    revoke_command,
+)
+from signing.keys import key_id
+
+
+@_guarded
+def revoke_key_command(args: argparse.Namespace) -> int:
+    """Revoke one signing key of a node from an effective time."""
+    effective_at = _effective_at(args.effective_at)
+    _, client = _admin_client(args)
+    with client:
+        version = client.revoke_signing_key(args.node_id, args.key_id, args.reason, effective_at)
+    print(f"revoked key {args.key_id} of {args.node_id}; directory version {version}")
+    return EXIT_OK
+
+
+@_guarded
+def retire_key_command(args: argparse.Namespace) -> int:
+    """End a signing key's validity now, before its overlap window would."""
+    _, client = _admin_client(args)
+    with client:
+        version = client.retire_signing_key(args.node_id, args.key_id)
+    print(f"retired key {args.key_id} of {args.node_id}; directory version {version}")
+    return EXIT_OK
+
+
+@_guarded
+def rotate_root_command(args: argparse.Namespace) -> int:
+    """Replace the registry root key; the old root signs the new one, then signs no more."""
+    config, client = _admin_client(args)
+    # The root this registry host holds is the one to replace (compare-and-swap at the registry).
+    current = key_id(bytes.fromhex(config.paths.root_public_key.read_text().strip()))
+    with client:
+        rotated = client.rotate_root(current)
+    print(
+        f"root key is now {rotated.root_key_id} (root version {rotated.root_version}); "
+        f"directory version {rotated.directory_version}"
+    )
+    print(f"  nodes enrolling from now on receive {config.paths.trust_root_public_key}")
+    return EXIT_OK
+
+
+def add_lifecycle_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the key and membership commands to `certfed registry`'s subcommands."""
+    revoke_node = commands.add_parser("revoke-node", help="revoke a node for good (= revoke)")
+    revoke_node.add_argument("node_id", metavar="NODE")
+    revoke_node.add_argument("--reason", required=True, help="why; kept in the audit")
+    revoke_node.add_argument(
+        "--effective-at", help="ISO 8601 time with zone when it took effect (default: now)"
+    )
+    _admin_options(revoke_node)
+    revoke_node.set_defaults(handler=revoke_command)
+
+    revoke_key = commands.add_parser("revoke-key", help="revoke one signing key of a node")
+    revoke_key.add_argument("node_id", metavar="NODE")
+    revoke_key.add_argument("key_id", metavar="KEY_ID")
+    revoke_key.add_argument("--reason", required=True, help="why; published with the key")
+    revoke_key.add_argument(
+        "--effective-at",
+        help="ISO 8601 time with zone from which the key is distrusted (default: now)",
+    )
+    _admin_options(revoke_key)
+    revoke_key.set_defaults(handler=revoke_key_command)
+
+    retire_key = commands.add_parser(
+        "retire-key", help="end a signing key's overlap window now (the node rotated already)"
+    )
+    retire_key.add_argument("node_id", metavar="NODE")
+    retire_key.add_argument("key_id", metavar="KEY_ID")
+    _admin_options(retire_key)
+    retire_key.set_defaults(handler=retire_key_command)
+
+    rotate_root = commands.add_parser(
+        "rotate-root", help="replace the registry root key; nodes follow the signed chain"
+    )
+    _admin_options(rotate_root)
+    rotate_root.set_defaults(handler=rotate_root_command)

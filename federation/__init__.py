@@ -1,0 +1,1 @@
+"""Shared ground: errors, limits, transport, server factory, directory trust, clients."""

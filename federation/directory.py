@@ -1,0 +1,175 @@
+"""The signed directory: who is in the federation, verified against the registry root key.
+
+`sign_directory` is what the registry does; `verify_directory` is what every node does with what
+it fetched or cached: check the root signature over the bytes as received, refuse a version older
+than the one it trusts (rollback) or the same version with other content, and refuse an expired
+directory. A `TrustedDirectory` then answers the questions the flows ask: is this node active,
+which keys may sign for it at a given time, which node serves a region.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from google.protobuf.message import DecodeError
+
+from certfed.v1 import common_pb2, directory_pb2
+from federation.errors import (
+    DirectoryExpiredError,
+    DirectoryRollbackError,
+    DirectoryVerificationError,
+    NodeNotActiveError,
+    NodeSuspendedError,
+    UnknownNodeError,
+    UnservedRegionError,
+)
+from federation.regions import coverage
+from federation.timestamps import to_datetime
+from signing import dsse
+from signing.errors import SigningError
+from signing.keys import SigningKey, VerifyKey
+
+CERTIFYING_ROLES = frozenset({common_pb2.ROLE_RESIDENCE_AGENCY, common_pb2.ROLE_PARTNER_LIAISON})
+PAYING_ROLES = frozenset({common_pb2.ROLE_PAYING_OFFICE, common_pb2.ROLE_PARTNER_LIAISON})
+
+
+def sign_directory(directory: directory_pb2.Directory, root_key: SigningKey) -> dsse.Envelope:
+    return dsse.sign(
+        directory.SerializeToString(deterministic=True), dsse.DIRECTORY_PAYLOAD_TYPE, root_key
+    )
+
+
+@dataclass(frozen=True)
+class TrustedDirectory:
+    """A directory whose root signature, version and freshness have been checked."""
+
+    envelope: dsse.Envelope
+    directory: directory_pb2.Directory
+
+    @property
+    def version(self) -> int:
+        return int(self.directory.version)
+
+    @property
+    def expires_at(self) -> datetime:
+        return to_datetime(self.directory.expires_at)
+
+    @property
+    def issued_at(self) -> datetime:
+        return to_datetime(self.directory.issued_at)
+
+    def is_expired(self, now: datetime) -> bool:
+        return now >= self.expires_at
+
+    def find(self, node_id: str) -> directory_pb2.DirectoryNode | None:
+        for node in self.directory.nodes:
+            if node.node_id == node_id:
+                return node
+        return None
+
+    def node(self, node_id: str) -> directory_pb2.DirectoryNode:
+        found = self.find(node_id)
+        if found is None:
+            raise UnknownNodeError(
+                f"node {node_id!r} is not in federation directory version {self.version}"
+            )
+        return found
+
+    def active_node(self, node_id: str) -> directory_pb2.DirectoryNode:
+        node = self.node(node_id)
+        if node.status != common_pb2.NODE_STATUS_ACTIVE:
+            state = common_pb2.NodeStatus.Name(node.status).removeprefix("NODE_STATUS_").lower()
+            reason = f" ({node.status_reason})" if node.status_reason else ""
+            if node.status == common_pb2.NODE_STATUS_SUSPENDED:
+                raise NodeSuspendedError(f"node {node_id!r} is {state}{reason}")
+            raise NodeNotActiveError(f"node {node_id!r} is {state}{reason}")
+        return node
+
+    def is_suspended(self, node_id: str) -> bool:
+        node = self.find(node_id)
+        return node is not None and node.status == common_pb2.NODE_STATUS_SUSPENDED
+
+    def signing_keys(self, node_id: str, at: datetime) -> Mapping[str, VerifyKey]:
+        """The keys that could sign for `node_id` at time `at`: inside their window, not revoked."""
+        keys: dict[str, VerifyKey] = {}
+        for key in self.node(node_id).signing_keys:
+            if key.HasField("valid_from") and at < to_datetime(key.valid_from):
+                continue
+            if key.HasField("valid_until") and at >= to_datetime(key.valid_until):
+                continue
+            if key.HasField("revoked_at") and at >= to_datetime(key.revoked_at):
+                continue
+            keys[key.key_id] = VerifyKey.from_raw(key.public_key)
+        return keys
+
+    def route(self, region: str) -> directory_pb2.DirectoryNode:
+        """The active certifying node that serves `region` most specifically."""
+        best: tuple[int, str] | None = None
+        chosen: directory_pb2.DirectoryNode | None = None
+        inactive: list[str] = []
+        for node in self.directory.nodes:
+            if not CERTIFYING_ROLES.intersection(node.roles):
+                continue
+            score = max((coverage(code, region) for code in node.region_codes), default=0)
+            if score == 0:
+                continue
+            if node.status != common_pb2.NODE_STATUS_ACTIVE:
+                inactive.append(node.node_id)
+                continue
+            # Most specific first; among equals, the lowest node id, so every node agrees.
+            rank = (-score, node.node_id)
+            if best is None or rank < best:
+                best, chosen = rank, node
+        if chosen is None:
+            if inactive:
+                raise NodeNotActiveError(
+                    f"region {region} is served only by {', '.join(sorted(inactive))}, "
+                    "which is not active in the federation; ask the registry administrator"
+                )
+            raise UnservedRegionError(
+                f"no node in the federation certifies residents of region {region}; "
+                "check the residence region code or ask the registry administrator"
+            )
+        return chosen
+
+
+def verify_directory(
+    envelope: dsse.Envelope,
+    root_key: VerifyKey,
+    *,
+    now: datetime,
+    trusted: TrustedDirectory | None = None,
+    allow_expired: bool = False,
+) -> TrustedDirectory:
+    """Check a directory envelope against the root key and what is already trusted."""
+    try:
+        verified = dsse.verify(envelope, {root_key.key_id: root_key}, dsse.DIRECTORY_PAYLOAD_TYPE)
+    except SigningError as error:
+        raise DirectoryVerificationError(
+            f"the directory is not signed by the configured registry root key: {error}"
+        ) from error
+    directory = directory_pb2.Directory()
+    try:
+        directory.ParseFromString(verified.payload)
+    except DecodeError as error:
+        raise DirectoryVerificationError("the signed directory payload does not parse") from error
+    candidate = TrustedDirectory(envelope, directory)
+    if trusted is not None:
+        if candidate.version < trusted.version:
+            raise DirectoryRollbackError(
+                f"directory version {candidate.version} is older than the trusted version "
+                f"{trusted.version}; refusing a rollback"
+            )
+        if candidate.version == trusted.version and envelope.payload != trusted.envelope.payload:
+            raise DirectoryRollbackError(
+                f"two different directories claim version {candidate.version}; refusing both "
+                "the new one and any change until the registry publishes a higher version"
+            )
+    if not allow_expired and candidate.is_expired(now):
+        raise DirectoryExpiredError(
+            f"the federation directory (version {candidate.version}) expired at "
+            f"{candidate.expires_at.isoformat()}; the registry has not published a fresh one"
+        )
+    return candidate

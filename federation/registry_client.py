@@ -1,0 +1,344 @@
+"""Clients of the registry: `RegistryClient` for nodes and tools, `RegistryAdminClient` for
+registry administrators.
+
+Promises: every call carries a deadline (`Limits.call_timeout_s`) and reaches only a server whose
+certificate, issued by the federation CA, names the registry (`registry.certfed`), whatever
+address it is dialled at. A failed call raises the certfed error of its status code family
+(UNAVAILABLE and DEADLINE_EXCEEDED as UnavailableError, INVALID_ARGUMENT as InvalidInputError
+with the field the registry named, ...) carrying the registry's message, so callers handle
+`CertfedError` only and never a raw `grpc.RpcError`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import NoReturn, TypeVar
+
+import grpc
+
+from certfed.v1 import common_pb2, log_pb2, registry_pb2, registry_pb2_grpc
+from federation.envelopes import envelope_from_proto, envelope_to_proto
+from federation.errors import (
+    AlreadyExistsError,
+    CertfedError,
+    InvalidInputError,
+    NotFoundError,
+    PermissionDeniedError,
+    PreconditionError,
+    UnauthenticatedError,
+    UnavailableError,
+)
+from federation.limits import Limits
+from federation.timestamps import to_timestamp
+from federation.transport import REGISTRY_TLS_NAME, secure_channel
+from signing import dsse
+
+_Response = TypeVar("_Response")
+
+_ERRORS: dict[grpc.StatusCode, type[CertfedError]] = {
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
+    grpc.StatusCode.FAILED_PRECONDITION: PreconditionError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: UnavailableError,
+}
+
+
+class RegistryCallError(CertfedError):
+    """A registry call failed with a status no narrower certfed error describes."""
+
+    def __init__(self, status: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def raise_for_rpc_error(error: grpc.RpcError, call: str) -> NoReturn:
+    """Raise the certfed error for a failed registry call; the message names the call."""
+    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = (error.details() if isinstance(error, grpc.Call) else "") or code.name.lower()
+    if code is grpc.StatusCode.INVALID_ARGUMENT:
+        field_name, sep, problem = details.partition(": ")
+        if sep:
+            raise InvalidInputError(field_name, problem) from None
+        raise InvalidInputError("request", details) from None
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        raise UnavailableError(
+            f"cannot reach the registry for {call} ({code.name.lower()}): {details}"
+        ) from None
+    kind = _ERRORS.get(code)
+    if kind is not None:
+        raise kind(details) from None
+    raise RegistryCallError(code, f"{call}: {details}") from None
+
+
+class _Connection:
+    """One channel to one registry port, and the stub over it."""
+
+    def __init__(self, endpoint: str, credentials: grpc.ChannelCredentials, limits: Limits) -> None:
+        self.endpoint = endpoint
+        self.channel = secure_channel(
+            endpoint, REGISTRY_TLS_NAME, credentials, max_message_bytes=limits.max_message_bytes
+        )
+        self.stub = registry_pb2_grpc.RegistryServiceStub(self.channel)
+        self.timeout = limits.call_timeout_s
+
+    def call(self, name: str, method: Callable[..., _Response], request: object) -> _Response:
+        try:
+            return method(request, timeout=self.timeout)
+        except grpc.RpcError as error:
+            raise_for_rpc_error(error, name)
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+@dataclass(frozen=True)
+class DirectoryUpdate:
+    """What GetDirectory answered: a newer directory (None when not modified) and the root
+    rotations the caller has not followed yet, oldest first."""
+
+    envelope: dsse.Envelope | None
+    root_statements: tuple[dsse.Envelope, ...] = ()
+
+
+class RegistryClient:
+    """What nodes and tools ask the registry, over one channel to one registry port.
+
+    A node that is not enrolled yet dials the registry's enrolment port with
+    `anonymous_channel_credentials(ca_pem)` (Enrol, GetEnrolment, GetDirectory); an enrolled
+    node dials the mutual-TLS port with `TlsMaterial.channel_credentials()` for everything,
+    including the locator calls.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        credentials: grpc.ChannelCredentials,
+        limits: Limits | None = None,
+    ) -> None:
+        self._limits = limits or Limits()
+        self._connection = _Connection(endpoint, credentials, self._limits)
+
+    def replace_credentials(self, credentials: grpc.ChannelCredentials) -> None:
+        """Use new client credentials (a renewed certificate) for every call from now on.
+
+        Calls already under way finish on the old channel, which is closed once the longest
+        call could have ended.
+        """
+        previous = self._connection
+        self._connection = _Connection(previous.endpoint, credentials, self._limits)
+        closer = threading.Timer(2 * self._limits.call_timeout_s, previous.close)
+        closer.daemon = True
+        closer.start()
+
+    def __enter__(self) -> RegistryClient:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def enrol(self, application: dsse.Envelope) -> registry_pb2.EnrolResponse:
+        connection = self._connection
+        request = registry_pb2.EnrolRequest(application=envelope_to_proto(application))
+        response: registry_pb2.EnrolResponse = connection.call(
+            "Enrol", connection.stub.Enrol, request
+        )
+        return response
+
+    def get_enrolment(self, node_id: str) -> registry_pb2.GetEnrolmentResponse:
+        connection = self._connection
+        request = registry_pb2.GetEnrolmentRequest(node_id=node_id)
+        response: registry_pb2.GetEnrolmentResponse = connection.call(
+            "GetEnrolment", connection.stub.GetEnrolment, request
+        )
+        return response
+
+    def get_directory(self, known_version: int) -> dsse.Envelope | None:
+        """The latest signed directory, or None when `known_version` is the latest already."""
+        return self.get_directory_update(known_version, "").envelope
+
+    def get_directory_update(self, known_version: int, known_root_key_id: str) -> DirectoryUpdate:
+        """The latest directory unless `known_version` is it, with the root rotations after
+        `known_root_key_id`."""
+        connection = self._connection
+        request = registry_pb2.GetDirectoryRequest(
+            known_version=known_version, known_root_key_id=known_root_key_id
+        )
+        response = connection.call("GetDirectory", connection.stub.GetDirectory, request)
+        statements = tuple(envelope_from_proto(s) for s in response.root_statements)
+        if response.not_modified:
+            return DirectoryUpdate(None, statements)
+        return DirectoryUpdate(envelope_from_proto(response.directory), statements)
+
+    def rotate_signing_key(self, rotation: dsse.Envelope) -> registry_pb2.RotateSigningKeyResponse:
+        connection = self._connection
+        request = registry_pb2.RotateSigningKeyRequest(rotation=envelope_to_proto(rotation))
+        response: registry_pb2.RotateSigningKeyResponse = connection.call(
+            "RotateSigningKey", connection.stub.RotateSigningKey, request
+        )
+        return response
+
+    def renew_certificate(self, csr_pem: bytes) -> registry_pb2.RenewCertificateResponse:
+        connection = self._connection
+        request = registry_pb2.RenewCertificateRequest(tls_csr_pem=csr_pem)
+        response: registry_pb2.RenewCertificateResponse = connection.call(
+            "RenewCertificate", connection.stub.RenewCertificate, request
+        )
+        return response
+
+    def publish_locators(self, locators: list[bytes]) -> registry_pb2.PublishLocatorsResponse:
+        connection = self._connection
+        request = registry_pb2.PublishLocatorsRequest(locators=locators)
+        response: registry_pb2.PublishLocatorsResponse = connection.call(
+            "PublishLocators", connection.stub.PublishLocators, request
+        )
+        return response
+
+    def withdraw_locators(self, locators: list[bytes]) -> int:
+        connection = self._connection
+        request = registry_pb2.WithdrawLocatorsRequest(locators=locators)
+        response = connection.call("WithdrawLocators", connection.stub.WithdrawLocators, request)
+        return int(response.withdrawn)
+
+    def locate(self, locator: bytes) -> list[str]:
+        connection = self._connection
+        response = connection.call(
+            "Locate", connection.stub.Locate, registry_pb2.LocateRequest(locator=locator)
+        )
+        return list(response.paying_node_ids)
+
+    def list_duplicates(self) -> list[registry_pb2.DuplicateEntitlement]:
+        connection = self._connection
+        response = connection.call(
+            "ListDuplicates", connection.stub.ListDuplicates, registry_pb2.ListDuplicatesRequest()
+        )
+        return list(response.duplicates)
+
+    def witness_checkpoint(
+        self, note: bytes, old_size: int, consistency_proof: list[bytes]
+    ) -> bytes:
+        """Ask the registry witness to cosign a checkpoint note; returns the cosigned note."""
+        connection = self._connection
+        request = registry_pb2.WitnessCheckpointRequest(
+            checkpoint=log_pb2.SignedCheckpoint(note=note),
+            old_size=old_size,
+            consistency_proof=consistency_proof,
+        )
+        response = connection.call("WitnessCheckpoint", connection.stub.WitnessCheckpoint, request)
+        return bytes(response.checkpoint.note)
+
+
+class RegistryAdminClient:
+    """A registry administrator's calls, over mTLS with an administrator certificate."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        credentials: grpc.ChannelCredentials,
+        limits: Limits | None = None,
+    ) -> None:
+        """`credentials`: the administrator's `TlsMaterial.channel_credentials()`."""
+        self._connection = _Connection(endpoint, credentials, limits or Limits())
+
+    def __enter__(self) -> RegistryAdminClient:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._connection.close()
+
+    def approve(self, node_id: str) -> int:
+        """Approve a pending enrolment; returns the directory version that lists the node."""
+        connection = self._connection
+        response = connection.call(
+            "ApproveEnrolment",
+            connection.stub.ApproveEnrolment,
+            registry_pb2.ApproveEnrolmentRequest(node_id=node_id),
+        )
+        return int(response.directory_version)
+
+    def set_status(
+        self,
+        node_id: str,
+        status: common_pb2.NodeStatus.ValueType,
+        reason: str,
+        effective_at: datetime | None = None,
+    ) -> int:
+        """Suspend, reinstate (NODE_STATUS_ACTIVE) or revoke; returns the new directory version."""
+        request = registry_pb2.SetNodeStatusRequest(node_id=node_id, status=status, reason=reason)
+        if effective_at is not None:
+            request.effective_at.CopyFrom(to_timestamp(effective_at))
+        connection = self._connection
+        response = connection.call("SetNodeStatus", connection.stub.SetNodeStatus, request)
+        return int(response.directory_version)
+
+    def list_nodes(self) -> list[registry_pb2.NodeSummary]:
+        connection = self._connection
+        response = connection.call(
+            "ListNodes", connection.stub.ListNodes, registry_pb2.ListNodesRequest()
+        )
+        return list(response.nodes)
+
+    def get_directory(self, known_version: int = 0) -> dsse.Envelope | None:
+        connection = self._connection
+        response = connection.call(
+            "GetDirectory",
+            connection.stub.GetDirectory,
+            registry_pb2.GetDirectoryRequest(known_version=known_version),
+        )
+        if response.not_modified:
+            return None
+        return envelope_from_proto(response.directory)
+
+    def retire_signing_key(self, node_id: str, key_id: str) -> int:
+        """End a node's signing key now; returns the new directory version."""
+        connection = self._connection
+        response = connection.call(
+            "RetireSigningKey",
+            connection.stub.RetireSigningKey,
+            registry_pb2.RetireSigningKeyRequest(node_id=node_id, key_id=key_id),
+        )
+        return int(response.directory_version)
+
+    def revoke_signing_key(
+        self, node_id: str, key_id: str, reason: str, effective_at: datetime | None = None
+    ) -> int:
+        """Revoke a node's signing key from `effective_at` (default now)."""
+        request = registry_pb2.RevokeSigningKeyRequest(
+            node_id=node_id, key_id=key_id, reason=reason
+        )
+        if effective_at is not None:
+            request.effective_at.CopyFrom(to_timestamp(effective_at))
+        connection = self._connection
+        response = connection.call("RevokeSigningKey", connection.stub.RevokeSigningKey, request)
+        return int(response.directory_version)
+
+    def rotate_root(self, current_root_key_id: str) -> registry_pb2.RotateRootKeyResponse:
+        connection = self._connection
+        response: registry_pb2.RotateRootKeyResponse = connection.call(
+            "RotateRootKey",
+            connection.stub.RotateRootKey,
+            registry_pb2.RotateRootKeyRequest(current_root_key_id=current_root_key_id),
+        )
+        return response

@@ -1,0 +1,43 @@
+"""Protobuf Timestamps as timezone-aware UTC datetimes and back, in one place."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from federation.errors import InvalidInputError
+
+# The range google.protobuf.Timestamp allows (timestamp.proto): 0001-01-01T00:00:00Z to
+# 9999-12-31T23:59:59.999999999Z. A peer can send any int64; outside this range there is no
+# datetime to convert to, so the value is refused as bad input rather than failing later.
+MIN_SECONDS = -62_135_596_800
+MAX_SECONDS = 253_402_300_799
+MAX_NANOS = 999_999_999
+
+
+def to_datetime(timestamp: Timestamp, field_name: str = "timestamp") -> datetime:
+    """The timestamp as an aware UTC datetime; InvalidInputError naming the field if invalid."""
+    if not MIN_SECONDS <= timestamp.seconds <= MAX_SECONDS:
+        raise InvalidInputError(field_name, "is outside the years 0001 to 9999")
+    if not 0 <= timestamp.nanos <= MAX_NANOS:
+        raise InvalidInputError(field_name, "has nanos outside 0 to 999999999")
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(
+        seconds=timestamp.seconds, microseconds=timestamp.nanos // 1000
+    )
+
+
+def optional_datetime(message: object, field: str) -> datetime | None:
+    """The field as a datetime, or None when the message does not set it."""
+    if not message.HasField(field):  # type: ignore[attr-defined]
+        return None
+    value: Timestamp = getattr(message, field)
+    return to_datetime(value, field)
+
+
+def to_timestamp(moment: datetime) -> Timestamp:
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime: certfed keeps every time in UTC with tzinfo")
+    timestamp = Timestamp()
+    timestamp.FromDatetime(moment.astimezone(UTC))
+    return timestamp

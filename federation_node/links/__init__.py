@@ -1,0 +1,1 @@
+"""The node's links: signed directory, peer channels, outbox dispatcher, key rollover."""

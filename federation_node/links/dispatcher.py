@@ -1,0 +1,290 @@
+"""The outbox dispatcher: delivers what the node's transactions queued, until it is delivered.
+
+Each pass claims due messages (on PostgreSQL with FOR UPDATE SKIP LOCKED, so replicas share the
+work without delivering one message twice at once), delivers them concurrently with a deadline,
+and records the result: delivered; failed with exponential backoff and jitter (tenacity), bounded
+in attempts and age; or dead-lettered at once when the receiver refuses the message for good (it
+is then on the operator's dead-letter list, never silently dropped). Receivers are idempotent, so
+a message delivered again after a crash changes nothing. While its destination or this node itself
+is suspended in the federation, a message is held (`outbox.defer`) without spending its retry
+budget, and goes out once the suspension is lifted.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import grpc
+import structlog
+from sqlalchemy.engine import Engine
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from certfed.v1 import federation_pb2, registry_pb2
+from federation.errors import CertfedError, NodeSuspendedError
+from federation_node.config import DispatchConfig
+from federation_node.links.directory_client import DirectoryClient
+from federation_node.links.peers import PeerChannels
+from federation_node.store import outbox
+from federation_node.store.db import session_scope
+from federation_node.store.models import OutboxKind, OutboxMessage
+
+log = structlog.get_logger("certfed.dispatcher")
+
+# Codes after which the same message will never be accepted: dead-letter it at once.
+PERMANENT = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
+# Codes worth one quick retry inside the same pass (a connection being re-established).
+BLIP = frozenset({grpc.StatusCode.UNAVAILABLE})
+
+
+class PermanentDeliveryError(Exception):
+    """The receiver refused the message for a reason a retry cannot change."""
+
+
+class HeldDeliveryError(Exception):
+    """Not to be sent now, and no failure: the destination or this node is suspended."""
+
+
+Hold = Callable[[str], str | None]
+
+
+def suspension_hold(directory: DirectoryClient, node_id: str) -> Hold:
+    """A hold that keeps everything back while this node itself is suspended: its peers and
+    the registry would refuse it, and dead-lettering would only lose the order of things."""
+
+    def hold(destination: str) -> str | None:
+        try:
+            suspended = directory.current().is_suspended(node_id)
+        except CertfedError:
+            return None
+        if suspended:
+            return f"this node ({node_id}) is suspended; held until it is reinstated"
+        return None
+
+    return hold
+
+
+RegistryPublish = Callable[
+    [registry_pb2.PublishLocatorsRequest], registry_pb2.PublishLocatorsResponse
+]
+DuplicatesFound = Callable[[list[registry_pb2.DuplicateEntitlement]], int]
+
+
+class Dispatcher(threading.Thread):
+    def __init__(
+        self,
+        engine: Engine,
+        peers: PeerChannels,
+        publish_locators: RegistryPublish,
+        on_duplicates: DuplicatesFound,
+        config: DispatchConfig,
+        call_timeout_s: float,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        hold: Hold = lambda _destination: None,
+    ) -> None:
+        super().__init__(name="outbox-dispatcher", daemon=True)
+        self._hold = hold
+        self._engine = engine
+        self._peers = peers
+        self._publish_locators = publish_locators
+        self._on_duplicates = on_duplicates
+        self._config = config
+        self._timeout = call_timeout_s
+        self._clock = clock
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        # Registry calls (locator publication) are blocking client calls; peers get futures.
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="publish")
+        self._policy = outbox.RetryPolicy(
+            initial_s=config.initial_backoff_s,
+            max_backoff_s=config.max_backoff_s,
+            max_attempts=config.max_attempts,
+            max_age_s=config.max_age_s,
+        )
+
+    def wake(self) -> None:
+        """Called after a transaction queued a message, so it goes out now, not at the next poll."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        self.join(timeout=10)
+        self._pool.shutdown(wait=True, cancel_futures=False)
+
+    def run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                delivered = self.run_once()
+            except Exception:
+                log.exception("dispatcher.pass_failed")
+                delivered = 0
+            if delivered == 0:
+                self._wake.wait(self._config.poll_interval_s)
+
+    def run_once(self) -> int:
+        """One pass: claim due messages, deliver them, record outcomes. Returns how many went."""
+        now = self._clock()
+        with session_scope(self._engine) as session:
+            claimed = outbox.claim_due(
+                session, now, self._config.batch_size, lease_s=self._timeout * 3
+            )
+            batch = [(m.message_id, m.kind, m.destination, m.payload) for m in claimed]
+        if not batch:
+            return 0
+        started = [self._deliver(*item) for item in batch]
+        results = [
+            self._outcome(*item, pending) for item, pending in zip(batch, started, strict=True)
+        ]
+        succeeded = [item[0] for item, error in zip(batch, results, strict=True) if error is None]
+        with session_scope(self._engine) as session:
+            delivered = outbox.mark_all_delivered(session, succeeded, self._clock())
+            for (message_id, kind, destination, _), error in zip(batch, results, strict=True):
+                if error is None:
+                    continue
+                message = session.get(OutboxMessage, message_id)
+                if message is None:
+                    continue
+                now = self._clock()
+                if isinstance(error, HeldDeliveryError):
+                    until = now + timedelta(seconds=self._config.max_backoff_s)
+                    outbox.defer(session, message, str(error), now, until)
+                    log.info(
+                        "outbox.held",
+                        message_id=message_id,
+                        kind=kind,
+                        destination=destination,
+                        reason=str(error),
+                    )
+                elif isinstance(error, PermanentDeliveryError):
+                    outbox.mark_dead(session, message, str(error), now)
+                    log.error(
+                        "outbox.dead_letter",
+                        message_id=message_id,
+                        kind=kind,
+                        destination=destination,
+                        error=str(error),
+                    )
+                else:
+                    outbox.mark_failed(session, message, str(error), now, self._policy)
+                    log.warning(
+                        "outbox.retry_later",
+                        message_id=message_id,
+                        kind=kind,
+                        destination=destination,
+                        attempts=message.attempts,
+                        error=str(error),
+                    )
+        return delivered
+
+    def _deliver(self, message_id: str, kind: str, destination: str, payload: bytes) -> _Pending:
+        """Start delivering one message; its outcome is read with `_outcome`."""
+        held = self._hold(destination)
+        if held is not None:
+            return _Pending(HeldDeliveryError(held))
+        try:
+            return _Pending(None, self._send(OutboxKind(kind), destination, payload))
+        except Exception as error:
+            return _Pending(self._refusal(error))
+
+    def _outcome(
+        self, message_id: str, kind: str, destination: str, payload: bytes, pending: _Pending
+    ) -> Exception | None:
+        """None, a PermanentDeliveryError, a HeldDeliveryError or a transient error."""
+        if pending.call is None:
+            return pending.refused
+        try:
+            try:
+                pending.call.result()
+            except grpc.RpcError as error:
+                if not _is_blip(error):
+                    raise
+                # A connection being re-established: one more try, after a short pause.
+                for attempt in Retrying(
+                    retry=retry_if_exception(_is_blip),
+                    stop=stop_after_attempt(2),
+                    wait=wait_exponential_jitter(initial=0.05, max=0.5),
+                    reraise=True,
+                ):
+                    with attempt:
+                        self._send(OutboxKind(kind), destination, payload).result()
+        except Exception as error:
+            return self._refusal(error)
+        log.info("outbox.delivered", message_id=message_id, kind=kind, destination=destination)
+        return None
+
+    @staticmethod
+    def _refusal(error: Exception) -> Exception:
+        if isinstance(error, grpc.RpcError) and isinstance(error, grpc.Call):
+            return _classify(error.code(), f"{error.code().name}: {error.details()}")
+        if isinstance(error, NodeSuspendedError):
+            return HeldDeliveryError(f"{error}; held until it is reinstated")
+        if isinstance(error, CertfedError):
+            # A local refusal (the directory says the peer is suspended, unknown or expired) or
+            # a registry answer: decided by the same status code rules as a peer's answer.
+            return _classify(error.status, f"{error.status.name}: {error}")
+        return RuntimeError(f"{type(error).__name__}: {error}")
+
+    def _send(self, kind: OutboxKind, destination: str, payload: bytes) -> Future[Any]:
+        """Start the call that delivers a message; a peer call runs as a gRPC future, so a
+        pass has all its deliveries in flight at once without a thread for each."""
+        if kind is OutboxKind.PUBLISH_LOCATORS:
+            return self._pool.submit(self._publish, payload)
+        stub = self._peers.federation(destination)
+        future: Future[Any]
+        if kind is OutboxKind.REQUEST_ASSISTANCE:
+            future = stub.RequestAssistance.future(
+                federation_pb2.RequestAssistanceRequest.FromString(payload), timeout=self._timeout
+            )
+        elif kind is OutboxKind.UPDATE_ASSISTANCE_STATUS:
+            future = stub.UpdateAssistanceStatus.future(
+                federation_pb2.UpdateAssistanceStatusRequest.FromString(payload),
+                timeout=self._timeout,
+            )
+        else:
+            future = stub.DeliverAttestation.future(
+                federation_pb2.DeliverAttestationRequest.FromString(payload), timeout=self._timeout
+            )
+        return future
+
+    def _publish(self, payload: bytes) -> None:
+        request = registry_pb2.PublishLocatorsRequest.FromString(payload)
+        response = self._publish_locators(request)
+        self._on_duplicates(list(response.duplicates))
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """A delivery under way (`call`), or refused before it started (`refused`)."""
+
+    refused: Exception | None
+    call: Future[Any] | None = None
+
+
+def _classify(code: grpc.StatusCode, detail: str) -> Exception:
+    if code in PERMANENT:
+        return PermanentDeliveryError(detail)
+    return RuntimeError(detail)
+
+
+def _is_blip(error: BaseException) -> bool:
+    return isinstance(error, grpc.RpcError) and error.code() in BLIP

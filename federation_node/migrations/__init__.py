@@ -1,1 +1,0 @@
-"""Alembic migrations of the node store; applied by `federation_node.db.migrate`."""

@@ -1,0 +1,1 @@
+"""What the office does: paying office, residence agency, issuing, entitlement lifecycle."""

@@ -1,0 +1,1 @@
+"""Pure rules over plain data: entitlement dates, policy, minimisation, input checks."""

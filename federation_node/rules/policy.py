@@ -1,0 +1,182 @@
+"""A paying office's entitlement rules: one TOML file per node, validated when the node starts.
+
+The rules differ by region (DOMAIN.md, "Rules"), so they are data, not code. `Policy` holds them
+with the defaults DOMAIN.md states; `load_policy` reads `policy.toml` (the file is optional: an
+absent file means the defaults) and refuses anything it does not understand with an error that
+names the key, so a typo never silently falls back to a default. docs/policy.md documents every
+key; deploy/policy.example.toml is a complete example.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from federation.errors import InvalidInputError
+
+# Data-signal kinds (certfed.v1.SignalKind without its prefix, lower case).
+ALIVE_SIGNAL_KINDS = (
+    "hospital_admission",
+    "hospital_discharge",
+    "health_check",
+    "medical_insurance_settlement",
+    "travel_security_check",
+    "bank_in_person",
+    "border_crossing",
+)
+NEGATIVE_SIGNAL_KINDS = (
+    "death_registration",
+    "cremation",
+    "court_declaration_of_death",
+    "court_declaration_missing",
+    "criminal_sentence",
+)
+MAX_VALIDITY_MONTHS = 24
+MAX_WARNING_MONTHS = 12
+# Reminders are counted from the expiry of validity; a year either side is as far as any
+# schedule in use reaches.
+MAX_REMINDER_OFFSET_DAYS = 366
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One region's rules for the entitlement lifecycle (defaults: DOMAIN.md, "Rules")."""
+
+    # A certification is valid this many calendar months from the day it was observed.
+    validity_months: int = 12
+    # After validity ends, this many months of warning before payment is suspended.
+    warning_months: int = 3
+    # Days relative to the end of validity on which a reminder is queued (negative: before).
+    reminder_days: tuple[int, ...] = (-30, -7, 0, 30, 60)
+    # A beneficiary is due this many days before validity ends; a due beneficiary living in a
+    # region another node serves is sent to that node as an assistance request.
+    assistance_lead_days: int = 60
+    # An assistance request gives the residence agency at least this many days, even when the
+    # end of validity is nearer.
+    assistance_min_deadline_days: int = 14
+    # Alive data-signal kinds that count as a data-match certification.
+    extending_signal_kinds: frozenset[str] = field(
+        default_factory=lambda: frozenset(ALIVE_SIGNAL_KINDS)
+    )
+    # Payment resumes this many months after the month of a certification that ends a
+    # suspension ("the next month", DOMAIN.md).
+    resume_after_months: int = 1
+    # Whether the months withheld during a suspension are paid back on resumption.
+    back_pay: bool = True
+    # Days within which a death must be reported by the family and by the unit or village.
+    family_report_days: int = 7
+    unit_report_days: int = 3
+
+
+# Every key the file may hold: section -> key -> (Policy field, expected type).
+_KEYS: dict[str, dict[str, tuple[str, type]]] = {
+    "validity": {
+        "period_months": ("validity_months", int),
+        "warning_months": ("warning_months", int),
+    },
+    "reminders": {"days": ("reminder_days", list)},
+    "assistance": {
+        "lead_days": ("assistance_lead_days", int),
+        "min_deadline_days": ("assistance_min_deadline_days", int),
+    },
+    "signals": {"extend_validity": ("extending_signal_kinds", list)},
+    "payments": {
+        "resume_after_months": ("resume_after_months", int),
+        "back_pay": ("back_pay", bool),
+    },
+    "deaths": {
+        "family_report_days": ("family_report_days", int),
+        "unit_report_days": ("unit_report_days", int),
+    },
+}
+
+
+def load_policy(path: Path) -> Policy:
+    """The policy in `path`, or the defaults when there is no such file."""
+    if not path.exists():
+        return Policy()
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise InvalidInputError("policy", f"{path} is not valid TOML: {error}") from error
+    return policy_from_mapping(raw, path.name)
+
+
+def policy_from_mapping(raw: dict[str, Any], source: str = "policy.toml") -> Policy:
+    values: dict[str, Any] = {}
+    for section, table in raw.items():
+        keys = _KEYS.get(section)
+        if keys is None:
+            raise InvalidInputError(section, f"unknown section in {source}")
+        if not isinstance(table, dict):
+            raise InvalidInputError(section, f"must be a table ([{section}]) in {source}")
+        for key, value in table.items():
+            name = f"{section}.{key}"
+            if key not in keys:
+                raise InvalidInputError(name, f"unknown setting in {source}")
+            target, expected = keys[key]
+            # bool is an int in Python; a policy that says `period_months = true` is a typo.
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise InvalidInputError(name, f"must be {_type_name(expected)}")
+            values[target] = _list_value(name, value) if isinstance(value, list) else value
+    policy = Policy(**values)
+    validate_policy(policy)
+    return policy
+
+
+def _type_name(expected: type) -> str:
+    return {int: "a whole number", bool: "true or false", list: "a list"}[expected]
+
+
+def _list_value(name: str, value: list[Any]) -> Any:
+    if name == "reminders.days":
+        if not all(isinstance(item, int) and not isinstance(item, bool) for item in value):
+            raise InvalidInputError(name, "must list whole numbers of days")
+        return tuple(sorted(set(value)))
+    if not all(isinstance(item, str) for item in value):
+        raise InvalidInputError(name, "must list signal kinds as strings")
+    return frozenset(value)
+
+
+def validate_policy(policy: Policy) -> None:
+    """Refuse rules that cannot be applied; the error names the key in the file."""
+    if not 1 <= policy.validity_months <= MAX_VALIDITY_MONTHS:
+        raise InvalidInputError(
+            "validity.period_months", f"must be between 1 and {MAX_VALIDITY_MONTHS}"
+        )
+    if not 0 <= policy.warning_months <= MAX_WARNING_MONTHS:
+        raise InvalidInputError(
+            "validity.warning_months", f"must be between 0 and {MAX_WARNING_MONTHS}"
+        )
+    for offset in policy.reminder_days:
+        if abs(offset) > MAX_REMINDER_OFFSET_DAYS:
+            raise InvalidInputError(
+                "reminders.days",
+                f"{offset} is more than {MAX_REMINDER_OFFSET_DAYS} days from the end of validity",
+            )
+    # The lead time must fit in the shortest validity period (28 days a month), or a person
+    # would be due again on the day they are certified.
+    if not 0 <= policy.assistance_lead_days < policy.validity_months * 28:
+        raise InvalidInputError(
+            "assistance.lead_days",
+            f"must be at least 0 and shorter than the validity period "
+            f"({policy.validity_months} months)",
+        )
+    if not 1 <= policy.assistance_min_deadline_days <= 365:
+        raise InvalidInputError("assistance.min_deadline_days", "must be between 1 and 365")
+    unknown = sorted(policy.extending_signal_kinds - set(ALIVE_SIGNAL_KINDS))
+    if unknown:
+        raise InvalidInputError(
+            "signals.extend_validity",
+            f"{unknown[0]!r} is not an alive signal kind; use {', '.join(ALIVE_SIGNAL_KINDS)}",
+        )
+    if not 1 <= policy.resume_after_months <= 3:
+        raise InvalidInputError("payments.resume_after_months", "must be between 1 and 3")
+    for key, days in (
+        ("deaths.family_report_days", policy.family_report_days),
+        ("deaths.unit_report_days", policy.unit_report_days),
+    ):
+        if not 1 <= days <= 90:
+            raise InvalidInputError(key, "must be between 1 and 90 days")

@@ -1,0 +1,139 @@
+"""Who may call what on a node, decided once per call before any servicer runs.
+
+FederationService: the caller is the node named in its verified client certificate; that node
+must be in the directory, present the certificate the registry issued it, be active, and hold a
+role the method allows. DeskService: the caller is the operator whose bearer token is in the
+`authorization` metadata; the operator must be enabled and hold a role the method allows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import grpc
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from certfed.v1 import common_pb2
+from federation.errors import PermissionDeniedError, UnauthenticatedError
+from federation.principal import Principal
+from federation.transport import PeerKind, peer_identity
+from federation_node.links.directory_client import DirectoryClient
+from federation_node.store import db, operators
+
+FEDERATION = "/certfed.v1.FederationService/"
+DESK = "/certfed.v1.DeskService/"
+
+ROLE_NAMES = {
+    common_pb2.ROLE_PAYING_OFFICE: "paying_office",
+    common_pb2.ROLE_RESIDENCE_AGENCY: "residence_agency",
+    common_pb2.ROLE_PARTNER_LIAISON: "partner_liaison",
+}
+
+ANY_NODE_ROLE = frozenset(ROLE_NAMES.values())
+# Node roles allowed to call each FederationService method.
+FEDERATION_POLICY: Mapping[str, frozenset[str]] = {
+    "RequestAssistance": frozenset({"paying_office", "partner_liaison"}),
+    "UpdateAssistanceStatus": frozenset({"residence_agency", "partner_liaison"}),
+    "DeliverAttestation": frozenset({"residence_agency", "partner_liaison"}),
+    # A node's transparency log is open to every active node of the federation: offices audit
+    # and reconcile each other's attestations in bulk (DOMAIN.md, flow 3).
+    "GetCheckpoint": ANY_NODE_ROLE,
+    "GetEntries": ANY_NODE_ROLE,
+    "GetInclusionProof": ANY_NODE_ROLE,
+    "GetConsistencyProof": ANY_NODE_ROLE,
+    "Subscribe": ANY_NODE_ROLE,
+}
+
+CLERK, REVIEWER, ADMIN = "clerk", "reviewer", "admin"
+ANY_OPERATOR = frozenset({CLERK, REVIEWER, ADMIN})
+# Operator roles allowed to call each DeskService method.
+DESK_POLICY: Mapping[str, frozenset[str]] = {
+    "WhoAmI": ANY_OPERATOR,
+    "RegisterBeneficiary": frozenset({CLERK}),
+    "GetBeneficiary": ANY_OPERATOR,
+    "ListBeneficiaries": ANY_OPERATOR,
+    "RequestCertification": frozenset({CLERK}),
+    "ListAssistanceRequests": frozenset({CLERK, REVIEWER}),
+    "GetAssistanceRequest": frozenset({CLERK, REVIEWER}),
+    "SetAssistanceStatus": frozenset({CLERK}),
+    "RecordCertification": frozenset({CLERK}),
+    "ListCertifications": frozenset({CLERK, REVIEWER}),
+    "ApproveCertification": frozenset({REVIEWER}),
+    "RejectCertification": frozenset({REVIEWER}),
+    "ListAttestations": ANY_OPERATOR,
+    "ExportAttestation": ANY_OPERATOR,
+    "ListOutbox": frozenset({ADMIN}),
+    "RetryDeadLetter": frozenset({ADMIN}),
+    "GetDirectoryStatus": ANY_OPERATOR,
+    "ListRevocationReviews": frozenset({REVIEWER, ADMIN}),
+    # The paying office's year (issue 5).
+    "RegisterBeneficiaries": frozenset({CLERK}),
+    "RecordSignals": frozenset({CLERK}),
+    "ReviewTermination": frozenset({REVIEWER}),
+    "ListEntitlements": ANY_OPERATOR,
+    "RunCycle": frozenset({ADMIN}),
+    "ListPaymentInstructions": frozenset({ADMIN}),
+    "ListReminders": frozenset({ADMIN}),
+    "AcknowledgeReminders": frozenset({ADMIN}),
+    "GetReport": ANY_OPERATOR,
+}
+
+
+class NodeAuthorizer:
+    def __init__(self, directory: DirectoryClient, engine: Engine) -> None:
+        self._directory = directory
+        self._reader = db.reader(engine)
+
+    def __call__(self, method: str, context: grpc.ServicerContext) -> Principal:
+        if method.startswith(FEDERATION):
+            return self._peer(method.removeprefix(FEDERATION), context)
+        if method.startswith(DESK):
+            return self._operator(method.removeprefix(DESK), context)
+        raise PermissionDeniedError(f"{method} is not served here")
+
+    def _peer(self, name: str, context: grpc.ServicerContext) -> Principal:
+        identity = peer_identity(context)
+        if identity is None or identity.kind is not PeerKind.NODE:
+            raise UnauthenticatedError("a federation node certificate is required for this call")
+        node = self._directory.current().find(identity.name)
+        if node is None or identity.certificate_sha256 not in node.tls_certificate_sha256:
+            # A node approved or re-certified since our last refresh: look again before refusing.
+            self._directory.refresh_if_due()
+            node = self._directory.current().find(identity.name)
+        if node is None:
+            raise UnauthenticatedError(
+                f"node {identity.name} is not in the federation directory this node holds"
+            )
+        if identity.certificate_sha256 not in node.tls_certificate_sha256:
+            raise UnauthenticatedError(
+                f"the certificate presented is not one the registry issued to node {identity.name}"
+            )
+        if node.status != common_pb2.NODE_STATUS_ACTIVE:
+            state = common_pb2.NodeStatus.Name(node.status).removeprefix("NODE_STATUS_").lower()
+            raise PermissionDeniedError(f"node {identity.name} is {state} in the federation")
+        roles = frozenset(ROLE_NAMES[role] for role in node.roles if role in ROLE_NAMES)
+        allowed = FEDERATION_POLICY.get(name)
+        if allowed is None or not allowed & roles:
+            raise PermissionDeniedError(
+                f"node {identity.name} ({', '.join(sorted(roles))}) may not call {name}"
+            )
+        return Principal("node", identity.name, roles, identity.certificate_sha256)
+
+    def _operator(self, name: str, context: grpc.ServicerContext) -> Principal:
+        metadata = dict(context.invocation_metadata())
+        header = str(metadata.get("authorization", ""))
+        if not header.startswith("Bearer "):
+            raise UnauthenticatedError(
+                "sign in: send your operator token as 'authorization: Bearer <token>'"
+            )
+        with Session(self._reader) as session:
+            operator = operators.authenticate(session, header.removeprefix("Bearer ").strip())
+        roles = frozenset(operator.roles)
+        allowed = DESK_POLICY.get(name)
+        if allowed is None or not allowed & roles:
+            needed = " or ".join(sorted(allowed or ()))
+            raise PermissionDeniedError(
+                f"operator {operator.operator_id} may not {name}; it needs the role {needed}"
+            )
+        return Principal("operator", operator.operator_id, roles)

@@ -1,0 +1,86 @@
+"""FederationService: what peers call. Authorisation happened in the interceptor; each method
+hands the message to one domain operation and maps the result."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+
+from certfed.v1 import federation_pb2, federation_pb2_grpc, log_pb2
+from federation.principal import caller
+from federation.timestamps import to_timestamp
+from federation_node.offices.node import STATE_STATUSES, Node
+from federation_node.tlog.transparency import TransparencyLog, entries_message
+
+
+class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
+    def __init__(self, node: Node, transparency: TransparencyLog) -> None:
+        self._node = node
+        self._log = transparency
+
+    def RequestAssistance(
+        self, request: federation_pb2.RequestAssistanceRequest, context: grpc.ServicerContext
+    ) -> federation_pb2.RequestAssistanceResponse:
+        stored, duplicate = self._node.receive_assistance_request(caller().name, request)
+        return federation_pb2.RequestAssistanceResponse(
+            status=STATE_STATUSES[stored.status], duplicate=duplicate
+        )
+
+    def UpdateAssistanceStatus(
+        self,
+        request: federation_pb2.UpdateAssistanceStatusRequest,
+        context: grpc.ServicerContext,
+    ) -> federation_pb2.UpdateAssistanceStatusResponse:
+        stored = self._node.apply_status_update(caller().name, request)
+        return federation_pb2.UpdateAssistanceStatusResponse(status=STATE_STATUSES[stored.status])
+
+    def DeliverAttestation(
+        self, request: federation_pb2.DeliverAttestationRequest, context: grpc.ServicerContext
+    ) -> federation_pb2.DeliverAttestationResponse:
+        received = self._node.receive_attestation(caller().name, request)
+        response = federation_pb2.DeliverAttestationResponse(duplicate=received.duplicate)
+        if received.valid_until is not None:
+            response.valid_until.CopyFrom(to_timestamp(received.valid_until))
+        return response
+
+    # Transparency log (any active node may read it).
+
+    def GetCheckpoint(
+        self, request: federation_pb2.GetCheckpointRequest, context: grpc.ServicerContext
+    ) -> federation_pb2.GetCheckpointResponse:
+        return federation_pb2.GetCheckpointResponse(
+            checkpoint=log_pb2.SignedCheckpoint(note=self._log.checkpoint())
+        )
+
+    def GetEntries(
+        self, request: federation_pb2.GetEntriesRequest, context: grpc.ServicerContext
+    ) -> Iterator[federation_pb2.GetEntriesResponse]:
+        for batch in self._log.entry_batches(request.start, request.end):
+            yield federation_pb2.GetEntriesResponse(entries=entries_message(batch))
+
+    def GetInclusionProof(
+        self, request: federation_pb2.GetInclusionProofRequest, context: grpc.ServicerContext
+    ) -> federation_pb2.GetInclusionProofResponse:
+        which = request.WhichOneof("leaf")
+        leaf_index, tree_size, proof = self._log.inclusion_proof(
+            request.leaf_index if which == "leaf_index" else None,
+            request.attestation_id if which == "attestation_id" else None,
+            request.tree_size,
+        )
+        return federation_pb2.GetInclusionProofResponse(
+            leaf_index=leaf_index, tree_size=tree_size, hashes=proof
+        )
+
+    def GetConsistencyProof(
+        self, request: federation_pb2.GetConsistencyProofRequest, context: grpc.ServicerContext
+    ) -> federation_pb2.GetConsistencyProofResponse:
+        proof = self._log.consistency_proof(request.first_size, request.second_size)
+        return federation_pb2.GetConsistencyProofResponse(hashes=proof)
+
+    def Subscribe(
+        self, request: federation_pb2.SubscribeRequest, context: grpc.ServicerContext
+    ) -> Iterator[federation_pb2.SubscribeResponse]:
+        yield from self._log.subscribe(
+            request.from_tree_size, list(request.paying_regions), context.is_active
+        )

@@ -1,0 +1,155 @@
+"""Attestations this node issued or received, kept as the DSSE JSON exactly as signed.
+
+Attestations are never edited: a correction is a new attestation. Receiving is idempotent on the
+attestation id, so a peer's redelivery is recognised (same payload digest) and a different
+attestation under a used id is refused.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from federation.errors import AlreadyExistsError, UnknownAttestationError
+from federation_node.store.db import keyset_page
+from federation_node.store.models import Attestation, AttestationDirection
+
+
+def store_issued(
+    session: Session,
+    *,
+    attestation_id: str,
+    envelope_json: bytes,
+    issuing_node_id: str,
+    paying_node_id: str,
+    subject_locator: bytes,
+    beneficiary_id: str | None,
+    request_id: str | None,
+    method: int,
+    outcome: int,
+    observed_at: datetime,
+    valid_until: datetime,
+    signing_key_id: str,
+    payload_sha256: str,
+    now: datetime,
+) -> Attestation:
+    """Keep an attestation this node has just signed."""
+    if session.get(Attestation, attestation_id) is not None:
+        raise AlreadyExistsError(f"attestation {attestation_id} is already stored")
+    attestation = Attestation(
+        attestation_id=attestation_id,
+        direction=AttestationDirection.ISSUED,
+        envelope_json=envelope_json,
+        issuing_node_id=issuing_node_id,
+        paying_node_id=paying_node_id,
+        subject_locator=subject_locator,
+        beneficiary_id=beneficiary_id,
+        request_id=request_id,
+        method=method,
+        outcome=outcome,
+        observed_at=observed_at,
+        valid_until=valid_until,
+        signing_key_id=signing_key_id,
+        payload_sha256=payload_sha256,
+        stored_at=now,
+    )
+    session.add(attestation)
+    session.flush()
+    return attestation
+
+
+def store_received(
+    session: Session,
+    *,
+    attestation_id: str,
+    envelope_json: bytes,
+    issuing_node_id: str,
+    paying_node_id: str,
+    subject_locator: bytes,
+    beneficiary_id: str | None,
+    request_id: str | None,
+    method: int,
+    outcome: int,
+    observed_at: datetime,
+    valid_until: datetime,
+    signing_key_id: str,
+    payload_sha256: str,
+    now: datetime,
+) -> tuple[Attestation, bool]:
+    """Keep an attestation delivered by a peer. Returns it and whether it was a redelivery."""
+    existing = session.get(Attestation, attestation_id)
+    if existing is not None:
+        return _redelivered(existing, payload_sha256), True
+    attestation = Attestation(
+        attestation_id=attestation_id,
+        direction=AttestationDirection.RECEIVED,
+        envelope_json=envelope_json,
+        issuing_node_id=issuing_node_id,
+        paying_node_id=paying_node_id,
+        subject_locator=subject_locator,
+        beneficiary_id=beneficiary_id,
+        request_id=request_id,
+        method=method,
+        outcome=outcome,
+        observed_at=observed_at,
+        valid_until=valid_until,
+        signing_key_id=signing_key_id,
+        payload_sha256=payload_sha256,
+        stored_at=now,
+    )
+    try:
+        # A savepoint: a retry racing the original delivery must find the winner afterwards.
+        with session.begin_nested():
+            session.add(attestation)
+    except IntegrityError:
+        winner = session.get(Attestation, attestation_id)
+        if winner is None:
+            raise
+        return _redelivered(winner, payload_sha256), True
+    return attestation, False
+
+
+def _redelivered(existing: Attestation, payload_sha256: str) -> Attestation:
+    if existing.payload_sha256 != payload_sha256:
+        raise AlreadyExistsError("attestation id reused with different content")
+    return existing
+
+
+def get(session: Session, attestation_id: str) -> Attestation:
+    attestation = session.get(Attestation, attestation_id)
+    if attestation is None:
+        raise UnknownAttestationError(f"no attestation {attestation_id} at this node")
+    return attestation
+
+
+def page(
+    session: Session,
+    direction: AttestationDirection | None,
+    page_size: int,
+    page_token: str,
+) -> tuple[list[Attestation], str]:
+    """Attestations oldest first (ids are UUIDv7), optionally of one direction."""
+    statement = select(Attestation)
+    if direction is not None:
+        statement = statement.where(Attestation.direction == direction)
+    return keyset_page(
+        session,
+        statement,
+        key=col(Attestation.attestation_id),
+        key_of=lambda row: row.attestation_id,
+        page_size=page_size,
+        page_token=page_token,
+    )
+
+
+def for_locator(session: Session, subject_locator: bytes) -> list[Attestation]:
+    """Every attestation about one person, oldest first."""
+    return list(
+        session.exec(
+            select(Attestation)
+            .where(Attestation.subject_locator == subject_locator)
+            .order_by(col(Attestation.attestation_id))
+        )
+    )

@@ -1,0 +1,230 @@
+"""The audit trail: who did what to which subject and when, as a SHA-256 hash chain.
+
+Each record's hash covers the previous record's hash and a canonical JSON of its own fields
+(seq, at, actor, action, subject_type, subject_id, details), so editing a record, deleting one
+or reordering them breaks the chain where it happened, and `verify_chain` says where.
+
+A record is written in two steps. `append` inserts it as pending (`audit_pending`) in the
+business transaction that causes it, so it commits or rolls back with what it records. Shortly
+after, the sequencer (`federation_node.audit_sequencer`, or `flush`) chains pending records in
+batches with `sequence_pending`: under a lock (a PostgreSQL transaction-level advisory lock; on
+SQLite every transaction already holds the write lock) it reads the head, numbers the records
+one more than the last, links their hashes and deletes them from the queue, in one transaction,
+so a record is either pending or chained, never both and never lost, and concurrent replicas
+extend one chain, never a fork; a missing number can only mean a deleted record. Business
+transactions no longer take that lock, so it no longer serialises every state change of the
+node: only sequencing passes queue on it, one per batch.
+
+A chain alone cannot show that its newest records were cut off; anchoring the head hash
+elsewhere (an export, the transparency log) closes that gap. Details carry ids and enum values
+only, never a name or identity number.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, Engine, delete, text
+from sqlmodel import Session, col, select
+
+from federation_node.store.db import is_postgres, session_scope
+from federation_node.store.models import AuditPending, AuditRecord
+
+# pg_advisory_xact_lock key serialising appends to the chain (ASCII "cfaudit"). It is the key
+# business transactions took before records were queued, so a replica still running that
+# version during an upgrade appends to the same chain, never a fork.
+AUDIT_LOCK_KEY = 0x63666175646974
+# Pending records chained per transaction: big enough that a pass rarely needs two, small
+# enough that a pass holds the chain lock only briefly.
+SEQUENCE_BATCH = 1000
+_BATCH = 1000
+
+DetailValue = str | int | bool | None | list[str]
+
+
+class ConcurrentSequencingError(Exception):
+    """Pending records were removed while being chained: someone sequenced without the lock."""
+
+
+def append(
+    session: Session,
+    *,
+    actor: str,
+    action: str,
+    subject_type: str,
+    subject_id: str,
+    details: Mapping[str, DetailValue],
+    now: datetime,
+) -> AuditPending:
+    """Queue a record for the chain, in the caller's transaction; the sequencer chains it."""
+    clean_details = _checked_details(details)
+    if now.tzinfo is None:
+        raise ValueError("naive datetime: certfed keeps every time in UTC with tzinfo")
+    pending = AuditPending(
+        at=now.astimezone(UTC),
+        actor=actor,
+        action=action,
+        subject_type=subject_type,
+        subject_id=subject_id,
+        details=clean_details,
+    )
+    session.add(pending)
+    session.flush()
+    return pending
+
+
+def sequence_pending(session: Session, *, limit: int = SEQUENCE_BATCH) -> int:
+    """Chain up to `limit` pending records, oldest first, in the caller's transaction.
+
+    Returns how many were chained. The head and the queue are read only once the chain lock is
+    held, so what another replica chained and committed meanwhile is seen (under READ COMMITTED
+    every statement sees what committed before it began).
+    """
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    if is_postgres(session):
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK_KEY})
+    pending = list(
+        session.exec(select(AuditPending).order_by(col(AuditPending.pending_id)).limit(limit))
+    )
+    if not pending:
+        return 0
+    last = head(session)
+    seq = 0 if last is None else last.seq
+    prev_hash = AuditRecord.GENESIS_HASH if last is None else last.record_hash
+    for row in pending:
+        seq += 1
+        record = AuditRecord(
+            seq=seq,
+            at=row.at,
+            actor=row.actor,
+            action=row.action,
+            subject_type=row.subject_type,
+            subject_id=row.subject_id,
+            details=row.details,
+            prev_hash=prev_hash,
+            record_hash="",
+        )
+        record.record_hash = record_hash(record)
+        prev_hash = record.record_hash
+        session.add(record)
+    session.flush()
+    ids = [row.pending_id for row in pending]
+    result = session.execute(delete(AuditPending).where(col(AuditPending.pending_id).in_(ids)))
+    deleted = cast(CursorResult[Any], result).rowcount
+    if deleted != len(ids):
+        raise ConcurrentSequencingError(
+            f"{len(ids) - deleted} of {len(ids)} pending audit records vanished while they were "
+            "chained"
+        )
+    return len(ids)
+
+
+def flush(engine: Engine, *, batch: int = SEQUENCE_BATCH) -> int:
+    """Chain every pending record, one transaction per batch; returns how many were chained."""
+    total = 0
+    while True:
+        with session_scope(engine) as session:
+            chained = sequence_pending(session, limit=batch)
+        total += chained
+        if chained < batch:
+            return total
+
+
+def head(session: Session) -> AuditRecord | None:
+    """The newest record, whose hash stands for the whole chain."""
+    return session.exec(select(AuditRecord).order_by(col(AuditRecord.seq).desc()).limit(1)).first()
+
+
+def record_hash(record: AuditRecord) -> str:
+    """SHA-256 (hex) over the previous record's hash and this record's canonical JSON."""
+    material = record.prev_hash.encode("ascii") + b"\n" + _canonical(record)
+    return hashlib.sha256(material).hexdigest()
+
+
+def verify_chain(session: Session) -> list[str]:
+    """What is wrong with the chain, one sentence per problem; empty when it is intact."""
+    problems: list[str] = []
+    expected_seq = 1
+    prev_hash = AuditRecord.GENESIS_HASH
+    for record in _all_records(session):
+        if record.seq != expected_seq:
+            missing = (
+                f"record {expected_seq}"
+                if record.seq == expected_seq + 1
+                else f"records {expected_seq} to {record.seq - 1}"
+            )
+            problems.append(f"{missing} missing (deleted?) before record {record.seq}")
+        elif record.prev_hash != prev_hash:
+            problems.append(f"record {record.seq} does not link to the record before it")
+        if record_hash(record) != record.record_hash:
+            problems.append(f"record {record.seq} was altered after it was written")
+        expected_seq = record.seq + 1
+        prev_hash = record.record_hash
+    return problems
+
+
+def export(session: Session) -> Iterator[dict[str, Any]]:
+    """Every record in chain order, as JSON-ready dicts (times in ISO 8601 UTC)."""
+    for record in _all_records(session):
+        yield {
+            "seq": record.seq,
+            "at": record.at.astimezone(UTC).isoformat(),
+            "actor": record.actor,
+            "action": record.action,
+            "subject_type": record.subject_type,
+            "subject_id": record.subject_id,
+            "details": record.details,
+            "prev_hash": record.prev_hash,
+            "record_hash": record.record_hash,
+        }
+
+
+def _all_records(session: Session) -> Iterator[AuditRecord]:
+    after = 0
+    while True:
+        batch = list(
+            session.exec(
+                select(AuditRecord)
+                .where(AuditRecord.seq > after)
+                .order_by(col(AuditRecord.seq))
+                .limit(_BATCH)
+            )
+        )
+        yield from batch
+        if len(batch) < _BATCH:
+            return
+        after = batch[-1].seq
+
+
+def _canonical(record: AuditRecord) -> bytes:
+    fields = {
+        "seq": record.seq,
+        "at": record.at.astimezone(UTC).isoformat(),
+        "actor": record.actor,
+        "action": record.action,
+        "subject_type": record.subject_type,
+        "subject_id": record.subject_id,
+        "details": record.details,
+    }
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _checked_details(details: Mapping[str, DetailValue]) -> dict[str, DetailValue]:
+    # Floats and nested objects are refused: their JSON text may not survive a database round
+    # trip byte for byte, and the hash must.
+    clean: dict[str, DetailValue] = {}
+    for key, value in details.items():
+        if isinstance(value, list):
+            if not all(isinstance(item, str) for item in value):
+                raise ValueError(f"audit detail {key!r}: a list may hold strings only")
+            clean[key] = list(value)
+        elif value is None or isinstance(value, str | int | bool):
+            clean[key] = value
+        else:
+            raise ValueError(f"audit detail {key!r}: {type(value).__name__} is not allowed")
+    return clean

@@ -1,0 +1,43 @@
+"""Runs of the daily cycle, one row per day: claiming the day is what makes a run happen once.
+
+`claim` inserts the day's row first thing in the cycle's transaction. On PostgreSQL a second
+replica's insert of the same day waits for the first transaction and then fails (or succeeds if
+the first rolled back); on SQLite BEGIN IMMEDIATE serialises them. Either way one run wins and
+the others change nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from federation_node.store.models import CycleRun
+
+
+def claim(session: Session, day: date, actor: str, now: datetime) -> CycleRun | None:
+    """The day's run, newly claimed by this transaction; None when it already ran."""
+    key = day.isoformat()
+    if session.get(CycleRun, key) is not None:
+        return None
+    run = CycleRun(
+        day=key,
+        actor=actor,
+        started_at=now,
+        became_due=0,
+        requests_sent=0,
+        reminders_queued=0,
+        warned=0,
+        suspended=0,
+    )
+    try:
+        with session.begin_nested():
+            session.add(run)
+    except IntegrityError:
+        return None
+    return run
+
+
+def get(session: Session, day: date) -> CycleRun | None:
+    return session.get(CycleRun, day.isoformat())

@@ -1,0 +1,135 @@
+"""Where each beneficiary stands in the entitlement lifecycle: the `entitlement` rows.
+
+Every function works inside the caller's transaction. One beneficiary has one entitlement row,
+created in the transaction that registers them. The rules that move a row from state to state
+are in federation_node/rules/entitlement.py and federation_node/offices/lifecycle.py; this module only reads
+and writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, or_
+from sqlmodel import Session, col, select
+
+from federation.errors import UnknownBeneficiaryError
+from federation_node.rules.entitlement import EntitlementState
+from federation_node.store.db import keyset_page, lock_and_refresh
+from federation_node.store.models import Beneficiary, Entitlement
+
+
+def open_for(
+    session: Session, beneficiary_id: str, monthly_amount_fen: int, now: datetime
+) -> Entitlement:
+    """The entitlement of a newly registered beneficiary: active, nothing withheld."""
+    entitlement = Entitlement(
+        beneficiary_id=beneficiary_id,
+        monthly_amount_fen=monthly_amount_fen,
+        state=EntitlementState.ACTIVE,
+        state_since=now,
+        termination_pending_review=False,
+        pending_status=None,
+        pending_effective_at=None,
+        withheld_from_month=None,
+        overpayment_fen=0,
+        updated_at=now,
+    )
+    session.add(entitlement)
+    return entitlement
+
+
+def get(session: Session, beneficiary_id: str, *, for_update: bool = False) -> Entitlement:
+    entitlement = session.get(Entitlement, beneficiary_id)
+    if entitlement is None:
+        raise UnknownBeneficiaryError(
+            f"no beneficiary {beneficiary_id} at this office; check the id or search the list"
+        )
+    if for_update:
+        lock_and_refresh(session, entitlement)
+    return entitlement
+
+
+def for_beneficiaries(session: Session, beneficiary_ids: Sequence[str]) -> dict[str, Entitlement]:
+    found: dict[str, Entitlement] = {}
+    for start in range(0, len(beneficiary_ids), 500):
+        batch = list(beneficiary_ids[start : start + 500])
+        rows = session.exec(select(Entitlement).where(col(Entitlement.beneficiary_id).in_(batch)))
+        found.update((row.beneficiary_id, row) for row in rows)
+    return found
+
+
+def save(session: Session, entitlement: Entitlement, now: datetime) -> None:
+    entitlement.updated_at = now
+    session.add(entitlement)
+
+
+def page(
+    session: Session, state: EntitlementState | None, page_size: int, page_token: str
+) -> tuple[list[tuple[Entitlement, Beneficiary]], str]:
+    """Entitlements (with their beneficiaries) in beneficiary-id order, optionally one state."""
+    statement = select(Entitlement)
+    if state is not None:
+        statement = statement.where(Entitlement.state == state)
+    rows, token = keyset_page(
+        session,
+        statement,
+        key=col(Entitlement.beneficiary_id),
+        key_of=lambda row: row.beneficiary_id,
+        page_size=page_size,
+        page_token=page_token,
+    )
+    people = {
+        person.beneficiary_id: person
+        for person in session.exec(
+            select(Beneficiary).where(
+                col(Beneficiary.beneficiary_id).in_([row.beneficiary_id for row in rows])
+            )
+        )
+    }
+    return [(row, people[row.beneficiary_id]) for row in rows], token
+
+
+def in_cycle_scope(session: Session, horizon: datetime) -> list[tuple[Entitlement, Beneficiary]]:
+    """Everyone the daily cycle may have to act on: not terminated, no termination awaiting
+    review, and either no longer active or with validity ending by `horizon` (or never
+    certified). Active people far from their end of validity are not read at all."""
+    statement = (
+        select(Entitlement, Beneficiary)
+        .join(Beneficiary, col(Beneficiary.beneficiary_id) == col(Entitlement.beneficiary_id))
+        .where(
+            Entitlement.state != EntitlementState.TERMINATED,
+            col(Entitlement.termination_pending_review).is_(False),
+            or_(
+                col(Entitlement.state) != EntitlementState.ACTIVE,
+                col(Beneficiary.valid_until).is_(None),
+                col(Beneficiary.valid_until) <= horizon,
+            ),
+        )
+        .order_by(col(Entitlement.beneficiary_id))
+    )
+    return [(entitlement, person) for entitlement, person in session.exec(statement)]
+
+
+def count_by_state(session: Session) -> dict[EntitlementState, int]:
+    rows = session.exec(
+        select(Entitlement.state, func.count()).group_by(col(Entitlement.state))
+    ).all()
+    return {EntitlementState(state): int(count) for state, count in rows}
+
+
+def by_locators(
+    session: Session, locators: Sequence[bytes]
+) -> dict[bytes, tuple[Beneficiary, Entitlement]]:
+    """This office's beneficiaries among `locators`, with their entitlements."""
+    found: dict[bytes, tuple[Beneficiary, Entitlement]] = {}
+    for start in range(0, len(locators), 500):
+        statement = (
+            select(Beneficiary, Entitlement)
+            .join(Entitlement, col(Entitlement.beneficiary_id) == col(Beneficiary.beneficiary_id))
+            .where(col(Beneficiary.subject_locator).in_(list(locators[start : start + 500])))
+        )
+        for person, entitlement in session.exec(statement):
+            found[person.subject_locator] = (person, entitlement)
+    return found

@@ -1,0 +1,416 @@
+"""This node's transparency log in its database: entries, head, cached subtree roots, checkpoints.
+
+Promises:
+
+* Appends are serialised by a lock on the one `log_head` row (SELECT ... FOR UPDATE on
+  PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers) and happen inside the caller's
+  transaction, so an attestation and its log position commit together or not at all, and
+  several replicas on one PostgreSQL never hand out one index twice or leave a gap.
+* The head keeps the compact right edge of the tree (signing.merkle.TreeBuilder state), so an
+  append costs O(log n) hashes and the current root is read, not recomputed.
+* Every complete, aligned subtree of 2**CACHED_LEVEL leaves or more has its root in
+  `log_subtree`, written by the append that completes it; a proof therefore reads O(log n) rows
+  and at most two runs of fewer than 2**CACHED_LEVEL leaf hashes (RFC 9162 2.1.3, 2.1.4).
+* The bulk path (`append_many`) writes the same rows as repeated `append` calls, through COPY.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import NamedTuple
+
+from sqlmodel import Session, col, select
+
+from federation.errors import InvalidInputError, NotFoundError, UnknownAttestationError
+from federation_node.store.bulk_insert import insert_rows
+from federation_node.store.db import is_postgres
+from federation_node.store.models import LogCheckpoint, LogEntry, LogHead, LogSubtree
+from signing import merkle
+
+HEAD_ID = 1
+HASH_SIZE = merkle.HASH_SIZE
+# Subtrees of 256 leaves and larger are cached: about n/128 rows for n entries, and a proof
+# never hashes more than 2 * 255 leaves that it reads.
+CACHED_LEVEL = 8
+CHUNK = 1 << CACHED_LEVEL
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """An attestation envelope to append, with what the log indexes it by."""
+
+    attestation_id: str
+    envelope_json: bytes
+    paying_region: str
+
+
+class EntryRow(NamedTuple):
+    # A tuple, not a dataclass: the sync path builds hundreds of thousands of these a second.
+    leaf_index: int
+    envelope_json: bytes
+    paying_region: str
+
+
+@dataclass(frozen=True)
+class Head:
+    tree_size: int
+    root_hash: bytes
+    state: tuple[bytes, ...]
+
+
+def join_state(state: Sequence[bytes]) -> bytes:
+    return b"".join(state)
+
+
+def split_state(packed: bytes) -> list[bytes]:
+    if len(packed) % HASH_SIZE:
+        raise ValueError(f"a compact state is a multiple of {HASH_SIZE} bytes")
+    return [packed[offset : offset + HASH_SIZE] for offset in range(0, len(packed), HASH_SIZE)]
+
+
+def _head_row(session: Session, *, lock: bool) -> LogHead:
+    statement = select(LogHead).where(LogHead.head_id == HEAD_ID)
+    if lock:
+        statement = statement.with_for_update()
+    row = session.exec(statement.execution_options(populate_existing=True)).one_or_none()
+    if row is None:
+        raise RuntimeError("the log head row is missing: run the node's migrations")
+    return row
+
+
+def head(session: Session) -> Head:
+    """The log's current size and root, without locking."""
+    row = _head_row(session, lock=False)
+    return Head(row.tree_size, row.root_hash, tuple(split_state(row.compact_state)))
+
+
+def _store_head(row: LogHead, builder: merkle.TreeBuilder) -> None:
+    row.tree_size = builder.size
+    row.root_hash = builder.root()
+    row.compact_state = join_state(builder.state())
+
+
+def append(session: Session, entry: NewEntry) -> int:
+    """Append one entry in the caller's transaction; returns its leaf index."""
+    row = _head_row(session, lock=True)
+    builder = merkle.TreeBuilder.from_state(row.tree_size, split_state(row.compact_state))
+    index = builder.size
+    leaf = merkle.leaf_hash(entry.envelope_json)
+    builder.append(leaf)
+    session.add(
+        LogEntry(
+            leaf_index=index,
+            leaf_hash=leaf,
+            envelope_json=entry.envelope_json,
+            paying_region=entry.paying_region,
+            attestation_id=entry.attestation_id,
+        )
+    )
+    session.flush()
+    if builder.size % CHUNK == 0:
+        session.add_all(
+            LogSubtree(level=level, subtree_index=position, subtree_hash=value)
+            for level, position, value in _completed_by(session, builder.size)
+        )
+    _store_head(row, builder)
+    session.add(row)
+    session.flush()
+    return index
+
+
+def _completed_by(session: Session, size: int) -> list[tuple[int, int, bytes]]:
+    """The cached subtrees that the leaf making the tree `size` long completes."""
+    position = size // CHUNK - 1
+    value = merkle.root_from_leaves(_leaf_hashes(session, size - CHUNK, size))[1]
+    level = CACHED_LEVEL
+    completed = [(level, position, value)]
+    while position & 1:
+        left = _cached(session, level, position - 1)
+        if left is None:
+            raise RuntimeError(f"log subtree ({level}, {position - 1}) is missing")
+        value = merkle.node_hash(left, value)
+        position >>= 1
+        level += 1
+        completed.append((level, position, value))
+    return completed
+
+
+class _SubtreeRecorder:
+    """The cached subtrees completed while appending leaves in memory (the bulk path)."""
+
+    def __init__(self, size: int, chunk: list[bytes], left: dict[int, bytes]) -> None:
+        self._size = size
+        self._chunk = chunk
+        # Per level, the root of the last complete subtree with an even index: the left sibling
+        # the next subtree of that level will be joined with.
+        self._left = left
+        self.completed: list[tuple[int, int, bytes]] = []
+
+    @classmethod
+    def resume(cls, session: Session, size: int) -> _SubtreeRecorder:
+        chunk = _leaf_hashes(session, size - size % CHUNK, size)
+        left: dict[int, bytes] = {}
+        for level in range(CACHED_LEVEL, size.bit_length()):
+            if size >> level & 1:
+                value = _cached(session, level, (size >> level) - 1)
+                if value is None:
+                    raise RuntimeError(f"log subtree ({level}, {(size >> level) - 1}) is missing")
+                left[level] = value
+        return cls(size, chunk, left)
+
+    def add(self, leaf: bytes) -> None:
+        self._chunk.append(leaf)
+        self._size += 1
+        if len(self._chunk) < CHUNK:
+            return
+        value = merkle.root_from_leaves(self._chunk)[1]
+        self._chunk = []
+        level, position = CACHED_LEVEL, self._size // CHUNK - 1
+        while True:
+            self.completed.append((level, position, value))
+            if not position & 1:
+                self._left[level] = value
+                return
+            value = merkle.node_hash(self._left.pop(level), value)
+            position >>= 1
+            level += 1
+
+
+def append_many(session: Session, entries: Iterable[NewEntry]) -> Head:
+    """Append entries in order in the caller's transaction, streaming them to the database."""
+    row = _head_row(session, lock=True)
+    builder = merkle.TreeBuilder.from_state(row.tree_size, split_state(row.compact_state))
+    recorder = _SubtreeRecorder.resume(session, builder.size)
+
+    def rows() -> Iterator[tuple[int, bytes, bytes, str, str]]:
+        for entry in entries:
+            leaf = merkle.leaf_hash(entry.envelope_json)
+            index = builder.size
+            builder.append(leaf)
+            recorder.add(leaf)
+            yield index, leaf, entry.envelope_json, entry.paying_region, entry.attestation_id
+
+    table = LogEntry.__table__  # type: ignore[attr-defined]
+    insert_rows(
+        session,
+        table,
+        ("leaf_index", "leaf_hash", "envelope_json", "paying_region", "attestation_id"),
+        rows(),
+    )
+    insert_rows(
+        session,
+        LogSubtree.__table__,  # type: ignore[attr-defined]
+        ("level", "subtree_index", "subtree_hash"),
+        recorder.completed,
+    )
+    _store_head(row, builder)
+    session.add(row)
+    session.flush()
+    return Head(builder.size, builder.root(), tuple(builder.state()))
+
+
+# Reading.
+
+
+def _leaf_hashes(session: Session, start: int, end: int) -> list[bytes]:
+    if start >= end:
+        return []
+    rows = session.exec(
+        select(LogEntry.leaf_hash)
+        .where(col(LogEntry.leaf_index) >= start, col(LogEntry.leaf_index) < end)
+        .order_by(col(LogEntry.leaf_index))
+    )
+    hashes = list(rows)
+    if len(hashes) != end - start:
+        raise RuntimeError(f"the log is missing entries in [{start}, {end})")
+    return hashes
+
+
+def _cached(session: Session, level: int, position: int) -> bytes | None:
+    found = session.get(LogSubtree, (level, position))
+    return None if found is None else found.subtree_hash
+
+
+def _check_range(start: int, end: int, size: int) -> None:
+    if start < 0:
+        raise InvalidInputError("start", "must not be negative")
+    if end < start:
+        raise InvalidInputError("end", "must not be before start")
+    if end > size:
+        raise InvalidInputError("end", f"is beyond the log's size {size}")
+
+
+def entries(session: Session, start: int, end: int) -> list[EntryRow]:
+    """Entries [start, end) in order; the range must lie inside the log."""
+    _check_range(start, end, head(session).tree_size)
+    rows = session.exec(
+        select(LogEntry.leaf_index, LogEntry.envelope_json, LogEntry.paying_region)
+        .where(col(LogEntry.leaf_index) >= start, col(LogEntry.leaf_index) < end)
+        .order_by(col(LogEntry.leaf_index))
+    )
+    return [EntryRow(index, envelope, region) for index, envelope, region in rows]
+
+
+def stream_entries(
+    session: Session, start: int, end: int, regions: Sequence[str], chunk: int
+) -> Iterator[list[EntryRow]]:
+    """Entries in [start, end) (only those for `regions`, if any), `chunk` rows at a time.
+
+    One query read as it goes: a server-side cursor in binary format on PostgreSQL (bytea
+    arrives as bytes, not hex text), fetchmany on SQLite. The session stays open while the
+    caller iterates.
+    """
+    columns = "leaf_index, envelope_json, paying_region"
+    driver = session.connection().connection.driver_connection
+    if driver is None:
+        raise RuntimeError("the session's connection has no driver connection")
+    postgres = is_postgres(session)
+    mark = "%s" if postgres else "?"
+    where = f"leaf_index >= {mark} AND leaf_index < {mark}"
+    parameters: list[object] = [start, end]
+    if regions:
+        where += f" AND paying_region IN ({', '.join(mark for _ in regions)})"
+        parameters.extend(regions)
+    query = f"SELECT {columns} FROM log_entry WHERE {where} ORDER BY leaf_index"  # noqa: S608
+    if postgres:
+        cursor = driver.cursor(name="log_entries", binary=True)
+        cursor.itersize = chunk
+    else:
+        cursor = driver.cursor()
+    try:
+        cursor.execute(query, parameters)
+        make = EntryRow._make
+        while rows := cursor.fetchmany(chunk):
+            yield [make(row) for row in rows]
+    finally:
+        cursor.close()
+
+
+def entries_for_regions(
+    session: Session, start: int, end: int, regions: Sequence[str]
+) -> list[EntryRow]:
+    """Entries in [start, end) for the given paying regions, in order."""
+    rows = session.exec(
+        select(LogEntry.leaf_index, LogEntry.envelope_json, LogEntry.paying_region)
+        .where(
+            col(LogEntry.leaf_index) >= start,
+            col(LogEntry.leaf_index) < end,
+            col(LogEntry.paying_region).in_(list(regions)),
+        )
+        .order_by(col(LogEntry.leaf_index))
+    )
+    return [EntryRow(index, envelope, region) for index, envelope, region in rows]
+
+
+def entry_of(session: Session, attestation_id: str) -> LogEntry:
+    found = session.exec(
+        select(LogEntry).where(LogEntry.attestation_id == attestation_id)
+    ).one_or_none()
+    if found is None:
+        raise UnknownAttestationError(
+            f"attestation {attestation_id} is not in this node's log; only attestations this "
+            "node issued are logged here"
+        )
+    return found
+
+
+def entry_at(session: Session, leaf_index: int) -> LogEntry:
+    found = session.get(LogEntry, leaf_index)
+    if found is None:
+        raise NotFoundError(f"the log has no entry {leaf_index}")
+    return found
+
+
+class _TreeReader:
+    """Subtree roots from the store: cached ones read, the rest hashed from few leaves."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def hash_at(self, start: int, end: int) -> bytes:
+        width = end - start
+        if width >= CHUNK and width & (width - 1) == 0 and start % width == 0:
+            cached = _cached(self._session, width.bit_length() - 1, start // width)
+            if cached is not None:
+                return cached
+        if width <= CHUNK:
+            return merkle.root_from_leaves(_leaf_hashes(self._session, start, end))[1]
+        # RFC 9162 2.1.1: split at the largest power of two smaller than the width.
+        split = 1 << ((width - 1).bit_length() - 1)
+        return merkle.node_hash(
+            self.hash_at(start, start + split), self.hash_at(start + split, end)
+        )
+
+
+def _require_size(session: Session, tree_size: int, field: str) -> None:
+    size = head(session).tree_size
+    if not 0 <= tree_size <= size:
+        raise InvalidInputError(field, f"must be between 0 and the log's size {size}")
+
+
+def root_at(session: Session, tree_size: int) -> bytes:
+    """The root of the log when it had `tree_size` entries."""
+    _require_size(session, tree_size, "tree_size")
+    if tree_size == 0:
+        return merkle.EMPTY_ROOT
+    return _TreeReader(session).hash_at(0, tree_size)
+
+
+def inclusion_proof(session: Session, leaf_index: int, tree_size: int) -> list[bytes]:
+    _require_size(session, tree_size, "tree_size")
+    if not 0 <= leaf_index < tree_size:
+        raise InvalidInputError("leaf_index", f"must be below the tree size {tree_size}")
+    return merkle.inclusion_proof(leaf_index, tree_size, _TreeReader(session).hash_at)
+
+
+def consistency_proof(session: Session, first_size: int, second_size: int) -> list[bytes]:
+    _require_size(session, second_size, "second_size")
+    if not 0 <= first_size <= second_size:
+        raise InvalidInputError("first_size", f"must be between 0 and second_size {second_size}")
+    return merkle.consistency_proof(first_size, second_size, _TreeReader(session).hash_at)
+
+
+# Checkpoints the registry witness cosigned.
+
+
+def latest_checkpoint(session: Session) -> LogCheckpoint | None:
+    return session.exec(
+        select(LogCheckpoint).order_by(col(LogCheckpoint.tree_size).desc()).limit(1)
+    ).one_or_none()
+
+
+def checkpoint_covering(session: Session, leaf_index: int) -> LogCheckpoint | None:
+    """The smallest cosigned checkpoint whose tree includes leaf `leaf_index`."""
+    return session.exec(
+        select(LogCheckpoint)
+        .where(col(LogCheckpoint.tree_size) > leaf_index)
+        .order_by(col(LogCheckpoint.tree_size))
+        .limit(1)
+    ).one_or_none()
+
+
+def store_checkpoint(
+    session: Session, tree_size: int, root_hash: bytes, note: bytes, now: datetime
+) -> None:
+    """Keep a cosigned checkpoint; a newer cosignature of the same size replaces the older."""
+    existing = session.get(LogCheckpoint, tree_size)
+    if existing is None:
+        session.add(
+            LogCheckpoint(tree_size=tree_size, root_hash=root_hash, note=note, cosigned_at=now)
+        )
+        return
+    if existing.root_hash != root_hash:
+        raise RuntimeError(f"two different roots for this log at size {tree_size}")
+    existing.note = note
+    existing.cosigned_at = now
+    session.add(existing)
+
+
+def stored_subtrees(session: Session) -> list[tuple[int, int, bytes]]:
+    """Every cached subtree root, ordered (for checks that the bulk and single paths agree)."""
+    rows = session.exec(
+        select(LogSubtree).order_by(col(LogSubtree.level), col(LogSubtree.subtree_index))
+    )
+    return [(row.level, row.subtree_index, row.subtree_hash) for row in rows]

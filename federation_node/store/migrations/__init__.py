@@ -1,0 +1,1 @@
+"""Alembic migrations of the node store; applied by `federation_node.store.db.migrate`."""

@@ -1,0 +1,746 @@
+"""The node's tables, as SQLModel classes, and the column types they share.
+
+Every table lives in `metadata` (not SQLModel's global one), so the node's schema can be compared
+with its migrations without picking up tables of other services imported in the same process.
+The schema itself is created only by the migrations in `federation_node/migrations`.
+
+Promises kept here, whatever the database:
+
+* every datetime read back is timezone-aware UTC (`UtcDateTime`), and a naive one is refused
+  on write;
+* closed sets are Python `StrEnum`s stored as their string values (`StrEnumType`), with a CHECK
+  constraint so the database refuses anything else;
+* no identity number or name is stored in clear: a beneficiary's identity is the caller's sealed
+  bytes plus a masked number for display, and the person is found by subject locator (a keyed
+  hash).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any, ClassVar, TypeVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
+
+from federation_node.rules.entitlement import EntitlementState, ReminderKind
+
+ID_LENGTH = 64
+NODE_ID_LENGTH = 64
+REGION_LENGTH = 16
+HEX_SHA256_LENGTH = 64
+ENUM_LENGTH = 32
+LOCATOR_BYTES = 32
+
+# Deterministic constraint names, the same on SQLite and PostgreSQL, so migrations can name them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every engine.
+
+    PostgreSQL stores `timestamptz`; SQLite has no time zones, so the value is written as naive
+    UTC (a fixed-width string that sorts in time order) and given back its UTC tzinfo on read.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("naive datetime: certfed keeps every time in UTC with tzinfo")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+E = TypeVar("E", bound=enum.StrEnum)
+
+
+class StrEnumType(TypeDecorator[E]):
+    """A `StrEnum` stored as its string value in a VARCHAR; read back as the enum member."""
+
+    impl = String(ENUM_LENGTH)
+    cache_ok = True
+
+    def __init__(self, enum_class: type[E]) -> None:
+        super().__init__()
+        self.enum_class = enum_class
+
+    def process_bind_param(self, value: E | str | None, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        # Raises ValueError for a string that is not one of the members.
+        return self.enum_class(value).value
+
+    def process_result_value(self, value: str | None, dialect: Dialect) -> E | None:
+        if value is None:
+            return None
+        return self.enum_class(value)
+
+
+def _enum_check(column: str, enum_class: type[enum.StrEnum]) -> CheckConstraint:
+    values = ", ".join(f"'{member.value}'" for member in enum_class)
+    return CheckConstraint(f"{column} IN ({values})", name=column)
+
+
+class IdentityType(enum.StrEnum):
+    RESIDENT_ID = "resident_id"
+    HKID = "hkid"
+    MACAU_BIR = "macau_bir"
+    PASSPORT = "passport"
+
+
+class BeneficiaryState(enum.StrEnum):
+    ACTIVE = "active"
+    DECEASED = "deceased"
+    IMPRISONED = "imprisoned"
+    DECLARED_MISSING = "declared_missing"
+
+
+class RequestDirection(enum.StrEnum):
+    # Sent by this node, a paying office, to the residence node.
+    OUTBOUND = "outbound"
+    # Received by this node, as the residence node.
+    INBOUND = "inbound"
+
+
+class AssistanceState(enum.StrEnum):
+    QUEUED = "queued"
+    RECEIVED = "received"
+    ACCEPTED = "accepted"
+    SCHEDULED = "scheduled"
+    DECLINED = "declined"
+    COMPLETED = "completed"
+
+
+OPEN_ASSISTANCE_STATES = frozenset(
+    {
+        AssistanceState.QUEUED,
+        AssistanceState.RECEIVED,
+        AssistanceState.ACCEPTED,
+        AssistanceState.SCHEDULED,
+    }
+)
+
+
+class CertificationState(enum.StrEnum):
+    AWAITING_REVIEW = "awaiting_review"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class AttestationDirection(enum.StrEnum):
+    ISSUED = "issued"
+    RECEIVED = "received"
+
+
+class RevocationFinding(enum.StrEnum):
+    # Signed at or after the signing key's revocation time: must not be trusted.
+    REFUSED_AFTER_REVOCATION = "refused-after-revocation"
+    # Signed before the key was revoked: still valid, but a person looks at it again.
+    SIGNED_BY_SINCE_REVOKED_KEY = "signed-by-since-revoked-key"
+
+
+class OutboxKind(enum.StrEnum):
+    REQUEST_ASSISTANCE = "request_assistance"
+    UPDATE_ASSISTANCE_STATUS = "update_assistance_status"
+    DELIVER_ATTESTATION = "deliver_attestation"
+    PUBLISH_LOCATORS = "publish_locators"
+
+
+class DeliveryState(enum.StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DEAD = "dead"
+
+
+class OperatorRole(enum.StrEnum):
+    CLERK = "clerk"
+    REVIEWER = "reviewer"
+    ADMIN = "admin"
+
+
+# Destination of outbox messages addressed to the registry rather than to a peer node.
+REGISTRY_DESTINATION = "registry"
+
+
+class NodeTable(SQLModel, registry=registry(metadata=metadata)):
+    """Base of the node's tables: they all belong to `metadata`."""
+
+
+def _id(*, primary_key: bool = False, nullable: bool = False, **kwargs: Any) -> Any:
+    return Field(
+        sa_column=Column(String(ID_LENGTH), primary_key=primary_key, nullable=nullable, **kwargs)
+    )
+
+
+def _node_id() -> Any:
+    return Field(sa_column=Column(String(NODE_ID_LENGTH), nullable=False))
+
+
+def _region() -> Any:
+    return Field(sa_column=Column(String(REGION_LENGTH), nullable=False))
+
+
+def _when(*, nullable: bool = False) -> Any:
+    return Field(sa_column=Column(UtcDateTime(), nullable=nullable))
+
+
+def _bytes(*, nullable: bool = False) -> Any:
+    return Field(sa_column=Column(LargeBinary(), nullable=nullable))
+
+
+def _text() -> Any:
+    return Field(sa_column=Column(Text(), nullable=False))
+
+
+def _hex_sha256() -> Any:
+    return Field(sa_column=Column(String(HEX_SHA256_LENGTH), nullable=False))
+
+
+def _int() -> Any:
+    return Field(sa_column=Column(Integer(), nullable=False))
+
+
+def _json() -> Any:
+    return Field(sa_column=Column(JSON(), nullable=False))
+
+
+def _enum(enum_class: type[enum.StrEnum]) -> Any:
+    return Field(sa_column=Column(StrEnumType(enum_class), nullable=False))
+
+
+class Beneficiary(NodeTable, table=True):
+    """A person this office pays."""
+
+    __tablename__ = "beneficiary"
+    __table_args__ = (
+        _enum_check("identity_type", IdentityType),
+        _enum_check("status", BeneficiaryState),
+        CheckConstraint(
+            f"length(subject_locator) = {LOCATOR_BYTES}", name="subject_locator_length"
+        ),
+    )
+
+    beneficiary_id: str = _id(primary_key=True)
+    # HMAC of the normalised identity number (signing.locator): how the federation names a person.
+    subject_locator: bytes = Field(
+        sa_column=Column(LargeBinary(), nullable=False, unique=True),
+    )
+    identity_type: IdentityType = _enum(IdentityType)
+    masked_identity_number: str = Field(sa_column=Column(String(32), nullable=False))
+    sealed_identity: bytes = _bytes()
+    residence_region: str = _region()
+    paying_region: str = _region()
+    status: BeneficiaryState = _enum(BeneficiaryState)
+    status_effective_at: datetime | None = _when(nullable=True)
+    valid_until: datetime | None = _when(nullable=True)
+    possible_duplicate: bool = Field(sa_column=Column(Boolean(), nullable=False))
+    created_at: datetime = _when()
+    updated_at: datetime = _when()
+
+
+class AssistanceRequest(NodeTable, table=True):
+    """An assistance request, sent by this node (outbound) or received by it (inbound)."""
+
+    __tablename__ = "assistance_request"
+    __table_args__ = (
+        _enum_check("direction", RequestDirection),
+        _enum_check("status", AssistanceState),
+        Index(None, "direction", "status", "request_id"),
+    )
+
+    request_id: str = _id(primary_key=True)
+    direction: RequestDirection = _enum(RequestDirection)
+    # The residence node for an outbound request, the paying node for an inbound one.
+    peer_node_id: str = _node_id()
+    beneficiary_id: str | None = Field(
+        sa_column=Column(
+            String(ID_LENGTH), ForeignKey("beneficiary.beneficiary_id"), nullable=True, index=True
+        )
+    )
+    subject_locator: bytes = _bytes()
+    paying_node_id: str = _node_id()
+    paying_region: str = _region()
+    residence_region: str = _region()
+    # Inbound: the HPKE-sealed identity exactly as received. Outbound: NULL, the identity sealed
+    # to the peer travels only in the outbox message.
+    sealed_identity: bytes | None = _bytes(nullable=True)
+    # Hex SHA-256 of the RequestAssistanceRequest bytes, to tell a redelivery from a reused id.
+    payload_sha256: str = _hex_sha256()
+    deadline: datetime = _when()
+    acceptable_methods: list[int] = _json()
+    note: str = _text()
+    status: AssistanceState = _enum(AssistanceState)
+    status_reason: str = _text()
+    scheduled_for: datetime | None = _when(nullable=True)
+    # Inbound: bumped by every local status change and sent along. Outbound: the last applied.
+    status_sequence: int = _int()
+    attestation_id: str | None = _id(nullable=True)
+    # = beneficiary_id while an outbound request is open, else NULL. Being UNIQUE, it lets the
+    # database refuse a second open request for one person, whatever the number of replicas.
+    open_beneficiary_id: str | None = Field(
+        sa_column=Column(String(ID_LENGTH), nullable=True, unique=True)
+    )
+    created_at: datetime = _when()
+    updated_at: datetime = _when()
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_ASSISTANCE_STATES
+
+
+class Certification(NodeTable, table=True):
+    """The outcome of a check, recorded by a clerk and reviewed by another operator."""
+
+    __tablename__ = "certification"
+    __table_args__ = (
+        _enum_check("status", CertificationState),
+        Index(None, "status", "certification_id"),
+    )
+
+    certification_id: str = _id(primary_key=True)
+    status: CertificationState = _enum(CertificationState)
+    request_id: str | None = Field(
+        sa_column=Column(
+            String(ID_LENGTH),
+            ForeignKey("assistance_request.request_id"),
+            nullable=True,
+            index=True,
+        )
+    )
+    subject_locator: bytes = _bytes()
+    paying_node_id: str = _node_id()
+    paying_region: str = _region()
+    certifying_region: str = _region()
+    # certfed.v1.CertificationMethod and CertificationOutcome values.
+    method: int = _int()
+    outcome: int = _int()
+    observed_at: datetime = _when()
+    # Hex SHA-256 of evidence kept at this office.
+    evidence_digests: list[str] = _json()
+    note: str = _text()
+    clerk_id: str = _id()
+    reviewer_id: str | None = _id(nullable=True)
+    recorded_at: datetime = _when()
+    reviewed_at: datetime | None = _when(nullable=True)
+    rejection_reason: str = _text()
+    attestation_id: str | None = _id(nullable=True)
+
+
+class Attestation(NodeTable, table=True):
+    """A signed attestation, issued by this node or received from another, kept as signed."""
+
+    __tablename__ = "attestation"
+    __table_args__ = (
+        _enum_check("direction", AttestationDirection),
+        Index(None, "direction", "attestation_id"),
+    )
+
+    attestation_id: str = _id(primary_key=True)
+    direction: AttestationDirection = _enum(AttestationDirection)
+    # The DSSE envelope's JSON serialisation, byte for byte as signed and sent.
+    envelope_json: bytes = _bytes()
+    issuing_node_id: str = _node_id()
+    paying_node_id: str = _node_id()
+    subject_locator: bytes = Field(sa_column=Column(LargeBinary(), nullable=False, index=True))
+    beneficiary_id: str | None = Field(
+        sa_column=Column(String(ID_LENGTH), ForeignKey("beneficiary.beneficiary_id"), nullable=True)
+    )
+    request_id: str | None = Field(sa_column=Column(String(ID_LENGTH), nullable=True, index=True))
+    method: int = _int()
+    outcome: int = _int()
+    observed_at: datetime = _when()
+    valid_until: datetime = _when()
+    signing_key_id: str = Field(sa_column=Column(String(128), nullable=False))
+    # Hex SHA-256 of the DSSE payload, to tell a redelivery from a conflicting reuse of an id.
+    payload_sha256: str = _hex_sha256()
+    stored_at: datetime = _when()
+
+
+class RevocationReview(NodeTable, table=True):
+    """A received attestation whose signing key the directory has since revoked: listed for a
+    person to review, never silently kept as valid nor silently deleted."""
+
+    __tablename__ = "revocation_review"
+    __table_args__ = (_enum_check("finding", RevocationFinding),)
+
+    attestation_id: str = Field(
+        sa_column=Column(
+            String(ID_LENGTH), ForeignKey("attestation.attestation_id"), primary_key=True
+        )
+    )
+    issuing_node_id: str = _node_id()
+    signing_key_id: str = Field(sa_column=Column(String(128), nullable=False))
+    finding: RevocationFinding = _enum(RevocationFinding)
+    # The attestation's own issued_at, read from its signed payload.
+    issued_at: datetime = _when()
+    key_revoked_at: datetime = _when()
+    revocation_reason: str = _text()
+    # The directory version that brought the revocation, and when this node found it.
+    directory_version: int = Field(sa_column=Column(BigInteger(), nullable=False))
+    flagged_at: datetime = _when()
+
+
+class OutboxMessage(NodeTable, table=True):
+    """A message committed with the state change it announces, delivered by the dispatcher."""
+
+    __tablename__ = "outbox_message"
+    __table_args__ = (
+        _enum_check("kind", OutboxKind),
+        _enum_check("state", DeliveryState),
+        Index(None, "state", "next_attempt_at"),
+    )
+
+    message_id: str = _id(primary_key=True)
+    kind: OutboxKind = _enum(OutboxKind)
+    # A peer node id, or REGISTRY_DESTINATION.
+    destination: str = _node_id()
+    # The request, attestation or beneficiary the message is about.
+    subject_id: str = _id()
+    # A serialized protobuf request, ready to send.
+    payload: bytes = _bytes()
+    state: DeliveryState = _enum(DeliveryState)
+    attempts: int = _int()
+    next_attempt_at: datetime = _when()
+    last_error: str = _text()
+    created_at: datetime = _when()
+    delivered_at: datetime | None = _when(nullable=True)
+    # When an administrator last put the message back from the dead letters: the retry budget
+    # in time counts from here instead of created_at.
+    retried_at: datetime | None = _when(nullable=True)
+
+
+class Operator(NodeTable, table=True):
+    """A clerk, reviewer or administrator of this node, known by a role label, not a name."""
+
+    __tablename__ = "operator"
+
+    operator_id: str = _id(primary_key=True)
+    label: str = Field(sa_column=Column(String(128), nullable=False))
+    roles: list[str] = _json()
+    token_salt: bytes = _bytes()
+    token_hash: bytes = _bytes()
+    disabled: bool = Field(sa_column=Column(Boolean(), nullable=False))
+    created_at: datetime = _when()
+    disabled_at: datetime | None = _when(nullable=True)
+
+    def has_role(self, role: OperatorRole) -> bool:
+        return role.value in self.roles
+
+
+class AuditRecord(NodeTable, table=True):
+    """One link of the audit hash chain: who did what to which subject, and when."""
+
+    __tablename__ = "audit_record"
+
+    # Assigned by audit.sequence_pending under a lock, not by a database sequence: a sequence
+    # leaves gaps when a transaction rolls back, and a gap is how a deleted record shows.
+    seq: int = Field(sa_column=Column(Integer(), primary_key=True, autoincrement=False))
+    at: datetime = _when()
+    # An operator id, or "node:<node id>" for what the node does on its own.
+    actor: str = Field(sa_column=Column(String(80), nullable=False))
+    action: str = Field(sa_column=Column(String(64), nullable=False))
+    subject_type: str = Field(sa_column=Column(String(32), nullable=False))
+    subject_id: str = _id()
+    # Ids and enum values only; never a name or identity number.
+    details: dict[str, Any] = _json()
+    prev_hash: str = _hex_sha256()
+    record_hash: str = _hex_sha256()
+
+    GENESIS_HASH: ClassVar[str] = "0" * HEX_SHA256_LENGTH
+
+
+class AuditPending(NodeTable, table=True):
+    """An audit record written by a business transaction and not yet chained.
+
+    audit.sequence_pending moves it into the chain as an AuditRecord, in pending_id order, and
+    deletes it in the same transaction.
+    """
+
+    __tablename__ = "audit_pending"
+
+    # Orders the queue only; a gap here (a rolled-back transaction) means nothing.
+    pending_id: int | None = Field(
+        default=None, sa_column=Column(Integer(), primary_key=True, autoincrement=True)
+    )
+    at: datetime = _when()
+    actor: str = Field(sa_column=Column(String(80), nullable=False))
+    action: str = Field(sa_column=Column(String(64), nullable=False))
+    subject_type: str = Field(sa_column=Column(String(32), nullable=False))
+    subject_id: str = _id()
+    details: dict[str, Any] = _json()
+
+
+# The transparency log (RFC 9162): what this node issued, and what it synced from other nodes.
+
+
+class LogEntry(NodeTable, table=True):
+    """One entry of this node's append-only log: an attestation envelope it issued, in order."""
+
+    __tablename__ = "log_entry"
+    __table_args__ = (CheckConstraint("length(leaf_hash) = 32", name="leaf_hash_length"),)
+
+    # Position in the log from 0, assigned under the log head's lock in the issuing transaction.
+    leaf_index: int = Field(sa_column=Column(BigInteger(), primary_key=True, autoincrement=False))
+    # SHA-256(0x00 || envelope_json) (RFC 9162 2.1.1), kept so proofs never rehash envelopes.
+    leaf_hash: bytes = _bytes()
+    envelope_json: bytes = _bytes()
+    paying_region: str = _region()
+    attestation_id: str = Field(sa_column=Column(String(ID_LENGTH), nullable=False, unique=True))
+
+
+class LogHead(NodeTable, table=True):
+    """The log's one head row: its size, root and compact right edge; locked by every append."""
+
+    __tablename__ = "log_head"
+    __table_args__ = (CheckConstraint("head_id = 1", name="single_row"),)
+
+    head_id: int = Field(sa_column=Column(Integer(), primary_key=True, autoincrement=False))
+    tree_size: int = Field(sa_column=Column(BigInteger(), nullable=False))
+    root_hash: bytes = _bytes()
+    # Roots of the perfect subtrees along the right edge, largest first, concatenated
+    # (signing.merkle.TreeBuilder.state), so an append costs O(log n) hashes, not O(n).
+    compact_state: bytes = _bytes()
+
+
+class LogSubtree(NodeTable, table=True):
+    """Root of a complete, aligned subtree of 2**level leaves: immutable once the log holds it.
+
+    Kept for levels from log_store.CACHED_LEVEL up, so a proof reads O(log n) rows and at most
+    two short runs of leaf hashes instead of rehashing the log.
+    """
+
+    __tablename__ = "log_subtree"
+
+    level: int = Field(sa_column=Column(Integer(), primary_key=True, autoincrement=False))
+    subtree_index: int = Field(
+        sa_column=Column(BigInteger(), primary_key=True, autoincrement=False)
+    )
+    subtree_hash: bytes = _bytes()
+
+
+class LogCheckpoint(NodeTable, table=True):
+    """A checkpoint of this log that the registry witness cosigned (C2SP signed note)."""
+
+    __tablename__ = "log_checkpoint"
+
+    tree_size: int = Field(sa_column=Column(BigInteger(), primary_key=True, autoincrement=False))
+    root_hash: bytes = _bytes()
+    # The note with the node's signature and the registry's cosignature, as the witness sent it.
+    note: bytes = _bytes()
+    cosigned_at: datetime = _when()
+
+
+class SyncedLog(NodeTable, table=True):
+    """How far this node has verified another node's log, and the checkpoint that proved it."""
+
+    __tablename__ = "synced_log"
+
+    origin_node_id: str = Field(sa_column=Column(String(NODE_ID_LENGTH), primary_key=True))
+    tree_size: int = Field(sa_column=Column(BigInteger(), nullable=False))
+    root_hash: bytes = _bytes()
+    compact_state: bytes = _bytes()
+    # The cosigned checkpoint of the origin that the stored entries were last verified against.
+    checkpoint_note: bytes = _bytes()
+    updated_at: datetime = _when()
+
+
+class SyncedEntry(NodeTable, table=True):
+    """An entry of another node's log, stored only after its root was verified."""
+
+    __tablename__ = "synced_entry"
+
+    origin_node_id: str = Field(sa_column=Column(String(NODE_ID_LENGTH), primary_key=True))
+    leaf_index: int = Field(sa_column=Column(BigInteger(), primary_key=True, autoincrement=False))
+    envelope_json: bytes = _bytes()
+    paying_region: str = _region()
+
+
+# The paying office's year (issue 5): entitlements, data signals, payment instructions,
+# reminders and the daily cycle. The rules live in federation_node/rules/entitlement.py.
+
+
+class SignalOutcome(enum.StrEnum):
+    APPLIED = "applied"
+    UNKNOWN_PERSON = "unknown_person"
+    IGNORED = "ignored"
+
+
+class PaymentAction(enum.StrEnum):
+    SUSPEND = "suspend"
+    RESUME = "resume"
+    TERMINATE = "terminate"
+
+
+# "YYYY-MM": sorts in time order and reads the same in a bank file.
+MONTH_LENGTH = 7
+
+
+def _money() -> Any:
+    return Field(sa_column=Column(BigInteger(), nullable=False))
+
+
+def _month(*, nullable: bool = False) -> Any:
+    return Field(sa_column=Column(String(MONTH_LENGTH), nullable=nullable))
+
+
+class Entitlement(NodeTable, table=True):
+    """Where a beneficiary stands in the entitlement lifecycle, and what payment knows of it."""
+
+    __tablename__ = "entitlement"
+    __table_args__ = (
+        _enum_check("state", EntitlementState),
+        CheckConstraint("monthly_amount_fen >= 0", name="monthly_amount_fen_not_negative"),
+        Index(None, "state", "beneficiary_id"),
+    )
+
+    beneficiary_id: str = Field(
+        sa_column=Column(
+            String(ID_LENGTH), ForeignKey("beneficiary.beneficiary_id"), primary_key=True
+        )
+    )
+    monthly_amount_fen: int = _money()
+    state: EntitlementState = _enum(EntitlementState)
+    # When the current state took effect (for a termination: the date the evidence names).
+    state_since: datetime = _when()
+    # A negative signal suspended payment and waits for a reviewer to confirm the termination.
+    termination_pending_review: bool = Field(sa_column=Column(Boolean(), nullable=False))
+    pending_status: BeneficiaryState | None = Field(
+        sa_column=Column(StrEnumType(BeneficiaryState), nullable=True)
+    )
+    pending_effective_at: datetime | None = _when(nullable=True)
+    # First month whose pension is withheld, while a suspension is in effect; else NULL.
+    withheld_from_month: str | None = _month(nullable=True)
+    # Paid after entitlement ended, to recover.
+    overpayment_fen: int = _money()
+    updated_at: datetime = _when()
+
+
+class DataSignal(NodeTable, table=True):
+    """A record from a data feed, kept once per (source, source_record_id)."""
+
+    __tablename__ = "data_signal"
+    __table_args__ = (
+        _enum_check("outcome", SignalOutcome),
+        UniqueConstraint("source", "source_record_id"),
+    )
+
+    signal_id: str = _id(primary_key=True)
+    source: str = Field(sa_column=Column(String(64), nullable=False))
+    source_record_id: str = Field(sa_column=Column(String(128), nullable=False))
+    # certfed.v1.SignalKind value.
+    kind: int = _int()
+    beneficiary_id: str | None = Field(
+        sa_column=Column(
+            String(ID_LENGTH), ForeignKey("beneficiary.beneficiary_id"), nullable=True, index=True
+        )
+    )
+    observed_at: datetime = _when()
+    outcome: SignalOutcome = _enum(SignalOutcome)
+    attestation_id: str | None = _id(nullable=True)
+    recorded_by: str = Field(sa_column=Column(String(80), nullable=False))
+    recorded_at: datetime = _when()
+
+
+class PaymentInstruction(NodeTable, table=True):
+    """What the bank is told for a month; one per beneficiary, month and action."""
+
+    __tablename__ = "payment_instruction"
+    __table_args__ = (
+        _enum_check("action", PaymentAction),
+        UniqueConstraint("beneficiary_id", "effective_month", "action"),
+        Index(None, "effective_month", "instruction_id"),
+    )
+
+    instruction_id: str = _id(primary_key=True)
+    beneficiary_id: str = Field(
+        sa_column=Column(
+            String(ID_LENGTH), ForeignKey("beneficiary.beneficiary_id"), nullable=False
+        )
+    )
+    action: PaymentAction = _enum(PaymentAction)
+    effective_month: str = _month()
+    back_pay_fen: int = _money()
+    back_pay_months: int = _int()
+    overpayment_fen: int = _money()
+    created_at: datetime = _when()
+
+
+class Reminder(NodeTable, table=True):
+    """A reminder or overdue notice for a notifier to send; one per validity end and offset."""
+
+    __tablename__ = "reminder"
+    __table_args__ = (
+        _enum_check("kind", ReminderKind),
+        UniqueConstraint("beneficiary_id", "expires_at", "offset_days"),
+        Index(None, "acknowledged", "reminder_id"),
+    )
+
+    reminder_id: str = _id(primary_key=True)
+    beneficiary_id: str = Field(
+        sa_column=Column(
+            String(ID_LENGTH), ForeignKey("beneficiary.beneficiary_id"), nullable=False
+        )
+    )
+    kind: ReminderKind = _enum(ReminderKind)
+    # The end of validity the reminder is about, and its day relative to it in the schedule.
+    expires_at: datetime = _when()
+    offset_days: int = _int()
+    acknowledged: bool = Field(sa_column=Column(Boolean(), nullable=False))
+    acknowledged_at: datetime | None = _when(nullable=True)
+    created_at: datetime = _when()
+
+
+class CycleRun(NodeTable, table=True):
+    """One run of the daily cycle. The day is the primary key: the replica whose insert wins
+    runs the cycle, every other attempt for that day finds the row and changes nothing."""
+
+    __tablename__ = "cycle_run"
+
+    day: str = Field(sa_column=Column(String(10), primary_key=True))
+    actor: str = Field(sa_column=Column(String(80), nullable=False))
+    started_at: datetime = _when()
+    became_due: int = _int()
+    requests_sent: int = _int()
+    reminders_queued: int = _int()
+    warned: int = _int()
+    suspended: int = _int()

@@ -1,0 +1,250 @@
+"""The transactional outbox: messages to peers and the registry, committed with their cause.
+
+A flow enqueues a message in the same transaction as the state change it announces, so either
+both happen or neither does. The dispatcher claims due messages, delivers them and marks each
+delivered, failed (retried later, with exponential backoff and jitter, up to a bound on attempts
+and on age) or dead (an operator-visible dead letter an administrator can put back).
+
+Claiming is safe with several replicas: rows are selected `FOR UPDATE SKIP LOCKED`, so two
+dispatchers never take the same message at once, and a claim leases the message (pushes its
+next attempt `lease_s` ahead) so that a dispatcher may deliver outside the claiming transaction;
+if it dies mid-delivery the lease runs out and another takes the message over. Receivers are
+idempotent, so such a redelivery changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import update
+from sqlalchemy.engine import CursorResult
+from sqlmodel import Session, col, func, select
+from tenacity import RetryCallState, Retrying, wait_exponential_jitter
+
+from federation.errors import NotFoundError, PreconditionError
+from federation_node.ids import new_id
+from federation_node.store.db import keyset_page, lock_and_refresh
+from federation_node.store.models import DeliveryState, OutboxKind, OutboxMessage
+
+MAX_ERROR_LENGTH = 500
+DEFAULT_LEASE_S = 60.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long and how often a message is retried before it becomes a dead letter."""
+
+    initial_s: float = 0.2
+    max_backoff_s: float = 30.0
+    max_attempts: int = 50
+    max_age_s: float = 7 * 24 * 3600.0
+    # Random extra delay (uniform in [0, jitter_s]) so replicas and peers do not retry in step.
+    jitter_s: float = 1.0
+
+    def backoff_s(self, attempts: int) -> float:
+        """Seconds to wait after the `attempts`-th failed attempt; never above max_backoff_s."""
+        wait = wait_exponential_jitter(
+            multiplier=self.initial_s, max=self.max_backoff_s, jitter=self.jitter_s
+        )
+        state = RetryCallState(retry_object=Retrying(), fn=None, args=(), kwargs={})
+        state.attempt_number = max(attempts, 1)
+        return float(wait(state))
+
+
+def enqueue(
+    session: Session,
+    *,
+    kind: OutboxKind,
+    destination: str,
+    subject_id: str,
+    payload: bytes,
+    now: datetime,
+) -> OutboxMessage:
+    """Add a message, due now, in the caller's transaction."""
+    message = OutboxMessage(
+        message_id=new_id(),
+        kind=kind,
+        destination=destination,
+        subject_id=subject_id,
+        payload=payload,
+        state=DeliveryState.PENDING,
+        attempts=0,
+        next_attempt_at=now,
+        last_error="",
+        created_at=now,
+        delivered_at=None,
+        retried_at=None,
+    )
+    session.add(message)
+    session.flush()
+    return message
+
+
+def claim_due(
+    session: Session, now: datetime, limit: int, *, lease_s: float = DEFAULT_LEASE_S
+) -> list[OutboxMessage]:
+    """Take up to `limit` pending messages that are due, earliest first, and lease them.
+
+    Rows another transaction holds are skipped, not waited for. Each claimed message's next
+    attempt moves `lease_s` ahead, so once this transaction commits no other dispatcher takes
+    it until the lease runs out or it is marked.
+    """
+    messages = list(
+        session.exec(
+            select(OutboxMessage)
+            .where(
+                OutboxMessage.state == DeliveryState.PENDING,
+                OutboxMessage.next_attempt_at <= now,
+            )
+            .order_by(col(OutboxMessage.next_attempt_at), col(OutboxMessage.message_id))
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    lease_until = now + timedelta(seconds=lease_s)
+    for message in messages:
+        message.next_attempt_at = lease_until
+        session.add(message)
+    session.flush()
+    return messages
+
+
+def mark_all_delivered(session: Session, message_ids: list[str], now: datetime) -> int:
+    """Mark a dispatcher pass's successes delivered, in one statement; returns how many were
+    still pending (a message an operator meanwhile changed is left as it is)."""
+    if not message_ids:
+        return 0
+    result = session.execute(
+        update(OutboxMessage)
+        .where(
+            col(OutboxMessage.message_id).in_(message_ids),
+            col(OutboxMessage.state) == DeliveryState.PENDING,
+        )
+        .values(state=DeliveryState.DELIVERED, delivered_at=now, last_error="")
+        .execution_options(synchronize_session=False)
+    )
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
+def mark_failed(
+    session: Session,
+    message: OutboxMessage,
+    error: str,
+    now: datetime,
+    policy: RetryPolicy,
+) -> None:
+    """Count a failed attempt: retry after a backoff, or dead-letter when out of budget."""
+    _attach(session, message)
+    message.attempts += 1
+    message.last_error = _truncate(error)
+    started = message.retried_at or message.created_at
+    out_of_attempts = message.attempts >= policy.max_attempts
+    out_of_time = (now - started).total_seconds() >= policy.max_age_s
+    if out_of_attempts or out_of_time:
+        message.state = DeliveryState.DEAD
+        message.next_attempt_at = now
+    else:
+        message.next_attempt_at = now + timedelta(seconds=policy.backoff_s(message.attempts))
+    session.add(message)
+    session.flush()
+
+
+def defer(
+    session: Session, message: OutboxMessage, reason: str, now: datetime, until: datetime
+) -> None:
+    """Hold a message without counting an attempt: its destination (or this node) is
+    suspended, which lasts as long as an investigation does, and is no delivery failure. Neither
+    the attempt nor the age budget is spent; it goes out once the suspension is lifted."""
+    _attach(session, message)
+    message.last_error = _truncate(reason)
+    message.next_attempt_at = until
+    session.add(message)
+    session.flush()
+
+
+def mark_dead(session: Session, message: OutboxMessage, error: str, now: datetime) -> None:
+    """Dead-letter at once: the peer refused the message for good (permission, input, unknown)."""
+    _attach(session, message)
+    message.attempts += 1
+    message.state = DeliveryState.DEAD
+    message.last_error = _truncate(error)
+    message.next_attempt_at = now
+    session.add(message)
+    session.flush()
+
+
+def get(session: Session, message_id: str) -> OutboxMessage:
+    message = session.get(OutboxMessage, message_id)
+    if message is None:
+        raise NotFoundError(f"no outbox message {message_id} at this node")
+    return message
+
+
+def retry_dead(session: Session, message_id: str, now: datetime) -> OutboxMessage:
+    """Put a dead letter back in the queue, due now, with a fresh retry budget."""
+    message = get(session, message_id)
+    lock_and_refresh(session, message)
+    if message.state is not DeliveryState.DEAD:
+        raise PreconditionError(
+            f"outbox message {message_id} is {message.state.value}; only a dead letter can be "
+            "retried"
+        )
+    message.state = DeliveryState.PENDING
+    message.attempts = 0
+    message.next_attempt_at = now
+    message.retried_at = now
+    session.add(message)
+    session.flush()
+    return message
+
+
+def page(
+    session: Session, state: DeliveryState | None, page_size: int, page_token: str
+) -> tuple[list[OutboxMessage], str]:
+    """Messages oldest first in one state; None lists pending and dead ones (what needs care)."""
+    statement = select(OutboxMessage)
+    if state is None:
+        statement = statement.where(
+            col(OutboxMessage.state).in_([DeliveryState.PENDING, DeliveryState.DEAD])
+        )
+    else:
+        statement = statement.where(OutboxMessage.state == state)
+    return keyset_page(
+        session,
+        statement,
+        key=col(OutboxMessage.message_id),
+        key_of=lambda row: row.message_id,
+        page_size=page_size,
+        page_token=page_token,
+    )
+
+
+def latest_for_subject(session: Session, subject_id: str) -> OutboxMessage | None:
+    """The newest message about a request, attestation or beneficiary (for its delivery state)."""
+    return session.exec(
+        select(OutboxMessage)
+        .where(OutboxMessage.subject_id == subject_id)
+        .order_by(col(OutboxMessage.message_id).desc())
+        .limit(1)
+    ).first()
+
+
+def next_due(session: Session) -> datetime | None:
+    """When the earliest pending message falls due; None when nothing is pending."""
+    return session.exec(
+        select(func.min(OutboxMessage.next_attempt_at)).where(
+            OutboxMessage.state == DeliveryState.PENDING
+        )
+    ).one()
+
+
+def _attach(session: Session, message: OutboxMessage) -> None:
+    # A dispatcher may deliver outside the claiming transaction and mark in a new one.
+    if message not in session:
+        session.add(message)
+
+
+def _truncate(error: str) -> str:
+    return error if len(error) <= MAX_ERROR_LENGTH else error[: MAX_ERROR_LENGTH - 1] + "…"

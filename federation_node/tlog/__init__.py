@@ -1,0 +1,1 @@
+"""The transparency log in use: checkpoints, serving, sync, bundles, verifying attestations."""

@@ -1,0 +1,269 @@
+"""The node's transparency log as peers and the node itself use it: serving, checkpoints, follows.
+
+`TransparencyLog` reads the log store for the FederationService methods (checkpoint, entries,
+proofs, subscriptions) and publishes checkpoints: it signs the current tree head as a C2SP
+checkpoint with the node's signing key, has the registry witness cosign it with a consistency
+proof from the size the witness last cosigned, and stores the cosigned note, which is then the
+only checkpoint the node hands out. `CheckpointPublisher` does that on an interval and when woken.
+
+Appends happen in the issuing transaction (Node.approve_certification); `notify_appended` is
+called after that commit and wakes subscriptions at once. Entries appended by another replica
+of the node reach subscriptions through a poll of the store every `Limits.subscription_poll_s`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+
+import structlog
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from certfed.v1 import federation_pb2, log_pb2
+from federation.errors import CertfedError, InvalidInputError, PreconditionError
+from federation.limits import Limits
+from federation.regions import validate_region_code
+from federation.witness_protocol import log_origin, size_mismatch_from_message
+from federation_node.periodic import PeriodicWorker
+from federation_node.store import log_store
+from federation_node.store.db import session_scope
+from federation_node.store.log_store import EntryRow
+from federation_node.tlog.checkpoints import node_signer
+from signing import note
+from signing.keys import SigningKey
+
+log = structlog.get_logger("certfed.log")
+
+# Witness(note, old_size, consistency_proof) -> the note with the witness's cosignature.
+Witness = Callable[[bytes, int, list[bytes]], bytes]
+MAX_WITNESS_ATTEMPTS = 3
+
+
+class NoCheckpointError(PreconditionError):
+    """The log has no cosigned checkpoint yet."""
+
+
+class TransparencyLog:
+    def __init__(
+        self,
+        engine: Engine,
+        node_id: str,
+        signing_key: SigningKey,
+        witness: Witness,
+        witness_verifier: note.NoteVerifier,
+        limits: Limits,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._engine = engine
+        self.node_id = node_id
+        self.origin = log_origin(node_id)
+        self._signer = node_signer(node_id, signing_key)
+        self._witness = witness
+        self.witness_verifier = witness_verifier
+        self._limits = limits
+        self._clock = clock
+        self._appended = threading.Condition()
+        self._generation = 0
+        self._publishing = threading.Lock()
+
+    # Notification from the append path.
+
+    def notify_appended(self) -> None:
+        with self._appended:
+            self._generation += 1
+            self._appended.notify_all()
+
+    def _wait_for_append(self, generation: int, timeout_s: float) -> int:
+        with self._appended:
+            self._appended.wait_for(lambda: self._generation != generation, timeout_s)
+            return self._generation
+
+    # Reads.
+
+    def size(self) -> int:
+        with Session(self._engine) as session:
+            return log_store.head(session).tree_size
+
+    def checkpoint(self) -> bytes:
+        """The latest checkpoint the registry witness cosigned."""
+        with Session(self._engine) as session:
+            latest = log_store.latest_checkpoint(session)
+        if latest is None:
+            raise NoCheckpointError(
+                f"node {self.node_id} has no cosigned checkpoint yet; the registry witness has "
+                "not cosigned its log (is the registry reachable?)"
+            )
+        return latest.note
+
+    def entry_batches(
+        self, start: int, end: int, regions: Sequence[str] = ()
+    ) -> Iterator[list[EntryRow]]:
+        """Entries [start, end) in batches of at most `Limits.log_batch_entries`, and at most
+        half a message in bytes."""
+        with Session(self._engine) as session:
+            size = log_store.head(session).tree_size
+        if start < 0:
+            raise InvalidInputError("start", "must not be negative")
+        if end < start:
+            raise InvalidInputError("end", "must not be before start")
+        if end > size:
+            raise InvalidInputError("end", f"is beyond the log's size {size}")
+        budget = self._limits.max_message_bytes // 2
+        limit = self._limits.log_batch_entries
+        with Session(self._engine) as session:
+            for rows in log_store.stream_entries(session, start, end, regions, limit):
+                batch: list[EntryRow] = []
+                used = 0
+                for row in rows:
+                    cost = len(row.envelope_json) + 64
+                    if batch and used + cost > budget:
+                        yield batch
+                        batch, used = [], 0
+                    batch.append(row)
+                    used += cost
+                if batch:
+                    yield batch
+
+    def inclusion_proof(
+        self, leaf_index: int | None, attestation_id: str | None, tree_size: int
+    ) -> tuple[int, int, list[bytes]]:
+        """(leaf index, tree size, audit path); tree size 0 means the latest cosigned one."""
+        with Session(self._engine) as session:
+            if attestation_id is not None:
+                leaf_index = log_store.entry_of(session, attestation_id).leaf_index
+            if leaf_index is None:
+                raise InvalidInputError("leaf", "give a leaf_index or an attestation_id")
+            if tree_size == 0:
+                latest = log_store.latest_checkpoint(session)
+                if latest is None or latest.tree_size <= leaf_index:
+                    raise NoCheckpointError(
+                        f"no cosigned checkpoint covers leaf {leaf_index} yet; ask again after "
+                        "the next checkpoint"
+                    )
+                tree_size = latest.tree_size
+            proof = log_store.inclusion_proof(session, leaf_index, tree_size)
+        return leaf_index, tree_size, proof
+
+    def consistency_proof(self, first_size: int, second_size: int) -> list[bytes]:
+        with Session(self._engine) as session:
+            return log_store.consistency_proof(session, first_size, second_size)
+
+    # Checkpoints.
+
+    def publish(self) -> bytes:
+        """Sign a checkpoint of the current tree, have it cosigned, store it; return the note.
+
+        Nothing is signed when the latest cosigned checkpoint already covers the whole log.
+        """
+        with self._publishing:
+            with Session(self._engine) as session:
+                latest = log_store.latest_checkpoint(session)
+                head = log_store.head(session)
+            if latest is not None and latest.tree_size == head.tree_size:
+                return latest.note
+            old_size = 0 if latest is None else latest.tree_size
+            for _ in range(MAX_WITNESS_ATTEMPTS):
+                if old_size > head.tree_size:
+                    # Another replica had a larger tree cosigned since we read the head.
+                    with Session(self._engine) as session:
+                        head = log_store.head(session)
+                checkpoint = note.Checkpoint(self.origin, head.tree_size, head.root_hash)
+                signed = note.sign_note(checkpoint.to_text(), self._signer)
+                proof = self.consistency_proof(old_size, head.tree_size) if old_size else []
+                try:
+                    cosigned = self._witness(signed, old_size, proof)
+                except PreconditionError as error:
+                    # c2sp.org/tlog-witness: the witness names the size it last cosigned (another
+                    # replica of this node may have had a checkpoint cosigned meanwhile).
+                    mismatch = size_mismatch_from_message(str(error))
+                    if mismatch is None or mismatch.current_size == old_size:
+                        raise
+                    old_size = mismatch.current_size
+                    log.info("checkpoint.witness_size_differs", witness_size=old_size)
+                    continue
+                self._check_cosigned(cosigned, checkpoint)
+                with session_scope(self._engine) as session:
+                    log_store.store_checkpoint(
+                        session, head.tree_size, head.root_hash, cosigned, self._clock()
+                    )
+                log.info("checkpoint.cosigned", tree_size=head.tree_size)
+                return cosigned
+            raise PreconditionError(
+                f"the registry witness refused the checkpoint of size {head.tree_size} "
+                f"{MAX_WITNESS_ATTEMPTS} times; see the registry's log"
+            )
+
+    def _check_cosigned(self, cosigned: bytes, checkpoint: note.Checkpoint) -> None:
+        opened, names = note.open_checkpoint(
+            cosigned, [self.witness_verifier], required=self._signer.verifier
+        )
+        if opened != checkpoint or self.witness_verifier.name not in names:
+            raise PreconditionError(
+                "the registry witness answered without a valid cosignature of our checkpoint"
+            )
+
+    # Subscriptions.
+
+    def subscribe(
+        self,
+        from_tree_size: int,
+        regions: Sequence[str],
+        active: Callable[[], bool],
+    ) -> Iterator[federation_pb2.SubscribeResponse]:
+        """Entries from `from_tree_size` on, then each new one, with checkpoints as they come."""
+        if len(regions) > self._limits.max_repeated:
+            raise InvalidInputError(
+                "paying_regions", f"at most {self._limits.max_repeated} regions per subscription"
+            )
+        for region in regions:
+            validate_region_code(region, "paying_regions")
+        size = self.size()
+        if from_tree_size > size:
+            raise InvalidInputError(
+                "from_tree_size", f"is beyond the log's size {size}; this log never had it"
+            )
+        position = from_tree_size
+        sent_checkpoint = -1
+        generation = self._generation
+        while active():
+            size = self.size()
+            if size > position:
+                for batch in self.entry_batches(position, size, regions):
+                    yield federation_pb2.SubscribeResponse(entries=entries_message(batch))
+                position = size
+            with Session(self._engine) as session:
+                latest = log_store.latest_checkpoint(session)
+            if latest is not None and latest.tree_size > sent_checkpoint:
+                sent_checkpoint = latest.tree_size
+                yield federation_pb2.SubscribeResponse(
+                    checkpoint=log_pb2.SignedCheckpoint(note=latest.note)
+                )
+            generation = self._wait_for_append(generation, self._limits.subscription_poll_s)
+
+
+def entries_message(batch: Sequence[EntryRow]) -> list[log_pb2.LogEntry]:
+    return [
+        log_pb2.LogEntry(
+            index=row.leaf_index, envelope_json=row.envelope_json, paying_region=row.paying_region
+        )
+        for row in batch
+    ]
+
+
+class CheckpointPublisher(PeriodicWorker):
+    """Publishes a cosigned checkpoint every `interval_s`, and at once when woken."""
+
+    def __init__(self, transparency: TransparencyLog, interval_s: float) -> None:
+        super().__init__("checkpoint-publisher", interval_s)
+        self._log = transparency
+
+    def run_pass(self) -> None:
+        try:
+            self._log.publish()
+        except CertfedError as error:
+            log.warning("checkpoint.not_cosigned", error=str(error))
+        except Exception:
+            log.exception("checkpoint.publish_failed")
