@@ -42,7 +42,7 @@ from adapters.errors import FeedFileError
 from adapters.feed_mappings import FeedMapping, require_source
 from certfed.v1 import common_pb2, desk_pb2
 from federation.desk_client import DeskClient, describe_rpc_error
-from federation.errors import CertfedError, UnavailableError
+from federation.errors import CertfedError, UnavailableError, is_transient
 from federation.limits import Limits
 from federation.timestamps import to_timestamp
 from signing.errors import InvalidIdentityNumberError
@@ -59,9 +59,6 @@ _IDENTITY_KINDS: dict[int, IdentityKind] = {
     common_pb2.IDENTITY_TYPE_MACAU_BIR: IdentityKind.MACAU_BIR,
     common_pb2.IDENTITY_TYPE_PASSPORT: IdentityKind.PASSPORT,
 }
-# Transient answers worth another try of the same batch: RecordSignals is idempotent, so a batch
-# that was applied but whose answer was lost comes back as duplicates.
-_TRANSIENT = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
 
 
 class RowError(ValueError):
@@ -329,8 +326,10 @@ class DeskSignalRecorder:
 
     def record(self, signals: Sequence[desk_pb2.DataSignal]) -> Sequence[desk_pb2.SignalResult]:
         request = desk_pb2.RecordSignalsRequest(signals=signals)
+        # RecordSignals is idempotent: a batch applied whose answer was lost comes back as
+        # duplicates on the retry.
         retrying = Retrying(
-            retry=retry_if_exception(_is_transient),
+            retry=retry_if_exception(is_transient),
             stop=stop_after_attempt(self._attempts) | stop_after_delay(self._max_delay_s),
             wait=wait_exponential_jitter(multiplier=0.5, max=10.0),
             reraise=True,
@@ -343,10 +342,6 @@ class DeskSignalRecorder:
             raise UnavailableError(f"RecordSignals failed: {describe_rpc_error(error)}") from None
         results: Sequence[desk_pb2.SignalResult] = response.results
         return results
-
-
-def _is_transient(error: BaseException) -> bool:
-    return isinstance(error, grpc.RpcError) and error.code() in _TRANSIENT
 
 
 @dataclass

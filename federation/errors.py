@@ -143,3 +143,87 @@ class AttestationRefusedError(PreconditionError):
 class UnknownSigningKeyError(AttestationRefusedError):
     """An attestation is signed by a key the receiver's directory does not list for the issuer:
     typically a key rotated in since the receiver's last refresh, so the sender should retry."""
+
+
+# What a status code received from another certfed service means to the caller. The one table
+# every client (registry client, log sync, dispatcher, adapters) reads; none keeps its own.
+
+# The same call may well succeed in a moment, unchanged: the other side was not reached, or did
+# not answer in time. Such a call changed nothing that a retry could duplicate, since every
+# state-changing RPC is idempotent on its request or attestation id.
+TRANSIENT_STATUSES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+# The receiver will refuse the same message every time: retrying can only repeat the refusal.
+# FAILED_PRECONDITION and RESOURCE_EXHAUSTED are not here: a suspended peer may be reinstated,
+# a directory refreshed, a rate limit may pass.
+PERMANENT_STATUSES = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
+
+_FAMILIES: dict[grpc.StatusCode, type[CertfedError]] = {
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
+    grpc.StatusCode.FAILED_PRECONDITION: PreconditionError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: UnavailableError,
+}
+
+
+class RemoteCallError(CertfedError):
+    """A call to another service failed with a status no narrower certfed error describes."""
+
+    def __init__(self, status: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def status_of(error: BaseException) -> grpc.StatusCode:
+    """The status code of a failed gRPC call (UNKNOWN for anything that carries none)."""
+    if isinstance(error, grpc.Call):
+        code: grpc.StatusCode = error.code()
+        return code
+    return grpc.StatusCode.UNKNOWN
+
+
+def is_transient(error: BaseException) -> bool:
+    """True when the same call may succeed shortly (see TRANSIENT_STATUSES)."""
+    return isinstance(error, grpc.RpcError) and status_of(error) in TRANSIENT_STATUSES
+
+
+def is_retryable(code: grpc.StatusCode) -> bool:
+    """True when a durable sender should keep the message and try again later."""
+    return code not in PERMANENT_STATUSES
+
+
+def from_status(code: grpc.StatusCode, details: str, *, call: str, peer: str) -> CertfedError:
+    """The certfed error that a failed `call` to `peer` with `code` and `details` stands for.
+
+    INVALID_ARGUMENT keeps the field the server named ("field: problem"); an unreachable peer
+    says so with the call it was for; other families keep the server's message.
+    """
+    details = details or code.name.lower()
+    if code is grpc.StatusCode.INVALID_ARGUMENT:
+        field_name, sep, problem = details.partition(": ")
+        if sep:
+            return InvalidInputError(field_name, problem)
+        return InvalidInputError("request", details)
+    if code in TRANSIENT_STATUSES:
+        return UnavailableError(f"cannot reach {peer} for {call} ({code.name.lower()}): {details}")
+    family = _FAMILIES.get(code)
+    if family is not None:
+        return family(details)
+    return RemoteCallError(code, f"{call}: {details}")
+
+
+def from_rpc_error(error: grpc.RpcError, *, call: str, peer: str) -> CertfedError:
+    """`from_status` for a failed gRPC call."""
+    details = error.details() if isinstance(error, grpc.Call) else ""
+    return from_status(status_of(error), details or "", call=call, peer=peer)

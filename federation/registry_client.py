@@ -23,14 +23,7 @@ import grpc
 from certfed.v1 import common_pb2, log_pb2, registry_pb2, registry_pb2_grpc
 from federation.envelopes import envelope_from_proto, envelope_to_proto
 from federation.errors import (
-    AlreadyExistsError,
-    CertfedError,
-    InvalidInputError,
-    NotFoundError,
-    PermissionDeniedError,
-    PreconditionError,
-    UnauthenticatedError,
-    UnavailableError,
+    from_rpc_error,
 )
 from federation.limits import Limits
 from federation.timestamps import to_timestamp
@@ -39,42 +32,10 @@ from signing import dsse
 
 _Response = TypeVar("_Response")
 
-_ERRORS: dict[grpc.StatusCode, type[CertfedError]] = {
-    grpc.StatusCode.NOT_FOUND: NotFoundError,
-    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
-    grpc.StatusCode.FAILED_PRECONDITION: PreconditionError,
-    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
-    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
-    grpc.StatusCode.UNAVAILABLE: UnavailableError,
-    grpc.StatusCode.DEADLINE_EXCEEDED: UnavailableError,
-}
-
-
-class RegistryCallError(CertfedError):
-    """A registry call failed with a status no narrower certfed error describes."""
-
-    def __init__(self, status: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
 
 def raise_for_rpc_error(error: grpc.RpcError, call: str) -> NoReturn:
     """Raise the certfed error for a failed registry call; the message names the call."""
-    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
-    details = (error.details() if isinstance(error, grpc.Call) else "") or code.name.lower()
-    if code is grpc.StatusCode.INVALID_ARGUMENT:
-        field_name, sep, problem = details.partition(": ")
-        if sep:
-            raise InvalidInputError(field_name, problem) from None
-        raise InvalidInputError("request", details) from None
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        raise UnavailableError(
-            f"cannot reach the registry for {call} ({code.name.lower()}): {details}"
-        ) from None
-    kind = _ERRORS.get(code)
-    if kind is not None:
-        raise kind(details) from None
-    raise RegistryCallError(code, f"{call}: {details}") from None
+    raise from_rpc_error(error, call=call, peer="the registry") from None
 
 
 class _Connection:

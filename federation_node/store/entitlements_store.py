@@ -2,8 +2,8 @@
 
 Every function works inside the caller's transaction. One beneficiary has one entitlement row,
 created in the transaction that registers them. The rules that move a row from state to state
-are in federation_node/rules/entitlement.py and federation_node/offices/lifecycle.py; this module only reads
-and writes.
+are in federation_node/rules/entitlement.py and federation_node/offices/lifecycle.py; this module
+only reads and writes.
 """
 
 from __future__ import annotations

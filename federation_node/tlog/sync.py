@@ -36,7 +36,13 @@ from sqlmodel import Session
 
 from certfed.v1 import federation_pb2, federation_pb2_grpc
 from federation.directory import TrustedDirectory
-from federation.errors import CertfedError, PreconditionError, UnavailableError
+from federation.errors import (
+    CertfedError,
+    PreconditionError,
+    UnavailableError,
+    from_rpc_error,
+    is_transient,
+)
 from federation.limits import Limits
 from federation_node.store import sync_store
 from federation_node.store.db import session_scope
@@ -71,10 +77,9 @@ class SyncResult:
 
 
 def _peer_call_failed(error: grpc.RpcError, origin: str, call: str) -> CertfedError:
-    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
-    details = (error.details() if isinstance(error, grpc.Call) else "") or code.name.lower()
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return UnavailableError(f"cannot reach node {origin} for {call}: {details}")
+    if is_transient(error):
+        return from_rpc_error(error, call=call, peer=f"node {origin}")
+    details = (error.details() if isinstance(error, grpc.Call) else "") or "refused"
     return PreconditionError(f"node {origin} refused {call}: {details}")
 
 

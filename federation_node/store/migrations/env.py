@@ -36,5 +36,7 @@ if context.is_offline_mode():
 else:
     given = config.attributes.get("connection")
     if not isinstance(given, Connection):
-        raise RuntimeError("run the node's migrations through federation_node.store.db.migrate(url)")
+        raise RuntimeError(
+            "run the node's migrations through federation_node.store.db.migrate(url)"
+        )
     _run_online(given)
