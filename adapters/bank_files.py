@@ -83,8 +83,8 @@ class DeskPaymentInstructions:
 
     def instructions(self, month: str) -> Sequence[desk_pb2.PaymentInstruction]:
         request = desk_pb2.ListPaymentInstructionsRequest(month=month)
-        found: Sequence[desk_pb2.PaymentInstruction] = self._desk.call(
-            "ListPaymentInstructions", request
+        found: Sequence[desk_pb2.PaymentInstruction] = self._desk.stub.ListPaymentInstructions(
+            request
         ).instructions
         return found
 

@@ -335,7 +335,7 @@ class DeskSignalRecorder:
             reraise=True,
         )
         try:
-            response = retrying(self._desk.call, "RecordSignals", request)
+            response = retrying(self._desk.stub.RecordSignals, request)
         except grpc.RpcError as error:
             if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
                 raise SignalsRefusedError(error.details() or "refused") from None

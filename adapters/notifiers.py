@@ -246,14 +246,14 @@ class DeskReminders:
         self._desk = desk
 
     def pending(self, page_size: int) -> Sequence[desk_pb2.Reminder]:
-        found: Sequence[desk_pb2.Reminder] = self._desk.call(
-            "ListReminders", desk_pb2.ListRemindersRequest(page_size=page_size)
+        found: Sequence[desk_pb2.Reminder] = self._desk.stub.ListReminders(
+            desk_pb2.ListRemindersRequest(page_size=page_size)
         ).reminders
         return found
 
     def acknowledge(self, reminder_ids: Sequence[str]) -> int:
-        answer = self._desk.call(
-            "AcknowledgeReminders", desk_pb2.AcknowledgeRemindersRequest(reminder_ids=reminder_ids)
+        answer = self._desk.stub.AcknowledgeReminders(
+            desk_pb2.AcknowledgeRemindersRequest(reminder_ids=reminder_ids)
         )
         acknowledged: int = answer.acknowledged
         return acknowledged

@@ -460,8 +460,7 @@ class _OutboundRequests:
             found: dict[str, list[desk_pb2.AssistanceRequestSummary]] = {}
             token = ""
             while True:
-                page = self._desk.call(
-                    "ListAssistanceRequests",
+                page = self._desk.stub.ListAssistanceRequests(
                     desk_pb2.ListAssistanceRequestsRequest(
                         direction=desk_pb2.DIRECTION_OUTBOUND, page_token=token
                     ),
@@ -540,8 +539,7 @@ def _register(desk: DeskClient, request: FormRequest) -> str:
     """The beneficiary id of the row's person, registering them if this desk does not yet pay
     them. The node answers ALREADY_EXISTS naming the existing beneficiary's id."""
     try:
-        answer = desk.call(
-            "RegisterBeneficiary",
+        answer = desk.stub.RegisterBeneficiary(
             desk_pb2.RegisterBeneficiaryRequest(
                 identity=request.identity,
                 residence_region=request.residence_region,
@@ -564,8 +562,7 @@ def _request(
 ) -> desk_pb2.AssistanceRequestSummary | None:
     """The new request, or None when the node already holds an open one for the person."""
     try:
-        answer = desk.call(
-            "RequestCertification",
+        answer = desk.stub.RequestCertification(
             desk_pb2.RequestCertificationRequest(
                 beneficiary_id=beneficiary_id,
                 deadline=to_timestamp(deadline_moment(request.deadline)),
@@ -593,13 +590,12 @@ def fill_form_results(desk: DeskClient, table: FormTable) -> FormSummary:
             table.set(index, "remark", REMARK_NOT_REQUESTED)
             continue
         try:
-            request = desk.call(
-                "GetAssistanceRequest", desk_pb2.GetAssistanceRequestRequest(request_id=request_id)
+            request = desk.stub.GetAssistanceRequest(
+                desk_pb2.GetAssistanceRequestRequest(request_id=request_id)
             ).request
             attestation = None
             if request.attestation_id:
-                attestation = desk.call(
-                    "ExportAttestation",
+                attestation = desk.stub.ExportAttestation(
                     desk_pb2.ExportAttestationRequest(attestation_id=request.attestation_id),
                 ).attestation
         except grpc.RpcError as error:

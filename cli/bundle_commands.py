@@ -30,8 +30,7 @@ def export_bundle_command(args: argparse.Namespace) -> int:
     from cli.main import _desk, console
 
     with _desk(args) as desk:
-        exported = desk.call(
-            "ExportAttestation",
+        exported = desk.stub.ExportAttestation(
             desk_pb2.ExportAttestationRequest(attestation_id=args.attestation_id),
         )
     envelope_json = bytes(exported.dsse_json)

@@ -131,8 +131,7 @@ class Demo:
         for retiree in RETIREES:
             payer = payers[retiree.label]
             with self.federation.desk(payer.node_id) as desk:
-                response = desk.call(
-                    "RegisterBeneficiary",
+                response = desk.stub.RegisterBeneficiary(
                     desk_pb2.RegisterBeneficiaryRequest(
                         identity=retiree.identity, residence_region=retiree.residence_region
                     ),
@@ -144,8 +143,7 @@ class Demo:
 
     def _request(self, payer: NodeSpec, retiree: Retiree) -> str:
         with self.federation.desk(payer.node_id) as desk:
-            response = desk.call(
-                "RequestCertification",
+            response = desk.stub.RequestCertification(
                 desk_pb2.RequestCertificationRequest(
                     beneficiary_id=self.beneficiaries[retiree.label],
                     deadline=to_timestamp(datetime.now(UTC) + timedelta(days=30)),
@@ -168,8 +166,7 @@ class Demo:
             wait_until(
                 lambda: any(
                     r.request_id == request_id
-                    for r in clerk.call(
-                        "ListAssistanceRequests",
+                    for r in clerk.stub.ListAssistanceRequests(
                         desk_pb2.ListAssistanceRequestsRequest(
                             direction=desk_pb2.DIRECTION_INBOUND
                         ),
@@ -178,14 +175,12 @@ class Demo:
                 30,
                 f"the request to reach {certifier.node_id}",
             )
-            clerk.call(
-                "SetAssistanceStatus",
+            clerk.stub.SetAssistanceStatus(
                 desk_pb2.SetAssistanceStatusRequest(
                     request_id=request_id, status=common_pb2.ASSISTANCE_STATUS_ACCEPTED
                 ),
             )
-            recorded = clerk.call(
-                "RecordCertification",
+            recorded = clerk.stub.RecordCertification(
                 desk_pb2.RecordCertificationRequest(
                     request_id=request_id,
                     method=method,
@@ -198,8 +193,7 @@ class Demo:
 
     def _approve(self, certifier: NodeSpec, certification_id: str) -> str:
         with self.federation.desk(certifier.node_id, "reviewer") as reviewer:
-            approved = reviewer.call(
-                "ApproveCertification",
+            approved = reviewer.stub.ApproveCertification(
                 desk_pb2.ApproveCertificationRequest(certification_id=certification_id),
             )
         attestation_id: str = approved.certification.attestation_id
@@ -209,14 +203,12 @@ class Demo:
         with self.federation.desk(payer.node_id) as desk:
 
             def received() -> str | None:
-                listing = desk.call(
-                    "ListAttestations",
+                listing = desk.stub.ListAttestations(
                     desk_pb2.ListAttestationsRequest(direction=desk_pb2.DIRECTION_INBOUND),
                 )
                 if not any(a.attestation_id == attestation_id for a in listing.attestations):
                     return None
-                beneficiary = desk.call(
-                    "GetBeneficiary",
+                beneficiary = desk.stub.GetBeneficiary(
                     desk_pb2.GetBeneficiaryRequest(
                         beneficiary_id=self.beneficiaries[retiree.label]
                     ),
@@ -252,8 +244,7 @@ class Demo:
     def _walk_in(self) -> None:
         started = time.perf_counter()
         with self.federation.desk(QINGDAO.node_id) as clerk:
-            recorded = clerk.call(
-                "RecordCertification",
+            recorded = clerk.stub.RecordCertification(
                 desk_pb2.RecordCertificationRequest(
                     walk_in=FOSHAN_WALK_IN.identity,
                     method=common_pb2.CERTIFICATION_METHOD_ON_SITE,
@@ -285,7 +276,7 @@ class Demo:
             wait_until(
                 lambda: any(
                     m.subject_id == request_id and m.attempts > 0
-                    for m in admin.call("ListOutbox", desk_pb2.ListOutboxRequest()).messages
+                    for m in admin.stub.ListOutbox(desk_pb2.ListOutboxRequest()).messages
                 ),
                 30,
                 "a failed delivery attempt to the stopped node",
@@ -333,8 +324,7 @@ class Demo:
         for result in self.results:
             issuer = issuers[result.attestation_id]
             with self.federation.desk(issuer) as desk:
-                exported = desk.call(
-                    "ExportAttestation",
+                exported = desk.stub.ExportAttestation(
                     desk_pb2.ExportAttestationRequest(attestation_id=result.attestation_id),
                 )
             path = out / f"{result.attestation_id}.dsse.json"

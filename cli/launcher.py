@@ -350,7 +350,7 @@ class LocalFederation:
         with self.desk(node_id, "admin") as desk:
 
             def drained() -> bool:
-                return not desk.call("ListOutbox", pending).messages
+                return not desk.stub.ListOutbox(pending).messages
 
             wait_until(drained, timeout_s, f"{node_id} to deliver its outbox")
 

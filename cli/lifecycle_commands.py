@@ -80,8 +80,7 @@ def entitlements(
     """Every entitlement in `state` (all of them for UNSPECIFIED), page by page."""
     token = ""
     while True:
-        response = desk.call(
-            "ListEntitlements",
+        response = desk.stub.ListEntitlements(
             desk_pb2.ListEntitlementsRequest(state=state, page_token=token, page_size=500),
         )
         yield from response.entitlements
@@ -135,7 +134,7 @@ def report_command(args: argparse.Namespace) -> int:
     if args.end:
         request.to.CopyFrom(to_timestamp(_day(args.end, "--to")))
     with _client(args) as desk:
-        report = desk.call("GetReport", request)
+        report = desk.stub.GetReport(request)
     total = sum(share.count for share in report.by_method) or 1
     rows = [
         [
@@ -163,7 +162,7 @@ def cycle_command(args: argparse.Namespace) -> int:
     if args.day:
         request.day.CopyFrom(to_timestamp(_day(args.day, "--day")))
     with _client(args) as desk:
-        outcome = desk.call("RunCycle", request)
+        outcome = desk.stub.RunCycle(request)
     if not outcome.ran:
         console.print("the cycle had already run for that day; nothing changed")
         return 0

@@ -153,14 +153,14 @@ def _desk_action(args: argparse.Namespace) -> int:
     with _desk(args) as desk:
         action = args.action
         if action == "whoami":
-            _print_one(desk.call("WhoAmI", desk_pb2.WhoAmIRequest()))
+            _print_one(desk.stub.WhoAmI(desk_pb2.WhoAmIRequest()))
         elif action == "register":
             request = desk_pb2.RegisterBeneficiaryRequest(
                 identity=_identity(args), residence_region=args.residence_region
             )
-            _print_one(desk.call("RegisterBeneficiary", request).beneficiary)
+            _print_one(desk.stub.RegisterBeneficiary(request).beneficiary)
         elif action == "beneficiaries":
-            response = desk.call("ListBeneficiaries", desk_pb2.ListBeneficiariesRequest())
+            response = desk.stub.ListBeneficiaries(desk_pb2.ListBeneficiariesRequest())
             _print_messages(
                 response.beneficiaries,
                 ["beneficiary_id", "masked_identity_number", "residence_region", "status",
@@ -171,23 +171,21 @@ def _desk_action(args: argparse.Namespace) -> int:
                 beneficiary_id=args.beneficiary_id,
                 deadline=to_timestamp(datetime.now(UTC) + timedelta(days=args.days)),
             )
-            _print_one(desk.call("RequestCertification", ask).request)
+            _print_one(desk.stub.RequestCertification(ask).request)
         elif action in ("inbox", "sent"):
             direction = (
                 desk_pb2.DIRECTION_INBOUND if action == "inbox" else desk_pb2.DIRECTION_OUTBOUND
             )
-            response = desk.call(
-                "ListAssistanceRequests",
+            requests = desk.stub.ListAssistanceRequests(
                 desk_pb2.ListAssistanceRequestsRequest(direction=direction),
             )
             _print_messages(
-                response.requests,
+                requests.requests,
                 ["request_id", "peer_node_id", "residence_region", "status", "deadline"],
             )
         elif action == "show":
             _print_one(
-                desk.call(
-                    "GetAssistanceRequest",
+                desk.stub.GetAssistanceRequest(
                     desk_pb2.GetAssistanceRequestRequest(request_id=args.request_id),
                 )
             )
@@ -203,7 +201,7 @@ def _desk_action(args: argparse.Namespace) -> int:
                 change.scheduled_for.CopyFrom(
                     to_timestamp(datetime.fromisoformat(args.scheduled_for).astimezone(UTC))
                 )
-            _print_one(desk.call("SetAssistanceStatus", change).request)
+            _print_one(desk.stub.SetAssistanceStatus(change).request)
         elif action in ("record", "walk-in"):
             record = desk_pb2.RecordCertificationRequest(
                 method=common_pb2.CertificationMethod.Value(
@@ -221,48 +219,46 @@ def _desk_action(args: argparse.Namespace) -> int:
                 record.request_id = args.request_id
             else:
                 record.walk_in.CopyFrom(_identity(args))
-            _print_one(desk.call("RecordCertification", record).certification)
+            _print_one(desk.stub.RecordCertification(record).certification)
         elif action == "pending":
-            response = desk.call(
-                "ListCertifications",
+            certifications = desk.stub.ListCertifications(
                 desk_pb2.ListCertificationsRequest(
                     status=desk_pb2.CERTIFICATION_STATUS_AWAITING_REVIEW
                 ),
             )
             _print_messages(
-                response.certifications,
+                certifications.certifications,
                 ["certification_id", "request_id", "method", "outcome", "clerk_id"],
             )
         elif action == "approve":
             approve = desk_pb2.ApproveCertificationRequest(certification_id=args.certification_id)
-            _print_one(desk.call("ApproveCertification", approve).certification)
+            _print_one(desk.stub.ApproveCertification(approve).certification)
         elif action == "reject":
             reject = desk_pb2.RejectCertificationRequest(
                 certification_id=args.certification_id, reason=args.reason
             )
-            _print_one(desk.call("RejectCertification", reject).certification)
+            _print_one(desk.stub.RejectCertification(reject).certification)
         elif action == "attestations":
-            response = desk.call("ListAttestations", desk_pb2.ListAttestationsRequest())
+            attestations = desk.stub.ListAttestations(desk_pb2.ListAttestationsRequest())
             _print_messages(
-                response.attestations,
+                attestations.attestations,
                 ["attestation_id", "direction", "issuing_node_id", "outcome", "valid_until"],
             )
         elif action == "export":
-            response = desk.call(
-                "ExportAttestation",
+            exported = desk.stub.ExportAttestation(
                 desk_pb2.ExportAttestationRequest(attestation_id=args.attestation_id),
             )
-            Path(args.out).write_bytes(response.dsse_json)
+            Path(args.out).write_bytes(exported.dsse_json)
             console.print(f"wrote {args.out}")
         elif action == "outbox":
-            response = desk.call("ListOutbox", desk_pb2.ListOutboxRequest())
+            outbox = desk.stub.ListOutbox(desk_pb2.ListOutboxRequest())
             _print_messages(
-                response.messages,
+                outbox.messages,
                 ["message_id", "kind", "destination", "state", "attempts", "last_error"],
             )
         elif action == "retry":
             retry = desk_pb2.RetryDeadLetterRequest(message_id=args.message_id)
-            _print_one(desk.call("RetryDeadLetter", retry).message)
+            _print_one(desk.stub.RetryDeadLetter(retry).message)
     return 0
 
 

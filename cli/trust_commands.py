@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from certfed.v1 import desk_pb2
 from federation.errors import PreconditionError
@@ -102,34 +101,29 @@ def add_trust_node_commands(node_actions: argparse._SubParsersAction) -> None:  
 # desk
 
 
-def _desk_call(args: argparse.Namespace, method: str, request: Any) -> Any:
+def directory_status_command(args: argparse.Namespace) -> int:
     # Imported here: cli.main mounts these commands, so it cannot be imported above.
-    from cli.main import _desk
+    from cli.main import _desk, _print_one
 
     with _desk(args) as desk:
-        return desk.call(method, request)
-
-
-def directory_status_command(args: argparse.Namespace) -> int:
-    from cli.main import _print_one
-
-    _print_one(_desk_call(args, "GetDirectoryStatus", desk_pb2.GetDirectoryStatusRequest()))
+        _print_one(desk.stub.GetDirectoryStatus(desk_pb2.GetDirectoryStatusRequest()))
     return EXIT_OK
 
 
 def review_list_command(args: argparse.Namespace) -> int:
-    from cli.main import _print_messages
+    from cli.main import _desk, _print_messages
 
     reviews: list[desk_pb2.RevocationReview] = []
     token = ""
-    while True:
-        response = _desk_call(
-            args, "ListRevocationReviews", desk_pb2.ListRevocationReviewsRequest(page_token=token)
-        )
-        reviews.extend(response.reviews)
-        token = response.next_page_token
-        if not token:
-            break
+    with _desk(args) as desk:
+        while True:
+            response = desk.stub.ListRevocationReviews(
+                desk_pb2.ListRevocationReviewsRequest(page_token=token)
+            )
+            reviews.extend(response.reviews)
+            token = response.next_page_token
+            if not token:
+                break
     _print_messages(
         reviews,
         ["attestation_id", "issuing_node_id", "finding", "issued_at", "key_revoked_at",

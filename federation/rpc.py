@@ -129,16 +129,16 @@ def _status_for(error: Exception) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, ""
 
 
-class _Interceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+class _Interceptor(grpc.ServerInterceptor):
     def __init__(self, authorize: Authorizer, rate_limit: RateLimitHook | None) -> None:
         self._authorize = authorize
         self._rate_limit = rate_limit
 
     def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler[Any, Any] | None],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = continuation(handler_call_details)
         method: str = handler_call_details.method
         if handler is None or method.startswith(PUBLIC_PREFIXES):

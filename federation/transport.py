@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import enum
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import grpc
 from cryptography import x509
@@ -69,13 +71,19 @@ def identity_from_certificate(certificate: x509.Certificate) -> PeerIdentity | N
     return found[0] if len(found) == 1 else None
 
 
-def peer_identity(context: grpc.ServicerContext) -> PeerIdentity | None:
-    """The caller's identity from the client certificate gRPC has already verified, if any."""
-    pems = context.auth_context().get("x509_pem_cert")
+def client_certificate(context: grpc.ServicerContext) -> x509.Certificate | None:
+    """The client certificate gRPC has already verified for this call, if any."""
+    # gRPC hands each auth property as a list of bytes values (the type stubs say bytes).
+    pems = cast("Sequence[bytes]", context.auth_context().get("x509_pem_cert") or ())
     if not pems:
         return None
-    certificate = x509.load_pem_x509_certificate(pems[0])
-    return identity_from_certificate(certificate)
+    return x509.load_pem_x509_certificate(pems[0])
+
+
+def peer_identity(context: grpc.ServicerContext) -> PeerIdentity | None:
+    """The caller's identity from the client certificate gRPC has already verified, if any."""
+    certificate = client_certificate(context)
+    return None if certificate is None else identity_from_certificate(certificate)
 
 
 def certificate_sha256(certificate: x509.Certificate) -> str:

@@ -25,7 +25,6 @@ import enum
 import re
 
 import grpc
-from cryptography import x509
 
 from certfed.v1 import log_pb2, registry_pb2, registry_pb2_grpc
 from federation.envelopes import envelope_from_proto, envelope_to_proto
@@ -35,7 +34,7 @@ from federation.principal import ANONYMOUS, Principal, caller
 from federation.roles import PAYING_ROLE_NAMES, role_values
 from federation.rpc import Authorizer
 from federation.timestamps import optional_datetime, to_timestamp
-from federation.transport import PeerKind, identity_from_certificate
+from federation.transport import PeerKind, client_certificate, identity_from_certificate
 from registry.applications import validate_node_id, validate_text
 from registry.directory_store import STATUS_VALUES
 from registry.locators_store import Duplicate
@@ -79,13 +78,6 @@ ACCESS: dict[str, Access] = {
 }
 
 
-def _client_certificate(context: grpc.ServicerContext) -> x509.Certificate | None:
-    pems = context.auth_context().get("x509_pem_cert")
-    if not pems:
-        return None
-    return x509.load_pem_x509_certificate(pems[0])
-
-
 def registry_authorizer(registry: Registry) -> Authorizer:
     """Decide each caller's principal from its certificate, by the table in the module docstring."""
 
@@ -93,7 +85,7 @@ def registry_authorizer(registry: Registry) -> Authorizer:
         access = ACCESS.get(method)
         if access is None:
             raise PermissionDeniedError(f"{method} is not a registry method")
-        certificate = _client_certificate(context)
+        certificate = client_certificate(context)
         # gRPC has verified the chain already; checking the issuer again here keeps a port
         # configured without client verification from ever trusting a forged certificate.
         identity = (

@@ -51,6 +51,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2, federation_pb2
 from cli.launcher import LocalFederation, NodeSpec, wait_until
+from federation.desk_client import DeskClient
 from federation.timestamps import to_timestamp
 from federation_node.ids import new_id
 from federation_node.keystore import KeyPaths
@@ -485,21 +486,6 @@ def _percentile(ordered: list[float], fraction: float) -> float:
     return ordered[position]
 
 
-class _CountingDesk:
-    """A desk client that counts its calls, so the figures can say how many a round trip took."""
-
-    def __init__(self, client: Any, counter: itertools.count[int]) -> None:
-        self._client = client
-        self._counter = counter
-
-    def call(self, method: str, request: Any) -> Any:
-        next(self._counter)
-        return self._client.call(method, request)
-
-    def close(self) -> None:
-        self._client.close()
-
-
 class _Watcher(threading.Thread):
     """One clerk's screen, refreshed every `interval_s` while someone waits on it.
 
@@ -513,7 +499,7 @@ class _Watcher(threading.Thread):
 
     def __init__(
         self,
-        desk: _CountingDesk,
+        desk: DeskClient,
         listings: Sequence[desk_pb2.ListAssistanceRequestsRequest],
         interval_s: float,
     ) -> None:
@@ -553,7 +539,7 @@ class _Watcher(threading.Thread):
             request = desk_pb2.ListAssistanceRequestsRequest()
             request.CopyFrom(listing)
             while True:
-                response = self._desk.call("ListAssistanceRequests", request)
+                response = self._desk.stub.ListAssistanceRequests(request)
                 listed.update(summary.request_id for summary in response.requests)
                 if not response.next_page_token:
                     break
@@ -626,10 +612,12 @@ class _Desks:
         self.inbox.start()
         self.open_requests.start()
 
-    def _desk(self, node_id: str, operator: str) -> _CountingDesk:
-        return _CountingDesk(self._local.desk(node_id, operator), self.calls)
+    def _desk(self, node_id: str, operator: str) -> DeskClient:
+        desk = self._local.desk(node_id, operator)
+        desk.on_call = lambda: next(self.calls)
+        return desk
 
-    def worker(self) -> tuple[_CountingDesk, _CountingDesk, _CountingDesk]:
+    def worker(self) -> tuple[DeskClient, DeskClient, DeskClient]:
         return (
             self._desk(RECEIVER.node_id, "clerk"),
             self._desk(ISSUER.node_id, "clerk"),
@@ -646,22 +634,20 @@ PHASES = ("request", "to_inbox", "record", "approve", "to_applied")
 
 
 def _round_trip(
-    desks: _Desks, clerks: tuple[_CountingDesk, _CountingDesk, _CountingDesk], beneficiary_id: str
+    desks: _Desks, clerks: tuple[DeskClient, DeskClient, DeskClient], beneficiary_id: str
 ) -> list[float]:
     """One assistance request, start to applied; the seconds each of PHASES took."""
     paying_clerk, residence_clerk, reviewer = clerks
     deadline = to_timestamp(datetime.now(UTC) + timedelta(days=20))
     marks = [time.perf_counter()]
-    request_id = paying_clerk.call(
-        "RequestCertification",
+    request_id = paying_clerk.stub.RequestCertification(
         desk_pb2.RequestCertificationRequest(beneficiary_id=beneficiary_id, deadline=deadline),
     ).request.request_id
     marks.append(time.perf_counter())
     # In the residence agency's inbox once the paying office's outbox has delivered it.
     desks.inbox.wait(request_id, present=True, timeout_s=WAIT_TIMEOUT_S)
     marks.append(time.perf_counter())
-    certification_id = residence_clerk.call(
-        "RecordCertification",
+    certification_id = residence_clerk.stub.RecordCertification(
         desk_pb2.RecordCertificationRequest(
             request_id=request_id,
             method=common_pb2.CERTIFICATION_METHOD_ON_SITE,
@@ -671,8 +657,7 @@ def _round_trip(
         ),
     ).certification.certification_id
     marks.append(time.perf_counter())
-    reviewer.call(
-        "ApproveCertification",
+    reviewer.stub.ApproveCertification(
         desk_pb2.ApproveCertificationRequest(certification_id=certification_id),
     )
     marks.append(time.perf_counter())
@@ -681,7 +666,7 @@ def _round_trip(
     lookup = desk_pb2.GetAssistanceRequestRequest(request_id=request_id)
     while True:
         desks.open_requests.wait(request_id, present=False, timeout_s=WAIT_TIMEOUT_S)
-        status = paying_clerk.call("GetAssistanceRequest", lookup).request.status
+        status = paying_clerk.stub.GetAssistanceRequest(lookup).request.status
         if status == common_pb2.ASSISTANCE_STATUS_COMPLETED:
             marks.append(time.perf_counter())
             return [later - earlier for earlier, later in itertools.pairwise(marks)]
@@ -702,8 +687,7 @@ def _register(local: LocalFederation, count: int) -> list[str]:
                 )
                 for number in range(start, min(count, start + step))
             ]
-            response = desk.call(
-                "RegisterBeneficiaries",
+            response = desk.stub.RegisterBeneficiaries(
                 desk_pb2.RegisterBeneficiariesRequest(beneficiaries=batch),
             )
             registered.extend(b.beneficiary_id for b in response.beneficiaries)
@@ -810,7 +794,7 @@ def _floor(local: LocalFederation, concurrency: int, calls: int) -> tuple[int, f
     def work() -> None:
         with local.desk(ISSUER.node_id, "clerk") as desk:
             while next(remaining) < calls:
-                desk.call("WhoAmI", desk_pb2.WhoAmIRequest())
+                desk.stub.WhoAmI(desk_pb2.WhoAmIRequest())
 
     return calls, _run_concurrently(concurrency, work)
 

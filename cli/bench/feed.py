@@ -114,8 +114,7 @@ def bench_feed(
             valid_until = to_timestamp(datetime.now(UTC) + timedelta(days=180))
             with federation.desk(OFFICE.node_id) as desk:
                 for index in range(beneficiaries):
-                    desk.call(
-                        "RegisterBeneficiary",
+                    desk.stub.RegisterBeneficiary(
                         desk_pb2.RegisterBeneficiaryRequest(
                             identity=attestation_pb2.IdentityBundle(
                                 identity_type=common_pb2.IDENTITY_TYPE_RESIDENT_ID,

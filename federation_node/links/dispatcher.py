@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Protocol
 
 import grpc
 import structlog
@@ -30,7 +30,7 @@ from tenacity import (
 )
 
 from certfed.v1 import federation_pb2, registry_pb2
-from federation.errors import CertfedError, NodeSuspendedError
+from federation.errors import CertfedError, NodeSuspendedError, is_retryable
 from federation_node.config import DispatchConfig
 from federation_node.links.directory_client import DirectoryClient
 from federation_node.links.peers import PeerChannels
@@ -40,18 +40,14 @@ from federation_node.store.models import OutboxKind, OutboxMessage
 
 log = structlog.get_logger("certfed.dispatcher")
 
-# Codes after which the same message will never be accepted: dead-letter it at once.
-PERMANENT = frozenset(
-    {
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.ALREADY_EXISTS,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.UNIMPLEMENTED,
-    }
-)
 # Codes worth one quick retry inside the same pass (a connection being re-established).
 BLIP = frozenset({grpc.StatusCode.UNAVAILABLE})
+
+
+class _Delivery(Protocol):
+    """A delivery under way: a gRPC call future or a thread-pool future, waited on alike."""
+
+    def result(self, timeout: float | None = None) -> object: ...
 
 
 class PermanentDeliveryError(Exception):
@@ -244,13 +240,13 @@ class Dispatcher(threading.Thread):
             return _classify(error.status, f"{error.status.name}: {error}")
         return RuntimeError(f"{type(error).__name__}: {error}")
 
-    def _send(self, kind: OutboxKind, destination: str, payload: bytes) -> Future[Any]:
+    def _send(self, kind: OutboxKind, destination: str, payload: bytes) -> _Delivery:
         """Start the call that delivers a message; a peer call runs as a gRPC future, so a
         pass has all its deliveries in flight at once without a thread for each."""
         if kind is OutboxKind.PUBLISH_LOCATORS:
             return self._pool.submit(self._publish, payload)
         stub = self._peers.federation(destination)
-        future: Future[Any]
+        future: _Delivery
         if kind is OutboxKind.REQUEST_ASSISTANCE:
             future = stub.RequestAssistance.future(
                 federation_pb2.RequestAssistanceRequest.FromString(payload), timeout=self._timeout
@@ -277,11 +273,11 @@ class _Pending:
     """A delivery under way (`call`), or refused before it started (`refused`)."""
 
     refused: Exception | None
-    call: Future[Any] | None = None
+    call: _Delivery | None = None
 
 
 def _classify(code: grpc.StatusCode, detail: str) -> Exception:
-    if code in PERMANENT:
+    if not is_retryable(code):
         return PermanentDeliveryError(detail)
     return RuntimeError(detail)
 

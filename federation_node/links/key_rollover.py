@@ -29,6 +29,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import cast
 
 import grpc
 import structlog
@@ -174,9 +175,12 @@ class ReloadableTls:
                 last[0] = generation
             return _certificate_configuration(tls)
 
+        # gRPC keeps the current certificate when the fetcher returns None; the type stubs
+        # do not say so.
+        fetcher = cast("Callable[[], grpc.ServerCertificateConfiguration]", fetch)
         return grpc.dynamic_ssl_server_credentials(
             _certificate_configuration(initial),
-            fetch,
+            fetcher,
             require_client_authentication=require_client_auth,
         )
 

@@ -63,13 +63,12 @@ def test_cut_database_connections_cost_at_most_one_retryable_failure(
 ) -> None:
     config = federation.nodes[PAYING.node_id].config
     with federation.desk(PAYING.node_id, "clerk") as desk:
-        desk.call("ListBeneficiaries", desk_pb2.ListBeneficiariesRequest())
+        desk.stub.ListBeneficiaries(desk_pb2.ListBeneficiariesRequest())
         assert _cut_connections(config.effective_database_url) > 0
         outcomes: list[str] = []
         for sequence in range(4):
             try:
-                desk.call(
-                    "RegisterBeneficiary",
+                desk.stub.RegisterBeneficiary(
                     desk_pb2.RegisterBeneficiaryRequest(
                         identity=_person(sequence), residence_region="370202"
                     ),
@@ -78,8 +77,8 @@ def test_cut_database_connections_cost_at_most_one_retryable_failure(
             except grpc.RpcError as error:
                 refused = error if isinstance(error, grpc.Call) else None
                 outcomes.append(f"{refused.code().name}: {refused.details()}" if refused else "?")
-        listed = desk.call(
-            "ListBeneficiaries", desk_pb2.ListBeneficiariesRequest(page_size=100)
+        listed = desk.stub.ListBeneficiaries(
+            desk_pb2.ListBeneficiariesRequest(page_size=100)
         ).beneficiaries
     refusals = [outcome for outcome in outcomes if outcome != "ok"]
     # The pool is replaced after the first call that meets a cut connection.

@@ -66,8 +66,7 @@ class Federation:
 
     def register(self, payer: str, person: attestation_pb2.IdentityBundle, residence: str) -> str:
         with self.desk(payer) as desk:
-            response = desk.call(
-                "RegisterBeneficiary",
+            response = desk.stub.RegisterBeneficiary(
                 desk_pb2.RegisterBeneficiaryRequest(identity=person, residence_region=residence),
             )
         beneficiary_id: str = response.beneficiary.beneficiary_id
@@ -75,8 +74,7 @@ class Federation:
 
     def request(self, payer: str, beneficiary_id: str) -> str:
         with self.desk(payer) as desk:
-            response = desk.call(
-                "RequestCertification",
+            response = desk.stub.RequestCertification(
                 desk_pb2.RequestCertificationRequest(
                     beneficiary_id=beneficiary_id,
                     deadline=to_timestamp(datetime.now(UTC) + timedelta(days=20)),
@@ -90,8 +88,7 @@ class Federation:
             wait_until(
                 lambda: any(
                     r.request_id == request_id
-                    for r in desk.call(
-                        "ListAssistanceRequests",
+                    for r in desk.stub.ListAssistanceRequests(
                         desk_pb2.ListAssistanceRequestsRequest(
                             direction=desk_pb2.DIRECTION_INBOUND
                         ),
@@ -107,14 +104,13 @@ class Federation:
         request.observed_at.CopyFrom(to_timestamp(datetime.now(UTC)))
         request.evidence_digests.append(hashlib.sha256(b"photo").digest())
         with self.desk(certifier) as desk:
-            response = desk.call("RecordCertification", request)
+            response = desk.stub.RecordCertification(request)
         certification_id: str = response.certification.certification_id
         return certification_id
 
     def approve(self, certifier: str, certification_id: str) -> str:
         with self.desk(certifier, "reviewer") as desk:
-            response = desk.call(
-                "ApproveCertification",
+            response = desk.stub.ApproveCertification(
                 desk_pb2.ApproveCertificationRequest(certification_id=certification_id),
             )
         attestation_id: str = response.certification.attestation_id
@@ -122,8 +118,8 @@ class Federation:
 
     def beneficiary(self, payer: str, beneficiary_id: str) -> desk_pb2.Beneficiary:
         with self.desk(payer) as desk:
-            response = desk.call(
-                "GetBeneficiary", desk_pb2.GetBeneficiaryRequest(beneficiary_id=beneficiary_id)
+            response = desk.stub.GetBeneficiary(
+                desk_pb2.GetBeneficiaryRequest(beneficiary_id=beneficiary_id)
             )
         beneficiary: desk_pb2.Beneficiary = response.beneficiary
         return beneficiary
@@ -194,11 +190,11 @@ def test_assistance_request_is_certified_and_applied_at_the_paying_office(
     valid_until = federation.await_valid("lanzhou", beneficiary_id)
     assert valid_until > datetime.now(UTC) + timedelta(days=360)
     with federation.desk("lanzhou") as desk:
-        sent = desk.call(
-            "GetAssistanceRequest", desk_pb2.GetAssistanceRequestRequest(request_id=request_id)
+        sent = desk.stub.GetAssistanceRequest(
+            desk_pb2.GetAssistanceRequestRequest(request_id=request_id)
         ).request
-        exported = desk.call(
-            "ExportAttestation", desk_pb2.ExportAttestationRequest(attestation_id=attestation_id)
+        exported = desk.stub.ExportAttestation(
+            desk_pb2.ExportAttestationRequest(attestation_id=attestation_id)
         )
     assert sent.status == common_pb2.ASSISTANCE_STATUS_COMPLETED
     envelope = dsse.Envelope.from_json(exported.dsse_json)
@@ -213,8 +209,7 @@ def test_status_updates_flow_back_to_the_requester(federation: Federation) -> No
     request_id = federation.request("lanzhou", beneficiary_id)
     federation.await_inbox("qingdao", request_id)
     with federation.desk("qingdao") as desk:
-        desk.call(
-            "SetAssistanceStatus",
+        desk.stub.SetAssistanceStatus(
             desk_pb2.SetAssistanceStatusRequest(
                 request_id=request_id,
                 status=common_pb2.ASSISTANCE_STATUS_DECLINED,
@@ -226,8 +221,7 @@ def test_status_updates_flow_back_to_the_requester(federation: Federation) -> No
             lambda: (
                 r
                 if (
-                    r := desk.call(
-                        "GetAssistanceRequest",
+                    r := desk.stub.GetAssistanceRequest(
                         desk_pb2.GetAssistanceRequestRequest(request_id=request_id),
                     ).request
                 ).status
@@ -294,8 +288,7 @@ def test_the_same_assistance_request_delivered_twice_changes_nothing(
     assert (first.duplicate, second.duplicate) == (False, True)
     assert conflict.value.code() is grpc.StatusCode.ALREADY_EXISTS
     with federation.desk("qingdao") as desk:
-        inbox = desk.call(
-            "ListAssistanceRequests",
+        inbox = desk.stub.ListAssistanceRequests(
             desk_pb2.ListAssistanceRequestsRequest(direction=desk_pb2.DIRECTION_INBOUND),
         ).requests
     assert sum(r.request_id == request_id for r in inbox) == 1
@@ -305,8 +298,8 @@ def test_the_same_attestation_delivered_twice_changes_nothing(federation: Federa
     beneficiary_id, _, attestation_id = federation.certify_by_request("lanzhou", "qingdao")
     before = federation.beneficiary("lanzhou", beneficiary_id)
     with federation.desk("qingdao") as desk:
-        exported = desk.call(
-            "ExportAttestation", desk_pb2.ExportAttestationRequest(attestation_id=attestation_id)
+        exported = desk.stub.ExportAttestation(
+            desk_pb2.ExportAttestationRequest(attestation_id=attestation_id)
         )
     envelope = dsse.Envelope.from_json(exported.dsse_json)
     channel, stub = federation.peer_stub("qingdao", "lanzhou")
@@ -322,8 +315,8 @@ def test_the_same_attestation_delivered_twice_changes_nothing(federation: Federa
 def test_a_tampered_attestation_is_refused(federation: Federation) -> None:
     _, _, attestation_id = federation.certify_by_request("lanzhou", "qingdao")
     with federation.desk("qingdao") as desk:
-        exported = desk.call(
-            "ExportAttestation", desk_pb2.ExportAttestationRequest(attestation_id=attestation_id)
+        exported = desk.stub.ExportAttestation(
+            desk_pb2.ExportAttestationRequest(attestation_id=attestation_id)
         )
     envelope = dsse.Envelope.from_json(exported.dsse_json)
     attestation = attestation_pb2.CertificationAttestation.FromString(envelope.payload)
@@ -437,7 +430,7 @@ def test_bad_desk_input_gets_a_clear_status_and_names_the_problem(
     fragment: str,
 ) -> None:
     with federation.desk("lanzhou") as desk, pytest.raises(grpc.RpcError) as refused:
-        desk.call(call, request_message)
+        getattr(desk.stub, call)(request_message)
     assert refused.value.code() is code
     assert fragment in refused.value.details()
     assert "620102194805120" not in refused.value.details()
@@ -471,8 +464,7 @@ def test_the_clerk_who_recorded_a_certification_cannot_approve_it(
         "qingdao", desk_pb2.RecordCertificationRequest(request_id=request_id)
     )
     with federation.desk("qingdao") as clerk, pytest.raises(grpc.RpcError) as refused:
-        clerk.call(
-            "ApproveCertification",
+        clerk.stub.ApproveCertification(
             desk_pb2.ApproveCertificationRequest(certification_id=certification_id),
         )
     assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
@@ -487,7 +479,7 @@ def test_an_operator_without_a_token_is_unauthenticated(federation: Federation) 
         "op-unknown.AAAA",
     )
     with desk, pytest.raises(grpc.RpcError) as refused:
-        desk.call("WhoAmI", desk_pb2.WhoAmIRequest())
+        desk.stub.WhoAmI(desk_pb2.WhoAmIRequest())
     assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
 
 

@@ -61,9 +61,7 @@ class Office:
         if valid_until is not None:
             request.valid_until.CopyFrom(to_timestamp(valid_until))
         with self.local.desk(node) as desk:
-            beneficiary_id: str = desk.call(
-                "RegisterBeneficiary", request
-            ).beneficiary.beneficiary_id
+            beneficiary_id: str = desk.stub.RegisterBeneficiary(request).beneficiary.beneficiary_id
         return beneficiary_id
 
     def signal(
@@ -81,15 +79,14 @@ class Office:
 
     def record(self, *signals: desk_pb2.DataSignal) -> list[desk_pb2.SignalResult]:
         with self.local.desk("lanzhou", "clerk") as desk:
-            response = desk.call("RecordSignals", desk_pb2.RecordSignalsRequest(signals=signals))
+            response = desk.stub.RecordSignals(desk_pb2.RecordSignalsRequest(signals=signals))
         return list(response.results)
 
     def entitlement(self, beneficiary_id: str) -> desk_pb2.Entitlement:
         with self.local.desk("lanzhou", "reviewer") as desk:
             token = ""
             while True:
-                response = desk.call(
-                    "ListEntitlements",
+                response = desk.stub.ListEntitlements(
                     desk_pb2.ListEntitlementsRequest(page_token=token, page_size=500),
                 )
                 for entitlement in response.entitlements:
@@ -102,15 +99,15 @@ class Office:
 
     def cycle(self, day: datetime) -> desk_pb2.RunCycleResponse:
         with self.local.desk("lanzhou", "admin") as desk:
-            outcome: desk_pb2.RunCycleResponse = desk.call(
-                "RunCycle", desk_pb2.RunCycleRequest(day=to_timestamp(day))
+            outcome: desk_pb2.RunCycleResponse = desk.stub.RunCycle(
+                desk_pb2.RunCycleRequest(day=to_timestamp(day))
             )
         return outcome
 
     def instructions(self, month: str, beneficiary_id: str) -> list[desk_pb2.PaymentInstruction]:
         with self.local.desk("lanzhou", "admin") as desk:
-            response = desk.call(
-                "ListPaymentInstructions", desk_pb2.ListPaymentInstructionsRequest(month=month)
+            response = desk.stub.ListPaymentInstructions(
+                desk_pb2.ListPaymentInstructionsRequest(month=month)
             )
         return [i for i in response.instructions if i.beneficiary_id == beneficiary_id]
 
@@ -139,8 +136,7 @@ def test_a_hospital_stay_inside_validity_defers_certification_to_next_june(offic
     assert to_datetime(entitlement.beneficiary.valid_until) == at(2026, 6, 23)
     assert entitlement.state == desk_pb2.ENTITLEMENT_STATE_ACTIVE
     with office.local.desk("lanzhou", "clerk") as desk:
-        exported = desk.call(
-            "ExportAttestation",
+        exported = desk.stub.ExportAttestation(
             desk_pb2.ExportAttestationRequest(attestation_id=result.attestation_id),
         ).attestation
     assert exported.method == common_pb2.CERTIFICATION_METHOD_DATA_MATCH
@@ -227,8 +223,7 @@ def test_a_death_suspends_at_once_and_a_reviewer_confirms_the_overpayment(
     assert late[0].outcome == desk_pb2.SIGNAL_OUTCOME_IGNORED
 
     with office.local.desk("lanzhou", "reviewer") as desk:
-        confirmed = desk.call(
-            "ReviewTermination",
+        confirmed = desk.stub.ReviewTermination(
             desk_pb2.ReviewTerminationRequest(beneficiary_id=beneficiary_id, confirm=True),
         ).entitlement
     assert confirmed.state == desk_pb2.ENTITLEMENT_STATE_TERMINATED
@@ -243,8 +238,7 @@ def test_a_death_suspends_at_once_and_a_reviewer_confirms_the_overpayment(
     ]  # fmt: skip
     assert terminate[0].overpayment_fen == confirmed.overpayment_fen
     with office.local.desk("lanzhou", "reviewer") as desk, pytest.raises(grpc.RpcError) as again:
-        desk.call(
-            "ReviewTermination",
+        desk.stub.ReviewTermination(
             desk_pb2.ReviewTerminationRequest(beneficiary_id=beneficiary_id, confirm=True),
         )
     assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION
@@ -256,13 +250,11 @@ def test_an_overturned_termination_resumes_payment(office: Office) -> None:
     office.record(office.signal(number, desk_pb2.SIGNAL_KIND_CRIMINAL_SENTENCE, at(2026, 10, 1)))
     with office.local.desk("lanzhou", "reviewer") as desk:
         with pytest.raises(grpc.RpcError) as no_reason:
-            desk.call(
-                "ReviewTermination",
+            desk.stub.ReviewTermination(
                 desk_pb2.ReviewTerminationRequest(beneficiary_id=beneficiary_id, confirm=False),
             )
         assert "reason" in (no_reason.value.details() or "")
-        overturned = desk.call(
-            "ReviewTermination",
+        overturned = desk.stub.ReviewTermination(
             desk_pb2.ReviewTerminationRequest(
                 beneficiary_id=beneficiary_id, confirm=False, reason="namesake in the court record"
             ),
@@ -284,25 +276,23 @@ def test_the_cycle_asks_the_residence_region_and_queues_reminders(office: Office
     assert outcome.requests_sent >= 1
     assert office.entitlement(beneficiary_id).state == desk_pb2.ENTITLEMENT_STATE_DUE
     with office.local.desk("lanzhou", "clerk") as desk:
-        sent = desk.call(
-            "ListAssistanceRequests",
+        sent = desk.stub.ListAssistanceRequests(
             desk_pb2.ListAssistanceRequestsRequest(direction=desk_pb2.DIRECTION_OUTBOUND),
         ).requests
     assert beneficiary_id in [r.beneficiary_id for r in sent]
     with office.local.desk("lanzhou", "admin") as desk:
-        reminders = desk.call("ListReminders", desk_pb2.ListRemindersRequest()).reminders
+        reminders = desk.stub.ListReminders(desk_pb2.ListRemindersRequest()).reminders
         mine = [r for r in reminders if r.beneficiary_id == beneficiary_id]
         assert [r.kind for r in mine] == [desk_pb2.REMINDER_KIND_DUE]
         assert mine[0].phone == "13800000000"
-        acknowledged = desk.call(
-            "AcknowledgeReminders",
+        acknowledged = desk.stub.AcknowledgeReminders(
             desk_pb2.AcknowledgeRemindersRequest(reminder_ids=[mine[0].reminder_id]),
         ).acknowledged
         assert acknowledged == 1
-        left = desk.call("ListReminders", desk_pb2.ListRemindersRequest()).reminders
+        left = desk.stub.ListReminders(desk_pb2.ListRemindersRequest()).reminders
     assert mine[0].reminder_id not in [r.reminder_id for r in left]
     with office.local.desk("lanzhou", "clerk") as desk, pytest.raises(grpc.RpcError) as denied:
-        desk.call("RunCycle", desk_pb2.RunCycleRequest())
+        desk.stub.RunCycle(desk_pb2.RunCycleRequest())
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
@@ -313,8 +303,8 @@ def test_both_paying_offices_flag_a_duplicate_and_report_it(office: Office) -> N
 
     def flagged(node: str, beneficiary_id: str) -> bool:
         with office.local.desk(node, "clerk") as desk:
-            person = desk.call(
-                "GetBeneficiary", desk_pb2.GetBeneficiaryRequest(beneficiary_id=beneficiary_id)
+            person = desk.stub.GetBeneficiary(
+                desk_pb2.GetBeneficiaryRequest(beneficiary_id=beneficiary_id)
             ).beneficiary
         return bool(person.possible_duplicate)
 
@@ -322,7 +312,7 @@ def test_both_paying_offices_flag_a_duplicate_and_report_it(office: Office) -> N
     wait_until(lambda: flagged("lanzhou", here), 30, "lanzhou to flag the duplicate")
     for node in ("lanzhou", "qingdao"):
         with office.local.desk(node, "reviewer") as desk:
-            report = desk.call("GetReport", desk_pb2.GetReportRequest())
+            report = desk.stub.GetReport(desk_pb2.GetReportRequest())
         assert report.possible_duplicates >= 1
 
 

@@ -70,12 +70,10 @@ class Offices:
             full_name="Test Person",
         )
         with self.local.desk("lanzhou") as desk:
-            beneficiary = desk.call(
-                "RegisterBeneficiary",
+            beneficiary = desk.stub.RegisterBeneficiary(
                 desk_pb2.RegisterBeneficiaryRequest(identity=person, residence_region="370202"),
             ).beneficiary
-            request_id = desk.call(
-                "RequestCertification",
+            request_id = desk.stub.RequestCertification(
                 desk_pb2.RequestCertificationRequest(
                     beneficiary_id=beneficiary.beneficiary_id,
                     deadline=to_timestamp(datetime.now(UTC) + timedelta(days=20)),
@@ -86,13 +84,12 @@ class Offices:
             wait_until(
                 lambda: any(
                     r.request_id == request_id
-                    for r in desk.call("ListAssistanceRequests", inbound).requests
+                    for r in desk.stub.ListAssistanceRequests(inbound).requests
                 ),
                 30,
                 "the request in Qingdao's inbox",
             )
-            certification_id = desk.call(
-                "RecordCertification",
+            certification_id = desk.stub.RecordCertification(
                 desk_pb2.RecordCertificationRequest(
                     request_id=request_id,
                     method=common_pb2.CERTIFICATION_METHOD_ON_SITE,
@@ -102,8 +99,7 @@ class Offices:
                 ),
             ).certification.certification_id
         with self.local.desk("qingdao", "reviewer") as desk:
-            approved = desk.call(
-                "ApproveCertification",
+            approved = desk.stub.ApproveCertification(
                 desk_pb2.ApproveCertificationRequest(certification_id=certification_id),
             )
         attestation_id: str = approved.certification.attestation_id

@@ -99,7 +99,7 @@ class Trust:
 
     def call(self, node_id: str, method: str, request: object, operator: str = "clerk") -> object:
         with self.local.desk(node_id, operator) as desk:
-            return desk.call(method, request)
+            return getattr(desk.stub, method)(request)
 
     def status(self, node_id: str) -> desk_pb2.GetDirectoryStatusResponse:
         response = self.call(node_id, "GetDirectoryStatus", desk_pb2.GetDirectoryStatusRequest())
@@ -673,10 +673,10 @@ def test_a_certificate_is_renewed_while_requests_keep_flowing(renewing: Trust) -
         with trust.local.desk("qingdao", "clerk2") as desk:
             while not stop.wait(0.1):
                 try:
-                    desk.call("WhoAmI", desk_pb2.WhoAmIRequest())
+                    desk.stub.WhoAmI(desk_pb2.WhoAmIRequest())
                     # A new connection each time too: it sees whichever certificate is current.
                     with trust.local.desk("qingdao", "clerk2") as fresh:
-                        fresh.call("WhoAmI", desk_pb2.WhoAmIRequest())
+                        fresh.stub.WhoAmI(desk_pb2.WhoAmIRequest())
                     calls[0] += 1
                 except grpc.RpcError as error:
                     failures.append(error)

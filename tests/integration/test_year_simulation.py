@@ -188,8 +188,7 @@ def _register(local: LocalFederation, people: list[Person]) -> None:
         with local.desk(node) as desk:
             for first in range(0, len(mine), BATCH):
                 batch = mine[first : first + BATCH]
-                response = desk.call(
-                    "RegisterBeneficiaries",
+                response = desk.stub.RegisterBeneficiaries(
                     desk_pb2.RegisterBeneficiariesRequest(
                         beneficiaries=[
                             desk_pb2.RegisterBeneficiaryRequest(
@@ -239,8 +238,8 @@ def _feed(local: LocalFederation, people: list[Person], start: date, end: date) 
                     )
                     for person, signal_day in batch
                 ]
-                results = desk.call(
-                    "RecordSignals", desk_pb2.RecordSignalsRequest(signals=signals)
+                results = desk.stub.RecordSignals(
+                    desk_pb2.RecordSignalsRequest(signals=signals)
                 ).results
                 assert all(r.outcome == desk_pb2.SIGNAL_OUTCOME_APPLIED for r in results)
                 pending += [p.beneficiary_id for p, _ in batch if p.fate is Fate.DIES]
@@ -251,8 +250,7 @@ def _confirm_deaths(local: LocalFederation, people: list[Person], pending: list[
     node_of = {p.beneficiary_id: p.node for p in people}
     for beneficiary_id in pending:
         with local.desk(node_of[beneficiary_id], "reviewer") as desk:
-            desk.call(
-                "ReviewTermination",
+            desk.stub.ReviewTermination(
                 desk_pb2.ReviewTerminationRequest(beneficiary_id=beneficiary_id, confirm=True),
             )
 
@@ -262,8 +260,7 @@ def _certify_inbound(local: LocalFederation) -> int:
     certified = 0
     for node in REGIONS:
         with local.desk(node, "clerk") as clerk, local.desk(node, "reviewer") as reviewer:
-            inbox = clerk.call(
-                "ListAssistanceRequests",
+            inbox = clerk.stub.ListAssistanceRequests(
                 desk_pb2.ListAssistanceRequestsRequest(
                     direction=desk_pb2.DIRECTION_INBOUND,
                     status=common_pb2.ASSISTANCE_STATUS_RECEIVED,
@@ -271,8 +268,7 @@ def _certify_inbound(local: LocalFederation) -> int:
                 ),
             ).requests
             for request in inbox:
-                recorded = clerk.call(
-                    "RecordCertification",
+                recorded = clerk.stub.RecordCertification(
                     desk_pb2.RecordCertificationRequest(
                         request_id=request.request_id,
                         method=common_pb2.CERTIFICATION_METHOD_HOME_VISIT,
@@ -280,8 +276,7 @@ def _certify_inbound(local: LocalFederation) -> int:
                         observed_at=to_timestamp(datetime.now(UTC)),
                     ),
                 ).certification
-                reviewer.call(
-                    "ApproveCertification",
+                reviewer.stub.ApproveCertification(
                     desk_pb2.ApproveCertificationRequest(
                         certification_id=recorded.certification_id
                     ),
@@ -300,8 +295,7 @@ def _entitlements(local: LocalFederation, node: str) -> dict[str, desk_pb2.Entit
     token = ""
     with local.desk(node, "reviewer") as desk:
         while True:
-            response = desk.call(
-                "ListEntitlements",
+            response = desk.stub.ListEntitlements(
                 desk_pb2.ListEntitlementsRequest(page_token=token, page_size=500),
             )
             found.update((e.beneficiary.beneficiary_id, e) for e in response.entitlements)
@@ -320,8 +314,8 @@ def _instructions(
     }
     with local.desk(node, "admin") as desk:
         for label in sorted(months):
-            response = desk.call(
-                "ListPaymentInstructions", desk_pb2.ListPaymentInstructionsRequest(month=label)
+            response = desk.stub.ListPaymentInstructions(
+                desk_pb2.ListPaymentInstructionsRequest(month=label)
             )
             for instruction in response.instructions:
                 found[(instruction.beneficiary_id, instruction.action)] = instruction
@@ -343,9 +337,7 @@ def test_a_year_of_ten_thousand_beneficiaries_ends_with_everyone_in_the_right_st
         _confirm_deaths(federation, people, pending)
         for node in REGIONS:
             with federation.desk(node, "admin") as desk:
-                assert desk.call(
-                    "RunCycle", desk_pb2.RunCycleRequest(day=to_timestamp(at(day)))
-                ).ran
+                assert desk.stub.RunCycle(desk_pb2.RunCycleRequest(day=to_timestamp(at(day)))).ran
         _drain(federation)
         assisted += _certify_inbound(federation)
         _drain(federation)
@@ -392,7 +384,7 @@ def test_a_year_of_ten_thousand_beneficiaries_ends_with_everyone_in_the_right_st
     assert not wrong, {fate: (len(items), items[:3]) for fate, items in wrong.items()}
 
     with federation.desk("lanzhou", "reviewer") as desk:
-        report = desk.call("GetReport", desk_pb2.GetReportRequest())
+        report = desk.stub.GetReport(desk_pb2.GetReportRequest())
     lanzhou = [p for p in people if p.node == "lanzhou"]
     assert report.beneficiaries == len(lanzhou)
     by_method = {share.method: share.count for share in report.by_method}

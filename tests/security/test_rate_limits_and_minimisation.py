@@ -104,14 +104,14 @@ def test_a_flooding_operator_does_not_slow_another_operator(local: LocalFederati
         refusals = []
         for _ in range(60):
             try:
-                clerk.call("WhoAmI", desk_pb2.WhoAmIRequest())
+                clerk.stub.WhoAmI(desk_pb2.WhoAmIRequest())
             except grpc.RpcError as error:
                 refusals.append((error.code(), error.details() or ""))
         assert all(code is grpc.StatusCode.RESOURCE_EXHAUSTED for code, _ in refusals)
         assert all("retry in" in details for _, details in refusals)
         refused = len(refusals)
         assert refused >= 30
-        assert reviewer.call("WhoAmI", desk_pb2.WhoAmIRequest()).roles
+        assert reviewer.stub.WhoAmI(desk_pb2.WhoAmIRequest()).roles
 
 
 def _person(serial: int) -> attestation_pb2.IdentityBundle:
@@ -129,14 +129,12 @@ def _identity_seen_by(
     local: LocalFederation, certifier: str, serial: int, residence: str
 ) -> object:
     with local.desk(PAYING.node_id) as desk:
-        beneficiary = desk.call(
-            "RegisterBeneficiary",
+        beneficiary = desk.stub.RegisterBeneficiary(
             desk_pb2.RegisterBeneficiaryRequest(
                 identity=_person(serial), residence_region=residence
             ),
         ).beneficiary
-        request_id = desk.call(
-            "RequestCertification",
+        request_id = desk.stub.RequestCertification(
             desk_pb2.RequestCertificationRequest(
                 beneficiary_id=beneficiary.beneficiary_id,
                 deadline=to_timestamp(datetime.now(UTC) + timedelta(days=30)),
@@ -146,8 +144,7 @@ def _identity_seen_by(
 
         def opened() -> desk_pb2.GetAssistanceRequestResponse | None:
             try:
-                return desk.call(
-                    "GetAssistanceRequest",
+                return desk.stub.GetAssistanceRequest(
                     desk_pb2.GetAssistanceRequestRequest(request_id=request_id),
                 )
             except grpc.RpcError as error:

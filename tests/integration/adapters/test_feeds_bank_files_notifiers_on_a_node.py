@@ -41,8 +41,7 @@ def day_start(days_from_today: int) -> Timestamp:
 
 def register(office: LocalFederation, serial: int, *, valid_days: int, phone: str = "") -> str:
     with office.desk(FOSHAN.node_id) as desk:
-        answer = desk.call(
-            "RegisterBeneficiary",
+        answer = desk.stub.RegisterBeneficiary(
             desk_pb2.RegisterBeneficiaryRequest(
                 identity=attestation_pb2.IdentityBundle(
                     identity_type=common_pb2.IDENTITY_TYPE_RESIDENT_ID,
@@ -112,11 +111,10 @@ def test_a_hospital_feed_extends_validity_once_and_rejects_bad_rows(
     assert all(resident(2)[:-1] not in row[1] for row in rejects)
 
     with office.desk(FOSHAN.node_id) as desk:
-        person = desk.call(
-            "GetBeneficiary", desk_pb2.GetBeneficiaryRequest(beneficiary_id=first)
+        person = desk.stub.GetBeneficiary(
+            desk_pb2.GetBeneficiaryRequest(beneficiary_id=first)
         ).beneficiary
-        attestations = desk.call(
-            "ListAttestations",
+        attestations = desk.stub.ListAttestations(
             desk_pb2.ListAttestationsRequest(direction=desk_pb2.DIRECTION_OUTBOUND),
         ).attestations
     assert person.valid_until.ToDatetime(UTC).date() > TODAY + timedelta(days=300)
@@ -226,8 +224,8 @@ def test_reminders_go_out_once_through_the_outbox_file_and_the_webhook(
     register(office, 30, valid_days=5, phone="13800138030")
     register(office, 31, valid_days=20, phone="13800138031")
     with office.desk(FOSHAN.node_id, "admin") as desk:
-        ran = desk.call("RunCycle", desk_pb2.RunCycleRequest(day=day_start(-1)))
-        waiting = desk.call("ListReminders", desk_pb2.ListRemindersRequest()).reminders
+        ran = desk.stub.RunCycle(desk_pb2.RunCycleRequest(day=day_start(-1)))
+        waiting = desk.stub.ListReminders(desk_pb2.ListRemindersRequest()).reminders
     assert ran.ran
     phones = {r.phone for r in waiting}
     assert {"13800138030", "13800138031"} <= phones
@@ -244,17 +242,17 @@ def test_reminders_go_out_once_through_the_outbox_file_and_the_webhook(
         assert line["text"].startswith("【Foshan office】")
         assert all(resident(serial) not in line["text"] for serial in (30, 31))
     with office.desk(FOSHAN.node_id, "admin") as desk:
-        left = desk.call("ListReminders", desk_pb2.ListRemindersRequest()).reminders
+        left = desk.stub.ListReminders(desk_pb2.ListRemindersRequest()).reminders
     assert not {r.phone for r in left} & {"13800138030", "13800138031"}
 
     # An earlier day's cycle reminds another person; the gateway answers 503 once, then 200.
     register(office, 32, valid_days=4, phone="13800138032")
     with office.desk(FOSHAN.node_id, "admin") as desk:
-        assert desk.call("RunCycle", desk_pb2.RunCycleRequest(day=day_start(-2))).ran
+        assert desk.stub.RunCycle(desk_pb2.RunCycleRequest(day=day_start(-2))).ran
     assert cli(office, monkeypatch, "admin", "notify", "run", "--webhook", gateway.url) == 0
     to_32 = [body for body in gateway.bodies if body["to"] == "13800138032"]
     assert len(to_32) == 2
     assert to_32[0]["reminder_id"] == to_32[1]["reminder_id"]
     with office.desk(FOSHAN.node_id, "admin") as desk:
-        left = desk.call("ListReminders", desk_pb2.ListRemindersRequest()).reminders
+        left = desk.stub.ListReminders(desk_pb2.ListRemindersRequest()).reminders
     assert "13800138032" not in {r.phone for r in left}

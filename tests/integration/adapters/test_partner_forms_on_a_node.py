@@ -49,8 +49,7 @@ def run(federation: LocalFederation, monkeypatch: pytest.MonkeyPatch, *args: str
 def outbound(federation: LocalFederation) -> list[desk_pb2.AssistanceRequestSummary]:
     with federation.desk(MACAU.node_id) as desk:
         return list(
-            desk.call(
-                "ListAssistanceRequests",
+            desk.stub.ListAssistanceRequests(
                 desk_pb2.ListAssistanceRequestsRequest(direction=desk_pb2.DIRECTION_OUTBOUND),
             ).requests
         )
@@ -95,8 +94,7 @@ def test_a_form_is_requested_once_certified_and_exported_in_the_same_layout(
             lambda: (
                 found
                 if len(
-                    found := desk.call(
-                        "ListAssistanceRequests",
+                    found := desk.stub.ListAssistanceRequests(
                         desk_pb2.ListAssistanceRequestsRequest(
                             direction=desk_pb2.DIRECTION_INBOUND
                         ),
@@ -109,8 +107,7 @@ def test_a_form_is_requested_once_certified_and_exported_in_the_same_layout(
             "the three requests in Qingdao's inbox",
         )
         assert {r.request_id for r in inbox} >= {request_ids[0], request_ids[1]}
-        certification = desk.call(
-            "RecordCertification",
+        certification = desk.stub.RecordCertification(
             desk_pb2.RecordCertificationRequest(
                 request_id=request_ids[0],
                 method=common_pb2.CERTIFICATION_METHOD_HOME_VISIT,
@@ -118,8 +115,7 @@ def test_a_form_is_requested_once_certified_and_exported_in_the_same_layout(
                 observed_at=to_timestamp(datetime.now(UTC)),
             ),
         ).certification
-        desk.call(
-            "SetAssistanceStatus",
+        desk.stub.SetAssistanceStatus(
             desk_pb2.SetAssistanceStatusRequest(
                 request_id=request_ids[1],
                 status=common_pb2.ASSISTANCE_STATUS_DECLINED,
@@ -127,8 +123,7 @@ def test_a_form_is_requested_once_certified_and_exported_in_the_same_layout(
             ),
         )
     with federation.desk(QINGDAO.node_id, "reviewer") as reviewer:
-        reviewer.call(
-            "ApproveCertification",
+        reviewer.stub.ApproveCertification(
             desk_pb2.ApproveCertificationRequest(certification_id=certification.certification_id),
         )
 
