@@ -6,7 +6,13 @@ them in its configuration file, never in code.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+
+from federation.errors import InvalidInputError
+
+# Rates that may be 0: the rate limiter then does not limit that kind of caller at all.
+_RATES_THAT_MAY_BE_OFF = frozenset({"peer_calls_per_s", "operator_calls_per_s"})
 
 
 @dataclass(frozen=True)
@@ -27,7 +33,8 @@ class Limits:
     max_monthly_amount_fen: int = 100_000_000
     max_page_size: int = 500
     default_page_size: int = 100
-    # Calls per second (sustained) and burst per caller; 0 turns a limit off. A node's own
+    # Calls per second (sustained) and burst per caller; a rate of 0 turns that limit off
+    # (`validate` allows it only for the rates). A node's own
     # dispatcher sends at most a batch of deliveries per poll, and a desk of clerks a few
     # calls a second each; these leave room for bulk catch-up while stopping a flood.
     peer_calls_per_s: float = 200.0
@@ -45,3 +52,21 @@ class Limits:
     log_batch_entries: int = 1000
     sync_step_entries: int = 20_000
     subscription_poll_s: float = 0.5
+
+    def validate(self, section: str = "limits") -> None:
+        """Refuse a limit that would break the service, naming it as `section.name`.
+
+        Every limit is positive, except that a rate of calls per second may be 0 (off); the
+        default page size may not exceed the largest page.
+        """
+        for limit in dataclasses.fields(self):
+            value = getattr(self, limit.name)
+            if limit.name in _RATES_THAT_MAY_BE_OFF and value == 0:
+                continue
+            if value <= 0:
+                problem = "must be positive"
+                if limit.name in _RATES_THAT_MAY_BE_OFF:
+                    problem = "must be positive, or 0 to turn the rate limit off"
+                raise InvalidInputError(f"{section}.{limit.name}", problem)
+        if self.default_page_size > self.max_page_size:
+            raise InvalidInputError(f"{section}.default_page_size", "must not exceed max_page_size")

@@ -216,11 +216,7 @@ def _validate(config: RegistryConfig) -> None:
             raise InvalidInputError(name, "must be a positive number of seconds")
     if config.log_level not in LOG_LEVELS:
         raise InvalidInputError("log_level", f"use one of {', '.join(LOG_LEVELS)}")
-    for name in _LIMIT_FIELDS:
-        if getattr(config.limits, name) <= 0:
-            raise InvalidInputError(f"limits.{name}", "must be positive")
-    if config.limits.default_page_size > config.limits.max_page_size:
-        raise InvalidInputError("limits.default_page_size", "must not exceed max_page_size")
+    config.limits.validate()
 
 
 def load_registry_config(path: Path, environ: Mapping[str, str] | None = None) -> RegistryConfig:

@@ -41,9 +41,9 @@ from registry.locators_store import Duplicate
 from registry.operations import Registry, StatusChange
 from registry.tables import NodeState
 from registry.witness import Submission
+from signing.locator import LOCATOR_SIZE
 
 SERVICE_NAME = registry_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
-LOCATOR_SIZE = 32
 KEY_ID_PATTERN = re.compile(r"^[0-9a-f]{64}$")
 STATUS_STATES = {value: NodeState(state) for state, value in STATUS_VALUES.items()}
 

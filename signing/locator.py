@@ -14,6 +14,8 @@ import hmac
 from signing.identity import IdentityKind, validate_identity_number
 
 LOCATOR_KEY_SIZE = 32
+# A locator is an HMAC-SHA256 digest.
+LOCATOR_SIZE = hashlib.sha256().digest_size
 
 
 def subject_locator(locator_key: bytes, kind: IdentityKind, number: str) -> bytes:

@@ -14,6 +14,7 @@ from federation.errors import InvalidInputError
 from federation.limits import Limits
 from federation.regions import validate_region_code
 from signing.identity import IdentityKind, validate_identity_number
+from signing.locator import LOCATOR_SIZE
 
 IDENTITY_KINDS = {
     common_pb2.IDENTITY_TYPE_RESIDENT_ID: IdentityKind.RESIDENT_ID,
@@ -23,7 +24,6 @@ IDENTITY_KINDS = {
 }
 IDENTITY_TYPES = {kind: value for value, kind in IDENTITY_KINDS.items()}
 _NODE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
-LOCATOR_BYTES = 32
 DIGEST_BYTES = 32
 MAX_SEQUENCE = 2**31 - 1
 _TEXT_WHITESPACE = "\n\r\t"
@@ -86,8 +86,8 @@ def require_region(value: str, field_name: str) -> str:
 
 
 def require_locator(value: bytes, field_name: str = "subject_locator") -> bytes:
-    if len(value) != LOCATOR_BYTES:
-        raise InvalidInputError(field_name, f"must be {LOCATOR_BYTES} bytes, got {len(value)}")
+    if len(value) != LOCATOR_SIZE:
+        raise InvalidInputError(field_name, f"must be {LOCATOR_SIZE} bytes, got {len(value)}")
     return value
 
 

@@ -43,13 +43,13 @@ from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
 from federation_node.rules.entitlement import EntitlementState, ReminderKind
+from signing.locator import LOCATOR_SIZE
 
 ID_LENGTH = 64
 NODE_ID_LENGTH = 64
 REGION_LENGTH = 16
 HEX_SHA256_LENGTH = 64
 ENUM_LENGTH = 32
-LOCATOR_BYTES = 32
 
 # Deterministic constraint names, the same on SQLite and PostgreSQL, so migrations can name them.
 NAMING_CONVENTION = {
@@ -255,9 +255,7 @@ class Beneficiary(NodeTable, table=True):
     __table_args__ = (
         _enum_check("identity_type", IdentityType),
         _enum_check("status", BeneficiaryState),
-        CheckConstraint(
-            f"length(subject_locator) = {LOCATOR_BYTES}", name="subject_locator_length"
-        ),
+        CheckConstraint(f"length(subject_locator) = {LOCATOR_SIZE}", name="subject_locator_length"),
     )
 
     beneficiary_id: str = _id(primary_key=True)
