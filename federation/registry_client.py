@@ -22,9 +22,7 @@ import grpc
 
 from certfed.v1 import common_pb2, log_pb2, registry_pb2, registry_pb2_grpc
 from federation.envelopes import envelope_from_proto, envelope_to_proto
-from federation.errors import (
-    from_rpc_error,
-)
+from federation.errors import from_rpc_error
 from federation.limits import Limits
 from federation.timestamps import to_timestamp
 from federation.transport import REGISTRY_TLS_NAME, secure_channel
@@ -115,18 +113,12 @@ class RegistryClient:
     def enrol(self, application: dsse.Envelope) -> registry_pb2.EnrolResponse:
         connection = self._connection
         request = registry_pb2.EnrolRequest(application=envelope_to_proto(application))
-        response: registry_pb2.EnrolResponse = connection.call(
-            "Enrol", connection.stub.Enrol, request
-        )
-        return response
+        return connection.call("Enrol", connection.stub.Enrol, request)
 
     def get_enrolment(self, node_id: str) -> registry_pb2.GetEnrolmentResponse:
         connection = self._connection
         request = registry_pb2.GetEnrolmentRequest(node_id=node_id)
-        response: registry_pb2.GetEnrolmentResponse = connection.call(
-            "GetEnrolment", connection.stub.GetEnrolment, request
-        )
-        return response
+        return connection.call("GetEnrolment", connection.stub.GetEnrolment, request)
 
     def get_directory(self, known_version: int) -> dsse.Envelope | None:
         """The latest signed directory, or None when `known_version` is the latest already."""
@@ -148,26 +140,17 @@ class RegistryClient:
     def rotate_signing_key(self, rotation: dsse.Envelope) -> registry_pb2.RotateSigningKeyResponse:
         connection = self._connection
         request = registry_pb2.RotateSigningKeyRequest(rotation=envelope_to_proto(rotation))
-        response: registry_pb2.RotateSigningKeyResponse = connection.call(
-            "RotateSigningKey", connection.stub.RotateSigningKey, request
-        )
-        return response
+        return connection.call("RotateSigningKey", connection.stub.RotateSigningKey, request)
 
     def renew_certificate(self, csr_pem: bytes) -> registry_pb2.RenewCertificateResponse:
         connection = self._connection
         request = registry_pb2.RenewCertificateRequest(tls_csr_pem=csr_pem)
-        response: registry_pb2.RenewCertificateResponse = connection.call(
-            "RenewCertificate", connection.stub.RenewCertificate, request
-        )
-        return response
+        return connection.call("RenewCertificate", connection.stub.RenewCertificate, request)
 
     def publish_locators(self, locators: list[bytes]) -> registry_pb2.PublishLocatorsResponse:
         connection = self._connection
         request = registry_pb2.PublishLocatorsRequest(locators=locators)
-        response: registry_pb2.PublishLocatorsResponse = connection.call(
-            "PublishLocators", connection.stub.PublishLocators, request
-        )
-        return response
+        return connection.call("PublishLocators", connection.stub.PublishLocators, request)
 
     def withdraw_locators(self, locators: list[bytes]) -> int:
         connection = self._connection

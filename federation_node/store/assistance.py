@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -90,7 +91,7 @@ def create_outbound(
     open_request = _open_request_for(session, beneficiary.beneficiary_id)
     if open_request is not None:
         raise _duplicate(beneficiary.beneficiary_id, open_request)
-    request = AssistanceRequest(
+    request = _new_request(
         request_id=request_id,
         direction=RequestDirection.OUTBOUND,
         peer_node_id=peer_node_id,
@@ -105,13 +106,8 @@ def create_outbound(
         acceptable_methods=list(acceptable_methods),
         note=note,
         status=AssistanceState.QUEUED,
-        status_reason="",
-        scheduled_for=None,
-        status_sequence=0,
-        attestation_id=None,
         open_beneficiary_id=beneficiary.beneficiary_id,
-        created_at=now,
-        updated_at=now,
+        now=now,
     )
     try:
         # A savepoint, so that after losing a race the transaction can still name the winner.
@@ -125,6 +121,19 @@ def create_outbound(
             raise AlreadyExistsError(f"request id {request_id} is already in use") from None
         raise
     return request
+
+
+def _new_request(*, now: datetime, **fields: Any) -> AssistanceRequest:
+    """A request as it starts, in either direction: no reason, schedule or attestation yet."""
+    return AssistanceRequest(
+        **fields,
+        status_reason="",
+        scheduled_for=None,
+        status_sequence=0,
+        attestation_id=None,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 def _open_request_for(session: Session, beneficiary_id: str) -> AssistanceRequest | None:
@@ -161,7 +170,7 @@ def receive_inbound(
     existing = session.get(AssistanceRequest, request_id)
     if existing is not None:
         return _redelivered(existing, peer_node_id, payload_sha256), True
-    request = AssistanceRequest(
+    request = _new_request(
         request_id=request_id,
         direction=RequestDirection.INBOUND,
         peer_node_id=peer_node_id,
@@ -176,13 +185,8 @@ def receive_inbound(
         acceptable_methods=list(acceptable_methods),
         note=note,
         status=AssistanceState.RECEIVED,
-        status_reason="",
-        scheduled_for=None,
-        status_sequence=0,
-        attestation_id=None,
         open_beneficiary_id=None,
-        created_at=now,
-        updated_at=now,
+        now=now,
     )
     try:
         with session.begin_nested():

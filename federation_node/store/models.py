@@ -212,6 +212,19 @@ def _id(*, primary_key: bool = False, nullable: bool = False, **kwargs: Any) -> 
     )
 
 
+def _beneficiary(*, primary_key: bool = False, nullable: bool = False, index: bool = False) -> Any:
+    """A reference to the beneficiary a row is about."""
+    return Field(
+        sa_column=Column(
+            String(ID_LENGTH),
+            ForeignKey("beneficiary.beneficiary_id"),
+            primary_key=primary_key,
+            nullable=nullable,
+            index=index,
+        )
+    )
+
+
 def _node_id() -> Any:
     return Field(sa_column=Column(String(NODE_ID_LENGTH), nullable=False))
 
@@ -290,11 +303,7 @@ class AssistanceRequest(NodeTable, table=True):
     direction: RequestDirection = _enum(RequestDirection)
     # The residence node for an outbound request, the paying node for an inbound one.
     peer_node_id: str = _node_id()
-    beneficiary_id: str | None = Field(
-        sa_column=Column(
-            String(ID_LENGTH), ForeignKey("beneficiary.beneficiary_id"), nullable=True, index=True
-        )
-    )
+    beneficiary_id: str | None = _beneficiary(nullable=True, index=True)
     subject_locator: bytes = _bytes()
     paying_node_id: str = _node_id()
     paying_region: str = _region()
@@ -380,9 +389,7 @@ class Attestation(NodeTable, table=True):
     issuing_node_id: str = _node_id()
     paying_node_id: str = _node_id()
     subject_locator: bytes = Field(sa_column=Column(LargeBinary(), nullable=False, index=True))
-    beneficiary_id: str | None = Field(
-        sa_column=Column(String(ID_LENGTH), ForeignKey("beneficiary.beneficiary_id"), nullable=True)
-    )
+    beneficiary_id: str | None = _beneficiary(nullable=True)
     request_id: str | None = Field(sa_column=Column(String(ID_LENGTH), nullable=True, index=True))
     method: int = _int()
     outcome: int = _int()
@@ -631,11 +638,7 @@ class Entitlement(NodeTable, table=True):
         Index(None, "state", "beneficiary_id"),
     )
 
-    beneficiary_id: str = Field(
-        sa_column=Column(
-            String(ID_LENGTH), ForeignKey("beneficiary.beneficiary_id"), primary_key=True
-        )
-    )
+    beneficiary_id: str = _beneficiary(primary_key=True)
     monthly_amount_fen: int = _money()
     state: EntitlementState = _enum(EntitlementState)
     # When the current state took effect (for a termination: the date the evidence names).
@@ -667,11 +670,7 @@ class DataSignal(NodeTable, table=True):
     source_record_id: str = Field(sa_column=Column(String(128), nullable=False))
     # certfed.v1.SignalKind value.
     kind: int = _int()
-    beneficiary_id: str | None = Field(
-        sa_column=Column(
-            String(ID_LENGTH), ForeignKey("beneficiary.beneficiary_id"), nullable=True, index=True
-        )
-    )
+    beneficiary_id: str | None = _beneficiary(nullable=True, index=True)
     observed_at: datetime = _when()
     outcome: SignalOutcome = _enum(SignalOutcome)
     attestation_id: str | None = _id(nullable=True)
@@ -690,11 +689,7 @@ class PaymentInstruction(NodeTable, table=True):
     )
 
     instruction_id: str = _id(primary_key=True)
-    beneficiary_id: str = Field(
-        sa_column=Column(
-            String(ID_LENGTH), ForeignKey("beneficiary.beneficiary_id"), nullable=False
-        )
-    )
+    beneficiary_id: str = _beneficiary()
     action: PaymentAction = _enum(PaymentAction)
     effective_month: str = _month()
     back_pay_fen: int = _money()
@@ -714,11 +709,7 @@ class Reminder(NodeTable, table=True):
     )
 
     reminder_id: str = _id(primary_key=True)
-    beneficiary_id: str = Field(
-        sa_column=Column(
-            String(ID_LENGTH), ForeignKey("beneficiary.beneficiary_id"), nullable=False
-        )
-    )
+    beneficiary_id: str = _beneficiary()
     kind: ReminderKind = _enum(ReminderKind)
     # The end of validity the reminder is about, and its day relative to it in the schedule.
     expires_at: datetime = _when()
