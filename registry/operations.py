@@ -196,6 +196,31 @@ class Registry:
     def _lifetime(self) -> timedelta:
         return timedelta(seconds=self._config.directory_lifetime_s)
 
+    def _publish_audited(
+        self,
+        session: Session,
+        now: datetime,
+        *,
+        actor: str,
+        action: str,
+        node_id: str,
+        detail: str = "",
+        effective_at: datetime | None = None,
+    ) -> int:
+        """Publish a new directory for a change, and record who made it in the same transaction."""
+        version = self._publish(session, now)
+        audit_store.record(
+            session,
+            actor=actor,
+            action=action,
+            node_id=node_id,
+            at=now,
+            detail=detail,
+            effective_at=effective_at,
+            directory_version=version,
+        )
+        return version
+
     def _publish(self, session: Session, now: datetime) -> int:
         # The lock first, then the key: a root rotation committing meanwhile has swapped the key
         # before it released the lock, so no directory is ever signed by a retired root.
@@ -310,14 +335,12 @@ class Registry:
             nodes_store.record_certificate(session, node_id, certificate_pem, now)
             nodes_store.add_signing_key(session, node_id, key.key_id, key.raw, now)
             nodes_store.set_status(session, node, NodeState.ACTIVE, "", now)
-            version = self._publish(session, now)
-            audit_store.record(
+            version = self._publish_audited(
                 session,
+                now,
                 actor=f"admin:{admin}",
                 action="approve",
                 node_id=node_id,
-                at=now,
-                directory_version=version,
             )
         log.info("registry.node_approved", node_id=node_id, admin=admin, directory=version)
         return version
@@ -339,16 +362,14 @@ class Registry:
                 nodes_store.revoke_signing_keys(
                     session, node_id, effective_at, f"node revoked: {change.reason}"[:512]
                 )
-            version = self._publish(session, now)
-            audit_store.record(
+            version = self._publish_audited(
                 session,
+                now,
                 actor=f"admin:{admin}",
                 action=_ACTIONS[change.target],
                 node_id=node_id,
-                at=now,
                 detail=change.reason,
                 effective_at=effective_at,
-                directory_version=version,
             )
         log.info(
             "registry.node_status_changed",
@@ -459,15 +480,13 @@ class Registry:
                 )
             nodes_store.add_signing_key(session, node_id, new_key_id, rotation.new_key.raw, now)
             nodes_store.end_signing_key(session, current, now + overlap)
-            version = self._publish(session, now)
-            audit_store.record(
+            version = self._publish_audited(
                 session,
+                now,
                 actor=f"node:{node_id}",
                 action="rotate-signing-key",
                 node_id=node_id,
-                at=now,
                 detail=f"{rotation.current_key_id} -> {new_key_id}",
-                directory_version=version,
             )
             previous_until = current.valid_until or now + overlap
         log.info(
@@ -501,16 +520,14 @@ class Registry:
                     "must rotate first (`certfed node rotate-key`), then retire the old key"
                 )
             nodes_store.end_signing_key(session, key, now)
-            version = self._publish(session, now)
-            audit_store.record(
+            version = self._publish_audited(
                 session,
+                now,
                 actor=f"admin:{admin}",
                 action="retire-signing-key",
                 node_id=node_id,
-                at=now,
                 detail=key_id,
                 effective_at=now,
-                directory_version=version,
             )
         log.info("registry.signing_key_retired", node_id=node_id, key_id=key_id, directory=version)
         return version
@@ -533,16 +550,14 @@ class Registry:
                     f"{key.revoked_at.isoformat()}"
                 )
             nodes_store.revoke_signing_key(session, key, moment, reason)
-            version = self._publish(session, now)
-            audit_store.record(
+            version = self._publish_audited(
                 session,
+                now,
                 actor=f"admin:{admin}",
                 action="revoke-signing-key",
                 node_id=node_id,
-                at=now,
                 detail=f"{key_id}: {reason}"[:1024],
                 effective_at=moment,
-                directory_version=version,
             )
         log.info("registry.signing_key_revoked", node_id=node_id, key_id=key_id, directory=version)
         return version
@@ -563,14 +578,12 @@ class Registry:
             nodes_store.record_certificate(
                 session, node_id, certificate_pem, now, previous_until=previous_until
             )
-            version = self._publish(session, now)
-            audit_store.record(
+            version = self._publish_audited(
                 session,
+                now,
                 actor=f"node:{node_id}",
                 action="renew-certificate",
                 node_id=node_id,
-                at=now,
-                directory_version=version,
             )
         log.info("registry.certificate_renewed", node_id=node_id, directory=version)
         return CertificateRenewed(certificate_pem, previous_until, version)
@@ -655,15 +668,13 @@ class Registry:
                     )
                     # Swapped before commit, while the directory lock is held (see _publish).
                     self._keys = dataclasses.replace(self._keys, root_key=new)
-                    version = self._publish(session, now)
-                    audit_store.record(
+                    version = self._publish_audited(
                         session,
+                        now,
                         actor=f"admin:{admin}",
                         action="rotate-root",
                         node_id="registry",
-                        at=now,
                         detail=f"{previous.key_id} -> {new.key_id}",
-                        directory_version=version,
                     )
             except BaseException:
                 self._keys = dataclasses.replace(self._keys, root_key=previous)

@@ -19,6 +19,7 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 from registry.utc import as_utc
+from signing.locator import LOCATOR_SIZE
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -51,6 +52,23 @@ class NodeState(enum.StrEnum):
 
 class RegistryTable(SQLModel, registry=registry()):
     """Base of the registry's tables: their own metadata, apart from any node's tables."""
+
+
+def _node_ref(*, primary_key: bool = False) -> Any:
+    """A reference to the node a row belongs to, indexed for lookups by node."""
+    return Field(
+        sa_column=sa.Column(
+            sa.String(64),
+            sa.ForeignKey("node.node_id"),
+            primary_key=primary_key,
+            nullable=False,
+            index=True,
+        )
+    )
+
+
+def _locator_key() -> Any:
+    return Field(sa_column=sa.Column(sa.LargeBinary(LOCATOR_SIZE), primary_key=True))
 
 
 def _utc_column(*, nullable: bool = False, index: bool = False) -> Any:
@@ -88,11 +106,7 @@ class NodeKey(RegistryTable, table=True):
     __tablename__ = "node_key"
 
     key_id: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
-    node_id: str = Field(
-        sa_column=sa.Column(
-            sa.String(64), sa.ForeignKey("node.node_id"), nullable=False, index=True
-        )
-    )
+    node_id: str = _node_ref()
     public_key: bytes = Field(sa_column=sa.Column(sa.LargeBinary(), nullable=False))
     valid_from: datetime = _utc_column()
     valid_until: datetime | None = _utc_column(nullable=True)
@@ -111,11 +125,7 @@ class NodeCertificate(RegistryTable, table=True):
 
     # Lowercase hex SHA-256 of the DER certificate.
     sha256: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
-    node_id: str = Field(
-        sa_column=sa.Column(
-            sa.String(64), sa.ForeignKey("node.node_id"), nullable=False, index=True
-        )
-    )
+    node_id: str = _node_ref()
     certificate_pem: bytes = Field(sa_column=sa.Column(sa.LargeBinary(), nullable=False))
     serial_number: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
     not_before: datetime = _utc_column()
@@ -144,12 +154,8 @@ class SubjectLocator(RegistryTable, table=True):
 
     __tablename__ = "subject_locator"
 
-    locator: bytes = Field(sa_column=sa.Column(sa.LargeBinary(32), primary_key=True))
-    node_id: str = Field(
-        sa_column=sa.Column(
-            sa.String(64), sa.ForeignKey("node.node_id"), primary_key=True, index=True
-        )
-    )
+    locator: bytes = _locator_key()
+    node_id: str = _node_ref(primary_key=True)
     published_at: datetime = _utc_column()
 
 
@@ -158,12 +164,8 @@ class DuplicateEntitlement(RegistryTable, table=True):
 
     __tablename__ = "duplicate_entitlement"
 
-    locator: bytes = Field(sa_column=sa.Column(sa.LargeBinary(32), primary_key=True))
-    node_id: str = Field(
-        sa_column=sa.Column(
-            sa.String(64), sa.ForeignKey("node.node_id"), primary_key=True, index=True
-        )
-    )
+    locator: bytes = _locator_key()
+    node_id: str = _node_ref(primary_key=True)
     detected_at: datetime = _utc_column()
 
 
@@ -227,11 +229,7 @@ class WitnessFork(RegistryTable, table=True):
     id: int | None = Field(
         default=None, sa_column=sa.Column(sa.Integer(), primary_key=True, autoincrement=True)
     )
-    node_id: str = Field(
-        sa_column=sa.Column(
-            sa.String(64), sa.ForeignKey("node.node_id"), nullable=False, index=True
-        )
-    )
+    node_id: str = _node_ref()
     origin: str = Field(sa_column=sa.Column(sa.String(255), nullable=False))
     detected_at: datetime = _utc_column(index=True)
     # What was inconsistent: same size with another root, or a consistency proof that fails.
