@@ -46,13 +46,7 @@ def sign_rotation(
         requested_at=to_timestamp(requested_at),
     )
     payload = statement.SerializeToString(deterministic=True)
-    by_current = dsse.sign(payload, dsse.KEY_ROTATION_PAYLOAD_TYPE, current)
-    by_new = dsse.sign(payload, dsse.KEY_ROTATION_PAYLOAD_TYPE, new)
-    return dsse.Envelope(
-        payload=payload,
-        payload_type=dsse.KEY_ROTATION_PAYLOAD_TYPE,
-        signatures=by_current.signatures + by_new.signatures,
-    )
+    return dsse.sign(payload, dsse.KEY_ROTATION_PAYLOAD_TYPE, current, new)
 
 
 def validate_rotation(

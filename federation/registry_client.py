@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import NoReturn, TypeVar
+from typing import NoReturn, Self, TypeVar
 
 import grpc
 
@@ -57,23 +57,8 @@ class _Connection:
         self.channel.close()
 
 
-@dataclass(frozen=True)
-class DirectoryUpdate:
-    """What GetDirectory answered: a newer directory (None when not modified) and the root
-    rotations the caller has not followed yet, oldest first."""
-
-    envelope: dsse.Envelope | None
-    root_statements: tuple[dsse.Envelope, ...] = ()
-
-
-class RegistryClient:
-    """What nodes and tools ask the registry, over one channel to one registry port.
-
-    A node that is not enrolled yet dials the registry's enrolment port with
-    `anonymous_channel_credentials(ca_pem)` (Enrol, GetEnrolment, GetDirectory); an enrolled
-    node dials the mutual-TLS port with `TlsMaterial.channel_credentials()` for everything,
-    including the locator calls.
-    """
+class _Client:
+    """One connection to the registry, closed by `close()` or at the end of a `with` block."""
 
     def __init__(
         self,
@@ -84,19 +69,7 @@ class RegistryClient:
         self._limits = limits or Limits()
         self._connection = _Connection(endpoint, credentials, self._limits)
 
-    def replace_credentials(self, credentials: grpc.ChannelCredentials) -> None:
-        """Use new client credentials (a renewed certificate) for every call from now on.
-
-        Calls already under way finish on the old channel, which is closed once the longest
-        call could have ended.
-        """
-        previous = self._connection
-        self._connection = _Connection(previous.endpoint, credentials, self._limits)
-        closer = threading.Timer(2 * self._limits.call_timeout_s, previous.close)
-        closer.daemon = True
-        closer.start()
-
-    def __enter__(self) -> RegistryClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -109,6 +82,37 @@ class RegistryClient:
 
     def close(self) -> None:
         self._connection.close()
+
+
+@dataclass(frozen=True)
+class DirectoryUpdate:
+    """What GetDirectory answered: a newer directory (None when not modified) and the root
+    rotations the caller has not followed yet, oldest first."""
+
+    envelope: dsse.Envelope | None
+    root_statements: tuple[dsse.Envelope, ...] = ()
+
+
+class RegistryClient(_Client):
+    """What nodes and tools ask the registry, over one channel to one registry port.
+
+    A node that is not enrolled yet dials the registry's enrolment port with
+    `anonymous_channel_credentials(ca_pem)` (Enrol, GetEnrolment, GetDirectory); an enrolled
+    node dials the mutual-TLS port with `TlsMaterial.channel_credentials()` for everything,
+    including the locator calls.
+    """
+
+    def replace_credentials(self, credentials: grpc.ChannelCredentials) -> None:
+        """Use new client credentials (a renewed certificate) for every call from now on.
+
+        Calls already under way finish on the old channel, which is closed once the longest
+        call could have ended.
+        """
+        previous = self._connection
+        self._connection = _Connection(previous.endpoint, credentials, self._limits)
+        closer = threading.Timer(2 * self._limits.call_timeout_s, previous.close)
+        closer.daemon = True
+        closer.start()
 
     def enrol(self, application: dsse.Envelope) -> registry_pb2.EnrolResponse:
         connection = self._connection
@@ -186,31 +190,9 @@ class RegistryClient:
         return bytes(response.checkpoint.note)
 
 
-class RegistryAdminClient:
-    """A registry administrator's calls, over mTLS with an administrator certificate."""
-
-    def __init__(
-        self,
-        endpoint: str,
-        credentials: grpc.ChannelCredentials,
-        limits: Limits | None = None,
-    ) -> None:
-        """`credentials`: the administrator's `TlsMaterial.channel_credentials()`."""
-        self._connection = _Connection(endpoint, credentials, limits or Limits())
-
-    def __enter__(self) -> RegistryAdminClient:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._connection.close()
+class RegistryAdminClient(_Client):
+    """A registry administrator's calls, over mTLS with an administrator certificate
+    (`credentials`: the administrator's `TlsMaterial.channel_credentials()`)."""
 
     def approve(self, node_id: str) -> int:
         """Approve a pending enrolment; returns the directory version that lists the node."""

@@ -56,13 +56,7 @@ def sign_root_statement(
 ) -> dsse.Envelope:
     """The statement as a DSSE envelope signed by the previous root and by the new root."""
     payload = statement.SerializeToString(deterministic=True)
-    by_previous = dsse.sign(payload, dsse.ROOT_PAYLOAD_TYPE, previous)
-    by_new = dsse.sign(payload, dsse.ROOT_PAYLOAD_TYPE, new)
-    return dsse.Envelope(
-        payload=payload,
-        payload_type=dsse.ROOT_PAYLOAD_TYPE,
-        signatures=by_previous.signatures + by_new.signatures,
-    )
+    return dsse.sign(payload, dsse.ROOT_PAYLOAD_TYPE, previous, new)
 
 
 def parse_root_statement(envelope: dsse.Envelope) -> directory_pb2.RootStatement:

@@ -155,10 +155,15 @@ def _decode_base64(text: str, name: str) -> bytes:
     return decoded
 
 
-def sign(payload: bytes, payload_type: str, key: SigningKey) -> Envelope:
-    """Sign `payload` as `payload_type`; the key id names the signer for verifiers."""
-    signature = Signature(keyid=key.key_id, sig=key.sign(pae(payload_type, payload)))
-    return Envelope(payload=payload, payload_type=payload_type, signatures=(signature,))
+def sign(payload: bytes, payload_type: str, *keys: SigningKey) -> Envelope:
+    """Sign `payload` as `payload_type` with each key, in order (a statement that two keys
+    must both vouch for, such as a rotation, carries both signatures over the same PAE); the
+    key id names each signer for verifiers."""
+    if not keys:
+        raise ValueError("sign needs at least one key")
+    message = pae(payload_type, payload)
+    signatures = tuple(Signature(keyid=key.key_id, sig=key.sign(message)) for key in keys)
+    return Envelope(payload=payload, payload_type=payload_type, signatures=signatures)
 
 
 @dataclass(frozen=True)

@@ -75,6 +75,18 @@ def test_signed_envelope_verifies_with_the_issuer_key() -> None:
     assert envelope.signatures[0].keyid == ISSUER.key_id
 
 
+def test_an_envelope_signed_by_two_keys_verifies_under_each_of_them() -> None:
+    envelope = sign(PAYLOAD, ATTESTATION_PAYLOAD_TYPE, ISSUER, STRANGER)
+    assert [s.keyid for s in envelope.signatures] == [ISSUER.key_id, STRANGER.key_id]
+    for key in (ISSUER, STRANGER):
+        assert verify(envelope, trusted(key), ATTESTATION_PAYLOAD_TYPE).key_id == key.key_id
+
+
+def test_signing_with_no_key_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least one key"):
+        sign(PAYLOAD, ATTESTATION_PAYLOAD_TYPE)
+
+
 def test_tampered_payload_is_rejected() -> None:
     envelope = sign(PAYLOAD, ATTESTATION_PAYLOAD_TYPE, ISSUER)
     tampered = Envelope(PAYLOAD + b"\x00", envelope.payload_type, envelope.signatures)
