@@ -14,18 +14,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tenacity import RetryCallState, Retrying, wait_exponential_jitter
+
 from federation.errors import InvalidInputError
 from federation.limits import Limits
 from federation.regions import validate_region_code
+from federation.roles import ROLE_VALUES
 from federation_node.rules.minimisation import MinimisationConfig
 
-ROLE_NAMES = ("paying_office", "residence_agency", "partner_liaison")
 ENV_PREFIX = "CERTFED_NODE_"
+# Settings that moved out of node.toml, and where each lives now. A file that still sets one is
+# refused rather than run with a value the node would no longer read.
+MOVED_SETTINGS = {
+    "validity_months": (
+        "the validity period is set in the policy file now: write `period_months = N` under "
+        "`[validity]` in policy.toml (the file `policy_file` names; docs/policy.md)"
+    ),
+}
 
 
 @dataclass(frozen=True)
 class DispatchConfig:
-    """How the outbox dispatcher delivers messages to peers and the registry."""
+    """How the outbox dispatcher delivers messages to peers and the registry, and how long and
+    how often a message is retried before it becomes a dead letter."""
 
     poll_interval_s: float = 1.0
     batch_size: int = 50
@@ -33,6 +44,17 @@ class DispatchConfig:
     max_backoff_s: float = 30.0
     max_attempts: int = 50
     max_age_s: float = 7 * 24 * 3600.0
+    # Random extra delay (uniform in [0, jitter_s]) so replicas and peers do not retry in step.
+    jitter_s: float = 1.0
+
+    def backoff_s(self, attempts: int) -> float:
+        """Seconds to wait after the `attempts`-th failed attempt; never above max_backoff_s."""
+        wait = wait_exponential_jitter(
+            multiplier=self.initial_backoff_s, max=self.max_backoff_s, jitter=self.jitter_s
+        )
+        state = RetryCallState(retry_object=Retrying(), fn=None, args=(), kwargs={})
+        state.attempt_number = max(attempts, 1)
+        return float(wait(state))
 
 
 @dataclass(frozen=True)
@@ -66,7 +88,6 @@ class NodeConfig:
     directory_refresh_s: float = 60.0
     # Renew the TLS certificate when less than this fraction of its validity is left.
     certificate_renew_fraction: float = 1 / 3
-    validity_months: int = 12
     # The region's entitlement policy (docs/policy.md); the defaults apply when it is absent.
     policy_file: Path = Path("policy.toml")
     # Hour (UTC) at which the server runs the daily cycle; -1: only `certfed node cycle` runs it.
@@ -145,6 +166,11 @@ def load_node_config(path: Path, environ: dict[str, str] | None = None) -> NodeC
         raise InvalidInputError("config", f"{path} is not valid TOML: {error}") from error
     base = path.resolve().parent
     field_types = {f.name: f for f in dataclasses.fields(NodeConfig)}
+    for name, instead in MOVED_SETTINGS.items():
+        if name in raw:
+            raise InvalidInputError(name, f"remove it from {path.name}; {instead}")
+        if ENV_PREFIX + name.upper() in env:
+            raise InvalidInputError(name, f"unset {ENV_PREFIX + name.upper()}; {instead}")
     unknown = sorted(set(raw) - set(field_types))
     if unknown:
         raise InvalidInputError(unknown[0], f"unknown setting in {path.name}")
@@ -190,15 +216,14 @@ def validate_node_config(config: NodeConfig) -> None:
     for code in config.region_codes:
         validate_region_code(code, "region_codes")
     if not config.roles:
-        raise InvalidInputError("roles", f"give at least one of {', '.join(ROLE_NAMES)}")
+        raise InvalidInputError("roles", f"give at least one of {', '.join(ROLE_VALUES)}")
     for role in config.roles:
-        if role not in ROLE_NAMES:
-            raise InvalidInputError("roles", f"{role!r} is not one of {', '.join(ROLE_NAMES)}")
-    if not 1 <= config.validity_months <= 24:
-        raise InvalidInputError("validity_months", "must be between 1 and 24")
+        if role not in ROLE_VALUES:
+            raise InvalidInputError("roles", f"{role!r} is not one of {', '.join(ROLE_VALUES)}")
     if not -1 <= config.cycle_hour_utc <= 23:
         raise InvalidInputError("cycle_hour_utc", "must be an hour from 0 to 23, or -1 for none")
     config.minimisation.validate()
+    config.limits.validate()
     if config.directory_refresh_s <= 0:
         raise InvalidInputError("directory_refresh_s", "must be positive")
     if not 0 < config.certificate_renew_fraction < 1:

@@ -13,8 +13,8 @@ from datetime import UTC, date, datetime
 
 import structlog
 
-from federation_node.offices.lifecycle import CycleOutcome, Lifecycle
-from federation_node.offices.node import Actor
+from federation_node.offices.context import Actor
+from federation_node.offices.daily_cycle import CycleOutcome, DailyCycle
 
 log = structlog.get_logger("certfed.cycle")
 
@@ -26,13 +26,13 @@ CHECK_INTERVAL_S = 60.0
 class CycleScheduler:
     def __init__(
         self,
-        lifecycle: Lifecycle,
+        daily_cycle: DailyCycle,
         hour_utc: int,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         check_interval_s: float = CHECK_INTERVAL_S,
     ) -> None:
-        self._lifecycle = lifecycle
+        self._daily_cycle = daily_cycle
         self._hour = hour_utc
         self._clock = clock
         self._interval = check_interval_s
@@ -55,7 +55,7 @@ class CycleScheduler:
         today = now.date()
         if self._done == today or now.hour < self._hour:
             return None
-        outcome = self._lifecycle.run_cycle(SCHEDULER_ACTOR, today)
+        outcome = self._daily_cycle.run_cycle(SCHEDULER_ACTOR, today)
         self._done = today
         return outcome
 

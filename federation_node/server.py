@@ -37,8 +37,7 @@ from federation_node.links.key_rollover import (
     finish_interrupted_promotion,
 )
 from federation_node.links.peers import PeerChannels
-from federation_node.offices.lifecycle import Lifecycle
-from federation_node.offices.node import Node
+from federation_node.offices.node import Node, compose_node
 from federation_node.offices.revocation_review import review_revocations
 from federation_node.rules.policy import load_policy
 from federation_node.service.authz import NodeAuthorizer
@@ -87,7 +86,7 @@ class NodeRuntime:
         self.sequencer.stop()
         self.peers.close()
         self.registry.close()
-        self.node.engine.dispose()
+        self.node.context.engine.dispose()
 
 
 def start_node(config: NodeConfig) -> NodeRuntime:
@@ -114,27 +113,21 @@ def start_node(config: NodeConfig) -> NodeRuntime:
     except CertfedError as error:
         log.warning("directory.initial_refresh_refused", error=str(error))
     peers = PeerChannels(directory, keys.tls, config.limits)
-    node = Node(
-        config,
-        keys,
-        engine,
-        directory,
-        locate=registry.locate,
-        policy=policy,
-    )
+    node = compose_node(config, keys, engine, directory, policy, registry.locate)
+    context = node.context
     dispatcher = Dispatcher(
         engine,
         peers,
         lambda request: registry.publish_locators(list(request.locators)),
-        node.record_duplicates,
+        node.paying_office.record_duplicates,
         config.dispatch,
         config.limits.call_timeout_s,
         hold=suspension_hold(directory, config.node_id),
     )
-    node.on_enqueued = dispatcher.wake
+    context.on_enqueued = dispatcher.wake
     serving = ReloadableTls(keys.tls)
     rollover = KeyRollover(
-        node,
+        context,
         paths,
         serving,
         peers,
@@ -143,8 +136,8 @@ def start_node(config: NodeConfig) -> NodeRuntime:
         refresh_directory=directory.refresh,
     )
     directory.add_listener(rollover.on_directory)
-    directory.add_listener(lambda trusted: review_revocations(engine, trusted, node.now()))
-    catch_up_with_directory(directory, rollover, engine, node.now())
+    directory.add_listener(lambda trusted: review_revocations(engine, trusted, context.now()))
+    catch_up_with_directory(directory, rollover, engine, context.now())
 
     def after_refresh() -> None:
         publish_directory_health(server.health, directory)
@@ -158,7 +151,7 @@ def start_node(config: NodeConfig) -> NodeRuntime:
         load_witness_verifier(config.witness_public_key),
         config.limits,
     )
-    node.on_log_appended = transparency.notify_appended
+    context.on_log_appended = transparency.notify_appended
     publisher = CheckpointPublisher(transparency, config.checkpoint_interval_s)
     syncer = LogSync(
         engine, directory.current, transparency.witness_verifier, peers.federation, config.limits
@@ -167,7 +160,7 @@ def start_node(config: NodeConfig) -> NodeRuntime:
     refresher = DirectoryRefresher(
         directory,
         config.directory_refresh_s,
-        also=lambda: node.record_duplicates(registry.list_duplicates()),
+        also=lambda: node.paying_office.record_duplicates(registry.list_duplicates()),
         after_each=after_refresh,
     )
     services = [
@@ -190,7 +183,7 @@ def start_node(config: NodeConfig) -> NodeRuntime:
     publisher.start()
     for follower in followers:
         follower.start()
-    scheduler = CycleScheduler(Lifecycle(node), config.cycle_hour_utc)
+    scheduler = CycleScheduler(node.daily_cycle, config.cycle_hour_utc)
     scheduler.start()
     log.info(
         "node.started",

@@ -109,12 +109,6 @@ class Dispatcher(threading.Thread):
         self._stopping = threading.Event()
         # Registry calls (locator publication) are blocking client calls; peers get futures.
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="publish")
-        self._policy = outbox.RetryPolicy(
-            initial_s=config.initial_backoff_s,
-            max_backoff_s=config.max_backoff_s,
-            max_attempts=config.max_attempts,
-            max_age_s=config.max_age_s,
-        )
 
     def wake(self) -> None:
         """Called after a transaction queued a message, so it goes out now, not at the next poll."""
@@ -181,7 +175,7 @@ class Dispatcher(threading.Thread):
                         error=str(error),
                     )
                 else:
-                    outbox.mark_failed(session, message, str(error), now, self._policy)
+                    outbox.mark_failed(session, message, str(error), now, self._config)
                     log.warning(
                         "outbox.retry_later",
                         message_id=message_id,

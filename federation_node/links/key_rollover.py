@@ -52,7 +52,7 @@ from federation.transport import (
 from federation_node.keystore import KeyPaths
 from federation_node.links.directory_client import DirectoryClient
 from federation_node.links.peers import PeerChannels
-from federation_node.offices.node import Node
+from federation_node.offices.context import NodeContext
 from federation_node.offices.revocation_review import review_revocations
 from signing.keys import SigningKey, write_private_file
 
@@ -196,7 +196,7 @@ class KeyRollover:
 
     def __init__(
         self,
-        node: Node,
+        context: NodeContext,
         paths: KeyPaths,
         serving: ReloadableTls,
         peers: PeerChannels,
@@ -205,7 +205,7 @@ class KeyRollover:
         renew_fraction: float,
         refresh_directory: Callable[[], object],
     ) -> None:
-        self._node = node
+        self._context = context
         self._paths = paths
         self._serving = serving
         self._peers = peers
@@ -216,7 +216,7 @@ class KeyRollover:
 
     def on_directory(self, directory: TrustedDirectory) -> None:
         with self._lock:
-            node = self._node
+            node = self._context
             signing = promote_signing_key(self._paths, directory, node.node_id, node.now())
             if signing is not None:
                 node.keys = dataclasses.replace(node.keys, signing=signing)
@@ -236,7 +236,7 @@ class KeyRollover:
 
     def renew_if_due(self) -> None:
         """Renew the TLS certificate when less than the configured fraction of it is left."""
-        node = self._node
+        node = self._context
         if self._paths.next_tls_certificate.exists():
             return  # renewed already; waiting for the directory to list it
         if not renewal_due(node.keys.tls.certificate_pem, node.now(), self._renew_fraction):

@@ -1,4 +1,4 @@
-"""Entitlement dates and amounts: plain functions over plain data, no I/O (DOMAIN.md, "Rules").
+"""Entitlement dates and amounts: plain functions over plain data, no I/O (docs/domain.md, Rules).
 
 A beneficiary's entitlement moves through phases that follow from the end of their validity
 (`valid_until`) and the region's `Policy`:
@@ -137,7 +137,7 @@ def extended_validity(
     current: datetime | None, observed_at: datetime, policy: Policy
 ) -> datetime | None:
     """The new end of validity after an alive signal or certification observed at `observed_at`,
-    or None when it would not move validity forward (deferred certification, DOMAIN.md)."""
+    or None when it would not move validity forward (deferred certification, docs/domain.md)."""
     candidate = add_months(observed_at, policy.validity_months)
     if current is not None and candidate <= current:
         return None

@@ -1,7 +1,7 @@
 """A paying office's entitlement rules: one TOML file per node, validated when the node starts.
 
-The rules differ by region (DOMAIN.md, "Rules"), so they are data, not code. `Policy` holds them
-with the defaults DOMAIN.md states; `load_policy` reads `policy.toml` (the file is optional: an
+The rules differ by region (docs/domain.md, Rules), so they are data, not code. `Policy` holds them
+with the defaults docs/domain.md gives; `load_policy` reads `policy.toml` (the file is optional: an
 absent file means the defaults) and refuses anything it does not understand with an error that
 names the key, so a typo never silently falls back to a default. docs/policy.md documents every
 key; deploy/policy.example.toml is a complete example.
@@ -42,9 +42,10 @@ MAX_REMINDER_OFFSET_DAYS = 366
 
 @dataclass(frozen=True)
 class Policy:
-    """One region's rules for the entitlement lifecycle (defaults: DOMAIN.md, "Rules")."""
+    """One region's rules for the entitlement lifecycle (defaults: docs/domain.md, "Rules")."""
 
-    # A certification is valid this many calendar months from the day it was observed.
+    # A certification is valid this many calendar months from the day it was observed: the
+    # valid_until of every alive attestation the node issues (offices/issuing.py).
     validity_months: int = 12
     # After validity ends, this many months of warning before payment is suspended.
     warning_months: int = 3
@@ -61,7 +62,7 @@ class Policy:
         default_factory=lambda: frozenset(ALIVE_SIGNAL_KINDS)
     )
     # Payment resumes this many months after the month of a certification that ends a
-    # suspension ("the next month", DOMAIN.md).
+    # suspension ("the next month", docs/domain.md).
     resume_after_months: int = 1
     # Whether the months withheld during a suspension are paid back on resumption.
     back_pay: bool = True

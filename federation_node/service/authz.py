@@ -17,18 +17,13 @@ from sqlmodel import Session
 from certfed.v1 import common_pb2
 from federation.errors import PermissionDeniedError, UnauthenticatedError
 from federation.principal import Principal
+from federation.roles import ROLE_NAMES
 from federation.transport import PeerKind, peer_identity
 from federation_node.links.directory_client import DirectoryClient
 from federation_node.store import db, operators
 
 FEDERATION = "/certfed.v1.FederationService/"
 DESK = "/certfed.v1.DeskService/"
-
-ROLE_NAMES = {
-    common_pb2.ROLE_PAYING_OFFICE: "paying_office",
-    common_pb2.ROLE_RESIDENCE_AGENCY: "residence_agency",
-    common_pb2.ROLE_PARTNER_LIAISON: "partner_liaison",
-}
 
 ANY_NODE_ROLE = frozenset(ROLE_NAMES.values())
 # Node roles allowed to call each FederationService method.
@@ -37,7 +32,7 @@ FEDERATION_POLICY: Mapping[str, frozenset[str]] = {
     "UpdateAssistanceStatus": frozenset({"residence_agency", "partner_liaison"}),
     "DeliverAttestation": frozenset({"residence_agency", "partner_liaison"}),
     # A node's transparency log is open to every active node of the federation: offices audit
-    # and reconcile each other's attestations in bulk (DOMAIN.md, flow 3).
+    # and reconcile each other's attestations in bulk (docs/domain.md, flow 3).
     "GetCheckpoint": ANY_NODE_ROLE,
     "GetEntries": ANY_NODE_ROLE,
     "GetInclusionProof": ANY_NODE_ROLE,
@@ -67,7 +62,7 @@ DESK_POLICY: Mapping[str, frozenset[str]] = {
     "RetryDeadLetter": frozenset({ADMIN}),
     "GetDirectoryStatus": ANY_OPERATOR,
     "ListRevocationReviews": frozenset({REVIEWER, ADMIN}),
-    # The paying office's year (issue 5).
+    # The paying office's year.
     "RegisterBeneficiaries": frozenset({CLERK}),
     "RecordSignals": frozenset({CLERK}),
     "ReviewTermination": frozenset({REVIEWER}),

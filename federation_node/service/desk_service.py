@@ -14,7 +14,9 @@ import grpc
 from certfed.v1 import common_pb2, desk_pb2, desk_pb2_grpc
 from federation.errors import InvalidInputError
 from federation.principal import caller
-from federation_node.offices.node import STATE_STATUSES, Actor, Node
+from federation_node.offices.assistance_status import STATE_STATUSES
+from federation_node.offices.context import Actor
+from federation_node.offices.node import Node
 from federation_node.rules.validation import page_size, require_id
 from federation_node.service import views
 from federation_node.service.lifecycle_desk_service import LifecycleDesk
@@ -76,29 +78,29 @@ class DeskServicer(TrustDesk, LifecycleDesk, desk_pb2_grpc.DeskServiceServicer):
         return desk_pb2.WhoAmIResponse(
             operator_id=principal.name,
             roles=[roles[role] for role in sorted(principal.roles) if role in roles],
-            node_id=self._node.node_id,
-            region_codes=list(self._node.config.region_codes),
+            node_id=self._node.context.node_id,
+            region_codes=list(self._node.context.config.region_codes),
         )
 
     def RegisterBeneficiary(
         self, request: desk_pb2.RegisterBeneficiaryRequest, context: grpc.ServicerContext
     ) -> desk_pb2.RegisterBeneficiaryResponse:
-        record = self._node.register_beneficiary(_actor(), request)
+        record = self._node.paying_office.register_beneficiary(_actor(), request)
         return desk_pb2.RegisterBeneficiaryResponse(beneficiary=beneficiary_view(record))
 
     def GetBeneficiary(
         self, request: desk_pb2.GetBeneficiaryRequest, context: grpc.ServicerContext
     ) -> desk_pb2.GetBeneficiaryResponse:
         require_id(request.beneficiary_id, "beneficiary_id")
-        with self._node.session() as session:
+        with self._node.context.session() as session:
             record = beneficiaries.get(session, request.beneficiary_id)
         return desk_pb2.GetBeneficiaryResponse(beneficiary=beneficiary_view(record))
 
     def ListBeneficiaries(
         self, request: desk_pb2.ListBeneficiariesRequest, context: grpc.ServicerContext
     ) -> desk_pb2.ListBeneficiariesResponse:
-        size = page_size(request.page_size, self._node.config.limits)
-        with self._node.session() as session:
+        size = page_size(request.page_size, self._node.context.config.limits)
+        with self._node.context.session() as session:
             records, token = beneficiaries.page(session, size, request.page_token)
         return desk_pb2.ListBeneficiariesResponse(
             beneficiaries=[beneficiary_view(r) for r in records], next_page_token=token
@@ -107,7 +109,7 @@ class DeskServicer(TrustDesk, LifecycleDesk, desk_pb2_grpc.DeskServiceServicer):
     def RequestCertification(
         self, request: desk_pb2.RequestCertificationRequest, context: grpc.ServicerContext
     ) -> desk_pb2.RequestCertificationResponse:
-        record = self._node.request_certification(_actor(), request)
+        record = self._node.paying_office.request_certification(_actor(), request)
         return desk_pb2.RequestCertificationResponse(
             request=request_view(record, DeliveryState.PENDING)
         )
@@ -115,10 +117,10 @@ class DeskServicer(TrustDesk, LifecycleDesk, desk_pb2_grpc.DeskServiceServicer):
     def ListAssistanceRequests(
         self, request: desk_pb2.ListAssistanceRequestsRequest, context: grpc.ServicerContext
     ) -> desk_pb2.ListAssistanceRequestsResponse:
-        size = page_size(request.page_size, self._node.config.limits)
+        size = page_size(request.page_size, self._node.context.config.limits)
         direction = _filter(request.direction, REQUEST_DIRECTIONS, "direction")
         status = _filter(request.status, ASSISTANCE_FILTERS, "status")
-        with self._node.session() as session:
+        with self._node.context.session() as session:
             records, token = assistance.page(session, direction, status, size, request.page_token)
         return desk_pb2.ListAssistanceRequestsResponse(
             requests=[request_view(r) for r in records], next_page_token=token
@@ -128,7 +130,7 @@ class DeskServicer(TrustDesk, LifecycleDesk, desk_pb2_grpc.DeskServiceServicer):
         self, request: desk_pb2.GetAssistanceRequestRequest, context: grpc.ServicerContext
     ) -> desk_pb2.GetAssistanceRequestResponse:
         require_id(request.request_id, "request_id")
-        with self._node.session() as session:
+        with self._node.context.session() as session:
             record = assistance.get(session, request.request_id)
         response = desk_pb2.GetAssistanceRequestResponse(
             request=request_view(record),
@@ -138,27 +140,27 @@ class DeskServicer(TrustDesk, LifecycleDesk, desk_pb2_grpc.DeskServiceServicer):
             note=record.note,
         )
         if record.direction is RequestDirection.INBOUND:
-            response.identity.CopyFrom(self._node.inbound_identity(record))
+            response.identity.CopyFrom(self._node.residence_agency.inbound_identity(record))
         return response
 
     def SetAssistanceStatus(
         self, request: desk_pb2.SetAssistanceStatusRequest, context: grpc.ServicerContext
     ) -> desk_pb2.SetAssistanceStatusResponse:
-        record = self._node.set_assistance_status(_actor(), request)
+        record = self._node.residence_agency.set_assistance_status(_actor(), request)
         return desk_pb2.SetAssistanceStatusResponse(request=request_view(record))
 
     def RecordCertification(
         self, request: desk_pb2.RecordCertificationRequest, context: grpc.ServicerContext
     ) -> desk_pb2.RecordCertificationResponse:
-        record = self._node.record_certification(_actor(), request)
+        record = self._node.residence_agency.record_certification(_actor(), request)
         return desk_pb2.RecordCertificationResponse(certification=certification_view(record))
 
     def ListCertifications(
         self, request: desk_pb2.ListCertificationsRequest, context: grpc.ServicerContext
     ) -> desk_pb2.ListCertificationsResponse:
-        size = page_size(request.page_size, self._node.config.limits)
+        size = page_size(request.page_size, self._node.context.config.limits)
         status = _filter(request.status, CERTIFICATION_FILTERS, "status")
-        with self._node.session() as session:
+        with self._node.context.session() as session:
             records, token = certifications.page(session, status, size, request.page_token)
         return desk_pb2.ListCertificationsResponse(
             certifications=[certification_view(r) for r in records], next_page_token=token
@@ -167,21 +169,25 @@ class DeskServicer(TrustDesk, LifecycleDesk, desk_pb2_grpc.DeskServiceServicer):
     def ApproveCertification(
         self, request: desk_pb2.ApproveCertificationRequest, context: grpc.ServicerContext
     ) -> desk_pb2.ApproveCertificationResponse:
-        record = self._node.approve_certification(_actor(), request.certification_id)
+        record = self._node.residence_agency.approve_certification(
+            _actor(), request.certification_id
+        )
         return desk_pb2.ApproveCertificationResponse(certification=certification_view(record))
 
     def RejectCertification(
         self, request: desk_pb2.RejectCertificationRequest, context: grpc.ServicerContext
     ) -> desk_pb2.RejectCertificationResponse:
-        record = self._node.reject_certification(_actor(), request.certification_id, request.reason)
+        record = self._node.residence_agency.reject_certification(
+            _actor(), request.certification_id, request.reason
+        )
         return desk_pb2.RejectCertificationResponse(certification=certification_view(record))
 
     def ListAttestations(
         self, request: desk_pb2.ListAttestationsRequest, context: grpc.ServicerContext
     ) -> desk_pb2.ListAttestationsResponse:
-        size = page_size(request.page_size, self._node.config.limits)
+        size = page_size(request.page_size, self._node.context.config.limits)
         direction = _filter(request.direction, ATTESTATION_DIRECTIONS, "direction")
-        with self._node.session() as session:
+        with self._node.context.session() as session:
             records, token = attestations_store.page(session, direction, size, request.page_token)
         return desk_pb2.ListAttestationsResponse(
             attestations=[attestation_view(r) for r in records], next_page_token=token
@@ -191,7 +197,7 @@ class DeskServicer(TrustDesk, LifecycleDesk, desk_pb2_grpc.DeskServiceServicer):
         self, request: desk_pb2.ExportAttestationRequest, context: grpc.ServicerContext
     ) -> desk_pb2.ExportAttestationResponse:
         require_id(request.attestation_id, "attestation_id")
-        with self._node.session() as session:
+        with self._node.context.session() as session:
             record = attestations_store.get(session, request.attestation_id)
         return desk_pb2.ExportAttestationResponse(
             dsse_json=record.envelope_json, attestation=attestation_view(record)
@@ -200,9 +206,9 @@ class DeskServicer(TrustDesk, LifecycleDesk, desk_pb2_grpc.DeskServiceServicer):
     def ListOutbox(
         self, request: desk_pb2.ListOutboxRequest, context: grpc.ServicerContext
     ) -> desk_pb2.ListOutboxResponse:
-        size = page_size(request.page_size, self._node.config.limits)
+        size = page_size(request.page_size, self._node.context.config.limits)
         state = _filter(request.state, DELIVERY_FILTERS, "state")
-        with self._node.session() as session:
+        with self._node.context.session() as session:
             records, token = outbox.page(session, state, size, request.page_token)
         return desk_pb2.ListOutboxResponse(
             messages=[outbox_view(r) for r in records], next_page_token=token
@@ -211,5 +217,5 @@ class DeskServicer(TrustDesk, LifecycleDesk, desk_pb2_grpc.DeskServiceServicer):
     def RetryDeadLetter(
         self, request: desk_pb2.RetryDeadLetterRequest, context: grpc.ServicerContext
     ) -> desk_pb2.RetryDeadLetterResponse:
-        record = self._node.retry_dead_letter(_actor(), request.message_id)
+        record = self._node.administration.retry_dead_letter(_actor(), request.message_id)
         return desk_pb2.RetryDeadLetterResponse(message=outbox_view(record))

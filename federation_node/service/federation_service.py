@@ -10,7 +10,8 @@ import grpc
 from certfed.v1 import federation_pb2, federation_pb2_grpc, log_pb2
 from federation.principal import caller
 from federation.timestamps import to_timestamp
-from federation_node.offices.node import STATE_STATUSES, Node
+from federation_node.offices.assistance_status import STATE_STATUSES
+from federation_node.offices.node import Node
 from federation_node.tlog.transparency import TransparencyLog, entries_message
 
 
@@ -22,7 +23,9 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
     def RequestAssistance(
         self, request: federation_pb2.RequestAssistanceRequest, context: grpc.ServicerContext
     ) -> federation_pb2.RequestAssistanceResponse:
-        stored, duplicate = self._node.receive_assistance_request(caller().name, request)
+        stored, duplicate = self._node.residence_agency.receive_assistance_request(
+            caller().name, request
+        )
         return federation_pb2.RequestAssistanceResponse(
             status=STATE_STATUSES[stored.status], duplicate=duplicate
         )
@@ -32,13 +35,13 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
         request: federation_pb2.UpdateAssistanceStatusRequest,
         context: grpc.ServicerContext,
     ) -> federation_pb2.UpdateAssistanceStatusResponse:
-        stored = self._node.apply_status_update(caller().name, request)
+        stored = self._node.paying_office.apply_status_update(caller().name, request)
         return federation_pb2.UpdateAssistanceStatusResponse(status=STATE_STATUSES[stored.status])
 
     def DeliverAttestation(
         self, request: federation_pb2.DeliverAttestationRequest, context: grpc.ServicerContext
     ) -> federation_pb2.DeliverAttestationResponse:
-        received = self._node.receive_attestation(caller().name, request)
+        received = self._node.paying_office.receive_attestation(caller().name, request)
         response = federation_pb2.DeliverAttestationResponse(duplicate=received.duplicate)
         if received.valid_until is not None:
             response.valid_until.CopyFrom(to_timestamp(received.valid_until))

@@ -2,7 +2,7 @@
 review, entitlement lists, the daily cycle, payment instructions, reminders and the report.
 
 Mixed into `DeskServicer`; thin like the rest of it: validate the fields, call one lifecycle
-operation or store query, map the result. The rules are in federation_node/offices/lifecycle.py.
+operation or store query, map the result. The operations are in federation_node/offices/.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from certfed.v1 import common_pb2, desk_pb2
 from federation.errors import InvalidInputError
 from federation.principal import caller
 from federation.timestamps import optional_datetime
-from federation_node.offices.lifecycle import Lifecycle
-from federation_node.offices.node import Actor, Node
+from federation_node.offices.context import Actor
+from federation_node.offices.node import Node
 from federation_node.rules.entitlement import parse_month
 from federation_node.rules.validation import page_size, require_id
 from federation_node.service.lifecycle_views import (
@@ -46,14 +46,12 @@ class LifecycleDesk:
 
     _node: Node
 
-    @property
-    def _lifecycle(self) -> Lifecycle:
-        return Lifecycle(self._node)
-
     def RegisterBeneficiaries(
         self, request: desk_pb2.RegisterBeneficiariesRequest, context: grpc.ServicerContext
     ) -> desk_pb2.RegisterBeneficiariesResponse:
-        added = self._node.register_beneficiaries(_actor(), list(request.beneficiaries))
+        added = self._node.paying_office.register_beneficiaries(
+            _actor(), list(request.beneficiaries)
+        )
         return desk_pb2.RegisterBeneficiariesResponse(
             beneficiaries=[beneficiary_view(b) for b in added]
         )
@@ -61,13 +59,13 @@ class LifecycleDesk:
     def RecordSignals(
         self, request: desk_pb2.RecordSignalsRequest, context: grpc.ServicerContext
     ) -> desk_pb2.RecordSignalsResponse:
-        results = self._lifecycle.record_signals(_actor(), list(request.signals))
+        results = self._node.data_signals.record_signals(_actor(), list(request.signals))
         return desk_pb2.RecordSignalsResponse(results=results)
 
     def ReviewTermination(
         self, request: desk_pb2.ReviewTerminationRequest, context: grpc.ServicerContext
     ) -> desk_pb2.ReviewTerminationResponse:
-        entitlement, beneficiary = self._lifecycle.review_termination(
+        entitlement, beneficiary = self._node.lifecycle.review_termination(
             _actor(), request.beneficiary_id, request.confirm, request.reason
         )
         return desk_pb2.ReviewTerminationResponse(
@@ -77,13 +75,13 @@ class LifecycleDesk:
     def ListEntitlements(
         self, request: desk_pb2.ListEntitlementsRequest, context: grpc.ServicerContext
     ) -> desk_pb2.ListEntitlementsResponse:
-        size = page_size(request.page_size, self._node.config.limits)
+        size = page_size(request.page_size, self._node.context.config.limits)
         state = None
         if request.state:
             state = STATE_FILTERS.get(request.state)
             if state is None:
                 raise InvalidInputError("state", "is not a known entitlement state")
-        with Session(self._node.engine) as session:
+        with Session(self._node.context.engine) as session:
             rows, token = entitlements_store.page(session, state, size, request.page_token)
         return desk_pb2.ListEntitlementsResponse(
             entitlements=[entitlement_view(e, b) for e, b in rows], next_page_token=token
@@ -93,7 +91,9 @@ class LifecycleDesk:
         self, request: desk_pb2.RunCycleRequest, context: grpc.ServicerContext
     ) -> desk_pb2.RunCycleResponse:
         day = optional_datetime(request, "day")
-        outcome = self._lifecycle.run_cycle(_actor(), day.astimezone(UTC).date() if day else None)
+        outcome = self._node.daily_cycle.run_cycle(
+            _actor(), day.astimezone(UTC).date() if day else None
+        )
         return desk_pb2.RunCycleResponse(
             ran=outcome.ran,
             became_due=outcome.became_due,
@@ -110,7 +110,7 @@ class LifecycleDesk:
             parse_month(request.month)
         except ValueError as error:
             raise InvalidInputError("month", str(error)) from None
-        with Session(self._node.engine) as session:
+        with Session(self._node.context.engine) as session:
             rows = payments_store.for_month(session, request.month)
         return desk_pb2.ListPaymentInstructionsResponse(
             instructions=[instruction_view(i, b) for i, b in rows]
@@ -119,20 +119,20 @@ class LifecycleDesk:
     def ListReminders(
         self, request: desk_pb2.ListRemindersRequest, context: grpc.ServicerContext
     ) -> desk_pb2.ListRemindersResponse:
-        size = page_size(request.page_size, self._node.config.limits)
+        size = page_size(request.page_size, self._node.context.config.limits)
         views = []
-        with Session(self._node.engine) as session:
+        with Session(self._node.context.engine) as session:
             for reminder in reminders_store.waiting(session, size):
                 person = beneficiaries.get(session, reminder.beneficiary_id)
                 # Unsealed here for the notifier only, which is why the RPC is admin-only.
-                phone = self._node.beneficiary_identity(person).phone
+                phone = self._node.paying_office.beneficiary_identity(person).phone
                 views.append(reminder_view(reminder, phone))
         return desk_pb2.ListRemindersResponse(reminders=views)
 
     def AcknowledgeReminders(
         self, request: desk_pb2.AcknowledgeRemindersRequest, context: grpc.ServicerContext
     ) -> desk_pb2.AcknowledgeRemindersResponse:
-        limits = self._node.config.limits
+        limits = self._node.context.config.limits
         if len(request.reminder_ids) > limits.max_page_size:
             raise InvalidInputError(
                 "reminder_ids", f"acknowledge at most {limits.max_page_size} at once"
@@ -141,8 +141,8 @@ class LifecycleDesk:
             require_id(value, f"reminder_ids[{index}]")
             for index, value in enumerate(request.reminder_ids)
         ]
-        with session_scope(self._node.engine) as session:
-            count = reminders_store.acknowledge(session, ids, self._node.now())
+        with session_scope(self._node.context.engine) as session:
+            count = reminders_store.acknowledge(session, ids, self._node.context.now())
         return desk_pb2.AcknowledgeRemindersResponse(acknowledged=count)
 
     def GetReport(
@@ -152,9 +152,9 @@ class LifecycleDesk:
         end = optional_datetime(request, "to") or datetime.now(UTC)
         if start is not None and start >= end:
             raise InvalidInputError("from", "must be before to")
-        with Session(self._node.engine) as session:
+        with Session(self._node.context.engine) as session:
             certified, by_method = reports_store.certifications_by_method(
-                session, self._node.node_id, start, end
+                session, self._node.context.node_id, start, end
             )
             return desk_pb2.GetReportResponse(
                 beneficiaries=reports_store.beneficiary_count(session),

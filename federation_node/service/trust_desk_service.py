@@ -53,7 +53,7 @@ class TrustDesk:
     def GetDirectoryStatus(
         self, request: desk_pb2.GetDirectoryStatusRequest, context: grpc.ServicerContext
     ) -> desk_pb2.GetDirectoryStatusResponse:
-        node = self._node
+        node = self._node.context
         freshness = node.directory.freshness()
         response = desk_pb2.GetDirectoryStatusResponse(
             version=freshness.version,
@@ -74,8 +74,8 @@ class TrustDesk:
     def ListRevocationReviews(
         self, request: desk_pb2.ListRevocationReviewsRequest, context: grpc.ServicerContext
     ) -> desk_pb2.ListRevocationReviewsResponse:
-        size = page_size(request.page_size, self._node.config.limits)
-        with self._node.session() as session:
+        size = page_size(request.page_size, self._node.context.config.limits)
+        with self._node.context.session() as session:
             reviews, token = revocation_review.page(session, size, request.page_token)
             views = [
                 review_view(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from certfed.v1 import common_pb2, desk_pb2
 from federation.timestamps import to_timestamp
-from federation_node.offices.node import STATE_STATUSES
+from federation_node.offices.assistance_status import STATE_STATUSES
 from federation_node.rules.validation import IDENTITY_TYPES
 from federation_node.store.models import (
     AssistanceRequest,

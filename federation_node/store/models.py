@@ -2,7 +2,7 @@
 
 Every table lives in `metadata` (not SQLModel's global one), so the node's schema can be compared
 with its migrations without picking up tables of other services imported in the same process.
-The schema itself is created only by the migrations in `federation_node/migrations`.
+The schema itself is created only by the migrations in `federation_node/store/migrations`.
 
 Promises kept here, whatever the database:
 
@@ -600,7 +600,7 @@ class SyncedEntry(NodeTable, table=True):
     paying_region: str = _region()
 
 
-# The paying office's year (issue 5): entitlements, data signals, payment instructions,
+# The paying office's year: entitlements, data signals, payment instructions,
 # reminders and the daily cycle. The rules live in federation_node/rules/entitlement.py.
 
 

@@ -14,43 +14,21 @@ idempotent, so such a redelivery changes nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import update
 from sqlalchemy.engine import CursorResult
 from sqlmodel import Session, col, func, select
-from tenacity import RetryCallState, Retrying, wait_exponential_jitter
 
 from federation.errors import NotFoundError, PreconditionError
+from federation_node.config import DispatchConfig
 from federation_node.ids import new_id
 from federation_node.store.db import keyset_page, lock_and_refresh
 from federation_node.store.models import DeliveryState, OutboxKind, OutboxMessage
 
 MAX_ERROR_LENGTH = 500
 DEFAULT_LEASE_S = 60.0
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How long and how often a message is retried before it becomes a dead letter."""
-
-    initial_s: float = 0.2
-    max_backoff_s: float = 30.0
-    max_attempts: int = 50
-    max_age_s: float = 7 * 24 * 3600.0
-    # Random extra delay (uniform in [0, jitter_s]) so replicas and peers do not retry in step.
-    jitter_s: float = 1.0
-
-    def backoff_s(self, attempts: int) -> float:
-        """Seconds to wait after the `attempts`-th failed attempt; never above max_backoff_s."""
-        wait = wait_exponential_jitter(
-            multiplier=self.initial_s, max=self.max_backoff_s, jitter=self.jitter_s
-        )
-        state = RetryCallState(retry_object=Retrying(), fn=None, args=(), kwargs={})
-        state.attempt_number = max(attempts, 1)
-        return float(wait(state))
 
 
 def enqueue(
@@ -133,20 +111,21 @@ def mark_failed(
     message: OutboxMessage,
     error: str,
     now: datetime,
-    policy: RetryPolicy,
+    config: DispatchConfig,
 ) -> None:
-    """Count a failed attempt: retry after a backoff, or dead-letter when out of budget."""
+    """Count a failed attempt: retry after a backoff, or dead-letter when out of the budget
+    `config` gives (max_attempts, max_age_s)."""
     _attach(session, message)
     message.attempts += 1
     message.last_error = _truncate(error)
     started = message.retried_at or message.created_at
-    out_of_attempts = message.attempts >= policy.max_attempts
-    out_of_time = (now - started).total_seconds() >= policy.max_age_s
+    out_of_attempts = message.attempts >= config.max_attempts
+    out_of_time = (now - started).total_seconds() >= config.max_age_s
     if out_of_attempts or out_of_time:
         message.state = DeliveryState.DEAD
         message.next_attempt_at = now
     else:
-        message.next_attempt_at = now + timedelta(seconds=policy.backoff_s(message.attempts))
+        message.next_attempt_at = now + timedelta(seconds=config.backoff_s(message.attempts))
     session.add(message)
     session.flush()
 

@@ -1,6 +1,6 @@
 """Bulk sync of another node's transparency log: fetch, verify, then store, one step at a time.
 
-How a sync proceeds (DESIGN.md "Bulk exchange"; RFC 9162 2.1):
+How a sync proceeds (docs/architecture.md, "Bulk exchange"; RFC 9162 2.1):
 
 1. Fetch the origin's latest checkpoint and verify it: the origin's note signature and the
    registry witness's cosignature (`checkpoints.verify_checkpoint`). This is the one signature

@@ -9,12 +9,13 @@ import pytest
 from sqlalchemy import Engine
 
 from federation.errors import NotFoundError, PreconditionError
+from federation_node.config import DispatchConfig
 from federation_node.ids import new_id
 from federation_node.store import outbox
 from federation_node.store.db import session_scope
 from federation_node.store.models import DeliveryState, OutboxKind, OutboxMessage
 
-NO_JITTER = outbox.RetryPolicy(initial_s=0.5, max_backoff_s=8.0, jitter_s=0.0)
+NO_JITTER = DispatchConfig(initial_backoff_s=0.5, max_backoff_s=8.0, jitter_s=0.0)
 
 
 def _enqueue(engine: Engine, now: datetime, count: int = 1) -> list[OutboxMessage]:
@@ -38,7 +39,7 @@ def _claim(engine: Engine, now: datetime, limit: int = 10) -> list[OutboxMessage
 
 
 def _fail(
-    engine: Engine, message_id: str, now: datetime, policy: outbox.RetryPolicy, error: str = "x"
+    engine: Engine, message_id: str, now: datetime, policy: DispatchConfig, error: str = "x"
 ) -> OutboxMessage:
     with session_scope(engine) as session:
         message = outbox.get(session, message_id)
@@ -92,7 +93,7 @@ def test_backoff_doubles_then_stays_at_the_bound(engine: Engine, now: datetime) 
 
 def test_message_is_dead_after_the_last_attempt(engine: Engine, now: datetime) -> None:
     (message,) = _enqueue(engine, now)
-    policy = outbox.RetryPolicy(max_attempts=3)
+    policy = DispatchConfig(max_attempts=3)
     states = [_fail(engine, message.message_id, now, policy).state for _ in range(3)]
     assert states == [DeliveryState.PENDING, DeliveryState.PENDING, DeliveryState.DEAD]
     assert _claim(engine, now + timedelta(days=1)) == []
@@ -100,7 +101,7 @@ def test_message_is_dead_after_the_last_attempt(engine: Engine, now: datetime) -
 
 def test_message_is_dead_once_too_old(engine: Engine, now: datetime) -> None:
     (message,) = _enqueue(engine, now)
-    policy = outbox.RetryPolicy(max_age_s=3600.0)
+    policy = DispatchConfig(max_age_s=3600.0)
     assert _fail(engine, message.message_id, now + timedelta(minutes=59), policy).state is (
         DeliveryState.PENDING
     )
@@ -125,7 +126,7 @@ def test_permanent_refusal_dead_letters_at_once_with_a_truncated_error(
 
 def test_retrying_a_dead_letter_gives_it_a_fresh_budget(engine: Engine, now: datetime) -> None:
     (message,) = _enqueue(engine, now)
-    policy = outbox.RetryPolicy(max_attempts=1, max_age_s=60.0)
+    policy = DispatchConfig(max_attempts=1, max_age_s=60.0)
     assert _fail(engine, message.message_id, now, policy).state is DeliveryState.DEAD
     later = now + timedelta(days=2)
     with session_scope(engine) as session:
@@ -134,7 +135,7 @@ def test_retrying_a_dead_letter_gives_it_a_fresh_budget(engine: Engine, now: dat
         assert retried.attempts == 0
     assert [m.message_id for m in _claim(engine, later)] == [message.message_id]
     # The age limit counts from the retry, not from when the message was first written.
-    assert _fail(engine, message.message_id, later, outbox.RetryPolicy(max_age_s=60.0)).state is (
+    assert _fail(engine, message.message_id, later, DispatchConfig(max_age_s=60.0)).state is (
         DeliveryState.PENDING
     )
 

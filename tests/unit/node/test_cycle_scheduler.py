@@ -8,8 +8,8 @@ from typing import cast
 import pytest
 
 from federation_node.cycle_scheduler import SCHEDULER_ACTOR, CycleScheduler
-from federation_node.offices.lifecycle import CycleOutcome, Lifecycle
-from federation_node.offices.node import Actor
+from federation_node.offices.context import Actor
+from federation_node.offices.daily_cycle import CycleOutcome, DailyCycle
 
 
 class RecordingLifecycle:
@@ -27,7 +27,7 @@ class RecordingLifecycle:
 
 
 def scheduler(lifecycle: RecordingLifecycle, clock: list[datetime]) -> CycleScheduler:
-    return CycleScheduler(cast(Lifecycle, lifecycle), 2, clock=lambda: clock[0])
+    return CycleScheduler(cast(DailyCycle, lifecycle), 2, clock=lambda: clock[0])
 
 
 def test_the_cycle_runs_once_a_day_from_its_hour() -> None:

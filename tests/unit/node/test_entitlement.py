@@ -1,4 +1,4 @@
-"""Entitlement dates and amounts: DOMAIN.md's examples literally, and properties of the month
+"""Entitlement dates and amounts: docs/domain.md's examples literally, and properties of the month
 arithmetic over the whole calendar (month ends, 29 February, chains of certifications)."""
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def at(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
-# DOMAIN.md, literally.
+# docs/domain.md, literally.
 
 
 def test_hospital_stay_inside_validity_defers_certification_to_next_june() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -19,7 +21,7 @@ from federation_node.rules.validation import (
     require_text,
 )
 from signing.errors import InvalidIdentityNumberError
-from signing.identity import resident_id_check_character
+from tests.helpers.identities import resident_id
 
 LIMITS = Limits()
 
@@ -82,10 +84,9 @@ def test_a_page_size_above_the_limit_is_refused() -> None:
 
 
 def _identity(**fields: str) -> attestation_pb2.IdentityBundle:
-    first17 = "62010219480101001"
     return attestation_pb2.IdentityBundle(
         identity_type=common_pb2.IDENTITY_TYPE_RESIDENT_ID,
-        identity_number=first17 + resident_id_check_character(first17),
+        identity_number=resident_id("620102", date(1948, 1, 1), 1),
         **fields,
     )
 

@@ -8,6 +8,7 @@ import pytest
 
 from federation.errors import InvalidInputError
 from federation_node.config import load_node_config
+from federation_node.rules.policy import load_policy
 
 MINIMAL = """
 node_id = "qingdao"
@@ -29,7 +30,8 @@ def test_a_minimal_file_gets_safe_defaults_and_paths_under_the_file(tmp_path: Pa
     assert config.data_dir == tmp_path
     assert config.effective_database_url == f"sqlite:///{tmp_path / 'node.db'}"
     assert config.root_public_key == tmp_path / "trust" / "root.pub"
-    assert config.validity_months == 12
+    # The validity period is the policy's; without a policy file the node has the default.
+    assert load_policy(config.policy_file).validity_months == 12
     assert config.audit_sequence_interval_s == 0.2
     assert config.listen.startswith("127.0.0.1:")
 
@@ -72,6 +74,23 @@ def test_a_missing_or_invalid_identity_setting_is_refused_by_name(
     with pytest.raises(InvalidInputError) as refused:
         load_node_config(write(tmp_path, MINIMAL.replace(old, new)), environ={})
     assert refused.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("extra", "environ", "remedy"),
+    [
+        ("validity_months = 12\n", {}, "remove it from node.toml"),
+        ("", {"CERTFED_NODE_VALIDITY_MONTHS": "12"}, "unset CERTFED_NODE_VALIDITY_MONTHS"),
+    ],
+)
+def test_validity_months_is_refused_and_points_to_the_policy_file(
+    tmp_path: Path, extra: str, environ: dict[str, str], remedy: str
+) -> None:
+    with pytest.raises(InvalidInputError) as refused:
+        load_node_config(write(tmp_path, MINIMAL + extra), environ=environ)
+    assert refused.value.field == "validity_months"
+    assert remedy in refused.value.problem
+    assert "`period_months = N` under `[validity]` in policy.toml" in refused.value.problem
 
 
 def test_a_missing_file_or_bad_toml_says_so(tmp_path: Path) -> None:

@@ -1,0 +1,171 @@
+"""Issuing attestations: the one builder of a `CertificationAttestation`, and the one path that
+signs, stores, sends and logs it.
+
+A reviewer's approval at the residence agency (residence_agency.py) and a data match at the
+paying office (data_signals.py) both describe what was found as a `Finding`; `Issuer.attestation`
+turns it into the attestation, with its validity from the node's policy, and `Issuer.issue`
+signs it, stores it, queues its delivery to the paying office and appends it to the
+transparency log, in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+from sqlmodel import Session
+
+from certfed.v1 import attestation_pb2, common_pb2, federation_pb2
+from federation.envelopes import envelope_to_proto
+from federation.timestamps import to_datetime, to_timestamp
+from federation_node.ids import new_id
+from federation_node.offices.context import NodeContext, payload_digest
+from federation_node.rules.entitlement import add_months
+from federation_node.rules.policy import Policy
+from federation_node.store import attestations_store, log_store, outbox
+from federation_node.store.log_store import NewEntry
+from federation_node.store.models import OutboxKind
+from signing import dsse
+
+log = structlog.get_logger("certfed.node")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What a certification found about a person, before it is signed."""
+
+    subject_locator: bytes
+    paying_node_id: str
+    paying_region: str
+    certifying_region: str
+    method: common_pb2.CertificationMethod.ValueType
+    outcome: common_pb2.CertificationOutcome.ValueType
+    observed_at: datetime
+    evidence_digests: Sequence[bytes]
+    clerk_id: str
+    reviewer_id: str
+    # The assistance request this answers; None for a walk-in or a data match.
+    request_id: str | None = None
+
+
+def attested_validity(
+    outcome: common_pb2.CertificationOutcome.ValueType, observed_at: datetime, policy: Policy
+) -> datetime:
+    """The end of what an attestation certifies: an alive person for the policy's validity
+    period from the day they were seen; any other outcome only on that day."""
+    if outcome == common_pb2.CERTIFICATION_OUTCOME_ALIVE:
+        return add_months(observed_at, policy.validity_months)
+    return observed_at
+
+
+class Issuer:
+    """Builds, signs, stores, sends and logs the attestations this node issues."""
+
+    def __init__(self, context: NodeContext) -> None:
+        self._context = context
+
+    def attestation(
+        self, finding: Finding, now: datetime
+    ) -> attestation_pb2.CertificationAttestation:
+        """The attestation of `finding`, under a new id, not yet signed."""
+        config = self._context.config
+        valid_until = attested_validity(finding.outcome, finding.observed_at, self._context.policy)
+        return attestation_pb2.CertificationAttestation(
+            attestation_id=new_id(),
+            subject_locator=finding.subject_locator,
+            paying_region=finding.paying_region,
+            paying_node_id=finding.paying_node_id,
+            issuing_node_id=self._context.node_id,
+            certifying_region=finding.certifying_region,
+            certifying_agency=config.certifying_agency or config.display_name,
+            method=finding.method,
+            outcome=finding.outcome,
+            observed_at=to_timestamp(finding.observed_at),
+            valid_until=to_timestamp(valid_until),
+            evidence_digests=list(finding.evidence_digests),
+            clerk_id=finding.clerk_id,
+            reviewer_id=finding.reviewer_id,
+            assistance_request_id=finding.request_id or "",
+            issued_at=to_timestamp(now),
+        )
+
+    def issue(
+        self,
+        session: Session,
+        issued: Sequence[tuple[attestation_pb2.CertificationAttestation, str | None]],
+        *,
+        now: datetime,
+    ) -> None:
+        """Sign, store, send and log attestations (each with the paying office's beneficiary
+        id when this node is that office), in the caller's transaction, with one log append
+        for all of them.
+
+        Call it last in the transaction, so the log head is locked only until the commit; the
+        attestations and their log positions commit together. After the commit, call
+        `issued`.
+        """
+        entries = [
+            self._sign_and_store(session, attestation, beneficiary_id, now)
+            for attestation, beneficiary_id in issued
+        ]
+        if len(entries) == 1:
+            log_store.append(session, entries[0])
+        elif entries:
+            log_store.append_many(session, entries)
+
+    def issued(self) -> None:
+        """After a transaction that issued attestations commits: wake the dispatcher and the
+        log's checkpointing."""
+        self._context.on_enqueued()
+        self._context.on_log_appended()
+
+    def _sign_and_store(
+        self,
+        session: Session,
+        attestation: attestation_pb2.CertificationAttestation,
+        beneficiary_id: str | None,
+        now: datetime,
+    ) -> NewEntry:
+        node_id = self._context.node_id
+        payload = attestation.SerializeToString(deterministic=True)
+        # Read once: a key rotation may swap the context's keys between two reads.
+        signing = self._context.keys.signing
+        envelope = dsse.sign(payload, dsse.ATTESTATION_PAYLOAD_TYPE, signing)
+        envelope_json = envelope.to_json()
+        attestations_store.store_issued(
+            session,
+            attestation_id=attestation.attestation_id,
+            envelope_json=envelope_json,
+            issuing_node_id=node_id,
+            paying_node_id=attestation.paying_node_id,
+            subject_locator=attestation.subject_locator,
+            beneficiary_id=beneficiary_id,
+            request_id=attestation.assistance_request_id or None,
+            method=attestation.method,
+            outcome=attestation.outcome,
+            observed_at=to_datetime(attestation.observed_at),
+            valid_until=to_datetime(attestation.valid_until),
+            signing_key_id=signing.key_id,
+            payload_sha256=payload_digest(payload),
+            now=now,
+        )
+        if attestation.paying_node_id != node_id:
+            delivery = federation_pb2.DeliverAttestationRequest(
+                envelope=envelope_to_proto(envelope)
+            )
+            outbox.enqueue(
+                session,
+                kind=OutboxKind.DELIVER_ATTESTATION,
+                destination=attestation.paying_node_id,
+                subject_id=attestation.attestation_id,
+                payload=delivery.SerializeToString(deterministic=True),
+                now=now,
+            )
+        log.info(
+            "attestation.issued",
+            attestation_id=attestation.attestation_id,
+            to=attestation.paying_node_id,
+        )
+        return NewEntry(attestation.attestation_id, envelope_json, attestation.paying_region)

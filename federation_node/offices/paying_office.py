@@ -1,0 +1,538 @@
+"""The paying office's work: its beneficiaries, the assistance requests it sends, and the
+attestations it receives and applies.
+
+Each operation validates what the store cannot, then runs in one transaction that writes the state
+change, the outbox message announcing it and the audit record together (transactional outbox), so
+a crash at any point leaves either all of it or none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+from sqlmodel import Session
+
+from certfed.v1 import (
+    attestation_pb2,
+    common_pb2,
+    desk_pb2,
+    directory_pb2,
+    federation_pb2,
+    registry_pb2,
+)
+from federation.envelopes import envelope_from_proto
+from federation.errors import (
+    InvalidInputError,
+    NotFoundError,
+    NotOurBeneficiaryError,
+    PermissionDeniedError,
+    PreconditionError,
+    UnknownSigningKeyError,
+)
+from federation.roles import PAYING_ROLE_NAMES
+from federation.timestamps import optional_datetime, to_datetime, to_timestamp
+from federation_node.ids import new_id
+from federation_node.offices import lifecycle, revocation_review
+from federation_node.offices.assistance_status import STATUS_STATES
+from federation_node.offices.context import Actor, NodeContext, payload_digest
+from federation_node.rules.minimisation import minimised
+from federation_node.rules.validation import (
+    normalised_identity,
+    require_digests,
+    require_enum,
+    require_future,
+    require_id,
+    require_locator,
+    require_methods,
+    require_past,
+    require_region,
+    require_sequence,
+    require_text,
+)
+from federation_node.store import (
+    assistance,
+    attestations_store,
+    audit,
+    beneficiaries,
+    entitlements_store,
+    outbox,
+)
+from federation_node.store.db import session_scope
+from federation_node.store.models import (
+    AssistanceRequest,
+    Attestation,
+    Beneficiary,
+    BeneficiaryState,
+    IdentityType,
+    OutboxKind,
+    RequestDirection,
+)
+from federation_node.tlog.attestation import verify_attestation_envelope
+from signing import dsse, sealing
+from signing.identity import mask_identity_number
+from signing.locator import subject_locator
+
+log = structlog.get_logger("certfed.node")
+
+REGISTRY_DESTINATION = "registry"
+OUTCOME_STATES = {
+    common_pb2.CERTIFICATION_OUTCOME_DECEASED: BeneficiaryState.DECEASED,
+    common_pb2.CERTIFICATION_OUTCOME_IMPRISONED: BeneficiaryState.IMPRISONED,
+    common_pb2.CERTIFICATION_OUTCOME_DECLARED_MISSING: BeneficiaryState.DECLARED_MISSING,
+}
+
+
+@dataclass(frozen=True)
+class ReceivedAttestation:
+    attestation: Attestation
+    duplicate: bool
+    valid_until: datetime | None
+
+
+@dataclass(frozen=True)
+class _Registration:
+    new: beneficiaries.NewBeneficiary
+    amount: int
+
+
+class PayingOffice:
+    """A paying office (or partner liaison desk) of this node: the people it pays."""
+
+    def __init__(self, context: NodeContext) -> None:
+        self._context = context
+
+    # Beneficiaries.
+
+    def register_beneficiary(
+        self, actor: Actor, request: desk_pb2.RegisterBeneficiaryRequest
+    ) -> Beneficiary:
+        return self._register(actor, [request], "")[0]
+
+    def register_beneficiaries(
+        self, actor: Actor, requests: Sequence[desk_pb2.RegisterBeneficiaryRequest]
+    ) -> list[Beneficiary]:
+        """Register a batch of people (an office's roll), all or none, publishing their
+        locators to the registry in one message instead of one per person."""
+        limits = self._context.config.limits
+        if not requests:
+            raise InvalidInputError("beneficiaries", "give at least one beneficiary")
+        if len(requests) > limits.max_repeated:
+            raise InvalidInputError(
+                "beneficiaries", f"has {len(requests)} items; the limit is {limits.max_repeated}"
+            )
+        return self._register(actor, requests, "beneficiaries[{index}].")
+
+    def _register(
+        self,
+        actor: Actor,
+        requests: Sequence[desk_pb2.RegisterBeneficiaryRequest],
+        prefix: str,
+    ) -> list[Beneficiary]:
+        self._context.require_role(PAYING_ROLE_NAMES, "pay pensions")
+        now = self._context.now()
+        prepared = [
+            self._registration(request, prefix.format(index=index), now)
+            for index, request in enumerate(requests)
+        ]
+        publish = registry_pb2.PublishLocatorsRequest(
+            locators=[p.new.subject_locator for p in prepared]
+        )
+        with session_scope(self._context.engine) as session:
+            if len(prepared) == 1:
+                added = [beneficiaries.add(session, **dataclasses.asdict(prepared[0].new), now=now)]
+            else:
+                added = beneficiaries.add_batch(session, [p.new for p in prepared], now)
+            for beneficiary, registration in zip(added, prepared, strict=True):
+                entitlements_store.open_for(
+                    session, beneficiary.beneficiary_id, registration.amount, now
+                )
+            first = added[0]
+            if len(added) == 1:
+                details: dict[str, str | int | bool | list[str] | None] = {
+                    "residence_region": first.residence_region,
+                    "paying_region": first.paying_region,
+                }
+            else:
+                details = {"beneficiary_ids": [b.beneficiary_id for b in added]}
+            audit.append(
+                session,
+                actor=actor.label,
+                action="beneficiary.register" if len(added) == 1 else "beneficiary.register_batch",
+                subject_type="beneficiary",
+                subject_id=first.beneficiary_id,
+                details=details,
+                now=now,
+            )
+            outbox.enqueue(
+                session,
+                kind=OutboxKind.PUBLISH_LOCATORS,
+                destination=REGISTRY_DESTINATION,
+                subject_id=first.beneficiary_id,
+                payload=publish.SerializeToString(),
+                now=now,
+            )
+        self._context.on_enqueued()
+        return added
+
+    def _registration(
+        self, request: desk_pb2.RegisterBeneficiaryRequest, prefix: str, now: datetime
+    ) -> _Registration:
+        """A registration checked and sealed, ready to store; errors name `prefix` + field."""
+        config = self._context.config
+        limits = config.limits
+        kind, number = normalised_identity(request.identity, f"{prefix}identity", limits)
+        residence = require_region(request.residence_region, f"{prefix}residence_region")
+        paying_region = request.paying_region or config.primary_region
+        if paying_region not in config.region_codes:
+            raise InvalidInputError(
+                f"{prefix}paying_region",
+                f"this node pays for {', '.join(config.region_codes)} only",
+            )
+        valid_until = optional_datetime(request, "valid_until")
+        amount = request.monthly_amount_fen
+        if not 0 <= amount <= limits.max_monthly_amount_fen:
+            raise InvalidInputError(
+                f"{prefix}monthly_amount_fen",
+                f"must be between 0 and {limits.max_monthly_amount_fen} fen",
+            )
+        locator = subject_locator(self._context.keys.locator_key, kind, number)
+        bundle = attestation_pb2.IdentityBundle()
+        bundle.CopyFrom(request.identity)
+        bundle.identity_number = number
+        # Sealed at rest to this node's own HPKE key, bound to the person's locator: a sealed
+        # identity moved onto another beneficiary's row does not open.
+        sealed = sealing.seal(
+            bundle.SerializeToString(deterministic=True),
+            self._context.keys.hpke.public_raw,
+            sealing.at_rest_info(locator.hex()),
+        )
+        new = beneficiaries.NewBeneficiary(
+            subject_locator=locator,
+            identity_type=IdentityType(kind.value),
+            masked_identity_number=mask_identity_number(kind, number),
+            sealed_identity=sealed,
+            residence_region=residence,
+            paying_region=paying_region,
+            valid_until=valid_until,
+        )
+        return _Registration(new, amount)
+
+    def beneficiary_identity(self, beneficiary: Beneficiary) -> attestation_pb2.IdentityBundle:
+        """The beneficiary's identity, unsealed: for a notifier or a sealed request only."""
+        plain = sealing.open_sealed(
+            beneficiary.sealed_identity,
+            self._context.keys.hpke,
+            sealing.at_rest_info(beneficiary.subject_locator.hex()),
+        )
+        return attestation_pb2.IdentityBundle.FromString(plain)
+
+    # Flow 1: ask the residence region's node for help, and follow its answers.
+
+    def request_certification(
+        self, actor: Actor, request: desk_pb2.RequestCertificationRequest
+    ) -> AssistanceRequest:
+        limits = self._context.config.limits
+        require_id(request.beneficiary_id, "beneficiary_id")
+        if not request.HasField("deadline"):
+            raise InvalidInputError("deadline", "is required")
+        now = self._context.now()
+        deadline = require_future(to_datetime(request.deadline, "deadline"), "deadline", now)
+        methods = [
+            common_pb2.CertificationMethod.ValueType(m)
+            for m in require_methods(list(request.acceptable_methods), "acceptable_methods")
+        ]
+        note = require_text(request.note, "note", limits)
+        with self._context.session() as session:
+            beneficiary = beneficiaries.get(session, request.beneficiary_id)
+        if beneficiary.status != BeneficiaryState.ACTIVE:
+            raise PreconditionError(
+                f"beneficiary {beneficiary.beneficiary_id} is {beneficiary.status.value}; "
+                "no certification is needed"
+            )
+        target = self._context.directory.current().route(beneficiary.residence_region)
+        if target.node_id == self._context.node_id:
+            raise PreconditionError(
+                f"this node certifies residents of {beneficiary.residence_region} itself; "
+                "record the certification at this desk instead"
+            )
+        with session_scope(self._context.engine) as session:
+            beneficiary = beneficiaries.get(session, request.beneficiary_id)
+            created = self.queue_assistance_request(
+                session,
+                actor,
+                beneficiary,
+                target,
+                deadline=deadline,
+                methods=methods,
+                note=note,
+                now=now,
+            )
+        self._context.on_enqueued()
+        return created
+
+    def queue_assistance_request(
+        self,
+        session: Session,
+        actor: Actor,
+        beneficiary: Beneficiary,
+        target: directory_pb2.DirectoryNode,
+        *,
+        deadline: datetime,
+        methods: list[common_pb2.CertificationMethod.ValueType],
+        note: str,
+        now: datetime,
+    ) -> AssistanceRequest:
+        """Record an assistance request to `target` and queue it in the caller's transaction:
+        the one path for a clerk's request and the daily cycle's."""
+        request_id = new_id()
+        # Only what the receiver's role may see leaves this node (cross-border minimisation).
+        identity = minimised(
+            self.beneficiary_identity(beneficiary), target.roles, self._context.config.minimisation
+        )
+        message = federation_pb2.RequestAssistanceRequest(
+            request_id=request_id,
+            paying_node_id=self._context.node_id,
+            paying_region=beneficiary.paying_region,
+            residence_region=beneficiary.residence_region,
+            subject_locator=beneficiary.subject_locator,
+            sealed_identity=sealing.seal(
+                identity.SerializeToString(deterministic=True),
+                target.hpke_public_key,
+                sealing.request_info(request_id),
+            ),
+            deadline=to_timestamp(deadline),
+            acceptable_methods=methods,
+            note=note,
+            requested_at=to_timestamp(now),
+        )
+        payload = message.SerializeToString(deterministic=True)
+        created = assistance.create_outbound(
+            session,
+            request_id=request_id,
+            beneficiary=beneficiary,
+            peer_node_id=target.node_id,
+            paying_node_id=self._context.node_id,
+            paying_region=beneficiary.paying_region,
+            deadline=deadline,
+            acceptable_methods=methods,
+            note=note,
+            payload_sha256=payload_digest(payload),
+            now=now,
+        )
+        outbox.enqueue(
+            session,
+            kind=OutboxKind.REQUEST_ASSISTANCE,
+            destination=target.node_id,
+            subject_id=request_id,
+            payload=payload,
+            now=now,
+        )
+        audit.append(
+            session,
+            actor=actor.label,
+            action="assistance.request",
+            subject_type="assistance_request",
+            subject_id=request_id,
+            details={"beneficiary_id": beneficiary.beneficiary_id, "to": target.node_id},
+            now=now,
+        )
+        log.info("assistance.requested", request_id=request_id, to=target.node_id)
+        return created
+
+    def apply_status_update(
+        self, caller_node_id: str, message: federation_pb2.UpdateAssistanceStatusRequest
+    ) -> AssistanceRequest:
+        require_id(message.request_id, "request_id")
+        state = STATUS_STATES.get(message.status)
+        if state is None:
+            raise InvalidInputError("status", "is missing or not a status a peer may send")
+        limits = self._context.config.limits
+        require_text(message.reason, "reason", limits)
+        sequence = require_sequence(message.sequence, "sequence")
+        scheduled_for = optional_datetime(message, "scheduled_for")
+        now = self._context.now()
+        changed_at = optional_datetime(message, "changed_at")
+        if changed_at is not None:
+            require_past(changed_at, "changed_at", now, limits)
+        with session_scope(self._context.engine) as session:
+            stored = assistance.get(session, message.request_id, RequestDirection.OUTBOUND)
+            if stored.peer_node_id != caller_node_id:
+                raise PermissionDeniedError(
+                    f"request {message.request_id} was not sent to node {caller_node_id}"
+                )
+            changed = assistance.apply_remote_status(
+                session,
+                stored,
+                state,
+                message.reason,
+                scheduled_for,
+                sequence,
+                now,
+            )
+            if changed:
+                audit.append(
+                    session,
+                    actor=f"node:{caller_node_id}",
+                    action=f"assistance.remote_{state.value}",
+                    subject_type="assistance_request",
+                    subject_id=stored.request_id,
+                    details={"sequence": sequence},
+                    now=now,
+                )
+        return stored
+
+    # Flows 1 and 2: verify and apply a delivered attestation.
+
+    def verify_attestation(
+        self, envelope: dsse.Envelope
+    ) -> tuple[attestation_pb2.CertificationAttestation, str]:
+        """Check an attestation envelope against the current directory; a key it does not list
+        (rotated in since the last refresh) triggers one refresh before the refusal stands."""
+        context = self._context
+        skew = timedelta(seconds=context.config.limits.max_clock_skew_s)
+        try:
+            return verify_attestation_envelope(
+                envelope, context.directory.current(), now=context.now(), max_clock_skew=skew
+            )
+        except UnknownSigningKeyError:
+            context.directory.refresh_if_due()
+        return verify_attestation_envelope(
+            envelope, context.directory.current(), now=context.now(), max_clock_skew=skew
+        )
+
+    def receive_attestation(
+        self, caller_node_id: str, message: federation_pb2.DeliverAttestationRequest
+    ) -> ReceivedAttestation:
+        limits = self._context.config.limits
+        if not message.HasField("envelope"):
+            raise InvalidInputError("envelope", "is required")
+        envelope = envelope_from_proto(message.envelope)
+        attestation, key_id = self.verify_attestation(envelope)
+        if attestation.issuing_node_id != caller_node_id:
+            raise PermissionDeniedError(
+                f"node {caller_node_id} delivered an attestation issued by "
+                f"{attestation.issuing_node_id}; issuers deliver their own attestations"
+            )
+        require_id(attestation.attestation_id, "attestation_id")
+        if attestation.paying_node_id != self._context.node_id:
+            raise NotOurBeneficiaryError(
+                f"attestation {attestation.attestation_id} is addressed to paying node "
+                f"{attestation.paying_node_id}, not this node"
+            )
+        locator = require_locator(attestation.subject_locator)
+        outcome = require_enum(attestation.outcome, common_pb2.CertificationOutcome, "outcome")
+        method = require_enum(attestation.method, common_pb2.CertificationMethod, "method")
+        now = self._context.now()
+        # A signed attestation is still checked: a peer's bug must not become our record.
+        observed_at = require_past(
+            to_datetime(attestation.observed_at, "observed_at"), "observed_at", now, limits
+        )
+        attested_until = to_datetime(attestation.valid_until, "valid_until")
+        if attested_until < observed_at:
+            raise InvalidInputError("valid_until", "is before observed_at")
+        if attestation.assistance_request_id:
+            require_id(attestation.assistance_request_id, "assistance_request_id")
+        require_digests(list(attestation.evidence_digests), limits)
+        with session_scope(self._context.engine) as session:
+            beneficiary = beneficiaries.by_locator(session, locator)
+            if beneficiary is None:
+                raise NotOurBeneficiaryError(
+                    f"attestation {attestation.attestation_id} names a person this office does "
+                    "not pay; it was not stored"
+                )
+            stored, duplicate = attestations_store.store_received(
+                session,
+                attestation_id=attestation.attestation_id,
+                envelope_json=envelope.to_json(),
+                issuing_node_id=attestation.issuing_node_id,
+                paying_node_id=self._context.node_id,
+                subject_locator=locator,
+                beneficiary_id=beneficiary.beneficiary_id,
+                request_id=attestation.assistance_request_id or None,
+                method=method,
+                outcome=outcome,
+                observed_at=observed_at,
+                valid_until=attested_until,
+                signing_key_id=key_id,
+                payload_sha256=payload_digest(envelope.payload),
+                now=now,
+            )
+            if not duplicate:
+                self._apply(session, beneficiary, attestation, now)
+                audit.append(
+                    session,
+                    actor=f"node:{caller_node_id}",
+                    action="attestation.receive",
+                    subject_type="attestation",
+                    subject_id=attestation.attestation_id,
+                    details={
+                        "beneficiary_id": beneficiary.beneficiary_id,
+                        "outcome": common_pb2.CertificationOutcome.Name(
+                            common_pb2.CertificationOutcome.ValueType(outcome)
+                        ),
+                    },
+                    now=now,
+                )
+                revocation_review.flag_if_revoked(
+                    session, stored, self._context.directory.current(), now
+                )
+            valid_until = beneficiary.valid_until
+        return ReceivedAttestation(stored, duplicate, valid_until)
+
+    def _apply(
+        self,
+        session: Session,
+        beneficiary: Beneficiary,
+        attestation: attestation_pb2.CertificationAttestation,
+        now: datetime,
+    ) -> None:
+        observed_at = to_datetime(attestation.observed_at)
+        entitlement = entitlements_store.get(session, beneficiary.beneficiary_id)
+        if attestation.outcome == common_pb2.CERTIFICATION_OUTCOME_ALIVE:
+            if beneficiaries.extend_validity(
+                session, beneficiary, to_datetime(attestation.valid_until), now
+            ):
+                lifecycle.certified(session, self._context.policy, entitlement, observed_at, now)
+        else:
+            # Reviewed at the issuing node (separation of duties there): ends entitlement now.
+            lifecycle.terminate(
+                session,
+                beneficiary,
+                entitlement,
+                OUTCOME_STATES[attestation.outcome],
+                observed_at,
+                now,
+            )
+        request_id = attestation.assistance_request_id
+        if request_id:
+            try:
+                outbound = assistance.get(session, request_id, RequestDirection.OUTBOUND)
+            except NotFoundError:
+                log.warning("attestation.unknown_request", request_id=request_id)
+                return
+            assistance.complete(session, outbound, attestation.attestation_id, now)
+
+    # Registry answers that arrive through the outbox.
+
+    def record_duplicates(self, duplicates: list[registry_pb2.DuplicateEntitlement]) -> int:
+        flagged = 0
+        if not duplicates:
+            return 0
+        with session_scope(self._context.engine) as session:
+            for duplicate in duplicates:
+                if beneficiaries.flag_duplicate(session, duplicate.locator):
+                    flagged += 1
+                    audit.append(
+                        session,
+                        actor="node:registry",
+                        action="beneficiary.possible_duplicate",
+                        subject_type="locator",
+                        subject_id=duplicate.locator.hex()[:16],
+                        details={"paying_node_ids": sorted(duplicate.paying_node_ids)},
+                        now=self._context.now(),
+                    )
+        return flagged
