@@ -1,4 +1,4 @@
-"""`certfed feed|forms|bank|notify`, and `certfed bench feed`: the adapters from a terminal.
+"""`certfed feed|forms|bank|notify`: the adapters from a terminal.
 
     certfed feed import FILE --config node.toml --mapping hospital_admissions [--rejects R.csv]
     certfed feed mappings
@@ -6,7 +6,6 @@
     certfed forms export SENT.xlsx --config node.toml [--out RESULTS.xlsx]
     certfed bank export --config node.toml --month 2025-09 --bank ICBC-4406 --out-dir DIR [--force]
     certfed notify run --config node.toml (--webhook URL | --outbox-file P)
-    certfed bench feed --rows N
 
 Every command talks to the node's DeskService with the operator token in
 CERTFED_OPERATOR_TOKEN, like `certfed desk`. Exit codes: 0 done; 1 nothing done (an error
@@ -16,34 +15,14 @@ printed); 2 done, but some rows or reminders could not be handled (listed).
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
 from adapters.bank_files import DeskPaymentInstructions, export_bank_file
 from adapters.feed_mappings import builtin_mapping_names, load_mapping
-from adapters.feeds import (
-    DEFAULT_BATCH_SIZE,
-    DeskSignalRecorder,
-    FeedImporter,
-    FeedImportSummary,
-    RejectsFile,
-    SignalMapper,
-    feed_format,
-)
+from adapters.feeds import DEFAULT_BATCH_SIZE
 from adapters.notifiers import (
     DeskReminders,
     Notifier,
@@ -52,23 +31,12 @@ from adapters.notifiers import (
     run_notifications,
 )
 from adapters.partner_forms import FormSummary, fill_form_results, form_file, submit_form
-from federation.desk_client import DeskClient
+from cli.desk import add_connection_arguments, desk_client
+from cli.feed_import import import_feed_file
+from cli.output import console
 from federation_node.config import load_node_config
 
-console = Console()
 PARTIAL = 2
-
-
-def _desk(args: argparse.Namespace) -> DeskClient:
-    # Imported here: cli.main mounts these commands, so it imports this module first.
-    from cli.main import _desk as desk_from_arguments
-
-    return desk_from_arguments(args)
-
-
-def _connection_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", required=True, help="the node's node.toml")
-    parser.add_argument("--endpoint", help="desk address if not the config's desk_listen")
 
 
 def _summary_table(title: str, rows: list[tuple[str, int]]) -> Table:
@@ -83,56 +51,10 @@ def _summary_table(title: str, rows: list[tuple[str, int]]) -> Table:
 # feed
 
 
-@contextmanager
-def feed_progress(total_bytes: int) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar over the file's bytes, with the rows read so far."""
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TextColumn("{task.fields[rows]:,} rows"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    ) as bar:
-        task = bar.add_task("importing", total=total_bytes, rows=0)
-
-        def advance(bytes_read: int, rows: int) -> None:
-            bar.update(task, completed=bytes_read, rows=rows)
-
-        yield advance
-
-
-def import_feed_file(
-    desk: DeskClient,
-    path: Path,
-    *,
-    mapping_name: str,
-    source: str | None,
-    fmt: str | None,
-    batch_size: int,
-    rejects_path: Path,
-    show_progress: bool = True,
-) -> FeedImportSummary:
-    mapping = load_mapping(mapping_name)
-    detected = feed_format(path, fmt)
-    mapper = SignalMapper(mapping, source or mapping.source, datetime.now(UTC))
-    recorder = DeskSignalRecorder(desk)
-    with RejectsFile(rejects_path) as rejects:
-        if not show_progress:
-            importer = FeedImporter(recorder, mapper, reject=rejects, batch_size=batch_size)
-            return importer.run(path, detected)
-        with feed_progress(path.stat().st_size) as advance:
-            importer = FeedImporter(
-                recorder, mapper, reject=rejects, batch_size=batch_size, progress=advance
-            )
-            return importer.run(path, detected)
-
-
 def _feed_import(args: argparse.Namespace) -> int:
     path = Path(args.file)
     rejects_path = Path(args.rejects) if args.rejects else path.with_suffix(".rejects.csv")
-    with _desk(args) as desk:
+    with desk_client(args) as desk:
         summary = import_feed_file(
             desk,
             path,
@@ -201,7 +123,7 @@ def _forms(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else _default_out(path, "results" if exporting else "sent")
     out_layout = form_file(out)
     table = layout.read(path, args.sheet)
-    with _desk(args) as desk:
+    with desk_client(args) as desk:
         summary = fill_form_results(desk, table) if exporting else submit_form(desk, table)
     out_layout.write(out, table)
     return _print_form_summary(summary, out, "looked up" if exporting else "requested")
@@ -211,7 +133,7 @@ def _forms(args: argparse.Namespace) -> int:
 
 
 def _bank_export(args: argparse.Namespace) -> int:
-    with _desk(args) as desk:
+    with desk_client(args) as desk:
         result = export_bank_file(
             DeskPaymentInstructions(desk),
             bank=args.bank,
@@ -234,7 +156,7 @@ def _notify_run(args: argparse.Namespace) -> int:
         else OutboxFileNotifier(Path(args.outbox_file))
     )
     office = args.office or config.display_name or config.node_id
-    with _desk(args) as desk:
+    with desk_client(args) as desk:
         summary = run_notifications(
             DeskReminders(desk), notifier, office=office, page_size=args.page_size
         )
@@ -253,50 +175,17 @@ def _notify_run(args: argparse.Namespace) -> int:
     return PARTIAL if summary.refused or summary.no_phone else 0
 
 
-# bench
-
-
-def _bench_feed(args: argparse.Namespace) -> int:
-    from cli.bench.feed import bench_feed
-
-    figures = bench_feed(
-        rows=args.rows,
-        beneficiaries=args.beneficiaries,
-        batch_size=args.batch_size,
-        workdir=Path(args.workdir) if args.workdir else None,
-        database_url=args.database_url,
-        console=console,
-    )
-    table = Table(title=f"feed import of {figures.rows:,} rows against a real node")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    for name, value in figures.as_rows():
-        table.add_row(name, value)
-    console.print(table)
-    return 0
-
-
 def _subcommands(subparsers: Any, name: str, help_text: str, dest: str) -> Any:
-    """The sub-commands of `certfed <name>`, creating the command unless another module did.
-
-    `certfed bench` is shared with the node's own benchmarks.
-    """
-    existing = subparsers.choices.get(name)
-    if existing is None:
-        parser = subparsers.add_parser(name, help=help_text)
-        return parser.add_subparsers(dest=dest, required=True)
-    # argparse offers no public way back to a parser's sub-commands; they live in _actions.
-    for action in existing._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return action
-    return existing.add_subparsers(dest=dest, required=True)
+    """The sub-commands of a new `certfed <name>`."""
+    parser = subparsers.add_parser(name, help=help_text)
+    return parser.add_subparsers(dest=dest, required=True)
 
 
 def add_adapter_commands(subparsers: Any) -> None:
     feed = _subcommands(subparsers, "feed", "import data-signal feeds (CSV, JSON Lines)", "feed")
     feed_import = feed.add_parser("import", help="record a feed's rows as data signals")
     feed_import.add_argument("file", help="the feed: .csv, .jsonl or .ndjson")
-    _connection_arguments(feed_import)
+    add_connection_arguments(feed_import)
     feed_import.add_argument(
         "--mapping", required=True, help="a shipped mapping's name or a mapping .toml file"
     )
@@ -318,14 +207,14 @@ def add_adapter_commands(subparsers: Any) -> None:
     ):
         command = forms.add_parser(name, help=help_text)
         command.add_argument("file", help="the form: .csv or .xlsx")
-        _connection_arguments(command)
+        add_connection_arguments(command)
         command.add_argument("--out", help="where to write the form back (.csv or .xlsx)")
         command.add_argument("--sheet", help="the form's sheet, if not 在生证明协查表")
         command.set_defaults(handler=_forms)
 
     bank = _subcommands(subparsers, "bank", "payment-instruction files for banks", "bank_command")
     bank_export = bank.add_parser("export", help="the month's payment instructions as CSV")
-    _connection_arguments(bank_export)
+    add_connection_arguments(bank_export)
     bank_export.add_argument("--month", required=True, help="YYYY-MM")
     bank_export.add_argument("--bank", required=True, help="the bank's code, used in the name")
     bank_export.add_argument("--out-dir", required=True, help="folder the bank picks files from")
@@ -336,21 +225,10 @@ def add_adapter_commands(subparsers: Any) -> None:
 
     notify = _subcommands(subparsers, "notify", "send reminders and overdue notices", "notify")
     notify_run = notify.add_parser("run", help="send pending reminders; acknowledge the sent")
-    _connection_arguments(notify_run)
+    add_connection_arguments(notify_run)
     target = notify_run.add_mutually_exclusive_group(required=True)
     target.add_argument("--webhook", help="gateway URL that takes a JSON POST per message")
     target.add_argument("--outbox-file", help="append messages to this JSON Lines file")
     notify_run.add_argument("--office", help="office name in the text (default: display_name)")
     notify_run.add_argument("--page-size", type=int, default=100)
     notify_run.set_defaults(handler=_notify_run)
-
-    bench = _subcommands(subparsers, "bench", "benchmarks on real processes", "bench")
-    bench_feed = bench.add_parser("feed", help="feed import rows/s against a real node")
-    bench_feed.add_argument("--rows", type=int, default=100_000)
-    bench_feed.add_argument(
-        "--beneficiaries", type=int, default=1_000, help="registered people the rows are about"
-    )
-    bench_feed.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    bench_feed.add_argument("--workdir", help="keep the federation in this directory")
-    bench_feed.add_argument("--database-url", help="the node's PostgreSQL URL (default SQLite)")
-    bench_feed.set_defaults(handler=_bench_feed)

@@ -13,6 +13,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from certfed.v1 import desk_pb2, federation_pb2_grpc
+from cli.desk import desk_client
+from cli.output import console
 from cli.sync_commands import peer_channel
 from federation.directory import TrustedDirectory
 from federation_node.config import load_node_config
@@ -26,10 +28,7 @@ EXIT_OK = 0
 
 
 def export_bundle_command(args: argparse.Namespace) -> int:
-    # Imported here: cli.main mounts these commands, so it cannot be imported above.
-    from cli.main import _desk, console
-
-    with _desk(args) as desk:
+    with desk_client(args) as desk:
         exported = desk.stub.ExportAttestation(
             desk_pb2.ExportAttestationRequest(attestation_id=args.attestation_id),
         )

@@ -1,7 +1,7 @@
 """`certfed demo`: four regional offices certify retirees for each other through a registry.
 
 Starts the registry and four nodes as separate processes on 127.0.0.1 (SQLite files, mutual TLS
-everywhere), enrols and approves them, and runs the flows of DOMAIN.md through the desk API as
+everywhere), enrols and approves them, and runs the flows of docs/domain.md through the desk API as
 clerks and reviewers would: an assistance request Lanzhou -> Qingdao, a Foshan retiree walking
 into the Qingdao agency, a Foshan retiree living in Macau certified by the Macau liaison desk, and
 a request to a node that is down, delivered once it starts. Every attestation is exported as DSSE

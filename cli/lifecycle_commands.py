@@ -15,15 +15,14 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 
 from certfed.v1 import common_pb2, desk_pb2
+from cli.desk import add_connection_arguments, desk_client
+from cli.output import console
 from federation.desk_client import DeskClient
 from federation.errors import InvalidInputError
 from federation.timestamps import to_datetime, to_timestamp
-
-console = Console()
 
 ENTITLEMENT_COLUMNS = (
     "beneficiary_id",
@@ -42,13 +41,6 @@ STATE_VIEWS = {
     "warning": desk_pb2.ENTITLEMENT_STATE_WARNING,
     "suspended": desk_pb2.ENTITLEMENT_STATE_SUSPENDED,
 }
-
-
-def _client(args: argparse.Namespace) -> DeskClient:
-    # Imported here: cli.py imports this module to mount its commands.
-    from cli.main import _desk
-
-    return _desk(args)
 
 
 def _when(message: Any, field: str) -> str:
@@ -111,7 +103,7 @@ def _entitlement_view(
     title: str,
 ) -> Callable[[argparse.Namespace], int]:
     def command(args: argparse.Namespace) -> int:
-        with _client(args) as desk:
+        with desk_client(args) as desk:
             rows = [entitlement_row(e) for e in entitlements(desk, state) if keep(e)]
         show(ENTITLEMENT_COLUMNS, rows, args.csv, title)
         return 0
@@ -133,7 +125,7 @@ def report_command(args: argparse.Namespace) -> int:
         getattr(request, "from").CopyFrom(to_timestamp(_day(args.start, "--from")))
     if args.end:
         request.to.CopyFrom(to_timestamp(_day(args.end, "--to")))
-    with _client(args) as desk:
+    with desk_client(args) as desk:
         report = desk.stub.GetReport(request)
     total = sum(share.count for share in report.by_method) or 1
     rows = [
@@ -161,7 +153,7 @@ def cycle_command(args: argparse.Namespace) -> int:
     request = desk_pb2.RunCycleRequest()
     if args.day:
         request.day.CopyFrom(to_timestamp(_day(args.day, "--day")))
-    with _client(args) as desk:
+    with desk_client(args) as desk:
         outcome = desk.stub.RunCycle(request)
     if not outcome.ran:
         console.print("the cycle had already run for that day; nothing changed")
@@ -207,7 +199,6 @@ def add_lifecycle_desk_commands(desk_actions: argparse._SubParsersAction) -> Non
 def add_lifecycle_node_commands(node_actions: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """`certfed node cycle`: mounted under `certfed node`."""
     cycle = node_actions.add_parser("cycle", help="run the daily cycle now (administrator)")
-    cycle.add_argument("--config", required=True)
-    cycle.add_argument("--endpoint", help="desk address if not the config's desk_listen")
+    add_connection_arguments(cycle)
     cycle.add_argument("--day", help="the day to run for (YYYY-MM-DD); today if not given")
     cycle.set_defaults(handler=cycle_command)

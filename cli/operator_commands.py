@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from cli.output import console
 from federation.errors import InvalidInputError
 from federation.limits import Limits
 from federation_node.config import load_node_config
@@ -31,7 +31,6 @@ from federation_node.rules.validation import require_text
 from federation_node.store import audit, db, operators
 from federation_node.store.models import Operator, OperatorRole
 
-console = Console()
 LABEL_MAX = 128  # the operator.label column
 
 

@@ -17,42 +17,45 @@ from __future__ import annotations
 
 import argparse
 
-from cli.registry_commands import (
+from certfed.v1 import common_pb2
+from cli.registry_admin import (
     EXIT_OK,
-    _admin_client,
-    _admin_options,
-    _effective_at,
-    _guarded,
-    revoke_command,
+    admin_client,
+    admin_options,
+    effective_at,
+    guarded,
+    status_command,
 )
 from signing.keys import key_id
 
+revoke_node_command = status_command(common_pb2.NODE_STATUS_REVOKED, "revoked")
 
-@_guarded
+
+@guarded
 def revoke_key_command(args: argparse.Namespace) -> int:
     """Revoke one signing key of a node from an effective time."""
-    effective_at = _effective_at(args.effective_at)
-    _, client = _admin_client(args)
+    effective = effective_at(args.effective_at)
+    _, client = admin_client(args)
     with client:
-        version = client.revoke_signing_key(args.node_id, args.key_id, args.reason, effective_at)
+        version = client.revoke_signing_key(args.node_id, args.key_id, args.reason, effective)
     print(f"revoked key {args.key_id} of {args.node_id}; directory version {version}")
     return EXIT_OK
 
 
-@_guarded
+@guarded
 def retire_key_command(args: argparse.Namespace) -> int:
     """End a signing key's validity now, before its overlap window would."""
-    _, client = _admin_client(args)
+    _, client = admin_client(args)
     with client:
         version = client.retire_signing_key(args.node_id, args.key_id)
     print(f"retired key {args.key_id} of {args.node_id}; directory version {version}")
     return EXIT_OK
 
 
-@_guarded
+@guarded
 def rotate_root_command(args: argparse.Namespace) -> int:
     """Replace the registry root key; the old root signs the new one, then signs no more."""
-    config, client = _admin_client(args)
+    config, client = admin_client(args)
     # The root this registry host holds is the one to replace (compare-and-swap at the registry).
     current = key_id(bytes.fromhex(config.paths.root_public_key.read_text().strip()))
     with client:
@@ -73,8 +76,8 @@ def add_lifecycle_commands(commands: argparse._SubParsersAction) -> None:  # typ
     revoke_node.add_argument(
         "--effective-at", help="ISO 8601 time with zone when it took effect (default: now)"
     )
-    _admin_options(revoke_node)
-    revoke_node.set_defaults(handler=revoke_command)
+    admin_options(revoke_node)
+    revoke_node.set_defaults(handler=revoke_node_command)
 
     revoke_key = commands.add_parser("revoke-key", help="revoke one signing key of a node")
     revoke_key.add_argument("node_id", metavar="NODE")
@@ -84,7 +87,7 @@ def add_lifecycle_commands(commands: argparse._SubParsersAction) -> None:  # typ
         "--effective-at",
         help="ISO 8601 time with zone from which the key is distrusted (default: now)",
     )
-    _admin_options(revoke_key)
+    admin_options(revoke_key)
     revoke_key.set_defaults(handler=revoke_key_command)
 
     retire_key = commands.add_parser(
@@ -92,11 +95,11 @@ def add_lifecycle_commands(commands: argparse._SubParsersAction) -> None:  # typ
     )
     retire_key.add_argument("node_id", metavar="NODE")
     retire_key.add_argument("key_id", metavar="KEY_ID")
-    _admin_options(retire_key)
+    admin_options(retire_key)
     retire_key.set_defaults(handler=retire_key_command)
 
     rotate_root = commands.add_parser(
         "rotate-root", help="replace the registry root key; nodes follow the signed chain"
     )
-    _admin_options(rotate_root)
+    admin_options(rotate_root)
     rotate_root.set_defaults(handler=rotate_root_command)

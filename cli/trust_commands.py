@@ -21,6 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from certfed.v1 import desk_pb2
+from cli.desk import desk_client
+from cli.output import print_messages, print_one
 from federation.errors import PreconditionError
 from federation.registry_client import RegistryClient
 from federation.timestamps import to_datetime
@@ -102,20 +104,15 @@ def add_trust_node_commands(node_actions: argparse._SubParsersAction) -> None:  
 
 
 def directory_status_command(args: argparse.Namespace) -> int:
-    # Imported here: cli.main mounts these commands, so it cannot be imported above.
-    from cli.main import _desk, _print_one
-
-    with _desk(args) as desk:
-        _print_one(desk.stub.GetDirectoryStatus(desk_pb2.GetDirectoryStatusRequest()))
+    with desk_client(args) as desk:
+        print_one(desk.stub.GetDirectoryStatus(desk_pb2.GetDirectoryStatusRequest()))
     return EXIT_OK
 
 
 def review_list_command(args: argparse.Namespace) -> int:
-    from cli.main import _desk, _print_messages
-
     reviews: list[desk_pb2.RevocationReview] = []
     token = ""
-    with _desk(args) as desk:
+    with desk_client(args) as desk:
         while True:
             response = desk.stub.ListRevocationReviews(
                 desk_pb2.ListRevocationReviewsRequest(page_token=token)
@@ -124,7 +121,7 @@ def review_list_command(args: argparse.Namespace) -> int:
             token = response.next_page_token
             if not token:
                 break
-    _print_messages(
+    print_messages(
         reviews,
         ["attestation_id", "issuing_node_id", "finding", "issued_at", "key_revoked_at",
          "revocation_reason", "beneficiary_id"],

@@ -1,438 +1,32 @@
-"""Benchmarks on real processes: bulk log sync against the naive baseline; assistance trips.
+"""`certfed bench assist`: assistance round trips through two nodes' desks.
 
-`bench_sync` starts a registry and two nodes as processes over mutual TLS on 127.0.0.1 with a
-PostgreSQL store (the server `DATABASE_URL` names, or one started from the `pgserver` package),
-issues N real signed attestations into the issuing node's log through the log store's bulk path,
-waits for the registry witness to cosign a checkpoint of all N, then runs `certfed sync` as the
-receiving node, in its own process, and times it end to end: fetched, verified (checkpoint
-signatures, consistency proofs and the recomputed root) and persisted. In the same run it times
-the naive way on a sample: one call per attestation (GetEntries of one entry), one Ed25519
-verification against the directory per attestation, and one insert and commit per attestation.
-
-Signing is setup, not part of any figure: every one of the N entries is a distinct attestation
-with its own id and its own signature (the log refuses an attestation id twice), signed in
-worker processes on all cores.
-
-`bench_assist` drives assistance requests through two nodes' desks with C clients at once and
-reports p50/p95/p99 latency and throughput of the full round trip, the CPU time every process
-spent per round trip, and, in the same run and at the same concurrency, the floor: the cheapest
-authenticated desk call's rate and CPU. The ratio between the two says how many such calls one
-round trip costs; the cores divided by the CPU per round trip say what throughput the machine
-allows at that cost.
+`bench_assist` drives assistance requests through two nodes' desks (cli.bench.federation) with
+C clients at once and reports p50/p95/p99 latency and throughput of the full round trip, the CPU
+time every process spent per round trip, and, in the same run and at the same concurrency, the
+floor: the cheapest authenticated desk call's rate and CPU. The ratio between the two says how
+many such calls one round trip costs; the cores divided by the CPU per round trip say what
+throughput the machine allows at that cost.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import queue
-import resource
 import secrets
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-import psycopg
-from dateutil.relativedelta import relativedelta
-from psycopg import sql
-from sqlalchemy import delete
-from sqlalchemy.engine import Engine, make_url
-
-from certfed.v1 import attestation_pb2, common_pb2, desk_pb2, federation_pb2
-from cli.launcher import LocalFederation, NodeSpec, wait_until
+from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
+from cli.bench.federation import ISSUER, RECEIVER, bench_federation
+from cli.bench.kit import CpuMeter, PostgresServer, child_pids, resident_id
+from cli.launcher import LocalFederation
 from federation.desk_client import DeskClient
 from federation.timestamps import to_timestamp
-from federation_node.ids import new_id
-from federation_node.keystore import KeyPaths
-from federation_node.store import db, log_store
-from federation_node.store.log_store import Head, NewEntry
-from federation_node.store.models import SyncedEntry
-from federation_node.tlog.attestation import verify_attestation_envelope
-from signing import dsse
-from signing.keys import SigningKey
-
-ISSUER = NodeSpec("qingdao", "Qingdao centre", ("370200",), ("residence_agency", "paying_office"))
-RECEIVER = NodeSpec("lanzhou", "Lanzhou office", ("620102",), ("paying_office",))
-SIGNING_CHUNK = 5_000
-Progress = Callable[[int, int], None]
-
-
-# Issuing many real attestations.
-
-
-def _signed_chunk(
-    key_pem: bytes, issuer: str, paying: str, paying_region: str, count: int
-) -> list[NewEntry]:
-    key = SigningKey.from_pem(key_pem)
-    now = datetime.now(UTC)
-    observed = now - timedelta(hours=1)
-    entries = []
-    for _ in range(count):
-        attestation_id = new_id()
-        attestation = attestation_pb2.CertificationAttestation(
-            attestation_id=attestation_id,
-            subject_locator=secrets.token_bytes(32),
-            paying_region=paying_region,
-            paying_node_id=paying,
-            issuing_node_id=issuer,
-            certifying_region="370200",
-            certifying_agency="Qingdao centre",
-            method=common_pb2.CERTIFICATION_METHOD_DATA_MATCH,
-            outcome=common_pb2.CERTIFICATION_OUTCOME_ALIVE,
-            observed_at=to_timestamp(observed),
-            valid_until=to_timestamp(observed + relativedelta(months=12)),
-            evidence_digests=[secrets.token_bytes(32)],
-            clerk_id="bench-clerk",
-            reviewer_id="bench-reviewer",
-            issued_at=to_timestamp(now),
-        )
-        envelope = dsse.sign(
-            attestation.SerializeToString(deterministic=True), dsse.ATTESTATION_PAYLOAD_TYPE, key
-        )
-        entries.append(NewEntry(attestation_id, envelope.to_json(), paying_region))
-    return entries
-
-
-def issue_signed_attestations(
-    engine: Engine,
-    issuer: str,
-    key: SigningKey,
-    count: int,
-    *,
-    paying: str = RECEIVER.node_id,
-    paying_region: str = RECEIVER.region_codes[0],
-    progress: Progress | None = None,
-) -> Head:
-    """Sign `count` distinct attestations as `issuer` and append them to its log in bulk."""
-    sizes = [min(SIGNING_CHUNK, count - done) for done in range(0, count, SIGNING_CHUNK)]
-    pem = key.to_pem()
-    head: Head | None = None
-    done = 0
-    workers = max(1, min(os.cpu_count() or 1, len(sizes)))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        chunks = pool.map(
-            _signed_chunk,
-            [pem] * len(sizes),
-            [issuer] * len(sizes),
-            [paying] * len(sizes),
-            [paying_region] * len(sizes),
-            sizes,
-        )
-        for chunk in chunks:
-            with db.session_scope(engine) as session:
-                head = log_store.append_many(session, chunk)
-            done += len(chunk)
-            if progress is not None:
-                progress(done, count)
-    if head is None:
-        with db.session_scope(engine) as session:
-            return log_store.head(session)
-    return head
-
-
-# PostgreSQL for the benchmark.
-
-
-@dataclass(frozen=True)
-class _Postgres:
-    """The benchmark's PostgreSQL: fresh databases by name, and the server's processes."""
-
-    database_for: Callable[[str], str]
-    data_dir: Path | None
-
-    def postmaster_pid(self) -> int | None:
-        """The server's main process when the benchmark started it (pgserver), else None."""
-        if self.data_dir is None:
-            return None
-        try:
-            return int((self.data_dir / "postmaster.pid").read_text().split()[0])
-        except (OSError, IndexError, ValueError):
-            return None
-
-
-@contextmanager
-def postgres_server(workdir: Path) -> Iterator[_Postgres]:
-    """Fresh databases per name, on DATABASE_URL's server or one pgserver starts in workdir."""
-    given = os.environ.get("DATABASE_URL")
-    server: Any = None
-    data_dir: Path | None = None
-    if given:
-        base = make_url(given).set(drivername="postgresql+psycopg")
-    else:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR is not set")
-            import pgserver
-
-        data_dir = workdir / "pgdata"
-        server = pgserver.get_server(  # type: ignore[attr-defined]
-            data_dir, cleanup_mode="stop"
-        )
-        raw = make_url(server.get_uri())
-        base = raw.set(drivername="postgresql+psycopg")
-    admin = base.set(drivername="postgresql").render_as_string(hide_password=False)
-    prefix = f"certfed_bench_{os.getpid()}"
-    created: list[str] = []
-
-    def database_for(name: str) -> str:
-        database = f"{prefix}_{name.replace('-', '_')}"
-        with psycopg.connect(admin, autocommit=True) as connection:
-            connection.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database))
-            )
-            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
-        created.append(database)
-        return base.set(database=database).render_as_string(hide_password=False)
-
-    try:
-        yield _Postgres(database_for, data_dir)
-    finally:
-        try:
-            with psycopg.connect(admin, autocommit=True) as connection:
-                for database in created:
-                    connection.execute(
-                        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                            sql.Identifier(database)
-                        )
-                    )
-        finally:
-            if server is not None:
-                server.cleanup()
-
-
-# Measurements.
-
-
-def peak_rss_mb(pid: int) -> float:
-    """Peak resident set size of a running process (VmHWM), in MiB."""
-    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmHWM for process {pid}")
-
-
-@dataclass(frozen=True)
-class SyncFigures:
-    entries: int
-    seconds: float
-    entries_per_s: float
-    issuer_peak_rss_mb: float
-    syncer_peak_rss_mb: float
-    naive_entries: int
-    naive_seconds: float
-    naive_entries_per_s: float
-    # Where the naive baseline's time goes: the call, the signature check, the insert + commit.
-    naive_call_s: float
-    naive_verify_s: float
-    naive_store_s: float
-    speedup: float
-    signing_seconds: float
-    database: str
-
-
-def _naive_baseline(
-    local: LocalFederation, origin: str, receiver: str, count: int
-) -> tuple[float, float, float]:
-    """Seconds spent calling, verifying and storing `count` entries one at a time."""
-    from certfed.v1 import federation_pb2_grpc
-    from federation.directory import verify_directory
-    from federation.transport import node_tls_name, secure_channel
-    from federation_node.keystore import load_keys
-
-    config = local.nodes[receiver].config
-    keys = load_keys(config, KeyPaths(config.data_dir))
-    directory = verify_directory(
-        local.fetch_directory(), keys.root_public_key, now=datetime.now(UTC)
-    )
-    engine = db.create_engine_for(config.effective_database_url)
-    label = f"naive.{origin}"
-    channel = secure_channel(
-        f"127.0.0.1:{local.nodes[origin].federation_port}",
-        node_tls_name(origin),
-        keys.tls.channel_credentials(),
-        max_message_bytes=local.limits.max_message_bytes,
-    )
-    stub = federation_pb2_grpc.FederationServiceStub(channel)
-    try:
-        spent = [0.0, 0.0, 0.0]
-        for index in range(count):
-            started = time.perf_counter()
-            response = next(
-                iter(
-                    stub.GetEntries(
-                        federation_pb2.GetEntriesRequest(start=index, end=index + 1), timeout=10
-                    )
-                )
-            )
-            entry = response.entries[0]
-            fetched = time.perf_counter()
-            verify_attestation_envelope(
-                dsse.Envelope.from_json(entry.envelope_json),
-                directory,
-                now=datetime.now(UTC),
-                max_clock_skew=timedelta(minutes=5),
-            )
-            verified = time.perf_counter()
-            with db.session_scope(engine) as session:
-                session.add(
-                    SyncedEntry(
-                        origin_node_id=label,
-                        leaf_index=index,
-                        envelope_json=entry.envelope_json,
-                        paying_region=entry.paying_region,
-                    )
-                )
-            stored = time.perf_counter()
-            spent[0] += fetched - started
-            spent[1] += verified - fetched
-            spent[2] += stored - verified
-        with db.session_scope(engine) as session:
-            session.execute(delete(SyncedEntry).where(SyncedEntry.origin_node_id == label))  # type: ignore[arg-type]
-        return spent[0], spent[1], spent[2]
-    finally:
-        channel.close()
-        engine.dispose()
-
-
-def _run_sync_process(config_path: Path, origin: str) -> tuple[dict[str, Any], float]:
-    """Run `certfed sync --json` as its own process; its JSON result and peak RSS in MiB."""
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cli",
-            "sync",
-            "--from",
-            origin,
-            "--config",
-            str(config_path),
-            "--json",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    assert process.stdout is not None
-    assert process.stderr is not None
-    output = process.stdout.read()
-    errors = process.stderr.read()
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
-        raise RuntimeError(
-            f"certfed sync exited with {process.returncode}: {(output + errors).decode()[-2000:]}"
-        )
-    # ru_maxrss is in KiB on Linux.
-    return json.loads(output), usage.ru_maxrss / 1024
-
-
-def bench_sync(
-    entries: int,
-    *,
-    naive_sample: int,
-    workdir: Path | None = None,
-    progress: Callable[[str, int, int], None] | None = None,
-) -> SyncFigures:
-    with tempfile.TemporaryDirectory(prefix="certfed-bench-") as scratch:
-        root = workdir or Path(scratch)
-        with postgres_server(root) as postgres:
-            local = LocalFederation(root / "federation", database_url_for=postgres.database_for)
-            with local:
-                local.start_registry()
-                # The benchmark measures the log exchange, not the per-peer rate limiter, which
-                # would cap the naive baseline's one call per attestation.
-                for spec in (ISSUER, RECEIVER):
-                    local.add_node(spec, settings=_bench_settings())
-                issuer = local.nodes[ISSUER.node_id]
-                engine = db.create_engine_for(issuer.config.effective_database_url)
-                signing_started = time.perf_counter()
-                try:
-                    key = SigningKey.load(KeyPaths(issuer.config.data_dir).signing_key)
-                    issue_signed_attestations(
-                        engine,
-                        ISSUER.node_id,
-                        key,
-                        entries,
-                        progress=(lambda d, t: progress("issue", d, t)) if progress else None,
-                    )
-                finally:
-                    engine.dispose()
-                signing_seconds = time.perf_counter() - signing_started
-                _await_cosigned(local, entries)
-                sample = min(entries, naive_sample)
-                naive_call_s, naive_verify_s, naive_store_s = _naive_baseline(
-                    local, ISSUER.node_id, RECEIVER.node_id, sample
-                )
-                naive_seconds = naive_call_s + naive_verify_s + naive_store_s
-                result, syncer_rss = _run_sync_process(
-                    local.nodes[RECEIVER.node_id].config_path, ISSUER.node_id
-                )
-                issuer_process = issuer.process
-                assert issuer_process is not None
-                issuer_rss = peak_rss_mb(issuer_process.pid)
-        seconds = float(result["seconds"])
-        synced = int(result["entries"])
-        rate = synced / seconds if seconds else 0.0
-        naive_rate = sample / naive_seconds if naive_seconds else 0.0
-        return SyncFigures(
-            entries=synced,
-            seconds=round(seconds, 3),
-            entries_per_s=round(rate, 1),
-            issuer_peak_rss_mb=round(issuer_rss, 1),
-            syncer_peak_rss_mb=round(syncer_rss, 1),
-            naive_entries=sample,
-            naive_seconds=round(naive_seconds, 3),
-            naive_entries_per_s=round(naive_rate, 1),
-            naive_call_s=round(naive_call_s, 3),
-            naive_verify_s=round(naive_verify_s, 3),
-            naive_store_s=round(naive_store_s, 3),
-            speedup=round(rate / naive_rate, 1) if naive_rate else 0.0,
-            signing_seconds=round(signing_seconds, 1),
-            database="DATABASE_URL" if os.environ.get("DATABASE_URL") else "pgserver",
-        )
-
-
-def _bench_settings() -> dict[str, object]:
-    from federation.limits import Limits
-
-    fields = Limits.__dataclass_fields__
-    limits = {name: 0 for name in ("peer_calls_per_s", "operator_calls_per_s") if name in fields}
-    return {"limits": limits} if limits else {}
-
-
-def _await_cosigned(local: LocalFederation, size: int) -> None:
-    issuer = local.nodes[ISSUER.node_id]
-    engine = db.create_engine_for(issuer.config.effective_database_url)
-    try:
-
-        def cosigned() -> bool:
-            with db.session_scope(engine) as session:
-                latest = log_store.latest_checkpoint(session)
-            return latest is not None and latest.tree_size >= size
-
-        wait_until(cosigned, 120, f"a cosigned checkpoint of {size} entries")
-    finally:
-        engine.dispose()
-
-
-def figures_json(figures: object) -> str:
-    return json.dumps(asdict(figures), indent=2)  # type: ignore[call-overload]
-
-
-def own_peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-# Assistance round trips.
 
 
 @dataclass(frozen=True)
@@ -468,13 +62,9 @@ class AssistFigures:
 
 
 def _person(number: int) -> attestation_pb2.IdentityBundle:
-    from signing.identity import resident_id_check_character
-
-    born = datetime(1930, 1, 1) + timedelta(days=number // 1000)
-    prefix = f"620102{born:%Y%m%d}{number % 1000:03d}"
     return attestation_pb2.IdentityBundle(
         identity_type=common_pb2.IDENTITY_TYPE_RESIDENT_ID,
-        identity_number=prefix + resident_id_check_character(prefix),
+        identity_number=resident_id("620102", date(1930, 1, 1), number),
         full_name="Bench Person",
     )
 
@@ -694,76 +284,7 @@ def _register(local: LocalFederation, count: int) -> list[str]:
     return registered
 
 
-def _process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a live process, 0 once it has gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
-    except OSError:
-        return 0.0
-    fields = stat.rsplit(")", 1)[1].split()
-    # proc(5): utime and stime are fields 14 and 15; fields[0] here is field 3 (state).
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _children(parent: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text(encoding="ascii")
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-            found.append(int(entry.name))
-    return found
-
-
-def _machine_busy_s() -> tuple[float, float]:
-    """(busy, all) CPU seconds of the whole machine since boot, over all cores (proc(5))."""
-    first = Path("/proc/stat").read_text(encoding="ascii").splitlines()[0].split()
-    ticks = [int(value) for value in first[1:]]
-    # user nice system idle iowait irq softirq steal ...; idle and iowait are not busy.
-    idle = ticks[3] + ticks[4]
-    total = sum(ticks[:8])
-    hertz = os.sysconf("SC_CLK_TCK")
-    return (total - idle) / hertz, total / hertz
-
-
-class _CpuMeter:
-    """CPU seconds spent by named groups of processes between `start` and `stop`, and how busy
-    the whole machine was meanwhile (other work on a shared machine shows up there)."""
-
-    def __init__(self, groups: Callable[[], dict[str, list[int]]]) -> None:
-        self._groups = groups
-        self._before: dict[str, dict[int, float]] = {}
-        self._machine: tuple[float, float] = (0.0, 0.0)
-        self.machine_busy = 0.0
-
-    def _read(self) -> dict[str, dict[int, float]]:
-        return {
-            name: {pid: _process_cpu_s(pid) for pid in pids}
-            for name, pids in self._groups().items()
-        }
-
-    def start(self) -> None:
-        self._before = self._read()
-        self._machine = _machine_busy_s()
-
-    def stop(self) -> dict[str, float]:
-        after = self._read()
-        busy, total = _machine_busy_s()
-        spent = total - self._machine[1]
-        self.machine_busy = (busy - self._machine[0]) / spent if spent > 0 else 0.0
-        return {
-            name: sum(
-                spent - self._before.get(name, {}).get(pid, 0.0) for pid, spent in pids.items()
-            )
-            for name, pids in after.items()
-        }
-
-
-def _federation_processes(local: LocalFederation, postgres: _Postgres) -> dict[str, list[int]]:
+def _federation_processes(local: LocalFederation, postgres: PostgresServer) -> dict[str, list[int]]:
     groups = {"bench": [os.getpid()]}
     if local.registry_process is not None:
         groups["registry"] = [local.registry_process.pid]
@@ -772,7 +293,7 @@ def _federation_processes(local: LocalFederation, postgres: _Postgres) -> dict[s
             groups[node_id] = [handle.process.pid]
     postmaster = postgres.postmaster_pid()
     if postmaster is not None:
-        groups["postgres"] = [postmaster, *_children(postmaster)]
+        groups["postgres"] = [postmaster, *child_pids(postmaster)]
     return groups
 
 
@@ -809,54 +330,47 @@ def bench_assist(
 ) -> AssistFigures:
     """`requests` round trips, `concurrency` at a time; latency percentiles, throughput, and
     where the CPU goes, against the cheapest desk call measured the same way."""
-    with tempfile.TemporaryDirectory(prefix="certfed-bench-") as scratch:
-        root = workdir or Path(scratch)
-        with postgres_server(root) as postgres:
-            local = LocalFederation(root / "federation", database_url_for=postgres.database_for)
-            with local:
-                local.start_registry()
-                for spec in (ISSUER, RECEIVER):
-                    local.add_node(spec, settings=_bench_settings())
-                beneficiaries: queue.Queue[str] = queue.Queue()
-                for beneficiary_id in _register(local, requests):
-                    beneficiaries.put(beneficiary_id)
-                latencies: list[list[float]] = []
-                failures: list[BaseException] = []
-                lock = threading.Lock()
-                desks = _Desks(local, interval_s)
-                meter = _CpuMeter(lambda: _federation_processes(local, postgres))
+    with bench_federation(workdir) as (local, postgres):
+        beneficiaries: queue.Queue[str] = queue.Queue()
+        for beneficiary_id in _register(local, requests):
+            beneficiaries.put(beneficiary_id)
+        latencies: list[list[float]] = []
+        failures: list[BaseException] = []
+        lock = threading.Lock()
+        desks = _Desks(local, interval_s)
+        meter = CpuMeter(lambda: _federation_processes(local, postgres))
 
-                def worker() -> None:
-                    clerks = desks.worker()
+        def worker() -> None:
+            clerks = desks.worker()
+            try:
+                while True:
                     try:
-                        while True:
-                            try:
-                                beneficiary_id = beneficiaries.get_nowait()
-                            except queue.Empty:
-                                return
-                            try:
-                                latency = _round_trip(desks, clerks, beneficiary_id)
-                            except Exception as error:
-                                with lock:
-                                    failures.append(error)
-                                continue
-                            with lock:
-                                latencies.append(latency)
-                    finally:
-                        for clerk in clerks:
-                            clerk.close()
+                        beneficiary_id = beneficiaries.get_nowait()
+                    except queue.Empty:
+                        return
+                    try:
+                        latency = _round_trip(desks, clerks, beneficiary_id)
+                    except Exception as error:
+                        with lock:
+                            failures.append(error)
+                        continue
+                    with lock:
+                        latencies.append(latency)
+            finally:
+                for clerk in clerks:
+                    clerk.close()
 
-                try:
-                    meter.start()
-                    seconds = _run_concurrently(concurrency, worker)
-                    cpu = meter.stop()
-                    machine_busy = meter.machine_busy
-                    desk_calls = next(desks.calls)
-                finally:
-                    desks.close()
-                meter.start()
-                floor_count, floor_seconds = _floor(local, concurrency, floor_calls)
-                floor_cpu = meter.stop()
+        try:
+            meter.start()
+            seconds = _run_concurrently(concurrency, worker)
+            cpu = meter.stop()
+            machine_busy = meter.machine_busy
+            desk_calls = next(desks.calls)
+        finally:
+            desks.close()
+        meter.start()
+        floor_count, floor_seconds = _floor(local, concurrency, floor_calls)
+        floor_cpu = meter.stop()
     if failures:
         raise RuntimeError(
             f"{len(failures)} of {requests} round trips failed, first: {failures[0]!r}"
@@ -889,5 +403,5 @@ def bench_assist(
         cpu_bound_round_trips_per_s=round((os.cpu_count() or 1) * 1000 / cpu_ms, 1)
         if cpu_ms
         else 0.0,
-        database="DATABASE_URL" if os.environ.get("DATABASE_URL") else "pgserver",
+        database=postgres.source,
     )

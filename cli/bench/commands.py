@@ -1,4 +1,4 @@
-"""`certfed bench sync|assist`: the benchmarks of cli.bench, printing their figures."""
+"""`certfed bench sync|assist|feed`: the benchmarks of cli.bench, printing their figures."""
 
 from __future__ import annotations
 
@@ -6,29 +6,20 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
-from cli.bench import assist as bench
+from adapters.feeds import DEFAULT_BATCH_SIZE
+from cli.bench.assist import bench_assist
+from cli.bench.feed import bench_feed
+from cli.bench.kit import figures_json, figures_table
+from cli.bench.sync import bench_sync
+from cli.output import console
 from cli.sync_commands import progress_bar
-
-console = Console()
-
-
-def _table(title: str, rows: list[tuple[str, str]]) -> Table:
-    table = Table(title=title)
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    for name, value in rows:
-        table.add_row(name, value)
-    return table
 
 
 def _bench_sync(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir) if args.workdir else None
     if args.json:
-        figures = bench.bench_sync(args.entries, naive_sample=args.naive_sample, workdir=workdir)
-        print(bench.figures_json(figures))
+        figures = bench_sync(args.entries, naive_sample=args.naive_sample, workdir=workdir)
+        print(figures_json(figures))
         return 0
     with progress_bar() as bar:
         task = bar.add_task("sign and log attestations (setup)", total=args.entries)
@@ -36,11 +27,11 @@ def _bench_sync(args: argparse.Namespace) -> int:
         def advance(_phase: str, done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        figures = bench.bench_sync(
+        figures = bench_sync(
             args.entries, naive_sample=args.naive_sample, workdir=workdir, progress=advance
         )
     console.print(
-        _table(
+        figures_table(
             f"bulk sync of {figures.entries:,} attestations (PostgreSQL: {figures.database})",
             [
                 ("end to end (fetched, verified, persisted)", f"{figures.seconds:.2f} s"),
@@ -66,13 +57,13 @@ def _bench_sync(args: argparse.Namespace) -> int:
 
 def _bench_assist(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir) if args.workdir else None
-    figures = bench.bench_assist(args.concurrency, args.requests, workdir=workdir)
+    figures = bench_assist(args.concurrency, args.requests, workdir=workdir)
     if args.json:
-        print(bench.figures_json(figures))
+        print(figures_json(figures))
         return 0
     by_process = ", ".join(f"{name} {ms:.1f}" for name, ms in figures.cpu_ms_by_process.items())
     console.print(
-        _table(
+        figures_table(
             f"assistance round trips: {figures.requests:,} at concurrency {figures.concurrency} "
             f"(PostgreSQL: {figures.database})",
             [
@@ -105,6 +96,20 @@ def _bench_assist(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_feed(args: argparse.Namespace) -> int:
+    figures = bench_feed(
+        rows=args.rows,
+        beneficiaries=args.beneficiaries,
+        batch_size=args.batch_size,
+        workdir=Path(args.workdir) if args.workdir else None,
+        database_url=args.database_url,
+        console=console,
+    )
+    title = f"feed import of {figures.rows:,} rows against a real node"
+    console.print(figures_table(title, figures.as_rows()))
+    return 0
+
+
 def add_bench_commands(subparsers: Any) -> None:
     parser = subparsers.add_parser("bench", help="benchmarks on real processes; print figures")
     kinds = parser.add_subparsers(dest="bench", required=True)
@@ -128,3 +133,12 @@ def add_bench_commands(subparsers: Any) -> None:
     assist.add_argument("--workdir", help="keep the federation and database in this directory")
     assist.add_argument("--json", action="store_true", help="print the figures as JSON")
     assist.set_defaults(handler=_bench_assist)
+    feed = kinds.add_parser("feed", help="feed import rows/s against a real node")
+    feed.add_argument("--rows", type=int, default=100_000)
+    feed.add_argument(
+        "--beneficiaries", type=int, default=1_000, help="registered people the rows are about"
+    )
+    feed.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    feed.add_argument("--workdir", help="keep the federation in this directory")
+    feed.add_argument("--database-url", help="the node's PostgreSQL URL (default SQLite)")
+    feed.set_defaults(handler=_bench_feed)

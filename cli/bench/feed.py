@@ -22,9 +22,10 @@ from rich.console import Console
 
 from adapters.feeds import FeedImportSummary
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
+from cli.bench.kit import resident_id
+from cli.feed_import import import_feed_file
 from cli.launcher import LocalFederation, NodeSpec
 from federation.timestamps import to_timestamp
-from signing.identity import resident_id_check_character
 
 OFFICE = NodeSpec("bench-office", "Foshan bench office", ("440600",), ("paying_office",))
 
@@ -60,10 +61,8 @@ class FeedBenchFigures:
 
 
 def person_number(index: int) -> str:
-    """A valid resident ID number, distinct for each index below 36,500,000."""
-    born = date(1940, 1, 1) + timedelta(days=index // 1000)
-    first = f"440604{born:%Y%m%d}{index % 1000:03d}"
-    return first + resident_id_check_character(first)
+    """A valid resident ID number of the office's region, distinct for each index."""
+    return resident_id("440604", date(1940, 1, 1), index)
 
 
 def write_admissions(path: Path, rows: int, people: int, today: date) -> None:
@@ -101,8 +100,6 @@ def bench_feed(
     database_url: str | None,
     console: Console,
 ) -> FeedBenchFigures:
-    from cli.adapter_commands import import_feed_file
-
     with _workdir(workdir) as folder:
         url_for = (
             (lambda name: "" if name == "registry" else database_url) if database_url else None

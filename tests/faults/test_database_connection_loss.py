@@ -8,6 +8,7 @@ replaced, so the calls after it succeed. Never INTERNAL, never a half-written ch
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import date
 from pathlib import Path
 
 import grpc
@@ -15,11 +16,10 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
-from cli.launcher import LocalFederation, NodeSpec
-from signing.identity import resident_id_check_character
-
-PAYING = NodeSpec("lanzhou", "Lanzhou office", ("620102",), ("paying_office",))
+from certfed.v1 import attestation_pb2, desk_pb2
+from cli.launcher import LocalFederation
+from tests.helpers.identities import resident, resident_id
+from tests.helpers.nodes import LANZHOU as PAYING
 
 
 @pytest.fixture
@@ -49,12 +49,7 @@ def _cut_connections(database_url: str) -> int:
 
 
 def _person(sequence: int) -> attestation_pb2.IdentityBundle:
-    prefix = f"62010219400101{sequence:03d}"
-    return attestation_pb2.IdentityBundle(
-        identity_type=common_pb2.IDENTITY_TYPE_RESIDENT_ID,
-        identity_number=prefix + resident_id_check_character(prefix),
-        full_name="Connection Loss",
-    )
+    return resident(resident_id("620102", date(1940, 1, 1), sequence), "Connection Loss")
 
 
 @pytest.mark.postgres

@@ -4,24 +4,23 @@ printed, and no timing is asserted; the targets are measured with the command, s
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from typing import Any
 
 import pytest
 
+from tests.helpers.commands import certfed
+
 
 def _bench(postgres_url: str, kind: str, *arguments: str) -> dict[str, Any]:
     """Run `certfed bench KIND ARGUMENTS --json` in its own process; its figures."""
-    completed = subprocess.run(
-        [sys.executable, "-m", "cli", "bench", kind, *arguments, "--json"],
-        capture_output=True,
-        text=True,
+    completed = certfed(
+        "bench",
+        kind,
+        *arguments,
+        "--json",
         timeout=600,
         # The bench creates its databases on the suite's PostgreSQL server.
-        env={**os.environ, "DATABASE_URL": postgres_url},
-        check=False,
+        env={"DATABASE_URL": postgres_url},
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     figures: dict[str, Any] = json.loads(completed.stdout)

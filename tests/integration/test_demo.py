@@ -4,44 +4,29 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 from cli.demo import RETIREES
+from tests.helpers.commands import certfed
 
 
 def test_demo_runs_every_flow_verifies_every_attestation_and_logs_no_identity(
     tmp_path: Path,
 ) -> None:
     workdir = tmp_path / "demo"
-    finished = subprocess.run(
-        [sys.executable, "-m", "cli", "demo", "--workdir", str(workdir)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
+    finished = certfed("demo", "--workdir", str(workdir), timeout=180)
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert "all attestations verified" in finished.stdout
     attestations = sorted((workdir / "attestations").glob("*.dsse.json"))
     assert len(attestations) == 4
-    verified = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "cli",
-            "verify",
-            *map(str, attestations),
-            "--directory",
-            str(workdir / "directory.json"),
-            "--root-key",
-            str(workdir / "registry" / "trust" / "root.pub"),
-        ],
-        capture_output=True,
-        text=True,
+    verified = certfed(
+        "verify",
+        *map(str, attestations),
+        "--directory",
+        str(workdir / "directory.json"),
+        "--root-key",
+        str(workdir / "registry" / "trust" / "root.pub"),
         timeout=60,
-        check=False,
     )
     assert verified.returncode == 0, verified.stdout
     assert verified.stdout.count("OK") == 4

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -19,32 +19,18 @@ from certfed.v1 import (
     federation_pb2,
     federation_pb2_grpc,
 )
-from cli.launcher import LocalFederation, NodeHandle, NodeSpec, wait_until
+from cli.launcher import LocalFederation, NodeHandle, wait_until
 from federation.desk_client import DeskClient
 from federation.envelopes import envelope_to_proto
 from federation.timestamps import to_datetime, to_timestamp
 from federation.transport import TlsMaterial, node_tls_name, secure_channel
 from signing import dsse, sealing
-
-PAYING = NodeSpec("lanzhou", "Lanzhou office", ("620102",), ("paying_office",))
-RESIDENCE = NodeSpec(
-    "qingdao", "Qingdao centre", ("370200",), ("residence_agency", "paying_office")
-)
-PAYING_ONLY = NodeSpec("foshan", "Foshan office", ("440600",), ("paying_office",))
-
-
-def resident(number: str, name: str = "Test Person") -> attestation_pb2.IdentityBundle:
-    return attestation_pb2.IdentityBundle(
-        identity_type=common_pb2.IDENTITY_TYPE_RESIDENT_ID,
-        identity_number=number,
-        full_name=name,
-    )
-
-
-def resident_number(prefix17: str) -> str:
-    from signing.identity import resident_id_check_character
-
-    return prefix17 + resident_id_check_character(prefix17)
+from tests.helpers.commands import certfed
+from tests.helpers.identities import resident, resident_id
+from tests.helpers.nodes import DATONG
+from tests.helpers.nodes import FOSHAN as PAYING_ONLY
+from tests.helpers.nodes import LANZHOU as PAYING
+from tests.helpers.nodes import QINGDAO as RESIDENCE
 
 
 class Federation:
@@ -62,7 +48,7 @@ class Federation:
 
     def new_person(self, region_prefix: str = "620102") -> attestation_pb2.IdentityBundle:
         self._serial += 1
-        return resident(resident_number(f"{region_prefix}19500101{self._serial:03d}"))
+        return resident(resident_id(region_prefix, date(1950, 1, 1), self._serial))
 
     def register(self, payer: str, person: attestation_pb2.IdentityBundle, residence: str) -> str:
         with self.desk(payer) as desk:
@@ -509,8 +495,7 @@ def _hpke_key_of(federation: Federation, node_id: str) -> bytes:
 def test_a_suspended_node_is_neither_routed_to_nor_allowed_to_call(
     federation: Federation,
 ) -> None:
-    datong = NodeSpec("datong", "Datong centre", ("140200",), ("residence_agency",))
-    federation.local.add_node(datong)
+    federation.local.add_node(DATONG)
     with federation.local.admin() as admin:
         admin.set_status("datong", common_pb2.NODE_STATUS_SUSPENDED, "office under investigation")
 
@@ -583,31 +568,22 @@ def test_an_attestation_for_someone_the_office_does_not_pay_is_refused(
 
 
 def test_a_clerk_works_the_inbox_from_the_terminal(federation: Federation) -> None:
-    import os
-    import subprocess
-    import sys
-
     beneficiary_id = federation.register("lanzhou", federation.new_person(), "370202")
     request_id = federation.request("lanzhou", beneficiary_id)
     federation.await_inbox("qingdao", request_id)
     handle = federation.node("qingdao")
 
-    def certfed(*arguments: str, operator: str = "clerk") -> str:
-        finished = subprocess.run(
-            [sys.executable, "-m", "cli", "desk", "--config",
-             str(handle.config_path), *arguments],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={**os.environ, "CERTFED_OPERATOR_TOKEN": handle.tokens[operator], "COLUMNS": "200"},
-            check=False,
+    def desk(*arguments: str, operator: str = "clerk") -> str:
+        finished = certfed(
+            "desk", "--config", str(handle.config_path), *arguments,
+            token=handle.tokens[operator], timeout=60,
         )  # fmt: skip
         assert finished.returncode == 0, finished.stdout + finished.stderr
         return finished.stdout
 
-    assert request_id in certfed("inbox")
-    certfed("status", request_id, "accepted")
-    recorded = json.loads(certfed("record", request_id, "--method", "video_call"))
-    approved = json.loads(certfed("approve", recorded["certification_id"], operator="reviewer"))
+    assert request_id in desk("inbox")
+    desk("status", request_id, "accepted")
+    recorded = json.loads(desk("record", request_id, "--method", "video_call"))
+    approved = json.loads(desk("approve", recorded["certification_id"], operator="reviewer"))
     assert approved["status"] == "CERTIFICATION_STATUS_APPROVED"
     assert federation.await_valid("lanzhou", beneficiary_id) > datetime.now(UTC)

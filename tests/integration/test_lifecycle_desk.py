@@ -1,26 +1,25 @@
 """The paying office's year through the desk API on real node processes: data signals, the
 termination review, the daily cycle, payment instructions, reminders, the report, duplicates and
-the desk views. DOMAIN.md's two examples hold literally, end to end."""
+the desk views. The two examples of docs/domain.md hold literally, end to end."""
 
 from __future__ import annotations
 
 import csv
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import grpc
 import pytest
 
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
-from cli.launcher import LocalFederation, NodeSpec, wait_until
+from cli.launcher import LocalFederation, wait_until
 from cli.main import main
 from federation.timestamps import to_datetime, to_timestamp
-from signing.identity import resident_id_check_character
+from tests.helpers.identities import resident_id
+from tests.helpers.nodes import LANZHOU, QINGDAO
 
-LANZHOU = NodeSpec("lanzhou", "Lanzhou office", ("620102",), ("paying_office",))
-QINGDAO = NodeSpec("qingdao", "Qingdao centre", ("370200",), ("residence_agency", "paying_office"))
 SOURCE = "lanzhou-hospitals"
 
 
@@ -36,8 +35,7 @@ class Office:
 
     def number(self) -> str:
         self.serial += 1
-        prefix = f"62010219480101{self.serial:03d}"
-        return prefix + resident_id_check_character(prefix)
+        return resident_id("620102", date(1948, 1, 1), self.serial)
 
     def register(
         self,

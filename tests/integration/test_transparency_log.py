@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -26,7 +23,7 @@ from certfed.v1 import (
     federation_pb2,
     federation_pb2_grpc,
 )
-from cli.bench.assist import issue_signed_attestations
+from cli.bench.sync import issue_signed_attestations
 from cli.launcher import LocalFederation, NodeHandle, NodeSpec, wait_until
 from federation.directory import verify_directory
 from federation.limits import Limits
@@ -42,13 +39,12 @@ from registry import db as registry_db
 from registry import witness_store
 from registry.tables import WitnessFork
 from signing import dsse, merkle
-from signing.identity import resident_id_check_character
-
-PAYING = NodeSpec("lanzhou", "Lanzhou office", ("620102",), ("paying_office",))
-RESIDENCE = NodeSpec(
-    "qingdao", "Qingdao centre", ("370200",), ("residence_agency", "paying_office")
-)
-AUDITOR = NodeSpec("foshan", "Foshan office", ("440600",), ("paying_office",))
+from tests.helpers.commands import certfed
+from tests.helpers.identities import resident, resident_id
+from tests.helpers.nodes import DATONG
+from tests.helpers.nodes import FOSHAN as AUDITOR
+from tests.helpers.nodes import LANZHOU as PAYING
+from tests.helpers.nodes import QINGDAO as RESIDENCE
 
 
 class Offices:
@@ -63,12 +59,7 @@ class Offices:
     def certify(self) -> str:
         """An assistance request from Lanzhou certified by Qingdao; returns the attestation id."""
         self._serial += 1
-        prefix = f"62010219500101{self._serial:03d}"
-        person = attestation_pb2.IdentityBundle(
-            identity_type=common_pb2.IDENTITY_TYPE_RESIDENT_ID,
-            identity_number=prefix + resident_id_check_character(prefix),
-            full_name="Test Person",
-        )
+        person = resident(resident_id("620102", date(1950, 1, 1), self._serial))
         with self.local.desk("lanzhou") as desk:
             beneficiary = desk.stub.RegisterBeneficiary(
                 desk_pb2.RegisterBeneficiaryRequest(identity=person, residence_region="370202"),
@@ -420,8 +411,7 @@ def _rewrite_history(url: str, victim: int, extra: int) -> None:
 
 
 def test_a_node_that_shows_two_histories_is_caught_by_the_witness(offices: Offices) -> None:
-    spec = NodeSpec("datong", "Datong centre", ("140200",), ("residence_agency",))
-    datong = offices.local.add_node(spec)
+    datong = offices.local.add_node(DATONG)
     size = _bulk_issue(offices, "datong", 300)
     offices.await_checkpoint("datong", size)
     syncer = offices.syncer("foshan", "datong")
@@ -462,10 +452,10 @@ def test_an_exported_bundle_verifies_offline_and_a_tampered_one_does_not(
     qingdao = offices.node("qingdao")
     offices.await_checkpoint("qingdao", _log_size(offices, "qingdao"))
     bundle_path = tmp_path / "bundle.json"
-    exported = _certfed(
-        ["desk", "--config", str(qingdao.config_path), "export-bundle", attestation_id,
-         "--out", str(bundle_path)],
-        token=qingdao.tokens["clerk"],
+    exported = certfed(
+        "desk", "--config", str(qingdao.config_path), "export-bundle", attestation_id,
+        "--out", str(bundle_path),
+        token=qingdao.tokens["clerk"], timeout=60,
     )  # fmt: skip
     assert exported.returncode == 0, exported.stdout
     directory_path = tmp_path / "directory.json"
@@ -476,14 +466,14 @@ def test_an_exported_bundle_verifies_offline_and_a_tampered_one_does_not(
         "--root-key", str(trust.trust_root_public_key),
         "--witness-key", str(trust.trust_witness_vkey),
     ]  # fmt: skip
-    checked = _certfed([*verify, str(bundle_path)])
+    checked = certfed(*verify, str(bundle_path), token="", timeout=60)
     assert checked.returncode == 0, checked.stdout
     assert f"attestation {attestation_id}" in checked.stdout
     document = json.loads(bundle_path.read_text(encoding="utf-8"))
     document["envelope_json"] = document["envelope_json"].replace('"payload"', '"payload" ')
     tampered = tmp_path / "tampered.json"
     tampered.write_text(json.dumps(document), encoding="utf-8")
-    refused = _certfed([*verify, str(tampered)])
+    refused = certfed(*verify, str(tampered), token="", timeout=60)
     assert refused.returncode == 1
     assert "REFUSED" in refused.stdout
 
@@ -495,17 +485,6 @@ def _log_size(offices: Offices, node_id: str) -> int:
             return log_store.head(session).tree_size
     finally:
         engine.dispose()
-
-
-def _certfed(arguments: list[str], token: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cli", *arguments],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "CERTFED_OPERATOR_TOKEN": token, "COLUMNS": "200"},
-        check=False,
-    )
 
 
 def test_a_following_node_stores_new_entries_of_the_log_it_follows(offices: Offices) -> None:

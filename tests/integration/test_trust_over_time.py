@@ -17,7 +17,7 @@ import ssl
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -48,11 +48,10 @@ from federation.transport import (
 from federation_node.keystore import KeyPaths
 from federation_node.links.directory_health import DIRECTORY_FRESH_HEALTH, DIRECTORY_HEALTH
 from signing import dsse
-from signing.identity import resident_id_check_character
 from signing.keys import SigningKey
-
-LANZHOU = NodeSpec("lanzhou", "Lanzhou office", ("620102",), ("paying_office",))
-QINGDAO = NodeSpec("qingdao", "Qingdao centre", ("370200",), ("residence_agency",))
+from tests.helpers.identities import resident, resident_id
+from tests.helpers.nodes import FOSHAN, LANZHOU
+from tests.helpers.nodes import QINGDAO_AGENCY as QINGDAO
 
 PeerStub = federation_pb2_grpc.FederationServiceStub
 Delivered = federation_pb2.DeliverAttestationResponse
@@ -125,12 +124,7 @@ class Trust:
 
     def new_person(self, region_prefix: str) -> attestation_pb2.IdentityBundle:
         self._serial += 1
-        prefix17 = f"{region_prefix}19480312{self._serial:03d}"
-        return attestation_pb2.IdentityBundle(
-            identity_type=common_pb2.IDENTITY_TYPE_RESIDENT_ID,
-            identity_number=prefix17 + resident_id_check_character(prefix17),
-            full_name="Test Person",
-        )
+        return resident(resident_id(region_prefix, date(1948, 3, 12), self._serial))
 
     def register(self, residence: str) -> desk_pb2.Beneficiary:
         response = self.call(
@@ -818,5 +812,5 @@ def test_nodes_follow_a_root_rotation_and_refuse_a_chain_with_a_bad_signature(
         assert trust.health("lanzhou", DIRECTORY_HEALTH) == SERVING
         trust.certify("qingdao", "370202")
         # A node enrolled after the rotation is given the new root and needs no chain.
-        local.add_node(NodeSpec("foshan", "Foshan office", ("440600",), ("paying_office",)))
+        local.add_node(FOSHAN)
         assert trust.status("foshan").root_key_id == new_root

@@ -5,7 +5,7 @@ Most people are confirmed silently by data feeds (RecordSignals in batches), som
 another region and are certified there on an assistance request the daily cycle sends, some die,
 some are never certified and end suspended, some are certified after their suspension and are
 paid back. After the last month every person must be in the state the rules give, with the
-amounts the rules give: the expectations below are written from DOMAIN.md's rules directly, not
+amounts the rules give: the expectations below are written from docs/domain.md's rules directly, not
 computed by the code under test.
 
 Time: the simulated months are in the past (feeds only report what has happened), one cycle on
@@ -30,7 +30,7 @@ from dateutil.relativedelta import relativedelta
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
 from cli.launcher import LocalFederation, NodeSpec
 from federation.timestamps import to_datetime, to_timestamp
-from signing.identity import resident_id_check_character
+from tests.helpers.identities import resident_id
 
 POPULATION = 10_000
 BATCH = 1_000
@@ -81,8 +81,7 @@ class Person:
 
 def _number(region: str, index: int) -> str:
     born = date(1940, 1, 1) + timedelta(days=index // 900)
-    prefix = f"{region}{born:%Y%m%d}{100 + index % 900:03d}"
-    return prefix + resident_id_check_character(prefix)
+    return resident_id(region, born, 100 + index % 900)
 
 
 def population(seed: int = 5) -> list[Person]:
@@ -127,7 +126,7 @@ def population(seed: int = 5) -> list[Person]:
 
 
 def expectations(person: Person, today: date) -> dict[str, object]:
-    """What DOMAIN.md's rules say about the person after the last cycle."""
+    """What the rules in docs/domain.md say about the person after the last cycle."""
     last = at(LAST_DAY)
     if person.fate is Fate.FEED:
         assert person.signal_day is not None

@@ -4,8 +4,6 @@ database, SQLite and PostgreSQL, after someone edited or deleted audit rows behi
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -16,16 +14,7 @@ from cli.operator_commands import create_operator, disable_operator
 from federation_node.config import load_node_config, render_node_config
 from federation_node.store import audit, db
 from federation_node.store.models import AuditRecord, OperatorRole
-
-
-def certfed(*arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cli", *arguments],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+from tests.helpers.commands import certfed
 
 
 @pytest.fixture

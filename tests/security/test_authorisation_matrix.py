@@ -14,18 +14,15 @@ called as every caller and every refusal that does not depend on the policy is s
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import grpc
 import pytest
 
-from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
+from certfed.v1 import common_pb2, desk_pb2
 from cli.launcher import LocalFederation, NodeSpec, wait_until
 from federation.desk_client import DeskClient
 from federation.timestamps import to_timestamp
@@ -43,13 +40,16 @@ from federation_node.store import db, operators
 from federation_node.store.models import OperatorRole
 from registry.ca import FederationCA
 from registry.service import ACCESS, Access
+from tests.helpers.commands import certfed
+from tests.helpers.identities import resident, resident_id
+from tests.helpers.nodes import FOSHAN, LANZHOU, MACAU
+from tests.helpers.nodes import QINGDAO as TARGET
 
-TARGET = NodeSpec("qingdao", "Qingdao centre", ("370200",), ("residence_agency", "paying_office"))
 CALLER_NODES = {
-    "paying_office": NodeSpec("lanzhou", "Lanzhou office", ("620102",), ("paying_office",)),
+    "paying_office": LANZHOU,
     "residence_agency": NodeSpec("datong", "Datong agency", ("140200",), ("residence_agency",)),
-    "partner_liaison": NodeSpec("macau-desk", "Macau SSF desk", ("MO",), ("partner_liaison",)),
-    "suspended_node": NodeSpec("foshan", "Foshan office", ("440600",), ("paying_office",)),
+    "partner_liaison": MACAU,
+    "suspended_node": FOSHAN,
     "revoked_node": NodeSpec("datong-old", "Old Datong office", ("140211",), ("paying_office",)),
 }
 UNKNOWN_NODE_ID = "never-approved"
@@ -333,17 +333,6 @@ def test_every_rpc_allows_or_refuses_each_caller_as_the_policy_says(
     assert not mismatches, f"{service} as {caller}:\n" + "\n".join(mismatches)
 
 
-def _certfed(*arguments: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cli", *arguments],
-        env={**os.environ, "COLUMNS": "200"},  # rich tables unwrapped
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def _desk_call(matrix: Matrix, token: str, method: str, request: object) -> object:
     target = matrix.local.nodes[TARGET.node_id]
     with DeskClient(
@@ -352,12 +341,12 @@ def _desk_call(matrix: Matrix, token: str, method: str, request: object) -> obje
         target.config.ca_certificate.read_bytes(),
         token,
     ) as desk:
-        return desk.call(method, request)
+        return getattr(desk.stub, method)(request)
 
 
 def test_a_disabled_operator_is_refused_on_the_very_next_call(matrix: Matrix) -> None:
     config = str(matrix.local.nodes[TARGET.node_id].config_path)
-    created = _certfed(
+    created = certfed(
         "node", "add-operator", "--config", config, "--label", "temp", "--role", "clerk"
     )
     assert created.returncode == 0, created.stdout + created.stderr
@@ -366,14 +355,14 @@ def test_a_disabled_operator_is_refused_on_the_very_next_call(matrix: Matrix) ->
     who = _desk_call(matrix, token, "WhoAmI", desk_pb2.WhoAmIRequest())
     assert who.operator_id == operator_id  # type: ignore[attr-defined]
 
-    disabled = _certfed("node", "disable-operator", "--config", config, operator_id)
+    disabled = certfed("node", "disable-operator", "--config", config, operator_id)
     assert disabled.returncode == 0, disabled.stdout + disabled.stderr
     with pytest.raises(grpc.RpcError) as refused:
         _desk_call(matrix, token, "WhoAmI", desk_pb2.WhoAmIRequest())
     assert refused.value.code() is PERMISSION_DENIED
     assert f"operator {operator_id} is disabled" in (refused.value.details() or "")
 
-    listed = _certfed("node", "list-operators", "--config", config)
+    listed = certfed("node", "list-operators", "--config", config)
     assert listed.returncode == 0
     line = next(line for line in listed.stdout.splitlines() if operator_id in line)
     assert "clerk" in line
@@ -382,7 +371,7 @@ def test_a_disabled_operator_is_refused_on_the_very_next_call(matrix: Matrix) ->
 
 def test_disabling_an_unknown_operator_fails_by_name(matrix: Matrix) -> None:
     config = str(matrix.local.nodes[TARGET.node_id].config_path)
-    result = _certfed("node", "disable-operator", "--config", config, "op-000000000000")
+    result = certfed("node", "disable-operator", "--config", config, "op-000000000000")
     assert result.returncode == 1
     assert "no operator op-000000000000" in result.stdout
 
@@ -390,22 +379,13 @@ def test_disabling_an_unknown_operator_fails_by_name(matrix: Matrix) -> None:
 def test_nobody_approves_or_rejects_a_certification_they_recorded(matrix: Matrix) -> None:
     """Separation of duties through the desk API, for an operator holding both roles."""
     config = str(matrix.local.nodes[TARGET.node_id].config_path)
-    both = _certfed(
+    both = certfed(
         "node", "add-operator", "--config", config, "--label", "small office",
         "--role", "clerk", "--role", "reviewer",
     )  # fmt: skip
     assert both.returncode == 0, both.stdout + both.stderr
     token = both.stdout.strip().splitlines()[-1]
-    person = attestation_pb2.IdentityBundle(
-        identity_type=common_pb2.IDENTITY_TYPE_RESIDENT_ID,
-        identity_number="37020219450101" + "0011",
-        full_name="Walk In",
-    )
-    from signing.identity import resident_id_check_character
-
-    person.identity_number = person.identity_number[:17] + resident_id_check_character(
-        person.identity_number[:17]
-    )
+    person = resident(resident_id("370202", date(1945, 1, 1), 1), "Walk In")
     _desk_call(
         matrix,
         token,

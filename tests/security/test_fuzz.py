@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2, federation_pb2
-from cli.launcher import LocalFederation, NodeSpec
+from cli.launcher import LocalFederation
 from cli.operator_commands import create_operator
 from federation.timestamps import to_timestamp
 from federation.transport import (
@@ -46,11 +46,12 @@ from federation.transport import (
 from federation_node.store import audit, db
 from federation_node.store.models import OperatorRole
 from registry.service import ACCESS, Access
-from signing.identity import resident_id_check_character
+from tests.helpers.identities import resident, resident_id
+from tests.helpers.nodes import MACAU
+from tests.helpers.nodes import QINGDAO as TARGET
 
-TARGET = NodeSpec("qingdao", "Qingdao centre", ("370200",), ("residence_agency", "paying_office"))
 # Holds every role a FederationService method allows, and pays pensions for the registry.
-CALLER = NodeSpec("macau-desk", "Macau SSF desk", ("MO",), ("partner_liaison",))
+CALLER = MACAU
 NODE_SETTINGS = {
     # Off here: this test is about what input does, not how fast it comes.
     "limits": {"peer_calls_per_s": 0, "operator_calls_per_s": 0},
@@ -195,14 +196,8 @@ def message_strategy(
 
 
 def _resident() -> attestation_pb2.IdentityBundle:
-    first17 = "37020219480101001"
-    return attestation_pb2.IdentityBundle(
-        identity_type=common_pb2.IDENTITY_TYPE_RESIDENT_ID,
-        identity_number=first17 + resident_id_check_character(first17),
-        full_name="Fuzz Person",
-        phone="1",
-        address="2",
-    )
+    number = resident_id("370202", date(1948, 1, 1), 1)
+    return resident(number, "Fuzz Person", phone="1", address="2")
 
 
 def _seeds() -> dict[str, _message.Message]:

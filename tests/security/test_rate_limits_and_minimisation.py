@@ -7,22 +7,22 @@ Qingdao (residence agency) and to the Macau desk (partner liaison), whose clerks
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import grpc
 import pytest
 
-from certfed.v1 import attestation_pb2, common_pb2, desk_pb2, federation_pb2
-from cli.launcher import LocalFederation, NodeSpec, wait_until
+from certfed.v1 import attestation_pb2, desk_pb2, federation_pb2
+from cli.launcher import LocalFederation, wait_until
 from federation.timestamps import to_timestamp
 from federation.transport import TlsMaterial, node_tls_name, secure_channel
-from signing.identity import resident_id_check_character
+from tests.helpers.identities import resident, resident_id
+from tests.helpers.nodes import FOSHAN as FLOODER
+from tests.helpers.nodes import LANZHOU as PAYING
+from tests.helpers.nodes import MACAU as PARTNER
+from tests.helpers.nodes import QINGDAO_AGENCY as RESIDENCE
 
-PAYING = NodeSpec("lanzhou", "Lanzhou office", ("620102",), ("paying_office",))
-RESIDENCE = NodeSpec("qingdao", "Qingdao centre", ("370200",), ("residence_agency",))
-PARTNER = NodeSpec("macau-desk", "Macau SSF desk", ("MO",), ("partner_liaison",))
-FLOODER = NodeSpec("foshan", "Foshan office", ("440600",), ("paying_office",))
 LIMITS = {"peer_calls_per_s": 5, "peer_burst": 10, "operator_calls_per_s": 5, "operator_burst": 20}
 MINIMISATION = {"partner_liaison": ["identity_type", "identity_number", "full_name"]}
 
@@ -115,11 +115,9 @@ def test_a_flooding_operator_does_not_slow_another_operator(local: LocalFederati
 
 
 def _person(serial: int) -> attestation_pb2.IdentityBundle:
-    first17 = f"62010219480101{serial:03d}"
-    return attestation_pb2.IdentityBundle(
-        identity_type=common_pb2.IDENTITY_TYPE_RESIDENT_ID,
-        identity_number=first17 + resident_id_check_character(first17),
-        full_name="Chan Tai Man",
+    return resident(
+        resident_id("620102", date(1948, 1, 1), serial),
+        "Chan Tai Man",
         phone="+853 2800 0000",
         address="Rua do Campo 1, Macau",
     )

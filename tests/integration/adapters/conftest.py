@@ -8,11 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from cli.launcher import LocalFederation, NodeSpec
-
-MACAU = NodeSpec("macau-desk", "Macau SSF liaison desk", ("MO",), ("partner_liaison",))
-QINGDAO = NodeSpec("qingdao", "Qingdao centre", ("370200",), ("residence_agency",))
-FOSHAN = NodeSpec("foshan", "Foshan office", ("440600",), ("paying_office",))
+from cli.launcher import LocalFederation
+from tests.helpers.nodes import FOSHAN, MACAU
+from tests.helpers.nodes import QINGDAO_AGENCY as QINGDAO
 
 
 @pytest.fixture(scope="module")

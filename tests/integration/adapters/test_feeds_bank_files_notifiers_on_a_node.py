@@ -10,7 +10,7 @@ import csv
 import json
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -18,11 +18,11 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
-from cli.adapter_commands import import_feed_file
+from cli.feed_import import import_feed_file
 from cli.launcher import LocalFederation
 from cli.main import main
 from federation.timestamps import to_timestamp
-from signing.identity import resident_id_check_character
+from tests.helpers.identities import resident_id
 
 from .conftest import FOSHAN
 
@@ -30,8 +30,7 @@ TODAY = datetime.now(UTC).date()
 
 
 def resident(serial: int) -> str:
-    first = f"44060419480715{serial:03d}"
-    return first + resident_id_check_character(first)
+    return resident_id("440604", date(1948, 7, 15), serial)
 
 
 def day_start(days_from_today: int) -> Timestamp:

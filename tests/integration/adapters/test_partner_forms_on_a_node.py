@@ -4,7 +4,7 @@ importing the same form again sends nothing twice."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -15,14 +15,13 @@ from certfed.v1 import common_pb2, desk_pb2
 from cli.launcher import LocalFederation, wait_until
 from cli.main import main
 from federation.timestamps import to_timestamp
-from signing.identity import resident_id_check_character
+from tests.helpers.identities import resident_id
 
 from .conftest import MACAU, QINGDAO
 
 
 def resident(serial: int) -> str:
-    first = f"37020219450302{serial:03d}"
-    return first + resident_id_check_character(first)
+    return resident_id("370202", date(1945, 3, 2), serial)
 
 
 def form_rows(deadline: str) -> list[list[object]]:

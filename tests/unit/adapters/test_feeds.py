@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -29,14 +29,13 @@ from adapters.feeds import (
 from certfed.v1 import common_pb2, desk_pb2
 from federation.errors import UnavailableError
 from federation.timestamps import to_datetime
-from signing.identity import resident_id_check_character
+from tests.helpers.identities import resident_id
 
 NOW = datetime(2025, 3, 1, tzinfo=UTC)
 
 
 def resident(serial: int, region: str = "440600") -> str:
-    first = f"{region}19500101{serial:03d}"
-    return first + resident_id_check_character(first)
+    return resident_id(region, date(1950, 1, 1), serial)
 
 
 def wrong_check(number: str) -> str:

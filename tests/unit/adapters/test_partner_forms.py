@@ -22,11 +22,11 @@ from adapters.partner_forms import (
     parse_request,
 )
 from certfed.v1 import common_pb2
-from signing.identity import hkid_check_character, resident_id_check_character
+from signing.identity import hkid_check_character
+from tests.helpers.identities import resident_id
 
 HEADER = [column.label for column in REQUEST_COLUMNS]
-NUMBER = "440600195001010" + "01"
-NUMBER += resident_id_check_character(NUMBER)
+NUMBER = resident_id("440600", date(1950, 1, 1), 1)
 HKID = "A123456" + hkid_check_character("A123456")
 
 

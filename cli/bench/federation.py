@@ -1,0 +1,43 @@
+"""The federation `bench sync` and `bench assist` run on: a registry and two offices as real
+processes, every one on its own fresh PostgreSQL database. Qingdao (residence agency and paying
+office) issues attestations and certifies; Lanzhou (paying office) receives and asks."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from cli.bench.kit import PostgresServer, postgres_server
+from cli.launcher import LocalFederation, NodeSpec
+from federation.limits import Limits
+
+ISSUER = NodeSpec("qingdao", "Qingdao centre", ("370200",), ("residence_agency", "paying_office"))
+RECEIVER = NodeSpec("lanzhou", "Lanzhou office", ("620102",), ("paying_office",))
+
+
+def bench_settings() -> dict[str, object]:
+    """Node settings that lift the per-peer and per-operator rate limits.
+
+    The benchmarks measure the exchange, not the limiter, which would cap the naive baseline's
+    one call per attestation.
+    """
+    fields = Limits.__dataclass_fields__
+    limits = {name: 0 for name in ("peer_calls_per_s", "operator_calls_per_s") if name in fields}
+    return {"limits": limits} if limits else {}
+
+
+@contextmanager
+def bench_federation(workdir: Path | None) -> Iterator[tuple[LocalFederation, PostgresServer]]:
+    """The registry, ISSUER and RECEIVER started, in `workdir` or a temporary directory."""
+    with tempfile.TemporaryDirectory(prefix="certfed-bench-") as scratch:
+        root = workdir or Path(scratch)
+        with postgres_server(root / "pgdata", f"certfed_bench_{os.getpid()}") as postgres:
+            local = LocalFederation(root / "federation", database_url_for=postgres.create_database)
+            with local:
+                local.start_registry()
+                for spec in (ISSUER, RECEIVER):
+                    local.add_node(spec, settings=bench_settings())
+                yield local, postgres
