@@ -12,68 +12,33 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from federation.errors import InvalidInputError
+from federation.database import EngineSettings, open_engine
 
 SCRIPT_LOCATION = "registry:migrations"
 VERSION_TABLE = "registry_alembic_version"
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def normalise_url(url: str) -> sa.URL:
-    """Parse a database URL; plain postgresql:// URLs are pointed at the psycopg 3 driver."""
-    try:
-        parsed = make_url(url)
-    except sa.exc.ArgumentError:
-        raise InvalidInputError(
-            "database_url", "is not a database URL (sqlite:///path or postgresql+psycopg://...)"
-        ) from None
-    if parsed.get_backend_name() == "postgresql":
-        return parsed.set(drivername="postgresql+psycopg")
-    if parsed.get_backend_name() == "sqlite":
-        return parsed
-    raise InvalidInputError(
-        "database_url", f"{parsed.get_backend_name()} is not supported; use sqlite or postgresql"
-    )
-
-
-def _configure_sqlite(engine: Engine) -> None:
-    @sa.event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Let SQLAlchemy, not the sqlite3 module, decide where transactions begin (see "begin").
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA synchronous=FULL")
-        finally:
-            cursor.close()
-
-    @sa.event.listens_for(engine, "begin")
-    def _on_begin(connection: sa.Connection) -> None:
-        # IMMEDIATE takes the write lock up front: a transaction that reads and then writes
-        # cannot fail on upgrade because another writer committed in between.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+# The registry answers every node's directory refreshes and locator calls: a modest pool, pinged
+# before use; SQLite commits are fully synchronous, since the registry's key material and
+# directory versions must survive a power cut.
+REGISTRY_ENGINE = EngineSettings(
+    application_name="certfed-registry",
+    pool_size=10,
+    max_overflow=10,
+    pre_ping=True,
+    sqlite_synchronous="FULL",
+)
 
 
 def create_engine_for(url: str) -> Engine:
-    parsed = normalise_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        engine = sa.create_engine(
-            parsed, connect_args={"check_same_thread": False, "timeout": 30.0}
-        )
-        _configure_sqlite(engine)
-        return engine
-    return sa.create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=10)
+    return open_engine(url, REGISTRY_ENGINE)
 
 
 def alembic_config() -> Config:

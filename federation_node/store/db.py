@@ -21,26 +21,24 @@ import base64
 import binascii
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Mapped
 from sqlmodel import Session
 from sqlmodel.sql.expression import SelectOfScalar
 
+from federation.database import EngineSettings, open_engine
 from federation.errors import InvalidInputError
 
 MIGRATIONS = "federation_node.store:migrations"
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 # The node serves RPCs from 16 threads and runs a dispatcher; a few spare connections absorb
-# bursts without letting one replica exhaust the server's max_connections.
-POSTGRES_POOL_SIZE = 16
-POSTGRES_MAX_OVERFLOW = 8
-POSTGRES_POOL_TIMEOUT_S = 30.0
-POSTGRES_CONNECT_TIMEOUT_S = 10
+# bursts without letting one replica exhaust the server's max_connections. No ping before each
+# transaction: a connection the server dropped fails its call once (UNAVAILABLE, see
+# federation/rpc.py), and the retry gets a fresh connection.
+NODE_ENGINE = EngineSettings(application_name="certfed-node", pool_size=16, max_overflow=8)
 # pg_advisory_xact_lock key serialising migrations across replicas (ASCII "cfmigrat").
 MIGRATION_LOCK_KEY = 0x63666D6967726174
 
@@ -50,60 +48,8 @@ T = TypeVar("T")
 
 
 def create_engine_for(url: str) -> Engine:
-    """An engine for a `sqlite:///path` or `postgresql+psycopg://...` URL.
-
-    A bare `postgresql://` URL is taken to mean psycopg 3, the only PostgreSQL driver certfed
-    installs.
-    """
-    parsed = make_url(url)
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        return _sqlite_engine(url)
-    if backend == "postgresql":
-        if parsed.get_driver_name() != "psycopg":
-            parsed = parsed.set(drivername="postgresql+psycopg")
-        # No pool_pre_ping: it costs a round trip before every transaction. A connection the
-        # server dropped fails its call once (UNAVAILABLE, see federation/rpc.py), and SQLAlchemy
-        # then invalidates the pool, so the retry gets a fresh connection.
-        return create_engine(
-            parsed,
-            pool_size=POSTGRES_POOL_SIZE,
-            max_overflow=POSTGRES_MAX_OVERFLOW,
-            pool_timeout=POSTGRES_POOL_TIMEOUT_S,
-            connect_args={
-                "connect_timeout": POSTGRES_CONNECT_TIMEOUT_S,
-                "application_name": "certfed-node",
-            },
-        )
-    raise InvalidInputError(
-        "database_url", f"'{backend}' is not supported; use sqlite:/// or postgresql+psycopg://"
-    )
-
-
-def _sqlite_engine(url: str) -> Engine:
-    engine = create_engine(
-        url,
-        connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_MS / 1000},
-    )
-
-    @event.listens_for(engine, "connect")
-    def _configure(dbapi_connection: Any, _record: Any) -> None:
-        # Take transaction control away from the sqlite3 module, which would otherwise begin
-        # transactions lazily and in DEFERRED mode; the "begin" hook below starts them instead.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        finally:
-            cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(connection: Connection) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return engine
+    """An engine for a `sqlite:///path` or `postgresql+psycopg://...` URL, tuned for the node."""
+    return open_engine(url, NODE_ENGINE)
 
 
 def reader(engine: Engine) -> Engine:
