@@ -136,20 +136,22 @@ class Issuer:
         envelope_json = envelope.to_json()
         attestations_store.store_issued(
             session,
-            attestation_id=attestation.attestation_id,
-            envelope_json=envelope_json,
-            issuing_node_id=node_id,
-            paying_node_id=attestation.paying_node_id,
-            subject_locator=attestation.subject_locator,
-            beneficiary_id=beneficiary_id,
-            request_id=attestation.assistance_request_id or None,
-            method=attestation.method,
-            outcome=attestation.outcome,
-            observed_at=to_datetime(attestation.observed_at),
-            valid_until=to_datetime(attestation.valid_until),
-            signing_key_id=signing.key_id,
-            payload_sha256=payload_digest(payload),
-            now=now,
+            attestations_store.AttestationFacts(
+                attestation_id=attestation.attestation_id,
+                envelope_json=envelope_json,
+                issuing_node_id=node_id,
+                paying_node_id=attestation.paying_node_id,
+                subject_locator=attestation.subject_locator,
+                beneficiary_id=beneficiary_id,
+                request_id=attestation.assistance_request_id or None,
+                method=attestation.method,
+                outcome=attestation.outcome,
+                observed_at=to_datetime(attestation.observed_at),
+                valid_until=to_datetime(attestation.valid_until),
+                signing_key_id=signing.key_id,
+                payload_sha256=payload_digest(payload),
+            ),
+            now,
         )
         if attestation.paying_node_id != node_id:
             delivery = federation_pb2.DeliverAttestationRequest(

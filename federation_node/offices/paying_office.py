@@ -446,20 +446,22 @@ class PayingOffice:
                 )
             stored, duplicate = attestations_store.store_received(
                 session,
-                attestation_id=attestation.attestation_id,
-                envelope_json=envelope.to_json(),
-                issuing_node_id=attestation.issuing_node_id,
-                paying_node_id=self._context.node_id,
-                subject_locator=locator,
-                beneficiary_id=beneficiary.beneficiary_id,
-                request_id=attestation.assistance_request_id or None,
-                method=method,
-                outcome=outcome,
-                observed_at=observed_at,
-                valid_until=attested_until,
-                signing_key_id=key_id,
-                payload_sha256=payload_digest(envelope.payload),
-                now=now,
+                attestations_store.AttestationFacts(
+                    attestation_id=attestation.attestation_id,
+                    envelope_json=envelope.to_json(),
+                    issuing_node_id=attestation.issuing_node_id,
+                    paying_node_id=self._context.node_id,
+                    subject_locator=locator,
+                    beneficiary_id=beneficiary.beneficiary_id,
+                    request_id=attestation.assistance_request_id or None,
+                    method=method,
+                    outcome=outcome,
+                    observed_at=observed_at,
+                    valid_until=attested_until,
+                    signing_key_id=key_id,
+                    payload_sha256=payload_digest(envelope.payload),
+                ),
+                now,
             )
             if not duplicate:
                 self._apply(session, beneficiary, attestation, now)

@@ -7,6 +7,8 @@ attestation under a used id is refused.
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
@@ -17,88 +19,48 @@ from federation_node.store.db import keyset_page
 from federation_node.store.models import Attestation, AttestationDirection
 
 
-def store_issued(
-    session: Session,
-    *,
-    attestation_id: str,
-    envelope_json: bytes,
-    issuing_node_id: str,
-    paying_node_id: str,
-    subject_locator: bytes,
-    beneficiary_id: str | None,
-    request_id: str | None,
-    method: int,
-    outcome: int,
-    observed_at: datetime,
-    valid_until: datetime,
-    signing_key_id: str,
-    payload_sha256: str,
-    now: datetime,
-) -> Attestation:
+@dataclass(frozen=True)
+class AttestationFacts:
+    """What is kept of an attestation besides its envelope: the fields lists and checks read."""
+
+    attestation_id: str
+    envelope_json: bytes
+    issuing_node_id: str
+    paying_node_id: str
+    subject_locator: bytes
+    beneficiary_id: str | None
+    request_id: str | None
+    method: int
+    outcome: int
+    observed_at: datetime
+    valid_until: datetime
+    signing_key_id: str
+    payload_sha256: str
+
+
+def _row(facts: AttestationFacts, direction: AttestationDirection, now: datetime) -> Attestation:
+    return Attestation(**dataclasses.asdict(facts), direction=direction, stored_at=now)
+
+
+def store_issued(session: Session, facts: AttestationFacts, now: datetime) -> Attestation:
     """Keep an attestation this node has just signed."""
-    if session.get(Attestation, attestation_id) is not None:
-        raise AlreadyExistsError(f"attestation {attestation_id} is already stored")
-    attestation = Attestation(
-        attestation_id=attestation_id,
-        direction=AttestationDirection.ISSUED,
-        envelope_json=envelope_json,
-        issuing_node_id=issuing_node_id,
-        paying_node_id=paying_node_id,
-        subject_locator=subject_locator,
-        beneficiary_id=beneficiary_id,
-        request_id=request_id,
-        method=method,
-        outcome=outcome,
-        observed_at=observed_at,
-        valid_until=valid_until,
-        signing_key_id=signing_key_id,
-        payload_sha256=payload_sha256,
-        stored_at=now,
-    )
+    if session.get(Attestation, facts.attestation_id) is not None:
+        raise AlreadyExistsError(f"attestation {facts.attestation_id} is already stored")
+    attestation = _row(facts, AttestationDirection.ISSUED, now)
     session.add(attestation)
     session.flush()
     return attestation
 
 
 def store_received(
-    session: Session,
-    *,
-    attestation_id: str,
-    envelope_json: bytes,
-    issuing_node_id: str,
-    paying_node_id: str,
-    subject_locator: bytes,
-    beneficiary_id: str | None,
-    request_id: str | None,
-    method: int,
-    outcome: int,
-    observed_at: datetime,
-    valid_until: datetime,
-    signing_key_id: str,
-    payload_sha256: str,
-    now: datetime,
+    session: Session, facts: AttestationFacts, now: datetime
 ) -> tuple[Attestation, bool]:
     """Keep an attestation delivered by a peer. Returns it and whether it was a redelivery."""
+    attestation_id, payload_sha256 = facts.attestation_id, facts.payload_sha256
     existing = session.get(Attestation, attestation_id)
     if existing is not None:
         return _redelivered(existing, payload_sha256), True
-    attestation = Attestation(
-        attestation_id=attestation_id,
-        direction=AttestationDirection.RECEIVED,
-        envelope_json=envelope_json,
-        issuing_node_id=issuing_node_id,
-        paying_node_id=paying_node_id,
-        subject_locator=subject_locator,
-        beneficiary_id=beneficiary_id,
-        request_id=request_id,
-        method=method,
-        outcome=outcome,
-        observed_at=observed_at,
-        valid_until=valid_until,
-        signing_key_id=signing_key_id,
-        payload_sha256=payload_sha256,
-        stored_at=now,
-    )
+    attestation = _row(facts, AttestationDirection.RECEIVED, now)
     try:
         # A savepoint: a retry racing the original delivery must find the winner afterwards.
         with session.begin_nested():

@@ -17,13 +17,14 @@ from federation_node.store.models import Attestation, AttestationDirection
 ENVELOPE = b'{"payload":"eyJ9","payloadType":"application/vnd.certfed.attestation+protobuf"}'
 
 
-def _issue(session: Session, attestation_id: str, digest: str, now: datetime) -> Attestation:
-    return attestations_store.store_issued(
-        session,
+def _facts(
+    attestation_id: str, digest: str, now: datetime, issuer: str, payer: str
+) -> attestations_store.AttestationFacts:
+    return attestations_store.AttestationFacts(
         attestation_id=attestation_id,
         envelope_json=ENVELOPE,
-        issuing_node_id="qingdao",
-        paying_node_id="foshan",
+        issuing_node_id=issuer,
+        paying_node_id=payer,
         subject_locator=bytes(32),
         beneficiary_id=None,
         request_id=None,
@@ -31,32 +32,21 @@ def _issue(session: Session, attestation_id: str, digest: str, now: datetime) ->
         outcome=1,
         observed_at=now - timedelta(hours=2),
         valid_until=now + timedelta(days=365),
-        signing_key_id="qingdao/2025-1",
+        signing_key_id=f"{issuer}/2025-1",
         payload_sha256=digest,
-        now=now,
     )
+
+
+def _issue(session: Session, attestation_id: str, digest: str, now: datetime) -> Attestation:
+    facts = _facts(attestation_id, digest, now, "qingdao", "foshan")
+    return attestations_store.store_issued(session, facts, now)
 
 
 def _receive(
     session: Session, attestation_id: str, digest: str, now: datetime
 ) -> tuple[Attestation, bool]:
-    return attestations_store.store_received(
-        session,
-        attestation_id=attestation_id,
-        envelope_json=ENVELOPE,
-        issuing_node_id="lanzhou-chengguan",
-        paying_node_id="qingdao",
-        subject_locator=bytes(32),
-        beneficiary_id=None,
-        request_id=None,
-        method=2,
-        outcome=1,
-        observed_at=now - timedelta(hours=2),
-        valid_until=now + timedelta(days=365),
-        signing_key_id="lanzhou-chengguan/2025-1",
-        payload_sha256=digest,
-        now=now,
-    )
+    facts = _facts(attestation_id, digest, now, "lanzhou-chengguan", "qingdao")
+    return attestations_store.store_received(session, facts, now)
 
 
 def test_issued_attestation_is_kept_byte_for_byte(engine: Engine, now: datetime) -> None:
