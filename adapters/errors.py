@@ -21,6 +21,10 @@ class FormFileError(InvalidInputError):
     """A partner form cannot be read at all (missing headers, wrong sheet, unknown format)."""
 
 
+class SpreadsheetTooLargeError(InvalidInputError):
+    """A workbook is larger, unpacks to more, or holds more rows than certfed reads."""
+
+
 class BankFileConflictError(AlreadyExistsError):
     """A different payment file for the same month and bank is already on disk."""
 

@@ -34,7 +34,8 @@ from openpyxl import Workbook, load_workbook
 from openpyxl.utils.exceptions import InvalidFileException
 
 from adapters.bank_files import write_atomically
-from adapters.errors import FormFileError
+from adapters.errors import FormFileError, SpreadsheetTooLargeError
+from adapters.spreadsheet import MAX_SHEET_ROWS, check_xlsx_size, csv_text, keep_as_text
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
 from federation.desk_client import DeskClient
 from federation.timestamps import optional_datetime, to_timestamp
@@ -265,7 +266,7 @@ class CsvPartnerForm:
         writer = csv.writer(buffer, lineterminator="\r\n")
         for above in table.preamble:
             writer.writerow(_csv_cell(cell) for cell in above)
-        writer.writerow(table.header)
+        writer.writerow(_csv_cell(cell) for cell in table.header)
         for row in table.rows:
             writer.writerow(_csv_cell(cell) for cell in row)
         write_atomically(path, ("\ufeff" + buffer.getvalue()).encode("utf-8"))
@@ -285,6 +286,8 @@ def _csv_cell(cell: Cell) -> str:
         return cell.date().isoformat() if cell.time() == time() else cell.isoformat(" ")
     if isinstance(cell, date):
         return cell.isoformat()
+    if isinstance(cell, str):
+        return csv_text(cell)
     return str(cell)
 
 
@@ -294,6 +297,7 @@ class XlsxPartnerForm:
     suffix = ".xlsx"
 
     def read(self, path: Path, sheet: str | None = None) -> FormTable:
+        check_xlsx_size(path)
         try:
             workbook = load_workbook(path, read_only=True, data_only=True)
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, InvalidFileException) as error:
@@ -317,9 +321,14 @@ class XlsxPartnerForm:
                     f"({', '.join(names)}); name the form's sheet with --sheet",
                 )
             worksheet = workbook[chosen]
-            raw_rows = [
-                [_xlsx_cell(cell) for cell in row] for row in worksheet.iter_rows(values_only=True)
-            ]
+            raw_rows: list[list[Cell]] = []
+            for row in worksheet.iter_rows(values_only=True):
+                if len(raw_rows) == MAX_SHEET_ROWS:
+                    raise SpreadsheetTooLargeError(
+                        f"{path.name}, sheet {chosen}",
+                        f"has more than {MAX_SHEET_ROWS:,} rows: split the form",
+                    )
+                raw_rows.append([_xlsx_cell(cell) for cell in row])
         finally:
             workbook.close()
         return _table(raw_rows, f"{path.name}, sheet {chosen}")
@@ -338,6 +347,7 @@ class XlsxPartnerForm:
         }
         for row in table.rows:
             worksheet.append(list(row))
+        keep_as_text(worksheet)
         # Identity and phone numbers are text: as numbers, Excel would round 18 digits.
         for position in text_columns:
             for (cell,) in worksheet.iter_rows(

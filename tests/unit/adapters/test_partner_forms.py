@@ -3,13 +3,16 @@ rows reported with their spreadsheet row numbers and never their values."""
 
 from __future__ import annotations
 
+import functools
+import zipfile
 from datetime import date, datetime
 from pathlib import Path
 
 import pytest
 from openpyxl import Workbook, load_workbook
 
-from adapters.errors import FormFileError
+from adapters import partner_forms
+from adapters.errors import FormFileError, SpreadsheetTooLargeError
 from adapters.partner_forms import (
     REQUEST_COLUMNS,
     SHEET_NAME,
@@ -21,6 +24,7 @@ from adapters.partner_forms import (
     form_file,
     parse_request,
 )
+from adapters.spreadsheet import MAX_XLSX_UNPACKED_BYTES, check_xlsx_size
 from certfed.v1 import common_pb2
 from signing.identity import hkid_check_character
 from tests.helpers.identities import resident_id
@@ -99,6 +103,54 @@ def test_xlsx_output_keeps_identity_numbers_as_text(tmp_path: Path) -> None:
     cell = sheet.cell(row=2, column=HEADER.index("证件号码 / ID number") + 1)
     assert cell.value == NUMBER
     assert cell.number_format == "@"
+
+
+HOSTILE_REMARKS = ['=HYPERLINK("http://x","ok")', "+cmd|' /C calc'!A0", "-1+1", "@SUM(A1)"]
+
+
+@pytest.mark.parametrize("remark", HOSTILE_REMARKS)
+def test_a_remark_that_looks_like_a_formula_stays_text_in_xlsx(tmp_path: Path, remark: str) -> None:
+    table = XlsxPartnerForm().read(write_xlsx(tmp_path / "in.xlsx", [HEADER, form_row()]))
+    table.set(0, "remark", remark)
+    XlsxPartnerForm().write(tmp_path / "out.xlsx", table)
+    sheet = load_workbook(tmp_path / "out.xlsx")[SHEET_NAME]
+    header = [cell.value for cell in sheet[1]]
+    cell = sheet.cell(row=2, column=header.index("处理说明 / Processing note") + 1)
+    assert cell.value == remark
+    assert cell.data_type == "s"
+
+
+@pytest.mark.parametrize("remark", HOSTILE_REMARKS)
+def test_a_remark_that_looks_like_a_formula_is_quoted_in_csv(tmp_path: Path, remark: str) -> None:
+    layout = form_file(tmp_path / "form.csv")
+    table = layout.read(write_csv(tmp_path / "in.csv", [HEADER, form_row()]))
+    table.set(0, "remark", remark)
+    layout.write(tmp_path / "out.csv", table)
+    assert layout.read(tmp_path / "out.csv").text(0, "remark") == "'" + remark
+
+
+def test_a_zip_bomb_posing_as_a_workbook_is_refused_before_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unpacked_limit = 1024 * 1024
+    bomb = tmp_path / "bomb.xlsx"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("xl/worksheets/sheet1.xml", b"\0" * (16 * unpacked_limit))
+    assert bomb.stat().st_size < unpacked_limit / 10
+    monkeypatch.setattr(
+        partner_forms,
+        "check_xlsx_size",
+        functools.partial(check_xlsx_size, max_unpacked_bytes=unpacked_limit),
+    )
+    with pytest.raises(SpreadsheetTooLargeError, match="unpacks to"):
+        XlsxPartnerForm().read(bomb)
+    assert unpacked_limit < MAX_XLSX_UNPACKED_BYTES
+
+
+def test_a_workbook_over_the_size_limit_is_refused(tmp_path: Path) -> None:
+    big = write_xlsx(tmp_path / "big.xlsx", [HEADER, form_row()])
+    with pytest.raises(SpreadsheetTooLargeError, match="split the file"):
+        check_xlsx_size(big, max_bytes=100)
 
 
 def test_headers_in_either_language_below_a_title_row_are_found(tmp_path: Path) -> None:
