@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import ipaddress
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -143,6 +144,15 @@ class WebhookRetry:
     max_delay_s: float = 60.0
 
 
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class WebhookNotifier:
     """A JSON POST per notification to an SMS or messaging gateway.
 
@@ -155,7 +165,13 @@ class WebhookNotifier:
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise InvalidInputError("webhook", "must be an http:// or https:// URL")
+            raise InvalidInputError("webhook", "must be an https:// URL")
+        # Reminders carry phone numbers: they leave the machine only over TLS. Plain http is
+        # for a gateway on this machine (a local relay, or a test server).
+        if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+            raise InvalidInputError(
+                "webhook", "must be an https:// URL (plain http only to localhost / 127.0.0.1)"
+            )
         self._url = url
         # For messages: the URL may carry a gateway token in its path or query.
         self._host = parts.hostname or "the gateway"

@@ -131,6 +131,21 @@ def test_a_webhook_url_must_be_http() -> None:
         WebhookNotifier("file:///etc/passwd")
 
 
+@pytest.mark.parametrize(
+    "url", ["http://sms.example.org/send", "http://10.1.2.3/send", "http://127.0.0.1.nip.io/x"]
+)
+def test_a_webhook_off_this_machine_must_be_https(url: str) -> None:
+    with pytest.raises(InvalidInputError, match="https"):
+        WebhookNotifier(url)
+
+
+@pytest.mark.parametrize(
+    "url", ["https://sms.example.org/send", "http://localhost:8080/x", "http://[::1]:80/x"]
+)
+def test_https_anywhere_and_plain_http_on_loopback_are_accepted(url: str) -> None:
+    WebhookNotifier(url)
+
+
 def test_the_outbox_file_appends_one_json_line_per_notification_owner_only(
     tmp_path: Path,
 ) -> None:
