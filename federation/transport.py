@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
@@ -20,6 +20,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from signing.keys import read_private_file
 
 NODE_NAME_SUFFIX = ".node.certfed"
 ADMIN_NAME_SUFFIX = ".admin.certfed"
@@ -123,12 +125,15 @@ class TlsMaterial:
     """A party's certificate chain and key, and the federation CA it trusts."""
 
     certificate_pem: bytes
-    private_key_pem: bytes
+    private_key_pem: bytes = field(repr=False)
     ca_certificate_pem: bytes
 
     @classmethod
     def load(cls, certificate: Path, private_key: Path, ca_certificate: Path) -> TlsMaterial:
-        return cls(certificate.read_bytes(), private_key.read_bytes(), ca_certificate.read_bytes())
+        """Read the files; the private key only from a file its owner alone may read (0600)."""
+        return cls(
+            certificate.read_bytes(), read_private_file(private_key), ca_certificate.read_bytes()
+        )
 
     def server_credentials(self, *, require_client_auth: bool) -> grpc.ServerCredentials:
         return grpc.ssl_server_credentials(

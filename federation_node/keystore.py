@@ -9,7 +9,7 @@ the node stores its TLS certificate and the federation locator key the registry 
 from __future__ import annotations
 
 import binascii
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from federation.timestamps import to_timestamp
 from federation.transport import PeerKind, TlsMaterial, certificate_request, generate_tls_key
 from federation_node.config import NodeConfig
 from signing import dsse, sealing
-from signing.keys import HpkeKey, SigningKey, VerifyKey, write_private_file
+from signing.keys import HpkeKey, SigningKey, VerifyKey, read_private_file, write_private_file
 
 ROLE_VALUES = {
     "paying_office": common_pb2.ROLE_PAYING_OFFICE,
@@ -107,7 +107,7 @@ class NodeKeys:
     signing: SigningKey
     hpke: HpkeKey
     tls: TlsMaterial
-    locator_key: bytes
+    locator_key: bytes = field(repr=False)
     root_public_key: VerifyKey
 
 
@@ -170,6 +170,6 @@ def load_keys(config: NodeConfig, paths: KeyPaths) -> NodeKeys:
         signing=SigningKey.load(paths.signing_key),
         hpke=HpkeKey.load(paths.hpke_key),
         tls=TlsMaterial.load(paths.tls_certificate, paths.tls_key, config.ca_certificate),
-        locator_key=paths.locator_key.read_bytes(),
+        locator_key=read_private_file(paths.locator_key),
         root_public_key=load_root_public_key(config.root_public_key),
     )

@@ -11,7 +11,7 @@ minutes in the past so peers with slightly slow clocks accept a fresh certificat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -82,7 +82,7 @@ class FederationCA:
     """The CA certificate and its private key."""
 
     certificate: x509.Certificate
-    private_key: ec.EllipticCurvePrivateKey
+    private_key: ec.EllipticCurvePrivateKey = field(repr=False)
 
     @classmethod
     def create(cls, federation_id: str, *, now: datetime | None = None) -> FederationCA:

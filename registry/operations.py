@@ -18,7 +18,7 @@ import dataclasses
 import os
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import sqlalchemy as sa
@@ -62,7 +62,7 @@ class RegistryKeys:
 
     root_key: SigningKey
     ca: FederationCA
-    locator_key: bytes
+    locator_key: bytes = field(repr=False)
     witness_key: SigningKey
 
     @classmethod
