@@ -1,8 +1,11 @@
 """structlog JSON logging for every certfed process: one JSON object per line on stderr.
 
 Log events carry ids (request, attestation, node, operator), never an identity number or a name:
-the code that logs passes ids only, and `redact_identity_numbers` is a last line of defence that
-masks anything shaped like a resident ID or HKID number that slips into a log value.
+the code that logs passes ids only. Two defences stand behind that: tracebacks are logged
+without their frames' local variables (a name or phone number held in a local would otherwise
+reach the log), and `redact_identity_numbers`, the last processor before rendering, masks
+anything shaped like a resident ID, HKID or Macau BIR number or a mainland mobile number in
+every string of the event, however deeply nested (traceback dictionaries included).
 """
 
 from __future__ import annotations
@@ -15,16 +18,38 @@ from typing import Any
 
 import structlog
 
-_IDENTITY_SHAPES = re.compile(r"\b(\d{17}[\dXx]|[A-Za-z]{1,2}\d{6}\(?[\dAa]\)?)\b")
+# Resident ID (GB 11643), HKID, Macau BIR, and mainland mobile numbers.
+_IDENTITY_SHAPES = re.compile(
+    r"(?<!\w)(\d{17}[\dXx]|[A-Za-z]{1,2}\d{6}\(?[\dAa]\)?|[157]\d{6}\(?\d\)?|1[3-9]\d{9})(?!\w)"
+)
+# Nesting deeper than this is not walked; such a value is replaced whole.
+_MAX_DEPTH = 16
+
+
+def _redacted(value: object, depth: int = 0) -> object:
+    if isinstance(value, str):
+        return _IDENTITY_SHAPES.sub("[redacted-id]", value)
+    if depth >= _MAX_DEPTH and isinstance(value, dict | list | tuple):
+        return "[redacted-deep-value]"
+    if isinstance(value, dict):
+        return {key: _redacted(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(item, depth + 1) for item in value]
+    return value
 
 
 def redact_identity_numbers(
     _logger: Any, _name: str, event: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     for key, value in event.items():
-        if isinstance(value, str) and _IDENTITY_SHAPES.search(value):
-            event[key] = _IDENTITY_SHAPES.sub("[redacted-id]", value)
+        event[key] = _redacted(value)
     return event
+
+
+# Tracebacks as dictionaries, without local variables: a frame's locals may hold an identity.
+_tracebacks = structlog.processors.ExceptionRenderer(
+    structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+)
 
 
 def configure_logging(process: str, level: str = "info") -> None:
@@ -34,7 +59,7 @@ def configure_logging(process: str, level: str = "info") -> None:
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.dict_tracebacks,
+        _tracebacks,
         redact_identity_numbers,
     ]
     # Records from libraries (alembic, grpc) go through the same processors, so every line of a
