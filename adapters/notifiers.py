@@ -16,9 +16,9 @@ destination.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
-import ipaddress
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
