@@ -27,6 +27,7 @@ from federation.directory import TrustedDirectory, verify_directory
 from federation.errors import (
     CertfedError,
     DirectoryExpiredError,
+    DirectoryRollbackError,
     DirectoryVerificationError,
     PreconditionError,
 )
@@ -37,6 +38,9 @@ from signing.errors import SigningError
 from signing.keys import VerifyKey
 
 log = structlog.get_logger("certfed.directory")
+
+# The file beside the cache that remembers the highest directory version ever accepted.
+HIGHEST_VERSION_SUFFIX = ".highest-version"
 
 # (known directory version, known root key id) -> what the registry answered.
 Fetch = Callable[[int, str], DirectoryUpdate]
@@ -73,6 +77,7 @@ class DirectoryClient:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         min_refresh_gap_s: float = 1.0,
         root_chain_path: Path | None = None,
+        highest_version_path: Path | None = None,
     ) -> None:
         self._fetch = fetch
         self._root_chain_path = root_chain_path
@@ -86,6 +91,12 @@ class DirectoryClient:
         self._last_refresh_error = ""
         self._last_attempt: datetime | None = None
         self._min_refresh_gap_s = min_refresh_gap_s
+        # The highest version ever accepted, in a file of its own: losing or replacing the cache
+        # must not let an older (rolled back) directory in.
+        self._highest_path = highest_version_path or cache_path.with_name(
+            cache_path.name + HIGHEST_VERSION_SUFFIX
+        )
+        self._highest = self._load_highest()
         self._load_cache()
 
     def _load_root_chain(self, configured: TrustedRoot) -> TrustedRoot:
@@ -125,6 +136,19 @@ class DirectoryClient:
     def root(self) -> TrustedRoot:
         return self._root
 
+    def _load_highest(self) -> int:
+        try:
+            text = self._highest_path.read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            return 0
+        if not text.isdigit():
+            # Refusing to start is the safe answer: guessing 0 would reopen the rollback.
+            raise DirectoryRollbackError(
+                f"{self._highest_path} does not hold a directory version; restore it from a "
+                "backup or write the highest version this node has seen"
+            )
+        return int(text)
+
     def _load_cache(self) -> None:
         try:
             data = self._cache_path.read_bytes()
@@ -132,18 +156,27 @@ class DirectoryClient:
             return
         try:
             envelope = dsse.Envelope.from_json(data)
-            self._trusted = verify_directory(
+            trusted = verify_directory(
                 envelope, self._root.key, now=self._clock(), allow_expired=True
             )
         except (SigningError, CertfedError) as error:
             log.warning("directory.cache_refused", error=str(error))
             return
-        log.info("directory.cache_loaded", version=self._trusted.version)
+        if trusted.version < self._highest:
+            log.error(
+                "directory.cache_rolled_back",
+                cached_version=trusted.version,
+                highest_version=self._highest,
+            )
+            return
+        self._trusted = trusted
+        log.info("directory.cache_loaded", version=trusted.version)
 
-    def _save_cache(self, envelope: dsse.Envelope) -> None:
-        temporary = self._cache_path.with_suffix(".tmp")
-        temporary.write_bytes(envelope.to_json())
-        os.replace(temporary, self._cache_path)
+    def _save_cache(self, envelope: dsse.Envelope, version: int) -> None:
+        _replace_durably(self._cache_path, envelope.to_json())
+        if version > self._highest:
+            _replace_durably(self._highest_path, f"{version}\n".encode("ascii"))
+            self._highest = version
 
     @property
     def version(self) -> int:
@@ -192,6 +225,11 @@ class DirectoryClient:
                     if update.envelope is not None
                     else None
                 )
+                if candidate is not None and candidate.version < self._highest:
+                    raise DirectoryRollbackError(
+                        f"directory version {candidate.version} is older than version "
+                        f"{self._highest}, which this node accepted before; refusing a rollback"
+                    )
             except CertfedError as error:
                 self._last_refresh_error = str(error)
                 log.error(
@@ -209,7 +247,7 @@ class DirectoryClient:
                 )
             if candidate is None or update.envelope is None:
                 return False
-            self._save_cache(update.envelope)
+            self._save_cache(update.envelope, candidate.version)
             self._trusted = candidate
             log.info("directory.updated", version=candidate.version)
         self._notify(candidate)
@@ -306,3 +344,13 @@ class DirectoryRefresher(threading.Thread):
 
     def stop(self) -> None:
         self._stop_event.set()
+
+
+def _replace_durably(path: Path, data: bytes) -> None:
+    """Write `data` to `path` atomically, and to disk before returning."""
+    temporary = path.with_name(path.name + ".tmp")
+    with temporary.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)

@@ -13,6 +13,7 @@ from federation.errors import (
     DirectoryExpiredError,
     DirectoryRollbackError,
     DirectoryVerificationError,
+    PreconditionError,
     UnavailableError,
 )
 from federation.registry_client import DirectoryUpdate
@@ -102,6 +103,40 @@ def test_a_lower_version_is_refused_as_a_rollback(root: SigningKey, tmp_path: Pa
     with pytest.raises(DirectoryRollbackError):
         directory.refresh()
     assert directory.current().version == 5
+
+
+def test_deleting_the_cache_does_not_forget_the_highest_version(
+    root: SigningKey, tmp_path: Path
+) -> None:
+    registry = Registry()
+    registry.envelope = signed(root, 5)
+    client(registry, root, tmp_path / "d.json").refresh()
+    (tmp_path / "d.json").unlink()
+    registry.envelope = signed(root, 4)
+    restarted = client(registry, root, tmp_path / "d.json")
+    with pytest.raises(DirectoryRollbackError, match="version 5"):
+        restarted.refresh()
+    assert restarted.version == 0
+
+
+def test_an_older_cache_put_back_is_not_trusted(root: SigningKey, tmp_path: Path) -> None:
+    registry = Registry()
+    registry.envelope = signed(root, 4)
+    client(registry, root, tmp_path / "d.json").refresh()
+    old_cache = (tmp_path / "d.json").read_bytes()
+    registry.envelope = signed(root, 5)
+    client(registry, root, tmp_path / "d.json").refresh()
+    (tmp_path / "d.json").write_bytes(old_cache)
+    registry.down = True
+    restarted = client(registry, root, tmp_path / "d.json")
+    with pytest.raises(PreconditionError, match="no federation directory"):
+        restarted.current()
+
+
+def test_a_garbled_highest_version_file_stops_the_node(root: SigningKey, tmp_path: Path) -> None:
+    (tmp_path / "d.json.highest-version").write_text("five")
+    with pytest.raises(DirectoryRollbackError, match="does not hold a directory version"):
+        client(Registry(), root, tmp_path / "d.json")
 
 
 def test_the_cached_directory_serves_while_the_registry_is_down(
