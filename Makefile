@@ -4,6 +4,7 @@
 # node/npm and access to PyPI and npm: `make test` and `make demo` are enough.
 #
 #   make test      venv + buf + generated code, then lint, then pytest over tests/ (drift included)
+#   make deploy-tools  Debian's systemd and prometheus (for systemd-analyze, promtool) if missing
 #   make demo      venv, then `.venv/bin/certfed demo $(DEMO_ARGS)`
 #   make lint      ruff check, ruff format --check, mypy (strict), buf lint
 #   make drift     only the generated-code drift check
@@ -49,10 +50,10 @@ export npm_config_audit := false
 # protoc plugins (protoc-gen-mypy, protoc-gen-mypy_grpc) and buf are looked up on PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup venv buf gen proto lint drift test demo fmt constraints clean
+.PHONY: help setup venv buf gen proto lint drift test demo fmt constraints clean deploy-tools
 
 help:
-	@sed -n '3,14p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,15p' Makefile | sed 's/^# \{0,1\}//'
 
 setup: venv buf gen
 
@@ -114,7 +115,27 @@ drift: setup
 	@echo "==> generated code drift check"
 	@$(BIN)/pytest -q -ra tests/unit/test_generated_code.py
 
-test: lint
+# The Debian tools tests/unit/deploy runs: systemd-analyze (package systemd) and promtool
+# (package prometheus). Installed only when missing and only as root, as CI runs (no stdin);
+# otherwise those tests fail naming the package to install.
+DEPLOY_TOOLS := systemd-analyze:systemd promtool:prometheus
+
+deploy-tools:
+	@missing=; for tool in $(DEPLOY_TOOLS); do \
+	  command -v "$${tool%%:*}" >/dev/null 2>&1 || missing="$$missing $${tool##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "==> installing Debian packages:$$missing"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq; \
+	    apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "==> tests/unit/deploy needs the Debian packages:$$missing (install them as root)"; \
+	  fi; \
+	fi
+
+test: lint deploy-tools
 	@echo "==> pytest tests/ (drift check included)"
 	@$(BIN)/pytest $(PYTEST_ARGS) tests
 

@@ -76,17 +76,29 @@ class PaymentInstructionSource(Protocol):
 
 
 class DeskPaymentInstructions:
-    """ListPaymentInstructions on a node's DeskService (an admin's token)."""
+    """A month's instructions from a node's DeskService (an admin's token): the month is closed
+    first (ClosePaymentMonth), so what the file holds is final; anything the node decides later
+    goes into a month still open. Then every page of ListPaymentInstructions."""
+
+    PAGE_SIZE = 500
 
     def __init__(self, desk: DeskClient) -> None:
         self._desk = desk
 
     def instructions(self, month: str) -> Sequence[desk_pb2.PaymentInstruction]:
-        request = desk_pb2.ListPaymentInstructionsRequest(month=month)
-        found: Sequence[desk_pb2.PaymentInstruction] = self._desk.stub.ListPaymentInstructions(
-            request
-        ).instructions
-        return found
+        self._desk.stub.ClosePaymentMonth(desk_pb2.ClosePaymentMonthRequest(month=month))
+        found: list[desk_pb2.PaymentInstruction] = []
+        token = ""
+        while True:
+            response = self._desk.stub.ListPaymentInstructions(
+                desk_pb2.ListPaymentInstructionsRequest(
+                    month=month, page_size=self.PAGE_SIZE, page_token=token
+                )
+            )
+            found.extend(response.instructions)
+            token = response.next_page_token
+            if not token:
+                return found
 
 
 class BankFileFormat(Protocol):

@@ -17,6 +17,10 @@ class FeedFileError(InvalidInputError):
     """A feed file cannot be imported at all (empty, no header, a mapped column absent)."""
 
 
+class RollFileError(InvalidInputError):
+    """A roll file cannot be imported at all (empty, no header, a mapped column absent)."""
+
+
 class FormFileError(InvalidInputError):
     """A partner form cannot be read at all (missing headers, wrong sheet, unknown format)."""
 

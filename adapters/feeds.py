@@ -19,7 +19,6 @@ The reader of each format sits behind `FeedReader`; where signals go sits behind
 
 from __future__ import annotations
 
-import codecs
 import csv
 import hashlib
 import json
@@ -27,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Protocol
+from typing import Protocol
 
 import grpc
 from tenacity import (
@@ -38,6 +37,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from adapters.csv_records import DecodedLines, csv_records
 from adapters.errors import FeedFileError
 from adapters.feed_mappings import FeedMapping, require_source
 from certfed.v1 import common_pb2, desk_pb2
@@ -74,105 +74,39 @@ class FeedRow:
     problem: str = ""
 
 
-class _Lines:
-    """Decoded lines of a binary stream, numbered from 1, counting the bytes consumed.
-
-    Decoding line by line keeps line numbers exact and lets one badly encoded line be rejected
-    on its own instead of stopping the file.
-    """
-
-    def __init__(self, stream: IO[bytes], encoding: str) -> None:
-        self._stream = stream
-        # utf-8-sig drops a byte order mark, which spreadsheet programs put before line 1.
-        self._decode = codecs.getdecoder(encoding)
-        self.bytes_read = 0
-        self.count = 0
-        self.undecodable: set[int] = set()
-
-    def __iter__(self) -> Iterator[str]:
-        for raw in self._stream:
-            self.bytes_read += len(raw)
-            self.count += 1
-            try:
-                text, _ = self._decode(raw)
-            except UnicodeDecodeError:
-                self.undecodable.add(self.count)
-                text, _ = self._decode(raw, "replace")
-            yield text
-
-
 class FeedReader(Protocol):
     """Reads one file format into rows; raises FeedFileError when the file is unusable."""
 
-    def rows(self, lines: _Lines, columns: Sequence[str], file_name: str) -> Iterator[FeedRow]: ...
+    def rows(
+        self, lines: DecodedLines, columns: Sequence[str], file_name: str
+    ) -> Iterator[FeedRow]: ...
 
 
 class CsvFeedReader:
     """RFC 4180 CSV with a header line naming the columns (quoted fields may span lines)."""
 
-    def rows(self, lines: _Lines, columns: Sequence[str], file_name: str) -> Iterator[FeedRow]:
-        reader = csv.reader(iter(lines), strict=True)
-        header = self._header(reader, lines, columns, file_name)
-        previous_end = reader.line_num
-        while True:
-            start = previous_end + 1
-            try:
-                cells = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as error:
-                previous_end = reader.line_num
-                yield FeedRow(start, {}, f"is not well-formed CSV ({error})")
-                continue
-            previous_end = reader.line_num
-            if not cells or cells == [""]:
-                continue
-            if any(line in lines.undecodable for line in range(start, previous_end + 1)):
-                yield FeedRow(start, {}, "is not valid text in the feed's encoding")
-                continue
-            if len(cells) > len(header):
-                yield FeedRow(
-                    start,
-                    {},
-                    f"has {len(cells)} fields but the header has {len(header)}; "
-                    "check for an unquoted separator",
+    def rows(
+        self, lines: DecodedLines, columns: Sequence[str], file_name: str
+    ) -> Iterator[FeedRow]:
+        def check_header(header: list[str]) -> None:
+            missing = [column for column in columns if column not in header]
+            if missing:
+                raise FeedFileError(
+                    file_name,
+                    f"the header has no column {missing[0]!r}, which the mapping reads "
+                    f"(the header has: {', '.join(header)})",
                 )
-                continue
-            yield FeedRow(start, dict(zip(header, cells, strict=False)))
 
-    @staticmethod
-    def _header(
-        reader: Iterator[list[str]], lines: _Lines, columns: Sequence[str], file_name: str
-    ) -> list[str]:
-        try:
-            header = [cell.strip() for cell in next(reader)]
-            while header in ([], [""]):
-                header = [cell.strip() for cell in next(reader)]
-        except StopIteration:
-            raise FeedFileError(
-                file_name, "is empty: a CSV feed starts with a header line"
-            ) from None
-        except csv.Error as error:
-            raise FeedFileError(file_name, f"line 1 (the header) is not CSV ({error})") from None
-        if lines.undecodable:
-            raise FeedFileError(file_name, "line 1 (the header) is not valid text in its encoding")
-        duplicates = sorted({name for name in header if header.count(name) > 1})
-        if duplicates:
-            raise FeedFileError(file_name, f"the header names column {duplicates[0]!r} twice")
-        missing = [column for column in columns if column not in header]
-        if missing:
-            raise FeedFileError(
-                file_name,
-                f"the header has no column {missing[0]!r}, which the mapping reads "
-                f"(the header has: {', '.join(header)})",
-            )
-        return header
+        for record in csv_records(lines, file_name, "feed", FeedFileError, check_header):
+            yield FeedRow(record.line, record.values, record.problem)
 
 
 class JsonLinesFeedReader:
     """One JSON object per line (JSON Lines); blank lines are skipped."""
 
-    def rows(self, lines: _Lines, columns: Sequence[str], file_name: str) -> Iterator[FeedRow]:
+    def rows(
+        self, lines: DecodedLines, columns: Sequence[str], file_name: str
+    ) -> Iterator[FeedRow]:
         for text in lines:
             number = lines.count
             if not text.strip():
@@ -429,7 +363,7 @@ class FeedImporter:
         except OSError as error:
             raise FeedFileError(path.name, f"cannot be opened ({error.strerror})") from None
         with stream:
-            lines = _Lines(stream, mapping.encoding)
+            lines = DecodedLines(stream, mapping.encoding)
             pending = _Pending()
             for row in reader.rows(lines, mapping.columns, path.name):
                 self.summary.rows += 1

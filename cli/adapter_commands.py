@@ -1,7 +1,9 @@
-"""`certfed feed|forms|bank|notify`: the adapters from a terminal.
+"""`certfed feed|roll|forms|bank|notify`: the adapters from a terminal.
 
     certfed feed import FILE --config node.toml --mapping hospital_admissions [--rejects R.csv]
     certfed feed mappings
+    certfed roll import ROLL.csv|ROLL.xlsx --config node.toml --mapping core_system
+    certfed roll mappings
     certfed forms import FORM.xlsx --config node.toml [--out SENT.xlsx]
     certfed forms export SENT.xlsx --config node.toml [--out RESULTS.xlsx]
     certfed bank export --config node.toml --month 2025-09 --bank ICBC-4406 --out-dir DIR [--force]
@@ -30,10 +32,16 @@ from adapters.notifiers import (
     WebhookNotifier,
     run_notifications,
 )
-from adapters.partner_forms import FormSummary, fill_form_results, form_file, submit_form
+from adapters.partner_forms import form_file
+from adapters.partner_requests import FormSummary, fill_form_results, submit_form
+from adapters.roll import DEFAULT_BATCH_SIZE as ROLL_BATCH_SIZE
+from adapters.roll import FORMATS as ROLL_FORMATS
+from adapters.roll_mappings import builtin_roll_mapping_names, load_roll_mapping
+from cli.arguments import batch_size, month, page_size
 from cli.desk import add_connection_arguments, desk_client
 from cli.feed_import import import_feed_file
 from cli.output import console
+from cli.roll_import import import_roll_file
 from federation_node.config import load_node_config
 
 PARTIAL = 2
@@ -89,6 +97,53 @@ def _feed_mappings(_args: argparse.Namespace) -> int:
     for name in builtin_mapping_names():
         mapping = load_mapping(name)
         table.add_row(name, mapping.source, ", ".join(mapping.columns), mapping.description)
+    console.print(table)
+    return 0
+
+
+# roll
+
+
+def _roll_import(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    rejects_path = Path(args.rejects) if args.rejects else path.with_suffix(".rejects.csv")
+    with desk_client(args) as desk:
+        summary = import_roll_file(
+            desk,
+            path,
+            mapping_name=args.mapping,
+            fmt=args.format,
+            sheet=args.sheet,
+            batch_size=args.batch_size,
+            rejects_path=rejects_path,
+        )
+    console.print(
+        _summary_table(
+            f"{path.name}: {summary.rows:,} rows",
+            [
+                ("registered", summary.created),
+                ("updated (changed since the last import)", summary.updated),
+                ("unchanged", summary.unchanged),
+                ("monthly amount changes awaiting a reviewer", summary.amount_changes),
+                ("rejected", summary.rejected),
+            ],
+        )
+    )
+    if summary.amount_changes:
+        console.print("a reviewer approves amount changes: certfed desk ... amount-changes")
+    if summary.rejected:
+        console.print(f"rejected rows, with line, column and reason: {rejects_path}")
+        return PARTIAL
+    return 0
+
+
+def _roll_mappings(_args: argparse.Namespace) -> int:
+    table = Table(title="shipped roll mappings (--mapping NAME, or a path to your own .toml)")
+    for column in ("name", "columns", "description"):
+        table.add_column(column)
+    for name in builtin_roll_mapping_names():
+        mapping = load_roll_mapping(name)
+        table.add_row(name, ", ".join(mapping.columns.values()), mapping.description)
     console.print(table)
     return 0
 
@@ -191,11 +246,32 @@ def add_adapter_commands(subparsers: Any) -> None:
     )
     feed_import.add_argument("--source", help="source name, if not the mapping's")
     feed_import.add_argument("--format", choices=["csv", "jsonl"], help="if not the file's suffix")
-    feed_import.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    feed_import.add_argument("--batch-size", type=batch_size, default=DEFAULT_BATCH_SIZE)
     feed_import.add_argument("--rejects", help="CSV of rejected rows (default FILE.rejects.csv)")
     feed_import.set_defaults(handler=_feed_import)
     feed.add_parser("mappings", help="list the shipped mappings").set_defaults(
         handler=_feed_mappings
+    )
+
+    roll = _subcommands(subparsers, "roll", "the office's roll (CSV, XLSX): who it pays", "roll")
+    roll_import = roll.add_parser("import", help="register or update each row's beneficiary")
+    roll_import.add_argument("file", help="the roll: .csv or .xlsx")
+    add_connection_arguments(roll_import)
+    roll_import.add_argument(
+        "--mapping", required=True, help="a shipped roll mapping's name or a mapping .toml file"
+    )
+    roll_import.add_argument("--format", choices=list(ROLL_FORMATS), help="if not the suffix's")
+    roll_import.add_argument("--sheet", help="the roll's sheet in a workbook of several")
+    roll_import.add_argument(
+        "--batch-size",
+        type=batch_size,
+        default=ROLL_BATCH_SIZE,
+        help=f"rows per call (default {ROLL_BATCH_SIZE:,})",
+    )
+    roll_import.add_argument("--rejects", help="CSV of rejected rows (default ROLL.rejects.csv)")
+    roll_import.set_defaults(handler=_roll_import)
+    roll.add_parser("mappings", help="list the shipped roll mappings").set_defaults(
+        handler=_roll_mappings
     )
 
     forms = _subcommands(
@@ -215,7 +291,7 @@ def add_adapter_commands(subparsers: Any) -> None:
     bank = _subcommands(subparsers, "bank", "payment-instruction files for banks", "bank_command")
     bank_export = bank.add_parser("export", help="the month's payment instructions as CSV")
     add_connection_arguments(bank_export)
-    bank_export.add_argument("--month", required=True, help="YYYY-MM")
+    bank_export.add_argument("--month", required=True, type=month, help="YYYY-MM")
     bank_export.add_argument("--bank", required=True, help="the bank's code, used in the name")
     bank_export.add_argument("--out-dir", required=True, help="folder the bank picks files from")
     bank_export.add_argument(
@@ -230,5 +306,5 @@ def add_adapter_commands(subparsers: Any) -> None:
     target.add_argument("--webhook", help="gateway URL that takes a JSON POST per message")
     target.add_argument("--outbox-file", help="append messages to this JSON Lines file")
     notify_run.add_argument("--office", help="office name in the text (default: display_name)")
-    notify_run.add_argument("--page-size", type=int, default=100)
+    notify_run.add_argument("--page-size", type=page_size, default=100)
     notify_run.set_defaults(handler=_notify_run)

@@ -3,16 +3,23 @@
 Starts the registry and four nodes as separate processes on 127.0.0.1 (SQLite files, mutual TLS
 everywhere), enrols and approves them, and runs the flows of docs/domain.md through the desk API as
 clerks and reviewers would: an assistance request Lanzhou -> Qingdao, a Foshan retiree walking
-into the Qingdao agency, a Foshan retiree living in Macau certified by the Macau liaison desk, and
-a request to a node that is down, delivered once it starts. Every attestation is exported as DSSE
-JSON and verified offline against the exported directory. Exits 0 only if all of it verified.
+into the Qingdao agency, a Foshan retiree living in Macau certified by the Macau liaison desk, a
+request to a node that is down, delivered once it starts, and Lanzhou certifying one of its own
+retirees by video call, the screen capture uploaded as evidence and read by a second Lanzhou
+operator before approving. Every certification carries its evidence file, uploaded to the
+certifying node. Every attestation is exported as DSSE JSON and verified offline against the
+exported directory; `outcomes.json` records each flow with the validity the paying office's record
+showed before and after. Exits 0 only if all of it verified.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import struct
 import tempfile
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +29,7 @@ from rich.table import Table
 
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
 from cli.launcher import LocalFederation, NodeSpec, wait_until
+from federation.desk_client import DeskClient
 from federation.directory import verify_directory
 from federation.timestamps import to_datetime, to_timestamp
 from federation_node.keystore import load_root_public_key
@@ -80,23 +88,86 @@ FOSHAN_IN_MACAU = _resident(
     "440606194911110034", "Demo Retiree Chan", "MO", "Foshan retiree in Macau"
 )
 LANZHOU_SECOND = _resident("620102195001010013", "Demo Retiree Wang", "370203", "Lanzhou retiree B")
-RETIREES = (LANZHOU_RETIREE, FOSHAN_WALK_IN, FOSHAN_IN_MACAU, LANZHOU_SECOND)
+LANZHOU_AT_HOME = _resident(
+    "620102194309090027", "Demo Retiree Zhao", "620102", "Lanzhou retiree C"
+)
+RETIREES = (LANZHOU_RETIREE, FOSHAN_WALK_IN, FOSHAN_IN_MACAU, LANZHOU_SECOND, LANZHOU_AT_HOME)
+PAYERS = {
+    LANZHOU_RETIREE.label: LANZHOU,
+    FOSHAN_WALK_IN.label: FOSHAN,
+    FOSHAN_IN_MACAU.label: FOSHAN,
+    LANZHOU_SECOND.label: LANZHOU,
+    LANZHOU_AT_HOME.label: LANZHOU,
+}
+FLOWS = 5
 
 
 @dataclass
 class FlowResult:
     flow: str
     retiree: str
-    route: str
-    method: str
+    issuing_node: str
+    paying_node: str
+    method: common_pb2.CertificationMethod.ValueType
     attestation_id: str = ""
-    valid_until: str = ""
+    valid_until_before: str | None = None
+    valid_until_after: str | None = None
     verified: bool = False
     seconds: float = 0.0
 
+    @property
+    def method_name(self) -> str:
+        return common_pb2.CertificationMethod.Name(self.method).removeprefix(
+            "CERTIFICATION_METHOD_"
+        )
 
-def _evidence(text: str) -> bytes:
-    return hashlib.sha256(text.encode()).digest()
+    def outcome(self) -> dict[str, object]:
+        """The flow as outcomes.json records it."""
+        return {
+            "flow": self.flow,
+            "issuing_node": self.issuing_node,
+            "paying_node": self.paying_node,
+            "method": self.method_name,
+            "attestation_id": self.attestation_id,
+            "valid_until_before": self.valid_until_before,
+            "valid_until_after": self.valid_until_after,
+            "verified": self.verified,
+        }
+
+
+def screen_capture_png(shade: int = 0, width: int = 96, height: int = 64) -> bytes:
+    """A small synthetic PNG (ISO/IEC 15948): what a video call's screen capture or a counter
+    photo stands for in the demo, a different picture for each `shade`."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        )
+
+    rows = b"".join(
+        b"\x00"  # filter type None for each scanline
+        + b"".join(
+            bytes(((x * 2 + shade) % 256, (y * 3 + shade * 7) % 256, (x + y + shade * 13) % 256))
+            for x in range(width)
+        )
+        for y in range(height)
+    )
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+def _iso(beneficiary: desk_pb2.Beneficiary) -> str | None:
+    if not beneficiary.HasField("valid_until"):
+        return None
+    return to_datetime(beneficiary.valid_until).isoformat()
 
 
 class Demo:
@@ -106,6 +177,7 @@ class Demo:
         self.federation = LocalFederation(workdir, federation_id="certfed-demo")
         self.results: list[FlowResult] = []
         self.beneficiaries: dict[str, str] = {}
+        self._captures = 0
 
     def run(self) -> bool:
         with self.federation:
@@ -119,27 +191,51 @@ class Demo:
             self._walk_in()
             self._assistance_request(FOSHAN, MACAU, FOSHAN_IN_MACAU, "3 partner liaison")
             self._peer_down()
-            return self._export_and_verify()
+            self._own_counter()
+            verified = self._export_and_verify()
+            self._write_outcomes()
+            return verified
 
     def _register_all(self) -> None:
-        payers = {
-            LANZHOU_RETIREE.label: LANZHOU,
-            FOSHAN_WALK_IN.label: FOSHAN,
-            FOSHAN_IN_MACAU.label: FOSHAN,
-            LANZHOU_SECOND.label: LANZHOU,
-        }
+        # Each retiree's certification comes due within the month; Lanzhou retiree C's has
+        # lapsed, so the office certifies them itself.
+        now = datetime.now(UTC)
         for retiree in RETIREES:
-            payer = payers[retiree.label]
+            payer = PAYERS[retiree.label]
+            lapsed = retiree is LANZHOU_AT_HOME
+            valid_until = now + (timedelta(days=-10) if lapsed else timedelta(days=25))
             with self.federation.desk(payer.node_id) as desk:
                 response = desk.stub.RegisterBeneficiary(
                     desk_pb2.RegisterBeneficiaryRequest(
-                        identity=retiree.identity, residence_region=retiree.residence_region
+                        identity=retiree.identity,
+                        residence_region=retiree.residence_region,
+                        valid_until=to_timestamp(valid_until),
+                        monthly_amount_fen=320_000,
                     ),
                 )
             self.beneficiaries[retiree.label] = response.beneficiary.beneficiary_id
         # Walk-ins are found through the registry's locator index; wait until it knows them.
         for payer in (LANZHOU, FOSHAN):
             self.federation.await_outbox_drained(payer.node_id)
+
+    def _valid_until(self, payer: NodeSpec, retiree: Retiree) -> str | None:
+        """The end of validity as the paying office's record shows it."""
+        with self.federation.desk(payer.node_id) as desk:
+            beneficiary = desk.stub.GetBeneficiary(
+                desk_pb2.GetBeneficiaryRequest(beneficiary_id=self.beneficiaries[retiree.label]),
+            ).beneficiary
+        return _iso(beneficiary)
+
+    def _upload_capture(self, desk: DeskClient) -> bytes:
+        """A clerk uploads the evidence of a check; returns its SHA-256 as the node named it."""
+        self._captures += 1
+        uploaded = desk.stub.UploadEvidence(
+            desk_pb2.UploadEvidenceRequest(
+                media_type="image/png", content=screen_capture_png(self._captures)
+            ),
+        )
+        digest: bytes = uploaded.evidence.sha256
+        return digest
 
     def _request(self, payer: NodeSpec, retiree: Retiree) -> str:
         with self.federation.desk(payer.node_id) as desk:
@@ -186,7 +282,7 @@ class Demo:
                     method=method,
                     outcome=common_pb2.CERTIFICATION_OUTCOME_ALIVE,
                     observed_at=to_timestamp(datetime.now(UTC)),
-                    evidence_digests=[_evidence(f"counter photo {request_id}")],
+                    evidence_digests=[self._upload_capture(clerk)],
                 ),
             )
         return self._approve(certifier, recorded.certification.certification_id)
@@ -199,23 +295,37 @@ class Demo:
         attestation_id: str = approved.certification.attestation_id
         return attestation_id
 
-    def _await_applied(self, payer: NodeSpec, retiree: Retiree, attestation_id: str) -> str:
-        with self.federation.desk(payer.node_id) as desk:
+    def _await_applied(self, payer: NodeSpec, retiree: Retiree, before: str | None) -> str:
+        """Wait until the paying office's record shows a validity other than `before`."""
 
-            def received() -> str | None:
-                listing = desk.stub.ListAttestations(
-                    desk_pb2.ListAttestationsRequest(direction=desk_pb2.DIRECTION_INBOUND),
-                )
-                if not any(a.attestation_id == attestation_id for a in listing.attestations):
-                    return None
-                beneficiary = desk.stub.GetBeneficiary(
-                    desk_pb2.GetBeneficiaryRequest(
-                        beneficiary_id=self.beneficiaries[retiree.label]
-                    ),
-                ).beneficiary
-                return to_datetime(beneficiary.valid_until).date().isoformat()
+        def moved() -> str | None:
+            now = self._valid_until(payer, retiree)
+            return now if now != before else None
 
-            return wait_until(received, 30, f"{payer.node_id} to apply the attestation")
+        return wait_until(moved, 30, f"{payer.node_id} to apply the attestation")
+
+    def _flow(
+        self,
+        flow: str,
+        retiree: Retiree,
+        issuer: NodeSpec,
+        method: common_pb2.CertificationMethod.ValueType,
+    ) -> FlowResult:
+        payer = PAYERS[retiree.label]
+        return FlowResult(
+            flow,
+            retiree.label,
+            issuer.node_id,
+            payer.node_id,
+            method,
+            valid_until_before=self._valid_until(payer, retiree),
+        )
+
+    def _finish(self, result: FlowResult, retiree: Retiree, started: float) -> None:
+        payer = PAYERS[retiree.label]
+        result.valid_until_after = self._await_applied(payer, retiree, result.valid_until_before)
+        result.seconds = time.perf_counter() - started
+        self.results.append(result)
 
     def _assistance_request(
         self, payer: NodeSpec, certifier: NodeSpec, retiree: Retiree, flow: str
@@ -226,49 +336,34 @@ class Demo:
             if "partner_liaison" in certifier.roles
             else common_pb2.CERTIFICATION_METHOD_ON_SITE
         )
+        result = self._flow(flow, retiree, certifier, method)
         request_id = self._request(payer, retiree)
-        attestation_id = self._certify_request(certifier, request_id, method)
-        valid_until = self._await_applied(payer, retiree, attestation_id)
-        self.results.append(
-            FlowResult(
-                flow,
-                retiree.label,
-                f"{payer.node_id} -> {certifier.node_id}",
-                common_pb2.CertificationMethod.Name(method).removeprefix("CERTIFICATION_METHOD_"),
-                attestation_id,
-                valid_until,
-                seconds=time.perf_counter() - started,
-            )
-        )
+        result.attestation_id = self._certify_request(certifier, request_id, method)
+        self._finish(result, retiree, started)
 
     def _walk_in(self) -> None:
         started = time.perf_counter()
+        result = self._flow(
+            "2 walk-in", FOSHAN_WALK_IN, QINGDAO, common_pb2.CERTIFICATION_METHOD_ON_SITE
+        )
         with self.federation.desk(QINGDAO.node_id) as clerk:
             recorded = clerk.stub.RecordCertification(
                 desk_pb2.RecordCertificationRequest(
                     walk_in=FOSHAN_WALK_IN.identity,
-                    method=common_pb2.CERTIFICATION_METHOD_ON_SITE,
+                    method=result.method,
                     outcome=common_pb2.CERTIFICATION_OUTCOME_ALIVE,
                     observed_at=to_timestamp(datetime.now(UTC)),
-                    evidence_digests=[_evidence("walk-in counter photo")],
+                    evidence_digests=[self._upload_capture(clerk)],
                 ),
             )
-        attestation_id = self._approve(QINGDAO, recorded.certification.certification_id)
-        valid_until = self._await_applied(FOSHAN, FOSHAN_WALK_IN, attestation_id)
-        self.results.append(
-            FlowResult(
-                "2 walk-in",
-                FOSHAN_WALK_IN.label,
-                f"{QINGDAO.node_id} -> {FOSHAN.node_id}",
-                "ON_SITE",
-                attestation_id,
-                valid_until,
-                seconds=time.perf_counter() - started,
-            )
-        )
+        result.attestation_id = self._approve(QINGDAO, recorded.certification.certification_id)
+        self._finish(result, FOSHAN_WALK_IN, started)
 
     def _peer_down(self) -> None:
         started = time.perf_counter()
+        result = self._flow(
+            "4 peer was down", LANZHOU_SECOND, QINGDAO, common_pb2.CERTIFICATION_METHOD_VIDEO_CALL
+        )
         self.console.print("  stopping qingdao; Lanzhou sends a request to it while it is down")
         self.federation.stop_node(QINGDAO.node_id)
         request_id = self._request(LANZHOU, LANZHOU_SECOND)
@@ -283,21 +378,49 @@ class Demo:
             )
         self.console.print("  delivery failed and is queued for retry; starting qingdao again")
         self.federation.start_node(QINGDAO.node_id)
-        attestation_id = self._certify_request(
-            QINGDAO, request_id, common_pb2.CERTIFICATION_METHOD_VIDEO_CALL
+        result.attestation_id = self._certify_request(QINGDAO, request_id, result.method)
+        self._finish(result, LANZHOU_SECOND, started)
+
+    def _own_counter(self) -> None:
+        """Lanzhou, a paying office only, certifies its own retiree by video call: a clerk
+        records it with the screen capture, a second operator reads the capture and approves,
+        and Lanzhou's own record is extended in the approving transaction."""
+        started = time.perf_counter()
+        result = self._flow(
+            "5 own office", LANZHOU_AT_HOME, LANZHOU, common_pb2.CERTIFICATION_METHOD_VIDEO_CALL
         )
-        valid_until = self._await_applied(LANZHOU, LANZHOU_SECOND, attestation_id)
-        self.results.append(
-            FlowResult(
-                "4 peer was down",
-                LANZHOU_SECOND.label,
-                f"{LANZHOU.node_id} -> {QINGDAO.node_id}",
-                "VIDEO_CALL",
-                attestation_id,
-                valid_until,
-                seconds=time.perf_counter() - started,
+        with self.federation.desk(LANZHOU.node_id) as clerk:
+            capture = self._upload_capture(clerk)
+            recorded = clerk.stub.RecordCertification(
+                desk_pb2.RecordCertificationRequest(
+                    beneficiary_id=self.beneficiaries[LANZHOU_AT_HOME.label],
+                    method=result.method,
+                    outcome=common_pb2.CERTIFICATION_OUTCOME_ALIVE,
+                    observed_at=to_timestamp(datetime.now(UTC)),
+                    evidence_digests=[capture],
+                    note="video call; screen captured",
+                ),
+            ).certification
+        with self.federation.desk(LANZHOU.node_id, "reviewer") as reviewer:
+            pending = reviewer.stub.ListCertifications(
+                desk_pb2.ListCertificationsRequest(
+                    status=desk_pb2.CERTIFICATION_STATUS_AWAITING_REVIEW
+                ),
+            ).certifications
+            [awaiting] = [c for c in pending if c.certification_id == recorded.certification_id]
+            for digest in awaiting.evidence_digests:
+                evidence = reviewer.stub.GetEvidence(desk_pb2.GetEvidenceRequest(sha256=digest))
+                if hashlib.sha256(evidence.content).digest() != digest:
+                    raise RuntimeError("the evidence read back is not the file uploaded")
+                self.console.print(
+                    f"  lanzhou reviewer read the {evidence.evidence.media_type} screen capture "
+                    f"({evidence.evidence.size_bytes} bytes) before approving"
+                )
+            approved = reviewer.stub.ApproveCertification(
+                desk_pb2.ApproveCertificationRequest(certification_id=awaiting.certification_id),
             )
-        )
+        result.attestation_id = approved.certification.attestation_id
+        self._finish(result, LANZHOU_AT_HOME, started)
 
     def _export_and_verify(self) -> bool:
         out = self.workdir / "attestations"
@@ -317,13 +440,8 @@ class Demo:
                 (keys_dir / f"{node.node_id}.{key.key_id[:16]}.ed25519.hex").write_text(
                     key.public_key.hex() + "\n"
                 )
-        issuers = {
-            r.attestation_id: r.route.split(" -> ")[1] if "walk" not in r.flow else QINGDAO.node_id
-            for r in self.results
-        }
         for result in self.results:
-            issuer = issuers[result.attestation_id]
-            with self.federation.desk(issuer) as desk:
+            with self.federation.desk(result.issuing_node) as desk:
                 exported = desk.stub.ExportAttestation(
                     desk_pb2.ExportAttestationRequest(attestation_id=result.attestation_id),
                 )
@@ -335,28 +453,45 @@ class Demo:
                 now=now,
                 max_clock_skew=timedelta(minutes=5),
             )
-            result.verified = attestation.attestation_id == result.attestation_id
+            result.verified = (
+                attestation.attestation_id == result.attestation_id
+                and attestation.issuing_node_id == result.issuing_node
+                and attestation.paying_node_id == result.paying_node
+            )
         self._print()
-        return all(result.verified for result in self.results) and len(self.results) == 4
+        return all(result.verified for result in self.results) and len(self.results) == FLOWS
+
+    def _write_outcomes(self) -> None:
+        path = self.workdir / "outcomes.json"
+        path.write_text(
+            json.dumps([result.outcome() for result in self.results], indent=2) + "\n",
+            encoding="utf-8",
+        )
 
     def _print(self) -> None:
         table = Table(title="certfed demo: certifications across regions")
-        for column in ("flow", "retiree", "route", "method", "attestation", "valid until", "s"):
+        for column in ("flow", "retiree", "issued by", "paid by", "method", "attestation"):
+            table.add_column(column)
+        for column in ("valid until before", "after", "s"):
             table.add_column(column)
         table.add_column("verified", justify="center")
         for r in self.results:
             table.add_row(
                 r.flow,
                 r.retiree,
-                r.route,
-                r.method,
+                r.issuing_node,
+                r.paying_node,
+                r.method_name,
                 r.attestation_id,
-                r.valid_until,
+                (r.valid_until_before or "-")[:10],
+                (r.valid_until_after or "-")[:10],
                 f"{r.seconds:.1f}",
                 "[green]yes[/green]" if r.verified else "[red]NO[/red]",
             )
         self.console.print(table)
-        self.console.print(f"Directory, public keys, attestations and logs are in {self.workdir}")
+        self.console.print(
+            f"Directory, public keys, attestations, outcomes.json and logs are in {self.workdir}"
+        )
 
 
 def run_demo(workdir: Path | None) -> int:

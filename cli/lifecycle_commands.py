@@ -1,27 +1,30 @@
-"""`certfed desk due|warning|suspended|report|overpayments|duplicates [--csv FILE]` and
+"""`certfed desk due|warning|suspended|overpayments|duplicates|payments|report` and
 `certfed node cycle [--day YYYY-MM-DD]`: the paying office's year from a terminal.
 
-Every view is a table on the terminal and, with `--csv FILE`, the same rows as CSV (UTF-8 with a
-header row) for the office's spreadsheets. They go through the DeskService with the operator
-token in CERTFED_OPERATOR_TOKEN; `node cycle` needs an administrator's token.
+Every list prints one page with how many more there are, `--all` prints every page and
+`--csv FILE` writes all of them as CSV (UTF-8 with a header row) for the office's spreadsheets
+(cli/listing.py). The node filters (state, overpayment, possible duplicate), never the terminal.
+The report is one summary (a row per certification method and the office's figures), printed
+or written with `--csv`. They go through the DeskService with the operator token in
+CERTFED_OPERATOR_TOKEN; `node cycle` and `payments` need an administrator's token.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, date, datetime
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
 from certfed.v1 import common_pb2, desk_pb2
+from cli.arguments import month, utc_day
 from cli.desk import add_connection_arguments, desk_client
+from cli.listing import Page, add_listing_arguments, first_page_total, message_rows, show_listing
 from cli.output import console
 from federation.desk_client import DeskClient
-from federation.errors import InvalidInputError
 from federation.timestamps import to_datetime, to_timestamp
 
 ENTITLEMENT_COLUMNS = (
@@ -36,11 +39,10 @@ ENTITLEMENT_COLUMNS = (
     "overpayment_fen",
     "possible_duplicate",
 )
-STATE_VIEWS = {
-    "due": desk_pb2.ENTITLEMENT_STATE_DUE,
-    "warning": desk_pb2.ENTITLEMENT_STATE_WARNING,
-    "suspended": desk_pb2.ENTITLEMENT_STATE_SUSPENDED,
-}
+INSTRUCTION_COLUMNS = [
+    "instruction_id", "beneficiary_id", "masked_identity_number", "action", "effective_month",
+    "back_pay_months", "back_pay_fen", "overpayment_fen",
+]  # fmt: skip
 
 
 def _when(message: Any, field: str) -> str:
@@ -66,19 +68,79 @@ def entitlement_row(entitlement: desk_pb2.Entitlement) -> list[str]:
     ]
 
 
-def entitlements(
-    desk: DeskClient, state: desk_pb2.EntitlementState.ValueType
-) -> Iterator[desk_pb2.Entitlement]:
-    """Every entitlement in `state` (all of them for UNSPECIFIED), page by page."""
-    token = ""
-    while True:
-        response = desk.stub.ListEntitlements(
-            desk_pb2.ListEntitlementsRequest(state=state, page_token=token, page_size=500),
+# The entitlement views: which entitlements each lists, as the node's filter.
+ENTITLEMENT_VIEWS: dict[str, tuple[desk_pb2.ListEntitlementsRequest, str]] = {
+    "due": (
+        desk_pb2.ListEntitlementsRequest(state=desk_pb2.ENTITLEMENT_STATE_DUE),
+        "beneficiaries due",
+    ),
+    "warning": (
+        desk_pb2.ListEntitlementsRequest(state=desk_pb2.ENTITLEMENT_STATE_WARNING),
+        "beneficiaries in warning",
+    ),
+    "suspended": (
+        desk_pb2.ListEntitlementsRequest(state=desk_pb2.ENTITLEMENT_STATE_SUSPENDED),
+        "beneficiaries suspended",
+    ),
+    "overpayments": (
+        desk_pb2.ListEntitlementsRequest(
+            state=desk_pb2.ENTITLEMENT_STATE_TERMINATED, with_overpayment=True
+        ),
+        "ended entitlements with payments to recover",
+    ),
+    "duplicates": (
+        desk_pb2.ListEntitlementsRequest(possible_duplicate=True),
+        "beneficiaries another paying office also pays",
+    ),
+}
+
+
+def _entitlements(
+    desk: DeskClient, which: desk_pb2.ListEntitlementsRequest
+) -> Callable[[int, str], Page]:
+    def fetch(size: int, token: str) -> Page:
+        request = desk_pb2.ListEntitlementsRequest()
+        request.CopyFrom(which)
+        request.page_size = size
+        request.page_token = token
+        response = desk.stub.ListEntitlements(request)
+        return Page(
+            [entitlement_row(e) for e in response.entitlements],
+            response.next_page_token,
+            first_page_total(token, response.total_size),
         )
-        yield from response.entitlements
-        token = response.next_page_token
-        if not token:
-            return
+
+    return fetch
+
+
+def _entitlement_view(name: str) -> Callable[[argparse.Namespace], int]:
+    which, title = ENTITLEMENT_VIEWS[name]
+
+    def command(args: argparse.Namespace) -> int:
+        with desk_client(args) as desk:
+            return show_listing(args, title, ENTITLEMENT_COLUMNS, _entitlements(desk, which))
+
+    return command
+
+
+def payments_command(args: argparse.Namespace) -> int:
+    with desk_client(args) as desk:
+
+        def fetch(size: int, token: str) -> Page:
+            response = desk.stub.ListPaymentInstructions(
+                desk_pb2.ListPaymentInstructionsRequest(
+                    month=args.month, page_size=size, page_token=token
+                )
+            )
+            return Page(
+                message_rows(response.instructions, INSTRUCTION_COLUMNS),
+                response.next_page_token,
+                first_page_total(token, response.total_size),
+            )
+
+        return show_listing(
+            args, f"payment instructions for {args.month}", INSTRUCTION_COLUMNS, fetch
+        )
 
 
 def show(columns: Sequence[str], rows: list[list[str]], csv_path: str | None, title: str) -> None:
@@ -97,34 +159,12 @@ def show(columns: Sequence[str], rows: list[list[str]], csv_path: str | None, ti
     console.print(table)
 
 
-def _entitlement_view(
-    state: desk_pb2.EntitlementState.ValueType,
-    keep: Callable[[desk_pb2.Entitlement], bool],
-    title: str,
-) -> Callable[[argparse.Namespace], int]:
-    def command(args: argparse.Namespace) -> int:
-        with desk_client(args) as desk:
-            rows = [entitlement_row(e) for e in entitlements(desk, state) if keep(e)]
-        show(ENTITLEMENT_COLUMNS, rows, args.csv, title)
-        return 0
-
-    return command
-
-
-def _day(text: str, field: str) -> datetime:
-    try:
-        day = date.fromisoformat(text)
-    except ValueError:
-        raise InvalidInputError(field, f"{text!r} is not a date in the form YYYY-MM-DD") from None
-    return datetime(day.year, day.month, day.day, tzinfo=UTC)
-
-
 def report_command(args: argparse.Namespace) -> int:
     request = desk_pb2.GetReportRequest()
-    if args.start:
-        getattr(request, "from").CopyFrom(to_timestamp(_day(args.start, "--from")))
-    if args.end:
-        request.to.CopyFrom(to_timestamp(_day(args.end, "--to")))
+    if args.start is not None:
+        getattr(request, "from").CopyFrom(to_timestamp(args.start))
+    if args.end is not None:
+        request.to.CopyFrom(to_timestamp(args.end))
     with desk_client(args) as desk:
         report = desk.stub.GetReport(request)
     total = sum(share.count for share in report.by_method) or 1
@@ -151,8 +191,8 @@ def report_command(args: argparse.Namespace) -> int:
 
 def cycle_command(args: argparse.Namespace) -> int:
     request = desk_pb2.RunCycleRequest()
-    if args.day:
-        request.day.CopyFrom(to_timestamp(_day(args.day, "--day")))
+    if args.day is not None:
+        request.day.CopyFrom(to_timestamp(args.day))
     with desk_client(args) as desk:
         outcome = desk.stub.RunCycle(request)
     if not outcome.ran:
@@ -168,37 +208,30 @@ def cycle_command(args: argparse.Namespace) -> int:
 
 def add_lifecycle_desk_commands(desk_actions: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """The desk views: mounted under `certfed desk`."""
-    views: dict[str, tuple[Callable[[argparse.Namespace], int], str]] = {
-        name: (_entitlement_view(state, lambda _e: True, name), f"beneficiaries {name}")
-        for name, state in STATE_VIEWS.items()
-    }
-    views["overpayments"] = (
-        _entitlement_view(
-            desk_pb2.ENTITLEMENT_STATE_TERMINATED, lambda e: e.overpayment_fen > 0, "overpayments"
-        ),
-        "ended entitlements with payments to recover",
-    )
-    views["duplicates"] = (
-        _entitlement_view(
-            desk_pb2.ENTITLEMENT_STATE_UNSPECIFIED,
-            lambda e: e.beneficiary.possible_duplicate,
-            "possible duplicates",
-        ),
-        "beneficiaries another paying office also pays",
-    )
-    views["report"] = (report_command, "certification rate by method, overpayments, duplicates")
-    for name, (handler, help_text) in views.items():
+    for name, (_which, help_text) in ENTITLEMENT_VIEWS.items():
         sub = desk_actions.add_parser(name, help=help_text)
-        sub.add_argument("--csv", help="write the rows to this CSV file instead of a table")
-        if name == "report":
-            sub.add_argument("--from", dest="start", help="first day (YYYY-MM-DD)")
-            sub.add_argument("--to", dest="end", help="day after the last (YYYY-MM-DD)")
-        sub.set_defaults(handler=handler)
+        add_listing_arguments(sub)
+        sub.set_defaults(handler=_entitlement_view(name))
+    payments = desk_actions.add_parser(
+        "payments", help="a month's payment instructions (administrator)"
+    )
+    payments.add_argument("--month", required=True, type=month, help="YYYY-MM")
+    add_listing_arguments(payments)
+    payments.set_defaults(handler=payments_command)
+    report = desk_actions.add_parser(
+        "report", help="certification rate by method, overpayments, duplicates"
+    )
+    report.add_argument("--csv", help="write the rows to this CSV file instead of a table")
+    report.add_argument("--from", dest="start", type=utc_day, help="first day (YYYY-MM-DD)")
+    report.add_argument("--to", dest="end", type=utc_day, help="day after the last (YYYY-MM-DD)")
+    report.set_defaults(handler=report_command)
 
 
 def add_lifecycle_node_commands(node_actions: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """`certfed node cycle`: mounted under `certfed node`."""
     cycle = node_actions.add_parser("cycle", help="run the daily cycle now (administrator)")
     add_connection_arguments(cycle)
-    cycle.add_argument("--day", help="the day to run for (YYYY-MM-DD); today if not given")
+    cycle.add_argument(
+        "--day", type=utc_day, help="the day to run for (YYYY-MM-DD); today if not given"
+    )
     cycle.set_defaults(handler=cycle_command)

@@ -5,9 +5,13 @@
     certfed audit verify|export --config node.toml
     certfed desk <action> ...       a clerk's or reviewer's work from a terminal
     certfed verify FILE --directory directory.json --root-key root.pub
+    certfed feed|roll|forms|bank|notify ...   the adapters (see docs/adapters.md)
     certfed demo [--workdir DIR]
+    certfed health --address HOST:PORT   is a registry or node serving? (exit 0 if so)
 
-Errors print one line a person can act on and exit non-zero; never a traceback.
+Errors print one line a person can act on and exit non-zero; never a traceback. A bad argument
+(an unknown choice, a date that is not one, an unknown flag) is one line on stderr naming the
+argument and what it accepts, exit status 2 (cli/arguments.py).
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ import grpc
 
 from certfed.v1 import common_pb2
 from cli.adapter_commands import add_adapter_commands
+from cli.arguments import EXIT_BAD_ARGUMENT, CommandParser
 from cli.audit_commands import add_audit_commands
 from cli.bench.commands import add_bench_commands
 from cli.bundle_commands import verify_bundle_file
 from cli.demo import run_demo
 from cli.desk_commands import add_desk_commands
+from cli.health_command import add_health_command
 from cli.node_commands import add_node_commands
 from cli.output import console
 from cli.registry_commands import add_registry_commands
@@ -79,7 +85,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="certfed", description=__doc__.split("\n")[0])
+    parser = CommandParser(prog="certfed", description=__doc__.split("\n")[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_registry_commands(subparsers)
     add_sync_commands(subparsers)
@@ -100,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", help="keep everything in this (new or empty) directory")
     demo.set_defaults(handler=_demo)
     add_adapter_commands(subparsers)
+    add_health_command(subparsers)
     return parser
 
 
@@ -116,6 +123,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(f"[red]error:[/red] {describe_rpc_error(error)}")
     except (OSError, TimeoutError) as error:
         console.print(f"[red]error:[/red] {error}")
+    except ValueError as error:
+        # A value the command line let through but the command could not use.
+        message = " ".join(str(error).split()) or type(error).__name__
+        sys.stderr.write(f"certfed {getattr(args, 'command', '')}: error: {message}\n")
+        return EXIT_BAD_ARGUMENT
     return 1
 
 

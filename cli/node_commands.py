@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from certfed.v1 import common_pb2
+from cli.backup_commands import add_backup_commands
 from cli.lifecycle_commands import add_lifecycle_node_commands
 from cli.operator_commands import add_operator_command, add_operator_commands
 from cli.output import console
@@ -92,3 +93,4 @@ def add_node_commands(subparsers: Any) -> None:
     add_operator_commands(node_actions)
     add_trust_node_commands(node_actions)
     add_lifecycle_node_commands(node_actions)
+    add_backup_commands(node_actions)

@@ -22,7 +22,8 @@ from pathlib import Path
 
 from certfed.v1 import desk_pb2
 from cli.desk import desk_client
-from cli.output import print_messages, print_one
+from cli.listing import Page, add_listing_arguments, message_rows, show_listing
+from cli.output import print_one
 from federation.errors import PreconditionError
 from federation.registry_client import RegistryClient
 from federation.timestamps import to_datetime
@@ -109,24 +110,24 @@ def directory_status_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+REVIEW_COLUMNS = [
+    "attestation_id", "issuing_node_id", "finding", "issued_at", "key_revoked_at",
+    "revocation_reason", "beneficiary_id",
+]  # fmt: skip
+
+
 def review_list_command(args: argparse.Namespace) -> int:
-    reviews: list[desk_pb2.RevocationReview] = []
-    token = ""
     with desk_client(args) as desk:
-        while True:
+
+        def fetch(size: int, token: str) -> Page:
             response = desk.stub.ListRevocationReviews(
-                desk_pb2.ListRevocationReviewsRequest(page_token=token)
+                desk_pb2.ListRevocationReviewsRequest(page_size=size, page_token=token)
             )
-            reviews.extend(response.reviews)
-            token = response.next_page_token
-            if not token:
-                break
-    print_messages(
-        reviews,
-        ["attestation_id", "issuing_node_id", "finding", "issued_at", "key_revoked_at",
-         "revocation_reason", "beneficiary_id"],
-    )  # fmt: skip
-    return EXIT_OK
+            return Page(message_rows(response.reviews, REVIEW_COLUMNS), response.next_page_token)
+
+        return show_listing(
+            args, "attestations signed by keys revoked since", REVIEW_COLUMNS, fetch
+        )
 
 
 def add_trust_desk_commands(desk_actions: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -140,4 +141,7 @@ def add_trust_desk_commands(desk_actions: argparse._SubParsersAction) -> None:  
         ),
     )
     for name, handler, help_text in commands:
-        desk_actions.add_parser(name, help=help_text).set_defaults(handler=handler)
+        parser = desk_actions.add_parser(name, help=help_text)
+        if name == "review-list":
+            add_listing_arguments(parser)
+        parser.set_defaults(handler=handler)

@@ -96,6 +96,10 @@ class UnknownAttestationError(NotFoundError):
     pass
 
 
+class UnknownEvidenceError(NotFoundError):
+    """No file with this SHA-256 is kept as evidence at this node."""
+
+
 class NotOurBeneficiaryError(NotFoundError):
     """An attestation or request names a person this office does not pay."""
 

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import NoReturn, Self, TypeVar
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from certfed.v1 import common_pb2, log_pb2, registry_pb2, registry_pb2_grpc
 from federation.envelopes import envelope_from_proto, envelope_to_proto
@@ -82,6 +83,19 @@ class _Client:
 
     def close(self) -> None:
         self._connection.close()
+
+    def serving(self) -> bool:
+        """Whether the registry answers a health check as SERVING now, on this client's own
+        channel (so the next call finds the connection up); at most a second's wait."""
+        connection = self._connection
+        try:
+            answer = health_pb2_grpc.HealthStub(connection.channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=min(1.0, connection.timeout)
+            )
+        except grpc.RpcError:
+            return False
+        up: bool = answer.status == health_pb2.HealthCheckResponse.SERVING
+        return up
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@
 health checking and reflection, binds every port (port 0 picks a free one) and returns the server
 with the ports it bound. The interceptor decides who the caller is and whether its role allows the
 method (once, before the servicer runs), exposes the caller to the servicer through `caller()`,
-maps certfed's errors to status codes, and logs one line per call without request contents.
+maps certfed's errors to status codes, logs one line per call without request contents, and
+counts each finished call with its status code and duration in the process's `RpcMetrics`
+(health checking and reflection are neither logged nor counted).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from sqlalchemy.exc import DBAPIError
 
 from federation.errors import CertfedError, InvalidInputError, RateLimitedError
 from federation.limits import Limits
+from federation.metrics import RpcMetrics
 from federation.principal import ANONYMOUS, Principal, bind_caller
 from federation.rate_limit import RateLimiter, peer_address
 from signing.errors import InvalidIdentityNumberError, SigningError
@@ -130,9 +133,15 @@ def _status_for(error: Exception) -> tuple[grpc.StatusCode, str]:
 
 
 class _Interceptor(grpc.ServerInterceptor):
-    def __init__(self, authorize: Authorizer, rate_limit: RateLimitHook | None) -> None:
+    def __init__(
+        self,
+        authorize: Authorizer,
+        rate_limit: RateLimitHook | None,
+        metrics: RpcMetrics | None,
+    ) -> None:
         self._authorize = authorize
         self._rate_limit = rate_limit
+        self._metrics = metrics
 
     def intercept_service(
         self,
@@ -172,6 +181,10 @@ class _Interceptor(grpc.ServerInterceptor):
             )
         return principal, request_id
 
+    def _observe(self, method: str, code: grpc.StatusCode, started: float) -> None:
+        if self._metrics is not None:
+            self._metrics.observe(method, code, time.perf_counter() - started)
+
     def _fail(
         self,
         method: str,
@@ -183,6 +196,7 @@ class _Interceptor(grpc.ServerInterceptor):
     ) -> None:
         code, message = _status_for(error)
         elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+        self._observe(method, code, started)
         if isinstance(error, RateLimitedError):
             retry_ms = str(max(1, round(error.retry_after_s * 1000)))
             context.set_trailing_metadata((("retry-after-ms", retry_ms),))
@@ -222,6 +236,7 @@ class _Interceptor(grpc.ServerInterceptor):
             except Exception as error:
                 self._fail(method, context, error, principal, request_id, started)
                 raise  # context.abort() has raised already; this keeps type checkers informed
+            self._observe(method, grpc.StatusCode.OK, started)
             log.info(
                 "rpc.ok",
                 method=method,
@@ -242,9 +257,14 @@ class _Interceptor(grpc.ServerInterceptor):
             try:
                 principal, request_id = self._enter(method, request, context)
                 yield from inner(request, context)
+            except GeneratorExit:
+                # The caller went away (or its deadline passed) before the stream ended.
+                self._observe(method, grpc.StatusCode.CANCELLED, started)
+                raise
             except Exception as error:
                 self._fail(method, context, error, principal, request_id, started)
                 raise
+            self._observe(method, grpc.StatusCode.OK, started)
 
         return wrapped
 
@@ -255,14 +275,18 @@ def build_server(
     authorize: Authorizer,
     limits: Limits,
     rate_limit: RateLimitHook | None = None,
+    metrics: RpcMetrics | None = None,
 ) -> RunningServer:
     """Build, bind and start a server; returns it with the port number bound for each Port.
 
-    Without a `rate_limit` hook, each caller is held to the rates in `limits`.
+    Without a `rate_limit` hook, each caller is held to the rates in `limits`. With `metrics`,
+    every finished call is counted there.
     """
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=limits.server_threads),
-        interceptors=[_Interceptor(authorize, rate_limit or RateLimiter.from_limits(limits))],
+        interceptors=[
+            _Interceptor(authorize, rate_limit or RateLimiter.from_limits(limits), metrics)
+        ],
         options=[
             ("grpc.max_receive_message_length", limits.max_message_bytes),
             ("grpc.max_send_message_length", limits.max_message_bytes),

@@ -155,6 +155,10 @@ def anonymous_channel_credentials(ca_certificate_pem: bytes) -> grpc.ChannelCred
     return grpc.ssl_channel_credentials(root_certificates=ca_certificate_pem)
 
 
+# A channel's reconnect backoff, first and longest, in milliseconds.
+RECONNECT_BACKOFF_MS = (200, 1_000)
+
+
 def secure_channel(
     endpoint: str,
     peer_tls_name: str,
@@ -173,5 +177,11 @@ def secure_channel(
             ("grpc.max_send_message_length", max_message_bytes),
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.enable_retries", 0),
+            # A peer or registry that restarted is dialled again within a second, not after
+            # gRPC's default backoff of up to two minutes; a failed dial costs one connection
+            # attempt a second at most.
+            ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
+            ("grpc.min_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[0]),
+            ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[1]),
         ],
     )

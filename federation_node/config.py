@@ -18,6 +18,7 @@ from tenacity import RetryCallState, Retrying, wait_exponential_jitter
 
 from federation.errors import InvalidInputError
 from federation.limits import Limits
+from federation.metrics import parse_host_port
 from federation.regions import validate_region_code
 from federation.roles import ROLE_VALUES
 from federation_node.rules.minimisation import MinimisationConfig
@@ -46,6 +47,11 @@ class DispatchConfig:
     max_age_s: float = 7 * 24 * 3600.0
     # Random extra delay (uniform in [0, jitter_s]) so replicas and peers do not retry in step.
     jitter_s: float = 1.0
+    # A destination that refused a connection is probed (a gRPC health check) after
+    # probe_initial_s, then at doubling intervals up to probe_max_s; once it answers again,
+    # what waits for it goes at once instead of at the end of its backoff.
+    probe_initial_s: float = 0.1
+    probe_max_s: float = 0.5
 
     def backoff_s(self, attempts: int) -> float:
         """Seconds to wait after the `attempts`-th failed attempt; never above max_backoff_s."""
@@ -93,6 +99,13 @@ class NodeConfig:
     # Hour (UTC) at which the server runs the daily cycle; -1: only `certfed node cycle` runs it.
     cycle_hour_utc: int = 2
     log_level: str = "info"
+    # This process's name among the node's replicas, which owns the outbox leases it takes;
+    # empty: an id kept in <data_dir>/replica.id, made at first start (docs/operations.md).
+    replica_id: str = ""
+    # Prometheus /metrics over plain HTTP at host:port; empty: off (docs/operations.md).
+    metrics_address: str = ""
+    # grpc.health.v1 alone, without TLS, for Kubernetes gRPC probes; empty: off.
+    health_listen: str = ""
     limits: Limits = field(default_factory=Limits)
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
     # Identity fields an assistance request carries, by the receiving node's role.
@@ -237,6 +250,9 @@ def validate_node_config(config: NodeConfig) -> None:
     for node_id in config.follow:
         if node_id == config.node_id:
             raise InvalidInputError("follow", "a node does not follow its own log")
+    for name in ("metrics_address", "health_listen"):
+        if getattr(config, name):
+            parse_host_port(getattr(config, name), name)
 
 
 def render_node_config(values: dict[str, Any]) -> str:

@@ -6,6 +6,12 @@ peers, DeskService over TLS with operator tokens for the region's own staff) tog
 outbox dispatcher, the directory refresher and the audit sequencer (which chains the audit
 records transactions queue). Port 0 binds a free port; the bound ports are in `NodeRuntime.ports`
 and, for `serve`, in `<data_dir>/node.ready.json`.
+
+Every call is counted in the node's own metrics registry (`NodeRuntime.metrics`), with the
+outbox, directory, log and attestation gauges of `federation_node.metrics`; with
+`metrics_address` set they are served over HTTP, and with `health_listen` set the health
+statuses are also served without TLS for probes. Both are in the ready file ("metrics": URL,
+"health": port).
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ import structlog
 
 from certfed.v1 import desk_pb2_grpc, federation_pb2_grpc
 from federation.errors import CertfedError
+from federation.health_port import HealthPort, start_health_port
 from federation.logs import configure_logging
+from federation.metrics import MetricsEndpoint, ProcessMetrics, start_metrics_endpoint
 from federation.registry_client import RegistryClient
 from federation.rpc import Port, RunningServer, Service, build_server
 from federation_node.audit_sequencer import AuditSequencer
@@ -29,7 +37,7 @@ from federation_node.cycle_scheduler import CycleScheduler
 from federation_node.keystore import KeyPaths, load_keys
 from federation_node.links.directory_client import DirectoryClient, DirectoryRefresher
 from federation_node.links.directory_health import publish_directory_health
-from federation_node.links.dispatcher import Dispatcher, suspension_hold
+from federation_node.links.dispatcher import Dispatcher, replica_id, suspension_hold
 from federation_node.links.key_rollover import (
     KeyRollover,
     ReloadableTls,
@@ -37,6 +45,7 @@ from federation_node.links.key_rollover import (
     finish_interrupted_promotion,
 )
 from federation_node.links.peers import PeerChannels
+from federation_node.metrics import NodeCollector
 from federation_node.offices.node import Node, compose_node
 from federation_node.offices.revocation_review import review_revocations
 from federation_node.rules.policy import load_policy
@@ -45,8 +54,13 @@ from federation_node.service.desk_service import DeskServicer
 from federation_node.service.federation_service import FederationServicer
 from federation_node.store.db import create_engine_for, migrate
 from federation_node.tlog.checkpoints import load_witness_verifier
+from federation_node.tlog.recovery import LogRecovery
 from federation_node.tlog.sync import LogFollower, LogSync
-from federation_node.tlog.transparency import CheckpointPublisher, TransparencyLog
+from federation_node.tlog.transparency import (
+    CheckpointPublisher,
+    TransparencyLog,
+    publish_log_health,
+)
 
 log = structlog.get_logger("certfed.node")
 
@@ -68,6 +82,9 @@ class NodeRuntime:
     followers: list[LogFollower]
     scheduler: CycleScheduler
     sequencer: AuditSequencer
+    metrics: ProcessMetrics | None = None
+    metrics_endpoint: MetricsEndpoint | None = None
+    health_port: HealthPort | None = None
 
     @property
     def ports(self) -> dict[str, int]:
@@ -84,6 +101,10 @@ class NodeRuntime:
         self.server.stop(grace=2.0)
         # After the server: the last flush chains what the last calls wrote.
         self.sequencer.stop()
+        if self.health_port is not None:
+            self.health_port.stop()
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.stop()
         self.peers.close()
         self.registry.close()
         self.node.context.engine.dispose()
@@ -112,7 +133,7 @@ def start_node(config: NodeConfig) -> NodeRuntime:
         directory.refresh()
     except CertfedError as error:
         log.warning("directory.initial_refresh_refused", error=str(error))
-    peers = PeerChannels(directory, keys.tls, config.limits)
+    peers = PeerChannels(directory, keys.tls, config.limits, registry_serving=registry.serving)
     node = compose_node(config, keys, engine, directory, policy, registry.locate)
     context = node.context
     dispatcher = Dispatcher(
@@ -123,6 +144,8 @@ def start_node(config: NodeConfig) -> NodeRuntime:
         config.dispatch,
         config.limits.call_timeout_s,
         hold=suspension_hold(directory, config.node_id),
+        replica=replica_id(config),
+        reachable=peers.reachable,
     )
     context.on_enqueued = dispatcher.wake
     serving = ReloadableTls(keys.tls)
@@ -152,7 +175,20 @@ def start_node(config: NodeConfig) -> NodeRuntime:
         config.limits,
     )
     context.on_log_appended = transparency.notify_appended
-    publisher = CheckpointPublisher(transparency, config.checkpoint_interval_s)
+    recovery = LogRecovery(
+        engine,
+        config.node_id,
+        directory.current,
+        transparency.witness_verifier,
+        config.limits,
+        stub_for=peers.federation,
+    )
+    publisher = CheckpointPublisher(
+        transparency,
+        config.checkpoint_interval_s,
+        recover=recovery.from_peers,
+        on_continuity=lambda continuity: publish_log_health(server.health, continuity),
+    )
     syncer = LogSync(
         engine, directory.current, transparency.witness_verifier, peers.federation, config.limits
     )
@@ -175,8 +211,25 @@ def start_node(config: NodeConfig) -> NodeRuntime:
         Port("federation", config.listen, serving.server_credentials(require_client_auth=True)),
         Port("desk", config.desk_listen, serving.server_credentials(require_client_auth=False)),
     ]
-    server = build_server(services, ports, NodeAuthorizer(directory, engine), config.limits)
+    metrics = ProcessMetrics({"tls": paths.tls_certificate, "ca": config.ca_certificate})
+    metrics.registry.register(NodeCollector(config.node_id, engine, directory, context.now))
+    server = build_server(
+        services, ports, NodeAuthorizer(directory, engine), config.limits, metrics=metrics.rpc
+    )
+    metrics_endpoint: MetricsEndpoint | None = None
+    try:
+        if config.metrics_address:
+            metrics_endpoint = start_metrics_endpoint(config.metrics_address, metrics.registry)
+        health_port = (
+            start_health_port(config.health_listen, server.health) if config.health_listen else None
+        )
+    except BaseException:
+        if metrics_endpoint is not None:
+            metrics_endpoint.stop()
+        server.stop(grace=0)
+        raise
     publish_directory_health(server.health, directory)
+    publish_log_health(server.health, transparency.continuity())
     sequencer.start()
     dispatcher.start()
     refresher.start()
@@ -189,6 +242,8 @@ def start_node(config: NodeConfig) -> NodeRuntime:
         "node.started",
         node_id=config.node_id,
         ports=server.ports,
+        metrics=metrics_endpoint.url if metrics_endpoint else None,
+        health_port=health_port.port if health_port else None,
         directory_version=directory.version,
     )
     return NodeRuntime(
@@ -204,6 +259,9 @@ def start_node(config: NodeConfig) -> NodeRuntime:
         followers,
         scheduler,
         sequencer,
+        metrics,
+        metrics_endpoint,
+        health_port,
     )
 
 
@@ -226,7 +284,12 @@ def serve(config: NodeConfig) -> int:
     path = ready_file(config)
     temporary = path + ".tmp"
     with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump({**runtime.ports, "pid": os.getpid()}, handle)
+        document: dict[str, int | str] = {**runtime.ports, "pid": os.getpid()}
+        if runtime.metrics_endpoint is not None:
+            document["metrics"] = runtime.metrics_endpoint.url
+        if runtime.health_port is not None:
+            document["health"] = runtime.health_port.port
+        json.dump(document, handle)
     os.replace(temporary, path)
     try:
         stopping.wait()

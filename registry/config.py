@@ -22,7 +22,8 @@ a limit (e.g. `CERTFED_REGISTRY_LIMITS_CALL_TIMEOUT_S`).
     trust/ca.pem        secret
     trust/witness.vkey  the witness's C2SP verifier key <name>+<key id>+<base64(0x04 || key)>
     registry.db         the SQLite database when no database_url is configured
-    registry.ready.json written by `serve` once listening: {"mtls", "enrol", "pid"}
+    registry.ready.json written by `serve` once listening: {"mtls", "enrol", "pid"}, and
+                        "metrics" (the /metrics URL) and "health" (port) when configured
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from typing import Any
 
 from federation.errors import InvalidInputError
 from federation.limits import Limits
+from federation.metrics import parse_host_port
 
 ENV_PREFIX = "CERTFED_REGISTRY_"
 LIMITS_ENV_PREFIX = "CERTFED_REGISTRY_LIMITS_"
@@ -149,6 +151,10 @@ class RegistryConfig:
     # After a node renews its TLS certificate, how long the previous one is still accepted.
     certificate_overlap_s: float = 24 * 3600.0
     log_level: str = "info"
+    # Prometheus /metrics over plain HTTP at host:port; empty: off (docs/operations.md).
+    metrics_address: str = ""
+    # grpc.health.v1 alone, without TLS, for Kubernetes gRPC probes; empty: off.
+    health_listen: str = ""
     limits: Limits = field(default_factory=Limits)
 
     @property
@@ -201,6 +207,9 @@ def _validate(config: RegistryConfig) -> None:
         )
     _check_address("listen", config.listen)
     _check_address("enrol_listen", config.enrol_listen)
+    for name in ("metrics_address", "health_listen"):
+        if getattr(config, name):
+            parse_host_port(getattr(config, name), name)
     if config.directory_lifetime_s <= 0:
         raise InvalidInputError("directory_lifetime_s", "must be a positive number of seconds")
     if not 0 < config.republish_interval_s <= config.directory_lifetime_s / 2:
@@ -293,6 +302,10 @@ def default_config_text(federation_id: str) -> str:
         f"signing_key_overlap_s = {defaults.signing_key_overlap_s}",
         f"certificate_overlap_s = {defaults.certificate_overlap_s}",
         f'log_level = "{defaults.log_level}"',
+        "# Prometheus metrics over HTTP (host:port); empty: off.",
+        f'metrics_address = "{defaults.metrics_address}"',
+        "# Plaintext gRPC health checking only, for probes that speak no TLS; empty: off.",
+        f'health_listen = "{defaults.health_listen}"',
         "",
         "[limits]",
     ]

@@ -8,6 +8,11 @@ background thread re-signs the directory as a new version whenever less than hal
 latest one's lifetime is left, so nodes never see it expire while the registry runs. `serve`
 blocks until SIGTERM or SIGINT, stops gracefully, and while it runs keeps a ready file
 `<data_dir>/registry.ready.json` with the bound ports and its pid for process launchers.
+
+Every call is counted in the server's own metrics registry (`RegistryServer.metrics`), with the
+directory and node gauges of `registry.metrics`; with `metrics_address` set they are served over
+HTTP, and with `health_listen` set the health statuses are also served without TLS for probes.
+Both bound addresses are in the ready file ("metrics": URL, "health": port).
 """
 
 from __future__ import annotations
@@ -25,14 +30,18 @@ from sqlalchemy.engine import Engine
 
 from certfed.v1 import registry_pb2_grpc
 from federation.errors import CertfedError
+from federation.health_port import HealthPort, start_health_port
 from federation.logs import configure_logging
+from federation.metrics import MetricsEndpoint, ProcessMetrics, start_metrics_endpoint
 from federation.rpc import Port, RunningServer, Service, build_server
 from federation.transport import TlsMaterial
 from registry.config import RegistryConfig
 from registry.db import create_engine_for, migrate_engine
+from registry.metrics import RegistryCollector
 from registry.operations import Registry, RegistryKeys
 from registry.provision import init_registry
 from registry.service import SERVICE_NAME, RegistryServicer, registry_authorizer
+from registry.utc import utc_now
 
 __all__ = ["RegistryServer", "build_registry_server", "init_registry", "serve"]
 
@@ -70,6 +79,9 @@ class RegistryServer(RunningServer):
     registry: Registry | None = None
     republisher: DirectoryRepublisher | None = None
     engine: Engine | None = None
+    metrics: ProcessMetrics | None = None
+    metrics_endpoint: MetricsEndpoint | None = None
+    health_port: HealthPort | None = None
     _stopped: bool = field(default=False, repr=False)
 
     def stop(self, grace: float = 2.0) -> None:
@@ -81,6 +93,10 @@ class RegistryServer(RunningServer):
         try:
             super().stop(grace)
         finally:
+            if self.health_port is not None:
+                self.health_port.stop()
+            if self.metrics_endpoint is not None:
+                self.metrics_endpoint.stop()
             if self.engine is not None:
                 self.engine.dispose()
 
@@ -91,11 +107,15 @@ def build_registry_server(config: RegistryConfig) -> RegistryServer:
     keys = RegistryKeys.load(paths)
     tls = TlsMaterial.load(paths.registry_certificate, paths.registry_key, paths.ca_certificate)
     engine = create_engine_for(config.effective_database_url)
+    metrics = ProcessMetrics({"tls": paths.registry_certificate, "ca": paths.ca_certificate})
+    running: RunningServer | None = None
+    metrics_endpoint: MetricsEndpoint | None = None
     try:
         migrate_engine(engine)
         registry = Registry(engine, keys, config)
         registry.reconcile_root_key()
         version = registry.ensure_directory()
+        metrics.registry.register(RegistryCollector(registry, utc_now))
         running = build_server(
             [
                 Service(
@@ -114,8 +134,20 @@ def build_registry_server(config: RegistryConfig) -> RegistryServer:
             ],
             registry_authorizer(registry),
             config.limits,
+            metrics=metrics.rpc,
+        )
+        if config.metrics_address:
+            metrics_endpoint = start_metrics_endpoint(config.metrics_address, metrics.registry)
+        health_port = (
+            start_health_port(config.health_listen, running.health)
+            if config.health_listen
+            else None
         )
     except BaseException:
+        if metrics_endpoint is not None:
+            metrics_endpoint.stop()
+        if running is not None:
+            running.stop(grace=0)
         engine.dispose()
         raise
     republisher = DirectoryRepublisher(registry, config.republish_interval_s)
@@ -125,6 +157,8 @@ def build_registry_server(config: RegistryConfig) -> RegistryServer:
         federation_id=config.federation_id,
         mtls_port=running.ports["mtls"],
         enrol_port=running.ports["enrol"],
+        metrics=metrics_endpoint.url if metrics_endpoint else None,
+        health_port=health_port.port if health_port else None,
         directory=version,
     )
     return RegistryServer(
@@ -135,13 +169,25 @@ def build_registry_server(config: RegistryConfig) -> RegistryServer:
         registry=registry,
         republisher=republisher,
         engine=engine,
+        metrics=metrics,
+        metrics_endpoint=metrics_endpoint,
+        health_port=health_port,
     )
 
 
-def _write_ready_file(config: RegistryConfig, ports: dict[str, int]) -> None:
+def _write_ready_file(config: RegistryConfig, server: RegistryServer) -> None:
     path = config.paths.ready_file
     temporary = path.with_name(f".{path.name}.tmp")
-    document = {"mtls": ports["mtls"], "enrol": ports["enrol"], "pid": os.getpid()}
+    ports = server.ports
+    document: dict[str, int | str] = {
+        "mtls": ports["mtls"],
+        "enrol": ports["enrol"],
+        "pid": os.getpid(),
+    }
+    if server.metrics_endpoint is not None:
+        document["metrics"] = server.metrics_endpoint.url
+    if server.health_port is not None:
+        document["health"] = server.health_port.port
     temporary.write_text(json.dumps(document) + "\n", encoding="utf-8")
     os.replace(temporary, path)
 
@@ -165,7 +211,7 @@ def serve(config: RegistryConfig) -> int:
             log.error("registry.start_failed", error=str(error))
             return 1
         try:
-            _write_ready_file(config, server.ports)
+            _write_ready_file(config, server)
             stop.wait()
         finally:
             with contextlib.suppress(FileNotFoundError):

@@ -51,6 +51,9 @@ _HKID_PATTERN = re.compile(r"[A-Z]{1,2}[0-9]{6}[0-9A]")
 _MACAU_BIR_PATTERN = re.compile(r"[157][0-9]{7}")
 _PASSPORT_PATTERN = re.compile(r"[A-Z0-9]{5,20}")
 _DIGITS = frozenset("0123456789")
+# ISO 7064 MOD 11-2: the weight of position i (1-based) of the first 17 is 2^(18 - i) mod 11.
+_RESIDENT_ID_WEIGHTS = tuple(pow(2, 17 - index, 11) for index in range(17))
+_ZERO_WEIGHT = ord("0") * sum(_RESIDENT_ID_WEIGHTS)
 
 _RESIDENT_ID_CHECK_MISMATCH = (
     "the check character does not match the first 17 characters; re-read the number from the card"
@@ -65,7 +68,9 @@ def normalise_identity_number(kind: IdentityKind, number: str) -> str:
     printed around their check character.
     """
     text = unicodedata.normalize("NFKC", number)
-    text = "".join(c for c in text if not c.isspace() and c != "-")
+    # Most numbers arrive as plain ASCII letters and digits: nothing to strip.
+    if not (text.isascii() and text.isalnum()):
+        text = "".join(c for c in text if not c.isspace() and c != "-")
     if kind in (IdentityKind.HKID, IdentityKind.MACAU_BIR):
         text = text.replace("(", "").replace(")", "")
     return text.upper()
@@ -106,10 +111,10 @@ def mask_identity_number(kind: IdentityKind, number: str) -> str:
 
 def resident_id_check_character(first_17: str) -> str:
     """GB 11643-1999 check character of the first 17 digits (ISO 7064 MOD 11-2)."""
-    if len(first_17) != RESIDENT_ID_LENGTH - 1 or not set(first_17) <= _DIGITS:
+    if len(first_17) != RESIDENT_ID_LENGTH - 1 or not (first_17.isascii() and first_17.isdigit()):
         raise ValueError("the check character is computed over exactly 17 digits")
-    # ISO 7064 MOD 11-2: weight of position i (1-based) is 2^(18 - i) mod 11.
-    total = sum(int(digit) * pow(2, 17 - index, 11) for index, digit in enumerate(first_17))
+    # Over the ASCII codes: each digit d is its code minus 48 ("0").
+    total = sum(map(int.__mul__, first_17.encode("ascii"), _RESIDENT_ID_WEIGHTS)) - _ZERO_WEIGHT
     check = (12 - total % 11) % 11
     return "X" if check == 10 else str(check)
 
@@ -136,11 +141,13 @@ def _validate_resident_id(number: str, today: datetime.date) -> None:
         raise InvalidIdentityNumberError(
             f"a resident ID number has {RESIDENT_ID_LENGTH} characters, this one has {len(number)}"
         )
-    for position, character in enumerate(number[:17], start=1):
-        if character == "X":
-            raise InvalidIdentityNumberError("only the last character may be X")
-        if character not in _DIGITS:
-            raise InvalidIdentityNumberError(f"character {position} is not a digit")
+    first_17 = number[:17]
+    if not (first_17.isascii() and first_17.isdigit()):
+        for position, character in enumerate(first_17, start=1):
+            if character == "X":
+                raise InvalidIdentityNumberError("only the last character may be X")
+            if character not in _DIGITS:
+                raise InvalidIdentityNumberError(f"character {position} is not a digit")
     if number[17] not in _DIGITS and number[17] != "X":
         raise InvalidIdentityNumberError("the last character must be a digit or X")
     if int(number[:2]) not in PROVINCE_CODES:

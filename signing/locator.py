@@ -19,6 +19,11 @@ LOCATOR_SIZE = hashlib.sha256().digest_size
 
 
 def subject_locator(locator_key: bytes, kind: IdentityKind, number: str) -> bytes:
+    return locate(locator_key, kind, number)[1]
+
+
+def locate(locator_key: bytes, kind: IdentityKind, number: str) -> tuple[str, bytes]:
+    """The normalised number and its locator, validating the number once."""
     if len(locator_key) != LOCATOR_KEY_SIZE:
         raise ValueError(
             f"a locator key has {LOCATOR_KEY_SIZE} bytes, this one has {len(locator_key)}"
@@ -26,4 +31,4 @@ def subject_locator(locator_key: bytes, kind: IdentityKind, number: str) -> byte
     normalised = validate_identity_number(kind, number)
     # The kind and a NUL separator come first so equal digits of different kinds differ.
     message = kind.value.encode("utf-8") + b"\x00" + normalised.encode("ascii")
-    return hmac.new(locator_key, message, hashlib.sha256).digest()
+    return normalised, hmac.new(locator_key, message, hashlib.sha256).digest()

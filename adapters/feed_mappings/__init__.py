@@ -11,14 +11,12 @@ falls back to a default, and checks every value before a feed is opened.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 from adapters.errors import MappingError
+from adapters.mapping_files import MappingChecker, builtin_names, parse_toml, read_mapping
 from certfed.v1 import common_pb2, desk_pb2
 from signing.identity import IdentityKind
 
@@ -145,39 +143,21 @@ def require_source(source: str) -> str:
 
 def builtin_mapping_names() -> list[str]:
     """The mappings that ship with certfed, by name (the file name without .toml)."""
-    folder = resources.files(__name__)
-    return sorted(
-        entry.name.removesuffix(".toml")
-        for entry in folder.iterdir()
-        if entry.name.endswith(".toml")
-    )
+    return builtin_names(__name__)
 
 
 def load_mapping(name_or_path: str) -> FeedMapping:
     """A shipped mapping by name (`hospital_admissions`) or a mapping file by path."""
-    path = Path(name_or_path)
-    if path.suffix == ".toml" or path.exists():
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as error:
-            raise MappingError(str(path), f"cannot be read ({error.strerror})") from None
-        return parse_mapping(text, path.stem)
-    if name_or_path not in builtin_mapping_names():
-        raise MappingError(
-            "mapping",
-            f"no mapping file named {name_or_path!r}; give a path to a .toml file or one of "
-            + ", ".join(builtin_mapping_names()),
-        )
-    text = resources.files(__name__).joinpath(f"{name_or_path}.toml").read_text(encoding="utf-8")
-    return parse_mapping(text, name_or_path)
+    raw, name = read_mapping(name_or_path, __name__, "mapping")
+    return _mapping(raw, name)
 
 
 def parse_mapping(text: str, name: str) -> FeedMapping:
     """Validate a mapping's TOML text; every error names the mapping and the setting."""
-    try:
-        raw: dict[str, Any] = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as error:
-        raise MappingError(f"mapping {name}", f"is not valid TOML ({error})") from None
+    return _mapping(parse_toml(text, name, "mapping"), name)
+
+
+def _mapping(raw: dict[str, Any], name: str) -> FeedMapping:
     check = _Checker(name)
     check.known(raw, _TOP_KEYS, "")
     columns = check.table(raw, "columns", required=True)
@@ -231,40 +211,7 @@ def parse_mapping(text: str, name: str) -> FeedMapping:
     )
 
 
-class _Checker:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def fail(self, setting: str, problem: str) -> None:
-        raise MappingError(f"mapping {self.name}, {setting}", problem)
-
-    def known(self, table: dict[str, Any], keys: set[str], prefix: str) -> None:
-        unknown = sorted(set(table) - keys)
-        if unknown:
-            self.fail(prefix + unknown[0], "unknown setting")
-
-    def table(self, raw: dict[str, Any], key: str, *, required: bool = False) -> dict[str, Any]:
-        value = raw.get(key)
-        if value is None:
-            if required:
-                self.fail(key, "is required (a [" + key + "] table)")
-            return {}
-        if not isinstance(value, dict):
-            self.fail(key, "must be a table")
-        return value  # type: ignore[no-any-return]
-
-    def text(
-        self, raw: dict[str, Any], key: str, prefix: str = "", *, required: bool = False
-    ) -> str:
-        value = raw.get(key)
-        if value is None:
-            if required:
-                self.fail(prefix + key, "is required")
-            return ""
-        if not isinstance(value, str) or (required and not value.strip()):
-            self.fail(prefix + key, "must be a non-empty text")
-        return str(value)
-
+class _Checker(MappingChecker):
     def constant_or_column(
         self,
         raw: dict[str, Any],

@@ -1,4 +1,4 @@
-"""`certfed bench sync|assist|feed`: the benchmarks of cli.bench, printing their figures."""
+"""`certfed bench sync|assist|feed|roll|recovery`: the benchmarks of cli.bench and their figures."""
 
 from __future__ import annotations
 
@@ -7,9 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from adapters.feeds import DEFAULT_BATCH_SIZE
+from adapters.roll import DEFAULT_BATCH_SIZE as ROLL_BATCH_SIZE
+from cli.arguments import batch_size, positive_int
 from cli.bench.assist import bench_assist
 from cli.bench.feed import bench_feed
 from cli.bench.kit import figures_json, figures_table
+from cli.bench.recovery import bench_recovery
+from cli.bench.roll import bench_roll
 from cli.bench.sync import bench_sync
 from cli.output import console
 from cli.sync_commands import progress_bar
@@ -110,6 +114,46 @@ def _bench_feed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_recovery(args: argparse.Namespace) -> int:
+    workdir = Path(args.workdir) if args.workdir else None
+    figures = bench_recovery(args.trials, seed=args.seed, workdir=workdir)
+    if args.json:
+        print(figures_json(figures))
+        return 0
+    kills = ", ".join(f"{name} {count}" for name, count in sorted(figures.kills.items()))
+    console.print(
+        figures_table(
+            f"crash recovery: {figures.trials} trials, SIGKILL and restart after 0-3 s",
+            [
+                ("messages waiting at restart", f"{figures.samples}"),
+                ("healthy -> delivered, p50", f"{figures.p50_s:.2f} s"),
+                ("healthy -> delivered, p90", f"{figures.p90_s:.2f} s"),
+                ("healthy -> delivered, max", f"{figures.max_s:.2f} s"),
+                ("lost / duplicated", f"{figures.lost} / {figures.duplicated}"),
+                ("processes killed", kills),
+                ("wall time", f"{figures.seconds:.0f} s"),
+            ],
+        )
+    )
+    return 0
+
+
+def _bench_roll(args: argparse.Namespace) -> int:
+    figures = bench_roll(
+        rows=args.rows,
+        batch_size=args.batch_size,
+        workdir=Path(args.workdir) if args.workdir else None,
+        console=console,
+        show_progress=not args.json,
+    )
+    if args.json:
+        print(figures_json(figures))
+        return 0
+    title = f"roll import of {figures.rows:,} rows into a real node"
+    console.print(figures_table(title, figures.as_rows()))
+    return 0
+
+
 def add_bench_commands(subparsers: Any) -> None:
     parser = subparsers.add_parser("bench", help="benchmarks on real processes; print figures")
     kinds = parser.add_subparsers(dest="bench", required=True)
@@ -133,6 +177,15 @@ def add_bench_commands(subparsers: Any) -> None:
     assist.add_argument("--workdir", help="keep the federation and database in this directory")
     assist.add_argument("--json", action="store_true", help="print the figures as JSON")
     assist.set_defaults(handler=_bench_assist)
+    recovery = kinds.add_parser(
+        "recovery",
+        help="crash trials: kill a node or the registry mid round trip; healthy -> delivered",
+    )
+    recovery.add_argument("--trials", type=int, default=30, help="crash trials to run")
+    recovery.add_argument("--seed", type=int, help="seed of the random kill points")
+    recovery.add_argument("--workdir", help="keep the federation in this directory")
+    recovery.add_argument("--json", action="store_true", help="print the figures as JSON")
+    recovery.set_defaults(handler=_bench_recovery)
     feed = kinds.add_parser("feed", help="feed import rows/s against a real node")
     feed.add_argument("--rows", type=int, default=100_000)
     feed.add_argument(
@@ -142,3 +195,14 @@ def add_bench_commands(subparsers: Any) -> None:
     feed.add_argument("--workdir", help="keep the federation in this directory")
     feed.add_argument("--database-url", help="the node's PostgreSQL URL (default SQLite)")
     feed.set_defaults(handler=_bench_feed)
+    roll = kinds.add_parser("roll", help="roll import rows/s into a real node on PostgreSQL")
+    roll.add_argument("--rows", type=positive_int, default=100_000, help="people on the roll")
+    roll.add_argument(
+        "--batch-size",
+        type=batch_size,
+        default=ROLL_BATCH_SIZE,
+        help=f"rows per UpsertBeneficiaries call (default {ROLL_BATCH_SIZE:,})",
+    )
+    roll.add_argument("--workdir", help="keep the federation and database in this directory")
+    roll.add_argument("--json", action="store_true", help="print the figures as JSON")
+    roll.set_defaults(handler=_bench_roll)

@@ -10,10 +10,7 @@ nothing about time.
 from __future__ import annotations
 
 import csv
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -22,7 +19,7 @@ from rich.console import Console
 
 from adapters.feeds import FeedImportSummary
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
-from cli.bench.kit import resident_id
+from cli.bench.kit import bench_workdir, resident_id
 from cli.feed_import import import_feed_file
 from cli.launcher import LocalFederation, NodeSpec
 from federation.timestamps import to_timestamp
@@ -81,16 +78,6 @@ def write_admissions(path: Path, rows: int, people: int, today: date) -> None:
             )
 
 
-@contextmanager
-def _workdir(given: Path | None) -> Iterator[Path]:
-    if given is not None:
-        given.mkdir(parents=True, exist_ok=True)
-        yield given
-        return
-    with tempfile.TemporaryDirectory(prefix="certfed-bench-feed-") as temporary:
-        yield Path(temporary)
-
-
 def bench_feed(
     *,
     rows: int,
@@ -100,7 +87,7 @@ def bench_feed(
     database_url: str | None,
     console: Console,
 ) -> FeedBenchFigures:
-    with _workdir(workdir) as folder:
+    with bench_workdir(workdir, "feed") as folder:
         url_for = (
             (lambda name: "" if name == "registry" else database_url) if database_url else None
         )

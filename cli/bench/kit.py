@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -225,6 +226,17 @@ def resident_id(region: str, first_born: date, index: int) -> str:
 
 
 # Printing.
+
+
+@contextmanager
+def bench_workdir(given: Path | None, name: str) -> Iterator[Path]:
+    """`given` (created if need be, kept afterwards), or a temporary folder removed at the end."""
+    if given is not None:
+        given.mkdir(parents=True, exist_ok=True)
+        yield given
+        return
+    with tempfile.TemporaryDirectory(prefix=f"certfed-bench-{name}-") as temporary:
+        yield Path(temporary)
 
 
 def figures_table(title: str, rows: list[tuple[str, str]]) -> Table:

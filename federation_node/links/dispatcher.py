@@ -8,15 +8,31 @@ is then on the operator's dead-letter list, never silently dropped). Receivers a
 a message delivered again after a crash changes nothing. While its destination or this node itself
 is suspended in the federation, a message is held (`outbox.defer`) without spending its retry
 budget, and goes out once the suspension is lifted.
+
+Two rules make a restart cost no more than the restart itself:
+
+- Leases name the replica that took them (`replica_id`, kept in the data directory or set in
+  the configuration, so it survives a restart). A replica that starts releases what its previous
+  incarnation held: messages it claimed and died delivering go at once, not when the lease
+  (three call timeouts) runs out.
+- A destination that refused a connection (UNAVAILABLE) is probed with a health check
+  (`DispatchConfig.probe_initial_s`, doubling up to `probe_max_s`) while messages wait for it.
+  Once a probe that failed succeeds, or a delivery to it succeeds, the messages waiting out a
+  backoff for it are made due: a peer that is back gets its messages within a second, not at the
+  end of a backoff step of up to `max_backoff_s`. A destination that answers health checks but
+  refuses deliveries keeps the ordinary backoff, so a probe can never spend a retry budget.
 """
 
 from __future__ import annotations
 
+import secrets
 import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 
 import grpc
@@ -31,7 +47,7 @@ from tenacity import (
 
 from certfed.v1 import federation_pb2, registry_pb2
 from federation.errors import CertfedError, NodeSuspendedError, is_retryable
-from federation_node.config import DispatchConfig
+from federation_node.config import DispatchConfig, NodeConfig
 from federation_node.links.directory_client import DirectoryClient
 from federation_node.links.peers import PeerChannels
 from federation_node.store import outbox
@@ -58,7 +74,36 @@ class HeldDeliveryError(Exception):
     """Not to be sent now, and no failure: the destination or this node is suspended."""
 
 
+class UnreachableError(RuntimeError):
+    """The destination could not be reached (UNAVAILABLE): retried, and the destination probed."""
+
+
 Hold = Callable[[str], str | None]
+# Reachable(destination): whether a peer node or the registry answers a health check now.
+Reachable = Callable[[str], bool]
+REPLICA_ID_FILE = "replica.id"
+
+
+def replica_id(config: NodeConfig) -> str:
+    """This replica's name for its outbox leases: `replica_id` from the configuration, else the
+    id kept in <data_dir>/replica.id, made at first start. It survives restarts, so a restarted
+    replica knows which leases were its own; two replicas must not share one."""
+    if config.replica_id:
+        return config.replica_id
+    path = Path(config.data_dir) / REPLICA_ID_FILE
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        pass
+    made = f"{config.node_id}-{secrets.token_hex(8)}"
+    try:
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(made + "\n", encoding="utf-8")
+        temporary.replace(path)
+    except OSError as error:
+        # A read-only data directory: this incarnation's leases run out instead (3 timeouts).
+        log.warning("outbox.replica_id_not_kept", path=str(path), error=str(error))
+    return made
 
 
 def suspension_hold(directory: DirectoryClient, node_id: str) -> Hold:
@@ -95,9 +140,13 @@ class Dispatcher(threading.Thread):
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         hold: Hold = lambda _destination: None,
+        replica: str | None = None,
+        reachable: Reachable | None = None,
     ) -> None:
         super().__init__(name="outbox-dispatcher", daemon=True)
         self._hold = hold
+        self._replica = replica
+        self._probes = _Probes(config, reachable) if reachable is not None else None
         self._engine = engine
         self._peers = peers
         self._publish_locators = publish_locators
@@ -119,8 +168,24 @@ class Dispatcher(threading.Thread):
         self._wake.set()
         self.join(timeout=10)
         self._pool.shutdown(wait=True, cancel_futures=False)
+        if self._probes is not None:
+            self._probes.close()
+
+    def release_own_leases(self) -> int:
+        """Make due what this replica's previous incarnation held leased; how many."""
+        if self._replica is None:
+            return 0
+        with session_scope(self._engine) as session:
+            released = outbox.release_leases(session, self._replica, self._clock())
+        if released:
+            log.info("outbox.leases_released", replica=self._replica, messages=released)
+        return released
 
     def run(self) -> None:
+        try:
+            self.release_own_leases()
+        except Exception:
+            log.exception("dispatcher.release_failed")
         while not self._stopping.is_set():
             self._wake.clear()
             try:
@@ -128,15 +193,39 @@ class Dispatcher(threading.Thread):
             except Exception:
                 log.exception("dispatcher.pass_failed")
                 delivered = 0
+            wait = self._config.poll_interval_s
+            if self._probes is not None:
+                try:
+                    # What a destination's return made due goes in the next pass, now.
+                    delivered += self._end_backoffs(self._probes.returned())
+                except Exception:
+                    log.exception("dispatcher.probe_failed")
+                wait = min(wait, self._probes.start_due(self._wake.set))
             if delivered == 0:
-                self._wake.wait(self._config.poll_interval_s)
+                self._wake.wait(wait)
+
+    def _end_backoffs(self, destinations: list[str]) -> int:
+        """What waits for `destinations`, reachable again, is due now; how many messages."""
+        hastened = 0
+        if not destinations:
+            return hastened
+        with session_scope(self._engine) as session:
+            for destination in destinations:
+                count = outbox.end_backoff(session, destination, self._clock())
+                log.info("outbox.destination_back", destination=destination, messages=count)
+                hastened += count
+        return hastened
 
     def run_once(self) -> int:
         """One pass: claim due messages, deliver them, record outcomes. Returns how many went."""
         now = self._clock()
         with session_scope(self._engine) as session:
             claimed = outbox.claim_due(
-                session, now, self._config.batch_size, lease_s=self._timeout * 3
+                session,
+                now,
+                self._config.batch_size,
+                lease_s=self._timeout * 3,
+                owner=self._replica,
             )
             batch = [(m.message_id, m.kind, m.destination, m.payload) for m in claimed]
         if not batch:
@@ -146,6 +235,10 @@ class Dispatcher(threading.Thread):
             self._outcome(*item, pending) for item, pending in zip(batch, started, strict=True)
         ]
         succeeded = [item[0] for item, error in zip(batch, results, strict=True) if error is None]
+        if self._probes is not None:
+            self._probes.record(
+                [(item[2], error) for item, error in zip(batch, results, strict=True)]
+            )
         with session_scope(self._engine) as session:
             delivered = outbox.mark_all_delivered(session, succeeded, self._clock())
             for (message_id, kind, destination, _), error in zip(batch, results, strict=True):
@@ -194,7 +287,11 @@ class Dispatcher(threading.Thread):
         try:
             return _Pending(None, self._send(OutboxKind(kind), destination, payload))
         except Exception as error:
-            return _Pending(self._refusal(error))
+            # Refused here, before any call (the directory says no): never "unreachable".
+            refused = self._refusal(error)
+            if isinstance(refused, UnreachableError):
+                refused = RuntimeError(str(refused))
+            return _Pending(refused)
 
     def _outcome(
         self, message_id: str, kind: str, destination: str, payload: bytes, pending: _Pending
@@ -273,7 +370,104 @@ class _Pending:
 def _classify(code: grpc.StatusCode, detail: str) -> Exception:
     if not is_retryable(code):
         return PermanentDeliveryError(detail)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return UnreachableError(detail)
     return RuntimeError(detail)
+
+
+@dataclass
+class _Probe:
+    """A destination last seen unreachable: when to probe it next, how long after that."""
+
+    due: float
+    interval: float
+    last_failure: float
+    # A probe failed since: the destination was down, so its next success is a return.
+    seen_down: bool = False
+    # A delivery to it succeeded since: it is back, whatever the probes say.
+    delivered: bool = False
+    running: Future[bool] | None = None
+
+
+class _Probes:
+    """Destinations that refused a connection, probed until they answer (see module docstring).
+
+    Probes run on their own small pool, never on the dispatcher's thread; each one that ends
+    wakes the dispatcher. A destination whose messages stopped failing (delivered elsewhere, or
+    dead) for longer than any backoff is forgotten.
+    """
+
+    def __init__(self, config: DispatchConfig, reachable: Reachable) -> None:
+        self._config = config
+        self._reachable = reachable
+        self._lock = threading.Lock()
+        self._known: dict[str, _Probe] = {}
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="probe")
+
+    def record(self, outcomes: list[tuple[str, Exception | None]]) -> None:
+        """A pass's outcomes: an unreachable destination is probed from now on; a delivery that
+        succeeded to one being probed is its return."""
+        now = time.monotonic()
+        with self._lock:
+            for destination, error in outcomes:
+                probe = self._known.get(destination)
+                if isinstance(error, UnreachableError):
+                    if probe is None:
+                        initial = self._config.probe_initial_s
+                        self._known[destination] = _Probe(now + initial, initial, now)
+                    else:
+                        probe.last_failure = now
+                elif error is None and probe is not None:
+                    probe.delivered = True
+
+    def start_due(self, wake: Callable[[], None]) -> float:
+        """Start the probes that are due; seconds until the next one is."""
+        now = time.monotonic()
+        forget_after = self._config.max_backoff_s + self._config.jitter_s + 1.0
+        next_due = float("inf")
+        with self._lock:
+            for destination, probe in list(self._known.items()):
+                if probe.running is not None:
+                    continue
+                if now - probe.last_failure > forget_after:
+                    del self._known[destination]
+                    continue
+                if probe.due <= now:
+                    probe.running = self._pool.submit(self._reachable, destination)
+                    probe.running.add_done_callback(lambda _done: wake())
+                else:
+                    next_due = min(next_due, probe.due - now)
+        return next_due
+
+    def returned(self) -> list[str]:
+        """Destinations back since the last call: a delivery to it succeeded, or a probe
+        succeeded after one had failed. Each is forgotten until it fails again."""
+        now = time.monotonic()
+        back: list[str] = []
+        with self._lock:
+            for destination, probe in list(self._known.items()):
+                if probe.delivered:
+                    back.append(destination)
+                    del self._known[destination]
+                    continue
+                running = probe.running
+                if running is None or not running.done():
+                    continue
+                probe.running = None
+                if running.exception() is None and running.result():
+                    # It answers. Back, if a probe had found it down; if none had, its refusals
+                    # have another cause and the backoff stands.
+                    if probe.seen_down:
+                        back.append(destination)
+                    del self._known[destination]
+                    continue
+                probe.seen_down = True
+                probe.interval = min(probe.interval * 2, self._config.probe_max_s)
+                probe.due = now + probe.interval
+        return back
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _is_blip(error: BaseException) -> bool:

@@ -1,6 +1,7 @@
 """The paying office's daily cycle: every entitlement moved to the phase its validity gives,
-reminders queued, payment withheld at the end of the warning period, and beneficiaries who live
-in a region another node serves sent there as assistance requests when they come due.
+reminders queued, payment withheld at the end of the warning period, beneficiaries who live
+in a region another node serves sent there as assistance requests when they come due, and
+evidence files past the policy's retention period deleted (evidence.py).
 
 The cycle claims its day in the database, so running it twice for a day (or on two replicas)
 does it once.
@@ -17,6 +18,7 @@ from sqlmodel import Session
 
 from federation.errors import CertfedError, InvalidInputError
 from federation_node.offices.context import Actor, NodeContext
+from federation_node.offices.evidence import EvidenceArchive
 from federation_node.offices.lifecycle import entitlement_updated, expiry_of, withhold
 from federation_node.offices.paying_office import PayingOffice
 from federation_node.rules.entitlement import (
@@ -58,9 +60,12 @@ class DailyCycle:
     """Runs a day of the paying office's year; asks residence regions for help through the
     paying office, the one path for every assistance request."""
 
-    def __init__(self, context: NodeContext, paying_office: PayingOffice) -> None:
+    def __init__(
+        self, context: NodeContext, paying_office: PayingOffice, evidence: EvidenceArchive
+    ) -> None:
         self._context = context
         self._paying_office = paying_office
+        self._evidence = evidence
 
     def run_cycle(self, actor: Actor, day: date | None) -> CycleOutcome:
         now = self._context.now()
@@ -117,6 +122,7 @@ class DailyCycle:
             run.reminders_queued = counts["reminders"]
             run.requests_sent = requests
             session.add(run)
+            evidence_deleted = self._evidence.delete_expired(session, actor, moment, now)
             outcome = CycleOutcome(
                 ran=True,
                 became_due=run.became_due,
@@ -137,6 +143,7 @@ class DailyCycle:
                     "reminders_queued": outcome.reminders_queued,
                     "warned": outcome.warned,
                     "suspended": outcome.suspended,
+                    "evidence_deleted": evidence_deleted,
                 },
                 now=now,
             )

@@ -5,10 +5,11 @@ Decisions where the issue is silent (docs/policy.md says the same to operators):
 
 * An alive data signal that moves validity forward becomes a data-match attestation through
   `Issuer`, the path every attestation this node issues takes (signed, stored, appended to the
-  transparency log; a batch in one log append). Its clerk is the operator who ran the import;
-  its reviewer is `policy:data-match`, because no person reviews a data match: the policy file
-  that says which feeds count is what was reviewed. A signal that would not move validity
-  forward is recorded and issues nothing.
+  transparency log; a batch in one log append), and is applied through the paying office's one
+  apply path (`PayingOffice.apply_attestation`), as a peer's attestation is. Its clerk is the
+  operator who ran the import; its reviewer is `policy:data-match`, because no person reviews a
+  data match: the policy file that says which feeds count is what was reviewed. A signal that
+  would not move validity forward is recorded and issues nothing.
 * A negative signal suspends payment at once (a SUSPEND instruction for the month it is
   recorded in) and waits for a reviewer, who must not be the operator who recorded it
   (separation of duties, docs/domain.md; the review is `Lifecycle.review_termination`).
@@ -34,15 +35,11 @@ from federation.timestamps import to_datetime
 from federation_node.ids import new_id
 from federation_node.offices.context import Actor, NodeContext
 from federation_node.offices.issuing import Finding, Issuer
-from federation_node.offices.lifecycle import (
-    NEGATIVE_STATUSES,
-    certified,
-    entitlement_updated,
-    withhold,
-)
+from federation_node.offices.lifecycle import NEGATIVE_STATUSES, entitlement_updated, withhold
+from federation_node.offices.paying_office import PayingOffice
 from federation_node.rules.entitlement import EntitlementState, extended_validity, month_start
 from federation_node.rules.validation import identity_kind, require_past, require_text
-from federation_node.store import audit, beneficiaries, entitlements_store, signals_store
+from federation_node.store import audit, entitlements_store, signals_store
 from federation_node.store.db import session_scope
 from federation_node.store.models import Beneficiary, Entitlement, SignalOutcome
 from signing.errors import InvalidIdentityNumberError
@@ -88,9 +85,10 @@ class _CheckedSignal:
 class DataSignals:
     """Imports a feed's signals: each recorded once, applied to the beneficiary it names."""
 
-    def __init__(self, context: NodeContext, issuer: Issuer) -> None:
+    def __init__(self, context: NodeContext, issuer: Issuer, paying_office: PayingOffice) -> None:
         self._context = context
         self._issuer = issuer
+        self._paying_office = paying_office
 
     def record_signals(
         self, actor: Actor, signals: Sequence[desk_pb2.DataSignal]
@@ -254,10 +252,7 @@ class DataSignals:
         if extended_validity(beneficiary.valid_until, signal.observed_at, policy) is None:
             return SignalOutcome.IGNORED, None, "validity already runs past this signal's reach"
         attestation = self._issuer.attestation(self._data_match(actor, signal, beneficiary), now)
-        # The validity recorded is the one signed.
-        valid_until = to_datetime(attestation.valid_until)
-        beneficiaries.extend_validity(session, beneficiary, valid_until, now)
-        certified(session, policy, entitlement, signal.observed_at, now)
+        self._paying_office.apply_attestation(session, beneficiary, attestation, now)
         return SignalOutcome.APPLIED, attestation, "validity extended"
 
     def _data_match(

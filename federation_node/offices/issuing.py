@@ -1,11 +1,14 @@
 """Issuing attestations: the one builder of a `CertificationAttestation`, and the one path that
 signs, stores, sends and logs it.
 
-A reviewer's approval at the residence agency (residence_agency.py) and a data match at the
-paying office (data_signals.py) both describe what was found as a `Finding`; `Issuer.attestation`
-turns it into the attestation, with its validity from the node's policy, and `Issuer.issue`
-signs it, stores it, queues its delivery to the paying office and appends it to the
-transparency log, in the caller's transaction.
+A reviewer's approval at the desk (certifying.py: for a residence agency's request or walk-in,
+or a paying office's own beneficiary) and a data match at the paying office (data_signals.py)
+both describe what was found as a `Finding`; `Issuer.attestation` turns it into the attestation,
+with the validity this node's policy states, and `Issuer.issue` signs it, stores it, queues its
+delivery to the paying office when that is another node and appends it to the transparency log,
+in the caller's transaction. When this node is the paying office, the caller applies the
+attestation in the same transaction (`PayingOffice.apply_attestation`), by the paying office's
+rule, exactly as a peer's attestation is applied on receipt.
 """
 
 from __future__ import annotations

@@ -15,11 +15,12 @@ from datetime import date, datetime
 from sqlmodel import Session
 
 from certfed.v1 import desk_pb2
-from federation.errors import PermissionDeniedError, PreconditionError
+from federation.errors import InvalidInputError, PermissionDeniedError, PreconditionError
 from federation_node.offices.context import Actor, NodeContext
 from federation_node.rules.entitlement import (
     EntitlementState,
     Overpayment,
+    first_open_month,
     month_label,
     month_start,
     overpayment,
@@ -33,6 +34,7 @@ from federation_node.rules.validation import require_id, require_text
 from federation_node.store import (
     audit,
     beneficiaries,
+    cycles_store,
     entitlements_store,
     payments_store,
     signals_store,
@@ -61,13 +63,29 @@ def expiry_of(beneficiary: Beneficiary) -> datetime:
     return beneficiary.valid_until or beneficiary.created_at
 
 
+def first_open(session: Session) -> date | None:
+    """The first month whose payment instructions may still change (rules.first_open_month)."""
+    closed = payments_store.latest_closed_month(session)
+    return first_open_month(
+        cycles_store.latest_day(session), parse_month(closed) if closed is not None else None
+    )
+
+
+def open_month(session: Session, month: date) -> date:
+    """`month` while it is open, else the first open month: a closed month is never rewritten."""
+    earliest = first_open(session)
+    return month if earliest is None else max(month_start(month), earliest)
+
+
 # Transitions, inside the caller's transaction.
 
 
 def withhold(session: Session, entitlement: Entitlement, month: date, now: datetime) -> bool:
-    """Suspend payment from `month` unless a suspension is already in effect."""
+    """Suspend payment from `month` (or the first open month, if `month` is closed) unless a
+    suspension is already in effect."""
     if entitlement.withheld_from_month is not None:
         return False
+    month = open_month(session, month)
     payments_store.add(
         session,
         beneficiary_id=entitlement.beneficiary_id,
@@ -82,7 +100,8 @@ def withhold(session: Session, entitlement: Entitlement, month: date, now: datet
 def resume(
     session: Session, policy: Policy, entitlement: Entitlement, certified_on: date, now: datetime
 ) -> None:
-    """End a suspension: payment resumes with back pay for the withheld months."""
+    """End a suspension: payment resumes with back pay for the withheld months, at the
+    earliest in the first open month."""
     if entitlement.withheld_from_month is None:
         return
     resumed = resumption(
@@ -90,6 +109,7 @@ def resume(
         certified_on,
         entitlement.monthly_amount_fen,
         policy,
+        not_before=first_open(session),
     )
     payments_store.add(
         session,
@@ -127,17 +147,18 @@ def terminate(
     """End entitlement at `effective_at`: what was paid for later months is to be recovered."""
     if entitlement.state is EntitlementState.TERMINATED:
         return Overpayment(0, 0)
+    month = open_month(session, month_start(now.date()))
     stopped_from = (
         parse_month(entitlement.withheld_from_month)
         if entitlement.withheld_from_month is not None
-        else month_start(now.date())
+        else month
     )
     owed = overpayment(effective_at.date(), stopped_from, entitlement.monthly_amount_fen)
     payments_store.add(
         session,
         beneficiary_id=entitlement.beneficiary_id,
         action=PaymentAction.TERMINATE,
-        effective_month=month_label(month_start(now.date())),
+        effective_month=month_label(month),
         overpayment_fen=owed.amount_fen,
         now=now,
     )
@@ -220,6 +241,36 @@ class Lifecycle:
                 now=now,
             )
         return entitlement, beneficiary
+
+    def close_payment_month(self, actor: Actor, month: str) -> tuple[bool, date]:
+        """Close `month` before its bank file is exported: its instructions never change
+        again. Returns whether it was open until now, and the first month still open."""
+        try:
+            closing = parse_month(month)
+        except ValueError:
+            raise InvalidInputError(
+                "month", "must be a month written YYYY-MM, e.g. 2025-07"
+            ) from None
+        now = self._context.now()
+        if closing > month_start(now.date()):
+            raise InvalidInputError(
+                "month", "has not begun; a month's payments are closed once it is under way"
+            )
+        with session_scope(self._context.engine) as session:
+            newly = payments_store.close_month(session, month, actor.label, now)
+            if newly:
+                audit.append(
+                    session,
+                    actor=actor.label,
+                    action="payments.close_month",
+                    subject_type="payment_month",
+                    subject_id=month,
+                    details={},
+                    now=now,
+                )
+            earliest = first_open(session)
+        assert earliest is not None
+        return newly, earliest
 
     def _overturn(
         self, session: Session, beneficiary: Beneficiary, entitlement: Entitlement, now: datetime

@@ -1,8 +1,8 @@
 """A node's offices, composed once: what the servicers and the server hold.
 
 `Node` only gathers the role objects around their shared `NodeContext`; every operation is a
-method of one role (paying_office.py, residence_agency.py, issuing.py, lifecycle.py,
-data_signals.py, daily_cycle.py, administration.py).
+method of one role (paying_office.py, residence_agency.py, certifying.py, evidence.py, issuing.py,
+lifecycle.py, data_signals.py, daily_cycle.py, administration.py).
 """
 
 from __future__ import annotations
@@ -17,13 +17,17 @@ from federation_node.config import NodeConfig
 from federation_node.keystore import NodeKeys
 from federation_node.links.directory_client import DirectoryClient
 from federation_node.offices.administration import Administration
+from federation_node.offices.certifying import Certifier
 from federation_node.offices.context import NodeContext
 from federation_node.offices.daily_cycle import DailyCycle
 from federation_node.offices.data_signals import DataSignals
+from federation_node.offices.evidence import EvidenceArchive
 from federation_node.offices.issuing import Issuer
 from federation_node.offices.lifecycle import Lifecycle
+from federation_node.offices.monthly_amounts import MonthlyAmounts
 from federation_node.offices.paying_office import PayingOffice
 from federation_node.offices.residence_agency import ResidenceAgency
+from federation_node.offices.roll import Roll
 from federation_node.rules.policy import Policy
 
 
@@ -31,7 +35,11 @@ from federation_node.rules.policy import Policy
 class Node:
     context: NodeContext
     paying_office: PayingOffice
+    roll: Roll
+    monthly_amounts: MonthlyAmounts
     residence_agency: ResidenceAgency
+    certifier: Certifier
+    evidence: EvidenceArchive
     issuer: Issuer
     data_signals: DataSignals
     lifecycle: Lifecycle
@@ -53,13 +61,19 @@ def compose_node(
     context = NodeContext(config, keys, engine, directory, policy, clock=clock)
     issuer = Issuer(context)
     paying_office = PayingOffice(context)
+    residence_agency = ResidenceAgency(context, locate)
+    evidence = EvidenceArchive(context)
     return Node(
         context=context,
         paying_office=paying_office,
-        residence_agency=ResidenceAgency(context, issuer, locate),
+        roll=Roll(context),
+        monthly_amounts=MonthlyAmounts(context),
+        residence_agency=residence_agency,
+        certifier=Certifier(context, issuer, residence_agency, paying_office, evidence),
+        evidence=evidence,
         issuer=issuer,
-        data_signals=DataSignals(context, issuer),
+        data_signals=DataSignals(context, issuer, paying_office),
         lifecycle=Lifecycle(context),
-        daily_cycle=DailyCycle(context, paying_office),
+        daily_cycle=DailyCycle(context, paying_office, evidence),
         administration=Administration(context),
     )

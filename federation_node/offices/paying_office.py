@@ -1,5 +1,12 @@
 """The paying office's work: its beneficiaries, the assistance requests it sends, and the
-attestations it receives and applies.
+attestations it applies, received from a peer or issued here.
+
+Applying an attestation has one path, `apply_attestation`, whatever issued it: a peer's
+attestation as it is received, one this node issued for a person it pays (its own counter, a
+walk-in of its own retiree, a data match) in the transaction that issues it. Validity is this
+office's rule: an alive attestation moves validity to its `observed_at` plus this office's
+`validity.period_months`, never further, whatever `valid_until` the issuer signed (that stays
+the issuer's statement, kept with the attestation).
 
 Each operation validates what the store cannot, then runs in one transaction that writes the state
 change, the outbox message announcing it and the audit record together (transactional outbox), so
@@ -36,12 +43,12 @@ from federation.errors import (
 from federation.roles import PAYING_ROLE_NAMES
 from federation.timestamps import optional_datetime, to_datetime, to_timestamp
 from federation_node.ids import new_id
-from federation_node.offices import lifecycle, revocation_review
+from federation_node.offices import lifecycle, revocation_review, roll
 from federation_node.offices.assistance_status import STATUS_STATES
 from federation_node.offices.context import Actor, NodeContext, payload_digest
+from federation_node.rules.entitlement import extended_validity
 from federation_node.rules.minimisation import minimised
 from federation_node.rules.validation import (
-    normalised_identity,
     require_digests,
     require_enum,
     require_future,
@@ -49,7 +56,6 @@ from federation_node.rules.validation import (
     require_locator,
     require_methods,
     require_past,
-    require_region,
     require_sequence,
     require_text,
 )
@@ -67,14 +73,11 @@ from federation_node.store.models import (
     Attestation,
     Beneficiary,
     BeneficiaryState,
-    IdentityType,
     OutboxKind,
     RequestDirection,
 )
 from federation_node.tlog.attestation import verify_attestation_envelope
 from signing import dsse, sealing
-from signing.identity import mask_identity_number
-from signing.locator import subject_locator
 
 log = structlog.get_logger("certfed.node")
 
@@ -181,45 +184,15 @@ class PayingOffice:
     def _registration(
         self, request: desk_pb2.RegisterBeneficiaryRequest, prefix: str, now: datetime
     ) -> _Registration:
-        """A registration checked and sealed, ready to store; errors name `prefix` + field."""
-        config = self._context.config
-        limits = config.limits
-        kind, number = normalised_identity(request.identity, f"{prefix}identity", limits)
-        residence = require_region(request.residence_region, f"{prefix}residence_region")
-        paying_region = request.paying_region or config.primary_region
-        if paying_region not in config.region_codes:
-            raise InvalidInputError(
-                f"{prefix}paying_region",
-                f"this node pays for {', '.join(config.region_codes)} only",
-            )
-        valid_until = optional_datetime(request, "valid_until")
-        amount = request.monthly_amount_fen
-        if not 0 <= amount <= limits.max_monthly_amount_fen:
-            raise InvalidInputError(
-                f"{prefix}monthly_amount_fen",
-                f"must be between 0 and {limits.max_monthly_amount_fen} fen",
-            )
-        locator = subject_locator(self._context.keys.locator_key, kind, number)
-        bundle = attestation_pb2.IdentityBundle()
-        bundle.CopyFrom(request.identity)
-        bundle.identity_number = number
-        # Sealed at rest to this node's own HPKE key, bound to the person's locator: a sealed
-        # identity moved onto another beneficiary's row does not open.
-        sealed = sealing.seal(
-            bundle.SerializeToString(deterministic=True),
-            self._context.keys.hpke.public_raw,
-            sealing.at_rest_info(locator.hex()),
+        """A registration checked and sealed, ready to store; errors name `prefix` + field.
+
+        The checks and the sealing are the roll's (roll.py), so a person registered one by one
+        and one imported with the roll are held alike."""
+        entry = roll.checked_entry(self._context, request, prefix)
+        [sealed] = roll.seal_identities(self._context, [(entry.identity, entry.locator)])
+        return _Registration(
+            entry.new_beneficiary(sealed, self._context.config.primary_region), entry.amount_fen
         )
-        new = beneficiaries.NewBeneficiary(
-            subject_locator=locator,
-            identity_type=IdentityType(kind.value),
-            masked_identity_number=mask_identity_number(kind, number),
-            sealed_identity=sealed,
-            residence_region=residence,
-            paying_region=paying_region,
-            valid_until=valid_until,
-        )
-        return _Registration(new, amount)
 
     def beneficiary_identity(self, beneficiary: Beneficiary) -> attestation_pb2.IdentityBundle:
         """The beneficiary's identity, unsealed: for a notifier or a sealed request only."""
@@ -464,7 +437,7 @@ class PayingOffice:
                 now,
             )
             if not duplicate:
-                self._apply(session, beneficiary, attestation, now)
+                self.apply_attestation(session, beneficiary, attestation, now)
                 audit.append(
                     session,
                     actor=f"node:{caller_node_id}",
@@ -485,22 +458,45 @@ class PayingOffice:
             valid_until = beneficiary.valid_until
         return ReceivedAttestation(stored, duplicate, valid_until)
 
-    def _apply(
+    def apply_issued(
+        self,
+        session: Session,
+        attestation: attestation_pb2.CertificationAttestation,
+        now: datetime,
+    ) -> str:
+        """Apply an attestation this node is issuing about a person it pays, in the issuing
+        transaction; returns the beneficiary's id, stored with the attestation."""
+        beneficiary = beneficiaries.by_locator(session, attestation.subject_locator)
+        if beneficiary is None:
+            raise NotOurBeneficiaryError(
+                "this office no longer has the certified person among its beneficiaries"
+            )
+        self.apply_attestation(session, beneficiary, attestation, now)
+        return beneficiary.beneficiary_id
+
+    def apply_attestation(
         self,
         session: Session,
         beneficiary: Beneficiary,
         attestation: attestation_pb2.CertificationAttestation,
         now: datetime,
     ) -> None:
+        """Apply a verified attestation to the beneficiary's record, in the caller's
+        transaction: the one path for attestations received and issued here (module docstring).
+
+        Alive: validity moves to observed_at plus this office's period if that is later, and a
+        suspended entitlement resumes with back pay (lifecycle.certified). Any other outcome was
+        reviewed where it was issued (separation of duties there) and ends entitlement now.
+        """
         observed_at = to_datetime(attestation.observed_at)
         entitlement = entitlements_store.get(session, beneficiary.beneficiary_id)
         if attestation.outcome == common_pb2.CERTIFICATION_OUTCOME_ALIVE:
-            if beneficiaries.extend_validity(
-                session, beneficiary, to_datetime(attestation.valid_until), now
-            ):
-                lifecycle.certified(session, self._context.policy, entitlement, observed_at, now)
+            policy = self._context.policy
+            valid_until = extended_validity(beneficiary.valid_until, observed_at, policy)
+            if valid_until is not None:
+                beneficiaries.extend_validity(session, beneficiary, valid_until, now)
+                lifecycle.certified(session, policy, entitlement, observed_at, now)
         else:
-            # Reviewed at the issuing node (separation of duties there): ends entitlement now.
             lifecycle.terminate(
                 session,
                 beneficiary,

@@ -1,9 +1,10 @@
-"""The residence agency's work: assistance requests from paying offices, the certifications its
-clerks record for them and for walk-ins, and the reviewer's approval or rejection.
+"""The residence agency's work: assistance requests from paying offices (received, accepted,
+scheduled or declined, and completed by an approved certification), and finding which office
+pays a walk-in.
 
-Separation of duties: a clerk records a certification, a reviewer approves it (the store refuses
-the clerk as their own reviewer), and only an approval issues the signed attestation
-(issuing.py). Each operation runs in one transaction with its outbox message and audit record.
+The certifications its clerks record for those requests and for walk-ins, and the reviewer's
+approval, are certifying.py's, which asks this module for the request or the paying office. Each
+operation runs in one transaction with its outbox message and audit record.
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ from datetime import datetime
 
 import structlog
 from google.protobuf.message import DecodeError
+from sqlmodel import Session
 
-from certfed.v1 import attestation_pb2, common_pb2, desk_pb2, federation_pb2
+from certfed.v1 import attestation_pb2, desk_pb2, federation_pb2
 from federation.errors import (
     InvalidInputError,
     NotFoundError,
@@ -26,12 +28,8 @@ from federation.roles import PARTNER_LIAISON, RESIDENCE_AGENCY
 from federation.timestamps import optional_datetime, to_datetime, to_timestamp
 from federation_node.offices.assistance_status import STATE_STATUSES, STATUS_STATES
 from federation_node.offices.context import Actor, NodeContext, payload_digest
-from federation_node.offices.issuing import Finding, Issuer
 from federation_node.rules.validation import (
     checked_identity,
-    normalised_identity,
-    require_digests,
-    require_enum,
     require_future,
     require_id,
     require_locator,
@@ -41,17 +39,15 @@ from federation_node.rules.validation import (
     require_region,
     require_text,
 )
-from federation_node.store import assistance, audit, certifications, outbox
+from federation_node.store import assistance, audit, outbox
 from federation_node.store.db import session_scope
 from federation_node.store.models import (
     AssistanceRequest,
     AssistanceState,
-    Certification,
     OutboxKind,
     RequestDirection,
 )
 from signing import sealing
-from signing.locator import subject_locator
 
 log = structlog.get_logger("certfed.node")
 
@@ -61,11 +57,8 @@ CERTIFYING_ROLE_NAMES = frozenset({RESIDENCE_AGENCY, PARTNER_LIAISON})
 class ResidenceAgency:
     """A residence agency (or partner liaison desk) of this node: the people it certifies."""
 
-    def __init__(
-        self, context: NodeContext, issuer: Issuer, locate: Callable[[bytes], list[str]]
-    ) -> None:
+    def __init__(self, context: NodeContext, locate: Callable[[bytes], list[str]]) -> None:
         self._context = context
-        self._issuer = issuer
         # Which nodes pay a person, by locator: the registry's index, for walk-ins.
         self._locate = locate
 
@@ -222,67 +215,20 @@ class ResidenceAgency:
         self._context.on_enqueued()
         return stored
 
-    # Flows 1 and 2: a clerk records a certification (answering a request, or a walk-in's), a
-    # reviewer approves or rejects it.
+    # Flows 1 and 2: what certifying.py needs of the agency, to record and approve a check.
 
-    def record_certification(
-        self, actor: Actor, request: desk_pb2.RecordCertificationRequest
-    ) -> Certification:
-        self._context.require_role(CERTIFYING_ROLE_NAMES, "certify residents")
-        limits = self._context.config.limits
-        method = require_enum(request.method, common_pb2.CertificationMethod, "method")
-        outcome = require_enum(request.outcome, common_pb2.CertificationOutcome, "outcome")
-        if not request.HasField("observed_at"):
-            raise InvalidInputError("observed_at", "is required")
-        now = self._context.now()
-        observed_at = require_past(
-            to_datetime(request.observed_at, "observed_at"), "observed_at", now, limits
-        )
-        digests = require_digests(list(request.evidence_digests), limits)
-        note = require_text(request.note, "note", limits)
-        subject = request.WhichOneof("subject")
-        request_id: str | None = None
-        if subject == "request_id":
-            request_id = require_id(request.request_id, "request_id")
-            with self._context.session() as session:
-                inbound = assistance.get(session, request_id, RequestDirection.INBOUND)
-            locator = inbound.subject_locator
-            paying_node_id, paying_region = inbound.paying_node_id, inbound.paying_region
-        elif subject == "walk_in":
-            kind, number = normalised_identity(request.walk_in, "walk_in", limits)
-            locator = subject_locator(self._context.keys.locator_key, kind, number)
-            paying_node_id, paying_region = self._paying_office_of(locator)
-        else:
-            raise InvalidInputError("subject", "give request_id or the walk-in identity")
-        with session_scope(self._context.engine) as session:
-            recorded = certifications.record(
-                session,
-                request_id=request_id,
-                subject_locator=locator,
-                paying_node_id=paying_node_id,
-                paying_region=paying_region,
-                certifying_region=self._context.config.primary_region,
-                method=method,
-                outcome=outcome,
-                observed_at=observed_at,
-                evidence_digests=[digest.hex() for digest in digests],
-                note=note,
-                clerk_id=actor.name,
-                now=now,
-            )
-            audit.append(
-                session,
-                actor=actor.label,
-                action="certification.record",
-                subject_type="certification",
-                subject_id=recorded.certification_id,
-                details={"request_id": request_id, "walk_in": subject == "walk_in"},
-                now=now,
-            )
-        return recorded
+    def inbound_request(self, request_id: str) -> AssistanceRequest:
+        """An inbound request a clerk certifies for."""
+        self._context.require_role(CERTIFYING_ROLE_NAMES, "certify residents for other offices")
+        with self._context.session() as session:
+            return assistance.get(session, request_id, RequestDirection.INBOUND)
 
-    def _paying_office_of(self, locator: bytes) -> tuple[str, str]:
+    def paying_office_of(self, locator: bytes) -> tuple[str, str]:
         """Which node pays a walk-in, from the registry's locator index."""
+        self._context.require_role(
+            CERTIFYING_ROLE_NAMES,
+            "certify visitors whom other offices pay; it certifies only its own beneficiaries",
+        )
         paying = sorted(self._locate(locator))
         if not paying:
             raise NotFoundError(
@@ -294,74 +240,18 @@ class ResidenceAgency:
         node = self._context.directory.current().active_node(paying[0])
         return node.node_id, node.region_codes[0]
 
-    def approve_certification(self, actor: Actor, certification_id: str) -> Certification:
-        require_id(certification_id, "certification_id")
-        now = self._context.now()
-        with self._context.session() as session:
-            pending = certifications.get(session, certification_id)
-        attestation = self._issuer.attestation(_finding(pending, actor.name), now)
-        attestation_id = attestation.attestation_id
-        with session_scope(self._context.engine) as session:
-            pending = certifications.get(session, certification_id)
-            certifications.approve(session, pending, actor.name, attestation_id, now)
-            if pending.request_id is not None:
-                inbound = assistance.get(session, pending.request_id, RequestDirection.INBOUND)
-                sequence = assistance.complete(session, inbound, attestation_id, now)
-                outbox.enqueue(
-                    session,
-                    kind=OutboxKind.UPDATE_ASSISTANCE_STATUS,
-                    destination=inbound.peer_node_id,
-                    subject_id=inbound.request_id,
-                    payload=self._status_message(inbound, sequence, now),
-                    now=now,
-                )
-            audit.append(
-                session,
-                actor=actor.label,
-                action="certification.approve",
-                subject_type="certification",
-                subject_id=certification_id,
-                details={"attestation_id": attestation_id},
-                now=now,
-            )
-            # Last: the log head stays locked only until the commit (Issuer.issue).
-            self._issuer.issue(session, [(attestation, None)], now=now)
-        self._issuer.issued()
-        return pending
-
-    def reject_certification(
-        self, actor: Actor, certification_id: str, reason: str
-    ) -> Certification:
-        require_id(certification_id, "certification_id")
-        require_text(reason, "reason", self._context.config.limits, required=True)
-        now = self._context.now()
-        with session_scope(self._context.engine) as session:
-            pending = certifications.get(session, certification_id)
-            certifications.reject(session, pending, actor.name, reason, now)
-            audit.append(
-                session,
-                actor=actor.label,
-                action="certification.reject",
-                subject_type="certification",
-                subject_id=certification_id,
-                details={},
-                now=now,
-            )
-        return pending
-
-
-def _finding(pending: Certification, reviewer_id: str) -> Finding:
-    """What a clerk recorded and a reviewer approved, as the issuer signs it."""
-    return Finding(
-        subject_locator=pending.subject_locator,
-        paying_node_id=pending.paying_node_id,
-        paying_region=pending.paying_region,
-        certifying_region=pending.certifying_region,
-        method=common_pb2.CertificationMethod.ValueType(pending.method),
-        outcome=common_pb2.CertificationOutcome.ValueType(pending.outcome),
-        observed_at=pending.observed_at,
-        evidence_digests=[bytes.fromhex(digest) for digest in pending.evidence_digests],
-        clerk_id=pending.clerk_id,
-        reviewer_id=reviewer_id,
-        request_id=pending.request_id,
-    )
+    def complete_request(
+        self, session: Session, request_id: str, attestation_id: str, now: datetime
+    ) -> None:
+        """The request is answered by `attestation_id`: completed here, and the paying office
+        told, in the caller's (the approval's) transaction."""
+        inbound = assistance.get(session, request_id, RequestDirection.INBOUND)
+        sequence = assistance.complete(session, inbound, attestation_id, now)
+        outbox.enqueue(
+            session,
+            kind=OutboxKind.UPDATE_ASSISTANCE_STATUS,
+            destination=inbound.peer_node_id,
+            subject_id=inbound.request_id,
+            payload=self._status_message(inbound, sequence, now),
+            now=now,
+        )

@@ -21,7 +21,10 @@ What the lifecycle promises, and the tests check literally:
   pay for every withheld month (suspended in July, certified in August: resumed in September
   with July and August paid back);
 * death: payments for the months after the month of death, up to the month payment stopped,
-  are an overpayment to recover.
+  are an overpayment to recover;
+* a closed month is never rewritten: an instruction decided after its month closed goes into
+  the first open month (`first_open_month`), and a late certification's back pay runs up to
+  that month (docs/policy.md, "Closed months").
 """
 
 from __future__ import annotations
@@ -152,20 +155,45 @@ class Resumption:
 
 
 def resumption(
-    withheld_from: date, certified_on: date, monthly_amount_fen: int, policy: Policy
+    withheld_from: date,
+    certified_on: date,
+    monthly_amount_fen: int,
+    policy: Policy,
+    *,
+    not_before: date | None = None,
 ) -> Resumption:
     """Payment after a certification ends a suspension whose first withheld month is
     `withheld_from`: it resumes `resume_after_months` after the month of the certification (and
     never before the month after the first withheld one, so a certification dated before the
-    suspension was noticed still pays back what was withheld); back pay covers every month from
-    the first withheld one up to the one payment resumes in."""
+    suspension was noticed still pays back what was withheld, nor before `not_before`, the first
+    month still open, so a certification recorded late never rewrites a closed month); back pay
+    covers every month from the first withheld one up to the one payment resumes in."""
     first_withheld = month_start(withheld_from)
     effective = max(
         add_months(month_start(certified_on), policy.resume_after_months),
         add_months(first_withheld, 1),
     )
+    if not_before is not None:
+        effective = max(effective, month_start(not_before))
     months = months_from(first_withheld, effective) if policy.back_pay else 0
     return Resumption(effective, months, months * monthly_amount_fen)
+
+
+def first_open_month(
+    latest_cycle_day: date | None, latest_closed_month: date | None
+) -> date | None:
+    """The first month whose payment instructions may still change, None when every month is.
+
+    Closed are the months before the month of the latest day the daily cycle ran for (the
+    office's calendar has moved past them: their pensions are paid) and every month up to the
+    latest one whose bank file was exported.
+    """
+    candidates = []
+    if latest_cycle_day is not None:
+        candidates.append(month_start(latest_cycle_day))
+    if latest_closed_month is not None:
+        candidates.append(add_months(month_start(latest_closed_month), 1))
+    return max(candidates, default=None)
 
 
 @dataclass(frozen=True)

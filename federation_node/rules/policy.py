@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from federation.errors import InvalidInputError
+from federation_node.rules.evidence import MEDIA_TYPES
 
 # Data-signal kinds (certfed.v1.SignalKind without its prefix, lower case).
 ALIVE_SIGNAL_KINDS = (
@@ -38,6 +39,11 @@ MAX_WARNING_MONTHS = 12
 # Reminders are counted from the expiry of validity; a year either side is as far as any
 # schedule in use reaches.
 MAX_REMINDER_OFFSET_DAYS = 366
+# Evidence is kept at least a month (a reviewer must see it before approving) and at most a
+# century; a file above 64 MiB is a video, not a capture or a scan.
+MIN_EVIDENCE_RETENTION_DAYS = 30
+MAX_EVIDENCE_RETENTION_DAYS = 36_500
+MAX_EVIDENCE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,11 @@ class Policy:
     # Days within which a death must be reported by the family and by the unit or village.
     family_report_days: int = 7
     unit_report_days: int = 3
+    # Files kept as evidence of certifications (offices/evidence.py): how long after their last
+    # upload or use the daily cycle deletes them, their largest size and the accepted formats.
+    evidence_retention_days: int = 1825
+    evidence_max_bytes: int = 2 * 1024 * 1024
+    evidence_media_types: frozenset[str] = field(default_factory=lambda: frozenset(MEDIA_TYPES))
 
 
 # Every key the file may hold: section -> key -> (Policy field, expected type).
@@ -90,6 +101,11 @@ _KEYS: dict[str, dict[str, tuple[str, type]]] = {
     "deaths": {
         "family_report_days": ("family_report_days", int),
         "unit_report_days": ("unit_report_days", int),
+    },
+    "evidence": {
+        "retention_days": ("evidence_retention_days", int),
+        "max_bytes": ("evidence_max_bytes", int),
+        "media_types": ("evidence_media_types", list),
     },
 }
 
@@ -136,6 +152,10 @@ def _list_value(name: str, value: list[Any]) -> Any:
         if not all(isinstance(item, int) and not isinstance(item, bool) for item in value):
             raise InvalidInputError(name, "must list whole numbers of days")
         return tuple(sorted(set(value)))
+    if name == "evidence.media_types":
+        if not all(isinstance(item, str) for item in value):
+            raise InvalidInputError(name, "must list media types as strings")
+        return frozenset(value)
     if not all(isinstance(item, str) for item in value):
         raise InvalidInputError(name, "must list signal kinds as strings")
     return frozenset(value)
@@ -181,3 +201,23 @@ def validate_policy(policy: Policy) -> None:
     ):
         if not 1 <= days <= 90:
             raise InvalidInputError(key, "must be between 1 and 90 days")
+    if (
+        not MIN_EVIDENCE_RETENTION_DAYS
+        <= policy.evidence_retention_days
+        <= (MAX_EVIDENCE_RETENTION_DAYS)
+    ):
+        raise InvalidInputError(
+            "evidence.retention_days",
+            f"must be between {MIN_EVIDENCE_RETENTION_DAYS} and {MAX_EVIDENCE_RETENTION_DAYS}",
+        )
+    if not 1 <= policy.evidence_max_bytes <= MAX_EVIDENCE_BYTES:
+        raise InvalidInputError(
+            "evidence.max_bytes", f"must be between 1 and {MAX_EVIDENCE_BYTES} bytes"
+        )
+    unknown_types = sorted(policy.evidence_media_types - set(MEDIA_TYPES))
+    if unknown_types or not policy.evidence_media_types:
+        raise InvalidInputError(
+            "evidence.media_types",
+            f"list one or more of {', '.join(MEDIA_TYPES)}"
+            + (f"; {unknown_types[0]!r} is not one of them" if unknown_types else ""),
+        )

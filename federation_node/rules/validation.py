@@ -26,7 +26,8 @@ IDENTITY_TYPES = {kind: value for value, kind in IDENTITY_KINDS.items()}
 _NODE_ID = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
 DIGEST_BYTES = 32
 MAX_SEQUENCE = 2**31 - 1
-_TEXT_WHITESPACE = "\n\r\t"
+# Control characters other than line breaks and tabs, and DEL.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 def require_id(value: str, field_name: str) -> str:
@@ -61,7 +62,7 @@ def require_text(value: str, field_name: str, limits: Limits, *, required: bool 
         )
     # Line breaks and tabs belong in a note; other control characters do not, and NUL cannot be
     # stored in a PostgreSQL text column at all.
-    if any((ord(c) < 0x20 and c not in _TEXT_WHITESPACE) or ord(c) == 0x7F for c in value):
+    if _CONTROL_CHARACTERS.search(value):
         raise InvalidInputError(field_name, "must not contain control characters")
     return value
 
@@ -146,11 +147,20 @@ def normalised_identity(
     bundle: attestation_pb2.IdentityBundle, field_name: str, limits: Limits
 ) -> tuple[IdentityKind, str]:
     """The identity's kind and normalised number; raises naming what is wrong with it."""
+    kind = identity_fields(bundle, field_name, limits)
+    return kind, validate_identity_number(kind, bundle.identity_number)
+
+
+def identity_fields(
+    bundle: attestation_pb2.IdentityBundle, field_name: str, limits: Limits
+) -> IdentityKind:
+    """The identity's kind, its name given and its texts within limits; the number is the
+    caller's to validate (`normalised_identity`, or signing.locator.locate)."""
     kind = identity_kind(bundle, field_name)
     require_text(bundle.full_name, f"{field_name}.full_name", limits, required=True)
     require_text(bundle.phone, f"{field_name}.phone", limits)
     require_text(bundle.address, f"{field_name}.address", limits)
-    return kind, validate_identity_number(kind, bundle.identity_number)
+    return kind
 
 
 def checked_identity(

@@ -72,6 +72,18 @@ DESK_POLICY: Mapping[str, frozenset[str]] = {
     "ListReminders": frozenset({ADMIN}),
     "AcknowledgeReminders": frozenset({ADMIN}),
     "GetReport": ANY_OPERATOR,
+    # The roll.
+    "UpsertBeneficiaries": frozenset({CLERK}),
+    "FindBeneficiary": ANY_OPERATOR,
+    "UpdateBeneficiaryContact": frozenset({CLERK}),
+    "ProposeMonthlyAmount": frozenset({CLERK}),
+    "ReviewMonthlyAmount": frozenset({REVIEWER}),
+    "ListAmountChanges": ANY_OPERATOR,
+    "ClosePaymentMonth": frozenset({ADMIN}),
+    # Evidence stays with the office that certified: its clerks attach it, its clerks and
+    # reviewers read it (each read audited); no other office or node has a method to reach it.
+    "UploadEvidence": frozenset({CLERK}),
+    "GetEvidence": frozenset({CLERK, REVIEWER}),
 }
 
 

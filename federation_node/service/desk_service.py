@@ -19,6 +19,7 @@ from federation_node.offices.context import Actor
 from federation_node.offices.node import Node
 from federation_node.rules.validation import page_size, require_id
 from federation_node.service import views
+from federation_node.service.evidence_desk_service import EvidenceDesk
 from federation_node.service.lifecycle_desk_service import LifecycleDesk
 from federation_node.service.trust_desk_service import TrustDesk
 from federation_node.service.views import (
@@ -62,7 +63,7 @@ def _filter(value: int, table: Mapping[Any, E], field_name: str) -> E | None:
     return table[value]
 
 
-class DeskServicer(TrustDesk, LifecycleDesk, desk_pb2_grpc.DeskServiceServicer):
+class DeskServicer(TrustDesk, LifecycleDesk, EvidenceDesk, desk_pb2_grpc.DeskServiceServicer):
     def __init__(self, node: Node) -> None:
         self._node = node
 
@@ -102,8 +103,11 @@ class DeskServicer(TrustDesk, LifecycleDesk, desk_pb2_grpc.DeskServiceServicer):
         size = page_size(request.page_size, self._node.context.config.limits)
         with self._node.context.session() as session:
             records, token = beneficiaries.page(session, size, request.page_token)
+            total = beneficiaries.count(session) if not request.page_token else 0
         return desk_pb2.ListBeneficiariesResponse(
-            beneficiaries=[beneficiary_view(r) for r in records], next_page_token=token
+            beneficiaries=[beneficiary_view(r) for r in records],
+            next_page_token=token,
+            total_size=total,
         )
 
     def RequestCertification(
@@ -152,7 +156,7 @@ class DeskServicer(TrustDesk, LifecycleDesk, desk_pb2_grpc.DeskServiceServicer):
     def RecordCertification(
         self, request: desk_pb2.RecordCertificationRequest, context: grpc.ServicerContext
     ) -> desk_pb2.RecordCertificationResponse:
-        record = self._node.residence_agency.record_certification(_actor(), request)
+        record = self._node.certifier.record_certification(_actor(), request)
         return desk_pb2.RecordCertificationResponse(certification=certification_view(record))
 
     def ListCertifications(
@@ -169,15 +173,13 @@ class DeskServicer(TrustDesk, LifecycleDesk, desk_pb2_grpc.DeskServiceServicer):
     def ApproveCertification(
         self, request: desk_pb2.ApproveCertificationRequest, context: grpc.ServicerContext
     ) -> desk_pb2.ApproveCertificationResponse:
-        record = self._node.residence_agency.approve_certification(
-            _actor(), request.certification_id
-        )
+        record = self._node.certifier.approve_certification(_actor(), request.certification_id)
         return desk_pb2.ApproveCertificationResponse(certification=certification_view(record))
 
     def RejectCertification(
         self, request: desk_pb2.RejectCertificationRequest, context: grpc.ServicerContext
     ) -> desk_pb2.RejectCertificationResponse:
-        record = self._node.residence_agency.reject_certification(
+        record = self._node.certifier.reject_certification(
             _actor(), request.certification_id, request.reason
         )
         return desk_pb2.RejectCertificationResponse(certification=certification_view(record))

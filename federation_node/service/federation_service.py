@@ -12,6 +12,7 @@ from federation.principal import caller
 from federation.timestamps import to_timestamp
 from federation_node.offices.assistance_status import STATE_STATUSES
 from federation_node.offices.node import Node
+from federation_node.rules.validation import require_node_id
 from federation_node.tlog.transparency import TransparencyLog, entries_message
 
 
@@ -52,14 +53,22 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
     def GetCheckpoint(
         self, request: federation_pb2.GetCheckpointRequest, context: grpc.ServicerContext
     ) -> federation_pb2.GetCheckpointResponse:
-        return federation_pb2.GetCheckpointResponse(
-            checkpoint=log_pb2.SignedCheckpoint(note=self._log.checkpoint())
-        )
+        if request.origin_node_id:
+            origin = require_node_id(request.origin_node_id, "origin_node_id")
+            note = self._log.copy_checkpoint(origin)
+        else:
+            note = self._log.checkpoint()
+        return federation_pb2.GetCheckpointResponse(checkpoint=log_pb2.SignedCheckpoint(note=note))
 
     def GetEntries(
         self, request: federation_pb2.GetEntriesRequest, context: grpc.ServicerContext
     ) -> Iterator[federation_pb2.GetEntriesResponse]:
-        for batch in self._log.entry_batches(request.start, request.end):
+        if request.origin_node_id:
+            origin = require_node_id(request.origin_node_id, "origin_node_id")
+            batches = self._log.copy_entry_batches(origin, request.start, request.end)
+        else:
+            batches = self._log.entry_batches(request.start, request.end)
+        for batch in batches:
             yield federation_pb2.GetEntriesResponse(entries=entries_message(batch))
 
     def GetInclusionProof(

@@ -1,5 +1,6 @@
-"""The desk methods of the paying office's year: bulk registration, data signals, termination
-review, entitlement lists, the daily cycle, payment instructions, reminders and the report.
+"""The desk methods of the paying office's year: bulk registration and the roll, data signals,
+termination review, entitlement lists, the daily cycle, payment instructions and closed months,
+reminders, monthly amount changes and the report.
 
 Mixed into `DeskServicer`; thin like the rest of it: validate the fields, call one lifecycle
 operation or store query, map the result. The operations are in federation_node/offices/.
@@ -18,16 +19,20 @@ from federation.principal import caller
 from federation.timestamps import optional_datetime
 from federation_node.offices.context import Actor
 from federation_node.offices.node import Node
-from federation_node.rules.entitlement import parse_month
+from federation_node.rules.entitlement import month_label, parse_month
 from federation_node.rules.validation import page_size, require_id
 from federation_node.service.lifecycle_views import (
+    AMOUNT_CHANGE_FILTERS,
     STATE_FILTERS,
+    amount_change_view,
     entitlement_view,
     instruction_view,
     reminder_view,
+    upsert_result_view,
 )
 from federation_node.service.views import beneficiary_view
 from federation_node.store import (
+    amount_changes,
     beneficiaries,
     entitlements_store,
     payments_store,
@@ -35,6 +40,7 @@ from federation_node.store import (
     reports_store,
 )
 from federation_node.store.db import session_scope
+from federation_node.store.entitlements_store import EntitlementFilter
 
 
 def _actor() -> Actor:
@@ -81,10 +87,14 @@ class LifecycleDesk:
             state = STATE_FILTERS.get(request.state)
             if state is None:
                 raise InvalidInputError("state", "is not a known entitlement state")
-        with Session(self._node.context.engine) as session:
-            rows, token = entitlements_store.page(session, state, size, request.page_token)
+        which = EntitlementFilter(state, request.with_overpayment, request.possible_duplicate)
+        with self._node.context.session() as session:
+            rows, token = entitlements_store.page(session, which, size, request.page_token)
+            total = entitlements_store.count(session, which) if not request.page_token else 0
         return desk_pb2.ListEntitlementsResponse(
-            entitlements=[entitlement_view(e, b) for e, b in rows], next_page_token=token
+            entitlements=[entitlement_view(e, b) for e, b in rows],
+            next_page_token=token,
+            total_size=total,
         )
 
     def RunCycle(
@@ -108,12 +118,24 @@ class LifecycleDesk:
     ) -> desk_pb2.ListPaymentInstructionsResponse:
         try:
             parse_month(request.month)
-        except ValueError as error:
-            raise InvalidInputError("month", str(error)) from None
-        with Session(self._node.context.engine) as session:
-            rows = payments_store.for_month(session, request.month)
+        except ValueError:
+            raise InvalidInputError(
+                "month", "must be a month written YYYY-MM, e.g. 2025-07"
+            ) from None
+        size = page_size(request.page_size, self._node.context.config.limits)
+        with self._node.context.session() as session:
+            rows, token = payments_store.page_for_month(
+                session, request.month, size, request.page_token
+            )
+            total = (
+                payments_store.count_for_month(session, request.month)
+                if not request.page_token
+                else 0
+            )
         return desk_pb2.ListPaymentInstructionsResponse(
-            instructions=[instruction_view(i, b) for i, b in rows]
+            instructions=[instruction_view(i, b) for i, b in rows],
+            next_page_token=token,
+            total_size=total,
         )
 
     def ListReminders(
@@ -122,12 +144,13 @@ class LifecycleDesk:
         size = page_size(request.page_size, self._node.context.config.limits)
         views = []
         with Session(self._node.context.engine) as session:
-            for reminder in reminders_store.waiting(session, size):
+            reminders, token = reminders_store.waiting(session, size, request.page_token)
+            for reminder in reminders:
                 person = beneficiaries.get(session, reminder.beneficiary_id)
                 # Unsealed here for the notifier only, which is why the RPC is admin-only.
                 phone = self._node.paying_office.beneficiary_identity(person).phone
                 views.append(reminder_view(reminder, phone))
-        return desk_pb2.ListRemindersResponse(reminders=views)
+        return desk_pb2.ListRemindersResponse(reminders=views, next_page_token=token)
 
     def AcknowledgeReminders(
         self, request: desk_pb2.AcknowledgeRemindersRequest, context: grpc.ServicerContext
@@ -168,3 +191,66 @@ class LifecycleDesk:
                 overpayments_fen=reports_store.overpayments_total(session),
                 possible_duplicates=reports_store.possible_duplicates(session),
             )
+
+    # The roll.
+
+    def UpsertBeneficiaries(
+        self, request: desk_pb2.UpsertBeneficiariesRequest, context: grpc.ServicerContext
+    ) -> desk_pb2.UpsertBeneficiariesResponse:
+        rows = self._node.roll.upsert(_actor(), list(request.beneficiaries))
+        return desk_pb2.UpsertBeneficiariesResponse(results=[upsert_result_view(r) for r in rows])
+
+    def FindBeneficiary(
+        self, request: desk_pb2.FindBeneficiaryRequest, context: grpc.ServicerContext
+    ) -> desk_pb2.FindBeneficiaryResponse:
+        entitlement, beneficiary, pending = self._node.roll.find(request)
+        response = desk_pb2.FindBeneficiaryResponse(
+            entitlement=entitlement_view(entitlement, beneficiary)
+        )
+        if pending is not None:
+            response.pending_amount_change.CopyFrom(amount_change_view(pending))
+        return response
+
+    def UpdateBeneficiaryContact(
+        self, request: desk_pb2.UpdateBeneficiaryContactRequest, context: grpc.ServicerContext
+    ) -> desk_pb2.UpdateBeneficiaryContactResponse:
+        beneficiary, changed = self._node.roll.update_contact(_actor(), request)
+        return desk_pb2.UpdateBeneficiaryContactResponse(
+            beneficiary=beneficiary_view(beneficiary), changed_fields=changed
+        )
+
+    def ProposeMonthlyAmount(
+        self, request: desk_pb2.ProposeMonthlyAmountRequest, context: grpc.ServicerContext
+    ) -> desk_pb2.ProposeMonthlyAmountResponse:
+        change = self._node.monthly_amounts.propose(_actor(), request)
+        return desk_pb2.ProposeMonthlyAmountResponse(change=amount_change_view(change))
+
+    def ReviewMonthlyAmount(
+        self, request: desk_pb2.ReviewMonthlyAmountRequest, context: grpc.ServicerContext
+    ) -> desk_pb2.ReviewMonthlyAmountResponse:
+        change = self._node.monthly_amounts.review(_actor(), request)
+        return desk_pb2.ReviewMonthlyAmountResponse(change=amount_change_view(change))
+
+    def ListAmountChanges(
+        self, request: desk_pb2.ListAmountChangesRequest, context: grpc.ServicerContext
+    ) -> desk_pb2.ListAmountChangesResponse:
+        size = page_size(request.page_size, self._node.context.config.limits)
+        state = None
+        if request.status:
+            state = AMOUNT_CHANGE_FILTERS.get(request.status)
+            if state is None:
+                raise InvalidInputError("status", "is not a known amount change status")
+        with self._node.context.session() as session:
+            rows, token = amount_changes.page(session, state, size, request.page_token)
+            total = amount_changes.count(session, state) if not request.page_token else 0
+        return desk_pb2.ListAmountChangesResponse(
+            changes=[amount_change_view(c) for c in rows], next_page_token=token, total_size=total
+        )
+
+    def ClosePaymentMonth(
+        self, request: desk_pb2.ClosePaymentMonthRequest, context: grpc.ServicerContext
+    ) -> desk_pb2.ClosePaymentMonthResponse:
+        newly, first_open = self._node.lifecycle.close_payment_month(_actor(), request.month)
+        return desk_pb2.ClosePaymentMonthResponse(
+            month=request.month, newly_closed=newly, first_open_month=month_label(first_open)
+        )

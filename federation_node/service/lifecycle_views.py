@@ -1,12 +1,21 @@
-"""Entitlements, payment instructions and reminders as the messages the desk sees."""
+"""Entitlements, payment instructions, reminders, amount changes and roll rows as the messages
+the desk sees."""
 
 from __future__ import annotations
 
 from certfed.v1 import desk_pb2
 from federation.timestamps import to_timestamp
+from federation_node.offices.roll import RowOutcome, UpsertedRow
 from federation_node.rules.entitlement import EntitlementState, ReminderKind
 from federation_node.service.views import beneficiary_view
-from federation_node.store.models import Beneficiary, Entitlement, PaymentAction, PaymentInstruction
+from federation_node.store.models import (
+    AmountChange,
+    AmountChangeState,
+    Beneficiary,
+    Entitlement,
+    PaymentAction,
+    PaymentInstruction,
+)
 from federation_node.store.models import Reminder as StoredReminder
 
 ENTITLEMENT_STATES = {
@@ -21,6 +30,18 @@ PAYMENT_ACTIONS = {
     PaymentAction.SUSPEND: desk_pb2.PAYMENT_ACTION_SUSPEND,
     PaymentAction.RESUME: desk_pb2.PAYMENT_ACTION_RESUME,
     PaymentAction.TERMINATE: desk_pb2.PAYMENT_ACTION_TERMINATE,
+}
+AMOUNT_CHANGE_STATES = {
+    AmountChangeState.PROPOSED: desk_pb2.AMOUNT_CHANGE_STATUS_PROPOSED,
+    AmountChangeState.APPROVED: desk_pb2.AMOUNT_CHANGE_STATUS_APPROVED,
+    AmountChangeState.REJECTED: desk_pb2.AMOUNT_CHANGE_STATUS_REJECTED,
+    AmountChangeState.SUPERSEDED: desk_pb2.AMOUNT_CHANGE_STATUS_SUPERSEDED,
+}
+AMOUNT_CHANGE_FILTERS = {value: state for state, value in AMOUNT_CHANGE_STATES.items()}
+UPSERT_OUTCOMES = {
+    RowOutcome.CREATED: desk_pb2.UPSERT_OUTCOME_CREATED,
+    RowOutcome.UPDATED: desk_pb2.UPSERT_OUTCOME_UPDATED,
+    RowOutcome.UNCHANGED: desk_pb2.UPSERT_OUTCOME_UNCHANGED,
 }
 REMINDER_KINDS = {
     ReminderKind.DUE: desk_pb2.REMINDER_KIND_DUE,
@@ -63,4 +84,31 @@ def reminder_view(reminder: StoredReminder, phone: str) -> desk_pb2.Reminder:
         created_at=to_timestamp(reminder.created_at),
         phone=phone,
         valid_until=to_timestamp(reminder.expires_at),
+    )
+
+
+def amount_change_view(change: AmountChange) -> desk_pb2.AmountChange:
+    view = desk_pb2.AmountChange(
+        change_id=change.change_id,
+        beneficiary_id=change.beneficiary_id,
+        status=AMOUNT_CHANGE_STATES[change.state],
+        previous_amount_fen=change.previous_amount_fen,
+        proposed_amount_fen=change.proposed_amount_fen,
+        reason=change.reason,
+        proposed_by=change.proposed_by,
+        proposed_at=to_timestamp(change.proposed_at),
+        reviewed_by=change.reviewed_by or "",
+        review_reason=change.review_reason or "",
+    )
+    if change.reviewed_at is not None:
+        view.reviewed_at.CopyFrom(to_timestamp(change.reviewed_at))
+    return view
+
+
+def upsert_result_view(row: UpsertedRow) -> desk_pb2.UpsertResult:
+    return desk_pb2.UpsertResult(
+        outcome=UPSERT_OUTCOMES[row.outcome],
+        beneficiary_id=row.beneficiary_id,
+        changed_fields=list(row.changed_fields),
+        amount_change_id=row.amount_change_id,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from certfed.v1 import common_pb2, desk_pb2
 from federation.timestamps import to_timestamp
 from federation_node.offices.assistance_status import STATE_STATUSES
+from federation_node.offices.roll import SCHEMES
 from federation_node.rules.validation import IDENTITY_TYPES
 from federation_node.store.models import (
     AssistanceRequest,
@@ -46,6 +47,9 @@ DELIVERY_STATES = {
 }
 
 
+SCHEME_VALUES = {scheme: value for value, scheme in SCHEMES.items()}
+
+
 def _delivery(state: DeliveryState | None) -> desk_pb2.DeliveryState.ValueType:
     return DELIVERY_STATES[state] if state else desk_pb2.DELIVERY_STATE_UNSPECIFIED
 
@@ -60,6 +64,10 @@ def beneficiary_view(record: Beneficiary) -> desk_pb2.Beneficiary:
         status=BENEFICIARY_STATUSES[record.status],
         possible_duplicate=record.possible_duplicate,
         subject_locator=record.subject_locator,
+        scheme=SCHEME_VALUES[record.scheme]
+        if record.scheme is not None
+        else desk_pb2.PENSION_SCHEME_UNSPECIFIED,
+        payment_start_month=record.payment_start_month or "",
     )
     if record.valid_until is not None:
         view.valid_until.CopyFrom(to_timestamp(record.valid_until))
@@ -108,6 +116,7 @@ def certification_view(record: Certification) -> desk_pb2.Certification:
         recorded_at=to_timestamp(record.recorded_at),
         rejection_reason=record.rejection_reason or "",
         subject_locator=record.subject_locator,
+        evidence_digests=[bytes.fromhex(digest) for digest in record.evidence_digests],
     )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from federation.errors import AlreadyExistsError, UnknownAttestationError
 from federation_node.store.db import keyset_page
@@ -115,3 +115,13 @@ def for_locator(session: Session, subject_locator: bytes) -> list[Attestation]:
             .order_by(col(Attestation.attestation_id))
         )
     )
+
+
+def issued_by_method(session: Session) -> dict[int, int]:
+    """How many attestations this node has issued, by certification method (for monitoring)."""
+    rows = session.exec(
+        select(Attestation.method, func.count())
+        .where(Attestation.direction == AttestationDirection.ISSUED)
+        .group_by(col(Attestation.method))
+    ).all()
+    return {int(method): int(count) for method, count in rows}

@@ -1,8 +1,9 @@
-"""The people this office pays: registering them, finding them, their validity and status.
+"""The people this office pays: registering them, finding them, their record, validity and status.
 
 Every function works inside the caller's transaction (`db.session_scope`). The store never sees
 an identity number in clear: the caller passes the subject locator, the sealed identity and the
 masked number. One person (one locator) is one beneficiary: the database refuses a second.
+`add_many` is the roll's bulk path: set-based inserts (COPY on PostgreSQL), no ORM object per row.
 """
 
 from __future__ import annotations
@@ -11,13 +12,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy import bindparam, func, update
+from sqlalchemy import select as sql_select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 
 from federation.errors import AlreadyExistsError, UnknownBeneficiaryError
 from federation_node.ids import new_id
-from federation_node.store.db import keyset_page
-from federation_node.store.models import Beneficiary, BeneficiaryState, IdentityType
+from federation_node.store.bulk_insert import insert_rows
+from federation_node.store.db import count_of, is_postgres, keyset_page
+from federation_node.store.models import (
+    Beneficiary,
+    BeneficiaryState,
+    Entitlement,
+    IdentityType,
+    PensionScheme,
+)
+
+# Locators per IN (...) list: well inside SQLite's and PostgreSQL's bound-parameter limits.
+_IN_BATCH = 500
 
 
 def add(
@@ -31,6 +45,8 @@ def add(
     paying_region: str,
     valid_until: datetime | None,
     now: datetime,
+    scheme: PensionScheme | None = None,
+    payment_start_month: str | None = None,
 ) -> Beneficiary:
     """Register a person; refused when the locator already names a beneficiary here."""
     existing = by_locator(session, subject_locator)
@@ -50,6 +66,8 @@ def add(
         possible_duplicate=False,
         created_at=now,
         updated_at=now,
+        scheme=scheme,
+        payment_start_month=payment_start_month,
     )
     try:
         # A savepoint, so that after losing a race the transaction can still look up the winner.
@@ -81,6 +99,91 @@ def get(session: Session, beneficiary_id: str) -> Beneficiary:
 
 def by_locator(session: Session, locator: bytes) -> Beneficiary | None:
     return session.exec(select(Beneficiary).where(Beneficiary.subject_locator == locator)).first()
+
+
+def by_locators(session: Session, locators: Sequence[bytes]) -> dict[bytes, Beneficiary]:
+    """This office's beneficiaries among `locators`, by locator."""
+    found: dict[bytes, Beneficiary] = {}
+    for start in range(0, len(locators), _IN_BATCH):
+        statement = select(Beneficiary).where(
+            col(Beneficiary.subject_locator).in_(list(locators[start : start + _IN_BATCH]))
+        )
+        found.update((bytes(row.subject_locator), row) for row in session.exec(statement))
+    return found
+
+
+@dataclass(frozen=True)
+class RollRecord:
+    """What a roll import compares a row with: a registered person's record and monthly amount,
+    read as plain values (no ORM object per row: a roll has a million of them)."""
+
+    beneficiary_id: str
+    subject_locator: bytes
+    residence_region: str
+    paying_region: str
+    scheme: PensionScheme | None
+    payment_start_month: str | None
+    sealed_identity: bytes
+    monthly_amount_fen: int
+
+
+def roll_records(session: Session, locators: Sequence[bytes]) -> dict[bytes, RollRecord]:
+    """The records of this office's beneficiaries among `locators`, by locator."""
+    found: dict[bytes, RollRecord] = {}
+    # PostgreSQL takes the whole batch as one array parameter; SQLite a bounded IN list.
+    postgres = is_postgres(session)
+    step = max(1, len(locators)) if postgres else _IN_BATCH
+    for start in range(0, len(locators), step):
+        batch = list(locators[start : start + step])
+        statement = (
+            sql_select(
+                col(Beneficiary.beneficiary_id),
+                col(Beneficiary.subject_locator),
+                col(Beneficiary.residence_region),
+                col(Beneficiary.paying_region),
+                col(Beneficiary.scheme),
+                col(Beneficiary.payment_start_month),
+                col(Beneficiary.sealed_identity),
+                col(Entitlement.monthly_amount_fen),
+            )
+            .join(Entitlement, col(Entitlement.beneficiary_id) == col(Beneficiary.beneficiary_id))
+            .where(_locator_in(batch, postgres=postgres))
+        )
+        for row in session.execute(statement):
+            record = RollRecord(*row)
+            found[bytes(record.subject_locator)] = record
+    return found
+
+
+def _locator_in(locators: list[bytes], *, postgres: bool) -> ColumnElement[bool]:
+    column = col(Beneficiary.subject_locator)
+    if postgres:
+        # One text parameter, split and decoded by the server: binding thousands of bytea
+        # values one by one costs more than the query.
+        hexes = func.string_to_array(
+            bindparam("locators", ",".join(x.hex() for x in locators)), ","
+        )
+        return column.in_(select(func.decode(func.unnest(hexes), "hex")))
+    return column.in_(locators)
+
+
+def update_columns(
+    session: Session,
+    beneficiary_id: str,
+    changes: dict[str, str | bytes | PensionScheme | None],
+    now: datetime,
+) -> None:
+    """Change some of a person's columns (named as in the model) without loading the row."""
+    session.execute(
+        update(Beneficiary)
+        .where(col(Beneficiary.beneficiary_id) == beneficiary_id)
+        .values(**changes, updated_at=now)
+    )
+
+
+def count(session: Session) -> int:
+    """How many beneficiaries the office has (the listing's total)."""
+    return count_of(session, select(Beneficiary))
 
 
 def page(session: Session, page_size: int, page_token: str) -> tuple[list[Beneficiary], str]:
@@ -144,6 +247,32 @@ def flag_duplicate(session: Session, locator: bytes, now: datetime | None = None
     return True
 
 
+def update_record(
+    session: Session,
+    beneficiary: Beneficiary,
+    *,
+    residence_region: str | None = None,
+    paying_region: str | None = None,
+    sealed_identity: bytes | None = None,
+    scheme: PensionScheme | None = None,
+    payment_start_month: str | None = None,
+    now: datetime,
+) -> None:
+    """Change what the office knows of a person; None leaves a field as it is."""
+    if residence_region is not None:
+        beneficiary.residence_region = residence_region
+    if paying_region is not None:
+        beneficiary.paying_region = paying_region
+    if sealed_identity is not None:
+        beneficiary.sealed_identity = sealed_identity
+    if scheme is not None:
+        beneficiary.scheme = scheme
+    if payment_start_month is not None:
+        beneficiary.payment_start_month = payment_start_month
+    beneficiary.updated_at = now
+    session.add(beneficiary)
+
+
 @dataclass(frozen=True)
 class NewBeneficiary:
     subject_locator: bytes
@@ -153,6 +282,60 @@ class NewBeneficiary:
     residence_region: str
     paying_region: str
     valid_until: datetime | None
+    scheme: PensionScheme | None = None
+    payment_start_month: str | None = None
+
+
+_COLUMNS = (
+    "beneficiary_id",
+    "subject_locator",
+    "identity_type",
+    "masked_identity_number",
+    "sealed_identity",
+    "residence_region",
+    "paying_region",
+    "status",
+    "status_effective_at",
+    "valid_until",
+    "possible_duplicate",
+    "created_at",
+    "updated_at",
+    "scheme",
+    "payment_start_month",
+)
+
+
+def add_many(session: Session, batch: Sequence[NewBeneficiary], now: datetime) -> list[str]:
+    """Register people none of whom is registered here yet (the caller checked, in this
+    transaction): one set-based insert, their new ids in order. A person registered
+    concurrently makes the insert fail on the unique locator, and the transaction with it."""
+    ids = [new_id() for _ in batch]
+    insert_rows(
+        session,
+        Beneficiary.__table__,  # type: ignore[attr-defined]
+        _COLUMNS,
+        (
+            (
+                beneficiary_id,
+                new.subject_locator,
+                new.identity_type,
+                new.masked_identity_number,
+                new.sealed_identity,
+                new.residence_region,
+                new.paying_region,
+                BeneficiaryState.ACTIVE,
+                None,
+                new.valid_until,
+                False,
+                now,
+                now,
+                new.scheme,
+                new.payment_start_month,
+            )
+            for beneficiary_id, new in zip(ids, batch, strict=True)
+        ),
+    )
+    return ids
 
 
 def add_batch(
@@ -187,6 +370,8 @@ def add_batch(
             possible_duplicate=False,
             created_at=now,
             updated_at=now,
+            scheme=new.scheme,
+            payment_start_month=new.payment_start_month,
         )
         for new in batch
     ]

@@ -2,35 +2,94 @@
 
 PostgreSQL gets them through COPY ... FROM STDIN in binary format (psycopg's `cursor.copy`),
 streamed row by row so memory does not grow with the number of rows; SQLite gets one prepared
-`executemany`. Only the log store and the sync store use it, for the bulk paths that the
-benchmark and `certfed sync` exercise; everything else inserts through the ORM.
+`executemany`. Values go through each column's type on the way in (an aware UTC datetime, an
+enum's string value), as the ORM would bind them. The log store, the sync store and the roll
+import use it, for the bulk paths the benchmarks and `certfed sync` exercise; everything else
+inserts through the ORM.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from sqlalchemy import BigInteger, Integer, LargeBinary, String, Table
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Dialect,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    TypeDecorator,
+)
 from sqlmodel import Session
 
 from federation_node.store.db import is_postgres
 
+# Distinct values of one column whose bound form is remembered during one insert.
+_MEMO_SIZE = 4096
 # PostgreSQL type names for binary COPY, by the SQLAlchemy types the node's tables use.
 _COPY_TYPES: tuple[tuple[type[Any], str], ...] = (
     (BigInteger, "int8"),
     (Integer, "int4"),
     (LargeBinary, "bytea"),
     (String, "text"),
+    (Boolean, "bool"),
+    (DateTime, "timestamptz"),
 )
 
 
 def _copy_type(table: Table, column: str) -> str:
     kind = table.columns[column].type
+    if isinstance(kind, TypeDecorator):
+        kind = kind.impl_instance
     for sql_type, name in _COPY_TYPES:
         if isinstance(kind, sql_type):
             return name
     raise TypeError(f"{table.name}.{column}: no binary COPY type for {kind!r}")
+
+
+def _bound(
+    table: Table, columns: Sequence[str], rows: Iterable[Sequence[Any]], dialect: Dialect
+) -> Iterable[Sequence[Any]]:
+    """`rows` with each value bound by its column's type, for the columns whose type binds."""
+    processors: list[tuple[int, Callable[[Any], Any]]] = []
+    for index, column in enumerate(columns):
+        kind = table.columns[column].type
+        processor = kind.dialect_impl(dialect).bind_processor(dialect)
+        if processor is not None:
+            # Bulk rows repeat their values (one timestamp, a few enum members): bind each once.
+            processors.append((index, _memoised(processor)))
+    if not processors:
+        return rows
+
+    def bound() -> Iterator[Sequence[Any]]:
+        for row in rows:
+            values = list(row)
+            for index, processor in processors:
+                values[index] = processor(values[index])
+            yield values
+
+    return bound()
+
+
+def _memoised(processor: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    bound: dict[Any, Any] = {}
+
+    def process(value: Any) -> Any:
+        try:
+            return bound[value]
+        except KeyError:
+            result = processor(value)
+            if len(bound) < _MEMO_SIZE:
+                bound[value] = result
+            return result
+        except TypeError:  # an unhashable value
+            return processor(value)
+
+    return process
 
 
 def insert_rows(
@@ -41,6 +100,7 @@ def insert_rows(
     driver = connection.connection.driver_connection
     if driver is None:
         raise RuntimeError("the session's connection has no driver connection")
+    rows = _bound(table, columns, rows, connection.dialect)
     names = ", ".join(columns)
     count = 0
     if is_postgres(session):

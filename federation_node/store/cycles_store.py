@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
+from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from federation_node.store.models import CycleRun
 
@@ -41,3 +42,9 @@ def claim(session: Session, day: date, actor: str, now: datetime) -> CycleRun | 
 
 def get(session: Session, day: date) -> CycleRun | None:
     return session.get(CycleRun, day.isoformat())
+
+
+def latest_day(session: Session) -> date | None:
+    """The latest day the cycle ran for (or is running for, in this transaction)."""
+    latest: str | None = session.exec(select(func.max(CycleRun.day))).one()
+    return date.fromisoformat(latest) if latest is not None else None

@@ -12,7 +12,8 @@ same migrations serve both. What this module promises:
 * `session_scope` is the only way the node opens a transaction: it commits when the block ends
   normally and rolls back on any exception. Objects stay readable after the commit.
 * `keyset_page` is the pagination every listing uses: ordered by a unique key, opaque tokens,
-  no OFFSET, so concurrent inserts never make a page skip or repeat a row.
+  no OFFSET, so concurrent inserts never make a page skip or repeat a row; `count_of` counts
+  what a listing's statement selects, for the total a first page reports.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, func, text
 from sqlalchemy.orm import Mapped
-from sqlmodel import Session
+from sqlmodel import Session, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from federation.database import EngineSettings, open_engine
@@ -161,3 +162,9 @@ def keyset_page(
         return rows, ""
     rows = rows[:page_size]
     return rows, encode_page_token(key_of(rows[-1]))
+
+
+def count_of(session: Session, statement: SelectOfScalar[T]) -> int:
+    """How many rows `statement` selects."""
+    counted = select(func.count()).select_from(statement.order_by(None).subquery())
+    return int(session.exec(counted).one())

@@ -9,14 +9,17 @@ only reads and writes.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import func, or_
 from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from federation.errors import UnknownBeneficiaryError
 from federation_node.rules.entitlement import EntitlementState
-from federation_node.store.db import keyset_page, lock_and_refresh
+from federation_node.store.bulk_insert import insert_rows
+from federation_node.store.db import count_of, keyset_page, lock_and_refresh
 from federation_node.store.models import Beneficiary, Entitlement
 
 
@@ -38,6 +41,34 @@ def open_for(
     )
     session.add(entitlement)
     return entitlement
+
+
+_COLUMNS = (
+    "beneficiary_id",
+    "monthly_amount_fen",
+    "state",
+    "state_since",
+    "termination_pending_review",
+    "pending_status",
+    "pending_effective_at",
+    "withheld_from_month",
+    "overpayment_fen",
+    "updated_at",
+)
+
+
+def open_many(session: Session, amounts: Sequence[tuple[str, int]], now: datetime) -> None:
+    """`open_for` for many newly registered beneficiaries ((id, monthly amount) pairs), in one
+    set-based insert."""
+    insert_rows(
+        session,
+        Entitlement.__table__,  # type: ignore[attr-defined]
+        _COLUMNS,
+        (
+            (beneficiary_id, amount, EntitlementState.ACTIVE, now, False, None, None, None, 0, now)
+            for beneficiary_id, amount in amounts
+        ),
+    )
 
 
 def get(session: Session, beneficiary_id: str, *, for_update: bool = False) -> Entitlement:
@@ -65,16 +96,38 @@ def save(session: Session, entitlement: Entitlement, now: datetime) -> None:
     session.add(entitlement)
 
 
+@dataclass(frozen=True)
+class EntitlementFilter:
+    """Which entitlements a listing holds; every condition set must hold."""
+
+    state: EntitlementState | None = None
+    with_overpayment: bool = False
+    possible_duplicate: bool = False
+
+    def statement(self) -> SelectOfScalar[Entitlement]:
+        statement = select(Entitlement)
+        if self.state is not None:
+            statement = statement.where(Entitlement.state == self.state)
+        if self.with_overpayment:
+            statement = statement.where(col(Entitlement.overpayment_fen) > 0)
+        if self.possible_duplicate:
+            statement = statement.join(
+                Beneficiary, col(Beneficiary.beneficiary_id) == col(Entitlement.beneficiary_id)
+            ).where(col(Beneficiary.possible_duplicate).is_(True))
+        return statement
+
+
+def count(session: Session, which: EntitlementFilter) -> int:
+    return count_of(session, which.statement())
+
+
 def page(
-    session: Session, state: EntitlementState | None, page_size: int, page_token: str
+    session: Session, which: EntitlementFilter, page_size: int, page_token: str
 ) -> tuple[list[tuple[Entitlement, Beneficiary]], str]:
-    """Entitlements (with their beneficiaries) in beneficiary-id order, optionally one state."""
-    statement = select(Entitlement)
-    if state is not None:
-        statement = statement.where(Entitlement.state == state)
+    """Entitlements (with their beneficiaries) in beneficiary-id order, filtered."""
     rows, token = keyset_page(
         session,
-        statement,
+        which.statement(),
         key=col(Entitlement.beneficiary_id),
         key_of=lambda row: row.beneficiary_id,
         page_size=page_size,

@@ -12,6 +12,11 @@ Promises:
   `log_subtree`, written by the append that completes it; a proof therefore reads O(log n) rows
   and at most two runs of fewer than 2**CACHED_LEVEL leaf hashes (RFC 9162 2.1.3, 2.1.4).
 * The bulk path (`append_many`) writes the same rows as repeated `append` calls, through COPY.
+* No append forks the log: the head also holds the largest size the registry witness is known
+  to have cosigned, and while the log is shorter than that (a database restored from an older
+  backup) or a restore has not yet been checked with the witness, `append` and `append_many`
+  raise `LogBehindWitnessError`. Only `recover` appends then: entries of the cosigned log that
+  the caller verified against a cosigned checkpoint.
 """
 
 from __future__ import annotations
@@ -23,7 +28,12 @@ from typing import NamedTuple
 
 from sqlmodel import Session, col, select
 
-from federation.errors import InvalidInputError, NotFoundError, UnknownAttestationError
+from federation.errors import (
+    InvalidInputError,
+    NotFoundError,
+    PreconditionError,
+    UnknownAttestationError,
+)
 from federation_node.store.bulk_insert import insert_rows
 from federation_node.store.db import is_postgres
 from federation_node.store.models import LogCheckpoint, LogEntry, LogHead, LogSubtree
@@ -35,6 +45,19 @@ HASH_SIZE = merkle.HASH_SIZE
 # never hashes more than 2 * 255 leaves that it reads.
 CACHED_LEVEL = 8
 CHUNK = 1 << CACHED_LEVEL
+
+
+class LogBehindWitnessError(PreconditionError):
+    """The log is shorter than what the registry witness cosigned for it, or a restored log was
+    not checked with the witness yet: appending now would fork it."""
+
+
+@dataclass(frozen=True)
+class WitnessState:
+    """What the log head knows of its witness (see the module docstring)."""
+
+    witnessed_size: int
+    awaiting_witness: bool
 
 
 @dataclass(frozen=True)
@@ -86,6 +109,58 @@ def head(session: Session) -> Head:
     return Head(row.tree_size, row.root_hash, tuple(split_state(row.compact_state)))
 
 
+def witness_state(session: Session) -> WitnessState:
+    row = _head_row(session, lock=False)
+    return WitnessState(row.witnessed_size, row.awaiting_witness)
+
+
+def behind_witness(state: WitnessState, tree_size: int) -> str | None:
+    """Why the log may not grow now, or None when it may."""
+    if state.awaiting_witness:
+        return (
+            "this node's database was restored and the registry witness has not yet said what it "
+            "cosigned for its log; attestations wait until it has (is the registry reachable?)"
+        )
+    if state.witnessed_size > tree_size:
+        return (
+            f"this node's log has {tree_size} entries but the registry witness cosigned "
+            f"{state.witnessed_size}: the database was restored from an older backup. It issues "
+            "no attestations until the missing entries are recovered from a node that follows "
+            "its log (automatic) or an export of one (`certfed node recover-log`, "
+            "docs/operations.md)"
+        )
+    return None
+
+
+def record_witness(
+    session: Session, *, witnessed_size: int | None = None, confirmed: bool = False
+) -> WitnessState:
+    """Note a size the witness cosigned (kept if larger than the one known) and, `confirmed`,
+    that the witness has answered since a restore."""
+    row = _head_row(session, lock=True)
+    if witnessed_size is not None and witnessed_size > row.witnessed_size:
+        row.witnessed_size = witnessed_size
+    if confirmed:
+        row.awaiting_witness = False
+    session.add(row)
+    session.flush()
+    return WitnessState(row.witnessed_size, row.awaiting_witness)
+
+
+def mark_restored(session: Session) -> None:
+    """A restore put this database back: no append until the witness has answered."""
+    row = _head_row(session, lock=True)
+    row.awaiting_witness = True
+    session.add(row)
+    session.flush()
+
+
+def _refuse_if_behind(row: LogHead) -> None:
+    reason = behind_witness(WitnessState(row.witnessed_size, row.awaiting_witness), row.tree_size)
+    if reason is not None:
+        raise LogBehindWitnessError(reason)
+
+
 def _store_head(row: LogHead, builder: merkle.TreeBuilder) -> None:
     row.tree_size = builder.size
     row.root_hash = builder.root()
@@ -95,6 +170,7 @@ def _store_head(row: LogHead, builder: merkle.TreeBuilder) -> None:
 def append(session: Session, entry: NewEntry) -> int:
     """Append one entry in the caller's transaction; returns its leaf index."""
     row = _head_row(session, lock=True)
+    _refuse_if_behind(row)
     builder = merkle.TreeBuilder.from_state(row.tree_size, split_state(row.compact_state))
     index = builder.size
     leaf = merkle.leaf_hash(entry.envelope_json)
@@ -181,6 +257,23 @@ class _SubtreeRecorder:
 def append_many(session: Session, entries: Iterable[NewEntry]) -> Head:
     """Append entries in order in the caller's transaction, streaming them to the database."""
     row = _head_row(session, lock=True)
+    _refuse_if_behind(row)
+    return _append_rows(session, row, entries)
+
+
+def recover(session: Session, from_size: int, entries: Iterable[NewEntry]) -> Head:
+    """Append entries [from_size, ...) of the cosigned log that the caller verified against a
+    cosigned checkpoint, while appends are otherwise refused. Raises if the log no longer has
+    `from_size` entries (another recovery came first)."""
+    row = _head_row(session, lock=True)
+    if row.tree_size != from_size:
+        raise PreconditionError(
+            f"the log has {row.tree_size} entries now, not {from_size}: recovered meanwhile"
+        )
+    return _append_rows(session, row, entries)
+
+
+def _append_rows(session: Session, row: LogHead, entries: Iterable[NewEntry]) -> Head:
     builder = merkle.TreeBuilder.from_state(row.tree_size, split_state(row.compact_state))
     recorder = _SubtreeRecorder.resume(session, builder.size)
 
@@ -233,7 +326,7 @@ def _cached(session: Session, level: int, position: int) -> bytes | None:
     return None if found is None else found.subtree_hash
 
 
-def _check_range(start: int, end: int, size: int) -> None:
+def check_range(start: int, end: int, size: int) -> None:
     if start < 0:
         raise InvalidInputError("start", "must not be negative")
     if end < start:
@@ -244,7 +337,7 @@ def _check_range(start: int, end: int, size: int) -> None:
 
 def entries(session: Session, start: int, end: int) -> list[EntryRow]:
     """Entries [start, end) in order; the range must lie inside the log."""
-    _check_range(start, end, head(session).tree_size)
+    check_range(start, end, head(session).tree_size)
     rows = session.exec(
         select(LogEntry.leaf_index, LogEntry.envelope_json, LogEntry.paying_region)
         .where(col(LogEntry.leaf_index) >= start, col(LogEntry.leaf_index) < end)

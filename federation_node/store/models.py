@@ -50,6 +50,8 @@ NODE_ID_LENGTH = 64
 REGION_LENGTH = 16
 HEX_SHA256_LENGTH = 64
 ENUM_LENGTH = 32
+# "YYYY-MM": sorts in time order and reads the same in a bank file.
+MONTH_LENGTH = 7
 
 # Deterministic constraint names, the same on SQLite and PostgreSQL, so migrations can name them.
 NAMING_CONVENTION = {
@@ -126,6 +128,12 @@ class IdentityType(enum.StrEnum):
     HKID = "hkid"
     MACAU_BIR = "macau_bir"
     PASSPORT = "passport"
+
+
+class PensionScheme(enum.StrEnum):
+    EMPLOYEE = "employee"
+    RESIDENT = "resident"
+    PUBLIC_SERVICE = "public_service"
 
 
 class BeneficiaryState(enum.StrEnum):
@@ -268,6 +276,7 @@ class Beneficiary(NodeTable, table=True):
     __table_args__ = (
         _enum_check("identity_type", IdentityType),
         _enum_check("status", BeneficiaryState),
+        _enum_check("scheme", PensionScheme),
         CheckConstraint(f"length(subject_locator) = {LOCATOR_SIZE}", name="subject_locator_length"),
     )
 
@@ -287,6 +296,12 @@ class Beneficiary(NodeTable, table=True):
     possible_duplicate: bool = Field(sa_column=Column(Boolean(), nullable=False))
     created_at: datetime = _when()
     updated_at: datetime = _when()
+    # From the office's roll; NULL when the roll did not say (or for people registered before).
+    scheme: PensionScheme | None = Field(
+        sa_column=Column(StrEnumType(PensionScheme), nullable=True)
+    )
+    # The first month the pension was paid, "YYYY-MM".
+    payment_start_month: str | None = Field(sa_column=Column(String(MONTH_LENGTH), nullable=True))
 
 
 class AssistanceRequest(NodeTable, table=True):
@@ -452,6 +467,9 @@ class OutboxMessage(NodeTable, table=True):
     # When an administrator last put the message back from the dead letters: the retry budget
     # in time counts from here instead of created_at.
     retried_at: datetime | None = _when(nullable=True)
+    # The dispatcher replica holding the message's lease (next_attempt_at), while it delivers;
+    # a restarted replica releases its previous incarnation's leases at once.
+    leased_by: str | None = Field(default=None, sa_column=Column(String(ID_LENGTH), nullable=True))
 
 
 class Operator(NodeTable, table=True):
@@ -545,6 +563,12 @@ class LogHead(NodeTable, table=True):
     # Roots of the perfect subtrees along the right edge, largest first, concatenated
     # (signing.merkle.TreeBuilder.state), so an append costs O(log n) hashes, not O(n).
     compact_state: bytes = _bytes()
+    # The largest size the registry witness is known to have cosigned for this log (from a
+    # cosignature, or from a refusal naming its size). While the log is shorter (restored from
+    # an older backup), appends are refused: they would fork the log.
+    witnessed_size: int = Field(default=0, sa_column=Column(BigInteger(), nullable=False))
+    # Set by `certfed node restore`: appends wait until the witness has said what it cosigned.
+    awaiting_witness: bool = Field(default=False, sa_column=Column(Boolean(), nullable=False))
 
 
 class LogSubtree(NodeTable, table=True):
@@ -614,10 +638,6 @@ class PaymentAction(enum.StrEnum):
     SUSPEND = "suspend"
     RESUME = "resume"
     TERMINATE = "terminate"
-
-
-# "YYYY-MM": sorts in time order and reads the same in a bank file.
-MONTH_LENGTH = 7
 
 
 def _money() -> Any:
@@ -733,3 +753,66 @@ class CycleRun(NodeTable, table=True):
     reminders_queued: int = _int()
     warned: int = _int()
     suspended: int = _int()
+
+
+class Evidence(NodeTable, table=True):
+    """A file kept as evidence of a certification, named by the SHA-256 of its content and
+    stored sealed to the node's own key (offices/evidence.py): never in clear."""
+
+    __tablename__ = "evidence"
+
+    # Hex SHA-256 of the file as uploaded: the name certifications and attestations carry.
+    sha256: str = Field(sa_column=Column(String(HEX_SHA256_LENGTH), primary_key=True))
+    media_type: str = Field(sa_column=Column(String(ENUM_LENGTH), nullable=False))
+    size_bytes: int = Field(sa_column=Column(BigInteger(), nullable=False))
+    # HPKE-sealed to the node's key, bound to the digest (signing.sealing.at_rest_info).
+    sealed_content: bytes = _bytes()
+    uploaded_at: datetime = _when()
+    # Last uploaded or attached to a certification; the retention period counts from here.
+    retained_from: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False, index=True))
+
+
+# The paying office's roll: monthly amount changes under review, and closed payment months.
+
+
+class AmountChangeState(enum.StrEnum):
+    PROPOSED = "proposed"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    SUPERSEDED = "superseded"
+
+
+class AmountChange(NodeTable, table=True):
+    """A new monthly amount a clerk proposed; it applies only when another operator, a
+    reviewer, approves it (separation of duties). Until then the entitlement keeps its amount."""
+
+    __tablename__ = "amount_change"
+    __table_args__ = (
+        _enum_check("state", AmountChangeState),
+        CheckConstraint("proposed_amount_fen >= 0", name="proposed_amount_fen_not_negative"),
+        Index(None, "state", "change_id"),
+    )
+
+    change_id: str = _id(primary_key=True)
+    beneficiary_id: str = _beneficiary(index=True)
+    state: AmountChangeState = _enum(AmountChangeState)
+    previous_amount_fen: int = Field(sa_column=Column(BigInteger(), nullable=False))
+    proposed_amount_fen: int = Field(sa_column=Column(BigInteger(), nullable=False))
+    reason: str = Field(sa_column=Column(String(512), nullable=False))
+    proposed_by: str = Field(sa_column=Column(String(80), nullable=False))
+    proposed_at: datetime = _when()
+    reviewed_by: str | None = Field(sa_column=Column(String(80), nullable=True))
+    reviewed_at: datetime | None = _when(nullable=True)
+    review_reason: str | None = Field(sa_column=Column(String(512), nullable=True))
+
+
+class ClosedMonth(NodeTable, table=True):
+    """A payment month whose instructions may no longer change: its bank file was exported
+    (docs/policy.md, "Closed months")."""
+
+    __tablename__ = "closed_month"
+
+    # "YYYY-MM".
+    month: str = Field(sa_column=Column(String(MONTH_LENGTH), primary_key=True))
+    closed_by: str = Field(sa_column=Column(String(80), nullable=False))
+    closed_at: datetime = _when()

@@ -7,13 +7,16 @@ and on age) or dead (an operator-visible dead letter an administrator can put ba
 
 Claiming is safe with several replicas: rows are selected `FOR UPDATE SKIP LOCKED`, so two
 dispatchers never take the same message at once, and a claim leases the message (pushes its
-next attempt `lease_s` ahead) so that a dispatcher may deliver outside the claiming transaction;
-if it dies mid-delivery the lease runs out and another takes the message over. Receivers are
-idempotent, so such a redelivery changes nothing.
+next attempt `lease_s` ahead, and names the replica holding it) so that a dispatcher may deliver
+outside the claiming transaction. If it dies mid-delivery, the same replica releases its leases
+when it starts again (`release_leases`), or, if it never comes back, the lease runs out and
+another takes the message over. Receivers are idempotent, so such a redelivery changes nothing.
+A destination that is reachable again ends the backoff of what waits for it (`end_backoff`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
@@ -61,13 +64,19 @@ def enqueue(
 
 
 def claim_due(
-    session: Session, now: datetime, limit: int, *, lease_s: float = DEFAULT_LEASE_S
+    session: Session,
+    now: datetime,
+    limit: int,
+    *,
+    lease_s: float = DEFAULT_LEASE_S,
+    owner: str | None = None,
 ) -> list[OutboxMessage]:
-    """Take up to `limit` pending messages that are due, earliest first, and lease them.
+    """Take up to `limit` pending messages that are due, earliest first, and lease them to
+    `owner` (a dispatcher replica's id).
 
     Rows another transaction holds are skipped, not waited for. Each claimed message's next
     attempt moves `lease_s` ahead, so once this transaction commits no other dispatcher takes
-    it until the lease runs out or it is marked.
+    it until the lease runs out, it is marked, or its owner releases it.
     """
     messages = list(
         session.exec(
@@ -84,9 +93,48 @@ def claim_due(
     lease_until = now + timedelta(seconds=lease_s)
     for message in messages:
         message.next_attempt_at = lease_until
+        message.leased_by = owner
         session.add(message)
     session.flush()
     return messages
+
+
+def release_leases(session: Session, owner: str | None, now: datetime) -> int:
+    """Make due now every pending message leased to `owner` (to anyone: None); how many.
+
+    A replica calls this as it starts, before it claims anything: what it holds then, its
+    previous incarnation claimed and died delivering, and nobody delivers it now. A restore
+    releases every lease, since no replica of the restored database is running.
+    """
+    leased = (
+        col(OutboxMessage.leased_by).is_not(None)
+        if owner is None
+        else col(OutboxMessage.leased_by) == owner
+    )
+    result = session.execute(
+        update(OutboxMessage)
+        .where(col(OutboxMessage.state) == DeliveryState.PENDING, leased)
+        .values(next_attempt_at=now, leased_by=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
+def end_backoff(session: Session, destination: str, now: datetime) -> int:
+    """Make due now the pending messages to `destination` that wait out a backoff (not those a
+    dispatcher holds leased): the destination is reachable again. Returns how many."""
+    result = session.execute(
+        update(OutboxMessage)
+        .where(
+            col(OutboxMessage.state) == DeliveryState.PENDING,
+            col(OutboxMessage.destination) == destination,
+            col(OutboxMessage.next_attempt_at) > now,
+            col(OutboxMessage.leased_by).is_(None),
+        )
+        .values(next_attempt_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(cast(CursorResult[Any], result).rowcount)
 
 
 def mark_all_delivered(session: Session, message_ids: list[str], now: datetime) -> int:
@@ -100,7 +148,7 @@ def mark_all_delivered(session: Session, message_ids: list[str], now: datetime) 
             col(OutboxMessage.message_id).in_(message_ids),
             col(OutboxMessage.state) == DeliveryState.PENDING,
         )
-        .values(state=DeliveryState.DELIVERED, delivered_at=now, last_error="")
+        .values(state=DeliveryState.DELIVERED, delivered_at=now, last_error="", leased_by=None)
         .execution_options(synchronize_session=False)
     )
     return int(cast(CursorResult[Any], result).rowcount)
@@ -118,6 +166,7 @@ def mark_failed(
     _attach(session, message)
     message.attempts += 1
     message.last_error = _truncate(error)
+    message.leased_by = None
     started = message.retried_at or message.created_at
     out_of_attempts = message.attempts >= config.max_attempts
     out_of_time = (now - started).total_seconds() >= config.max_age_s
@@ -139,6 +188,7 @@ def defer(
     _attach(session, message)
     message.last_error = _truncate(reason)
     message.next_attempt_at = until
+    message.leased_by = None
     session.add(message)
     session.flush()
 
@@ -150,6 +200,7 @@ def mark_dead(session: Session, message: OutboxMessage, error: str, now: datetim
     message.state = DeliveryState.DEAD
     message.last_error = _truncate(error)
     message.next_attempt_at = now
+    message.leased_by = None
     session.add(message)
     session.flush()
 
@@ -227,3 +278,48 @@ def _attach(session: Session, message: OutboxMessage) -> None:
 
 def _truncate(error: str) -> str:
     return error if len(error) <= MAX_ERROR_LENGTH else error[: MAX_ERROR_LENGTH - 1] + "…"
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """What waits for one destination: pending messages, since when the oldest has waited, and
+    dead letters."""
+
+    destination: str
+    pending: int
+    oldest_pending_since: datetime | None
+    dead: int
+
+
+def backlog_by_destination(session: Session) -> list[Backlog]:
+    """Pending and dead messages per destination (for monitoring), ordered by destination.
+
+    A message an administrator put back waits since it was put back, as its retry budget does.
+    """
+    waiting_since = func.coalesce(OutboxMessage.retried_at, OutboxMessage.created_at)
+    rows = session.exec(
+        select(
+            OutboxMessage.destination,
+            OutboxMessage.state,
+            func.count(),
+            func.min(waiting_since),
+        )
+        .where(col(OutboxMessage.state).in_([DeliveryState.PENDING, DeliveryState.DEAD]))
+        .group_by(col(OutboxMessage.destination), col(OutboxMessage.state))
+    ).all()
+    pending: dict[str, tuple[int, datetime | None]] = {}
+    dead: dict[str, int] = {}
+    for destination, state, count, oldest in rows:
+        if state == DeliveryState.PENDING:
+            pending[destination] = (int(count), oldest)
+        else:
+            dead[destination] = int(count)
+    return [
+        Backlog(
+            destination=destination,
+            pending=pending.get(destination, (0, None))[0],
+            oldest_pending_since=pending.get(destination, (0, None))[1],
+            dead=dead.get(destination, 0),
+        )
+        for destination in sorted(pending.keys() | dead.keys())
+    ]

@@ -13,6 +13,7 @@ from sqlmodel import Session, col, select
 
 from federation_node.ids import new_id
 from federation_node.rules.entitlement import ReminderKind
+from federation_node.store.db import keyset_page
 from federation_node.store.models import Reminder
 
 ReminderKey = tuple[str, datetime, int]
@@ -54,15 +55,15 @@ def queue(
     return reminder
 
 
-def waiting(session: Session, limit: int) -> list[Reminder]:
-    """Reminders not yet acknowledged, oldest first."""
-    return list(
-        session.exec(
-            select(Reminder)
-            .where(col(Reminder.acknowledged).is_(False))
-            .order_by(col(Reminder.reminder_id))
-            .limit(limit)
-        )
+def waiting(session: Session, page_size: int, page_token: str = "") -> tuple[list[Reminder], str]:
+    """Reminders not yet acknowledged, oldest first, one page at a time."""
+    return keyset_page(
+        session,
+        select(Reminder).where(col(Reminder.acknowledged).is_(False)),
+        key=col(Reminder.reminder_id),
+        key_of=lambda row: row.reminder_id,
+        page_size=page_size,
+        page_token=page_token,
     )
 
 

@@ -3,7 +3,9 @@ offline `certfed verify`, and the demo use.
 
 An attestation counts only if its envelope is signed, over the bytes as received, by a key that
 the directory lists for the issuing node and that was inside its validity window (and not yet
-revoked) at the attestation's issued_at; the issuer must be active and hold a certifying role.
+revoked) at the attestation's issued_at; the issuer must be active and hold a certifying role,
+or be the paying office the attestation names: an office certifies the people it pays itself (at
+its counter, or by data match), and such an attestation concerns no other office.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from datetime import datetime, timedelta
 from google.protobuf.message import DecodeError
 
 from certfed.v1 import attestation_pb2, directory_pb2
-from federation.directory import CERTIFYING_ROLES, TrustedDirectory
+from federation.directory import CERTIFYING_ROLES, PAYING_ROLES, TrustedDirectory
 from federation.errors import AttestationRefusedError, InvalidInputError, UnknownSigningKeyError
 from federation.timestamps import to_datetime
 from federation_node.tlog.bundle import Bundle
@@ -43,8 +45,13 @@ def verify_attestation_envelope(
     if not issuer:
         raise InvalidInputError("issuing_node_id", "is required")
     issuer_node = directory.active_node(issuer)
-    if not CERTIFYING_ROLES.intersection(issuer_node.roles):
-        raise AttestationRefusedError(f"node {issuer} is not allowed to certify residents")
+    pays_the_person = attestation.paying_node_id == issuer and PAYING_ROLES.intersection(
+        issuer_node.roles
+    )
+    if not (CERTIFYING_ROLES.intersection(issuer_node.roles) or pays_the_person):
+        raise AttestationRefusedError(
+            f"node {issuer} is not allowed to certify residents other offices pay"
+        )
     if not attestation.HasField("issued_at"):
         raise InvalidInputError("issued_at", "is required")
     issued_at = to_datetime(attestation.issued_at, "issued_at")

@@ -9,33 +9,48 @@ only checkpoint the node hands out. `CheckpointPublisher` does that on an interv
 Appends happen in the issuing transaction (Node.approve_certification); `notify_appended` is
 called after that commit and wakes subscriptions at once. Entries appended by another replica
 of the node reach subscriptions through a poll of the store every `Limits.subscription_poll_s`.
+
+A log never forks. Every submission to the witness doubles as a check of what it cosigned
+last: the witness answers a wrong old size with its own (c2sp.org/tlog-witness), and when that
+size is beyond this log's (a database restored from an older backup), nothing is signed for it
+again and appends are refused (`log_store.LogBehindWitnessError`) until the missing entries are
+recovered (`tlog.recovery`). After `certfed node restore` the first publication is such a check
+even when the log looks fully cosigned. Its outcome is `continuity()`, which the node reports
+on its health service as `certfed.log` (`CheckpointPublisher`).
+
+`copy_checkpoint` and `copy_entry_batches` serve the verified copies this node keeps of the
+logs it follows, so that a node that lost entries can get them back from a follower.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import structlog
+from grpc_health.v1 import health, health_pb2
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from certfed.v1 import federation_pb2, log_pb2
-from federation.errors import CertfedError, InvalidInputError, PreconditionError
+from federation.errors import CertfedError, InvalidInputError, NotFoundError, PreconditionError
 from federation.limits import Limits
 from federation.regions import validate_region_code
 from federation.witness_protocol import log_origin, size_mismatch_from_message
 from federation_node.periodic import PeriodicWorker
-from federation_node.store import log_store
+from federation_node.store import log_store, sync_store
 from federation_node.store.db import session_scope
-from federation_node.store.log_store import EntryRow
+from federation_node.store.log_store import EntryRow, LogBehindWitnessError, WitnessState
 from federation_node.tlog.checkpoints import node_signer
 from signing import note
 from signing.keys import SigningKey
 
 log = structlog.get_logger("certfed.log")
 
+# The health service name that is NOT_SERVING while the log may not grow (attestations refused).
+LOG_HEALTH = "certfed.log"
 # Witness(note, old_size, consistency_proof) -> the note with the witness's cosignature.
 Witness = Callable[[bytes, int, list[bytes]], bytes]
 MAX_WITNESS_ATTEMPTS = 3
@@ -43,6 +58,19 @@ MAX_WITNESS_ATTEMPTS = 3
 
 class NoCheckpointError(PreconditionError):
     """The log has no cosigned checkpoint yet."""
+
+
+@dataclass(frozen=True)
+class Continuity:
+    """Whether the log may grow: None, or why not (behind its witness, or not yet checked)."""
+
+    tree_size: int
+    witnessed_size: int
+    refusal: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.refusal is None
 
 
 class TransparencyLog:
@@ -151,25 +179,76 @@ class TransparencyLog:
         with Session(self._engine) as session:
             return log_store.consistency_proof(session, first_size, second_size)
 
+    # Verified copies of other nodes' logs (served to a node that lost entries of its own).
+
+    def copy_checkpoint(self, origin: str) -> bytes:
+        """The cosigned checkpoint the copy of `origin`'s log was verified against, when the
+        copy holds every entry it covers."""
+        with Session(self._engine) as session:
+            copy = sync_store.head(session, origin)
+        if copy is None:
+            raise NotFoundError(f"node {self.node_id} keeps no copy of node {origin}'s log")
+        covered = note.Checkpoint.parse(note.split_note(copy.checkpoint_note)[0]).tree_size
+        if covered != copy.tree_size:
+            raise PreconditionError(
+                f"the copy of node {origin}'s log is being synced ({copy.tree_size} of "
+                f"{covered} entries); ask again in a moment"
+            )
+        return copy.checkpoint_note
+
+    def copy_entry_batches(self, origin: str, start: int, end: int) -> Iterator[list[EntryRow]]:
+        """Entries [start, end) of the verified copy of `origin`'s log, in batches."""
+        with Session(self._engine) as session:
+            copy = sync_store.head(session, origin)
+        if copy is None:
+            raise NotFoundError(f"node {self.node_id} keeps no copy of node {origin}'s log")
+        log_store.check_range(start, end, copy.tree_size)
+        step = self._limits.log_batch_entries
+        for batch_start in range(start, end, step):
+            with Session(self._engine) as session:
+                rows = sync_store.entries(
+                    session, origin, batch_start, min(end, batch_start + step)
+                )
+            yield [EntryRow(row.leaf_index, row.envelope_json, row.paying_region) for row in rows]
+
     # Checkpoints.
+
+    def continuity(self) -> Continuity:
+        """Whether the log may grow now, from what the head knows of the witness."""
+        with Session(self._engine) as session:
+            head = log_store.head(session)
+            state = log_store.witness_state(session)
+        return Continuity(
+            head.tree_size, state.witnessed_size, log_store.behind_witness(state, head.tree_size)
+        )
 
     def publish(self) -> bytes:
         """Sign a checkpoint of the current tree, have it cosigned, store it; return the note.
 
-        Nothing is signed when the latest cosigned checkpoint already covers the whole log.
+        Nothing is signed when the latest cosigned checkpoint already covers the whole log
+        (unless a restore asks for a check with the witness), nor when the witness is known to
+        have cosigned more than the log holds: `LogBehindWitnessError` then.
         """
         with self._publishing:
             with Session(self._engine) as session:
                 latest = log_store.latest_checkpoint(session)
                 head = log_store.head(session)
-            if latest is not None and latest.tree_size == head.tree_size:
+                state = log_store.witness_state(session)
+            if (
+                latest is not None
+                and latest.tree_size == head.tree_size
+                and not state.awaiting_witness
+            ):
                 return latest.note
-            old_size = 0 if latest is None else latest.tree_size
+            self._refuse_if_behind(state.witnessed_size, head.tree_size)
+            old_size = max(0 if latest is None else latest.tree_size, state.witnessed_size)
             for _ in range(MAX_WITNESS_ATTEMPTS):
                 if old_size > head.tree_size:
-                    # Another replica had a larger tree cosigned since we read the head.
+                    # Another replica had a larger tree cosigned since we read the head, or the
+                    # witness cosigned entries this log lost (restored from an older backup).
                     with Session(self._engine) as session:
                         head = log_store.head(session)
+                    self._refuse_if_behind(old_size, head.tree_size, learned=True)
                 checkpoint = note.Checkpoint(self.origin, head.tree_size, head.root_hash)
                 signed = note.sign_note(checkpoint.to_text(), self._signer)
                 proof = self.consistency_proof(old_size, head.tree_size) if old_size else []
@@ -189,12 +268,32 @@ class TransparencyLog:
                     log_store.store_checkpoint(
                         session, head.tree_size, head.root_hash, cosigned, self._clock()
                     )
+                    log_store.record_witness(session, witnessed_size=head.tree_size, confirmed=True)
                 log.info("checkpoint.cosigned", tree_size=head.tree_size)
                 return cosigned
             raise PreconditionError(
                 f"the registry witness refused the checkpoint of size {head.tree_size} "
                 f"{MAX_WITNESS_ATTEMPTS} times; see the registry's log"
             )
+
+    def _refuse_if_behind(
+        self, witnessed_size: int, tree_size: int, *, learned: bool = False
+    ) -> None:
+        """Raise LogBehindWitnessError when the witness cosigned more than the log holds; what
+        the witness just said (`learned`) is kept first, so appends stop too."""
+        if witnessed_size <= tree_size:
+            return
+        if learned:
+            with session_scope(self._engine) as session:
+                state = log_store.record_witness(
+                    session, witnessed_size=witnessed_size, confirmed=True
+                )
+            log.error(
+                "log.behind_witness", tree_size=tree_size, witnessed_size=state.witnessed_size
+            )
+        else:
+            state = WitnessState(witnessed_size, False)
+        raise LogBehindWitnessError(log_store.behind_witness(state, tree_size) or "")
 
     def _check_cosigned(self, cosigned: bytes, checkpoint: note.Checkpoint) -> None:
         opened, names = note.open_checkpoint(
@@ -254,16 +353,52 @@ def entries_message(batch: Sequence[EntryRow]) -> list[log_pb2.LogEntry]:
 
 
 class CheckpointPublisher(PeriodicWorker):
-    """Publishes a cosigned checkpoint every `interval_s`, and at once when woken."""
+    """Publishes a cosigned checkpoint every `interval_s`, and at once when woken.
 
-    def __init__(self, transparency: TransparencyLog, interval_s: float) -> None:
+    While the log is behind its witness, each pass tries `recover` (getting the missing entries
+    back from a node that follows this log; truthy when it got some) and publishes again. After
+    each pass `on_continuity` hears whether the log may grow (the node's `certfed.log` health).
+    """
+
+    def __init__(
+        self,
+        transparency: TransparencyLog,
+        interval_s: float,
+        *,
+        recover: Callable[[], object] | None = None,
+        on_continuity: Callable[[Continuity], None] | None = None,
+    ) -> None:
         super().__init__("checkpoint-publisher", interval_s)
         self._log = transparency
+        self._recover = recover
+        self._on_continuity = on_continuity
 
     def run_pass(self) -> None:
         try:
-            self._log.publish()
+            try:
+                self._log.publish()
+            except LogBehindWitnessError:
+                if self._recover is None or not self._recover():
+                    raise
+                self._log.publish()
+        except LogBehindWitnessError as error:
+            log.error("checkpoint.log_behind_witness", error=str(error))
         except CertfedError as error:
             log.warning("checkpoint.not_cosigned", error=str(error))
         except Exception:
             log.exception("checkpoint.publish_failed")
+        if self._on_continuity is not None:
+            try:
+                self._on_continuity(self._log.continuity())
+            except Exception:
+                log.exception("checkpoint.continuity_failed")
+
+
+def publish_log_health(servicer: health.HealthServicer, continuity: Continuity) -> None:
+    """`certfed.log`: SERVING while the log may grow, NOT_SERVING while attestations wait."""
+    servicer.set(
+        LOG_HEALTH,
+        health_pb2.HealthCheckResponse.SERVING
+        if continuity.ok
+        else health_pb2.HealthCheckResponse.NOT_SERVING,
+    )

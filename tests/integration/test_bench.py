@@ -1,5 +1,6 @@
-"""`certfed bench sync` and `bench assist` run end to end in the suite (smoke tests: figures are
-printed, and no timing is asserted; the targets are measured with the command, see the README)."""
+"""`certfed bench sync`, `bench assist` and `bench roll` run end to end in the suite (smoke tests:
+figures are printed, and no timing is asserted; the targets are measured with the command, see
+the README)."""
 
 from __future__ import annotations
 
@@ -61,3 +62,16 @@ def test_bench_assist_of_40_round_trips_completes(postgres_url: str) -> None:
     assert figures["desk_calls_per_round_trip"] >= 4
     assert figures["floor_calls_per_s"] > 0
     assert figures["floor_cpu_ms_per_call"] > 0
+
+
+@pytest.mark.postgres
+def test_bench_roll_of_2000_rows_completes(postgres_url: str) -> None:
+    figures = _bench(postgres_url, "roll", "--rows", "2000", "--batch-size", "500")
+    assert figures["rows"] == 2000
+    assert figures["created"] == 2000
+    assert figures["rejected"] == 0
+    assert figures["rate_per_s"] > 0
+    assert figures["seconds"] > 0
+    assert figures["peak_rss_mib"] > 0
+    assert figures["node_peak_rss_mib"] > 0
+    assert figures["database"] == "PostgreSQL (DATABASE_URL)"

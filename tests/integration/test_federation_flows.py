@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -26,8 +26,9 @@ from federation.timestamps import to_datetime, to_timestamp
 from federation.transport import TlsMaterial, node_tls_name, secure_channel
 from signing import dsse, sealing
 from tests.helpers.commands import certfed
+from tests.helpers.evidence import upload_capture
 from tests.helpers.identities import resident, resident_id
-from tests.helpers.nodes import DATONG
+from tests.helpers.nodes import DATONG, database_url_for
 from tests.helpers.nodes import FOSHAN as PAYING_ONLY
 from tests.helpers.nodes import LANZHOU as PAYING
 from tests.helpers.nodes import QINGDAO as RESIDENCE
@@ -88,8 +89,8 @@ class Federation:
         request.method = request.method or common_pb2.CERTIFICATION_METHOD_ON_SITE
         request.outcome = request.outcome or common_pb2.CERTIFICATION_OUTCOME_ALIVE
         request.observed_at.CopyFrom(to_timestamp(datetime.now(UTC)))
-        request.evidence_digests.append(hashlib.sha256(b"photo").digest())
         with self.desk(certifier) as desk:
+            request.evidence_digests.append(upload_capture(desk))
             response = desk.stub.RecordCertification(request)
         certification_id: str = response.certification.certification_id
         return certification_id
@@ -156,12 +157,9 @@ def federation(
     request: pytest.FixtureRequest,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Federation]:
-    database_url_for: Callable[[str], str] | None = None
-    if request.param == "postgres":
-        factory = request.getfixturevalue("postgres_url_factory")
-        database_url_for = lambda _name: factory()  # noqa: E731
+    urls = database_url_for(request)
     workdir: Path = tmp_path_factory.mktemp(f"federation-{request.param}")
-    local = LocalFederation(workdir, database_url_for=database_url_for, max_backoff_s=0.5)
+    local = LocalFederation(workdir, database_url_for=urls, max_backoff_s=0.5)
     with local:
         local.start_registry()
         for spec in (PAYING, RESIDENCE, PAYING_ONLY):

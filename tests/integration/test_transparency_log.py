@@ -4,7 +4,6 @@ after an interruption, a node caught showing two histories, and subscriptions.""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
@@ -40,6 +39,7 @@ from registry import witness_store
 from registry.tables import WitnessFork
 from signing import dsse, merkle
 from tests.helpers.commands import certfed
+from tests.helpers.evidence import upload_capture
 from tests.helpers.identities import resident, resident_id
 from tests.helpers.nodes import DATONG
 from tests.helpers.nodes import FOSHAN as AUDITOR
@@ -86,7 +86,7 @@ class Offices:
                     method=common_pb2.CERTIFICATION_METHOD_ON_SITE,
                     outcome=common_pb2.CERTIFICATION_OUTCOME_ALIVE,
                     observed_at=to_timestamp(datetime.now(UTC)),
-                    evidence_digests=[hashlib.sha256(b"photo").digest()],
+                    evidence_digests=[upload_capture(desk)],
                 ),
             ).certification.certification_id
         with self.local.desk("qingdao", "reviewer") as desk:
@@ -387,8 +387,11 @@ def _rewrite_history(url: str, victim: int, extra: int) -> None:
             rows = log_store.entries(session, 0, size)
             session.execute(delete(LogSubtree))
             session.execute(delete(LogEntry))
+            # Its record of what the witness cosigned too, or its own store would refuse.
             session.execute(
-                update(LogHead).values(tree_size=0, root_hash=merkle.EMPTY_ROOT, compact_state=b"")
+                update(LogHead).values(
+                    tree_size=0, root_hash=merkle.EMPTY_ROOT, compact_state=b"", witnessed_size=0
+                )
             )
         rewritten = [
             NewEntry(

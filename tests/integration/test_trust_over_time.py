@@ -50,7 +50,7 @@ from federation_node.links.directory_health import DIRECTORY_FRESH_HEALTH, DIREC
 from signing import dsse
 from signing.keys import SigningKey
 from tests.helpers.identities import resident, resident_id
-from tests.helpers.nodes import FOSHAN, LANZHOU
+from tests.helpers.nodes import FOSHAN, LANZHOU, database_url_for
 from tests.helpers.nodes import QINGDAO_AGENCY as QINGDAO
 
 PeerStub = federation_pb2_grpc.FederationServiceStub
@@ -171,7 +171,6 @@ class Trust:
                 method=common_pb2.CERTIFICATION_METHOD_ON_SITE,
                 outcome=common_pb2.CERTIFICATION_OUTCOME_ALIVE,
                 observed_at=to_timestamp(datetime.now(UTC)),
-                evidence_digests=[hashlib.sha256(b"photo").digest()],
             ),
         )
         assert isinstance(recorded, desk_pb2.RecordCertificationResponse)
@@ -310,10 +309,8 @@ def refusal(call: Callable[[], object]) -> grpc.RpcError:
     return refused.value
 
 
-def _started(
-    workdir: Path, database_url_for: Callable[[str], str] | None = None
-) -> LocalFederation:
-    local = LocalFederation(workdir, database_url_for=database_url_for, max_backoff_s=0.5)
+def _started(workdir: Path, urls: Callable[[str], str] | None = None) -> LocalFederation:
+    local = LocalFederation(workdir, database_url_for=urls, max_backoff_s=0.5)
     local.start_registry()
     for spec in (LANZHOU, QINGDAO):
         local.add_node(spec)
@@ -324,11 +321,8 @@ def _started(
 def trust(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Trust]:
-    database_url_for: Callable[[str], str] | None = None
-    if request.param == "postgres":
-        factory = request.getfixturevalue("postgres_url_factory")
-        database_url_for = lambda _name: factory()  # noqa: E731
-    with _started(tmp_path_factory.mktemp(f"trust-{request.param}"), database_url_for) as local:
+    urls = database_url_for(request)
+    with _started(tmp_path_factory.mktemp(f"trust-{request.param}"), urls) as local:
         yield Trust(local)
 
 

@@ -111,6 +111,8 @@ DESK_ALLOWED: dict[str, frozenset[str]] = {
     "ExportAttestation": ANY_OPERATOR,
     "ListOutbox": ADMIN,
     "RetryDeadLetter": ADMIN,
+    "UploadEvidence": CLERK,
+    "GetEvidence": CLERK_OR_REVIEWER,
 }
 
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED

@@ -114,6 +114,8 @@ class _CertificationMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_C
     CERTIFICATION_METHOD_CONSULATE: _CertificationMethod.ValueType  # 6
     CERTIFICATION_METHOD_PARTNER_AGENCY: _CertificationMethod.ValueType  # 7
     CERTIFICATION_METHOD_EMPLOYER_BATCH: _CertificationMethod.ValueType  # 8
+    CERTIFICATION_METHOD_RELATIVE_ASSISTED: _CertificationMethod.ValueType  # 9
+    """Face recognition done for the retiree by a relative ("certify for another person")."""
 
 class CertificationMethod(_CertificationMethod, metaclass=_CertificationMethodEnumTypeWrapper): ...
 
@@ -126,6 +128,8 @@ CERTIFICATION_METHOD_DATA_MATCH: CertificationMethod.ValueType  # 5
 CERTIFICATION_METHOD_CONSULATE: CertificationMethod.ValueType  # 6
 CERTIFICATION_METHOD_PARTNER_AGENCY: CertificationMethod.ValueType  # 7
 CERTIFICATION_METHOD_EMPLOYER_BATCH: CertificationMethod.ValueType  # 8
+CERTIFICATION_METHOD_RELATIVE_ASSISTED: CertificationMethod.ValueType  # 9
+"""Face recognition done for the retiree by a relative ("certify for another person")."""
 Global___CertificationMethod: _TypeAlias = CertificationMethod  # noqa: Y015
 
 class _CertificationOutcome:

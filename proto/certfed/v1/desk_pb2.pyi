@@ -279,6 +279,78 @@ REVOCATION_FINDING_SIGNED_BY_SINCE_REVOKED_KEY: RevocationFinding.ValueType  # 2
 """Signed before the key was revoked: still valid, but a person should look at it."""
 Global___RevocationFinding: _TypeAlias = RevocationFinding  # noqa: Y015
 
+class _PensionScheme:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PensionSchemeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PensionScheme.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PENSION_SCHEME_UNSPECIFIED: _PensionScheme.ValueType  # 0
+    PENSION_SCHEME_EMPLOYEE: _PensionScheme.ValueType  # 1
+    """Basic pension insurance for urban employees (城镇职工基本养老保险)."""
+    PENSION_SCHEME_RESIDENT: _PensionScheme.ValueType  # 2
+    """Basic pension insurance for urban and rural residents (城乡居民基本养老保险)."""
+    PENSION_SCHEME_PUBLIC_SERVICE: _PensionScheme.ValueType  # 3
+    """Pension insurance of government agencies and public institutions (机关事业单位养老保险)."""
+
+class PensionScheme(_PensionScheme, metaclass=_PensionSchemeEnumTypeWrapper):
+    """The pension scheme a beneficiary draws from."""
+
+PENSION_SCHEME_UNSPECIFIED: PensionScheme.ValueType  # 0
+PENSION_SCHEME_EMPLOYEE: PensionScheme.ValueType  # 1
+"""Basic pension insurance for urban employees (城镇职工基本养老保险)."""
+PENSION_SCHEME_RESIDENT: PensionScheme.ValueType  # 2
+"""Basic pension insurance for urban and rural residents (城乡居民基本养老保险)."""
+PENSION_SCHEME_PUBLIC_SERVICE: PensionScheme.ValueType  # 3
+"""Pension insurance of government agencies and public institutions (机关事业单位养老保险)."""
+Global___PensionScheme: _TypeAlias = PensionScheme  # noqa: Y015
+
+class _UpsertOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _UpsertOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_UpsertOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    UPSERT_OUTCOME_UNSPECIFIED: _UpsertOutcome.ValueType  # 0
+    UPSERT_OUTCOME_CREATED: _UpsertOutcome.ValueType  # 1
+    UPSERT_OUTCOME_UPDATED: _UpsertOutcome.ValueType  # 2
+    """Registered before; changed_fields lists what this row changed."""
+    UPSERT_OUTCOME_UNCHANGED: _UpsertOutcome.ValueType  # 3
+    """Registered before and nothing differs (an amount change already proposed included)."""
+
+class UpsertOutcome(_UpsertOutcome, metaclass=_UpsertOutcomeEnumTypeWrapper): ...
+
+UPSERT_OUTCOME_UNSPECIFIED: UpsertOutcome.ValueType  # 0
+UPSERT_OUTCOME_CREATED: UpsertOutcome.ValueType  # 1
+UPSERT_OUTCOME_UPDATED: UpsertOutcome.ValueType  # 2
+"""Registered before; changed_fields lists what this row changed."""
+UPSERT_OUTCOME_UNCHANGED: UpsertOutcome.ValueType  # 3
+"""Registered before and nothing differs (an amount change already proposed included)."""
+Global___UpsertOutcome: _TypeAlias = UpsertOutcome  # noqa: Y015
+
+class _AmountChangeStatus:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AmountChangeStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AmountChangeStatus.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AMOUNT_CHANGE_STATUS_UNSPECIFIED: _AmountChangeStatus.ValueType  # 0
+    AMOUNT_CHANGE_STATUS_PROPOSED: _AmountChangeStatus.ValueType  # 1
+    AMOUNT_CHANGE_STATUS_APPROVED: _AmountChangeStatus.ValueType  # 2
+    AMOUNT_CHANGE_STATUS_REJECTED: _AmountChangeStatus.ValueType  # 3
+    AMOUNT_CHANGE_STATUS_SUPERSEDED: _AmountChangeStatus.ValueType  # 4
+    """A later proposal for the same beneficiary took its place before review."""
+
+class AmountChangeStatus(_AmountChangeStatus, metaclass=_AmountChangeStatusEnumTypeWrapper): ...
+
+AMOUNT_CHANGE_STATUS_UNSPECIFIED: AmountChangeStatus.ValueType  # 0
+AMOUNT_CHANGE_STATUS_PROPOSED: AmountChangeStatus.ValueType  # 1
+AMOUNT_CHANGE_STATUS_APPROVED: AmountChangeStatus.ValueType  # 2
+AMOUNT_CHANGE_STATUS_REJECTED: AmountChangeStatus.ValueType  # 3
+AMOUNT_CHANGE_STATUS_SUPERSEDED: AmountChangeStatus.ValueType  # 4
+"""A later proposal for the same beneficiary took its place before review."""
+Global___AmountChangeStatus: _TypeAlias = AmountChangeStatus  # noqa: Y015
+
 @_typing.final
 class WhoAmIRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -333,12 +405,17 @@ class RegisterBeneficiaryRequest(_message.Message):
     PAYING_REGION_FIELD_NUMBER: _builtins.int
     VALID_UNTIL_FIELD_NUMBER: _builtins.int
     MONTHLY_AMOUNT_FEN_FIELD_NUMBER: _builtins.int
+    SCHEME_FIELD_NUMBER: _builtins.int
+    PAYMENT_START_MONTH_FIELD_NUMBER: _builtins.int
     residence_region: _builtins.str
     """Where the person lives: a GB/T 2260 code, HK or MO."""
     paying_region: _builtins.str
     """The paying region, one of this node's region codes; empty for the node's first."""
     monthly_amount_fen: _builtins.int
     """Monthly pension in fen (1/100 yuan), for back pay, overpayments and bank files."""
+    scheme: Global___PensionScheme.ValueType
+    payment_start_month: _builtins.str
+    """The first month the pension was paid, "YYYY-MM"; empty when not known."""
     @_builtins.property
     def identity(self) -> _attestation_pb2.IdentityBundle: ...
     @_builtins.property
@@ -353,10 +430,12 @@ class RegisterBeneficiaryRequest(_message.Message):
         paying_region: _builtins.str = ...,
         valid_until: _timestamp_pb2.Timestamp | None = ...,
         monthly_amount_fen: _builtins.int = ...,
+        scheme: Global___PensionScheme.ValueType = ...,
+        payment_start_month: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "valid_until", b"valid_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "monthly_amount_fen", b"monthly_amount_fen", "paying_region", b"paying_region", "residence_region", b"residence_region", "valid_until", b"valid_until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "monthly_amount_fen", b"monthly_amount_fen", "paying_region", b"paying_region", "payment_start_month", b"payment_start_month", "residence_region", b"residence_region", "scheme", b"scheme", "valid_until", b"valid_until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -378,6 +457,8 @@ class Beneficiary(_message.Message):
     STATUS_EFFECTIVE_AT_FIELD_NUMBER: _builtins.int
     POSSIBLE_DUPLICATE_FIELD_NUMBER: _builtins.int
     SUBJECT_LOCATOR_FIELD_NUMBER: _builtins.int
+    SCHEME_FIELD_NUMBER: _builtins.int
+    PAYMENT_START_MONTH_FIELD_NUMBER: _builtins.int
     beneficiary_id: _builtins.str
     identity_type: _common_pb2.IdentityType.ValueType
     masked_identity_number: _builtins.str
@@ -387,6 +468,8 @@ class Beneficiary(_message.Message):
     possible_duplicate: _builtins.bool
     """Another paying node publishes the same person."""
     subject_locator: _builtins.bytes
+    scheme: Global___PensionScheme.ValueType
+    payment_start_month: _builtins.str
     @_builtins.property
     def valid_until(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -404,10 +487,12 @@ class Beneficiary(_message.Message):
         status_effective_at: _timestamp_pb2.Timestamp | None = ...,
         possible_duplicate: _builtins.bool = ...,
         subject_locator: _builtins.bytes = ...,
+        scheme: Global___PensionScheme.ValueType = ...,
+        payment_start_month: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["status_effective_at", b"status_effective_at", "valid_until", b"valid_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiary_id", b"beneficiary_id", "identity_type", b"identity_type", "masked_identity_number", b"masked_identity_number", "paying_region", b"paying_region", "possible_duplicate", b"possible_duplicate", "residence_region", b"residence_region", "status", b"status", "status_effective_at", b"status_effective_at", "subject_locator", b"subject_locator", "valid_until", b"valid_until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiary_id", b"beneficiary_id", "identity_type", b"identity_type", "masked_identity_number", b"masked_identity_number", "paying_region", b"paying_region", "payment_start_month", b"payment_start_month", "possible_duplicate", b"possible_duplicate", "residence_region", b"residence_region", "scheme", b"scheme", "status", b"status", "status_effective_at", b"status_effective_at", "subject_locator", b"subject_locator", "valid_until", b"valid_until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -542,7 +627,10 @@ class ListBeneficiariesResponse(_message.Message):
 
     BENEFICIARIES_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    total_size: _builtins.int
+    """How many the whole list holds; counted on the first page only (0 on later pages)."""
     @_builtins.property
     def beneficiaries(self) -> _containers.RepeatedCompositeFieldContainer[Global___Beneficiary]: ...
     def __init__(
@@ -550,10 +638,11 @@ class ListBeneficiariesResponse(_message.Message):
         *,
         beneficiaries: _abc.Iterable[Global___Beneficiary] | None = ...,
         next_page_token: _builtins.str = ...,
+        total_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiaries", b"beneficiaries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiaries", b"beneficiaries", "next_page_token", b"next_page_token", "total_size", b"total_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -833,6 +922,7 @@ class RecordCertificationRequest(_message.Message):
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     WALK_IN_FIELD_NUMBER: _builtins.int
+    BENEFICIARY_ID_FIELD_NUMBER: _builtins.int
     METHOD_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
     OBSERVED_AT_FIELD_NUMBER: _builtins.int
@@ -840,6 +930,10 @@ class RecordCertificationRequest(_message.Message):
     NOTE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """An inbound assistance request."""
+    beneficiary_id: _builtins.str
+    """One of this office's own beneficiaries, certified at its own counter, by video call or
+    on a home visit; applied to the office's record when a reviewer approves it.
+    """
     method: _common_pb2.CertificationMethod.ValueType
     outcome: _common_pb2.CertificationOutcome.ValueType
     note: _builtins.str
@@ -851,24 +945,25 @@ class RecordCertificationRequest(_message.Message):
     def observed_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def evidence_digests(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
-        """SHA-256 of evidence kept at this office."""
+        """SHA-256 of evidence kept at this office; each must have been uploaded (UploadEvidence)."""
 
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         walk_in: _attestation_pb2.IdentityBundle | None = ...,
+        beneficiary_id: _builtins.str = ...,
         method: _common_pb2.CertificationMethod.ValueType = ...,
         outcome: _common_pb2.CertificationOutcome.ValueType = ...,
         observed_at: _timestamp_pb2.Timestamp | None = ...,
         evidence_digests: _abc.Iterable[_builtins.bytes] | None = ...,
         note: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["observed_at", b"observed_at", "request_id", b"request_id", "subject", b"subject", "walk_in", b"walk_in"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["beneficiary_id", b"beneficiary_id", "observed_at", b"observed_at", "request_id", b"request_id", "subject", b"subject", "walk_in", b"walk_in"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["evidence_digests", b"evidence_digests", "method", b"method", "note", b"note", "observed_at", b"observed_at", "outcome", b"outcome", "request_id", b"request_id", "subject", b"subject", "walk_in", b"walk_in"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiary_id", b"beneficiary_id", "evidence_digests", b"evidence_digests", "method", b"method", "note", b"note", "observed_at", b"observed_at", "outcome", b"outcome", "request_id", b"request_id", "subject", b"subject", "walk_in", b"walk_in"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_subject: _TypeAlias = _typing.Literal["request_id", "walk_in"]  # noqa: Y015
+    _WhichOneofReturnType_subject: _TypeAlias = _typing.Literal["request_id", "walk_in", "beneficiary_id"]  # noqa: Y015
     _WhichOneofArgType_subject: _TypeAlias = _typing.Literal["subject", b"subject"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_subject) -> _WhichOneofReturnType_subject | None: ...
 
@@ -891,6 +986,7 @@ class Certification(_message.Message):
     RECORDED_AT_FIELD_NUMBER: _builtins.int
     REJECTION_REASON_FIELD_NUMBER: _builtins.int
     SUBJECT_LOCATOR_FIELD_NUMBER: _builtins.int
+    EVIDENCE_DIGESTS_FIELD_NUMBER: _builtins.int
     certification_id: _builtins.str
     status: Global___CertificationStatus.ValueType
     request_id: _builtins.str
@@ -906,6 +1002,10 @@ class Certification(_message.Message):
     def observed_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def recorded_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def evidence_digests(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """SHA-256 of the evidence the clerk attached, for the reviewer to read (GetEvidence)."""
+
     def __init__(
         self,
         *,
@@ -922,10 +1022,11 @@ class Certification(_message.Message):
         recorded_at: _timestamp_pb2.Timestamp | None = ...,
         rejection_reason: _builtins.str = ...,
         subject_locator: _builtins.bytes = ...,
+        evidence_digests: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["observed_at", b"observed_at", "recorded_at", b"recorded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestation_id", b"attestation_id", "certification_id", b"certification_id", "clerk_id", b"clerk_id", "method", b"method", "observed_at", b"observed_at", "outcome", b"outcome", "paying_node_id", b"paying_node_id", "recorded_at", b"recorded_at", "rejection_reason", b"rejection_reason", "request_id", b"request_id", "reviewer_id", b"reviewer_id", "status", b"status", "subject_locator", b"subject_locator"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestation_id", b"attestation_id", "certification_id", b"certification_id", "clerk_id", b"clerk_id", "evidence_digests", b"evidence_digests", "method", b"method", "observed_at", b"observed_at", "outcome", b"outcome", "paying_node_id", b"paying_node_id", "recorded_at", b"recorded_at", "rejection_reason", b"rejection_reason", "request_id", b"request_id", "reviewer_id", b"reviewer_id", "status", b"status", "subject_locator", b"subject_locator"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1555,20 +1656,28 @@ class ListEntitlementsRequest(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    WITH_OVERPAYMENT_FIELD_NUMBER: _builtins.int
+    POSSIBLE_DUPLICATE_FIELD_NUMBER: _builtins.int
     state: Global___EntitlementState.ValueType
     """Unset: all states."""
     page_size: _builtins.int
     page_token: _builtins.str
+    with_overpayment: _builtins.bool
+    """Only entitlements with an overpayment to recover."""
+    possible_duplicate: _builtins.bool
+    """Only beneficiaries another paying office also publishes."""
     def __init__(
         self,
         *,
         state: Global___EntitlementState.ValueType = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        with_overpayment: _builtins.bool = ...,
+        possible_duplicate: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "possible_duplicate", b"possible_duplicate", "state", b"state", "with_overpayment", b"with_overpayment"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1580,7 +1689,10 @@ class ListEntitlementsResponse(_message.Message):
 
     ENTITLEMENTS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    total_size: _builtins.int
+    """How many the whole list holds; counted on the first page only (0 on later pages)."""
     @_builtins.property
     def entitlements(self) -> _containers.RepeatedCompositeFieldContainer[Global___Entitlement]: ...
     def __init__(
@@ -1588,10 +1700,11 @@ class ListEntitlementsResponse(_message.Message):
         *,
         entitlements: _abc.Iterable[Global___Entitlement] | None = ...,
         next_page_token: _builtins.str = ...,
+        total_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entitlements", b"entitlements", "next_page_token", b"next_page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entitlements", b"entitlements", "next_page_token", b"next_page_token", "total_size", b"total_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1700,16 +1813,22 @@ class ListPaymentInstructionsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MONTH_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     month: _builtins.str
     """"YYYY-MM"."""
+    page_size: _builtins.int
+    page_token: _builtins.str
     def __init__(
         self,
         *,
         month: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["month", b"month"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["month", b"month", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1720,16 +1839,23 @@ class ListPaymentInstructionsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     INSTRUCTIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    total_size: _builtins.int
+    """How many the month holds; counted on the first page only (0 on later pages)."""
     @_builtins.property
     def instructions(self) -> _containers.RepeatedCompositeFieldContainer[Global___PaymentInstruction]: ...
     def __init__(
         self,
         *,
         instructions: _abc.Iterable[Global___PaymentInstruction] | None = ...,
+        next_page_token: _builtins.str = ...,
+        total_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["instructions", b"instructions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["instructions", b"instructions", "next_page_token", b"next_page_token", "total_size", b"total_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1777,15 +1903,19 @@ class ListRemindersRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
+    page_token: _builtins.str
+    """Empty: from the oldest reminder not yet acknowledged."""
     def __init__(
         self,
         *,
         page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1796,16 +1926,19 @@ class ListRemindersResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     REMINDERS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
     @_builtins.property
     def reminders(self) -> _containers.RepeatedCompositeFieldContainer[Global___Reminder]: ...
     def __init__(
         self,
         *,
         reminders: _abc.Iterable[Global___Reminder] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["reminders", b"reminders"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "reminders", b"reminders"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -2101,3 +2234,550 @@ class ListRevocationReviewsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListRevocationReviewsResponse: _TypeAlias = ListRevocationReviewsResponse  # noqa: Y015
+
+@_typing.final
+class Evidence(_message.Message):
+    """A file kept as evidence of a certification (a counter photo, a video call's screen capture, a
+    signed form), named by the SHA-256 of its content.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHA256_FIELD_NUMBER: _builtins.int
+    MEDIA_TYPE_FIELD_NUMBER: _builtins.int
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    RETAINED_FROM_FIELD_NUMBER: _builtins.int
+    DELETE_AFTER_FIELD_NUMBER: _builtins.int
+    sha256: _builtins.bytes
+    media_type: _builtins.str
+    """image/jpeg, image/png or application/pdf, as the content's first bytes show."""
+    size_bytes: _builtins.int
+    @_builtins.property
+    def retained_from(self) -> _timestamp_pb2.Timestamp:
+        """Last uploaded or attached to a certification: the retention period counts from here."""
+
+    @_builtins.property
+    def delete_after(self) -> _timestamp_pb2.Timestamp:
+        """The daily cycle deletes the file after this time (the policy's evidence.retention_days)."""
+
+    def __init__(
+        self,
+        *,
+        sha256: _builtins.bytes = ...,
+        media_type: _builtins.str = ...,
+        size_bytes: _builtins.int = ...,
+        retained_from: _timestamp_pb2.Timestamp | None = ...,
+        delete_after: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delete_after", b"delete_after", "retained_from", b"retained_from"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delete_after", b"delete_after", "media_type", b"media_type", "retained_from", b"retained_from", "sha256", b"sha256", "size_bytes", b"size_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Evidence: _TypeAlias = Evidence  # noqa: Y015
+
+@_typing.final
+class UploadEvidenceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEDIA_TYPE_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    media_type: _builtins.str
+    """image/jpeg, image/png or application/pdf (those the office's policy accepts)."""
+    content: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        media_type: _builtins.str = ...,
+        content: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "media_type", b"media_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadEvidenceRequest: _TypeAlias = UploadEvidenceRequest  # noqa: Y015
+
+@_typing.final
+class UploadEvidenceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVIDENCE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def evidence(self) -> Global___Evidence: ...
+    def __init__(
+        self,
+        *,
+        evidence: Global___Evidence | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evidence", b"evidence"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evidence", b"evidence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadEvidenceResponse: _TypeAlias = UploadEvidenceResponse  # noqa: Y015
+
+@_typing.final
+class GetEvidenceRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHA256_FIELD_NUMBER: _builtins.int
+    sha256: _builtins.bytes
+    def __init__(
+        self,
+        *,
+        sha256: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEvidenceRequest: _TypeAlias = GetEvidenceRequest  # noqa: Y015
+
+@_typing.final
+class GetEvidenceResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVIDENCE_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    content: _builtins.bytes
+    @_builtins.property
+    def evidence(self) -> Global___Evidence: ...
+    def __init__(
+        self,
+        *,
+        evidence: Global___Evidence | None = ...,
+        content: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evidence", b"evidence"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "evidence", b"evidence"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEvidenceResponse: _TypeAlias = GetEvidenceResponse  # noqa: Y015
+
+@_typing.final
+class UpsertBeneficiariesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BENEFICIARIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def beneficiaries(self) -> _containers.RepeatedCompositeFieldContainer[Global___RegisterBeneficiaryRequest]: ...
+    def __init__(
+        self,
+        *,
+        beneficiaries: _abc.Iterable[Global___RegisterBeneficiaryRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiaries", b"beneficiaries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpsertBeneficiariesRequest: _TypeAlias = UpsertBeneficiariesRequest  # noqa: Y015
+
+@_typing.final
+class UpsertResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    BENEFICIARY_ID_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    AMOUNT_CHANGE_ID_FIELD_NUMBER: _builtins.int
+    outcome: Global___UpsertOutcome.ValueType
+    beneficiary_id: _builtins.str
+    amount_change_id: _builtins.str
+    """Set when the row's monthly amount differs: the change proposed, awaiting a reviewer."""
+    @_builtins.property
+    def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Names of the fields changed: residence_region, full_name, phone, address, scheme,
+        payment_start_month (never their values).
+        """
+
+    def __init__(
+        self,
+        *,
+        outcome: Global___UpsertOutcome.ValueType = ...,
+        beneficiary_id: _builtins.str = ...,
+        changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+        amount_change_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_change_id", b"amount_change_id", "beneficiary_id", b"beneficiary_id", "changed_fields", b"changed_fields", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpsertResult: _TypeAlias = UpsertResult  # noqa: Y015
+
+@_typing.final
+class UpsertBeneficiariesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___UpsertResult]:
+        """One result per row, in request order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___UpsertResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpsertBeneficiariesResponse: _TypeAlias = UpsertBeneficiariesResponse  # noqa: Y015
+
+@_typing.final
+class FindBeneficiaryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDENTITY_TYPE_FIELD_NUMBER: _builtins.int
+    IDENTITY_NUMBER_FIELD_NUMBER: _builtins.int
+    identity_type: _common_pb2.IdentityType.ValueType
+    identity_number: _builtins.str
+    def __init__(
+        self,
+        *,
+        identity_type: _common_pb2.IdentityType.ValueType = ...,
+        identity_number: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity_number", b"identity_number", "identity_type", b"identity_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindBeneficiaryRequest: _TypeAlias = FindBeneficiaryRequest  # noqa: Y015
+
+@_typing.final
+class FindBeneficiaryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTITLEMENT_FIELD_NUMBER: _builtins.int
+    PENDING_AMOUNT_CHANGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entitlement(self) -> Global___Entitlement: ...
+    @_builtins.property
+    def pending_amount_change(self) -> Global___AmountChange:
+        """A monthly amount change awaiting review, if any."""
+
+    def __init__(
+        self,
+        *,
+        entitlement: Global___Entitlement | None = ...,
+        pending_amount_change: Global___AmountChange | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entitlement", b"entitlement", "pending_amount_change", b"pending_amount_change"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entitlement", b"entitlement", "pending_amount_change", b"pending_amount_change"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindBeneficiaryResponse: _TypeAlias = FindBeneficiaryResponse  # noqa: Y015
+
+@_typing.final
+class UpdateBeneficiaryContactRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BENEFICIARY_ID_FIELD_NUMBER: _builtins.int
+    RESIDENCE_REGION_FIELD_NUMBER: _builtins.int
+    PHONE_FIELD_NUMBER: _builtins.int
+    beneficiary_id: _builtins.str
+    residence_region: _builtins.str
+    """Where the person lives now (GB/T 2260, HK or MO); empty: unchanged."""
+    phone: _builtins.str
+    """Unset: unchanged; set to empty: no phone number."""
+    def __init__(
+        self,
+        *,
+        beneficiary_id: _builtins.str = ...,
+        residence_region: _builtins.str = ...,
+        phone: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_phone", b"_phone", "phone", b"phone"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_phone", b"_phone", "beneficiary_id", b"beneficiary_id", "phone", b"phone", "residence_region", b"residence_region"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__phone: _TypeAlias = _typing.Literal["phone"]  # noqa: Y015
+    _WhichOneofArgType__phone: _TypeAlias = _typing.Literal["_phone", b"_phone"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__phone) -> _WhichOneofReturnType__phone | None: ...
+
+Global___UpdateBeneficiaryContactRequest: _TypeAlias = UpdateBeneficiaryContactRequest  # noqa: Y015
+
+@_typing.final
+class UpdateBeneficiaryContactResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BENEFICIARY_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def beneficiary(self) -> Global___Beneficiary: ...
+    @_builtins.property
+    def changed_fields(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        beneficiary: Global___Beneficiary | None = ...,
+        changed_fields: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["beneficiary", b"beneficiary"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiary", b"beneficiary", "changed_fields", b"changed_fields"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateBeneficiaryContactResponse: _TypeAlias = UpdateBeneficiaryContactResponse  # noqa: Y015
+
+@_typing.final
+class AmountChange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_ID_FIELD_NUMBER: _builtins.int
+    BENEFICIARY_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    PREVIOUS_AMOUNT_FEN_FIELD_NUMBER: _builtins.int
+    PROPOSED_AMOUNT_FEN_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    PROPOSED_BY_FIELD_NUMBER: _builtins.int
+    PROPOSED_AT_FIELD_NUMBER: _builtins.int
+    REVIEWED_BY_FIELD_NUMBER: _builtins.int
+    REVIEWED_AT_FIELD_NUMBER: _builtins.int
+    REVIEW_REASON_FIELD_NUMBER: _builtins.int
+    change_id: _builtins.str
+    beneficiary_id: _builtins.str
+    status: Global___AmountChangeStatus.ValueType
+    previous_amount_fen: _builtins.int
+    """The monthly amount when the change was proposed, and the one proposed, in fen."""
+    proposed_amount_fen: _builtins.int
+    reason: _builtins.str
+    proposed_by: _builtins.str
+    reviewed_by: _builtins.str
+    review_reason: _builtins.str
+    @_builtins.property
+    def proposed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def reviewed_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        change_id: _builtins.str = ...,
+        beneficiary_id: _builtins.str = ...,
+        status: Global___AmountChangeStatus.ValueType = ...,
+        previous_amount_fen: _builtins.int = ...,
+        proposed_amount_fen: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        proposed_by: _builtins.str = ...,
+        proposed_at: _timestamp_pb2.Timestamp | None = ...,
+        reviewed_by: _builtins.str = ...,
+        reviewed_at: _timestamp_pb2.Timestamp | None = ...,
+        review_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["proposed_at", b"proposed_at", "reviewed_at", b"reviewed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiary_id", b"beneficiary_id", "change_id", b"change_id", "previous_amount_fen", b"previous_amount_fen", "proposed_amount_fen", b"proposed_amount_fen", "proposed_at", b"proposed_at", "proposed_by", b"proposed_by", "reason", b"reason", "review_reason", b"review_reason", "reviewed_at", b"reviewed_at", "reviewed_by", b"reviewed_by", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AmountChange: _TypeAlias = AmountChange  # noqa: Y015
+
+@_typing.final
+class ProposeMonthlyAmountRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BENEFICIARY_ID_FIELD_NUMBER: _builtins.int
+    MONTHLY_AMOUNT_FEN_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    beneficiary_id: _builtins.str
+    monthly_amount_fen: _builtins.int
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        beneficiary_id: _builtins.str = ...,
+        monthly_amount_fen: _builtins.int = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiary_id", b"beneficiary_id", "monthly_amount_fen", b"monthly_amount_fen", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProposeMonthlyAmountRequest: _TypeAlias = ProposeMonthlyAmountRequest  # noqa: Y015
+
+@_typing.final
+class ProposeMonthlyAmountResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def change(self) -> Global___AmountChange: ...
+    def __init__(
+        self,
+        *,
+        change: Global___AmountChange | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProposeMonthlyAmountResponse: _TypeAlias = ProposeMonthlyAmountResponse  # noqa: Y015
+
+@_typing.final
+class ReviewMonthlyAmountRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_ID_FIELD_NUMBER: _builtins.int
+    APPROVE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    change_id: _builtins.str
+    approve: _builtins.bool
+    """True applies the amount; false rejects it (a reason is then required)."""
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        change_id: _builtins.str = ...,
+        approve: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approve", b"approve", "change_id", b"change_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewMonthlyAmountRequest: _TypeAlias = ReviewMonthlyAmountRequest  # noqa: Y015
+
+@_typing.final
+class ReviewMonthlyAmountResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def change(self) -> Global___AmountChange: ...
+    def __init__(
+        self,
+        *,
+        change: Global___AmountChange | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewMonthlyAmountResponse: _TypeAlias = ReviewMonthlyAmountResponse  # noqa: Y015
+
+@_typing.final
+class ListAmountChangesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    status: Global___AmountChangeStatus.ValueType
+    """Unset: every status."""
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        status: Global___AmountChangeStatus.ValueType = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAmountChangesRequest: _TypeAlias = ListAmountChangesRequest  # noqa: Y015
+
+@_typing.final
+class ListAmountChangesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    total_size: _builtins.int
+    """How many the whole list holds; counted on the first page only (0 on later pages)."""
+    @_builtins.property
+    def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___AmountChange]: ...
+    def __init__(
+        self,
+        *,
+        changes: _abc.Iterable[Global___AmountChange] | None = ...,
+        next_page_token: _builtins.str = ...,
+        total_size: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "next_page_token", b"next_page_token", "total_size", b"total_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAmountChangesResponse: _TypeAlias = ListAmountChangesResponse  # noqa: Y015
+
+@_typing.final
+class ClosePaymentMonthRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MONTH_FIELD_NUMBER: _builtins.int
+    month: _builtins.str
+    """"YYYY-MM"; the current month or an earlier one."""
+    def __init__(
+        self,
+        *,
+        month: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["month", b"month"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClosePaymentMonthRequest: _TypeAlias = ClosePaymentMonthRequest  # noqa: Y015
+
+@_typing.final
+class ClosePaymentMonthResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MONTH_FIELD_NUMBER: _builtins.int
+    NEWLY_CLOSED_FIELD_NUMBER: _builtins.int
+    FIRST_OPEN_MONTH_FIELD_NUMBER: _builtins.int
+    month: _builtins.str
+    newly_closed: _builtins.bool
+    """False when the month was closed already."""
+    first_open_month: _builtins.str
+    """The first month whose payment instructions may still change, "YYYY-MM"."""
+    def __init__(
+        self,
+        *,
+        month: _builtins.str = ...,
+        newly_closed: _builtins.bool = ...,
+        first_open_month: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_open_month", b"first_open_month", "month", b"month", "newly_closed", b"newly_closed"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClosePaymentMonthResponse: _TypeAlias = ClosePaymentMonthResponse  # noqa: Y015

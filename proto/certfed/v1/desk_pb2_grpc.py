@@ -172,6 +172,51 @@ class DeskServiceStub:
                 request_serializer=certfed_dot_v1_dot_desk__pb2.GetReportRequest.SerializeToString,
                 response_deserializer=certfed_dot_v1_dot_desk__pb2.GetReportResponse.FromString,
                 _registered_method=True)
+        self.UploadEvidence = channel.unary_unary(
+                '/certfed.v1.DeskService/UploadEvidence',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.UploadEvidenceRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.UploadEvidenceResponse.FromString,
+                _registered_method=True)
+        self.GetEvidence = channel.unary_unary(
+                '/certfed.v1.DeskService/GetEvidence',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.GetEvidenceRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.GetEvidenceResponse.FromString,
+                _registered_method=True)
+        self.UpsertBeneficiaries = channel.unary_unary(
+                '/certfed.v1.DeskService/UpsertBeneficiaries',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.UpsertBeneficiariesRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.UpsertBeneficiariesResponse.FromString,
+                _registered_method=True)
+        self.FindBeneficiary = channel.unary_unary(
+                '/certfed.v1.DeskService/FindBeneficiary',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.FindBeneficiaryRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.FindBeneficiaryResponse.FromString,
+                _registered_method=True)
+        self.UpdateBeneficiaryContact = channel.unary_unary(
+                '/certfed.v1.DeskService/UpdateBeneficiaryContact',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.UpdateBeneficiaryContactRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.UpdateBeneficiaryContactResponse.FromString,
+                _registered_method=True)
+        self.ProposeMonthlyAmount = channel.unary_unary(
+                '/certfed.v1.DeskService/ProposeMonthlyAmount',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.ProposeMonthlyAmountRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.ProposeMonthlyAmountResponse.FromString,
+                _registered_method=True)
+        self.ReviewMonthlyAmount = channel.unary_unary(
+                '/certfed.v1.DeskService/ReviewMonthlyAmount',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.ReviewMonthlyAmountRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.ReviewMonthlyAmountResponse.FromString,
+                _registered_method=True)
+        self.ListAmountChanges = channel.unary_unary(
+                '/certfed.v1.DeskService/ListAmountChanges',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.ListAmountChangesRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.ListAmountChangesResponse.FromString,
+                _registered_method=True)
+        self.ClosePaymentMonth = channel.unary_unary(
+                '/certfed.v1.DeskService/ClosePaymentMonth',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.ClosePaymentMonthRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.ClosePaymentMonthResponse.FromString,
+                _registered_method=True)
 
 
 class DeskServiceServicer:
@@ -367,6 +412,74 @@ class DeskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadEvidence(self, request, context):
+        """Clerk: keep a file (JPEG, PNG or PDF) as evidence of a certification, encrypted at rest and
+        named by its SHA-256; RecordCertification then refers to it by that digest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetEvidence(self, request, context):
+        """Clerk or reviewer of this office: read a file kept as evidence (every read is audited).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpsertBeneficiaries(self, request, context):
+        """Clerk: bring in the office's roll, in batches: a person not yet registered is registered, a
+        registered one (the same identity) has a changed record brought up to date; a changed
+        monthly amount is proposed for review, never applied. All or none per call; idempotent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FindBeneficiary(self, request, context):
+        """Any operator: the beneficiary with this identity (the node computes the locator; the number
+        is neither logged nor kept).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateBeneficiaryContact(self, request, context):
+        """Clerk: change where a beneficiary lives and their phone number (audited).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ProposeMonthlyAmount(self, request, context):
+        """Clerk: propose a new monthly amount; the old one stays until a reviewer approves it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReviewMonthlyAmount(self, request, context):
+        """Reviewer (never the operator who proposed it): approve or reject a proposed amount.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAmountChanges(self, request, context):
+        """Any operator: monthly amount changes, e.g. those awaiting review.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ClosePaymentMonth(self, request, context):
+        """Admin (bank files): close a month before exporting its file. A closed month's payment
+        instructions never change; anything decided later goes into the first open month.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -504,6 +617,51 @@ def add_DeskServiceServicer_to_server(servicer, server):
                     servicer.GetReport,
                     request_deserializer=certfed_dot_v1_dot_desk__pb2.GetReportRequest.FromString,
                     response_serializer=certfed_dot_v1_dot_desk__pb2.GetReportResponse.SerializeToString,
+            ),
+            'UploadEvidence': grpc.unary_unary_rpc_method_handler(
+                    servicer.UploadEvidence,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.UploadEvidenceRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.UploadEvidenceResponse.SerializeToString,
+            ),
+            'GetEvidence': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEvidence,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.GetEvidenceRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.GetEvidenceResponse.SerializeToString,
+            ),
+            'UpsertBeneficiaries': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertBeneficiaries,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.UpsertBeneficiariesRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.UpsertBeneficiariesResponse.SerializeToString,
+            ),
+            'FindBeneficiary': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindBeneficiary,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.FindBeneficiaryRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.FindBeneficiaryResponse.SerializeToString,
+            ),
+            'UpdateBeneficiaryContact': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateBeneficiaryContact,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.UpdateBeneficiaryContactRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.UpdateBeneficiaryContactResponse.SerializeToString,
+            ),
+            'ProposeMonthlyAmount': grpc.unary_unary_rpc_method_handler(
+                    servicer.ProposeMonthlyAmount,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.ProposeMonthlyAmountRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.ProposeMonthlyAmountResponse.SerializeToString,
+            ),
+            'ReviewMonthlyAmount': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReviewMonthlyAmount,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.ReviewMonthlyAmountRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.ReviewMonthlyAmountResponse.SerializeToString,
+            ),
+            'ListAmountChanges': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAmountChanges,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.ListAmountChangesRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.ListAmountChangesResponse.SerializeToString,
+            ),
+            'ClosePaymentMonth': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClosePaymentMonth,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.ClosePaymentMonthRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.ClosePaymentMonthResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1238,6 +1396,249 @@ class DeskService:
             '/certfed.v1.DeskService/GetReport',
             certfed_dot_v1_dot_desk__pb2.GetReportRequest.SerializeToString,
             certfed_dot_v1_dot_desk__pb2.GetReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadEvidence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/UploadEvidence',
+            certfed_dot_v1_dot_desk__pb2.UploadEvidenceRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.UploadEvidenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEvidence(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/GetEvidence',
+            certfed_dot_v1_dot_desk__pb2.GetEvidenceRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.GetEvidenceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertBeneficiaries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/UpsertBeneficiaries',
+            certfed_dot_v1_dot_desk__pb2.UpsertBeneficiariesRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.UpsertBeneficiariesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindBeneficiary(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/FindBeneficiary',
+            certfed_dot_v1_dot_desk__pb2.FindBeneficiaryRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.FindBeneficiaryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateBeneficiaryContact(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/UpdateBeneficiaryContact',
+            certfed_dot_v1_dot_desk__pb2.UpdateBeneficiaryContactRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.UpdateBeneficiaryContactResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ProposeMonthlyAmount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/ProposeMonthlyAmount',
+            certfed_dot_v1_dot_desk__pb2.ProposeMonthlyAmountRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.ProposeMonthlyAmountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReviewMonthlyAmount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/ReviewMonthlyAmount',
+            certfed_dot_v1_dot_desk__pb2.ReviewMonthlyAmountRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.ReviewMonthlyAmountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAmountChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/ListAmountChanges',
+            certfed_dot_v1_dot_desk__pb2.ListAmountChangesRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.ListAmountChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClosePaymentMonth(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/ClosePaymentMonth',
+            certfed_dot_v1_dot_desk__pb2.ClosePaymentMonthRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.ClosePaymentMonthResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -90,6 +90,33 @@ class DeskServiceStub:
     AcknowledgeReminders: _grpc.UnaryUnaryMultiCallable[_desk_pb2.AcknowledgeRemindersRequest, _desk_pb2.AcknowledgeRemindersResponse]
     GetReport: _grpc.UnaryUnaryMultiCallable[_desk_pb2.GetReportRequest, _desk_pb2.GetReportResponse]
     """Any operator: certification rate by method, overpayments and duplicates for a period."""
+    UploadEvidence: _grpc.UnaryUnaryMultiCallable[_desk_pb2.UploadEvidenceRequest, _desk_pb2.UploadEvidenceResponse]
+    """Clerk: keep a file (JPEG, PNG or PDF) as evidence of a certification, encrypted at rest and
+    named by its SHA-256; RecordCertification then refers to it by that digest.
+    """
+    GetEvidence: _grpc.UnaryUnaryMultiCallable[_desk_pb2.GetEvidenceRequest, _desk_pb2.GetEvidenceResponse]
+    """Clerk or reviewer of this office: read a file kept as evidence (every read is audited)."""
+    UpsertBeneficiaries: _grpc.UnaryUnaryMultiCallable[_desk_pb2.UpsertBeneficiariesRequest, _desk_pb2.UpsertBeneficiariesResponse]
+    """Clerk: bring in the office's roll, in batches: a person not yet registered is registered, a
+    registered one (the same identity) has a changed record brought up to date; a changed
+    monthly amount is proposed for review, never applied. All or none per call; idempotent.
+    """
+    FindBeneficiary: _grpc.UnaryUnaryMultiCallable[_desk_pb2.FindBeneficiaryRequest, _desk_pb2.FindBeneficiaryResponse]
+    """Any operator: the beneficiary with this identity (the node computes the locator; the number
+    is neither logged nor kept).
+    """
+    UpdateBeneficiaryContact: _grpc.UnaryUnaryMultiCallable[_desk_pb2.UpdateBeneficiaryContactRequest, _desk_pb2.UpdateBeneficiaryContactResponse]
+    """Clerk: change where a beneficiary lives and their phone number (audited)."""
+    ProposeMonthlyAmount: _grpc.UnaryUnaryMultiCallable[_desk_pb2.ProposeMonthlyAmountRequest, _desk_pb2.ProposeMonthlyAmountResponse]
+    """Clerk: propose a new monthly amount; the old one stays until a reviewer approves it."""
+    ReviewMonthlyAmount: _grpc.UnaryUnaryMultiCallable[_desk_pb2.ReviewMonthlyAmountRequest, _desk_pb2.ReviewMonthlyAmountResponse]
+    """Reviewer (never the operator who proposed it): approve or reject a proposed amount."""
+    ListAmountChanges: _grpc.UnaryUnaryMultiCallable[_desk_pb2.ListAmountChangesRequest, _desk_pb2.ListAmountChangesResponse]
+    """Any operator: monthly amount changes, e.g. those awaiting review."""
+    ClosePaymentMonth: _grpc.UnaryUnaryMultiCallable[_desk_pb2.ClosePaymentMonthRequest, _desk_pb2.ClosePaymentMonthResponse]
+    """Admin (bank files): close a month before exporting its file. A closed month's payment
+    instructions never change; anything decided later goes into the first open month.
+    """
 
 @_typing.type_check_only
 class DeskServiceAsyncStub(DeskServiceStub):
@@ -153,6 +180,33 @@ class DeskServiceAsyncStub(DeskServiceStub):
     AcknowledgeReminders: _aio.UnaryUnaryMultiCallable[_desk_pb2.AcknowledgeRemindersRequest, _desk_pb2.AcknowledgeRemindersResponse]  # type: ignore[assignment]
     GetReport: _aio.UnaryUnaryMultiCallable[_desk_pb2.GetReportRequest, _desk_pb2.GetReportResponse]  # type: ignore[assignment]
     """Any operator: certification rate by method, overpayments and duplicates for a period."""
+    UploadEvidence: _aio.UnaryUnaryMultiCallable[_desk_pb2.UploadEvidenceRequest, _desk_pb2.UploadEvidenceResponse]  # type: ignore[assignment]
+    """Clerk: keep a file (JPEG, PNG or PDF) as evidence of a certification, encrypted at rest and
+    named by its SHA-256; RecordCertification then refers to it by that digest.
+    """
+    GetEvidence: _aio.UnaryUnaryMultiCallable[_desk_pb2.GetEvidenceRequest, _desk_pb2.GetEvidenceResponse]  # type: ignore[assignment]
+    """Clerk or reviewer of this office: read a file kept as evidence (every read is audited)."""
+    UpsertBeneficiaries: _aio.UnaryUnaryMultiCallable[_desk_pb2.UpsertBeneficiariesRequest, _desk_pb2.UpsertBeneficiariesResponse]  # type: ignore[assignment]
+    """Clerk: bring in the office's roll, in batches: a person not yet registered is registered, a
+    registered one (the same identity) has a changed record brought up to date; a changed
+    monthly amount is proposed for review, never applied. All or none per call; idempotent.
+    """
+    FindBeneficiary: _aio.UnaryUnaryMultiCallable[_desk_pb2.FindBeneficiaryRequest, _desk_pb2.FindBeneficiaryResponse]  # type: ignore[assignment]
+    """Any operator: the beneficiary with this identity (the node computes the locator; the number
+    is neither logged nor kept).
+    """
+    UpdateBeneficiaryContact: _aio.UnaryUnaryMultiCallable[_desk_pb2.UpdateBeneficiaryContactRequest, _desk_pb2.UpdateBeneficiaryContactResponse]  # type: ignore[assignment]
+    """Clerk: change where a beneficiary lives and their phone number (audited)."""
+    ProposeMonthlyAmount: _aio.UnaryUnaryMultiCallable[_desk_pb2.ProposeMonthlyAmountRequest, _desk_pb2.ProposeMonthlyAmountResponse]  # type: ignore[assignment]
+    """Clerk: propose a new monthly amount; the old one stays until a reviewer approves it."""
+    ReviewMonthlyAmount: _aio.UnaryUnaryMultiCallable[_desk_pb2.ReviewMonthlyAmountRequest, _desk_pb2.ReviewMonthlyAmountResponse]  # type: ignore[assignment]
+    """Reviewer (never the operator who proposed it): approve or reject a proposed amount."""
+    ListAmountChanges: _aio.UnaryUnaryMultiCallable[_desk_pb2.ListAmountChangesRequest, _desk_pb2.ListAmountChangesResponse]  # type: ignore[assignment]
+    """Any operator: monthly amount changes, e.g. those awaiting review."""
+    ClosePaymentMonth: _aio.UnaryUnaryMultiCallable[_desk_pb2.ClosePaymentMonthRequest, _desk_pb2.ClosePaymentMonthResponse]  # type: ignore[assignment]
+    """Admin (bank files): close a month before exporting its file. A closed month's payment
+    instructions never change; anything decided later goes into the first open month.
+    """
 
 class DeskServiceServicer(metaclass=_abc_1.ABCMeta):
     """A region's own clerks, reviewers and administrators (and the `certfed desk` CLI). Operators
@@ -375,5 +429,86 @@ class DeskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_desk_pb2.GetReportResponse, _abc.Awaitable[_desk_pb2.GetReportResponse]]:
         """Any operator: certification rate by method, overpayments and duplicates for a period."""
+
+    @_abc_1.abstractmethod
+    def UploadEvidence(
+        self,
+        request: _desk_pb2.UploadEvidenceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.UploadEvidenceResponse, _abc.Awaitable[_desk_pb2.UploadEvidenceResponse]]:
+        """Clerk: keep a file (JPEG, PNG or PDF) as evidence of a certification, encrypted at rest and
+        named by its SHA-256; RecordCertification then refers to it by that digest.
+        """
+
+    @_abc_1.abstractmethod
+    def GetEvidence(
+        self,
+        request: _desk_pb2.GetEvidenceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.GetEvidenceResponse, _abc.Awaitable[_desk_pb2.GetEvidenceResponse]]:
+        """Clerk or reviewer of this office: read a file kept as evidence (every read is audited)."""
+
+    @_abc_1.abstractmethod
+    def UpsertBeneficiaries(
+        self,
+        request: _desk_pb2.UpsertBeneficiariesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.UpsertBeneficiariesResponse, _abc.Awaitable[_desk_pb2.UpsertBeneficiariesResponse]]:
+        """Clerk: bring in the office's roll, in batches: a person not yet registered is registered, a
+        registered one (the same identity) has a changed record brought up to date; a changed
+        monthly amount is proposed for review, never applied. All or none per call; idempotent.
+        """
+
+    @_abc_1.abstractmethod
+    def FindBeneficiary(
+        self,
+        request: _desk_pb2.FindBeneficiaryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.FindBeneficiaryResponse, _abc.Awaitable[_desk_pb2.FindBeneficiaryResponse]]:
+        """Any operator: the beneficiary with this identity (the node computes the locator; the number
+        is neither logged nor kept).
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateBeneficiaryContact(
+        self,
+        request: _desk_pb2.UpdateBeneficiaryContactRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.UpdateBeneficiaryContactResponse, _abc.Awaitable[_desk_pb2.UpdateBeneficiaryContactResponse]]:
+        """Clerk: change where a beneficiary lives and their phone number (audited)."""
+
+    @_abc_1.abstractmethod
+    def ProposeMonthlyAmount(
+        self,
+        request: _desk_pb2.ProposeMonthlyAmountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.ProposeMonthlyAmountResponse, _abc.Awaitable[_desk_pb2.ProposeMonthlyAmountResponse]]:
+        """Clerk: propose a new monthly amount; the old one stays until a reviewer approves it."""
+
+    @_abc_1.abstractmethod
+    def ReviewMonthlyAmount(
+        self,
+        request: _desk_pb2.ReviewMonthlyAmountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.ReviewMonthlyAmountResponse, _abc.Awaitable[_desk_pb2.ReviewMonthlyAmountResponse]]:
+        """Reviewer (never the operator who proposed it): approve or reject a proposed amount."""
+
+    @_abc_1.abstractmethod
+    def ListAmountChanges(
+        self,
+        request: _desk_pb2.ListAmountChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.ListAmountChangesResponse, _abc.Awaitable[_desk_pb2.ListAmountChangesResponse]]:
+        """Any operator: monthly amount changes, e.g. those awaiting review."""
+
+    @_abc_1.abstractmethod
+    def ClosePaymentMonth(
+        self,
+        request: _desk_pb2.ClosePaymentMonthRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.ClosePaymentMonthResponse, _abc.Awaitable[_desk_pb2.ClosePaymentMonthResponse]]:
+        """Admin (bank files): close a month before exporting its file. A closed month's payment
+        instructions never change; anything decided later goes into the first open month.
+        """
 
 def add_DeskServiceServicer_to_server(servicer: DeskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -202,12 +202,19 @@ Global___DeliverAttestationResponse: _TypeAlias = DeliverAttestationResponse  # 
 class GetCheckpointRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    ORIGIN_NODE_ID_FIELD_NUMBER: _builtins.int
+    origin_node_id: _builtins.str
+    """Empty: the node's own log. A node id: the copy of that node's log this node verified while
+    following it, which is how a node restored from an older backup gets back lost entries.
+    """
     def __init__(
         self,
+        *,
+        origin_node_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["origin_node_id", b"origin_node_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -239,18 +246,22 @@ class GetEntriesRequest(_message.Message):
 
     START_FIELD_NUMBER: _builtins.int
     END_FIELD_NUMBER: _builtins.int
+    ORIGIN_NODE_ID_FIELD_NUMBER: _builtins.int
     start: _builtins.int
     end: _builtins.int
-    """Exclusive; at most the current tree size."""
+    """Exclusive; at most the current tree size (of the copy, with origin_node_id)."""
+    origin_node_id: _builtins.str
+    """As in GetCheckpointRequest: empty for the node's own log, else a verified copy."""
     def __init__(
         self,
         *,
         start: _builtins.int = ...,
         end: _builtins.int = ...,
+        origin_node_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "origin_node_id", b"origin_node_id", "start", b"start"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

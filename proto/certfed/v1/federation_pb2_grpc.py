@@ -105,14 +105,15 @@ class FederationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetCheckpoint(self, request, context):
-        """The node's latest witnessed checkpoint of its transparency log.
+        """The node's latest witnessed checkpoint of its transparency log, or of the verified copy it
+        keeps of another node's log (origin_node_id).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetEntries(self, request, context):
-        """Consecutive log entries [start, end), streamed in batches.
+        """Consecutive log entries [start, end), streamed in batches, of the node's log or of a copy.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

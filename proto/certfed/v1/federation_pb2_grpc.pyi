@@ -42,9 +42,11 @@ class FederationServiceStub:
     DeliverAttestation: _grpc.UnaryUnaryMultiCallable[_federation_pb2.DeliverAttestationRequest, _federation_pb2.DeliverAttestationResponse]
     """A certifying node delivers a signed attestation to the paying node."""
     GetCheckpoint: _grpc.UnaryUnaryMultiCallable[_federation_pb2.GetCheckpointRequest, _federation_pb2.GetCheckpointResponse]
-    """The node's latest witnessed checkpoint of its transparency log."""
+    """The node's latest witnessed checkpoint of its transparency log, or of the verified copy it
+    keeps of another node's log (origin_node_id).
+    """
     GetEntries: _grpc.UnaryStreamMultiCallable[_federation_pb2.GetEntriesRequest, _federation_pb2.GetEntriesResponse]
-    """Consecutive log entries [start, end), streamed in batches."""
+    """Consecutive log entries [start, end), streamed in batches, of the node's log or of a copy."""
     GetInclusionProof: _grpc.UnaryUnaryMultiCallable[_federation_pb2.GetInclusionProofRequest, _federation_pb2.GetInclusionProofResponse]
     """Audit path for one leaf in a tree of the given size (RFC 9162 2.1.3)."""
     GetConsistencyProof: _grpc.UnaryUnaryMultiCallable[_federation_pb2.GetConsistencyProofRequest, _federation_pb2.GetConsistencyProofResponse]
@@ -66,9 +68,11 @@ class FederationServiceAsyncStub(FederationServiceStub):
     DeliverAttestation: _aio.UnaryUnaryMultiCallable[_federation_pb2.DeliverAttestationRequest, _federation_pb2.DeliverAttestationResponse]  # type: ignore[assignment]
     """A certifying node delivers a signed attestation to the paying node."""
     GetCheckpoint: _aio.UnaryUnaryMultiCallable[_federation_pb2.GetCheckpointRequest, _federation_pb2.GetCheckpointResponse]  # type: ignore[assignment]
-    """The node's latest witnessed checkpoint of its transparency log."""
+    """The node's latest witnessed checkpoint of its transparency log, or of the verified copy it
+    keeps of another node's log (origin_node_id).
+    """
     GetEntries: _aio.UnaryStreamMultiCallable[_federation_pb2.GetEntriesRequest, _federation_pb2.GetEntriesResponse]  # type: ignore[assignment]
-    """Consecutive log entries [start, end), streamed in batches."""
+    """Consecutive log entries [start, end), streamed in batches, of the node's log or of a copy."""
     GetInclusionProof: _aio.UnaryUnaryMultiCallable[_federation_pb2.GetInclusionProofRequest, _federation_pb2.GetInclusionProofResponse]  # type: ignore[assignment]
     """Audit path for one leaf in a tree of the given size (RFC 9162 2.1.3)."""
     GetConsistencyProof: _aio.UnaryUnaryMultiCallable[_federation_pb2.GetConsistencyProofRequest, _federation_pb2.GetConsistencyProofResponse]  # type: ignore[assignment]
@@ -111,7 +115,9 @@ class FederationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _federation_pb2.GetCheckpointRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_federation_pb2.GetCheckpointResponse, _abc.Awaitable[_federation_pb2.GetCheckpointResponse]]:
-        """The node's latest witnessed checkpoint of its transparency log."""
+        """The node's latest witnessed checkpoint of its transparency log, or of the verified copy it
+        keeps of another node's log (origin_node_id).
+        """
 
     @_abc_1.abstractmethod
     def GetEntries(
@@ -119,7 +125,7 @@ class FederationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _federation_pb2.GetEntriesRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_federation_pb2.GetEntriesResponse], _abc.AsyncIterator[_federation_pb2.GetEntriesResponse]]:
-        """Consecutive log entries [start, end), streamed in batches."""
+        """Consecutive log entries [start, end), streamed in batches, of the node's log or of a copy."""
 
     @_abc_1.abstractmethod
     def GetInclusionProof(

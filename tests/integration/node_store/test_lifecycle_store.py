@@ -120,4 +120,4 @@ def test_reminders_are_queued_once_and_acknowledged_once(
         assert reminders_store.acknowledge(session, [reminder.reminder_id], now) == 1
     with session_scope(engine) as session:
         assert reminders_store.acknowledge(session, [reminder.reminder_id], now) == 0
-        assert reminders_store.waiting(session, 10) == []
+        assert reminders_store.waiting(session, 10)[0] == []

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
+from federation.errors import PreconditionError
 from federation_node.store import log_store
 from federation_node.store.db import create_engine_for, migrate, session_scope
 from federation_node.store.log_store import NewEntry
@@ -190,3 +191,51 @@ def test_streamed_entries_come_in_order_in_chunks_and_filtered(engine: Engine) -
     assert [row.leaf_index for chunk in chunks for row in chunk] == list(range(3, 20))
     assert chunks[0][0].envelope_json == entry(3).envelope_json
     assert odd == list(range(1, 25, 2))
+
+
+def test_a_log_shorter_than_what_its_witness_cosigned_refuses_appends_until_recovered(
+    engine: Engine,
+) -> None:
+    with session_scope(engine) as session:
+        log_store.append_many(session, (entry(number) for number in range(2)))
+        log_store.record_witness(session, witnessed_size=5, confirmed=True)
+    for append in (
+        lambda session: log_store.append(session, entry(2)),
+        lambda session: log_store.append_many(session, [entry(2)]),
+    ):
+        with (
+            pytest.raises(log_store.LogBehindWitnessError, match="cosigned 5"),
+            session_scope(engine) as session,
+        ):
+            append(session)
+    with session_scope(engine) as session:
+        log_store.recover(session, 2, (entry(number) for number in range(2, 5)))
+    with session_scope(engine) as session:
+        assert log_store.append(session, entry(5)) == 5
+        assert log_store.head(session).root_hash == merkle.root_from_leaves(leaves(6))[1]
+
+
+def test_a_restored_log_appends_nothing_until_the_witness_answered(engine: Engine) -> None:
+    with session_scope(engine) as session:
+        log_store.append(session, entry(0))
+        log_store.mark_restored(session)
+    with (
+        pytest.raises(log_store.LogBehindWitnessError, match="restored"),
+        session_scope(engine) as session,
+    ):
+        log_store.append(session, entry(1))
+    with session_scope(engine) as session:
+        # A smaller size than one known is never taken over it.
+        state = log_store.record_witness(session, witnessed_size=0, confirmed=True)
+        assert state == log_store.WitnessState(witnessed_size=0, awaiting_witness=False)
+        assert log_store.append(session, entry(1)) == 1
+
+
+def test_recovery_into_a_log_that_moved_on_is_refused(engine: Engine) -> None:
+    with session_scope(engine) as session:
+        log_store.append(session, entry(0))
+    with (
+        pytest.raises(PreconditionError, match="recovered meanwhile"),
+        session_scope(engine) as session,
+    ):
+        log_store.recover(session, 0, [entry(0)])

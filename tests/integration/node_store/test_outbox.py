@@ -218,3 +218,47 @@ def test_rows_claimed_by_an_open_transaction_are_skipped_not_shared(
     assert len(held_ids) == 3
     assert len(other_ids) == 3
     assert held_ids.isdisjoint(other_ids)
+
+
+def test_a_restarted_replica_releases_its_own_leases_and_no_other(
+    engine: Engine, now: datetime
+) -> None:
+    mine, theirs = _enqueue(engine, now, 2)
+    with session_scope(engine) as session:
+        assert len(outbox.claim_due(session, now, 1, owner="replica-a")) == 1
+        assert len(outbox.claim_due(session, now, 1, owner="replica-b")) == 1
+    later = now + timedelta(seconds=1)
+    with session_scope(engine) as session:
+        assert outbox.release_leases(session, "replica-a", later) == 1
+    retaken = _claim(engine, later)
+    assert [m.message_id for m in retaken] == [mine.message_id]
+    with session_scope(engine) as session:
+        assert outbox.get(session, theirs.message_id).leased_by == "replica-b"
+        outbox.mark_all_delivered(session, [mine.message_id, theirs.message_id], later)
+        assert outbox.get(session, theirs.message_id).leased_by is None
+
+
+def test_a_destination_back_ends_the_backoff_of_its_waiting_messages_only(
+    engine: Engine, now: datetime
+) -> None:
+    waiting, leased = _enqueue(engine, now, 2)
+    with session_scope(engine) as session:
+        other = outbox.enqueue(
+            session,
+            kind=OutboxKind.DELIVER_ATTESTATION,
+            destination="lanzhou",
+            subject_id=new_id(),
+            payload=b"",
+            now=now,
+        )
+    for message in (waiting, other):
+        _fail(engine, message.message_id, now, NO_JITTER)
+    with session_scope(engine) as session:
+        assert [m.message_id for m in outbox.claim_due(session, now, 5, owner="a")] == [
+            leased.message_id
+        ]
+    back = now + timedelta(milliseconds=100)
+    with session_scope(engine) as session:
+        assert outbox.end_backoff(session, "qingdao", back) == 1
+    # The message waiting for qingdao is due; the leased one and lanzhou's keep their times.
+    assert [m.message_id for m in _claim(engine, back)] == [waiting.message_id]

@@ -17,13 +17,11 @@ from adapters.partner_forms import (
     REQUEST_COLUMNS,
     SHEET_NAME,
     CsvPartnerForm,
-    FormRowError,
     FormTable,
     XlsxPartnerForm,
-    deadline_moment,
     form_file,
-    parse_request,
 )
+from adapters.partner_requests import FormRowError, deadline_moment, parse_request
 from adapters.spreadsheet import MAX_XLSX_UNPACKED_BYTES, check_xlsx_size
 from certfed.v1 import common_pb2
 from signing.identity import hkid_check_character

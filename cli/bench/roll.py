@@ -1,0 +1,130 @@
+"""`certfed bench roll`: how fast an office's roll imports into a real node on PostgreSQL.
+
+Starts PostgreSQL (the server DATABASE_URL names, or one from `pgserver`), a registry and one
+paying office as real processes, writes a roll of `rows` people in the `certfed_roll` layout,
+and imports it through the DeskService exactly as `certfed roll import` does (UpsertBeneficiaries
+in batches). Prints rows/s, seconds and the peak resident memory of the importing process and of
+the node; asserts nothing about time.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from rich.console import Console
+
+from cli.bench.federation import bench_settings
+from cli.bench.kit import bench_workdir, peak_rss_mb, postgres_server, resident_id
+from cli.launcher import LocalFederation, NodeSpec
+from cli.roll_import import import_roll_file
+
+OFFICE = NodeSpec("bench-roll", "Foshan roll office", ("440600",), ("paying_office",))
+MAPPING = "certfed_roll"
+HEADER = (
+    "name", "id_type", "id_number", "scheme", "monthly_amount_fen", "payment_start",
+    "valid_until", "residence_region", "phone",
+)  # fmt: skip
+SCHEMES = ("employee", "resident", "public_service")
+
+
+@dataclass(frozen=True)
+class RollBenchFigures:
+    rows: int
+    batch_size: int
+    database: str
+    file_mib: float
+    seconds: float
+    rate_per_s: float
+    # The importing process (reading, checking, sending) and the node, at their peaks.
+    peak_rss_mib: float
+    node_peak_rss_mib: float
+    created: int
+    rejected: int
+
+    def as_rows(self) -> list[tuple[str, str]]:
+        return [
+            ("database", self.database),
+            ("file size", f"{self.file_mib:.1f} MiB"),
+            ("batch size", f"{self.batch_size:,}"),
+            ("import", f"{self.seconds:.1f} s"),
+            ("rows/s", f"{self.rate_per_s:,.0f}"),
+            ("registered / rejected", f"{self.created:,} / {self.rejected:,}"),
+            ("peak RSS, importing process", f"{self.peak_rss_mib:.0f} MiB"),
+            ("peak RSS, node", f"{self.node_peak_rss_mib:.0f} MiB"),
+        ]
+
+
+def write_roll(path: Path, rows: int) -> None:
+    """`rows` distinct people of Foshan, in the certfed_roll layout."""
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(HEADER)
+        for index in range(rows):
+            writer.writerow(
+                (
+                    "陈大文",
+                    "resident_id",
+                    resident_id("440604", date(1940, 1, 1), index),
+                    SCHEMES[index % 3],
+                    200_000 + index % 50 * 1_000,
+                    f"{2000 + index % 25}-{index % 12 + 1:02d}",
+                    f"2027-{index % 12 + 1:02d}-15",
+                    "440604",
+                    f"138{index % 100_000_000:08d}",
+                )
+            )
+
+
+def bench_roll(
+    *,
+    rows: int,
+    batch_size: int,
+    workdir: Path | None,
+    console: Console,
+    show_progress: bool,
+) -> RollBenchFigures:
+    with (
+        bench_workdir(workdir, "roll") as folder,
+        postgres_server(folder / "pgdata", f"certfed_bench_roll_{os.getpid()}") as postgres,
+        LocalFederation(
+            folder / "federation", database_url_for=postgres.create_database, log_level="warning"
+        ) as federation,
+    ):
+        federation.start_registry()
+        federation.add_node(OFFICE, settings=bench_settings())
+        roll = folder / "roll.csv"
+        if show_progress:
+            console.print(f"writing {rows:,} rows to {roll}")
+        write_roll(roll, rows)
+        with federation.desk(OFFICE.node_id) as desk:
+            started = time.perf_counter()
+            summary = import_roll_file(
+                desk,
+                roll,
+                mapping_name=MAPPING,
+                fmt=None,
+                sheet=None,
+                batch_size=batch_size,
+                rejects_path=folder / "roll.rejects.csv",
+                show_progress=show_progress,
+            )
+            seconds = time.perf_counter() - started
+        process = federation.nodes[OFFICE.node_id].process
+        node_rss = peak_rss_mb(process.pid) if process is not None else 0.0
+        return RollBenchFigures(
+            rows=rows,
+            batch_size=batch_size,
+            database=f"PostgreSQL ({postgres.source})",
+            file_mib=round(roll.stat().st_size / 2**20, 1),
+            seconds=round(seconds, 2),
+            rate_per_s=round(rows / seconds, 1) if seconds else 0.0,
+            peak_rss_mib=round(peak_rss_mb(os.getpid()), 1),
+            node_peak_rss_mib=round(node_rss, 1),
+            created=summary.created,
+            rejected=summary.rejected,
+        )

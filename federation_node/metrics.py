@@ -1,0 +1,167 @@
+"""What a node's operators watch, read from its store and directory at each scrape.
+
+The node's gauges are computed when Prometheus asks, not kept up to date by the code that
+changes the state, so they are right whichever replica did the work: every replica of a node
+reads the same database and reports the same values (sum nothing across replicas; take the
+maximum). A scrape costs a few aggregate queries.
+
+    certfed_outbox_pending_messages{destination}          messages waiting for delivery
+    certfed_outbox_oldest_pending_age_seconds{destination} how long the oldest has waited (0: none)
+    certfed_outbox_dead_letters{destination}               given up on; an administrator acts
+    certfed_directory_version / _age_seconds / _expiry_timestamp_seconds / _stale
+    certfed_log_size                                       entries in this node's log
+    certfed_log_cosigned_size                              of them, covered by a cosigned checkpoint
+    certfed_log_checkpoint_age_seconds                     since the last witness cosignature
+    certfed_attestations_issued_total{method}              by certification method
+    certfed_database_up                                    0 when the queries above failed
+
+Outbox series are there for the registry and every peer in the directory, 0 when nothing waits.
+Labels carry destination node ids and method names only: never an identity, name or locator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+
+import structlog
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+from sqlmodel import Session
+
+from certfed.v1 import common_pb2
+from federation.errors import CertfedError
+from federation.metrics import DirectoryGauges
+from federation_node.links.directory_client import DirectoryClient
+from federation_node.store import attestations_store, log_store, outbox
+from federation_node.store.models import REGISTRY_DESTINATION
+
+log = structlog.get_logger("certfed.metrics")
+
+_METHOD_PREFIX = "CERTIFICATION_METHOD_"
+
+
+def method_label(method: int) -> str:
+    """`on_site` for CERTIFICATION_METHOD_ON_SITE; the number for a value this build lacks."""
+    try:
+        name = common_pb2.CertificationMethod.Name(common_pb2.CertificationMethod.ValueType(method))
+    except ValueError:
+        return str(method)
+    return name.removeprefix(_METHOD_PREFIX).lower()
+
+
+class _Families:
+    """One scrape's metric families, created empty; `NodeCollector.families` lists them."""
+
+    def __init__(self) -> None:
+        self.pending = GaugeMetricFamily(
+            "certfed_outbox_pending_messages",
+            "Outbox messages waiting for delivery, by destination node (or registry).",
+            labels=["destination"],
+        )
+        self.oldest = GaugeMetricFamily(
+            "certfed_outbox_oldest_pending_age_seconds",
+            "How long the oldest pending outbox message has waited, by destination.",
+            labels=["destination"],
+        )
+        self.dead = GaugeMetricFamily(
+            "certfed_outbox_dead_letters",
+            "Outbox messages given up on (dead letters), by destination.",
+            labels=["destination"],
+        )
+        self.directory_stale = GaugeMetricFamily(
+            "certfed_directory_stale",
+            "1 when the last directory refresh failed or was refused (working from a copy).",
+        )
+        self.log_size = GaugeMetricFamily(
+            "certfed_log_size", "Entries (issued attestations) in this node's transparency log."
+        )
+        self.cosigned_size = GaugeMetricFamily(
+            "certfed_log_cosigned_size",
+            "Size of the log's latest checkpoint cosigned by the registry witness.",
+        )
+        self.checkpoint_age = GaugeMetricFamily(
+            "certfed_log_checkpoint_age_seconds",
+            "Time since the registry witness last cosigned a checkpoint of this log.",
+        )
+        self.issued = CounterMetricFamily(
+            "certfed_attestations_issued",
+            "Attestations this node has issued, by certification method.",
+            labels=["method"],
+        )
+        self.directory = DirectoryGauges("in-use", "node's database")
+
+    def all(self) -> list[Metric]:
+        own = [family for family in vars(self).values() if isinstance(family, Metric)]
+        return [*own, *self.directory.all()]
+
+
+class NodeCollector:
+    """A prometheus_client collector of the node's state; register it on the node's registry."""
+
+    def __init__(
+        self,
+        node_id: str,
+        engine: Engine,
+        directory: DirectoryClient,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._node_id = node_id
+        self._engine = engine
+        self._directory = directory
+        self._clock = clock
+
+    def _destinations(self) -> list[str]:
+        """Where this node may send: the registry and every other node the directory lists, so
+        their outbox series read 0 rather than go missing while nothing waits."""
+        try:
+            trusted = self._directory.current()
+        except CertfedError:
+            return [REGISTRY_DESTINATION]
+        peers = (node.node_id for node in trusted.directory.nodes)
+        return [REGISTRY_DESTINATION, *(peer for peer in peers if peer != self._node_id)]
+
+    @staticmethod
+    def families() -> list[Metric]:
+        return _Families().all()
+
+    def describe(self) -> Iterable[Metric]:
+        return self.families()
+
+    def collect(self) -> Iterable[Metric]:
+        now = self._clock()
+        families = _Families()
+        freshness = self._directory.freshness()
+        families.directory.observe(
+            freshness.version, freshness.issued_at, freshness.expires_at, now
+        )
+        families.directory_stale.add_metric([], 1.0 if freshness.stale else 0.0)
+        try:
+            with Session(self._engine) as session:
+                backlog = outbox.backlog_by_destination(session)
+                head = log_store.head(session)
+                checkpoint = log_store.latest_checkpoint(session)
+                issued = attestations_store.issued_by_method(session)
+        except SQLAlchemyError as error:
+            log.warning("metrics.database_unavailable", error_type=type(error).__name__)
+            families.directory.database_up.add_metric([], 0.0)
+            return families.all()
+        families.directory.database_up.add_metric([], 1.0)
+        waiting = {entry.destination: entry for entry in backlog}
+        for destination in self._destinations():
+            waiting.setdefault(destination, outbox.Backlog(destination, 0, None, 0))
+        for destination, entry in sorted(waiting.items()):
+            families.pending.add_metric([destination], entry.pending)
+            families.dead.add_metric([destination], entry.dead)
+            since = entry.oldest_pending_since
+            age = (now - since).total_seconds() if since is not None else 0.0
+            families.oldest.add_metric([destination], max(age, 0.0))
+        families.log_size.add_metric([], head.tree_size)
+        families.cosigned_size.add_metric([], checkpoint.tree_size if checkpoint else 0)
+        if checkpoint is not None:
+            age = (now - checkpoint.cosigned_at).total_seconds()
+            families.checkpoint_age.add_metric([], max(age, 0.0))
+        for method, count in sorted(issued.items()):
+            families.issued.add_metric([method_label(method)], count)
+        return families.all()

@@ -1,0 +1,247 @@
+"""Certifications at this node's desk: a clerk records how a person was seen, a different
+reviewer approves it, and the node issues the signed attestation (issuing.py).
+
+Whom a clerk may certify follows from the node's roles:
+
+* a residence agency or partner desk: the person an inbound assistance request names, and a
+  walk-in whom another office pays (found through the registry's locator index);
+* a paying office: its own beneficiaries, by beneficiary id (at its counter, by video call, on a
+  home visit, by face recognition, helped by a relative) or as a walk-in it recognises.
+
+Separation of duties (处理权与审核权分离): the store refuses the recording clerk as reviewer
+(store/certifications.py). Only an approval issues; when this node pays the person, the approval
+also applies the attestation to the office's own record in the same transaction, through the
+paying office's one apply path (paying_office.py), so a certification made here and one received
+from a peer move validity and payment by the same rules. Every file a certification names must
+have been uploaded here first (evidence.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from certfed.v1 import common_pb2, desk_pb2
+from federation.errors import InvalidInputError, PreconditionError
+from federation.roles import PAYING_ROLE_NAMES
+from federation.timestamps import to_datetime
+from federation_node.offices.context import Actor, NodeContext
+from federation_node.offices.evidence import EvidenceArchive
+from federation_node.offices.issuing import Finding, Issuer
+from federation_node.offices.paying_office import PayingOffice
+from federation_node.offices.residence_agency import ResidenceAgency
+from federation_node.rules.validation import (
+    normalised_identity,
+    require_digests,
+    require_enum,
+    require_id,
+    require_past,
+    require_text,
+)
+from federation_node.store import audit, beneficiaries, certifications
+from federation_node.store.db import session_scope
+from federation_node.store.models import Beneficiary, BeneficiaryState, Certification
+from signing.locator import subject_locator
+
+
+@dataclass(frozen=True)
+class _Subject:
+    """Whom a certification is about, and which office pays them."""
+
+    locator: bytes
+    paying_node_id: str
+    paying_region: str
+    request_id: str | None = None
+    # Set when this office pays the person.
+    beneficiary_id: str | None = None
+
+
+class Certifier:
+    """Records certifications, and approves or rejects them, at this node's desk."""
+
+    def __init__(
+        self,
+        context: NodeContext,
+        issuer: Issuer,
+        residence_agency: ResidenceAgency,
+        paying_office: PayingOffice,
+        evidence: EvidenceArchive,
+    ) -> None:
+        self._context = context
+        self._issuer = issuer
+        self._residence_agency = residence_agency
+        self._paying_office = paying_office
+        self._evidence = evidence
+
+    def record_certification(
+        self, actor: Actor, request: desk_pb2.RecordCertificationRequest
+    ) -> Certification:
+        limits = self._context.config.limits
+        method = require_enum(request.method, common_pb2.CertificationMethod, "method")
+        if method == common_pb2.CERTIFICATION_METHOD_DATA_MATCH:
+            raise InvalidInputError(
+                "method",
+                "a data match comes from a data feed (RecordSignals), not from a clerk's check; "
+                "give how the person was seen (on_site, video_call, home_visit, ...)",
+            )
+        outcome = require_enum(request.outcome, common_pb2.CertificationOutcome, "outcome")
+        if not request.HasField("observed_at"):
+            raise InvalidInputError("observed_at", "is required")
+        now = self._context.now()
+        observed_at = require_past(
+            to_datetime(request.observed_at, "observed_at"), "observed_at", now, limits
+        )
+        digests = require_digests(list(request.evidence_digests), limits)
+        note = require_text(request.note, "note", limits)
+        subject = self._subject(request)
+        with session_scope(self._context.engine) as session:
+            self._evidence.require_kept(session, digests, now)
+            recorded = certifications.record(
+                session,
+                request_id=subject.request_id,
+                subject_locator=subject.locator,
+                paying_node_id=subject.paying_node_id,
+                paying_region=subject.paying_region,
+                certifying_region=self._context.config.primary_region,
+                method=method,
+                outcome=outcome,
+                observed_at=observed_at,
+                evidence_digests=digests,
+                note=note,
+                clerk_id=actor.name,
+                now=now,
+            )
+            audit.append(
+                session,
+                actor=actor.label,
+                action="certification.record",
+                subject_type="certification",
+                subject_id=recorded.certification_id,
+                details={
+                    "request_id": subject.request_id,
+                    "walk_in": request.WhichOneof("subject") == "walk_in",
+                    "beneficiary_id": subject.beneficiary_id,
+                    "evidence_files": len(digests),
+                },
+                now=now,
+            )
+        return recorded
+
+    def _subject(self, request: desk_pb2.RecordCertificationRequest) -> _Subject:
+        which = request.WhichOneof("subject")
+        if which == "request_id":
+            request_id = require_id(request.request_id, "request_id")
+            inbound = self._residence_agency.inbound_request(request_id)
+            return _Subject(
+                inbound.subject_locator,
+                inbound.paying_node_id,
+                inbound.paying_region,
+                request_id=request_id,
+            )
+        if which == "beneficiary_id":
+            self._context.require_role(
+                PAYING_ROLE_NAMES, "pay pensions, so it has no beneficiaries of its own to certify"
+            )
+            beneficiary_id = require_id(request.beneficiary_id, "beneficiary_id")
+            with self._context.session() as session:
+                beneficiary = beneficiaries.get(session, beneficiary_id)
+            return self._own(beneficiary)
+        if which == "walk_in":
+            limits = self._context.config.limits
+            kind, number = normalised_identity(request.walk_in, "walk_in", limits)
+            locator = subject_locator(self._context.keys.locator_key, kind, number)
+            own = self._own_by_locator(locator)
+            if own is not None:
+                return self._own(own)
+            paying_node_id, paying_region = self._residence_agency.paying_office_of(locator)
+            return _Subject(locator, paying_node_id, paying_region)
+        raise InvalidInputError(
+            "subject", "give request_id, beneficiary_id or the walk-in identity"
+        )
+
+    def _own_by_locator(self, locator: bytes) -> Beneficiary | None:
+        """The beneficiary a walk-in is, when this office pays them."""
+        if not PAYING_ROLE_NAMES.intersection(self._context.config.roles):
+            return None
+        with self._context.session() as session:
+            return beneficiaries.by_locator(session, locator)
+
+    def _own(self, beneficiary: Beneficiary) -> _Subject:
+        if beneficiary.status is not BeneficiaryState.ACTIVE:
+            raise PreconditionError(
+                f"beneficiary {beneficiary.beneficiary_id} is {beneficiary.status.value}: "
+                "entitlement has ended, so there is nothing to certify"
+            )
+        return _Subject(
+            beneficiary.subject_locator,
+            self._context.node_id,
+            beneficiary.paying_region,
+            beneficiary_id=beneficiary.beneficiary_id,
+        )
+
+    def approve_certification(self, actor: Actor, certification_id: str) -> Certification:
+        require_id(certification_id, "certification_id")
+        now = self._context.now()
+        with self._context.session() as session:
+            pending = certifications.get(session, certification_id)
+        attestation = self._issuer.attestation(_finding(pending, actor.name), now)
+        attestation_id = attestation.attestation_id
+        with session_scope(self._context.engine) as session:
+            pending = certifications.get(session, certification_id)
+            certifications.approve(session, pending, actor.name, attestation_id, now)
+            beneficiary_id: str | None = None
+            if pending.paying_node_id == self._context.node_id:
+                beneficiary_id = self._paying_office.apply_issued(session, attestation, now)
+            if pending.request_id is not None:
+                self._residence_agency.complete_request(
+                    session, pending.request_id, attestation_id, now
+                )
+            audit.append(
+                session,
+                actor=actor.label,
+                action="certification.approve",
+                subject_type="certification",
+                subject_id=certification_id,
+                details={"attestation_id": attestation_id, "applied_to": beneficiary_id},
+                now=now,
+            )
+            # Last: the log head stays locked only until the commit (Issuer.issue).
+            self._issuer.issue(session, [(attestation, beneficiary_id)], now=now)
+        self._issuer.issued()
+        return pending
+
+    def reject_certification(
+        self, actor: Actor, certification_id: str, reason: str
+    ) -> Certification:
+        require_id(certification_id, "certification_id")
+        require_text(reason, "reason", self._context.config.limits, required=True)
+        now = self._context.now()
+        with session_scope(self._context.engine) as session:
+            pending = certifications.get(session, certification_id)
+            certifications.reject(session, pending, actor.name, reason, now)
+            audit.append(
+                session,
+                actor=actor.label,
+                action="certification.reject",
+                subject_type="certification",
+                subject_id=certification_id,
+                details={},
+                now=now,
+            )
+        return pending
+
+
+def _finding(pending: Certification, reviewer_id: str) -> Finding:
+    """What a clerk recorded and a reviewer approved, as the issuer signs it."""
+    return Finding(
+        subject_locator=pending.subject_locator,
+        paying_node_id=pending.paying_node_id,
+        paying_region=pending.paying_region,
+        certifying_region=pending.certifying_region,
+        method=common_pb2.CertificationMethod.ValueType(pending.method),
+        outcome=common_pb2.CertificationOutcome.ValueType(pending.outcome),
+        observed_at=pending.observed_at,
+        evidence_digests=[bytes.fromhex(digest) for digest in pending.evidence_digests],
+        clerk_id=pending.clerk_id,
+        reviewer_id=reviewer_id,
+        request_id=pending.request_id,
+    )

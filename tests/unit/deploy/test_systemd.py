@@ -1,0 +1,125 @@
+"""deploy/systemd: `systemd-analyze verify` accepts every unit without a word, each one scores
+at most 2.0 on `systemd-analyze security` (lower is tighter), and each carries the hardening
+and the paths the docs describe.
+
+Both tools run offline against a scratch root holding the system's own units, ours, and a stand-in
+for /opt/certfed/bin/certfed (verify checks that ExecStart names an executable file).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.unit.deploy.deploy_files import DEPLOY, FindTool
+
+UNITS = DEPLOY / "systemd"
+# The template units as one instance each, named for an office.
+INSTANCES = {
+    "certfed-registry.service": "certfed-registry.service",
+    "certfed-node@.service": "certfed-node@lanzhou.service",
+    "certfed-web@.service": "certfed-web@lanzhou.service",
+}
+EXECUTABLE = Path("opt/certfed/bin/certfed")
+SYSTEM_UNITS = (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system"))
+HARDENING = {
+    "NoNewPrivileges": "yes",
+    "ProtectSystem": "strict",
+    "PrivateTmp": "yes",
+    "ProtectHome": "yes",
+    "PrivateDevices": "yes",
+    "CapabilityBoundingSet": "",
+    "RestrictAddressFamilies": "AF_INET AF_INET6 AF_UNIX",
+    "RestrictNamespaces": "yes",
+    "RestrictSUIDSGID": "yes",
+    "LockPersonality": "yes",
+    "SystemCallArchitectures": "native",
+    "User": "certfed",
+}
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    scratch = tmp_path_factory.mktemp("systemd-root")
+    system = next((path for path in SYSTEM_UNITS if path.is_dir()), None)
+    if system is None:
+        pytest.fail("no systemd unit directory: install the Debian package systemd")
+    shutil.copytree(system, scratch / "usr/lib/systemd/system", symlinks=True)
+    ours = scratch / "etc/systemd/system"
+    ours.mkdir(parents=True)
+    for unit in INSTANCES:
+        shutil.copy(UNITS / unit, ours / unit)
+    executable = scratch / EXECUTABLE
+    executable.parent.mkdir(parents=True)
+    executable.write_text("#!/bin/sh\n", encoding="utf-8")
+    executable.chmod(0o755)
+    return scratch
+
+
+def settings(unit: str) -> dict[str, list[str]]:
+    """The unit's Key=value lines, every value of a repeated key kept in order."""
+    found: dict[str, list[str]] = {}
+    for line in (UNITS / unit).read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            found.setdefault(key, []).append(value)
+    return found
+
+
+def test_the_units_are_all_there() -> None:
+    assert sorted(path.name for path in UNITS.glob("*.service")) == sorted(INSTANCES)
+
+
+@pytest.mark.parametrize("unit", INSTANCES.values())
+def test_systemd_analyze_verify_accepts_the_unit_silently(
+    unit: str, root: Path, tool: FindTool
+) -> None:
+    finished = subprocess.run(
+        [tool("systemd-analyze"), "verify", "--man=no", f"--root={root}", unit],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    # Unknown keys and bad values are only warnings: any output at all fails the test.
+    assert (finished.returncode, finished.stdout + finished.stderr) == (0, "")
+
+
+@pytest.mark.parametrize("unit", INSTANCES.values())
+def test_security_exposure_is_at_most_two(unit: str, root: Path, tool: FindTool) -> None:
+    finished = subprocess.run(
+        [
+            tool("systemd-analyze"),
+            "security",
+            "--offline=yes",
+            "--threshold=20",
+            f"--root={root}",
+            unit,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert finished.returncode == 0, finished.stdout[-2000:] + finished.stderr
+
+
+@pytest.mark.parametrize("unit", INSTANCES)
+def test_unit_is_hardened_and_writes_only_its_data_directory(unit: str) -> None:
+    found = settings(unit)
+    for key, value in HARDENING.items():
+        assert found.get(key) == [value], f"{unit}: {key}={value} expected, got {found.get(key)}"
+    (state,) = found["StateDirectory"]
+    assert found["ReadWritePaths"] == [f"/var/lib/{state}"]
+    assert found["WorkingDirectory"] == [f"/var/lib/{state}"]
+    (command,) = found["ExecStart"]
+    assert command.startswith(f"/{EXECUTABLE} ")
+
+
+def test_web_unit_says_the_web_desk_is_not_built_yet() -> None:
+    text = (UNITS / "certfed-web@.service").read_text(encoding="utf-8")
+    assert "NOT BUILT YET" in text
+    assert settings("certfed-web@.service")["ExecStart"] == [
+        "/opt/certfed/bin/certfed web serve --config /etc/certfed/%i/web.toml"
+    ]
