@@ -8,7 +8,7 @@ masked number. One person (one locator) is one beneficiary: the database refuses
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -99,6 +99,15 @@ def get(session: Session, beneficiary_id: str) -> Beneficiary:
 
 def by_locator(session: Session, locator: bytes) -> Beneficiary | None:
     return session.exec(select(Beneficiary).where(Beneficiary.subject_locator == locator)).first()
+
+
+def by_ids(session: Session, beneficiary_ids: Iterable[str]) -> dict[str, Beneficiary]:
+    """The beneficiaries with these ids, by id (ids not found are absent)."""
+    wanted = set(beneficiary_ids)
+    if not wanted:
+        return {}
+    found = session.exec(select(Beneficiary).where(col(Beneficiary.beneficiary_id).in_(wanted)))
+    return {person.beneficiary_id: person for person in found}
 
 
 def by_locators(session: Session, locators: Sequence[bytes]) -> dict[bytes, Beneficiary]:

@@ -18,6 +18,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from federation.errors import UnknownBeneficiaryError
 from federation_node.rules.entitlement import EntitlementState
+from federation_node.store import beneficiaries
 from federation_node.store.bulk_insert import insert_rows
 from federation_node.store.db import count_of, keyset_page, lock_and_refresh
 from federation_node.store.models import Beneficiary, Entitlement
@@ -133,14 +134,7 @@ def page(
         page_size=page_size,
         page_token=page_token,
     )
-    people = {
-        person.beneficiary_id: person
-        for person in session.exec(
-            select(Beneficiary).where(
-                col(Beneficiary.beneficiary_id).in_([row.beneficiary_id for row in rows])
-            )
-        )
-    }
+    people = beneficiaries.by_ids(session, (row.beneficiary_id for row in rows))
     return [(row, people[row.beneficiary_id]) for row in rows], token
 
 

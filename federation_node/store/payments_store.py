@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from federation_node.ids import new_id
+from federation_node.store import beneficiaries
 from federation_node.store.db import count_of, keyset_page
 from federation_node.store.models import (
     Beneficiary,
@@ -96,14 +97,7 @@ def page_for_month(
         page_size=page_size,
         page_token=page_token,
     )
-    people = {
-        person.beneficiary_id: person
-        for person in session.exec(
-            select(Beneficiary).where(
-                col(Beneficiary.beneficiary_id).in_({row.beneficiary_id for row in rows})
-            )
-        )
-    }
+    people = beneficiaries.by_ids(session, (row.beneficiary_id for row in rows))
     return [(row, people[row.beneficiary_id]) for row in rows], token
 
 
