@@ -28,21 +28,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
-import grpc
-from tenacity import (
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential_jitter,
-)
-
 from adapters.csv_records import DecodedLines, csv_records
+from adapters.desk_batches import send_batch
 from adapters.errors import FeedFileError
 from adapters.feed_mappings import FeedMapping, require_source
 from certfed.v1 import common_pb2, desk_pb2
-from federation.desk_client import DeskClient, describe_rpc_error
-from federation.errors import CertfedError, UnavailableError, is_transient
+from federation.desk_client import DeskClient
+from federation.errors import CertfedError, UnavailableError
 from federation.limits import Limits
 from federation.timestamps import to_timestamp
 from signing.errors import InvalidIdentityNumberError
@@ -259,21 +251,14 @@ class DeskSignalRecorder:
         self._max_delay_s = max_delay_s
 
     def record(self, signals: Sequence[desk_pb2.DataSignal]) -> Sequence[desk_pb2.SignalResult]:
-        request = desk_pb2.RecordSignalsRequest(signals=signals)
-        # RecordSignals is idempotent: a batch applied whose answer was lost comes back as
-        # duplicates on the retry.
-        retrying = Retrying(
-            retry=retry_if_exception(is_transient),
-            stop=stop_after_attempt(self._attempts) | stop_after_delay(self._max_delay_s),
-            wait=wait_exponential_jitter(multiplier=0.5, max=10.0),
-            reraise=True,
+        response = send_batch(
+            self._desk.stub.RecordSignals,
+            desk_pb2.RecordSignalsRequest(signals=signals),
+            name="RecordSignals",
+            refused=SignalsRefusedError,
+            attempts=self._attempts,
+            max_delay_s=self._max_delay_s,
         )
-        try:
-            response = retrying(self._desk.stub.RecordSignals, request)
-        except grpc.RpcError as error:
-            if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                raise SignalsRefusedError(error.details() or "refused") from None
-            raise UnavailableError(f"RecordSignals failed: {describe_rpc_error(error)}") from None
         results: Sequence[desk_pb2.SignalResult] = response.results
         return results
 

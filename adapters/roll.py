@@ -34,24 +34,17 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Protocol
 
-import grpc
 from openpyxl import load_workbook
 from openpyxl.utils.exceptions import InvalidFileException
-from tenacity import (
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential_jitter,
-)
 
 from adapters.csv_records import DecodedLines, csv_records
+from adapters.desk_batches import send_batch
 from adapters.errors import RollFileError
 from adapters.roll_mappings import DayFormat, RollMapping
 from adapters.spreadsheet import check_xlsx_size
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
-from federation.desk_client import DeskClient, describe_rpc_error
-from federation.errors import CertfedError, InvalidInputError, UnavailableError, is_transient
+from federation.desk_client import DeskClient
+from federation.errors import CertfedError, InvalidInputError, UnavailableError
 from federation.limits import Limits
 from federation.regions import validate_region_code
 from federation.timestamps import to_timestamp
@@ -445,23 +438,14 @@ class DeskRollRecorder:
     def upsert(
         self, requests: Sequence[desk_pb2.RegisterBeneficiaryRequest]
     ) -> Sequence[desk_pb2.UpsertResult]:
-        request = desk_pb2.UpsertBeneficiariesRequest(beneficiaries=requests)
-        # UpsertBeneficiaries is idempotent: a batch saved whose answer was lost comes back as
-        # unchanged rows on the retry.
-        retrying = Retrying(
-            retry=retry_if_exception(is_transient),
-            stop=stop_after_attempt(self._attempts) | stop_after_delay(self._max_delay_s),
-            wait=wait_exponential_jitter(multiplier=0.5, max=10.0),
-            reraise=True,
+        response = send_batch(
+            self._desk.stub.UpsertBeneficiaries,
+            desk_pb2.UpsertBeneficiariesRequest(beneficiaries=requests),
+            name="UpsertBeneficiaries",
+            refused=RollRefusedError,
+            attempts=self._attempts,
+            max_delay_s=self._max_delay_s,
         )
-        try:
-            response = retrying(self._desk.stub.UpsertBeneficiaries, request)
-        except grpc.RpcError as error:
-            if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
-                raise RollRefusedError(error.details() or "refused") from None
-            raise UnavailableError(
-                f"UpsertBeneficiaries failed: {describe_rpc_error(error)}"
-            ) from None
         results: Sequence[desk_pb2.UpsertResult] = response.results
         return results
 
