@@ -27,7 +27,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
@@ -41,11 +41,12 @@ from federation.errors import (
 from federation.roles import PAYING_ROLE_NAMES
 from federation.timestamps import optional_datetime
 from federation_node.offices.context import Actor, NodeContext
-from federation_node.rules.entitlement import parse_month
+from federation_node.rules.entitlement import add_months, parse_month
 from federation_node.rules.validation import (
     IDENTITY_KINDS,
     identity_fields,
     require_id,
+    require_record_date,
     require_region,
     require_text,
 )
@@ -148,6 +149,24 @@ def checked_entry(
             raise InvalidInputError(
                 f"{prefix}payment_start_month", "must be a month written YYYY-MM, e.g. 2015-07"
             ) from None
+    if start is not None:
+        now = context.now()
+        require_record_date(
+            datetime(int(start[:4]), int(start[5:]), 1, tzinfo=UTC),
+            f"{prefix}payment_start_month",
+            latest=add_months(now, 12),
+            what="a pension starts at most a year ahead",
+        )
+    valid_until = optional_datetime(request, "valid_until")
+    if valid_until is not None:
+        # Validity runs at most one policy period from the last certification, which is past.
+        period = context.policy.validity_months
+        require_record_date(
+            valid_until,
+            f"{prefix}valid_until",
+            latest=add_months(context.now(), period),
+            what=f"at most {period} months from today under this office's policy",
+        )
     identity = attestation_pb2.IdentityBundle()
     identity.CopyFrom(request.identity)
     identity.identity_number = number
@@ -157,7 +176,7 @@ def checked_entry(
         locator=locator,
         residence_region=residence,
         paying_region=paying_region,
-        valid_until=optional_datetime(request, "valid_until"),
+        valid_until=valid_until,
         amount_fen=amount,
         scheme=scheme,
         payment_start_month=start,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from certfed.v1 import attestation_pb2, common_pb2
 from federation.errors import InvalidInputError
@@ -127,6 +127,23 @@ def require_past(moment: datetime, field_name: str, now: datetime, limits: Limit
     """A time that has happened: refuse the future beyond the allowed clock skew."""
     if moment > now + timedelta(seconds=limits.max_clock_skew_s):
         raise InvalidInputError(field_name, "is in the future")
+    return moment
+
+
+# The earliest date a current validity or a payment start may carry: records older than this
+# are typing errors (0001-01-01, 1900), and such dates broke date arithmetic downstream.
+EARLIEST_RECORD_DATE = datetime(1950, 1, 1, tzinfo=UTC)
+
+
+def require_record_date(
+    moment: datetime, field_name: str, *, latest: datetime, what: str
+) -> datetime:
+    """A date from an office's records, between EARLIEST_RECORD_DATE and `latest`."""
+    if not EARLIEST_RECORD_DATE <= moment <= latest:
+        raise InvalidInputError(
+            field_name,
+            f"must be between {EARLIEST_RECORD_DATE:%Y-%m-%d} and {latest:%Y-%m-%d} ({what})",
+        )
     return moment
 
 

@@ -24,7 +24,7 @@ from cli.main import main
 from cli.operator_commands import create_operator, host_actor
 from cli.roll_import import import_roll_file
 from federation.desk_client import DeskClient
-from federation.timestamps import to_datetime
+from federation.timestamps import to_datetime, to_timestamp
 from federation_node.store import db
 from federation_node.store.models import AuditPending, AuditRecord, OperatorRole
 from tests.helpers.identities import resident, resident_id
@@ -274,6 +274,33 @@ def test_an_xlsx_roll_in_the_core_systems_layout_imports_and_a_number_cell_is_re
     assert found.entitlement.monthly_amount_fen == 21_550
     assert found.entitlement.beneficiary.scheme == desk_pb2.PENSION_SCHEME_RESIDENT
     assert found.entitlement.beneficiary.payment_start_month == "2018-01"
+
+
+@pytest.mark.parametrize(
+    ("serial", "field_name", "change"),
+    [
+        (520, "valid_until", {"valid_until": to_timestamp(datetime(1, 1, 1, tzinfo=UTC))}),
+        (521, "valid_until", {"valid_until": to_timestamp(datetime(9999, 12, 31, tzinfo=UTC))}),
+        (522, "valid_until", {"valid_until": to_timestamp(datetime(1900, 6, 30, tzinfo=UTC))}),
+        (523, "payment_start_month", {"payment_start_month": "0001-01"}),
+        (524, "payment_start_month", {"payment_start_month": "9999-12"}),
+    ],
+)
+def test_dates_that_break_the_year_are_refused_by_field_and_nothing_is_registered(
+    office: Office, serial: int, field_name: str, change: dict[str, object]
+) -> None:
+    request = desk_pb2.RegisterBeneficiaryRequest(
+        identity=common_identity(serial), residence_region="620102", **change
+    )
+    with office.desk() as desk:
+        with pytest.raises(grpc.RpcError) as refused:
+            desk.stub.RegisterBeneficiary(request)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert field_name in (refused.value.details() or "")
+        assert "must be between 1950-01-01 and" in (refused.value.details() or "")
+        with pytest.raises(grpc.RpcError) as missing:
+            find(desk, serial)
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_a_clerk_updates_residence_and_phone_and_the_change_is_audited(office: Office) -> None:
