@@ -203,6 +203,11 @@ def cycle_command(args: argparse.Namespace) -> int:
         f"reminders queued {outcome.reminders_queued}, warned {outcome.warned}, "
         f"suspended {outcome.suspended}"
     )
+    for beneficiary_id in outcome.skipped_beneficiary_ids:
+        console.print(
+            f"[red]skipped {beneficiary_id}: its dates cannot be computed; correct the record "
+            "(certfed desk ... show) and run the cycle again[/red]"
+        )
     return 0
 
 

@@ -50,6 +50,9 @@ class CycleOutcome:
     reminders_queued: int = 0
     warned: int = 0
     suspended: int = 0
+    # Beneficiaries whose dates could not be computed: left as they were and reported, so one
+    # bad record never stops the cycle for everybody.
+    skipped: tuple[str, ...] = ()
 
 
 def start_of_day(day: date) -> datetime:
@@ -86,10 +89,21 @@ class DailyCycle:
             rows = entitlements_store.in_cycle_scope(session, moment + timedelta(days=reach))
             queued = reminders_store.queued_for(session, [row[1].beneficiary_id for row in rows])
             counts: Counter[str] = Counter()
+            skipped: list[str] = []
             for entitlement, beneficiary in rows:
-                expiry = expiry_of(beneficiary)
-                timeline = phases(expiry, policy)
-                moved_to = advance(entitlement.state, timeline.on(moment))
+                try:
+                    expiry = expiry_of(beneficiary)
+                    timeline = phases(expiry, policy)
+                    moved_to = advance(entitlement.state, timeline.on(moment))
+                    offset = reminder_offset(day, expiry.date(), policy.reminder_days)
+                except (OverflowError, ValueError) as error:
+                    skipped.append(beneficiary.beneficiary_id)
+                    log.error(
+                        "cycle.record_skipped",
+                        beneficiary_id=beneficiary.beneficiary_id,
+                        error_type=type(error).__name__,
+                    )
+                    continue
                 if moved_to is not None:
                     if entitlement.state is EntitlementState.ACTIVE and moved_to in (
                         EntitlementState.DUE,
@@ -104,7 +118,6 @@ class DailyCycle:
                     if moved_to is EntitlementState.SUSPENDED:
                         withhold(session, entitlement, month_start(day), now)
                     entitlement_updated(session, entitlement, now)
-                offset = reminder_offset(day, expiry.date(), policy.reminder_days)
                 key = (beneficiary.beneficiary_id, expiry, offset)
                 if offset is not None and key not in queued:
                     reminders_store.queue(
@@ -130,6 +143,7 @@ class DailyCycle:
                 reminders_queued=run.reminders_queued,
                 warned=run.warned,
                 suspended=run.suspended,
+                skipped=tuple(skipped),
             )
             audit.append(
                 session,
@@ -144,6 +158,7 @@ class DailyCycle:
                     "warned": outcome.warned,
                     "suspended": outcome.suspended,
                     "evidence_deleted": evidence_deleted,
+                    "skipped_beneficiary_ids": list(outcome.skipped),
                 },
                 now=now,
             )

@@ -111,6 +111,7 @@ class LifecycleDesk:
             reminders_queued=outcome.reminders_queued,
             warned=outcome.warned,
             suspended=outcome.suspended,
+            skipped_beneficiary_ids=outcome.skipped,
         )
 
     def ListPaymentInstructions(

@@ -12,11 +12,15 @@ from pathlib import Path
 
 import grpc
 import pytest
+import sqlalchemy as sa
+from sqlmodel import col
 
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
 from cli.launcher import LocalFederation, wait_until
 from cli.main import main
 from federation.timestamps import to_datetime, to_timestamp
+from federation_node.store import db
+from federation_node.store.models import Beneficiary
 from tests.helpers.identities import resident_id
 from tests.helpers.nodes import LANZHOU, QINGDAO
 
@@ -292,6 +296,28 @@ def test_the_cycle_asks_the_residence_region_and_queues_reminders(office: Office
     with office.local.desk("lanzhou", "clerk") as desk, pytest.raises(grpc.RpcError) as denied:
         desk.stub.RunCycle(desk_pb2.RunCycleRequest())
     assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_record_whose_dates_break_the_cycle_is_skipped_and_reported(office: Office) -> None:
+    # The desk refuses such a date now; a record from before that, or from a bad migration,
+    # must not stop the cycle for everybody else.
+    bad = office.register(office.number(), valid_until=at(2026, 12, 25))
+    good = office.register(office.number(), valid_until=at(2026, 12, 25))
+    engine = db.create_engine_for(office.local.nodes["lanzhou"].config.effective_database_url)
+    try:
+        with db.session_scope(engine) as session:
+            session.execute(
+                sa.update(Beneficiary)
+                .where(col(Beneficiary.beneficiary_id) == bad)
+                .values(valid_until=datetime(1, 1, 1, tzinfo=UTC))
+            )
+    finally:
+        engine.dispose()
+    outcome = office.cycle(at(2026, 11, 25))
+    assert outcome.ran
+    assert list(outcome.skipped_beneficiary_ids) == [bad]
+    assert office.entitlement(good).state == desk_pb2.ENTITLEMENT_STATE_DUE
+    assert office.entitlement(bad).state == desk_pb2.ENTITLEMENT_STATE_ACTIVE
 
 
 def test_both_paying_offices_flag_a_duplicate_and_report_it(office: Office) -> None:

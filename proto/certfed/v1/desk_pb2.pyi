@@ -1742,6 +1742,7 @@ class RunCycleResponse(_message.Message):
     REMINDERS_QUEUED_FIELD_NUMBER: _builtins.int
     WARNED_FIELD_NUMBER: _builtins.int
     SUSPENDED_FIELD_NUMBER: _builtins.int
+    SKIPPED_BENEFICIARY_IDS_FIELD_NUMBER: _builtins.int
     ran: _builtins.bool
     """False when the cycle had already run for that day (nothing changed)."""
     became_due: _builtins.int
@@ -1749,6 +1750,12 @@ class RunCycleResponse(_message.Message):
     reminders_queued: _builtins.int
     warned: _builtins.int
     suspended: _builtins.int
+    @_builtins.property
+    def skipped_beneficiary_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Beneficiaries the cycle left as they were because their dates could not be computed (a
+        record to correct); the cycle went on with everybody else.
+        """
+
     def __init__(
         self,
         *,
@@ -1758,10 +1765,11 @@ class RunCycleResponse(_message.Message):
         reminders_queued: _builtins.int = ...,
         warned: _builtins.int = ...,
         suspended: _builtins.int = ...,
+        skipped_beneficiary_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["became_due", b"became_due", "ran", b"ran", "reminders_queued", b"reminders_queued", "requests_sent", b"requests_sent", "suspended", b"suspended", "warned", b"warned"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["became_due", b"became_due", "ran", b"ran", "reminders_queued", b"reminders_queued", "requests_sent", b"requests_sent", "skipped_beneficiary_ids", b"skipped_beneficiary_ids", "suspended", b"suspended", "warned", b"warned"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
