@@ -512,6 +512,19 @@ class PayingOffice:
             except NotFoundError:
                 log.warning("attestation.unknown_request", request_id=request_id)
                 return
+            # Only the node the request went to, certifying the person it was about, answers it:
+            # another member naming our request id must not close it.
+            if (
+                outbound.peer_node_id != attestation.issuing_node_id
+                or outbound.beneficiary_id != beneficiary.beneficiary_id
+            ):
+                log.warning(
+                    "attestation.request_mismatch",
+                    request_id=request_id,
+                    attestation_id=attestation.attestation_id,
+                    issuing_node_id=attestation.issuing_node_id,
+                )
+                return
             assistance.complete(session, outbound, attestation.attestation_id, now)
 
     # Registry answers that arrive through the outbox.

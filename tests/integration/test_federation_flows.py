@@ -565,6 +565,53 @@ def test_an_attestation_for_someone_the_office_does_not_pay_is_refused(
     assert "does not pay" in refused.value.details()
 
 
+def test_an_attestation_naming_another_persons_request_does_not_close_it(
+    federation: Federation,
+) -> None:
+    from signing.identity import IdentityKind
+    from signing.keys import SigningKey, read_private_file
+    from signing.locator import subject_locator
+
+    asked_for = federation.register("lanzhou", federation.new_person(), "370202")
+    request_id = federation.request("lanzhou", asked_for)
+    federation.await_inbox("qingdao", request_id)
+    other = federation.new_person()
+    federation.register("lanzhou", other, "370202")
+    qingdao = federation.node("qingdao").config
+    key = SigningKey.load(qingdao.data_dir / "keys" / "signing.key")
+    locator_key = read_private_file(qingdao.data_dir / "keys" / "locator.key")
+    now = datetime.now(UTC)
+    attestation = attestation_pb2.CertificationAttestation(
+        attestation_id="0190f5d6-0000-7000-8000-0000000c1a55",
+        subject_locator=subject_locator(
+            locator_key, IdentityKind.RESIDENT_ID, other.identity_number
+        ),
+        paying_region="620102",
+        paying_node_id="lanzhou",
+        issuing_node_id="qingdao",
+        certifying_region="370200",
+        method=common_pb2.CERTIFICATION_METHOD_ON_SITE,
+        outcome=common_pb2.CERTIFICATION_OUTCOME_ALIVE,
+        observed_at=to_timestamp(now),
+        valid_until=to_timestamp(now + timedelta(days=365)),
+        issued_at=to_timestamp(now),
+        assistance_request_id=request_id,
+    )
+    envelope = dsse.sign(attestation.SerializeToString(), dsse.ATTESTATION_PAYLOAD_TYPE, key)
+    channel, stub = federation.peer_stub("qingdao", "lanzhou")
+    with channel:
+        stub.DeliverAttestation(
+            federation_pb2.DeliverAttestationRequest(envelope=envelope_to_proto(envelope)),
+            timeout=10,
+        )
+    with federation.desk("lanzhou") as desk:
+        sent = desk.stub.GetAssistanceRequest(
+            desk_pb2.GetAssistanceRequestRequest(request_id=request_id)
+        ).request
+    assert sent.status != common_pb2.ASSISTANCE_STATUS_COMPLETED
+    assert not sent.attestation_id
+
+
 def test_a_clerk_works_the_inbox_from_the_terminal(federation: Federation) -> None:
     beneficiary_id = federation.register("lanzhou", federation.new_person(), "370202")
     request_id = federation.request("lanzhou", beneficiary_id)
