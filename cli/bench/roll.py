@@ -13,7 +13,7 @@ import csv
 import os
 import time
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 from rich.console import Console
@@ -61,6 +61,9 @@ class RollBenchFigures:
 
 def write_roll(path: Path, rows: int) -> None:
     """`rows` distinct people of Foshan, in the certfed_roll layout."""
+    # Current validities within the next ten months: a registered validity may not lie further
+    # ahead than one policy period from today.
+    today = date.today()
     with path.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(HEADER)
@@ -73,7 +76,7 @@ def write_roll(path: Path, rows: int) -> None:
                     SCHEMES[index % 3],
                     200_000 + index % 50 * 1_000,
                     f"{2000 + index % 25}-{index % 12 + 1:02d}",
-                    f"2027-{index % 12 + 1:02d}-15",
+                    (today + timedelta(days=30 + index % 300)).isoformat(),
                     "440604",
                     f"138{index % 100_000_000:08d}",
                 )

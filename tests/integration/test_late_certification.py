@@ -144,7 +144,7 @@ def test_late_certifications_resume_in_the_first_open_month_and_closed_months_ne
     expired = month(-5) - relativedelta(months=3) - timedelta(days=10)
     first = office.register(1, expired)
     second = office.register(2, expired)
-    dies = office.register(3, TODAY + timedelta(days=400))
+    dies = office.register(3, TODAY + timedelta(days=300))
     for offset in range(-5, 0):
         office.cycle(month(offset))
     office.cycle(TODAY)
