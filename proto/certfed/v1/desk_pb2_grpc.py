@@ -217,6 +217,46 @@ class DeskServiceStub:
                 request_serializer=certfed_dot_v1_dot_desk__pb2.ClosePaymentMonthRequest.SerializeToString,
                 response_deserializer=certfed_dot_v1_dot_desk__pb2.ClosePaymentMonthResponse.FromString,
                 _registered_method=True)
+        self.SignIn = channel.unary_unary(
+                '/certfed.v1.DeskService/SignIn',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.SignInRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.SignInResponse.FromString,
+                _registered_method=True)
+        self.SignOut = channel.unary_unary(
+                '/certfed.v1.DeskService/SignOut',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.SignOutRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.SignOutResponse.FromString,
+                _registered_method=True)
+        self.SetOperatorPreferences = channel.unary_unary(
+                '/certfed.v1.DeskService/SetOperatorPreferences',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.SetOperatorPreferencesRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.SetOperatorPreferencesResponse.FromString,
+                _registered_method=True)
+        self.ListOperators = channel.unary_unary(
+                '/certfed.v1.DeskService/ListOperators',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.ListOperatorsRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.ListOperatorsResponse.FromString,
+                _registered_method=True)
+        self.AddOperator = channel.unary_unary(
+                '/certfed.v1.DeskService/AddOperator',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.AddOperatorRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.AddOperatorResponse.FromString,
+                _registered_method=True)
+        self.DisableOperator = channel.unary_unary(
+                '/certfed.v1.DeskService/DisableOperator',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.DisableOperatorRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.DisableOperatorResponse.FromString,
+                _registered_method=True)
+        self.ResetOperatorPassword = channel.unary_unary(
+                '/certfed.v1.DeskService/ResetOperatorPassword',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.ResetOperatorPasswordRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.ResetOperatorPasswordResponse.FromString,
+                _registered_method=True)
+        self.ListAuditRecords = channel.unary_unary(
+                '/certfed.v1.DeskService/ListAuditRecords',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.ListAuditRecordsRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.ListAuditRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class DeskServiceServicer:
@@ -480,6 +520,65 @@ class DeskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SignIn(self, request, context):
+        """Anyone who reaches the desk port, no token: exchange an operator's user name and password
+        for a short-lived session token, sent afterwards like a bearer token. It ends after the
+        node's idle time or absolute lifetime, at sign-out, or when the operator is disabled or their
+        password reset. Failures are rate-limited per account and per address, and audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SignOut(self, request, context):
+        """Any operator calling with a session token: end that session at once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetOperatorPreferences(self, request, context):
+        """Any operator: remember the operator's own preferences (the desk's language).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOperators(self, request, context):
+        """Admin: the node's operators (never their secrets).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddOperator(self, request, context):
+        """Admin: add an operator who signs in with a user name and password.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DisableOperator(self, request, context):
+        """Admin: disable an operator: their sessions end and their token is refused from the next call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResetOperatorPassword(self, request, context):
+        """Admin: set a new password for an operator; their open sessions end.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAuditRecords(self, request, context):
+        """Admin: the audit trail, newest first, filtered and paged, and whether its chain verifies.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -662,6 +761,46 @@ def add_DeskServiceServicer_to_server(servicer, server):
                     servicer.ClosePaymentMonth,
                     request_deserializer=certfed_dot_v1_dot_desk__pb2.ClosePaymentMonthRequest.FromString,
                     response_serializer=certfed_dot_v1_dot_desk__pb2.ClosePaymentMonthResponse.SerializeToString,
+            ),
+            'SignIn': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignIn,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.SignInRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.SignInResponse.SerializeToString,
+            ),
+            'SignOut': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignOut,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.SignOutRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.SignOutResponse.SerializeToString,
+            ),
+            'SetOperatorPreferences': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetOperatorPreferences,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.SetOperatorPreferencesRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.SetOperatorPreferencesResponse.SerializeToString,
+            ),
+            'ListOperators': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOperators,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.ListOperatorsRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.ListOperatorsResponse.SerializeToString,
+            ),
+            'AddOperator': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddOperator,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.AddOperatorRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.AddOperatorResponse.SerializeToString,
+            ),
+            'DisableOperator': grpc.unary_unary_rpc_method_handler(
+                    servicer.DisableOperator,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.DisableOperatorRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.DisableOperatorResponse.SerializeToString,
+            ),
+            'ResetOperatorPassword': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResetOperatorPassword,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.ResetOperatorPasswordRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.ResetOperatorPasswordResponse.SerializeToString,
+            ),
+            'ListAuditRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditRecords,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.ListAuditRecordsRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.ListAuditRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1639,6 +1778,222 @@ class DeskService:
             '/certfed.v1.DeskService/ClosePaymentMonth',
             certfed_dot_v1_dot_desk__pb2.ClosePaymentMonthRequest.SerializeToString,
             certfed_dot_v1_dot_desk__pb2.ClosePaymentMonthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignIn(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/SignIn',
+            certfed_dot_v1_dot_desk__pb2.SignInRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.SignInResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignOut(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/SignOut',
+            certfed_dot_v1_dot_desk__pb2.SignOutRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.SignOutResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetOperatorPreferences(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/SetOperatorPreferences',
+            certfed_dot_v1_dot_desk__pb2.SetOperatorPreferencesRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.SetOperatorPreferencesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOperators(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/ListOperators',
+            certfed_dot_v1_dot_desk__pb2.ListOperatorsRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.ListOperatorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddOperator(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/AddOperator',
+            certfed_dot_v1_dot_desk__pb2.AddOperatorRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.AddOperatorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DisableOperator(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/DisableOperator',
+            certfed_dot_v1_dot_desk__pb2.DisableOperatorRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.DisableOperatorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResetOperatorPassword(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/ResetOperatorPassword',
+            certfed_dot_v1_dot_desk__pb2.ResetOperatorPasswordRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.ResetOperatorPasswordResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/ListAuditRecords',
+            certfed_dot_v1_dot_desk__pb2.ListAuditRecordsRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.ListAuditRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -117,6 +117,26 @@ class DeskServiceStub:
     """Admin (bank files): close a month before exporting its file. A closed month's payment
     instructions never change; anything decided later goes into the first open month.
     """
+    SignIn: _grpc.UnaryUnaryMultiCallable[_desk_pb2.SignInRequest, _desk_pb2.SignInResponse]
+    """Anyone who reaches the desk port, no token: exchange an operator's user name and password
+    for a short-lived session token, sent afterwards like a bearer token. It ends after the
+    node's idle time or absolute lifetime, at sign-out, or when the operator is disabled or their
+    password reset. Failures are rate-limited per account and per address, and audited.
+    """
+    SignOut: _grpc.UnaryUnaryMultiCallable[_desk_pb2.SignOutRequest, _desk_pb2.SignOutResponse]
+    """Any operator calling with a session token: end that session at once."""
+    SetOperatorPreferences: _grpc.UnaryUnaryMultiCallable[_desk_pb2.SetOperatorPreferencesRequest, _desk_pb2.SetOperatorPreferencesResponse]
+    """Any operator: remember the operator's own preferences (the desk's language)."""
+    ListOperators: _grpc.UnaryUnaryMultiCallable[_desk_pb2.ListOperatorsRequest, _desk_pb2.ListOperatorsResponse]
+    """Admin: the node's operators (never their secrets)."""
+    AddOperator: _grpc.UnaryUnaryMultiCallable[_desk_pb2.AddOperatorRequest, _desk_pb2.AddOperatorResponse]
+    """Admin: add an operator who signs in with a user name and password."""
+    DisableOperator: _grpc.UnaryUnaryMultiCallable[_desk_pb2.DisableOperatorRequest, _desk_pb2.DisableOperatorResponse]
+    """Admin: disable an operator: their sessions end and their token is refused from the next call."""
+    ResetOperatorPassword: _grpc.UnaryUnaryMultiCallable[_desk_pb2.ResetOperatorPasswordRequest, _desk_pb2.ResetOperatorPasswordResponse]
+    """Admin: set a new password for an operator; their open sessions end."""
+    ListAuditRecords: _grpc.UnaryUnaryMultiCallable[_desk_pb2.ListAuditRecordsRequest, _desk_pb2.ListAuditRecordsResponse]
+    """Admin: the audit trail, newest first, filtered and paged, and whether its chain verifies."""
 
 @_typing.type_check_only
 class DeskServiceAsyncStub(DeskServiceStub):
@@ -207,6 +227,26 @@ class DeskServiceAsyncStub(DeskServiceStub):
     """Admin (bank files): close a month before exporting its file. A closed month's payment
     instructions never change; anything decided later goes into the first open month.
     """
+    SignIn: _aio.UnaryUnaryMultiCallable[_desk_pb2.SignInRequest, _desk_pb2.SignInResponse]  # type: ignore[assignment]
+    """Anyone who reaches the desk port, no token: exchange an operator's user name and password
+    for a short-lived session token, sent afterwards like a bearer token. It ends after the
+    node's idle time or absolute lifetime, at sign-out, or when the operator is disabled or their
+    password reset. Failures are rate-limited per account and per address, and audited.
+    """
+    SignOut: _aio.UnaryUnaryMultiCallable[_desk_pb2.SignOutRequest, _desk_pb2.SignOutResponse]  # type: ignore[assignment]
+    """Any operator calling with a session token: end that session at once."""
+    SetOperatorPreferences: _aio.UnaryUnaryMultiCallable[_desk_pb2.SetOperatorPreferencesRequest, _desk_pb2.SetOperatorPreferencesResponse]  # type: ignore[assignment]
+    """Any operator: remember the operator's own preferences (the desk's language)."""
+    ListOperators: _aio.UnaryUnaryMultiCallable[_desk_pb2.ListOperatorsRequest, _desk_pb2.ListOperatorsResponse]  # type: ignore[assignment]
+    """Admin: the node's operators (never their secrets)."""
+    AddOperator: _aio.UnaryUnaryMultiCallable[_desk_pb2.AddOperatorRequest, _desk_pb2.AddOperatorResponse]  # type: ignore[assignment]
+    """Admin: add an operator who signs in with a user name and password."""
+    DisableOperator: _aio.UnaryUnaryMultiCallable[_desk_pb2.DisableOperatorRequest, _desk_pb2.DisableOperatorResponse]  # type: ignore[assignment]
+    """Admin: disable an operator: their sessions end and their token is refused from the next call."""
+    ResetOperatorPassword: _aio.UnaryUnaryMultiCallable[_desk_pb2.ResetOperatorPasswordRequest, _desk_pb2.ResetOperatorPasswordResponse]  # type: ignore[assignment]
+    """Admin: set a new password for an operator; their open sessions end."""
+    ListAuditRecords: _aio.UnaryUnaryMultiCallable[_desk_pb2.ListAuditRecordsRequest, _desk_pb2.ListAuditRecordsResponse]  # type: ignore[assignment]
+    """Admin: the audit trail, newest first, filtered and paged, and whether its chain verifies."""
 
 class DeskServiceServicer(metaclass=_abc_1.ABCMeta):
     """A region's own clerks, reviewers and administrators (and the `certfed desk` CLI). Operators
@@ -510,5 +550,73 @@ class DeskServiceServicer(metaclass=_abc_1.ABCMeta):
         """Admin (bank files): close a month before exporting its file. A closed month's payment
         instructions never change; anything decided later goes into the first open month.
         """
+
+    @_abc_1.abstractmethod
+    def SignIn(
+        self,
+        request: _desk_pb2.SignInRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.SignInResponse, _abc.Awaitable[_desk_pb2.SignInResponse]]:
+        """Anyone who reaches the desk port, no token: exchange an operator's user name and password
+        for a short-lived session token, sent afterwards like a bearer token. It ends after the
+        node's idle time or absolute lifetime, at sign-out, or when the operator is disabled or their
+        password reset. Failures are rate-limited per account and per address, and audited.
+        """
+
+    @_abc_1.abstractmethod
+    def SignOut(
+        self,
+        request: _desk_pb2.SignOutRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.SignOutResponse, _abc.Awaitable[_desk_pb2.SignOutResponse]]:
+        """Any operator calling with a session token: end that session at once."""
+
+    @_abc_1.abstractmethod
+    def SetOperatorPreferences(
+        self,
+        request: _desk_pb2.SetOperatorPreferencesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.SetOperatorPreferencesResponse, _abc.Awaitable[_desk_pb2.SetOperatorPreferencesResponse]]:
+        """Any operator: remember the operator's own preferences (the desk's language)."""
+
+    @_abc_1.abstractmethod
+    def ListOperators(
+        self,
+        request: _desk_pb2.ListOperatorsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.ListOperatorsResponse, _abc.Awaitable[_desk_pb2.ListOperatorsResponse]]:
+        """Admin: the node's operators (never their secrets)."""
+
+    @_abc_1.abstractmethod
+    def AddOperator(
+        self,
+        request: _desk_pb2.AddOperatorRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.AddOperatorResponse, _abc.Awaitable[_desk_pb2.AddOperatorResponse]]:
+        """Admin: add an operator who signs in with a user name and password."""
+
+    @_abc_1.abstractmethod
+    def DisableOperator(
+        self,
+        request: _desk_pb2.DisableOperatorRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.DisableOperatorResponse, _abc.Awaitable[_desk_pb2.DisableOperatorResponse]]:
+        """Admin: disable an operator: their sessions end and their token is refused from the next call."""
+
+    @_abc_1.abstractmethod
+    def ResetOperatorPassword(
+        self,
+        request: _desk_pb2.ResetOperatorPasswordRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.ResetOperatorPasswordResponse, _abc.Awaitable[_desk_pb2.ResetOperatorPasswordResponse]]:
+        """Admin: set a new password for an operator; their open sessions end."""
+
+    @_abc_1.abstractmethod
+    def ListAuditRecords(
+        self,
+        request: _desk_pb2.ListAuditRecordsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.ListAuditRecordsResponse, _abc.Awaitable[_desk_pb2.ListAuditRecordsResponse]]:
+        """Admin: the audit trail, newest first, filtered and paged, and whether its chain verifies."""
 
 def add_DeskServiceServicer_to_server(servicer: DeskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
