@@ -4,39 +4,47 @@ Kubernetes' native gRPC probes (and most load balancers' health checks) cannot p
 certificate, while every certfed service port is TLS. This second, tiny server shares the main
 server's `HealthServicer`, so it reports exactly the statuses `RunningServer.set_serving` and
 the directory health set, and nothing else: no certfed service, no reflection. Off unless a
-`health_listen` address is configured.
+`health_listen` address is configured. It is built like every other server (`federation.rpc`),
+so a stranger's half-open calls hold no thread here either.
 """
 
 from __future__ import annotations
 
-from concurrent import futures
 from dataclasses import dataclass
 
 import grpc
-from grpc_health.v1 import health, health_pb2_grpc
+from grpc_health.v1 import health
 
+from federation.errors import PermissionDeniedError
+from federation.limits import Limits
 from federation.metrics import parse_host_port
+from federation.principal import Principal
+from federation.rpc import Port, build_server
+from federation.server_loop import AsyncServer
 
 
 @dataclass
 class HealthPort:
-    server: grpc.Server
+    server: AsyncServer
     port: int
 
     def stop(self, grace: float = 1.0) -> None:
-        self.server.stop(grace).wait()
+        self.server.stop(grace)
+
+
+def _nobody(method: str, context: grpc.ServicerContext) -> Principal:
+    raise PermissionDeniedError(f"{method} is not served on the health port")
 
 
 def start_health_port(address: str, servicer: health.HealthServicer) -> HealthPort:
     """Serve `servicer` alone, without TLS, at `address` (port 0 picks a free one)."""
     parse_host_port(address, "health_listen")
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="health-port"),
-        options=[("grpc.so_reuseport", 0)],
+    running = build_server(
+        [],
+        [Port("health", address, None)],
+        _nobody,
+        Limits(),
+        health_statuses=servicer,
+        with_reflection=False,
     )
-    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-    port = server.add_insecure_port(address)
-    if port == 0:
-        raise OSError(f"could not bind the health port at {address}")
-    server.start()
-    return HealthPort(server, port)
+    return HealthPort(running.server, running.ports["health"])

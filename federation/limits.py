@@ -23,6 +23,25 @@ class Limits:
     max_concurrent_rpcs: int = 256
     # Seconds a client waits for one call before giving up; no call waits forever.
     call_timeout_s: float = 10.0
+    # What a caller not yet authenticated may hold: a call whose request message has not come
+    # within `request_arrival_timeout_s` of its headers is ended; calls waiting for their
+    # request or their authentication are bounded per connection and per network address; an
+    # address whose calls keep failing authentication (`failed_auth_per_s`, burst
+    # `failed_auth_burst`) is refused before its credentials are looked at.
+    request_arrival_timeout_s: float = 5.0
+    max_calls_per_connection: int = 100
+    max_pending_calls_per_connection: int = 8
+    max_pending_calls_per_address: int = 64
+    failed_auth_per_s: float = 10.0
+    failed_auth_burst: int = 300
+    # Server-streaming calls (a log subscription) run on threads of their own, never the
+    # workers of other calls: at most `max_streams` at once, `max_streams_per_caller` for one
+    # caller, each for at most `max_stream_s`; the caller's standing is checked again every
+    # `stream_recheck_s` and a caller no longer allowed has its streams ended.
+    max_streams: int = 32
+    max_streams_per_caller: int = 4
+    max_stream_s: float = 3600.0
+    stream_recheck_s: float = 1.0
     # Request content.
     max_repeated: int = 10_000
     max_text_length: int = 512

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from federation import tracing
 from signing.keys import read_private_file
 
 NODE_NAME_SUFFIX = ".node.certfed"
@@ -167,7 +168,7 @@ def secure_channel(
     max_message_bytes: int,
 ) -> grpc.Channel:
     """A channel that accepts only the peer whose certificate carries `peer_tls_name`."""
-    return grpc.secure_channel(
+    channel = grpc.secure_channel(
         endpoint,
         credentials,
         options=[
@@ -185,3 +186,5 @@ def secure_channel(
             ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS[1]),
         ],
     )
+    # With tracing on, every call sends the caller's trace context (federation/tracing.py).
+    return tracing.instrument_channel(channel)

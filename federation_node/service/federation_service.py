@@ -93,6 +93,10 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
     def Subscribe(
         self, request: federation_pb2.SubscribeRequest, context: grpc.ServicerContext
     ) -> Iterator[federation_pb2.SubscribeResponse]:
+        # The stream runs on a thread of the server's stream pool, bounded per caller and in
+        # total; `is_active` turns false when the caller leaves, the stream's lifetime is up, or
+        # the caller is no longer allowed (re-checked while it runs, so a member suspended at
+        # the registry loses its stream at the node's next directory refresh).
         yield from self._log.subscribe(
             request.from_tree_size, list(request.paying_regions), context.is_active
         )
