@@ -8,11 +8,13 @@ next check; the day is only considered done once a run (here or on another repli
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 
 import structlog
 
+from federation_node.metrics import CycleMetrics
 from federation_node.offices.context import Actor
 from federation_node.offices.daily_cycle import CycleOutcome, DailyCycle
 
@@ -31,8 +33,10 @@ class CycleScheduler:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         check_interval_s: float = CHECK_INTERVAL_S,
+        metrics: CycleMetrics | None = None,
     ) -> None:
         self._daily_cycle = daily_cycle
+        self._metrics = metrics
         self._hour = hour_utc
         self._clock = clock
         self._interval = check_interval_s
@@ -55,7 +59,19 @@ class CycleScheduler:
         today = now.date()
         if self._done == today or now.hour < self._hour:
             return None
-        outcome = self._daily_cycle.run_cycle(SCHEDULER_ACTOR, today)
+        started = time.monotonic()
+        try:
+            outcome = self._daily_cycle.run_cycle(SCHEDULER_ACTOR, today)
+        except Exception:
+            if self._metrics is not None:
+                self._metrics.observe("failed", time.monotonic() - started)
+            raise
+        if self._metrics is not None:
+            self._metrics.observe(
+                "ran" if outcome.ran else "already_ran",
+                time.monotonic() - started,
+                len(outcome.skipped),
+            )
         self._done = today
         return outcome
 

@@ -5,6 +5,8 @@
     certfed_directory_expiry_timestamp_seconds     when it expires, as a Unix time
     certfed_registry_nodes{status}                 enrolled nodes by status (pending ones await
                                                    an administrator)
+    certfed_witness_forks_recorded{node}           forks the witness recorded, by node id
+    certfed_witness_last_fork_timestamp_seconds{node}  when the latest was detected
     certfed_database_up                            0 when the queries above failed
 
 The directory series carry the same names on nodes, where they describe the copy in use.
@@ -33,10 +35,20 @@ class _Families:
         self.nodes = GaugeMetricFamily(
             "certfed_registry_nodes", "Enrolled nodes by status.", labels=["status"]
         )
+        self.forks = GaugeMetricFamily(
+            "certfed_witness_forks_recorded",
+            "Forks the registry witness recorded (two histories of one log), by node id.",
+            labels=["node"],
+        )
+        self.last_fork = GaugeMetricFamily(
+            "certfed_witness_last_fork_timestamp_seconds",
+            "When the witness last recorded a fork of the node's log, as a Unix time.",
+            labels=["node"],
+        )
         self.directory = DirectoryGauges("latest published", "registry's database")
 
     def all(self) -> list[Metric]:
-        return [self.nodes, *self.directory.all()]
+        return [self.nodes, self.forks, self.last_fork, *self.directory.all()]
 
 
 class RegistryCollector:
@@ -58,6 +70,7 @@ class RegistryCollector:
         try:
             latest = self._registry.directory(known_version=0)
             nodes = self._registry.list_nodes()
+            forks = self._registry.witness.forks_by_node()
         except (SQLAlchemyError, CertfedError) as error:
             log.warning("metrics.database_unavailable", error_type=type(error).__name__)
             families.directory.database_up.add_metric([], 0.0)
@@ -75,4 +88,7 @@ class RegistryCollector:
             counts[node.status] = counts.get(node.status, 0) + 1
         for status, count in counts.items():
             families.nodes.add_metric([status], count)
+        for node_id, (recorded, latest_at) in sorted(forks.items()):
+            families.forks.add_metric([node_id], recorded)
+            families.last_fork.add_metric([node_id], as_utc(latest_at).timestamp())
         return families.all()

@@ -29,6 +29,7 @@ import structlog
 from sqlalchemy.engine import Engine
 
 from certfed.v1 import registry_pb2_grpc
+from federation import tracing
 from federation.errors import CertfedError
 from federation.health_port import HealthPort, start_health_port
 from federation.logs import configure_logging
@@ -195,6 +196,7 @@ def _write_ready_file(config: RegistryConfig, server: RegistryServer) -> None:
 def serve(config: RegistryConfig) -> int:
     """Serve until SIGTERM or SIGINT; returns the process exit code."""
     configure_logging("registry", config.log_level)
+    tracing.configure("certfed-registry")
     stop = threading.Event()
 
     def _on_signal(signum: int, _frame: FrameType | None) -> None:

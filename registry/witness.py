@@ -189,6 +189,11 @@ class Witness:
     def verifier(self) -> NoteVerifier:
         return self._signer.verifier
 
+    def forks_by_node(self) -> dict[str, tuple[int, datetime]]:
+        """For each node with a recorded fork: how many, and when the latest was detected."""
+        with transaction(self._engine) as session:
+            return witness_store.forks_by_node(session)
+
     def cosign(self, node_id: str, submission: Submission) -> bytes:
         """The submitted note with the witness's cosignature appended; see the module doc."""
         now = self._clock()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from registry.db import advisory_lock
 from registry.tables import WitnessedCheckpoint, WitnessFork
@@ -83,3 +83,13 @@ def forks(session: Session) -> list[WitnessFork]:
             select(WitnessFork).order_by(col(WitnessFork.detected_at), col(WitnessFork.id))
         ).all()
     )
+
+
+def forks_by_node(session: Session) -> dict[str, tuple[int, datetime]]:
+    """For each node with a recorded fork: how many, and when the latest was detected."""
+    rows = session.exec(
+        select(WitnessFork.node_id, func.count(), func.max(WitnessFork.detected_at)).group_by(
+            col(WitnessFork.node_id)
+        )
+    ).all()
+    return {str(node_id): (int(count), latest) for node_id, count, latest in rows}

@@ -46,6 +46,7 @@ from tenacity import (
 )
 
 from certfed.v1 import federation_pb2, registry_pb2
+from federation import tracing
 from federation.errors import CertfedError, NodeSuspendedError, is_retryable
 from federation_node.config import DispatchConfig, NodeConfig
 from federation_node.links.directory_client import DirectoryClient
@@ -285,7 +286,11 @@ class Dispatcher(threading.Thread):
         if held is not None:
             return _Pending(HeldDeliveryError(held))
         try:
-            return _Pending(None, self._send(OutboxKind(kind), destination, payload))
+            # The call carries the trace the message was queued in (federation/tracing.py).
+            with tracing.resumed(
+                message_id, f"outbox.deliver {kind}", {"destination": destination}
+            ):
+                return _Pending(None, self._send(OutboxKind(kind), destination, payload))
         except Exception as error:
             # Refused here, before any call (the directory says no): never "unreachable".
             refused = self._refusal(error)

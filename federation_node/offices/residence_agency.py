@@ -17,6 +17,7 @@ from google.protobuf.message import DecodeError
 from sqlmodel import Session
 
 from certfed.v1 import attestation_pb2, desk_pb2, federation_pb2
+from federation import tracing
 from federation.errors import (
     InvalidInputError,
     NotFoundError,
@@ -73,6 +74,8 @@ class ResidenceAgency:
         self._context.require_role(CERTIFYING_ROLE_NAMES, "certify residents")
         limits = self._context.config.limits
         require_id(message.request_id, "request_id")
+        # The answer, days later, joins the trace the request came in (federation/tracing.py).
+        tracing.remember(message.request_id)
         require_node_id(message.paying_node_id, "paying_node_id")
         if message.paying_node_id != caller_node_id:
             raise PermissionDeniedError(

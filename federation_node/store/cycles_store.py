@@ -48,3 +48,9 @@ def latest_day(session: Session) -> date | None:
     """The latest day the cycle ran for (or is running for, in this transaction)."""
     latest: str | None = session.exec(select(func.max(CycleRun.day))).one()
     return date.fromisoformat(latest) if latest is not None else None
+
+
+def latest_started_at(session: Session) -> datetime | None:
+    """When the latest committed run of the cycle started (for monitoring)."""
+    started: datetime | None = session.exec(select(func.max(CycleRun.started_at))).one()
+    return started

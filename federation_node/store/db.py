@@ -8,7 +8,9 @@ same migrations serve both. What this module promises:
   timeout) instead of failing when a read turns into a write; this keeps read-then-write
   operations such as the audit chain safe on SQLite as they are on PostgreSQL with row locks.
 * `migrate` brings a database to the newest schema with alembic, holding an advisory lock on
-  PostgreSQL so replicas starting together migrate once.
+  PostgreSQL so replicas starting together migrate once. A database a newer release migrated
+  already is left as it is: schema changes are additive (a release runs on the schema of the
+  next one), so a replica of the previous release can still start during a rolling upgrade.
 * `session_scope` is the only way the node opens a transaction: it commits when the block ends
   normally and rolls back on any exception. Objects stay readable after the commit.
 * `keyset_page` is the pagination every listing uses: ordered by a unique key, opaque tokens,
@@ -24,8 +26,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
+import structlog
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, func, text
 from sqlalchemy.orm import Mapped
 from sqlmodel import Session, select
@@ -35,6 +40,8 @@ from federation.database import EngineSettings, open_engine
 from federation.errors import InvalidInputError
 
 MIGRATIONS = "federation_node.store:migrations"
+
+log = structlog.get_logger("certfed.store")
 # The node serves RPCs from 16 threads and runs a dispatcher; a few spare connections absorb
 # bursts without letting one replica exhaust the server's max_connections. No ping before each
 # transaction: a connection the server dropped fails its call once (UNAVAILABLE, see
@@ -89,6 +96,15 @@ def migrate_engine(engine: Engine) -> None:
         config = Config()
         config.set_main_option("script_location", MIGRATIONS)
         config.attributes["connection"] = connection
+        known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
+        current = set(MigrationContext.configure(connection).get_current_heads())
+        if current - known:
+            log.warning(
+                "database.newer_schema",
+                revisions=sorted(current - known),
+                newest_known=ScriptDirectory.from_config(config).get_current_head(),
+            )
+            return
         command.upgrade(config, "head")
 
 

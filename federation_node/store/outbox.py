@@ -24,6 +24,7 @@ from sqlalchemy import update
 from sqlalchemy.engine import CursorResult
 from sqlmodel import Session, col, func, select
 
+from federation import tracing
 from federation.errors import NotFoundError, PreconditionError
 from federation_node.config import DispatchConfig
 from federation_node.ids import new_id
@@ -60,6 +61,8 @@ def enqueue(
     )
     session.add(message)
     session.flush()
+    # Its delivery joins the trace it was queued in, when tracing is on.
+    tracing.remember(message.message_id)
     return message
 
 

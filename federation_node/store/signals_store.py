@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 
 from federation_node.ids import new_id
 from federation_node.store.models import DataSignal, SignalOutcome
@@ -76,3 +76,11 @@ def negative_recorders(session: Session, beneficiary_id: str, kinds: Sequence[in
         )
     )
     return set(rows)
+
+
+def count_by_outcome(session: Session) -> dict[str, int]:
+    """Feed rows recorded, by what came of them (for monitoring)."""
+    rows = session.exec(
+        select(DataSignal.outcome, func.count()).group_by(col(DataSignal.outcome))
+    ).all()
+    return {str(outcome): int(count) for outcome, count in rows}

@@ -125,3 +125,8 @@ def entries(session: Session, origin_node_id: str, start: int, end: int) -> list
             .order_by(col(SyncedEntry.leaf_index))
         )
     )
+
+
+def verified_logs(session: Session) -> list[SyncedLog]:
+    """How far each followed log is verified (for monitoring)."""
+    return list(session.exec(select(SyncedLog).order_by(col(SyncedLog.origin_node_id))).all())

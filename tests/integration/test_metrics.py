@@ -45,6 +45,8 @@ class Flow:
     person_name: str
     beneficiary_id: str
     attestation_id: str
+    # What the feed import answered, by outcome name (e.g. "applied").
+    feed_outcomes: dict[str, int]
 
 
 def scrape(url: str) -> Samples:
@@ -78,7 +80,8 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFedera
     local.registry_settings = dict(OPERATIONS)
     with local:
         local.start_registry()
-        local.add_node(PAYING, settings=OPERATIONS)
+        # Lanzhou follows qingdao's log and runs its daily cycle at the first check after start.
+        local.add_node(PAYING, settings={**OPERATIONS, "follow": ["qingdao"], "cycle_hour_utc": 0})
         local.add_node(RESIDENCE, settings=OPERATIONS)
         yield local
 
@@ -140,7 +143,48 @@ def flow(federation: LocalFederation) -> Flow:
             desk_pb2.ApproveCertificationRequest(certification_id=certification_id)
         ).certification.attestation_id
     federation.await_outbox_drained("qingdao")
-    return Flow(number, name, beneficiary_id, attestation_id)
+    return Flow(number, name, beneficiary_id, attestation_id, import_feed(federation, number))
+
+
+def import_feed(federation: LocalFederation, certified_number: str) -> dict[str, int]:
+    """One feed batch at lanzhou: an alive signal of a retiree whose validity runs out soon
+    (given twice: the second is a duplicate, stored once), one of the retiree the flow has just
+    certified (ignored: validity already runs past it) and one of a person lanzhou does not pay."""
+    due_soon = resident_id("620102", date(1949, 6, 7), 5)
+    with federation.desk("lanzhou") as desk:
+        desk.stub.RegisterBeneficiary(
+            desk_pb2.RegisterBeneficiaryRequest(
+                identity=resident(due_soon, "Feed Test Person"),
+                residence_region="620102",
+                valid_until=to_timestamp(datetime.now(UTC) + timedelta(days=20)),
+            )
+        )
+
+    def signal(record_id: str, number: str) -> desk_pb2.DataSignal:
+        return desk_pb2.DataSignal(
+            source="metrics-hospitals",
+            source_record_id=record_id,
+            kind=desk_pb2.SIGNAL_KIND_HOSPITAL_ADMISSION,
+            identity_type=common_pb2.IDENTITY_TYPE_RESIDENT_ID,
+            identity_number=number,
+            observed_at=to_timestamp(datetime.now(UTC) - timedelta(days=1)),
+        )
+
+    stranger = resident_id("620102", date(1950, 1, 2), 3)
+    batch = [
+        signal("r1", due_soon),
+        signal("r1", due_soon),
+        signal("r2", stranger),
+        signal("r3", certified_number),
+    ]
+    with federation.desk("lanzhou") as desk:
+        results = desk.stub.RecordSignals(desk_pb2.RecordSignalsRequest(signals=batch)).results
+    outcomes: dict[str, int] = {}
+    for result in results:
+        name = desk_pb2.SignalOutcome.Name(result.outcome).removeprefix("SIGNAL_OUTCOME_").lower()
+        outcomes[name] = outcomes.get(name, 0) + 1
+    assert outcomes == {"applied": 1, "duplicate": 1, "unknown_person": 1, "ignored": 1}
+    return outcomes
 
 
 def test_rpcs_are_counted_by_service_method_and_status_code(
@@ -154,7 +198,9 @@ def test_rpcs_are_counted_by_service_method_and_status_code(
             samples, "certfed_rpc_handled_total", service=service, method=method, code=code
         )
 
-    assert handled(lanzhou, DESK, "RegisterBeneficiary") == 1
+    # The flow's retiree, and the one the feed finds alive.
+    assert handled(lanzhou, DESK, "RegisterBeneficiary") == 2
+    assert handled(lanzhou, DESK, "RecordSignals") == 1
     assert handled(lanzhou, DESK, "RequestCertification") == 1
     assert handled(lanzhou, DESK, "GetBeneficiary", "NOT_FOUND") == 1
     assert handled(qingdao, DESK, "RecordCertification") == 1
@@ -229,6 +275,39 @@ def test_registry_exports_the_directory_and_its_nodes(
         == 2
     )
     assert value(registry, "process_resident_memory_bytes") > 0
+
+
+def test_node_exports_feed_rows_sync_lag_and_the_daily_cycle(
+    federation: LocalFederation, flow: Flow
+) -> None:
+    url = metrics_url(federation, "lanzhou")
+
+    def synced() -> Samples | None:
+        samples = scrape(url)
+        entries = samples.get(("certfed_sync_verified_entries", frozenset({("origin", "qingdao")})))
+        return samples if entries is not None and entries >= 1 else None
+
+    lanzhou = wait_until(synced, 30, "lanzhou to verify qingdao's log entry")
+    # Qingdao's log holds the one attestation of the flow.
+    assert value(lanzhou, "certfed_sync_verified_entries", origin="qingdao") == 1
+    assert 0 <= value(lanzhou, "certfed_sync_lag_seconds", origin="qingdao") < 120
+    # Duplicates are answered, not stored: the counter holds what the feed changed.
+    for outcome in ("applied", "unknown_person", "ignored"):
+        rows = value(lanzhou, "certfed_feed_rows_total", outcome=outcome)
+        assert rows == flow.feed_outcomes[outcome], outcome
+    # The alive signal is a data-match attestation issued by lanzhou.
+    assert value(lanzhou, "certfed_attestations_issued_total", method="data_match") == 1
+    # The scheduler ran today's cycle once, at start.
+    assert value(lanzhou, "certfed_cycle_runs_total", outcome="ran") == 1
+    assert value(lanzhou, "certfed_cycle_runs_total", outcome="failed") == 0
+    assert value(lanzhou, "certfed_cycle_duration_seconds_count") == 1
+    assert value(lanzhou, "certfed_cycle_duration_seconds_sum") > 0
+    assert value(lanzhou, "certfed_cycle_records_skipped_total") == 0
+    last_run = value(lanzhou, "certfed_cycle_last_run_timestamp_seconds")
+    assert datetime.now(UTC).timestamp() - 3600 < last_run <= datetime.now(UTC).timestamp()
+    # No fork: the registry has no fork series for any node.
+    registry = scrape(metrics_url(federation, "registry"))
+    assert not [name for name, _ in registry if name == "certfed_witness_forks_recorded"]
 
 
 def test_no_label_carries_an_identity_a_name_or_a_locator(

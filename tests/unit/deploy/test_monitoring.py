@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
 from federation.metrics import ProcessMetrics, series_names
-from federation_node.metrics import NodeCollector
+from federation_node.metrics import CycleMetrics, NodeCollector
 from registry.metrics import RegistryCollector
 from tests.unit.deploy.deploy_files import DEPLOY, ROOT, FindTool
 
@@ -34,7 +35,11 @@ PROMQL_WORDS = {
 def exported_series() -> set[str]:
     """Every series name a certfed registry or node can show in a scrape."""
     families = [*RegistryCollector.families(), *NodeCollector.families()]
-    return ProcessMetrics({}).series_names() | series_names(families)
+    cycle = CollectorRegistry()
+    CycleMetrics(cycle)
+    return (
+        ProcessMetrics({}).series_names() | series_names(families) | series_names(cycle.collect())
+    )
 
 
 def series_in(expression: str) -> set[str]:
