@@ -19,7 +19,7 @@ from typing import Any
 from certfed.v1 import common_pb2
 from cli.backup_commands import add_backup_commands
 from cli.lifecycle_commands import add_lifecycle_node_commands
-from cli.operator_commands import add_operator_command, add_operator_commands
+from cli.operator_commands import add_operator_commands
 from cli.output import console
 from cli.trust_commands import add_trust_node_commands
 from federation.registry_client import RegistryClient
@@ -77,7 +77,6 @@ def add_node_commands(subparsers: Any) -> None:
         "init": _node_init,
         "enrol": _node_enrol,
         "serve": _node_serve,
-        "add-operator": add_operator_command,
     }
     for name, handler in handlers.items():
         sub = node_actions.add_parser(name)
@@ -85,11 +84,6 @@ def add_node_commands(subparsers: Any) -> None:
         sub.set_defaults(handler=handler)
         if name == "enrol":
             sub.add_argument("--wait", type=float, default=0.0, help="seconds to await approval")
-        if name == "add-operator":
-            sub.add_argument("--label", required=True, help="a role label, not a personal name")
-            sub.add_argument(
-                "--role", action="append", required=True, choices=["clerk", "reviewer", "admin"]
-            )
     add_operator_commands(node_actions)
     add_trust_node_commands(node_actions)
     add_lifecycle_node_commands(node_actions)

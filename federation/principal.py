@@ -18,6 +18,8 @@ class Principal:
     name: str
     roles: frozenset[str] = frozenset()
     certificate_sha256: str = ""
+    # The signed-in session an operator's call came with; "" for a bearer token or a node.
+    session_id: str = ""
 
     @property
     def label(self) -> str:

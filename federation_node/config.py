@@ -64,6 +64,51 @@ class DispatchConfig:
 
 
 @dataclass(frozen=True)
+class OperatorSessionsConfig:
+    """How long a signed-in operator's session lasts, and how failed sign-ins are limited
+    (`[operator_sessions]` in node.toml; described in the README's configuration section)."""
+
+    # A session ends after this long without a call, and this long after sign-in at the latest.
+    idle_minutes: float = 15.0
+    lifetime_hours: float = 10.0
+    # This many failures for one account within lockout_minutes lock it until the oldest of
+    # them is lockout_minutes old.
+    max_failed_sign_ins: int = 5
+    lockout_minutes: float = 15.0
+    # Failures from one address (the client address a web desk reports, else the connection's)
+    # within lockout_minutes before that address is refused too.
+    max_failed_per_address: int = 20
+    # Sign-in attempts per second (and burst) from one connection address, checked in memory
+    # before any database work.
+    peer_sign_ins_per_s: float = 5.0
+    peer_sign_in_burst: int = 20
+
+    def validate(self) -> None:
+        for name in (f.name for f in dataclasses.fields(self)):
+            if getattr(self, name) <= 0:
+                raise InvalidInputError(f"operator_sessions.{name}", "must be positive")
+        if self.idle_minutes > self.lifetime_hours * 60:
+            raise InvalidInputError(
+                "operator_sessions.idle_minutes", "must not exceed lifetime_hours"
+            )
+
+
+WEB_TLS_MODES = ("off", "node")
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """The office's web desk (`certfed web serve`, docs/web-desk.md): where it listens, whether
+    it serves HTTPS itself with the node's certificate ("node") or plain HTTP on loopback or
+    behind the office's reverse proxy ("off"), and the file holding its cookie and CSRF key
+    (relative to data_dir; created 0600 when missing)."""
+
+    listen: str = "127.0.0.1:7700"
+    tls: str = "off"
+    secret_file: Path = Path("web.secret")
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     node_id: str
     region_codes: tuple[str, ...]
@@ -106,10 +151,15 @@ class NodeConfig:
     metrics_address: str = ""
     # grpc.health.v1 alone, without TLS, for Kubernetes gRPC probes; empty: off.
     health_listen: str = ""
+    # RecordSignals set-based (matched, signed, stored and logged by the batch); false: one row
+    # at a time through the ORM, the reference path `certfed bench feed` measures against.
+    bulk_feed: bool = True
     limits: Limits = field(default_factory=Limits)
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
     # Identity fields an assistance request carries, by the receiving node's role.
     minimisation: MinimisationConfig = field(default_factory=MinimisationConfig)
+    web: WebConfig = field(default_factory=WebConfig)
+    operator_sessions: OperatorSessionsConfig = field(default_factory=OperatorSessionsConfig)
 
     @property
     def effective_database_url(self) -> str:
@@ -157,6 +207,8 @@ def _sub_config(name: str, cls: Any, table: Any) -> Any:
     return dataclasses.replace(defaults, **values)
 
 
+# Settings that are TOML tables; the environment overrides only plain settings.
+_TABLES = ("limits", "dispatch", "minimisation", "web", "operator_sessions")
 _REQUIRED = ("node_id", "region_codes", "roles", "registry_endpoint", "registry_enrol_endpoint")
 _TEMPLATE: dict[str, Any] = {
     "node_id": "",
@@ -189,7 +241,7 @@ def load_node_config(path: Path, environ: dict[str, str] | None = None) -> NodeC
         raise InvalidInputError(unknown[0], f"unknown setting in {path.name}")
     for name in field_types:
         key = ENV_PREFIX + name.upper()
-        if key in env and name not in ("limits", "dispatch", "minimisation"):
+        if key in env and name not in _TABLES:
             raw[name] = env[key]
     missing = [name for name in _REQUIRED if not raw.get(name)]
     if missing:
@@ -203,6 +255,10 @@ def load_node_config(path: Path, environ: dict[str, str] | None = None) -> NodeC
             values[name] = _sub_config("minimisation", MinimisationConfig, value)
         elif name == "dispatch":
             values[name] = _sub_config("dispatch", DispatchConfig, value)
+        elif name == "web":
+            values[name] = _sub_config("web", WebConfig, value)
+        elif name == "operator_sessions":
+            values[name] = _sub_config("operator_sessions", OperatorSessionsConfig, value)
         else:
             values[name] = _coerce(name, value, getattr(defaults, name))
     config = NodeConfig(**{**_TEMPLATE, **values})
@@ -214,6 +270,7 @@ def load_node_config(path: Path, environ: dict[str, str] | None = None) -> NodeC
         ca_certificate=_under(data_dir, config.ca_certificate),
         witness_public_key=_under(data_dir, config.witness_public_key),
         policy_file=_under(data_dir, config.policy_file),
+        web=dataclasses.replace(config.web, secret_file=_under(data_dir, config.web.secret_file)),
     )
     validate_node_config(config)
     return config
@@ -237,6 +294,7 @@ def validate_node_config(config: NodeConfig) -> None:
         raise InvalidInputError("cycle_hour_utc", "must be an hour from 0 to 23, or -1 for none")
     config.minimisation.validate()
     config.limits.validate()
+    config.operator_sessions.validate()
     if config.directory_refresh_s <= 0:
         raise InvalidInputError("directory_refresh_s", "must be positive")
     if not 0 < config.certificate_renew_fraction < 1:
@@ -253,6 +311,9 @@ def validate_node_config(config: NodeConfig) -> None:
     for name in ("metrics_address", "health_listen"):
         if getattr(config, name):
             parse_host_port(getattr(config, name), name)
+    parse_host_port(config.web.listen, "web.listen")
+    if config.web.tls not in WEB_TLS_MODES:
+        raise InvalidInputError("web.tls", f"must be one of {', '.join(WEB_TLS_MODES)}")
 
 
 def render_node_config(values: dict[str, Any]) -> str:

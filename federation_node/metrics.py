@@ -13,18 +13,37 @@ maximum). A scrape costs a few aggregate queries.
     certfed_log_cosigned_size                              of them, covered by a cosigned checkpoint
     certfed_log_checkpoint_age_seconds                     since the last witness cosignature
     certfed_attestations_issued_total{method}              by certification method
+    certfed_feed_rows_total{outcome}                       data feed rows recorded, by outcome
+    certfed_sync_verified_entries{origin}                  entries of a followed log verified
+    certfed_sync_lag_seconds{origin}                       since a followed log was last verified
+                                                           up to a fresh checkpoint of it
+    certfed_cycle_last_run_timestamp_seconds               start of the latest committed cycle
     certfed_database_up                                    0 when the queries above failed
 
-Outbox series are there for the registry and every peer in the directory, 0 when nothing waits.
-Labels carry destination node ids and method names only: never an identity, name or locator.
+`CycleMetrics` adds what the server's own cycle scheduler observes in this process (on the
+replica that ran the day):
+
+    certfed_cycle_duration_seconds                         how long a run of the cycle took
+    certfed_cycle_runs_total{outcome}                      ran / already_ran / failed
+    certfed_cycle_records_skipped_total                    records a run skipped (bad dates)
+
+`SignInMetrics` counts operator sign-ins this process refused:
+
+    certfed_operator_sign_in_failures_total{reason}        wrong password, unknown user name,
+                                                           account locked, address limited, ...
+
+Outbox series are there for the registry and every peer in the directory, 0 when nothing waits;
+sync series for every node in `follow`. Labels carry node ids, method names and outcome names
+only: never an identity, name or locator.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
 import structlog
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -34,8 +53,16 @@ from certfed.v1 import common_pb2
 from federation.errors import CertfedError
 from federation.metrics import DirectoryGauges
 from federation_node.links.directory_client import DirectoryClient
-from federation_node.store import attestations_store, log_store, outbox
-from federation_node.store.models import REGISTRY_DESTINATION
+from federation_node.offices.sign_in import RefusalReason
+from federation_node.store import (
+    attestations_store,
+    cycles_store,
+    log_store,
+    outbox,
+    signals_store,
+    sync_store,
+)
+from federation_node.store.models import REGISTRY_DESTINATION, SignalOutcome
 
 log = structlog.get_logger("certfed.metrics")
 
@@ -90,6 +117,26 @@ class _Families:
             "Attestations this node has issued, by certification method.",
             labels=["method"],
         )
+        self.feed_rows = CounterMetricFamily(
+            "certfed_feed_rows",
+            "Data feed rows (signals) recorded, by outcome: applied, unknown_person, ignored.",
+            labels=["outcome"],
+        )
+        self.sync_entries = GaugeMetricFamily(
+            "certfed_sync_verified_entries",
+            "Entries of a followed node's log that this node has verified, by origin node.",
+            labels=["origin"],
+        )
+        self.sync_lag = GaugeMetricFamily(
+            "certfed_sync_lag_seconds",
+            "Time since this node last verified a followed log up to a fresh cosigned "
+            "checkpoint of it, by origin node.",
+            labels=["origin"],
+        )
+        self.cycle_last_run = GaugeMetricFamily(
+            "certfed_cycle_last_run_timestamp_seconds",
+            "When the latest committed run of the daily cycle started, as a Unix time.",
+        )
         self.directory = DirectoryGauges("in-use", "node's database")
 
     def all(self) -> list[Metric]:
@@ -106,8 +153,10 @@ class NodeCollector:
         engine: Engine,
         directory: DirectoryClient,
         clock: Callable[[], datetime],
+        follow: Sequence[str] = (),
     ) -> None:
         self._node_id = node_id
+        self._follow = tuple(follow)
         self._engine = engine
         self._directory = directory
         self._clock = clock
@@ -143,6 +192,9 @@ class NodeCollector:
                 head = log_store.head(session)
                 checkpoint = log_store.latest_checkpoint(session)
                 issued = attestations_store.issued_by_method(session)
+                feed_rows = signals_store.count_by_outcome(session)
+                synced = sync_store.verified_logs(session)
+                cycle_started = cycles_store.latest_started_at(session)
         except SQLAlchemyError as error:
             log.warning("metrics.database_unavailable", error_type=type(error).__name__)
             families.directory.database_up.add_metric([], 0.0)
@@ -164,4 +216,73 @@ class NodeCollector:
             families.checkpoint_age.add_metric([], max(age, 0.0))
         for method, count in sorted(issued.items()):
             families.issued.add_metric([method_label(method)], count)
+        for outcome in SignalOutcome:
+            families.feed_rows.add_metric([outcome.value], feed_rows.get(outcome.value, 0))
+        verified = {row.origin_node_id: row for row in synced}
+        for origin in sorted(set(self._follow) | set(verified)):
+            row = verified.get(origin)
+            families.sync_entries.add_metric([origin], row.tree_size if row else 0)
+            if row is not None:
+                lag = (now - row.updated_at).total_seconds()
+                families.sync_lag.add_metric([origin], max(lag, 0.0))
+        if cycle_started is not None:
+            families.cycle_last_run.add_metric([], cycle_started.timestamp())
         return families.all()
+
+
+# From a cycle with nothing to do (milliseconds) to a year of a large office's roll.
+CYCLE_DURATION_BUCKETS_S = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0)
+
+
+class CycleMetrics:
+    """What this process's cycle scheduler saw: runs by outcome, their duration, skipped records.
+
+    `ran`: this process ran the day; `already_ran`: another replica (or `certfed node cycle`)
+    had; `failed`: the run raised and is retried at the next check.
+    """
+
+    OUTCOMES = ("ran", "already_ran", "failed")
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._duration = Histogram(
+            "certfed_cycle_duration_seconds",
+            "How long a run of the daily cycle took in this process, whatever its outcome.",
+            buckets=CYCLE_DURATION_BUCKETS_S,
+            registry=registry,
+        )
+        self._runs = Counter(
+            "certfed_cycle_runs",
+            "Daily cycle attempts by this process's scheduler, by outcome.",
+            ["outcome"],
+            registry=registry,
+        )
+        self._skipped = Counter(
+            "certfed_cycle_records_skipped",
+            "Beneficiary records a run of the daily cycle left as they were (dates unknown).",
+            registry=registry,
+        )
+        for outcome in self.OUTCOMES:
+            self._runs.labels(outcome)
+
+    def observe(self, outcome: str, seconds: float, skipped: int = 0) -> None:
+        self._runs.labels(outcome).inc()
+        self._duration.observe(seconds)
+        self._skipped.inc(skipped)
+
+
+class SignInMetrics:
+    """Failed and refused operator sign-ins in this process, by reason (never by user name):
+    wrong_password, unknown_user_name, account_locked, address_limited, operator_disabled."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._failures = Counter(
+            "certfed_operator_sign_in_failures",
+            "Operator sign-ins refused by this process, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in RefusalReason:
+            self._failures.labels(reason.value)
+
+    def failed(self, reason: RefusalReason) -> None:
+        self._failures.labels(reason.value).inc()

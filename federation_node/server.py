@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import structlog
 
 from certfed.v1 import desk_pb2_grpc, federation_pb2_grpc
+from federation import tracing
 from federation.errors import CertfedError
 from federation.health_port import HealthPort, start_health_port
 from federation.logs import configure_logging
@@ -45,7 +46,7 @@ from federation_node.links.key_rollover import (
     finish_interrupted_promotion,
 )
 from federation_node.links.peers import PeerChannels
-from federation_node.metrics import NodeCollector
+from federation_node.metrics import CycleMetrics, NodeCollector, SignInMetrics
 from federation_node.offices.node import Node, compose_node
 from federation_node.offices.revocation_review import review_revocations
 from federation_node.rules.policy import load_policy
@@ -212,10 +213,12 @@ def start_node(config: NodeConfig) -> NodeRuntime:
         Port("desk", config.desk_listen, serving.server_credentials(require_client_auth=False)),
     ]
     metrics = ProcessMetrics({"tls": paths.tls_certificate, "ca": config.ca_certificate})
-    metrics.registry.register(NodeCollector(config.node_id, engine, directory, context.now))
-    server = build_server(
-        services, ports, NodeAuthorizer(directory, engine), config.limits, metrics=metrics.rpc
+    metrics.registry.register(
+        NodeCollector(config.node_id, engine, directory, context.now, config.follow)
     )
+    node.sign_in.on_failure = SignInMetrics(metrics.registry).failed
+    authorizer = NodeAuthorizer(directory, engine, config.operator_sessions, context.now)
+    server = build_server(services, ports, authorizer, config.limits, metrics=metrics.rpc)
     metrics_endpoint: MetricsEndpoint | None = None
     try:
         if config.metrics_address:
@@ -236,7 +239,9 @@ def start_node(config: NodeConfig) -> NodeRuntime:
     publisher.start()
     for follower in followers:
         follower.start()
-    scheduler = CycleScheduler(node.daily_cycle, config.cycle_hour_utc)
+    scheduler = CycleScheduler(
+        node.daily_cycle, config.cycle_hour_utc, metrics=CycleMetrics(metrics.registry)
+    )
     scheduler.start()
     log.info(
         "node.started",
@@ -272,6 +277,7 @@ def ready_file(config: NodeConfig) -> str:
 def serve(config: NodeConfig) -> int:
     """Run a node until SIGTERM or SIGINT; returns the process exit code."""
     configure_logging(f"node:{config.node_id}", config.log_level)
+    tracing.configure("certfed-node", {"certfed.node_id": config.node_id})
     runtime = start_node(config)
     stopping = threading.Event()
 

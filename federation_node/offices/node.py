@@ -25,9 +25,11 @@ from federation_node.offices.evidence import EvidenceArchive
 from federation_node.offices.issuing import Issuer
 from federation_node.offices.lifecycle import Lifecycle
 from federation_node.offices.monthly_amounts import MonthlyAmounts
+from federation_node.offices.operator_accounts import OperatorAccounts
 from federation_node.offices.paying_office import PayingOffice
 from federation_node.offices.residence_agency import ResidenceAgency
 from federation_node.offices.roll import Roll
+from federation_node.offices.sign_in import SignIn
 from federation_node.rules.policy import Policy
 
 
@@ -45,6 +47,8 @@ class Node:
     lifecycle: Lifecycle
     daily_cycle: DailyCycle
     administration: Administration
+    sign_in: SignIn
+    operator_accounts: OperatorAccounts
 
 
 def compose_node(
@@ -76,4 +80,6 @@ def compose_node(
         lifecycle=Lifecycle(context),
         daily_cycle=DailyCycle(context, paying_office, evidence),
         administration=Administration(context),
+        sign_in=SignIn(context),
+        operator_accounts=OperatorAccounts(context),
     )

@@ -25,13 +25,21 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import CursorResult, Engine, delete, text
+from sqlalchemy import CursorResult, Engine, delete, func, text
 from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 
-from federation_node.store.db import is_postgres, session_scope
+from federation.errors import InvalidInputError
+from federation_node.store.db import (
+    decode_page_token,
+    encode_page_token,
+    is_postgres,
+    session_scope,
+)
 from federation_node.store.models import AuditPending, AuditRecord
 
 # pg_advisory_xact_lock key serialising appends to the chain (ASCII "cfaudit"). It is the key
@@ -44,6 +52,7 @@ SEQUENCE_BATCH = 1000
 _BATCH = 1000
 
 DetailValue = str | int | bool | None | list[str]
+T = TypeVar("T")
 
 
 class ConcurrentSequencingError(Exception):
@@ -168,6 +177,44 @@ def verify_chain(session: Session) -> list[str]:
     return problems
 
 
+@dataclass(frozen=True)
+class AuditFilter:
+    """Each field optional ("" for any): an exact actor, an action prefix, an exact subject id."""
+
+    actor: str = ""
+    action_prefix: str = ""
+    subject_id: str = ""
+
+
+def page(
+    session: Session, which: AuditFilter, page_size: int, page_token: str
+) -> tuple[list[AuditRecord], str, int]:
+    """One page of chained records, newest first; the next page's token; how many match."""
+    statement = _filtered(select(AuditRecord), which)
+    after = decode_page_token(page_token)
+    if after is not None:
+        if not after.isdigit():
+            raise InvalidInputError("page_token", "is not a page token this node issued")
+        statement = statement.where(col(AuditRecord.seq) < int(after))
+    rows = list(session.exec(statement.order_by(col(AuditRecord.seq).desc()).limit(page_size + 1)))
+    total = int(session.exec(_filtered(select(func.count()).select_from(AuditRecord), which)).one())
+    if len(rows) <= page_size:
+        return rows, "", total
+    rows = rows[:page_size]
+    return rows, encode_page_token(str(rows[-1].seq)), total
+
+
+def _filtered(statement: SelectOfScalar[T], which: AuditFilter) -> SelectOfScalar[T]:
+    if which.actor:
+        statement = statement.where(AuditRecord.actor == which.actor)
+    if which.action_prefix:
+        escaped = which.action_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        statement = statement.where(col(AuditRecord.action).like(escaped + "%", escape="\\"))
+    if which.subject_id:
+        statement = statement.where(AuditRecord.subject_id == which.subject_id)
+    return statement
+
+
 def export(session: Session) -> Iterator[dict[str, Any]]:
     """Every record in chain order, as JSON-ready dicts (times in ISO 8601 UTC)."""
     for record in _all_records(session):
@@ -199,6 +246,11 @@ def _all_records(session: Session) -> Iterator[AuditRecord]:
         if len(batch) < _BATCH:
             return
         after = batch[-1].seq
+
+
+def canonical_details(details: Mapping[str, Any]) -> str:
+    """A record's details as canonical JSON text (sorted keys, no spaces), for display."""
+    return json.dumps(details, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _canonical(record: AuditRecord) -> bytes:

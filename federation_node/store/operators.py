@@ -6,6 +6,10 @@ passwords: the secret part has 256 bits of entropy from the operating system's C
 dictionary or brute-force search can reach it however fast the hash, and a slow KDF would only
 add latency to every desk call. The salt keeps equal hashes from ever revealing equal tokens.
 Comparison is constant-time.
+
+A token expires (`token_expires_at`; a row written without one by a replica older than
+migration 0009 expires `DEFAULT_TOKEN_LIFETIME` after it was created). An operator may also
+have a user name and a password hash, for signing in to a session (store/operator_sessions.py).
 """
 
 from __future__ import annotations
@@ -17,8 +21,9 @@ import hmac
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from federation.errors import NotFoundError, PermissionDeniedError, UnauthenticatedError
@@ -27,15 +32,26 @@ from federation_node.store.models import Operator, OperatorRole
 OPERATOR_ID_PREFIX = "op-"
 TOKEN_SECRET_BYTES = 32
 SALT_BYTES = 16
+DEFAULT_TOKEN_LIFETIME = timedelta(days=365)
 _UNAUTHENTICATED = "unknown or malformed operator token"
 # Hashed against when the operator id is unknown, so that case takes as long as a wrong secret.
 _DUMMY_SALT = bytes(SALT_BYTES)
 
 
 def create(
-    session: Session, *, label: str, roles: Sequence[OperatorRole], now: datetime
+    session: Session,
+    *,
+    label: str,
+    roles: Sequence[OperatorRole],
+    now: datetime,
+    token_lifetime: timedelta = DEFAULT_TOKEN_LIFETIME,
+    user_name: str | None = None,
+    password_hash: str | None = None,
+    locale: str = "",
 ) -> tuple[Operator, str]:
-    """A new operator and their token; the token is returned here once and never again."""
+    """A new operator and their token; the token is returned here once and never again.
+
+    `user_name` must be normalised and `password_hash` made by rules/passwords.py already."""
     operator_id = OPERATOR_ID_PREFIX + secrets.token_hex(6)
     secret = secrets.token_bytes(TOKEN_SECRET_BYTES)
     salt = secrets.token_bytes(SALT_BYTES)
@@ -48,6 +64,11 @@ def create(
         disabled=False,
         created_at=now,
         disabled_at=None,
+        user_name=user_name,
+        password_hash=password_hash,
+        password_set_at=now if password_hash else None,
+        locale=locale,
+        token_expires_at=now + token_lifetime,
     )
     session.add(operator)
     session.flush()
@@ -66,34 +87,61 @@ class SignedIn:
         return role.value in self.roles
 
 
-def authenticate(session: Session, token: str) -> SignedIn:
-    """The operator a bearer token belongs to; refused when unknown, wrong or disabled.
+def authenticate(session: Session, token: str, now: datetime) -> SignedIn:
+    """The operator a bearer token belongs to; refused when unknown, wrong, expired or disabled.
 
-    Every desk call comes through here, so it reads the four columns it needs in one SELECT,
+    Every desk call comes through here, so it reads the six columns it needs in one SELECT,
     without loading an ORM object.
     """
     operator_id, _, encoded = token.partition(".")
-    secret = _decode_secret(encoded)
+    secret = decode_secret(encoded)
     if not operator_id.startswith(OPERATOR_ID_PREFIX) or secret is None:
         raise UnauthenticatedError(_UNAUTHENTICATED)
-    row = session.exec(
-        select(
+    # SQLAlchemy's select: sqlmodel's typed one takes at most four columns.
+    row = session.execute(
+        sa_select(
             col(Operator.token_salt),
             col(Operator.token_hash),
             col(Operator.disabled),
             col(Operator.roles),
-        ).where(Operator.operator_id == operator_id)
+            col(Operator.created_at),
+            col(Operator.token_expires_at),
+        ).where(col(Operator.operator_id) == operator_id)
     ).first()
     if row is None:
         hmac.compare_digest(_hash(_DUMMY_SALT, secret), _hash(_DUMMY_SALT, b""))
         raise UnauthenticatedError(_UNAUTHENTICATED)
-    salt, token_hash, disabled, roles = row
+    salt, token_hash, disabled, roles, created_at, expires_at = row
     if not hmac.compare_digest(_hash(salt, secret), token_hash):
         raise UnauthenticatedError(_UNAUTHENTICATED)
-    # Only a holder of the right token learns that the operator is disabled.
+    # Only a holder of the right token learns that the operator is disabled or the token old.
     if disabled:
         raise PermissionDeniedError(f"operator {operator_id} is disabled")
+    expiry = token_expiry(created_at, expires_at)
+    if now >= expiry:
+        raise UnauthenticatedError(
+            f"the token of operator {operator_id} expired on {expiry.date().isoformat()}; "
+            "ask an administrator for a new one, or sign in with your user name"
+        )
     return SignedIn(operator_id, tuple(roles))
+
+
+def token_expiry(created_at: datetime, token_expires_at: datetime | None) -> datetime:
+    return token_expires_at or created_at + DEFAULT_TOKEN_LIFETIME
+
+
+def find_by_user_name(session: Session, user_name: str) -> Operator | None:
+    """The operator with this (normalised) user name, if any."""
+    return session.exec(select(Operator).where(Operator.user_name == user_name)).first()
+
+
+def set_password(session: Session, operator_id: str, password_hash: str, now: datetime) -> Operator:
+    operator = get(session, operator_id)
+    operator.password_hash = password_hash
+    operator.password_set_at = now
+    session.add(operator)
+    session.flush()
+    return operator
 
 
 def get(session: Session, operator_id: str) -> Operator:
@@ -124,7 +172,8 @@ def _hash(salt: bytes, secret: bytes) -> bytes:
     return hashlib.sha256(salt + secret).digest()
 
 
-def _decode_secret(encoded: str) -> bytes | None:
+def decode_secret(encoded: str) -> bytes | None:
+    """The secret part of a token, or None when it is not 32 bytes of urlsafe base64."""
     try:
         secret = base64.urlsafe_b64decode((encoded + "=" * (-len(encoded) % 4)).encode("ascii"))
     except (UnicodeError, binascii.Error, ValueError):

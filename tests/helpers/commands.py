@@ -15,11 +15,13 @@ def certfed(
     token: str | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float = 120,
+    stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run `certfed ARGUMENTS` to the end; its exit code and output, never raising on failure.
 
     Rich tables print 200 columns wide, unwrapped. `token` is the operator token a desk
-    command reads from CERTFED_OPERATOR_TOKEN; `env` adds or replaces other variables.
+    command reads from CERTFED_OPERATOR_TOKEN; `env` adds or replaces other variables;
+    `stdin` is what the command reads on standard input (e.g. a password).
     """
     environment = {**os.environ, "COLUMNS": "200", **(env or {})}
     if token is not None:
@@ -27,6 +29,7 @@ def certfed(
     return subprocess.run(
         [sys.executable, "-m", "cli", *arguments],
         capture_output=True,
+        input=stdin,
         text=True,
         timeout=timeout,
         env=environment,

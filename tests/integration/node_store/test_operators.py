@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
@@ -25,8 +25,9 @@ def _create(engine: Engine, now: datetime) -> tuple[Operator, str]:
 
 
 def _authenticate(engine: Engine, token: str) -> operators.SignedIn:
+    # The day after the tests' `now`: the token was made then, and is valid for a year.
     with session_scope(engine) as session:
-        return operators.authenticate(session, token)
+        return operators.authenticate(session, token, datetime(2025, 6, 24, tzinfo=UTC))
 
 
 def test_token_authenticates_its_operator(engine: Engine, now: datetime) -> None:
