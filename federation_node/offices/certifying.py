@@ -14,13 +14,23 @@ also applies the attestation to the office's own record in the same transaction,
 paying office's one apply path (paying_office.py), so a certification made here and one received
 from a peer move validity and payment by the same rules. Every file a certification names must
 have been uploaded here first (evidence.py).
+
+The date a clerk says the person was seen is bounded as a paying office bounds it on receipt
+(rules/plausibility.py, with this node's policy): not in the future, not before the birth date a
+resident ID number carries, not more than `certifications.max_age_days` before today, and, for a
+person this office pays, not before their last certification here. The age is checked again on
+approval, when the attestation is issued.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 
-from certfed.v1 import common_pb2, desk_pb2
+from sqlmodel import Session
+
+from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
+from federation import tracing
 from federation.errors import InvalidInputError, PreconditionError
 from federation.roles import PAYING_ROLE_NAMES
 from federation.timestamps import to_datetime
@@ -29,7 +39,13 @@ from federation_node.offices.evidence import EvidenceArchive
 from federation_node.offices.issuing import Finding, Issuer
 from federation_node.offices.paying_office import PayingOffice
 from federation_node.offices.residence_agency import ResidenceAgency
+from federation_node.rules.plausibility import (
+    ObservationBounds,
+    birth_date,
+    require_plausible_observation,
+)
 from federation_node.rules.validation import (
+    IDENTITY_KINDS,
     normalised_identity,
     require_digests,
     require_enum,
@@ -53,6 +69,9 @@ class _Subject:
     request_id: str | None = None
     # Set when this office pays the person.
     beneficiary_id: str | None = None
+    # The birth date the identity number of a person another office pays carries, if any (the
+    # paying office's own check reads it for its own beneficiaries).
+    born: date | None = None
 
 
 class Certifier:
@@ -94,6 +113,7 @@ class Certifier:
         note = require_text(request.note, "note", limits)
         subject = self._subject(request)
         with session_scope(self._context.engine) as session:
+            self._require_plausible(session, observed_at, subject.beneficiary_id, subject.born, now)
             self._evidence.require_kept(session, digests, now)
             recorded = certifications.record(
                 session,
@@ -126,6 +146,32 @@ class Certifier:
             )
         return recorded
 
+    def _require_plausible(
+        self,
+        session: Session,
+        observed_at: datetime,
+        beneficiary_id: str | None,
+        born: date | None,
+        now: datetime,
+    ) -> None:
+        """The bounds a paying office applies on receipt, with this node's policy: for a person
+        this office pays, exactly the paying office's check."""
+        if beneficiary_id is not None:
+            beneficiary = beneficiaries.get(session, beneficiary_id)
+            self._paying_office.require_plausible_observation(
+                session, beneficiary, observed_at, issued_at=now
+            )
+            return
+        context = self._context
+        bounds = ObservationBounds(
+            issued_at=now,
+            max_age=timedelta(days=context.policy.certification_max_age_days),
+            clock_skew=timedelta(seconds=context.config.limits.max_clock_skew_s),
+            now=now,
+            born=born,
+        )
+        require_plausible_observation(observed_at, "observed_at", bounds)
+
     def _subject(self, request: desk_pb2.RecordCertificationRequest) -> _Subject:
         which = request.WhichOneof("subject")
         if which == "request_id":
@@ -136,6 +182,7 @@ class Certifier:
                 inbound.paying_node_id,
                 inbound.paying_region,
                 request_id=request_id,
+                born=_born(self._residence_agency.inbound_identity(inbound)),
             )
         if which == "beneficiary_id":
             self._context.require_role(
@@ -153,7 +200,7 @@ class Certifier:
             if own is not None:
                 return self._own(own)
             paying_node_id, paying_region = self._residence_agency.paying_office_of(locator)
-            return _Subject(locator, paying_node_id, paying_region)
+            return _Subject(locator, paying_node_id, paying_region, born=birth_date(kind, number))
         raise InvalidInputError(
             "subject", "give request_id, beneficiary_id or the walk-in identity"
         )
@@ -179,6 +226,16 @@ class Certifier:
         )
 
     def approve_certification(self, actor: Actor, certification_id: str) -> Certification:
+        if not tracing.enabled():
+            return self._approve_certification(actor, certification_id)
+        # The approval answers a request: it joins the trace the request came in.
+        require_id(certification_id, "certification_id")
+        with self._context.session() as session:
+            request_id = certifications.get(session, certification_id).request_id
+        with tracing.resumed(request_id or certification_id, "certification.approve"):
+            return self._approve_certification(actor, certification_id)
+
+    def _approve_certification(self, actor: Actor, certification_id: str) -> Certification:
         require_id(certification_id, "certification_id")
         now = self._context.now()
         with self._context.session() as session:
@@ -187,6 +244,19 @@ class Certifier:
         attestation_id = attestation.attestation_id
         with session_scope(self._context.engine) as session:
             pending = certifications.get(session, certification_id)
+            # Issued now: the observation must still be current, and not superseded since.
+            own = (
+                beneficiaries.by_locator(session, pending.subject_locator)
+                if pending.paying_node_id == self._context.node_id
+                else None
+            )
+            self._require_plausible(
+                session,
+                pending.observed_at,
+                own.beneficiary_id if own is not None else None,
+                None,
+                now,
+            )
             certifications.approve(session, pending, actor.name, attestation_id, now)
             beneficiary_id: str | None = None
             if pending.paying_node_id == self._context.node_id:
@@ -228,6 +298,11 @@ class Certifier:
                 now=now,
             )
         return pending
+
+
+def _born(identity: attestation_pb2.IdentityBundle) -> date | None:
+    kind = IDENTITY_KINDS.get(identity.identity_type)
+    return birth_date(kind, identity.identity_number) if kind is not None else None
 
 
 def _finding(pending: Certification, reviewer_id: str) -> Finding:

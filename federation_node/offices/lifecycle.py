@@ -16,6 +16,7 @@ from sqlmodel import Session
 
 from certfed.v1 import desk_pb2
 from federation.errors import InvalidInputError, PermissionDeniedError, PreconditionError
+from federation_node.offices import attestation_review
 from federation_node.offices.context import Actor, NodeContext
 from federation_node.rules.entitlement import (
     EntitlementState,
@@ -202,10 +203,11 @@ class Lifecycle:
                 )
             recorders = signals_store.negative_recorders(
                 session, beneficiary_id, list(NEGATIVE_STATUSES)
-            )
+            ) | attestation_review.appliers(session, beneficiary_id)
             if actor.name in recorders:
                 raise PermissionDeniedError(
-                    "the operator who recorded the signal may not review it; "
+                    "the operator who recorded the signal (or applied the held attestation) "
+                    "may not review it; "
                     "another reviewer must decide (separation of duties)"
                 )
             beneficiary = beneficiaries.get(session, beneficiary_id)

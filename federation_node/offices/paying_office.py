@@ -8,6 +8,20 @@ office's rule: an alive attestation moves validity to its `observed_at` plus thi
 `validity.period_months`, never further, whatever `valid_until` the issuer signed (that stays
 the issuer's statement, kept with the attestation).
 
+No member can change this office's payments by itself (docs/security.md):
+
+* a peer's attestation is refused unless its `observed_at` is plausible by this office's policy
+  (rules/plausibility.py: not in the future, not before the birth date the identity number
+  carries, not more than `certifications.max_age_days` before it was issued, not before the
+  person's last certification here);
+* it is applied only when it answers a request this office sent to that issuer about that
+  person, or is an alive walk-in from a node whose role and region let it certify one; anything
+  else is stored and kept for this office's reviewer (attestation_review.py), never applied;
+* a death, imprisonment or disappearance a peer reports only suspends payment and proposes the
+  termination; this office's reviewer confirms it and its date (`Lifecycle.review_termination`),
+  and only then is the overpayment counted. One recorded and approved at this office's own desk
+  was reviewed here already, and ends entitlement on approval.
+
 Each operation validates what the store cannot, then runs in one transaction that writes the state
 change, the outbox message announcing it and the audit record together (transactional outbox), so
 a crash at any point leaves either all of it or none.
@@ -31,6 +45,7 @@ from certfed.v1 import (
     federation_pb2,
     registry_pb2,
 )
+from federation.directory import CERTIFYING_ROLES
 from federation.envelopes import envelope_from_proto
 from federation.errors import (
     InvalidInputError,
@@ -40,15 +55,23 @@ from federation.errors import (
     PreconditionError,
     UnknownSigningKeyError,
 )
+from federation.regions import coverage
 from federation.roles import PAYING_ROLE_NAMES
 from federation.timestamps import optional_datetime, to_datetime, to_timestamp
 from federation_node.ids import new_id
-from federation_node.offices import lifecycle, revocation_review, roll
+from federation_node.offices import attestation_review, lifecycle, revocation_review, roll
 from federation_node.offices.assistance_status import STATUS_STATES
 from federation_node.offices.context import Actor, NodeContext, payload_digest
-from federation_node.rules.entitlement import extended_validity
+from federation_node.rules.entitlement import EntitlementState, extended_validity, month_start
 from federation_node.rules.minimisation import minimised
+from federation_node.rules.plausibility import (
+    ObservationBounds,
+    birth_date,
+    last_certification,
+    require_plausible_observation,
+)
 from federation_node.rules.validation import (
+    IDENTITY_KINDS,
     require_digests,
     require_enum,
     require_future,
@@ -71,8 +94,12 @@ from federation_node.store.db import session_scope
 from federation_node.store.models import (
     AssistanceRequest,
     Attestation,
+    AttestationReview,
     Beneficiary,
     BeneficiaryState,
+    Entitlement,
+    HoldDecision,
+    HoldReason,
     OutboxKind,
     RequestDirection,
 )
@@ -94,6 +121,8 @@ class ReceivedAttestation:
     attestation: Attestation
     duplicate: bool
     valid_until: datetime | None
+    # Why it was kept for this office's reviewer instead of applied; None when applied.
+    held: HoldReason | None = None
 
 
 @dataclass(frozen=True)
@@ -400,16 +429,19 @@ class PayingOffice:
         outcome = require_enum(attestation.outcome, common_pb2.CertificationOutcome, "outcome")
         method = require_enum(attestation.method, common_pb2.CertificationMethod, "method")
         now = self._context.now()
-        # A signed attestation is still checked: a peer's bug must not become our record.
+        # A signed attestation is still checked: a peer's bug must not become our record. Its
+        # observed_at is bounded below in the transaction, against the person's records.
         observed_at = require_past(
             to_datetime(attestation.observed_at, "observed_at"), "observed_at", now, limits
         )
+        # The issuer's statement, kept with the attestation; validity here is this office's rule.
         attested_until = to_datetime(attestation.valid_until, "valid_until")
         if attested_until < observed_at:
             raise InvalidInputError("valid_until", "is before observed_at")
         if attestation.assistance_request_id:
             require_id(attestation.assistance_request_id, "assistance_request_id")
         require_digests(list(attestation.evidence_digests), limits)
+        held: HoldReason | None = None
         with session_scope(self._context.engine) as session:
             beneficiary = beneficiaries.by_locator(session, locator)
             if beneficiary is None:
@@ -437,10 +469,30 @@ class PayingOffice:
                 now,
             )
             if not duplicate:
-                self.apply_attestation(session, beneficiary, attestation, now)
+                # Raising here rolls the whole receipt back: an implausible attestation is
+                # refused and nothing of it is kept.
+                self.require_plausible_observation(
+                    session,
+                    beneficiary,
+                    observed_at,
+                    issued_at=to_datetime(attestation.issued_at, "issued_at"),
+                    exclude_attestation_id=attestation.attestation_id,
+                )
+                actor = f"node:{caller_node_id}"
+                held = self._hold_reason(session, beneficiary, attestation)
+                if held is None:
+                    self.apply_attestation(session, beneficiary, attestation, now)
+                else:
+                    attestation_review.hold(session, stored, held, actor, now)
+                    log.warning(
+                        "attestation.held_for_review",
+                        attestation_id=attestation.attestation_id,
+                        issuing_node_id=attestation.issuing_node_id,
+                        reason=held.value,
+                    )
                 audit.append(
                     session,
-                    actor=f"node:{caller_node_id}",
+                    actor=actor,
                     action="attestation.receive",
                     subject_type="attestation",
                     subject_id=attestation.attestation_id,
@@ -449,6 +501,7 @@ class PayingOffice:
                         "outcome": common_pb2.CertificationOutcome.Name(
                             common_pb2.CertificationOutcome.ValueType(outcome)
                         ),
+                        "held": held.value if held is not None else None,
                     },
                     now=now,
                 )
@@ -456,7 +509,110 @@ class PayingOffice:
                     session, stored, self._context.directory.current(), now
                 )
             valid_until = beneficiary.valid_until
-        return ReceivedAttestation(stored, duplicate, valid_until)
+        return ReceivedAttestation(stored, duplicate, valid_until, held)
+
+    def require_plausible_observation(
+        self,
+        session: Session,
+        beneficiary: Beneficiary,
+        observed_at: datetime,
+        *,
+        issued_at: datetime,
+        field_name: str = "observed_at",
+        exclude_attestation_id: str | None = None,
+    ) -> datetime:
+        """Refuse an observation of one of this office's beneficiaries that this office's policy
+        finds implausible (rules/plausibility.py), naming `field_name`."""
+        context = self._context
+        identity = self.beneficiary_identity(beneficiary)
+        kind = IDENTITY_KINDS.get(identity.identity_type)
+        last = last_certification(
+            attestation_review.last_certified(
+                session, beneficiary.beneficiary_id, exclude=exclude_attestation_id
+            ),
+            beneficiary.valid_until,
+            context.policy.validity_months,
+        )
+        bounds = ObservationBounds(
+            issued_at=issued_at,
+            max_age=timedelta(days=context.policy.certification_max_age_days),
+            clock_skew=timedelta(seconds=context.config.limits.max_clock_skew_s),
+            now=context.now(),
+            born=birth_date(kind, identity.identity_number) if kind is not None else None,
+            last_certified=last,
+        )
+        return require_plausible_observation(observed_at, field_name, bounds)
+
+    def _hold_reason(
+        self,
+        session: Session,
+        beneficiary: Beneficiary,
+        attestation: attestation_pb2.CertificationAttestation,
+    ) -> HoldReason | None:
+        """Why a received attestation must wait for this office's reviewer; None if it may be
+        applied: it answers a request this office sent to its issuer about this person, or it is
+        an alive walk-in certified by a node that certifies in the region it names."""
+        request_id = attestation.assistance_request_id
+        if request_id:
+            try:
+                outbound = assistance.get(session, request_id, RequestDirection.OUTBOUND)
+            except NotFoundError:
+                return HoldReason.NOT_OUR_REQUEST
+            if (
+                outbound.peer_node_id != attestation.issuing_node_id
+                or outbound.beneficiary_id != beneficiary.beneficiary_id
+            ):
+                return HoldReason.NOT_OUR_REQUEST
+            return None
+        if attestation.outcome != common_pb2.CERTIFICATION_OUTCOME_ALIVE:
+            return HoldReason.NEGATIVE_WITHOUT_REQUEST
+        issuer = self._context.directory.current().find(attestation.issuing_node_id)
+        walk_in_allowed = (
+            issuer is not None
+            and bool(CERTIFYING_ROLES.intersection(issuer.roles))
+            and any(coverage(code, attestation.certifying_region) for code in issuer.region_codes)
+            # A data match is a paying office's own record of its own people, never a walk-in.
+            and attestation.method != common_pb2.CERTIFICATION_METHOD_DATA_MATCH
+        )
+        return None if walk_in_allowed else HoldReason.WALK_IN_NOT_ALLOWED
+
+    def decide_held_attestation(
+        self, actor: Actor, attestation_id: str, apply: bool, reason: str
+    ) -> tuple[AttestationReview, Beneficiary]:
+        """A reviewer applies a held attestation (by the one apply path: a negative outcome
+        still only proposes a termination, which another reviewer confirms) or dismisses it."""
+        require_id(attestation_id, "attestation_id")
+        require_text(reason, "reason", self._context.config.limits, required=True)
+        now = self._context.now()
+        with session_scope(self._context.engine) as session:
+            review, stored = attestation_review.pending(session, attestation_id)
+            beneficiary = beneficiaries.get(session, review.beneficiary_id)
+            if apply:
+                envelope = dsse.Envelope.from_json(
+                    stored.envelope_json, max_bytes=len(stored.envelope_json)
+                )
+                attestation = attestation_pb2.CertificationAttestation.FromString(envelope.payload)
+                # Checked again: the person's records may have moved on since it was held.
+                self.require_plausible_observation(
+                    session,
+                    beneficiary,
+                    to_datetime(attestation.observed_at, "observed_at"),
+                    issued_at=to_datetime(attestation.issued_at, "issued_at"),
+                    exclude_attestation_id=attestation_id,
+                )
+                self.apply_attestation(session, beneficiary, attestation, now)
+            decision = HoldDecision.APPLIED if apply else HoldDecision.DISMISSED
+            attestation_review.decide(session, review, decision, actor.name, reason, now)
+            audit.append(
+                session,
+                actor=actor.label,
+                action=f"attestation.review_{decision.value}",
+                subject_type="attestation",
+                subject_id=attestation_id,
+                details={"beneficiary_id": beneficiary.beneficiary_id, "reason_given": True},
+                now=now,
+            )
+        return review, beneficiary
 
     def apply_issued(
         self,
@@ -471,7 +627,8 @@ class PayingOffice:
             raise NotOurBeneficiaryError(
                 "this office no longer has the certified person among its beneficiaries"
             )
-        self.apply_attestation(session, beneficiary, attestation, now)
+        # Recorded by a clerk and approved by a reviewer of this office: reviewed here.
+        self.apply_attestation(session, beneficiary, attestation, now, reviewed_here=True)
         return beneficiary.beneficiary_id
 
     def apply_attestation(
@@ -480,13 +637,17 @@ class PayingOffice:
         beneficiary: Beneficiary,
         attestation: attestation_pb2.CertificationAttestation,
         now: datetime,
+        *,
+        reviewed_here: bool = False,
     ) -> None:
         """Apply a verified attestation to the beneficiary's record, in the caller's
         transaction: the one path for attestations received and issued here (module docstring).
 
         Alive: validity moves to observed_at plus this office's period if that is later, and a
-        suspended entitlement resumes with back pay (lifecycle.certified). Any other outcome was
-        reviewed where it was issued (separation of duties there) and ends entitlement now.
+        suspended entitlement resumes with back pay (lifecycle.certified). Any other outcome
+        suspends payment and proposes the termination to this office's reviewer, unless
+        `reviewed_here` (recorded and approved at this office's own desk), which ends
+        entitlement now.
         """
         observed_at = to_datetime(attestation.observed_at)
         entitlement = entitlements_store.get(session, beneficiary.beneficiary_id)
@@ -496,7 +657,7 @@ class PayingOffice:
             if valid_until is not None:
                 beneficiaries.extend_validity(session, beneficiary, valid_until, now)
                 lifecycle.certified(session, policy, entitlement, observed_at, now)
-        else:
+        elif reviewed_here:
             lifecycle.terminate(
                 session,
                 beneficiary,
@@ -504,6 +665,10 @@ class PayingOffice:
                 OUTCOME_STATES[attestation.outcome],
                 observed_at,
                 now,
+            )
+        else:
+            _propose_termination(
+                session, entitlement, OUTCOME_STATES[attestation.outcome], observed_at, now
             )
         request_id = attestation.assistance_request_id
         if request_id:
@@ -547,3 +712,25 @@ class PayingOffice:
                         now=self._context.now(),
                     )
         return flagged
+
+
+def _propose_termination(
+    session: Session,
+    entitlement: Entitlement,
+    status: BeneficiaryState,
+    effective_at: datetime,
+    now: datetime,
+) -> None:
+    """A death, imprisonment or disappearance reported by a peer: payment is withheld from this
+    month and the termination waits for this office's reviewer (`Lifecycle.review_termination`),
+    who confirms it and its date; only then is the overpayment counted. Nothing changes for an
+    ended entitlement or one whose termination already awaits review."""
+    if entitlement.state is EntitlementState.TERMINATED or entitlement.termination_pending_review:
+        return
+    entitlement.state = EntitlementState.SUSPENDED
+    entitlement.state_since = now
+    entitlement.termination_pending_review = True
+    entitlement.pending_status = status
+    entitlement.pending_effective_at = effective_at
+    lifecycle.withhold(session, entitlement, month_start(now.date()), now)
+    lifecycle.entitlement_updated(session, entitlement, now)

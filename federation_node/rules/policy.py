@@ -44,6 +44,9 @@ MAX_REMINDER_OFFSET_DAYS = 366
 MIN_EVIDENCE_RETENTION_DAYS = 30
 MAX_EVIDENCE_RETENTION_DAYS = 36_500
 MAX_EVIDENCE_BYTES = 64 * 1024 * 1024
+# A certification observed longer ago than this before it is issued is not a current one; ten
+# years is beyond any use.
+MAX_CERTIFICATION_AGE_DAYS = 3650
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,9 @@ class Policy:
     evidence_retention_days: int = 1825
     evidence_max_bytes: int = 2 * 1024 * 1024
     evidence_media_types: frozenset[str] = field(default_factory=lambda: frozenset(MEDIA_TYPES))
+    # A certification (received from a peer or recorded at this desk) whose observed_at lies more
+    # than this many days before it is issued is refused (rules/plausibility.py).
+    certification_max_age_days: int = 90
 
 
 # Every key the file may hold: section -> key -> (Policy field, expected type).
@@ -107,6 +113,7 @@ _KEYS: dict[str, dict[str, tuple[str, type]]] = {
         "max_bytes": ("evidence_max_bytes", int),
         "media_types": ("evidence_media_types", list),
     },
+    "certifications": {"max_age_days": ("certification_max_age_days", int)},
 }
 
 
@@ -213,6 +220,11 @@ def validate_policy(policy: Policy) -> None:
     if not 1 <= policy.evidence_max_bytes <= MAX_EVIDENCE_BYTES:
         raise InvalidInputError(
             "evidence.max_bytes", f"must be between 1 and {MAX_EVIDENCE_BYTES} bytes"
+        )
+    if not 1 <= policy.certification_max_age_days <= MAX_CERTIFICATION_AGE_DAYS:
+        raise InvalidInputError(
+            "certifications.max_age_days",
+            f"must be between 1 and {MAX_CERTIFICATION_AGE_DAYS} days",
         )
     unknown_types = sorted(policy.evidence_media_types - set(MEDIA_TYPES))
     if unknown_types or not policy.evidence_media_types:

@@ -51,7 +51,7 @@ REMINDER_KINDS = {
 
 
 def entitlement_view(entitlement: Entitlement, beneficiary: Beneficiary) -> desk_pb2.Entitlement:
-    return desk_pb2.Entitlement(
+    view = desk_pb2.Entitlement(
         beneficiary=beneficiary_view(beneficiary),
         state=ENTITLEMENT_STATES[entitlement.state],
         state_since=to_timestamp(entitlement.state_since),
@@ -59,6 +59,9 @@ def entitlement_view(entitlement: Entitlement, beneficiary: Beneficiary) -> desk
         termination_pending_review=entitlement.termination_pending_review,
         overpayment_fen=entitlement.overpayment_fen,
     )
+    if entitlement.termination_pending_review and entitlement.pending_effective_at is not None:
+        view.pending_effective_at.CopyFrom(to_timestamp(entitlement.pending_effective_at))
+    return view
 
 
 def instruction_view(

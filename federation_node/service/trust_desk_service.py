@@ -1,19 +1,30 @@
-"""The desk methods about trust over time: how fresh the directory is, and what needs review
-because a signing key was revoked. Mixed into `DeskServicer`; thin, like the rest of it."""
+"""The desk methods about trust over time: how fresh the directory is, what needs review
+because a signing key was revoked, and the attestations peers delivered that were kept for
+review instead of applied. Mixed into `DeskServicer`; thin, like the rest of it."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
 import grpc
+from sqlmodel import Session
 
 from certfed.v1 import desk_pb2
+from federation.principal import caller
 from federation.timestamps import to_timestamp
 from federation.transport import pem_certificate_sha256
-from federation_node.offices import revocation_review
+from federation_node.offices import attestation_review, revocation_review
+from federation_node.offices.context import Actor
 from federation_node.offices.node import Node
 from federation_node.rules.validation import page_size
-from federation_node.store.models import RevocationFinding, RevocationReview
+from federation_node.store import attestations_store
+from federation_node.store.models import (
+    AttestationReview,
+    HoldDecision,
+    HoldReason,
+    RevocationFinding,
+    RevocationReview,
+)
 
 FINDINGS = {
     RevocationFinding.REFUSED_AFTER_REVOCATION: (
@@ -23,6 +34,38 @@ FINDINGS = {
         desk_pb2.REVOCATION_FINDING_SIGNED_BY_SINCE_REVOKED_KEY
     ),
 }
+
+
+HOLD_REASONS = {
+    HoldReason.WALK_IN_NOT_ALLOWED: desk_pb2.HOLD_REASON_WALK_IN_NOT_ALLOWED,
+    HoldReason.NEGATIVE_WITHOUT_REQUEST: desk_pb2.HOLD_REASON_NEGATIVE_WITHOUT_REQUEST,
+    HoldReason.NOT_OUR_REQUEST: desk_pb2.HOLD_REASON_NOT_OUR_REQUEST,
+}
+HOLD_DECISIONS = {
+    HoldDecision.PENDING: desk_pb2.HOLD_DECISION_PENDING,
+    HoldDecision.APPLIED: desk_pb2.HOLD_DECISION_APPLIED,
+    HoldDecision.DISMISSED: desk_pb2.HOLD_DECISION_DISMISSED,
+}
+
+
+def held_view(session: Session, review: AttestationReview) -> desk_pb2.HeldAttestation:
+    stored = attestations_store.get(session, review.attestation_id)
+    view = desk_pb2.HeldAttestation(
+        attestation_id=review.attestation_id,
+        issuing_node_id=review.issuing_node_id,
+        beneficiary_id=review.beneficiary_id,
+        reason=HOLD_REASONS[review.reason],
+        outcome=stored.outcome,  # type: ignore[arg-type]
+        method=stored.method,  # type: ignore[arg-type]
+        observed_at=to_timestamp(stored.observed_at),
+        assistance_request_id=stored.request_id or "",
+        held_at=to_timestamp(review.held_at),
+        decision=HOLD_DECISIONS[review.decision],
+        decided_by=review.decided_by or "",
+        decision_reason=review.decision_reason,
+    )
+    _set_time(view, "decided_at", review.decided_at)
+    return view
 
 
 def _set_time(message: object, field: str, moment: datetime | None) -> None:
@@ -84,3 +127,24 @@ class TrustDesk:
                 for review in reviews
             ]
         return desk_pb2.ListRevocationReviewsResponse(reviews=views, next_page_token=token)
+
+    def ListHeldAttestations(
+        self, request: desk_pb2.ListHeldAttestationsRequest, context: grpc.ServicerContext
+    ) -> desk_pb2.ListHeldAttestationsResponse:
+        size = page_size(request.page_size, self._node.context.config.limits)
+        with self._node.context.session() as session:
+            held, token = attestation_review.page(
+                session, size, request.page_token, pending_only=request.pending_only
+            )
+            views = [held_view(session, review) for review in held]
+        return desk_pb2.ListHeldAttestationsResponse(attestations=views, next_page_token=token)
+
+    def DecideHeldAttestation(
+        self, request: desk_pb2.DecideHeldAttestationRequest, context: grpc.ServicerContext
+    ) -> desk_pb2.DecideHeldAttestationResponse:
+        review, _ = self._node.paying_office.decide_held_attestation(
+            Actor("operator", caller().name), request.attestation_id, request.apply, request.reason
+        )
+        with self._node.context.session() as session:
+            view = held_view(session, review)
+        return desk_pb2.DecideHeldAttestationResponse(attestation=view)

@@ -485,9 +485,69 @@ class Operator(NodeTable, table=True):
     disabled: bool = Field(sa_column=Column(Boolean(), nullable=False))
     created_at: datetime = _when()
     disabled_at: datetime | None = _when(nullable=True)
+    # Signing in with a password (migration 0009): an operator with only a bearer token has
+    # neither. The password is kept as a scrypt hash string (rules/passwords.py).
+    user_name: str | None = Field(
+        default=None, sa_column=Column(String(64), nullable=True, unique=True, index=True)
+    )
+    password_hash: str | None = Field(default=None, sa_column=Column(String(256), nullable=True))
+    password_set_at: datetime | None = _when(nullable=True)
+    # The desk language the operator chose; "" for the desk's default.
+    locale: str = Field(default="", sa_column=Column(String(16), nullable=False, server_default=""))
+    # When the bearer token stops working; None (a row written before 0009 by an older
+    # replica) means a year after created_at.
+    token_expires_at: datetime | None = _when(nullable=True)
+    last_sign_in_at: datetime | None = _when(nullable=True)
 
     def has_role(self, role: OperatorRole) -> bool:
         return role.value in self.roles
+
+
+class SessionEndReason(enum.StrEnum):
+    SIGNED_OUT = "signed_out"
+    OPERATOR_DISABLED = "operator_disabled"
+    PASSWORD_RESET = "password_reset"  # noqa: S105 (a reason's name, not a password)
+
+
+class OperatorSession(NodeTable, table=True):
+    """A signed-in operator's session: its token is `<session_id>.<secret>`, kept like a bearer
+    token's (salted SHA-256, store/operator_sessions.py). It ends at `expires_at`, after the
+    node's idle time without a call, or when `ended_at` is set."""
+
+    __tablename__ = "operator_session"
+    __table_args__ = (_enum_check("ended_reason", SessionEndReason),)
+
+    session_id: str = _id(primary_key=True)
+    operator_id: str = Field(
+        sa_column=Column(
+            String(ID_LENGTH), ForeignKey("operator.operator_id"), nullable=False, index=True
+        )
+    )
+    secret_salt: bytes = _bytes()
+    secret_hash: bytes = _bytes()
+    created_at: datetime = _when()
+    last_used_at: datetime = _when()
+    expires_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False, index=True))
+    ended_at: datetime | None = _when(nullable=True)
+    ended_reason: SessionEndReason | None = Field(
+        default=None, sa_column=Column(StrEnumType(SessionEndReason), nullable=True)
+    )
+
+
+class SignInFailure(NodeTable, table=True):
+    """A failed sign-in, counted against the account and the address it came from; in the
+    database, so every replica of the node sees the same counts. Keys are hashes: an unknown
+    user name or an address is never stored in clear."""
+
+    __tablename__ = "sign_in_failure"
+    __table_args__ = (Index(None, "limit_key", "failed_at"),)
+
+    failure_id: int | None = Field(
+        default=None, sa_column=Column(Integer(), primary_key=True, autoincrement=True)
+    )
+    # "account:<sha256 hex>" or "address:<sha256 hex>".
+    limit_key: str = Field(sa_column=Column(String(80), nullable=False))
+    failed_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False, index=True))
 
 
 class AuditRecord(NodeTable, table=True):
@@ -816,3 +876,44 @@ class ClosedMonth(NodeTable, table=True):
     month: str = Field(sa_column=Column(String(MONTH_LENGTH), primary_key=True))
     closed_by: str = Field(sa_column=Column(String(80), nullable=False))
     closed_at: datetime = _when()
+
+
+class HoldReason(enum.StrEnum):
+    """Why a received attestation was kept for review instead of applied."""
+
+    # It names no request of this office, and its issuer may not certify walk-ins here.
+    WALK_IN_NOT_ALLOWED = "walk-in-not-allowed"
+    # It names no request of this office and reports a death, imprisonment or disappearance:
+    # only an office asked may report those.
+    NEGATIVE_WITHOUT_REQUEST = "negative-without-request"
+    # It names a request this office never sent, or sent to another node or about another person.
+    NOT_OUR_REQUEST = "not-our-request"
+
+
+class HoldDecision(enum.StrEnum):
+    PENDING = "pending"
+    APPLIED = "applied"
+    DISMISSED = "dismissed"
+
+
+class AttestationReview(NodeTable, table=True):
+    """A received attestation kept for this office's reviewer, never applied by itself
+    (offices/attestation_review.py is the only writer)."""
+
+    __tablename__ = "attestation_review"
+    __table_args__ = (
+        _enum_check("reason", HoldReason),
+        _enum_check("decision", HoldDecision),
+        UniqueConstraint("issuing_node_id", "attestation_id"),
+    )
+
+    review_id: str = _id(primary_key=True)
+    issuing_node_id: str = _node_id()
+    attestation_id: str = _id()
+    beneficiary_id: str = _beneficiary(index=True)
+    reason: HoldReason = _enum(HoldReason)
+    held_at: datetime = _when()
+    decision: HoldDecision = _enum(HoldDecision)
+    decided_by: str | None = Field(default=None, sa_column=Column(String(80), nullable=True))
+    decided_at: datetime | None = _when(nullable=True)
+    decision_reason: str = _text()
