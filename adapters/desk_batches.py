@@ -3,7 +3,8 @@
 Feeds and rolls send their rows in batches through idempotent RPCs (RecordSignals,
 UpsertBeneficiaries): a batch that was applied but whose answer was lost comes back on the
 retry as duplicates or unchanged rows, so a transient failure is retried with exponential
-backoff and jitter, bounded in attempts and time. A batch the node refuses as invalid is the
+backoff and jitter, bounded in attempts and time; a call over the operator's rate limit is
+retried after the pause the node names. A batch the node refuses as invalid is the
 caller's `refused` error; a node still out of reach after the retries is UnavailableError.
 """
 
@@ -14,6 +15,7 @@ from typing import TypeVar
 
 import grpc
 from tenacity import (
+    RetryCallState,
     Retrying,
     retry_if_exception,
     stop_after_attempt,
@@ -24,6 +26,8 @@ from tenacity import (
 from federation.desk_client import describe_rpc_error
 from federation.errors import CertfedError, UnavailableError, is_transient
 
+# The trailer in which a node's rate limiter says how long to wait (federation.rpc).
+RETRY_AFTER_KEY = "retry-after-ms"
 Request = TypeVar("Request")
 Response = TypeVar("Response")
 
@@ -38,10 +42,20 @@ def send_batch(
     max_delay_s: float,
 ) -> Response:
     """`call(request)`, retried while the node cannot be reached; `name` is the RPC's name."""
+    backoff = wait_exponential_jitter(multiplier=0.5, max=10.0)
+
+    def wait(state: RetryCallState) -> float:
+        # A rate-limited call waits as long as the node asks, no more; anything else backs off.
+        failure = state.outcome.exception() if state.outcome is not None else None
+        pause = rate_limit_pause(failure) if failure is not None else None
+        return pause if pause is not None else float(backoff(state))
+
     retrying = Retrying(
-        retry=retry_if_exception(is_transient),
+        retry=retry_if_exception(
+            lambda error: is_transient(error) or rate_limit_pause(error) is not None
+        ),
         stop=stop_after_attempt(attempts) | stop_after_delay(max_delay_s),
-        wait=wait_exponential_jitter(multiplier=0.5, max=10.0),
+        wait=wait,
         reraise=True,
     )
     try:
@@ -50,3 +64,15 @@ def send_batch(
         if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
             raise refused(error.details() or "refused") from None
         raise UnavailableError(f"{name} failed: {describe_rpc_error(error)}") from None
+
+
+def rate_limit_pause(error: BaseException) -> float | None:
+    """Seconds a RESOURCE_EXHAUSTED answer asks the caller to wait (its `retry-after-ms`
+    trailer), or None when the error is not a rate limit's refusal."""
+    if not isinstance(error, grpc.RpcError) or error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return None
+    trailer = getattr(error, "trailing_metadata", None)
+    for key, value in (trailer() if trailer is not None else None) or ():
+        if key == RETRY_AFTER_KEY:
+            return max(0.0, int(value) / 1000)
+    return None

@@ -1,8 +1,11 @@
 """The benchmarks' measuring kit, and the PostgreSQL the benchmarks and the test suite run on.
 
 Measuring: the CPU seconds a process has spent and the machine's busy time, read from /proc as
-proc(5) describes them; a process's peak resident set size. Printing: figures as a two-column
-table or as JSON. Populations: valid resident ID numbers, distinct per index.
+proc(5) describes them; a process's peak resident set size. Figures: the `Headline` every
+benchmark reports (rate, seconds, peak memory, the baseline of the same run and the ratio),
+printed as a two-column table or as one JSON object. Calls: a desk call that waits out the
+operator rate limit as the node asks. Populations: valid resident ID numbers, distinct per
+index.
 
 PostgreSQL: `postgres_server` hands out fresh, empty databases on the server `DATABASE_URL` names
 (SQLAlchemy form, `postgresql+psycopg://user:password@host:port/anydb`; its role must be allowed
@@ -16,23 +19,30 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import resource
 import tempfile
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import grpc
 import psycopg
 from psycopg import sql
+from rich.console import Console
 from rich.table import Table
 from sqlalchemy.engine import URL, make_url
 
+from adapters.desk_batches import rate_limit_pause
 from signing.identity import resident_id_check_character
 
 DATABASE_URL_ENV = "DATABASE_URL"
+Request = TypeVar("Request")
+Response = TypeVar("Response")
 
 
 # PostgreSQL.
@@ -206,6 +216,11 @@ class CpuMeter:
         }
 
 
+def own_peak_rss_mib() -> float:
+    """Peak resident set size of this process, in MiB (getrusage: KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def peak_rss_mb(pid: int) -> float:
     """Peak resident set size of a running process (VmHWM), in MiB."""
     for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
@@ -223,6 +238,71 @@ def resident_id(region: str, first_born: date, index: int) -> str:
     born = first_born + timedelta(days=index // 1000)
     first_17 = f"{region}{born:%Y%m%d}{index % 1000:03d}"
     return first_17 + resident_id_check_character(first_17)
+
+
+# Calls.
+
+
+def call_within_limits(
+    call: Callable[[Request], Response], request: Request, *, patience_s: float = 120.0
+) -> Response:
+    """`call(request)`; refused by the node's rate limit, called again after the pause the node
+    names (retry-after), for up to `patience_s` in all. Any other failure is raised at once."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return call(request)
+        except grpc.RpcError as error:
+            pause = rate_limit_pause(error)
+            if pause is None or time.monotonic() + pause > deadline:
+                raise
+            time.sleep(pause)
+
+
+# Figures.
+
+
+@dataclass(frozen=True)
+class Headline:
+    """What every benchmark reports first, under the same names in its JSON: the rate of the
+    path measured, its seconds, the peak memory of the process that drove it, and the rate of
+    the baseline measured in the same run, with the ratio between the two (figures from one
+    run on one machine compare; figures from two machines or two runs do not).
+
+    A benchmark's figures are a dataclass that extends this one, so `figures_json` prints these
+    keys at the top level beside its own."""
+
+    rate_per_s: float
+    seconds: float
+    peak_rss_mib: float
+    baseline_per_s: float
+    ratio: float
+
+    @staticmethod
+    def measure(
+        count: int, seconds: float, baseline_count: int, baseline_seconds: float
+    ) -> dict[str, float]:
+        """The headline fields of `count` items in `seconds` against the baseline's, with this
+        process's peak memory so far: `Figures(**Headline.measure(...), ...)`."""
+        rate = count / seconds if seconds > 0 else 0.0
+        baseline = baseline_count / baseline_seconds if baseline_seconds > 0 else 0.0
+        return {
+            "rate_per_s": round(rate, 1),
+            "seconds": round(seconds, 3),
+            "peak_rss_mib": round(own_peak_rss_mib(), 1),
+            "baseline_per_s": round(baseline, 1),
+            "ratio": round(rate / baseline, 2) if baseline > 0 else 0.0,
+        }
+
+    def headline_rows(self, unit: str, baseline: str) -> list[tuple[str, str]]:
+        """The headline as table rows: `unit` names what is counted, `baseline` the baseline."""
+        return [
+            (f"{unit}/s", f"{self.rate_per_s:,.0f}"),
+            ("seconds", f"{self.seconds:,.2f}"),
+            (f"baseline ({baseline}), {unit}/s, same run", f"{self.baseline_per_s:,.0f}"),
+            ("ratio to the baseline", f"{self.ratio:,.1f}x"),
+            ("peak RSS, benchmark process", f"{self.peak_rss_mib:,.0f} MiB"),
+        ]
 
 
 # Printing.
@@ -246,6 +326,16 @@ def figures_table(title: str, rows: list[tuple[str, str]]) -> Table:
     for name, value in rows:
         table.add_row(name, value)
     return table
+
+
+def print_figures(
+    figures: object, *, as_json: bool, title: str, rows: list[tuple[str, str]], console: Console
+) -> None:
+    """The figures as one JSON object on stdout (`--json`), else as a table."""
+    if as_json:
+        print(figures_json(figures))
+    else:
+        console.print(figures_table(title, rows))
 
 
 def figures_json(figures: object) -> str:

@@ -15,6 +15,16 @@ Decisions where the issue is silent (docs/policy.md says the same to operators):
   (separation of duties, docs/domain.md; the review is `Lifecycle.review_termination`).
 * Alive signals for a beneficiary whose termination awaits review are recorded and ignored:
   the reviewer decides, and an overturn restores what validity gives.
+
+A batch is recorded set-based (`_record_in_bulk`): rows matched to people through the roll's
+index by locator, decided in memory in the batch's order, and written a statement per table,
+with the attestations signed, stored and logged as one batch (`Issuer.issue_many`); people whose
+payments change (a negative signal, a suspension in effect) take the one-row path within it;
+for everyone else the batch writes what `apply_attestation` and `lifecycle.certified` would
+(validity moved, entitlement active since the signal), and tests hold the two paths equal.
+The whole batch is one transaction: a crash leaves all of it or none, and a rerun finds what was
+recorded as duplicates. `bulk_feed = false` keeps the one-row path for every row, the reference
+the set-based path is tested and measured against.
 """
 
 from __future__ import annotations
@@ -39,12 +49,11 @@ from federation_node.offices.lifecycle import NEGATIVE_STATUSES, entitlement_upd
 from federation_node.offices.paying_office import PayingOffice
 from federation_node.rules.entitlement import EntitlementState, extended_validity, month_start
 from federation_node.rules.validation import identity_kind, require_past, require_text
-from federation_node.store import audit, entitlements_store, signals_store
+from federation_node.store import audit, entitlements_store, feed_store, signals_store
 from federation_node.store.db import session_scope
-from federation_node.store.models import Beneficiary, Entitlement, SignalOutcome
+from federation_node.store.models import Beneficiary, DataSignal, Entitlement, SignalOutcome
 from signing.errors import InvalidIdentityNumberError
-from signing.identity import validate_identity_number
-from signing.locator import subject_locator
+from signing.locator import locate
 
 log = structlog.get_logger("certfed.lifecycle")
 
@@ -102,13 +111,16 @@ class DataSignals:
             )
         now = self._context.now()
         checked = [self._check_signal(index, signal, now) for index, signal in enumerate(signals)]
+        record = (
+            self._record_in_bulk if self._context.config.bulk_feed else self._record_one_at_a_time
+        )
         try:
-            return self._record_checked(actor, checked, now)
+            return record(actor, checked, now)
         except IntegrityError:
             # Another import recorded some of these signals between our read and our commit;
             # run again: this time they are found and reported as duplicates.
             log.info("signals.concurrent_import_retried", count=len(checked))
-            return self._record_checked(actor, checked, now)
+            return record(actor, checked, now)
 
     def _check_signal(
         self, index: int, signal: desk_pb2.DataSignal, now: datetime
@@ -132,7 +144,8 @@ class DataSignals:
         )
         kind = identity_kind(bundle, name)
         try:
-            number = validate_identity_number(kind, signal.identity_number)
+            # The number validated once, and its locator: the key of the office's roll index.
+            _, locator = locate(self._context.keys.locator_key, kind, signal.identity_number)
         except InvalidIdentityNumberError as error:
             raise InvalidInputError(f"{name}.identity_number", str(error)) from None
         if not signal.HasField("observed_at"):
@@ -144,13 +157,157 @@ class DataSignals:
             source,
             record_id,
             signal.kind,
-            subject_locator(self._context.keys.locator_key, kind, number),
+            locator,
             observed_at,
         )
 
-    def _record_checked(
+    def _record_in_bulk(
         self, actor: Actor, checked: list[_CheckedSignal], now: datetime
     ) -> list[desk_pb2.SignalResult]:
+        """The batch set-based, with exactly the outcomes of `_record_one_at_a_time`.
+
+        Rows are matched through the roll's index by locator, read as plain rows. A person with
+        a negative signal in the batch or a suspension in effect (payments change) goes through
+        `_apply_signal`, the ORM path, row by row; everyone else is decided here in memory, in
+        the batch's order, and written a statement per table: the signals, the validity
+        changes (each person's last), and the attestations, signed and logged as one batch.
+        """
+        results: list[desk_pb2.SignalResult] = []
+        rows: list[feed_store.NewSignal] = []
+        issued: list[tuple[attestation_pb2.CertificationAttestation, str | None]] = []
+        extensions: dict[str, feed_store.Extension] = {}
+        with session_scope(self._context.engine) as session:
+            known = feed_store.recorded(
+                session, [(signal.source, signal.source_record_id) for signal in checked]
+            )
+            roll = feed_store.roll_index(session, sorted({signal.locator for signal in checked}))
+            seen: set[tuple[str, str]] = set()
+            # Whether each signal is new: neither recorded before nor earlier in the batch.
+            is_new: list[bool] = []
+            for signal in checked:
+                key = (signal.source, signal.source_record_id)
+                is_new.append(key not in known and key not in seen)
+                seen.add(key)
+            fresh = [signal for signal, new in zip(checked, is_new, strict=True) if new]
+            row_by_row = {
+                signal.locator
+                for signal in fresh
+                if (entry := roll.get(signal.locator)) is not None
+                and (signal.kind in NEGATIVE_STATUSES or entry.withheld_from_month is not None)
+            }
+            people = (
+                entitlements_store.by_locators(session, sorted(row_by_row)) if row_by_row else {}
+            )
+            for signal, new in zip(checked, is_new, strict=True):
+                if not new:
+                    results.append(_duplicate(known.get((signal.source, signal.source_record_id))))
+                    continue
+                entry = roll.get(signal.locator)
+                if entry is None:
+                    outcome, attestation, message = (
+                        SignalOutcome.UNKNOWN_PERSON,
+                        None,
+                        "no beneficiary of this office",
+                    )
+                elif signal.locator in row_by_row:
+                    outcome, attestation, message = self._apply_signal(
+                        session, actor, signal, *people[signal.locator], now
+                    )
+                else:
+                    outcome, attestation, message = self._match(
+                        actor, signal, entry, extensions, now
+                    )
+                beneficiary_id = entry.beneficiary_id if entry is not None else None
+                attestation_id = attestation.attestation_id if attestation else None
+                if attestation is not None:
+                    issued.append((attestation, beneficiary_id))
+                rows.append(
+                    feed_store.NewSignal(
+                        new_id(),
+                        signal.source,
+                        signal.source_record_id,
+                        signal.kind,
+                        beneficiary_id,
+                        signal.observed_at,
+                        outcome,
+                        attestation_id,
+                    )
+                )
+                results.append(
+                    desk_pb2.SignalResult(
+                        outcome=OUTCOMES[outcome],
+                        beneficiary_id=beneficiary_id or "",
+                        attestation_id=attestation_id or "",
+                        message=message,
+                    )
+                )
+            feed_store.add_signals(session, rows, recorded_by=actor.name, now=now)
+            feed_store.extend_validities(session, list(extensions.values()), now)
+            self._audit(session, actor, results, len(issued), now)
+            # Last, and all at once: one append to the log for the batch.
+            self._issuer.issue_many(session, issued, now=now)
+        if issued:
+            self._issuer.issued()
+        return results
+
+    def _match(
+        self,
+        actor: Actor,
+        signal: _CheckedSignal,
+        entry: feed_store.RollEntry,
+        extensions: dict[str, feed_store.Extension],
+        now: datetime,
+    ) -> tuple[SignalOutcome, attestation_pb2.CertificationAttestation | None, str]:
+        """`_apply_signal` for an alive signal about a person with no suspension in effect,
+        in memory: `extensions` holds the validity the batch has given each person so far."""
+        if entry.state is EntitlementState.TERMINATED:
+            return SignalOutcome.IGNORED, None, "entitlement has ended"
+        if entry.termination_pending_review:
+            return SignalOutcome.IGNORED, None, "a termination awaits review"
+        policy = self._context.policy
+        kind = signal_kind_name(signal.kind)
+        if kind not in policy.extending_signal_kinds:
+            return SignalOutcome.IGNORED, None, f"this office's policy does not count {kind}"
+        earlier = extensions.get(entry.beneficiary_id)
+        current = earlier.valid_until if earlier is not None else entry.valid_until
+        valid_until = extended_validity(current, signal.observed_at, policy)
+        if valid_until is None:
+            return SignalOutcome.IGNORED, None, "validity already runs past this signal's reach"
+        finding = self._finding(actor, signal, entry.subject_locator, entry.paying_region)
+        attestation = self._issuer.attestation(finding, now)
+        # What PayingOffice.apply_attestation and lifecycle.certified do for this person.
+        extensions[entry.beneficiary_id] = feed_store.Extension(
+            entry.beneficiary_id, valid_until, signal.observed_at
+        )
+        return SignalOutcome.APPLIED, attestation, "validity extended"
+
+    def _audit(
+        self,
+        session: Session,
+        actor: Actor,
+        results: list[desk_pb2.SignalResult],
+        attestations: int,
+        now: datetime,
+    ) -> None:
+        counts = Counter(
+            desk_pb2.SignalOutcome.Name(result.outcome).removeprefix("SIGNAL_OUTCOME_").lower()
+            for result in results
+        )
+        audit.append(
+            session,
+            actor=actor.label,
+            action="signals.record",
+            subject_type="signal_batch",
+            subject_id=new_id(),
+            details={**dict(sorted(counts.items())), "attestations": attestations},
+            now=now,
+        )
+
+    def _record_one_at_a_time(
+        self, actor: Actor, checked: list[_CheckedSignal], now: datetime
+    ) -> list[desk_pb2.SignalResult]:
+        """Each row through the ORM and each attestation signed and stored on its own: the
+        reference the bulk path must agree with (`bulk_feed = false`)."""
         results: list[desk_pb2.SignalResult] = []
         issued: list[tuple[attestation_pb2.CertificationAttestation, str | None]] = []
         with session_scope(self._context.engine) as session:
@@ -165,14 +322,7 @@ class DataSignals:
                 key = (signal.source, signal.source_record_id)
                 earlier = known.get(key)
                 if earlier is not None or key in seen:
-                    results.append(
-                        desk_pb2.SignalResult(
-                            outcome=desk_pb2.SIGNAL_OUTCOME_DUPLICATE,
-                            beneficiary_id=(earlier.beneficiary_id or "") if earlier else "",
-                            attestation_id=(earlier.attestation_id or "") if earlier else "",
-                            message="recorded before; nothing changed",
-                        )
-                    )
+                    results.append(_duplicate(earlier))
                     continue
                 seen.add(key)
                 person = people.get(signal.locator)
@@ -204,19 +354,7 @@ class DataSignals:
                         message=message,
                     )
                 )
-            counts = Counter(
-                desk_pb2.SignalOutcome.Name(result.outcome).removeprefix("SIGNAL_OUTCOME_").lower()
-                for result in results
-            )
-            audit.append(
-                session,
-                actor=actor.label,
-                action="signals.record",
-                subject_type="signal_batch",
-                subject_id=new_id(),
-                details={**dict(sorted(counts.items())), "attestations": len(issued)},
-                now=now,
-            )
+            self._audit(session, actor, results, len(issued), now)
             # Last, and all at once: one append to the log for the batch (Issuer.issue).
             self._issuer.issue(session, issued, now=now)
         if issued:
@@ -251,12 +389,15 @@ class DataSignals:
             return SignalOutcome.IGNORED, None, f"this office's policy does not count {kind}"
         if extended_validity(beneficiary.valid_until, signal.observed_at, policy) is None:
             return SignalOutcome.IGNORED, None, "validity already runs past this signal's reach"
-        attestation = self._issuer.attestation(self._data_match(actor, signal, beneficiary), now)
+        finding = self._finding(
+            actor, signal, beneficiary.subject_locator, beneficiary.paying_region
+        )
+        attestation = self._issuer.attestation(finding, now)
         self._paying_office.apply_attestation(session, beneficiary, attestation, now)
         return SignalOutcome.APPLIED, attestation, "validity extended"
 
-    def _data_match(
-        self, actor: Actor, signal: _CheckedSignal, beneficiary: Beneficiary
+    def _finding(
+        self, actor: Actor, signal: _CheckedSignal, subject_locator: bytes, paying_region: str
     ) -> Finding:
         """An alive signal as this paying office's own certification of the person."""
         # The evidence is the feed record, named by its source and id (kept in data_signal).
@@ -264,10 +405,10 @@ class DataSignals:
             f"{signal.source}\n{signal.source_record_id}\n{signal.kind}".encode()
         ).digest()
         return Finding(
-            subject_locator=beneficiary.subject_locator,
+            subject_locator=subject_locator,
             paying_node_id=self._context.node_id,
-            paying_region=beneficiary.paying_region,
-            certifying_region=beneficiary.paying_region,
+            paying_region=paying_region,
+            certifying_region=paying_region,
             method=common_pb2.CERTIFICATION_METHOD_DATA_MATCH,
             outcome=common_pb2.CERTIFICATION_OUTCOME_ALIVE,
             observed_at=signal.observed_at,
@@ -275,3 +416,12 @@ class DataSignals:
             clerk_id=actor.name,
             reviewer_id=POLICY_REVIEWER,
         )
+
+
+def _duplicate(earlier: feed_store.Recorded | DataSignal | None) -> desk_pb2.SignalResult:
+    return desk_pb2.SignalResult(
+        outcome=desk_pb2.SIGNAL_OUTCOME_DUPLICATE,
+        beneficiary_id=(earlier.beneficiary_id or "") if earlier else "",
+        attestation_id=(earlier.attestation_id or "") if earlier else "",
+        message="recorded before; nothing changed",
+    )

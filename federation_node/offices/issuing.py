@@ -9,6 +9,10 @@ delivery to the paying office when that is another node and appends it to the tr
 in the caller's transaction. When this node is the paying office, the caller applies the
 attestation in the same transaction (`PayingOffice.apply_attestation`), by the paying office's
 rule, exactly as a peer's attestation is applied on receipt.
+
+`Issuer.issue_many` does the same for a large batch (a feed's data matches), set-based: signed
+on worker processes when the batch pays for them (signing_pool.py), stored in one bulk insert
+and appended to the log in one append, so the log head is locked once per batch.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from certfed.v1 import attestation_pb2, common_pb2, federation_pb2
 from federation.envelopes import envelope_to_proto
 from federation.timestamps import to_datetime, to_timestamp
 from federation_node.ids import new_id
+from federation_node.offices import signing_pool
 from federation_node.offices.context import NodeContext, payload_digest
 from federation_node.rules.entitlement import add_months
 from federation_node.rules.policy import Policy
@@ -118,6 +123,57 @@ class Issuer:
         elif entries:
             log_store.append_many(session, entries)
 
+    def issue_many(
+        self,
+        session: Session,
+        issued: Sequence[tuple[attestation_pb2.CertificationAttestation, str | None]],
+        *,
+        now: datetime,
+    ) -> None:
+        """What `issue` does, set-based for a batch: signed in worker processes when the
+        batch is large enough to pay for them (signing_pool), stored in one bulk insert,
+        appended to the log in one append. Call it last in the transaction, as `issue`."""
+        if not issued:
+            return
+        node_id = self._context.node_id
+        # Read once: a key rotation may swap the context's keys between two reads.
+        signing = self._context.keys.signing
+        payloads = [attestation.SerializeToString(deterministic=True) for attestation, _ in issued]
+        envelopes = signing_pool.sign_attestations(signing, payloads)
+        facts = []
+        entries = []
+        for (attestation, beneficiary_id), payload, envelope_json in zip(
+            issued, payloads, envelopes, strict=True
+        ):
+            facts.append(
+                attestations_store.AttestationFacts(
+                    attestation_id=attestation.attestation_id,
+                    envelope_json=envelope_json,
+                    issuing_node_id=node_id,
+                    paying_node_id=attestation.paying_node_id,
+                    subject_locator=attestation.subject_locator,
+                    beneficiary_id=beneficiary_id,
+                    request_id=attestation.assistance_request_id or None,
+                    method=attestation.method,
+                    outcome=attestation.outcome,
+                    observed_at=to_datetime(attestation.observed_at),
+                    valid_until=to_datetime(attestation.valid_until),
+                    signing_key_id=signing.key_id,
+                    payload_sha256=payload_digest(payload),
+                )
+            )
+            entries.append(
+                NewEntry(attestation.attestation_id, envelope_json, attestation.paying_region)
+            )
+        attestations_store.store_issued_many(session, facts, now)
+        for (attestation, _), envelope_json in zip(issued, envelopes, strict=True):
+            if attestation.paying_node_id != node_id:
+                self._enqueue_delivery(
+                    session, attestation, dsse.Envelope.from_json(envelope_json), now
+                )
+        log_store.append_many(session, entries)
+        log.info("attestations.issued", count=len(entries))
+
     def issued(self) -> None:
         """After a transaction that issued attestations commits: wake the dispatcher and the
         log's checkpointing."""
@@ -157,20 +213,28 @@ class Issuer:
             now,
         )
         if attestation.paying_node_id != node_id:
-            delivery = federation_pb2.DeliverAttestationRequest(
-                envelope=envelope_to_proto(envelope)
-            )
-            outbox.enqueue(
-                session,
-                kind=OutboxKind.DELIVER_ATTESTATION,
-                destination=attestation.paying_node_id,
-                subject_id=attestation.attestation_id,
-                payload=delivery.SerializeToString(deterministic=True),
-                now=now,
-            )
+            self._enqueue_delivery(session, attestation, envelope, now)
         log.info(
             "attestation.issued",
             attestation_id=attestation.attestation_id,
             to=attestation.paying_node_id,
         )
         return NewEntry(attestation.attestation_id, envelope_json, attestation.paying_region)
+
+    def _enqueue_delivery(
+        self,
+        session: Session,
+        attestation: attestation_pb2.CertificationAttestation,
+        envelope: dsse.Envelope,
+        now: datetime,
+    ) -> None:
+        """Queue the attestation for the paying office, another node."""
+        delivery = federation_pb2.DeliverAttestationRequest(envelope=envelope_to_proto(envelope))
+        outbox.enqueue(
+            session,
+            kind=OutboxKind.DELIVER_ATTESTATION,
+            destination=attestation.paying_node_id,
+            subject_id=attestation.attestation_id,
+            payload=delivery.SerializeToString(deterministic=True),
+            now=now,
+        )

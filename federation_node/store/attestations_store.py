@@ -8,13 +8,16 @@ attestation under a used id is refused.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from operator import attrgetter
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
 from federation.errors import AlreadyExistsError, UnknownAttestationError
+from federation_node.store.bulk_insert import insert_rows
 from federation_node.store.db import keyset_page
 from federation_node.store.models import Attestation, AttestationDirection
 
@@ -50,6 +53,19 @@ def store_issued(session: Session, facts: AttestationFacts, now: datetime) -> At
     session.add(attestation)
     session.flush()
     return attestation
+
+
+def store_issued_many(session: Session, facts: Sequence[AttestationFacts], now: datetime) -> int:
+    """Keep attestations this node has just signed, in one bulk insert (fresh ids: a reused
+    one fails the primary key)."""
+    names = tuple(field.name for field in dataclasses.fields(AttestationFacts))
+    values = attrgetter(*names)
+    return insert_rows(
+        session,
+        Attestation.__table__,  # type: ignore[attr-defined]
+        (*names, "direction", "stored_at"),
+        ((*values(one), AttestationDirection.ISSUED, now) for one in facts),
+    )
 
 
 def store_received(

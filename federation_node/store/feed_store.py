@@ -1,0 +1,253 @@
+"""The feed import's set-based reads and writes: the office's roll as an index by locator, the
+signals a batch holds already, and the batch's signals, attestations and validity changes
+written a statement per table.
+
+Everything happens in the caller's transaction, so a batch commits whole or not at all. Rows go
+in through `bulk_insert.insert_rows` (COPY on PostgreSQL) and changes through one executemany
+UPDATE per table; nothing here builds an ORM object per row.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import NamedTuple
+
+import psycopg
+from sqlalchemy import bindparam, text, update
+from sqlalchemy import select as sql_select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col
+
+from federation_node.rules.entitlement import EntitlementState
+from federation_node.store.bulk_insert import insert_rows
+from federation_node.store.db import is_postgres
+from federation_node.store.models import Beneficiary, DataSignal, Entitlement, SignalOutcome
+
+SignalKey = tuple[str, str]
+# Keys per IN list: small enough for every engine's parameter limit.
+_CHUNK = 500
+
+
+class RollEntry(NamedTuple):
+    """What matching a feed row to a person needs of the roll, read without an ORM object."""
+
+    beneficiary_id: str
+    subject_locator: bytes
+    paying_region: str
+    valid_until: datetime | None
+    state: EntitlementState
+    termination_pending_review: bool
+    withheld_from_month: str | None
+
+
+class Recorded(NamedTuple):
+    beneficiary_id: str | None
+    attestation_id: str | None
+
+
+class NewSignal(NamedTuple):
+    signal_id: str
+    source: str
+    source_record_id: str
+    kind: int
+    beneficiary_id: str | None
+    observed_at: datetime
+    outcome: SignalOutcome
+    attestation_id: str | None
+
+
+class Extension(NamedTuple):
+    """An alive signal that moved a person's validity: the new end, and since when active."""
+
+    beneficiary_id: str
+    valid_until: datetime
+    observed_at: datetime
+
+
+# PostgreSQL: the batch's keys as one array, each looked up through the unique index in a
+# LATERAL subquery. A plain IN or join lets the planner hash the whole table when its statistics
+# lag behind a bulk import (a fresh table looks empty), which costs a scan per batch.
+_ROLL_INDEX = """
+SELECT found.* FROM unnest(CAST(:locators AS bytea[])) AS wanted(locator)
+CROSS JOIN LATERAL (
+    SELECT b.beneficiary_id, b.subject_locator, b.paying_region, b.valid_until, e.state,
+           e.termination_pending_review, e.withheld_from_month
+    FROM beneficiary b JOIN entitlement e ON e.beneficiary_id = b.beneficiary_id
+    WHERE b.subject_locator = wanted.locator
+) AS found
+"""
+_RECORDED = """
+SELECT wanted.id, found.beneficiary_id, found.attestation_id
+FROM unnest(CAST(:ids AS varchar[])) AS wanted(id)
+CROSS JOIN LATERAL (
+    SELECT beneficiary_id, attestation_id FROM data_signal
+    WHERE source = :source AND source_record_id = wanted.id
+) AS found
+"""
+
+
+def roll_index(session: Session, locators: Sequence[bytes]) -> dict[bytes, RollEntry]:
+    """This office's beneficiaries among `locators`, keyed by locator (the roll's own unique
+    index on subject_locator), with what their entitlements say."""
+    found: dict[bytes, RollEntry] = {}
+    if is_postgres(session):
+        rows = session.execute(text(_ROLL_INDEX), {"locators": list(locators)})
+        for beneficiary_id, locator, region, valid_until, state, pending, withheld in rows:
+            found[bytes(locator)] = RollEntry(
+                beneficiary_id,
+                bytes(locator),
+                region,
+                valid_until,
+                EntitlementState(state),
+                pending,
+                withheld,
+            )
+        return found
+    for start in range(0, len(locators), _CHUNK):
+        statement = (
+            sql_select(
+                col(Beneficiary.beneficiary_id),
+                col(Beneficiary.subject_locator),
+                col(Beneficiary.paying_region),
+                col(Beneficiary.valid_until),
+                col(Entitlement.state),
+                col(Entitlement.termination_pending_review),
+                col(Entitlement.withheld_from_month),
+            )
+            .join(Entitlement, col(Entitlement.beneficiary_id) == col(Beneficiary.beneficiary_id))
+            .where(col(Beneficiary.subject_locator).in_(list(locators[start : start + _CHUNK])))
+        )
+        for row in session.execute(statement):
+            entry = RollEntry(*row)
+            found[bytes(entry.subject_locator)] = entry
+    return found
+
+
+def recorded(session: Session, keys: Sequence[SignalKey]) -> dict[SignalKey, Recorded]:
+    """The signals among `keys` recorded before, with whom and what they named: one query per
+    source on PostgreSQL, per source and 500 ids on SQLite."""
+    found: dict[SignalKey, Recorded] = {}
+    by_source: dict[str, list[str]] = {}
+    for source, record_id in keys:
+        by_source.setdefault(source, []).append(record_id)
+    postgres = is_postgres(session)
+    for source, record_ids in sorted(by_source.items()):
+        if postgres:
+            rows = session.execute(text(_RECORDED), {"ids": record_ids, "source": source})
+            for record_id, beneficiary_id, attestation_id in rows:
+                found[(source, record_id)] = Recorded(beneficiary_id, attestation_id)
+            continue
+        for start in range(0, len(record_ids), _CHUNK):
+            rows = session.execute(
+                sql_select(
+                    col(DataSignal.source_record_id),
+                    col(DataSignal.beneficiary_id),
+                    col(DataSignal.attestation_id),
+                ).where(
+                    col(DataSignal.source) == source,
+                    col(DataSignal.source_record_id).in_(record_ids[start : start + _CHUNK]),
+                )
+            )
+            for record_id, beneficiary_id, attestation_id in rows:
+                found[(source, record_id)] = Recorded(beneficiary_id, attestation_id)
+    return found
+
+
+def add_signals(
+    session: Session, signals: Iterable[NewSignal], *, recorded_by: str, now: datetime
+) -> int:
+    """Record signals; the (source, source_record_id) pair stays unique: a pair recorded
+    meanwhile by another import raises IntegrityError, as the ORM would."""
+    try:
+        return _insert_signals(session, signals, recorded_by, now)
+    except (psycopg.errors.UniqueViolation, sqlite3.IntegrityError) as error:
+        # The driver's own error, raised under COPY or executemany: said as SQLAlchemy says it.
+        raise IntegrityError("INSERT INTO data_signal", None, error) from error
+
+
+def _insert_signals(
+    session: Session, signals: Iterable[NewSignal], recorded_by: str, now: datetime
+) -> int:
+    return insert_rows(
+        session,
+        DataSignal.__table__,  # type: ignore[attr-defined]
+        (
+            "signal_id",
+            "source",
+            "source_record_id",
+            "kind",
+            "beneficiary_id",
+            "observed_at",
+            "outcome",
+            "attestation_id",
+            "recorded_by",
+            "recorded_at",
+        ),
+        ((*signal, recorded_by, now) for signal in signals),
+    )
+
+
+def extend_validities(session: Session, extensions: Sequence[Extension], now: datetime) -> None:
+    """Move each person's validity to its new end and mark the entitlement active since the
+    signal (what `lifecycle.certified` does for an entitlement with no suspension in effect).
+
+    One extension per person: the caller passes each person's last."""
+    if not extensions:
+        return
+    if is_postgres(session):
+        _extend_on_postgres(session, extensions, now)
+        return
+    # Core statements on the tables: an executemany, not the ORM's bulk update by primary key.
+    people = Beneficiary.__table__  # type: ignore[attr-defined]
+    entitlements = Entitlement.__table__  # type: ignore[attr-defined]
+    connection = session.connection()
+    connection.execute(
+        update(people)
+        .where(people.c.beneficiary_id == bindparam("b_id"))
+        .values(valid_until=bindparam("b_valid_until"), updated_at=now),
+        [{"b_id": e.beneficiary_id, "b_valid_until": e.valid_until} for e in extensions],
+    )
+    connection.execute(
+        update(entitlements)
+        .where(entitlements.c.beneficiary_id == bindparam("b_id"))
+        .values(state=EntitlementState.ACTIVE, state_since=bindparam("b_since"), updated_at=now),
+        [{"b_id": e.beneficiary_id, "b_since": e.observed_at} for e in extensions],
+    )
+
+
+# One UPDATE ... FROM per table, the new values as arrays unnested into rows. GREATEST: a
+# validity another transaction moved further since the batch read it is never moved back.
+_EXTEND_PEOPLE = """
+UPDATE beneficiary
+SET valid_until = GREATEST(beneficiary.valid_until, changed.valid_until), updated_at = %(now)s
+FROM unnest(%(ids)s::text[], %(valid_until)s::timestamptz[]) AS changed(id, valid_until)
+WHERE beneficiary.beneficiary_id = changed.id
+"""
+_ACTIVATE_ENTITLEMENTS = """
+UPDATE entitlement SET state = %(state)s, state_since = changed.since, updated_at = %(now)s
+FROM unnest(%(ids)s::text[], %(since)s::timestamptz[]) AS changed(id, since)
+WHERE entitlement.beneficiary_id = changed.id
+"""
+
+
+def _extend_on_postgres(session: Session, extensions: Sequence[Extension], now: datetime) -> None:
+    driver = session.connection().connection.driver_connection
+    if driver is None:
+        raise RuntimeError("the session's connection has no driver connection")
+    ids = [extension.beneficiary_id for extension in extensions]
+    with driver.cursor() as cursor:
+        cursor.execute(
+            _EXTEND_PEOPLE,
+            {"now": now, "ids": ids, "valid_until": [e.valid_until for e in extensions]},
+        )
+        cursor.execute(
+            _ACTIVATE_ENTITLEMENTS,
+            {
+                "now": now,
+                "ids": ids,
+                "since": [e.observed_at for e in extensions],
+                "state": EntitlementState.ACTIVE.value,
+            },
+        )

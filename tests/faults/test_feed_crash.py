@@ -1,0 +1,188 @@
+"""A node killed (SIGKILL) in the middle of a bulk feed import loses nothing and applies nothing
+twice: after a restart, the same import run again ends where an uninterrupted one would.
+
+Real processes: a registry and a paying office on PostgreSQL, `certfed feed import` in a process
+of its own. The node is killed while the import is under way (some batches committed, one most
+likely in flight), the importer with it; the node is started again and the file imported again.
+Then every row is recorded once, each person's validity is what the rows in file order give,
+each validity-moving row has one attestation, logged once, and the log's head is the root of
+its entries, which the registry witness cosigns as a consistent extension of what it cosigned
+before the crash.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlmodel import Session
+
+from cli.bench.feed import OFFICE, register_people, write_admissions
+from cli.desk import TOKEN_ENV
+from cli.launcher import LocalFederation, wait_until
+from federation_node.rules.entitlement import add_months
+from federation_node.rules.policy import Policy
+from federation_node.store import db, log_store
+from signing import merkle
+from tests.conftest import PostgresUrlFactory
+
+PEOPLE = 1_500
+ROWS = 30_000
+BATCH = 500
+# Killed once this many rows are recorded: a few batches in, many to go.
+KILL_AFTER = 3 * BATCH
+
+
+@pytest.fixture
+def federation(
+    tmp_path: Path, postgres_url_factory: PostgresUrlFactory
+) -> Iterator[LocalFederation]:
+    with LocalFederation(
+        tmp_path / "federation",
+        database_url_for=lambda name: "" if name == "registry" else postgres_url_factory(),
+        log_level="warning",
+    ) as local:
+        local.start_registry()
+        local.add_node(OFFICE)
+        yield local
+
+
+def _import(local: LocalFederation, feed: Path) -> subprocess.Popen[bytes]:
+    handle = local.nodes[OFFICE.node_id]
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "feed",
+            "import",
+            str(feed),
+            "--config",
+            str(handle.config_path),
+            "--mapping",
+            "hospital_admissions",
+            "--batch-size",
+            str(BATCH),
+        ],
+        env={**os.environ, TOKEN_ENV: handle.tokens["clerk"]},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+def _scalar(session: Session, query: str) -> int:
+    return int(session.execute(text(query)).scalar_one())
+
+
+@pytest.mark.postgres
+def test_a_feed_import_killed_midway_and_run_again_loses_and_repeats_nothing(
+    federation: LocalFederation, tmp_path: Path
+) -> None:
+    register_people(federation, OFFICE.node_id, PEOPLE)
+    feed = tmp_path / "admissions.csv"
+    write_admissions(feed, ROWS, 2 * PEOPLE, datetime.now(UTC).date())
+    engine = db.create_engine_for(federation.nodes[OFFICE.node_id].config.effective_database_url)
+    try:
+        with Session(engine) as session:
+            initial = dict(
+                session.execute(text("SELECT subject_locator, valid_until FROM beneficiary")).all()
+            )
+        importer = _import(federation, feed)
+
+        def recorded() -> int:
+            with Session(engine) as session:
+                return _scalar(session, "SELECT count(*) FROM data_signal")
+
+        wait_until(lambda: recorded() >= KILL_AFTER, 300, f"{KILL_AFTER} rows recorded")
+        federation.stop_node(OFFICE.node_id, kill=True)
+        os.killpg(importer.pid, signal.SIGKILL)
+        importer.wait(timeout=30)
+        at_kill = recorded()
+        assert at_kill < ROWS, "the import ended before the kill: nothing was interrupted"
+
+        federation.start_node(OFFICE.node_id)
+        again = _import(federation, feed)
+        _, errors = again.communicate(timeout=900)
+        assert again.returncode == 0, errors.decode()[-2000:]
+
+        with Session(engine) as session:
+            # Every row once.
+            assert recorded() == ROWS
+            assert (
+                _scalar(
+                    session,
+                    "SELECT count(*) FROM (SELECT DISTINCT source, source_record_id "
+                    "FROM data_signal) AS rows",
+                )
+                == ROWS
+            )
+            # The rows in file order, as recorded, and what they should have done.
+            rows = session.execute(
+                text(
+                    "SELECT b.subject_locator, s.observed_at, s.outcome, s.attestation_id "
+                    "FROM data_signal s LEFT JOIN beneficiary b "
+                    "ON b.beneficiary_id = s.beneficiary_id ORDER BY s.source_record_id"
+                )
+            ).all()
+            validity = dict(initial)
+            expected_applied = 0
+            for locator, observed_at, outcome, attestation_id in rows:
+                if locator is None:
+                    assert outcome == "unknown_person"
+                    continue
+                extended = add_months(observed_at, Policy().validity_months)
+                if extended > validity[locator]:
+                    validity[locator] = extended
+                    expected_applied += 1
+                    assert outcome == "applied"
+                    assert attestation_id
+                else:
+                    assert outcome == "ignored"
+                    assert attestation_id is None
+            final = dict(
+                session.execute(text("SELECT subject_locator, valid_until FROM beneficiary")).all()
+            )
+            assert final == validity
+            # One attestation per applied row, each logged once, and nothing else logged.
+            issued = set(
+                session.execute(
+                    text("SELECT attestation_id FROM attestation WHERE direction = 'issued'")
+                ).scalars()
+            )
+            applied = {attestation_id for *_, attestation_id in rows if attestation_id}
+            logged = list(
+                session.execute(
+                    text("SELECT attestation_id FROM log_entry ORDER BY leaf_index")
+                ).scalars()
+            )
+            assert len(applied) == expected_applied
+            assert issued == applied
+            assert sorted(logged) == sorted(applied)
+            # The head is the root of the entries, each entry hashed as stored.
+            head = log_store.head(session)
+            leaves = session.execute(
+                text("SELECT leaf_hash, envelope_json FROM log_entry ORDER BY leaf_index")
+            ).all()
+            assert all(
+                merkle.leaf_hash(bytes(envelope)) == bytes(leaf) for leaf, envelope in leaves
+            )
+            assert head.tree_size == len(leaves)
+            assert head.root_hash == merkle.root_from_leaves(bytes(leaf) for leaf, _ in leaves)[1]
+
+        # The witness cosigns the whole log only as a consistent extension of what it cosigned.
+        def cosigned() -> bool:
+            with Session(engine) as session:
+                latest = log_store.latest_checkpoint(session)
+            return latest is not None and latest.tree_size == head.tree_size
+
+        wait_until(cosigned, 60, "a cosigned checkpoint of the whole log")
+    finally:
+        engine.dispose()
