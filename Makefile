@@ -5,6 +5,7 @@
 #
 #   make test      venv + buf + generated code, then lint, then pytest over tests/ (drift included)
 #   make deploy-tools  Debian's systemd and prometheus (for systemd-analyze, promtool) if missing
+#   make browser-tools Debian's chromium + CJK fonts if missing, axe-core from npm (browser tests)
 #   make demo      venv, then `.venv/bin/certfed demo $(DEMO_ARGS)`
 #   make lint      ruff check, ruff format --check, mypy (strict), buf lint
 #   make drift     only the generated-code drift check
@@ -23,6 +24,7 @@ MAKEFLAGS += --no-builtin-rules
 PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3 2>/dev/null || echo python3)
 PIP_VERSION := 26.3
 BUF_VERSION := 1.75.0
+AXE_VERSION := 4.14.1
 
 VENV := .venv
 BIN := $(VENV)/bin
@@ -33,6 +35,7 @@ INSTALL_STAMP := $(VENV)/.install-stamp
 TOOLS := .tools
 BUF := $(TOOLS)/node_modules/.bin/buf
 BUF_STAMP := $(TOOLS)/.buf-$(BUF_VERSION)
+AXE_STAMP := $(TOOLS)/.axe-core-$(AXE_VERSION)
 
 PROTO_DIR := proto
 PROTOS := $(sort $(wildcard $(PROTO_DIR)/certfed/v1/*.proto))
@@ -50,10 +53,11 @@ export npm_config_audit := false
 # protoc plugins (protoc-gen-mypy, protoc-gen-mypy_grpc) and buf are looked up on PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup venv buf gen proto lint drift test demo fmt constraints clean deploy-tools
+.PHONY: help setup venv buf gen proto lint drift test demo fmt constraints clean deploy-tools \
+	browser-tools axe
 
 help:
-	@sed -n '3,15p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,16p' Makefile | sed 's/^# \{0,1\}//'
 
 setup: venv buf gen
 
@@ -135,7 +139,34 @@ deploy-tools:
 	  fi; \
 	fi
 
-test: lint deploy-tools
+# The browser of tests/browser: Debian's chromium (Playwright drives /usr/bin/chromium, it
+# downloads no browser) and CJK fonts for the Chinese pages' screenshots. Installed only when
+# missing and only as root, as CI runs (no stdin); otherwise the tests fail naming the packages.
+browser-tools: axe
+	@missing=; [ -x /usr/bin/chromium ] || missing=chromium; \
+	fc-list ':lang=zh' 2>/dev/null | grep -q . || missing="$$missing fonts-noto-cjk"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "==> installing Debian packages: $$missing"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq; \
+	    apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "==> tests/browser needs the Debian packages:$$missing (install them as root)"; \
+	  fi; \
+	fi
+
+# axe-core, the accessibility engine the browser tests inject into every page.
+axe: $(AXE_STAMP)
+
+$(AXE_STAMP):
+	@echo "==> installing axe-core $(AXE_VERSION) into $(TOOLS)"
+	@mkdir -p $(TOOLS)
+	@npm install --prefix $(TOOLS) --save-exact --silent --no-progress 'axe-core@$(AXE_VERSION)' </dev/null
+	@test -f $(TOOLS)/node_modules/axe-core/axe.min.js
+	@rm -f $(TOOLS)/.axe-core-* && touch $@
+
+test: lint deploy-tools browser-tools
 	@echo "==> pytest tests/ (drift check included)"
 	@$(BIN)/pytest $(PYTEST_ARGS) tests
 

@@ -10,31 +10,41 @@ operator before approving. Every certification carries its evidence file, upload
 certifying node. Every attestation is exported as DSSE JSON and verified offline against the
 exported directory; `outcomes.json` records each flow with the validity the paying office's record
 showed before and after. Exits 0 only if all of it verified.
+
+`certfed demo --serve` then keeps the federation running, with a web desk for each office and two
+more retirees due for certification, until interrupted (Ctrl-C or SIGTERM): it prints each desk's
+URL with the demo operators' user names and passwords, and writes `desks.json` (office, URL,
+operators with role, user name, password) and `metrics.json` (each process with its Prometheus
+/metrics URL) in the work directory.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import struct
 import tempfile
+import threading
 import time
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import FrameType
 
 from rich.console import Console
 from rich.table import Table
 
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
-from cli.launcher import LocalFederation, NodeSpec, wait_until
+from cli.launcher import SIGN_IN_OPERATORS, LocalFederation, NodeSpec, wait_until
 from federation.desk_client import DeskClient
 from federation.directory import verify_directory
 from federation.timestamps import to_datetime, to_timestamp
 from federation_node.keystore import load_root_public_key
 from federation_node.tlog.attestation import verify_attestation_envelope
 from signing import dsse
+from signing.identity import resident_id_check_character
 
 LANZHOU = NodeSpec(
     "lanzhou-chengguan",
@@ -100,6 +110,21 @@ PAYERS = {
     LANZHOU_AT_HOME.label: LANZHOU,
 }
 FLOWS = 5
+
+
+def _check(first_17: str) -> str:
+    return first_17 + resident_id_check_character(first_17)
+
+
+# Due within the month and not yet asked for, for whoever clicks through `demo --serve`: a
+# Lanzhou retiree living in Qingdao and a Foshan retiree living in Macau.
+DUE_AT_SERVE = (
+    _resident(_check("62010219510707002"), "Demo Retiree Sun", "370202", "Lanzhou retiree D"),
+    _resident(_check("44060419470303003"), "Demo Retiree Ho", "MO", "Foshan retiree E"),
+)
+PAYERS |= {DUE_AT_SERVE[0].label: LANZHOU, DUE_AT_SERVE[1].label: FOSHAN}
+DESKS_FILE = "desks.json"
+METRICS_FILE = "metrics.json"
 
 
 @dataclass
@@ -171,10 +196,13 @@ def _iso(beneficiary: desk_pb2.Beneficiary) -> str | None:
 
 
 class Demo:
-    def __init__(self, workdir: Path, console: Console) -> None:
+    def __init__(self, workdir: Path, console: Console, *, serve: bool = False) -> None:
         self.workdir = workdir
         self.console = console
-        self.federation = LocalFederation(workdir, federation_id="certfed-demo")
+        self.serve = serve
+        self.federation = LocalFederation(
+            workdir, federation_id="certfed-demo", sign_in=serve, metrics=serve
+        )
         self.results: list[FlowResult] = []
         self.beneficiaries: dict[str, str] = {}
         self._captures = 0
@@ -194,13 +222,15 @@ class Demo:
             self._own_counter()
             verified = self._export_and_verify()
             self._write_outcomes()
+            if verified and self.serve:
+                return self._serve()
             return verified
 
-    def _register_all(self) -> None:
+    def _register_all(self, retirees: tuple[Retiree, ...] = RETIREES) -> None:
         # Each retiree's certification comes due within the month; Lanzhou retiree C's has
         # lapsed, so the office certifies them itself.
         now = datetime.now(UTC)
-        for retiree in RETIREES:
+        for retiree in retirees:
             payer = PAYERS[retiree.label]
             lapsed = retiree is LANZHOU_AT_HOME
             valid_until = now + (timedelta(days=-10) if lapsed else timedelta(days=25))
@@ -461,6 +491,111 @@ class Demo:
         self._print()
         return all(result.verified for result in self.results) and len(self.results) == FLOWS
 
+    # The clickable version.
+
+    def _serve(self) -> bool:
+        """Start a web desk per office, say where and how to sign in, and keep everything up
+        until SIGINT or SIGTERM; False when a process stopped on its own meanwhile."""
+        self._register_all(DUE_AT_SERVE)
+        self.console.print("[bold]Starting a web desk for each office[/bold]")
+        for spec in NODES:
+            self.federation.start_web_desk(spec.node_id)
+        desks = self._desks()
+        self._write_json(DESKS_FILE, desks)
+        self._write_json(METRICS_FILE, self._metrics())
+        # Plain lines, never cut to the terminal's width: people copy these.
+        self.console.print("[bold]Web desks: sign in with a user name and password[/bold]")
+        for desk in desks:
+            lines = [f"  {desk['office']:18} {desk['url']}"]
+            lines += [
+                f"      {o['user_name']:9} password {o['password']}   ({o['role']})"
+                for o in self._operators(str(desk["office"]))
+            ]
+            self.console.print("\n".join(lines), soft_wrap=True, highlight=False, markup=False)
+        self.console.print(
+            f"Due for certification: {', '.join(r.label for r in DUE_AT_SERVE)} "
+            "(find them in each paying office's lists). "
+            f"{DESKS_FILE} and {METRICS_FILE} are in {self.workdir}. Ctrl-C stops everything.",
+            soft_wrap=True,
+        )
+        return self._wait_for_stop()
+
+    def _operators(self, node_id: str) -> list[dict[str, str]]:
+        handle = self.federation.nodes[node_id]
+        return [
+            {
+                "role": "+".join(role.value for role in roles),
+                "user_name": account,
+                "password": handle.passwords[account],
+            }
+            for account, roles in SIGN_IN_OPERATORS.items()
+        ]
+
+    def _desks(self) -> list[dict[str, object]]:
+        return [
+            {
+                "office": spec.node_id,
+                "name": spec.display_name,
+                "url": self.federation.nodes[spec.node_id].web_url,
+                "operators": self._operators(spec.node_id),
+            }
+            for spec in NODES
+        ]
+
+    def _metrics(self) -> list[dict[str, str]]:
+        processes = [
+            {"process": "registry", "kind": "registry", "url": self.federation.registry_metrics_url}
+        ]
+        processes.extend(
+            {
+                "process": spec.node_id,
+                "kind": "node",
+                "url": self.federation.nodes[spec.node_id].metrics_url,
+            }
+            for spec in NODES
+        )
+        return processes
+
+    def _write_json(self, name: str, document: object) -> None:
+        path = self.workdir / name
+        temporary = path.with_name(f".{name}.tmp")
+        temporary.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", "utf-8")
+        temporary.chmod(0o600)  # passwords
+        temporary.replace(path)
+
+    def _wait_for_stop(self) -> bool:
+        stop = threading.Event()
+
+        def on_signal(_signum: int, _frame: FrameType | None) -> None:
+            stop.set()
+
+        previous = {
+            signum: signal.signal(signum, on_signal) for signum in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            while not stop.wait(1.0):
+                stopped = self._stopped_processes()
+                if stopped:
+                    self.console.print(f"[red]stopped on their own: {', '.join(stopped)}[/red]")
+                    return False
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        self.console.print("Stopping the web desks, the nodes and the registry")
+        return True
+
+    def _stopped_processes(self) -> list[str]:
+        federation = self.federation
+        processes = {"registry": federation.registry_process}
+        for node_id, handle in federation.nodes.items():
+            processes[node_id] = handle.process
+            processes[f"web desk of {node_id}"] = handle.web_process
+        return [
+            name
+            for name, process in processes.items()
+            if process is None or process.poll() is not None
+        ]
+
     def _write_outcomes(self) -> None:
         path = self.workdir / "outcomes.json"
         path.write_text(
@@ -494,19 +629,33 @@ class Demo:
         )
 
 
-def run_demo(workdir: Path | None) -> int:
+def _exit_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+    # Unwinds like Ctrl-C, so that every process the demo started is stopped on the way out.
+    raise SystemExit(143)
+
+
+def run_demo(workdir: Path | None, *, serve: bool = False) -> int:
     console = Console(width=None if Console().is_terminal else 130)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     started = time.perf_counter()
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="certfed-demo-") as temporary:
-            ok = Demo(Path(temporary), console).run()
+            ok = Demo(Path(temporary), console, serve=serve).run()
     else:
         workdir.mkdir(parents=True, exist_ok=True)
         if any(workdir.iterdir()):
             console.print(f"[red]{workdir} is not empty; give a new or empty directory[/red]")
             return 2
-        ok = Demo(workdir, console).run()
+        ok = Demo(workdir, console, serve=serve).run()
+    if serve:
+        console.print("[green]stopped[/green]" if ok else "[red]FAILED[/red]")
+        return 0 if ok else 1
     elapsed = time.perf_counter() - started
     verdict = "[green]all attestations verified[/green]" if ok else "[red]FAILED[/red]"
     console.print(f"{verdict} in {elapsed:.1f}s")
+    if ok:
+        console.print(
+            "To click through it in a browser, one web desk per office: "
+            "certfed demo --serve --workdir DIR (or make demo DEMO_ARGS=--serve)"
+        )
     return 0 if ok else 1

@@ -6,17 +6,25 @@ create each node's keys, enrol it, approve it as the registry administrator, ins
 certificate, create its operators, and start `certfed node serve` as a separate process on
 127.0.0.1. Readiness is a gRPC health check with a deadline, never a sleep. Every process it
 started is stopped when it closes, even after an error.
+
+With `sign_in=True` every operator also gets a user name and a random password (and one more
+operator holds both clerk and reviewer roles), and `start_web_desk` runs `certfed web serve` for
+a node, ready when its /healthz answers. With `metrics=True` every process serves Prometheus
+/metrics on a port of its own, kept across restarts.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,6 +62,20 @@ from signing import dsse
 T = TypeVar("T")
 READY_TIMEOUT_S = 30.0
 
+# Every node's operators: their name in NodeHandle.tokens (also their user name) and roles.
+OPERATORS: dict[str, tuple[OperatorRole, ...]] = {
+    "clerk": (OperatorRole.CLERK,),
+    "clerk2": (OperatorRole.CLERK,),
+    "reviewer": (OperatorRole.REVIEWER,),
+    "admin": (OperatorRole.ADMIN,),
+}
+# With sign-in, one more: an operator who records and reviews, so that the rule "the recorder
+# does not approve" has someone to apply to.
+SIGN_IN_OPERATORS: dict[str, tuple[OperatorRole, ...]] = {
+    **OPERATORS,
+    "senior": (OperatorRole.CLERK, OperatorRole.REVIEWER),
+}
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -80,11 +102,20 @@ class NodeHandle:
     desk_port: int
     tokens: dict[str, str] = field(default_factory=dict)
     operator_ids: dict[str, str] = field(default_factory=dict)
+    # With sign-in: each operator's password (their user name is their name in `tokens`).
+    passwords: dict[str, str] = field(default_factory=dict)
     process: subprocess.Popen[bytes] | None = None
+    metrics_url: str = ""
+    web_process: subprocess.Popen[bytes] | None = None
+    web_url: str = ""
 
     @property
     def log_path(self) -> Path:
         return self.config.data_dir / "node.log"
+
+    @property
+    def web_log_path(self) -> Path:
+        return self.config.data_dir / "web.log"
 
 
 def wait_until(predicate: Callable[[], T | None], timeout_s: float, what: str) -> T:
@@ -113,6 +144,8 @@ class LocalFederation:
         directory_refresh_s: float = 1.0,
         max_backoff_s: float = 1.0,
         log_level: str = "info",
+        sign_in: bool = False,
+        metrics: bool = False,
     ) -> None:
         self.workdir = workdir.resolve()
         self.federation_id = federation_id
@@ -120,6 +153,8 @@ class LocalFederation:
         self._directory_refresh_s = directory_refresh_s
         self._max_backoff_s = max_backoff_s
         self._log_level = log_level
+        self._sign_in = sign_in
+        self._metrics = metrics
         self.limits = Limits()
         self.registry_paths = RegistryPaths(self.workdir / "registry")
         self.registry_process: subprocess.Popen[bytes] | None = None
@@ -131,6 +166,7 @@ class LocalFederation:
         self.registry_settings: dict[str, str] = {}
         # Chosen once: a restarted registry must find the database it had.
         self._registry_database_url = database_url_for("registry") if database_url_for else ""
+        self.registry_metrics_url = ""
 
     # Registry.
 
@@ -163,6 +199,10 @@ class LocalFederation:
         if not self.registry_paths.config_file.exists():
             init_registry(self.registry_paths.data_dir, self.federation_id)
             self.registry_port, self.enrol_port = free_port(), free_port()
+            if self._metrics:
+                metrics_port = free_port()
+                self.registry_settings["metrics_address"] = f"127.0.0.1:{metrics_port}"
+                self.registry_metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
         self.registry_process = self._spawn(
             ["registry", "serve", "--config", str(self.registry_paths.config_file)],
             self._registry_env(),
@@ -240,11 +280,15 @@ class LocalFederation:
         }
         if self._database_url_for is not None:
             values["database_url"] = self._database_url_for(spec.node_id)
+        if self._metrics:
+            values["metrics_address"] = f"127.0.0.1:{free_port()}"
         values.update(settings or {})
         config_path = data_dir / "node.toml"
         config_path.write_text(render_node_config(values), encoding="utf-8")
         config = load_node_config(config_path, environ={})
         handle = NodeHandle(spec, config_path, config, federation_port, desk_port)
+        if config.metrics_address:
+            handle.metrics_url = f"http://{config.metrics_address}/metrics"
         self.nodes[spec.node_id] = handle
         self.enrol(handle)
         self._create_operators(handle)
@@ -274,23 +318,23 @@ class LocalFederation:
         db.migrate(url)
         engine = db.create_engine_for(url)
         try:
-            roles = {
-                "clerk": [OperatorRole.CLERK],
-                "clerk2": [OperatorRole.CLERK],
-                "reviewer": [OperatorRole.REVIEWER],
-                "admin": [OperatorRole.ADMIN],
-            }
+            accounts = SIGN_IN_OPERATORS if self._sign_in else OPERATORS
             with db.session_scope(engine) as session:
-                for name, granted in roles.items():
+                for name, granted in accounts.items():
+                    password = secrets.token_urlsafe(12) if self._sign_in else None
                     operator, token = create_operator(
                         session,
                         label=f"{handle.spec.display_name} {name}",
                         roles=granted,
                         actor=host_actor(),
                         now=datetime.now(UTC),
+                        user_name=name if self._sign_in else None,
+                        password=password,
                     )
                     handle.tokens[name] = token
                     handle.operator_ids[name] = operator.operator_id
+                    if password is not None:
+                        handle.passwords[name] = password
         finally:
             engine.dispose()
 
@@ -309,6 +353,42 @@ class LocalFederation:
             handle.config.ca_certificate.read_bytes(),
             f"node {node_id}",
         )
+
+    def start_web_desk(self, node_id: str) -> str:
+        """Start `certfed web serve` for a node on a free loopback port; its base URL, once its
+        /healthz answers."""
+        handle = self.nodes[node_id]
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        handle.web_process = self._spawn(
+            ["web", "serve", "--config", str(handle.config_path), "--listen", f"127.0.0.1:{port}"],
+            {},
+            handle.web_log_path,
+        )
+        process = handle.web_process
+
+        def healthy() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"the web desk of {node_id} exited with code {process.returncode} at start; "
+                    f"see {handle.web_log_path}"
+                )
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=1.0) as answer:  # noqa: S310
+                    return bool(answer.status == 200)
+            except (urllib.error.URLError, OSError):
+                return False
+
+        wait_until(healthy, READY_TIMEOUT_S, f"the web desk of {node_id}")
+        handle.web_url = url
+        return url
+
+    def stop_web_desk(self, node_id: str) -> None:
+        handle = self.nodes[node_id]
+        if handle.web_process is not None:
+            _terminate(handle.web_process)
+            handle.web_process = None
+            handle.web_url = ""
 
     def restart_node(self, node_id: str) -> None:
         self.stop_node(node_id)
@@ -414,6 +494,8 @@ class LocalFederation:
             channel.close()
 
     def close(self) -> None:
+        for node_id in list(self.nodes):
+            self.stop_web_desk(node_id)
         for node_id in list(self.nodes):
             self.stop_node(node_id)
         self.stop_registry()

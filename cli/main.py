@@ -6,8 +6,9 @@
     certfed desk <action> ...       a clerk's or reviewer's work from a terminal
     certfed verify FILE --directory directory.json --root-key root.pub
     certfed feed|roll|forms|bank|notify ...   the adapters (see docs/adapters.md)
-    certfed demo [--workdir DIR]
+    certfed demo [--serve] [--workdir DIR]
     certfed health --address HOST:PORT   is a registry or node serving? (exit 0 if so)
+    certfed web serve --config node.toml [--listen HOST:PORT]   the office's web desk
 
 Errors print one line a person can act on and exit non-zero; never a traceback. A bad argument
 (an unknown choice, a date that is not one, an unknown flag) is one line on stderr naming the
@@ -37,6 +38,7 @@ from cli.node_commands import add_node_commands
 from cli.output import console
 from cli.registry_commands import add_registry_commands
 from cli.sync_commands import add_sync_commands
+from cli.web_commands import add_web_commands
 from federation.desk_client import describe_rpc_error
 from federation.directory import verify_directory
 from federation.errors import CertfedError
@@ -81,7 +83,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    return run_demo(Path(args.workdir) if args.workdir else None)
+    return run_demo(Path(args.workdir) if args.workdir else None, serve=args.serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,9 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
     verify.set_defaults(handler=_verify)
     demo = subparsers.add_parser("demo", help="run four regional offices on this machine")
     demo.add_argument("--workdir", help="keep everything in this (new or empty) directory")
+    demo.add_argument(
+        "--serve",
+        action="store_true",
+        help="then keep it running with a web desk per office until interrupted",
+    )
     demo.set_defaults(handler=_demo)
     add_adapter_commands(subparsers)
     add_health_command(subparsers)
+    add_web_commands(subparsers)
     return parser
 
 

@@ -1,4 +1,4 @@
-"""`certfed bench sync|assist|feed|roll|recovery`: the benchmarks of cli.bench and their figures."""
+"""`certfed bench sync|assist|feed|roll|recovery|web`: each benchmark and its figures."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from adapters.roll import DEFAULT_BATCH_SIZE as ROLL_BATCH_SIZE
 from cli.arguments import batch_size, positive_int
 from cli.bench.assist import bench_assist
 from cli.bench.feed import bench_feed
-from cli.bench.kit import figures_json, figures_table
+from cli.bench.kit import figures_json, figures_table, print_figures
 from cli.bench.recovery import bench_recovery
 from cli.bench.roll import bench_roll
 from cli.bench.sync import bench_sync
+from cli.bench.web import bench_web
 from cli.output import console
 from cli.sync_commands import progress_bar
 
@@ -105,12 +106,19 @@ def _bench_feed(args: argparse.Namespace) -> int:
         rows=args.rows,
         beneficiaries=args.beneficiaries,
         batch_size=args.batch_size,
+        baseline_rows=args.baseline_rows,
+        sqlite=args.sqlite,
         workdir=Path(args.workdir) if args.workdir else None,
-        database_url=args.database_url,
+        console=console,
+        show_progress=not args.json,
+    )
+    print_figures(
+        figures,
+        as_json=args.json,
+        title=f"feed import of {figures.rows:,} rows against a real node ({figures.database})",
+        rows=figures.as_rows(),
         console=console,
     )
-    title = f"feed import of {figures.rows:,} rows against a real node"
-    console.print(figures_table(title, figures.as_rows()))
     return 0
 
 
@@ -154,6 +162,24 @@ def _bench_roll(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_web(args: argparse.Namespace) -> int:
+    figures = bench_web(
+        beneficiaries=args.beneficiaries,
+        requests=args.requests,
+        rounds=args.rounds,
+        workdir=Path(args.workdir) if args.workdir else None,
+    )
+    if args.json:
+        print(figures_json(figures))
+        return 0
+    title = (
+        f"web desk pages for an office of {figures.beneficiaries:,} beneficiaries "
+        f"and {figures.requests:,} inbound requests"
+    )
+    console.print(figures_table(title, figures.as_rows()))
+    return 0
+
+
 def add_bench_commands(subparsers: Any) -> None:
     parser = subparsers.add_parser("bench", help="benchmarks on real processes; print figures")
     kinds = parser.add_subparsers(dest="bench", required=True)
@@ -186,14 +212,26 @@ def add_bench_commands(subparsers: Any) -> None:
     recovery.add_argument("--workdir", help="keep the federation in this directory")
     recovery.add_argument("--json", action="store_true", help="print the figures as JSON")
     recovery.set_defaults(handler=_bench_recovery)
-    feed = kinds.add_parser("feed", help="feed import rows/s against a real node")
-    feed.add_argument("--rows", type=int, default=100_000)
-    feed.add_argument(
-        "--beneficiaries", type=int, default=1_000, help="registered people the rows are about"
+    feed = kinds.add_parser(
+        "feed", help="feed import rows/s against a real node, vs one row at a time"
     )
-    feed.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    feed.add_argument("--rows", type=positive_int, default=100_000)
+    feed.add_argument(
+        "--beneficiaries",
+        type=positive_int,
+        default=50_000,
+        help="registered people (the file is about twice as many)",
+    )
+    feed.add_argument("--batch-size", type=batch_size, default=DEFAULT_BATCH_SIZE)
+    feed.add_argument(
+        "--baseline-rows",
+        type=positive_int,
+        default=10_000,
+        help="rows the one-at-a-time baseline imports (its rate is per row)",
+    )
+    feed.add_argument("--sqlite", action="store_true", help="SQLite databases (default PostgreSQL)")
     feed.add_argument("--workdir", help="keep the federation in this directory")
-    feed.add_argument("--database-url", help="the node's PostgreSQL URL (default SQLite)")
+    feed.add_argument("--json", action="store_true", help="print the figures as JSON")
     feed.set_defaults(handler=_bench_feed)
     roll = kinds.add_parser("roll", help="roll import rows/s into a real node on PostgreSQL")
     roll.add_argument("--rows", type=positive_int, default=100_000, help="people on the roll")
@@ -206,3 +244,16 @@ def add_bench_commands(subparsers: Any) -> None:
     roll.add_argument("--workdir", help="keep the federation and database in this directory")
     roll.add_argument("--json", action="store_true", help="print the figures as JSON")
     roll.set_defaults(handler=_bench_roll)
+    web = kinds.add_parser(
+        "web", help="web desk page times (p50, p95) for an office of N people, signed in"
+    )
+    web.add_argument(
+        "--beneficiaries", type=positive_int, default=10_000, help="people the office pays"
+    )
+    web.add_argument(
+        "--requests", type=int, default=100, help="assistance requests in the office's inbox"
+    )
+    web.add_argument("--rounds", type=positive_int, default=30, help="fetches of each page")
+    web.add_argument("--workdir", help="keep the federation and database in this directory")
+    web.add_argument("--json", action="store_true", help="print the figures as JSON")
+    web.set_defaults(handler=_bench_web)

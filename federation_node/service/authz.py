@@ -2,13 +2,18 @@
 
 FederationService: the caller is the node named in its verified client certificate; that node
 must be in the directory, present the certificate the registry issued it, be active, and hold a
-role the method allows. DeskService: the caller is the operator whose bearer token is in the
-`authorization` metadata; the operator must be enabled and hold a role the method allows.
+role the method allows. DeskService: the caller is the operator whose bearer token or session
+token is in the `authorization` metadata (`Bearer op-...` or `Bearer ses-...`); the operator must
+be enabled and hold a role the method allows, the token must not have expired and the session
+must be live. SignIn alone needs no token; its attempts are limited per connection address in
+memory here, before any database work (the per-account and per-address failure limits follow in
+offices/sign_in.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 
 import grpc
 from sqlalchemy.engine import Engine
@@ -16,11 +21,14 @@ from sqlmodel import Session
 
 from certfed.v1 import common_pb2
 from federation.errors import PermissionDeniedError, UnauthenticatedError
-from federation.principal import Principal
+from federation.principal import ANONYMOUS, Principal
+from federation.rate_limit import Rate, RateLimiter, peer_address
 from federation.roles import ROLE_NAMES
 from federation.transport import PeerKind, peer_identity
+from federation_node.config import OperatorSessionsConfig
 from federation_node.links.directory_client import DirectoryClient
-from federation_node.store import db, operators
+from federation_node.offices.sign_in import session_times
+from federation_node.store import db, operator_sessions, operators
 
 FEDERATION = "/certfed.v1.FederationService/"
 DESK = "/certfed.v1.DeskService/"
@@ -84,13 +92,48 @@ DESK_POLICY: Mapping[str, frozenset[str]] = {
     # reviewers read it (each read audited); no other office or node has a method to reach it.
     "UploadEvidence": frozenset({CLERK}),
     "GetEvidence": frozenset({CLERK, REVIEWER}),
+    # Attestations a peer delivered that were kept for review, never applied by themselves.
+    "ListHeldAttestations": frozenset({REVIEWER, ADMIN}),
+    "DecideHeldAttestation": frozenset({REVIEWER}),
+    # Signing in (SignIn needs no token: NO_TOKEN_METHODS) and operator administration.
+    "SignOut": ANY_OPERATOR,
+    "SetOperatorPreferences": ANY_OPERATOR,
+    "ListOperators": frozenset({ADMIN}),
+    "AddOperator": frozenset({ADMIN}),
+    "DisableOperator": frozenset({ADMIN}),
+    "ResetOperatorPassword": frozenset({ADMIN}),
+    "ListAuditRecords": frozenset({ADMIN}),
+    # One page's worth in one call: a person (what each role sees of them is filtered inside,
+    # as the list methods it replaces are), one certification, the federation's state.
+    "GetBeneficiaryOverview": ANY_OPERATOR,
+    "GetCertification": frozenset({CLERK, REVIEWER}),
+    "GetFederationStatus": frozenset({ADMIN}),
 }
+# DeskService methods anyone reaching the desk port may call, without a token.
+NO_TOKEN_METHODS = frozenset({"SignIn"})
 
 
 class NodeAuthorizer:
-    def __init__(self, directory: DirectoryClient, engine: Engine) -> None:
+    def __init__(
+        self,
+        directory: DirectoryClient,
+        engine: Engine,
+        sessions: OperatorSessionsConfig | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._directory = directory
+        self._engine = engine
         self._reader = db.reader(engine)
+        self._sessions = sessions or OperatorSessionsConfig()
+        self._times = session_times(self._sessions)
+        self._clock = clock
+        self._sign_in_limiter = RateLimiter(
+            {
+                "anonymous": Rate(
+                    self._sessions.peer_sign_ins_per_s, self._sessions.peer_sign_in_burst
+                )
+            }
+        )
 
     def __call__(self, method: str, context: grpc.ServicerContext) -> Principal:
         if method.startswith(FEDERATION):
@@ -128,14 +171,29 @@ class NodeAuthorizer:
         return Principal("node", identity.name, roles, identity.certificate_sha256)
 
     def _operator(self, name: str, context: grpc.ServicerContext) -> Principal:
+        if name in NO_TOKEN_METHODS:
+            # Before any database work: a flood of guesses spends only its own address's bucket.
+            self._sign_in_limiter(ANONYMOUS, peer_address(context.peer()))
+            return ANONYMOUS
         metadata = dict(context.invocation_metadata())
         header = str(metadata.get("authorization", ""))
         if not header.startswith("Bearer "):
             raise UnauthenticatedError(
                 "sign in: send your operator token as 'authorization: Bearer <token>'"
             )
+        token = header.removeprefix("Bearer ").strip()
+        now = self._clock()
+        session_id = ""
         with Session(self._reader) as session:
-            operator = operators.authenticate(session, header.removeprefix("Bearer ").strip())
+            if operator_sessions.is_session_token(token):
+                checked = operator_sessions.check(session, token, self._times, now)
+                operator, session_id = checked.signed_in, checked.session_id
+                touch = checked.needs_touch
+            else:
+                operator, touch = operators.authenticate(session, token, now), False
+        if touch:
+            # Outside the read: at most once per touch interval per session, one UPDATE.
+            operator_sessions.touch(self._engine, session_id, now)
         roles = frozenset(operator.roles)
         allowed = DESK_POLICY.get(name)
         if allowed is None or not allowed & roles:
@@ -143,4 +201,4 @@ class NodeAuthorizer:
             raise PermissionDeniedError(
                 f"operator {operator.operator_id} may not {name}; it needs the role {needed}"
             )
-        return Principal("operator", operator.operator_id, roles)
+        return Principal("operator", operator.operator_id, roles, session_id=session_id)

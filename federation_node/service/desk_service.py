@@ -21,6 +21,8 @@ from federation_node.rules.validation import page_size, require_id
 from federation_node.service import views
 from federation_node.service.evidence_desk_service import EvidenceDesk
 from federation_node.service.lifecycle_desk_service import LifecycleDesk
+from federation_node.service.operator_desk_service import OperatorDesk
+from federation_node.service.overview_desk_service import OverviewDesk
 from federation_node.service.trust_desk_service import TrustDesk
 from federation_node.service.views import (
     attestation_view,
@@ -63,25 +65,16 @@ def _filter(value: int, table: Mapping[Any, E], field_name: str) -> E | None:
     return table[value]
 
 
-class DeskServicer(TrustDesk, LifecycleDesk, EvidenceDesk, desk_pb2_grpc.DeskServiceServicer):
+class DeskServicer(
+    OperatorDesk,
+    OverviewDesk,
+    TrustDesk,
+    LifecycleDesk,
+    EvidenceDesk,
+    desk_pb2_grpc.DeskServiceServicer,
+):
     def __init__(self, node: Node) -> None:
         self._node = node
-
-    def WhoAmI(
-        self, request: desk_pb2.WhoAmIRequest, context: grpc.ServicerContext
-    ) -> desk_pb2.WhoAmIResponse:
-        principal = caller()
-        roles = {
-            "clerk": desk_pb2.OPERATOR_ROLE_CLERK,
-            "reviewer": desk_pb2.OPERATOR_ROLE_REVIEWER,
-            "admin": desk_pb2.OPERATOR_ROLE_ADMIN,
-        }
-        return desk_pb2.WhoAmIResponse(
-            operator_id=principal.name,
-            roles=[roles[role] for role in sorted(principal.roles) if role in roles],
-            node_id=self._node.context.node_id,
-            region_codes=list(self._node.context.config.region_codes),
-        )
 
     def RegisterBeneficiary(
         self, request: desk_pb2.RegisterBeneficiaryRequest, context: grpc.ServicerContext

@@ -1,6 +1,6 @@
-"""`certfed bench sync`, `bench assist` and `bench roll` run end to end in the suite (smoke tests:
-figures are printed, and no timing is asserted; the targets are measured with the command, see
-the README)."""
+"""`certfed bench sync`, `assist`, `roll`, `web` and `feed` run end to end in the suite (smoke
+tests: figures are printed, and no timing is asserted; the targets are measured with the
+command, see the README)."""
 
 from __future__ import annotations
 
@@ -74,4 +74,56 @@ def test_bench_roll_of_2000_rows_completes(postgres_url: str) -> None:
     assert figures["seconds"] > 0
     assert figures["peak_rss_mib"] > 0
     assert figures["node_peak_rss_mib"] > 0
+    assert figures["database"] == "PostgreSQL (DATABASE_URL)"
+
+
+@pytest.mark.postgres
+def test_bench_web_of_300_beneficiaries_completes(postgres_url: str) -> None:
+    figures = _bench(
+        postgres_url, "web", "--beneficiaries", "300", "--requests", "5", "--rounds", "3"
+    )
+    assert figures["beneficiaries"] == 300
+    assert figures["requests"] == 5
+    pages = set(figures["page_p95_ms"])
+    assert {"home", "lists/due", "beneficiary", "inbox", "request", "reviews"} <= pages
+    assert {"certification", "admin/operators", "admin/audit"} <= pages
+    assert figures["fetches"] == 3 * len(pages)
+    assert figures["rate_per_s"] > 0
+    assert figures["seconds"] > 0
+    assert 0 < figures["p50_ms"] <= figures["p95_ms"] <= figures["max_ms"]
+    assert all(p95 > 0 for p95 in figures["page_p95_ms"].values())
+    assert 0 < figures["floor_p50_ms"] <= figures["floor_p95_ms"]
+    assert figures["peak_rss_mib"] > 0
+    assert figures["node_peak_rss_mib"] > 0
+    assert figures["database"] == "PostgreSQL (DATABASE_URL)"
+
+
+@pytest.mark.postgres
+def test_bench_feed_of_2000_rows_completes(postgres_url: str) -> None:
+    figures = _bench(
+        postgres_url,
+        "feed",
+        "--rows",
+        "2000",
+        "--beneficiaries",
+        "500",
+        "--baseline-rows",
+        "400",
+        "--batch-size",
+        "500",
+    )
+    assert figures["rows"] == 2000
+    assert figures["baseline_rows"] == 400
+    first = figures["first"]
+    # Rows about registered people are applied or ignored, the others unknown; none twice.
+    assert first["applied"] > 0
+    assert first["applied"] + first["ignored"] + first["unknown_persons"] == 2000
+    assert first["duplicates"] == 0
+    assert figures["rerun"]["duplicates"] == 2000
+    assert figures["rerun"]["applied"] == 0
+    assert figures["baseline"]["applied"] > 0
+    for name in ("rate_per_s", "seconds", "peak_rss_mib", "baseline_per_s", "ratio"):
+        assert figures[name] > 0, name
+    assert figures["node_cpu_ms_per_row"] > 0
+    assert figures["baseline_node_cpu_ms_per_row"] > 0
     assert figures["database"] == "PostgreSQL (DATABASE_URL)"

@@ -10,6 +10,10 @@ refused TLS handshake, UNAVAILABLE) or exactly the refusal this caller must get.
 Who is allowed comes from the tables below, written independently of the production policy.
 A method not in them yet (a new RPC) is held to the production policy table, so it is still
 called as every caller and every refusal that does not depend on the policy is still checked.
+
+Operators call with a bearer token or with a session from SignIn (a signed-in clerk and admin);
+a signed-out session and an expired token are refused like no token. SignIn answers everyone
+who reaches the desk port. SignOut is called last, so it ends a session only after the rest.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import pytest
 
 from certfed.v1 import common_pb2, desk_pb2
 from cli.launcher import LocalFederation, NodeSpec, wait_until
-from federation.desk_client import DeskClient
+from cli.operator_commands import create_operator, host_actor
+from federation.desk_client import DeskChannel, DeskClient
 from federation.timestamps import to_timestamp
 from federation.transport import (
     REGISTRY_TLS_NAME,
@@ -63,7 +68,17 @@ CERTIFICATE_CALLERS = (
     "unenrolled_foreign_ca",
     "registry_admin",
 )
-OPERATOR_CALLERS = ("clerk", "reviewer", "admin", "disabled_operator", "no_token")
+SESSION_CALLERS = {"clerk_session": "clerk", "admin_session": "admin"}
+SPENT_CALLERS = ("signed_out_session", "expired_token")
+OPERATOR_CALLERS = (
+    "clerk",
+    "reviewer",
+    "admin",
+    *SESSION_CALLERS,
+    "disabled_operator",
+    *SPENT_CALLERS,
+    "no_token",
+)
 CALLERS = (*CERTIFICATE_CALLERS, "no_client_certificate", *OPERATOR_CALLERS)
 
 ANYONE = frozenset(CALLERS)
@@ -113,9 +128,22 @@ DESK_ALLOWED: dict[str, frozenset[str]] = {
     "RetryDeadLetter": ADMIN,
     "UploadEvidence": CLERK,
     "GetEvidence": CLERK_OR_REVIEWER,
+    "SignOut": ANY_OPERATOR,
+    "SetOperatorPreferences": ANY_OPERATOR,
+    "ListOperators": ADMIN,
+    "AddOperator": ADMIN,
+    "DisableOperator": ADMIN,
+    "ResetOperatorPassword": ADMIN,
+    "ListAuditRecords": ADMIN,
+    "GetBeneficiaryOverview": ANY_OPERATOR,
+    "GetCertification": CLERK_OR_REVIEWER,
+    "GetFederationStatus": ADMIN,
 }
+# Desk methods that need no token: anyone who reaches the desk port may call them.
+DESK_WITHOUT_TOKEN = frozenset({"SignIn"})
 
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
+UNLIMITED_FAILURES = 1_000_000
 PERMISSION_DENIED = grpc.StatusCode.PERMISSION_DENIED
 HANDSHAKE_REFUSED = grpc.StatusCode.UNAVAILABLE
 REFUSALS = frozenset({UNAUTHENTICATED, PERMISSION_DENIED, HANDSHAKE_REFUSED})
@@ -165,8 +193,11 @@ def expected(service: str, method: str, caller: str) -> grpc.StatusCode | str:
         if caller in ("suspended_node", "revoked_node"):
             return PERMISSION_DENIED
         return ALLOWED if caller in allowed else PERMISSION_DENIED
+    if method in DESK_WITHOUT_TOKEN:
+        return ALLOWED
     allowed = DESK_ALLOWED.get(method) or _desk_policy(method)
-    if caller in (*CERTIFICATE_CALLERS, "no_client_certificate", "no_token"):
+    caller = SESSION_CALLERS.get(caller, caller)  # a session holds its operator's roles
+    if caller in (*CERTIFICATE_CALLERS, "no_client_certificate", "no_token", *SPENT_CALLERS):
         return UNAUTHENTICATED  # a certificate is no operator token
     if caller == "disabled_operator":
         return PERMISSION_DENIED
@@ -241,14 +272,63 @@ def _disabled_operator(local: LocalFederation) -> str:
     return token
 
 
+def _expired_token(local: LocalFederation) -> str:
+    url = local.nodes[TARGET.node_id].config.effective_database_url
+    engine = db.create_engine_for(url)
+    try:
+        with db.session_scope(engine) as session:
+            _operator, token = create_operator(
+                session,
+                label="old script",
+                roles=[OperatorRole.ADMIN],
+                actor=host_actor(),
+                now=datetime.now(UTC) - timedelta(days=2),
+                token_days=1,
+            )
+    finally:
+        engine.dispose()
+    return token
+
+
+def _session(local: LocalFederation, role: str, *, signed_out: bool = False) -> str:
+    """A session token of a new operator with `role`, added by the target's administrator."""
+    target = local.nodes[TARGET.node_id]
+    channel = DeskChannel(
+        f"127.0.0.1:{target.desk_port}", TARGET.node_id, target.config.ca_certificate.read_bytes()
+    )
+    user_name = f"{role}-{'out' if signed_out else 'in'}"
+    password = f"matrix password for {user_name}"
+    try:
+        channel.client(target.tokens["admin"]).stub.AddOperator(
+            desk_pb2.AddOperatorRequest(
+                label=f"matrix {role}",
+                user_name=user_name,
+                password=password,
+                roles=[desk_pb2.OperatorRole.Value(f"OPERATOR_ROLE_{role.upper()}")],
+            )
+        )
+        token = channel.anonymous.SignIn(
+            desk_pb2.SignInRequest(user_name=user_name, password=password)
+        ).session_token
+        if signed_out:
+            channel.client(token).stub.SignOut(desk_pb2.SignOutRequest())
+    finally:
+        channel.close()
+    return token
+
+
 @pytest.fixture(scope="module")
 def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
     workdir: Path = tmp_path_factory.mktemp("matrix")
     with LocalFederation(workdir) as local:
+        # The matrix makes hundreds of refused calls from one address on purpose: the limit on
+        # failed sign-ins per address (tested in test_rate_limits_and_minimisation.py) is
+        # raised out of its way.
+        local.registry_settings["limits_failed_auth_burst"] = str(UNLIMITED_FAILURES)
         local.start_registry()
         for spec in CALLER_NODES.values():
             local.add_node(spec, start=False)
-        local.add_node(TARGET)
+        local.add_node(TARGET, settings={"limits": {"failed_auth_burst": UNLIMITED_FAILURES}})
         with local.admin() as admin:
             admin.set_status("foshan", common_pb2.NODE_STATUS_SUSPENDED, "under investigation")
             admin.set_status("datong-old", common_pb2.NODE_STATUS_REVOKED, "office closed")
@@ -280,6 +360,10 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
         for role in ("clerk", "reviewer", "admin"):
             callers[role] = Caller(anonymous, target.tokens[role])
         callers["disabled_operator"] = Caller(anonymous, _disabled_operator(local))
+        callers["expired_token"] = Caller(anonymous, _expired_token(local))
+        for caller, role in SESSION_CALLERS.items():
+            callers[caller] = Caller(anonymous, _session(local, role))
+        callers["signed_out_session"] = Caller(anonymous, _session(local, "clerk", signed_out=True))
         callers["no_token"] = Caller(anonymous)
         built = Matrix(local, callers)
         _await_statuses_seen_by_target(built)
@@ -316,6 +400,8 @@ def test_every_rpc_allows_or_refuses_each_caller_as_the_policy_says(
 ) -> None:
     methods = rpc.methods(service)  # type: ignore[attr-defined]
     assert methods, f"no methods found for {service}"
+    # SignOut ends a session caller's session: last, after every other method had its turn.
+    methods = sorted(methods, key=lambda method: method.name == "SignOut")
     channel = matrix.channel(service, caller)
     mismatches = []
     try:

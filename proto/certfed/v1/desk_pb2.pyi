@@ -351,6 +351,55 @@ AMOUNT_CHANGE_STATUS_SUPERSEDED: AmountChangeStatus.ValueType  # 4
 """A later proposal for the same beneficiary took its place before review."""
 Global___AmountChangeStatus: _TypeAlias = AmountChangeStatus  # noqa: Y015
 
+class _HoldReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _HoldReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_HoldReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    HOLD_REASON_UNSPECIFIED: _HoldReason.ValueType  # 0
+    HOLD_REASON_WALK_IN_NOT_ALLOWED: _HoldReason.ValueType  # 1
+    """It names no request of this office, and its issuer may not certify a walk-in here (no
+    certifying role, a region it does not serve, or a data match).
+    """
+    HOLD_REASON_NEGATIVE_WITHOUT_REQUEST: _HoldReason.ValueType  # 2
+    """It reports a death, imprisonment or disappearance nobody here asked its issuer about."""
+    HOLD_REASON_NOT_OUR_REQUEST: _HoldReason.ValueType  # 3
+    """It names a request this office never sent, or sent to another node or about another person."""
+
+class HoldReason(_HoldReason, metaclass=_HoldReasonEnumTypeWrapper):
+    """Why a received attestation was kept for review instead of applied."""
+
+HOLD_REASON_UNSPECIFIED: HoldReason.ValueType  # 0
+HOLD_REASON_WALK_IN_NOT_ALLOWED: HoldReason.ValueType  # 1
+"""It names no request of this office, and its issuer may not certify a walk-in here (no
+certifying role, a region it does not serve, or a data match).
+"""
+HOLD_REASON_NEGATIVE_WITHOUT_REQUEST: HoldReason.ValueType  # 2
+"""It reports a death, imprisonment or disappearance nobody here asked its issuer about."""
+HOLD_REASON_NOT_OUR_REQUEST: HoldReason.ValueType  # 3
+"""It names a request this office never sent, or sent to another node or about another person."""
+Global___HoldReason: _TypeAlias = HoldReason  # noqa: Y015
+
+class _HoldDecision:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _HoldDecisionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_HoldDecision.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    HOLD_DECISION_UNSPECIFIED: _HoldDecision.ValueType  # 0
+    HOLD_DECISION_PENDING: _HoldDecision.ValueType  # 1
+    HOLD_DECISION_APPLIED: _HoldDecision.ValueType  # 2
+    HOLD_DECISION_DISMISSED: _HoldDecision.ValueType  # 3
+
+class HoldDecision(_HoldDecision, metaclass=_HoldDecisionEnumTypeWrapper): ...
+
+HOLD_DECISION_UNSPECIFIED: HoldDecision.ValueType  # 0
+HOLD_DECISION_PENDING: HoldDecision.ValueType  # 1
+HOLD_DECISION_APPLIED: HoldDecision.ValueType  # 2
+HOLD_DECISION_DISMISSED: HoldDecision.ValueType  # 3
+Global___HoldDecision: _TypeAlias = HoldDecision  # noqa: Y015
+
 @_typing.final
 class WhoAmIRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -1649,6 +1698,7 @@ class Entitlement(_message.Message):
     MONTHLY_AMOUNT_FEN_FIELD_NUMBER: _builtins.int
     TERMINATION_PENDING_REVIEW_FIELD_NUMBER: _builtins.int
     OVERPAYMENT_FEN_FIELD_NUMBER: _builtins.int
+    PENDING_EFFECTIVE_AT_FIELD_NUMBER: _builtins.int
     state: Global___EntitlementState.ValueType
     monthly_amount_fen: _builtins.int
     """Monthly pension in fen (1/100 yuan)."""
@@ -1660,6 +1710,12 @@ class Entitlement(_message.Message):
     def beneficiary(self) -> Global___Beneficiary: ...
     @_builtins.property
     def state_since(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def pending_effective_at(self) -> _timestamp_pb2.Timestamp:
+        """While a termination awaits review: the date of death (or other end) it proposes, which the
+        reviewer confirms; the overpayment is counted from it only then.
+        """
+
     def __init__(
         self,
         *,
@@ -1669,10 +1725,11 @@ class Entitlement(_message.Message):
         monthly_amount_fen: _builtins.int = ...,
         termination_pending_review: _builtins.bool = ...,
         overpayment_fen: _builtins.int = ...,
+        pending_effective_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["beneficiary", b"beneficiary", "state_since", b"state_since"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["beneficiary", b"beneficiary", "pending_effective_at", b"pending_effective_at", "state_since", b"state_since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiary", b"beneficiary", "monthly_amount_fen", b"monthly_amount_fen", "overpayment_fen", b"overpayment_fen", "state", b"state", "state_since", b"state_since", "termination_pending_review", b"termination_pending_review"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiary", b"beneficiary", "monthly_amount_fen", b"monthly_amount_fen", "overpayment_fen", b"overpayment_fen", "pending_effective_at", b"pending_effective_at", "state", b"state", "state_since", b"state_since", "termination_pending_review", b"termination_pending_review"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -3264,3 +3321,430 @@ class ListAuditRecordsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAuditRecordsResponse: _TypeAlias = ListAuditRecordsResponse  # noqa: Y015
+
+@_typing.final
+class HeldAttestation(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTESTATION_ID_FIELD_NUMBER: _builtins.int
+    ISSUING_NODE_ID_FIELD_NUMBER: _builtins.int
+    BENEFICIARY_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    OBSERVED_AT_FIELD_NUMBER: _builtins.int
+    ASSISTANCE_REQUEST_ID_FIELD_NUMBER: _builtins.int
+    HELD_AT_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    DECIDED_BY_FIELD_NUMBER: _builtins.int
+    DECIDED_AT_FIELD_NUMBER: _builtins.int
+    DECISION_REASON_FIELD_NUMBER: _builtins.int
+    attestation_id: _builtins.str
+    issuing_node_id: _builtins.str
+    beneficiary_id: _builtins.str
+    reason: Global___HoldReason.ValueType
+    outcome: _common_pb2.CertificationOutcome.ValueType
+    method: _common_pb2.CertificationMethod.ValueType
+    assistance_request_id: _builtins.str
+    """The request it names, if any."""
+    decision: Global___HoldDecision.ValueType
+    decided_by: _builtins.str
+    """The reviewer who decided, when, and why."""
+    decision_reason: _builtins.str
+    @_builtins.property
+    def observed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def held_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def decided_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        attestation_id: _builtins.str = ...,
+        issuing_node_id: _builtins.str = ...,
+        beneficiary_id: _builtins.str = ...,
+        reason: Global___HoldReason.ValueType = ...,
+        outcome: _common_pb2.CertificationOutcome.ValueType = ...,
+        method: _common_pb2.CertificationMethod.ValueType = ...,
+        observed_at: _timestamp_pb2.Timestamp | None = ...,
+        assistance_request_id: _builtins.str = ...,
+        held_at: _timestamp_pb2.Timestamp | None = ...,
+        decision: Global___HoldDecision.ValueType = ...,
+        decided_by: _builtins.str = ...,
+        decided_at: _timestamp_pb2.Timestamp | None = ...,
+        decision_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at", "held_at", b"held_at", "observed_at", b"observed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistance_request_id", b"assistance_request_id", "attestation_id", b"attestation_id", "beneficiary_id", b"beneficiary_id", "decided_at", b"decided_at", "decided_by", b"decided_by", "decision", b"decision", "decision_reason", b"decision_reason", "held_at", b"held_at", "issuing_node_id", b"issuing_node_id", "method", b"method", "observed_at", b"observed_at", "outcome", b"outcome", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeldAttestation: _TypeAlias = HeldAttestation  # noqa: Y015
+
+@_typing.final
+class ListHeldAttestationsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PENDING_ONLY_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    page_token: _builtins.str
+    pending_only: _builtins.bool
+    """Only those still awaiting a decision."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        pending_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "pending_only", b"pending_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListHeldAttestationsRequest: _TypeAlias = ListHeldAttestationsRequest  # noqa: Y015
+
+@_typing.final
+class ListHeldAttestationsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTESTATIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def attestations(self) -> _containers.RepeatedCompositeFieldContainer[Global___HeldAttestation]: ...
+    def __init__(
+        self,
+        *,
+        attestations: _abc.Iterable[Global___HeldAttestation] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestations", b"attestations", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListHeldAttestationsResponse: _TypeAlias = ListHeldAttestationsResponse  # noqa: Y015
+
+@_typing.final
+class DecideHeldAttestationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTESTATION_ID_FIELD_NUMBER: _builtins.int
+    APPLY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    attestation_id: _builtins.str
+    apply: _builtins.bool
+    """True applies it to the beneficiary's record; false dismisses it."""
+    reason: _builtins.str
+    """Required either way: it goes into the audit trail."""
+    def __init__(
+        self,
+        *,
+        attestation_id: _builtins.str = ...,
+        apply: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apply", b"apply", "attestation_id", b"attestation_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecideHeldAttestationRequest: _TypeAlias = DecideHeldAttestationRequest  # noqa: Y015
+
+@_typing.final
+class DecideHeldAttestationResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ATTESTATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def attestation(self) -> Global___HeldAttestation: ...
+    def __init__(
+        self,
+        *,
+        attestation: Global___HeldAttestation | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["attestation", b"attestation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestation", b"attestation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecideHeldAttestationResponse: _TypeAlias = DecideHeldAttestationResponse  # noqa: Y015
+
+@_typing.final
+class GetBeneficiaryOverviewRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BENEFICIARY_ID_FIELD_NUMBER: _builtins.int
+    beneficiary_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        beneficiary_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiary_id", b"beneficiary_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBeneficiaryOverviewRequest: _TypeAlias = GetBeneficiaryOverviewRequest  # noqa: Y015
+
+@_typing.final
+class GetBeneficiaryOverviewResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BENEFICIARY_FIELD_NUMBER: _builtins.int
+    ENTITLEMENT_FIELD_NUMBER: _builtins.int
+    PENDING_AMOUNT_CHANGE_FIELD_NUMBER: _builtins.int
+    ATTESTATIONS_FIELD_NUMBER: _builtins.int
+    ATTESTATIONS_TOTAL_FIELD_NUMBER: _builtins.int
+    PAYMENT_INSTRUCTIONS_FIELD_NUMBER: _builtins.int
+    BACK_PAY_TOTAL_FEN_FIELD_NUMBER: _builtins.int
+    OPEN_REQUESTS_FIELD_NUMBER: _builtins.int
+    attestations_total: _builtins.int
+    back_pay_total_fen: _builtins.int
+    @_builtins.property
+    def beneficiary(self) -> Global___Beneficiary: ...
+    @_builtins.property
+    def entitlement(self) -> Global___Entitlement: ...
+    @_builtins.property
+    def pending_amount_change(self) -> Global___AmountChange:
+        """A monthly amount change awaiting review, if any."""
+
+    @_builtins.property
+    def attestations(self) -> _containers.RepeatedCompositeFieldContainer[Global___AttestationSummary]:
+        """The latest attestations about the person, newest first (at most 20), and how many there are."""
+
+    @_builtins.property
+    def payment_instructions(self) -> _containers.RepeatedCompositeFieldContainer[Global___PaymentInstruction]:
+        """Administrators only (empty for other operators): payment instructions, newest month first
+        (at most 24), and the back pay of all of them together.
+        """
+
+    @_builtins.property
+    def open_requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___AssistanceRequestSummary]:
+        """Clerks and reviewers only: requests for assistance about the person not yet completed or
+        declined.
+        """
+
+    def __init__(
+        self,
+        *,
+        beneficiary: Global___Beneficiary | None = ...,
+        entitlement: Global___Entitlement | None = ...,
+        pending_amount_change: Global___AmountChange | None = ...,
+        attestations: _abc.Iterable[Global___AttestationSummary] | None = ...,
+        attestations_total: _builtins.int = ...,
+        payment_instructions: _abc.Iterable[Global___PaymentInstruction] | None = ...,
+        back_pay_total_fen: _builtins.int = ...,
+        open_requests: _abc.Iterable[Global___AssistanceRequestSummary] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["beneficiary", b"beneficiary", "entitlement", b"entitlement", "pending_amount_change", b"pending_amount_change"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestations", b"attestations", "attestations_total", b"attestations_total", "back_pay_total_fen", b"back_pay_total_fen", "beneficiary", b"beneficiary", "entitlement", b"entitlement", "open_requests", b"open_requests", "payment_instructions", b"payment_instructions", "pending_amount_change", b"pending_amount_change"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBeneficiaryOverviewResponse: _TypeAlias = GetBeneficiaryOverviewResponse  # noqa: Y015
+
+@_typing.final
+class GetCertificationRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CERTIFICATION_ID_FIELD_NUMBER: _builtins.int
+    certification_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        certification_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certification_id", b"certification_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCertificationRequest: _TypeAlias = GetCertificationRequest  # noqa: Y015
+
+@_typing.final
+class GetCertificationResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CERTIFICATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def certification(self) -> Global___Certification: ...
+    def __init__(
+        self,
+        *,
+        certification: Global___Certification | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["certification", b"certification"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certification", b"certification"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCertificationResponse: _TypeAlias = GetCertificationResponse  # noqa: Y015
+
+@_typing.final
+class GetFederationStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFederationStatusRequest: _TypeAlias = GetFederationStatusRequest  # noqa: Y015
+
+@_typing.final
+class PeerStatus(_message.Message):
+    """A node of the directory as this node sees it, with what waits for it here."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    ROLES_FIELD_NUMBER: _builtins.int
+    REGION_CODES_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    STATUS_CHANGED_AT_FIELD_NUMBER: _builtins.int
+    STATUS_REASON_FIELD_NUMBER: _builtins.int
+    PENDING_MESSAGES_FIELD_NUMBER: _builtins.int
+    OLDEST_PENDING_SINCE_FIELD_NUMBER: _builtins.int
+    DEAD_LETTERS_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    display_name: _builtins.str
+    status: _common_pb2.NodeStatus.ValueType
+    """Unspecified for a destination the outbox still holds messages for but the directory no
+    longer lists.
+    """
+    status_reason: _builtins.str
+    pending_messages: _builtins.int
+    """Messages waiting for delivery to it, since when the oldest waits, and dead letters."""
+    dead_letters: _builtins.int
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.Role.ValueType]: ...
+    @_builtins.property
+    def region_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def status_changed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def oldest_pending_since(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        roles: _abc.Iterable[_common_pb2.Role.ValueType] | None = ...,
+        region_codes: _abc.Iterable[_builtins.str] | None = ...,
+        status: _common_pb2.NodeStatus.ValueType = ...,
+        status_changed_at: _timestamp_pb2.Timestamp | None = ...,
+        status_reason: _builtins.str = ...,
+        pending_messages: _builtins.int = ...,
+        oldest_pending_since: _timestamp_pb2.Timestamp | None = ...,
+        dead_letters: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["oldest_pending_since", b"oldest_pending_since", "status_changed_at", b"status_changed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dead_letters", b"dead_letters", "display_name", b"display_name", "node_id", b"node_id", "oldest_pending_since", b"oldest_pending_since", "pending_messages", b"pending_messages", "region_codes", b"region_codes", "roles", b"roles", "status", b"status", "status_changed_at", b"status_changed_at", "status_reason", b"status_reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PeerStatus: _TypeAlias = PeerStatus  # noqa: Y015
+
+@_typing.final
+class LogStatus(_message.Message):
+    """This node's transparency log and what the registry witness cosigned of it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_TREE_SIZE_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_ROOT_HASH_FIELD_NUMBER: _builtins.int
+    COSIGNED_AT_FIELD_NUMBER: _builtins.int
+    ENTRIES_NOT_COSIGNED_FIELD_NUMBER: _builtins.int
+    WITNESSED_SIZE_FIELD_NUMBER: _builtins.int
+    HELD_BACK_REASON_FIELD_NUMBER: _builtins.int
+    tree_size: _builtins.int
+    checkpoint_tree_size: _builtins.int
+    """The latest checkpoint the witness cosigned (size 0 and no time: none yet)."""
+    checkpoint_root_hash: _builtins.bytes
+    entries_not_cosigned: _builtins.int
+    """Entries appended since that checkpoint, which the next checkpoint covers."""
+    witnessed_size: _builtins.int
+    """The largest size the witness is known to have cosigned, and why the log may not grow now
+    (a restored database awaiting the witness, or one behind it); empty when it may.
+    """
+    held_back_reason: _builtins.str
+    @_builtins.property
+    def cosigned_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        tree_size: _builtins.int = ...,
+        checkpoint_tree_size: _builtins.int = ...,
+        checkpoint_root_hash: _builtins.bytes = ...,
+        cosigned_at: _timestamp_pb2.Timestamp | None = ...,
+        entries_not_cosigned: _builtins.int = ...,
+        witnessed_size: _builtins.int = ...,
+        held_back_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cosigned_at", b"cosigned_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_root_hash", b"checkpoint_root_hash", "checkpoint_tree_size", b"checkpoint_tree_size", "cosigned_at", b"cosigned_at", "entries_not_cosigned", b"entries_not_cosigned", "held_back_reason", b"held_back_reason", "tree_size", b"tree_size", "witnessed_size", b"witnessed_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogStatus: _TypeAlias = LogStatus  # noqa: Y015
+
+@_typing.final
+class GetFederationStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DIRECTORY_FIELD_NUMBER: _builtins.int
+    DIRECTORY_AGE_SECONDS_FIELD_NUMBER: _builtins.int
+    PEERS_FIELD_NUMBER: _builtins.int
+    PEERS_TRUNCATED_FIELD_NUMBER: _builtins.int
+    LOG_FIELD_NUMBER: _builtins.int
+    directory_age_seconds: _builtins.int
+    """Seconds since the directory was issued (0 when the node has none)."""
+    peers_truncated: _builtins.bool
+    @_builtins.property
+    def directory(self) -> Global___GetDirectoryStatusResponse: ...
+    @_builtins.property
+    def peers(self) -> _containers.RepeatedCompositeFieldContainer[Global___PeerStatus]:
+        """The other nodes of the directory, by node id (at most 1000), then any other destination the
+        outbox holds messages for.
+        """
+
+    @_builtins.property
+    def log(self) -> Global___LogStatus: ...
+    def __init__(
+        self,
+        *,
+        directory: Global___GetDirectoryStatusResponse | None = ...,
+        directory_age_seconds: _builtins.int = ...,
+        peers: _abc.Iterable[Global___PeerStatus] | None = ...,
+        peers_truncated: _builtins.bool = ...,
+        log: Global___LogStatus | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["directory", b"directory", "log", b"log"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["directory", b"directory", "directory_age_seconds", b"directory_age_seconds", "log", b"log", "peers", b"peers", "peers_truncated", b"peers_truncated"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetFederationStatusResponse: _TypeAlias = GetFederationStatusResponse  # noqa: Y015

@@ -257,6 +257,31 @@ class DeskServiceStub:
                 request_serializer=certfed_dot_v1_dot_desk__pb2.ListAuditRecordsRequest.SerializeToString,
                 response_deserializer=certfed_dot_v1_dot_desk__pb2.ListAuditRecordsResponse.FromString,
                 _registered_method=True)
+        self.ListHeldAttestations = channel.unary_unary(
+                '/certfed.v1.DeskService/ListHeldAttestations',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.ListHeldAttestationsRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.ListHeldAttestationsResponse.FromString,
+                _registered_method=True)
+        self.DecideHeldAttestation = channel.unary_unary(
+                '/certfed.v1.DeskService/DecideHeldAttestation',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.DecideHeldAttestationRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.DecideHeldAttestationResponse.FromString,
+                _registered_method=True)
+        self.GetBeneficiaryOverview = channel.unary_unary(
+                '/certfed.v1.DeskService/GetBeneficiaryOverview',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.GetBeneficiaryOverviewRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.GetBeneficiaryOverviewResponse.FromString,
+                _registered_method=True)
+        self.GetCertification = channel.unary_unary(
+                '/certfed.v1.DeskService/GetCertification',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.GetCertificationRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.GetCertificationResponse.FromString,
+                _registered_method=True)
+        self.GetFederationStatus = channel.unary_unary(
+                '/certfed.v1.DeskService/GetFederationStatus',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.GetFederationStatusRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.GetFederationStatusResponse.FromString,
+                _registered_method=True)
 
 
 class DeskServiceServicer:
@@ -579,6 +604,48 @@ class DeskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListHeldAttestations(self, request, context):
+        """Reviewer or admin: received attestations kept for review instead of applied (one that
+        answers no request this office sent to its issuer, a death or imprisonment nobody here asked
+        about, a walk-in from a node that may not certify one), and what was decided.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecideHeldAttestation(self, request, context):
+        """Reviewer: apply a held attestation or dismiss it, giving a reason. Applied, a negative
+        outcome still only proposes a termination, which another reviewer confirms.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBeneficiaryOverview(self, request, context):
+        """Any operator: one person's page in one call: their entitlement, the latest attestations
+        about them, their payment instructions (withheld months and back pay; administrators only)
+        and their open requests for assistance (clerks and reviewers only). Every list is bounded.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCertification(self, request, context):
+        """Clerk or reviewer: one certification recorded at this office.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFederationStatus(self, request, context):
+        """Admin: how the node stands in the federation: the directory's version, age and freshness,
+        each peer with its roles, regions, status and what waits for it in the outbox, and this
+        node's log with its latest checkpoint and the registry witness's cosignature.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -801,6 +868,31 @@ def add_DeskServiceServicer_to_server(servicer, server):
                     servicer.ListAuditRecords,
                     request_deserializer=certfed_dot_v1_dot_desk__pb2.ListAuditRecordsRequest.FromString,
                     response_serializer=certfed_dot_v1_dot_desk__pb2.ListAuditRecordsResponse.SerializeToString,
+            ),
+            'ListHeldAttestations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHeldAttestations,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.ListHeldAttestationsRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.ListHeldAttestationsResponse.SerializeToString,
+            ),
+            'DecideHeldAttestation': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideHeldAttestation,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.DecideHeldAttestationRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.DecideHeldAttestationResponse.SerializeToString,
+            ),
+            'GetBeneficiaryOverview': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBeneficiaryOverview,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.GetBeneficiaryOverviewRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.GetBeneficiaryOverviewResponse.SerializeToString,
+            ),
+            'GetCertification': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCertification,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.GetCertificationRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.GetCertificationResponse.SerializeToString,
+            ),
+            'GetFederationStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFederationStatus,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.GetFederationStatusRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.GetFederationStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1994,6 +2086,141 @@ class DeskService:
             '/certfed.v1.DeskService/ListAuditRecords',
             certfed_dot_v1_dot_desk__pb2.ListAuditRecordsRequest.SerializeToString,
             certfed_dot_v1_dot_desk__pb2.ListAuditRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListHeldAttestations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/ListHeldAttestations',
+            certfed_dot_v1_dot_desk__pb2.ListHeldAttestationsRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.ListHeldAttestationsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideHeldAttestation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/DecideHeldAttestation',
+            certfed_dot_v1_dot_desk__pb2.DecideHeldAttestationRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.DecideHeldAttestationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBeneficiaryOverview(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/GetBeneficiaryOverview',
+            certfed_dot_v1_dot_desk__pb2.GetBeneficiaryOverviewRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.GetBeneficiaryOverviewResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCertification(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/GetCertification',
+            certfed_dot_v1_dot_desk__pb2.GetCertificationRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.GetCertificationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFederationStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/GetFederationStatus',
+            certfed_dot_v1_dot_desk__pb2.GetFederationStatusRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.GetFederationStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -137,6 +137,27 @@ class DeskServiceStub:
     """Admin: set a new password for an operator; their open sessions end."""
     ListAuditRecords: _grpc.UnaryUnaryMultiCallable[_desk_pb2.ListAuditRecordsRequest, _desk_pb2.ListAuditRecordsResponse]
     """Admin: the audit trail, newest first, filtered and paged, and whether its chain verifies."""
+    ListHeldAttestations: _grpc.UnaryUnaryMultiCallable[_desk_pb2.ListHeldAttestationsRequest, _desk_pb2.ListHeldAttestationsResponse]
+    """Reviewer or admin: received attestations kept for review instead of applied (one that
+    answers no request this office sent to its issuer, a death or imprisonment nobody here asked
+    about, a walk-in from a node that may not certify one), and what was decided.
+    """
+    DecideHeldAttestation: _grpc.UnaryUnaryMultiCallable[_desk_pb2.DecideHeldAttestationRequest, _desk_pb2.DecideHeldAttestationResponse]
+    """Reviewer: apply a held attestation or dismiss it, giving a reason. Applied, a negative
+    outcome still only proposes a termination, which another reviewer confirms.
+    """
+    GetBeneficiaryOverview: _grpc.UnaryUnaryMultiCallable[_desk_pb2.GetBeneficiaryOverviewRequest, _desk_pb2.GetBeneficiaryOverviewResponse]
+    """Any operator: one person's page in one call: their entitlement, the latest attestations
+    about them, their payment instructions (withheld months and back pay; administrators only)
+    and their open requests for assistance (clerks and reviewers only). Every list is bounded.
+    """
+    GetCertification: _grpc.UnaryUnaryMultiCallable[_desk_pb2.GetCertificationRequest, _desk_pb2.GetCertificationResponse]
+    """Clerk or reviewer: one certification recorded at this office."""
+    GetFederationStatus: _grpc.UnaryUnaryMultiCallable[_desk_pb2.GetFederationStatusRequest, _desk_pb2.GetFederationStatusResponse]
+    """Admin: how the node stands in the federation: the directory's version, age and freshness,
+    each peer with its roles, regions, status and what waits for it in the outbox, and this
+    node's log with its latest checkpoint and the registry witness's cosignature.
+    """
 
 @_typing.type_check_only
 class DeskServiceAsyncStub(DeskServiceStub):
@@ -247,6 +268,27 @@ class DeskServiceAsyncStub(DeskServiceStub):
     """Admin: set a new password for an operator; their open sessions end."""
     ListAuditRecords: _aio.UnaryUnaryMultiCallable[_desk_pb2.ListAuditRecordsRequest, _desk_pb2.ListAuditRecordsResponse]  # type: ignore[assignment]
     """Admin: the audit trail, newest first, filtered and paged, and whether its chain verifies."""
+    ListHeldAttestations: _aio.UnaryUnaryMultiCallable[_desk_pb2.ListHeldAttestationsRequest, _desk_pb2.ListHeldAttestationsResponse]  # type: ignore[assignment]
+    """Reviewer or admin: received attestations kept for review instead of applied (one that
+    answers no request this office sent to its issuer, a death or imprisonment nobody here asked
+    about, a walk-in from a node that may not certify one), and what was decided.
+    """
+    DecideHeldAttestation: _aio.UnaryUnaryMultiCallable[_desk_pb2.DecideHeldAttestationRequest, _desk_pb2.DecideHeldAttestationResponse]  # type: ignore[assignment]
+    """Reviewer: apply a held attestation or dismiss it, giving a reason. Applied, a negative
+    outcome still only proposes a termination, which another reviewer confirms.
+    """
+    GetBeneficiaryOverview: _aio.UnaryUnaryMultiCallable[_desk_pb2.GetBeneficiaryOverviewRequest, _desk_pb2.GetBeneficiaryOverviewResponse]  # type: ignore[assignment]
+    """Any operator: one person's page in one call: their entitlement, the latest attestations
+    about them, their payment instructions (withheld months and back pay; administrators only)
+    and their open requests for assistance (clerks and reviewers only). Every list is bounded.
+    """
+    GetCertification: _aio.UnaryUnaryMultiCallable[_desk_pb2.GetCertificationRequest, _desk_pb2.GetCertificationResponse]  # type: ignore[assignment]
+    """Clerk or reviewer: one certification recorded at this office."""
+    GetFederationStatus: _aio.UnaryUnaryMultiCallable[_desk_pb2.GetFederationStatusRequest, _desk_pb2.GetFederationStatusResponse]  # type: ignore[assignment]
+    """Admin: how the node stands in the federation: the directory's version, age and freshness,
+    each peer with its roles, regions, status and what waits for it in the outbox, and this
+    node's log with its latest checkpoint and the registry witness's cosignature.
+    """
 
 class DeskServiceServicer(metaclass=_abc_1.ABCMeta):
     """A region's own clerks, reviewers and administrators (and the `certfed desk` CLI). Operators
@@ -618,5 +660,56 @@ class DeskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_desk_pb2.ListAuditRecordsResponse, _abc.Awaitable[_desk_pb2.ListAuditRecordsResponse]]:
         """Admin: the audit trail, newest first, filtered and paged, and whether its chain verifies."""
+
+    @_abc_1.abstractmethod
+    def ListHeldAttestations(
+        self,
+        request: _desk_pb2.ListHeldAttestationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.ListHeldAttestationsResponse, _abc.Awaitable[_desk_pb2.ListHeldAttestationsResponse]]:
+        """Reviewer or admin: received attestations kept for review instead of applied (one that
+        answers no request this office sent to its issuer, a death or imprisonment nobody here asked
+        about, a walk-in from a node that may not certify one), and what was decided.
+        """
+
+    @_abc_1.abstractmethod
+    def DecideHeldAttestation(
+        self,
+        request: _desk_pb2.DecideHeldAttestationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.DecideHeldAttestationResponse, _abc.Awaitable[_desk_pb2.DecideHeldAttestationResponse]]:
+        """Reviewer: apply a held attestation or dismiss it, giving a reason. Applied, a negative
+        outcome still only proposes a termination, which another reviewer confirms.
+        """
+
+    @_abc_1.abstractmethod
+    def GetBeneficiaryOverview(
+        self,
+        request: _desk_pb2.GetBeneficiaryOverviewRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.GetBeneficiaryOverviewResponse, _abc.Awaitable[_desk_pb2.GetBeneficiaryOverviewResponse]]:
+        """Any operator: one person's page in one call: their entitlement, the latest attestations
+        about them, their payment instructions (withheld months and back pay; administrators only)
+        and their open requests for assistance (clerks and reviewers only). Every list is bounded.
+        """
+
+    @_abc_1.abstractmethod
+    def GetCertification(
+        self,
+        request: _desk_pb2.GetCertificationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.GetCertificationResponse, _abc.Awaitable[_desk_pb2.GetCertificationResponse]]:
+        """Clerk or reviewer: one certification recorded at this office."""
+
+    @_abc_1.abstractmethod
+    def GetFederationStatus(
+        self,
+        request: _desk_pb2.GetFederationStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.GetFederationStatusResponse, _abc.Awaitable[_desk_pb2.GetFederationStatusResponse]]:
+        """Admin: how the node stands in the federation: the directory's version, age and freshness,
+        each peer with its roles, regions, status and what waits for it in the outbox, and this
+        node's log with its latest checkpoint and the registry witness's cosignature.
+        """
 
 def add_DeskServiceServicer_to_server(servicer: DeskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

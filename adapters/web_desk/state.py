@@ -1,0 +1,77 @@
+"""What the desk process keeps between requests: its settings, the one channel to the node, a
+Jinja2 environment per language, and small bounded memories that spare the node repeated work
+(page tokens of the lists, liaison form results). Nothing here outlives the process, and nothing
+in it is needed for correctness: a forgotten entry costs a few more calls.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+from adapters.web_desk.i18n import LOCALE_NAMES, LOCALES, translations
+from adapters.web_desk.settings import WebDeskSettings
+from federation.desk_client import DeskChannel
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+STATIC_DIR = Path(__file__).parent / "static"
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class Memory(Generic[K, V]):
+    """A thread-safe map that forgets its oldest entries beyond `capacity`."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._entries: OrderedDict[K, V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> V | None:
+        with self._lock:
+            value = self._entries.get(key)
+            if value is not None:
+                self._entries.move_to_end(key)
+            return value
+
+    def put(self, key: K, value: V) -> None:
+        with self._lock:
+            self._entries[key] = value
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._capacity:
+                self._entries.popitem(last=False)
+
+
+def environment(locale: str) -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATE_DIR),
+        autoescape=select_autoescape(["html"]),
+        extensions=["jinja2.ext.i18n"],
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.install_gettext_translations(translations(locale), newstyle=True)  # type: ignore[attr-defined]
+    return env
+
+
+@dataclass
+class DeskState:
+    settings: WebDeskSettings
+    channel: DeskChannel
+    environments: dict[str, Environment] = field(
+        default_factory=lambda: {locale: environment(locale) for locale in LOCALES}
+    )
+    # (session, list, filter) -> the page token of each page seen so far.
+    page_tokens: Memory[tuple[str, str], list[str]] = field(default_factory=lambda: Memory(4096))
+    # (session, batch id) -> a liaison form with its results, as uploaded and answered.
+    form_batches: Memory[tuple[str, str], object] = field(default_factory=lambda: Memory(64))
+
+    @property
+    def locale_names(self) -> dict[str, str]:
+        return LOCALE_NAMES

@@ -1,0 +1,120 @@
+"""Every main page of the desk, in each of its four languages: it renders, passes the axe-core
+check (no serious or critical violation), and is saved as a screenshot under the run's
+`screenshots/` folder (`<page>-<locale>.png`), for people to look at."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from certfed.v1 import common_pb2, desk_pb2
+from cli.demo import LANZHOU, MACAU, QINGDAO
+from cli.launcher import wait_until
+from federation.timestamps import to_timestamp
+from tests.browser.desk_federation import DeskFederation
+from tests.browser.desk_page import LOCALES, OpenDesk
+from tests.helpers.evidence import upload_capture
+
+
+@dataclass(frozen=True)
+class Records:
+    """One of each thing a page shows: a person Lanzhou pays, their request to Qingdao, and a
+    certification at Qingdao awaiting review."""
+
+    beneficiary_id: str
+    request_id: str
+    certification_id: str
+
+
+@pytest.fixture(scope="module")
+def records(desk_federation: DeskFederation) -> Records:
+    local = desk_federation.local
+    asked = desk_federation.register(LANZHOU, residence_region="370202")
+    with local.desk(LANZHOU.node_id) as desk:
+        request_id = desk.stub.RequestCertification(
+            desk_pb2.RequestCertificationRequest(
+                beneficiary_id=asked.beneficiary_id,
+                deadline=to_timestamp(datetime.now(UTC) + timedelta(days=30)),
+                acceptable_methods=[common_pb2.CERTIFICATION_METHOD_ON_SITE],
+            )
+        ).request.request_id
+    own = desk_federation.register(QINGDAO, residence_region="370202")
+    with local.desk(QINGDAO.node_id) as desk:
+        certification_id = desk.stub.RecordCertification(
+            desk_pb2.RecordCertificationRequest(
+                beneficiary_id=own.beneficiary_id,
+                method=common_pb2.CERTIFICATION_METHOD_VIDEO_CALL,
+                outcome=common_pb2.CERTIFICATION_OUTCOME_ALIVE,
+                observed_at=to_timestamp(datetime.now(UTC)),
+                evidence_digests=[upload_capture(desk, shade=3)],
+            )
+        ).certification.certification_id
+        inbound = desk_pb2.ListAssistanceRequestsRequest(direction=desk_pb2.DIRECTION_INBOUND)
+        wait_until(
+            lambda: any(
+                r.request_id == request_id
+                for r in desk.stub.ListAssistanceRequests(inbound).requests
+            ),
+            30,
+            "the request to reach Qingdao",
+        )
+    return Records(asked.beneficiary_id, request_id, certification_id)
+
+
+def _pages(records: Records) -> dict[tuple[str, str], dict[str, str]]:
+    """(office, operator) -> {screenshot name: path}."""
+    person = f"/beneficiaries/{records.beneficiary_id}"
+    request = f"/requests/{records.request_id}"
+    return {
+        (LANZHOU.node_id, "clerk"): {
+            "home-paying-office": "/",
+            "find": "/beneficiaries/find",
+            "beneficiary": person,
+            "assistance": f"{person}/assistance",
+            **{f"list-{view}": f"/lists/{view}" for view in ("due", "warning", "suspended")},
+            **{f"list-{view}": f"/lists/{view}" for view in ("overpayments", "duplicates")},
+            "report": "/lists/report",
+        },
+        (QINGDAO.node_id, "clerk"): {
+            "home-agency": "/",
+            "inbox": "/inbox",
+            "request": request,
+            "certify": f"{request}/certify",
+            "walk-in": "/walk-in",
+        },
+        (QINGDAO.node_id, "reviewer"): {
+            "reviews": "/reviews",
+            "certification": f"/certifications/{records.certification_id}",
+        },
+        (QINGDAO.node_id, "admin"): {
+            "admin-operators": "/admin/operators",
+            "admin-new-operator": "/admin/operators/new",
+            "admin-outbox": "/admin/outbox",
+            "admin-federation": "/admin/federation",
+            "admin-audit": "/admin/audit",
+        },
+        (MACAU.node_id, "clerk"): {"forms": "/forms"},
+    }
+
+
+@pytest.mark.parametrize("locale", list(LOCALES))
+def test_every_main_page_renders_accessibly_in_each_language(
+    locale: str, records: Records, desk_federation: DeskFederation, open_desk: OpenDesk
+) -> None:
+    visitor = open_desk(LANZHOU.node_id, locale)
+    visitor.open("/sign-in")
+    if visitor.page.get_attribute("html", "lang") != locale:
+        visitor.set_language(locale)
+    assert visitor.page.get_attribute("html", "lang") == locale
+    assert visitor.screenshot("sign-in").stat().st_size > 0
+    for (office, operator), pages in _pages(records).items():
+        desk = open_desk(office, locale)
+        desk.sign_in(operator, desk_federation.password(office, operator))
+        for name, path in pages.items():
+            answer = desk.open(path)
+            assert answer.status == 200, f"{path} answered {answer.status}"
+            assert desk.page.get_attribute("html", "lang") == locale
+            assert desk.page.title(), f"{path} has no title"
+            assert desk.screenshot(name).stat().st_size > 0
