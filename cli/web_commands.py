@@ -66,7 +66,10 @@ def serve_command(args: argparse.Namespace) -> int:
     host, port = parse_host_port(listen, "--listen")
     settings = settings_for(config)
     channel = DeskChannel(
-        config.desk_listen, config.node_id, config.ca_certificate.read_bytes(), config.limits
+        config.web.desk_endpoint or config.desk_listen,
+        config.node_id,
+        config.ca_certificate.read_bytes(),
+        config.limits,
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     access = logging.getLogger("certfed.web_desk.access")

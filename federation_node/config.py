@@ -100,12 +100,15 @@ WEB_TLS_MODES = ("off", "node")
 class WebConfig:
     """The office's web desk (`certfed web serve`, docs/web-desk.md): where it listens, whether
     it serves HTTPS itself with the node's certificate ("node") or plain HTTP on loopback or
-    behind the office's reverse proxy ("off"), and the file holding its cookie and CSRF key
-    (relative to data_dir; created 0600 when missing)."""
+    behind the office's reverse proxy ("off"), the file holding its cookie and CSRF key
+    (relative to data_dir; created 0600 when missing; every replica of the desk needs the same
+    one), and where it reaches the node's desk (host:port; empty for desk_listen, which is right
+    when both run on one host but not when the node listens on 0.0.0.0 or behind a Service)."""
 
     listen: str = "127.0.0.1:7700"
     tls: str = "off"
     secret_file: Path = Path("web.secret")
+    desk_endpoint: str = ""
 
 
 @dataclass(frozen=True)

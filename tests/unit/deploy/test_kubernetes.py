@@ -53,8 +53,13 @@ def manifests() -> list[tuple[Path, Manifest]]:
     return [item for directory in kustomizations() for item in resources(directory.parent)]
 
 
-def workloads(directory: Path) -> list[Manifest]:
-    return [doc for _, doc in resources(directory) if doc["kind"] == "Deployment"]
+def workloads(directory: Path, name: str | None = None) -> list[Manifest]:
+    """The Deployments a kustomization includes (only the one called `name`, if given)."""
+    return [
+        doc
+        for _, doc in resources(directory)
+        if doc["kind"] == "Deployment" and name in (None, doc["metadata"]["name"])
+    ]
 
 
 def pod_containers(deployment: Manifest) -> list[Manifest]:
@@ -181,9 +186,44 @@ def test_office_overlay_runs_two_or_more_replicas_of_node_serve() -> None:
     overlay = KUBERNETES / "overlays" / "office"
     (replicas,) = load(overlay / "kustomization.yaml")["replicas"]
     assert replicas["count"] >= 2
-    (deployment,) = workloads(overlay)
+    (deployment,) = workloads(overlay, "certfed-node")
     (main,) = deployment["spec"]["template"]["spec"]["containers"]
     assert main["args"][:2] == ["node", "serve"]
+
+
+def test_the_web_desk_is_hardened_probed_and_reaches_only_the_node_desk() -> None:
+    overlay = KUBERNETES / "overlays" / "office"
+    (deployment,) = workloads(overlay, "certfed-web")
+    pod = deployment["spec"]["template"]["spec"]
+    assert deployment["spec"]["replicas"] >= 2
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["automountServiceAccountToken"] is False
+    (main,) = pod["containers"]
+    assert main["args"][:2] == ["web", "serve"]
+    assert main["securityContext"]["readOnlyRootFilesystem"] is True
+    assert main["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert set(main["resources"]) == {"requests", "limits"}
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert main[probe]["httpGet"] == {"path": "/healthz", "port": "http"}, probe
+    # The [web] table of the office's node.toml points the desk at the Service and the Secret.
+    node = load_node_config(overlay / "node.toml", environ={})
+    service_port = next(
+        port["port"]
+        for _, doc in resources(overlay)
+        if doc["kind"] == "Service" and doc["metadata"]["name"] == "certfed-node"
+        for port in doc["spec"]["ports"]
+        if port["name"] == "desk"
+    )
+    assert node.web.desk_endpoint == f"certfed-node:{service_port}"
+    mounts = {mount["mountPath"] for mount in main["volumeMounts"]}
+    assert str(node.web.secret_file.parent) in mounts
+    (policy,) = [
+        doc
+        for _, doc in resources(overlay)
+        if doc["kind"] == "NetworkPolicy" and doc["metadata"]["name"] == "certfed-web"
+    ]
+    egress_ports = {port["port"] for rule in policy["spec"]["egress"] for port in rule["ports"]}
+    assert egress_ports == {53, service_port}
 
 
 def test_overlay_configuration_files_load_and_feed_the_pods() -> None:
@@ -195,8 +235,11 @@ def test_overlay_configuration_files_load_and_feed_the_pods() -> None:
     config = load_registry_config(registry / "registry.toml", environ={})
     assert config.health_listen
     assert config.metrics_address
-    for overlay, expected in ((office, node.health_listen), (registry, config.health_listen)):
-        (deployment,) = workloads(overlay)
+    for overlay, name, expected in (
+        (office, "certfed-node", node.health_listen),
+        (registry, "certfed-registry", config.health_listen),
+    ):
+        (deployment,) = workloads(overlay, name)
         (generator,) = load(overlay / "kustomization.yaml")["configMapGenerator"]
         volumes = deployment["spec"]["template"]["spec"]["volumes"]
         assert generator["name"] in {v["configMap"]["name"] for v in volumes if "configMap" in v}
