@@ -2,7 +2,8 @@
 
     certfed registry init --data-dir D [--federation-id ID] [--admin NAME]
     certfed registry serve --config F
-    certfed registry approve NODE --config F [--admin NAME]
+    certfed registry approve NODE --signing-key-fingerprint FP --tls-key-fingerprint FP
+                             [--allow-second-node-for-region] --config F [--admin NAME]
     certfed registry list --config F [--admin NAME]
     certfed registry suspend|reinstate|revoke NODE --reason R [--effective-at ISO] --config F
     certfed registry export-directory --config F --out FILE [--admin NAME]
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from rich.table import Table
@@ -67,17 +69,35 @@ def serve_command(args: argparse.Namespace) -> int:
 
 @guarded
 def approve_command(args: argparse.Namespace) -> int:
-    """Approve a pending enrolment."""
+    """Show a pending application and approve it once the administrator has confirmed the key
+    fingerprints the office sent out of band (the registry compares them)."""
     _, client = admin_client(args)
     with client:
-        version = client.approve(args.node_id)
+        node = next((n for n in client.list_nodes() if n.node_id == args.node_id), None)
+        if node is not None:
+            print(f"application of {node.node_id} ({node.display_name}):")
+            print(f"  regions:             {' '.join(node.region_codes)}")
+            print(f"  roles:               {_roles(node.roles)}")
+            print(f"  endpoint:            {node.endpoint}")
+            print(f"  signing key (recv.): {node.signing_key_fingerprint}")
+            print(f"  TLS key (received):  {node.tls_key_fingerprint}")
+        version = client.approve(
+            args.node_id,
+            signing_key_fingerprint=args.signing_key_fingerprint,
+            tls_key_fingerprint=args.tls_key_fingerprint,
+            allow_second_node_for_region=args.allow_second_node_for_region,
+        )
     print(f"approved {args.node_id}; directory version {version}")
     return EXIT_OK
 
 
+def _roles(roles: Iterable[common_pb2.Role.ValueType]) -> str:
+    return " ".join(ROLE_NAMES.get(role, str(role)) for role in roles)
+
+
 @guarded
 def list_command(args: argparse.Namespace) -> int:
-    """Show every node the registry knows, with its status."""
+    """Show every node the registry knows, with its status and key fingerprints."""
     _, client = admin_client(args)
     with client:
         nodes = client.list_nodes()
@@ -89,13 +109,19 @@ def list_command(args: argparse.Namespace) -> int:
             node.node_id,
             node.display_name,
             " ".join(node.region_codes),
-            " ".join(ROLE_NAMES.get(role, str(role)) for role in node.roles),
+            _roles(node.roles),
             node.endpoint,
             _status_name(node.status),
             node.status_reason,
             to_datetime(node.applied_at).isoformat(timespec="seconds"),
         )
     console.print(table)
+    # Plain print, below the table: a fingerprint read aloud must never be wrapped.
+    print("key fingerprints (SHA-256) of the keys each node enrolled with:")
+    for node in nodes:
+        print(f"  {node.node_id}")
+        print(f"    signing key: {node.signing_key_fingerprint}")
+        print(f"    TLS key:     {node.tls_key_fingerprint}")
     return EXIT_OK
 
 
@@ -137,8 +163,29 @@ def add_registry_commands(subparsers: argparse._SubParsersAction) -> None:  # ty
     serve_parser.add_argument("--config", required=True, help="the registry's registry.toml")
     serve_parser.set_defaults(handler=serve_command)
 
-    approve = commands.add_parser("approve", help="approve a pending enrolment")
+    approve = commands.add_parser(
+        "approve",
+        help="approve a pending enrolment after confirming its key fingerprints",
+        description="Compare the key fingerprints the office sent out of band (it printed them "
+        "at `certfed node enrol`) with what the registry received (`certfed registry list`), "
+        "and type them: the registry refuses the approval unless both match.",
+    )
     approve.add_argument("node_id", metavar="NODE")
+    approve.add_argument(
+        "--signing-key-fingerprint",
+        required=True,
+        help="the signing key's SHA-256 fingerprint, as the office sent it (spaces optional)",
+    )
+    approve.add_argument(
+        "--tls-key-fingerprint",
+        required=True,
+        help="the TLS key's SHA-256 fingerprint, as the office sent it (spaces optional)",
+    )
+    approve.add_argument(
+        "--allow-second-node-for-region",
+        action="store_true",
+        help="approve although another node already serves one of its regions in the same role",
+    )
     admin_options(approve)
     approve.set_defaults(handler=approve_command)
 

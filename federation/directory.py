@@ -17,6 +17,7 @@ from google.protobuf.message import DecodeError
 
 from certfed.v1 import common_pb2, directory_pb2
 from federation.errors import (
+    AmbiguousRouteError,
     DirectoryExpiredError,
     DirectoryRollbackError,
     DirectoryVerificationError,
@@ -33,6 +34,7 @@ from signing.keys import SigningKey, VerifyKey
 
 CERTIFYING_ROLES = frozenset({common_pb2.ROLE_RESIDENCE_AGENCY, common_pb2.ROLE_PARTNER_LIAISON})
 PAYING_ROLES = frozenset({common_pb2.ROLE_PAYING_OFFICE, common_pb2.ROLE_PARTNER_LIAISON})
+NODE_ACTIVE = common_pb2.NODE_STATUS_ACTIVE
 
 
 def sign_directory(directory: directory_pb2.Directory, root_key: SigningKey) -> dsse.Envelope:
@@ -104,35 +106,71 @@ class TrustedDirectory:
             keys[key.key_id] = VerifyKey.from_raw(key.public_key)
         return keys
 
-    def route(self, region: str) -> directory_pb2.DirectoryNode:
-        """The active certifying node that serves `region` most specifically."""
-        best: tuple[int, str] | None = None
-        chosen: directory_pb2.DirectoryNode | None = None
-        inactive: list[str] = []
+    def route(
+        self, region: str, routing: Mapping[str, str] | None = None
+    ) -> directory_pb2.DirectoryNode:
+        """The active certifying node that serves `region`: the one the office's `routing`
+        (region code -> node id, the most specific code covering `region` applies) names, or
+        else the one node that serves it most specifically. Several equally specific nodes and
+        no routing entry is AmbiguousRouteError: who gets a region's requests is configured,
+        never guessed (a newcomer must not win by its node id)."""
+        candidates: list[tuple[int, directory_pb2.DirectoryNode]] = []
         for node in self.directory.nodes:
             if not CERTIFYING_ROLES.intersection(node.roles):
                 continue
             score = max((coverage(code, region) for code in node.region_codes), default=0)
-            if score == 0:
-                continue
-            if node.status != common_pb2.NODE_STATUS_ACTIVE:
-                inactive.append(node.node_id)
-                continue
-            # Most specific first; among equals, the lowest node id, so every node agrees.
-            rank = (-score, node.node_id)
-            if best is None or rank < best:
-                best, chosen = rank, node
-        if chosen is None:
-            if inactive:
+            if score > 0:
+                candidates.append((score, node))
+        configured = _configured_node(routing or {}, region)
+        if configured is not None:
+            return self._configured_route(configured, region, candidates)
+        active = [(s, node) for s, node in candidates if node.status == NODE_ACTIVE]
+        if not active:
+            if candidates:
+                inactive = sorted(node.node_id for _, node in candidates)
                 raise NodeNotActiveError(
-                    f"region {region} is served only by {', '.join(sorted(inactive))}, "
+                    f"region {region} is served only by {', '.join(inactive)}, "
                     "which is not active in the federation; ask the registry administrator"
                 )
             raise UnservedRegionError(
                 f"no node in the federation certifies residents of region {region}; "
                 "check the residence region code or ask the registry administrator"
             )
-        return chosen
+        best = max(score for score, _ in active)
+        chosen = [node for score, node in active if score == best]
+        if len(chosen) > 1:
+            names = ", ".join(sorted(node.node_id for node in chosen))
+            raise AmbiguousRouteError(
+                f"region {region} is served by several nodes ({names}); name the one this "
+                f'office sends its requests to under [routing] in node.toml ({region} = "NODE")'
+            )
+        return chosen[0]
+
+    def _configured_route(
+        self,
+        node_id: str,
+        region: str,
+        candidates: list[tuple[int, directory_pb2.DirectoryNode]],
+    ) -> directory_pb2.DirectoryNode:
+        for _, node in candidates:
+            if node.node_id == node_id:
+                return self.active_node(node_id)
+        raise UnservedRegionError(
+            f"node.toml [routing] sends region {region} to node {node_id!r}, which does not "
+            f"certify residents of {region} in federation directory version {self.version}; "
+            "correct the routing entry"
+        )
+
+
+def _configured_node(routing: Mapping[str, str], region: str) -> str | None:
+    """The node id of the most specific routing entry covering `region`, if any."""
+    best = 0
+    chosen: str | None = None
+    for code, node_id in routing.items():
+        score = coverage(code, region)
+        if score > best:
+            best, chosen = score, node_id
+    return chosen
 
 
 def verify_directory(

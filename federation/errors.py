@@ -108,6 +108,10 @@ class UnservedRegionError(PreconditionError):
     """No active node in the federation serves a region."""
 
 
+class AmbiguousRouteError(PreconditionError):
+    """Several nodes serve a region equally and this office's configuration names none."""
+
+
 class NodeNotActiveError(PreconditionError):
     """The node a flow needs is suspended or revoked."""
 

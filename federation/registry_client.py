@@ -208,13 +208,26 @@ class RegistryAdminClient(_Client):
     """A registry administrator's calls, over mTLS with an administrator certificate
     (`credentials`: the administrator's `TlsMaterial.channel_credentials()`)."""
 
-    def approve(self, node_id: str) -> int:
-        """Approve a pending enrolment; returns the directory version that lists the node."""
+    def approve(
+        self,
+        node_id: str,
+        *,
+        signing_key_fingerprint: str,
+        tls_key_fingerprint: str,
+        allow_second_node_for_region: bool = False,
+    ) -> int:
+        """Approve a pending enrolment whose key fingerprints the administrator confirmed (as the
+        office sent them out of band); returns the directory version that lists the node."""
         connection = self._connection
         response = connection.call(
             "ApproveEnrolment",
             connection.stub.ApproveEnrolment,
-            registry_pb2.ApproveEnrolmentRequest(node_id=node_id),
+            registry_pb2.ApproveEnrolmentRequest(
+                node_id=node_id,
+                signing_key_fingerprint=signing_key_fingerprint,
+                tls_key_fingerprint=tls_key_fingerprint,
+                allow_second_node_for_region=allow_second_node_for_region,
+            ),
         )
         return int(response.directory_version)
 

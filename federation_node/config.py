@@ -163,6 +163,10 @@ class NodeConfig:
     minimisation: MinimisationConfig = field(default_factory=MinimisationConfig)
     web: WebConfig = field(default_factory=WebConfig)
     operator_sessions: OperatorSessionsConfig = field(default_factory=OperatorSessionsConfig)
+    # Where this office sends requests for a region several nodes serve: region code -> node id
+    # (`[routing]`, e.g. `370200 = "qingdao"`; the most specific code covering a region applies).
+    # Without an entry such a region is refused, never given to the lowest node id.
+    routing: dict[str, str] = field(default_factory=dict)
 
     @property
     def effective_database_url(self) -> str:
@@ -211,7 +215,7 @@ def _sub_config(name: str, cls: Any, table: Any) -> Any:
 
 
 # Settings that are TOML tables; the environment overrides only plain settings.
-_TABLES = ("limits", "dispatch", "minimisation", "web", "operator_sessions")
+_TABLES = ("limits", "dispatch", "minimisation", "web", "operator_sessions", "routing")
 _REQUIRED = ("node_id", "region_codes", "roles", "registry_endpoint", "registry_enrol_endpoint")
 _TEMPLATE: dict[str, Any] = {
     "node_id": "",
@@ -262,6 +266,8 @@ def load_node_config(path: Path, environ: dict[str, str] | None = None) -> NodeC
             values[name] = _sub_config("web", WebConfig, value)
         elif name == "operator_sessions":
             values[name] = _sub_config("operator_sessions", OperatorSessionsConfig, value)
+        elif name == "routing":
+            values[name] = _routing(value)
         else:
             values[name] = _coerce(name, value, getattr(defaults, name))
     config = NodeConfig(**{**_TEMPLATE, **values})
@@ -277,6 +283,18 @@ def load_node_config(path: Path, environ: dict[str, str] | None = None) -> NodeC
     )
     validate_node_config(config)
     return config
+
+
+def _routing(table: Any) -> dict[str, str]:
+    if not isinstance(table, dict):
+        raise InvalidInputError("routing", 'must be a table of region code = "node id"')
+    routing: dict[str, str] = {}
+    for code, node_id in table.items():
+        validate_region_code(str(code), f"routing.{code}")
+        if not isinstance(node_id, str) or not node_id.strip():
+            raise InvalidInputError(f"routing.{code}", "must name a node id")
+        routing[str(code)] = node_id.strip()
+    return routing
 
 
 def _under(base: Path, path: Path) -> Path:
@@ -337,5 +355,7 @@ def render_node_config(values: dict[str, Any]) -> str:
     for key, value in values.items():
         if isinstance(value, dict):
             lines.append(f"\n[{key}]")
-            lines.extend(f"{k} = {v}" for k, v in value.items())
+            lines.extend(
+                f'{k} = "{v}"' if isinstance(v, str) else f"{k} = {v}" for k, v in value.items()
+            )
     return "\n".join(lines) + "\n"

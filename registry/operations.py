@@ -43,6 +43,7 @@ from federation.transport import PeerIdentity, PeerKind
 from federation.witness_protocol import witness_signer
 from registry import audit_store, directory_store, locators_store, nodes_store, root_store
 from registry.applications import Application, validate_application
+from registry.approval import Approval, check_approval
 from registry.ca import FederationCA
 from registry.config import RegistryConfig, RegistryPaths
 from registry.db import advisory_lock, transaction
@@ -308,8 +309,9 @@ class Registry:
 
     # Administration.
 
-    def approve(self, node_id: str, admin: str) -> int:
-        """Activate a pending node: certificate, signing key, new directory, audit record."""
+    def approve(self, node_id: str, admin: str, approval: Approval) -> int:
+        """Activate a pending node the administrator confirmed (registry.approval): certificate,
+        signing key, new directory, audit record."""
         now = self._clock()
         with transaction(self._engine) as session:
             node = nodes_store.require(session, node_id)
@@ -318,6 +320,7 @@ class Registry:
                     f"node {node_id!r} is {node.status}, not pending; only a pending "
                     "application can be approved"
                 )
+            shared = check_approval(session, node, approval)
             key = VerifyKey.from_raw(node.signing_public_key)
             owner = nodes_store.key_owner(session, key.key_id)
             if owner is not None:
@@ -341,6 +344,11 @@ class Registry:
                 actor=f"admin:{admin}",
                 action="approve",
                 node_id=node_id,
+                detail=("second node allowed for " + "; ".join(item.describe() for item in shared))[
+                    :1024
+                ]
+                if shared
+                else "",
             )
         log.info("registry.node_approved", node_id=node_id, admin=admin, directory=version)
         return version
@@ -403,16 +411,22 @@ class Registry:
             return self._publish(session, self._clock())
 
     def republish_if_due(self) -> int | None:
-        """Publish a fresh version when less than half the latest one's lifetime is left."""
+        """Publish a fresh version when less than half the latest one's lifetime is left, or
+        it is older than `directory_resign_s`."""
         now = self._clock()
         with transaction(self._engine) as session:
             latest = directory_store.latest(session)
             if latest is not None:
                 half = (latest.expires_at - latest.issued_at) / 2
+                resign = timedelta(seconds=self._config.directory_resign_s)
                 # A renewed certificate's overlap that ended drops its fingerprint from the
                 # directory: publish then, not only when the lifetime runs low.
                 overlap_ended = nodes_store.overlap_ended(session, latest.issued_at, now)
-                if latest.expires_at - now >= half and not overlap_ended:
+                if (
+                    latest.expires_at - now >= half
+                    and now - latest.issued_at < resign
+                    and not overlap_ended
+                ):
                     return None
             version = self._publish(session, now)
         log.info("registry.directory_republished", directory=version)

@@ -29,6 +29,7 @@ import grpc
 from certfed.v1 import log_pb2, registry_pb2, registry_pb2_grpc
 from federation.envelopes import envelope_from_proto, envelope_to_proto
 from federation.errors import InvalidInputError, PermissionDeniedError, UnauthenticatedError
+from federation.fingerprints import parse_fingerprint
 from federation.limits import Limits
 from federation.principal import ANONYMOUS, Principal, caller
 from federation.roles import PAYING_ROLE_NAMES, role_values
@@ -36,10 +37,11 @@ from federation.rpc import Authorizer
 from federation.timestamps import optional_datetime, to_timestamp
 from federation.transport import PeerKind, client_certificate, identity_from_certificate
 from registry.applications import validate_node_id, validate_text
+from registry.approval import Approval, fingerprints_of
 from registry.directory_store import STATUS_VALUES
 from registry.locators_store import Duplicate
 from registry.operations import Registry, StatusChange
-from registry.tables import NodeState
+from registry.tables import Node, NodeState
 from registry.witness import Submission
 from signing.locator import LOCATOR_SIZE
 
@@ -165,6 +167,22 @@ def _duplicate(duplicate: Duplicate) -> registry_pb2.DuplicateEntitlement:
     )
 
 
+def _node_summary(node: Node) -> registry_pb2.NodeSummary:
+    fingerprints = fingerprints_of(node)
+    return registry_pb2.NodeSummary(
+        node_id=node.node_id,
+        display_name=node.display_name,
+        region_codes=list(node.region_codes),
+        roles=role_values(node.roles),
+        endpoint=node.endpoint,
+        status=STATUS_VALUES[NodeState(node.status)],
+        applied_at=to_timestamp(node.applied_at),
+        status_reason=node.status_reason,
+        signing_key_fingerprint=fingerprints.signing_key,
+        tls_key_fingerprint=fingerprints.tls_key,
+    )
+
+
 class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     """Thin RPC methods over `Registry`; see the module docstring."""
 
@@ -200,7 +218,16 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self, request: registry_pb2.ApproveEnrolmentRequest, context: grpc.ServicerContext
     ) -> registry_pb2.ApproveEnrolmentResponse:
         node_id = validate_node_id(request.node_id)
-        version = self._registry.approve(node_id, admin=caller().name)
+        approval = Approval(
+            signing_key_fingerprint=parse_fingerprint(
+                request.signing_key_fingerprint, "signing_key_fingerprint"
+            ),
+            tls_key_fingerprint=parse_fingerprint(
+                request.tls_key_fingerprint, "tls_key_fingerprint"
+            ),
+            allow_second_node_for_region=request.allow_second_node_for_region,
+        )
+        version = self._registry.approve(node_id, admin=caller().name, approval=approval)
         return registry_pb2.ApproveEnrolmentResponse(directory_version=version)
 
     def SetNodeStatus(
@@ -223,19 +250,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self, request: registry_pb2.ListNodesRequest, context: grpc.ServicerContext
     ) -> registry_pb2.ListNodesResponse:
         return registry_pb2.ListNodesResponse(
-            nodes=[
-                registry_pb2.NodeSummary(
-                    node_id=node.node_id,
-                    display_name=node.display_name,
-                    region_codes=list(node.region_codes),
-                    roles=role_values(node.roles),
-                    endpoint=node.endpoint,
-                    status=STATUS_VALUES[NodeState(node.status)],
-                    applied_at=to_timestamp(node.applied_at),
-                    status_reason=node.status_reason,
-                )
-                for node in self._registry.list_nodes()
-            ]
+            nodes=[_node_summary(node) for node in self._registry.list_nodes()]
         )
 
     def GetDirectory(

@@ -126,15 +126,31 @@ class ApproveEnrolmentRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NODE_ID_FIELD_NUMBER: _builtins.int
+    SIGNING_KEY_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    TLS_KEY_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    ALLOW_SECOND_NODE_FOR_REGION_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
+    signing_key_fingerprint: _builtins.str
+    """SHA-256 fingerprints of the applicant's signing key and TLS key as the office sent them out
+    of band (hex; spaces, colons and case ignored). Approval fails with FAILED_PRECONDITION
+    unless both match the keys in the application the registry received.
+    """
+    tls_key_fingerprint: _builtins.str
+    allow_second_node_for_region: _builtins.bool
+    """Approve although an active or suspended node already serves one of the applicant's regions
+    in one of its roles. Without it such an application is refused with FAILED_PRECONDITION.
+    """
     def __init__(
         self,
         *,
         node_id: _builtins.str = ...,
+        signing_key_fingerprint: _builtins.str = ...,
+        tls_key_fingerprint: _builtins.str = ...,
+        allow_second_node_for_region: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["allow_second_node_for_region", b"allow_second_node_for_region", "node_id", b"node_id", "signing_key_fingerprint", b"signing_key_fingerprint", "tls_key_fingerprint", b"tls_key_fingerprint"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -237,11 +253,16 @@ class NodeSummary(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     APPLIED_AT_FIELD_NUMBER: _builtins.int
     STATUS_REASON_FIELD_NUMBER: _builtins.int
+    SIGNING_KEY_FINGERPRINT_FIELD_NUMBER: _builtins.int
+    TLS_KEY_FINGERPRINT_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     display_name: _builtins.str
     endpoint: _builtins.str
     status: _common_pb2.NodeStatus.ValueType
     status_reason: _builtins.str
+    signing_key_fingerprint: _builtins.str
+    """SHA-256 fingerprints of the keys the node enrolled with, in 16 groups of 4 hex digits."""
+    tls_key_fingerprint: _builtins.str
     @_builtins.property
     def region_codes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -259,10 +280,12 @@ class NodeSummary(_message.Message):
         status: _common_pb2.NodeStatus.ValueType = ...,
         applied_at: _timestamp_pb2.Timestamp | None = ...,
         status_reason: _builtins.str = ...,
+        signing_key_fingerprint: _builtins.str = ...,
+        tls_key_fingerprint: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["applied_at", b"applied_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_at", b"applied_at", "display_name", b"display_name", "endpoint", b"endpoint", "node_id", b"node_id", "region_codes", b"region_codes", "roles", b"roles", "status", b"status", "status_reason", b"status_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["applied_at", b"applied_at", "display_name", b"display_name", "endpoint", b"endpoint", "node_id", b"node_id", "region_codes", b"region_codes", "roles", b"roles", "signing_key_fingerprint", b"signing_key_fingerprint", "status", b"status", "status_reason", b"status_reason", "tls_key_fingerprint", b"tls_key_fingerprint"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

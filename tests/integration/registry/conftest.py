@@ -18,6 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from certfed.v1 import common_pb2, directory_pb2
+from federation.fingerprints import KeyFingerprints
 from federation.registry_client import RegistryAdminClient, RegistryClient
 from federation.roles import role_values
 from federation.timestamps import to_timestamp
@@ -149,6 +150,20 @@ class NodeKit:
     def tls(self, certificate_pem: bytes, ca_pem: bytes) -> TlsMaterial:
         return TlsMaterial(certificate_pem, self.tls_key_pem, ca_pem)
 
+    @property
+    def fingerprints(self) -> KeyFingerprints:
+        """What the office would send the administrator out of band."""
+        return KeyFingerprints.of_application(self.application())
+
+    def approve(self, admin: RegistryAdminClient, **options: bool) -> int:
+        """Approve this node as an administrator who confirmed its fingerprints."""
+        return admin.approve(
+            self.node_id,
+            signing_key_fingerprint=self.fingerprints.signing_key,
+            tls_key_fingerprint=self.fingerprints.tls_key,
+            **options,
+        )
+
 
 NodeFactory = Callable[..., NodeKit]
 
@@ -186,7 +201,7 @@ def enrolled_node(registry: RunningRegistry, make_node: NodeFactory) -> Iterator
             response = anonymous.enrol(node.application())
             assert response.status == common_pb2.NODE_STATUS_PENDING
             with registry.admin() as admin:
-                admin.approve(node_id)
+                node.approve(admin)
             enrolment = anonymous.get_enrolment(node_id)
         client = registry.node_client(
             node.tls(enrolment.tls_certificate_pem, enrolment.ca_certificate_pem)

@@ -114,8 +114,25 @@ def test_admin_commands_approve_suspend_list_and_export_the_directory(
     with RegistryClient(f"127.0.0.1:{ready['enrol']}", anonymous_channel_credentials(ca)) as c:
         c.enrol(node.application())
 
-    assert run_cli("approve", "foshan-paying", "--config", str(config)) == 0
-    assert "directory version 2" in capsys.readouterr().out
+    fingerprints = node.fingerprints
+    assert run_cli("list", "--config", str(config)) == 0
+    assert f"signing key: {fingerprints.signing_key}\n" in capsys.readouterr().out
+    assert (
+        run_cli(
+            "approve",
+            "foshan-paying",
+            "--signing-key-fingerprint",
+            fingerprints.signing_key.replace(" ", ":").lower(),
+            "--tls-key-fingerprint",
+            fingerprints.tls_key,
+            "--config",
+            str(config),
+        )
+        == 0
+    )
+    approved = capsys.readouterr().out
+    assert fingerprints.tls_key in approved
+    assert "directory version 2" in approved
     assert (
         run_cli("suspend", "foshan-paying", "--reason", "office audit", "--config", str(config))
         == 0
@@ -137,7 +154,20 @@ def test_failed_admin_command_prints_one_line_and_exits_non_zero(
 ) -> None:
     config, _ = served_registry
     capsys.readouterr()
-    assert run_cli("approve", "nobody-here", "--config", str(config)) == 1
+    fingerprint = "00" * 32
+    assert (
+        run_cli(
+            "approve",
+            "nobody-here",
+            "--signing-key-fingerprint",
+            fingerprint,
+            "--tls-key-fingerprint",
+            fingerprint,
+            "--config",
+            str(config),
+        )
+        == 1
+    )
     error = capsys.readouterr().err
     assert error.startswith("error: NOT_FOUND: ")
     assert error.count("\n") == 1

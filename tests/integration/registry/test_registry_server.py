@@ -80,7 +80,7 @@ def test_enrolled_node_is_approved_and_receives_certificate_and_sealed_locator_k
         assert pending.sealed_locator_key == b""
 
         with registry.admin() as admin:
-            version = admin.approve("foshan-paying")
+            version = node.approve(admin)
         assert version == 2
 
         enrolment = anonymous.get_enrolment("foshan-paying")
@@ -191,7 +191,7 @@ def test_residence_agency_may_locate_but_not_publish_locators(
 def test_suspended_node_is_permission_denied_until_reinstated_and_revocation_is_final(
     registry: RunningRegistry, enrolled_node: EnrolledFactory
 ) -> None:
-    _, client = enrolled_node("macau-liaison", region_codes=("MO",), roles=("partner_liaison",))
+    node, client = enrolled_node("macau-liaison", region_codes=("MO",), roles=("partner_liaison",))
     with registry.admin() as admin:
         admin.set_status("macau-liaison", common_pb2.NODE_STATUS_SUSPENDED, "audit of office")
         with pytest.raises(PermissionDeniedError, match="suspended: audit of office"):
@@ -204,7 +204,7 @@ def test_suspended_node_is_permission_denied_until_reinstated_and_revocation_is_
         with pytest.raises(PreconditionError, match="revocation is final"):
             admin.set_status("macau-liaison", common_pb2.NODE_STATUS_ACTIVE, "")
         with pytest.raises(PreconditionError, match="not pending"):
-            admin.approve("macau-liaison")
+            node.approve(admin)
 
 
 def test_certificate_signed_by_another_ca_is_refused_at_handshake(
@@ -363,7 +363,9 @@ def test_unknown_node_enrolment_is_not_found(registry: RunningRegistry) -> None:
     with registry.anonymous() as anonymous, pytest.raises(NotFoundError):
         anonymous.get_enrolment("nobody-here")
     with registry.admin() as admin, pytest.raises(NotFoundError):
-        admin.approve("nobody-here")
+        admin.approve(
+            "nobody-here", signing_key_fingerprint="00" * 32, tls_key_fingerprint="00" * 32
+        )
 
 
 def test_admin_lists_nodes_and_the_audit_records_who_did_what(

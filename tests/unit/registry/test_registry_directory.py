@@ -9,6 +9,7 @@ import pytest
 from certfed.v1 import common_pb2, directory_pb2
 from federation.directory import TrustedDirectory, sign_directory, verify_directory
 from federation.errors import (
+    AmbiguousRouteError,
     DirectoryExpiredError,
     DirectoryRollbackError,
     DirectoryVerificationError,
@@ -167,11 +168,24 @@ def test_route_to_a_region_served_only_by_a_suspended_node_says_so() -> None:
         trusted.route("370202")
 
 
-def test_route_breaks_ties_by_lowest_node_id() -> None:
+def test_route_among_equal_nodes_follows_configuration_never_the_node_ids() -> None:
     trusted = _trusted(
         _directory(1, [_node("b-office", ["140200"]), _node("a-office", ["140200"])])
     )
-    assert trusted.route("140200").node_id == "a-office"
+    with pytest.raises(AmbiguousRouteError, match=r"a-office, b-office.*\[routing\]"):
+        trusted.route("140200")
+    assert trusted.route("140200", {"140200": "b-office"}).node_id == "b-office"
+    assert trusted.route("140203", {"140000": "b-office"}).node_id == "b-office"
+
+
+def test_configured_route_overrides_a_more_specific_newcomer() -> None:
+    trusted = _trusted(
+        _directory(1, [_node("shanxi", ["140000"]), _node("a-newcomer", ["140200"])])
+    )
+    assert trusted.route("140200").node_id == "a-newcomer"
+    assert trusted.route("140200", {"140000": "shanxi"}).node_id == "shanxi"
+    with pytest.raises(UnservedRegionError, match="routing"):
+        trusted.route("140200", {"140200": "foshan"})
 
 
 @pytest.mark.parametrize("code", ["440600", "620102", "370200", "140200", "110000", "HK", "MO"])
