@@ -14,7 +14,9 @@ Promises:
   mapped column absent) stops before anything is sent.
 
 The reader of each format sits behind `FeedReader`; where signals go sits behind
-`SignalRecorder` (the node's DeskService in production).
+`SignalRecorder` (the node's DeskService in production, called with a feed account's token: the
+node applies alive signals only from a feed account bound to their source, and holds a person's
+for a second person's approval).
 """
 
 from __future__ import annotations
@@ -271,6 +273,8 @@ class FeedImportSummary:
     unknown_persons: int = 0
     ignored: int = 0
     rejected: int = 0
+    # Alive signals a person (not a feed account) sent, held for a second person's approval.
+    awaiting_approval: int = 0
 
     def count(self, outcome: int) -> None:
         if outcome == desk_pb2.SIGNAL_OUTCOME_APPLIED:
@@ -281,6 +285,8 @@ class FeedImportSummary:
             self.unknown_persons += 1
         elif outcome == desk_pb2.SIGNAL_OUTCOME_IGNORED:
             self.ignored += 1
+        elif outcome == desk_pb2.SIGNAL_OUTCOME_AWAITING_APPROVAL:
+            self.awaiting_approval += 1
         else:
             raise CertfedError(f"the node answered an unknown signal outcome ({outcome})")
 

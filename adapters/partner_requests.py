@@ -282,8 +282,14 @@ def fill_form_results(desk: DeskClient, table: FormTable) -> FormSummary:
             ).request
             attestation = None
             if request.attestation_id:
+                # The answer to a request this office sent is its peer's: named, so another
+                # member's attestation under the same id is never the one read.
+                outbound = request.direction == desk_pb2.DIRECTION_OUTBOUND
                 attestation = desk.stub.ExportAttestation(
-                    desk_pb2.ExportAttestationRequest(attestation_id=request.attestation_id),
+                    desk_pb2.ExportAttestationRequest(
+                        attestation_id=request.attestation_id,
+                        issuing_node_id=request.peer_node_id if outbound else "",
+                    ),
                 ).attestation
         except grpc.RpcError as error:
             reason = error.details() or str(error.code())

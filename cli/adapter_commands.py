@@ -80,6 +80,7 @@ def _feed_import(args: argparse.Namespace) -> int:
                 ("duplicates (imported before)", summary.duplicates),
                 ("unknown persons (not paid here)", summary.unknown_persons),
                 ("ignored (no change)", summary.ignored),
+                ("awaiting a second person's approval", summary.awaiting_approval),
                 ("rejected", summary.rejected),
             ],
         )

@@ -6,6 +6,8 @@
     certfed desk --config node.toml attestations|evidence|export
     certfed desk --config node.toml propose-amount|amount-changes|approve-amount|reject-amount
     certfed desk --config node.toml outbox|retry
+    certfed desk --config node.toml held list|apply|dismiss
+    certfed desk --config node.toml signals pending|approve|reject
 
 The trust, bundle and lifecycle modules add their own actions (directory-status, export-bundle,
 due, ...). Every action talks to the node's DeskService with the operator token in
@@ -30,9 +32,11 @@ from cli.arguments import iso_moment, month, positive_int, region_code, utc_day,
 from cli.bundle_commands import add_bundle_desk_commands
 from cli.desk import add_connection_arguments, desk_client
 from cli.evidence_commands import add_evidence_desk_commands, upload_evidence
+from cli.held_commands import add_held_desk_commands
 from cli.lifecycle_commands import add_lifecycle_desk_commands
 from cli.listing import Page, add_listing_arguments, first_page_total, message_rows, show_listing
 from cli.output import console, print_one
+from cli.signal_commands import add_signal_desk_commands
 from cli.trust_commands import add_trust_desk_commands
 from federation.desk_client import DeskClient
 from federation.errors import InvalidInputError
@@ -177,7 +181,9 @@ def _desk_action(args: argparse.Namespace) -> int:
             print_one(desk.stub.RejectCertification(reject).certification)
         elif action == "export":
             exported = desk.stub.ExportAttestation(
-                desk_pb2.ExportAttestationRequest(attestation_id=args.attestation_id),
+                desk_pb2.ExportAttestationRequest(
+                    attestation_id=args.attestation_id, issuing_node_id=args.issuer
+                ),
             )
             Path(args.out).write_bytes(exported.dsse_json)
             console.print(f"wrote {args.out}")
@@ -414,6 +420,9 @@ def add_desk_commands(subparsers: Any) -> None:
     export = actions.add_parser("export")
     export.add_argument("attestation_id")
     export.add_argument("--out", required=True)
+    export.add_argument(
+        "--issuer", default="", help="the issuing node, when several nodes used the id"
+    )
     propose = actions.add_parser(
         "propose-amount", help="propose a new monthly amount (a reviewer approves it)"
     )
@@ -440,6 +449,8 @@ def add_desk_commands(subparsers: Any) -> None:
     add_evidence_desk_commands(actions)
     add_bundle_desk_commands(actions)
     add_lifecycle_desk_commands(actions)
+    add_held_desk_commands(actions)
+    add_signal_desk_commands(actions)
     outbox = _list_action(
         actions, "outbox", "messages waiting for delivery, and dead letters", OUTBOX_COLUMNS,
         _outbox,

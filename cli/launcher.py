@@ -34,9 +34,11 @@ from typing import TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from adapters.feed_mappings import builtin_mapping_names, load_mapping
 from certfed.v1 import desk_pb2
 from cli.operator_commands import create_operator, host_actor
 from federation.desk_client import DeskClient
+from federation.fingerprints import KeyFingerprints
 from federation.limits import Limits
 from federation.registry_client import RegistryAdminClient, RegistryClient
 from federation.transport import (
@@ -75,6 +77,9 @@ SIGN_IN_OPERATORS: dict[str, tuple[OperatorRole, ...]] = {
     **OPERATORS,
     "senior": (OperatorRole.CLERK, OperatorRole.REVIEWER),
 }
+# Every node's feed account (NodeHandle.tokens["feed"]): a service, bound to the sources of the
+# shipped feed mappings, with a bearer token and no password.
+FEED_OPERATOR = "feed"
 
 
 def free_port() -> int:
@@ -248,11 +253,13 @@ class LocalFederation:
         *,
         start: bool = True,
         settings: Mapping[str, object] | None = None,
+        allow_second_node_for_region: bool = False,
     ) -> NodeHandle:
         """Create, enrol, approve and (by default) start a node; returns its handle.
 
         `settings` are written into the node's node.toml over the defaults chosen here (e.g.
-        `follow`, or a `limits` table).
+        `follow`, or a `limits` table). `allow_second_node_for_region` is the administrator's
+        explicit approval of a node for a region and role another node serves already.
         """
         data_dir = self.workdir / spec.node_id
         trust = data_dir / "trust"
@@ -290,24 +297,31 @@ class LocalFederation:
         if config.metrics_address:
             handle.metrics_url = f"http://{config.metrics_address}/metrics"
         self.nodes[spec.node_id] = handle
-        self.enrol(handle)
+        self.enrol(handle, allow_second_node_for_region=allow_second_node_for_region)
         self._create_operators(handle)
         if start:
             self.start_node(spec.node_id)
         return handle
 
-    def enrol(self, handle: NodeHandle) -> None:
-        """What `certfed node init` + `node enrol` + `registry approve` do, in that order."""
+    def enrol(self, handle: NodeHandle, *, allow_second_node_for_region: bool = False) -> None:
+        """What `certfed node init` + `node enrol` + `registry approve` do, in that order; the
+        fingerprints the node prints reach the administrator here as they would by phone."""
         paths = KeyPaths(handle.config.data_dir)
         create_keys(paths)
         application = build_application(handle.config, paths, datetime.now(UTC))
+        fingerprints = KeyFingerprints.of_application(application)
         ca = handle.config.ca_certificate.read_bytes()
         with RegistryClient(
             self.enrol_endpoint, anonymous_channel_credentials(ca), self.limits
         ) as registry:
             registry.enrol(application)
             with self.admin() as admin:
-                admin.approve(handle.spec.node_id)
+                admin.approve(
+                    handle.spec.node_id,
+                    signing_key_fingerprint=fingerprints.signing_key,
+                    tls_key_fingerprint=fingerprints.tls_key,
+                    allow_second_node_for_region=allow_second_node_for_region,
+                )
             enrolment = registry.get_enrolment(handle.spec.node_id)
         store_enrolment(
             handle.config, paths, enrolment.tls_certificate_pem, enrolment.sealed_locator_key
@@ -335,6 +349,18 @@ class LocalFederation:
                     handle.operator_ids[name] = operator.operator_id
                     if password is not None:
                         handle.passwords[name] = password
+                feed, token = create_operator(
+                    session,
+                    label=f"{handle.spec.display_name} feeds",
+                    roles=(OperatorRole.FEED,),
+                    actor=host_actor(),
+                    now=datetime.now(UTC),
+                    feed_sources=sorted(
+                        {load_mapping(name).source for name in builtin_mapping_names()}
+                    ),
+                )
+                handle.tokens[FEED_OPERATOR] = token
+                handle.operator_ids[FEED_OPERATOR] = feed.operator_id
         finally:
             engine.dispose()
 

@@ -2,6 +2,8 @@
 
     certfed node add-operator     --config node.toml --label "Qingdao counter 1" --role clerk \
                                   [--user-name counter1 --password-stdin] [--token-days 365]
+    certfed node add-operator     --config node.toml --label "hospital feed" --role feed \
+                                  --source foshan-hospitals [--source ...]
     certfed node set-password     --config node.toml OPERATOR_ID [--user-name U] --password-stdin
     certfed node disable-operator --config node.toml OPERATOR_ID
     certfed node list-operators   --config node.toml
@@ -58,11 +60,13 @@ def create_operator(
     password: str | None = None,
     locale: str = "",
     token_days: int = DEFAULT_TOKEN_DAYS,
+    feed_sources: Sequence[str] = (),
 ) -> tuple[Operator, str]:
     """A new operator and its bearer token (shown once), recorded in the audit trail.
 
     With `user_name` and `password` the operator can also sign in to a session (the desk); the
-    password must be 12 to 256 characters and is kept only hashed.
+    password must be 12 to 256 characters and is kept only hashed. A feed account (role
+    `feed`, alone) records signals only for `feed_sources`.
     """
     if password is not None and user_name is None:
         raise InvalidInputError("user_name", "is required to sign in with a password")
@@ -77,6 +81,7 @@ def create_operator(
         password_hash=password_hash,
         locale=locale,
         token_lifetime=timedelta(days=token_days),
+        feed_sources=feed_sources,
     )
 
 
@@ -138,12 +143,15 @@ def add_operator_command(args: argparse.Namespace) -> int:
                 user_name=args.user_name,
                 password=password,
                 token_days=args.token_days,
+                feed_sources=args.source or (),
             )
             operator_id = operator.operator_id
             expires = operators.token_expiry(operator.created_at, operator.token_expires_at)
     finally:
         engine.dispose()
     console.print(f"operator {operator_id} ({', '.join(args.role)}) created.")
+    if args.source:
+        console.print(f"records signals for the sources {', '.join(sorted(set(args.source)))}")
     if args.user_name:
         console.print(f"signs in as {operator.user_name}")
     console.print(f"token valid until {expires.date().isoformat()}")
@@ -203,7 +211,7 @@ def list_operators_command(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     table = Table(title=f"operators of {node_id}")
-    for column in ("operator", "label", "user name", "roles", "created", "disabled"):
+    for column in ("operator", "label", "user name", "roles", "sources", "created", "disabled"):
         table.add_column(column)
     for operator in everyone:
         table.add_row(
@@ -211,6 +219,7 @@ def list_operators_command(args: argparse.Namespace) -> int:
             operator.label,
             operator.user_name or "",
             ", ".join(operator.roles),
+            ", ".join(operator.feed_sources),
             operator.created_at.astimezone(UTC).isoformat(timespec="seconds"),
             operator.disabled_at.astimezone(UTC).isoformat(timespec="seconds")
             if operator.disabled_at
@@ -229,7 +238,12 @@ def add_operator_commands(node_actions: argparse._SubParsersAction) -> None:  # 
     add.add_argument("--config", required=True)
     add.add_argument("--label", required=True, help="a role label, not a personal name")
     add.add_argument(
-        "--role", action="append", required=True, choices=["clerk", "reviewer", "admin"]
+        "--role", action="append", required=True, choices=[role.value for role in OperatorRole]
+    )
+    add.add_argument(
+        "--source",
+        action="append",
+        help="a feed account (--role feed) records signals for this source; repeat for more",
     )
     add.add_argument("--user-name", help="the name the operator signs in to the web desk with")
     add.add_argument(

@@ -27,6 +27,11 @@ replica that ran the day):
     certfed_cycle_runs_total{outcome}                      ran / already_ran / failed
     certfed_cycle_records_skipped_total                    records a run skipped (bad dates)
 
+`AttestationIncidentMetrics` counts what members did that this process refused as an incident:
+
+    certfed_attestation_id_reuses_total{issuing_node_id}   a different attestation delivered
+                                                           under an id its issuer had used
+
 `SignInMetrics` counts operator sign-ins this process refused:
 
     certfed_operator_sign_in_failures_total{reason}        wrong password, unknown user name,
@@ -268,6 +273,21 @@ class CycleMetrics:
         self._runs.labels(outcome).inc()
         self._duration.observe(seconds)
         self._skipped.inc(skipped)
+
+
+class AttestationIncidentMetrics:
+    """Incidents of peers' deliveries refused by this process, by the member responsible."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._id_reuses = Counter(
+            "certfed_attestation_id_reuses",
+            "Attestations refused because their issuer had used the id for another one.",
+            ["issuing_node_id"],
+            registry=registry,
+        )
+
+    def id_reused(self, issuing_node_id: str) -> None:
+        self._id_reuses.labels(issuing_node_id).inc()
 
 
 class SignInMetrics:

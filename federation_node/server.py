@@ -46,7 +46,12 @@ from federation_node.links.key_rollover import (
     finish_interrupted_promotion,
 )
 from federation_node.links.peers import PeerChannels
-from federation_node.metrics import CycleMetrics, NodeCollector, SignInMetrics
+from federation_node.metrics import (
+    AttestationIncidentMetrics,
+    CycleMetrics,
+    NodeCollector,
+    SignInMetrics,
+)
 from federation_node.offices.node import Node, compose_node
 from federation_node.offices.revocation_review import review_revocations
 from federation_node.rules.policy import load_policy
@@ -217,6 +222,7 @@ def start_node(config: NodeConfig) -> NodeRuntime:
         NodeCollector(config.node_id, engine, directory, context.now, config.follow)
     )
     node.sign_in.on_failure = SignInMetrics(metrics.registry).failed
+    node.paying_office.on_id_reused = AttestationIncidentMetrics(metrics.registry).id_reused
     authorizer = NodeAuthorizer(directory, engine, config.operator_sessions, context.now)
     server = build_server(services, ports, authorizer, config.limits, metrics=metrics.rpc)
     metrics_endpoint: MetricsEndpoint | None = None

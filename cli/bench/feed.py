@@ -42,7 +42,7 @@ from cli.bench.kit import (
     resident_id,
 )
 from cli.feed_import import import_feed_file
-from cli.launcher import LocalFederation, NodeSpec
+from cli.launcher import FEED_OPERATOR, LocalFederation, NodeSpec
 from federation.timestamps import to_timestamp
 
 OFFICE = NodeSpec("bench-office", "Foshan bench office", ("440600",), ("paying_office",))
@@ -191,7 +191,8 @@ def _import(
             return 0.0
         return sum(process_cpu_s(pid) for pid in [postmaster, *child_pids(postmaster)])
 
-    with federation.desk(node_id) as desk:
+    # Feeds come from the node's feed account, bound to the shipped mappings' sources.
+    with federation.desk(node_id, FEED_OPERATOR) as desk:
         node_cpu, own_cpu, database_cpu = (
             process_cpu_s(node_pid),
             time.process_time(),
@@ -255,7 +256,10 @@ def bench_feed(
         federation.limits = dataclasses.replace(federation.limits, call_timeout_s=CALL_TIMEOUT_S)
         federation.start_registry()
         federation.add_node(OFFICE)
-        federation.add_node(BASELINE, settings={"bulk_feed": False})
+        # The baseline pays in the same region on purpose: approved as a second node explicitly.
+        federation.add_node(
+            BASELINE, settings={"bulk_feed": False}, allow_second_node_for_region=True
+        )
         say(f"registering {beneficiaries:,} + {sample_people:,} beneficiaries")
         register_people(federation, OFFICE.node_id, beneficiaries)
         register_people(federation, BASELINE.node_id, sample_people, BASELINE_FIRST_PERSON)

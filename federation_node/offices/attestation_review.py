@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, exists, func, or_, select
 
 from certfed.v1 import common_pb2
 from federation.errors import NotFoundError, PreconditionError
@@ -58,22 +58,32 @@ def hold(
     return review
 
 
-def pending(session: Session, attestation_id: str) -> tuple[AttestationReview, Attestation]:
-    """The held attestation awaiting a decision, locked for the deciding transaction."""
-    review = session.exec(
-        select(AttestationReview)
-        .where(AttestationReview.attestation_id == attestation_id)
-        .with_for_update()
-    ).first()
-    if review is None:
+def pending(
+    session: Session, attestation_id: str, issuing_node_id: str = ""
+) -> tuple[AttestationReview, Attestation]:
+    """The held attestation awaiting a decision, locked for the deciding transaction. Without
+    `issuing_node_id`, an id held from several issuers is refused until the reviewer names one."""
+    statement = select(AttestationReview).where(AttestationReview.attestation_id == attestation_id)
+    if issuing_node_id:
+        statement = statement.where(AttestationReview.issuing_node_id == issuing_node_id)
+    reviews = list(
+        session.exec(statement.order_by(col(AttestationReview.issuing_node_id)).with_for_update())
+    )
+    if not reviews:
         raise NotFoundError(f"attestation {attestation_id} is not kept for review at this node")
+    if len(reviews) > 1:
+        raise PreconditionError(
+            f"attestation id {attestation_id} is kept for review from several nodes "
+            f"({', '.join(r.issuing_node_id for r in reviews)}); name the issuing node"
+        )
+    [review] = reviews
     if review.decision is not HoldDecision.PENDING:
         raise PreconditionError(
             f"attestation {attestation_id} was {review.decision.value} by {review.decided_by}; "
             "it cannot be decided again"
         )
-    attestation = session.get(Attestation, attestation_id)
-    if attestation is None or attestation.issuing_node_id != review.issuing_node_id:
+    attestation = session.get(Attestation, (attestation_id, review.issuing_node_id))
+    if attestation is None:
         raise NotFoundError(f"attestation {attestation_id} is not kept at this node")
     return review, attestation
 
@@ -106,21 +116,29 @@ def appliers(session: Session, beneficiary_id: str) -> set[str]:
 
 
 def last_certified(
-    session: Session, beneficiary_id: str, *, exclude: str | None = None
+    session: Session, beneficiary_id: str, *, exclude: tuple[str, str] | None = None
 ) -> datetime | None:
     """When the person was last seen alive by a certification this office applied (issued here,
-    or received and not held back), leaving out attestation `exclude` (the one being judged):
-    the earliest date a new certification may carry."""
-    not_applied = select(AttestationReview.attestation_id).where(
-        col(AttestationReview.decision) != HoldDecision.APPLIED
+    or received and not held back), leaving out attestation `exclude` ((attestation id, issuing
+    node), the one being judged): the earliest date a new certification may carry."""
+    held_back = exists().where(
+        col(AttestationReview.attestation_id) == col(Attestation.attestation_id),
+        col(AttestationReview.issuing_node_id) == col(Attestation.issuing_node_id),
+        col(AttestationReview.decision) != HoldDecision.APPLIED,
     )
     statement = select(func.max(Attestation.observed_at)).where(
         Attestation.beneficiary_id == beneficiary_id,
         Attestation.outcome == common_pb2.CERTIFICATION_OUTCOME_ALIVE,
-        col(Attestation.attestation_id).not_in(not_applied),
+        ~held_back,
     )
     if exclude is not None:
-        statement = statement.where(Attestation.attestation_id != exclude)
+        attestation_id, issuing_node_id = exclude
+        statement = statement.where(
+            or_(
+                Attestation.attestation_id != attestation_id,
+                Attestation.issuing_node_id != issuing_node_id,
+            )
+        )
     latest: datetime | None = session.exec(statement).one()
     return latest
 

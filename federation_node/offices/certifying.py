@@ -4,7 +4,9 @@ reviewer approves it, and the node issues the signed attestation (issuing.py).
 Whom a clerk may certify follows from the node's roles:
 
 * a residence agency or partner desk: the person an inbound assistance request names, and a
-  walk-in whom another office pays (found through the registry's locator index);
+  walk-in whom another office pays (found through the registry's locator index; when several
+  offices published the person's locator, each is sent its own attestation of the check and the
+  desk tells the clerk, since any member can publish any locator);
 * a paying office: its own beneficiaries, by beneficiary id (at its counter, by video call, on a
   home visit, by face recognition, helped by a relative) or as a walk-in it recognises.
 
@@ -24,6 +26,7 @@ approval, when the attestation is issued.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
@@ -72,6 +75,9 @@ class _Subject:
     # The birth date the identity number of a person another office pays carries, if any (the
     # paying office's own check reads it for its own beneficiaries).
     born: date | None = None
+    # A walk-in several offices claim: the others, node id to paying region. Each is sent its
+    # own attestation on approval.
+    also_paying: dict[str, str] | None = None
 
 
 class Certifier:
@@ -128,6 +134,7 @@ class Certifier:
                 evidence_digests=digests,
                 note=note,
                 clerk_id=actor.name,
+                also_paying=subject.also_paying,
                 now=now,
             )
             audit.append(
@@ -141,6 +148,7 @@ class Certifier:
                     "walk_in": request.WhichOneof("subject") == "walk_in",
                     "beneficiary_id": subject.beneficiary_id,
                     "evidence_files": len(digests),
+                    "paying_node_ids": certifications.paying_node_ids(recorded),
                 },
                 now=now,
             )
@@ -199,8 +207,16 @@ class Certifier:
             own = self._own_by_locator(locator)
             if own is not None:
                 return self._own(own)
-            paying_node_id, paying_region = self._residence_agency.paying_office_of(locator)
-            return _Subject(locator, paying_node_id, paying_region, born=birth_date(kind, number))
+            [(paying_node_id, paying_region), *others] = self._residence_agency.paying_offices_of(
+                locator
+            )
+            return _Subject(
+                locator,
+                paying_node_id,
+                paying_region,
+                born=birth_date(kind, number),
+                also_paying=dict(others) or None,
+            )
         raise InvalidInputError(
             "subject", "give request_id, beneficiary_id or the walk-in identity"
         )
@@ -240,8 +256,16 @@ class Certifier:
         now = self._context.now()
         with self._context.session() as session:
             pending = certifications.get(session, certification_id)
-        attestation = self._issuer.attestation(_finding(pending, actor.name), now)
+        finding = _finding(pending, actor.name)
+        attestation = self._issuer.attestation(finding, now)
         attestation_id = attestation.attestation_id
+        # A walk-in several offices claim: each is sent its own attestation of the same check.
+        also_sent = [
+            self._issuer.attestation(
+                dataclasses.replace(finding, paying_node_id=node_id, paying_region=region), now
+            )
+            for node_id, region in sorted((pending.also_paying or {}).items())
+        ]
         with session_scope(self._context.engine) as session:
             pending = certifications.get(session, certification_id)
             # Issued now: the observation must still be current, and not superseded since.
@@ -271,11 +295,17 @@ class Certifier:
                 action="certification.approve",
                 subject_type="certification",
                 subject_id=certification_id,
-                details={"attestation_id": attestation_id, "applied_to": beneficiary_id},
+                details={
+                    "attestation_id": attestation_id,
+                    "applied_to": beneficiary_id,
+                    "also_sent": [other.attestation_id for other in also_sent],
+                    "also_sent_to": [other.paying_node_id for other in also_sent],
+                },
                 now=now,
             )
             # Last: the log head stays locked only until the commit (Issuer.issue).
-            self._issuer.issue(session, [(attestation, beneficiary_id)], now=now)
+            issued = [(attestation, beneficiary_id), *((other, None) for other in also_sent)]
+            self._issuer.issue(session, issued, now=now)
         self._issuer.issued()
         return pending
 

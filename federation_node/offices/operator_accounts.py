@@ -29,6 +29,7 @@ from federation_node.store.db import session_scope
 from federation_node.store.models import Operator, OperatorRole, SessionEndReason
 
 LABEL_MAX = 128  # the operator.label column
+MAX_SOURCE_LENGTH = 64  # the data_signal.source column
 _OPERATOR_ID = re.compile(r"^op-[0-9a-f]{12}$")
 
 
@@ -49,11 +50,13 @@ def new_operator(
     password_hash: str | None = None,
     locale: str = "",
     token_lifetime: timedelta = operators.DEFAULT_TOKEN_LIFETIME,
+    feed_sources: Sequence[str] = (),
 ) -> tuple[Operator, str]:
     """A new operator and its bearer token (shown once), with its audit record, in `session`.
 
     `user_name` is checked here; `password_hash` comes from `hash_password` of a password
-    `require_password` accepted.
+    `require_password` accepted. A feed account (role `feed`) is a service account: that role
+    alone, bound to one or more sources, a bearer token and no password.
     """
     require_text(label, "label", Limits(max_text_length=LABEL_MAX), required=True)
     if not roles:
@@ -61,6 +64,7 @@ def new_operator(
     if token_lifetime <= timedelta(0):
         raise InvalidInputError("token_days", "must be at least 1")
     require_locale(locale)
+    require_feed_binding(roles, feed_sources, password=password_hash is not None)
     name = require_user_name(user_name) if user_name is not None else None
     if password_hash is not None and name is None:
         raise InvalidInputError("user_name", "is required to sign in with a password")
@@ -75,6 +79,7 @@ def new_operator(
         user_name=name,
         password_hash=password_hash,
         locale=locale,
+        feed_sources=feed_sources,
     )
     audit.append(
         session,
@@ -86,10 +91,41 @@ def new_operator(
             "roles": sorted(operator.roles),
             "user_name": name,
             "password": password_hash is not None,
+            "feed_sources": sorted(operator.feed_sources),
         },
         now=now,
     )
     return operator, token
+
+
+def require_feed_binding(
+    roles: Sequence[OperatorRole], feed_sources: Sequence[str], *, password: bool
+) -> None:
+    """A feed account holds the feed role alone, is bound to sources and has no password; no
+    other operator is bound to a source."""
+    if OperatorRole.FEED not in roles:
+        if feed_sources:
+            raise InvalidInputError("sources", "only a feed account (role feed) has sources")
+        return
+    if len(set(roles)) > 1:
+        raise InvalidInputError(
+            "roles", "a feed account holds the feed role alone; a person needs their own account"
+        )
+    if password:
+        raise InvalidInputError(
+            "password", "a feed account uses its bearer token and never signs in with a password"
+        )
+    if not feed_sources:
+        raise InvalidInputError(
+            "sources",
+            "a feed account needs at least one source; create it on the node's host with "
+            "certfed node add-operator --role feed --source NAME",
+        )
+    for source in feed_sources:
+        if not source or len(source) > MAX_SOURCE_LENGTH or source != source.strip():
+            raise InvalidInputError(
+                "sources", f"a source name has 1 to {MAX_SOURCE_LENGTH} characters, no blanks"
+            )
 
 
 def disable(session: Session, operator_id: str, *, actor: str, now: datetime) -> bool:
@@ -125,6 +161,10 @@ def set_password(
     """Give the operator a new password (and a user name, when they had none); their open
     sessions end and their account's failed sign-ins are forgotten."""
     operator = operators.get(session, operator_id)
+    if operator.has_role(OperatorRole.FEED):
+        raise PreconditionError(
+            f"operator {operator_id} is a feed account: it uses its bearer token, never a password"
+        )
     if user_name is not None:
         name = require_user_name(user_name)
         holder = operators.find_by_user_name(session, name)

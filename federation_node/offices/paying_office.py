@@ -17,6 +17,10 @@ No member can change this office's payments by itself (docs/security.md):
 * it is applied only when it answers a request this office sent to that issuer about that
   person, or is an alive walk-in from a node whose role and region let it certify one; anything
   else is stored and kept for this office's reviewer (attestation_review.py), never applied;
+* attestations are kept per issuer (store/attestations_store.py): a member delivering its own
+  attestation under an id another node used is stored beside the genuine one and never touches
+  it; an issuer reusing one of its own ids for another attestation is refused (ALREADY_EXISTS),
+  audited and counted (`certfed_attestation_id_reuses_total`), and the first one kept;
 * a death, imprisonment or disappearance a peer reports only suspends payment and proposes the
   termination; this office's reviewer confirms it and its date (`Lifecycle.review_termination`),
   and only then is the overpayment counted. One recorded and approved at this office's own desk
@@ -30,7 +34,7 @@ a crash at any point leaves either all of it or none.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -78,6 +82,7 @@ from federation_node.rules.validation import (
     require_id,
     require_locator,
     require_methods,
+    require_node_id,
     require_past,
     require_sequence,
     require_text,
@@ -136,6 +141,8 @@ class PayingOffice:
 
     def __init__(self, context: NodeContext) -> None:
         self._context = context
+        # Told the issuer of each attestation id reuse refused (the server counts them).
+        self.on_id_reused: Callable[[str], None] = lambda issuing_node_id: None
 
     # Beneficiaries.
 
@@ -255,7 +262,9 @@ class PayingOffice:
                 f"beneficiary {beneficiary.beneficiary_id} is {beneficiary.status.value}; "
                 "no certification is needed"
             )
-        target = self._context.directory.current().route(beneficiary.residence_region)
+        target = self._context.directory.current().route(
+            beneficiary.residence_region, self._context.config.routing
+        )
         if target.node_id == self._context.node_id:
             raise PreconditionError(
                 f"this node certifies residents of {beneficiary.residence_region} itself; "
@@ -409,6 +418,15 @@ class PayingOffice:
     def receive_attestation(
         self, caller_node_id: str, message: federation_pb2.DeliverAttestationRequest
     ) -> ReceivedAttestation:
+        try:
+            return self._receive_attestation(caller_node_id, message)
+        except attestations_store.AttestationIdReusedError as reused:
+            self._record_id_reuse(reused)
+            raise
+
+    def _receive_attestation(
+        self, caller_node_id: str, message: federation_pb2.DeliverAttestationRequest
+    ) -> ReceivedAttestation:
         limits = self._context.config.limits
         if not message.HasField("envelope"):
             raise InvalidInputError("envelope", "is required")
@@ -476,7 +494,7 @@ class PayingOffice:
                     beneficiary,
                     observed_at,
                     issued_at=to_datetime(attestation.issued_at, "issued_at"),
-                    exclude_attestation_id=attestation.attestation_id,
+                    exclude_attestation=(attestation.attestation_id, caller_node_id),
                 )
                 actor = f"node:{caller_node_id}"
                 held = self._hold_reason(session, beneficiary, attestation)
@@ -511,6 +529,31 @@ class PayingOffice:
             valid_until = beneficiary.valid_until
         return ReceivedAttestation(stored, duplicate, valid_until, held)
 
+    def _record_id_reuse(self, reused: attestations_store.AttestationIdReusedError) -> None:
+        """An issuer reused one of its attestation ids for another attestation: a recorded
+        incident (audit trail, metric, log), in its own transaction, since the delivery's is
+        rolled back. The attestation first stored under the id stays as it was."""
+        with session_scope(self._context.engine) as session:
+            audit.append(
+                session,
+                actor=f"node:{reused.issuing_node_id}",
+                action="attestation.id_reused",
+                subject_type="attestation",
+                subject_id=reused.attestation_id,
+                details={
+                    "issuing_node_id": reused.issuing_node_id,
+                    "kept_payload_sha256": reused.kept_sha256,
+                    "refused_payload_sha256": reused.refused_sha256,
+                },
+                now=self._context.now(),
+            )
+        log.warning(
+            "attestation.id_reused",
+            attestation_id=reused.attestation_id,
+            issuing_node_id=reused.issuing_node_id,
+        )
+        self.on_id_reused(reused.issuing_node_id)
+
     def require_plausible_observation(
         self,
         session: Session,
@@ -519,7 +562,7 @@ class PayingOffice:
         *,
         issued_at: datetime,
         field_name: str = "observed_at",
-        exclude_attestation_id: str | None = None,
+        exclude_attestation: tuple[str, str] | None = None,
     ) -> datetime:
         """Refuse an observation of one of this office's beneficiaries that this office's policy
         finds implausible (rules/plausibility.py), naming `field_name`."""
@@ -528,7 +571,7 @@ class PayingOffice:
         kind = IDENTITY_KINDS.get(identity.identity_type)
         last = last_certification(
             attestation_review.last_certified(
-                session, beneficiary.beneficiary_id, exclude=exclude_attestation_id
+                session, beneficiary.beneficiary_id, exclude=exclude_attestation
             ),
             beneficiary.valid_until,
             context.policy.validity_months,
@@ -577,15 +620,23 @@ class PayingOffice:
         return None if walk_in_allowed else HoldReason.WALK_IN_NOT_ALLOWED
 
     def decide_held_attestation(
-        self, actor: Actor, attestation_id: str, apply: bool, reason: str
+        self,
+        actor: Actor,
+        attestation_id: str,
+        apply: bool,
+        reason: str,
+        *,
+        issuing_node_id: str = "",
     ) -> tuple[AttestationReview, Beneficiary]:
         """A reviewer applies a held attestation (by the one apply path: a negative outcome
         still only proposes a termination, which another reviewer confirms) or dismisses it."""
         require_id(attestation_id, "attestation_id")
+        if issuing_node_id:
+            require_node_id(issuing_node_id, "issuing_node_id")
         require_text(reason, "reason", self._context.config.limits, required=True)
         now = self._context.now()
         with session_scope(self._context.engine) as session:
-            review, stored = attestation_review.pending(session, attestation_id)
+            review, stored = attestation_review.pending(session, attestation_id, issuing_node_id)
             beneficiary = beneficiaries.get(session, review.beneficiary_id)
             if apply:
                 envelope = dsse.Envelope.from_json(
@@ -598,7 +649,7 @@ class PayingOffice:
                     beneficiary,
                     to_datetime(attestation.observed_at, "observed_at"),
                     issued_at=to_datetime(attestation.issued_at, "issued_at"),
-                    exclude_attestation_id=attestation_id,
+                    exclude_attestation=(attestation_id, review.issuing_node_id),
                 )
                 self.apply_attestation(session, beneficiary, attestation, now)
             decision = HoldDecision.APPLIED if apply else HoldDecision.DISMISSED
@@ -609,7 +660,11 @@ class PayingOffice:
                 action=f"attestation.review_{decision.value}",
                 subject_type="attestation",
                 subject_id=attestation_id,
-                details={"beneficiary_id": beneficiary.beneficiary_id, "reason_given": True},
+                details={
+                    "beneficiary_id": beneficiary.beneficiary_id,
+                    "issuing_node_id": review.issuing_node_id,
+                    "reason_given": True,
+                },
                 now=now,
             )
         return review, beneficiary

@@ -1,6 +1,9 @@
 """The residence agency's work: assistance requests from paying offices (received, accepted,
-scheduled or declined, and completed by an approved certification), and finding which office
-pays a walk-in.
+scheduled or declined, and completed by an approved certification), and finding which offices
+pay a walk-in.
+
+A request is refused unless its locator is the one this node computes from the identity sealed
+in it: a member sending identity A under locator B would otherwise get a signed "B alive".
 
 The certifications its clerks record for those requests and for walk-ins, and the reviewer's
 approval, are certifying.py's, which asks this module for the request or the paying office. Each
@@ -9,6 +12,7 @@ operation runs in one transaction with its outbox message and audit record.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from datetime import datetime
 
@@ -16,7 +20,7 @@ import structlog
 from google.protobuf.message import DecodeError
 from sqlmodel import Session
 
-from certfed.v1 import attestation_pb2, desk_pb2, federation_pb2
+from certfed.v1 import attestation_pb2, common_pb2, desk_pb2, federation_pb2
 from federation import tracing
 from federation.errors import (
     InvalidInputError,
@@ -49,6 +53,7 @@ from federation_node.store.models import (
     RequestDirection,
 )
 from signing import sealing
+from signing.locator import subject_locator
 
 log = structlog.get_logger("certfed.node")
 
@@ -116,7 +121,16 @@ class ResidenceAgency:
             bundle = attestation_pb2.IdentityBundle.FromString(plain)
         except DecodeError as error:
             raise InvalidInputError("sealed_identity", "does not hold an IdentityBundle") from error
-        checked_identity(bundle, "sealed_identity", limits)
+        kind, number = checked_identity(bundle, "sealed_identity", limits)
+        # The locator is what the attestation will carry, so it must be the sealed person's:
+        # a request for A under B's locator would have this office sign "B alive" for A.
+        locator = subject_locator(self._context.keys.locator_key, kind, number)
+        if not hmac.compare_digest(locator, message.subject_locator):
+            raise InvalidInputError(
+                "subject_locator",
+                "is not the locator of the identity sealed in the request; the paying office "
+                "must send the locator it computed from that identity",
+            )
         payload = message.SerializeToString(deterministic=True)
         with session_scope(self._context.engine) as session:
             stored, duplicate = assistance.receive_inbound(
@@ -226,13 +240,19 @@ class ResidenceAgency:
         with self._context.session() as session:
             return assistance.get(session, request_id, RequestDirection.INBOUND)
 
-    def paying_office_of(self, locator: bytes) -> tuple[str, str]:
-        """Which node pays a walk-in, from the registry's locator index."""
+    def paying_offices_of(self, locator: bytes) -> list[tuple[str, str]]:
+        """Every node that pays a walk-in, with the region it pays from, from the registry's
+        locator index, in node id order.
+
+        Any paying member can publish any locator, so when several claim the person none is
+        picked (an order, like the alphabet, is what a member would game): the certification
+        goes to each of them, and the clerk is told that several offices claim the person.
+        """
         self._context.require_role(
             CERTIFYING_ROLE_NAMES,
             "certify visitors whom other offices pay; it certifies only its own beneficiaries",
         )
-        paying = sorted(self._locate(locator))
+        paying = sorted(set(self._locate(locator)))
         if not paying:
             raise NotFoundError(
                 "no paying office in the federation has registered this person; check the "
@@ -240,8 +260,17 @@ class ResidenceAgency:
             )
         if len(paying) > 1:
             log.warning("walk_in.several_paying_offices", paying_node_ids=paying)
-        node = self._context.directory.current().active_node(paying[0])
-        return node.node_id, node.region_codes[0]
+        directory = self._context.directory.current()
+        # One the directory does not list as active (yet, or any more) is left out, so a
+        # member cannot stop a walk-in by publishing the locator and then being suspended.
+        nodes = [
+            node
+            for node in map(directory.find, paying)
+            if node is not None and node.status == common_pb2.NODE_STATUS_ACTIVE
+        ]
+        if not nodes:
+            directory.active_node(paying[0])
+        return [(node.node_id, node.region_codes[0]) for node in nodes]
 
     def complete_request(
         self, session: Session, request_id: str, attestation_id: str, now: datetime

@@ -29,8 +29,8 @@ from sqlmodel import Session, col, select
 from certfed.v1 import attestation_pb2
 from federation.directory import TrustedDirectory
 from federation.timestamps import to_datetime
-from federation_node.store import audit
-from federation_node.store.db import keyset_page, session_scope
+from federation_node.store import attestations_store, audit
+from federation_node.store.db import session_scope
 from federation_node.store.models import (
     Attestation,
     AttestationDirection,
@@ -119,7 +119,10 @@ def _flag(
     now: datetime,
 ) -> RevocationFinding | None:
     key = revoked.get(attestation.signing_key_id)
-    if key is None or session.get(RevocationReview, attestation.attestation_id) is not None:
+    listed = session.get(
+        RevocationReview, (attestation.attestation_id, attestation.issuing_node_id)
+    )
+    if key is None or listed is not None:
         return None
     issued_at = _issued_at(attestation)
     finding = (
@@ -158,16 +161,17 @@ def _flag(
 
 def page(session: Session, page_size: int, page_token: str) -> tuple[list[RevocationReview], str]:
     """Reviews in attestation id order (oldest attestation first)."""
-    return keyset_page(
+    return attestations_store.page_by_attestation_id(
         session,
         select(RevocationReview),
-        key=col(RevocationReview.attestation_id),
-        key_of=lambda row: row.attestation_id,
+        attestation_id=col(RevocationReview.attestation_id),
+        issuing_node_id=col(RevocationReview.issuing_node_id),
+        id_of=lambda row: row.attestation_id,
         page_size=page_size,
         page_token=page_token,
     )
 
 
-def beneficiary_of(session: Session, attestation_id: str) -> str:
-    attestation = session.get(Attestation, attestation_id)
+def beneficiary_of(session: Session, review: RevocationReview) -> str:
+    attestation = session.get(Attestation, (review.attestation_id, review.issuing_node_id))
     return (attestation.beneficiary_id or "") if attestation is not None else ""

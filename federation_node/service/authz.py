@@ -49,6 +49,8 @@ FEDERATION_POLICY: Mapping[str, frozenset[str]] = {
 }
 
 CLERK, REVIEWER, ADMIN = "clerk", "reviewer", "admin"
+# A data feed's service account (offices/pending_signals.py): it records signals, nothing else.
+FEED = "feed"
 ANY_OPERATOR = frozenset({CLERK, REVIEWER, ADMIN})
 # Operator roles allowed to call each DeskService method.
 DESK_POLICY: Mapping[str, frozenset[str]] = {
@@ -72,7 +74,7 @@ DESK_POLICY: Mapping[str, frozenset[str]] = {
     "ListRevocationReviews": frozenset({REVIEWER, ADMIN}),
     # The paying office's year.
     "RegisterBeneficiaries": frozenset({CLERK}),
-    "RecordSignals": frozenset({CLERK}),
+    "RecordSignals": frozenset({CLERK, FEED}),
     "ReviewTermination": frozenset({REVIEWER}),
     "ListEntitlements": ANY_OPERATOR,
     "RunCycle": frozenset({ADMIN}),
@@ -108,6 +110,9 @@ DESK_POLICY: Mapping[str, frozenset[str]] = {
     "GetBeneficiaryOverview": ANY_OPERATOR,
     "GetCertification": frozenset({CLERK, REVIEWER}),
     "GetFederationStatus": frozenset({ADMIN}),
+    # Alive signals a person entered, held for a second person.
+    "ListPendingSignals": frozenset({CLERK, REVIEWER}),
+    "DecidePendingSignal": frozenset({REVIEWER}),
 }
 # DeskService methods anyone reaching the desk port may call, without a token.
 NO_TOKEN_METHODS = frozenset({"SignIn"})

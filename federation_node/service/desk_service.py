@@ -17,7 +17,7 @@ from federation.principal import caller
 from federation_node.offices.assistance_status import STATE_STATUSES
 from federation_node.offices.context import Actor
 from federation_node.offices.node import Node
-from federation_node.rules.validation import page_size, require_id
+from federation_node.rules.validation import page_size, require_id, require_node_id
 from federation_node.service import views
 from federation_node.service.evidence_desk_service import EvidenceDesk
 from federation_node.service.lifecycle_desk_service import LifecycleDesk
@@ -192,8 +192,12 @@ class DeskServicer(
         self, request: desk_pb2.ExportAttestationRequest, context: grpc.ServicerContext
     ) -> desk_pb2.ExportAttestationResponse:
         require_id(request.attestation_id, "attestation_id")
+        if request.issuing_node_id:
+            require_node_id(request.issuing_node_id, "issuing_node_id")
         with self._node.context.session() as session:
-            record = attestations_store.get(session, request.attestation_id)
+            record = attestations_store.get(
+                session, request.attestation_id, request.issuing_node_id
+            )
         return desk_pb2.ExportAttestationResponse(
             dsse_json=record.envelope_json, attestation=attestation_view(record)
         )

@@ -41,6 +41,7 @@ from federation_node.store import (
 )
 from federation_node.store.db import session_scope
 from federation_node.store.entitlements_store import EntitlementFilter
+from federation_node.store.models import OperatorRole
 
 
 def _actor() -> Actor:
@@ -65,8 +66,31 @@ class LifecycleDesk:
     def RecordSignals(
         self, request: desk_pb2.RecordSignalsRequest, context: grpc.ServicerContext
     ) -> desk_pb2.RecordSignalsResponse:
-        results = self._node.data_signals.record_signals(_actor(), list(request.signals))
+        # A feed account's signals apply for its sources; a person's alive ones wait for a
+        # second person (offices/pending_signals.py).
+        feed_account = OperatorRole.FEED.value in caller().roles
+        results = self._node.data_signals.record_signals(
+            _actor(), list(request.signals), feed_account=feed_account
+        )
         return desk_pb2.RecordSignalsResponse(results=results)
+
+    def ListPendingSignals(
+        self, request: desk_pb2.ListPendingSignalsRequest, context: grpc.ServicerContext
+    ) -> desk_pb2.ListPendingSignalsResponse:
+        size = page_size(request.page_size, self._node.context.config.limits)
+        views, token = self._node.data_signals.list_pending(
+            size, request.page_token, pending_only=request.pending_only
+        )
+        return desk_pb2.ListPendingSignalsResponse(signals=views, next_page_token=token)
+
+    def DecidePendingSignal(
+        self, request: desk_pb2.DecidePendingSignalRequest, context: grpc.ServicerContext
+    ) -> desk_pb2.DecidePendingSignalResponse:
+        require_id(request.pending_signal_id, "pending_signal_id")
+        view = self._node.data_signals.decide_pending(
+            _actor(), request.pending_signal_id, request.approve, request.reason
+        )
+        return desk_pb2.DecidePendingSignalResponse(signal=view)
 
     def ReviewTermination(
         self, request: desk_pb2.ReviewTerminationRequest, context: grpc.ServicerContext

@@ -27,6 +27,7 @@ ROLES = {
     OperatorRole.CLERK: desk_pb2.OPERATOR_ROLE_CLERK,
     OperatorRole.REVIEWER: desk_pb2.OPERATOR_ROLE_REVIEWER,
     OperatorRole.ADMIN: desk_pb2.OPERATOR_ROLE_ADMIN,
+    OperatorRole.FEED: desk_pb2.OPERATOR_ROLE_FEED,
 }
 ROLE_OF = {value: role for role, value in ROLES.items()}
 

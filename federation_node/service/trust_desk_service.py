@@ -49,7 +49,7 @@ HOLD_DECISIONS = {
 
 
 def held_view(session: Session, review: AttestationReview) -> desk_pb2.HeldAttestation:
-    stored = attestations_store.get(session, review.attestation_id)
+    stored = attestations_store.get(session, review.attestation_id, review.issuing_node_id)
     view = desk_pb2.HeldAttestation(
         attestation_id=review.attestation_id,
         issuing_node_id=review.issuing_node_id,
@@ -121,9 +121,7 @@ class TrustDesk:
         with self._node.context.session() as session:
             reviews, token = revocation_review.page(session, size, request.page_token)
             views = [
-                review_view(
-                    review, revocation_review.beneficiary_of(session, review.attestation_id)
-                )
+                review_view(review, revocation_review.beneficiary_of(session, review))
                 for review in reviews
             ]
         return desk_pb2.ListRevocationReviewsResponse(reviews=views, next_page_token=token)
@@ -143,7 +141,11 @@ class TrustDesk:
         self, request: desk_pb2.DecideHeldAttestationRequest, context: grpc.ServicerContext
     ) -> desk_pb2.DecideHeldAttestationResponse:
         review, _ = self._node.paying_office.decide_held_attestation(
-            Actor("operator", caller().name), request.attestation_id, request.apply, request.reason
+            Actor("operator", caller().name),
+            request.attestation_id,
+            request.apply,
+            request.reason,
+            issuing_node_id=request.issuing_node_id,
         )
         with self._node.context.session() as session:
             view = held_view(session, review)

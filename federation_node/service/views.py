@@ -7,6 +7,7 @@ from federation.timestamps import to_timestamp
 from federation_node.offices.assistance_status import STATE_STATUSES
 from federation_node.offices.roll import SCHEMES
 from federation_node.rules.validation import IDENTITY_TYPES
+from federation_node.store import certifications
 from federation_node.store.models import (
     AssistanceRequest,
     Attestation,
@@ -117,6 +118,8 @@ def certification_view(record: Certification) -> desk_pb2.Certification:
         rejection_reason=record.rejection_reason or "",
         subject_locator=record.subject_locator,
         evidence_digests=[bytes.fromhex(digest) for digest in record.evidence_digests],
+        paying_node_ids=certifications.paying_node_ids(record),
+        several_paying_offices=bool(record.also_paying),
     )
 
 

@@ -33,6 +33,11 @@ from federation_node.store.models import (
 _DIGEST_HEX_LENGTH = 64
 
 
+def paying_node_ids(certification: Certification) -> list[str]:
+    """Every office the certification's attestation goes to, the recorded paying office first."""
+    return [certification.paying_node_id, *sorted(certification.also_paying or {})]
+
+
 def record(
     session: Session,
     *,
@@ -48,8 +53,10 @@ def record(
     note: str,
     clerk_id: str,
     now: datetime,
+    also_paying: dict[str, str] | None = None,
 ) -> Certification:
-    """Record a check, awaiting review. `request_id` is None for a walk-in retiree.
+    """Record a check, awaiting review. `request_id` is None for a walk-in retiree;
+    `also_paying` names the other offices (node id to paying region) of a walk-in several claim.
 
     Evidence digests are SHA-256 values, as bytes or lowercase hex; they are stored as hex.
     """
@@ -74,6 +81,7 @@ def record(
         reviewed_at=None,
         rejection_reason="",
         attestation_id=None,
+        also_paying=also_paying,
     )
     session.add(certification)
     session.flush()

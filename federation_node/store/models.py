@@ -30,6 +30,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -204,6 +205,8 @@ class OperatorRole(enum.StrEnum):
     CLERK = "clerk"
     REVIEWER = "reviewer"
     ADMIN = "admin"
+    # A data feed's service account: records signals for the sources it is bound to, nothing else.
+    FEED = "feed"
 
 
 # Destination of outbox messages addressed to the registry rather than to a peer node.
@@ -386,10 +389,18 @@ class Certification(NodeTable, table=True):
     reviewed_at: datetime | None = _when(nullable=True)
     rejection_reason: str = _text()
     attestation_id: str | None = _id(nullable=True)
+    # A walk-in several offices claim: the others (node id to paying region), each sent its own
+    # attestation on approval; None when one office pays the person.
+    also_paying: dict[str, str] | None = Field(
+        default=None, sa_column=Column(JSON(), nullable=True)
+    )
 
 
 class Attestation(NodeTable, table=True):
-    """A signed attestation, issued by this node or received from another, kept as signed."""
+    """A signed attestation, issued by this node or received from another, kept as signed.
+
+    Keyed by (attestation id, issuing node): an id is its issuer's, so another member reusing
+    it stores a second attestation beside the first, never in its place."""
 
     __tablename__ = "attestation"
     __table_args__ = (
@@ -401,7 +412,7 @@ class Attestation(NodeTable, table=True):
     direction: AttestationDirection = _enum(AttestationDirection)
     # The DSSE envelope's JSON serialisation, byte for byte as signed and sent.
     envelope_json: bytes = _bytes()
-    issuing_node_id: str = _node_id()
+    issuing_node_id: str = Field(sa_column=Column(String(NODE_ID_LENGTH), primary_key=True))
     paying_node_id: str = _node_id()
     subject_locator: bytes = Field(sa_column=Column(LargeBinary(), nullable=False, index=True))
     beneficiary_id: str | None = _beneficiary(nullable=True)
@@ -421,14 +432,16 @@ class RevocationReview(NodeTable, table=True):
     person to review, never silently kept as valid nor silently deleted."""
 
     __tablename__ = "revocation_review"
-    __table_args__ = (_enum_check("finding", RevocationFinding),)
-
-    attestation_id: str = Field(
-        sa_column=Column(
-            String(ID_LENGTH), ForeignKey("attestation.attestation_id"), primary_key=True
-        )
+    __table_args__ = (
+        _enum_check("finding", RevocationFinding),
+        ForeignKeyConstraint(
+            ["attestation_id", "issuing_node_id"],
+            ["attestation.attestation_id", "attestation.issuing_node_id"],
+        ),
     )
-    issuing_node_id: str = _node_id()
+
+    attestation_id: str = _id(primary_key=True)
+    issuing_node_id: str = Field(sa_column=Column(String(NODE_ID_LENGTH), primary_key=True))
     signing_key_id: str = Field(sa_column=Column(String(128), nullable=False))
     finding: RevocationFinding = _enum(RevocationFinding)
     # The attestation's own issued_at, read from its signed payload.
@@ -498,6 +511,11 @@ class Operator(NodeTable, table=True):
     # replica) means a year after created_at.
     token_expires_at: datetime | None = _when(nullable=True)
     last_sign_in_at: datetime | None = _when(nullable=True)
+    # A feed account's sources (migration 0012): the `source` names of the signals it may
+    # record; empty for every other operator.
+    feed_sources: list[str] = Field(
+        default_factory=list, sa_column=Column(JSON(), nullable=False, server_default="[]")
+    )
 
     def has_role(self, role: OperatorRole) -> bool:
         return role.value in self.roles
@@ -914,6 +932,38 @@ class AttestationReview(NodeTable, table=True):
     reason: HoldReason = _enum(HoldReason)
     held_at: datetime = _when()
     decision: HoldDecision = _enum(HoldDecision)
+    decided_by: str | None = Field(default=None, sa_column=Column(String(80), nullable=True))
+    decided_at: datetime | None = _when(nullable=True)
+    decision_reason: str = _text()
+
+
+class PendingSignalDecision(enum.StrEnum):
+    PENDING = "pending"
+    APPLIED = "applied"
+    REJECTED = "rejected"
+
+
+class PendingSignal(NodeTable, table=True):
+    """An alive signal a person entered at the desk, held until a second person approves it
+    (offices/pending_signals.py is the only writer). Its (source, source_record_id) is taken
+    as `data_signal`'s is: a rerun of the same record is a duplicate."""
+
+    __tablename__ = "pending_signal"
+    __table_args__ = (
+        _enum_check("decision", PendingSignalDecision),
+        UniqueConstraint("source", "source_record_id"),
+    )
+
+    pending_signal_id: str = _id(primary_key=True)
+    source: str = Field(sa_column=Column(String(64), nullable=False))
+    source_record_id: str = Field(sa_column=Column(String(128), nullable=False))
+    # certfed.v1.SignalKind value.
+    kind: int = _int()
+    beneficiary_id: str = _beneficiary(index=True)
+    observed_at: datetime = _when()
+    entered_by: str = Field(sa_column=Column(String(80), nullable=False))
+    entered_at: datetime = _when()
+    decision: PendingSignalDecision = _enum(PendingSignalDecision)
     decided_by: str | None = Field(default=None, sa_column=Column(String(80), nullable=True))
     decided_at: datetime | None = _when(nullable=True)
     decision_reason: str = _text()

@@ -48,6 +48,7 @@ def create(
     user_name: str | None = None,
     password_hash: str | None = None,
     locale: str = "",
+    feed_sources: Sequence[str] = (),
 ) -> tuple[Operator, str]:
     """A new operator and their token; the token is returned here once and never again.
 
@@ -69,6 +70,7 @@ def create(
         password_set_at=now if password_hash else None,
         locale=locale,
         token_expires_at=now + token_lifetime,
+        feed_sources=sorted(set(feed_sources)),
     )
     session.add(operator)
     session.flush()
@@ -160,6 +162,20 @@ def disable(session: Session, operator_id: str, now: datetime) -> Operator:
     session.add(operator)
     session.flush()
     return operator
+
+
+def feed_sources(session: Session, operator_id: str) -> frozenset[str]:
+    """The sources a feed account may record signals for (none for any other operator)."""
+    sources = session.exec(
+        select(Operator.feed_sources).where(Operator.operator_id == operator_id)
+    ).first()
+    return frozenset(sources or ())
+
+
+def bound_sources(session: Session) -> frozenset[str]:
+    """Every source some enabled feed account is bound to."""
+    rows = session.exec(select(Operator.feed_sources).where(col(Operator.disabled).is_(False)))
+    return frozenset(source for sources in rows for source in sources or ())
 
 
 def list_all(session: Session) -> list[Operator]:

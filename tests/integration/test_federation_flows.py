@@ -25,6 +25,9 @@ from federation.envelopes import envelope_to_proto
 from federation.timestamps import to_datetime, to_timestamp
 from federation.transport import TlsMaterial, node_tls_name, secure_channel
 from signing import dsse, sealing
+from signing.identity import IdentityKind
+from signing.keys import read_private_file
+from signing.locator import subject_locator
 from tests.helpers.commands import certfed
 from tests.helpers.evidence import upload_capture
 from tests.helpers.identities import resident, resident_id
@@ -253,7 +256,7 @@ def test_the_same_assistance_request_delivered_twice_changes_nothing(
         paying_node_id="lanzhou",
         paying_region="620102",
         residence_region="370202",
-        subject_locator=hashlib.sha256(b"someone").digest(),
+        subject_locator=_locator_of(federation, person),
         sealed_identity=sealing.seal(
             person.SerializeToString(), directory_hpke, sealing.request_info(request_id)
         ),
@@ -276,6 +279,12 @@ def test_the_same_assistance_request_delivered_twice_changes_nothing(
             desk_pb2.ListAssistanceRequestsRequest(direction=desk_pb2.DIRECTION_INBOUND),
         ).requests
     assert sum(r.request_id == request_id for r in inbox) == 1
+
+
+def _locator_of(federation: Federation, person: attestation_pb2.IdentityBundle) -> bytes:
+    """The person's locator, as the paying office computes it with the federation's key."""
+    key = read_private_file(federation.node("lanzhou").config.data_dir / "keys" / "locator.key")
+    return subject_locator(key, IdentityKind.RESIDENT_ID, person.identity_number)
 
 
 def test_the_same_attestation_delivered_twice_changes_nothing(federation: Federation) -> None:

@@ -33,12 +33,17 @@ from federation.timestamps import to_timestamp
 from federation_node.offices.context import Actor
 from federation_node.offices.data_signals import signal_kind_name
 from federation_node.offices.node import Node
+from federation_node.store.db import session_scope
+from federation_node.store.models import Operator, OperatorRole
 from signing import dsse
 from tests.conftest import PostgresUrlFactory
 from tests.helpers.feed_office import EnrolledOffice, compose_office, enrolled_office
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 CLERK = Actor("operator", "op-feed-clerk")
+# Feeds come from a feed account bound to their source (offices/pending_signals.py).
+FEED = Actor("operator", "op-feed-account")
+SOURCE = "hospital-feed"
 REVIEWER = Actor("operator", "op-feed-reviewer")
 ALIVE = (
     desk_pb2.SIGNAL_KIND_HOSPITAL_ADMISSION,
@@ -83,7 +88,7 @@ history = st.fixed_dictionaries(
 
 def _signal(who: int, kind: int, days_ago: int, record: int) -> desk_pb2.DataSignal:
     return desk_pb2.DataSignal(
-        source="hospital-feed",
+        source=SOURCE,
         source_record_id=f"R{record}",
         kind=kind,
         identity_type=common_pb2.IDENTITY_TYPE_RESIDENT_ID,
@@ -112,11 +117,26 @@ def _run(node: Node, drawn: dict[str, Any]) -> list[list[tuple[object, ...]]]:
         ],
     )
     locators = {person.beneficiary_id: person.subject_locator.hex() for person in people}
+    with session_scope(node.context.engine) as session:
+        session.add(
+            Operator(
+                operator_id=FEED.name,
+                label="hospital feed",
+                roles=[OperatorRole.FEED.value],
+                token_salt=b"",
+                token_hash=b"",
+                disabled=False,
+                created_at=NOW,
+                feed_sources=[SOURCE],
+            )
+        )
     answers = []
     for number, batch in enumerate(drawn["batches"]):
         if number:
             _review(node, people, drawn["reviews"])
-        results = node.data_signals.record_signals(CLERK, [_signal(*row) for row in batch])
+        results = node.data_signals.record_signals(
+            FEED, [_signal(*row) for row in batch], feed_account=True
+        )
         answers.append(
             [
                 (

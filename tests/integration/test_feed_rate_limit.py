@@ -1,8 +1,9 @@
 """A feed import under an operator rate limit it exceeds waits as the node asks and finishes.
 
-A real node whose clerk may make one call a second (burst one) gets a feed in more batches than
-that allows at once: each refused batch (RESOURCE_EXHAUSTED, with the pause in its
-`retry-after-ms` trailer) is sent again after the pause, and every row is recorded once.
+A real node whose operators (its feed account too) may each make one call a second (burst one)
+gets a feed in more batches than that allows at once: each refused batch (RESOURCE_EXHAUSTED,
+with the pause in its `retry-after-ms` trailer) is sent again after the pause, and every row is
+recorded once.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def test_a_rate_limited_feed_import_waits_and_records_every_row(
         # The bench's own calls wait out the limit too: two calls at once exceed a burst of one.
         for _ in range(2):
             call_within_limits(desk.stub.WhoAmI, desk_pb2.WhoAmIRequest())
+    # The feed runs under the node's feed account, with a bucket of its own: its four batches
+    # exceed a burst of one by themselves.
+    with federation.desk(OFFICE.node_id, "feed") as desk:
         summary = import_feed_file(
             desk,
             feed,

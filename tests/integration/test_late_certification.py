@@ -69,12 +69,13 @@ class Office:
 
     def signal(self, serial: int, kind: int, observed: date) -> desk_pb2.SignalResult:
         self.records += 1
-        with self.local.desk("lanzhou") as desk:
+        # A feed's signal, from the node's feed account (bound to the shipped mappings' sources).
+        with self.local.desk("lanzhou", "feed") as desk:
             [result] = desk.stub.RecordSignals(
                 desk_pb2.RecordSignalsRequest(
                     signals=[
                         desk_pb2.DataSignal(
-                            source="late-feed",
+                            source="hospital-admissions",
                             source_record_id=f"late-{self.records}",
                             kind=desk_pb2.SignalKind.ValueType(kind),
                             identity_type=common_pb2.IDENTITY_TYPE_RESIDENT_ID,

@@ -24,7 +24,8 @@ from federation_node.store.models import Beneficiary
 from tests.helpers.identities import resident_id
 from tests.helpers.nodes import LANZHOU, QINGDAO
 
-SOURCE = "lanzhou-hospitals"
+# A source the launcher's feed account is bound to: feeds come from feed accounts.
+SOURCE = "hospital-admissions"
 
 
 def at(year: int, month: int, day: int) -> datetime:
@@ -80,7 +81,7 @@ class Office:
         )
 
     def record(self, *signals: desk_pb2.DataSignal) -> list[desk_pb2.SignalResult]:
-        with self.local.desk("lanzhou", "clerk") as desk:
+        with self.local.desk("lanzhou", "feed") as desk:
             response = desk.stub.RecordSignals(desk_pb2.RecordSignalsRequest(signals=signals))
         return list(response.results)
 

@@ -221,12 +221,13 @@ def _feed(local: LocalFederation, people: list[Person], start: date, end: date) 
             for p in people
             if p.node == node and p.signal_day is not None and start <= p.signal_day < end
         ]
-        with local.desk(node, "clerk") as desk:
+        # Feeds come from each node's feed account, bound to the shipped mappings' sources.
+        with local.desk(node, "feed") as desk:
             for first in range(0, len(due), BATCH):
                 batch = due[first : first + BATCH]
                 signals = [
                     desk_pb2.DataSignal(
-                        source=f"{node}-feeds",
+                        source="hospital-discharges",
                         source_record_id=f"{person.index}-{signal_day}",
                         kind=desk_pb2.SIGNAL_KIND_DEATH_REGISTRATION
                         if person.fate is Fate.DIES

@@ -74,6 +74,7 @@ OPERATOR_CALLERS = (
     "clerk",
     "reviewer",
     "admin",
+    "feed",
     *SESSION_CALLERS,
     "disabled_operator",
     *SPENT_CALLERS,
@@ -89,6 +90,8 @@ CLERK = frozenset({"clerk"})
 REVIEWER = frozenset({"reviewer"})
 CLERK_OR_REVIEWER = frozenset({"clerk", "reviewer"})
 ADMIN = frozenset({"admin"})
+# A feed account (a service, not a person) records signals and may do nothing else.
+CLERK_OR_FEED = frozenset({"clerk", "feed"})
 
 # Who may call what: the promise, written out. Registry "ANYONE" methods answer every TLS
 # client, including suspended, revoked and unknown nodes (so they can learn their status).
@@ -138,6 +141,9 @@ DESK_ALLOWED: dict[str, frozenset[str]] = {
     "GetBeneficiaryOverview": ANY_OPERATOR,
     "GetCertification": CLERK_OR_REVIEWER,
     "GetFederationStatus": ADMIN,
+    "RecordSignals": CLERK_OR_FEED,
+    "ListPendingSignals": CLERK_OR_REVIEWER,
+    "DecidePendingSignal": REVIEWER,
 }
 # Desk methods that need no token: anyone who reaches the desk port may call them.
 DESK_WITHOUT_TOKEN = frozenset({"SignIn"})
@@ -357,7 +363,7 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Matrix]:
             )
         )
         callers["no_client_certificate"] = Caller(anonymous)
-        for role in ("clerk", "reviewer", "admin"):
+        for role in ("clerk", "reviewer", "admin", "feed"):
             callers[role] = Caller(anonymous, target.tokens[role])
         callers["disabled_operator"] = Caller(anonymous, _disabled_operator(local))
         callers["expired_token"] = Caller(anonymous, _expired_token(local))

@@ -32,6 +32,10 @@ class _OperatorRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Operator
     OPERATOR_ROLE_CLERK: _OperatorRole.ValueType  # 1
     OPERATOR_ROLE_REVIEWER: _OperatorRole.ValueType  # 2
     OPERATOR_ROLE_ADMIN: _OperatorRole.ValueType  # 3
+    OPERATOR_ROLE_FEED: _OperatorRole.ValueType  # 4
+    """A service account of a data feed: it may only record signals, and only for the sources
+    it was bound to when it was created (`certfed node add-operator --role feed --source NAME`).
+    """
 
 class OperatorRole(_OperatorRole, metaclass=_OperatorRoleEnumTypeWrapper): ...
 
@@ -39,6 +43,10 @@ OPERATOR_ROLE_UNSPECIFIED: OperatorRole.ValueType  # 0
 OPERATOR_ROLE_CLERK: OperatorRole.ValueType  # 1
 OPERATOR_ROLE_REVIEWER: OperatorRole.ValueType  # 2
 OPERATOR_ROLE_ADMIN: OperatorRole.ValueType  # 3
+OPERATOR_ROLE_FEED: OperatorRole.ValueType  # 4
+"""A service account of a data feed: it may only record signals, and only for the sources
+it was bound to when it was created (`certfed node add-operator --role feed --source NAME`).
+"""
 Global___OperatorRole: _TypeAlias = OperatorRole  # noqa: Y015
 
 class _BeneficiaryStatus:
@@ -205,6 +213,10 @@ class _SignalOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SignalO
     """No beneficiary of this office has this identity."""
     SIGNAL_OUTCOME_IGNORED: _SignalOutcome.ValueType  # 4
     """Recorded but changes nothing (e.g. an alive signal for a terminated beneficiary)."""
+    SIGNAL_OUTCOME_AWAITING_APPROVAL: _SignalOutcome.ValueType  # 5
+    """An alive signal entered by a person: nothing changes until a second person approves it
+    (DecidePendingSignal).
+    """
 
 class SignalOutcome(_SignalOutcome, metaclass=_SignalOutcomeEnumTypeWrapper): ...
 
@@ -216,6 +228,10 @@ SIGNAL_OUTCOME_UNKNOWN_PERSON: SignalOutcome.ValueType  # 3
 """No beneficiary of this office has this identity."""
 SIGNAL_OUTCOME_IGNORED: SignalOutcome.ValueType  # 4
 """Recorded but changes nothing (e.g. an alive signal for a terminated beneficiary)."""
+SIGNAL_OUTCOME_AWAITING_APPROVAL: SignalOutcome.ValueType  # 5
+"""An alive signal entered by a person: nothing changes until a second person approves it
+(DecidePendingSignal).
+"""
 Global___SignalOutcome: _TypeAlias = SignalOutcome  # noqa: Y015
 
 class _PaymentAction:
@@ -399,6 +415,25 @@ HOLD_DECISION_PENDING: HoldDecision.ValueType  # 1
 HOLD_DECISION_APPLIED: HoldDecision.ValueType  # 2
 HOLD_DECISION_DISMISSED: HoldDecision.ValueType  # 3
 Global___HoldDecision: _TypeAlias = HoldDecision  # noqa: Y015
+
+class _PendingSignalDecision:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PendingSignalDecisionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PendingSignalDecision.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PENDING_SIGNAL_DECISION_UNSPECIFIED: _PendingSignalDecision.ValueType  # 0
+    PENDING_SIGNAL_DECISION_PENDING: _PendingSignalDecision.ValueType  # 1
+    PENDING_SIGNAL_DECISION_APPLIED: _PendingSignalDecision.ValueType  # 2
+    PENDING_SIGNAL_DECISION_REJECTED: _PendingSignalDecision.ValueType  # 3
+
+class PendingSignalDecision(_PendingSignalDecision, metaclass=_PendingSignalDecisionEnumTypeWrapper): ...
+
+PENDING_SIGNAL_DECISION_UNSPECIFIED: PendingSignalDecision.ValueType  # 0
+PENDING_SIGNAL_DECISION_PENDING: PendingSignalDecision.ValueType  # 1
+PENDING_SIGNAL_DECISION_APPLIED: PendingSignalDecision.ValueType  # 2
+PENDING_SIGNAL_DECISION_REJECTED: PendingSignalDecision.ValueType  # 3
+Global___PendingSignalDecision: _TypeAlias = PendingSignalDecision  # noqa: Y015
 
 @_typing.final
 class WhoAmIRequest(_message.Message):
@@ -1065,6 +1100,8 @@ class Certification(_message.Message):
     REJECTION_REASON_FIELD_NUMBER: _builtins.int
     SUBJECT_LOCATOR_FIELD_NUMBER: _builtins.int
     EVIDENCE_DIGESTS_FIELD_NUMBER: _builtins.int
+    PAYING_NODE_IDS_FIELD_NUMBER: _builtins.int
+    SEVERAL_PAYING_OFFICES_FIELD_NUMBER: _builtins.int
     certification_id: _builtins.str
     status: Global___CertificationStatus.ValueType
     request_id: _builtins.str
@@ -1076,6 +1113,8 @@ class Certification(_message.Message):
     attestation_id: _builtins.str
     rejection_reason: _builtins.str
     subject_locator: _builtins.bytes
+    several_paying_offices: _builtins.bool
+    """Several offices claim the person: each gets the attestation; tell the clerk to check."""
     @_builtins.property
     def observed_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1083,6 +1122,12 @@ class Certification(_message.Message):
     @_builtins.property
     def evidence_digests(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """SHA-256 of the evidence the clerk attached, for the reviewer to read (GetEvidence)."""
+
+    @_builtins.property
+    def paying_node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every paying office the attestation goes to: paying_node_id first, then any other office
+        that published the person's locator (a walk-in several offices claim).
+        """
 
     def __init__(
         self,
@@ -1101,10 +1146,12 @@ class Certification(_message.Message):
         rejection_reason: _builtins.str = ...,
         subject_locator: _builtins.bytes = ...,
         evidence_digests: _abc.Iterable[_builtins.bytes] | None = ...,
+        paying_node_ids: _abc.Iterable[_builtins.str] | None = ...,
+        several_paying_offices: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["observed_at", b"observed_at", "recorded_at", b"recorded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestation_id", b"attestation_id", "certification_id", b"certification_id", "clerk_id", b"clerk_id", "evidence_digests", b"evidence_digests", "method", b"method", "observed_at", b"observed_at", "outcome", b"outcome", "paying_node_id", b"paying_node_id", "recorded_at", b"recorded_at", "rejection_reason", b"rejection_reason", "request_id", b"request_id", "reviewer_id", b"reviewer_id", "status", b"status", "subject_locator", b"subject_locator"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestation_id", b"attestation_id", "certification_id", b"certification_id", "clerk_id", b"clerk_id", "evidence_digests", b"evidence_digests", "method", b"method", "observed_at", b"observed_at", "outcome", b"outcome", "paying_node_id", b"paying_node_id", "paying_node_ids", b"paying_node_ids", "recorded_at", b"recorded_at", "rejection_reason", b"rejection_reason", "request_id", b"request_id", "reviewer_id", b"reviewer_id", "several_paying_offices", b"several_paying_offices", "status", b"status", "subject_locator", b"subject_locator"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1364,15 +1411,19 @@ class ExportAttestationRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ATTESTATION_ID_FIELD_NUMBER: _builtins.int
+    ISSUING_NODE_ID_FIELD_NUMBER: _builtins.int
     attestation_id: _builtins.str
+    issuing_node_id: _builtins.str
+    """The node that signed it; needed only when several issuers used the same attestation id."""
     def __init__(
         self,
         *,
         attestation_id: _builtins.str = ...,
+        issuing_node_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestation_id", b"attestation_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestation_id", b"attestation_id", "issuing_node_id", b"issuing_node_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -3438,21 +3489,25 @@ class DecideHeldAttestationRequest(_message.Message):
     ATTESTATION_ID_FIELD_NUMBER: _builtins.int
     APPLY_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    ISSUING_NODE_ID_FIELD_NUMBER: _builtins.int
     attestation_id: _builtins.str
     apply: _builtins.bool
     """True applies it to the beneficiary's record; false dismisses it."""
     reason: _builtins.str
     """Required either way: it goes into the audit trail."""
+    issuing_node_id: _builtins.str
+    """The node that signed it; needed only when several issuers used the same attestation id."""
     def __init__(
         self,
         *,
         attestation_id: _builtins.str = ...,
         apply: _builtins.bool = ...,
         reason: _builtins.str = ...,
+        issuing_node_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["apply", b"apply", "attestation_id", b"attestation_id", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["apply", b"apply", "attestation_id", b"attestation_id", "issuing_node_id", b"issuing_node_id", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -3748,3 +3803,165 @@ class GetFederationStatusResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetFederationStatusResponse: _TypeAlias = GetFederationStatusResponse  # noqa: Y015
+
+@_typing.final
+class PendingSignal(_message.Message):
+    """An alive signal a person entered, held for a second person's approval. No identity number:
+    the beneficiary it matched is named by id.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PENDING_SIGNAL_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    SOURCE_RECORD_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    BENEFICIARY_ID_FIELD_NUMBER: _builtins.int
+    OBSERVED_AT_FIELD_NUMBER: _builtins.int
+    ENTERED_BY_FIELD_NUMBER: _builtins.int
+    ENTERED_AT_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    DECIDED_BY_FIELD_NUMBER: _builtins.int
+    DECIDED_AT_FIELD_NUMBER: _builtins.int
+    DECISION_REASON_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    ATTESTATION_ID_FIELD_NUMBER: _builtins.int
+    pending_signal_id: _builtins.str
+    source: _builtins.str
+    source_record_id: _builtins.str
+    kind: Global___SignalKind.ValueType
+    beneficiary_id: _builtins.str
+    entered_by: _builtins.str
+    decision: Global___PendingSignalDecision.ValueType
+    decided_by: _builtins.str
+    decision_reason: _builtins.str
+    outcome: Global___SignalOutcome.ValueType
+    """Applied: what applying it did (SIGNAL_OUTCOME_APPLIED or IGNORED), and its attestation."""
+    attestation_id: _builtins.str
+    @_builtins.property
+    def observed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def entered_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def decided_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        pending_signal_id: _builtins.str = ...,
+        source: _builtins.str = ...,
+        source_record_id: _builtins.str = ...,
+        kind: Global___SignalKind.ValueType = ...,
+        beneficiary_id: _builtins.str = ...,
+        observed_at: _timestamp_pb2.Timestamp | None = ...,
+        entered_by: _builtins.str = ...,
+        entered_at: _timestamp_pb2.Timestamp | None = ...,
+        decision: Global___PendingSignalDecision.ValueType = ...,
+        decided_by: _builtins.str = ...,
+        decided_at: _timestamp_pb2.Timestamp | None = ...,
+        decision_reason: _builtins.str = ...,
+        outcome: Global___SignalOutcome.ValueType = ...,
+        attestation_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at", "entered_at", b"entered_at", "observed_at", b"observed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestation_id", b"attestation_id", "beneficiary_id", b"beneficiary_id", "decided_at", b"decided_at", "decided_by", b"decided_by", "decision", b"decision", "decision_reason", b"decision_reason", "entered_at", b"entered_at", "entered_by", b"entered_by", "kind", b"kind", "observed_at", b"observed_at", "outcome", b"outcome", "pending_signal_id", b"pending_signal_id", "source", b"source", "source_record_id", b"source_record_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PendingSignal: _TypeAlias = PendingSignal  # noqa: Y015
+
+@_typing.final
+class ListPendingSignalsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PENDING_ONLY_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    page_token: _builtins.str
+    pending_only: _builtins.bool
+    """Only those still awaiting a decision."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        pending_only: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "pending_only", b"pending_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPendingSignalsRequest: _TypeAlias = ListPendingSignalsRequest  # noqa: Y015
+
+@_typing.final
+class ListPendingSignalsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGNALS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def signals(self) -> _containers.RepeatedCompositeFieldContainer[Global___PendingSignal]: ...
+    def __init__(
+        self,
+        *,
+        signals: _abc.Iterable[Global___PendingSignal] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "signals", b"signals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPendingSignalsResponse: _TypeAlias = ListPendingSignalsResponse  # noqa: Y015
+
+@_typing.final
+class DecidePendingSignalRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PENDING_SIGNAL_ID_FIELD_NUMBER: _builtins.int
+    APPROVE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    pending_signal_id: _builtins.str
+    approve: _builtins.bool
+    """True applies it; false rejects it."""
+    reason: _builtins.str
+    """Required to reject; recorded in the audit trail either way."""
+    def __init__(
+        self,
+        *,
+        pending_signal_id: _builtins.str = ...,
+        approve: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approve", b"approve", "pending_signal_id", b"pending_signal_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecidePendingSignalRequest: _TypeAlias = DecidePendingSignalRequest  # noqa: Y015
+
+@_typing.final
+class DecidePendingSignalResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGNAL_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def signal(self) -> Global___PendingSignal: ...
+    def __init__(
+        self,
+        *,
+        signal: Global___PendingSignal | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["signal", b"signal"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["signal", b"signal"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecidePendingSignalResponse: _TypeAlias = DecidePendingSignalResponse  # noqa: Y015

@@ -282,6 +282,16 @@ class DeskServiceStub:
                 request_serializer=certfed_dot_v1_dot_desk__pb2.GetFederationStatusRequest.SerializeToString,
                 response_deserializer=certfed_dot_v1_dot_desk__pb2.GetFederationStatusResponse.FromString,
                 _registered_method=True)
+        self.ListPendingSignals = channel.unary_unary(
+                '/certfed.v1.DeskService/ListPendingSignals',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.ListPendingSignalsRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.ListPendingSignalsResponse.FromString,
+                _registered_method=True)
+        self.DecidePendingSignal = channel.unary_unary(
+                '/certfed.v1.DeskService/DecidePendingSignal',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.DecidePendingSignalRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.DecidePendingSignalResponse.FromString,
+                _registered_method=True)
 
 
 class DeskServiceServicer:
@@ -646,6 +656,22 @@ class DeskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPendingSignals(self, request, context):
+        """Clerk or reviewer: alive signals entered by a person (not a feed account), held until a
+        second person approves them, and what was decided.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecidePendingSignal(self, request, context):
+        """Reviewer other than the operator who entered it: apply a held alive signal (a data-match
+        attestation naming both, as any signal would be applied) or reject it, giving a reason.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -893,6 +919,16 @@ def add_DeskServiceServicer_to_server(servicer, server):
                     servicer.GetFederationStatus,
                     request_deserializer=certfed_dot_v1_dot_desk__pb2.GetFederationStatusRequest.FromString,
                     response_serializer=certfed_dot_v1_dot_desk__pb2.GetFederationStatusResponse.SerializeToString,
+            ),
+            'ListPendingSignals': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPendingSignals,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.ListPendingSignalsRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.ListPendingSignalsResponse.SerializeToString,
+            ),
+            'DecidePendingSignal': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecidePendingSignal,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.DecidePendingSignalRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.DecidePendingSignalResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2221,6 +2257,60 @@ class DeskService:
             '/certfed.v1.DeskService/GetFederationStatus',
             certfed_dot_v1_dot_desk__pb2.GetFederationStatusRequest.SerializeToString,
             certfed_dot_v1_dot_desk__pb2.GetFederationStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPendingSignals(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/ListPendingSignals',
+            certfed_dot_v1_dot_desk__pb2.ListPendingSignalsRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.ListPendingSignalsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecidePendingSignal(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/DecidePendingSignal',
+            certfed_dot_v1_dot_desk__pb2.DecidePendingSignalRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.DecidePendingSignalResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -158,6 +158,14 @@ class DeskServiceStub:
     each peer with its roles, regions, status and what waits for it in the outbox, and this
     node's log with its latest checkpoint and the registry witness's cosignature.
     """
+    ListPendingSignals: _grpc.UnaryUnaryMultiCallable[_desk_pb2.ListPendingSignalsRequest, _desk_pb2.ListPendingSignalsResponse]
+    """Clerk or reviewer: alive signals entered by a person (not a feed account), held until a
+    second person approves them, and what was decided.
+    """
+    DecidePendingSignal: _grpc.UnaryUnaryMultiCallable[_desk_pb2.DecidePendingSignalRequest, _desk_pb2.DecidePendingSignalResponse]
+    """Reviewer other than the operator who entered it: apply a held alive signal (a data-match
+    attestation naming both, as any signal would be applied) or reject it, giving a reason.
+    """
 
 @_typing.type_check_only
 class DeskServiceAsyncStub(DeskServiceStub):
@@ -288,6 +296,14 @@ class DeskServiceAsyncStub(DeskServiceStub):
     """Admin: how the node stands in the federation: the directory's version, age and freshness,
     each peer with its roles, regions, status and what waits for it in the outbox, and this
     node's log with its latest checkpoint and the registry witness's cosignature.
+    """
+    ListPendingSignals: _aio.UnaryUnaryMultiCallable[_desk_pb2.ListPendingSignalsRequest, _desk_pb2.ListPendingSignalsResponse]  # type: ignore[assignment]
+    """Clerk or reviewer: alive signals entered by a person (not a feed account), held until a
+    second person approves them, and what was decided.
+    """
+    DecidePendingSignal: _aio.UnaryUnaryMultiCallable[_desk_pb2.DecidePendingSignalRequest, _desk_pb2.DecidePendingSignalResponse]  # type: ignore[assignment]
+    """Reviewer other than the operator who entered it: apply a held alive signal (a data-match
+    attestation naming both, as any signal would be applied) or reject it, giving a reason.
     """
 
 class DeskServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -710,6 +726,26 @@ class DeskServiceServicer(metaclass=_abc_1.ABCMeta):
         """Admin: how the node stands in the federation: the directory's version, age and freshness,
         each peer with its roles, regions, status and what waits for it in the outbox, and this
         node's log with its latest checkpoint and the registry witness's cosignature.
+        """
+
+    @_abc_1.abstractmethod
+    def ListPendingSignals(
+        self,
+        request: _desk_pb2.ListPendingSignalsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.ListPendingSignalsResponse, _abc.Awaitable[_desk_pb2.ListPendingSignalsResponse]]:
+        """Clerk or reviewer: alive signals entered by a person (not a feed account), held until a
+        second person approves them, and what was decided.
+        """
+
+    @_abc_1.abstractmethod
+    def DecidePendingSignal(
+        self,
+        request: _desk_pb2.DecidePendingSignalRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.DecidePendingSignalResponse, _abc.Awaitable[_desk_pb2.DecidePendingSignalResponse]]:
+        """Reviewer other than the operator who entered it: apply a held alive signal (a data-match
+        attestation naming both, as any signal would be applied) or reject it, giving a reason.
         """
 
 def add_DeskServiceServicer_to_server(servicer: DeskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

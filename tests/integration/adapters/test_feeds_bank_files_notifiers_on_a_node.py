@@ -64,7 +64,8 @@ def cli(office: LocalFederation, monkeypatch: pytest.MonkeyPatch, operator: str,
 
 
 def import_quietly(office: LocalFederation, path: Path, mapping: str) -> tuple[int, ...]:
-    with office.desk(FOSHAN.node_id) as desk:
+    # Feeds run under the node's feed account, bound to the shipped mappings' sources.
+    with office.desk(FOSHAN.node_id, "feed") as desk:
         summary = import_feed_file(
             desk,
             path,
@@ -100,7 +101,7 @@ def test_a_hospital_feed_extends_validity_once_and_rejects_bad_rows(
         writer.writerow(("ADM4", resident(99), "佛山市第一人民医院", admitted))
         writer.writerow(("ADM5", resident(2), "佛山市第一人民医院", admitted))
     assert (
-        cli(office, monkeypatch, "clerk", "feed", "import", str(feed), "--mapping",
+        cli(office, monkeypatch, "feed", "feed", "import", str(feed), "--mapping",
             "hospital_admissions", "--batch-size", "2")
         == 2
     )  # fmt: skip

@@ -85,12 +85,13 @@ def office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Office]:
             ).beneficiary.beneficiary_id
         with local.desk("lanzhou", "admin") as admin:
             admin.stub.RunCycle(desk_pb2.RunCycleRequest(day=to_timestamp(at(2025, 7, 1))))
-        with local.desk("lanzhou") as clerk:
-            clerk.stub.RecordSignals(
+        # The medical insurance feed, from the node's feed account.
+        with local.desk("lanzhou", "feed") as feed:
+            feed.stub.RecordSignals(
                 desk_pb2.RecordSignalsRequest(
                     signals=[
                         desk_pb2.DataSignal(
-                            source="lanzhou-hospitals",
+                            source="medical-insurance",
                             source_record_id="r1",
                             kind=desk_pb2.SIGNAL_KIND_MEDICAL_INSURANCE_SETTLEMENT,
                             identity_type=common_pb2.IDENTITY_TYPE_RESIDENT_ID,
@@ -100,6 +101,7 @@ def office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Office]:
                     ]
                 )
             )
+        with local.desk("lanzhou") as clerk:
             request_id = clerk.stub.RequestCertification(
                 desk_pb2.RequestCertificationRequest(
                     beneficiary_id=asked_id,
