@@ -18,10 +18,12 @@ from typing import Any
 
 from certfed.v1 import common_pb2
 from cli.backup_commands import add_backup_commands
+from cli.erasure_commands import add_erasure_commands
 from cli.lifecycle_commands import add_lifecycle_node_commands
 from cli.operator_commands import add_operator_commands
 from cli.output import console
 from cli.trust_commands import add_trust_node_commands
+from federation.fingerprints import KeyFingerprints
 from federation.registry_client import RegistryClient
 from federation.transport import anonymous_channel_credentials
 from federation_node.config import load_node_config
@@ -33,12 +35,27 @@ from federation_node.keystore import (
     store_enrolment,
 )
 from federation_node.server import serve
+from signing import dsse
+
+
+def _print_fingerprints(application: dsse.Envelope) -> None:
+    """The fingerprints the registry administrator must confirm, for the office to send them
+    out of band. Plain print: a fingerprint must never be wrapped or coloured."""
+    fingerprints = KeyFingerprints.of_application(application)
+    print(
+        "send these key fingerprints to the registry administrator out of band (by phone or "
+        "signed letter); the administrator must confirm them to approve the enrolment:\n"
+        f"  signing key: {fingerprints.signing_key}\n"
+        f"  TLS key:     {fingerprints.tls_key}"
+    )
 
 
 def _node_init(args: argparse.Namespace) -> int:
     config = load_node_config(Path(args.config))
-    create_keys(KeyPaths(config.data_dir))
+    paths = KeyPaths(config.data_dir)
+    create_keys(paths)
     console.print(f"created keys for node {config.node_id} in {config.data_dir / 'keys'}")
+    _print_fingerprints(build_application(config, paths, datetime.now(UTC)))
     return 0
 
 
@@ -48,8 +65,10 @@ def _node_enrol(args: argparse.Namespace) -> int:
     credentials = anonymous_channel_credentials(config.ca_certificate.read_bytes())
     with RegistryClient(config.registry_enrol_endpoint, credentials, config.limits) as registry:
         if not is_enrolled(paths):
-            registry.enrol(build_application(config, paths, datetime.now(UTC)))
+            application = build_application(config, paths, datetime.now(UTC))
+            registry.enrol(application)
             console.print(f"enrolment of {config.node_id} sent; waiting for an administrator")
+            _print_fingerprints(application)
         deadline = time.monotonic() + args.wait
         while True:
             enrolment = registry.get_enrolment(config.node_id)
@@ -88,3 +107,4 @@ def add_node_commands(subparsers: Any) -> None:
     add_trust_node_commands(node_actions)
     add_lifecycle_node_commands(node_actions)
     add_backup_commands(node_actions)
+    add_erasure_commands(node_actions)

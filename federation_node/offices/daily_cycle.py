@@ -1,7 +1,8 @@
 """The paying office's daily cycle: every entitlement moved to the phase its validity gives,
 reminders queued, payment withheld at the end of the warning period, beneficiaries who live
 in a region another node serves sent there as assistance requests when they come due, and
-evidence files past the policy's retention period deleted (evidence.py).
+personal data past the policy's retention periods deleted, evidence files among it
+(retention.py).
 
 The cycle claims its day in the database, so running it twice for a day (or on two replicas)
 does it once.
@@ -17,6 +18,7 @@ import structlog
 from sqlmodel import Session
 
 from federation.errors import CertfedError, InvalidInputError
+from federation_node.offices import retention
 from federation_node.offices.context import Actor, NodeContext
 from federation_node.offices.evidence import EvidenceArchive
 from federation_node.offices.lifecycle import entitlement_updated, expiry_of, withhold
@@ -135,7 +137,8 @@ class DailyCycle:
             run.reminders_queued = counts["reminders"]
             run.requests_sent = requests
             session.add(run)
-            evidence_deleted = self._evidence.delete_expired(session, actor, moment, now)
+            kept = retention.run(session, policy, actor.label, moment, now)
+            evidence_deleted = kept.evidence_deleted
             outcome = CycleOutcome(
                 ran=True,
                 became_due=run.became_due,
@@ -180,7 +183,9 @@ class DailyCycle:
         if beneficiary.status is not BeneficiaryState.ACTIVE:
             return 0
         try:
-            target = self._context.directory.current().route(beneficiary.residence_region)
+            target = self._context.directory.current().route(
+                beneficiary.residence_region, self._context.config.routing
+            )
         except CertfedError as error:
             log.warning("cycle.no_residence_node", reason=type(error).__name__)
             return 0

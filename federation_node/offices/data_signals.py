@@ -15,6 +15,13 @@ Decisions where the issue is silent (docs/policy.md says the same to operators):
   (separation of duties, docs/domain.md; the review is `Lifecycle.review_termination`).
 * Alive signals for a beneficiary whose termination awaits review are recorded and ignored:
   the reviewer decides, and an overturn restores what validity gives.
+* Feeds come from feed accounts (role `feed`), each bound to the sources it was created for;
+  a signal of any other source from such an account refuses the whole batch. An alive signal
+  a person enters (any other operator) that would change something is held instead
+  (offices/pending_signals.py) until a reviewer who is not that person approves it
+  (`decide_pending`); the attestation then names the person as clerk and the approver as
+  reviewer. A person may not enter signals under a source a feed account is bound to, so a
+  feed's record id cannot be taken first by hand.
 
 A batch is recorded set-based (`_record_in_bulk`): rows matched to people through the roll's
 index by locator, decided in memory in the batch's order, and written a statement per table,
@@ -34,24 +41,41 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 import structlog
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
-from federation.errors import InvalidInputError
-from federation.timestamps import to_datetime
+from federation.errors import InvalidInputError, PermissionDeniedError
+from federation.timestamps import to_datetime, to_timestamp
 from federation_node.ids import new_id
+from federation_node.offices import pending_signals
 from federation_node.offices.context import Actor, NodeContext
 from federation_node.offices.issuing import Finding, Issuer
 from federation_node.offices.lifecycle import NEGATIVE_STATUSES, entitlement_updated, withhold
 from federation_node.offices.paying_office import PayingOffice
 from federation_node.rules.entitlement import EntitlementState, extended_validity, month_start
+from federation_node.rules.feed_records import keyed_record_id
 from federation_node.rules.validation import identity_kind, require_past, require_text
-from federation_node.store import audit, entitlements_store, feed_store, signals_store
+from federation_node.store import (
+    audit,
+    beneficiaries,
+    entitlements_store,
+    feed_store,
+    operators,
+    signals_store,
+)
 from federation_node.store.db import session_scope
-from federation_node.store.models import Beneficiary, DataSignal, Entitlement, SignalOutcome
+from federation_node.store.models import (
+    Beneficiary,
+    DataSignal,
+    Entitlement,
+    PendingSignal,
+    PendingSignalDecision,
+    SignalOutcome,
+)
 from signing.errors import InvalidIdentityNumberError
 from signing.locator import locate
 
@@ -67,6 +91,7 @@ OUTCOMES = {
     SignalOutcome.UNKNOWN_PERSON: desk_pb2.SIGNAL_OUTCOME_UNKNOWN_PERSON,
     SignalOutcome.IGNORED: desk_pb2.SIGNAL_OUTCOME_IGNORED,
 }
+AWAITING_APPROVAL = "held until a second person approves it"
 
 
 def signal_kind_name(kind: int) -> str:
@@ -100,8 +125,11 @@ class DataSignals:
         self._paying_office = paying_office
 
     def record_signals(
-        self, actor: Actor, signals: Sequence[desk_pb2.DataSignal]
+        self, actor: Actor, signals: Sequence[desk_pb2.DataSignal], *, feed_account: bool = False
     ) -> list[desk_pb2.SignalResult]:
+        """Record a batch. From a feed account (`feed_account`), every signal must be of a
+        source it is bound to and alive signals apply at once; from a person, alive signals
+        that would change something are held for a second person (module docstring)."""
         limits = self._context.config.limits
         if not signals:
             raise InvalidInputError("signals", "give at least one signal")
@@ -111,8 +139,11 @@ class DataSignals:
             )
         now = self._context.now()
         checked = [self._check_signal(index, signal, now) for index, signal in enumerate(signals)]
+        self._check_sources(actor, checked, feed_account=feed_account)
         record = (
-            self._record_in_bulk if self._context.config.bulk_feed else self._record_one_at_a_time
+            self._record_in_bulk
+            if feed_account and self._context.config.bulk_feed
+            else partial(self._record_one_at_a_time, hold_alive=not feed_account)
         )
         try:
             return record(actor, checked, now)
@@ -121,6 +152,28 @@ class DataSignals:
             # run again: this time they are found and reported as duplicates.
             log.info("signals.concurrent_import_retried", count=len(checked))
             return record(actor, checked, now)
+
+    def _check_sources(
+        self, actor: Actor, checked: Sequence[_CheckedSignal], *, feed_account: bool
+    ) -> None:
+        with self._context.session() as session:
+            if feed_account:
+                allowed = operators.feed_sources(session, actor.name)
+                for index, signal in enumerate(checked):
+                    if signal.source not in allowed:
+                        raise PermissionDeniedError(
+                            f"feed account {actor.name} records signals only for the sources "
+                            f"{', '.join(sorted(allowed)) or '(none)'}; signals[{index}].source "
+                            f"{signal.source!r} is not one of them"
+                        )
+                return
+            fed = operators.bound_sources(session)
+            for index, signal in enumerate(checked):
+                if signal.source in fed:
+                    raise PermissionDeniedError(
+                        f"signals[{index}].source {signal.source!r} is a feed account's source; "
+                        "its signals come from that account; enter yours under another source"
+                    )
 
     def _check_signal(
         self, index: int, signal: desk_pb2.DataSignal, now: datetime
@@ -137,6 +190,9 @@ class DataSignals:
             raise InvalidInputError(
                 f"{name}.source_record_id", f"is longer than {MAX_SOURCE_RECORD_ID_LENGTH}"
             )
+        # Kept, and named in attestations, only keyed: the id as sent may be a hash of the
+        # identity number (rules/feed_records.py).
+        record_id = keyed_record_id(self._context.keys.hpke, source, record_id)
         if not (is_alive_kind(signal.kind) or signal.kind in NEGATIVE_STATUSES):
             raise InvalidInputError(f"{name}.kind", "is missing or not a known signal kind")
         bundle = attestation_pb2.IdentityBundle(
@@ -177,16 +233,16 @@ class DataSignals:
         issued: list[tuple[attestation_pb2.CertificationAttestation, str | None]] = []
         extensions: dict[str, feed_store.Extension] = {}
         with session_scope(self._context.engine) as session:
-            known = feed_store.recorded(
-                session, [(signal.source, signal.source_record_id) for signal in checked]
-            )
+            keys = [(signal.source, signal.source_record_id) for signal in checked]
+            known = feed_store.recorded(session, keys)
+            held = pending_signals.taken(session, keys)
             roll = feed_store.roll_index(session, sorted({signal.locator for signal in checked}))
             seen: set[tuple[str, str]] = set()
             # Whether each signal is new: neither recorded before nor earlier in the batch.
             is_new: list[bool] = []
             for signal in checked:
                 key = (signal.source, signal.source_record_id)
-                is_new.append(key not in known and key not in seen)
+                is_new.append(key not in known and key not in held and key not in seen)
                 seen.add(key)
             fresh = [signal for signal, new in zip(checked, is_new, strict=True) if new]
             row_by_row = {
@@ -304,16 +360,17 @@ class DataSignals:
         )
 
     def _record_one_at_a_time(
-        self, actor: Actor, checked: list[_CheckedSignal], now: datetime
+        self, actor: Actor, checked: list[_CheckedSignal], now: datetime, *, hold_alive: bool
     ) -> list[desk_pb2.SignalResult]:
         """Each row through the ORM and each attestation signed and stored on its own: the
-        reference the bulk path must agree with (`bulk_feed = false`)."""
+        reference the bulk path must agree with (`bulk_feed = false`), and the path of a
+        person's signals (`hold_alive`: alive signals that would apply are held instead)."""
         results: list[desk_pb2.SignalResult] = []
         issued: list[tuple[attestation_pb2.CertificationAttestation, str | None]] = []
         with session_scope(self._context.engine) as session:
-            known = signals_store.known(
-                session, [(signal.source, signal.source_record_id) for signal in checked]
-            )
+            keys = [(signal.source, signal.source_record_id) for signal in checked]
+            known = signals_store.known(session, keys)
+            held = pending_signals.taken(session, keys)
             people = entitlements_store.by_locators(
                 session, sorted({signal.locator for signal in checked})
             )
@@ -321,11 +378,30 @@ class DataSignals:
             for signal in checked:
                 key = (signal.source, signal.source_record_id)
                 earlier = known.get(key)
-                if earlier is not None or key in seen:
+                if earlier is not None or key in held or key in seen:
                     results.append(_duplicate(earlier))
                     continue
                 seen.add(key)
                 person = people.get(signal.locator)
+                if hold_alive and person is not None and self._would_extend(signal, *person):
+                    kept = pending_signals.hold(
+                        session,
+                        source=signal.source,
+                        source_record_id=signal.source_record_id,
+                        kind=signal.kind,
+                        beneficiary_id=person[0].beneficiary_id,
+                        observed_at=signal.observed_at,
+                        entered_by=actor.name,
+                        now=now,
+                    )
+                    results.append(
+                        desk_pb2.SignalResult(
+                            outcome=desk_pb2.SIGNAL_OUTCOME_AWAITING_APPROVAL,
+                            beneficiary_id=person[0].beneficiary_id,
+                            message=f"{AWAITING_APPROVAL}: {kept.pending_signal_id}",
+                        )
+                    )
+                    continue
                 outcome, attestation, message = (
                     (SignalOutcome.UNKNOWN_PERSON, None, "no beneficiary of this office")
                     if person is None
@@ -361,6 +437,19 @@ class DataSignals:
             self._issuer.issued()
         return results
 
+    def _would_extend(
+        self, signal: _CheckedSignal, beneficiary: Beneficiary, entitlement: Entitlement
+    ) -> bool:
+        """Whether an alive signal would change the person's record (`_apply_signal`'s tests)."""
+        return (
+            is_alive_kind(signal.kind)
+            and entitlement.state is not EntitlementState.TERMINATED
+            and not entitlement.termination_pending_review
+            and signal_kind_name(signal.kind) in self._context.policy.extending_signal_kinds
+            and extended_validity(beneficiary.valid_until, signal.observed_at, self._context.policy)
+            is not None
+        )
+
     def _apply_signal(
         self,
         session: Session,
@@ -369,6 +458,7 @@ class DataSignals:
         beneficiary: Beneficiary,
         entitlement: Entitlement,
         now: datetime,
+        reviewer: str = POLICY_REVIEWER,
     ) -> tuple[SignalOutcome, attestation_pb2.CertificationAttestation | None, str]:
         if entitlement.state is EntitlementState.TERMINATED:
             return SignalOutcome.IGNORED, None, "entitlement has ended"
@@ -390,14 +480,19 @@ class DataSignals:
         if extended_validity(beneficiary.valid_until, signal.observed_at, policy) is None:
             return SignalOutcome.IGNORED, None, "validity already runs past this signal's reach"
         finding = self._finding(
-            actor, signal, beneficiary.subject_locator, beneficiary.paying_region
+            actor, signal, beneficiary.subject_locator, beneficiary.paying_region, reviewer
         )
         attestation = self._issuer.attestation(finding, now)
         self._paying_office.apply_attestation(session, beneficiary, attestation, now)
         return SignalOutcome.APPLIED, attestation, "validity extended"
 
     def _finding(
-        self, actor: Actor, signal: _CheckedSignal, subject_locator: bytes, paying_region: str
+        self,
+        actor: Actor,
+        signal: _CheckedSignal,
+        subject_locator: bytes,
+        paying_region: str,
+        reviewer: str = POLICY_REVIEWER,
     ) -> Finding:
         """An alive signal as this paying office's own certification of the person."""
         # The evidence is the feed record, named by its source and id (kept in data_signal).
@@ -414,8 +509,121 @@ class DataSignals:
             observed_at=signal.observed_at,
             evidence_digests=[evidence],
             clerk_id=actor.name,
-            reviewer_id=POLICY_REVIEWER,
+            reviewer_id=reviewer,
         )
+
+    def list_pending(
+        self, page_size: int, page_token: str, *, pending_only: bool
+    ) -> tuple[list[desk_pb2.PendingSignal], str]:
+        with self._context.session() as session:
+            rows, token = pending_signals.page(
+                session, page_size, page_token, pending_only=pending_only
+            )
+            recorded = signals_store.known(
+                session, [(row.source, row.source_record_id) for row in rows]
+            )
+            views = [
+                pending_signal_view(row, recorded.get((row.source, row.source_record_id)))
+                for row in rows
+            ]
+        return views, token
+
+    def decide_pending(
+        self, actor: Actor, pending_signal_id: str, approve: bool, reason: str
+    ) -> desk_pb2.PendingSignal:
+        """A second person's decision on a held alive signal: applied as a feed's signal would
+        be (the attestation's clerk is who entered it, its reviewer who approved it), or
+        rejected. The person who entered it may not decide it."""
+        require_text(reason, "reason", self._context.config.limits, required=not approve)
+        now = self._context.now()
+        issued: list[tuple[attestation_pb2.CertificationAttestation, str | None]] = []
+        with session_scope(self._context.engine) as session:
+            held = pending_signals.pending(session, pending_signal_id)
+            if held.entered_by == actor.name:
+                raise PermissionDeniedError(
+                    "the operator who entered the signal may not approve or reject it; "
+                    "another reviewer must decide (separation of duties)"
+                )
+            if not approve:
+                pending_signals.decide(
+                    session, held, PendingSignalDecision.REJECTED, actor.name, reason, now, {}
+                )
+                return pending_signal_view(held, None)
+            entitlement = entitlements_store.get(session, held.beneficiary_id, for_update=True)
+            beneficiary = beneficiaries.get(session, held.beneficiary_id)
+            signal = _CheckedSignal(
+                held.source,
+                held.source_record_id,
+                held.kind,
+                beneficiary.subject_locator,
+                held.observed_at,
+            )
+            outcome, attestation, message = self._apply_signal(
+                session,
+                Actor("operator", held.entered_by),
+                signal,
+                beneficiary,
+                entitlement,
+                now,
+                reviewer=actor.name,
+            )
+            if attestation is not None:
+                issued.append((attestation, beneficiary.beneficiary_id))
+            recorded = signals_store.add(
+                session,
+                source=held.source,
+                source_record_id=held.source_record_id,
+                kind=held.kind,
+                beneficiary_id=beneficiary.beneficiary_id,
+                observed_at=held.observed_at,
+                outcome=outcome,
+                attestation_id=attestation.attestation_id if attestation else None,
+                recorded_by=held.entered_by,
+                now=now,
+            )
+            pending_signals.decide(
+                session,
+                held,
+                PendingSignalDecision.APPLIED,
+                actor.name,
+                reason,
+                now,
+                {"outcome": outcome.value, "message": message},
+            )
+            view = pending_signal_view(held, recorded)
+            self._issuer.issue(session, issued, now=now)
+        if issued:
+            self._issuer.issued()
+        return view
+
+
+def pending_signal_view(held: PendingSignal, recorded: DataSignal | None) -> desk_pb2.PendingSignal:
+    view = desk_pb2.PendingSignal(
+        pending_signal_id=held.pending_signal_id,
+        source=held.source,
+        source_record_id=held.source_record_id,
+        kind=desk_pb2.SignalKind.ValueType(held.kind),
+        beneficiary_id=held.beneficiary_id,
+        observed_at=to_timestamp(held.observed_at),
+        entered_by=held.entered_by,
+        entered_at=to_timestamp(held.entered_at),
+        decision=PENDING_DECISIONS[held.decision],
+        decided_by=held.decided_by or "",
+        decision_reason=held.decision_reason,
+    )
+    if held.decided_at is not None:
+        view.decided_at.CopyFrom(to_timestamp(held.decided_at))
+    if recorded is not None:
+        view.outcome = OUTCOMES[recorded.outcome]
+        view.attestation_id = recorded.attestation_id or ""
+    return view
+
+
+PENDING_DECISIONS = {
+    PendingSignalDecision.PENDING: desk_pb2.PENDING_SIGNAL_DECISION_PENDING,
+    PendingSignalDecision.APPLIED: desk_pb2.PENDING_SIGNAL_DECISION_APPLIED,
+    PendingSignalDecision.REJECTED: desk_pb2.PENDING_SIGNAL_DECISION_REJECTED,
+}
 
 
 def _duplicate(earlier: feed_store.Recorded | DataSignal | None) -> desk_pb2.SignalResult:

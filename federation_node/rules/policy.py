@@ -47,6 +47,8 @@ MAX_EVIDENCE_BYTES = 64 * 1024 * 1024
 # A certification observed longer ago than this before it is issued is not a current one; ten
 # years is beyond any use.
 MAX_CERTIFICATION_AGE_DAYS = 3650
+# Retention periods (offices/retention.py) run from a day to a century.
+MAX_RETENTION_DAYS = 36_500
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,16 @@ class Policy:
     # A certification (received from a peer or recorded at this desk) whose observed_at lies more
     # than this many days before it is issued is refused (rules/plausibility.py).
     certification_max_age_days: int = 90
+    # How long the daily cycle keeps personal data once its purpose is served
+    # (offices/retention.py), in days: the sealed identity a peer sent with an assistance request
+    # after the request closed; data signals (those that matched none of this office's people
+    # sooner); messages delivered to peers and the registry; everything about a person the
+    # office no longer pays, after their entitlement ended (the period the law requires).
+    closed_request_identity_days: int = 30
+    signal_retention_days: int = 1825
+    unmatched_signal_days: int = 30
+    delivered_message_days: int = 30
+    former_beneficiary_days: int = 3650
 
 
 # Every key the file may hold: section -> key -> (Policy field, expected type).
@@ -114,6 +126,13 @@ _KEYS: dict[str, dict[str, tuple[str, type]]] = {
         "media_types": ("evidence_media_types", list),
     },
     "certifications": {"max_age_days": ("certification_max_age_days", int)},
+    "retention": {
+        "closed_request_identity_days": ("closed_request_identity_days", int),
+        "signal_days": ("signal_retention_days", int),
+        "unmatched_signal_days": ("unmatched_signal_days", int),
+        "delivered_message_days": ("delivered_message_days", int),
+        "former_beneficiary_days": ("former_beneficiary_days", int),
+    },
 }
 
 
@@ -226,6 +245,15 @@ def validate_policy(policy: Policy) -> None:
             "certifications.max_age_days",
             f"must be between 1 and {MAX_CERTIFICATION_AGE_DAYS} days",
         )
+    for key, days in (
+        ("retention.closed_request_identity_days", policy.closed_request_identity_days),
+        ("retention.signal_days", policy.signal_retention_days),
+        ("retention.unmatched_signal_days", policy.unmatched_signal_days),
+        ("retention.delivered_message_days", policy.delivered_message_days),
+        ("retention.former_beneficiary_days", policy.former_beneficiary_days),
+    ):
+        if not 1 <= days <= MAX_RETENTION_DAYS:
+            raise InvalidInputError(key, f"must be between 1 and {MAX_RETENTION_DAYS} days")
     unknown_types = sorted(policy.evidence_media_types - set(MEDIA_TYPES))
     if unknown_types or not policy.evidence_media_types:
         raise InvalidInputError(

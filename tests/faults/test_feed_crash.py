@@ -27,10 +27,13 @@ from sqlmodel import Session
 from cli.bench.feed import OFFICE, register_people, write_admissions
 from cli.desk import TOKEN_ENV
 from cli.launcher import LocalFederation, wait_until
+from federation_node.keystore import KeyPaths
 from federation_node.rules.entitlement import add_months
+from federation_node.rules.feed_records import keyed_record_id
 from federation_node.rules.policy import Policy
 from federation_node.store import db, log_store
 from signing import merkle
+from signing.keys import HpkeKey
 from tests.conftest import PostgresUrlFactory
 
 PEOPLE = 1_500
@@ -71,7 +74,7 @@ def _import(local: LocalFederation, feed: Path) -> subprocess.Popen[bytes]:
             "--batch-size",
             str(BATCH),
         ],
-        env={**os.environ, TOKEN_ENV: handle.tokens["clerk"]},
+        env={**os.environ, TOKEN_ENV: handle.tokens["feed"]},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
@@ -124,14 +127,23 @@ def test_a_feed_import_killed_midway_and_run_again_loses_and_repeats_nothing(
                 )
                 == ROWS
             )
-            # The rows in file order, as recorded, and what they should have done.
-            rows = session.execute(
+            # The rows in file order, as recorded, and what they should have done. The node
+            # keeps record ids keyed (rules/feed_records.py): file order from the keyed ids.
+            hpke = HpkeKey.load(KeyPaths(federation.nodes[OFFICE.node_id].config.data_dir).hpke_key)
+            in_file_order = {
+                keyed_record_id(hpke, "hospital-admissions", f"ADM{index:09d}"): index
+                for index in range(ROWS)
+            }
+            recorded_rows = session.execute(
                 text(
-                    "SELECT b.subject_locator, s.observed_at, s.outcome, s.attestation_id "
-                    "FROM data_signal s LEFT JOIN beneficiary b "
-                    "ON b.beneficiary_id = s.beneficiary_id ORDER BY s.source_record_id"
+                    "SELECT s.source_record_id, b.subject_locator, s.observed_at, s.outcome, "
+                    "s.attestation_id FROM data_signal s LEFT JOIN beneficiary b "
+                    "ON b.beneficiary_id = s.beneficiary_id"
                 )
             ).all()
+            rows = [
+                tuple(row[1:]) for row in sorted(recorded_rows, key=lambda r: in_file_order[r[0]])
+            ]
             validity = dict(initial)
             expected_applied = 0
             for locator, observed_at, outcome, attestation_id in rows:

@@ -68,7 +68,8 @@ REQUESTS_BEFORE = 8
 REQUESTS_AFTER = 2
 # Qingdao's own retirees, seen alive by the feed; sent two a batch, alternating replicas.
 FED_PEOPLE = 12
-FEED_SOURCE = "qingdao-hospitals"
+# A source the launcher's feed account is bound to (the shipped hospital admissions mapping).
+FEED_SOURCE = "hospital-admissions"
 # A dead replica's leases run out after three call timeouts (10 s each): room for that.
 DRAIN_S = 90.0
 
@@ -364,7 +365,7 @@ def _import_feed(desks: Desks, started: threading.Event) -> None:
         ) -> list[desk_pb2.SignalResult]:
             return list(desk.stub.RecordSignals(request).results)
 
-        results = desks.call("clerk", record)
+        results = desks.call("feed", record)
         assert all(
             result.outcome in (desk_pb2.SIGNAL_OUTCOME_APPLIED, desk_pb2.SIGNAL_OUTCOME_DUPLICATE)
             for result in results
@@ -471,9 +472,11 @@ def test_a_replica_killed_mid_work_loses_and_duplicates_nothing(office: Office) 
         assert {r.status for r in inbound} == {AssistanceState.COMPLETED}
         # The feed: each row recorded once, each alive signal one data-match attestation.
         signals = session.exec(select(DataSignal)).all()
-        assert sorted(s.source_record_id for s in signals) == sorted(
+        # Kept under keyed ids (rules/feed_records.py), never the ids the feed sent.
+        assert len({s.source_record_id for s in signals}) == len(signals) == FED_PEOPLE
+        assert not {s.source_record_id for s in signals} & {
             f"admission-{serial}" for serial in range(FED_PEOPLE)
-        )
+        }
         data_matches = [
             a for a in attestations if a.method == common_pb2.CERTIFICATION_METHOD_DATA_MATCH
         ]
