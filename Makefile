@@ -41,7 +41,7 @@ PROTO_DIR := proto
 PROTOS := $(sort $(wildcard $(PROTO_DIR)/certfed/v1/*.proto))
 GENERATED := $(foreach p,$(PROTOS:.proto=),$(p)_pb2.py $(p)_pb2.pyi $(p)_pb2_grpc.py $(p)_pb2_grpc.pyi)
 
-PYTEST_ARGS ?= -q -ra
+PYTEST_ARGS ?= -q -ra --durations=30
 DEMO_ARGS ?=
 
 # Nothing may prompt or nag: CI runs without stdin.

@@ -63,7 +63,8 @@ class Limits:
     # How far a timestamp from a peer may be in the future before it is refused.
     max_clock_skew_s: float = 300.0
     # Signed directory.
-    directory_lifetime_s: float = 7 * 24 * 3600.0
+    # A day: a node cut off from the registry trusts a suspension it missed for a day at most.
+    directory_lifetime_s: float = 24 * 3600.0
     max_directory_bytes: int = 4 * 1024 * 1024
     # Transparency log: entries per streamed message (also capped to half a message in bytes),
     # entries a follower verifies and stores per transaction, and how often a subscription

@@ -144,6 +144,9 @@ class RegistryConfig:
     directory_lifetime_s: float = Limits().directory_lifetime_s
     # How often the server checks whether less than half the directory's lifetime is left.
     republish_interval_s: float = 600.0
+    # A directory older than this is re-signed at the next check even with lifetime to spare,
+    # so nodes see a fresh signature (and its new expiry) every hour.
+    directory_resign_s: float = 3600.0
     # Validity of the TLS certificate a node receives when approved or when it renews.
     node_certificate_days: int = 365
     # After a node rotates its signing key, how long the previous key still signs (7 days).
@@ -218,6 +221,8 @@ def _validate(config: RegistryConfig) -> None:
             "must be positive and at most half of directory_lifetime_s, or the directory "
             "could expire between two checks",
         )
+    if config.directory_resign_s <= 0:
+        raise InvalidInputError("directory_resign_s", "must be a positive number of seconds")
     if config.node_certificate_days <= 0:
         raise InvalidInputError("node_certificate_days", "must be a positive number of days")
     for name in ("signing_key_overlap_s", "certificate_overlap_s"):
@@ -298,6 +303,7 @@ def default_config_text(federation_id: str) -> str:
         f'enrol_listen = "{defaults.enrol_listen}"',
         f"directory_lifetime_s = {defaults.directory_lifetime_s}",
         f"republish_interval_s = {defaults.republish_interval_s}",
+        f"directory_resign_s = {defaults.directory_resign_s}",
         f"node_certificate_days = {defaults.node_certificate_days}",
         f"signing_key_overlap_s = {defaults.signing_key_overlap_s}",
         f"certificate_overlap_s = {defaults.certificate_overlap_s}",

@@ -14,6 +14,7 @@ from starlette.staticfiles import StaticFiles
 from adapters.web_desk.page import endpoint
 from adapters.web_desk.pages import (
     admin,
+    held,
     liaison,
     paying_office,
     residence_agency,
@@ -113,6 +114,18 @@ def routes() -> list[Route | Mount]:
             methods=POST,
         ),
         Route("/evidence/{evidence_id}", e(reviewer.evidence, roles=CLERK + REVIEWER), methods=GET),
+        # Attestations from peers held for a reviewer.
+        Route("/held", e(held.held_list, roles=REVIEWER + ADMIN, node_roles=PAYING), methods=GET),
+        Route(
+            "/held/{attestation_id}",
+            e(held.held_page, roles=REVIEWER + ADMIN, node_roles=PAYING),
+            methods=GET,
+        ),
+        Route(
+            "/held/{attestation_id}",
+            e(held.decide, roles=REVIEWER, node_roles=PAYING),
+            methods=POST,
+        ),
         # Liaison desk.
         Route("/forms", e(liaison.forms, roles=CLERK, node_roles=LIAISON), methods=GET),
         Route(

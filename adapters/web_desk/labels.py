@@ -88,6 +88,24 @@ CERTIFICATION_STATUSES = {
     desk_pb2.CERTIFICATION_STATUS_APPROVED: N_("Approved"),
     desk_pb2.CERTIFICATION_STATUS_REJECTED: N_("Rejected"),
 }
+# Why a peer's attestation was kept for a reviewer instead of applied, and what was decided.
+HOLD_REASONS = {
+    desk_pb2.HOLD_REASON_WALK_IN_NOT_ALLOWED: N_(
+        "It answers no request of this office, and its issuer may not certify a walk-in here"
+    ),
+    desk_pb2.HOLD_REASON_NEGATIVE_WITHOUT_REQUEST: N_(
+        "It reports a death, imprisonment or disappearance nobody here asked its issuer about"
+    ),
+    desk_pb2.HOLD_REASON_NOT_OUR_REQUEST: N_(
+        "It names a request this office never sent to its issuer about this person"
+    ),
+}
+HOLD_REASON_OTHER = N_("Kept for review")
+HOLD_DECISIONS = {
+    desk_pb2.HOLD_DECISION_PENDING: N_("Awaiting a decision"),
+    desk_pb2.HOLD_DECISION_APPLIED: N_("Applied"),
+    desk_pb2.HOLD_DECISION_DISMISSED: N_("Dismissed"),
+}
 BENEFICIARY_STATUSES = {
     desk_pb2.BENEFICIARY_STATUS_ACTIVE: N_("Active"),
     desk_pb2.BENEFICIARY_STATUS_DECEASED: N_("Deceased"),

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from adapters.web_desk import labels
+from adapters.web_desk.freshness import DirectoryFreshness
 from adapters.web_desk.i18n import Formats, negotiate, supported, translations
 from adapters.web_desk.security import (
     CSRF_FIELD,
@@ -97,6 +98,8 @@ class Page:
     operator: Operator | None = None
     desk: DeskClient | None = None
     cookies: dict[str, str] = field(default_factory=dict)
+    # The node's directory freshness (signed-in pages): a banner when stale or expired.
+    directory: DirectoryFreshness | None = None
 
     @property
     def settings(self) -> WebDeskSettings:
@@ -229,6 +232,9 @@ def endpoint(
                     return page.redirect("/sign-in", ended="1")
                 return page.refused(error)
             page.operator = Operator.from_whoami(who)
+            page.directory = state.freshness.cached() or await run_in_threadpool(
+                state.freshness.ask, page.desk
+            )
             page.locale = supported(page.operator.locale) or locale
             page.csrf = csrf_token(state.settings.secret, token)
             if not page.operator.may(roles, node_roles):

@@ -1,7 +1,8 @@
 """What the desk process keeps between requests: its settings, the one channel to the node, a
 Jinja2 environment per language, and small bounded memories that spare the node repeated work
-(page tokens of the lists, liaison form results). Nothing here outlives the process, and nothing
-in it is needed for correctness: a forgotten entry costs a few more calls.
+(page tokens of the lists, liaison form results, the directory's freshness for a few seconds).
+Nothing here outlives the process, and nothing in it is needed for correctness: a forgotten
+entry costs a few more calls.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Generic, TypeVar
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from adapters.web_desk.freshness import FreshnessWatch
 from adapters.web_desk.i18n import LOCALE_NAMES, LOCALES, translations
 from adapters.web_desk.settings import WebDeskSettings
 from federation.desk_client import DeskChannel
@@ -71,6 +73,8 @@ class DeskState:
     page_tokens: Memory[tuple[str, str], list[str]] = field(default_factory=lambda: Memory(4096))
     # (session, batch id) -> a liaison form with its results, as uploaded and answered.
     form_batches: Memory[tuple[str, str], object] = field(default_factory=lambda: Memory(64))
+    # The node's directory freshness, for the banner on every signed-in page.
+    freshness: FreshnessWatch = field(default_factory=FreshnessWatch)
 
     @property
     def locale_names(self) -> dict[str, str]:

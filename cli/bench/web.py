@@ -6,9 +6,9 @@ asks it for assistance, as real processes, then the agency's web desk (`certfed 
 Two operators sign in over HTTP as a browser does (the form's CSRF token, the session cookie): a
 clerk who also reviews, and an administrator. They fetch each main page in turn, `rounds` times:
 home, the lists (a few pages each), beneficiaries' pages, the inbox and a request's page, the
-review queue and a certification's page, and the administrator's pages. Every answer must be
-200. Prints each page's p50 and p95, the overall p95, pages/s and the peak resident memory of
-the web desk and the node; asserts nothing about time.
+review queue, a certification's page and the held attestations, and the administrator's pages.
+Every answer must be 200. Prints each page's p50 and p95, the overall p95, pages/s and the peak
+resident memory of the web desk and the node; asserts nothing about time.
 """
 
 from __future__ import annotations
@@ -296,6 +296,7 @@ def _pages(
         pages["request"] = (clerk, lambda i: f"/requests/{nth(requests, i)}")
     pages["reviews"] = (clerk, fixed("/reviews"))
     pages["certification"] = (clerk, lambda i: f"/certifications/{nth(certifications, i)}")
+    pages["held"] = (clerk, fixed("/held"))
     for name in ADMIN_PAGES:
         pages[f"admin/{name}"] = (admin, fixed(f"/admin/{name}"))
     return pages

@@ -77,6 +77,7 @@ def _pages(records: Records) -> dict[tuple[str, str], dict[str, str]]:
             **{f"list-{view}": f"/lists/{view}" for view in ("overpayments", "duplicates")},
             "report": "/lists/report",
         },
+        (LANZHOU.node_id, "reviewer"): {"held": "/held"},
         (QINGDAO.node_id, "clerk"): {
             "home-agency": "/",
             "inbox": "/inbox",

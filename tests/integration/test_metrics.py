@@ -162,7 +162,7 @@ def import_feed(federation: LocalFederation, certified_number: str) -> dict[str,
 
     def signal(record_id: str, number: str) -> desk_pb2.DataSignal:
         return desk_pb2.DataSignal(
-            source="metrics-hospitals",
+            source="hospital-admissions",
             source_record_id=record_id,
             kind=desk_pb2.SIGNAL_KIND_HOSPITAL_ADMISSION,
             identity_type=common_pb2.IDENTITY_TYPE_RESIDENT_ID,
@@ -177,7 +177,8 @@ def import_feed(federation: LocalFederation, certified_number: str) -> dict[str,
         signal("r2", stranger),
         signal("r3", certified_number),
     ]
-    with federation.desk("lanzhou") as desk:
+    # From the node's feed account, bound to the shipped mappings' sources.
+    with federation.desk("lanzhou", "feed") as desk:
         results = desk.stub.RecordSignals(desk_pb2.RecordSignalsRequest(signals=batch)).results
     outcomes: dict[str, int] = {}
     for result in results:

@@ -117,9 +117,13 @@ def test_unit_is_hardened_and_writes_only_its_data_directory(unit: str) -> None:
     assert command.startswith(f"/{EXECUTABLE} ")
 
 
-def test_web_unit_says_the_web_desk_is_not_built_yet() -> None:
-    text = (UNITS / "certfed-web@.service").read_text(encoding="utf-8")
-    assert "NOT BUILT YET" in text
-    assert settings("certfed-web@.service")["ExecStart"] == [
-        "/opt/certfed/bin/certfed web serve --config /etc/certfed/%i/web.toml"
+def test_web_unit_runs_the_web_desk_from_the_node_configuration() -> None:
+    unit = settings("certfed-web@.service")
+    assert unit["ExecStart"] == [
+        "/opt/certfed/bin/certfed web serve --config /etc/certfed/%i/node.toml"
     ]
+    # Its only writable place is its own state directory, where the unit's comment tells the
+    # office to put [web] secret_file.
+    assert unit["ReadWritePaths"] == ["/var/lib/certfed/web-%i"]
+    text = (UNITS / "certfed-web@.service").read_text(encoding="utf-8")
+    assert 'secret_file = "/var/lib/certfed/web-%i/web.secret"' in text
