@@ -391,6 +391,7 @@ class _Interceptor(grpc.aio.ServerInterceptor):
             finally:
                 ticket.release()
                 worker.finish()
+            await worker.settle()
             return response
 
         return call
@@ -474,6 +475,7 @@ class _Interceptor(grpc.aio.ServerInterceptor):
                     if outcome.ended:
                         break
                     yield outcome.item
+                await worker.settle()
             except AbortError as abort:
                 await context.abort(abort.code, abort.details, abort.trailing)
             finally:

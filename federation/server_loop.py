@@ -109,7 +109,11 @@ class ThreadContext(grpc.ServicerContext):
         # Why a stream's caller may no longer hold it, once a re-check found out.
         self.revoked: CertfedError | None = None
         self._trailing: tuple[tuple[str, str], ...] = ()
+        self._code: grpc.StatusCode | None = None
+        self._details = ""
         self._callbacks: list[Callable[[], None]] = []
+        # Built on the loop side of the call; the thread reaches the loop through it.
+        self._loop = asyncio.get_running_loop()
 
     def watch(
         self, authorize: Callable[[], object], *, lifetime_s: float, recheck_s: float
@@ -174,7 +178,9 @@ class ThreadContext(grpc.ServicerContext):
         return self._context.auth_context()
 
     def send_initial_metadata(self, initial_metadata: Any) -> None:
-        raise NotImplementedError("certfed servicers send no initial metadata")
+        asyncio.run_coroutine_threadsafe(
+            self._context.send_initial_metadata(tuple(initial_metadata)), self._loop
+        ).result()
 
     def set_trailing_metadata(self, trailing_metadata: Any) -> None:
         self._trailing = tuple(trailing_metadata)
@@ -186,10 +192,19 @@ class ThreadContext(grpc.ServicerContext):
         raise AbortError(status.code, status.details, self._trailing)
 
     def set_code(self, code: grpc.StatusCode) -> None:
-        raise NotImplementedError("certfed servicers raise a CertfedError instead")
+        self._code = code
 
     def set_details(self, details: str) -> None:
-        raise NotImplementedError("certfed servicers raise a CertfedError instead")
+        self._details = details
+
+    async def settle(self) -> None:
+        """On the loop, once the servicer returned: send what it set with `set_trailing_metadata`,
+        `set_code` and `set_details`, as the synchronous server would have (a code other than OK
+        ends the call with that status instead of the response)."""
+        if self._trailing:
+            self._context.set_trailing_metadata(self._trailing)
+        if self._code is not None and self._code is not grpc.StatusCode.OK:
+            await self._context.abort(self._code, self._details, self._trailing)
 
 
 class HealthService:
