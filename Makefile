@@ -4,6 +4,7 @@
 # node/npm and access to PyPI and npm: `make test` and `make demo` are enough.
 #
 #   make test      venv + buf + generated code, then lint, then pytest over tests/ (drift included)
+#   make system-libs   Debian's libsodium23 if missing (the locator OPRF needs it)
 #   make deploy-tools  Debian's systemd and prometheus (for systemd-analyze, promtool) if missing
 #   make browser-tools Debian's chromium + CJK fonts if missing, axe-core from npm (browser tests)
 #   make demo      venv, then `.venv/bin/certfed demo $(DEMO_ARGS)`
@@ -41,7 +42,10 @@ PROTO_DIR := proto
 PROTOS := $(sort $(wildcard $(PROTO_DIR)/certfed/v1/*.proto))
 GENERATED := $(foreach p,$(PROTOS:.proto=),$(p)_pb2.py $(p)_pb2.pyi $(p)_pb2_grpc.py $(p)_pb2_grpc.pyi)
 
-PYTEST_ARGS ?= -q -ra --durations=30
+# Test workers: most tests wait on child processes and sockets, so two workers use both cores;
+# `--dist loadfile` keeps a module's shared federation on one worker.
+PYTEST_WORKERS ?= 2
+PYTEST_ARGS ?= -q -ra --durations=30 -n $(PYTEST_WORKERS) --dist loadfile
 DEMO_ARGS ?=
 
 # Nothing may prompt or nag: CI runs without stdin.
@@ -53,13 +57,27 @@ export npm_config_audit := false
 # protoc plugins (protoc-gen-mypy, protoc-gen-mypy_grpc) and buf are looked up on PATH.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup venv buf gen proto lint drift test demo fmt constraints clean deploy-tools \
+# libsodium (Debian libsodium23): the locator OPRF's ristretto255 arithmetic, through pysodium.
+# Installed only when missing and only as root (as CI runs); otherwise the setup stops and says so.
+system-libs:
+	@if ! $(PYTHON) -c 'import ctypes.util, sys; sys.exit(0 if ctypes.util.find_library("sodium") else 1)'; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "==> installing Debian package: libsodium23"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -qq; \
+	    apt-get install -y -qq --no-install-recommends libsodium23 >/dev/null; \
+	  else \
+	    echo "certfed needs libsodium: install the Debian package libsodium23 as root" >&2; exit 1; \
+	  fi; \
+	fi
+
+.PHONY: help setup system-libs venv buf gen proto lint drift test demo fmt constraints clean deploy-tools \
 	browser-tools axe
 
 help:
-	@sed -n '3,16p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,17p' Makefile | sed 's/^# \{0,1\}//'
 
-setup: venv buf gen
+setup: system-libs venv buf gen
 
 venv: $(INSTALL_STAMP)
 

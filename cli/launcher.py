@@ -60,6 +60,7 @@ from federation_node.store.models import OperatorRole
 from registry.config import RegistryPaths
 from registry.provision import init_registry
 from signing import dsse
+from signing.keys import SigningKey
 
 T = TypeVar("T")
 READY_TIMEOUT_S = 30.0
@@ -322,10 +323,10 @@ class LocalFederation:
                     tls_key_fingerprint=fingerprints.tls_key,
                     allow_second_node_for_region=allow_second_node_for_region,
                 )
-            enrolment = registry.get_enrolment(handle.spec.node_id)
-        store_enrolment(
-            handle.config, paths, enrolment.tls_certificate_pem, enrolment.sealed_locator_key
-        )
+            enrolment = registry.get_enrolment(
+                handle.spec.node_id, SigningKey.load(paths.signing_key)
+            )
+        store_enrolment(paths, enrolment.tls_certificate_pem)
 
     def _create_operators(self, handle: NodeHandle) -> None:
         url = handle.config.effective_database_url

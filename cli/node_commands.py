@@ -22,6 +22,7 @@ from cli.erasure_commands import add_erasure_commands
 from cli.lifecycle_commands import add_lifecycle_node_commands
 from cli.operator_commands import add_operator_commands
 from cli.output import console
+from cli.relocation_commands import add_relocation_node_commands
 from cli.trust_commands import add_trust_node_commands
 from federation.fingerprints import KeyFingerprints
 from federation.registry_client import RegistryClient
@@ -36,6 +37,7 @@ from federation_node.keystore import (
 )
 from federation_node.server import serve
 from signing import dsse
+from signing.keys import SigningKey
 
 
 def _print_fingerprints(application: dsse.Envelope) -> None:
@@ -70,12 +72,11 @@ def _node_enrol(args: argparse.Namespace) -> int:
             console.print(f"enrolment of {config.node_id} sent; waiting for an administrator")
             _print_fingerprints(application)
         deadline = time.monotonic() + args.wait
+        signing_key = SigningKey.load(paths.signing_key)
         while True:
-            enrolment = registry.get_enrolment(config.node_id)
+            enrolment = registry.get_enrolment(config.node_id, signing_key)
             if enrolment.status == common_pb2.NODE_STATUS_ACTIVE:
-                store_enrolment(
-                    config, paths, enrolment.tls_certificate_pem, enrolment.sealed_locator_key
-                )
+                store_enrolment(paths, enrolment.tls_certificate_pem)
                 console.print(f"{config.node_id} approved; certificate installed")
                 return 0
             if time.monotonic() >= deadline:
@@ -108,3 +109,4 @@ def add_node_commands(subparsers: Any) -> None:
     add_lifecycle_node_commands(node_actions)
     add_backup_commands(node_actions)
     add_erasure_commands(node_actions)
+    add_relocation_node_commands(node_actions)

@@ -37,6 +37,7 @@ from cli.registry_admin import (
     status_command,
 )
 from cli.registry_lifecycle_commands import add_lifecycle_commands
+from cli.relocation_commands import add_relocation_registry_commands
 from cli.witness_commands import add_witness_commands
 from federation.roles import ROLE_NAMES
 from federation.timestamps import to_datetime
@@ -215,3 +216,4 @@ def add_registry_commands(subparsers: argparse._SubParsersAction) -> None:  # ty
     add_witness_commands(commands)
 
     add_lifecycle_commands(commands)
+    add_relocation_registry_commands(commands)

@@ -4,12 +4,16 @@
     certfed registry revoke-key NODE KEY_ID --reason R [--effective-at ISO] --config F
     certfed registry retire-key NODE KEY_ID --config F
     certfed registry rotate-root --config F
+    certfed registry admins --config F
+    certfed registry revoke-admin SHA256 --reason R --config F
 
 `revoke-node` is `revoke` under the name the key commands share. A revocation may take effect in
 the past (a key known to be compromised since a given time): attestations signed with the key from
 then on are refused everywhere, and those received before are listed for review at each node.
 `retire-key` ends a key's validity now, once the node has rotated to a new one. `rotate-root`
 replaces the registry root key; nodes follow the rotation by themselves (`federation.root_chain`).
+`admins` lists the administrator certificates and which are revoked; `revoke-admin` revokes one
+(a lost or stolen administrator key): the registry refuses it from the next call on.
 Like the other administration commands they talk to the running registry over mTLS.
 """
 
@@ -26,6 +30,7 @@ from cli.registry_admin import (
     guarded,
     status_command,
 )
+from federation.timestamps import to_datetime
 from signing.keys import key_id
 
 revoke_node_command = status_command(common_pb2.NODE_STATUS_REVOKED, "revoked")
@@ -68,6 +73,33 @@ def rotate_root_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@guarded
+def admins_command(args: argparse.Namespace) -> int:
+    """List the administrator certificates, revoked ones with when, by whom and why."""
+    _, client = admin_client(args)
+    with client:
+        certificates = client.list_admin_certificates()
+    for item in certificates:
+        expires = to_datetime(item.not_after).isoformat(timespec="seconds")
+        if item.HasField("revoked_at"):
+            revoked = to_datetime(item.revoked_at).isoformat(timespec="seconds")
+            state = f"revoked {revoked} by {item.revoked_by}: {item.revocation_reason}"
+        else:
+            state = "valid"
+        print(f"{item.name}  {item.sha256}  expires {expires}  {state}")
+    return EXIT_OK
+
+
+@guarded
+def revoke_admin_command(args: argparse.Namespace) -> int:
+    """Revoke an administrator certificate by its SHA-256 (as `admins` shows it)."""
+    _, client = admin_client(args)
+    with client:
+        client.revoke_admin_certificate(args.sha256.strip().lower(), args.reason)
+    print(f"revoked administrator certificate {args.sha256}")
+    return EXIT_OK
+
+
 def add_lifecycle_commands(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Add the key and membership commands to `certfed registry`'s subcommands."""
     revoke_node = commands.add_parser("revoke-node", help="revoke a node for good (= revoke)")
@@ -103,3 +135,15 @@ def add_lifecycle_commands(commands: argparse._SubParsersAction) -> None:  # typ
     )
     admin_options(rotate_root)
     rotate_root.set_defaults(handler=rotate_root_command)
+
+    admins = commands.add_parser("admins", help="list the administrator certificates")
+    admin_options(admins)
+    admins.set_defaults(handler=admins_command)
+
+    revoke_admin = commands.add_parser(
+        "revoke-admin", help="revoke an administrator certificate (refused from the next call)"
+    )
+    revoke_admin.add_argument("sha256", metavar="SHA256", help="as `certfed registry admins` shows")
+    revoke_admin.add_argument("--reason", required=True, help="why; kept in the audit")
+    admin_options(revoke_admin)
+    revoke_admin.set_defaults(handler=revoke_admin_command)

@@ -5,12 +5,18 @@ it fetched or cached: check the root signature over the bytes as received, refus
 than the one it trusts (rollback) or the same version with other content, and refuse an expired
 directory. A `TrustedDirectory` then answers the questions the flows ask: is this node active,
 which keys may sign for it at a given time, which node serves a region.
+
+Keys that ended or were revoked long ago are not in the live directory (it would otherwise grow
+with every rotation): the registry serves them in a `KeyHistory`, signed by the same root, which a
+node fetches when an old attestation names a key the directory no longer lists
+(`verify_key_history`, then `TrustedDirectory.with_history`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from google.protobuf.message import DecodeError
@@ -35,6 +41,7 @@ from signing.keys import SigningKey, VerifyKey
 CERTIFYING_ROLES = frozenset({common_pb2.ROLE_RESIDENCE_AGENCY, common_pb2.ROLE_PARTNER_LIAISON})
 PAYING_ROLES = frozenset({common_pb2.ROLE_PAYING_OFFICE, common_pb2.ROLE_PARTNER_LIAISON})
 NODE_ACTIVE = common_pb2.NODE_STATUS_ACTIVE
+KEY_HISTORY_PAYLOAD_TYPE = "application/vnd.certfed.key-history.v1+protobuf"
 
 
 def sign_directory(directory: directory_pb2.Directory, root_key: SigningKey) -> dsse.Envelope:
@@ -43,12 +50,53 @@ def sign_directory(directory: directory_pb2.Directory, root_key: SigningKey) -> 
     )
 
 
+def sign_key_history(history: directory_pb2.KeyHistory, root_key: SigningKey) -> dsse.Envelope:
+    return dsse.sign(
+        history.SerializeToString(deterministic=True), KEY_HISTORY_PAYLOAD_TYPE, root_key
+    )
+
+
+def verify_key_history(
+    envelope: dsse.Envelope, root_key: VerifyKey, federation_id: str
+) -> dict[str, tuple[directory_pb2.NodeKey, ...]]:
+    """The past keys of each node, from a KeyHistory signed by the root of `federation_id`."""
+    try:
+        verified = dsse.verify(envelope, {root_key.key_id: root_key}, KEY_HISTORY_PAYLOAD_TYPE)
+    except SigningError as error:
+        raise DirectoryVerificationError(
+            f"the key history is not signed by the registry root key: {error}"
+        ) from error
+    history = directory_pb2.KeyHistory()
+    try:
+        history.ParseFromString(verified.payload)
+    except DecodeError as error:
+        raise DirectoryVerificationError("the signed key history payload does not parse") from error
+    if history.federation_id != federation_id:
+        raise DirectoryVerificationError(
+            f"the key history is of federation {history.federation_id!r}, not {federation_id!r}"
+        )
+    return {node.node_id: tuple(node.signing_keys) for node in history.nodes}
+
+
 @dataclass(frozen=True)
 class TrustedDirectory:
-    """A directory whose root signature, version and freshness have been checked."""
+    """A directory whose root signature, version and freshness have been checked, with the past
+    keys of the verified key history when one was fetched."""
 
     envelope: dsse.Envelope
     directory: directory_pb2.Directory
+    key_history: Mapping[str, Sequence[directory_pb2.NodeKey]] = field(default_factory=dict)
+
+    def with_history(
+        self, key_history: Mapping[str, Sequence[directory_pb2.NodeKey]]
+    ) -> TrustedDirectory:
+        return dataclasses.replace(self, key_history=key_history)
+
+    def listed_keys(self, node_id: str) -> list[directory_pb2.NodeKey]:
+        """The node's keys in the live directory, then those only the key history holds."""
+        live = list(self.node(node_id).signing_keys)
+        known = {key.key_id for key in live}
+        return live + [key for key in self.key_history.get(node_id, ()) if key.key_id not in known]
 
     @property
     def version(self) -> int:
@@ -96,7 +144,7 @@ class TrustedDirectory:
     def signing_keys(self, node_id: str, at: datetime) -> Mapping[str, VerifyKey]:
         """The keys that could sign for `node_id` at time `at`: inside their window, not revoked."""
         keys: dict[str, VerifyKey] = {}
-        for key in self.node(node_id).signing_keys:
+        for key in self.listed_keys(node_id):
             if key.HasField("valid_from") and at < to_datetime(key.valid_from):
                 continue
             if key.HasField("valid_until") and at >= to_datetime(key.valid_until):
@@ -195,6 +243,11 @@ def verify_directory(
         raise DirectoryVerificationError("the signed directory payload does not parse") from error
     candidate = TrustedDirectory(envelope, directory)
     if trusted is not None:
+        if directory.federation_id != trusted.directory.federation_id:
+            raise DirectoryVerificationError(
+                f"the directory is of federation {directory.federation_id!r}, not "
+                f"{trusted.directory.federation_id!r}; refusing it"
+            )
         if candidate.version < trusted.version:
             raise DirectoryRollbackError(
                 f"directory version {candidate.version} is older than the trusted version "

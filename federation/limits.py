@@ -11,6 +11,10 @@ from dataclasses import dataclass
 
 from federation.errors import InvalidInputError
 
+# Blinded elements a node sends in one EvaluateLocators call; a registry's locator_batch_max may
+# not be below it (registry/config.py).
+LOCATOR_BATCH = 500
+
 # Rates that may be 0: the rate limiter then does not limit that kind of caller at all.
 _RATES_THAT_MAY_BE_OFF = frozenset({"peer_calls_per_s", "operator_calls_per_s"})
 

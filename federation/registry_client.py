@@ -14,7 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import NoReturn, Self, TypeVar
 
@@ -22,12 +22,14 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from certfed.v1 import common_pb2, log_pb2, registry_pb2, registry_pb2_grpc
+from federation.enrolment_query import sign_enrolment_query
 from federation.envelopes import envelope_from_proto, envelope_to_proto
 from federation.errors import from_rpc_error
 from federation.limits import Limits
 from federation.timestamps import to_timestamp
 from federation.transport import REGISTRY_TLS_NAME, secure_channel
 from signing import dsse
+from signing.keys import SigningKey
 
 _Response = TypeVar("_Response")
 
@@ -133,9 +135,14 @@ class RegistryClient(_Client):
         request = registry_pb2.EnrolRequest(application=envelope_to_proto(application))
         return connection.call("Enrol", connection.stub.Enrol, request)
 
-    def get_enrolment(self, node_id: str) -> registry_pb2.GetEnrolmentResponse:
+    def get_enrolment(
+        self, node_id: str, signing_key: SigningKey
+    ) -> registry_pb2.GetEnrolmentResponse:
+        """Where the node's enrolment stands; the query is signed with its `signing_key`, as only
+        the applicant may read it."""
         connection = self._connection
-        request = registry_pb2.GetEnrolmentRequest(node_id=node_id)
+        proof = sign_enrolment_query(node_id, signing_key, datetime.now(UTC))
+        request = registry_pb2.GetEnrolmentRequest(node_id=node_id, proof=envelope_to_proto(proof))
         return connection.call("GetEnrolment", connection.stub.GetEnrolment, request)
 
     def get_directory(self, known_version: int) -> dsse.Envelope | None:
@@ -155,6 +162,13 @@ class RegistryClient(_Client):
             return DirectoryUpdate(None, statements)
         return DirectoryUpdate(envelope_from_proto(response.directory), statements)
 
+    def get_key_history(self, node_id: str = "") -> dsse.Envelope:
+        """The signed KeyHistory: every past signing key of `node_id` (empty: of every node)."""
+        connection = self._connection
+        request = registry_pb2.GetKeyHistoryRequest(node_id=node_id)
+        response = connection.call("GetKeyHistory", connection.stub.GetKeyHistory, request)
+        return envelope_from_proto(response.history)
+
     def rotate_signing_key(self, rotation: dsse.Envelope) -> registry_pb2.RotateSigningKeyResponse:
         connection = self._connection
         request = registry_pb2.RotateSigningKeyRequest(rotation=envelope_to_proto(rotation))
@@ -165,10 +179,19 @@ class RegistryClient(_Client):
         request = registry_pb2.RenewCertificateRequest(tls_csr_pem=csr_pem)
         return connection.call("RenewCertificate", connection.stub.RenewCertificate, request)
 
-    def publish_locators(self, locators: list[bytes]) -> registry_pb2.PublishLocatorsResponse:
+    def publish_locators(
+        self, locators: list[bytes], withdrawn: list[bytes] | None = None
+    ) -> registry_pb2.PublishLocatorsResponse:
         connection = self._connection
-        request = registry_pb2.PublishLocatorsRequest(locators=locators)
+        request = registry_pb2.PublishLocatorsRequest(locators=locators, withdrawn=withdrawn or [])
         return connection.call("PublishLocators", connection.stub.PublishLocators, request)
+
+    def evaluate_locators(self, blinded_elements: list[bytes]) -> list[bytes]:
+        """The registry's OPRF evaluation of blinded elements, one per element, in order."""
+        connection = self._connection
+        request = registry_pb2.EvaluateLocatorsRequest(blinded_elements=blinded_elements)
+        response = connection.call("EvaluateLocators", connection.stub.EvaluateLocators, request)
+        return [bytes(element) for element in response.evaluated_elements]
 
     def withdraw_locators(self, locators: list[bytes]) -> int:
         connection = self._connection
@@ -286,6 +309,20 @@ class RegistryAdminClient(_Client):
         connection = self._connection
         response = connection.call("RevokeSigningKey", connection.stub.RevokeSigningKey, request)
         return int(response.directory_version)
+
+    def list_admin_certificates(self) -> list[registry_pb2.AdminCertificate]:
+        connection = self._connection
+        response = connection.call(
+            "ListAdminCertificates",
+            connection.stub.ListAdminCertificates,
+            registry_pb2.ListAdminCertificatesRequest(),
+        )
+        return list(response.certificates)
+
+    def revoke_admin_certificate(self, sha256: str, reason: str) -> None:
+        connection = self._connection
+        request = registry_pb2.RevokeAdminCertificateRequest(sha256=sha256, reason=reason)
+        connection.call("RevokeAdminCertificate", connection.stub.RevokeAdminCertificate, request)
 
     def rotate_root(self, current_root_key_id: str) -> registry_pb2.RotateRootKeyResponse:
         connection = self._connection

@@ -6,7 +6,9 @@ root key (authority) and by the new one (proof of possession). A node that trust
 root N+1 only from a statement that verifies with both keys, and so follows the chain of
 statements one step at a time to the newest root, with nothing configured by hand. A statement
 that does not chain from the root the node trusts, skips a version, or fails a signature is
-refused, and the node keeps the root it had.
+refused, and the node keeps the root it had. A statement is bound to its federation: one naming
+another federation id than the node's (or than the statements before it) is refused too, so a
+rotation in one federation can never move another that happens to share a root key.
 
 `sign_root_statement` is what the registry does; `follow_root_chain` is what every node does
 with the statements GetDirectory returned (and with the chain it saved, when it starts).
@@ -49,6 +51,7 @@ class RootStep:
 
     root: TrustedRoot
     envelope: dsse.Envelope
+    federation_id: str
 
 
 def sign_root_statement(
@@ -73,9 +76,17 @@ def parse_root_statement(envelope: dsse.Envelope) -> directory_pb2.RootStatement
     return statement
 
 
-def verify_root_statement(envelope: dsse.Envelope, trusted: TrustedRoot) -> TrustedRoot:
-    """The root a statement introduces, if it verifies as the next step after `trusted`."""
+def verify_root_statement(
+    envelope: dsse.Envelope, trusted: TrustedRoot, federation_id: str = ""
+) -> TrustedRoot:
+    """The root a statement introduces, if it verifies as the next step after `trusted` in
+    federation `federation_id` (empty: any, when the node does not know it yet)."""
     statement = parse_root_statement(envelope)
+    if federation_id and statement.federation_id != federation_id:
+        raise DirectoryVerificationError(
+            f"root statement version {statement.version} is of federation "
+            f"{statement.federation_id!r}, not {federation_id!r}; refusing it"
+        )
     if statement.previous_key_id != trusted.key_id:
         raise DirectoryVerificationError(
             f"root statement version {statement.version} replaces root key "
@@ -103,9 +114,10 @@ def verify_root_statement(envelope: dsse.Envelope, trusted: TrustedRoot) -> Trus
 
 
 def follow_root_chain(
-    trusted: TrustedRoot, envelopes: Sequence[dsse.Envelope]
+    trusted: TrustedRoot, envelopes: Sequence[dsse.Envelope], federation_id: str = ""
 ) -> tuple[TrustedRoot, list[RootStep]]:
-    """Walk the statements (oldest first) from `trusted` to the newest root.
+    """Walk the statements (oldest first) from `trusted` to the newest root, every one of them
+    of federation `federation_id` (empty: of the federation the first one names).
 
     Statements from before the trusted root (the registry may send the whole chain) are
     skipped; from the first statement that replaces the trusted root on, every statement must be
@@ -122,6 +134,7 @@ def follow_root_chain(
                     f"trusted root {current.key_id[:16]} (version {current.version})"
                 )
             continue
-        current = verify_root_statement(envelope, current)
-        steps.append(RootStep(current, envelope))
+        current = verify_root_statement(envelope, current, federation_id)
+        federation_id = statement.federation_id
+        steps.append(RootStep(current, envelope, federation_id))
     return current, steps

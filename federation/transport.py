@@ -4,13 +4,22 @@ Every certificate is issued by the federation CA. Who a certificate speaks for i
 DNS subject-alternative name under a fixed suffix, so a client can pin the exact peer it means to
 reach (`ssl_target_name_override`) whatever address the directory lists, and a server reads its
 caller's identity from the verified certificate, never from a request field.
+
+A name alone does not single out one certificate: a node that replaced a stolen TLS key still has
+its old certificate, valid under the same name, in the thief's hands. So a node dialling a peer
+also pins the certificate itself (`check_pinned_certificate`): the peer must present one whose
+SHA-256 the directory lists for it. gRPC's Python API does not show a client the server's
+certificate, so the check is a TLS 1.3 handshake of its own to the same endpoint, before a channel
+is used and again each time it (re)connects.
 """
 
 from __future__ import annotations
 
 import enum
 import hashlib
-from collections.abc import Sequence
+import socket
+import ssl
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
@@ -22,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from federation import tracing
+from federation.errors import UnavailableError
 from signing.keys import read_private_file
 
 NODE_NAME_SUFFIX = ".node.certfed"
@@ -188,3 +198,60 @@ def secure_channel(
     )
     # With tracing on, every call sends the caller's trace context (federation/tracing.py).
     return tracing.instrument_channel(channel)
+
+
+class PeerCertificateMismatchError(UnavailableError):
+    """The server at a peer's endpoint presented a certificate the directory does not list for
+    that peer (a superseded one, e.g. with a stolen key); retried once the directory or the
+    server changes."""
+
+
+def _host_port(endpoint: str) -> tuple[str, int]:
+    host, _, port = endpoint.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def presented_certificate_sha256(
+    endpoint: str, peer_tls_name: str, ca_certificate_pem: bytes, *, timeout_s: float
+) -> str:
+    """The SHA-256 of the certificate the server at `endpoint` presents, after checking that the
+    federation CA issued it for `peer_tls_name`. TLS 1.3 sends the server's certificate before
+    the client's, so no client certificate is needed to read it."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.load_verify_locations(cadata=ca_certificate_pem.decode("ascii"))
+    context.set_alpn_protocols(["h2"])
+    with (
+        socket.create_connection(_host_port(endpoint), timeout=timeout_s) as raw,
+        context.wrap_socket(raw, server_hostname=peer_tls_name) as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    if der is None:
+        raise ssl.SSLError("the server presented no certificate")
+    return hashlib.sha256(der).hexdigest()
+
+
+def check_pinned_certificate(
+    endpoint: str,
+    peer_tls_name: str,
+    ca_certificate_pem: bytes,
+    pinned_sha256: Collection[str],
+    *,
+    timeout_s: float,
+) -> None:
+    """Raise unless the server at `endpoint` presents one of the `pinned_sha256` certificates."""
+    try:
+        presented = presented_certificate_sha256(
+            endpoint, peer_tls_name, ca_certificate_pem, timeout_s=timeout_s
+        )
+    except (OSError, ValueError) as error:
+        # ssl.SSLError and socket errors are OSErrors; a malformed endpoint is a ValueError.
+        raise UnavailableError(
+            f"cannot check the certificate of {peer_tls_name} at {endpoint}: {error}"
+        ) from error
+    if presented not in pinned_sha256:
+        raise PeerCertificateMismatchError(
+            f"the server at {endpoint} presents a certificate for {peer_tls_name} "
+            f"(SHA-256 {presented[:16]}...) that the directory does not list; it is not "
+            "that node's current server (a superseded or stolen certificate): refusing it"
+        )

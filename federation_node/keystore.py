@@ -3,13 +3,14 @@
 Keys are created on the node and never leave it: the Ed25519 attestation signing key, the X25519
 HPKE key that identity bundles are sealed to, and the P-256 TLS key. Enrolment sends only public
 keys and a certificate request, signed by the new signing key; once an administrator approves,
-the node stores its TLS certificate and the federation locator key the registry sealed to it.
+the node stores its TLS certificate. Nodes hold no locator key: they compute subject locators
+through the registry (federation_node/locators.py).
 """
 
 from __future__ import annotations
 
 import binascii
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -21,8 +22,8 @@ from federation.errors import PreconditionError
 from federation.timestamps import to_timestamp
 from federation.transport import PeerKind, TlsMaterial, certificate_request, generate_tls_key
 from federation_node.config import NodeConfig
-from signing import dsse, sealing
-from signing.keys import HpkeKey, SigningKey, VerifyKey, read_private_file, write_private_file
+from signing import dsse
+from signing.keys import HpkeKey, SigningKey, VerifyKey, write_private_file
 
 ROLE_VALUES = {
     "paying_office": common_pb2.ROLE_PAYING_OFFICE,
@@ -52,7 +53,9 @@ class KeyPaths:
         return self.data_dir / "keys" / "tls.pem"
 
     @property
-    def locator_key(self) -> Path:
+    def retired_locator_key(self) -> Path:
+        """The shared locator key nodes held before locators came from the registry's OPRF;
+        `certfed node relocate` deletes it once every locator is re-derived."""
         return self.data_dir / "keys" / "locator.key"
 
     @property
@@ -107,7 +110,6 @@ class NodeKeys:
     signing: SigningKey
     hpke: HpkeKey
     tls: TlsMaterial
-    locator_key: bytes = field(repr=False)
     root_public_key: VerifyKey
 
 
@@ -144,20 +146,13 @@ def build_application(config: NodeConfig, paths: KeyPaths, now: datetime) -> dss
     )
 
 
-def store_enrolment(
-    config: NodeConfig, paths: KeyPaths, certificate_pem: bytes, sealed_locator_key: bytes
-) -> None:
-    """Keep what an approved enrolment returned: the TLS certificate and the locator key."""
-    hpke_key = HpkeKey.load(paths.hpke_key)
-    locator_key = sealing.open_sealed(
-        sealed_locator_key, hpke_key, sealing.locator_key_info(config.node_id)
-    )
+def store_enrolment(paths: KeyPaths, certificate_pem: bytes) -> None:
+    """Keep what an approved enrolment returned: the TLS certificate."""
     paths.tls_certificate.write_bytes(certificate_pem)
-    write_private_file(paths.locator_key, locator_key)
 
 
 def is_enrolled(paths: KeyPaths) -> bool:
-    return paths.tls_certificate.exists() and paths.locator_key.exists()
+    return paths.tls_certificate.exists()
 
 
 def load_keys(config: NodeConfig, paths: KeyPaths) -> NodeKeys:
@@ -170,6 +165,5 @@ def load_keys(config: NodeConfig, paths: KeyPaths) -> NodeKeys:
         signing=SigningKey.load(paths.signing_key),
         hpke=HpkeKey.load(paths.hpke_key),
         tls=TlsMaterial.load(paths.tls_certificate, paths.tls_key, config.ca_certificate),
-        locator_key=read_private_file(paths.locator_key),
         root_public_key=load_root_public_key(config.root_public_key),
     )

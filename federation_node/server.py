@@ -46,6 +46,7 @@ from federation_node.links.key_rollover import (
     finish_interrupted_promotion,
 )
 from federation_node.links.peers import PeerChannels
+from federation_node.locators import Locators
 from federation_node.metrics import (
     AttestationIncidentMetrics,
     CycleMetrics,
@@ -60,6 +61,12 @@ from federation_node.service.desk_service import DeskServicer
 from federation_node.service.federation_service import FederationServicer
 from federation_node.store.db import create_engine_for, migrate
 from federation_node.tlog.checkpoints import load_witness_verifier
+from federation_node.tlog.inclusion import InclusionProver
+from federation_node.tlog.node_witness import (
+    NodeWitness,
+    load_or_create_witness_signer,
+    peer_witness,
+)
 from federation_node.tlog.recovery import LogRecovery
 from federation_node.tlog.sync import LogFollower, LogSync
 from federation_node.tlog.transparency import (
@@ -67,6 +74,7 @@ from federation_node.tlog.transparency import (
     TransparencyLog,
     publish_log_health,
 )
+from federation_node.tlog.witness_policy import office_witness_policy
 
 log = structlog.get_logger("certfed.node")
 
@@ -91,6 +99,7 @@ class NodeRuntime:
     metrics: ProcessMetrics | None = None
     metrics_endpoint: MetricsEndpoint | None = None
     health_port: HealthPort | None = None
+    prover: InclusionProver | None = None
 
     @property
     def ports(self) -> dict[str, int]:
@@ -100,6 +109,8 @@ class NodeRuntime:
         self.server.set_serving(False)
         self.scheduler.stop()
         self.publisher.stop()
+        if self.prover is not None:
+            self.prover.stop()
         for follower in self.followers:
             follower.stop()
         self.refresher.stop()
@@ -134,18 +145,27 @@ def start_node(config: NodeConfig) -> NodeRuntime:
         keys.root_public_key,
         paths.directory_cache,
         root_chain_path=paths.root_chain,
+        fetch_key_history=registry.get_key_history,
     )
     try:
         directory.refresh()
     except CertfedError as error:
         log.warning("directory.initial_refresh_refused", error=str(error))
     peers = PeerChannels(directory, keys.tls, config.limits, registry_serving=registry.serving)
-    node = compose_node(config, keys, engine, directory, policy, registry.locate)
+    node = compose_node(
+        config,
+        keys,
+        engine,
+        directory,
+        policy,
+        registry.locate,
+        locators=Locators(registry.evaluate_locators),
+    )
     context = node.context
     dispatcher = Dispatcher(
         engine,
         peers,
-        lambda request: registry.publish_locators(list(request.locators)),
+        lambda request: registry.publish_locators(list(request.locators), list(request.withdrawn)),
         node.paying_office.record_duplicates,
         config.dispatch,
         config.limits.call_timeout_s,
@@ -172,15 +192,40 @@ def start_node(config: NodeConfig) -> NodeRuntime:
         publish_directory_health(server.health, directory)
         rollover.renew_if_due()
 
+    registry_witness = load_witness_verifier(config.witness_public_key)
     transparency = TransparencyLog(
         engine,
         config.node_id,
         keys.signing,
         registry.witness_checkpoint,
-        load_witness_verifier(config.witness_public_key),
+        registry_witness,
         config.limits,
+        node_witnesses=[
+            (witness, peer_witness(peers.federation, witness, config.limits.call_timeout_s))
+            for witness in config.ask_witnesses
+        ],
     )
-    context.on_log_appended = transparency.notify_appended
+    witness = NodeWitness(
+        engine,
+        config.node_id,
+        load_or_create_witness_signer(config.data_dir, config.node_id),
+        directory.current,
+        context.now,
+        enabled=config.witness,
+    )
+    prover = InclusionProver(
+        engine,
+        directory.current,
+        lambda: office_witness_policy(registry_witness, context.policy),
+        peers.federation,
+        node.paying_office.apply_proven,
+        context.now,
+        timeout_s=config.limits.call_timeout_s,
+    )
+    node.paying_office.on_awaiting_inclusion = prover.wake
+    node.paying_office.witness_policy = lambda: office_witness_policy(
+        registry_witness, context.policy
+    )
     recovery = LogRecovery(
         engine,
         config.node_id,
@@ -194,7 +239,14 @@ def start_node(config: NodeConfig) -> NodeRuntime:
         config.checkpoint_interval_s,
         recover=recovery.from_peers,
         on_continuity=lambda continuity: publish_log_health(server.health, continuity),
+        pool_s=config.sequencing_pool_s,
     )
+
+    def appended() -> None:
+        transparency.notify_appended()
+        publisher.soon()
+
+    context.on_log_appended = appended
     syncer = LogSync(
         engine, directory.current, transparency.witness_verifier, peers.federation, config.limits
     )
@@ -208,7 +260,7 @@ def start_node(config: NodeConfig) -> NodeRuntime:
     services = [
         Service(
             FEDERATION_SERVICE,
-            FederationServicer(node, transparency),
+            FederationServicer(node, transparency, witness),
             federation_pb2_grpc.add_FederationServiceServicer_to_server,
         ),
         Service(DESK_SERVICE, DeskServicer(node), desk_pb2_grpc.add_DeskServiceServicer_to_server),
@@ -243,6 +295,7 @@ def start_node(config: NodeConfig) -> NodeRuntime:
     dispatcher.start()
     refresher.start()
     publisher.start()
+    prover.start()
     for follower in followers:
         follower.start()
     scheduler = CycleScheduler(
@@ -273,6 +326,7 @@ def start_node(config: NodeConfig) -> NodeRuntime:
         metrics,
         metrics_endpoint,
         health_port,
+        prover,
     )
 
 

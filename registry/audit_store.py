@@ -45,3 +45,14 @@ def events_for(session: Session, node_id: str) -> list[AuditEvent]:
             select(AuditEvent).where(AuditEvent.node_id == node_id).order_by(col(AuditEvent.id))
         ).all()
     )
+
+
+def latest_at(session: Session, node_id: str, action: str) -> datetime | None:
+    """When `action` was last recorded for the node, if ever."""
+    event = session.exec(
+        select(AuditEvent)
+        .where(AuditEvent.node_id == node_id, AuditEvent.action == action)
+        .order_by(col(AuditEvent.id).desc())
+        .limit(1)
+    ).first()
+    return event.at if event is not None else None

@@ -14,7 +14,8 @@ a limit (e.g. `CERTFED_REGISTRY_LIMITS_CALL_TIMEOUT_S`).
     root.next.key       during a root rotation only: the new root key, until the rotation commits
     ca.key / ca.pem     federation CA (ECDSA P-256) private key (0600) and certificate
     registry.key/.pem   the registry's own TLS key (0600) and certificate, SAN registry.certfed
-    locator.key         the federation locator key: 32 random bytes, mode 0600
+    locator_oprf.key    the locator key: the RFC 9497 OPRF scalar (32 bytes) only the registry
+                        holds, mode 0600 (a `locator.key` left from before is no longer read)
     witness.key         Ed25519 key cosigning the nodes' log checkpoints, PKCS#8 PEM, mode 0600
     admin/<name>.key    administrator TLS keys (0600) and certificates, SAN <name>.admin.certfed
     admin/<name>.pem
@@ -39,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from federation.errors import InvalidInputError
-from federation.limits import Limits
+from federation.limits import LOCATOR_BATCH, Limits
 from federation.metrics import parse_host_port
 
 ENV_PREFIX = "CERTFED_REGISTRY_"
@@ -84,8 +85,8 @@ class RegistryPaths:
         return self.data_dir / "registry.pem"
 
     @property
-    def locator_key(self) -> Path:
-        return self.data_dir / "locator.key"
+    def locator_oprf_key(self) -> Path:
+        return self.data_dir / "locator_oprf.key"
 
     @property
     def witness_key(self) -> Path:
@@ -153,6 +154,23 @@ class RegistryConfig:
     signing_key_overlap_s: float = 7 * 24 * 3600.0
     # After a node renews its TLS certificate, how long the previous one is still accepted.
     certificate_overlap_s: float = 24 * 3600.0
+    # The least time between two signing-key rotations of one node, and between two certificate
+    # renewals of one node: each publishes a directory, so a member cannot flood it (0: no limit).
+    key_change_interval_s: float = 3600.0
+    # A signing key that ended or was revoked longer ago than this leaves the live directory for
+    # the signed key history (GetKeyHistory), so the directory does not grow with time.
+    key_history_after_s: float = 24 * 3600.0
+    # Locator evaluations (EvaluateLocators): blinded elements one call may carry, elements per
+    # second a node may have evaluated (its bucket holds `locator_burst`, at least one batch, so
+    # a roll import's bulk batches pass), and elements per node per UTC day.
+    locator_batch_max: int = 1000
+    locator_rate_per_s: float = 1000.0
+    locator_burst: int = 20_000
+    locator_daily_quota: int = 1_000_000
+    # Published directory versions older than this are deleted (the latest is always kept).
+    directory_retention_s: float = 30 * 24 * 3600.0
+    # The registry renews its own TLS certificate this long before it expires (30 days).
+    registry_certificate_renew_before_s: float = 30 * 24 * 3600.0
     log_level: str = "info"
     # Prometheus /metrics over plain HTTP at host:port; empty: off (docs/operations.md).
     metrics_address: str = ""
@@ -225,9 +243,33 @@ def _validate(config: RegistryConfig) -> None:
         raise InvalidInputError("directory_resign_s", "must be a positive number of seconds")
     if config.node_certificate_days <= 0:
         raise InvalidInputError("node_certificate_days", "must be a positive number of days")
-    for name in ("signing_key_overlap_s", "certificate_overlap_s"):
+    for name in (
+        "signing_key_overlap_s",
+        "certificate_overlap_s",
+        "registry_certificate_renew_before_s",
+    ):
         if getattr(config, name) <= 0:
             raise InvalidInputError(name, "must be a positive number of seconds")
+    for name in ("key_change_interval_s", "key_history_after_s"):
+        if getattr(config, name) < 0:
+            raise InvalidInputError(name, "must be zero or a positive number of seconds")
+    if config.locator_batch_max < LOCATOR_BATCH:
+        raise InvalidInputError(
+            "locator_batch_max", f"must be at least {LOCATOR_BATCH}, the batch nodes send"
+        )
+    if config.locator_daily_quota <= 0:
+        raise InvalidInputError("locator_daily_quota", "must be a positive number of locators")
+    if config.locator_rate_per_s <= 0:
+        raise InvalidInputError("locator_rate_per_s", "must be a positive number per second")
+    if config.locator_burst < config.locator_batch_max:
+        raise InvalidInputError(
+            "locator_burst", "must be at least locator_batch_max, or no full batch could pass"
+        )
+    if config.directory_retention_s < config.directory_lifetime_s:
+        raise InvalidInputError(
+            "directory_retention_s",
+            "must be at least directory_lifetime_s: a version still valid is never deleted",
+        )
     if config.log_level not in LOG_LEVELS:
         raise InvalidInputError("log_level", f"use one of {', '.join(LOG_LEVELS)}")
     config.limits.validate()
@@ -307,6 +349,15 @@ def default_config_text(federation_id: str) -> str:
         f"node_certificate_days = {defaults.node_certificate_days}",
         f"signing_key_overlap_s = {defaults.signing_key_overlap_s}",
         f"certificate_overlap_s = {defaults.certificate_overlap_s}",
+        f"key_change_interval_s = {defaults.key_change_interval_s}",
+        f"key_history_after_s = {defaults.key_history_after_s}",
+        f"directory_retention_s = {defaults.directory_retention_s}",
+        "# EvaluateLocators: elements per call, per second and burst per node, per node per day.",
+        f"locator_batch_max = {defaults.locator_batch_max}",
+        f"locator_rate_per_s = {defaults.locator_rate_per_s}",
+        f"locator_burst = {defaults.locator_burst}",
+        f"locator_daily_quota = {defaults.locator_daily_quota}",
+        f"registry_certificate_renew_before_s = {defaults.registry_certificate_renew_before_s}",
         f'log_level = "{defaults.log_level}"',
         "# Prometheus metrics over HTTP (host:port); empty: off.",
         f'metrics_address = "{defaults.metrics_address}"',

@@ -1,7 +1,10 @@
 """Storage of the locator index: which paying node pays the person behind each subject locator,
-and which locators more than one paying node holds (possible duplicate entitlements).
+and which locators more than one paying node holds (possible duplicate entitlements); and how
+many locator evaluations each node had on each UTC day.
 
-Promises: the only code that writes `subject_locator` and `duplicate_entitlement`. Publishing is
+Promises: the only code that writes `subject_locator`, `duplicate_entitlement` and
+`locator_evaluation_day`. A day's count never passes the quota it is counted against, however
+many replicas count at once (one conditional UPDATE). Publishing is
 idempotent (a locator a node already holds is left as it was), inserted in bounded batches with
 one `INSERT ... ON CONFLICT DO NOTHING` per batch on SQLite and PostgreSQL alike. After every
 publish and withdrawal the duplicates table lists exactly the locators held by two or more
@@ -23,7 +26,14 @@ from sqlmodel import Session, col, select
 
 from federation.roles import PAYING_ROLE_NAMES
 from registry.db import advisory_lock
-from registry.tables import DuplicateEntitlement, Node, NodeState, SubjectLocator, metadata
+from registry.tables import (
+    DuplicateEntitlement,
+    LocatorEvaluationDay,
+    Node,
+    NodeState,
+    SubjectLocator,
+    metadata,
+)
 
 # pg_advisory_xact_lock key serialising changes to the locator index ("certfed" + 2).
 LOCATORS_LOCK_KEY = 0x6365727466656402
@@ -65,7 +75,9 @@ def _insert_ignoring_conflicts(
     return len(session.execute(statement).all())
 
 
-def _table(model: type[SubjectLocator] | type[DuplicateEntitlement]) -> sa.Table:
+def _table(
+    model: type[SubjectLocator] | type[DuplicateEntitlement] | type[LocatorEvaluationDay],
+) -> sa.Table:
     return metadata.tables[str(model.__tablename__)]
 
 
@@ -178,3 +190,31 @@ def duplicates(
         Duplicate(locator, tuple(node_ids), detected_at)
         for locator, (node_ids, detected_at) in sorted(found.items())
     ]
+
+
+def evaluations_on(session: Session, node_id: str, day: str) -> int:
+    """Locator evaluations counted for the node on `day` (YYYY-MM-DD, UTC)."""
+    row = session.get(LocatorEvaluationDay, (node_id, day))
+    return 0 if row is None else int(row.evaluated)
+
+
+def count_evaluations(
+    session: Session, node_id: str, day: str, count: int, quota: int
+) -> int | None:
+    """Count `count` more evaluations for the node on `day` if its total stays within `quota`:
+    the new total, or None when it would not (nothing is counted then)."""
+    table = _table(LocatorEvaluationDay)
+    _insert_ignoring_conflicts(session, table, [{"node_id": node_id, "day": day, "evaluated": 0}])
+    statement = (
+        sa.update(table)
+        .where(
+            table.c.node_id == node_id,
+            table.c.day == day,
+            table.c.evaluated + count <= quota,
+        )
+        .values(evaluated=table.c.evaluated + count)
+        .returning(table.c.evaluated)
+    )
+    total = session.execute(statement).scalar_one_or_none()
+    session.flush()
+    return None if total is None else int(total)

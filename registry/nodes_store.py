@@ -3,7 +3,8 @@
 Promises: the only code that writes the `node`, `node_key` and `node_certificate` tables. Every
 function works inside the caller's session (one transaction decided by the caller); nothing here
 commits. A node has one newest TLS certificate; recording a new one supersedes the others, at
-once (re-issue) or at the end of an overlap window (renewal), during which both are accepted.
+once (re-issue) or at the end of an overlap window (renewal), during which both are accepted;
+any older one is superseded at once, so a node never has more than two accepted certificates.
 Status rules (what may follow what) are the caller's, in `registry.operations`.
 """
 
@@ -86,12 +87,14 @@ def key_owner(session: Session, key_id: str) -> str | None:
 def revoke_signing_keys(
     session: Session, node_id: str, revoked_at: datetime, reason: str = ""
 ) -> None:
-    """Mark every key of the node not yet revoked as revoked from `revoked_at` on."""
+    """Mark every key of the node not yet revoked, and still able to sign at `revoked_at`, as
+    revoked from then on (a key whose window ended before has nothing left to revoke)."""
     keys = session.exec(
         select(NodeKey).where(NodeKey.node_id == node_id, col(NodeKey.revoked_at).is_(None))
     ).all()
     for key in keys:
-        revoke_signing_key(session, key, revoked_at, reason)
+        if key.valid_until is None or key.valid_until > revoked_at:
+            revoke_signing_key(session, key, revoked_at, reason)
 
 
 def signing_key(session: Session, node_id: str, key_id: str) -> NodeKey:
@@ -135,10 +138,10 @@ def record_certificate(
     *,
     previous_until: datetime | None = None,
 ) -> NodeCertificate:
-    """Store a newly issued certificate as the node's newest one, superseding the others at
-    `previous_until` (a renewal's overlap window) or now."""
-    until = previous_until or now
-    for previous in current_certificates(session, node_id, now):
+    """Store a newly issued certificate as the node's newest one, superseding the newest of the
+    others at `previous_until` (a renewal's overlap window) or now, and any older one now."""
+    for position, previous in enumerate(current_certificates(session, node_id, now)):
+        until = (previous_until or now) if position == 0 else now
         if previous.superseded_at is None or until < previous.superseded_at:
             previous.superseded_at = until
             session.add(previous)
@@ -180,6 +183,14 @@ def current_certificate(session: Session, node_id: str, now: datetime) -> NodeCe
     return certificates[0] if certificates else None
 
 
+def end_overlapping_keys(session: Session, node_id: str, keep_key_id: str, now: datetime) -> None:
+    """End now every key of the node still in its overlap window except `keep_key_id`: after a
+    rotation only the new key and the one that signed the rotation may sign."""
+    for key in signing_keys(session, node_id):
+        if key.key_id != keep_key_id and key.valid_until is not None and key.valid_until > now:
+            end_signing_key(session, key, now)
+
+
 def overlap_ended(session: Session, since: datetime, now: datetime) -> bool:
     """Whether a certificate's overlap window ended in (since, now]: the directory lists it."""
     ended = session.exec(
@@ -206,9 +217,19 @@ class PublishedNode:
     certificates: list[NodeCertificate]
 
 
-def published_nodes(session: Session, now: datetime) -> list[PublishedNode]:
+def _ended_before(key: NodeKey, moment: datetime) -> bool:
+    """Whether the key's window ended before `moment` and it was never revoked. A revoked key
+    stays listed: nodes review what it signed when they see the revocation, and only an
+    administrator revokes, so members cannot grow the directory that way."""
+    return key.revoked_at is None and key.valid_until is not None and key.valid_until < moment
+
+
+def published_nodes(
+    session: Session, now: datetime, *, keys_ended_before: datetime | None = None
+) -> list[PublishedNode]:
     """Every node that is not pending (active, suspended and revoked), ordered by node id, with
-    the certificates accepted at `now`."""
+    the certificates accepted at `now` and the keys that did not end before `keys_ended_before`
+    (those live in the key history only)."""
     nodes = session.exec(
         select(Node).where(Node.status != NodeState.PENDING).order_by(col(Node.node_id))
     ).all()
@@ -217,7 +238,8 @@ def published_nodes(session: Session, now: datetime) -> list[PublishedNode]:
     for key in session.exec(
         select(NodeKey).order_by(col(NodeKey.valid_from), col(NodeKey.key_id))
     ).all():
-        keys.get(key.node_id, []).append(key)
+        if keys_ended_before is None or not _ended_before(key, keys_ended_before):
+            keys.get(key.node_id, []).append(key)
     for certificate in session.exec(
         select(NodeCertificate)
         .where(_accepted_at(now))
@@ -225,3 +247,19 @@ def published_nodes(session: Session, now: datetime) -> list[PublishedNode]:
     ).all():
         certificates.get(certificate.node_id, []).append(certificate)
     return [PublishedNode(node, keys[node.node_id], certificates[node.node_id]) for node in nodes]
+
+
+def key_history(session: Session, node_id: str = "") -> dict[str, list[NodeKey]]:
+    """Every signing key of every published node (or of `node_id`), oldest first, by node."""
+    query = (
+        select(NodeKey)
+        .join(Node, col(Node.node_id) == col(NodeKey.node_id))
+        .where(Node.status != NodeState.PENDING)
+        .order_by(col(NodeKey.node_id), col(NodeKey.valid_from), col(NodeKey.key_id))
+    )
+    if node_id:
+        query = query.where(NodeKey.node_id == node_id)
+    history: dict[str, list[NodeKey]] = {}
+    for key in session.exec(query).all():
+        history.setdefault(key.node_id, []).append(key)
+    return history

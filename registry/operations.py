@@ -10,6 +10,11 @@ keys over time: a node rotating its signing key or renewing its certificate (the
 stays valid for an overlap window), an administrator retiring or revoking one key, and the
 rotation of the registry's own root key. Callers (the gRPC servicer, the server's republisher)
 validate request fields first and map results to protos.
+
+The directory stays small: a node may rotate its signing key, and renew its certificate, at most
+once per `key_change_interval_s` (RESOURCE_EXHAUSTED with the time to wait); a rotation ends the
+overlap of any older key, so a node has at most two keys that can sign; a change that would make
+the directory larger than `max_directory_bytes` is refused, and the refusal audited.
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -28,42 +34,54 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from certfed.v1 import directory_pb2
+from federation import enrolment_query
 from federation.errors import (
     AlreadyExistsError,
     InvalidInputError,
+    NotFoundError,
     PermissionDeniedError,
     PreconditionError,
+    RateLimitedError,
     UnauthenticatedError,
 )
 from federation.key_rotation import validate_rotation
 from federation.limits import Limits
 from federation.root_chain import sign_root_statement
 from federation.timestamps import to_timestamp
-from federation.transport import PeerIdentity, PeerKind
+from federation.transport import PeerIdentity, PeerKind, identity_from_certificate
 from federation.witness_protocol import witness_signer
-from registry import audit_store, directory_store, locators_store, nodes_store, root_store
+from registry import (
+    admins_store,
+    audit_store,
+    directory_store,
+    locators_store,
+    nodes_store,
+    root_store,
+)
 from registry.applications import Application, validate_application
 from registry.approval import Approval, check_approval
 from registry.ca import FederationCA
 from registry.config import RegistryConfig, RegistryPaths
 from registry.db import advisory_lock, transaction
+from registry.directory_store import DirectoryTooLargeError
+from registry.locator_oprf import Evaluation, LocatorEvaluator, load_locator_key
 from registry.tables import Node, NodeKey, NodeState
 from registry.utc import utc_now
 from registry.witness import Witness
-from signing import dsse, sealing
-from signing.keys import SigningKey, VerifyKey, read_private_file
-from signing.locator import LOCATOR_KEY_SIZE
+from signing import dsse
+from signing.keys import SigningKey, VerifyKey
+from signing.oprf import ServerKey
 
 log = structlog.get_logger("certfed.registry")
 
 
 @dataclass(frozen=True)
 class RegistryKeys:
-    """The registry's secrets: root key, federation CA, federation locator key, witness key."""
+    """The registry's secrets: root key, federation CA, locator OPRF key, witness key."""
 
     root_key: SigningKey
     ca: FederationCA
-    locator_key: bytes = field(repr=False)
+    locator_key: ServerKey = field(repr=False)
     witness_key: SigningKey
 
     @classmethod
@@ -72,36 +90,59 @@ class RegistryKeys:
             paths.root_key,
             paths.ca_key,
             paths.ca_certificate,
-            paths.locator_key,
             paths.witness_key,
         ):
             if not path.exists():
                 raise PreconditionError(
                     f"{path} is missing; create the registry's keys with `certfed registry init`"
                 )
-        locator_key = read_private_file(paths.locator_key)
-        if len(locator_key) != LOCATOR_KEY_SIZE:
-            raise PreconditionError(
-                f"{paths.locator_key} holds {len(locator_key)} bytes, not {LOCATOR_KEY_SIZE}"
-            )
         return cls(
             root_key=SigningKey.load(paths.root_key),
             ca=FederationCA.load(paths.ca_certificate, paths.ca_key),
-            locator_key=locator_key,
+            locator_key=load_locator_key(paths),
             witness_key=SigningKey.load(paths.witness_key),
         )
 
 
 @dataclass(frozen=True)
 class Enrolment:
-    """Where a node's application stands; certificate and sealed key only once it is active."""
+    """Where a node's application stands; its certificate only once it is active."""
 
     node_id: str
     status: NodeState
     status_reason: str
     certificate_pem: bytes
     ca_certificate_pem: bytes
-    sealed_locator_key: bytes
+
+
+@dataclass(frozen=True)
+class AdminCertificate:
+    """An administrator certificate in the data directory, and its revocation if any."""
+
+    name: str
+    sha256: str
+    not_after: datetime
+    revoked_at: datetime | None
+    revoked_by: str
+    revocation_reason: str
+
+
+@dataclass(frozen=True)
+class RefusedChange:
+    """A change that was refused because its directory would be too large, for the audit."""
+
+    actor: str
+    action: str
+    node_id: str
+    detail: str
+
+
+class ChangeRefusedError(DirectoryTooLargeError):
+    """DirectoryTooLargeError naming the change that was refused."""
+
+    def __init__(self, message: str, change: RefusedChange) -> None:
+        super().__init__(message)
+        self.change = change
 
 
 @dataclass(frozen=True)
@@ -185,6 +226,7 @@ class Registry:
         )
         # One root rotation at a time in this process (the database serialises replicas).
         self._root_rotation = threading.Lock()
+        self._locator_evaluator = LocatorEvaluator(engine, keys.locator_key, config, clock=clock)
 
     @property
     def limits(self) -> Limits:
@@ -196,6 +238,46 @@ class Registry:
 
     def _lifetime(self) -> timedelta:
         return timedelta(seconds=self._config.directory_lifetime_s)
+
+    @contextmanager
+    def _changing(self) -> Iterator[Session]:
+        """A transaction for a change that publishes a directory: when the directory would be
+        too large, the change rolls back and the refusal is audited in a transaction of its own."""
+        try:
+            with transaction(self._engine) as session:
+                yield session
+        except ChangeRefusedError as refused:
+            change = refused.change
+            with transaction(self._engine) as session:
+                audit_store.record(
+                    session,
+                    actor=change.actor,
+                    action=f"refused:{change.action}"[:32],
+                    node_id=change.node_id,
+                    at=self._clock(),
+                    detail=f"{change.detail} {refused}".strip()[:1024],
+                )
+            log.warning(
+                "registry.change_refused_directory_too_large",
+                node_id=change.node_id,
+                action=change.action,
+            )
+            raise
+
+    def _check_key_change_rate(self, session: Session, node_id: str, action: str) -> None:
+        """Refuse a node's second rotation (or renewal) within `key_change_interval_s`."""
+        interval = timedelta(seconds=self._config.key_change_interval_s)
+        last = audit_store.latest_at(session, node_id, action)
+        if last is None or not interval:
+            return
+        wait = last + interval - self._clock()
+        if wait > timedelta(0):
+            raise RateLimitedError(
+                f"node {node_id!r} did {action} at {last.isoformat()}; it may do so once every "
+                f"{interval.total_seconds():.0f} s (key_change_interval_s): retry after "
+                f"{wait.total_seconds():.0f} s",
+                retry_after_s=max(wait.total_seconds(), 0.001),
+            )
 
     def _publish_audited(
         self,
@@ -209,7 +291,12 @@ class Registry:
         effective_at: datetime | None = None,
     ) -> int:
         """Publish a new directory for a change, and record who made it in the same transaction."""
-        version = self._publish(session, now)
+        try:
+            version = self._publish(session, now)
+        except DirectoryTooLargeError as error:
+            raise ChangeRefusedError(
+                str(error), RefusedChange(actor, action, node_id, detail)
+            ) from error
         audit_store.record(
             session,
             actor=actor,
@@ -232,6 +319,8 @@ class Registry:
             root_key=self._keys.root_key,
             lifetime=self._lifetime(),
             now=now,
+            max_bytes=self.limits.max_directory_bytes,
+            key_history_after=timedelta(seconds=self._config.key_history_after_s),
         )
         return published.version
 
@@ -279,12 +368,30 @@ class Registry:
         log.info("registry.enrolment_received", node_id=node.node_id)
         return node.node_id, NodeState.PENDING
 
-    def get_enrolment(self, node_id: str) -> Enrolment:
+    def get_enrolment(self, node_id: str, proof: dsse.Envelope | None) -> Enrolment:
+        """Where the enrolment stands, for its applicant only (`federation.enrolment_query`):
+        anyone else gets the same NOT_FOUND as for a node id that never applied."""
+        now = self._clock()
         with transaction(self._engine) as session:
-            node = nodes_store.require(session, node_id)
+            node = nodes_store.get(session, node_id)
+            if node is None:
+                raise enrolment_query.not_found(node_id)
+            keys = {
+                key.key_id: VerifyKey.from_raw(key.public_key)
+                for key in nodes_store.signing_keys(session, node_id)
+                if _valid_at(key, now)
+            }
+            applied = VerifyKey.from_raw(node.signing_public_key)
+            keys.setdefault(applied.key_id, applied)
+            enrolment_query.check_enrolment_query(
+                proof,
+                node_id,
+                keys,
+                now=now,
+                max_clock_skew=timedelta(seconds=self.limits.max_clock_skew_s),
+            )
             state = NodeState(node.status)
             certificate_pem = b""
-            sealed = b""
             if state is NodeState.ACTIVE:
                 certificate = nodes_store.current_certificate(session, node_id, self._clock())
                 if certificate is None:
@@ -293,18 +400,12 @@ class Registry:
                         "ask the registry administrator"
                     )
                 certificate_pem = certificate.certificate_pem
-                sealed = sealing.seal(
-                    self._keys.locator_key,
-                    node.hpke_public_key,
-                    sealing.locator_key_info(node_id),
-                )
             return Enrolment(
                 node_id=node.node_id,
                 status=state,
                 status_reason=node.status_reason,
                 certificate_pem=certificate_pem,
                 ca_certificate_pem=self._keys.ca.certificate_pem,
-                sealed_locator_key=sealed,
             )
 
     # Administration.
@@ -313,7 +414,7 @@ class Registry:
         """Activate a pending node the administrator confirmed (registry.approval): certificate,
         signing key, new directory, audit record."""
         now = self._clock()
-        with transaction(self._engine) as session:
+        with self._changing() as session:
             node = nodes_store.require(session, node_id)
             if node.status != NodeState.PENDING:
                 raise PreconditionError(
@@ -359,7 +460,7 @@ class Registry:
         self._check_effective_at(effective_at, now)
         if change.target is not NodeState.ACTIVE and not change.reason.strip():
             raise InvalidInputError("reason", "say why the node is suspended or revoked")
-        with transaction(self._engine) as session:
+        with self._changing() as session:
             node = nodes_store.require(session, node_id)
             current = NodeState(node.status)
             refusal = _TRANSITIONS[change.target].get(current)
@@ -429,16 +530,32 @@ class Registry:
                 ):
                     return None
             version = self._publish(session, now)
-        log.info("registry.directory_republished", directory=version)
+            pruned = directory_store.prune(
+                session, older_than=now - timedelta(seconds=self._config.directory_retention_s)
+            )
+        log.info("registry.directory_republished", directory=version, pruned=pruned)
         return version
+
+    def key_history(self, node_id: str) -> dsse.Envelope:
+        """Every signing key of the published nodes (or of `node_id`), signed by the root."""
+        with transaction(self._engine) as session:
+            return directory_store.key_history(
+                session,
+                federation_id=self._config.federation_id,
+                root_key=self._keys.root_key,
+                node_id=node_id,
+                now=self._clock(),
+            )
 
     # Locators.
 
     def publish_locators(
-        self, node_id: str, locators: Sequence[bytes]
+        self, node_id: str, locators: Sequence[bytes], withdrawn: Sequence[bytes] = ()
     ) -> locators_store.PublishOutcome:
         now = self._clock()
         with transaction(self._engine) as session:
+            if withdrawn:
+                locators_store.withdraw(session, node_id, withdrawn)
             outcome = locators_store.publish(session, node_id, locators, now)
         if outcome.duplicates:
             log.info("registry.duplicates_detected", node_id=node_id, count=len(outcome.duplicates))
@@ -452,6 +569,10 @@ class Registry:
         with transaction(self._engine) as session:
             return locators_store.locate(session, locator)
 
+    def evaluate_locators(self, node_id: str, blinded: Sequence[bytes]) -> Evaluation:
+        """The OPRF evaluation of a node's blinded elements (registry.locator_oprf)."""
+        return self._locator_evaluator.evaluate(node_id, blinded)
+
     def list_duplicates(self, node_id: str) -> list[locators_store.Duplicate]:
         with transaction(self._engine) as session:
             return locators_store.duplicates(session, node_id)
@@ -463,7 +584,7 @@ class Registry:
         valid for the overlap window. The same rotation again changes nothing."""
         now = self._clock()
         overlap = timedelta(seconds=self._config.signing_key_overlap_s)
-        with transaction(self._engine) as session:
+        with self._changing() as session:
             nodes_store.require(session, node_id)
             keys = nodes_store.signing_keys(session, node_id)
             rotation = validate_rotation(
@@ -492,8 +613,10 @@ class Registry:
                 raise PreconditionError(
                     f"the new signing key is already held by node {owner!r}; create another"
                 )
+            self._check_key_change_rate(session, node_id, "rotate-signing-key")
             nodes_store.add_signing_key(session, node_id, new_key_id, rotation.new_key.raw, now)
             nodes_store.end_signing_key(session, current, now + overlap)
+            nodes_store.end_overlapping_keys(session, node_id, current.key_id, now)
             version = self._publish_audited(
                 session,
                 now,
@@ -515,7 +638,7 @@ class Registry:
     def retire_signing_key(self, node_id: str, key_id: str, admin: str) -> int:
         """End a key's validity now (planned retirement); the node must hold another valid key."""
         now = self._clock()
-        with transaction(self._engine) as session:
+        with self._changing() as session:
             nodes_store.require(session, node_id)
             key = nodes_store.signing_key(session, node_id, key_id)
             if not _valid_at(key, now):
@@ -555,7 +678,7 @@ class Registry:
         self._check_effective_at(moment, now)
         if not reason.strip():
             raise InvalidInputError("reason", "say why the key is revoked")
-        with transaction(self._engine) as session:
+        with self._changing() as session:
             nodes_store.require(session, node_id)
             key = nodes_store.signing_key(session, node_id, key_id)
             if key.revoked_at is not None:
@@ -580,8 +703,9 @@ class Registry:
         """Issue the node a new TLS certificate; its others stay accepted for the overlap."""
         now = self._clock()
         previous_until = now + timedelta(seconds=self._config.certificate_overlap_s)
-        with transaction(self._engine) as session:
+        with self._changing() as session:
             nodes_store.require(session, node_id)
+            self._check_key_change_rate(session, node_id, "renew-certificate")
             certificate_pem = self._keys.ca.issue(
                 csr_pem,
                 PeerKind.NODE,
@@ -662,7 +786,7 @@ class Registry:
             new.save(paths.next_root_key)
             now = self._clock()
             try:
-                with transaction(self._engine) as session:
+                with self._changing() as session:
                     advisory_lock(session, directory_store.DIRECTORY_LOCK_KEY)
                     root_version = root_store.latest_version(session) + 1
                     statement = directory_pb2.RootStatement(
@@ -704,6 +828,91 @@ class Registry:
         )
         return RootRotated(new.key_id, root_version, version)
 
+    # Administrator certificates.
+
+    def _admin_certificates_on_disk(self) -> dict[str, tuple[str, datetime]]:
+        """sha256 -> (administrator name, not_after) of every admin/<name>.pem."""
+        found: dict[str, tuple[str, datetime]] = {}
+        for path in sorted(self._config.paths.admin_dir.glob("*.pem")):
+            try:
+                certificate = x509.load_pem_x509_certificate(path.read_bytes())
+            except ValueError:
+                log.warning("registry.admin_certificate_unreadable", file=path.name)
+                continue
+            identity = identity_from_certificate(certificate)
+            if identity is not None and identity.kind is PeerKind.ADMIN:
+                found[identity.certificate_sha256] = (
+                    identity.name,
+                    certificate.not_valid_after_utc,
+                )
+        return found
+
+    def list_admin_certificates(self) -> list[AdminCertificate]:
+        """The administrator certificates in the data directory and every revoked one."""
+        on_disk = self._admin_certificates_on_disk()
+        with transaction(self._engine) as session:
+            revoked = admins_store.revoked(session)
+        listed = [
+            AdminCertificate(
+                name=name,
+                sha256=sha256,
+                not_after=not_after,
+                revoked_at=revoked[sha256].revoked_at if sha256 in revoked else None,
+                revoked_by=revoked[sha256].revoked_by if sha256 in revoked else "",
+                revocation_reason=revoked[sha256].reason if sha256 in revoked else "",
+            )
+            for sha256, (name, not_after) in on_disk.items()
+        ]
+        listed.extend(
+            AdminCertificate(
+                row.name, sha256, row.revoked_at, row.revoked_at, row.revoked_by, row.reason
+            )
+            for sha256, row in revoked.items()
+            if sha256 not in on_disk
+        )
+        return sorted(listed, key=lambda item: (item.name, item.sha256))
+
+    def revoke_admin_certificate(self, sha256: str, reason: str, admin: str) -> None:
+        """Refuse an administrator certificate from now on; never the last one not revoked."""
+        if not reason.strip():
+            raise InvalidInputError("reason", "say why the certificate is revoked")
+        on_disk = self._admin_certificates_on_disk()
+        now = self._clock()
+        with transaction(self._engine) as session:
+            revoked = admins_store.revoked(session)
+            if sha256 in revoked:
+                raise PreconditionError(
+                    f"administrator certificate {sha256[:16]}... was revoked already, at "
+                    f"{revoked[sha256].revoked_at.isoformat()}"
+                )
+            if sha256 not in on_disk:
+                raise UnknownAdminCertificateError(
+                    f"no administrator certificate {sha256[:16]}... in the registry's admin "
+                    "directory; list them with `certfed registry admins`"
+                )
+            if not set(on_disk) - set(revoked) - {sha256}:
+                raise PreconditionError(
+                    "this is the last administrator certificate not revoked; issue another "
+                    "before revoking it, or the registry could not be administered"
+                )
+            name = on_disk[sha256][0]
+            admins_store.revoke(
+                session, sha256=sha256, name=name, revoked_by=admin, reason=reason, now=now
+            )
+            audit_store.record(
+                session,
+                actor=f"admin:{admin}",
+                action="revoke-admin-certificate",
+                node_id=f"admin:{name}"[:64],
+                at=now,
+                detail=f"{sha256}: {reason}"[:1024],
+            )
+        log.warning("registry.admin_certificate_revoked", name=name, admin=admin)
+
+    def is_revoked_admin(self, sha256: str) -> bool:
+        with transaction(self._engine) as session:
+            return admins_store.is_revoked(session, sha256)
+
     # Callers.
 
     def is_federation_certificate(self, certificate: x509.Certificate) -> bool:
@@ -736,6 +945,10 @@ class Registry:
         if state is not NodeState.ACTIVE:
             raise NodeNotActivePermissionError(f"node {node.node_id} is {state}")
         return node
+
+
+class UnknownAdminCertificateError(NotFoundError):
+    """No administrator certificate with that fingerprint is in the registry's data directory."""
 
 
 class NodeNotActivePermissionError(PermissionDeniedError):

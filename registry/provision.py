@@ -20,8 +20,8 @@ from federation.witness_protocol import witness_signer
 from registry.applications import validate_node_id
 from registry.ca import FederationCA
 from registry.config import FEDERATION_ID_PATTERN, RegistryPaths, default_config_text
+from registry.locator_oprf import create_locator_key
 from signing.keys import SigningKey, write_private_file
-from signing.locator import LOCATOR_KEY_SIZE
 
 REGISTRY_CERTIFICATE_LIFETIME = timedelta(days=730)
 ADMIN_CERTIFICATE_LIFETIME = timedelta(days=365)
@@ -86,7 +86,7 @@ def init_registry(data_dir: Path, federation_id: str, admin_name: str = "admin")
         paths.ca_certificate,
         paths.registry_key,
         paths.registry_certificate,
-        paths.locator_key,
+        paths.locator_oprf_key,
         paths.admin_key(admin_name),
         paths.admin_certificate(admin_name),
         paths.trust_root_public_key,
@@ -119,7 +119,7 @@ def init_registry(data_dir: Path, federation_id: str, admin_name: str = "admin")
         paths.registry_certificate,
         REGISTRY_CERTIFICATE_LIFETIME,
     )
-    write_private_file(paths.locator_key, os.urandom(LOCATOR_KEY_SIZE))
+    create_locator_key(paths)
     issue_admin_certificate(paths, ca, admin_name)
 
     paths.trust_root_public_key.write_bytes(root_public_hex)

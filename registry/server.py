@@ -5,7 +5,8 @@ Promises: `build_registry_server` migrates the database to the newest schema, pu
 both present the registry's certificate: "mtls" (client certificate required) and "enrol" (no
 client certificate; the authorizer lets only Enrol, GetEnrolment and GetDirectory through). A
 background thread re-signs the directory as a new version whenever less than half of the
-latest one's lifetime is left, so nodes never see it expire while the registry runs. `serve`
+latest one's lifetime is left, so nodes never see it expire while the registry runs; the
+registry's own certificate is renewed before it expires (registry/own_certificate.py). `serve`
 blocks until SIGTERM or SIGINT, stops gracefully, and while it runs keeps a ready file
 `<data_dir>/registry.ready.json` with the bound ports and its pid for process launchers.
 
@@ -23,6 +24,7 @@ import os
 import signal
 import threading
 from dataclasses import dataclass, field
+from datetime import timedelta
 from types import FrameType
 
 import structlog
@@ -35,11 +37,11 @@ from federation.health_port import HealthPort, start_health_port
 from federation.logs import configure_logging
 from federation.metrics import MetricsEndpoint, ProcessMetrics, start_metrics_endpoint
 from federation.rpc import Port, RunningServer, Service, build_server
-from federation.transport import TlsMaterial
 from registry.config import RegistryConfig
 from registry.db import create_engine_for, migrate_engine
 from registry.metrics import RegistryCollector
 from registry.operations import Registry, RegistryKeys
+from registry.own_certificate import RegistryCertificate
 from registry.provision import init_registry
 from registry.service import SERVICE_NAME, RegistryServicer, registry_authorizer
 from registry.utc import utc_now
@@ -106,7 +108,9 @@ def build_registry_server(config: RegistryConfig) -> RegistryServer:
     """Migrate, publish a first directory if needed, and start serving on both ports."""
     paths = config.paths
     keys = RegistryKeys.load(paths)
-    tls = TlsMaterial.load(paths.registry_certificate, paths.registry_key, paths.ca_certificate)
+    own_certificate = RegistryCertificate(
+        paths, keys.ca, timedelta(seconds=config.registry_certificate_renew_before_s)
+    )
     engine = create_engine_for(config.effective_database_url)
     metrics = ProcessMetrics({"tls": paths.registry_certificate, "ca": paths.ca_certificate})
     running: RunningServer | None = None
@@ -126,11 +130,15 @@ def build_registry_server(config: RegistryConfig) -> RegistryServer:
                 )
             ],
             [
-                Port("mtls", config.listen, tls.server_credentials(require_client_auth=True)),
+                Port(
+                    "mtls",
+                    config.listen,
+                    own_certificate.server_credentials(require_client_auth=True),
+                ),
                 Port(
                     "enrol",
                     config.enrol_listen,
-                    tls.server_credentials(require_client_auth=False),
+                    own_certificate.server_credentials(require_client_auth=False),
                 ),
             ],
             registry_authorizer(registry),

@@ -6,13 +6,16 @@ outcome to its response; errors travel as certfed errors to the interceptor in `
 Who may call what is decided once, by `registry_authorizer`, from the verified client
 certificate, before the servicer runs:
 
-    Enrol, GetEnrolment, GetDirectory            anyone, also without a client certificate
-    ApproveEnrolment, SetNodeStatus, ListNodes   a registry administrator certificate
-    RetireSigningKey, RevokeSigningKey,
-    RotateRootKey
+    Enrol, GetEnrolment, GetDirectory,           anyone, also without a client certificate
+    GetKeyHistory
+    ApproveEnrolment, SetNodeStatus, ListNodes   a registry administrator certificate that was
+    RetireSigningKey, RevokeSigningKey,          not revoked (RevokeAdminCertificate)
+    RotateRootKey, ListAdminCertificates,
+    RevokeAdminCertificate
     PublishLocators, WithdrawLocators,           an active node with role paying_office or
     ListDuplicates                               partner_liaison
-    Locate, RotateSigningKey, RenewCertificate   any active node
+    Locate, EvaluateLocators,                    any active node
+    RotateSigningKey, RenewCertificate
     WitnessCheckpoint                            any active node, for its own log only
 
 A node's certificate must be the current one the registry issued to it (otherwise
@@ -63,6 +66,7 @@ ACCESS: dict[str, Access] = {
         "Enrol": Access.ANYONE,
         "GetEnrolment": Access.ANYONE,
         "GetDirectory": Access.ANYONE,
+        "GetKeyHistory": Access.ANYONE,
         "ApproveEnrolment": Access.ADMIN,
         "SetNodeStatus": Access.ADMIN,
         "ListNodes": Access.ADMIN,
@@ -70,11 +74,14 @@ ACCESS: dict[str, Access] = {
         "WithdrawLocators": Access.PAYING_NODE,
         "ListDuplicates": Access.PAYING_NODE,
         "Locate": Access.ACTIVE_NODE,
+        "EvaluateLocators": Access.ACTIVE_NODE,
         "RotateSigningKey": Access.ACTIVE_NODE,
         "RenewCertificate": Access.ACTIVE_NODE,
         "RetireSigningKey": Access.ADMIN,
         "RevokeSigningKey": Access.ADMIN,
         "RotateRootKey": Access.ADMIN,
+        "ListAdminCertificates": Access.ADMIN,
+        "RevokeAdminCertificate": Access.ADMIN,
         "WitnessCheckpoint": Access.ACTIVE_NODE,
     }.items()
 }
@@ -111,6 +118,11 @@ def registry_authorizer(registry: Registry) -> Authorizer:
         if access is Access.ADMIN:
             if identity.kind is not PeerKind.ADMIN:
                 raise PermissionDeniedError(f"only a registry administrator may call {short}")
+            if registry.is_revoked_admin(identity.certificate_sha256):
+                raise UnauthenticatedError(
+                    f"administrator certificate of {identity.name!r} was revoked; ask another "
+                    "administrator"
+                )
             return Principal(
                 kind="admin", name=identity.name, certificate_sha256=identity.certificate_sha256
             )
@@ -141,14 +153,16 @@ def _check_locator(locator: bytes, field_name: str) -> bytes:
     return bytes(locator)
 
 
-def _check_locators(locators: list[bytes], limits: Limits) -> list[bytes]:
+def _check_locators(
+    locators: list[bytes], limits: Limits, field_name: str = "locators"
+) -> list[bytes]:
     if len(locators) > limits.max_repeated:
         raise InvalidInputError(
-            "locators",
+            field_name,
             f"{len(locators)} locators in one call, more than the limit of "
             f"{limits.max_repeated}; send them in smaller batches",
         )
-    return [_check_locator(locator, f"locators[{i}]") for i, locator in enumerate(locators)]
+    return [_check_locator(locator, f"{field_name}[{i}]") for i, locator in enumerate(locators)]
 
 
 def _check_key_id(key_id: str, field_name: str = "key_id") -> str:
@@ -204,13 +218,15 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     def GetEnrolment(
         self, request: registry_pb2.GetEnrolmentRequest, context: grpc.ServicerContext
     ) -> registry_pb2.GetEnrolmentResponse:
-        enrolment = self._registry.get_enrolment(validate_node_id(request.node_id))
+        enrolment = self._registry.get_enrolment(
+            validate_node_id(request.node_id),
+            envelope_from_proto(request.proof) if request.HasField("proof") else None,
+        )
         return registry_pb2.GetEnrolmentResponse(
             node_id=enrolment.node_id,
             status=STATUS_VALUES[enrolment.status],
             tls_certificate_pem=enrolment.certificate_pem,
             ca_certificate_pem=enrolment.ca_certificate_pem,
-            sealed_locator_key=enrolment.sealed_locator_key,
             status_reason=enrolment.status_reason,
         )
 
@@ -269,11 +285,20 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             directory=envelope_to_proto(latest.envelope), root_statements=statements
         )
 
+    def GetKeyHistory(
+        self, request: registry_pb2.GetKeyHistoryRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.GetKeyHistoryResponse:
+        node_id = validate_node_id(request.node_id) if request.node_id else ""
+        return registry_pb2.GetKeyHistoryResponse(
+            history=envelope_to_proto(self._registry.key_history(node_id))
+        )
+
     def PublishLocators(
         self, request: registry_pb2.PublishLocatorsRequest, context: grpc.ServicerContext
     ) -> registry_pb2.PublishLocatorsResponse:
         locators = _check_locators(list(request.locators), self._limits)
-        outcome = self._registry.publish_locators(caller().name, locators)
+        withdrawn = _check_locators(list(request.withdrawn), self._limits, "withdrawn")
+        outcome = self._registry.publish_locators(caller().name, locators, withdrawn)
         return registry_pb2.PublishLocatorsResponse(
             published=outcome.published,
             duplicates=[_duplicate(duplicate) for duplicate in outcome.duplicates],
@@ -291,6 +316,16 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     ) -> registry_pb2.LocateResponse:
         locator = _check_locator(request.locator, "locator")
         return registry_pb2.LocateResponse(paying_node_ids=self._registry.locate(locator))
+
+    def EvaluateLocators(
+        self, request: registry_pb2.EvaluateLocatorsRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.EvaluateLocatorsResponse:
+        evaluation = self._registry.evaluate_locators(
+            caller().name, [bytes(element) for element in request.blinded_elements]
+        )
+        return registry_pb2.EvaluateLocatorsResponse(
+            evaluated_elements=evaluation.evaluated, remaining_today=evaluation.remaining_today
+        )
 
     def ListDuplicates(
         self, request: registry_pb2.ListDuplicatesRequest, context: grpc.ServicerContext
@@ -363,6 +398,32 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
             admin=caller().name,
         )
         return registry_pb2.RevokeSigningKeyResponse(directory_version=version)
+
+    def ListAdminCertificates(
+        self, request: registry_pb2.ListAdminCertificatesRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.ListAdminCertificatesResponse:
+        response = registry_pb2.ListAdminCertificatesResponse()
+        for item in self._registry.list_admin_certificates():
+            listed = response.certificates.add(
+                name=item.name,
+                sha256=item.sha256,
+                not_after=to_timestamp(item.not_after),
+                revoked_by=item.revoked_by,
+                revocation_reason=item.revocation_reason,
+            )
+            if item.revoked_at is not None:
+                listed.revoked_at.CopyFrom(to_timestamp(item.revoked_at))
+        return response
+
+    def RevokeAdminCertificate(
+        self, request: registry_pb2.RevokeAdminCertificateRequest, context: grpc.ServicerContext
+    ) -> registry_pb2.RevokeAdminCertificateResponse:
+        self._registry.revoke_admin_certificate(
+            _check_key_id(request.sha256, "sha256"),
+            validate_text(request.reason, "reason", self._limits),
+            admin=caller().name,
+        )
+        return registry_pb2.RevokeAdminCertificateResponse()
 
     def RotateRootKey(
         self, request: registry_pb2.RotateRootKeyRequest, context: grpc.ServicerContext

@@ -169,6 +169,17 @@ class DuplicateEntitlement(RegistryTable, table=True):
     detected_at: datetime = _utc_column()
 
 
+class LocatorEvaluationDay(RegistryTable, table=True):
+    """How many blinded elements the registry evaluated for one node on one UTC day (its quota)."""
+
+    __tablename__ = "locator_evaluation_day"
+
+    node_id: str = _node_ref(primary_key=True)
+    # ISO date, YYYY-MM-DD, UTC.
+    day: str = Field(sa_column=sa.Column(sa.String(10), primary_key=True))
+    evaluated: int = Field(sa_column=sa.Column(sa.BigInteger(), nullable=False))
+
+
 class AuditEvent(RegistryTable, table=True):
     """Who did what to which node, when: every administrative act and every application."""
 
@@ -237,6 +248,19 @@ class WitnessFork(RegistryTable, table=True):
     # The note the witness had cosigned, and the conflicting note the log signed and offered.
     cosigned_note: bytes = Field(sa_column=sa.Column(sa.LargeBinary(), nullable=False))
     offered_note: bytes = Field(sa_column=sa.Column(sa.LargeBinary(), nullable=False))
+
+
+class RevokedAdminCertificate(RegistryTable, table=True):
+    """An administrator certificate the registry refuses from `revoked_at` on."""
+
+    __tablename__ = "revoked_admin_certificate"
+
+    # Lowercase hex SHA-256 of the DER certificate.
+    sha256: str = Field(sa_column=sa.Column(sa.String(64), primary_key=True))
+    name: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    revoked_at: datetime = _utc_column()
+    revoked_by: str = Field(sa_column=sa.Column(sa.String(64), nullable=False))
+    reason: str = Field(sa_column=sa.Column(sa.String(512), nullable=False))
 
 
 metadata = RegistryTable.metadata

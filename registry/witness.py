@@ -36,14 +36,16 @@ from federation.witness_protocol import (
     RETRY_HINT,
     ForkDetectedError,
     WitnessSizeMismatchError,
+    check_proof,
+    fork_reason,
     log_origin,
+    parse_checkpoint,
 )
 from registry import audit_store, nodes_store, witness_store
 from registry.db import transaction
 from registry.tables import NodeKey, WitnessedCheckpoint
 from registry.utc import utc_now
-from signing import merkle
-from signing.errors import ConsistencyProofError, NoteError
+from signing.errors import NoteError
 from signing.keys import VerifyKey
 from signing.note import (
     COSIGNATURE_V1_TYPE,
@@ -52,15 +54,9 @@ from signing.note import (
     NoteVerifier,
     cosign,
     open_note,
-    split_note,
 )
 
 log = structlog.get_logger("certfed.registry.witness")
-
-# c2sp.org/tlog-witness: a client MUST NOT send more than 63 consistency proof lines.
-MAX_CONSISTENCY_PROOF_HASHES = 63
-# Tree sizes are stored in a signed 64-bit column.
-MAX_WITNESSED_TREE_SIZE = 2**63 - 1
 
 
 @dataclass(frozen=True)
@@ -79,44 +75,6 @@ def _key_valid_at(key: NodeKey, moment: datetime) -> bool:
         and (key.valid_until is None or moment < key.valid_until)
         and (key.revoked_at is None or moment < key.revoked_at)
     )
-
-
-def _check_proof(submission: Submission) -> None:
-    proof = submission.consistency_proof
-    if len(proof) > MAX_CONSISTENCY_PROOF_HASHES:
-        raise InvalidInputError(
-            "consistency_proof",
-            f"has {len(proof)} hashes; a proof has at most {MAX_CONSISTENCY_PROOF_HASHES}",
-        )
-    for position, value in enumerate(proof):
-        if len(value) != merkle.HASH_SIZE:
-            raise InvalidInputError(
-                f"consistency_proof[{position}]",
-                f"has {len(value)} bytes; a SHA-256 hash has {merkle.HASH_SIZE}",
-            )
-    if submission.old_size == 0 and proof:
-        raise InvalidInputError(
-            "consistency_proof", "must be empty when old_size is 0 (c2sp.org/tlog-witness)"
-        )
-
-
-def _parse_checkpoint(note: bytes, origin: str) -> Checkpoint:
-    try:
-        text, _ = split_note(note)
-        checkpoint = Checkpoint.parse(text)
-    except NoteError as error:
-        raise InvalidInputError("checkpoint.note", str(error)) from None
-    if checkpoint.origin != origin:
-        raise PermissionDeniedError(
-            f"a node may submit only its own log's checkpoints: the origin must be {origin!r}"
-        )
-    if checkpoint.tree_size > MAX_WITNESSED_TREE_SIZE:
-        raise InvalidInputError("checkpoint.note", "tree size is above 2^63 - 1")
-    if checkpoint.tree_size == 0 and checkpoint.root_hash != merkle.EMPTY_ROOT:
-        raise InvalidInputError(
-            "checkpoint.note", "an empty tree's root hash is SHA-256 of nothing (RFC 9162 2.1.1)"
-        )
-    return checkpoint
 
 
 def _check_log_signature(note: bytes, node_id: str, keys: Sequence[NodeKey]) -> None:
@@ -149,24 +107,10 @@ def _fork(
     stored: WitnessedCheckpoint, checkpoint: Checkpoint, submission: Submission
 ) -> _Fork | None:
     """Why the checkpoint cannot follow the stored one, or None when it consistently does."""
-    kept_size = stored.tree_size
-    if checkpoint.tree_size == kept_size:
-        if checkpoint.root_hash == stored.root_hash:
-            return None
-        reason = f"size {kept_size} signed with two different root hashes"
-        return _Fork(reason, kept_size, stored.note)
-    try:
-        merkle.verify_consistency(
-            kept_size,
-            checkpoint.tree_size,
-            stored.root_hash,
-            checkpoint.root_hash,
-            submission.consistency_proof,
-        )
-    except ConsistencyProofError as error:
-        reason = f"no consistency from size {kept_size} to {checkpoint.tree_size}: {error}"
-        return _Fork(reason, kept_size, stored.note)
-    return None
+    reason = fork_reason(
+        stored.tree_size, stored.root_hash, checkpoint, submission.consistency_proof
+    )
+    return None if reason is None else _Fork(reason, stored.tree_size, stored.note)
 
 
 class Witness:
@@ -198,8 +142,8 @@ class Witness:
         """The submitted note with the witness's cosignature appended; see the module doc."""
         now = self._clock()
         origin = log_origin(node_id)
-        _check_proof(submission)
-        checkpoint = _parse_checkpoint(submission.note, origin)
+        check_proof(submission.old_size, submission.consistency_proof)
+        checkpoint = parse_checkpoint(submission.note, origin)
         if submission.old_size > checkpoint.tree_size:
             raise InvalidInputError(
                 "old_size",

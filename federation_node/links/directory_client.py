@@ -8,6 +8,9 @@ and says so loudly when it is working from a copy it could not refresh.
 The root key it trusts is the configured one, or the newest one reached from it by following the
 registry's signed root rotations (`federation.root_chain`); the statements it followed are kept in
 `root_chain_path`, so a restarted node trusts the same root without any reconfiguration.
+Keys that ended long ago are not in the live directory: when an old attestation names one,
+`load_key_history` fetches the registry's signed key history, verifies it with the same root and
+the directory's federation id, and the directory in use answers with those keys too.
 Whoever needs to act on a new directory (key and certificate roll-over, revocation review,
 health status) registers a listener; listeners run after the new directory is in use.
 """
@@ -23,7 +26,8 @@ from pathlib import Path
 
 import structlog
 
-from federation.directory import TrustedDirectory, verify_directory
+from certfed.v1 import directory_pb2
+from federation.directory import TrustedDirectory, verify_directory, verify_key_history
 from federation.errors import (
     CertfedError,
     DirectoryExpiredError,
@@ -45,6 +49,8 @@ HIGHEST_VERSION_SUFFIX = ".highest-version"
 # (known directory version, known root key id) -> what the registry answered.
 Fetch = Callable[[int, str], DirectoryUpdate]
 Listener = Callable[[TrustedDirectory], object]
+# node id (empty: every node) -> the registry's signed KeyHistory.
+FetchKeyHistory = Callable[[str], dsse.Envelope]
 
 
 @dataclass(frozen=True)
@@ -78,8 +84,12 @@ class DirectoryClient:
         min_refresh_gap_s: float = 1.0,
         root_chain_path: Path | None = None,
         highest_version_path: Path | None = None,
+        fetch_key_history: FetchKeyHistory | None = None,
     ) -> None:
         self._fetch = fetch
+        self._fetch_key_history = fetch_key_history
+        self._key_history: dict[str, tuple[directory_pb2.NodeKey, ...]] = {}
+        self._last_history_attempt: datetime | None = None
         self._root_chain_path = root_chain_path
         self._root = self._load_root_chain(TrustedRoot(root_key))
         self._cache_path = cache_path
@@ -217,14 +227,18 @@ class DirectoryClient:
             self._last_refresh_error = ""
             try:
                 # TUF 5.3: follow the root rotations first, then verify with the newest root.
-                root, steps = follow_root_chain(self._root, update.root_statements)
+                known = self._trusted
+                root, steps = follow_root_chain(
+                    self._root,
+                    update.root_statements,
+                    known.directory.federation_id if known is not None else "",
+                )
                 candidate = (
-                    verify_directory(
-                        update.envelope, root.key, now=self._clock(), trusted=self._trusted
-                    )
+                    verify_directory(update.envelope, root.key, now=self._clock(), trusted=known)
                     if update.envelope is not None
                     else None
                 )
+                _check_same_federation(steps, candidate)
                 if candidate is not None and candidate.version < self._highest:
                     raise DirectoryRollbackError(
                         f"directory version {candidate.version} is older than version "
@@ -248,6 +262,7 @@ class DirectoryClient:
             if candidate is None or update.envelope is None:
                 return False
             self._save_cache(update.envelope, candidate.version)
+            candidate = candidate.with_history(self._key_history)
             self._trusted = candidate
             log.info("directory.updated", version=candidate.version)
         self._notify(candidate)
@@ -265,6 +280,33 @@ class DirectoryClient:
                     error_type=type(error).__name__,
                     exc_info=error,
                 )
+
+    def load_key_history(self, node_id: str = "") -> bool:
+        """Fetch and verify the past keys of `node_id` (empty: every node) so that attestations
+        signed with keys the live directory no longer lists verify; True if it was loaded."""
+        trusted = self._trusted
+        fetch = self._fetch_key_history
+        now = self._clock()
+        last = self._last_history_attempt
+        if trusted is None or fetch is None:
+            return False
+        if last and (now - last).total_seconds() < self._min_refresh_gap_s:
+            return False
+        self._last_history_attempt = now
+        try:
+            history = verify_key_history(
+                fetch(node_id), self._root.key, trusted.directory.federation_id
+            )
+        except (SigningError, CertfedError) as error:
+            log.warning("directory.key_history_refused", error=str(error), node_id=node_id)
+            return False
+        with self._lock:
+            self._key_history = {**self._key_history, **history}
+            current = self._trusted
+            if current is not None:
+                self._trusted = current.with_history(self._key_history)
+        log.info("directory.key_history_loaded", nodes=len(history))
+        return True
 
     def refresh_if_due(self) -> None:
         """Refresh unless one was tried within the last moment (used on an unknown caller)."""
@@ -344,6 +386,18 @@ class DirectoryRefresher(threading.Thread):
 
     def stop(self) -> None:
         self._stop_event.set()
+
+
+def _check_same_federation(steps: list[RootStep], candidate: TrustedDirectory | None) -> None:
+    """The root rotations a node follows must be of the federation of the directory they sign."""
+    if candidate is None:
+        return
+    for step in steps:
+        if step.federation_id != candidate.directory.federation_id:
+            raise DirectoryVerificationError(
+                f"a root statement of federation {step.federation_id!r} came with a directory "
+                f"of federation {candidate.directory.federation_id!r}; refusing both"
+            )
 
 
 def _replace_durably(path: Path, data: bytes) -> None:

@@ -7,9 +7,13 @@ What this module promises:
   whatever the number of replicas. It drops the sealed identity a peer sent with an assistance
   request once the request has been closed `retention.closed_request_identity_days`; deletes
   data signals after `retention.signal_days` (`retention.unmatched_signal_days` for those that
-  matched nobody this office pays), messages delivered to peers and the registry after
+  matched nobody this office pays) and alive signals entered at the desk `retention.signal_days`
+  after a reviewer decided them, messages delivered to peers and the registry after
   `retention.delivered_message_days`, evidence files after `evidence.retention_days`; and erases
   people whose entitlement ended `retention.former_beneficiary_days` ago (docs/policy.md).
+* An erased person's locator is withdrawn from the registry's locator index: the withdrawal is
+  queued in the outbox in the erasure's own transaction, so it reaches the registry however
+  long the registry is away, and the federation no longer finds this office paying them.
 * Nothing that work in progress needs goes: an open assistance request, a certification or a
   termination awaiting review, a held attestation, an overpayment to recover
   (store/retention_store.py). Attestations, the transparency log and the audit chain are never
@@ -27,10 +31,12 @@ import structlog
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from certfed.v1 import registry_pb2
 from federation.errors import PreconditionError
 from federation_node.rules.policy import Policy
-from federation_node.store import audit, beneficiaries, retention_store
+from federation_node.store import audit, beneficiaries, outbox, retention_store
 from federation_node.store.db import lock_and_refresh, session_scope
+from federation_node.store.models import REGISTRY_DESTINATION, Beneficiary, OutboxKind
 
 log = structlog.get_logger("certfed.lifecycle")
 
@@ -64,6 +70,7 @@ def run(
         if retention_store.erasure_blockers(session, person):
             continue
         erased = _sum(erased, retention_store.erase_person(session, person, now))
+        _withdraw_locator(session, person, now)
         people += 1
     expired = retention_store.delete_evidence(session, before(policy.evidence_retention_days))
     for digest in expired:
@@ -87,6 +94,9 @@ def run(
             session,
             recorded_before=before(policy.signal_retention_days),
             unmatched_before=before(policy.unmatched_signal_days),
+        )
+        + retention_store.delete_decided_pending_signals(
+            session, before(policy.signal_retention_days)
         ),
         messages_deleted=erased.messages
         + retention_store.delete_delivered_messages(session, before(policy.delivered_message_days)),
@@ -123,6 +133,7 @@ def erase(
                 f"beneficiary {beneficiary_id} cannot be erased yet: {'; '.join(blockers)}"
             )
         erased = retention_store.erase_person(session, person, now)
+        _withdraw_locator(session, person, now)
         audit.append(
             session,
             actor=actor,
@@ -134,6 +145,19 @@ def erase(
         )
     log.info("beneficiary.erased", beneficiary_id=beneficiary_id, **asdict(erased))
     return erased
+
+
+def _withdraw_locator(session: Session, person: Beneficiary, now: datetime) -> None:
+    """Queue the withdrawal of an erased person's locator from the registry's index."""
+    withdrawal = registry_pb2.PublishLocatorsRequest(withdrawn=[person.subject_locator])
+    outbox.enqueue(
+        session,
+        kind=OutboxKind.PUBLISH_LOCATORS,
+        destination=REGISTRY_DESTINATION,
+        subject_id=person.beneficiary_id,
+        payload=withdrawal.SerializeToString(),
+        now=now,
+    )
 
 
 def _sum(

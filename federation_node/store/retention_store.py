@@ -33,6 +33,8 @@ from federation_node.store.models import (
     Evidence,
     HoldDecision,
     OutboxMessage,
+    PendingSignal,
+    PendingSignalDecision,
     Reminder,
     RequestDirection,
 )
@@ -131,6 +133,22 @@ def delete_signals(
             )
         )
     return _count(session.execute(statement.execution_options(synchronize_session=False)))
+
+
+def delete_decided_pending_signals(session: Session, decided_before: datetime) -> int:
+    """Delete the alive signals entered at the desk that a reviewer applied or rejected before
+    `decided_before` (the audit records who decided keep the decision); those still awaiting a
+    decision stay. Returns how many."""
+    return _count(
+        session.execute(
+            delete(PendingSignal)
+            .where(
+                col(PendingSignal.decision) != PendingSignalDecision.PENDING,
+                col(PendingSignal.decided_at) < decided_before,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    )
 
 
 def delete_delivered_messages(
@@ -233,7 +251,8 @@ def erasure_blockers(session: Session, beneficiary: Beneficiary) -> list[str]:
 
 def erase_person(session: Session, beneficiary: Beneficiary, now: datetime) -> PersonErased:
     """Remove what this office holds about one person beyond the pseudonymous record payments
-    and attestations name: the sealed identity and masked number, data signals, reminders, the
+    and attestations name: the sealed identity and masked number, data signals (also those held
+    for a second person's approval), reminders, the
     identities peers sent about them, delivered messages about them and the evidence files of
     their certifications. The caller checks `erasure_blockers` first."""
     beneficiary_id = beneficiary.beneficiary_id
@@ -248,6 +267,12 @@ def erase_person(session: Session, beneficiary: Beneficiary, now: datetime) -> P
         session.execute(
             delete(DataSignal)
             .where(col(DataSignal.beneficiary_id) == beneficiary_id)
+            .execution_options(synchronize_session=False)
+        )
+    ) + _count(
+        session.execute(
+            delete(PendingSignal)
+            .where(col(PendingSignal.beneficiary_id) == beneficiary_id)
             .execution_options(synchronize_session=False)
         )
     )

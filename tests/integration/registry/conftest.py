@@ -40,7 +40,13 @@ MAX_REPEATED = 50
 
 
 @pytest.fixture
-def registry_config(tmp_path: Path, store_url: str) -> RegistryConfig:
+def registry_env() -> dict[str, str]:
+    """Settings a test changes, as environment overrides (parametrize `registry_env` to set)."""
+    return {}
+
+
+@pytest.fixture
+def registry_config(tmp_path: Path, store_url: str, registry_env: dict[str, str]) -> RegistryConfig:
     data_dir = tmp_path / "registry"
     init_registry(data_dir, "test-federation")
     return load_registry_config(
@@ -51,6 +57,7 @@ def registry_config(tmp_path: Path, store_url: str) -> RegistryConfig:
             "CERTFED_REGISTRY_ENROL_LISTEN": "127.0.0.1:0",
             "CERTFED_REGISTRY_LIMITS_MAX_REPEATED": str(MAX_REPEATED),
             "CERTFED_REGISTRY_LIMITS_CALL_TIMEOUT_S": "10",
+            **registry_env,
         },
     )
 
@@ -202,7 +209,7 @@ def enrolled_node(registry: RunningRegistry, make_node: NodeFactory) -> Iterator
             assert response.status == common_pb2.NODE_STATUS_PENDING
             with registry.admin() as admin:
                 node.approve(admin)
-            enrolment = anonymous.get_enrolment(node_id)
+            enrolment = anonymous.get_enrolment(node_id, node.signing_key)
         client = registry.node_client(
             node.tls(enrolment.tls_certificate_pem, enrolment.ca_certificate_pem)
         )

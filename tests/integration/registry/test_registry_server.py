@@ -34,8 +34,7 @@ from federation.transport import (
 )
 from registry.ca import FederationCA
 from registry.db import create_engine_for
-from signing import sealing
-from signing.keys import VerifyKey
+from signing.keys import SigningKey, VerifyKey
 
 if TYPE_CHECKING:
     from conftest import EnrolledFactory, NodeFactory, RunningRegistry
@@ -66,7 +65,7 @@ def _row_counts(registry: RunningRegistry) -> dict[str, int]:
         engine.dispose()
 
 
-def test_enrolled_node_is_approved_and_receives_certificate_and_sealed_locator_key(
+def test_enrolled_node_is_approved_and_receives_a_certificate_and_no_locator_key(
     registry: RunningRegistry, make_node: NodeFactory
 ) -> None:
     node = make_node("foshan-paying")
@@ -74,23 +73,19 @@ def test_enrolled_node_is_approved_and_receives_certificate_and_sealed_locator_k
     with registry.anonymous() as anonymous:
         first = anonymous.enrol(application)
         again = anonymous.enrol(node.application())
-        pending = anonymous.get_enrolment("foshan-paying")
+        pending = anonymous.get_enrolment("foshan-paying", node.signing_key)
         assert first.status == again.status == common_pb2.NODE_STATUS_PENDING
         assert pending.tls_certificate_pem == b""
-        assert pending.sealed_locator_key == b""
 
         with registry.admin() as admin:
             version = node.approve(admin)
         assert version == 2
 
-        enrolment = anonymous.get_enrolment("foshan-paying")
+        enrolment = anonymous.get_enrolment("foshan-paying", node.signing_key)
     assert enrolment.status == common_pb2.NODE_STATUS_ACTIVE
     assert enrolment.ca_certificate_pem == registry.ca_pem
-    locator_key = sealing.open_sealed(
-        enrolment.sealed_locator_key, node.hpke_key, sealing.locator_key_info("foshan-paying")
-    )
-    assert locator_key == registry.config.paths.locator_key.read_bytes()
-    assert len(locator_key) == 32
+    # Members hold no locator key: the field that carried it is gone from the contract.
+    assert "sealed_locator_key" not in registry_pb2.GetEnrolmentResponse.DESCRIPTOR.fields_by_name
 
     tls = node.tls(enrolment.tls_certificate_pem, enrolment.ca_certificate_pem)
     with registry.node_client(tls) as client:
@@ -159,7 +154,7 @@ def test_node_calling_admin_rpc_is_permission_denied(
     registry: RunningRegistry, enrolled_node: EnrolledFactory
 ) -> None:
     node, _ = enrolled_node("lanzhou-agency", region_codes=("620102",))
-    enrolment = registry.anonymous().get_enrolment("lanzhou-agency")
+    enrolment = registry.anonymous().get_enrolment("lanzhou-agency", node.signing_key)
     channel = secure_channel(
         registry.mtls_endpoint,
         REGISTRY_TLS_NAME,
@@ -361,7 +356,7 @@ def test_different_application_for_an_existing_node_id_already_exists(
 
 def test_unknown_node_enrolment_is_not_found(registry: RunningRegistry) -> None:
     with registry.anonymous() as anonymous, pytest.raises(NotFoundError):
-        anonymous.get_enrolment("nobody-here")
+        anonymous.get_enrolment("nobody-here", SigningKey.generate())
     with registry.admin() as admin, pytest.raises(NotFoundError):
         admin.approve(
             "nobody-here", signing_key_fingerprint="00" * 32, tls_key_fingerprint="00" * 32

@@ -204,7 +204,7 @@ def test_witness_state_survives_a_restart(
     restarted = type(registry)(registry.config, build_registry_server(registry.config))
     try:
         with restarted.anonymous() as anonymous:
-            enrolment = anonymous.get_enrolment(node.node_id)
+            enrolment = anonymous.get_enrolment(node.node_id, node.signing_key)
         tls = node.tls(enrolment.tls_certificate_pem, enrolment.ca_certificate_pem)
         with restarted.node_client(tls) as again:
             with pytest.raises(PreconditionError, match="at size 7"):

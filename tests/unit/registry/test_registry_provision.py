@@ -17,6 +17,7 @@ from registry.provision import init_registry
 from signing import dsse
 from signing.keys import SigningKey, VerifyKey
 from signing.note import COSIGNATURE_V1_TYPE, NoteVerifier
+from signing.oprf import ServerKey
 
 
 def _mode(path: Path) -> int:
@@ -30,12 +31,13 @@ def test_init_creates_keys_certificates_trust_bundle_and_config(tmp_path: Path) 
         paths.root_key,
         paths.ca_key,
         paths.registry_key,
-        paths.locator_key,
+        paths.locator_oprf_key,
         paths.witness_key,
         paths.admin_key("alice"),
     ):
         assert _mode(secret) == 0o600, secret
-    assert len(paths.locator_key.read_bytes()) == 32
+    # An RFC 9497 ristretto255 scalar, below the group order.
+    assert ServerKey(paths.locator_oprf_key.read_bytes())
     root = SigningKey.load(paths.root_key)
     assert VerifyKey.from_raw(bytes.fromhex(paths.root_public_key.read_text())) == root.public_key
     assert sorted(p.name for p in paths.trust_dir.iterdir()) == [

@@ -1,0 +1,111 @@
+"""Subject locators as a node computes them: through the registry's oblivious PRF.
+
+What this module promises:
+
+* A node holds no locator key. `Locators.locate` validates and normalises an identity number,
+  blinds it (signing.oprf, a fresh blind every time), has the registry evaluate the blinded
+  element (`EvaluateLocators` over mutual TLS), unblinds and finalises: the registry never
+  sees the identity and the node never sees the key. Without a registry (`evaluate` is None)
+  or while it is unreachable, no locator can be computed: `LocatorsUnavailableError`.
+* `prefetch` computes many at once, in batches of `federation.limits.LOCATOR_BATCH`, for a roll
+  import or a feed; every locator computed is kept in a bounded in-memory cache per identity
+  (the node knows its own people), so a batch already prefetched costs no further call.
+* Identity numbers never reach an error message or a log line from here.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+
+from federation.errors import UnavailableError
+from federation.limits import LOCATOR_BATCH
+from signing import oprf
+from signing.identity import IdentityKind
+from signing.locator import locator_from_output, locator_input
+
+# Blinded elements in, evaluated elements out, one for one (RegistryClient.evaluate_locators).
+Evaluate = Callable[[list[bytes]], list[bytes]]
+
+# Identities whose locators are remembered; about 200 bytes each.
+CACHE_SIZE = 200_000
+
+
+class LocatorsUnavailableError(UnavailableError):
+    """No locator can be computed now: the node has no registry connection for it."""
+
+
+class Locators:
+    """Computes subject locators through the registry; see the module docstring."""
+
+    def __init__(self, evaluate: Evaluate | None, *, cache_size: int = CACHE_SIZE) -> None:
+        self._evaluate = evaluate
+        self._cache: OrderedDict[bytes, bytes] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+
+    def locate(self, kind: IdentityKind, number: str) -> tuple[str, bytes]:
+        """The normalised number and its locator; raises InvalidIdentityNumberError for a
+        number that does not validate."""
+        normalised, data = locator_input(kind, number)
+        cached = self._cached(data)
+        if cached is not None:
+            return normalised, cached
+        [locator] = self._compute([data])
+        return normalised, locator
+
+    def subject_locator(self, kind: IdentityKind, number: str) -> bytes:
+        return self.locate(kind, number)[1]
+
+    def prefetch(self, identities: Iterable[tuple[IdentityKind, str]]) -> None:
+        """Compute, in batches, the locators of those identities not cached yet. Numbers that
+        do not validate are skipped: the caller's own checks name them."""
+        wanted: dict[bytes, None] = {}
+        for kind, number in identities:
+            try:
+                _, data = locator_input(kind, number)
+            except ValueError:
+                continue
+            if self._cached(data) is None:
+                wanted[data] = None
+        inputs = list(wanted)
+        for start in range(0, len(inputs), LOCATOR_BATCH):
+            self._compute(inputs[start : start + LOCATOR_BATCH])
+
+    def _cached(self, data: bytes) -> bytes | None:
+        with self._lock:
+            locator = self._cache.get(data)
+            if locator is not None:
+                self._cache.move_to_end(data)
+            return locator
+
+    def _compute(self, inputs: list[bytes]) -> list[bytes]:
+        if self._evaluate is None:
+            raise LocatorsUnavailableError(
+                "this node has no registry connection, and locators are computed only through "
+                "the registry (EvaluateLocators); start the node with its registry endpoint"
+            )
+        blinded = [oprf.blind(data) for data in inputs]
+        evaluated = self._evaluate([element for _, element in blinded])
+        if len(evaluated) != len(inputs):
+            raise UnavailableError(
+                f"the registry answered {len(evaluated)} evaluations for {len(inputs)} "
+                "blinded elements; try again"
+            )
+        try:
+            locators = [
+                locator_from_output(oprf.finalize(data, scalar, element))
+                for data, (scalar, _), element in zip(inputs, blinded, evaluated, strict=True)
+            ]
+        except oprf.InvalidElementError:
+            raise UnavailableError(
+                "the registry answered an evaluation that is not a group element; try again"
+            ) from None
+        with self._lock:
+            for data, locator in zip(inputs, locators, strict=True):
+                self._cache[data] = locator
+                self._cache.move_to_end(data)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return locators
