@@ -94,6 +94,8 @@ class OperatorSessionsConfig:
 
 
 WEB_TLS_MODES = ("off", "node")
+# Longest sequencing pool: attestations must be provable within about a second or two.
+MAX_SEQUENCING_POOL_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,16 @@ class NodeConfig:
     witness_public_key: Path = Path("trust/witness.vkey")
     # How often this node signs a checkpoint of its log and has the registry witness cosign it.
     checkpoint_interval_s: float = 10.0
+    # When attestations wait to be sequenced, the checkpoint covering them is signed and
+    # cosigned this long after the first of them was appended (a short pool, tlog/transparency.py)
+    # rather than at the next checkpoint_interval_s; an idle log signs nothing new.
+    sequencing_pool_s: float = 0.5
+    # Whether this node witnesses (cosigns) the checkpoints of the other members' logs, whose
+    # signing keys the signed directory lists (c2sp.org/tlog-witness, tlog/node_witness.py).
+    witness: bool = True
+    # Node ids of the witnesses this node asks to cosign its own checkpoints, besides the
+    # registry's; offices that require them name their keys in their policy (docs/policy.md).
+    ask_witnesses: tuple[str, ...] = ()
     # How often audit records queued by business transactions are chained (audit_sequencer.py).
     audit_sequence_interval_s: float = 0.2
     # Nodes whose logs this node syncs in the background (node ids).
@@ -157,6 +169,10 @@ class NodeConfig:
     # RecordSignals set-based (matched, signed, stored and logged by the batch); false: one row
     # at a time through the ORM, the reference path `certfed bench feed` measures against.
     bulk_feed: bool = True
+    # The daily cycle in batches of set-based writes, each its own transaction; false: the whole
+    # day in one transaction, one ORM object per person, the reference `certfed bench cycle`
+    # measures against.
+    bulk_cycle: bool = True
     limits: Limits = field(default_factory=Limits)
     dispatch: DispatchConfig = field(default_factory=DispatchConfig)
     # Identity fields an assistance request carries, by the receiving node's role.
@@ -324,6 +340,12 @@ def validate_node_config(config: NodeConfig) -> None:
         )
     if config.checkpoint_interval_s <= 0:
         raise InvalidInputError("checkpoint_interval_s", "must be positive")
+    if not 0 < config.sequencing_pool_s <= MAX_SEQUENCING_POOL_S:
+        raise InvalidInputError(
+            "sequencing_pool_s", f"must be positive and at most {MAX_SEQUENCING_POOL_S} seconds"
+        )
+    if config.node_id in config.ask_witnesses:
+        raise InvalidInputError("ask_witnesses", "a node does not witness its own log")
     if config.audit_sequence_interval_s <= 0:
         raise InvalidInputError("audit_sequence_interval_s", "must be positive")
     for node_id in config.follow:

@@ -21,6 +21,10 @@ No member can change this office's payments by itself (docs/security.md):
   attestation under an id another node used is stored beside the genuine one and never touches
   it; an issuer reusing one of its own ids for another attestation is refused (ALREADY_EXISTS),
   audited and counted (`certfed_attestation_id_reuses_total`), and the first one kept;
+* it is applied only once it is proven in its issuer's transparency log, against a checkpoint
+  cosigned by the witnesses this office's policy requires (tlog/inclusion.py,
+  tlog/witness_policy.py): until then it is stored and waits, unapplied, and the node's
+  inclusion prover applies it (`apply_proven`) when the issuer can prove it;
 * a death, imprisonment or disappearance a peer reports only suspends payment and proposes the
   termination; this office's reviewer confirms it and its date (`Lifecycle.review_termination`),
   and only then is the overpayment counted. One recorded and approved at this office's own desk
@@ -52,6 +56,7 @@ from certfed.v1 import (
 from federation.directory import CERTIFYING_ROLES
 from federation.envelopes import envelope_from_proto
 from federation.errors import (
+    CertfedError,
     InvalidInputError,
     NotFoundError,
     NotOurBeneficiaryError,
@@ -63,7 +68,14 @@ from federation.regions import coverage
 from federation.roles import PAYING_ROLE_NAMES
 from federation.timestamps import optional_datetime, to_datetime, to_timestamp
 from federation_node.ids import new_id
-from federation_node.offices import attestation_review, lifecycle, revocation_review, roll
+from federation_node.offices import (
+    attestation_review,
+    corrections,
+    lifecycle,
+    restoration,
+    revocation_review,
+    roll,
+)
 from federation_node.offices.assistance_status import STATUS_STATES
 from federation_node.offices.context import Actor, NodeContext, payload_digest
 from federation_node.rules.entitlement import EntitlementState, extended_validity, month_start
@@ -93,6 +105,7 @@ from federation_node.store import (
     audit,
     beneficiaries,
     entitlements_store,
+    inclusion_waits,
     outbox,
 )
 from federation_node.store.db import session_scope
@@ -109,7 +122,10 @@ from federation_node.store.models import (
     RequestDirection,
 )
 from federation_node.tlog.attestation import verify_attestation_envelope
-from signing import dsse, sealing
+from federation_node.tlog.bundle import MAX_PROOF_HASHES, Bundle
+from federation_node.tlog.inclusion import prove_inclusion
+from federation_node.tlog.witness_policy import WitnessPolicy
+from signing import dsse, merkle, sealing
 
 log = structlog.get_logger("certfed.node")
 
@@ -128,6 +144,8 @@ class ReceivedAttestation:
     valid_until: datetime | None
     # Why it was kept for this office's reviewer instead of applied; None when applied.
     held: HoldReason | None = None
+    # Stored, and applied once proven in its issuer's witnessed log (tlog/inclusion.py).
+    awaiting_inclusion: bool = False
 
 
 @dataclass(frozen=True)
@@ -143,6 +161,11 @@ class PayingOffice:
         self._context = context
         # Told the issuer of each attestation id reuse refused (the server counts them).
         self.on_id_reused: Callable[[str], None] = lambda issuing_node_id: None
+        # Told when a received attestation starts waiting for its inclusion proof.
+        self.on_awaiting_inclusion: Callable[[], None] = lambda: None
+        # The witnesses this office requires on a peer's checkpoint (set by the server; None:
+        # a proof carried with a delivery is not read, the inclusion prover fetches one).
+        self.witness_policy: Callable[[], WitnessPolicy] | None = None
 
     # Beneficiaries.
 
@@ -173,6 +196,13 @@ class PayingOffice:
     ) -> list[Beneficiary]:
         self._context.require_role(PAYING_ROLE_NAMES, "pay pensions")
         now = self._context.now()
+        if len(requests) > 1:
+            # The batch's locators from the registry in a few calls, not one per person.
+            self._context.locators.prefetch(
+                (kind, request.identity.identity_number)
+                for request in requests
+                if (kind := IDENTITY_KINDS.get(request.identity.identity_type)) is not None
+            )
         prepared = [
             self._registration(request, prefix.format(index=index), now)
             for index, request in enumerate(requests)
@@ -402,7 +432,8 @@ class PayingOffice:
         self, envelope: dsse.Envelope
     ) -> tuple[attestation_pb2.CertificationAttestation, str]:
         """Check an attestation envelope against the current directory; a key it does not list
-        (rotated in since the last refresh) triggers one refresh before the refusal stands."""
+        (rotated in since the last refresh, or ended long ago) triggers one refresh and one fetch of
+        the key history before the refusal stands."""
         context = self._context
         skew = timedelta(seconds=context.config.limits.max_clock_skew_s)
         try:
@@ -411,6 +442,8 @@ class PayingOffice:
             )
         except UnknownSigningKeyError:
             context.directory.refresh_if_due()
+            # A key the live directory no longer lists may be in the registry's key history.
+            context.directory.load_key_history()
         return verify_attestation_envelope(
             envelope, context.directory.current(), now=context.now(), max_clock_skew=skew
         )
@@ -458,8 +491,12 @@ class PayingOffice:
             raise InvalidInputError("valid_until", "is before observed_at")
         if attestation.assistance_request_id:
             require_id(attestation.assistance_request_id, "assistance_request_id")
+        if attestation.corrects_attestation_id:
+            require_id(attestation.corrects_attestation_id, "corrects_attestation_id")
         require_digests(list(attestation.evidence_digests), limits)
+        carried = self._carried_proof(envelope.to_json(), caller_node_id, message)
         held: HoldReason | None = None
+        awaiting = False
         with session_scope(self._context.engine) as session:
             beneficiary = beneficiaries.by_locator(session, locator)
             if beneficiary is None:
@@ -483,9 +520,14 @@ class PayingOffice:
                     valid_until=attested_until,
                     signing_key_id=key_id,
                     payload_sha256=payload_digest(envelope.payload),
+                    corrects_attestation_id=attestation.corrects_attestation_id or None,
                 ),
                 now,
             )
+            if not duplicate and attestation.corrects_attestation_id:
+                # A correction of something this office never received is refused, and retried
+                # by its issuer until the corrected attestation has arrived.
+                corrections.corrected_by(session, attestation, beneficiary.beneficiary_id)
             if not duplicate:
                 # Raising here rolls the whole receipt back: an implausible attestation is
                 # refused and nothing of it is kept.
@@ -499,7 +541,15 @@ class PayingOffice:
                 actor = f"node:{caller_node_id}"
                 held = self._hold_reason(session, beneficiary, attestation)
                 if held is None:
-                    self.apply_attestation(session, beneficiary, attestation, now)
+                    # Applied once proven in the issuer's witnessed log: now, with a proof the
+                    # delivery carried, else when the inclusion prover has one (`apply_proven`).
+                    inclusion_waits.add(session, caller_node_id, attestation.attestation_id, now)
+                    wait = inclusion_waits.get(session, caller_node_id, attestation.attestation_id)
+                    if carried is not None and wait is not None:
+                        self.apply_attestation(session, beneficiary, attestation, now)
+                        inclusion_waits.record_proven(session, wait, *carried, now)
+                    else:
+                        awaiting = True
                 else:
                     attestation_review.hold(session, stored, held, actor, now)
                     log.warning(
@@ -520,6 +570,7 @@ class PayingOffice:
                             common_pb2.CertificationOutcome.ValueType(outcome)
                         ),
                         "held": held.value if held is not None else None,
+                        "awaiting_inclusion": awaiting,
                     },
                     now=now,
                 )
@@ -527,7 +578,91 @@ class PayingOffice:
                     session, stored, self._context.directory.current(), now
                 )
             valid_until = beneficiary.valid_until
-        return ReceivedAttestation(stored, duplicate, valid_until, held)
+        if awaiting:
+            self.on_awaiting_inclusion()
+        return ReceivedAttestation(stored, duplicate, valid_until, held, awaiting)
+
+    def _carried_proof(
+        self,
+        envelope_json: bytes,
+        issuer: str,
+        message: federation_pb2.DeliverAttestationRequest,
+    ) -> tuple[int, bytes] | None:
+        """(tree size, checkpoint note) when the delivery carries a proof of the attestation
+        in its issuer's log against a checkpoint this office's witnesses cosigned; None when it
+        carries none, or one that does not (yet) satisfy this office: it then waits."""
+        if not message.HasField("inclusion") or self.witness_policy is None:
+            return None
+        inclusion = message.inclusion
+        if len(inclusion.hashes) > MAX_PROOF_HASHES or any(
+            len(value) != merkle.HASH_SIZE for value in inclusion.hashes
+        ):
+            raise InvalidInputError(
+                "inclusion.hashes",
+                f"an audit path has at most {MAX_PROOF_HASHES} hashes of {merkle.HASH_SIZE} bytes",
+            )
+        bundle = Bundle(
+            envelope_json=envelope_json,
+            leaf_index=inclusion.leaf_index,
+            tree_size=inclusion.tree_size,
+            inclusion_proof=tuple(inclusion.hashes),
+            checkpoint_note=bytes(inclusion.checkpoint.note),
+        )
+        try:
+            tree_size = prove_inclusion(
+                bundle, issuer, self._context.directory.current(), self.witness_policy()
+            )
+        except CertfedError as error:
+            log.warning(
+                "attestation.carried_proof_refused", issuing_node_id=issuer, reason=str(error)
+            )
+            return None
+        return tree_size, bundle.checkpoint_note
+
+    def apply_proven(
+        self, issuing_node_id: str, attestation_id: str, tree_size: int, checkpoint_note: bytes
+    ) -> None:
+        """Apply a received attestation now proven in its issuer's witnessed log (tlog/
+        inclusion.py), by the one apply path, in one transaction with the proof's record. Its
+        plausibility is checked again (the person's records may have moved on since receipt);
+        a refusal leaves it stored and unapplied."""
+        now = self._context.now()
+        with session_scope(self._context.engine) as session:
+            wait = inclusion_waits.get(session, issuing_node_id, attestation_id)
+            if wait is None or wait.proven_at is not None:
+                return
+            stored = attestations_store.get(session, attestation_id, issuing_node_id)
+            envelope = dsse.Envelope.from_json(
+                stored.envelope_json, max_bytes=len(stored.envelope_json)
+            )
+            attestation = attestation_pb2.CertificationAttestation.FromString(envelope.payload)
+            if stored.beneficiary_id is None:
+                raise NotOurBeneficiaryError(
+                    f"attestation {attestation_id} no longer names a person this office pays"
+                )
+            beneficiary = beneficiaries.get(session, stored.beneficiary_id)
+            self.require_plausible_observation(
+                session,
+                beneficiary,
+                to_datetime(attestation.observed_at, "observed_at"),
+                issued_at=to_datetime(attestation.issued_at, "issued_at"),
+                exclude_attestation=(attestation_id, issuing_node_id),
+            )
+            self.apply_attestation(session, beneficiary, attestation, now)
+            inclusion_waits.record_proven(session, wait, tree_size, checkpoint_note, now)
+            audit.append(
+                session,
+                actor=f"node:{issuing_node_id}",
+                action="attestation.apply_proven",
+                subject_type="attestation",
+                subject_id=attestation_id,
+                details={
+                    "beneficiary_id": beneficiary.beneficiary_id,
+                    "issuing_node_id": issuing_node_id,
+                    "tree_size": tree_size,
+                },
+                now=now,
+            )
 
     def _record_id_reuse(self, reused: attestations_store.AttestationIdReusedError) -> None:
         """An issuer reused one of its attestation ids for another attestation: a recorded
@@ -594,7 +729,15 @@ class PayingOffice:
     ) -> HoldReason | None:
         """Why a received attestation must wait for this office's reviewer; None if it may be
         applied: it answers a request this office sent to its issuer about this person, or it is
-        an alive walk-in certified by a node that certifies in the region it names."""
+        an alive walk-in certified by a node that certifies in the region it names. A correction
+        always waits: a peer's correction never changes payments by itself."""
+        if attestation.corrects_attestation_id:
+            return HoldReason.CORRECTION
+        if (
+            attestation.outcome == common_pb2.CERTIFICATION_OUTCOME_ALIVE
+            and beneficiary.status in restoration.RETURNS
+        ):
+            return HoldReason.RESTORES_ENTITLEMENT
         request_id = attestation.assistance_request_id
         if request_id:
             try:
@@ -706,8 +849,23 @@ class PayingOffice:
         """
         observed_at = to_datetime(attestation.observed_at)
         entitlement = entitlements_store.get(session, beneficiary.beneficiary_id)
+        if attestation.corrects_attestation_id:
+            # First undo what the superseded attestation did (corrections.py).
+            corrected = corrections.corrected_by(session, attestation, beneficiary.beneficiary_id)
+            corrections.reverse(
+                session,
+                self._context.policy,
+                beneficiary,
+                entitlement,
+                corrected,
+                OUTCOME_STATES.get(common_pb2.CertificationOutcome.ValueType(corrected.outcome)),
+                attestation.attestation_id,
+                now,
+            )
         if attestation.outcome == common_pb2.CERTIFICATION_OUTCOME_ALIVE:
             policy = self._context.policy
+            # A person back from prison or reappearing (restoration.py).
+            restoration.restore(session, policy, beneficiary, entitlement, observed_at, now)
             valid_until = extended_validity(beneficiary.valid_until, observed_at, policy)
             if valid_until is not None:
                 beneficiaries.extend_validity(session, beneficiary, valid_until, now)

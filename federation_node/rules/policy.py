@@ -16,6 +16,8 @@ from typing import Any
 
 from federation.errors import InvalidInputError
 from federation_node.rules.evidence import MEDIA_TYPES
+from signing.errors import NoteError
+from signing.note import COSIGNATURE_V1_TYPE, NoteVerifier
 
 # Data-signal kinds (certfed.v1.SignalKind without its prefix, lower case).
 ALIVE_SIGNAL_KINDS = (
@@ -49,6 +51,11 @@ MAX_EVIDENCE_BYTES = 64 * 1024 * 1024
 MAX_CERTIFICATION_AGE_DAYS = 3650
 # Retention periods (offices/retention.py) run from a day to a century.
 MAX_RETENTION_DAYS = 36_500
+# Who may do face recognition for a retiree ("certify for another", 给他人认证): the relations a
+# provider reports, of which the policy allows some (none by default).
+HELPER_RELATIONS = ("spouse", "child", "grandchild", "sibling", "other_relative", "guardian")
+# Face-recognition scores run from 0 to 100.
+MAX_FACE_SCORE = 100
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,13 @@ class Policy:
     # Days within which a death must be reported by the family and by the unit or village.
     family_report_days: int = 7
     unit_report_days: int = 3
+    # A person released from prison, or reappearing after being declared missing, is paid again
+    # from this many months after the month they returned (0: that month itself), and is or is
+    # not paid back the months since payment stopped (rules/restoration.py).
+    release_resume_after_months: int = 1
+    release_back_pay: bool = False
+    reappearance_resume_after_months: int = 1
+    reappearance_back_pay: bool = True
     # Files kept as evidence of certifications (offices/evidence.py): how long after their last
     # upload or use the daily cycle deletes them, their largest size and the accepted formats.
     evidence_retention_days: int = 1825
@@ -88,6 +102,11 @@ class Policy:
     # A certification (received from a peer or recorded at this desk) whose observed_at lies more
     # than this many days before it is issued is refused (rules/plausibility.py).
     certification_max_age_days: int = 90
+    # The witnesses whose cosignatures a peer's checkpoint needs before an attestation proven
+    # against it is applied (tlog/witness_policy.py): note verifier keys of witnesses besides
+    # the registry's (which always counts as one), and how many of them all must have cosigned.
+    witnesses_required: int = 1
+    witness_keys: tuple[str, ...] = ()
     # How long the daily cycle keeps personal data once its purpose is served
     # (offices/retention.py), in days: the sealed identity a peer sent with an assistance request
     # after the request closed; data signals (those that matched none of this office's people
@@ -98,6 +117,12 @@ class Policy:
     unmatched_signal_days: int = 30
     delivered_message_days: int = 30
     former_beneficiary_days: int = 3650
+    # Face recognition (offices/face_recognition.py): a result whose liveness and match scores
+    # both reach these (0-100) certifies; one below either puts the person on the follow-up list.
+    face_min_liveness_score: int = 90
+    face_min_match_score: int = 85
+    # Helper relations whose "certify for another" results are accepted (HELPER_RELATIONS).
+    face_helper_relations: frozenset[str] = field(default_factory=frozenset)
 
 
 # Every key the file may hold: section -> key -> (Policy field, expected type).
@@ -120,18 +145,33 @@ _KEYS: dict[str, dict[str, tuple[str, type]]] = {
         "family_report_days": ("family_report_days", int),
         "unit_report_days": ("unit_report_days", int),
     },
+    "restoration": {
+        "release_resume_after_months": ("release_resume_after_months", int),
+        "release_back_pay": ("release_back_pay", bool),
+        "reappearance_resume_after_months": ("reappearance_resume_after_months", int),
+        "reappearance_back_pay": ("reappearance_back_pay", bool),
+    },
     "evidence": {
         "retention_days": ("evidence_retention_days", int),
         "max_bytes": ("evidence_max_bytes", int),
         "media_types": ("evidence_media_types", list),
     },
     "certifications": {"max_age_days": ("certification_max_age_days", int)},
+    "witnesses": {
+        "required": ("witnesses_required", int),
+        "keys": ("witness_keys", list),
+    },
     "retention": {
         "closed_request_identity_days": ("closed_request_identity_days", int),
         "signal_days": ("signal_retention_days", int),
         "unmatched_signal_days": ("unmatched_signal_days", int),
         "delivered_message_days": ("delivered_message_days", int),
         "former_beneficiary_days": ("former_beneficiary_days", int),
+    },
+    "face_recognition": {
+        "min_liveness_score": ("face_min_liveness_score", int),
+        "min_match_score": ("face_min_match_score", int),
+        "helper_relations": ("face_helper_relations", list),
     },
 }
 
@@ -178,9 +218,17 @@ def _list_value(name: str, value: list[Any]) -> Any:
         if not all(isinstance(item, int) and not isinstance(item, bool) for item in value):
             raise InvalidInputError(name, "must list whole numbers of days")
         return tuple(sorted(set(value)))
+    if name == "witnesses.keys":
+        if not all(isinstance(item, str) and item.strip() for item in value):
+            raise InvalidInputError(name, "must list witness note verifier keys as strings")
+        return tuple(dict.fromkeys(item.strip() for item in value))
     if name == "evidence.media_types":
         if not all(isinstance(item, str) for item in value):
             raise InvalidInputError(name, "must list media types as strings")
+        return frozenset(value)
+    if name == "face_recognition.helper_relations":
+        if not all(isinstance(item, str) for item in value):
+            raise InvalidInputError(name, "must list relations as strings")
         return frozenset(value)
     if not all(isinstance(item, str) for item in value):
         raise InvalidInputError(name, "must list signal kinds as strings")
@@ -189,6 +237,14 @@ def _list_value(name: str, value: list[Any]) -> Any:
 
 def validate_policy(policy: Policy) -> None:
     """Refuse rules that cannot be applied; the error names the key in the file."""
+    if not 1 <= policy.witnesses_required <= len(policy.witness_keys) + 1:
+        raise InvalidInputError(
+            "witnesses.required",
+            f"must be between 1 and {len(policy.witness_keys) + 1} (the registry's witness and "
+            "the keys listed)",
+        )
+    for position, vkey in enumerate(policy.witness_keys):
+        _require_witness_key(vkey, f"witnesses.keys[{position}]")
     if not 1 <= policy.validity_months <= MAX_VALIDITY_MONTHS:
         raise InvalidInputError(
             "validity.period_months", f"must be between 1 and {MAX_VALIDITY_MONTHS}"
@@ -221,6 +277,12 @@ def validate_policy(policy: Policy) -> None:
         )
     if not 1 <= policy.resume_after_months <= 3:
         raise InvalidInputError("payments.resume_after_months", "must be between 1 and 3")
+    for key, months in (
+        ("restoration.release_resume_after_months", policy.release_resume_after_months),
+        ("restoration.reappearance_resume_after_months", policy.reappearance_resume_after_months),
+    ):
+        if not 0 <= months <= 3:
+            raise InvalidInputError(key, "must be between 0 and 3")
     for key, days in (
         ("deaths.family_report_days", policy.family_report_days),
         ("deaths.unit_report_days", policy.unit_report_days),
@@ -254,6 +316,18 @@ def validate_policy(policy: Policy) -> None:
     ):
         if not 1 <= days <= MAX_RETENTION_DAYS:
             raise InvalidInputError(key, f"must be between 1 and {MAX_RETENTION_DAYS} days")
+    for key, score in (
+        ("face_recognition.min_liveness_score", policy.face_min_liveness_score),
+        ("face_recognition.min_match_score", policy.face_min_match_score),
+    ):
+        if not 1 <= score <= MAX_FACE_SCORE:
+            raise InvalidInputError(key, f"must be between 1 and {MAX_FACE_SCORE}")
+    unknown_relations = sorted(policy.face_helper_relations - set(HELPER_RELATIONS))
+    if unknown_relations:
+        raise InvalidInputError(
+            "face_recognition.helper_relations",
+            f"{unknown_relations[0]!r} is not a relation; use {', '.join(HELPER_RELATIONS)}",
+        )
     unknown_types = sorted(policy.evidence_media_types - set(MEDIA_TYPES))
     if unknown_types or not policy.evidence_media_types:
         raise InvalidInputError(
@@ -261,3 +335,12 @@ def validate_policy(policy: Policy) -> None:
             f"list one or more of {', '.join(MEDIA_TYPES)}"
             + (f"; {unknown_types[0]!r} is not one of them" if unknown_types else ""),
         )
+
+
+def _require_witness_key(vkey: str, name: str) -> None:
+    try:
+        verifier = NoteVerifier.from_vkey(vkey)
+    except NoteError as error:
+        raise InvalidInputError(name, f"is not a note verifier key: {error}") from None
+    if verifier.signature_type != COSIGNATURE_V1_TYPE:
+        raise InvalidInputError(name, "is not a witness cosignature key (type 0x04)")

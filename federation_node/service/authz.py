@@ -38,7 +38,10 @@ ANY_NODE_ROLE = frozenset(ROLE_NAMES.values())
 FEDERATION_POLICY: Mapping[str, frozenset[str]] = {
     "RequestAssistance": frozenset({"paying_office", "partner_liaison"}),
     "UpdateAssistanceStatus": frozenset({"residence_agency", "partner_liaison"}),
-    "DeliverAttestation": frozenset({"residence_agency", "partner_liaison"}),
+    # A paying office delivers a death (imprisonment, disappearance) it confirmed to the other
+    # offices paying the person (offices/life_events.py); what no request of the receiver asked
+    # for is held for the receiver's reviewer, never applied by itself (paying_office.py).
+    "DeliverAttestation": frozenset({"residence_agency", "partner_liaison", "paying_office"}),
     # A node's transparency log is open to every active node of the federation: offices audit
     # and reconcile each other's attestations in bulk (docs/domain.md, flow 3).
     "GetCheckpoint": ANY_NODE_ROLE,
@@ -46,6 +49,8 @@ FEDERATION_POLICY: Mapping[str, frozenset[str]] = {
     "GetInclusionProof": ANY_NODE_ROLE,
     "GetConsistencyProof": ANY_NODE_ROLE,
     "Subscribe": ANY_NODE_ROLE,
+    # Every member may ask any other to witness its log (tlog/node_witness.py).
+    "CosignCheckpoint": ANY_NODE_ROLE,
 }
 
 CLERK, REVIEWER, ADMIN = "clerk", "reviewer", "admin"
@@ -113,6 +118,16 @@ DESK_POLICY: Mapping[str, frozenset[str]] = {
     # Alive signals a person entered, held for a second person.
     "ListPendingSignals": frozenset({CLERK, REVIEWER}),
     "DecidePendingSignal": frozenset({REVIEWER}),
+    # Channels: a face-recognition provider's results come from its feed account; the people
+    # they did not certify are listed for the desk.
+    "RecordFaceRecognitions": frozenset({FEED}),
+    "ListFaceRecognitionFollowUps": frozenset({CLERK, REVIEWER}),
+    # An employer's batch list: a clerk uploads it, a reviewer who did not decides it whole.
+    "UploadEmployerBatch": frozenset({CLERK}),
+    "ListEmployerBatches": frozenset({CLERK, REVIEWER}),
+    "DecideEmployerBatch": frozenset({REVIEWER}),
+    # The retiree status service answers portals with a feed account (a service, no password).
+    "GetCertificationStatus": frozenset({FEED, CLERK, REVIEWER}),
 }
 # DeskService methods anyone reaching the desk port may call, without a token.
 NO_TOKEN_METHODS = frozenset({"SignIn"})

@@ -19,6 +19,7 @@ from federation_node.offices.context import Actor
 from federation_node.offices.node import Node
 from federation_node.rules.validation import page_size, require_id, require_node_id
 from federation_node.service import views
+from federation_node.service.channels_desk_service import ChannelsDesk
 from federation_node.service.evidence_desk_service import EvidenceDesk
 from federation_node.service.lifecycle_desk_service import LifecycleDesk
 from federation_node.service.operator_desk_service import OperatorDesk
@@ -71,6 +72,7 @@ class DeskServicer(
     TrustDesk,
     LifecycleDesk,
     EvidenceDesk,
+    ChannelsDesk,
     desk_pb2_grpc.DeskServiceServicer,
 ):
     def __init__(self, node: Node) -> None:

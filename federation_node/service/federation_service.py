@@ -8,18 +8,23 @@ from collections.abc import Iterator
 import grpc
 
 from certfed.v1 import federation_pb2, federation_pb2_grpc, log_pb2
+from federation.errors import PreconditionError
 from federation.principal import caller
 from federation.timestamps import to_timestamp
 from federation_node.offices.assistance_status import STATE_STATUSES
 from federation_node.offices.node import Node
 from federation_node.rules.validation import require_node_id
+from federation_node.tlog.node_witness import NodeWitness
 from federation_node.tlog.transparency import TransparencyLog, entries_message
 
 
 class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
-    def __init__(self, node: Node, transparency: TransparencyLog) -> None:
+    def __init__(
+        self, node: Node, transparency: TransparencyLog, witness: NodeWitness | None = None
+    ) -> None:
         self._node = node
         self._log = transparency
+        self._witness = witness
 
     def RequestAssistance(
         self, request: federation_pb2.RequestAssistanceRequest, context: grpc.ServicerContext
@@ -43,7 +48,9 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
         self, request: federation_pb2.DeliverAttestationRequest, context: grpc.ServicerContext
     ) -> federation_pb2.DeliverAttestationResponse:
         received = self._node.paying_office.receive_attestation(caller().name, request)
-        response = federation_pb2.DeliverAttestationResponse(duplicate=received.duplicate)
+        response = federation_pb2.DeliverAttestationResponse(
+            duplicate=received.duplicate, awaiting_inclusion=received.awaiting_inclusion
+        )
         if received.valid_until is not None:
             response.valid_until.CopyFrom(to_timestamp(received.valid_until))
         return response
@@ -99,4 +106,21 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
         # the registry loses its stream at the node's next directory refresh).
         yield from self._log.subscribe(
             request.from_tree_size, list(request.paying_regions), context.is_active
+        )
+
+    # This node as a witness of the caller's log (tlog/node_witness.py).
+
+    def CosignCheckpoint(
+        self, request: federation_pb2.CosignCheckpointRequest, context: grpc.ServicerContext
+    ) -> federation_pb2.CosignCheckpointResponse:
+        if self._witness is None:
+            raise PreconditionError("this node does not witness other members' logs")
+        cosigned = self._witness.cosign(
+            caller().name,
+            request.checkpoint.note,
+            request.old_size,
+            list(request.consistency_proof),
+        )
+        return federation_pb2.CosignCheckpointResponse(
+            checkpoint=log_pb2.SignedCheckpoint(note=cosigned)
         )

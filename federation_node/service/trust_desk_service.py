@@ -40,6 +40,8 @@ HOLD_REASONS = {
     HoldReason.WALK_IN_NOT_ALLOWED: desk_pb2.HOLD_REASON_WALK_IN_NOT_ALLOWED,
     HoldReason.NEGATIVE_WITHOUT_REQUEST: desk_pb2.HOLD_REASON_NEGATIVE_WITHOUT_REQUEST,
     HoldReason.NOT_OUR_REQUEST: desk_pb2.HOLD_REASON_NOT_OUR_REQUEST,
+    HoldReason.CORRECTION: desk_pb2.HOLD_REASON_CORRECTION,
+    HoldReason.RESTORES_ENTITLEMENT: desk_pb2.HOLD_REASON_RESTORES_ENTITLEMENT,
 }
 HOLD_DECISIONS = {
     HoldDecision.PENDING: desk_pb2.HOLD_DECISION_PENDING,
@@ -63,6 +65,7 @@ def held_view(session: Session, review: AttestationReview) -> desk_pb2.HeldAttes
         decision=HOLD_DECISIONS[review.decision],
         decided_by=review.decided_by or "",
         decision_reason=review.decision_reason,
+        corrects_attestation_id=stored.corrects_attestation_id or "",
     )
     _set_time(view, "decided_at", review.decided_at)
     return view

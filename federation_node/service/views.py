@@ -120,6 +120,7 @@ def certification_view(record: Certification) -> desk_pb2.Certification:
         evidence_digests=[bytes.fromhex(digest) for digest in record.evidence_digests],
         paying_node_ids=certifications.paying_node_ids(record),
         several_paying_offices=bool(record.also_paying),
+        corrects_attestation_id=record.corrects_attestation_id or "",
     )
 
 
@@ -140,6 +141,7 @@ def attestation_view(
         delivery_state=DELIVERY_STATES[delivery]
         if delivery
         else desk_pb2.DELIVERY_STATE_UNSPECIFIED,
+        corrects_attestation_id=record.corrects_attestation_id or "",
     )
 
 

@@ -29,6 +29,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
@@ -394,6 +395,10 @@ class Certification(NodeTable, table=True):
     also_paying: dict[str, str] | None = Field(
         default=None, sa_column=Column(JSON(), nullable=True)
     )
+    # An attestation this node issued that this certification corrects (offices/corrections.py).
+    corrects_attestation_id: str | None = Field(
+        default=None, sa_column=Column(String(ID_LENGTH), nullable=True)
+    )
 
 
 class Attestation(NodeTable, table=True):
@@ -425,6 +430,10 @@ class Attestation(NodeTable, table=True):
     # Hex SHA-256 of the DSSE payload, to tell a redelivery from a conflicting reuse of an id.
     payload_sha256: str = _hex_sha256()
     stored_at: datetime = _when()
+    # The attestation of the same issuer this one supersedes (offices/corrections.py).
+    corrects_attestation_id: str | None = Field(
+        default=None, sa_column=Column(String(ID_LENGTH), nullable=True, index=True)
+    )
 
 
 class RevocationReview(NodeTable, table=True):
@@ -677,6 +686,38 @@ class LogCheckpoint(NodeTable, table=True):
     cosigned_at: datetime = _when()
 
 
+class WitnessedLog(NodeTable, table=True):
+    """This node as a witness (tlog/node_witness.py): the checkpoint it last cosigned for
+    another member's log, which every later one must extend consistently."""
+
+    __tablename__ = "witnessed_log"
+
+    origin: str = Field(sa_column=Column(String(160), primary_key=True))
+    tree_size: int = Field(sa_column=Column(BigInteger(), nullable=False))
+    root_hash: bytes = _bytes()
+    # The note as submitted, with this node's cosignature line appended.
+    note: bytes = _bytes()
+    cosigned_at: datetime = _when()
+
+
+class InclusionWait(NodeTable, table=True):
+    """A peer's attestation stored here and waiting to be proven in its issuer's witnessed
+    log before it is applied (tlog/inclusion.py); `proven_at` once it is."""
+
+    __tablename__ = "inclusion_wait"
+
+    issuing_node_id: str = Field(sa_column=Column(String(NODE_ID_LENGTH), primary_key=True))
+    attestation_id: str = _id(primary_key=True)
+    received_at: datetime = _when()
+    attempts: int = _int()
+    next_attempt_at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False, index=True))
+    last_error: str = _text()
+    proven_at: datetime | None = _when(nullable=True)
+    # The witnessed checkpoint the attestation was proven against (its tree size and note).
+    proven_tree_size: int | None = Field(sa_column=Column(BigInteger(), nullable=True))
+    checkpoint_note: bytes | None = _bytes(nullable=True)
+
+
 class SyncedLog(NodeTable, table=True):
     """How far this node has verified another node's log, and the checkpoint that proved it."""
 
@@ -818,8 +859,9 @@ class Reminder(NodeTable, table=True):
 
 
 class CycleRun(NodeTable, table=True):
-    """One run of the daily cycle. The day is the primary key: the replica whose insert wins
-    runs the cycle, every other attempt for that day finds the row and changes nothing."""
+    """One run of the daily cycle. The day is the primary key: the run that inserts it does the
+    day, batch by batch; a later attempt finds it finished and changes nothing, or unfinished
+    (a run killed midway) and carries on after its last committed batch."""
 
     __tablename__ = "cycle_run"
 
@@ -831,6 +873,10 @@ class CycleRun(NodeTable, table=True):
     reminders_queued: int = _int()
     warned: int = _int()
     suspended: int = _int()
+    # The last beneficiary id whose batch of the day committed; None before the first.
+    resume_after: str | None = _id(nullable=True)
+    # None while the day's run is under way (a run killed midway resumes after resume_after).
+    finished_at: datetime | None = _when(nullable=True)
 
 
 class Evidence(NodeTable, table=True):
@@ -906,6 +952,11 @@ class HoldReason(enum.StrEnum):
     NEGATIVE_WITHOUT_REQUEST = "negative-without-request"
     # It names a request this office never sent, or sent to another node or about another person.
     NOT_OUR_REQUEST = "not-our-request"
+    # It corrects an earlier attestation: only this office's reviewer re-applies one.
+    CORRECTION = "correction"
+    # It shows alive a person whose entitlement ended with imprisonment or a declaration of
+    # missing: only this office's reviewer restores it.
+    RESTORES_ENTITLEMENT = "restores-entitlement"
 
 
 class HoldDecision(enum.StrEnum):
@@ -967,3 +1018,88 @@ class PendingSignal(NodeTable, table=True):
     decided_by: str | None = Field(default=None, sa_column=Column(String(80), nullable=True))
     decided_at: datetime | None = _when(nullable=True)
     decision_reason: str = _text()
+
+
+class FaceRecognitionOutcome(enum.StrEnum):
+    CERTIFIED = "certified"
+    BELOW_THRESHOLD = "below_threshold"
+    IGNORED = "ignored"
+
+
+class FaceRecognitionRecord(NodeTable, table=True):
+    """A provider's face-recognition result for one of this office's people, kept once per
+    (provider, provider_reference); store/face_recognitions.py is the only writer. A result
+    below the policy's thresholds stays on the follow-up list while the person's validity is
+    still `valid_until_then` (no certification by any channel since)."""
+
+    __tablename__ = "face_recognition"
+    __table_args__ = (
+        _enum_check("outcome", FaceRecognitionOutcome),
+        UniqueConstraint("provider", "provider_reference"),
+    )
+
+    face_recognition_id: str = _id(primary_key=True)
+    provider: str = Field(sa_column=Column(String(64), nullable=False))
+    # Keyed (rules/feed_records.py), as a feed's record id is.
+    provider_reference: str = Field(sa_column=Column(String(128), nullable=False))
+    beneficiary_id: str = _beneficiary(index=True)
+    observed_at: datetime = _when()
+    liveness_score: float = Field(sa_column=Column(Float(), nullable=False))
+    match_score: float = Field(sa_column=Column(Float(), nullable=False))
+    # Empty when the person certified themselves (policy.HELPER_RELATIONS otherwise).
+    helper_relation: str = Field(sa_column=Column(String(32), nullable=False))
+    outcome: FaceRecognitionOutcome = _enum(FaceRecognitionOutcome)
+    attestation_id: str | None = _id(nullable=True)
+    valid_until_then: datetime | None = _when(nullable=True)
+    recorded_by: str = Field(sa_column=Column(String(80), nullable=False))
+    recorded_at: datetime = _when()
+
+
+class EmployerBatchState(enum.StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class EmployerBatch(NodeTable, table=True):
+    """A unit's batch list of retirees it confirms alive, approved or rejected as a whole by a
+    reviewer who did not upload it (store/employer_batches.py is the only writer)."""
+
+    __tablename__ = "employer_batch"
+    __table_args__ = (_enum_check("state", EmployerBatchState),)
+
+    batch_id: str = _id(primary_key=True)
+    unit: str = Field(sa_column=Column(String(128), nullable=False))
+    file_name: str = Field(sa_column=Column(String(255), nullable=False))
+    file_sha256: str = _hex_sha256()
+    state: EmployerBatchState = _enum(EmployerBatchState)
+    uploaded_by: str = Field(sa_column=Column(String(80), nullable=False))
+    uploaded_at: datetime = _when()
+    decided_by: str | None = Field(default=None, sa_column=Column(String(80), nullable=True))
+    decided_at: datetime | None = _when(nullable=True)
+    reason: str = _text()
+    issued: int = _int()
+    skipped: int = _int()
+
+
+class EmployerBatchRow(NodeTable, table=True):
+    """One person of a batch: a pending employer-batch certification until the batch is
+    decided; on approval, the certification recorded and the attestation issued for it."""
+
+    __tablename__ = "employer_batch_row"
+
+    row_id: str = _id(primary_key=True)
+    batch_id: str = Field(
+        sa_column=Column(
+            String(ID_LENGTH),
+            ForeignKey("employer_batch.batch_id"),
+            nullable=False,
+            index=True,
+        )
+    )
+    line: int = _int()
+    beneficiary_id: str = _beneficiary()
+    observed_at: datetime = _when()
+    certification_id: str | None = _id(nullable=True)
+    # Why an approved batch skipped this row; empty otherwise.
+    skipped_reason: str = _text()

@@ -5,7 +5,10 @@ An attestation counts only if its envelope is signed, over the bytes as received
 the directory lists for the issuing node and that was inside its validity window (and not yet
 revoked) at the attestation's issued_at; the issuer must be active and hold a certifying role,
 or be the paying office the attestation names: an office certifies the people it pays itself (at
-its counter, or by data match), and such an attestation concerns no other office.
+its counter, or by data match), and such an attestation concerns no other office. A paying office
+may also tell another office paying the same person of a death, imprisonment or disappearance it
+confirmed, or correct what it told it (offices/life_events.py); the receiver holds those for its
+reviewer.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from datetime import datetime, timedelta
 
 from google.protobuf.message import DecodeError
 
-from certfed.v1 import attestation_pb2, directory_pb2
+from certfed.v1 import attestation_pb2, common_pb2, directory_pb2
 from federation.directory import CERTIFYING_ROLES, PAYING_ROLES, TrustedDirectory
 from federation.errors import AttestationRefusedError, InvalidInputError, UnknownSigningKeyError
 from federation.timestamps import to_datetime
@@ -24,6 +27,15 @@ from federation_node.tlog.checkpoints import verify_checkpoint
 from signing import dsse, merkle
 from signing.errors import InclusionProofError
 from signing.note import Checkpoint, NoteVerifier
+
+# Outcomes that end entitlement: what one paying office tells another.
+END_OUTCOMES = frozenset(
+    {
+        common_pb2.CERTIFICATION_OUTCOME_DECEASED,
+        common_pb2.CERTIFICATION_OUTCOME_IMPRISONED,
+        common_pb2.CERTIFICATION_OUTCOME_DECLARED_MISSING,
+    }
+)
 
 
 def verify_attestation_envelope(
@@ -45,10 +57,14 @@ def verify_attestation_envelope(
     if not issuer:
         raise InvalidInputError("issuing_node_id", "is required")
     issuer_node = directory.active_node(issuer)
-    pays_the_person = attestation.paying_node_id == issuer and PAYING_ROLES.intersection(
-        issuer_node.roles
+    paying = bool(PAYING_ROLES.intersection(issuer_node.roles))
+    pays_the_person = attestation.paying_node_id == issuer and paying
+    announces_an_end = paying and (
+        attestation.outcome in END_OUTCOMES or bool(attestation.corrects_attestation_id)
     )
-    if not (CERTIFYING_ROLES.intersection(issuer_node.roles) or pays_the_person):
+    if not (
+        CERTIFYING_ROLES.intersection(issuer_node.roles) or pays_the_person or announces_an_end
+    ):
         raise AttestationRefusedError(
             f"node {issuer} is not allowed to certify residents other offices pay"
         )

@@ -18,6 +18,16 @@ recovered (`tlog.recovery`). After `certfed node restore` the first publication 
 even when the log looks fully cosigned. Its outcome is `continuity()`, which the node reports
 on its health service as `certfed.log` (`CheckpointPublisher`).
 
+Besides the registry, the node asks every node witness its configuration names
+(`ask_witnesses`, tlog/node_witness.py) to cosign each checkpoint, and appends their cosignature
+lines to the one it stores: offices that require more witnesses than the registry
+(tlog/witness_policy.py) count them. A node witness that does not answer delays nothing: the
+checkpoint is stored with the cosignatures it has, and the missing ones are asked for again at
+each pass until they are there. Checkpoints are published in short pools: an append asks for a
+publication `pool_s` later (`CheckpointPublisher.soon`), so attestations waiting to be proven
+are sequenced and cosigned within that pool (about a second at most), while an idle log signs
+nothing new.
+
 `copy_checkpoint` and `copy_entry_batches` serve the verified copies this node keeps of the
 logs it follows, so that a node that lost entries can get them back from a follower.
 """
@@ -38,7 +48,11 @@ from certfed.v1 import federation_pb2, log_pb2
 from federation.errors import CertfedError, InvalidInputError, NotFoundError, PreconditionError
 from federation.limits import Limits
 from federation.regions import validate_region_code
-from federation.witness_protocol import log_origin, size_mismatch_from_message
+from federation.witness_protocol import (
+    log_origin,
+    node_witness_name,
+    size_mismatch_from_message,
+)
 from federation_node.periodic import PeriodicWorker
 from federation_node.store import log_store, sync_store
 from federation_node.store.db import session_scope
@@ -84,9 +98,14 @@ class TransparencyLog:
         limits: Limits,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        node_witnesses: Sequence[tuple[str, Witness]] = (),
     ) -> None:
         self._engine = engine
         self.node_id = node_id
+        # Node witnesses asked besides the registry (node id, call), and the size each one
+        # last cosigned as far as this process knows (it says so when this is wrong).
+        self._node_witnesses = tuple(node_witnesses)
+        self._node_witness_sizes: dict[str, int] = {}
         self.origin = log_origin(node_id)
         self._signer = node_signer(node_id, signing_key)
         self._witness = witness
@@ -239,7 +258,7 @@ class TransparencyLog:
                 and latest.tree_size == head.tree_size
                 and not state.awaiting_witness
             ):
-                return latest.note
+                return self._complete_cosignatures(latest.tree_size, latest.root_hash, latest.note)
             self._refuse_if_behind(state.witnessed_size, head.tree_size)
             old_size = max(0 if latest is None else latest.tree_size, state.witnessed_size)
             for _ in range(MAX_WITNESS_ATTEMPTS):
@@ -264,6 +283,7 @@ class TransparencyLog:
                     log.info("checkpoint.witness_size_differs", witness_size=old_size)
                     continue
                 self._check_cosigned(cosigned, checkpoint)
+                cosigned = self._node_cosignatures(cosigned, checkpoint)
                 with session_scope(self._engine) as session:
                     log_store.store_checkpoint(
                         session, head.tree_size, head.root_hash, cosigned, self._clock()
@@ -275,6 +295,65 @@ class TransparencyLog:
                 f"the registry witness refused the checkpoint of size {head.tree_size} "
                 f"{MAX_WITNESS_ATTEMPTS} times; see the registry's log"
             )
+
+    def _missing_witnesses(self, stored_note: bytes) -> list[tuple[str, Witness]]:
+        _, signatures = note.split_note(stored_note)
+        present = {signature.name for signature in signatures}
+        return [
+            (node_id, call)
+            for node_id, call in self._node_witnesses
+            if node_witness_name(node_id) not in present
+        ]
+
+    def _complete_cosignatures(self, tree_size: int, root_hash: bytes, stored_note: bytes) -> bytes:
+        """The stored checkpoint, with the cosignatures of node witnesses that it lacks asked
+        for again and stored when they come."""
+        if not self._missing_witnesses(stored_note):
+            return stored_note
+        checkpoint = note.Checkpoint(self.origin, tree_size, root_hash)
+        completed = self._node_cosignatures(stored_note, checkpoint)
+        if completed != stored_note:
+            with session_scope(self._engine) as session:
+                log_store.store_checkpoint(session, tree_size, root_hash, completed, self._clock())
+        return completed
+
+    def _node_cosignatures(self, cosigned: bytes, checkpoint: note.Checkpoint) -> bytes:
+        """`cosigned` with the cosignature lines of the node witnesses that it lacks and that
+        cosign now; one that refuses or does not answer is logged and asked again later."""
+        for node_id, call in self._missing_witnesses(cosigned):
+            try:
+                lines = self._ask_node_witness(node_id, call, cosigned, checkpoint.tree_size)
+            except CertfedError as error:
+                log.warning("checkpoint.node_witness_refused", witness=node_id, error=str(error))
+                continue
+            cosigned += lines
+        return cosigned
+
+    def _ask_node_witness(
+        self, node_id: str, call: Witness, submitted: bytes, tree_size: int
+    ) -> bytes:
+        """The cosignature line(s) node witness `node_id` adds to `submitted`."""
+        old_size = self._node_witness_sizes.get(node_id, 0)
+        for _ in range(MAX_WITNESS_ATTEMPTS):
+            if old_size > tree_size:
+                raise PreconditionError(
+                    f"witness {node_id} cosigned this log at size {old_size}, beyond its "
+                    f"{tree_size} entries"
+                )
+            proof = self.consistency_proof(old_size, tree_size) if old_size else []
+            try:
+                answer = call(submitted, old_size, proof)
+            except PreconditionError as error:
+                mismatch = size_mismatch_from_message(str(error))
+                if mismatch is None or mismatch.current_size == old_size:
+                    raise
+                old_size = mismatch.current_size
+                continue
+            if not answer.startswith(submitted) or len(answer) == len(submitted):
+                raise PreconditionError(f"witness {node_id} answered without its cosignature")
+            self._node_witness_sizes[node_id] = tree_size
+            return answer[len(submitted) :]
+        raise PreconditionError(f"witness {node_id} refused the checkpoint of size {tree_size}")
 
     def _refuse_if_behind(
         self, witnessed_size: int, tree_size: int, *, learned: bool = False
@@ -367,11 +446,36 @@ class CheckpointPublisher(PeriodicWorker):
         *,
         recover: Callable[[], object] | None = None,
         on_continuity: Callable[[Continuity], None] | None = None,
+        pool_s: float = 0.5,
     ) -> None:
         super().__init__("checkpoint-publisher", interval_s)
         self._log = transparency
         self._recover = recover
         self._on_continuity = on_continuity
+        self._pool_s = pool_s
+        self._pool_lock = threading.Lock()
+        self._pool: threading.Timer | None = None
+
+    def soon(self) -> None:
+        """Publish `pool_s` from now, with whatever else is appended meanwhile (one pool)."""
+        with self._pool_lock:
+            if self._pool is not None:
+                return
+            self._pool = threading.Timer(self._pool_s, self._close_pool)
+            self._pool.daemon = True
+            self._pool.start()
+
+    def _close_pool(self) -> None:
+        with self._pool_lock:
+            self._pool = None
+        self.wake()
+
+    def stop(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.cancel()
+                self._pool = None
+        super().stop()
 
     def run_pass(self) -> None:
         try:

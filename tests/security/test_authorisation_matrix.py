@@ -106,11 +106,13 @@ REGISTRY_ALLOWED: dict[str, frozenset[str]] = {
     "WithdrawLocators": PAYING,
     "ListDuplicates": PAYING,
     "Locate": frozenset(ACTIVE_NODES),
+    "EvaluateLocators": frozenset(ACTIVE_NODES),
 }
 FEDERATION_ALLOWED: dict[str, frozenset[str]] = {
     "RequestAssistance": PAYING,
     "UpdateAssistanceStatus": CERTIFYING,
-    "DeliverAttestation": CERTIFYING,
+    # Paying offices announce confirmed deaths to each other (held for the receiver's reviewer).
+    "DeliverAttestation": CERTIFYING | PAYING,
 }
 DESK_ALLOWED: dict[str, frozenset[str]] = {
     "WhoAmI": ANY_OPERATOR,

@@ -382,6 +382,12 @@ class _HoldReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_HoldReason
     """It reports a death, imprisonment or disappearance nobody here asked its issuer about."""
     HOLD_REASON_NOT_OUR_REQUEST: _HoldReason.ValueType  # 3
     """It names a request this office never sent, or sent to another node or about another person."""
+    HOLD_REASON_CORRECTION: _HoldReason.ValueType  # 4
+    """It corrects an earlier attestation: a peer's correction never changes payments by itself."""
+    HOLD_REASON_RESTORES_ENTITLEMENT: _HoldReason.ValueType  # 5
+    """It shows alive a person whose entitlement ended with imprisonment or a declaration of
+    missing: restoring it is this office's reviewer's decision.
+    """
 
 class HoldReason(_HoldReason, metaclass=_HoldReasonEnumTypeWrapper):
     """Why a received attestation was kept for review instead of applied."""
@@ -395,6 +401,12 @@ HOLD_REASON_NEGATIVE_WITHOUT_REQUEST: HoldReason.ValueType  # 2
 """It reports a death, imprisonment or disappearance nobody here asked its issuer about."""
 HOLD_REASON_NOT_OUR_REQUEST: HoldReason.ValueType  # 3
 """It names a request this office never sent, or sent to another node or about another person."""
+HOLD_REASON_CORRECTION: HoldReason.ValueType  # 4
+"""It corrects an earlier attestation: a peer's correction never changes payments by itself."""
+HOLD_REASON_RESTORES_ENTITLEMENT: HoldReason.ValueType  # 5
+"""It shows alive a person whose entitlement ended with imprisonment or a declaration of
+missing: restoring it is this office's reviewer's decision.
+"""
 Global___HoldReason: _TypeAlias = HoldReason  # noqa: Y015
 
 class _HoldDecision:
@@ -434,6 +446,70 @@ PENDING_SIGNAL_DECISION_PENDING: PendingSignalDecision.ValueType  # 1
 PENDING_SIGNAL_DECISION_APPLIED: PendingSignalDecision.ValueType  # 2
 PENDING_SIGNAL_DECISION_REJECTED: PendingSignalDecision.ValueType  # 3
 Global___PendingSignalDecision: _TypeAlias = PendingSignalDecision  # noqa: Y015
+
+class _FaceRecognitionOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _FaceRecognitionOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_FaceRecognitionOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    FACE_RECOGNITION_OUTCOME_UNSPECIFIED: _FaceRecognitionOutcome.ValueType  # 0
+    FACE_RECOGNITION_OUTCOME_CERTIFIED: _FaceRecognitionOutcome.ValueType  # 1
+    """The scores passed: a face-recognition attestation was issued and applied."""
+    FACE_RECOGNITION_OUTCOME_BELOW_THRESHOLD: _FaceRecognitionOutcome.ValueType  # 2
+    """A score was below the policy's threshold: the person is on the follow-up list."""
+    FACE_RECOGNITION_OUTCOME_DUPLICATE: _FaceRecognitionOutcome.ValueType  # 3
+    """The same (provider, provider_reference) was recorded before; nothing changed."""
+    FACE_RECOGNITION_OUTCOME_UNKNOWN_PERSON: _FaceRecognitionOutcome.ValueType  # 4
+    """No beneficiary of this office has this identity; nothing recorded."""
+    FACE_RECOGNITION_OUTCOME_REFUSED: _FaceRecognitionOutcome.ValueType  # 5
+    """Refused by the policy (a helper relation it does not allow, an implausible date); nothing
+    recorded, message says why.
+    """
+    FACE_RECOGNITION_OUTCOME_IGNORED: _FaceRecognitionOutcome.ValueType  # 6
+    """Recorded but changes nothing (entitlement ended, a termination awaits review, validity
+    already runs past it).
+    """
+
+class FaceRecognitionOutcome(_FaceRecognitionOutcome, metaclass=_FaceRecognitionOutcomeEnumTypeWrapper): ...
+
+FACE_RECOGNITION_OUTCOME_UNSPECIFIED: FaceRecognitionOutcome.ValueType  # 0
+FACE_RECOGNITION_OUTCOME_CERTIFIED: FaceRecognitionOutcome.ValueType  # 1
+"""The scores passed: a face-recognition attestation was issued and applied."""
+FACE_RECOGNITION_OUTCOME_BELOW_THRESHOLD: FaceRecognitionOutcome.ValueType  # 2
+"""A score was below the policy's threshold: the person is on the follow-up list."""
+FACE_RECOGNITION_OUTCOME_DUPLICATE: FaceRecognitionOutcome.ValueType  # 3
+"""The same (provider, provider_reference) was recorded before; nothing changed."""
+FACE_RECOGNITION_OUTCOME_UNKNOWN_PERSON: FaceRecognitionOutcome.ValueType  # 4
+"""No beneficiary of this office has this identity; nothing recorded."""
+FACE_RECOGNITION_OUTCOME_REFUSED: FaceRecognitionOutcome.ValueType  # 5
+"""Refused by the policy (a helper relation it does not allow, an implausible date); nothing
+recorded, message says why.
+"""
+FACE_RECOGNITION_OUTCOME_IGNORED: FaceRecognitionOutcome.ValueType  # 6
+"""Recorded but changes nothing (entitlement ended, a termination awaits review, validity
+already runs past it).
+"""
+Global___FaceRecognitionOutcome: _TypeAlias = FaceRecognitionOutcome  # noqa: Y015
+
+class _EmployerBatchState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _EmployerBatchStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_EmployerBatchState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    EMPLOYER_BATCH_STATE_UNSPECIFIED: _EmployerBatchState.ValueType  # 0
+    EMPLOYER_BATCH_STATE_PENDING: _EmployerBatchState.ValueType  # 1
+    EMPLOYER_BATCH_STATE_APPROVED: _EmployerBatchState.ValueType  # 2
+    EMPLOYER_BATCH_STATE_REJECTED: _EmployerBatchState.ValueType  # 3
+
+class EmployerBatchState(_EmployerBatchState, metaclass=_EmployerBatchStateEnumTypeWrapper): ...
+
+EMPLOYER_BATCH_STATE_UNSPECIFIED: EmployerBatchState.ValueType  # 0
+EMPLOYER_BATCH_STATE_PENDING: EmployerBatchState.ValueType  # 1
+EMPLOYER_BATCH_STATE_APPROVED: EmployerBatchState.ValueType  # 2
+EMPLOYER_BATCH_STATE_REJECTED: EmployerBatchState.ValueType  # 3
+Global___EmployerBatchState: _TypeAlias = EmployerBatchState  # noqa: Y015
 
 @_typing.final
 class WhoAmIRequest(_message.Message):
@@ -1041,6 +1117,7 @@ class RecordCertificationRequest(_message.Message):
     OBSERVED_AT_FIELD_NUMBER: _builtins.int
     EVIDENCE_DIGESTS_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
+    CORRECTS_ATTESTATION_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """An inbound assistance request."""
     beneficiary_id: _builtins.str
@@ -1050,6 +1127,11 @@ class RecordCertificationRequest(_message.Message):
     method: _common_pb2.CertificationMethod.ValueType
     outcome: _common_pb2.CertificationOutcome.ValueType
     note: _builtins.str
+    corrects_attestation_id: _builtins.str
+    """An attestation this node issued that this certification corrects (a death recorded by
+    mistake, say). The person is the one it names, so no subject is given; the approved
+    certification is issued as a new attestation naming it, never an edit of the old one.
+    """
     @_builtins.property
     def walk_in(self) -> _attestation_pb2.IdentityBundle:
         """A visiting retiree at the counter: the node finds the paying node through the registry."""
@@ -1071,10 +1153,11 @@ class RecordCertificationRequest(_message.Message):
         observed_at: _timestamp_pb2.Timestamp | None = ...,
         evidence_digests: _abc.Iterable[_builtins.bytes] | None = ...,
         note: _builtins.str = ...,
+        corrects_attestation_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["beneficiary_id", b"beneficiary_id", "observed_at", b"observed_at", "request_id", b"request_id", "subject", b"subject", "walk_in", b"walk_in"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiary_id", b"beneficiary_id", "evidence_digests", b"evidence_digests", "method", b"method", "note", b"note", "observed_at", b"observed_at", "outcome", b"outcome", "request_id", b"request_id", "subject", b"subject", "walk_in", b"walk_in"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiary_id", b"beneficiary_id", "corrects_attestation_id", b"corrects_attestation_id", "evidence_digests", b"evidence_digests", "method", b"method", "note", b"note", "observed_at", b"observed_at", "outcome", b"outcome", "request_id", b"request_id", "subject", b"subject", "walk_in", b"walk_in"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_subject: _TypeAlias = _typing.Literal["request_id", "walk_in", "beneficiary_id"]  # noqa: Y015
     _WhichOneofArgType_subject: _TypeAlias = _typing.Literal["subject", b"subject"]  # noqa: Y015
@@ -1102,6 +1185,7 @@ class Certification(_message.Message):
     EVIDENCE_DIGESTS_FIELD_NUMBER: _builtins.int
     PAYING_NODE_IDS_FIELD_NUMBER: _builtins.int
     SEVERAL_PAYING_OFFICES_FIELD_NUMBER: _builtins.int
+    CORRECTS_ATTESTATION_ID_FIELD_NUMBER: _builtins.int
     certification_id: _builtins.str
     status: Global___CertificationStatus.ValueType
     request_id: _builtins.str
@@ -1115,6 +1199,8 @@ class Certification(_message.Message):
     subject_locator: _builtins.bytes
     several_paying_offices: _builtins.bool
     """Several offices claim the person: each gets the attestation; tell the clerk to check."""
+    corrects_attestation_id: _builtins.str
+    """The attestation this certification corrects, if any."""
     @_builtins.property
     def observed_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1148,10 +1234,11 @@ class Certification(_message.Message):
         evidence_digests: _abc.Iterable[_builtins.bytes] | None = ...,
         paying_node_ids: _abc.Iterable[_builtins.str] | None = ...,
         several_paying_offices: _builtins.bool = ...,
+        corrects_attestation_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["observed_at", b"observed_at", "recorded_at", b"recorded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestation_id", b"attestation_id", "certification_id", b"certification_id", "clerk_id", b"clerk_id", "evidence_digests", b"evidence_digests", "method", b"method", "observed_at", b"observed_at", "outcome", b"outcome", "paying_node_id", b"paying_node_id", "paying_node_ids", b"paying_node_ids", "recorded_at", b"recorded_at", "rejection_reason", b"rejection_reason", "request_id", b"request_id", "reviewer_id", b"reviewer_id", "several_paying_offices", b"several_paying_offices", "status", b"status", "subject_locator", b"subject_locator"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestation_id", b"attestation_id", "certification_id", b"certification_id", "clerk_id", b"clerk_id", "corrects_attestation_id", b"corrects_attestation_id", "evidence_digests", b"evidence_digests", "method", b"method", "observed_at", b"observed_at", "outcome", b"outcome", "paying_node_id", b"paying_node_id", "paying_node_ids", b"paying_node_ids", "recorded_at", b"recorded_at", "rejection_reason", b"rejection_reason", "request_id", b"request_id", "reviewer_id", b"reviewer_id", "several_paying_offices", b"several_paying_offices", "status", b"status", "subject_locator", b"subject_locator"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1322,6 +1409,7 @@ class AttestationSummary(_message.Message):
     BENEFICIARY_ID_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     DELIVERY_STATE_FIELD_NUMBER: _builtins.int
+    CORRECTS_ATTESTATION_ID_FIELD_NUMBER: _builtins.int
     attestation_id: _builtins.str
     direction: Global___Direction.ValueType
     issuing_node_id: _builtins.str
@@ -1331,6 +1419,8 @@ class AttestationSummary(_message.Message):
     beneficiary_id: _builtins.str
     request_id: _builtins.str
     delivery_state: Global___DeliveryState.ValueType
+    corrects_attestation_id: _builtins.str
+    """The attestation this one corrects (supersedes), if any."""
     @_builtins.property
     def observed_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -1349,10 +1439,11 @@ class AttestationSummary(_message.Message):
         beneficiary_id: _builtins.str = ...,
         request_id: _builtins.str = ...,
         delivery_state: Global___DeliveryState.ValueType = ...,
+        corrects_attestation_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["observed_at", b"observed_at", "valid_until", b"valid_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestation_id", b"attestation_id", "beneficiary_id", b"beneficiary_id", "delivery_state", b"delivery_state", "direction", b"direction", "issuing_node_id", b"issuing_node_id", "method", b"method", "observed_at", b"observed_at", "outcome", b"outcome", "paying_node_id", b"paying_node_id", "request_id", b"request_id", "valid_until", b"valid_until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestation_id", b"attestation_id", "beneficiary_id", b"beneficiary_id", "corrects_attestation_id", b"corrects_attestation_id", "delivery_state", b"delivery_state", "direction", b"direction", "issuing_node_id", b"issuing_node_id", "method", b"method", "observed_at", b"observed_at", "outcome", b"outcome", "paying_node_id", b"paying_node_id", "request_id", b"request_id", "valid_until", b"valid_until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -3390,6 +3481,7 @@ class HeldAttestation(_message.Message):
     DECIDED_BY_FIELD_NUMBER: _builtins.int
     DECIDED_AT_FIELD_NUMBER: _builtins.int
     DECISION_REASON_FIELD_NUMBER: _builtins.int
+    CORRECTS_ATTESTATION_ID_FIELD_NUMBER: _builtins.int
     attestation_id: _builtins.str
     issuing_node_id: _builtins.str
     beneficiary_id: _builtins.str
@@ -3402,6 +3494,8 @@ class HeldAttestation(_message.Message):
     decided_by: _builtins.str
     """The reviewer who decided, when, and why."""
     decision_reason: _builtins.str
+    corrects_attestation_id: _builtins.str
+    """The attestation it corrects, if any."""
     @_builtins.property
     def observed_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -3424,10 +3518,11 @@ class HeldAttestation(_message.Message):
         decided_by: _builtins.str = ...,
         decided_at: _timestamp_pb2.Timestamp | None = ...,
         decision_reason: _builtins.str = ...,
+        corrects_attestation_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at", "held_at", b"held_at", "observed_at", b"observed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistance_request_id", b"assistance_request_id", "attestation_id", b"attestation_id", "beneficiary_id", b"beneficiary_id", "decided_at", b"decided_at", "decided_by", b"decided_by", "decision", b"decision", "decision_reason", b"decision_reason", "held_at", b"held_at", "issuing_node_id", b"issuing_node_id", "method", b"method", "observed_at", b"observed_at", "outcome", b"outcome", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistance_request_id", b"assistance_request_id", "attestation_id", b"attestation_id", "beneficiary_id", b"beneficiary_id", "corrects_attestation_id", b"corrects_attestation_id", "decided_at", b"decided_at", "decided_by", b"decided_by", "decision", b"decision", "decision_reason", b"decision_reason", "held_at", b"held_at", "issuing_node_id", b"issuing_node_id", "method", b"method", "observed_at", b"observed_at", "outcome", b"outcome", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -3965,3 +4060,538 @@ class DecidePendingSignalResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DecidePendingSignalResponse: _TypeAlias = DecidePendingSignalResponse  # noqa: Y015
+
+@_typing.final
+class FaceRecognitionResult(_message.Message):
+    """One face-recognition result from a certification app or kiosk, as its provider signed it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    PROVIDER_REFERENCE_FIELD_NUMBER: _builtins.int
+    IDENTITY_TYPE_FIELD_NUMBER: _builtins.int
+    IDENTITY_NUMBER_FIELD_NUMBER: _builtins.int
+    OBSERVED_AT_FIELD_NUMBER: _builtins.int
+    LIVENESS_SCORE_FIELD_NUMBER: _builtins.int
+    MATCH_SCORE_FIELD_NUMBER: _builtins.int
+    HELPER_RELATION_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    """The provider's name at this office: the source its feed account is bound to."""
+    provider_reference: _builtins.str
+    """The provider's own id of the result; with provider, the idempotency key (a replay is a
+    duplicate).
+    """
+    identity_type: _common_pb2.IdentityType.ValueType
+    identity_number: _builtins.str
+    liveness_score: _builtins.float
+    """Scores from 0 to 100, compared with the policy's thresholds."""
+    match_score: _builtins.float
+    helper_relation: _builtins.str
+    """Empty when the person certified themselves; else the relation of the person who helped
+    ("certify for another"), accepted only when the policy allows it.
+    """
+    @_builtins.property
+    def observed_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        provider_reference: _builtins.str = ...,
+        identity_type: _common_pb2.IdentityType.ValueType = ...,
+        identity_number: _builtins.str = ...,
+        observed_at: _timestamp_pb2.Timestamp | None = ...,
+        liveness_score: _builtins.float = ...,
+        match_score: _builtins.float = ...,
+        helper_relation: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["observed_at", b"observed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["helper_relation", b"helper_relation", "identity_number", b"identity_number", "identity_type", b"identity_type", "liveness_score", b"liveness_score", "match_score", b"match_score", "observed_at", b"observed_at", "provider", b"provider", "provider_reference", b"provider_reference"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FaceRecognitionResult: _TypeAlias = FaceRecognitionResult  # noqa: Y015
+
+@_typing.final
+class FaceRecognitionAnswer(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    BENEFICIARY_ID_FIELD_NUMBER: _builtins.int
+    ATTESTATION_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    outcome: Global___FaceRecognitionOutcome.ValueType
+    beneficiary_id: _builtins.str
+    attestation_id: _builtins.str
+    message: _builtins.str
+    def __init__(
+        self,
+        *,
+        outcome: Global___FaceRecognitionOutcome.ValueType = ...,
+        beneficiary_id: _builtins.str = ...,
+        attestation_id: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attestation_id", b"attestation_id", "beneficiary_id", b"beneficiary_id", "message", b"message", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FaceRecognitionAnswer: _TypeAlias = FaceRecognitionAnswer  # noqa: Y015
+
+@_typing.final
+class RecordFaceRecognitionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___FaceRecognitionResult]: ...
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___FaceRecognitionResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordFaceRecognitionsRequest: _TypeAlias = RecordFaceRecognitionsRequest  # noqa: Y015
+
+@_typing.final
+class RecordFaceRecognitionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ANSWERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def answers(self) -> _containers.RepeatedCompositeFieldContainer[Global___FaceRecognitionAnswer]:
+        """One answer per result, in request order."""
+
+    def __init__(
+        self,
+        *,
+        answers: _abc.Iterable[Global___FaceRecognitionAnswer] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answers", b"answers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordFaceRecognitionsResponse: _TypeAlias = RecordFaceRecognitionsResponse  # noqa: Y015
+
+@_typing.final
+class FaceRecognitionFollowUp(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FOLLOW_UP_ID_FIELD_NUMBER: _builtins.int
+    BENEFICIARY_ID_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    OBSERVED_AT_FIELD_NUMBER: _builtins.int
+    LIVENESS_SCORE_FIELD_NUMBER: _builtins.int
+    MATCH_SCORE_FIELD_NUMBER: _builtins.int
+    HELPER_RELATION_FIELD_NUMBER: _builtins.int
+    RECORDED_AT_FIELD_NUMBER: _builtins.int
+    follow_up_id: _builtins.str
+    beneficiary_id: _builtins.str
+    provider: _builtins.str
+    liveness_score: _builtins.float
+    match_score: _builtins.float
+    helper_relation: _builtins.str
+    @_builtins.property
+    def observed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def recorded_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        follow_up_id: _builtins.str = ...,
+        beneficiary_id: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        observed_at: _timestamp_pb2.Timestamp | None = ...,
+        liveness_score: _builtins.float = ...,
+        match_score: _builtins.float = ...,
+        helper_relation: _builtins.str = ...,
+        recorded_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["observed_at", b"observed_at", "recorded_at", b"recorded_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiary_id", b"beneficiary_id", "follow_up_id", b"follow_up_id", "helper_relation", b"helper_relation", "liveness_score", b"liveness_score", "match_score", b"match_score", "observed_at", b"observed_at", "provider", b"provider", "recorded_at", b"recorded_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FaceRecognitionFollowUp: _TypeAlias = FaceRecognitionFollowUp  # noqa: Y015
+
+@_typing.final
+class ListFaceRecognitionFollowUpsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFaceRecognitionFollowUpsRequest: _TypeAlias = ListFaceRecognitionFollowUpsRequest  # noqa: Y015
+
+@_typing.final
+class ListFaceRecognitionFollowUpsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FOLLOW_UPS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def follow_ups(self) -> _containers.RepeatedCompositeFieldContainer[Global___FaceRecognitionFollowUp]: ...
+    def __init__(
+        self,
+        *,
+        follow_ups: _abc.Iterable[Global___FaceRecognitionFollowUp] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["follow_ups", b"follow_ups", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListFaceRecognitionFollowUpsResponse: _TypeAlias = ListFaceRecognitionFollowUpsResponse  # noqa: Y015
+
+@_typing.final
+class EmployerBatchRow(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINE_FIELD_NUMBER: _builtins.int
+    IDENTITY_TYPE_FIELD_NUMBER: _builtins.int
+    IDENTITY_NUMBER_FIELD_NUMBER: _builtins.int
+    OBSERVED_AT_FIELD_NUMBER: _builtins.int
+    line: _builtins.int
+    """The row's line (CSV) or row number (XLSX) in the unit's file, to name it in answers."""
+    identity_type: _common_pb2.IdentityType.ValueType
+    identity_number: _builtins.str
+    @_builtins.property
+    def observed_at(self) -> _timestamp_pb2.Timestamp:
+        """When the unit confirmed the person alive."""
+
+    def __init__(
+        self,
+        *,
+        line: _builtins.int = ...,
+        identity_type: _common_pb2.IdentityType.ValueType = ...,
+        identity_number: _builtins.str = ...,
+        observed_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["observed_at", b"observed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity_number", b"identity_number", "identity_type", b"identity_type", "line", b"line", "observed_at", b"observed_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmployerBatchRow: _TypeAlias = EmployerBatchRow  # noqa: Y015
+
+@_typing.final
+class UploadEmployerBatchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    UNIT_FIELD_NUMBER: _builtins.int
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    FILE_SHA256_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    unit: _builtins.str
+    """The unit (工作单位) that sent the list, as the office names it."""
+    file_name: _builtins.str
+    file_sha256: _builtins.bytes
+    """SHA-256 of the file as the unit sent it, kept with the batch."""
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___EmployerBatchRow]: ...
+    def __init__(
+        self,
+        *,
+        unit: _builtins.str = ...,
+        file_name: _builtins.str = ...,
+        file_sha256: _builtins.bytes = ...,
+        rows: _abc.Iterable[Global___EmployerBatchRow] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["file_name", b"file_name", "file_sha256", b"file_sha256", "rows", b"rows", "unit", b"unit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadEmployerBatchRequest: _TypeAlias = UploadEmployerBatchRequest  # noqa: Y015
+
+@_typing.final
+class EmployerBatch(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    UNIT_FIELD_NUMBER: _builtins.int
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    UPLOADED_BY_FIELD_NUMBER: _builtins.int
+    UPLOADED_AT_FIELD_NUMBER: _builtins.int
+    DECIDED_BY_FIELD_NUMBER: _builtins.int
+    DECIDED_AT_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    ISSUED_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    unit: _builtins.str
+    file_name: _builtins.str
+    state: Global___EmployerBatchState.ValueType
+    uploaded_by: _builtins.str
+    decided_by: _builtins.str
+    reason: _builtins.str
+    rows: _builtins.int
+    """Rows accepted into the batch (pending certifications)."""
+    issued: _builtins.int
+    """On approval: attestations issued, and rows no longer certifiable (entitlement ended, or a
+    later certification since) that were skipped.
+    """
+    skipped: _builtins.int
+    @_builtins.property
+    def uploaded_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def decided_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        unit: _builtins.str = ...,
+        file_name: _builtins.str = ...,
+        state: Global___EmployerBatchState.ValueType = ...,
+        uploaded_by: _builtins.str = ...,
+        uploaded_at: _timestamp_pb2.Timestamp | None = ...,
+        decided_by: _builtins.str = ...,
+        decided_at: _timestamp_pb2.Timestamp | None = ...,
+        reason: _builtins.str = ...,
+        rows: _builtins.int = ...,
+        issued: _builtins.int = ...,
+        skipped: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["decided_at", b"decided_at", "uploaded_at", b"uploaded_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "decided_at", b"decided_at", "decided_by", b"decided_by", "file_name", b"file_name", "issued", b"issued", "reason", b"reason", "rows", b"rows", "skipped", b"skipped", "state", b"state", "unit", b"unit", "uploaded_at", b"uploaded_at", "uploaded_by", b"uploaded_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmployerBatch: _TypeAlias = EmployerBatch  # noqa: Y015
+
+@_typing.final
+class EmployerBatchRowResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINE_FIELD_NUMBER: _builtins.int
+    ACCEPTED_FIELD_NUMBER: _builtins.int
+    BENEFICIARY_ID_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    line: _builtins.int
+    accepted: _builtins.bool
+    beneficiary_id: _builtins.str
+    message: _builtins.str
+    """Why a row was not accepted; never the row's values."""
+    def __init__(
+        self,
+        *,
+        line: _builtins.int = ...,
+        accepted: _builtins.bool = ...,
+        beneficiary_id: _builtins.str = ...,
+        message: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "beneficiary_id", b"beneficiary_id", "line", b"line", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmployerBatchRowResult: _TypeAlias = EmployerBatchRowResult  # noqa: Y015
+
+@_typing.final
+class UploadEmployerBatchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def batch(self) -> Global___EmployerBatch: ...
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___EmployerBatchRowResult]:
+        """One result per row, in request order."""
+
+    def __init__(
+        self,
+        *,
+        batch: Global___EmployerBatch | None = ...,
+        results: _abc.Iterable[Global___EmployerBatchRowResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadEmployerBatchResponse: _TypeAlias = UploadEmployerBatchResponse  # noqa: Y015
+
+@_typing.final
+class ListEmployerBatchesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    state: Global___EmployerBatchState.ValueType
+    """Unset: all states."""
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        state: Global___EmployerBatchState.ValueType = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEmployerBatchesRequest: _TypeAlias = ListEmployerBatchesRequest  # noqa: Y015
+
+@_typing.final
+class ListEmployerBatchesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCHES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def batches(self) -> _containers.RepeatedCompositeFieldContainer[Global___EmployerBatch]: ...
+    def __init__(
+        self,
+        *,
+        batches: _abc.Iterable[Global___EmployerBatch] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batches", b"batches", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEmployerBatchesResponse: _TypeAlias = ListEmployerBatchesResponse  # noqa: Y015
+
+@_typing.final
+class DecideEmployerBatchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    APPROVE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    approve: _builtins.bool
+    """True approves the whole batch; false rejects it."""
+    reason: _builtins.str
+    """Required to reject; recorded in the audit trail either way."""
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        approve: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approve", b"approve", "batch_id", b"batch_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecideEmployerBatchRequest: _TypeAlias = DecideEmployerBatchRequest  # noqa: Y015
+
+@_typing.final
+class DecideEmployerBatchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def batch(self) -> Global___EmployerBatch: ...
+    def __init__(
+        self,
+        *,
+        batch: Global___EmployerBatch | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecideEmployerBatchResponse: _TypeAlias = DecideEmployerBatchResponse  # noqa: Y015
+
+@_typing.final
+class GetCertificationStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDENTITY_TYPE_FIELD_NUMBER: _builtins.int
+    IDENTITY_NUMBER_FIELD_NUMBER: _builtins.int
+    identity_type: _common_pb2.IdentityType.ValueType
+    identity_number: _builtins.str
+    def __init__(
+        self,
+        *,
+        identity_type: _common_pb2.IdentityType.ValueType = ...,
+        identity_number: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity_number", b"identity_number", "identity_type", b"identity_type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCertificationStatusRequest: _TypeAlias = GetCertificationStatusRequest  # noqa: Y015
+
+@_typing.final
+class GetCertificationStatusResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATE_FIELD_NUMBER: _builtins.int
+    CERTIFIED_UNTIL_FIELD_NUMBER: _builtins.int
+    NEXT_DUE_FIELD_NUMBER: _builtins.int
+    state: Global___EntitlementState.ValueType
+    @_builtins.property
+    def certified_until(self) -> _timestamp_pb2.Timestamp:
+        """Unset when the person has never been certified."""
+
+    @_builtins.property
+    def next_due(self) -> _timestamp_pb2.Timestamp:
+        """The day the office starts seeking the next certification (certified_until less the
+        policy's lead time); unset with certified_until.
+        """
+
+    def __init__(
+        self,
+        *,
+        state: Global___EntitlementState.ValueType = ...,
+        certified_until: _timestamp_pb2.Timestamp | None = ...,
+        next_due: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["certified_until", b"certified_until", "next_due", b"next_due"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certified_until", b"certified_until", "next_due", b"next_due", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCertificationStatusResponse: _TypeAlias = GetCertificationStatusResponse  # noqa: Y015

@@ -292,6 +292,36 @@ class DeskServiceStub:
                 request_serializer=certfed_dot_v1_dot_desk__pb2.DecidePendingSignalRequest.SerializeToString,
                 response_deserializer=certfed_dot_v1_dot_desk__pb2.DecidePendingSignalResponse.FromString,
                 _registered_method=True)
+        self.RecordFaceRecognitions = channel.unary_unary(
+                '/certfed.v1.DeskService/RecordFaceRecognitions',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.RecordFaceRecognitionsRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.RecordFaceRecognitionsResponse.FromString,
+                _registered_method=True)
+        self.ListFaceRecognitionFollowUps = channel.unary_unary(
+                '/certfed.v1.DeskService/ListFaceRecognitionFollowUps',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.ListFaceRecognitionFollowUpsRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.ListFaceRecognitionFollowUpsResponse.FromString,
+                _registered_method=True)
+        self.UploadEmployerBatch = channel.unary_unary(
+                '/certfed.v1.DeskService/UploadEmployerBatch',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.UploadEmployerBatchRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.UploadEmployerBatchResponse.FromString,
+                _registered_method=True)
+        self.ListEmployerBatches = channel.unary_unary(
+                '/certfed.v1.DeskService/ListEmployerBatches',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.ListEmployerBatchesRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.ListEmployerBatchesResponse.FromString,
+                _registered_method=True)
+        self.DecideEmployerBatch = channel.unary_unary(
+                '/certfed.v1.DeskService/DecideEmployerBatch',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.DecideEmployerBatchRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.DecideEmployerBatchResponse.FromString,
+                _registered_method=True)
+        self.GetCertificationStatus = channel.unary_unary(
+                '/certfed.v1.DeskService/GetCertificationStatus',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.GetCertificationStatusRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.GetCertificationStatusResponse.FromString,
+                _registered_method=True)
 
 
 class DeskServiceServicer:
@@ -672,6 +702,55 @@ class DeskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordFaceRecognitions(self, request, context):
+        """Feed account bound to the provider (its source): face-recognition results the provider
+        signed, checked by the provider adapter. Each passing the policy's thresholds issues a
+        face-recognition attestation; one below them puts the person on the follow-up list.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListFaceRecognitionFollowUps(self, request, context):
+        """Clerk or reviewer: people whose face recognition did not pass and who have not been
+        certified since, for the office to certify by another channel.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadEmployerBatch(self, request, context):
+        """Clerk: a unit's batch list of the civil-service retirees it confirms alive; each row of one
+        of this office's people becomes a pending employer-batch certification of the batch.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEmployerBatches(self, request, context):
+        """Clerk or reviewer: batches, newest last, optionally of one state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecideEmployerBatch(self, request, context):
+        """Reviewer other than the uploader: approve the batch as a whole (every row's attestation is
+        issued) or reject it (nothing changes), giving a reason.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCertificationStatus(self, request, context):
+        """Feed account of the retiree status service (adapters/status_endpoint.py), clerk or
+        reviewer: for one person this office pays, the entitlement state, certified until and next
+        due date, and nothing more.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -929,6 +1008,36 @@ def add_DeskServiceServicer_to_server(servicer, server):
                     servicer.DecidePendingSignal,
                     request_deserializer=certfed_dot_v1_dot_desk__pb2.DecidePendingSignalRequest.FromString,
                     response_serializer=certfed_dot_v1_dot_desk__pb2.DecidePendingSignalResponse.SerializeToString,
+            ),
+            'RecordFaceRecognitions': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordFaceRecognitions,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.RecordFaceRecognitionsRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.RecordFaceRecognitionsResponse.SerializeToString,
+            ),
+            'ListFaceRecognitionFollowUps': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListFaceRecognitionFollowUps,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.ListFaceRecognitionFollowUpsRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.ListFaceRecognitionFollowUpsResponse.SerializeToString,
+            ),
+            'UploadEmployerBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.UploadEmployerBatch,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.UploadEmployerBatchRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.UploadEmployerBatchResponse.SerializeToString,
+            ),
+            'ListEmployerBatches': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEmployerBatches,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.ListEmployerBatchesRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.ListEmployerBatchesResponse.SerializeToString,
+            ),
+            'DecideEmployerBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.DecideEmployerBatch,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.DecideEmployerBatchRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.DecideEmployerBatchResponse.SerializeToString,
+            ),
+            'GetCertificationStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCertificationStatus,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.GetCertificationStatusRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.GetCertificationStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2311,6 +2420,168 @@ class DeskService:
             '/certfed.v1.DeskService/DecidePendingSignal',
             certfed_dot_v1_dot_desk__pb2.DecidePendingSignalRequest.SerializeToString,
             certfed_dot_v1_dot_desk__pb2.DecidePendingSignalResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordFaceRecognitions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/RecordFaceRecognitions',
+            certfed_dot_v1_dot_desk__pb2.RecordFaceRecognitionsRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.RecordFaceRecognitionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListFaceRecognitionFollowUps(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/ListFaceRecognitionFollowUps',
+            certfed_dot_v1_dot_desk__pb2.ListFaceRecognitionFollowUpsRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.ListFaceRecognitionFollowUpsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadEmployerBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/UploadEmployerBatch',
+            certfed_dot_v1_dot_desk__pb2.UploadEmployerBatchRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.UploadEmployerBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEmployerBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/ListEmployerBatches',
+            certfed_dot_v1_dot_desk__pb2.ListEmployerBatchesRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.ListEmployerBatchesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideEmployerBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/DecideEmployerBatch',
+            certfed_dot_v1_dot_desk__pb2.DecideEmployerBatchRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.DecideEmployerBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCertificationStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/GetCertificationStatus',
+            certfed_dot_v1_dot_desk__pb2.GetCertificationStatusRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.GetCertificationStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

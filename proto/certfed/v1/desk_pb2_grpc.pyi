@@ -166,6 +166,30 @@ class DeskServiceStub:
     """Reviewer other than the operator who entered it: apply a held alive signal (a data-match
     attestation naming both, as any signal would be applied) or reject it, giving a reason.
     """
+    RecordFaceRecognitions: _grpc.UnaryUnaryMultiCallable[_desk_pb2.RecordFaceRecognitionsRequest, _desk_pb2.RecordFaceRecognitionsResponse]
+    """Feed account bound to the provider (its source): face-recognition results the provider
+    signed, checked by the provider adapter. Each passing the policy's thresholds issues a
+    face-recognition attestation; one below them puts the person on the follow-up list.
+    """
+    ListFaceRecognitionFollowUps: _grpc.UnaryUnaryMultiCallable[_desk_pb2.ListFaceRecognitionFollowUpsRequest, _desk_pb2.ListFaceRecognitionFollowUpsResponse]
+    """Clerk or reviewer: people whose face recognition did not pass and who have not been
+    certified since, for the office to certify by another channel.
+    """
+    UploadEmployerBatch: _grpc.UnaryUnaryMultiCallable[_desk_pb2.UploadEmployerBatchRequest, _desk_pb2.UploadEmployerBatchResponse]
+    """Clerk: a unit's batch list of the civil-service retirees it confirms alive; each row of one
+    of this office's people becomes a pending employer-batch certification of the batch.
+    """
+    ListEmployerBatches: _grpc.UnaryUnaryMultiCallable[_desk_pb2.ListEmployerBatchesRequest, _desk_pb2.ListEmployerBatchesResponse]
+    """Clerk or reviewer: batches, newest last, optionally of one state."""
+    DecideEmployerBatch: _grpc.UnaryUnaryMultiCallable[_desk_pb2.DecideEmployerBatchRequest, _desk_pb2.DecideEmployerBatchResponse]
+    """Reviewer other than the uploader: approve the batch as a whole (every row's attestation is
+    issued) or reject it (nothing changes), giving a reason.
+    """
+    GetCertificationStatus: _grpc.UnaryUnaryMultiCallable[_desk_pb2.GetCertificationStatusRequest, _desk_pb2.GetCertificationStatusResponse]
+    """Feed account of the retiree status service (adapters/status_endpoint.py), clerk or
+    reviewer: for one person this office pays, the entitlement state, certified until and next
+    due date, and nothing more.
+    """
 
 @_typing.type_check_only
 class DeskServiceAsyncStub(DeskServiceStub):
@@ -304,6 +328,30 @@ class DeskServiceAsyncStub(DeskServiceStub):
     DecidePendingSignal: _aio.UnaryUnaryMultiCallable[_desk_pb2.DecidePendingSignalRequest, _desk_pb2.DecidePendingSignalResponse]  # type: ignore[assignment]
     """Reviewer other than the operator who entered it: apply a held alive signal (a data-match
     attestation naming both, as any signal would be applied) or reject it, giving a reason.
+    """
+    RecordFaceRecognitions: _aio.UnaryUnaryMultiCallable[_desk_pb2.RecordFaceRecognitionsRequest, _desk_pb2.RecordFaceRecognitionsResponse]  # type: ignore[assignment]
+    """Feed account bound to the provider (its source): face-recognition results the provider
+    signed, checked by the provider adapter. Each passing the policy's thresholds issues a
+    face-recognition attestation; one below them puts the person on the follow-up list.
+    """
+    ListFaceRecognitionFollowUps: _aio.UnaryUnaryMultiCallable[_desk_pb2.ListFaceRecognitionFollowUpsRequest, _desk_pb2.ListFaceRecognitionFollowUpsResponse]  # type: ignore[assignment]
+    """Clerk or reviewer: people whose face recognition did not pass and who have not been
+    certified since, for the office to certify by another channel.
+    """
+    UploadEmployerBatch: _aio.UnaryUnaryMultiCallable[_desk_pb2.UploadEmployerBatchRequest, _desk_pb2.UploadEmployerBatchResponse]  # type: ignore[assignment]
+    """Clerk: a unit's batch list of the civil-service retirees it confirms alive; each row of one
+    of this office's people becomes a pending employer-batch certification of the batch.
+    """
+    ListEmployerBatches: _aio.UnaryUnaryMultiCallable[_desk_pb2.ListEmployerBatchesRequest, _desk_pb2.ListEmployerBatchesResponse]  # type: ignore[assignment]
+    """Clerk or reviewer: batches, newest last, optionally of one state."""
+    DecideEmployerBatch: _aio.UnaryUnaryMultiCallable[_desk_pb2.DecideEmployerBatchRequest, _desk_pb2.DecideEmployerBatchResponse]  # type: ignore[assignment]
+    """Reviewer other than the uploader: approve the batch as a whole (every row's attestation is
+    issued) or reject it (nothing changes), giving a reason.
+    """
+    GetCertificationStatus: _aio.UnaryUnaryMultiCallable[_desk_pb2.GetCertificationStatusRequest, _desk_pb2.GetCertificationStatusResponse]  # type: ignore[assignment]
+    """Feed account of the retiree status service (adapters/status_endpoint.py), clerk or
+    reviewer: for one person this office pays, the entitlement state, certified until and next
+    due date, and nothing more.
     """
 
 class DeskServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -746,6 +794,66 @@ class DeskServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_desk_pb2.DecidePendingSignalResponse, _abc.Awaitable[_desk_pb2.DecidePendingSignalResponse]]:
         """Reviewer other than the operator who entered it: apply a held alive signal (a data-match
         attestation naming both, as any signal would be applied) or reject it, giving a reason.
+        """
+
+    @_abc_1.abstractmethod
+    def RecordFaceRecognitions(
+        self,
+        request: _desk_pb2.RecordFaceRecognitionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.RecordFaceRecognitionsResponse, _abc.Awaitable[_desk_pb2.RecordFaceRecognitionsResponse]]:
+        """Feed account bound to the provider (its source): face-recognition results the provider
+        signed, checked by the provider adapter. Each passing the policy's thresholds issues a
+        face-recognition attestation; one below them puts the person on the follow-up list.
+        """
+
+    @_abc_1.abstractmethod
+    def ListFaceRecognitionFollowUps(
+        self,
+        request: _desk_pb2.ListFaceRecognitionFollowUpsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.ListFaceRecognitionFollowUpsResponse, _abc.Awaitable[_desk_pb2.ListFaceRecognitionFollowUpsResponse]]:
+        """Clerk or reviewer: people whose face recognition did not pass and who have not been
+        certified since, for the office to certify by another channel.
+        """
+
+    @_abc_1.abstractmethod
+    def UploadEmployerBatch(
+        self,
+        request: _desk_pb2.UploadEmployerBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.UploadEmployerBatchResponse, _abc.Awaitable[_desk_pb2.UploadEmployerBatchResponse]]:
+        """Clerk: a unit's batch list of the civil-service retirees it confirms alive; each row of one
+        of this office's people becomes a pending employer-batch certification of the batch.
+        """
+
+    @_abc_1.abstractmethod
+    def ListEmployerBatches(
+        self,
+        request: _desk_pb2.ListEmployerBatchesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.ListEmployerBatchesResponse, _abc.Awaitable[_desk_pb2.ListEmployerBatchesResponse]]:
+        """Clerk or reviewer: batches, newest last, optionally of one state."""
+
+    @_abc_1.abstractmethod
+    def DecideEmployerBatch(
+        self,
+        request: _desk_pb2.DecideEmployerBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.DecideEmployerBatchResponse, _abc.Awaitable[_desk_pb2.DecideEmployerBatchResponse]]:
+        """Reviewer other than the uploader: approve the batch as a whole (every row's attestation is
+        issued) or reject it (nothing changes), giving a reason.
+        """
+
+    @_abc_1.abstractmethod
+    def GetCertificationStatus(
+        self,
+        request: _desk_pb2.GetCertificationStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.GetCertificationStatusResponse, _abc.Awaitable[_desk_pb2.GetCertificationStatusResponse]]:
+        """Feed account of the retiree status service (adapters/status_endpoint.py), clerk or
+        reviewer: for one person this office pays, the entitlement state, certified until and next
+        due date, and nothing more.
         """
 
 def add_DeskServiceServicer_to_server(servicer: DeskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -165,6 +165,90 @@ class Directory(_message.Message):
 Global___Directory: _TypeAlias = Directory  # noqa: Y015
 
 @_typing.final
+class KeyHistory(_message.Message):
+    """The signing keys that have left the live directory (ended or revoked long enough ago), kept so
+    that an old attestation still verifies: the payload of a DSSE envelope with payloadType
+    application/vnd.certfed.key-history.v1+protobuf, signed by the registry root key.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FEDERATION_ID_FIELD_NUMBER: _builtins.int
+    ISSUED_AT_FIELD_NUMBER: _builtins.int
+    NODES_FIELD_NUMBER: _builtins.int
+    federation_id: _builtins.str
+    @_builtins.property
+    def issued_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def nodes(self) -> _containers.RepeatedCompositeFieldContainer[Global___NodeKeyHistory]: ...
+    def __init__(
+        self,
+        *,
+        federation_id: _builtins.str = ...,
+        issued_at: _timestamp_pb2.Timestamp | None = ...,
+        nodes: _abc.Iterable[Global___NodeKeyHistory] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["issued_at", b"issued_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["federation_id", b"federation_id", "issued_at", b"issued_at", "nodes", b"nodes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___KeyHistory: _TypeAlias = KeyHistory  # noqa: Y015
+
+@_typing.final
+class EnrolmentQuery(_message.Message):
+    """An applicant asking where its enrolment stands: the payload of a DSSE envelope with payloadType
+    application/vnd.certfed.enrolment-query.v1+protobuf, signed by the applicant's signing key.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    REQUESTED_AT_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    @_builtins.property
+    def requested_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        requested_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["requested_at", b"requested_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "requested_at", b"requested_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnrolmentQuery: _TypeAlias = EnrolmentQuery  # noqa: Y015
+
+@_typing.final
+class NodeKeyHistory(_message.Message):
+    """One node's keys in a KeyHistory, oldest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    SIGNING_KEYS_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    @_builtins.property
+    def signing_keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___NodeKey]: ...
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        signing_keys: _abc.Iterable[Global___NodeKey] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "signing_keys", b"signing_keys"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NodeKeyHistory: _TypeAlias = NodeKeyHistory  # noqa: Y015
+
+@_typing.final
 class NodeApplication(_message.Message):
     """A node's request to join, signed by its new signing key (proof of possession): the payload of
     a DSSE envelope with payloadType application/vnd.certfed.enrolment.v1+protobuf.

@@ -27,7 +27,7 @@ from certfed.v1 import log_pb2 as certfed_dot_v1_dot_log__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63\x65rtfed/v1/federation.proto\x12\ncertfed.v1\x1a\x17\x63\x65rtfed/v1/common.proto\x1a\x14\x63\x65rtfed/v1/log.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x02\n\x18RequestAssistanceRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x16\n\x0epaying_node_id\x18\x02 \x01(\t\x12\x15\n\rpaying_region\x18\x03 \x01(\t\x12\x18\n\x10residence_region\x18\x04 \x01(\t\x12\x17\n\x0fsubject_locator\x18\x05 \x01(\x0c\x12\x17\n\x0fsealed_identity\x18\x06 \x01(\x0c\x12,\n\x08\x64\x65\x61\x64line\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x12\x61\x63\x63\x65ptable_methods\x18\x08 \x03(\x0e\x32\x1f.certfed.v1.CertificationMethod\x12\x0c\n\x04note\x18\t \x01(\t\x12\x30\n\x0crequested_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\\\n\x19RequestAssistanceResponse\x12,\n\x06status\x18\x01 \x01(\x0e\x32\x1c.certfed.v1.AssistanceStatus\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"\xe6\x01\n\x1dUpdateAssistanceStatusRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.certfed.v1.AssistanceStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x31\n\rscheduled_for\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nchanged_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x06 \x01(\r\"N\n\x1eUpdateAssistanceStatusResponse\x12,\n\x06status\x18\x01 \x01(\x0e\x32\x1c.certfed.v1.AssistanceStatus\"G\n\x19\x44\x65liverAttestationRequest\x12*\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x18.certfed.v1.DsseEnvelope\"`\n\x1a\x44\x65liverAttestationResponse\x12\x11\n\tduplicate\x18\x01 \x01(\x08\x12/\n\x0bvalid_until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\".\n\x14GetCheckpointRequest\x12\x16\n\x0eorigin_node_id\x18\x01 \x01(\t\"I\n\x15GetCheckpointResponse\x12\x30\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1c.certfed.v1.SignedCheckpoint\"G\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\x12\x16\n\x0eorigin_node_id\x18\x03 \x01(\t\";\n\x12GetEntriesResponse\x12%\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x14.certfed.v1.LogEntry\"e\n\x18GetInclusionProofRequest\x12\x14\n\nleaf_index\x18\x01 \x01(\x04H\x00\x12\x18\n\x0e\x61ttestation_id\x18\x02 \x01(\tH\x00\x12\x11\n\ttree_size\x18\x03 \x01(\x04\x42\x06\n\x04leaf\"R\n\x19GetInclusionProofResponse\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"E\n\x1aGetConsistencyProofRequest\x12\x12\n\nfirst_size\x18\x01 \x01(\x04\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x04\"-\n\x1bGetConsistencyProofResponse\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\"B\n\x10SubscribeRequest\x12\x16\n\x0e\x66rom_tree_size\x18\x01 \x01(\x04\x12\x16\n\x0epaying_regions\x18\x02 \x03(\t\"l\n\x11SubscribeResponse\x12%\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x14.certfed.v1.LogEntry\x12\x30\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x1c.certfed.v1.SignedCheckpoint2\x86\x06\n\x11\x46\x65\x64\x65rationService\x12`\n\x11RequestAssistance\x12$.certfed.v1.RequestAssistanceRequest\x1a%.certfed.v1.RequestAssistanceResponse\x12o\n\x16UpdateAssistanceStatus\x12).certfed.v1.UpdateAssistanceStatusRequest\x1a*.certfed.v1.UpdateAssistanceStatusResponse\x12\x63\n\x12\x44\x65liverAttestation\x12%.certfed.v1.DeliverAttestationRequest\x1a&.certfed.v1.DeliverAttestationResponse\x12T\n\rGetCheckpoint\x12 .certfed.v1.GetCheckpointRequest\x1a!.certfed.v1.GetCheckpointResponse\x12M\n\nGetEntries\x12\x1d.certfed.v1.GetEntriesRequest\x1a\x1e.certfed.v1.GetEntriesResponse0\x01\x12`\n\x11GetInclusionProof\x12$.certfed.v1.GetInclusionProofRequest\x1a%.certfed.v1.GetInclusionProofResponse\x12\x66\n\x13GetConsistencyProof\x12&.certfed.v1.GetConsistencyProofRequest\x1a\'.certfed.v1.GetConsistencyProofResponse\x12J\n\tSubscribe\x12\x1c.certfed.v1.SubscribeRequest\x1a\x1d.certfed.v1.SubscribeResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63\x65rtfed/v1/federation.proto\x12\ncertfed.v1\x1a\x17\x63\x65rtfed/v1/common.proto\x1a\x14\x63\x65rtfed/v1/log.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd4\x02\n\x18RequestAssistanceRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x16\n\x0epaying_node_id\x18\x02 \x01(\t\x12\x15\n\rpaying_region\x18\x03 \x01(\t\x12\x18\n\x10residence_region\x18\x04 \x01(\t\x12\x17\n\x0fsubject_locator\x18\x05 \x01(\x0c\x12\x17\n\x0fsealed_identity\x18\x06 \x01(\x0c\x12,\n\x08\x64\x65\x61\x64line\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12;\n\x12\x61\x63\x63\x65ptable_methods\x18\x08 \x03(\x0e\x32\x1f.certfed.v1.CertificationMethod\x12\x0c\n\x04note\x18\t \x01(\t\x12\x30\n\x0crequested_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\\\n\x19RequestAssistanceResponse\x12,\n\x06status\x18\x01 \x01(\x0e\x32\x1c.certfed.v1.AssistanceStatus\x12\x11\n\tduplicate\x18\x02 \x01(\x08\"\xe6\x01\n\x1dUpdateAssistanceStatusRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12,\n\x06status\x18\x02 \x01(\x0e\x32\x1c.certfed.v1.AssistanceStatus\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x31\n\rscheduled_for\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nchanged_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08sequence\x18\x06 \x01(\r\"N\n\x1eUpdateAssistanceStatusResponse\x12,\n\x06status\x18\x01 \x01(\x0e\x32\x1c.certfed.v1.AssistanceStatus\"t\n\x19\x44\x65liverAttestationRequest\x12*\n\x08\x65nvelope\x18\x01 \x01(\x0b\x32\x18.certfed.v1.DsseEnvelope\x12+\n\tinclusion\x18\x02 \x01(\x0b\x32\x18.certfed.v1.LogInclusion\"w\n\x0cLogInclusion\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\x12\x30\n\ncheckpoint\x18\x04 \x01(\x0b\x32\x1c.certfed.v1.SignedCheckpoint\"|\n\x1a\x44\x65liverAttestationResponse\x12\x11\n\tduplicate\x18\x01 \x01(\x08\x12/\n\x0bvalid_until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12\x61waiting_inclusion\x18\x03 \x01(\x08\".\n\x14GetCheckpointRequest\x12\x16\n\x0eorigin_node_id\x18\x01 \x01(\t\"I\n\x15GetCheckpointResponse\x12\x30\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1c.certfed.v1.SignedCheckpoint\"G\n\x11GetEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\x12\x16\n\x0eorigin_node_id\x18\x03 \x01(\t\";\n\x12GetEntriesResponse\x12%\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x14.certfed.v1.LogEntry\"e\n\x18GetInclusionProofRequest\x12\x14\n\nleaf_index\x18\x01 \x01(\x04H\x00\x12\x18\n\x0e\x61ttestation_id\x18\x02 \x01(\tH\x00\x12\x11\n\ttree_size\x18\x03 \x01(\x04\x42\x06\n\x04leaf\"R\n\x19GetInclusionProofResponse\x12\x12\n\nleaf_index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x0e\n\x06hashes\x18\x03 \x03(\x0c\"E\n\x1aGetConsistencyProofRequest\x12\x12\n\nfirst_size\x18\x01 \x01(\x04\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x04\"-\n\x1bGetConsistencyProofResponse\x12\x0e\n\x06hashes\x18\x01 \x03(\x0c\"B\n\x10SubscribeRequest\x12\x16\n\x0e\x66rom_tree_size\x18\x01 \x01(\x04\x12\x16\n\x0epaying_regions\x18\x02 \x03(\t\"l\n\x11SubscribeResponse\x12%\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x14.certfed.v1.LogEntry\x12\x30\n\ncheckpoint\x18\x02 \x01(\x0b\x32\x1c.certfed.v1.SignedCheckpoint\"x\n\x17\x43osignCheckpointRequest\x12\x30\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1c.certfed.v1.SignedCheckpoint\x12\x10\n\x08old_size\x18\x02 \x01(\x04\x12\x19\n\x11\x63onsistency_proof\x18\x03 \x03(\x0c\"L\n\x18\x43osignCheckpointResponse\x12\x30\n\ncheckpoint\x18\x01 \x01(\x0b\x32\x1c.certfed.v1.SignedCheckpoint2\xe5\x06\n\x11\x46\x65\x64\x65rationService\x12`\n\x11RequestAssistance\x12$.certfed.v1.RequestAssistanceRequest\x1a%.certfed.v1.RequestAssistanceResponse\x12o\n\x16UpdateAssistanceStatus\x12).certfed.v1.UpdateAssistanceStatusRequest\x1a*.certfed.v1.UpdateAssistanceStatusResponse\x12\x63\n\x12\x44\x65liverAttestation\x12%.certfed.v1.DeliverAttestationRequest\x1a&.certfed.v1.DeliverAttestationResponse\x12T\n\rGetCheckpoint\x12 .certfed.v1.GetCheckpointRequest\x1a!.certfed.v1.GetCheckpointResponse\x12M\n\nGetEntries\x12\x1d.certfed.v1.GetEntriesRequest\x1a\x1e.certfed.v1.GetEntriesResponse0\x01\x12`\n\x11GetInclusionProof\x12$.certfed.v1.GetInclusionProofRequest\x1a%.certfed.v1.GetInclusionProofResponse\x12\x66\n\x13GetConsistencyProof\x12&.certfed.v1.GetConsistencyProofRequest\x1a\'.certfed.v1.GetConsistencyProofResponse\x12J\n\tSubscribe\x12\x1c.certfed.v1.SubscribeRequest\x1a\x1d.certfed.v1.SubscribeResponse0\x01\x12]\n\x10\x43osignCheckpoint\x12#.certfed.v1.CosignCheckpointRequest\x1a$.certfed.v1.CosignCheckpointResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,29 +43,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEASSISTANCESTATUSRESPONSE']._serialized_start=793
   _globals['_UPDATEASSISTANCESTATUSRESPONSE']._serialized_end=871
   _globals['_DELIVERATTESTATIONREQUEST']._serialized_start=873
-  _globals['_DELIVERATTESTATIONREQUEST']._serialized_end=944
-  _globals['_DELIVERATTESTATIONRESPONSE']._serialized_start=946
-  _globals['_DELIVERATTESTATIONRESPONSE']._serialized_end=1042
-  _globals['_GETCHECKPOINTREQUEST']._serialized_start=1044
-  _globals['_GETCHECKPOINTREQUEST']._serialized_end=1090
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=1092
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=1165
-  _globals['_GETENTRIESREQUEST']._serialized_start=1167
-  _globals['_GETENTRIESREQUEST']._serialized_end=1238
-  _globals['_GETENTRIESRESPONSE']._serialized_start=1240
-  _globals['_GETENTRIESRESPONSE']._serialized_end=1299
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=1301
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=1402
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=1404
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=1486
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1488
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1557
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=1559
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=1604
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=1606
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=1672
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=1674
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=1782
-  _globals['_FEDERATIONSERVICE']._serialized_start=1785
-  _globals['_FEDERATIONSERVICE']._serialized_end=2559
+  _globals['_DELIVERATTESTATIONREQUEST']._serialized_end=989
+  _globals['_LOGINCLUSION']._serialized_start=991
+  _globals['_LOGINCLUSION']._serialized_end=1110
+  _globals['_DELIVERATTESTATIONRESPONSE']._serialized_start=1112
+  _globals['_DELIVERATTESTATIONRESPONSE']._serialized_end=1236
+  _globals['_GETCHECKPOINTREQUEST']._serialized_start=1238
+  _globals['_GETCHECKPOINTREQUEST']._serialized_end=1284
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=1286
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=1359
+  _globals['_GETENTRIESREQUEST']._serialized_start=1361
+  _globals['_GETENTRIESREQUEST']._serialized_end=1432
+  _globals['_GETENTRIESRESPONSE']._serialized_start=1434
+  _globals['_GETENTRIESRESPONSE']._serialized_end=1493
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=1495
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=1596
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=1598
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=1680
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=1682
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=1751
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=1753
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=1798
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=1800
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=1866
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=1868
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=1976
+  _globals['_COSIGNCHECKPOINTREQUEST']._serialized_start=1978
+  _globals['_COSIGNCHECKPOINTREQUEST']._serialized_end=2098
+  _globals['_COSIGNCHECKPOINTRESPONSE']._serialized_start=2100
+  _globals['_COSIGNCHECKPOINTRESPONSE']._serialized_end=2176
+  _globals['_FEDERATIONSERVICE']._serialized_start=2179
+  _globals['_FEDERATIONSERVICE']._serialized_end=3048
 # @@protoc_insertion_point(module_scope)

@@ -156,22 +156,65 @@ class DeliverAttestationRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ENVELOPE_FIELD_NUMBER: _builtins.int
+    INCLUSION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def envelope(self) -> _common_pb2.DsseEnvelope:
         """DSSE envelope over a CertificationAttestation, signed by the issuing node."""
+
+    @_builtins.property
+    def inclusion(self) -> Global___LogInclusion:
+        """Optional: the attestation's place in the issuer's log and the witnessed checkpoint that
+        proves it. The receiver applies an attestation only once it is proven; without this, or
+        when the checkpoint lacks the witnesses the receiver requires, it fetches the proof itself.
+        """
 
     def __init__(
         self,
         *,
         envelope: _common_pb2.DsseEnvelope | None = ...,
+        inclusion: Global___LogInclusion | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "inclusion", b"inclusion"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["envelope", b"envelope", "inclusion", b"inclusion"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DeliverAttestationRequest: _TypeAlias = DeliverAttestationRequest  # noqa: Y015
+
+@_typing.final
+class LogInclusion(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAF_INDEX_FIELD_NUMBER: _builtins.int
+    TREE_SIZE_FIELD_NUMBER: _builtins.int
+    HASHES_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    leaf_index: _builtins.int
+    tree_size: _builtins.int
+    @_builtins.property
+    def hashes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Audit path (RFC 9162 2.1.3) of leaf_index in the tree of tree_size entries."""
+
+    @_builtins.property
+    def checkpoint(self) -> _log_pb2.SignedCheckpoint:
+        """The issuer's checkpoint of tree_size entries, with its witnesses' cosignatures."""
+
+    def __init__(
+        self,
+        *,
+        leaf_index: _builtins.int = ...,
+        tree_size: _builtins.int = ...,
+        hashes: _abc.Iterable[_builtins.bytes] | None = ...,
+        checkpoint: _log_pb2.SignedCheckpoint | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "hashes", b"hashes", "leaf_index", b"leaf_index", "tree_size", b"tree_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LogInclusion: _TypeAlias = LogInclusion  # noqa: Y015
 
 @_typing.final
 class DeliverAttestationResponse(_message.Message):
@@ -179,7 +222,12 @@ class DeliverAttestationResponse(_message.Message):
 
     DUPLICATE_FIELD_NUMBER: _builtins.int
     VALID_UNTIL_FIELD_NUMBER: _builtins.int
+    AWAITING_INCLUSION_FIELD_NUMBER: _builtins.int
     duplicate: _builtins.bool
+    awaiting_inclusion: _builtins.bool
+    """The attestation is stored and waits to be proven in its issuer's witnessed log; it is
+    applied when it is.
+    """
     @_builtins.property
     def valid_until(self) -> _timestamp_pb2.Timestamp:
         """The beneficiary's validity after applying the attestation."""
@@ -189,10 +237,11 @@ class DeliverAttestationResponse(_message.Message):
         *,
         duplicate: _builtins.bool = ...,
         valid_until: _timestamp_pb2.Timestamp | None = ...,
+        awaiting_inclusion: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["valid_until", b"valid_until"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "valid_until", b"valid_until"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["awaiting_inclusion", b"awaiting_inclusion", "duplicate", b"duplicate", "valid_until", b"valid_until"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -433,3 +482,57 @@ class SubscribeResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SubscribeResponse: _TypeAlias = SubscribeResponse  # noqa: Y015
+
+@_typing.final
+class CosignCheckpointRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    OLD_SIZE_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_PROOF_FIELD_NUMBER: _builtins.int
+    old_size: _builtins.int
+    """The tree size the caller believes this witness last cosigned (0 for none)."""
+    @_builtins.property
+    def checkpoint(self) -> _log_pb2.SignedCheckpoint:
+        """The caller's newly signed checkpoint of its own log."""
+
+    @_builtins.property
+    def consistency_proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Consistency proof from old_size to the new checkpoint's size."""
+
+    def __init__(
+        self,
+        *,
+        checkpoint: _log_pb2.SignedCheckpoint | None = ...,
+        old_size: _builtins.int = ...,
+        consistency_proof: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "consistency_proof", b"consistency_proof", "old_size", b"old_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CosignCheckpointRequest: _TypeAlias = CosignCheckpointRequest  # noqa: Y015
+
+@_typing.final
+class CosignCheckpointResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKPOINT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def checkpoint(self) -> _log_pb2.SignedCheckpoint:
+        """The checkpoint with this node's cosignature line appended."""
+
+    def __init__(
+        self,
+        *,
+        checkpoint: _log_pb2.SignedCheckpoint | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CosignCheckpointResponse: _TypeAlias = CosignCheckpointResponse  # noqa: Y015

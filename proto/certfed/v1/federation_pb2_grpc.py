@@ -76,6 +76,11 @@ class FederationServiceStub:
                 request_serializer=certfed_dot_v1_dot_federation__pb2.SubscribeRequest.SerializeToString,
                 response_deserializer=certfed_dot_v1_dot_federation__pb2.SubscribeResponse.FromString,
                 _registered_method=True)
+        self.CosignCheckpoint = channel.unary_unary(
+                '/certfed.v1.FederationService/CosignCheckpoint',
+                request_serializer=certfed_dot_v1_dot_federation__pb2.CosignCheckpointRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_federation__pb2.CosignCheckpointResponse.FromString,
+                _registered_method=True)
 
 
 class FederationServiceServicer:
@@ -140,6 +145,14 @@ class FederationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CosignCheckpoint(self, request, context):
+        """This node as a witness of the caller's log (c2sp.org/tlog-witness): cosigns the caller's
+        checkpoint only if it consistently extends the last one this node cosigned for that log.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FederationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -182,6 +195,11 @@ def add_FederationServiceServicer_to_server(servicer, server):
                     servicer.Subscribe,
                     request_deserializer=certfed_dot_v1_dot_federation__pb2.SubscribeRequest.FromString,
                     response_serializer=certfed_dot_v1_dot_federation__pb2.SubscribeResponse.SerializeToString,
+            ),
+            'CosignCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.CosignCheckpoint,
+                    request_deserializer=certfed_dot_v1_dot_federation__pb2.CosignCheckpointRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_federation__pb2.CosignCheckpointResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -402,6 +420,33 @@ class FederationService:
             '/certfed.v1.FederationService/Subscribe',
             certfed_dot_v1_dot_federation__pb2.SubscribeRequest.SerializeToString,
             certfed_dot_v1_dot_federation__pb2.SubscribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CosignCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.FederationService/CosignCheckpoint',
+            certfed_dot_v1_dot_federation__pb2.CosignCheckpointRequest.SerializeToString,
+            certfed_dot_v1_dot_federation__pb2.CosignCheckpointResponse.FromString,
             options,
             channel_credentials,
             insecure,

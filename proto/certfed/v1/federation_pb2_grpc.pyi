@@ -53,6 +53,10 @@ class FederationServiceStub:
     """Consistency proof between two tree sizes (RFC 9162 2.1.4)."""
     Subscribe: _grpc.UnaryStreamMultiCallable[_federation_pb2.SubscribeRequest, _federation_pb2.SubscribeResponse]
     """Follow the log: entries from from_tree_size on, then each new one as it is appended."""
+    CosignCheckpoint: _grpc.UnaryUnaryMultiCallable[_federation_pb2.CosignCheckpointRequest, _federation_pb2.CosignCheckpointResponse]
+    """This node as a witness of the caller's log (c2sp.org/tlog-witness): cosigns the caller's
+    checkpoint only if it consistently extends the last one this node cosigned for that log.
+    """
 
 @_typing.type_check_only
 class FederationServiceAsyncStub(FederationServiceStub):
@@ -79,6 +83,10 @@ class FederationServiceAsyncStub(FederationServiceStub):
     """Consistency proof between two tree sizes (RFC 9162 2.1.4)."""
     Subscribe: _aio.UnaryStreamMultiCallable[_federation_pb2.SubscribeRequest, _federation_pb2.SubscribeResponse]  # type: ignore[assignment]
     """Follow the log: entries from from_tree_size on, then each new one as it is appended."""
+    CosignCheckpoint: _aio.UnaryUnaryMultiCallable[_federation_pb2.CosignCheckpointRequest, _federation_pb2.CosignCheckpointResponse]  # type: ignore[assignment]
+    """This node as a witness of the caller's log (c2sp.org/tlog-witness): cosigns the caller's
+    checkpoint only if it consistently extends the last one this node cosigned for that log.
+    """
 
 class FederationServiceServicer(metaclass=_abc_1.ABCMeta):
     """Node to node, over mutual TLS. The caller's node id comes from its certificate; every method
@@ -150,5 +158,15 @@ class FederationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_federation_pb2.SubscribeResponse], _abc.AsyncIterator[_federation_pb2.SubscribeResponse]]:
         """Follow the log: entries from from_tree_size on, then each new one as it is appended."""
+
+    @_abc_1.abstractmethod
+    def CosignCheckpoint(
+        self,
+        request: _federation_pb2.CosignCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_federation_pb2.CosignCheckpointResponse, _abc.Awaitable[_federation_pb2.CosignCheckpointResponse]]:
+        """This node as a witness of the caller's log (c2sp.org/tlog-witness): cosigns the caller's
+        checkpoint only if it consistently extends the last one this node cosigned for that log.
+        """
 
 def add_FederationServiceServicer_to_server(servicer: FederationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -70,15 +70,23 @@ class GetEnrolmentRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     NODE_ID_FIELD_NUMBER: _builtins.int
+    PROOF_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
+    @_builtins.property
+    def proof(self) -> _common_pb2.DsseEnvelope:
+        """Only the applicant may read where its enrolment stands: a DSSE envelope over an
+        EnrolmentQuery for node_id, signed by the signing key it applied with (or holds now).
+        """
+
     def __init__(
         self,
         *,
         node_id: _builtins.str = ...,
+        proof: _common_pb2.DsseEnvelope | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["proof", b"proof"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "proof", b"proof"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -92,7 +100,6 @@ class GetEnrolmentResponse(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     TLS_CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
     CA_CERTIFICATE_PEM_FIELD_NUMBER: _builtins.int
-    SEALED_LOCATOR_KEY_FIELD_NUMBER: _builtins.int
     STATUS_REASON_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     status: _common_pb2.NodeStatus.ValueType
@@ -100,8 +107,6 @@ class GetEnrolmentResponse(_message.Message):
     """PEM of the node's TLS certificate, once approved."""
     ca_certificate_pem: _builtins.bytes
     """PEM of the federation CA certificate."""
-    sealed_locator_key: _builtins.bytes
-    """The federation locator key, HPKE-sealed to the node's HPKE key, once approved."""
     status_reason: _builtins.str
     def __init__(
         self,
@@ -110,12 +115,11 @@ class GetEnrolmentResponse(_message.Message):
         status: _common_pb2.NodeStatus.ValueType = ...,
         tls_certificate_pem: _builtins.bytes = ...,
         ca_certificate_pem: _builtins.bytes = ...,
-        sealed_locator_key: _builtins.bytes = ...,
         status_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_certificate_pem", b"ca_certificate_pem", "node_id", b"node_id", "sealed_locator_key", b"sealed_locator_key", "status", b"status", "status_reason", b"status_reason", "tls_certificate_pem", b"tls_certificate_pem"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ca_certificate_pem", b"ca_certificate_pem", "node_id", b"node_id", "status", b"status", "status_reason", b"status_reason", "tls_certificate_pem", b"tls_certificate_pem"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -373,18 +377,26 @@ class PublishLocatorsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LOCATORS_FIELD_NUMBER: _builtins.int
+    WITHDRAWN_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def locators(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """32-byte subject locators of the people the caller pays."""
+
+    @_builtins.property
+    def withdrawn(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """Locators the caller no longer holds (a person it erased, or locators it re-derived),
+        withdrawn before `locators` are published.
+        """
 
     def __init__(
         self,
         *,
         locators: _abc.Iterable[_builtins.bytes] | None = ...,
+        withdrawn: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["locators", b"locators"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["locators", b"locators", "withdrawn", b"withdrawn"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -519,6 +531,56 @@ class LocateResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LocateResponse: _TypeAlias = LocateResponse  # noqa: Y015
+
+@_typing.final
+class EvaluateLocatorsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BLINDED_ELEMENTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def blinded_elements(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """RFC 9497 BlindedElement values: 32-byte ristretto255 encodings, at most the registry's
+        locator_batch_max per call.
+        """
+
+    def __init__(
+        self,
+        *,
+        blinded_elements: _abc.Iterable[_builtins.bytes] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blinded_elements", b"blinded_elements"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvaluateLocatorsRequest: _TypeAlias = EvaluateLocatorsRequest  # noqa: Y015
+
+@_typing.final
+class EvaluateLocatorsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVALUATED_ELEMENTS_FIELD_NUMBER: _builtins.int
+    REMAINING_TODAY_FIELD_NUMBER: _builtins.int
+    remaining_today: _builtins.int
+    """Evaluations the caller may still ask for today (UTC) under its daily quota."""
+    @_builtins.property
+    def evaluated_elements(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """One EvaluationElement per blinded element, in the same order."""
+
+    def __init__(
+        self,
+        *,
+        evaluated_elements: _abc.Iterable[_builtins.bytes] | None = ...,
+        remaining_today: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evaluated_elements", b"evaluated_elements", "remaining_today", b"remaining_today"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvaluateLocatorsResponse: _TypeAlias = EvaluateLocatorsResponse  # noqa: Y015
 
 @_typing.final
 class ListDuplicatesRequest(_message.Message):
@@ -853,3 +915,160 @@ class RotateRootKeyResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RotateRootKeyResponse: _TypeAlias = RotateRootKeyResponse  # noqa: Y015
+
+@_typing.final
+class GetKeyHistoryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    """The node whose past keys are wanted; empty: every node's."""
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetKeyHistoryRequest: _TypeAlias = GetKeyHistoryRequest  # noqa: Y015
+
+@_typing.final
+class GetKeyHistoryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HISTORY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def history(self) -> _common_pb2.DsseEnvelope:
+        """DSSE envelope over a KeyHistory, signed by the registry root key."""
+
+    def __init__(
+        self,
+        *,
+        history: _common_pb2.DsseEnvelope | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["history", b"history"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["history", b"history"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetKeyHistoryResponse: _TypeAlias = GetKeyHistoryResponse  # noqa: Y015
+
+@_typing.final
+class AdminCertificate(_message.Message):
+    """A registry administrator's client certificate."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SHA256_FIELD_NUMBER: _builtins.int
+    NOT_AFTER_FIELD_NUMBER: _builtins.int
+    REVOKED_AT_FIELD_NUMBER: _builtins.int
+    REVOKED_BY_FIELD_NUMBER: _builtins.int
+    REVOCATION_REASON_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The administrator name the certificate carries (<name>.admin.certfed)."""
+    sha256: _builtins.str
+    """Lowercase hex SHA-256 of the DER certificate."""
+    revoked_by: _builtins.str
+    revocation_reason: _builtins.str
+    @_builtins.property
+    def not_after(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def revoked_at(self) -> _timestamp_pb2.Timestamp:
+        """Unset: not revoked."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        sha256: _builtins.str = ...,
+        not_after: _timestamp_pb2.Timestamp | None = ...,
+        revoked_at: _timestamp_pb2.Timestamp | None = ...,
+        revoked_by: _builtins.str = ...,
+        revocation_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["not_after", b"not_after", "revoked_at", b"revoked_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "not_after", b"not_after", "revocation_reason", b"revocation_reason", "revoked_at", b"revoked_at", "revoked_by", b"revoked_by", "sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AdminCertificate: _TypeAlias = AdminCertificate  # noqa: Y015
+
+@_typing.final
+class ListAdminCertificatesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAdminCertificatesRequest: _TypeAlias = ListAdminCertificatesRequest  # noqa: Y015
+
+@_typing.final
+class ListAdminCertificatesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CERTIFICATES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def certificates(self) -> _containers.RepeatedCompositeFieldContainer[Global___AdminCertificate]: ...
+    def __init__(
+        self,
+        *,
+        certificates: _abc.Iterable[Global___AdminCertificate] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["certificates", b"certificates"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAdminCertificatesResponse: _TypeAlias = ListAdminCertificatesResponse  # noqa: Y015
+
+@_typing.final
+class RevokeAdminCertificateRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHA256_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    sha256: _builtins.str
+    """Lowercase hex SHA-256 of the certificate to revoke, as ListAdminCertificates shows it."""
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        sha256: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "sha256", b"sha256"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeAdminCertificateRequest: _TypeAlias = RevokeAdminCertificateRequest  # noqa: Y015
+
+@_typing.final
+class RevokeAdminCertificateResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeAdminCertificateResponse: _TypeAlias = RevokeAdminCertificateResponse  # noqa: Y015

@@ -82,6 +82,11 @@ class RegistryServiceStub:
                 request_serializer=certfed_dot_v1_dot_registry__pb2.LocateRequest.SerializeToString,
                 response_deserializer=certfed_dot_v1_dot_registry__pb2.LocateResponse.FromString,
                 _registered_method=True)
+        self.EvaluateLocators = channel.unary_unary(
+                '/certfed.v1.RegistryService/EvaluateLocators',
+                request_serializer=certfed_dot_v1_dot_registry__pb2.EvaluateLocatorsRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_registry__pb2.EvaluateLocatorsResponse.FromString,
+                _registered_method=True)
         self.ListDuplicates = channel.unary_unary(
                 '/certfed.v1.RegistryService/ListDuplicates',
                 request_serializer=certfed_dot_v1_dot_registry__pb2.ListDuplicatesRequest.SerializeToString,
@@ -116,6 +121,21 @@ class RegistryServiceStub:
                 '/certfed.v1.RegistryService/RotateRootKey',
                 request_serializer=certfed_dot_v1_dot_registry__pb2.RotateRootKeyRequest.SerializeToString,
                 response_deserializer=certfed_dot_v1_dot_registry__pb2.RotateRootKeyResponse.FromString,
+                _registered_method=True)
+        self.GetKeyHistory = channel.unary_unary(
+                '/certfed.v1.RegistryService/GetKeyHistory',
+                request_serializer=certfed_dot_v1_dot_registry__pb2.GetKeyHistoryRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_registry__pb2.GetKeyHistoryResponse.FromString,
+                _registered_method=True)
+        self.ListAdminCertificates = channel.unary_unary(
+                '/certfed.v1.RegistryService/ListAdminCertificates',
+                request_serializer=certfed_dot_v1_dot_registry__pb2.ListAdminCertificatesRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_registry__pb2.ListAdminCertificatesResponse.FromString,
+                _registered_method=True)
+        self.RevokeAdminCertificate = channel.unary_unary(
+                '/certfed.v1.RegistryService/RevokeAdminCertificate',
+                request_serializer=certfed_dot_v1_dot_registry__pb2.RevokeAdminCertificateRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_registry__pb2.RevokeAdminCertificateResponse.FromString,
                 _registered_method=True)
 
 
@@ -185,6 +205,15 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EvaluateLocators(self, request, context):
+        """An active node's blinded subject identities, evaluated under the registry's locator key
+        (RFC 9497 OPRF, ristretto255-SHA512, OPRF mode): the only way a member computes a locator.
+        Bounded per call, rate-limited and counted against a daily quota per node, audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListDuplicates(self, request, context):
         """Possible duplicate entitlements involving the calling node.
         """
@@ -239,6 +268,29 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetKeyHistory(self, request, context):
+        """The signed KeyHistory: keys no longer in the live directory, fetched by a node that must
+        verify an old attestation or checkpoint.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListAdminCertificates(self, request, context):
+        """Administrator: the administrator certificates in the registry's data directory, and which of
+        them are revoked.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeAdminCertificate(self, request, context):
+        """Administrator: revoke an administrator certificate; calls with it are refused from then on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -287,6 +339,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     request_deserializer=certfed_dot_v1_dot_registry__pb2.LocateRequest.FromString,
                     response_serializer=certfed_dot_v1_dot_registry__pb2.LocateResponse.SerializeToString,
             ),
+            'EvaluateLocators': grpc.unary_unary_rpc_method_handler(
+                    servicer.EvaluateLocators,
+                    request_deserializer=certfed_dot_v1_dot_registry__pb2.EvaluateLocatorsRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_registry__pb2.EvaluateLocatorsResponse.SerializeToString,
+            ),
             'ListDuplicates': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDuplicates,
                     request_deserializer=certfed_dot_v1_dot_registry__pb2.ListDuplicatesRequest.FromString,
@@ -321,6 +378,21 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.RotateRootKey,
                     request_deserializer=certfed_dot_v1_dot_registry__pb2.RotateRootKeyRequest.FromString,
                     response_serializer=certfed_dot_v1_dot_registry__pb2.RotateRootKeyResponse.SerializeToString,
+            ),
+            'GetKeyHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetKeyHistory,
+                    request_deserializer=certfed_dot_v1_dot_registry__pb2.GetKeyHistoryRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_registry__pb2.GetKeyHistoryResponse.SerializeToString,
+            ),
+            'ListAdminCertificates': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAdminCertificates,
+                    request_deserializer=certfed_dot_v1_dot_registry__pb2.ListAdminCertificatesRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_registry__pb2.ListAdminCertificatesResponse.SerializeToString,
+            ),
+            'RevokeAdminCertificate': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeAdminCertificate,
+                    request_deserializer=certfed_dot_v1_dot_registry__pb2.RevokeAdminCertificateRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_registry__pb2.RevokeAdminCertificateResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -580,6 +652,33 @@ class RegistryService:
             _registered_method=True)
 
     @staticmethod
+    def EvaluateLocators(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.RegistryService/EvaluateLocators',
+            certfed_dot_v1_dot_registry__pb2.EvaluateLocatorsRequest.SerializeToString,
+            certfed_dot_v1_dot_registry__pb2.EvaluateLocatorsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ListDuplicates(request,
             target,
             options=(),
@@ -758,6 +857,87 @@ class RegistryService:
             '/certfed.v1.RegistryService/RotateRootKey',
             certfed_dot_v1_dot_registry__pb2.RotateRootKeyRequest.SerializeToString,
             certfed_dot_v1_dot_registry__pb2.RotateRootKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetKeyHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.RegistryService/GetKeyHistory',
+            certfed_dot_v1_dot_registry__pb2.GetKeyHistoryRequest.SerializeToString,
+            certfed_dot_v1_dot_registry__pb2.GetKeyHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAdminCertificates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.RegistryService/ListAdminCertificates',
+            certfed_dot_v1_dot_registry__pb2.ListAdminCertificatesRequest.SerializeToString,
+            certfed_dot_v1_dot_registry__pb2.ListAdminCertificatesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeAdminCertificate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.RegistryService/RevokeAdminCertificate',
+            certfed_dot_v1_dot_registry__pb2.RevokeAdminCertificateRequest.SerializeToString,
+            certfed_dot_v1_dot_registry__pb2.RevokeAdminCertificateResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,11 @@ class RegistryServiceStub:
     WithdrawLocators: _grpc.UnaryUnaryMultiCallable[_registry_pb2.WithdrawLocatorsRequest, _registry_pb2.WithdrawLocatorsResponse]
     Locate: _grpc.UnaryUnaryMultiCallable[_registry_pb2.LocateRequest, _registry_pb2.LocateResponse]
     """Which node(s) pay a person."""
+    EvaluateLocators: _grpc.UnaryUnaryMultiCallable[_registry_pb2.EvaluateLocatorsRequest, _registry_pb2.EvaluateLocatorsResponse]
+    """An active node's blinded subject identities, evaluated under the registry's locator key
+    (RFC 9497 OPRF, ristretto255-SHA512, OPRF mode): the only way a member computes a locator.
+    Bounded per call, rate-limited and counted against a daily quota per node, audited.
+    """
     ListDuplicates: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListDuplicatesRequest, _registry_pb2.ListDuplicatesResponse]
     """Possible duplicate entitlements involving the calling node."""
     WitnessCheckpoint: _grpc.UnaryUnaryMultiCallable[_registry_pb2.WitnessCheckpointRequest, _registry_pb2.WitnessCheckpointResponse]
@@ -74,6 +79,16 @@ class RegistryServiceStub:
     """Administrator: replace the registry root key. The new root is announced by a RootStatement
     signed by the old and the new root key; from then on only the new root signs directories.
     """
+    GetKeyHistory: _grpc.UnaryUnaryMultiCallable[_registry_pb2.GetKeyHistoryRequest, _registry_pb2.GetKeyHistoryResponse]
+    """The signed KeyHistory: keys no longer in the live directory, fetched by a node that must
+    verify an old attestation or checkpoint.
+    """
+    ListAdminCertificates: _grpc.UnaryUnaryMultiCallable[_registry_pb2.ListAdminCertificatesRequest, _registry_pb2.ListAdminCertificatesResponse]
+    """Administrator: the administrator certificates in the registry's data directory, and which of
+    them are revoked.
+    """
+    RevokeAdminCertificate: _grpc.UnaryUnaryMultiCallable[_registry_pb2.RevokeAdminCertificateRequest, _registry_pb2.RevokeAdminCertificateResponse]
+    """Administrator: revoke an administrator certificate; calls with it are refused from then on."""
 
 @_typing.type_check_only
 class RegistryServiceAsyncStub(RegistryServiceStub):
@@ -98,6 +113,11 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     WithdrawLocators: _aio.UnaryUnaryMultiCallable[_registry_pb2.WithdrawLocatorsRequest, _registry_pb2.WithdrawLocatorsResponse]  # type: ignore[assignment]
     Locate: _aio.UnaryUnaryMultiCallable[_registry_pb2.LocateRequest, _registry_pb2.LocateResponse]  # type: ignore[assignment]
     """Which node(s) pay a person."""
+    EvaluateLocators: _aio.UnaryUnaryMultiCallable[_registry_pb2.EvaluateLocatorsRequest, _registry_pb2.EvaluateLocatorsResponse]  # type: ignore[assignment]
+    """An active node's blinded subject identities, evaluated under the registry's locator key
+    (RFC 9497 OPRF, ristretto255-SHA512, OPRF mode): the only way a member computes a locator.
+    Bounded per call, rate-limited and counted against a daily quota per node, audited.
+    """
     ListDuplicates: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListDuplicatesRequest, _registry_pb2.ListDuplicatesResponse]  # type: ignore[assignment]
     """Possible duplicate entitlements involving the calling node."""
     WitnessCheckpoint: _aio.UnaryUnaryMultiCallable[_registry_pb2.WitnessCheckpointRequest, _registry_pb2.WitnessCheckpointResponse]  # type: ignore[assignment]
@@ -121,6 +141,16 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     """Administrator: replace the registry root key. The new root is announced by a RootStatement
     signed by the old and the new root key; from then on only the new root signs directories.
     """
+    GetKeyHistory: _aio.UnaryUnaryMultiCallable[_registry_pb2.GetKeyHistoryRequest, _registry_pb2.GetKeyHistoryResponse]  # type: ignore[assignment]
+    """The signed KeyHistory: keys no longer in the live directory, fetched by a node that must
+    verify an old attestation or checkpoint.
+    """
+    ListAdminCertificates: _aio.UnaryUnaryMultiCallable[_registry_pb2.ListAdminCertificatesRequest, _registry_pb2.ListAdminCertificatesResponse]  # type: ignore[assignment]
+    """Administrator: the administrator certificates in the registry's data directory, and which of
+    them are revoked.
+    """
+    RevokeAdminCertificate: _aio.UnaryUnaryMultiCallable[_registry_pb2.RevokeAdminCertificateRequest, _registry_pb2.RevokeAdminCertificateResponse]  # type: ignore[assignment]
+    """Administrator: revoke an administrator certificate; calls with it are refused from then on."""
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     """Node discovery and trust. Enrol, GetEnrolment and GetDirectory answer any TLS client; the
@@ -198,6 +228,17 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         """Which node(s) pay a person."""
 
     @_abc_1.abstractmethod
+    def EvaluateLocators(
+        self,
+        request: _registry_pb2.EvaluateLocatorsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.EvaluateLocatorsResponse, _abc.Awaitable[_registry_pb2.EvaluateLocatorsResponse]]:
+        """An active node's blinded subject identities, evaluated under the registry's locator key
+        (RFC 9497 OPRF, ristretto255-SHA512, OPRF mode): the only way a member computes a locator.
+        Bounded per call, rate-limited and counted against a daily quota per node, audited.
+        """
+
+    @_abc_1.abstractmethod
     def ListDuplicates(
         self,
         request: _registry_pb2.ListDuplicatesRequest,
@@ -261,5 +302,33 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         """Administrator: replace the registry root key. The new root is announced by a RootStatement
         signed by the old and the new root key; from then on only the new root signs directories.
         """
+
+    @_abc_1.abstractmethod
+    def GetKeyHistory(
+        self,
+        request: _registry_pb2.GetKeyHistoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.GetKeyHistoryResponse, _abc.Awaitable[_registry_pb2.GetKeyHistoryResponse]]:
+        """The signed KeyHistory: keys no longer in the live directory, fetched by a node that must
+        verify an old attestation or checkpoint.
+        """
+
+    @_abc_1.abstractmethod
+    def ListAdminCertificates(
+        self,
+        request: _registry_pb2.ListAdminCertificatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.ListAdminCertificatesResponse, _abc.Awaitable[_registry_pb2.ListAdminCertificatesResponse]]:
+        """Administrator: the administrator certificates in the registry's data directory, and which of
+        them are revoked.
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeAdminCertificate(
+        self,
+        request: _registry_pb2.RevokeAdminCertificateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_pb2.RevokeAdminCertificateResponse, _abc.Awaitable[_registry_pb2.RevokeAdminCertificateResponse]]:
+        """Administrator: revoke an administrator certificate; calls with it are refused from then on."""
 
 def add_RegistryServiceServicer_to_server(servicer: RegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

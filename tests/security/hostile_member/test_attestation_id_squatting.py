@@ -198,9 +198,14 @@ def test_an_attestation_delivered_first_under_another_nodes_id_never_displaces_i
     local.await_outbox_drained("qingdao")
     kept = federation.received(genuine_id)
     assert set(kept) == {"qingdao", "datong"}
-    # The genuine attestation was applied and answered the request; Datong's is held.
+    # The genuine attestation was applied (once proven in Qingdao's witnessed log) and answered
+    # the request; Datong's is held.
+    wait_until(
+        lambda: federation.valid_until(beneficiary_id) > before_valid,
+        30,
+        "Lanzhou to apply the genuine attestation once proven",
+    )
     after = federation.state(beneficiary_id)
-    assert federation.valid_until(beneficiary_id) > before_valid
     assert after[1:] == before[1:]
     with federation.desk("lanzhou") as desk:
         [sent] = [

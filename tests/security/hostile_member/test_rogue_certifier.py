@@ -27,16 +27,16 @@ from federation.timestamps import to_datetime, to_timestamp
 from federation.transport import TlsMaterial, node_tls_name, secure_channel
 from federation_node.rules.entitlement import add_months, month_label
 from signing import dsse
-from signing.identity import IdentityKind
-from signing.keys import SigningKey, read_private_file
-from signing.locator import subject_locator
+from signing.keys import SigningKey
 from tests.helpers.commands import certfed
 from tests.helpers.evidence import upload_capture
 from tests.helpers.identities import resident, resident_id
+from tests.helpers.locators import member_locator
 from tests.helpers.nodes import DATONG as ROGUE
 from tests.helpers.nodes import LANZHOU as VICTIM
 from tests.helpers.nodes import QINGDAO_AGENCY as HONEST
 from tests.helpers.nodes import database_url_for
+from tests.helpers.split_view import registry_witness, split_view
 
 BORN = date(1950, 1, 1)
 MONTHLY_FEN = 300_000
@@ -61,7 +61,6 @@ class Federation:
         self.serial = 0
         rogue = local.nodes["datong"].config.data_dir / "keys"
         self.rogue_key = SigningKey.load(rogue / "signing.key")
-        self.locator_key = read_private_file(rogue / "locator.key")
         self.second_reviewer = self._add_reviewer()
 
     def desk(self, node_id: str, operator: str = "clerk") -> DeskClient:
@@ -135,7 +134,7 @@ class Federation:
         now = datetime.now(UTC)
         attestation = attestation_pb2.CertificationAttestation(
             attestation_id=str(uuid.uuid4()),
-            subject_locator=subject_locator(self.locator_key, IdentityKind.RESIDENT_ID, number),
+            subject_locator=member_locator(self.local.nodes["datong"].config, number),
             paying_region="620102",
             paying_node_id="lanzhou",
             issuing_node_id="datong",
@@ -158,7 +157,11 @@ class Federation:
         )
 
     def deliver(self, envelope: dsse.Envelope) -> federation_pb2.DeliverAttestationResponse:
-        """Delivered by the rogue itself, over mutual TLS with its own certificate."""
+        """Delivered by the rogue itself, over mutual TLS with its own certificate, with a proof
+        that it is in Datong's log as the registry witness cosigned it (Lanzhou requires the
+        registry's cosignature alone; tests/security/hostile_member/test_witnesses.py shows what
+        requiring a second witness changes), so the inclusion gate lets it through."""
+        inclusion = split_view("datong", self.rogue_key, envelope, [registry_witness(self.local)])
         caller = self.local.nodes["datong"].config
         tls = TlsMaterial.load(
             caller.data_dir / "keys" / "tls.pem",
@@ -173,7 +176,9 @@ class Federation:
         ) as channel:
             stub = federation_pb2_grpc.FederationServiceStub(channel)
             response: federation_pb2.DeliverAttestationResponse = stub.DeliverAttestation(
-                federation_pb2.DeliverAttestationRequest(envelope=envelope_to_proto(envelope)),
+                federation_pb2.DeliverAttestationRequest(
+                    envelope=envelope_to_proto(envelope), inclusion=inclusion
+                ),
                 timeout=10,
             )
         return response
