@@ -1,4 +1,5 @@
-"""`certfed desk due|warning|suspended|overpayments|duplicates|payments|report` and
+"""`certfed desk due|warning|suspended|overpayments|duplicates|payments|report`,
+`certfed desk review-termination <beneficiary-id> confirm|overturn` and
 `certfed node cycle [--day YYYY-MM-DD]`: the paying office's year from a terminal.
 
 Every list prints one page with how many more there are, `--all` prints every page and
@@ -189,12 +190,17 @@ def report_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# Seconds `certfed node cycle` waits for the day's run.
+CYCLE_CALL_TIMEOUT_S = 3_600.0
+
+
 def cycle_command(args: argparse.Namespace) -> int:
     request = desk_pb2.RunCycleRequest()
     if args.day is not None:
         request.day.CopyFrom(to_timestamp(args.day))
     with desk_client(args) as desk:
-        outcome = desk.stub.RunCycle(request)
+        # The whole day is one call: minutes for a roll of millions, not a clerk's deadline.
+        outcome = desk.stub.RunCycle(request, timeout=CYCLE_CALL_TIMEOUT_S)
     if not outcome.ran:
         console.print("the cycle had already run for that day; nothing changed")
         return 0
@@ -208,6 +214,21 @@ def cycle_command(args: argparse.Namespace) -> int:
             f"[red]skipped {beneficiary_id}: its dates cannot be computed; correct the record "
             "(certfed desk ... show) and run the cycle again[/red]"
         )
+    return 0
+
+
+def review_termination_command(args: argparse.Namespace) -> int:
+    """A reviewer confirms a proposed termination (announced to the other offices paying the
+    person, docs/life_events.md) or overturns it."""
+    with desk_client(args) as desk:
+        response = desk.stub.ReviewTermination(
+            desk_pb2.ReviewTerminationRequest(
+                beneficiary_id=args.beneficiary_id,
+                confirm=args.decision == "confirm",
+                reason=args.reason,
+            )
+        )
+    show(ENTITLEMENT_COLUMNS, [entitlement_row(response.entitlement)], None, "entitlement")
     return 0
 
 
@@ -230,6 +251,14 @@ def add_lifecycle_desk_commands(desk_actions: argparse._SubParsersAction) -> Non
     report.add_argument("--from", dest="start", type=utc_day, help="first day (YYYY-MM-DD)")
     report.add_argument("--to", dest="end", type=utc_day, help="day after the last (YYYY-MM-DD)")
     report.set_defaults(handler=report_command)
+    review = desk_actions.add_parser(
+        "review-termination",
+        help="confirm or overturn a proposed termination (reviewer; not who recorded it)",
+    )
+    review.add_argument("beneficiary_id")
+    review.add_argument("decision", choices=("confirm", "overturn"))
+    review.add_argument("--reason", default="", help="required to overturn; audited")
+    review.set_defaults(handler=review_termination_command)
 
 
 def add_lifecycle_node_commands(node_actions: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -1,11 +1,16 @@
 """`certfed bench assist`: assistance round trips through two nodes' desks.
 
-`bench_assist` drives assistance requests through two nodes' desks (cli.bench.federation) with
-C clients at once and reports p50/p95/p99 latency and throughput of the full round trip, the CPU
-time every process spent per round trip, and, in the same run and at the same concurrency, the
-floor: the cheapest authenticated desk call's rate and CPU. The ratio between the two says how
-many such calls one round trip costs; the cores divided by the CPU per round trip say what
-throughput the machine allows at that cost.
+`bench_assist` drives assistance requests through two nodes' desks (cli.bench.federation) and
+reports p50/p95/p99 latency and throughput of the full round trip, the p99 of the clerks' desk
+calls, the CPU time every process spent per round trip, and, in the same run, the floor: the
+cheapest authenticated desk call's rate and CPU. The ratio between the two says how many such
+calls one round trip costs; the cores divided by the CPU per round trip say what throughput the
+machine allows at that cost.
+
+Closed loop (the default): C clients, each starting its next round trip when the last one ended.
+Open loop (`rate`): requests arrive at a fixed rate whatever the answers, each round trip on its
+own thread, clerks acting as soon as their screen shows the request; a round trip's latency runs
+from its scheduled arrival, so a late start counts against it (no coordinated omission).
 """
 
 from __future__ import annotations
@@ -20,20 +25,31 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import grpc
+
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
 from cli.bench.federation import ISSUER, RECEIVER, bench_federation
-from cli.bench.kit import CpuMeter, PostgresServer, child_pids, resident_id
+from cli.bench.kit import CpuMeter, PostgresServer, Rate, child_pids, resident_id
 from cli.launcher import LocalFederation
 from federation.desk_client import DeskClient
 from federation.timestamps import to_timestamp
 
 
 @dataclass(frozen=True)
-class AssistFigures:
+class AssistFigures(Rate):
+    """`rate_per_s` counts completed round trips (as `round_trips_per_s`) over `seconds`, from
+    the first request to the last round trip's end."""
+
+    # "closed" (`concurrency` clients) or "open" (`offered_per_s` arrivals a second).
+    loop: str
     concurrency: int
+    offered_per_s: float
     requests: int
     completed: int
-    seconds: float
+    # Round trips that failed (a call refused or timed out, a wait past WAIT_TIMEOUT_S), and
+    # the first failure's description; the percentiles are of the completed ones.
+    failed: int
+    first_failure: str
     round_trips_per_s: float
     p50_ms: float
     p95_ms: float
@@ -43,6 +59,8 @@ class AssistFigures:
     # inbox, the clerk's record call, the reviewer's approval call, until applied at the paying
     # office (delivered, verified, stored, request completed) and confirmed.
     phase_p50_ms: dict[str, float]
+    # The clerks' desk calls (request, record, approve, the paying clerk's look-up), every one.
+    desk_call_p99_ms: float
     # CPU time of every process of the federation (registry, both nodes, PostgreSQL when the
     # benchmark started it, this driving process) per completed round trip.
     cpu_ms_per_round_trip: float
@@ -55,6 +73,8 @@ class AssistFigures:
     # desk call (WhoAmI), its rate and CPU across the processes.
     floor_calls_per_s: float
     floor_cpu_ms_per_call: float
+    # CPU per round trip in floor calls: cpu_ms_per_round_trip / floor_cpu_ms_per_call.
+    floor_calls_per_round_trip: float
     # What this machine's cores allow at the measured CPU cost: cores * 1000 / cpu ms.
     cpu_bound_round_trips_per_s: float
     database: str
@@ -166,6 +186,12 @@ class _Watcher(threading.Thread):
 # Requests the paying office still waits on; the benchmark neither schedules nor declines.
 _OPEN = (common_pb2.ASSISTANCE_STATUS_QUEUED, common_pb2.ASSISTANCE_STATUS_RECEIVED)
 WAIT_TIMEOUT_S = 120.0
+# Tries to open a desk connection before the measuring starts.
+CONNECT_ATTEMPTS = 5
+
+
+# The clerks of one round trip: the paying clerk, the residence clerk and the reviewer.
+Crew = tuple[DeskClient, DeskClient, DeskClient]
 
 
 class _Desks:
@@ -206,7 +232,7 @@ class _Desks:
         desk.on_call = lambda: next(self.calls)
         return desk
 
-    def worker(self) -> tuple[DeskClient, DeskClient, DeskClient]:
+    def worker(self) -> Crew:
         return (
             self._desk(RECEIVER.node_id, "clerk"),
             self._desk(ISSUER.node_id, "clerk"),
@@ -223,16 +249,24 @@ PHASES = ("request", "to_inbox", "record", "approve", "to_applied")
 
 
 def _round_trip(
-    desks: _Desks, clerks: tuple[DeskClient, DeskClient, DeskClient], beneficiary_id: str
-) -> list[float]:
-    """One assistance request, start to applied; the seconds each of PHASES took."""
+    desks: _Desks,
+    clerks: Crew,
+    beneficiary_id: str,
+    arrived: float | None = None,
+) -> tuple[list[float], list[float]]:
+    """One assistance request, start to applied: the seconds each of PHASES took and the
+    seconds of each of the clerks' desk calls. The first phase starts at `arrived` (a
+    perf_counter reading) when given, else now."""
     paying_clerk, residence_clerk, reviewer = clerks
     deadline = to_timestamp(datetime.now(UTC) + timedelta(days=20))
-    marks = [time.perf_counter()]
+    calls: list[float] = []
+    marks = [time.perf_counter() if arrived is None else arrived]
+    called = time.perf_counter()
     request_id = paying_clerk.stub.RequestCertification(
         desk_pb2.RequestCertificationRequest(beneficiary_id=beneficiary_id, deadline=deadline),
     ).request.request_id
     marks.append(time.perf_counter())
+    calls.append(marks[-1] - called)
     # In the residence agency's inbox once the paying office's outbox has delivered it.
     desks.inbox.wait(request_id, present=True, timeout_s=WAIT_TIMEOUT_S)
     marks.append(time.perf_counter())
@@ -245,22 +279,32 @@ def _round_trip(
         ),
     ).certification.certification_id
     marks.append(time.perf_counter())
+    calls.append(marks[-1] - marks[-2])
     reviewer.stub.ApproveCertification(
         desk_pb2.ApproveCertificationRequest(certification_id=certification_id),
     )
     marks.append(time.perf_counter())
+    calls.append(marks[-1] - marks[-2])
     # Applied at the paying office: the attestation was delivered, verified against the
     # directory and stored, and the request it answers is completed there.
     lookup = desk_pb2.GetAssistanceRequestRequest(request_id=request_id)
     while True:
         desks.open_requests.wait(request_id, present=False, timeout_s=WAIT_TIMEOUT_S)
+        called = time.perf_counter()
         status = paying_clerk.stub.GetAssistanceRequest(lookup).request.status
+        calls.append(time.perf_counter() - called)
         if status == common_pb2.ASSISTANCE_STATUS_COMPLETED:
             marks.append(time.perf_counter())
-            return [later - earlier for earlier, later in itertools.pairwise(marks)]
+            return [later - earlier for earlier, later in itertools.pairwise(marks)], calls
         if status not in _OPEN:
             name = common_pb2.AssistanceStatus.Name(status)
             raise RuntimeError(f"request {request_id} ended {name}, not completed")
+
+
+def _described(error: BaseException) -> str:
+    if isinstance(error, grpc.RpcError) and isinstance(error, grpc.Call):
+        return f"{error.code().name}: {error.details()}"
+    return f"{type(error).__name__}: {error}"
 
 
 def _register(local: LocalFederation, count: int) -> list[str]:
@@ -306,81 +350,172 @@ def _run_concurrently(concurrency: int, work: Callable[[], None]) -> float:
     return time.perf_counter() - started
 
 
-def _floor(local: LocalFederation, concurrency: int, calls: int) -> tuple[int, float]:
-    """`calls` WhoAmI calls on the residence desk, `concurrency` at a time: (calls, seconds)."""
-    remaining = itertools.count()
+def _run_open_loop(rate: float, items: Sequence[str], work: Callable[[str, float], None]) -> float:
+    """`work(item, arrival)` for each of `items`, the n-th on a thread of its own started at its
+    arrival, n / `rate` seconds after the first, however the earlier ones are doing; wall
+    seconds until all have returned."""
+    threads: list[threading.Thread] = []
+    started = time.perf_counter()
+    for number, item in enumerate(items):
+        arrival = started + number / rate
+        time.sleep(max(0.0, arrival - time.perf_counter()))
+        thread = threading.Thread(target=work, args=(item, arrival), daemon=True)
+        thread.start()
+        threads.append(thread)
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - started
 
-    def work() -> None:
-        with local.desk(ISSUER.node_id, "clerk") as desk:
-            while next(remaining) < calls:
+
+def _connected(desks: Sequence[DeskClient]) -> None:
+    """Each desk's connection open (TLS handshake done) before anything is measured; a node
+    still busy with an earlier phase may refuse a handshake or two, so each tries a few times."""
+    for desk in desks:
+        for attempt in itertools.count(1):
+            try:
                 desk.stub.WhoAmI(desk_pb2.WhoAmIRequest())
+                break
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE or attempt == CONNECT_ATTEMPTS:
+                    raise
+                time.sleep(0.2 * attempt)
 
-    return calls, _run_concurrently(concurrency, work)
+
+def _floor(
+    local: LocalFederation, meter: CpuMeter, concurrency: int, calls: int
+) -> tuple[int, float, dict[str, float]]:
+    """`calls` WhoAmI calls on the residence desk, `concurrency` at a time over connections
+    opened beforehand: (calls, seconds, CPU seconds by process)."""
+    desks = [local.desk(ISSUER.node_id, "clerk") for _ in range(concurrency)]
+    try:
+        _connected(desks)
+        remaining = itertools.count()
+
+        def work(desk: DeskClient) -> Callable[[], None]:
+            def call() -> None:
+                while next(remaining) < calls:
+                    desk.stub.WhoAmI(desk_pb2.WhoAmIRequest())
+
+            return call
+
+        meter.start()
+        threads = [threading.Thread(target=work(desk)) for desk in desks]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        seconds = time.perf_counter() - started
+        return calls, seconds, meter.stop()
+    finally:
+        for desk in desks:
+            desk.close()
 
 
 def bench_assist(
     concurrency: int,
     requests: int,
     *,
+    rate: float | None = None,
     interval_s: float = 0.005,
     floor_calls: int = 2_000,
     workdir: Path | None = None,
 ) -> AssistFigures:
-    """`requests` round trips, `concurrency` at a time; latency percentiles, throughput, and
-    where the CPU goes, against the cheapest desk call measured the same way."""
+    """`requests` round trips, `concurrency` at a time, or arriving at `rate` a second (open
+    loop); latency percentiles, throughput, and where the CPU goes, against the cheapest desk
+    call measured in the same run at `concurrency` calls at once."""
     with bench_federation(workdir) as (local, postgres):
-        beneficiaries: queue.Queue[str] = queue.Queue()
-        for beneficiary_id in _register(local, requests):
-            beneficiaries.put(beneficiary_id)
+        beneficiaries = _register(local, requests)
         latencies: list[list[float]] = []
+        desk_calls: list[float] = []
         failures: list[BaseException] = []
         lock = threading.Lock()
         desks = _Desks(local, interval_s)
         meter = CpuMeter(lambda: _federation_processes(local, postgres))
 
+        def one(
+            clerks: Crew,
+            beneficiary_id: str,
+            arrived: float | None,
+        ) -> None:
+            try:
+                phases, calls = _round_trip(desks, clerks, beneficiary_id, arrived)
+            except Exception as error:
+                with lock:
+                    failures.append(error)
+                return
+            with lock:
+                latencies.append(phases)
+                desk_calls.extend(calls)
+
+        waiting: queue.Queue[str] = queue.Queue()
+        for beneficiary_id in beneficiaries:
+            waiting.put(beneficiary_id)
+
+        # Every worker's clerks (the open loop's first `concurrency` crews), connected before
+        # the meter runs.
+        crews = [desks.worker() for _ in range(concurrency)]
+        for crew in crews:
+            _connected(crew)
+        warm_up_calls = next(desks.calls)
+
         def worker() -> None:
-            clerks = desks.worker()
+            clerks = crews.pop()
             try:
                 while True:
                     try:
-                        beneficiary_id = beneficiaries.get_nowait()
+                        beneficiary_id = waiting.get_nowait()
                     except queue.Empty:
                         return
-                    try:
-                        latency = _round_trip(desks, clerks, beneficiary_id)
-                    except Exception as error:
-                        with lock:
-                            failures.append(error)
-                        continue
-                    with lock:
-                        latencies.append(latency)
+                    one(clerks, beneficiary_id, None)
             finally:
                 for clerk in clerks:
                     clerk.close()
 
+        def open_loop(rate: float) -> float:
+            # `concurrency` crews of clerks on duty, each with desk connections of its own: an
+            # arrival takes an idle crew, or waits for one (its latency runs from its arrival
+            # all the same), and gives it back when its round trip ends.
+            idle: queue.SimpleQueue[Crew] = queue.SimpleQueue()
+            for crew in crews:
+                idle.put(crew)
+
+            def arrival(beneficiary_id: str, arrived: float) -> None:
+                crew = idle.get()
+                try:
+                    one(crew, beneficiary_id, arrived)
+                finally:
+                    idle.put(crew)
+
+            try:
+                return _run_open_loop(rate, beneficiaries, arrival)
+            finally:
+                while not idle.empty():
+                    for clerk in idle.get_nowait():
+                        clerk.close()
+
         try:
             meter.start()
-            seconds = _run_concurrently(concurrency, worker)
+            seconds = _run_concurrently(concurrency, worker) if rate is None else open_loop(rate)
             cpu = meter.stop()
             machine_busy = meter.machine_busy
-            desk_calls = next(desks.calls)
+            calls_made = next(desks.calls) - warm_up_calls - 1
         finally:
             desks.close()
-        meter.start()
-        floor_count, floor_seconds = _floor(local, concurrency, floor_calls)
-        floor_cpu = meter.stop()
-    if failures:
-        raise RuntimeError(
-            f"{len(failures)} of {requests} round trips failed, first: {failures[0]!r}"
-        )
+        floor_count, floor_seconds, floor_cpu = _floor(local, meter, concurrency, floor_calls)
     ordered = sorted(sum(phases) for phases in latencies)
     done = len(ordered)
     cpu_ms = 1000 * sum(cpu.values()) / done if done else 0.0
+    floor_cpu_ms = 1000 * sum(floor_cpu.values()) / floor_count
     return AssistFigures(
+        **Rate.measure_rate(done, seconds),
+        loop="closed" if rate is None else "open",
         concurrency=concurrency,
+        offered_per_s=rate or 0.0,
         requests=requests,
         completed=done,
-        seconds=round(seconds, 3),
+        failed=len(failures),
+        first_failure=_described(failures[0]) if failures else "",
         round_trips_per_s=round(done / seconds, 1) if seconds else 0.0,
         p50_ms=round(_percentile(ordered, 0.50) * 1000, 1),
         p95_ms=round(_percentile(ordered, 0.95) * 1000, 1),
@@ -390,14 +525,16 @@ def bench_assist(
             name: round(_percentile(sorted(p[index] for p in latencies), 0.5) * 1000, 1)
             for index, name in enumerate(PHASES)
         },
+        desk_call_p99_ms=round(_percentile(sorted(desk_calls), 0.99) * 1000, 1),
         cpu_ms_per_round_trip=round(cpu_ms, 2),
         cpu_ms_by_process={
             name: round(1000 * spent / done, 2) if done else 0.0 for name, spent in cpu.items()
         },
         machine_busy=round(machine_busy, 3),
-        desk_calls_per_round_trip=round(desk_calls / done, 1) if done else 0.0,
+        desk_calls_per_round_trip=round(calls_made / done, 1) if done else 0.0,
         floor_calls_per_s=round(floor_count / floor_seconds, 1) if floor_seconds else 0.0,
-        floor_cpu_ms_per_call=round(1000 * sum(floor_cpu.values()) / floor_count, 3),
+        floor_cpu_ms_per_call=round(floor_cpu_ms, 3),
+        floor_calls_per_round_trip=round(cpu_ms / floor_cpu_ms, 1) if floor_cpu_ms else 0.0,
         cpu_bound_round_trips_per_s=round((os.cpu_count() or 1) * 1000 / cpu_ms, 1)
         if cpu_ms
         else 0.0,

@@ -1,4 +1,4 @@
-"""`certfed bench sync|assist|feed|roll|recovery|web`: each benchmark and its figures."""
+"""`certfed bench sync|assist|cycle|feed|issue|roll|recovery|web`: each benchmark, its figures."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from adapters.feeds import DEFAULT_BATCH_SIZE
 from adapters.roll import DEFAULT_BATCH_SIZE as ROLL_BATCH_SIZE
 from cli.arguments import batch_size, positive_int
 from cli.bench.assist import bench_assist
+from cli.bench.cycle import bench_cycle
 from cli.bench.feed import bench_feed
+from cli.bench.issue import DEFAULT_BATCH as ISSUE_BATCH
+from cli.bench.issue import bench_issue
 from cli.bench.kit import figures_json, figures_table, print_figures
 from cli.bench.recovery import bench_recovery
 from cli.bench.roll import bench_roll
@@ -18,6 +21,16 @@ from cli.bench.sync import bench_sync
 from cli.bench.web import bench_web
 from cli.output import console
 from cli.sync_commands import progress_bar
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
 
 
 def _bench_sync(args: argparse.Namespace) -> int:
@@ -62,22 +75,44 @@ def _bench_sync(args: argparse.Namespace) -> int:
 
 def _bench_assist(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir) if args.workdir else None
-    figures = bench_assist(args.concurrency, args.requests, workdir=workdir)
+    # Open loop: the clerks' screens refresh every 25 ms, not 5, so that at a modest rate the
+    # listings, never idle while a round trip waits, do not outweigh the round trips.
+    open_loop = args.rate is not None
+    requests = max(1, round(args.rate * args.duration)) if open_loop else args.requests
+    figures = bench_assist(
+        args.concurrency,
+        requests,
+        rate=args.rate,
+        interval_s=(args.refresh_ms or (25 if open_loop else 5)) / 1000,
+        floor_calls=args.floor_calls,
+        workdir=workdir,
+    )
+    # Figures are printed whatever happened; round trips that failed make the exit status 1.
+    outcome = 1 if figures.failed else 0
     if args.json:
         print(figures_json(figures))
-        return 0
+        return outcome
     by_process = ", ".join(f"{name} {ms:.1f}" for name, ms in figures.cpu_ms_by_process.items())
+    how = (
+        f"arriving at {figures.offered_per_s:g}/s (open loop)"
+        if open_loop
+        else f"at concurrency {figures.concurrency}"
+    )
     console.print(
         figures_table(
-            f"assistance round trips: {figures.requests:,} at concurrency {figures.concurrency} "
-            f"(PostgreSQL: {figures.database})",
+            f"assistance round trips: {figures.requests:,} {how} (PostgreSQL: {figures.database})",
             [
                 ("completed", f"{figures.completed:,} in {figures.seconds:.2f} s"),
+                ("failed", f"{figures.failed:,} {figures.first_failure}".strip()),
                 ("round trips/s", f"{figures.round_trips_per_s:,.1f}"),
                 ("p50", f"{figures.p50_ms:.1f} ms"),
                 ("p95", f"{figures.p95_ms:.1f} ms"),
                 ("p99", f"{figures.p99_ms:.1f} ms"),
                 ("max", f"{figures.max_ms:.1f} ms"),
+                (
+                    "desk call p99 (request, record, approve, look-up)",
+                    f"{figures.desk_call_p99_ms:.1f} ms",
+                ),
                 ("CPU per round trip, all processes", f"{figures.cpu_ms_per_round_trip:.1f} ms"),
                 ("CPU per round trip by process (ms)", by_process),
                 ("desk calls per round trip", f"{figures.desk_calls_per_round_trip:.1f}"),
@@ -85,20 +120,16 @@ def _bench_assist(args: argparse.Namespace) -> int:
                     "floor: WhoAmI calls/s, CPU per call",
                     f"{figures.floor_calls_per_s:,.0f}/s, {figures.floor_cpu_ms_per_call:.2f} ms",
                 ),
-                (
-                    "round trip CPU / floor call CPU",
-                    f"{figures.cpu_ms_per_round_trip / figures.floor_cpu_ms_per_call:.1f}x"
-                    if figures.floor_cpu_ms_per_call
-                    else "-",
-                ),
+                ("round trip CPU / floor call CPU", f"{figures.floor_calls_per_round_trip:.1f}x"),
                 (
                     "round trips/s the cores allow at this CPU cost",
                     f"{figures.cpu_bound_round_trips_per_s:,.0f}",
                 ),
+                ("peak RSS, benchmark process", f"{figures.peak_rss_mib:,.0f} MiB"),
             ],
         )
     )
-    return 0
+    return outcome
 
 
 def _bench_feed(args: argparse.Namespace) -> int:
@@ -116,6 +147,37 @@ def _bench_feed(args: argparse.Namespace) -> int:
         figures,
         as_json=args.json,
         title=f"feed import of {figures.rows:,} rows against a real node ({figures.database})",
+        rows=figures.as_rows(),
+        console=console,
+    )
+    return 0
+
+
+def _bench_issue(args: argparse.Namespace) -> int:
+    workdir = Path(args.workdir) if args.workdir else None
+    if args.json:
+        figures = bench_issue(
+            attestations=args.attestations,
+            batch_size=args.batch_size,
+            baseline_attestations=args.baseline_attestations,
+            sqlite=args.sqlite,
+            workdir=workdir,
+        )
+    else:
+        with progress_bar() as bar:
+            task = bar.add_task("issue attestations in batches", total=args.attestations)
+            figures = bench_issue(
+                attestations=args.attestations,
+                batch_size=args.batch_size,
+                baseline_attestations=args.baseline_attestations,
+                sqlite=args.sqlite,
+                workdir=workdir,
+                progress=lambda done, total: bar.update(task, completed=done, total=total),
+            )
+    print_figures(
+        figures,
+        as_json=args.json,
+        title=f"issuing {figures.attestations:,} attestations ({figures.database})",
         rows=figures.as_rows(),
         console=console,
     )
@@ -142,6 +204,24 @@ def _bench_recovery(args: argparse.Namespace) -> int:
                 ("wall time", f"{figures.seconds:.0f} s"),
             ],
         )
+    )
+    return 0
+
+
+def _bench_cycle(args: argparse.Namespace) -> int:
+    figures = bench_cycle(
+        beneficiaries=args.beneficiaries,
+        baseline_beneficiaries=args.baseline_beneficiaries,
+        workdir=Path(args.workdir) if args.workdir else None,
+        console=console,
+        show_progress=not args.json,
+    )
+    print_figures(
+        figures,
+        as_json=args.json,
+        title=f"the daily cycle over {figures.beneficiaries:,} people ({figures.database})",
+        rows=figures.as_rows(),
+        console=console,
     )
     return 0
 
@@ -198,8 +278,29 @@ def add_bench_commands(subparsers: Any) -> None:
         "assist",
         help="assistance round trips: request delivered, certified, attestation applied",
     )
-    assist.add_argument("--concurrency", type=int, default=50, help="round trips at once")
-    assist.add_argument("--requests", type=int, default=1_000, help="round trips in all")
+    assist.add_argument(
+        "--concurrency",
+        type=positive_int,
+        default=50,
+        help="round trips at once (open loop: crews of clerks on duty); floor calls at once",
+    )
+    assist.add_argument("--requests", type=positive_int, default=1_000, help="round trips in all")
+    assist.add_argument(
+        "--rate",
+        type=_positive_float,
+        help="open loop: requests arriving per second whatever the answers (then --duration)",
+    )
+    assist.add_argument(
+        "--duration", type=_positive_float, default=60.0, help="open loop: seconds of arrivals"
+    )
+    assist.add_argument(
+        "--refresh-ms",
+        type=positive_int,
+        help="clerks' screens refresh interval (default 5 ms, open loop 25 ms)",
+    )
+    assist.add_argument(
+        "--floor-calls", type=positive_int, default=2_000, help="WhoAmI calls measuring the floor"
+    )
     assist.add_argument("--workdir", help="keep the federation and database in this directory")
     assist.add_argument("--json", action="store_true", help="print the figures as JSON")
     assist.set_defaults(handler=_bench_assist)
@@ -233,6 +334,42 @@ def add_bench_commands(subparsers: Any) -> None:
     feed.add_argument("--workdir", help="keep the federation in this directory")
     feed.add_argument("--json", action="store_true", help="print the figures as JSON")
     feed.set_defaults(handler=_bench_feed)
+    issue = kinds.add_parser(
+        "issue",
+        help="attestations issued through the node's issuing path in batches, vs one at a time",
+    )
+    issue.add_argument("--attestations", type=positive_int, default=100_000)
+    issue.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=ISSUE_BATCH,
+        help=f"attestations per transaction (default {ISSUE_BATCH:,})",
+    )
+    issue.add_argument(
+        "--baseline-attestations",
+        type=positive_int,
+        default=2_000,
+        help="attestations the one-at-a-time baseline issues (its rate is per attestation)",
+    )
+    issue.add_argument("--sqlite", action="store_true", help="SQLite (default PostgreSQL)")
+    issue.add_argument("--workdir", help="keep the federation and database in this directory")
+    issue.add_argument("--json", action="store_true", help="print the figures as JSON")
+    issue.set_defaults(handler=_bench_issue)
+    cycle = kinds.add_parser(
+        "cycle", help="the daily cycle over a roll of N people on PostgreSQL, vs row by row"
+    )
+    cycle.add_argument(
+        "--beneficiaries", type=positive_int, default=100_000, help="people on the roll"
+    )
+    cycle.add_argument(
+        "--baseline-beneficiaries",
+        type=positive_int,
+        default=10_000,
+        help="people the row-by-row baseline's roll holds (its rate is per person)",
+    )
+    cycle.add_argument("--workdir", help="keep the federation and database in this directory")
+    cycle.add_argument("--json", action="store_true", help="print the figures as JSON")
+    cycle.set_defaults(handler=_bench_cycle)
     roll = kinds.add_parser("roll", help="roll import rows/s into a real node on PostgreSQL")
     roll.add_argument("--rows", type=positive_int, default=100_000, help="people on the roll")
     roll.add_argument(

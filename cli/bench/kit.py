@@ -1,11 +1,11 @@
 """The benchmarks' measuring kit, and the PostgreSQL the benchmarks and the test suite run on.
 
 Measuring: the CPU seconds a process has spent and the machine's busy time, read from /proc as
-proc(5) describes them; a process's peak resident set size. Figures: the `Headline` every
-benchmark reports (rate, seconds, peak memory, the baseline of the same run and the ratio),
-printed as a two-column table or as one JSON object. Calls: a desk call that waits out the
-operator rate limit as the node asks. Populations: valid resident ID numbers, distinct per
-index.
+proc(5) describes them; a process's peak resident set size. Figures: the `Rate` every
+benchmark reports (rate, seconds, peak memory) and the `Headline` of one that runs a baseline
+(the baseline of the same run and the ratio besides), printed as a two-column table or as one
+JSON object. Calls: a desk call that waits out the operator rate limit as the node asks.
+Populations: valid resident ID numbers, distinct per index.
 
 PostgreSQL: `postgres_server` hands out fresh, empty databases on the server `DATABASE_URL` names
 (SQLAlchemy form, `postgresql+psycopg://user:password@host:port/anydb`; its role must be allowed
@@ -262,19 +262,42 @@ def call_within_limits(
 # Figures.
 
 
-@dataclass(frozen=True)
-class Headline:
-    """What every benchmark reports first, under the same names in its JSON: the rate of the
-    path measured, its seconds, the peak memory of the process that drove it, and the rate of
-    the baseline measured in the same run, with the ratio between the two (figures from one
-    run on one machine compare; figures from two machines or two runs do not).
+# The keys every benchmark's JSON holds at its top level (`figures_json` refuses figures without
+# them), and the two a benchmark that runs a baseline adds.
+RATE_FIELDS = ("rate_per_s", "seconds", "peak_rss_mib")
+BASELINE_FIELDS = ("baseline_per_s", "ratio")
 
-    A benchmark's figures are a dataclass that extends this one, so `figures_json` prints these
-    keys at the top level beside its own."""
+
+@dataclass(frozen=True)
+class Rate:
+    """What every benchmark reports first, under the same names in its JSON: the rate of the
+    path measured, its seconds and the peak memory of the process that drove it. A benchmark
+    that runs a baseline in the same run reports a `Headline` instead."""
 
     rate_per_s: float
     seconds: float
     peak_rss_mib: float
+
+    @staticmethod
+    def measure_rate(count: int, seconds: float) -> dict[str, float]:
+        """The rate fields of `count` items in `seconds`, with this process's peak memory so
+        far: `Figures(**Rate.measure_rate(...), ...)`."""
+        return {
+            "rate_per_s": round(count / seconds, 1) if seconds > 0 else 0.0,
+            "seconds": round(seconds, 3),
+            "peak_rss_mib": round(own_peak_rss_mib(), 1),
+        }
+
+
+@dataclass(frozen=True)
+class Headline(Rate):
+    """The `Rate` of the path measured and the rate of the baseline measured in the same run,
+    with the ratio between the two (figures from one run on one machine compare; figures from
+    two machines or two runs do not).
+
+    A benchmark's figures are a dataclass that extends this one, so `figures_json` prints these
+    keys at the top level beside its own."""
+
     baseline_per_s: float
     ratio: float
 
@@ -339,5 +362,12 @@ def print_figures(
 
 
 def figures_json(figures: object) -> str:
-    """A dataclass of figures as indented JSON, one key per field."""
-    return json.dumps(asdict(figures), indent=2)  # type: ignore[call-overload]
+    """A dataclass of figures as indented JSON, one key per field; figures without the
+    `RATE_FIELDS`, or with half of the `BASELINE_FIELDS`, are a benchmark's bug."""
+    fields = asdict(figures)  # type: ignore[call-overload]
+    missing = [name for name in RATE_FIELDS if name not in fields]
+    baseline = [name for name in BASELINE_FIELDS if name in fields]
+    if missing or len(baseline) not in (0, len(BASELINE_FIELDS)):
+        missing += [name for name in BASELINE_FIELDS if name not in baseline]
+        raise TypeError(f"{type(figures).__name__} lacks the benchmark fields {missing}")
+    return json.dumps(fields, indent=2)

@@ -36,7 +36,7 @@ import grpc
 from sqlmodel import Session
 
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
-from cli.bench.kit import resident_id
+from cli.bench.kit import Rate, resident_id
 from cli.launcher import LocalFederation, NodeSpec, wait_until
 from federation.desk_client import DeskClient
 from federation.timestamps import to_timestamp
@@ -66,7 +66,9 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class RecoveryFigures:
+class RecoveryFigures(Rate):
+    """`rate_per_s` counts trials per second of the whole run (`seconds`), setup included."""
+
     trials: int
     # Messages that were waiting when the killed process was healthy again, and the seconds
     # from healthy to delivered: median, 90th percentile and the worst.
@@ -76,8 +78,6 @@ class RecoveryFigures:
     max_s: float
     lost: int
     duplicated: int
-    # Wall time of the whole run, setup included.
-    seconds: float
     # Trials per victim, for reading the figures, and the 90th percentile by killed process (as
     # the sender or the receiver of the waiting message).
     kills: dict[str, int]
@@ -364,8 +364,10 @@ def bench_recovery(
                 case = "sender" if result.victim == sender else "receiver"
                 by_case.setdefault(f"{result.victim} ({case})", []).append(waited)
     ordered = sorted(samples)
+    seconds = time.perf_counter() - started
     undelivered = sum(1 for message in messages if message.state is not DeliveryState.DELIVERED)
     return RecoveryFigures(
+        **Rate.measure_rate(trials, seconds),
         trials=trials,
         samples=len(ordered),
         p50_s=round(_percentile(ordered, 0.5), 3),
@@ -373,7 +375,6 @@ def bench_recovery(
         max_s=round(ordered[-1], 3) if ordered else 0.0,
         lost=sum(1 for result in results if not result.completed) + undelivered,
         duplicated=_duplicates(inbound) + _duplicates(received),
-        seconds=round(time.perf_counter() - started, 1),
         kills=dict(Counter(result.victim for result in results)),
         p90_s_by_victim={
             case: round(_percentile(sorted(waits), 0.9), 3)

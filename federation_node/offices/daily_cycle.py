@@ -5,7 +5,15 @@ personal data past the policy's retention periods deleted, evidence files among 
 (retention.py).
 
 The cycle claims its day in the database, so running it twice for a day (or on two replicas)
-does it once.
+does it once. It works through its people in batches of `BATCH_SIZE`, each batch its own
+transaction: the batch's people read as plain values, the rules of rules/entitlement.py applied
+to each in memory, then one statement per kind of write (states moved, payment withheld,
+reminders queued) and the run's place in the day moved past the batch (store/cycles_store.py).
+A node killed midway loses nothing and repeats nothing: the run carries on after its last
+committed batch when the cycle runs again, and a finished day changes nothing. A person whose
+dates cannot be computed is left as they were and reported; the others go on. `bulk_cycle =
+false` runs the whole day in one transaction, one ORM object per person: the reference path
+the batched one must agree with, and the baseline `certfed bench cycle` measures.
 """
 
 from __future__ import annotations
@@ -17,29 +25,35 @@ from datetime import UTC, date, datetime, time, timedelta
 import structlog
 from sqlmodel import Session
 
+from certfed.v1 import directory_pb2
 from federation.errors import CertfedError, InvalidInputError
-from federation_node.offices import retention
+from federation_node.ids import new_id
+from federation_node.offices import lifecycle, retention
 from federation_node.offices.context import Actor, NodeContext
 from federation_node.offices.evidence import EvidenceArchive
 from federation_node.offices.lifecycle import entitlement_updated, expiry_of, withhold
 from federation_node.offices.paying_office import PayingOffice
 from federation_node.rules.entitlement import (
     EntitlementState,
+    Phases,
+    ReminderKind,
     advance,
     month_start,
     phases,
     reminder_kind,
     reminder_offset,
 )
+from federation_node.rules.policy import Policy
 from federation_node.store import (
     assistance,
     audit,
+    beneficiaries,
     cycles_store,
     entitlements_store,
     reminders_store,
 )
 from federation_node.store.db import session_scope
-from federation_node.store.models import Beneficiary, BeneficiaryState
+from federation_node.store.models import Beneficiary, BeneficiaryState, CycleRun
 
 log = structlog.get_logger("certfed.lifecycle")
 
@@ -61,6 +75,87 @@ def start_of_day(day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=UTC)
 
 
+# People per batch of the daily cycle, each batch its own transaction.
+BATCH_SIZE = 20_000
+
+
+def _horizon(day: date, policy: Policy) -> datetime:
+    """How far ahead of `day` an end of validity brings an active person into the cycle: the
+    lead days of an assistance request, or the earliest reminder before the end."""
+    reach = max([policy.assistance_lead_days, *(-d for d in policy.reminder_days)])
+    return start_of_day(day) + timedelta(days=reach)
+
+
+def _outcome(run: CycleRun, skipped: list[str]) -> CycleOutcome:
+    return CycleOutcome(
+        ran=True,
+        became_due=run.became_due,
+        requests_sent=run.requests_sent,
+        reminders_queued=run.reminders_queued,
+        warned=run.warned,
+        suspended=run.suspended,
+        skipped=tuple(skipped),
+    )
+
+
+@dataclass(frozen=True)
+class _Step:
+    """What the day does for one person: the state they move to (and since when), and the
+    reminder due (kind and offset), each None when there is none."""
+
+    moved_to: EntitlementState | None
+    since: datetime
+    reminder: tuple[ReminderKind, int] | None
+
+
+@dataclass(frozen=True)
+class _BatchDone:
+    moved: Counter[EntitlementState]
+    reminders: int
+    requests: int
+    skipped: tuple[str, ...]
+
+
+class _DayRules:
+    """The rules of rules/entitlement.py for one day, worked out once per calendar day on which
+    validity ends: the calendar arithmetic is what costs, and a roll's people share few days.
+
+    Exact, because every rule is blind to the time of day: moving an end of validity later
+    within its day moves each phase boundary by as much (calendar months keep the time of day),
+    and the reminder's offset and kind depend on the day alone."""
+
+    def __init__(self, policy: Policy, day: date) -> None:
+        self._policy = policy
+        self.day = day
+        self.moment = start_of_day(day)
+        self._by_day: dict[date, tuple[Phases, tuple[ReminderKind, int] | None]] = {}
+
+    def step(self, state: EntitlementState, expiry: datetime) -> _Step:
+        """Raises OverflowError or ValueError where the rules cannot compute a date."""
+        ends_on = expiry.date()
+        found = self._by_day.get(ends_on)
+        if found is None:
+            found = self._of_day(ends_on)
+            self._by_day[ends_on] = found
+        at_midnight, reminder = found
+        shift = expiry - start_of_day(ends_on)
+        timeline = Phases(
+            due_from=at_midnight.due_from + shift,
+            expires_at=at_midnight.expires_at + shift,
+            suspended_from=at_midnight.suspended_from + shift,
+        )
+        moved_to = advance(state, timeline.on(self.moment))
+        since = (timeline.start_of(moved_to) or self.moment) if moved_to else self.moment
+        return _Step(moved_to, since, reminder)
+
+    def _of_day(self, ends_on: date) -> tuple[Phases, tuple[ReminderKind, int] | None]:
+        policy = self._policy
+        midnight = start_of_day(ends_on)
+        offset = reminder_offset(self.day, ends_on, policy.reminder_days)
+        reminder = (reminder_kind(offset, midnight, policy), offset) if offset is not None else None
+        return phases(midnight, policy), reminder
+
+
 class DailyCycle:
     """Runs a day of the paying office's year; asks residence regions for help through the
     paying office, the one path for every assistance request."""
@@ -71,6 +166,7 @@ class DailyCycle:
         self._context = context
         self._paying_office = paying_office
         self._evidence = evidence
+        self.batch_size = BATCH_SIZE
 
     def run_cycle(self, actor: Actor, day: date | None) -> CycleOutcome:
         now = self._context.now()
@@ -80,15 +176,211 @@ class DailyCycle:
             raise InvalidInputError(
                 "day", f"{day.isoformat()} is in the future; run the cycle for today or earlier"
             )
+        if not self._context.config.bulk_cycle:
+            return self._run_row_by_row(actor, day, now)
+        return self._run_in_batches(actor, day, now)
+
+    def _run_in_batches(self, actor: Actor, day: date, now: datetime) -> CycleOutcome:
+        """The day batch by batch, each batch its own transaction: one read of the batch's
+        people, the rules applied to each in memory, and one statement per kind of write."""
+        engine = self._context.engine
+        with session_scope(engine) as session:
+            if cycles_store.begin(session, day, actor.label, now) is None:
+                return CycleOutcome(ran=False)
+        rules = _DayRules(self._context.policy, day)
+        horizon = _horizon(day, self._context.policy)
+        skipped: list[str] = []
+        requests = 0
+        while True:
+            with session_scope(engine) as session:
+                run = cycles_store.lock(session, day)
+                if run.finished_at is not None:
+                    break
+                rows = entitlements_store.cycle_batch(
+                    session, horizon, run.resume_after, self.batch_size
+                )
+                if not rows:
+                    break
+                done = self._batch(session, actor, rules, rows, now)
+                run.became_due += done.moved[EntitlementState.DUE]
+                run.warned += done.moved[EntitlementState.WARNING]
+                run.suspended += done.moved[EntitlementState.SUSPENDED]
+                run.reminders_queued += done.reminders
+                run.requests_sent += done.requests
+                run.resume_after = rows[-1].beneficiary_id
+                session.add(run)
+                if done.skipped:
+                    audit.append(
+                        session,
+                        actor=actor.label,
+                        action="cycle.records_skipped",
+                        subject_type="cycle",
+                        subject_id=day.isoformat(),
+                        details={"skipped_beneficiary_ids": list(done.skipped)},
+                        now=now,
+                    )
+            skipped.extend(done.skipped)
+            requests += done.requests
+            if done.requests:
+                self._context.on_enqueued()
+        with session_scope(engine) as session:
+            run = cycles_store.lock(session, day)
+            if run.finished_at is not None:
+                return _outcome(run, skipped)
+            outcome = self._finish(session, actor, run, rules.moment, now, skipped)
+        log.info(
+            "cycle.ran",
+            day=day.isoformat(),
+            due=outcome.became_due,
+            warning=outcome.warned,
+            suspended=outcome.suspended,
+            reminders=outcome.reminders_queued,
+            requests=requests,
+        )
+        return outcome
+
+    def _batch(
+        self,
+        session: Session,
+        actor: Actor,
+        rules: _DayRules,
+        rows: list[entitlements_store.CycleRow],
+        now: datetime,
+    ) -> _BatchDone:
+        moves: list[entitlements_store.Move] = []
+        reminders: list[tuple[str, str, ReminderKind, datetime, int]] = []
+        asking: dict[str, entitlements_store.CycleRow] = {}
+        skipped: list[str] = []
+        # Most of a day's reminders were queued on an earlier day: not written again.
+        already = reminders_store.queued_between(
+            session, rows[0].beneficiary_id, rows[-1].beneficiary_id
+        )
+        for row in rows:
+            expiry = row.valid_until or row.created_at
+            try:
+                step = rules.step(row.state, expiry)
+            except (OverflowError, ValueError) as error:
+                skipped.append(row.beneficiary_id)
+                log.error(
+                    "cycle.record_skipped",
+                    beneficiary_id=row.beneficiary_id,
+                    error_type=type(error).__name__,
+                )
+                continue
+            if step.moved_to is not None:
+                moves.append(
+                    entitlements_store.Move(
+                        row.beneficiary_id,
+                        row.state,
+                        row.withheld_from_month,
+                        step.moved_to,
+                        step.since,
+                    )
+                )
+                if row.state is EntitlementState.ACTIVE and step.moved_to in (
+                    EntitlementState.DUE,
+                    EntitlementState.WARNING,
+                ):
+                    asking[row.beneficiary_id] = row
+            if step.reminder is not None:
+                kind, offset = step.reminder
+                if (row.beneficiary_id, expiry, offset) not in already:
+                    reminders.append((row.beneficiary_id, new_id(), kind, expiry, offset))
+        moved = lifecycle.advance_many(session, moves, month_start(rules.day), now)
+        queued = reminders_store.queue_many(session, reminders, now)
+        requests = self._ask_for_moved(
+            session, actor, [asking[bid] for bid, _ in moved if bid in asking], now
+        )
+        return _BatchDone(
+            moved=Counter(state for _, state in moved),
+            reminders=queued,
+            requests=requests,
+            skipped=tuple(skipped),
+        )
+
+    def _ask_for_moved(
+        self,
+        session: Session,
+        actor: Actor,
+        rows: list[entitlements_store.CycleRow],
+        now: datetime,
+    ) -> int:
+        """Assistance requests for people who just came due, where another node serves the
+        region they live in; the directory is asked once per region."""
+        targets: dict[str, directory_pb2.DirectoryNode | None] = {}
+        asking: dict[str, directory_pb2.DirectoryNode] = {}
+        for row in rows:
+            if row.status is not BeneficiaryState.ACTIVE:
+                continue
+            region = row.residence_region
+            if region not in targets:
+                targets[region] = self._residence_node(region)
+            target = targets[region]
+            if target is not None:
+                asking[row.beneficiary_id] = target
+        if not asking:
+            return 0
+        people = beneficiaries.by_ids(session, asking)
+        return sum(
+            self._ask_residence_region(session, actor, person, expiry_of(person), now, target)
+            for beneficiary_id, target in asking.items()
+            if (person := people.get(beneficiary_id)) is not None
+        )
+
+    def _residence_node(self, region: str) -> directory_pb2.DirectoryNode | None:
+        """The node that certifies residents of `region` when it is another one, else None."""
+        try:
+            target = self._context.directory.current().route(region, self._context.config.routing)
+        except CertfedError as error:
+            log.warning("cycle.no_residence_node", reason=type(error).__name__)
+            return None
+        return None if target.node_id == self._context.node_id else target
+
+    def _finish(
+        self,
+        session: Session,
+        actor: Actor,
+        run: CycleRun,
+        moment: datetime,
+        now: datetime,
+        skipped: list[str],
+    ) -> CycleOutcome:
+        """The day's last step, in its last transaction: personal data past its retention
+        period deleted, the run audited and marked finished."""
+        kept = retention.run(session, self._context.policy, actor.label, moment, now)
+        run.finished_at = now
+        session.add(run)
+        outcome = _outcome(run, skipped)
+        audit.append(
+            session,
+            actor=actor.label,
+            action="cycle.run",
+            subject_type="cycle",
+            subject_id=run.day,
+            details={
+                "became_due": outcome.became_due,
+                "requests_sent": outcome.requests_sent,
+                "reminders_queued": outcome.reminders_queued,
+                "warned": outcome.warned,
+                "suspended": outcome.suspended,
+                "evidence_deleted": kept.evidence_deleted,
+                "skipped_beneficiary_ids": list(outcome.skipped),
+            },
+            now=now,
+        )
+        return outcome
+
+    def _run_row_by_row(self, actor: Actor, day: date, now: datetime) -> CycleOutcome:
+        """The whole day in one transaction, one ORM object per person: the reference the
+        batched path must agree with (`bulk_cycle = false`)."""
         policy = self._context.policy
         moment = start_of_day(day)
-        reach = max([policy.assistance_lead_days, *(-d for d in policy.reminder_days)])
         requests = 0
         with session_scope(self._context.engine) as session:
             run = cycles_store.claim(session, day, actor.label, now)
             if run is None:
                 return CycleOutcome(ran=False)
-            rows = entitlements_store.in_cycle_scope(session, moment + timedelta(days=reach))
+            rows = entitlements_store.in_cycle_scope(session, _horizon(day, policy))
             queued = reminders_store.queued_for(session, [row[1].beneficiary_id for row in rows])
             counts: Counter[str] = Counter()
             skipped: list[str] = []
@@ -136,35 +428,9 @@ class DailyCycle:
             run.suspended = counts[EntitlementState.SUSPENDED.value]
             run.reminders_queued = counts["reminders"]
             run.requests_sent = requests
+            run.finished_at = now
             session.add(run)
-            kept = retention.run(session, policy, actor.label, moment, now)
-            evidence_deleted = kept.evidence_deleted
-            outcome = CycleOutcome(
-                ran=True,
-                became_due=run.became_due,
-                requests_sent=requests,
-                reminders_queued=run.reminders_queued,
-                warned=run.warned,
-                suspended=run.suspended,
-                skipped=tuple(skipped),
-            )
-            audit.append(
-                session,
-                actor=actor.label,
-                action="cycle.run",
-                subject_type="cycle",
-                subject_id=day.isoformat(),
-                details={
-                    "became_due": outcome.became_due,
-                    "requests_sent": outcome.requests_sent,
-                    "reminders_queued": outcome.reminders_queued,
-                    "warned": outcome.warned,
-                    "suspended": outcome.suspended,
-                    "evidence_deleted": evidence_deleted,
-                    "skipped_beneficiary_ids": list(outcome.skipped),
-                },
-                now=now,
-            )
+            outcome = self._finish(session, actor, run, moment, now, skipped)
         log.info("cycle.ran", day=day.isoformat(), **counts)
         if requests:
             self._context.on_enqueued()
@@ -177,19 +443,15 @@ class DailyCycle:
         beneficiary: Beneficiary,
         expiry: datetime,
         now: datetime,
+        target: directory_pb2.DirectoryNode | None = None,
     ) -> int:
-        """Send an assistance request for a beneficiary living in a region another node serves,
-        unless one is open; returns how many were sent (0 or 1)."""
+        """Send an assistance request for a beneficiary living in a region another node serves
+        (`target`, when the caller found it), unless one is open; returns how many were sent
+        (0 or 1)."""
         if beneficiary.status is not BeneficiaryState.ACTIVE:
             return 0
-        try:
-            target = self._context.directory.current().route(
-                beneficiary.residence_region, self._context.config.routing
-            )
-        except CertfedError as error:
-            log.warning("cycle.no_residence_node", reason=type(error).__name__)
-            return 0
-        if target.node_id == self._context.node_id:
+        target = target or self._residence_node(beneficiary.residence_region)
+        if target is None:
             return 0
         if assistance.open_for_beneficiary(session, beneficiary.beneficiary_id) is not None:
             return 0

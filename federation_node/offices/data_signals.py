@@ -58,7 +58,12 @@ from federation_node.offices.lifecycle import NEGATIVE_STATUSES, entitlement_upd
 from federation_node.offices.paying_office import PayingOffice
 from federation_node.rules.entitlement import EntitlementState, extended_validity, month_start
 from federation_node.rules.feed_records import keyed_record_id
-from federation_node.rules.validation import identity_kind, require_past, require_text
+from federation_node.rules.validation import (
+    IDENTITY_KINDS,
+    identity_kind,
+    require_past,
+    require_text,
+)
 from federation_node.store import (
     audit,
     beneficiaries,
@@ -77,7 +82,6 @@ from federation_node.store.models import (
     SignalOutcome,
 )
 from signing.errors import InvalidIdentityNumberError
-from signing.locator import locate
 
 log = structlog.get_logger("certfed.lifecycle")
 
@@ -138,6 +142,12 @@ class DataSignals:
                 "signals", f"has {len(signals)} items; the limit is {limits.max_repeated}"
             )
         now = self._context.now()
+        # Every locator of the batch from the registry in a few calls, not one per signal.
+        self._context.locators.prefetch(
+            (kind, signal.identity_number)
+            for signal in signals
+            if (kind := IDENTITY_KINDS.get(signal.identity_type)) is not None
+        )
         checked = [self._check_signal(index, signal, now) for index, signal in enumerate(signals)]
         self._check_sources(actor, checked, feed_account=feed_account)
         record = (
@@ -201,7 +211,7 @@ class DataSignals:
         kind = identity_kind(bundle, name)
         try:
             # The number validated once, and its locator: the key of the office's roll index.
-            _, locator = locate(self._context.keys.locator_key, kind, signal.identity_number)
+            _, locator = self._context.locators.locate(kind, signal.identity_number)
         except InvalidIdentityNumberError as error:
             raise InvalidInputError(f"{name}.identity_number", str(error)) from None
         if not signal.HasField("observed_at"):

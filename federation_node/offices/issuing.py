@@ -11,8 +11,11 @@ attestation in the same transaction (`PayingOffice.apply_attestation`), by the p
 rule, exactly as a peer's attestation is applied on receipt.
 
 `Issuer.issue_many` does the same for a large batch (a feed's data matches), set-based: signed
-on worker processes when the batch pays for them (signing_pool.py), stored in one bulk insert
-and appended to the log in one append, so the log head is locked once per batch.
+on worker processes when the batch pays for them (signing_pool.py), stored in one bulk insert,
+queued for remote paying offices in another and appended to the log in one append, so the log
+head is locked once per batch. A caller issuing batch after batch (`certfed bench issue`) splits
+it in two: `sign_soon` starts the next batch signing on the workers while `store_signed` stores
+the previous one in its own transaction, so a crash loses or repeats no part of a batch.
 """
 
 from __future__ import annotations
@@ -20,12 +23,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 import structlog
+from google.protobuf import timestamp_pb2
 from sqlmodel import Session
 
-from certfed.v1 import attestation_pb2, common_pb2, federation_pb2
-from federation.envelopes import envelope_to_proto
+from certfed.v1 import attestation_pb2, common_pb2
 from federation.timestamps import to_datetime, to_timestamp
 from federation_node.ids import new_id
 from federation_node.offices import signing_pool
@@ -56,6 +60,8 @@ class Finding:
     reviewer_id: str
     # The assistance request this answers; None for a walk-in or a data match.
     request_id: str | None = None
+    # An attestation this node issued that this one corrects (offices/corrections.py).
+    corrects_attestation_id: str | None = None
 
 
 def attested_validity(
@@ -64,8 +70,14 @@ def attested_validity(
     """The end of what an attestation certifies: an alive person for the policy's validity
     period from the day they were seen; any other outcome only on that day."""
     if outcome == common_pb2.CERTIFICATION_OUTCOME_ALIVE:
-        return add_months(observed_at, policy.validity_months)
+        return _months_after(observed_at, policy.validity_months)
     return observed_at
+
+
+@lru_cache(maxsize=4096)
+def _months_after(moment: datetime, months: int) -> datetime:
+    # A feed's rows fall on few distinct moments: the calendar arithmetic once for each.
+    return add_months(moment, months)
 
 
 class Issuer:
@@ -96,6 +108,7 @@ class Issuer:
             clerk_id=finding.clerk_id,
             reviewer_id=finding.reviewer_id,
             assistance_request_id=finding.request_id or "",
+            corrects_attestation_id=finding.corrects_attestation_id or "",
             issued_at=to_timestamp(now),
         )
 
@@ -132,18 +145,45 @@ class Issuer:
     ) -> None:
         """What `issue` does, set-based for a batch: signed in worker processes when the
         batch is large enough to pay for them (signing_pool), stored in one bulk insert,
-        appended to the log in one append. Call it last in the transaction, as `issue`."""
+        queued for remote paying offices in another, appended to the log in one append. Call
+        it last in the transaction, as `issue`."""
         if not issued:
             return
-        node_id = self._context.node_id
+        signing = self._context.keys.signing
+        payloads = _payloads(issued)
+        signed = signing_pool.sign_attestations(signing, payloads, self._remote(issued))
+        self.store_signed(session, SignedBatch(issued, payloads, signed, signing.key_id), now)
+
+    def sign_soon(
+        self, issued: Sequence[tuple[attestation_pb2.CertificationAttestation, str | None]]
+    ) -> PendingBatch:
+        """Start signing a batch on the worker processes; `PendingBatch.signed` waits for it.
+        A caller issuing batch after batch stores one while the next is signed."""
         # Read once: a key rotation may swap the context's keys between two reads.
         signing = self._context.keys.signing
-        payloads = [attestation.SerializeToString(deterministic=True) for attestation, _ in issued]
-        envelopes = signing_pool.sign_attestations(signing, payloads)
+        payloads = _payloads(issued)
+        signing_soon = signing_pool.sign_attestations_soon(signing, payloads, self._remote(issued))
+        return PendingBatch(issued, payloads, signing.key_id, signing_soon)
+
+    def _remote(
+        self, issued: Sequence[tuple[attestation_pb2.CertificationAttestation, str | None]]
+    ) -> list[bool]:
+        node_id = self._context.node_id
+        return [attestation.paying_node_id != node_id for attestation, _ in issued]
+
+    def store_signed(self, session: Session, batch: SignedBatch, now: datetime) -> None:
+        """Store, queue and log a signed batch in the caller's transaction (`issue_many`'s
+        second half); call it last in the transaction."""
+        if not batch.issued:
+            return
+        node_id = self._context.node_id
         facts = []
         entries = []
-        for (attestation, beneficiary_id), payload, envelope_json in zip(
-            issued, payloads, envelopes, strict=True
+        remote = []
+        # A batch repeats its moments (a feed's days, one validity per day): each read once.
+        moment = _MomentReader()
+        for (attestation, beneficiary_id), payload, (envelope_json, delivery) in zip(
+            batch.issued, batch.payloads, batch.signed, strict=True
         ):
             facts.append(
                 attestations_store.AttestationFacts(
@@ -156,21 +196,23 @@ class Issuer:
                     request_id=attestation.assistance_request_id or None,
                     method=attestation.method,
                     outcome=attestation.outcome,
-                    observed_at=to_datetime(attestation.observed_at),
-                    valid_until=to_datetime(attestation.valid_until),
-                    signing_key_id=signing.key_id,
+                    observed_at=moment(attestation.observed_at),
+                    valid_until=moment(attestation.valid_until),
+                    signing_key_id=batch.signing_key_id,
                     payload_sha256=payload_digest(payload),
+                    corrects_attestation_id=attestation.corrects_attestation_id or None,
                 )
             )
             entries.append(
                 NewEntry(attestation.attestation_id, envelope_json, attestation.paying_region)
             )
+            if delivery:
+                remote.append((attestation.paying_node_id, attestation.attestation_id, delivery))
         attestations_store.store_issued_many(session, facts, now)
-        for (attestation, _), envelope_json in zip(issued, envelopes, strict=True):
-            if attestation.paying_node_id != node_id:
-                self._enqueue_delivery(
-                    session, attestation, dsse.Envelope.from_json(envelope_json), now
-                )
+        if remote:
+            outbox.enqueue_many(
+                session, kind=OutboxKind.DELIVER_ATTESTATION, messages=remote, now=now
+            )
         log_store.append_many(session, entries)
         log.info("attestations.issued", count=len(entries))
 
@@ -209,6 +251,7 @@ class Issuer:
                 valid_until=to_datetime(attestation.valid_until),
                 signing_key_id=signing.key_id,
                 payload_sha256=payload_digest(payload),
+                corrects_attestation_id=attestation.corrects_attestation_id or None,
             ),
             now,
         )
@@ -229,12 +272,56 @@ class Issuer:
         now: datetime,
     ) -> None:
         """Queue the attestation for the paying office, another node."""
-        delivery = federation_pb2.DeliverAttestationRequest(envelope=envelope_to_proto(envelope))
         outbox.enqueue(
             session,
             kind=OutboxKind.DELIVER_ATTESTATION,
             destination=attestation.paying_node_id,
             subject_id=attestation.attestation_id,
-            payload=delivery.SerializeToString(deterministic=True),
+            payload=signing_pool.delivery(envelope),
             now=now,
         )
+
+
+@dataclass(frozen=True)
+class SignedBatch:
+    """Attestations (each with the paying office's beneficiary id when this node is that
+    office), their payloads, envelopes and deliveries (signing_pool.Signed), and the key that
+    signed them."""
+
+    issued: Sequence[tuple[attestation_pb2.CertificationAttestation, str | None]]
+    payloads: Sequence[bytes]
+    signed: Sequence[signing_pool.Signed]
+    signing_key_id: str
+
+
+@dataclass(frozen=True)
+class PendingBatch:
+    """A batch whose signing `Issuer.sign_soon` started."""
+
+    issued: Sequence[tuple[attestation_pb2.CertificationAttestation, str | None]]
+    payloads: Sequence[bytes]
+    signing_key_id: str
+    signing: signing_pool.Signing
+
+    def signed(self) -> SignedBatch:
+        return SignedBatch(self.issued, self.payloads, self.signing.result(), self.signing_key_id)
+
+
+def _payloads(
+    issued: Sequence[tuple[attestation_pb2.CertificationAttestation, str | None]],
+) -> list[bytes]:
+    return [attestation.SerializeToString(deterministic=True) for attestation, _ in issued]
+
+
+class _MomentReader:
+    """`to_datetime`, remembering the moments of one batch."""
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[int, int], datetime] = {}
+
+    def __call__(self, stamp: timestamp_pb2.Timestamp) -> datetime:
+        key = (stamp.seconds, stamp.nanos)
+        found = self._seen.get(key)
+        if found is None:
+            found = self._seen[key] = to_datetime(stamp)
+        return found

@@ -10,14 +10,18 @@ them: a received attestation (paying_office.py), a data signal (data_signals.py)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
 
 from sqlmodel import Session
 
-from certfed.v1 import desk_pb2
+from certfed.v1 import attestation_pb2, desk_pb2
 from federation.errors import InvalidInputError, PermissionDeniedError, PreconditionError
+from federation_node.ids import new_id
 from federation_node.offices import attestation_review
 from federation_node.offices.context import Actor, NodeContext
+from federation_node.offices.issuing import Issuer
+from federation_node.offices.life_events import LifeEvents, OtherOffices, announced_to
 from federation_node.rules.entitlement import (
     EntitlementState,
     Overpayment,
@@ -96,6 +100,30 @@ def withhold(session: Session, entitlement: Entitlement, month: date, now: datet
     )
     entitlement.withheld_from_month = month_label(month)
     return True
+
+
+def advance_many(
+    session: Session, moves: Sequence[entitlements_store.Move], month: date, now: datetime
+) -> list[tuple[str, EntitlementState]]:
+    """The daily cycle's moves in one statement each; a move to suspended withholds payment as
+    `withhold` does (from `month`, or the first open month), with one instruction each where no
+    suspension was in effect. Returns (id, new state) of the entitlements moved."""
+    if not moves:
+        return []
+    label = month_label(open_month(session, month))
+    moved = entitlements_store.advance_many(session, moves, label, now)
+    unwithheld = {m.beneficiary_id for m in moves if m.withheld_before is None}
+    payments_store.suspend_many(
+        session,
+        [
+            (beneficiary_id, new_id())
+            for beneficiary_id, state in moved
+            if state is EntitlementState.SUSPENDED and beneficiary_id in unwithheld
+        ],
+        label,
+        now,
+    )
+    return moved
 
 
 def resume(
@@ -179,10 +207,13 @@ def entitlement_updated(session: Session, entitlement: Entitlement, now: datetim
 
 
 class Lifecycle:
-    """The lifecycle decision a reviewer takes: confirm or overturn a proposed termination."""
+    """The lifecycle decision a reviewer takes: confirm or overturn a proposed termination.
+    A confirmed one is announced to the other offices paying the person (life_events.py)."""
 
-    def __init__(self, context: NodeContext) -> None:
+    def __init__(self, context: NodeContext, issuer: Issuer, life_events: LifeEvents) -> None:
         self._context = context
+        self._issuer = issuer
+        self._life_events = life_events
 
     @property
     def policy(self) -> Policy:
@@ -194,7 +225,14 @@ class Lifecycle:
         require_id(beneficiary_id, "beneficiary_id")
         limits = self._context.config.limits
         require_text(reason, "reason", limits, required=not confirm)
+        others = OtherOffices({})
+        if confirm:
+            # Asked before the transaction: no lock waits on the registry.
+            with self._context.session() as session:
+                locator = beneficiaries.get(session, beneficiary_id).subject_locator
+            others = self._life_events.other_offices(locator)
         now = self._context.now()
+        announcement: list[tuple[attestation_pb2.CertificationAttestation, str | None]] = []
         with session_scope(self._context.engine) as session:
             entitlement = entitlements_store.get(session, beneficiary_id, for_update=True)
             if not entitlement.termination_pending_review:
@@ -217,7 +255,20 @@ class Lifecycle:
                 ended_at = entitlement.pending_effective_at or entitlement.state_since
                 reported_on = entitlement.state_since.date()
                 owed = terminate(session, beneficiary, entitlement, status, ended_at, now)
+                announcement = self._life_events.announce(
+                    session,
+                    self._issuer,
+                    beneficiary,
+                    status,
+                    ended_at,
+                    others,
+                    clerk_id=min(recorders, default=actor.name),
+                    reviewer_id=actor.name,
+                    now=now,
+                )
                 details |= {
+                    "announced_to": announced_to(announcement, self._context.node_id),
+                    "announce_failed": others.failure or None,
                     "status": status.value,
                     "overpayment_fen": owed.amount_fen,
                     "overpayment_months": owed.months,
@@ -242,6 +293,10 @@ class Lifecycle:
                 details=details,
                 now=now,
             )
+            # Last: the log head stays locked only until the commit (Issuer.issue).
+            self._issuer.issue(session, announcement, now=now)
+        if announcement:
+            self._issuer.issued()
         return entitlement, beneficiary
 
     def close_payment_month(self, actor: Actor, month: str) -> tuple[bool, date]:

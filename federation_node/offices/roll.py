@@ -70,7 +70,6 @@ from federation_node.store.models import (
 from signing import sealing
 from signing.errors import InvalidIdentityNumberError
 from signing.identity import IdentityKind, mask_identity_number, validate_identity_number
-from signing.locator import locate, subject_locator
 
 SCHEMES: dict[desk_pb2.PensionScheme.ValueType, PensionScheme] = {
     desk_pb2.PENSION_SCHEME_EMPLOYEE: PensionScheme.EMPLOYEE,
@@ -120,7 +119,7 @@ def checked_entry(
     limits = config.limits
     kind = identity_fields(request.identity, f"{prefix}identity", limits)
     try:
-        number, locator = locate(context.keys.locator_key, kind, request.identity.identity_number)
+        number, locator = context.locators.locate(kind, request.identity.identity_number)
     except InvalidIdentityNumberError as error:
         raise InvalidInputError(f"{prefix}identity.identity_number", error.reason) from None
     residence = require_region(request.residence_region, f"{prefix}residence_region")
@@ -267,6 +266,12 @@ class Roll:
             raise InvalidInputError(
                 "beneficiaries", f"has {len(requests)} items; the limit is {limits.max_repeated}"
             )
+        # Every locator of the batch from the registry in a few calls, not one per person.
+        context.locators.prefetch(
+            (kind, request.identity.identity_number)
+            for request in requests
+            if (kind := IDENTITY_KINDS.get(request.identity.identity_type)) is not None
+        )
         entries = [
             checked_entry(context, request, f"beneficiaries[{index}].")
             for index, request in enumerate(requests)
@@ -516,7 +521,7 @@ class Roll:
             number = validate_identity_number(kind, request.identity_number)
         except InvalidIdentityNumberError as error:
             raise InvalidInputError("identity_number", error.reason) from None
-        locator = subject_locator(self._context.keys.locator_key, kind, number)
+        locator = self._context.locators.subject_locator(kind, number)
         with self._context.session() as session:
             person = beneficiaries.by_locator(session, locator)
             if person is None:

@@ -70,6 +70,8 @@ class AttestationFacts:
     valid_until: datetime
     signing_key_id: str
     payload_sha256: str
+    # The attestation of the same issuer this one corrects, if any.
+    corrects_attestation_id: str | None = None
 
 
 def _row(facts: AttestationFacts, direction: AttestationDirection, now: datetime) -> Attestation:
@@ -216,6 +218,35 @@ def for_locator(session: Session, subject_locator: bytes) -> list[Attestation]:
             .order_by(col(Attestation.attestation_id), col(Attestation.issuing_node_id))
         )
     )
+
+
+def corrections_of(
+    session: Session, attestation_id: str, issuing_node_id: str
+) -> list[Attestation]:
+    """The attestations of the same issuer that correct (supersede) this one, oldest first."""
+    return list(
+        session.exec(
+            select(Attestation)
+            .where(
+                Attestation.corrects_attestation_id == attestation_id,
+                Attestation.issuing_node_id == issuing_node_id,
+            )
+            .order_by(col(Attestation.attestation_id))
+        )
+    )
+
+
+def end_reporters(session: Session, beneficiary_id: str, outcomes: Sequence[int]) -> set[str]:
+    """The nodes that delivered an attestation about the person with one of `outcomes` (a
+    death, imprisonment or disappearance) to this node."""
+    rows = session.exec(
+        select(Attestation.issuing_node_id).where(
+            Attestation.beneficiary_id == beneficiary_id,
+            Attestation.direction == AttestationDirection.RECEIVED,
+            col(Attestation.outcome).in_(list(outcomes)),
+        )
+    )
+    return set(rows)
 
 
 def issued_by_method(session: Session) -> dict[int, int]:

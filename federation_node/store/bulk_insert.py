@@ -58,6 +58,9 @@ def _bound(
     processors: list[tuple[int, Callable[[Any], Any]]] = []
     for index, column in enumerate(columns):
         kind = table.columns[column].type
+        if isinstance(kind, LargeBinary):
+            # Both drivers take bytes as they are; the dialect's wrapper would only cost time.
+            continue
         processor = kind.dialect_impl(dialect).bind_processor(dialect)
         if processor is not None:
             # Bulk rows repeat their values (one timestamp, a few enum members): bind each once.

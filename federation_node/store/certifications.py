@@ -54,9 +54,11 @@ def record(
     clerk_id: str,
     now: datetime,
     also_paying: dict[str, str] | None = None,
+    corrects_attestation_id: str | None = None,
 ) -> Certification:
     """Record a check, awaiting review. `request_id` is None for a walk-in retiree;
-    `also_paying` names the other offices (node id to paying region) of a walk-in several claim.
+    `also_paying` names the other offices (node id to paying region) of a walk-in several claim;
+    `corrects_attestation_id` the attestation of this node a correction supersedes.
 
     Evidence digests are SHA-256 values, as bytes or lowercase hex; they are stored as hex.
     """
@@ -82,6 +84,7 @@ def record(
         rejection_reason="",
         attestation_id=None,
         also_paying=also_paying,
+        corrects_attestation_id=corrects_attestation_id,
     )
     session.add(certification)
     session.flush()

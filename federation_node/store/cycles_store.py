@@ -1,9 +1,17 @@
 """Runs of the daily cycle, one row per day: claiming the day is what makes a run happen once.
 
-`claim` inserts the day's row first thing in the cycle's transaction. On PostgreSQL a second
-replica's insert of the same day waits for the first transaction and then fails (or succeeds if
-the first rolled back); on SQLite BEGIN IMMEDIATE serialises them. Either way one run wins and
-the others change nothing.
+The cycle works in batches, each its own transaction (offices/daily_cycle.py). `begin` claims
+the day in a short transaction of its own and hands back the run while it is unfinished: newly
+inserted, or left midway by a run that was killed. Every batch then locks the day's row
+(`lock`), carries on after its `resume_after` and moves it, with the run's counts, in the
+batch's transaction: a batch is committed with its place in the day or not at all, so a run
+that resumes repeats no batch and skips none, and replicas running the same day take turns.
+`finish` marks the day done; afterwards `begin` hands back nothing.
+
+`claim` is the one-transaction form the row-by-row cycle uses: it inserts the day's row first
+thing in the cycle's transaction. On PostgreSQL a second replica's insert of the same day waits
+for the first transaction and then fails (or succeeds if the first rolled back); on SQLite
+BEGIN IMMEDIATE serialises them. Either way one run wins and the others change nothing.
 """
 
 from __future__ import annotations
@@ -31,12 +39,32 @@ def claim(session: Session, day: date, actor: str, now: datetime) -> CycleRun | 
         reminders_queued=0,
         warned=0,
         suspended=0,
+        resume_after=None,
+        finished_at=None,
     )
     try:
         with session.begin_nested():
             session.add(run)
     except IntegrityError:
         return None
+    return run
+
+
+def begin(session: Session, day: date, actor: str, now: datetime) -> CycleRun | None:
+    """The day's run while it is unfinished (claimed now, or left midway); None once finished."""
+    run = claim(session, day, actor, now)
+    if run is None:
+        run = session.get(CycleRun, day.isoformat())
+    if run is None or run.finished_at is not None:
+        return None
+    return run
+
+
+def lock(session: Session, day: date) -> CycleRun:
+    """The day's run, locked until the caller's transaction ends (after `begin`)."""
+    run = session.get(CycleRun, day.isoformat(), with_for_update=True, populate_existing=True)
+    if run is None:
+        raise LookupError(f"no cycle run for {day.isoformat()}: begin it first")
     return run
 
 

@@ -12,7 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, or_
+from sqlalchemy import Column, String, bindparam, func, or_, text
+from sqlalchemy import select as sql_select
+from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
@@ -21,7 +23,16 @@ from federation_node.rules.entitlement import EntitlementState
 from federation_node.store import beneficiaries
 from federation_node.store.bulk_insert import insert_rows
 from federation_node.store.db import count_of, keyset_page, lock_and_refresh
-from federation_node.store.models import Beneficiary, Entitlement
+from federation_node.store.models import (
+    ID_LENGTH,
+    MONTH_LENGTH,
+    Beneficiary,
+    BeneficiaryState,
+    Entitlement,
+    StrEnumType,
+    UtcDateTime,
+)
+from federation_node.store.staging import fill, staging_table
 
 
 def open_for(
@@ -138,25 +149,127 @@ def page(
     return [(row, people[row.beneficiary_id]) for row in rows], token
 
 
-def in_cycle_scope(session: Session, horizon: datetime) -> list[tuple[Entitlement, Beneficiary]]:
+def _in_cycle_scope(horizon: datetime) -> tuple[ColumnElement[bool], ...]:
     """Everyone the daily cycle may have to act on: not terminated, no termination awaiting
     review, and either no longer active or with validity ending by `horizon` (or never
     certified). Active people far from their end of validity are not read at all."""
+    return (
+        col(Entitlement.state) != EntitlementState.TERMINATED,
+        col(Entitlement.termination_pending_review).is_(False),
+        or_(
+            col(Entitlement.state) != EntitlementState.ACTIVE,
+            col(Beneficiary.valid_until).is_(None),
+            col(Beneficiary.valid_until) <= horizon,
+        ),
+    )
+
+
+def in_cycle_scope(session: Session, horizon: datetime) -> list[tuple[Entitlement, Beneficiary]]:
+    """The cycle's people (`_in_cycle_scope`) with their entitlements, as ORM objects."""
     statement = (
         select(Entitlement, Beneficiary)
         .join(Beneficiary, col(Beneficiary.beneficiary_id) == col(Entitlement.beneficiary_id))
-        .where(
-            Entitlement.state != EntitlementState.TERMINATED,
-            col(Entitlement.termination_pending_review).is_(False),
-            or_(
-                col(Entitlement.state) != EntitlementState.ACTIVE,
-                col(Beneficiary.valid_until).is_(None),
-                col(Beneficiary.valid_until) <= horizon,
-            ),
-        )
+        .where(*_in_cycle_scope(horizon))
         .order_by(col(Entitlement.beneficiary_id))
     )
     return [(entitlement, person) for entitlement, person in session.exec(statement)]
+
+
+@dataclass(frozen=True)
+class CycleRow:
+    """What the daily cycle reads of one person in its scope, as plain values."""
+
+    beneficiary_id: str
+    state: EntitlementState
+    withheld_from_month: str | None
+    valid_until: datetime | None
+    created_at: datetime
+    status: BeneficiaryState
+    residence_region: str
+
+
+def cycle_batch(
+    session: Session, horizon: datetime, after: str | None, limit: int
+) -> list[CycleRow]:
+    """The next `limit` people of the cycle's scope after beneficiary id `after`, in id order."""
+    statement = (
+        sql_select(
+            col(Entitlement.beneficiary_id),
+            col(Entitlement.state),
+            col(Entitlement.withheld_from_month),
+            col(Beneficiary.valid_until),
+            col(Beneficiary.created_at),
+            col(Beneficiary.status),
+            col(Beneficiary.residence_region),
+        )
+        .join(Beneficiary, col(Beneficiary.beneficiary_id) == col(Entitlement.beneficiary_id))
+        .where(*_in_cycle_scope(horizon))
+        .order_by(col(Entitlement.beneficiary_id))
+        .limit(limit)
+    )
+    if after is not None:
+        statement = statement.where(col(Entitlement.beneficiary_id) > after)
+    return [CycleRow(*row) for row in session.execute(statement)]
+
+
+_MOVES = staging_table(
+    "cycle_move",
+    Column("beneficiary_id", String(ID_LENGTH)),
+    Column("from_state", StrEnumType(EntitlementState)),
+    Column("withheld_before", String(MONTH_LENGTH)),
+    Column("to_state", StrEnumType(EntitlementState)),
+    Column("state_since", UtcDateTime()),
+)
+
+
+@dataclass(frozen=True)
+class Move:
+    """An entitlement to move, and what the mover read of it."""
+
+    beneficiary_id: str
+    from_state: EntitlementState
+    withheld_before: str | None
+    to_state: EntitlementState
+    state_since: datetime
+
+
+def advance_many(
+    session: Session, moves: Sequence[Move], withheld_month: str, now: datetime
+) -> list[tuple[str, EntitlementState]]:
+    """Move entitlements in one statement; a move to suspended also withholds payment from
+    `withheld_month` where nothing was withheld yet. An entitlement changed since it was read
+    (its state or withheld month) or whose termination now awaits review stays as it is.
+    Returns (id, new state) of those moved; they stay locked until the transaction ends."""
+    if not moves:
+        return []
+    fill(
+        session,
+        _MOVES,
+        (
+            (m.beneficiary_id, m.from_state, m.withheld_before, m.to_state, m.state_since)
+            for m in moves
+        ),
+    )
+    moved = session.execute(
+        text(
+            "UPDATE entitlement SET state = m.to_state, state_since = m.state_since, "
+            "withheld_from_month = CASE WHEN m.to_state = :suspended "
+            "THEN coalesce(entitlement.withheld_from_month, :month) "
+            "ELSE entitlement.withheld_from_month END, "
+            "updated_at = :now FROM cycle_move AS m "
+            "WHERE entitlement.beneficiary_id = m.beneficiary_id "
+            "AND entitlement.state = m.from_state "
+            "AND entitlement.withheld_from_month IS NOT DISTINCT FROM m.withheld_before "
+            "AND entitlement.termination_pending_review = :pending "
+            "RETURNING entitlement.beneficiary_id, entitlement.state"
+        ).bindparams(
+            bindparam("now", now, type_=UtcDateTime()),
+            suspended=EntitlementState.SUSPENDED.value,
+            month=withheld_month,
+            pending=False,
+        )
+    ).all()
+    return [(beneficiary_id, EntitlementState(state)) for beneficiary_id, state in moved]
 
 
 def count_by_state(session: Session) -> dict[EntitlementState, int]:

@@ -16,6 +16,7 @@ A destination that is reachable again ends the backoff of what waits for it (`en
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -28,6 +29,7 @@ from federation import tracing
 from federation.errors import NotFoundError, PreconditionError
 from federation_node.config import DispatchConfig
 from federation_node.ids import new_id
+from federation_node.store.bulk_insert import insert_rows
 from federation_node.store.db import keyset_page, lock_and_refresh
 from federation_node.store.models import DeliveryState, OutboxKind, OutboxMessage
 
@@ -64,6 +66,38 @@ def enqueue(
     # Its delivery joins the trace it was queued in, when tracing is on.
     tracing.remember(message.message_id)
     return message
+
+
+def enqueue_many(
+    session: Session,
+    *,
+    kind: OutboxKind,
+    messages: Iterable[tuple[str, str, bytes]],
+    now: datetime,
+) -> int:
+    """Add messages, each (destination, subject id, payload), due now, in the caller's
+    transaction, in one bulk insert (the bulk issuing path); the rows `enqueue` would add."""
+    rows = (
+        (new_id(), kind, destination, subject_id, payload, DeliveryState.PENDING, 0, now, "", now)
+        for destination, subject_id, payload in messages
+    )
+    return insert_rows(
+        session,
+        OutboxMessage.__table__,  # type: ignore[attr-defined]
+        (
+            "message_id",
+            "kind",
+            "destination",
+            "subject_id",
+            "payload",
+            "state",
+            "attempts",
+            "next_attempt_at",
+            "last_error",
+            "created_at",
+        ),
+        rows,
+    )
 
 
 def claim_due(

@@ -9,9 +9,10 @@ into is the lifecycle's rule (offices/lifecycle.py, `open_month`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import func
+from sqlalchemy import Column, String, bindparam, func, text
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
@@ -20,11 +21,14 @@ from federation_node.ids import new_id
 from federation_node.store import beneficiaries
 from federation_node.store.db import count_of, keyset_page
 from federation_node.store.models import (
+    ID_LENGTH,
     Beneficiary,
     ClosedMonth,
     PaymentAction,
     PaymentInstruction,
+    UtcDateTime,
 )
+from federation_node.store.staging import fill, staging_table
 
 
 def add(
@@ -61,6 +65,37 @@ def add(
     session.add(instruction)
     session.flush()
     return instruction
+
+
+_SUSPENSIONS = staging_table(
+    "cycle_suspension",
+    Column("beneficiary_id", String(ID_LENGTH)),
+    Column("instruction_id", String(ID_LENGTH)),
+)
+
+
+def suspend_many(
+    session: Session, suspensions: Sequence[tuple[str, str]], month: str, now: datetime
+) -> int:
+    """`add` of a SUSPEND instruction for `month` for many people at once, (beneficiary id, new
+    instruction id) each; an instruction already written for that month and action stays the
+    one. Returns how many were written."""
+    if not suspensions:
+        return 0
+    fill(session, _SUSPENSIONS, suspensions)
+    written = session.execute(
+        text(
+            "INSERT INTO payment_instruction (instruction_id, beneficiary_id, action, "
+            "effective_month, back_pay_fen, back_pay_months, overpayment_fen, created_at) "
+            "SELECT s.instruction_id, s.beneficiary_id, :action, :month, 0, 0, 0, :now "
+            "FROM cycle_suspension AS s WHERE true ON CONFLICT DO NOTHING"
+        ).bindparams(
+            bindparam("now", now, type_=UtcDateTime()),
+            action=PaymentAction.SUSPEND.value,
+            month=month,
+        )
+    )
+    return int(written.rowcount)  # type: ignore[attr-defined]
 
 
 def for_month(session: Session, month: str) -> list[tuple[PaymentInstruction, Beneficiary]]:
@@ -116,6 +151,17 @@ def close_month(session: Session, month: str, actor: str, now: datetime) -> bool
 def latest_closed_month(session: Session) -> str | None:
     """The latest month closed, "YYYY-MM"; None when none is."""
     latest: str | None = session.exec(select(func.max(ClosedMonth.month))).one()
+    return latest
+
+
+def latest_termination_month(session: Session, beneficiary_id: str) -> str | None:
+    """The month the person's latest termination stopped payment from, if any."""
+    latest: str | None = session.exec(
+        select(func.max(PaymentInstruction.effective_month)).where(
+            PaymentInstruction.beneficiary_id == beneficiary_id,
+            PaymentInstruction.action == PaymentAction.TERMINATE,
+        )
+    ).one()
     return latest
 
 

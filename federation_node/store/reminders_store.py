@@ -9,12 +9,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from sqlalchemy import Boolean, Column, Integer, String, bindparam, text
 from sqlmodel import Session, col, select
 
 from federation_node.ids import new_id
 from federation_node.rules.entitlement import ReminderKind
 from federation_node.store.db import keyset_page
-from federation_node.store.models import Reminder
+from federation_node.store.models import (
+    ID_LENGTH,
+    Reminder,
+    StrEnumType,
+    UtcDateTime,
+)
+from federation_node.store.staging import fill, staging_table
 
 ReminderKey = tuple[str, datetime, int]
 
@@ -30,6 +37,17 @@ def queued_for(session: Session, beneficiary_ids: Sequence[str]) -> set[Reminder
         )
         keys.update((row[0], row[1], row[2]) for row in rows)
     return keys
+
+
+def queued_between(session: Session, first_id: str, last_id: str) -> set[ReminderKey]:
+    """(beneficiary, end of validity, offset) of every reminder queued for the beneficiaries
+    whose ids lie from `first_id` to `last_id` (a batch of the daily cycle), in one query."""
+    rows = session.exec(
+        select(Reminder.beneficiary_id, Reminder.expires_at, Reminder.offset_days).where(
+            col(Reminder.beneficiary_id) >= first_id, col(Reminder.beneficiary_id) <= last_id
+        )
+    )
+    return {(row[0], row[1], row[2]) for row in rows}
 
 
 def queue(
@@ -53,6 +71,41 @@ def queue(
     )
     session.add(reminder)
     return reminder
+
+
+_NEW_REMINDERS = staging_table(
+    "cycle_reminder",
+    Column("beneficiary_id", String(ID_LENGTH)),
+    Column("reminder_id", String(ID_LENGTH)),
+    Column("kind", StrEnumType(ReminderKind)),
+    Column("expires_at", UtcDateTime()),
+    Column("offset_days", Integer()),
+)
+
+
+def queue_many(
+    session: Session,
+    reminders: Sequence[tuple[str, str, ReminderKind, datetime, int]],
+    now: datetime,
+) -> int:
+    """`queue` for many reminders at once, (beneficiary id, new reminder id, kind, end of
+    validity, offset) each, but only those not queued before; returns how many were queued."""
+    if not reminders:
+        return 0
+    fill(session, _NEW_REMINDERS, reminders)
+    queued = session.execute(
+        text(
+            "INSERT INTO reminder (reminder_id, beneficiary_id, kind, expires_at, offset_days, "
+            "acknowledged, acknowledged_at, created_at) "
+            "SELECT r.reminder_id, r.beneficiary_id, r.kind, r.expires_at, r.offset_days, "
+            ":acknowledged, NULL, :now FROM cycle_reminder AS r WHERE true "
+            "ON CONFLICT DO NOTHING"
+        ).bindparams(
+            bindparam("now", now, type_=UtcDateTime()),
+            bindparam("acknowledged", False, type_=Boolean()),
+        )
+    )
+    return int(queued.rowcount)  # type: ignore[attr-defined]
 
 
 def waiting(session: Session, page_size: int, page_token: str = "") -> tuple[list[Reminder], str]:

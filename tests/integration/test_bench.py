@@ -1,5 +1,5 @@
-"""`certfed bench sync`, `assist`, `roll`, `web` and `feed` run end to end in the suite (smoke
-tests: figures are printed, and no timing is asserted; the targets are measured with the
+"""`certfed bench sync`, `assist`, `roll`, `web`, `feed` and `issue` run end to end in the suite
+(smoke tests: figures are printed, and no timing is asserted; the targets are measured with the
 command, see the README)."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from cli.bench.kit import BASELINE_FIELDS, RATE_FIELDS
 from tests.helpers.commands import certfed
 
 
@@ -25,6 +26,12 @@ def _bench(postgres_url: str, kind: str, *arguments: str) -> dict[str, Any]:
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     figures: dict[str, Any] = json.loads(completed.stdout)
+    # Every benchmark's JSON holds the same headline, whatever else it adds.
+    for name in RATE_FIELDS:
+        assert figures[name] > 0, name
+    if "baseline_per_s" in figures:
+        for name in BASELINE_FIELDS:
+            assert figures[name] > 0, name
     return figures
 
 
@@ -44,6 +51,7 @@ def test_bench_sync_of_5000_attestations_completes(postgres_url: str) -> None:
 def test_bench_assist_of_40_round_trips_completes(postgres_url: str) -> None:
     figures = _bench(postgres_url, "assist", "--concurrency", "4", "--requests", "40")
     assert figures["completed"] == 40
+    assert figures["failed"] == 0
     assert 0 < figures["p50_ms"] <= figures["p95_ms"] <= figures["p99_ms"] <= figures["max_ms"]
     assert set(figures["phase_p50_ms"]) == {
         "request",
@@ -62,6 +70,28 @@ def test_bench_assist_of_40_round_trips_completes(postgres_url: str) -> None:
     assert figures["desk_calls_per_round_trip"] >= 4
     assert figures["floor_calls_per_s"] > 0
     assert figures["floor_cpu_ms_per_call"] > 0
+    assert figures["floor_calls_per_round_trip"] > 0
+    assert figures["loop"] == "closed"
+    assert figures["rate_per_s"] == figures["round_trips_per_s"] > 0
+    assert 0 < figures["desk_call_p99_ms"] <= figures["max_ms"]
+
+
+@pytest.mark.postgres
+def test_bench_assist_open_loop_completes_every_arrival(postgres_url: str) -> None:
+    figures = _bench(
+        postgres_url,
+        "assist",
+        *("--rate", "4", "--duration", "3", "--concurrency", "2", "--floor-calls", "100"),
+    )
+    assert figures["loop"] == "open"
+    assert figures["offered_per_s"] == 4
+    # Every request that arrived completed its round trip; none was dropped for being late.
+    assert figures["requests"] == figures["completed"] == 12
+    assert figures["failed"] == 0
+    assert 0 < figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"]
+    assert 0 < figures["desk_call_p99_ms"] <= figures["max_ms"]
+    for name in ("cpu_ms_per_round_trip", "floor_cpu_ms_per_call", "round_trips_per_s"):
+        assert figures[name] > 0, name
 
 
 @pytest.mark.postgres
@@ -73,6 +103,29 @@ def test_bench_roll_of_2000_rows_completes(postgres_url: str) -> None:
     assert figures["rate_per_s"] > 0
     assert figures["seconds"] > 0
     assert figures["peak_rss_mib"] > 0
+    assert figures["node_peak_rss_mib"] > 0
+    assert figures["database"] == "PostgreSQL (DATABASE_URL)"
+
+
+@pytest.mark.postgres
+def test_bench_cycle_of_3000_beneficiaries_completes(postgres_url: str) -> None:
+    figures = _bench(
+        postgres_url, "cycle", "--beneficiaries", "3000", "--baseline-beneficiaries", "300"
+    )
+    assert figures["beneficiaries"] == 3000
+    assert figures["baseline_beneficiaries"] == 300
+    first = figures["first"]
+    # Validity ends spread over a year around the day: every kind of move happens.
+    assert first["became_due"] > 0
+    assert first["warned"] > 0
+    assert first["suspended"] > 0
+    assert first["reminders_queued"] > 0
+    assert figures["baseline"]["suspended"] > 0
+    assert figures["next_day"]["reminders_queued"] > 0
+    for name in ("rate_per_s", "seconds", "peak_rss_mib", "baseline_per_s", "ratio"):
+        assert figures[name] > 0, name
+    assert figures["rerun_seconds"] > 0
+    assert figures["next_day_seconds"] > 0
     assert figures["node_peak_rss_mib"] > 0
     assert figures["database"] == "PostgreSQL (DATABASE_URL)"
 
@@ -126,4 +179,26 @@ def test_bench_feed_of_2000_rows_completes(postgres_url: str) -> None:
         assert figures[name] > 0, name
     assert figures["node_cpu_ms_per_row"] > 0
     assert figures["baseline_node_cpu_ms_per_row"] > 0
+    assert figures["database"] == "PostgreSQL (DATABASE_URL)"
+
+
+@pytest.mark.postgres
+def test_bench_issue_of_3000_attestations_completes(postgres_url: str) -> None:
+    figures = _bench(
+        postgres_url,
+        "issue",
+        "--attestations",
+        "3000",
+        "--batch-size",
+        "1000",
+        "--baseline-attestations",
+        "50",
+    )
+    assert figures["attestations"] == 3000
+    assert figures["baseline_attestations"] == 50
+    # Every attestation of both paths is logged and queued for the remote paying office.
+    assert figures["log_size"] == 3050
+    assert figures["queued_for_paying_office"] == 3050
+    assert figures["first_tenth_per_s"] > 0
+    assert figures["last_tenth_per_s"] > 0
     assert figures["database"] == "PostgreSQL (DATABASE_URL)"

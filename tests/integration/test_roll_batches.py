@@ -1,0 +1,204 @@
+"""The bulk roll import registers people exactly as registering them one at a time does, on
+SQLite and on PostgreSQL: over random rolls the same records (regions, validity, scheme, first
+month, masked number, sealed identity once opened) and the same entitlements; the same rows
+imported again change nothing; and the daily cycle then does the same to both offices.
+
+One real office (keys, certificate, directory and locators from a real registry) is composed
+twice in this process on two databases of the same engine, with the same clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+from sqlmodel import Session, select
+
+from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
+from cli.bench.kit import resident_id
+from federation.timestamps import to_timestamp
+from federation_node.offices.context import Actor
+from federation_node.offices.node import Node, compose_node
+from federation_node.offices.roll import RowOutcome
+from federation_node.rules.policy import load_policy
+from federation_node.store.db import create_engine_for, migrate, session_scope
+from federation_node.store.models import Beneficiary
+from tests.conftest import PostgresUrlFactory
+from tests.helpers.feed_office import EnrolledOffice, enrolled_office
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+CLERK = Actor("operator", "op-roll-clerk")
+TABLES = (
+    "reminder",
+    "payment_instruction",
+    "amount_change",
+    "entitlement",
+    "beneficiary",
+    "cycle_run",
+    "outbox_message",
+    "audit_pending",
+)
+SCHEMES = [
+    desk_pb2.PENSION_SCHEME_UNSPECIFIED,
+    desk_pb2.PENSION_SCHEME_EMPLOYEE,
+    desk_pb2.PENSION_SCHEME_RESIDENT,
+    desk_pb2.PENSION_SCHEME_PUBLIC_SERVICE,
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    person: int
+    residence_region: str
+    # Days from today to the end of validity; None: never certified.
+    valid_days: int | None
+    amount_fen: int
+    scheme: int
+    start_month: str
+    phone: str
+
+
+rows = st.builds(
+    Row,
+    person=st.integers(0, 5_000),
+    residence_region=st.sampled_from(["440604", "440605", "370202", "HK"]),
+    valid_days=st.one_of(st.none(), st.integers(-300, 300)),
+    amount_fen=st.integers(0, 2_000_000),
+    scheme=st.sampled_from(SCHEMES),
+    start_month=st.sampled_from(["", "2001-01", "2015-07", "2024-12"]),
+    phone=st.sampled_from(["", "13800000000", "+853 6600 0000"]),
+)
+
+
+@dataclasses.dataclass
+class Offices:
+    bulk: Node
+    single: Node
+
+
+@pytest.fixture(scope="module")
+def office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EnrolledOffice]:
+    with enrolled_office(tmp_path_factory.mktemp("roll-office")) as enrolled:
+        yield enrolled
+
+
+def _compose(office: EnrolledOffice, url: str) -> Node:
+    migrate(url)
+    config = dataclasses.replace(office.config, database_url=url)
+    return compose_node(
+        config,
+        office.keys,
+        create_engine_for(url),
+        office.directory,
+        load_policy(config.policy_file),
+        lambda _locator: [],
+        clock=lambda: NOW,
+        locators=office.locators,
+    )
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def offices(
+    request: pytest.FixtureRequest,
+    office: EnrolledOffice,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Offices]:
+    if request.param == "sqlite":
+        folder: Path = tmp_path_factory.mktemp("roll-sqlite")
+        urls = [f"sqlite:///{folder / 'bulk.db'}", f"sqlite:///{folder / 'single.db'}"]
+    else:
+        factory: PostgresUrlFactory = request.getfixturevalue("postgres_url_factory")
+        urls = [factory(), factory()]
+    bulk, single = _compose(office, urls[0]), _compose(office, urls[1])
+    try:
+        yield Offices(bulk, single)
+    finally:
+        bulk.context.engine.dispose()
+        single.context.engine.dispose()
+
+
+def _request(row: Row) -> desk_pb2.RegisterBeneficiaryRequest:
+    request = desk_pb2.RegisterBeneficiaryRequest(
+        identity=attestation_pb2.IdentityBundle(
+            identity_type=common_pb2.IDENTITY_TYPE_RESIDENT_ID,
+            identity_number=resident_id("440604", date(1950, 1, 1), row.person),
+            full_name="陈大文",
+            phone=row.phone,
+        ),
+        residence_region=row.residence_region,
+        monthly_amount_fen=row.amount_fen,
+        scheme=row.scheme,  # type: ignore[arg-type]
+        payment_start_month=row.start_month,
+    )
+    if row.valid_days is not None:
+        request.valid_until.CopyFrom(to_timestamp(NOW + timedelta(days=row.valid_days)))
+    return request
+
+
+def _wipe(node: Node) -> None:
+    with session_scope(node.context.engine) as session:
+        for table in TABLES:
+            session.execute(text(f"DELETE FROM {table}"))  # noqa: S608 - our table names
+
+
+def _roll_of(node: Node) -> dict[bytes, tuple[Any, ...]]:
+    """Each person's record, entitlement, opened identity, reminders and payment instructions,
+    by locator (ids differ between the two offices)."""
+    with Session(node.context.engine) as session:
+        people = {
+            bytes(row[0]): tuple(row[1:])
+            for row in session.execute(
+                text(
+                    "SELECT b.subject_locator, b.identity_type, b.masked_identity_number, "
+                    "b.residence_region, b.paying_region, b.status, b.valid_until, "
+                    "b.possible_duplicate, b.scheme, b.payment_start_month, b.created_at, "
+                    "e.monthly_amount_fen, e.state, e.state_since, e.withheld_from_month, "
+                    "e.overpayment_fen, "
+                    "(SELECT count(*) FROM reminder r WHERE r.beneficiary_id = b.beneficiary_id), "
+                    "(SELECT count(*) FROM payment_instruction p "
+                    "WHERE p.beneficiary_id = b.beneficiary_id) "
+                    "FROM beneficiary b JOIN entitlement e ON e.beneficiary_id = b.beneficiary_id"
+                )
+            )
+        }
+        for person in session.exec(select(Beneficiary)):
+            identity = node.paying_office.beneficiary_identity(person)
+            people[bytes(person.subject_locator)] += (identity.SerializeToString(),)
+    return people
+
+
+@settings(
+    max_examples=10,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(roll=st.lists(rows, min_size=1, max_size=12, unique_by=lambda row: row.person))
+def test_the_bulk_roll_import_registers_people_as_one_at_a_time_does(
+    offices: Offices, roll: list[Row]
+) -> None:
+    _wipe(offices.bulk)
+    _wipe(offices.single)
+    requests = [_request(row) for row in roll]
+    imported = offices.bulk.roll.upsert(CLERK, requests)
+    assert [row.outcome for row in imported] == [RowOutcome.CREATED] * len(roll)
+    for request in requests:
+        offices.single.paying_office.register_beneficiary(CLERK, request)
+    assert _roll_of(offices.bulk) == _roll_of(offices.single)
+    # The same rows again register nobody and change nothing.
+    again = offices.bulk.roll.upsert(CLERK, requests)
+    assert [row.outcome for row in again] == [RowOutcome.UNCHANGED] * len(roll)
+    assert [row.beneficiary_id for row in again] == [row.beneficiary_id for row in imported]
+    assert _roll_of(offices.bulk) == _roll_of(offices.single)
+    # And the day treats both rolls alike.
+    for node in (offices.bulk, offices.single):
+        node.daily_cycle.run_cycle(CLERK, NOW.date())
+    assert _roll_of(offices.bulk) == _roll_of(offices.single)
