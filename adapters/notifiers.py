@@ -1,5 +1,13 @@
 """Notifiers: reminders and overdue notices to retirees, through an SMS or messaging gateway.
 
+Four ways out, each a `Notifier`: a JSON webhook to the office's own gateway, an outbox file,
+Alibaba Cloud SMS (the SendSms API of dysmsapi, version 2017-05-25, RPC-style requests signed
+with HMAC-SHA1 signature version 1.0), and WeChat template messages (the Official Account's
+`POST /cgi-bin/message/template/send`, with an access_token from `/cgi-bin/token`, fetched
+again when WeChat answers 40001 or 42001). All retry what a later attempt may change (HTTP 429
+and 5xx, no answer, the gateway's own "busy" and rate-limit codes) with bounded backoff, and
+refuse at once what it cannot (a bad number, an unknown template, an unfollowed account).
+
 `run_notifications` lists the node's unacknowledged reminders, sends each through a `Notifier`,
 and acknowledges only the ones that were sent. Delivery is at least once: a crash after a send
 and before its acknowledgement sends that reminder again on the next run; nothing is ever
@@ -21,12 +29,12 @@ import json
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Protocol
-from urllib.parse import urlsplit
+from typing import Any, Protocol
+from urllib.parse import SplitResult, urlsplit
 
 from tenacity import (
     Retrying,
@@ -127,7 +135,9 @@ class Notifier(Protocol):
     def send(self, notification: Notification) -> None: ...
 
 
-class _RetryableError(Exception):
+class RetryableGatewayError(Exception):
+    """A failure a later attempt may not repeat; `what` says which, for the last message."""
+
     def __init__(self, what: str) -> None:
         super().__init__(what)
         self.what = what
@@ -153,6 +163,20 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def require_gateway_url(url: str, setting: str) -> SplitResult:
+    """An https:// URL, or plain http to this machine, or InvalidInputError naming `setting`."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InvalidInputError(setting, "must be an https:// URL")
+    # Reminders carry phone numbers: they leave the machine only over TLS. Plain http is for a
+    # gateway on this machine (a local relay, or a test server).
+    if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+        raise InvalidInputError(
+            setting, "must be an https:// URL (plain http only to localhost / 127.0.0.1)"
+        )
+    return parts
+
+
 class WebhookNotifier:
     """A JSON POST per notification to an SMS or messaging gateway.
 
@@ -163,15 +187,7 @@ class WebhookNotifier:
     def __init__(
         self, url: str, *, timeout_s: float = 10.0, retry: WebhookRetry | None = None
     ) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise InvalidInputError("webhook", "must be an https:// URL")
-        # Reminders carry phone numbers: they leave the machine only over TLS. Plain http is
-        # for a gateway on this machine (a local relay, or a test server).
-        if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
-            raise InvalidInputError(
-                "webhook", "must be an https:// URL (plain http only to localhost / 127.0.0.1)"
-            )
+        parts = require_gateway_url(url, "webhook")
         self._url = url
         # For messages: the URL may carry a gateway token in its path or query.
         self._host = parts.hostname or "the gateway"
@@ -179,24 +195,7 @@ class WebhookNotifier:
         self._retry = retry or WebhookRetry()
 
     def send(self, notification: Notification) -> None:
-        retrying = Retrying(
-            retry=retry_if_exception_type(_RetryableError),
-            stop=stop_after_attempt(self._retry.attempts)
-            | stop_after_delay(self._retry.max_delay_s),
-            wait=wait_exponential_jitter(
-                multiplier=self._retry.initial_s,
-                max=self._retry.max_backoff_s,
-                jitter=self._retry.jitter_s,
-            ),
-            reraise=True,
-        )
-        try:
-            retrying(self._post, notification)
-        except _RetryableError as error:
-            raise GatewayUnavailableError(
-                f"{self._host} did not accept reminder {notification.reminder_id} after "
-                f"{self._retry.attempts} attempts (last: {error.what})"
-            ) from None
+        send_with_retries(self._retry, self._host, notification, self._post)
 
     def _post(self, notification: Notification) -> None:
         body = json.dumps(notification.as_json(), ensure_ascii=False).encode("utf-8")
@@ -216,13 +215,79 @@ class WebhookNotifier:
             status = error.code
             error.close()
             if status == _RETRYABLE_STATUS or status >= 500:
-                raise _RetryableError(f"HTTP {status}") from None
+                raise RetryableGatewayError(f"HTTP {status}") from None
             raise NotificationRefusedError(
                 f"{self._host} refused reminder {notification.reminder_id} with HTTP {status}"
             ) from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
             reason = getattr(error, "reason", error)
-            raise _RetryableError(f"no answer ({reason})") from None
+            raise RetryableGatewayError(f"no answer ({reason})") from None
+
+
+def send_with_retries(
+    retry: WebhookRetry,
+    host: str,
+    notification: Notification,
+    send: Callable[[Notification], None],
+) -> None:
+    """`send(notification)`, retried on RetryableGatewayError with bounded backoff; a gateway that
+    still fails after the last attempt is GatewayUnavailableError."""
+    retrying = Retrying(
+        retry=retry_if_exception_type(RetryableGatewayError),
+        stop=stop_after_attempt(retry.attempts) | stop_after_delay(retry.max_delay_s),
+        wait=wait_exponential_jitter(
+            multiplier=retry.initial_s, max=retry.max_backoff_s, jitter=retry.jitter_s
+        ),
+        reraise=True,
+    )
+    try:
+        retrying(send, notification)
+    except RetryableGatewayError as error:
+        raise GatewayUnavailableError(
+            f"{host} did not accept reminder {notification.reminder_id} after "
+            f"{retry.attempts} attempts (last: {error.what})"
+        ) from None
+
+
+def exchange_json(
+    request: urllib.request.Request, *, timeout_s: float, host: str, reminder_id: str
+) -> dict[str, Any]:
+    """Send `request` and read the gateway's JSON answer. HTTP 429, 5xx and no answer are
+    RetryableGatewayError; another 4xx is NotificationRefusedError naming the gateway's code."""
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
+            data = response.read()
+    except urllib.error.HTTPError as error:
+        status = error.code
+        with error:
+            code = _error_code(error.read())
+        if status == _RETRYABLE_STATUS or status >= 500:
+            raise RetryableGatewayError(f"HTTP {status}") from None
+        raise NotificationRefusedError(
+            f"{host} refused reminder {reminder_id} with HTTP {status}{code}"
+        ) from None
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
+        reason = getattr(error, "reason", error)
+        raise RetryableGatewayError(f"no answer ({reason})") from None
+    try:
+        answer = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise RetryableGatewayError("an answer that is not JSON") from None
+    if not isinstance(answer, dict):
+        raise RetryableGatewayError("an answer that is not a JSON object")
+    return answer
+
+
+def _error_code(data: bytes) -> str:
+    """ " (Code: X)" from a gateway's JSON error body, or nothing."""
+    try:
+        answer = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return ""
+    if not isinstance(answer, dict):
+        return ""
+    code = answer.get("Code", answer.get("errcode"))
+    return f" (code {code})" if code is not None else ""
 
 
 class OutboxFileNotifier:

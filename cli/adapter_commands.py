@@ -7,7 +7,8 @@
     certfed forms import FORM.xlsx --config node.toml [--out SENT.xlsx]
     certfed forms export SENT.xlsx --config node.toml [--out RESULTS.xlsx]
     certfed bank export --config node.toml --month 2025-09 --bank ICBC-4406 --out-dir DIR [--force]
-    certfed notify run --config node.toml (--webhook URL | --outbox-file P)
+    certfed notify run --config node.toml (--webhook URL | --outbox-file P | --sms-config S.toml)
+                       [--wechat-config W.toml]
 
 Every command talks to the node's DeskService with the operator token in
 CERTFED_OPERATOR_TOKEN, like `certfed desk`. Exit codes: 0 done; 1 nothing done (an error
@@ -22,6 +23,7 @@ from typing import Any
 
 from rich.table import Table
 
+from adapters.aliyun_sms import AliyunSmsNotifier, load_aliyun_sms_config
 from adapters.bank_files import DeskPaymentInstructions, export_bank_file
 from adapters.feed_mappings import builtin_mapping_names, load_mapping
 from adapters.feeds import DEFAULT_BATCH_SIZE
@@ -37,11 +39,13 @@ from adapters.partner_requests import FormSummary, fill_form_results, submit_for
 from adapters.roll import DEFAULT_BATCH_SIZE as ROLL_BATCH_SIZE
 from adapters.roll import FORMATS as ROLL_FORMATS
 from adapters.roll_mappings import builtin_roll_mapping_names, load_roll_mapping
+from adapters.wechat_templates import FirstOf, WeChatTemplateNotifier, load_wechat_config
 from cli.arguments import batch_size, month, page_size
 from cli.desk import add_connection_arguments, desk_client
 from cli.feed_import import import_feed_file
 from cli.output import console
 from cli.roll_import import import_roll_file
+from federation.errors import InvalidInputError
 from federation_node.config import load_node_config
 
 PARTIAL = 2
@@ -204,13 +208,28 @@ def _bank_export(args: argparse.Namespace) -> int:
 # notify
 
 
+def _notifier(args: argparse.Namespace) -> Notifier:
+    """The gateway the options name; WeChat and SMS together: WeChat where the person bound an
+    account, SMS for everyone else."""
+    if args.webhook:
+        return WebhookNotifier(args.webhook)
+    if args.outbox_file:
+        return OutboxFileNotifier(Path(args.outbox_file))
+    chain: list[Notifier] = []
+    if args.wechat_config:
+        chain.append(WeChatTemplateNotifier(load_wechat_config(Path(args.wechat_config))))
+    if args.sms_config:
+        chain.append(AliyunSmsNotifier(load_aliyun_sms_config(Path(args.sms_config))))
+    if not chain:
+        raise InvalidInputError(
+            "notify run", "give --webhook, --outbox-file, --sms-config or --wechat-config"
+        )
+    return chain[0] if len(chain) == 1 else FirstOf(chain)
+
+
 def _notify_run(args: argparse.Namespace) -> int:
     config = load_node_config(Path(args.config))
-    notifier: Notifier = (
-        WebhookNotifier(args.webhook)
-        if args.webhook
-        else OutboxFileNotifier(Path(args.outbox_file))
-    )
+    notifier = _notifier(args)
     office = args.office or config.display_name or config.node_id
     with desk_client(args) as desk:
         summary = run_notifications(
@@ -303,9 +322,14 @@ def add_adapter_commands(subparsers: Any) -> None:
     notify = _subcommands(subparsers, "notify", "send reminders and overdue notices", "notify")
     notify_run = notify.add_parser("run", help="send pending reminders; acknowledge the sent")
     add_connection_arguments(notify_run)
-    target = notify_run.add_mutually_exclusive_group(required=True)
+    target = notify_run.add_mutually_exclusive_group()
     target.add_argument("--webhook", help="gateway URL that takes a JSON POST per message")
     target.add_argument("--outbox-file", help="append messages to this JSON Lines file")
+    target.add_argument("--sms-config", help="Alibaba Cloud SMS settings (.toml)")
+    notify_run.add_argument(
+        "--wechat-config",
+        help="WeChat template-message settings (.toml); with --sms-config, SMS for the rest",
+    )
     notify_run.add_argument("--office", help="office name in the text (default: display_name)")
     notify_run.add_argument("--page-size", type=page_size, default=100)
     notify_run.set_defaults(handler=_notify_run)

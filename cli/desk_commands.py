@@ -2,7 +2,8 @@
 
     certfed desk --config node.toml whoami|register|find|update|beneficiaries|request
     certfed desk --config node.toml inbox|sent|show|status
-    certfed desk --config node.toml record|walk-in|certify|pending|certifications|approve|reject
+    certfed desk --config node.toml record|walk-in|certify|correct|pending|certifications
+    certfed desk --config node.toml approve|reject
     certfed desk --config node.toml attestations|evidence|export
     certfed desk --config node.toml propose-amount|amount-changes|approve-amount|reject-amount
     certfed desk --config node.toml outbox|retry
@@ -157,7 +158,7 @@ def _desk_action(args: argparse.Namespace) -> int:
             if args.scheduled_for is not None:
                 change.scheduled_for.CopyFrom(to_timestamp(args.scheduled_for))
             print_one(desk.stub.SetAssistanceStatus(change).request)
-        elif action in ("record", "walk-in", "certify"):
+        elif action in ("record", "walk-in", "certify", "correct"):
             record = desk_pb2.RecordCertificationRequest(
                 method=METHODS[args.method],  # type: ignore[arg-type]
                 outcome=OUTCOMES[args.outcome],  # type: ignore[arg-type]
@@ -168,6 +169,8 @@ def _desk_action(args: argparse.Namespace) -> int:
                 record.request_id = args.request_id
             elif action == "certify":
                 record.beneficiary_id = args.beneficiary_id
+            elif action == "correct":
+                record.corrects_attestation_id = args.attestation_id
             else:
                 record.walk_in.CopyFrom(_identity(args))
             print_one(desk.stub.RecordCertification(record).certification)
@@ -385,12 +388,16 @@ def add_desk_commands(subparsers: Any) -> None:
     status.add_argument(
         "--scheduled-for", type=iso_moment, help="ISO date-time of the visit or call"
     )
-    for name in ("record", "walk-in", "certify"):
+    for name in ("record", "walk-in", "certify", "correct"):
         record = actions.add_parser(name)
         if name == "record":
             record.add_argument("request_id")
         elif name == "certify":
             record.add_argument("beneficiary_id", help="one of this office's own beneficiaries")
+        elif name == "correct":
+            record.add_argument(
+                "attestation_id", help="an attestation this node issued, superseded once approved"
+            )
         else:
             _identity_arguments(record)
         record.add_argument("--method", default="on_site", choices=list(METHODS))

@@ -31,6 +31,7 @@ from cli.arguments import EXIT_BAD_ARGUMENT, CommandParser
 from cli.audit_commands import add_audit_commands
 from cli.bench.commands import add_bench_commands
 from cli.bundle_commands import verify_bundle_file
+from cli.channel_commands import add_channel_commands
 from cli.demo import run_demo
 from cli.desk_commands import add_desk_commands
 from cli.health_command import add_health_command
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(handler=_demo)
     add_adapter_commands(subparsers)
+    add_channel_commands(subparsers)
     add_health_command(subparsers)
     add_web_commands(subparsers)
     return parser

@@ -99,6 +99,13 @@ HOLD_REASONS = {
     desk_pb2.HOLD_REASON_NOT_OUR_REQUEST: N_(
         "It names a request this office never sent to its issuer about this person"
     ),
+    desk_pb2.HOLD_REASON_CORRECTION: N_(
+        "It corrects an earlier attestation of its issuer; only a reviewer here applies it"
+    ),
+    desk_pb2.HOLD_REASON_RESTORES_ENTITLEMENT: N_(
+        "It shows alive a person whose entitlement ended with imprisonment or a declaration of "
+        "missing"
+    ),
 }
 HOLD_REASON_OTHER = N_("Kept for review")
 HOLD_DECISIONS = {

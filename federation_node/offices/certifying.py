@@ -37,11 +37,14 @@ from federation import tracing
 from federation.errors import InvalidInputError, PreconditionError
 from federation.roles import PAYING_ROLE_NAMES
 from federation.timestamps import to_datetime
+from federation_node.offices import corrections
 from federation_node.offices.context import Actor, NodeContext
 from federation_node.offices.evidence import EvidenceArchive
 from federation_node.offices.issuing import Finding, Issuer
+from federation_node.offices.life_events import STATUS_OUTCOMES, LifeEvents
 from federation_node.offices.paying_office import PayingOffice
 from federation_node.offices.residence_agency import ResidenceAgency
+from federation_node.offices.restoration import RETURNS
 from federation_node.rules.plausibility import (
     ObservationBounds,
     birth_date,
@@ -59,7 +62,7 @@ from federation_node.rules.validation import (
 from federation_node.store import audit, beneficiaries, certifications
 from federation_node.store.db import session_scope
 from federation_node.store.models import Beneficiary, BeneficiaryState, Certification
-from signing.locator import subject_locator
+from signing import dsse
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,8 @@ class _Subject:
     # A walk-in several offices claim: the others, node id to paying region. Each is sent its
     # own attestation on approval.
     also_paying: dict[str, str] | None = None
+    # The attestation of this node a correction supersedes (corrections.py).
+    corrects_attestation_id: str | None = None
 
 
 class Certifier:
@@ -90,12 +95,14 @@ class Certifier:
         residence_agency: ResidenceAgency,
         paying_office: PayingOffice,
         evidence: EvidenceArchive,
+        life_events: LifeEvents,
     ) -> None:
         self._context = context
         self._issuer = issuer
         self._residence_agency = residence_agency
         self._paying_office = paying_office
         self._evidence = evidence
+        self._life_events = life_events
 
     def record_certification(
         self, actor: Actor, request: desk_pb2.RecordCertificationRequest
@@ -117,7 +124,21 @@ class Certifier:
         )
         digests = require_digests(list(request.evidence_digests), limits)
         note = require_text(request.note, "note", limits)
-        subject = self._subject(request)
+        subject = (
+            self._corrected_subject(request)
+            if request.corrects_attestation_id
+            else self._subject(request)
+        )
+        if (
+            subject.beneficiary_id is not None
+            and subject.corrects_attestation_id is None
+            and outcome in STATUS_OUTCOMES.values()
+        ):
+            # A death (imprisonment, disappearance) of one of this office's own people goes to
+            # every other office paying them too, as a walk-in several claim (life_events.py).
+            others = self._life_events.other_offices(subject.locator).offices
+            if others:
+                subject = dataclasses.replace(subject, also_paying=others)
         with session_scope(self._context.engine) as session:
             self._require_plausible(session, observed_at, subject.beneficiary_id, subject.born, now)
             self._evidence.require_kept(session, digests, now)
@@ -135,6 +156,7 @@ class Certifier:
                 note=note,
                 clerk_id=actor.name,
                 also_paying=subject.also_paying,
+                corrects_attestation_id=subject.corrects_attestation_id,
                 now=now,
             )
             audit.append(
@@ -149,6 +171,7 @@ class Certifier:
                     "beneficiary_id": subject.beneficiary_id,
                     "evidence_files": len(digests),
                     "paying_node_ids": certifications.paying_node_ids(recorded),
+                    "corrects_attestation_id": subject.corrects_attestation_id,
                 },
                 now=now,
             )
@@ -203,7 +226,7 @@ class Certifier:
         if which == "walk_in":
             limits = self._context.config.limits
             kind, number = normalised_identity(request.walk_in, "walk_in", limits)
-            locator = subject_locator(self._context.keys.locator_key, kind, number)
+            locator = self._context.locators.subject_locator(kind, number)
             own = self._own_by_locator(locator)
             if own is not None:
                 return self._own(own)
@@ -221,6 +244,32 @@ class Certifier:
             "subject", "give request_id, beneficiary_id or the walk-in identity"
         )
 
+    def _corrected_subject(self, request: desk_pb2.RecordCertificationRequest) -> _Subject:
+        """A correction is about the person the attestation it corrects names, paid by the
+        office that attestation went to; that attestation must be this node's, not corrected
+        yet (corrections.py)."""
+        if request.WhichOneof("subject") is not None:
+            raise InvalidInputError(
+                "subject",
+                "a correction is about the person the corrected attestation names; give "
+                "corrects_attestation_id and no request_id, beneficiary_id or walk-in identity",
+            )
+        attestation_id = require_id(request.corrects_attestation_id, "corrects_attestation_id")
+        with self._context.session() as session:
+            corrected = corrections.correctable_here(session, self._context.node_id, attestation_id)
+        envelope = dsse.Envelope.from_json(
+            corrected.envelope_json, max_bytes=len(corrected.envelope_json)
+        )
+        signed = attestation_pb2.CertificationAttestation.FromString(envelope.payload)
+        own = corrected.paying_node_id == self._context.node_id
+        return _Subject(
+            corrected.subject_locator,
+            corrected.paying_node_id,
+            signed.paying_region,
+            beneficiary_id=corrected.beneficiary_id if own else None,
+            corrects_attestation_id=attestation_id,
+        )
+
     def _own_by_locator(self, locator: bytes) -> Beneficiary | None:
         """The beneficiary a walk-in is, when this office pays them."""
         if not PAYING_ROLE_NAMES.intersection(self._context.config.roles):
@@ -229,7 +278,8 @@ class Certifier:
             return beneficiaries.by_locator(session, locator)
 
     def _own(self, beneficiary: Beneficiary) -> _Subject:
-        if beneficiary.status is not BeneficiaryState.ACTIVE:
+        # A person released from prison or reappearing is certified to restore entitlement.
+        if beneficiary.status is not BeneficiaryState.ACTIVE and beneficiary.status not in RETURNS:
             raise PreconditionError(
                 f"beneficiary {beneficiary.beneficiary_id} is {beneficiary.status.value}: "
                 "entitlement has ended, so there is nothing to certify"
@@ -268,6 +318,11 @@ class Certifier:
         ]
         with session_scope(self._context.engine) as session:
             pending = certifications.get(session, certification_id)
+            if pending.corrects_attestation_id is not None:
+                # Another correction of the same attestation may have been approved since.
+                corrections.correctable_here(
+                    session, self._context.node_id, pending.corrects_attestation_id
+                )
             # Issued now: the observation must still be current, and not superseded since.
             own = (
                 beneficiaries.by_locator(session, pending.subject_locator)
@@ -349,4 +404,5 @@ def _finding(pending: Certification, reviewer_id: str) -> Finding:
         clerk_id=pending.clerk_id,
         reviewer_id=reviewer_id,
         request_id=pending.request_id,
+        corrects_attestation_id=pending.corrects_attestation_id,
     )

@@ -21,6 +21,7 @@ from federation.errors import PreconditionError
 from federation_node.config import NodeConfig
 from federation_node.keystore import NodeKeys
 from federation_node.links.directory_client import DirectoryClient
+from federation_node.locators import Locators
 from federation_node.rules.policy import Policy
 from federation_node.store import db
 
@@ -55,9 +56,12 @@ class NodeContext:
         policy: Policy,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        locators: Locators | None = None,
     ) -> None:
         self.config = config
         self.keys = keys
+        # Subject locators, computed through the registry only (federation_node/locators.py).
+        self.locators = locators if locators is not None else Locators(None)
         self.engine = engine
         self.directory = directory
         self.policy = policy

@@ -16,13 +16,18 @@ from sqlalchemy.engine import Engine
 from federation_node.config import NodeConfig
 from federation_node.keystore import NodeKeys
 from federation_node.links.directory_client import DirectoryClient
+from federation_node.locators import Locators
 from federation_node.offices.administration import Administration
+from federation_node.offices.certification_status import CertificationStatuses
 from federation_node.offices.certifying import Certifier
 from federation_node.offices.context import NodeContext
 from federation_node.offices.daily_cycle import DailyCycle
 from federation_node.offices.data_signals import DataSignals
+from federation_node.offices.employer_batch import EmployerBatches
 from federation_node.offices.evidence import EvidenceArchive
+from federation_node.offices.face_recognition import FaceRecognitions
 from federation_node.offices.issuing import Issuer
+from federation_node.offices.life_events import LifeEvents
 from federation_node.offices.lifecycle import Lifecycle
 from federation_node.offices.monthly_amounts import MonthlyAmounts
 from federation_node.offices.operator_accounts import OperatorAccounts
@@ -49,6 +54,9 @@ class Node:
     administration: Administration
     sign_in: SignIn
     operator_accounts: OperatorAccounts
+    face_recognitions: FaceRecognitions
+    employer_batches: EmployerBatches
+    certification_statuses: CertificationStatuses
 
 
 def compose_node(
@@ -60,26 +68,34 @@ def compose_node(
     locate: Callable[[bytes], list[str]],
     *,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    locators: Locators | None = None,
 ) -> Node:
-    """The node's offices over one context; `locate` finds who pays a walk-in (the registry)."""
-    context = NodeContext(config, keys, engine, directory, policy, clock=clock)
+    """The node's offices over one context; `locate` finds who pays a walk-in and `locators`
+    computes subject locators (both the registry's; without `locators`, none can be computed)."""
+    context = NodeContext(config, keys, engine, directory, policy, clock=clock, locators=locators)
     issuer = Issuer(context)
     paying_office = PayingOffice(context)
     residence_agency = ResidenceAgency(context, locate)
     evidence = EvidenceArchive(context)
+    life_events = LifeEvents(context, locate)
     return Node(
         context=context,
         paying_office=paying_office,
         roll=Roll(context),
         monthly_amounts=MonthlyAmounts(context),
         residence_agency=residence_agency,
-        certifier=Certifier(context, issuer, residence_agency, paying_office, evidence),
+        certifier=Certifier(
+            context, issuer, residence_agency, paying_office, evidence, life_events
+        ),
         evidence=evidence,
         issuer=issuer,
         data_signals=DataSignals(context, issuer, paying_office),
-        lifecycle=Lifecycle(context),
+        lifecycle=Lifecycle(context, issuer, life_events),
         daily_cycle=DailyCycle(context, paying_office, evidence),
         administration=Administration(context),
         sign_in=SignIn(context),
         operator_accounts=OperatorAccounts(context),
+        face_recognitions=FaceRecognitions(context, issuer, paying_office),
+        employer_batches=EmployerBatches(context, issuer, paying_office),
+        certification_statuses=CertificationStatuses(context),
     )

@@ -53,7 +53,6 @@ from federation_node.store.models import (
     RequestDirection,
 )
 from signing import sealing
-from signing.locator import subject_locator
 
 log = structlog.get_logger("certfed.node")
 
@@ -124,7 +123,7 @@ class ResidenceAgency:
         kind, number = checked_identity(bundle, "sealed_identity", limits)
         # The locator is what the attestation will carry, so it must be the sealed person's:
         # a request for A under B's locator would have this office sign "B alive" for A.
-        locator = subject_locator(self._context.keys.locator_key, kind, number)
+        locator = self._context.locators.subject_locator(kind, number)
         if not hmac.compare_digest(locator, message.subject_locator):
             raise InvalidInputError(
                 "subject_locator",

@@ -21,6 +21,7 @@ from federation.registry_client import RegistryClient
 from federation_node.config import NodeConfig
 from federation_node.keystore import KeyPaths, NodeKeys, load_keys
 from federation_node.links.directory_client import DirectoryClient
+from federation_node.locators import Locators
 from federation_node.offices.node import Node, compose_node
 from federation_node.rules.policy import load_policy
 from federation_node.store.db import create_engine_for, migrate
@@ -33,6 +34,8 @@ class EnrolledOffice:
     config: NodeConfig
     keys: NodeKeys
     directory: DirectoryClient
+    # Subject locators through the federation's real registry, open while the office is.
+    locators: Locators
 
 
 @contextmanager
@@ -50,7 +53,9 @@ def enrolled_office(workdir: Path) -> Iterator[EnrolledOffice]:
                 registry.get_directory_update, keys.root_public_key, paths.directory_cache
             )
             directory.refresh()
-            yield EnrolledOffice(handle.config, keys, directory)
+            yield EnrolledOffice(
+                handle.config, keys, directory, Locators(registry.evaluate_locators)
+            )
         finally:
             registry.close()
 
@@ -69,4 +74,5 @@ def compose_office(
         load_policy(config.policy_file),
         lambda _locator: [],
         clock=clock,
+        locators=office.locators,
     )

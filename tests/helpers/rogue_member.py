@@ -26,9 +26,8 @@ from federation.envelopes import envelope_to_proto
 from federation.transport import REGISTRY_TLS_NAME, TlsMaterial, node_tls_name, secure_channel
 from federation_node.keystore import load_root_public_key
 from signing import dsse
-from signing.identity import IdentityKind
-from signing.keys import SigningKey, read_private_file
-from signing.locator import subject_locator
+from signing.keys import SigningKey
+from tests.helpers.locators import member_locator
 
 MAX_MESSAGE_BYTES = 4 << 20
 
@@ -45,9 +44,8 @@ class RogueMember:
         return self.local.nodes[self.node_id].config.data_dir / "keys"
 
     def locator(self, identity_number: str) -> bytes:
-        """A resident's locator, computed with the federation's locator key as every node can."""
-        key = read_private_file(self._keys / "locator.key")
-        return subject_locator(key, IdentityKind.RESIDENT_ID, identity_number)
+        """A resident's locator, computed through the registry as every member can."""
+        return member_locator(self.local.nodes[self.node_id].config, identity_number)
 
     def hpke_public_key(self, node_id: str) -> bytes:
         """`node_id`'s sealing key, from the signed directory every member reads."""

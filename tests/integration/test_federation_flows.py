@@ -25,12 +25,10 @@ from federation.envelopes import envelope_to_proto
 from federation.timestamps import to_datetime, to_timestamp
 from federation.transport import TlsMaterial, node_tls_name, secure_channel
 from signing import dsse, sealing
-from signing.identity import IdentityKind
-from signing.keys import read_private_file
-from signing.locator import subject_locator
 from tests.helpers.commands import certfed
 from tests.helpers.evidence import upload_capture
 from tests.helpers.identities import resident, resident_id
+from tests.helpers.locators import member_locator
 from tests.helpers.nodes import DATONG, database_url_for
 from tests.helpers.nodes import FOSHAN as PAYING_ONLY
 from tests.helpers.nodes import LANZHOU as PAYING
@@ -282,9 +280,8 @@ def test_the_same_assistance_request_delivered_twice_changes_nothing(
 
 
 def _locator_of(federation: Federation, person: attestation_pb2.IdentityBundle) -> bytes:
-    """The person's locator, as the paying office computes it with the federation's key."""
-    key = read_private_file(federation.node("lanzhou").config.data_dir / "keys" / "locator.key")
-    return subject_locator(key, IdentityKind.RESIDENT_ID, person.identity_number)
+    """The person's locator, as the paying office computes it through the registry."""
+    return member_locator(federation.node("lanzhou").config, person.identity_number)
 
 
 def test_the_same_attestation_delivered_twice_changes_nothing(federation: Federation) -> None:
@@ -577,9 +574,7 @@ def test_an_attestation_for_someone_the_office_does_not_pay_is_refused(
 def test_an_attestation_naming_another_persons_request_does_not_close_it(
     federation: Federation,
 ) -> None:
-    from signing.identity import IdentityKind
-    from signing.keys import SigningKey, read_private_file
-    from signing.locator import subject_locator
+    from signing.keys import SigningKey
 
     asked_for = federation.register("lanzhou", federation.new_person(), "370202")
     request_id = federation.request("lanzhou", asked_for)
@@ -588,13 +583,10 @@ def test_an_attestation_naming_another_persons_request_does_not_close_it(
     federation.register("lanzhou", other, "370202")
     qingdao = federation.node("qingdao").config
     key = SigningKey.load(qingdao.data_dir / "keys" / "signing.key")
-    locator_key = read_private_file(qingdao.data_dir / "keys" / "locator.key")
     now = datetime.now(UTC)
     attestation = attestation_pb2.CertificationAttestation(
         attestation_id="0190f5d6-0000-7000-8000-0000000c1a55",
-        subject_locator=subject_locator(
-            locator_key, IdentityKind.RESIDENT_ID, other.identity_number
-        ),
+        subject_locator=member_locator(qingdao, other.identity_number),
         paying_region="620102",
         paying_node_id="lanzhou",
         issuing_node_id="qingdao",

@@ -36,6 +36,7 @@ from tests.helpers.identities import resident, resident_id
 from tests.helpers.nodes import LANZHOU as PAYING_ONLY
 from tests.helpers.nodes import QINGDAO as DUAL_ROLE
 from tests.helpers.nodes import database_url_for, offices_with_policy
+from tests.helpers.split_view import registry_witness, split_view
 
 # Some tests replay months of 2025: certifications observed then are still accepted at the desk.
 LANZHOU_POLICY = "[validity]\nperiod_months = 6\n[certifications]\nmax_age_days = 3650\n"
@@ -398,9 +399,19 @@ def test_an_issuer_claiming_a_far_validity_gets_only_the_paying_offices_period(
         tls.channel_credentials(),
         max_message_bytes=4 << 20,
     )
+    # In a checkpoint the registry witness cosigned (Lanzhou requires no other witness), so it
+    # is applied on delivery.
+    inclusion = split_view(
+        "qingdao",
+        SigningKey.load(qingdao.data_dir / "keys" / "signing.key"),
+        envelope,
+        [registry_witness(offices.local)],
+    )
     with channel:
         federation_pb2_grpc.FederationServiceStub(channel).DeliverAttestation(
-            federation_pb2.DeliverAttestationRequest(envelope=envelope_to_proto(envelope)),
+            federation_pb2.DeliverAttestationRequest(
+                envelope=envelope_to_proto(envelope), inclusion=inclusion
+            ),
             timeout=10,
         )
     assert offices.valid_until("lanzhou", beneficiary_id) == add_months(observed, LANZHOU_MONTHS)

@@ -155,7 +155,9 @@ def test_the_cycle_deletes_due_personal_data_and_keeps_what_work_in_progress_nee
     assert {result.outcome for result in again} == {desk_pb2.SIGNAL_OUTCOME_DUPLICATE}
 
     log_before = _log(node)
-    assert len(log_before[0]) == 2
+    # The two certifications, and the confirmed death as this office's record of it
+    # (offices/life_events.py).
+    assert len(log_before[0]) == 3
     assert log_before[1] == log_before[2]
 
     clock[0] = NOW + timedelta(days=3)

@@ -33,10 +33,9 @@ from federation.transport import (
 )
 from federation_node.links.directory_health import DIRECTORY_FRESH_HEALTH
 from signing import dsse
-from signing.identity import IdentityKind
-from signing.keys import SigningKey, read_private_file
-from signing.locator import subject_locator
+from signing.keys import SigningKey
 from tests.helpers.identities import resident, resident_id
+from tests.helpers.locators import member_locator
 from tests.helpers.nodes import DATONG, LANZHOU
 from tests.integration.web_desk.desk_http import DeskBrowser
 
@@ -87,9 +86,7 @@ def _deliver(
     observed = datetime.now(UTC).replace(microsecond=0) - timedelta(days=2)
     attestation = attestation_pb2.CertificationAttestation(
         attestation_id=str(uuid.uuid4()),
-        subject_locator=subject_locator(
-            read_private_file(keys / "locator.key"), IdentityKind.RESIDENT_ID, number
-        ),
+        subject_locator=member_locator(local.nodes["datong"].config, number),
         paying_region="620102",
         paying_node_id="lanzhou",
         issuing_node_id="datong",

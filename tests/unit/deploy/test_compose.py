@@ -77,7 +77,7 @@ def test_registry_secrets_are_the_files_the_registry_loads(compose: dict[str, An
         paths.ca_certificate,
         paths.registry_key,
         paths.registry_certificate,
-        paths.locator_key,
+        paths.locator_oprf_key,
         paths.witness_key,
     }
     assert {str(path) for path in needed} <= secret_targets(compose["services"]["registry"])
@@ -93,7 +93,6 @@ def test_node_secrets_are_the_files_the_node_loads(compose: dict[str, Any], node
         keys.hpke_key,
         keys.tls_key,
         keys.tls_certificate,
-        keys.locator_key,
         config.root_public_key,
         config.ca_certificate,
         config.witness_public_key,

@@ -10,6 +10,7 @@ import pytest
 from federation.transport import TlsMaterial, generate_tls_key
 from federation_node.keystore import NodeKeys
 from registry.ca import FederationCA
+from signing import oprf
 from signing.errors import KeyFileError
 from signing.keys import HpkeKey, SigningKey, write_private_file
 
@@ -44,13 +45,14 @@ def test_no_repr_shows_private_key_material(tmp_path: Path) -> None:
         signing=SigningKey.generate(),
         hpke=HpkeKey.generate(),
         tls=tls,
-        locator_key=LOCATOR_KEY,
         root_public_key=SigningKey.generate().public_key,
     )
     ca = FederationCA.create("cn-test")
-    for shown in (repr(tls), repr(keys), repr(ca)):
+    locator_key = oprf.generate_key()
+    for shown in (repr(tls), repr(keys), repr(ca), repr(locator_key)):
         assert "PRIVATE KEY" not in shown
-        assert repr(LOCATOR_KEY) not in shown
+        assert locator_key.scalar.hex() not in shown
+        assert repr(locator_key.scalar) not in shown
         assert tls_key.decode()[40:80] not in shown
 
 
