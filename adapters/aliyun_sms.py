@@ -22,7 +22,6 @@ import hashlib
 import hmac
 import json
 import secrets
-import tomllib
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from adapters.errors import MappingError, NotificationRefusedError
+from adapters.mapping_files import read_settings, read_text_beside, required_texts
 from adapters.notifiers import (
     KINDS,
     Notification,
@@ -89,12 +89,6 @@ def load_aliyun_sms_config(path: Path) -> AliyunSmsConfig:
     """`access_key_id`, `access_key_secret_file` (relative to the file), `sign_name`,
     `[templates]` with due / warning / overdue, and optionally `endpoint` and `region_id`."""
     name = path.name
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise MappingError(name, f"cannot be read ({error.strerror})") from None
-    except tomllib.TOMLDecodeError as error:
-        raise MappingError(name, f"is not valid TOML ({error})") from None
     known = {
         "access_key_id",
         "access_key_secret_file",
@@ -103,21 +97,9 @@ def load_aliyun_sms_config(path: Path) -> AliyunSmsConfig:
         "endpoint",
         "region_id",
     }
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise MappingError(f"{name}: {unknown[0]}", "is not an Alibaba Cloud SMS setting")
-    texts: dict[str, str] = {}
-    for key in ("access_key_id", "access_key_secret_file", "sign_name"):
-        value = raw.get(key)
-        if not isinstance(value, str) or not value.strip():
-            raise MappingError(f"{name}: {key}", "is required text")
-        texts[key] = value.strip()
-    try:
-        secret = (path.parent / texts["access_key_secret_file"]).read_text(encoding="utf-8")
-    except OSError as error:
-        raise MappingError(
-            f"{name}: access_key_secret_file", f"cannot be read ({error.strerror})"
-        ) from None
+    raw = read_settings(path, known, "an Alibaba Cloud SMS setting")
+    texts = required_texts(raw, name, ("access_key_id", "access_key_secret_file", "sign_name"))
+    secret = read_text_beside(path, texts["access_key_secret_file"], "access_key_secret_file")
     templates = raw.get("templates")
     if not isinstance(templates, dict) or set(templates) != set(KINDS.values()):
         raise MappingError(

@@ -38,7 +38,6 @@ import json
 import math
 import ssl
 import threading
-import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -54,6 +53,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from adapters.desk_batches import send_batch
 from adapters.errors import MappingError
+from adapters.mapping_files import read_beside, read_settings
 from certfed.v1 import common_pb2, desk_pb2
 from federation.desk_client import DeskClient
 from federation.errors import CertfedError, InvalidInputError, UnavailableError
@@ -157,12 +157,6 @@ def load_provider_config(path: Path) -> ProviderConfig:
     optionally `callback_max_age_s`, `batch_max_age_s`, `clock_skew_s`. Unknown settings are
     refused; errors name the setting, never the key."""
     name = path.name
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise MappingError(name, f"cannot be read ({error.strerror})") from None
-    except tomllib.TOMLDecodeError as error:
-        raise MappingError(name, f"is not valid TOML ({error})") from None
     known = {
         "provider",
         "algorithm",
@@ -171,9 +165,7 @@ def load_provider_config(path: Path) -> ProviderConfig:
         "batch_max_age_s",
         "clock_skew_s",
     }
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise MappingError(f"{name}: {unknown[0]}", "is not a provider setting")
+    raw = read_settings(path, known, "a provider setting")
     provider = raw.get("provider")
     if not isinstance(provider, str) or not provider.strip() or len(provider) > 64:
         raise MappingError(f"{name}: provider", "must be the provider's source name (1-64)")
@@ -186,11 +178,7 @@ def load_provider_config(path: Path) -> ProviderConfig:
     key_file = raw.get("key_file")
     if not isinstance(key_file, str) or not key_file:
         raise MappingError(f"{name}: key_file", "must name the provider's key file")
-    key_path = (path.parent / key_file).resolve()
-    try:
-        key_bytes = key_path.read_bytes()
-    except OSError as error:
-        raise MappingError(f"{name}: key_file", f"cannot be read ({error.strerror})") from None
+    key_bytes = read_beside(path, key_file, "key_file")
     key = _provider_key(algorithm, key_bytes, f"{name}: key_file")
     ages: dict[str, timedelta] = {}
     for setting, default in (

@@ -55,6 +55,51 @@ def parse_toml(text: str, name: str, kind: str) -> dict[str, Any]:
         raise MappingError(f"{kind} {name}", f"is not valid TOML ({error})") from None
 
 
+def read_settings(path: Path, known: set[str], what: str) -> dict[str, Any]:
+    """An adapter's settings file (TOML): its table, refusing a setting not in `known`
+    ("... is not `what`"). Errors name the file and the setting, never a value."""
+    name = path.name
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise MappingError(name, f"cannot be read ({error.strerror})") from None
+    except tomllib.TOMLDecodeError as error:
+        raise MappingError(name, f"is not valid TOML ({error})") from None
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise MappingError(f"{name}: {unknown[0]}", f"is not {what}")
+    return raw
+
+
+def required_texts(raw: dict[str, Any], name: str, keys: tuple[str, ...]) -> dict[str, str]:
+    """The settings `keys` of `raw`, each required non-blank text, stripped."""
+    texts: dict[str, str] = {}
+    for key in keys:
+        value = raw.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise MappingError(f"{name}: {key}", "is required text")
+        texts[key] = value.strip()
+    return texts
+
+
+def read_beside(path: Path, relative: str, setting: str) -> bytes:
+    """The file a setting of `path` names, relative to `path`'s folder (a key or a secret)."""
+    try:
+        return (path.parent / relative).read_bytes()
+    except OSError as error:
+        raise MappingError(
+            f"{path.name}: {setting}", f"cannot be read ({error.strerror})"
+        ) from None
+
+
+def read_text_beside(path: Path, relative: str, setting: str) -> str:
+    """`read_beside` as UTF-8 text, without surrounding white space."""
+    try:
+        return read_beside(path, relative, setting).decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise MappingError(f"{path.name}: {setting}", "is not UTF-8 text") from None
+
+
 class MappingChecker:
     """Reads settings out of a mapping's tables; every refusal names `kind name, setting`."""
 

@@ -26,7 +26,6 @@ import csv
 import json
 import threading
 import time
-import tomllib
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 from adapters.errors import GatewayUnavailableError, MappingError, NotificationRefusedError
+from adapters.mapping_files import read_settings, read_text_beside, required_texts
 from adapters.notifiers import (
     KINDS,
     Notification,
@@ -82,12 +82,6 @@ def load_wechat_config(path: Path) -> WeChatConfig:
     due / warning / overdue, optionally `[fields]`, `url` and `api_base`; files relative to
     this one."""
     name = path.name
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise MappingError(name, f"cannot be read ({error.strerror})") from None
-    except tomllib.TOMLDecodeError as error:
-        raise MappingError(name, f"is not valid TOML ({error})") from None
     known = {
         "app_id",
         "app_secret_file",
@@ -97,21 +91,9 @@ def load_wechat_config(path: Path) -> WeChatConfig:
         "url",
         "api_base",
     }
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise MappingError(f"{name}: {unknown[0]}", "is not a WeChat setting")
-    texts: dict[str, str] = {}
-    for key in ("app_id", "app_secret_file", "recipients_file"):
-        value = raw.get(key)
-        if not isinstance(value, str) or not value.strip():
-            raise MappingError(f"{name}: {key}", "is required text")
-        texts[key] = value.strip()
-    try:
-        secret = (path.parent / texts["app_secret_file"]).read_text(encoding="utf-8").strip()
-    except OSError as error:
-        raise MappingError(
-            f"{name}: app_secret_file", f"cannot be read ({error.strerror})"
-        ) from None
+    raw = read_settings(path, known, "a WeChat setting")
+    texts = required_texts(raw, name, ("app_id", "app_secret_file", "recipients_file"))
+    secret = read_text_beside(path, texts["app_secret_file"], "app_secret_file")
     templates = raw.get("templates")
     if not isinstance(templates, dict) or set(templates) != set(KINDS.values()):
         raise MappingError(

@@ -10,13 +10,20 @@ before it compares it with what it cosigned last: `check_proof`, `parse_checkpoi
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from federation.errors import InvalidInputError, PermissionDeniedError, PreconditionError
 from signing import merkle
 from signing.errors import ConsistencyProofError, NoteError
-from signing.keys import SigningKey
-from signing.note import COSIGNATURE_V1_TYPE, Checkpoint, NoteSigner, split_note
+from signing.keys import SigningKey, VerifyKey
+from signing.note import (
+    COSIGNATURE_V1_TYPE,
+    Checkpoint,
+    NoteSigner,
+    NoteVerifier,
+    open_note,
+    split_note,
+)
 
 LOG_ORIGIN_PREFIX = "certfed.node/"
 WITNESS_NAME_PREFIX = "certfed.registry/"
@@ -49,6 +56,27 @@ def node_witness_name(node_id: str) -> str:
 
 def node_witness_signer(key: SigningKey, node_id: str) -> NoteSigner:
     return NoteSigner(node_witness_name(node_id), key, COSIGNATURE_V1_TYPE)
+
+
+def check_log_signature(note: bytes, node_id: str, keys: Iterable[VerifyKey]) -> None:
+    """Refuse a checkpoint that no signing key of `node_id` valid now has signed
+    (PERMISSION_DENIED): `keys` are that node's keys inside their window."""
+    origin = log_origin(node_id)
+    verifiers = [NoteVerifier(origin, key) for key in keys]
+    if not verifiers:
+        raise PermissionDeniedError(f"node {node_id} has no signing key valid now")
+    refusal = ""
+    for required in verifiers:
+        try:
+            open_note(note, verifiers, required=required)
+        except NoteError as error:
+            refusal = str(error)
+            continue
+        return
+    raise PermissionDeniedError(
+        f"the checkpoint carries no valid signature by a current signing key of node "
+        f"{node_id}: {refusal}"
+    )
 
 
 def check_proof(old_size: int, proof: Sequence[bytes]) -> None:

@@ -24,18 +24,19 @@ Promises, in the order the checks run:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
 from sqlalchemy.engine import Engine
 
-from federation.errors import InvalidInputError, PermissionDeniedError
+from federation.errors import InvalidInputError
 from federation.witness_protocol import (
     RETRY_HINT,
     ForkDetectedError,
     WitnessSizeMismatchError,
+    check_log_signature,
     check_proof,
     fork_reason,
     log_origin,
@@ -45,7 +46,6 @@ from registry import audit_store, nodes_store, witness_store
 from registry.db import transaction
 from registry.tables import NodeKey, WitnessedCheckpoint
 from registry.utc import utc_now
-from signing.errors import NoteError
 from signing.keys import VerifyKey
 from signing.note import (
     COSIGNATURE_V1_TYPE,
@@ -53,7 +53,6 @@ from signing.note import (
     NoteSigner,
     NoteVerifier,
     cosign,
-    open_note,
 )
 
 log = structlog.get_logger("certfed.registry.witness")
@@ -74,25 +73,6 @@ def _key_valid_at(key: NodeKey, moment: datetime) -> bool:
         key.valid_from <= moment
         and (key.valid_until is None or moment < key.valid_until)
         and (key.revoked_at is None or moment < key.revoked_at)
-    )
-
-
-def _check_log_signature(note: bytes, node_id: str, keys: Sequence[NodeKey]) -> None:
-    origin = log_origin(node_id)
-    verifiers = [NoteVerifier(origin, VerifyKey.from_raw(key.public_key)) for key in keys]
-    if not verifiers:
-        raise PermissionDeniedError(f"node {node_id} has no signing key valid now")
-    refusal = ""
-    for required in verifiers:
-        try:
-            open_note(note, verifiers, required=required)
-        except NoteError as error:
-            refusal = str(error)
-            continue
-        return
-    raise PermissionDeniedError(
-        f"the checkpoint carries no valid signature by a current signing key of node "
-        f"{node_id}: {refusal}"
     )
 
 
@@ -154,7 +134,9 @@ class Witness:
             keys = [
                 key for key in nodes_store.signing_keys(session, node_id) if _key_valid_at(key, now)
             ]
-            _check_log_signature(submission.note, node_id, keys)
+            check_log_signature(
+                submission.note, node_id, [VerifyKey.from_raw(key.public_key) for key in keys]
+            )
             witness_store.lock(session)
             stored = witness_store.latest(session, origin)
             current_size = stored.tree_size if stored is not None else 0

@@ -48,6 +48,7 @@ from federation.witness_protocol import (
     RETRY_HINT,
     ForkDetectedError,
     WitnessSizeMismatchError,
+    check_log_signature,
     check_proof,
     fork_reason,
     log_origin,
@@ -56,9 +57,8 @@ from federation.witness_protocol import (
 )
 from federation_node.store import audit, witnessed_logs
 from federation_node.store.db import session_scope
-from signing.errors import NoteError
 from signing.keys import SigningKey
-from signing.note import NoteSigner, NoteVerifier, cosign, open_note
+from signing.note import NoteSigner, NoteVerifier, cosign
 
 log = structlog.get_logger("certfed.witness")
 
@@ -76,28 +76,6 @@ def load_or_create_witness_signer(data_dir: Path, node_id: str) -> NoteSigner:
     signer = node_witness_signer(SigningKey.load(path), node_id)
     (data_dir / WITNESS_VKEY_FILE).write_text(signer.verifier.to_vkey() + "\n", encoding="ascii")
     return signer
-
-
-def _check_log_signature(
-    note: bytes, caller: str, directory: TrustedDirectory, now: datetime
-) -> None:
-    directory.active_node(caller)
-    origin = log_origin(caller)
-    verifiers = [NoteVerifier(origin, key) for key in directory.signing_keys(caller, now).values()]
-    if not verifiers:
-        raise PermissionDeniedError(f"node {caller} has no signing key valid now")
-    refusal = ""
-    for required in verifiers:
-        try:
-            open_note(note, verifiers, required=required)
-        except NoteError as error:
-            refusal = str(error)
-            continue
-        return
-    raise PermissionDeniedError(
-        f"the checkpoint carries no valid signature by a current signing key of node "
-        f"{caller}: {refusal}"
-    )
 
 
 def _digest(note: bytes) -> str:
@@ -148,7 +126,9 @@ class NodeWitness:
                 f"is {old_size}, more than the checkpoint's tree size {checkpoint.tree_size}; "
                 "a log only grows",
             )
-        _check_log_signature(note, caller, self._directory(), now)
+        directory = self._directory()
+        directory.active_node(caller)
+        check_log_signature(note, caller, directory.signing_keys(caller, now).values())
         fork: tuple[str, int] | None = None
         with self._deciding, session_scope(self._engine) as session:
             witnessed_logs.lock(session)
