@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import os
 import socket
 import ssl
 from collections.abc import Collection, Sequence
@@ -211,16 +212,35 @@ def _host_port(endpoint: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def _load_client_certificate(context: ssl.SSLContext, client: TlsMaterial) -> None:
+    """Present `client`'s certificate from memory: `ssl` reads a key only from a path, so the
+    chain and key go through an anonymous in-memory file (never onto a disk)."""
+    fd = os.memfd_create("certfed-client-tls", os.MFD_CLOEXEC)
+    try:
+        os.write(fd, client.certificate_pem.rstrip(b"\n") + b"\n" + client.private_key_pem)
+        context.load_cert_chain(f"/proc/self/fd/{fd}")
+    finally:
+        os.close(fd)
+
+
 def presented_certificate_sha256(
-    endpoint: str, peer_tls_name: str, ca_certificate_pem: bytes, *, timeout_s: float
+    endpoint: str,
+    peer_tls_name: str,
+    ca_certificate_pem: bytes,
+    *,
+    timeout_s: float,
+    client: TlsMaterial | None = None,
 ) -> str:
     """The SHA-256 of the certificate the server at `endpoint` presents, after checking that the
     federation CA issued it for `peer_tls_name`. TLS 1.3 sends the server's certificate before
-    the client's, so no client certificate is needed to read it."""
+    the client's, so none is needed to read it; a node presents its own (`client`) all the
+    same, so that a peer requiring mutual TLS sees an ordinary, successful handshake."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
     context.load_verify_locations(cadata=ca_certificate_pem.decode("ascii"))
     context.set_alpn_protocols(["h2"])
+    if client is not None:
+        _load_client_certificate(context, client)
     with (
         socket.create_connection(_host_port(endpoint), timeout=timeout_s) as raw,
         context.wrap_socket(raw, server_hostname=peer_tls_name) as tls,
@@ -238,11 +258,12 @@ def check_pinned_certificate(
     pinned_sha256: Collection[str],
     *,
     timeout_s: float,
+    client: TlsMaterial | None = None,
 ) -> None:
     """Raise unless the server at `endpoint` presents one of the `pinned_sha256` certificates."""
     try:
         presented = presented_certificate_sha256(
-            endpoint, peer_tls_name, ca_certificate_pem, timeout_s=timeout_s
+            endpoint, peer_tls_name, ca_certificate_pem, timeout_s=timeout_s, client=client
         )
     except (OSError, ValueError) as error:
         # ssl.SSLError and socket errors are OSErrors; a malformed endpoint is a ValueError.

@@ -59,7 +59,7 @@ class PeerChannels:
     ) -> None:
         self._directory = directory
         self._credentials = tls.channel_credentials()
-        self._ca_certificate_pem = tls.ca_certificate_pem
+        self._tls = tls
         self._limits = limits
         self._registry_serving = registry_serving
         self._lock = threading.Lock()
@@ -122,9 +122,10 @@ class PeerChannels:
         check_pinned_certificate(
             endpoint,
             node_tls_name(node_id),
-            self._ca_certificate_pem,
+            self._tls.ca_certificate_pem,
             pinned,
             timeout_s=min(self._limits.call_timeout_s, PIN_CHECK_TIMEOUT_S),
+            client=self._tls,
         )
 
     def _on_connectivity(self, node_id: str, peer: _Peer, state: grpc.ChannelConnectivity) -> None:
@@ -151,7 +152,7 @@ class PeerChannels:
         channels, which are closed once the longest call could have ended."""
         with self._lock:
             self._credentials = tls.channel_credentials()
-            self._ca_certificate_pem = tls.ca_certificate_pem
+            self._tls = tls
             retired = [channel for _, _, channel, _ in self._channels.values()]
             self._channels.clear()
         closer = threading.Timer(2 * self._limits.call_timeout_s, _close_all, args=(retired,))
