@@ -127,6 +127,8 @@ class FormTable:
     columns: dict[str, int] = field(default_factory=dict)
     # Rows above the header (a title, the issuing office), written back as they were.
     preamble: list[list[Cell]] = field(default_factory=list)
+    # The sheet an .xlsx file holds the form in (adapters/overseas_forms.py names its own).
+    sheet_name: str = SHEET_NAME
 
     def cell(self, index: int, key: str) -> Cell:
         position = self.columns.get(key)
@@ -321,7 +323,7 @@ class XlsxPartnerForm:
         workbook = Workbook()
         worksheet = workbook.active
         assert worksheet is not None
-        worksheet.title = SHEET_NAME
+        worksheet.title = table.sheet_name
         for above in table.preamble:
             worksheet.append(list(above))
         worksheet.append(table.header)

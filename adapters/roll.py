@@ -334,7 +334,9 @@ class RollMapper:
             return validate_region_code(code, column)
         except InvalidInputError:
             raise RollRowError(
-                column, "is not a region code: the 6-digit GB/T 2260 code (e.g. 370202) or HK / MO"
+                column,
+                "is not a region code: the 6-digit GB/T 2260 code (e.g. 370202), HK / MO, or "
+                "the ISO 3166-1 code of a country abroad (e.g. CA)",
             ) from None
 
     def _amount(self, values: Mapping[str, Cell]) -> int:

@@ -123,10 +123,11 @@ def yuan_as_fen(text: str) -> int:
 
 
 def region_code(text: str) -> str:
-    """A GB/T 2260 region code (6 digits), or HK or MO."""
+    """A GB/T 2260 region code (6 digits), HK or MO, or an ISO 3166-1 country code abroad."""
     try:
         return validate_region_code(text)
     except InvalidInputError:
         raise argparse.ArgumentTypeError(
-            "is not a region code: the 6-digit GB/T 2260 code (e.g. 370202) or HK / MO"
+            "is not a region code: the 6-digit GB/T 2260 code (e.g. 370202), HK / MO, or the "
+            "ISO 3166-1 code of a country abroad (e.g. CA)"
         ) from None

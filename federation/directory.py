@@ -38,7 +38,13 @@ from signing import dsse
 from signing.errors import SigningError
 from signing.keys import SigningKey, VerifyKey
 
-CERTIFYING_ROLES = frozenset({common_pb2.ROLE_RESIDENCE_AGENCY, common_pb2.ROLE_PARTNER_LIAISON})
+CERTIFYING_ROLES = frozenset(
+    {
+        common_pb2.ROLE_RESIDENCE_AGENCY,
+        common_pb2.ROLE_PARTNER_LIAISON,
+        common_pb2.ROLE_OVERSEAS_POST,
+    }
+)
 PAYING_ROLES = frozenset({common_pb2.ROLE_PAYING_OFFICE, common_pb2.ROLE_PARTNER_LIAISON})
 NODE_ACTIVE = common_pb2.NODE_STATUS_ACTIVE
 KEY_HISTORY_PAYLOAD_TYPE = "application/vnd.certfed.key-history.v1+protobuf"

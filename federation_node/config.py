@@ -20,7 +20,7 @@ from federation.errors import InvalidInputError
 from federation.limits import Limits
 from federation.metrics import parse_host_port
 from federation.regions import validate_region_code
-from federation.roles import ROLE_VALUES
+from federation.roles import ROLE_VALUES, check_served_regions
 from federation_node.rules.minimisation import MinimisationConfig
 
 ENV_PREFIX = "CERTFED_NODE_"
@@ -327,6 +327,7 @@ def validate_node_config(config: NodeConfig) -> None:
     for role in config.roles:
         if role not in ROLE_VALUES:
             raise InvalidInputError("roles", f"{role!r} is not one of {', '.join(ROLE_VALUES)}")
+    check_served_regions(config.roles, config.region_codes, "region_codes")
     if not -1 <= config.cycle_hour_utc <= 23:
         raise InvalidInputError("cycle_hour_utc", "must be an hour from 0 to 23, or -1 for none")
     config.minimisation.validate()

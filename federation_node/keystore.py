@@ -17,19 +17,14 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from certfed.v1 import common_pb2, directory_pb2
+from certfed.v1 import directory_pb2
 from federation.errors import PreconditionError
+from federation.roles import ROLE_VALUES
 from federation.timestamps import to_timestamp
 from federation.transport import PeerKind, TlsMaterial, certificate_request, generate_tls_key
 from federation_node.config import NodeConfig
 from signing import dsse
 from signing.keys import HpkeKey, SigningKey, VerifyKey, write_private_file
-
-ROLE_VALUES = {
-    "paying_office": common_pb2.ROLE_PAYING_OFFICE,
-    "residence_agency": common_pb2.ROLE_RESIDENCE_AGENCY,
-    "partner_liaison": common_pb2.ROLE_PARTNER_LIAISON,
-}
 
 
 @dataclass(frozen=True)

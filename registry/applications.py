@@ -25,7 +25,7 @@ from certfed.v1 import directory_pb2
 from federation.errors import InvalidInputError
 from federation.limits import Limits
 from federation.regions import validate_region_code
-from federation.roles import ROLE_NAMES
+from federation.roles import ROLE_NAMES, check_served_regions
 from federation.timestamps import to_datetime
 from federation.transport import PeerKind
 from registry.ca import check_certificate_request
@@ -161,6 +161,7 @@ def validate_application(envelope: dsse.Envelope, limits: Limits, now: datetime)
         if name in roles:
             raise InvalidInputError(f"{p}roles[{index}]", f"role {name} is listed twice")
         roles.append(name)
+    check_served_regions(roles, region_codes, p + "region_codes")
 
     endpoint = validate_endpoint(application.endpoint, p + "endpoint", limits)
 

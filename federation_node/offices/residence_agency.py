@@ -29,7 +29,7 @@ from federation.errors import (
     PreconditionError,
 )
 from federation.regions import coverage
-from federation.roles import PARTNER_LIAISON, RESIDENCE_AGENCY
+from federation.roles import OVERSEAS_POST, PARTNER_LIAISON, RESIDENCE_AGENCY
 from federation.timestamps import optional_datetime, to_datetime, to_timestamp
 from federation_node.offices.assistance_status import STATE_STATUSES, STATUS_STATES
 from federation_node.offices.context import Actor, NodeContext, payload_digest
@@ -56,7 +56,7 @@ from signing import sealing
 
 log = structlog.get_logger("certfed.node")
 
-CERTIFYING_ROLE_NAMES = frozenset({RESIDENCE_AGENCY, PARTNER_LIAISON})
+CERTIFYING_ROLE_NAMES = frozenset({RESIDENCE_AGENCY, PARTNER_LIAISON, OVERSEAS_POST})
 
 
 class ResidenceAgency:

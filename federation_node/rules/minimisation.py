@@ -35,6 +35,8 @@ class MinimisationConfig:
     paying_office: tuple[str, ...] = IDENTITY_FIELDS
     residence_agency: tuple[str, ...] = IDENTITY_FIELDS
     partner_liaison: tuple[str, ...] = ("identity_type", "identity_number", "full_name")
+    # A consulate abroad: what its certification form (审核表) names, nothing more.
+    overseas_post: tuple[str, ...] = ("identity_type", "identity_number", "full_name")
 
     def validate(self) -> None:
         for role in fields(self):

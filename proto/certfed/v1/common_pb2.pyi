@@ -32,6 +32,8 @@ class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType],
     """Certifies people living in its regions on behalf of paying offices."""
     ROLE_PARTNER_LIAISON: _Role.ValueType  # 3
     """Macau / Hong Kong liaison desk: certifies its residents, asks mainland offices to confirm its pensioners."""
+    ROLE_OVERSEAS_POST: _Role.ValueType  # 4
+    """Consulate or embassy: certifies retirees living in the countries it serves (ISO 3166-1 codes)."""
 
 class Role(_Role, metaclass=_RoleEnumTypeWrapper):
     """What a node does in the federation. A node may hold several roles."""
@@ -43,6 +45,8 @@ ROLE_RESIDENCE_AGENCY: Role.ValueType  # 2
 """Certifies people living in its regions on behalf of paying offices."""
 ROLE_PARTNER_LIAISON: Role.ValueType  # 3
 """Macau / Hong Kong liaison desk: certifies its residents, asks mainland offices to confirm its pensioners."""
+ROLE_OVERSEAS_POST: Role.ValueType  # 4
+"""Consulate or embassy: certifies retirees living in the countries it serves (ISO 3166-1 codes)."""
 Global___Role: _TypeAlias = Role  # noqa: Y015
 
 class _NodeStatus:
