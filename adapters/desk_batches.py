@@ -28,12 +28,15 @@ from federation.errors import CertfedError, UnavailableError, is_transient
 
 # The trailer in which a node's rate limiter says how long to wait (federation.rpc).
 RETRY_AFTER_KEY = "retry-after-ms"
+# A batch of thousands of rows may take a busy node far longer than an ordinary call: its deadline
+# is long enough that the importer never sends a batch again while the node is still saving it.
+BATCH_CALL_TIMEOUT_S = 300.0
 Request = TypeVar("Request")
 Response = TypeVar("Response")
 
 
 def send_batch(
-    call: Callable[[Request], Response],
+    call: Callable[..., Response],
     request: Request,
     *,
     name: str,
@@ -59,7 +62,7 @@ def send_batch(
         reraise=True,
     )
     try:
-        return retrying(call, request)
+        return retrying(call, request, timeout=BATCH_CALL_TIMEOUT_S)
     except grpc.RpcError as error:
         if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
             raise refused(error.details() or "refused") from None

@@ -6,6 +6,7 @@
     certfed roll mappings
     certfed forms import FORM.xlsx --config node.toml [--out SENT.xlsx]
     certfed forms export SENT.xlsx --config node.toml [--out RESULTS.xlsx]
+    certfed forms overseas REQUEST_ID --config node.toml --out FORM.xlsx
     certfed bank export --config node.toml --month 2025-09 --bank ICBC-4406 --out-dir DIR [--force]
     certfed notify run --config node.toml (--webhook URL | --outbox-file P | --sms-config S.toml)
                        [--wechat-config W.toml]
@@ -34,6 +35,7 @@ from adapters.notifiers import (
     WebhookNotifier,
     run_notifications,
 )
+from adapters.overseas_forms import export_overseas_form
 from adapters.partner_forms import form_file
 from adapters.partner_requests import FormSummary, fill_form_results, submit_form
 from adapters.roll import DEFAULT_BATCH_SIZE as ROLL_BATCH_SIZE
@@ -189,6 +191,14 @@ def _forms(args: argparse.Namespace) -> int:
     return _print_form_summary(summary, out, "looked up" if exporting else "requested")
 
 
+def _overseas_form(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    with desk_client(args) as desk:
+        export_overseas_form(desk, args.request_id, out)
+    console.print(f"overseas certification form for request {args.request_id} written to {out}")
+    return 0
+
+
 # bank
 
 
@@ -307,6 +317,13 @@ def add_adapter_commands(subparsers: Any) -> None:
         command.add_argument("--out", help="where to write the form back (.csv or .xlsx)")
         command.add_argument("--sheet", help="the form's sheet, if not 在生证明协查表")
         command.set_defaults(handler=_forms)
+    overseas = forms.add_parser(
+        "overseas", help="an overseas post's certification form (审核表) for one inbound request"
+    )
+    overseas.add_argument("request_id", help="the request the post received")
+    add_connection_arguments(overseas)
+    overseas.add_argument("--out", required=True, help="where to write the form (.csv or .xlsx)")
+    overseas.set_defaults(handler=_overseas_form)
 
     bank = _subcommands(subparsers, "bank", "payment-instruction files for banks", "bank_command")
     bank_export = bank.add_parser("export", help="the month's payment instructions as CSV")

@@ -6,10 +6,15 @@ clerks and reviewers would: an assistance request Lanzhou -> Qingdao, a Foshan r
 into the Qingdao agency, a Foshan retiree living in Macau certified by the Macau liaison desk, a
 request to a node that is down, delivered once it starts, and Lanzhou certifying one of its own
 retirees by video call, the screen capture uploaded as evidence and read by a second Lanzhou
-operator before approving. Every certification carries its evidence file, uploaded to the
+operator before approving. Then the channels and life events of docs/channels.md and
+docs/life_events.md: a certification app's signed face-recognition result pulled by Foshan
+(cli/demo_face_recognition.py), a death Foshan's household-register feed reports reaching Lanzhou,
+which also pays the person, and is held there for its reviewer, and a death a Qingdao clerk
+recorded by mistake, corrected and reversed with the withheld months paid back
+(cli/demo_life_events.py). Every certification carries its evidence file, uploaded to the
 certifying node. Every attestation is exported as DSSE JSON and verified offline against the
 exported directory; `outcomes.json` records each flow with the validity the paying office's record
-showed before and after. Exits 0 only if all of it verified.
+showed before and after, and what the flow's checks found. Exits 0 only if all of it verified.
 
 `certfed demo --serve` then keeps the federation running, with a web desk for each office and two
 more retirees due for certification, until interrupted (Ctrl-C or SIGTERM): it prints each desk's
@@ -28,7 +33,7 @@ import tempfile
 import threading
 import time
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
@@ -37,6 +42,8 @@ from rich.console import Console
 from rich.table import Table
 
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
+from cli import demo_life_events as life_events
+from cli.demo_face_recognition import configure_provider, import_vendor_batch, write_vendor_batch
 from cli.launcher import SIGN_IN_OPERATORS, LocalFederation, NodeSpec, wait_until
 from federation.desk_client import DeskClient
 from federation.directory import verify_directory
@@ -101,19 +108,46 @@ LANZHOU_SECOND = _resident("620102195001010013", "Demo Retiree Wang", "370203", 
 LANZHOU_AT_HOME = _resident(
     "620102194309090027", "Demo Retiree Zhao", "620102", "Lanzhou retiree C"
 )
-RETIREES = (LANZHOU_RETIREE, FOSHAN_WALK_IN, FOSHAN_IN_MACAU, LANZHOU_SECOND, LANZHOU_AT_HOME)
+
+
+def _check(first_17: str) -> str:
+    return first_17 + resident_id_check_character(first_17)
+
+
+# Certifies in Foshan's app; paid by Foshan and by Lanzhou (worked in both); paid by Qingdao.
+FOSHAN_IN_APP = _resident(
+    _check("44060419530808004"), "Demo Retiree Huang", "440604", "Foshan retiree F"
+)
+PAID_TWICE = _resident(
+    _check("44060519460606005"), "Demo Retiree Lin", "440605", "Foshan+Lanzhou retiree G"
+)
+QINGDAO_OWN = _resident(
+    _check("37020219500505006"), "Demo Retiree Liu", "370202", "Qingdao retiree H"
+)
+RETIREES = (
+    LANZHOU_RETIREE,
+    FOSHAN_WALK_IN,
+    FOSHAN_IN_MACAU,
+    LANZHOU_SECOND,
+    LANZHOU_AT_HOME,
+    FOSHAN_IN_APP,
+    PAID_TWICE,
+    QINGDAO_OWN,
+)
 PAYERS = {
     LANZHOU_RETIREE.label: LANZHOU,
     FOSHAN_WALK_IN.label: FOSHAN,
     FOSHAN_IN_MACAU.label: FOSHAN,
     LANZHOU_SECOND.label: LANZHOU,
     LANZHOU_AT_HOME.label: LANZHOU,
+    FOSHAN_IN_APP.label: FOSHAN,
+    PAID_TWICE.label: FOSHAN,
+    QINGDAO_OWN.label: QINGDAO,
 }
-FLOWS = 5
-
-
-def _check(first_17: str) -> str:
-    return first_17 + resident_id_check_character(first_17)
+# The second office paying a retiree, where one does.
+ALSO_PAID_BY = {PAID_TWICE.label: LANZHOU}
+FLOWS = 8
+MONTHLY_AMOUNT_FEN = 320_000
 
 
 # Due within the month and not yet asked for, for whoever clicks through `demo --serve`: a
@@ -134,9 +168,15 @@ class FlowResult:
     issuing_node: str
     paying_node: str
     method: common_pb2.CertificationMethod.ValueType
+    # What the signed attestation must say, besides its issuer and paying office.
+    finding: common_pb2.CertificationOutcome.ValueType = common_pb2.CERTIFICATION_OUTCOME_ALIVE
+    corrects_attestation_id: str = ""
     attestation_id: str = ""
     valid_until_before: str | None = None
     valid_until_after: str | None = None
+    # What the flow saw at the offices, each check named for what it found (all must hold).
+    checks: dict[str, bool] = field(default_factory=dict)
+    facts: dict[str, object] = field(default_factory=dict)
     verified: bool = False
     seconds: float = 0.0
 
@@ -153,10 +193,15 @@ class FlowResult:
             "issuing_node": self.issuing_node,
             "paying_node": self.paying_node,
             "method": self.method_name,
+            "outcome": common_pb2.CertificationOutcome.Name(self.finding).removeprefix(
+                "CERTIFICATION_OUTCOME_"
+            ),
             "attestation_id": self.attestation_id,
             "valid_until_before": self.valid_until_before,
             "valid_until_after": self.valid_until_after,
             "verified": self.verified,
+            "checks": self.checks,
+            **self.facts,
         }
 
 
@@ -205,6 +250,8 @@ class Demo:
         )
         self.results: list[FlowResult] = []
         self.beneficiaries: dict[str, str] = {}
+        # At the second paying office (ALSO_PAID_BY), by retiree label.
+        self.also_paid: dict[str, str] = {}
         self._captures = 0
 
     def run(self) -> bool:
@@ -220,6 +267,10 @@ class Demo:
             self._assistance_request(FOSHAN, MACAU, FOSHAN_IN_MACAU, "3 partner liaison")
             self._peer_down()
             self._own_counter()
+            self.console.print("[bold]Channels and life events[/bold]")
+            self._face_recognition()
+            self._death_reaches_another_payer()
+            self._mistaken_death_corrected()
             verified = self._export_and_verify()
             self._write_outcomes()
             if verified and self.serve:
@@ -234,25 +285,32 @@ class Demo:
             payer = PAYERS[retiree.label]
             lapsed = retiree is LANZHOU_AT_HOME
             valid_until = now + (timedelta(days=-10) if lapsed else timedelta(days=25))
+            registration = desk_pb2.RegisterBeneficiaryRequest(
+                identity=retiree.identity,
+                residence_region=retiree.residence_region,
+                valid_until=to_timestamp(valid_until),
+                monthly_amount_fen=MONTHLY_AMOUNT_FEN,
+            )
             with self.federation.desk(payer.node_id) as desk:
-                response = desk.stub.RegisterBeneficiary(
-                    desk_pb2.RegisterBeneficiaryRequest(
-                        identity=retiree.identity,
-                        residence_region=retiree.residence_region,
-                        valid_until=to_timestamp(valid_until),
-                        monthly_amount_fen=320_000,
-                    ),
-                )
+                response = desk.stub.RegisterBeneficiary(registration)
             self.beneficiaries[retiree.label] = response.beneficiary.beneficiary_id
+            second = ALSO_PAID_BY.get(retiree.label)
+            if second is not None:
+                with self.federation.desk(second.node_id) as desk:
+                    response = desk.stub.RegisterBeneficiary(registration)
+                self.also_paid[retiree.label] = response.beneficiary.beneficiary_id
         # Walk-ins are found through the registry's locator index; wait until it knows them.
         for payer in (LANZHOU, FOSHAN):
             self.federation.await_outbox_drained(payer.node_id)
 
     def _valid_until(self, payer: NodeSpec, retiree: Retiree) -> str | None:
         """The end of validity as the paying office's record shows it."""
-        with self.federation.desk(payer.node_id) as desk:
+        return self._valid_until_at(payer, self.beneficiaries[retiree.label])
+
+    def _valid_until_at(self, office: NodeSpec, beneficiary_id: str) -> str | None:
+        with self.federation.desk(office.node_id) as desk:
             beneficiary = desk.stub.GetBeneficiary(
-                desk_pb2.GetBeneficiaryRequest(beneficiary_id=self.beneficiaries[retiree.label]),
+                desk_pb2.GetBeneficiaryRequest(beneficiary_id=beneficiary_id),
             ).beneficiary
         return _iso(beneficiary)
 
@@ -452,6 +510,185 @@ class Demo:
         result.attestation_id = approved.certification.attestation_id
         self._finish(result, LANZHOU_AT_HOME, started)
 
+    # Channels and life events.
+
+    def _say(self, line: str) -> None:
+        """A plain-words line about what just happened (never a name or identity number)."""
+        self.console.print(f"  {line}", soft_wrap=True, highlight=False, markup=False)
+
+    def _face_recognition(self) -> None:
+        """Foshan's certification app: the vendor signs each result, Foshan pulls the batch and
+        its adapter verifies every line before the node sees it; passing scores certify."""
+        started = time.perf_counter()
+        result = self._flow(
+            "6 face recognition",
+            FOSHAN_IN_APP,
+            FOSHAN,
+            common_pb2.CERTIFICATION_METHOD_FACE_RECOGNITION,
+        )
+        folder = self.workdir / "face-recognition"
+        settings, vendor_key = configure_provider(self.federation, FOSHAN.node_id, folder)
+        batch = write_vendor_batch(folder, vendor_key, FOSHAN_IN_APP.identity, "APP-000001")
+        imported = import_vendor_batch(self.federation, FOSHAN.node_id, settings, batch)
+        batch.unlink()  # the vendor's file names the person; imported, it is not kept
+        if not imported.attestation_id:
+            raise RuntimeError(f"the app's result was not certified: {imported.outcomes}")
+        result.attestation_id = imported.attestation_id
+        result.checks = {
+            "signed_result_certified": imported.outcomes == {"certified": 1},
+            "forged_result_refused_by_adapter": imported.refused_by_adapter == 1,
+        }
+        result.facts = {"provider": imported.provider, "node_answers": imported.outcomes}
+        self._say(
+            f"foshan: {FOSHAN_IN_APP.label} passed the liveness and face match in the app; the "
+            f"result, signed by the app vendor ({imported.provider}), certified them by face "
+            "recognition. A result signed with another key was refused by the adapter, before "
+            f"the node: see {imported.rejects_file.relative_to(self.workdir)}"
+        )
+        self._finish(result, FOSHAN_IN_APP, started)
+
+    def _death_reaches_another_payer(self) -> None:
+        """Foshan's household-register feed reports a death; Foshan's reviewer confirms it; the
+        signed death reaches Lanzhou, which also pays the person, and waits for Lanzhou's own
+        reviewer there, the person still paid."""
+        started = time.perf_counter()
+        second = ALSO_PAID_BY[PAID_TWICE.label]
+        at_foshan = self.beneficiaries[PAID_TWICE.label]
+        at_second = self.also_paid[PAID_TWICE.label]
+        result = FlowResult(
+            "7 death reaches another payer",
+            PAID_TWICE.label,
+            FOSHAN.node_id,
+            second.node_id,
+            common_pb2.CERTIFICATION_METHOD_DATA_MATCH,
+            finding=common_pb2.CERTIFICATION_OUTCOME_DECEASED,
+            valid_until_before=self._valid_until_at(second, at_second),
+        )
+        died_on = (datetime.now(UTC) - timedelta(days=2)).date()
+        feeds = self.workdir / "feeds"
+        applied = life_events.import_death_registration(
+            self.federation, FOSHAN.node_id, PAID_TWICE.identity, died_on, feeds
+        )
+        (feeds / life_events.DEATH_FEED_FILE).unlink()  # names the person; imported, not kept
+        proposed = life_events.overview(self.federation, FOSHAN.node_id, at_foshan).entitlement
+        life_events.confirm_termination(self.federation, FOSHAN.node_id, at_foshan)
+        held = life_events.await_held(self.federation, second.node_id, at_second)
+        result.attestation_id = held.attestation_id
+        ended = life_events.overview(self.federation, FOSHAN.node_id, at_foshan).entitlement
+        still = life_events.overview(self.federation, second.node_id, at_second).entitlement
+        result.valid_until_after = self._valid_until_at(second, at_second)
+        result.checks = {
+            "feed_suspended_and_proposed_termination": applied == 1
+            and proposed.termination_pending_review,
+            "terminated_at_reporting_office_on_confirmation": (
+                ended.state == desk_pb2.ENTITLEMENT_STATE_TERMINATED
+            ),
+            "held_for_second_office_reviewer": (
+                held.reason == desk_pb2.HOLD_REASON_NEGATIVE_WITHOUT_REQUEST
+                and held.issuing_node_id == FOSHAN.node_id
+                and held.outcome == common_pb2.CERTIFICATION_OUTCOME_DECEASED
+            ),
+            "still_paid_at_second_office": (
+                still.state == desk_pb2.ENTITLEMENT_STATE_ACTIVE
+                and not still.termination_pending_review
+            ),
+        }
+        result.facts = {
+            "held_at": second.node_id,
+            "hold_reason": desk_pb2.HoldReason.Name(held.reason).removeprefix("HOLD_REASON_"),
+        }
+        self._say(
+            f"foshan: its household-register feed reported {PAID_TWICE.label} dead; payment was "
+            "suspended and, once Foshan's reviewer confirmed the death, ended at Foshan."
+        )
+        self._say(
+            f"{second.node_id}, which also pays them, received Foshan's signed death: it is on "
+            f"{second.node_id}'s list of held attestations for its own reviewer, and "
+            f"{second.node_id} keeps paying until that reviewer decides."
+        )
+        result.seconds = time.perf_counter() - started
+        self.results.append(result)
+
+    def _mistaken_death_corrected(self) -> None:
+        """A Qingdao clerk records a death by mistake and a reviewer approves it; the person
+        comes to the counter, the clerk records a correction naming the mistaken attestation,
+        a reviewer approves it: active again, the withheld months paid back."""
+        started = time.perf_counter()
+        result = self._flow(
+            "8 mistaken death corrected",
+            QINGDAO_OWN,
+            QINGDAO,
+            common_pb2.CERTIFICATION_METHOD_ON_SITE,
+        )
+        beneficiary_id = self.beneficiaries[QINGDAO_OWN.label]
+        now = datetime.now(UTC)
+        with self.federation.desk(QINGDAO.node_id) as clerk:
+            death = clerk.stub.RecordCertification(
+                desk_pb2.RecordCertificationRequest(
+                    beneficiary_id=beneficiary_id,
+                    method=result.method,
+                    outcome=common_pb2.CERTIFICATION_OUTCOME_DECEASED,
+                    observed_at=to_timestamp(now - timedelta(minutes=5)),
+                    evidence_digests=[self._upload_capture(clerk)],
+                    note="death certificate brought to the counter",
+                ),
+            ).certification
+        mistaken = self._approve(QINGDAO, death.certification_id)
+        ended = life_events.overview(self.federation, QINGDAO.node_id, beneficiary_id)
+        with self.federation.desk(QINGDAO.node_id) as clerk:
+            correction = clerk.stub.RecordCertification(
+                desk_pb2.RecordCertificationRequest(
+                    corrects_attestation_id=mistaken,
+                    method=result.method,
+                    outcome=common_pb2.CERTIFICATION_OUTCOME_ALIVE,
+                    observed_at=to_timestamp(datetime.now(UTC)),
+                    evidence_digests=[self._upload_capture(clerk)],
+                    note="came to the counter: the certificate was another person's",
+                ),
+            ).certification
+        result.attestation_id = self._approve(QINGDAO, correction.certification_id)
+        result.corrects_attestation_id = mistaken
+        reversal = life_events.reversal(
+            self.federation,
+            QINGDAO.node_id,
+            beneficiary_id,
+            (death.certification_id, correction.certification_id),
+            (mistaken, result.attestation_id),
+        )
+        result.valid_until_after = self._valid_until(QINGDAO, QINGDAO_OWN)
+        result.checks = {
+            "death_ended_entitlement": (
+                ended.entitlement.state == desk_pb2.ENTITLEMENT_STATE_TERMINATED
+            ),
+            "active_again": reversal.status == "ACTIVE" and reversal.entitlement_state == "ACTIVE",
+            "nothing_to_recover": reversal.overpayment_fen == 0,
+            "withheld_months_paid_back": reversal.back_pay_months >= 1
+            and reversal.back_pay_fen == reversal.back_pay_months * MONTHLY_AMOUNT_FEN,
+            "both_attestations_kept": {mistaken, result.attestation_id}
+            <= set(reversal.attestation_ids),
+            "audit_trail_shows_both": reversal.reversal_names_both
+            and reversal.audit_actions.count("certification.approve") >= 2,
+        }
+        result.facts = {
+            "corrects_attestation_id": mistaken,
+            "back_pay_months": reversal.back_pay_months,
+            "back_pay_fen": reversal.back_pay_fen,
+            "audit_trail": reversal.audit_actions,
+        }
+        self._say(
+            f"qingdao: a clerk recorded {QINGDAO_OWN.label} dead by mistake and a reviewer "
+            "approved it: payment stopped. The person came to the counter; the clerk recorded "
+            "a correction naming the mistaken attestation, and a reviewer approved it."
+        )
+        self._say(
+            f"qingdao: {QINGDAO_OWN.label} is active again, {reversal.back_pay_months} withheld "
+            f"month(s) paid back ({reversal.back_pay_fen / 100:,.2f} yuan); both attestations "
+            f"stay, and the audit trail shows the death and its reversal: "
+            f"{', '.join(reversal.audit_actions)}"
+        )
+        result.seconds = time.perf_counter() - started
+        self.results.append(result)
+
     def _export_and_verify(self) -> bool:
         out = self.workdir / "attestations"
         out.mkdir(exist_ok=True)
@@ -487,7 +724,14 @@ class Demo:
                 attestation.attestation_id == result.attestation_id
                 and attestation.issuing_node_id == result.issuing_node
                 and attestation.paying_node_id == result.paying_node
+                and attestation.method == result.method
+                and attestation.outcome == result.finding
+                and attestation.corrects_attestation_id == result.corrects_attestation_id
+                and all(result.checks.values())
             )
+            for check, held in result.checks.items():
+                if not held:
+                    self.console.print(f"[red]{result.flow}: check {check} failed[/red]")
         self._print()
         return all(result.verified for result in self.results) and len(self.results) == FLOWS
 

@@ -37,6 +37,7 @@ from cli.held_commands import add_held_desk_commands
 from cli.lifecycle_commands import add_lifecycle_desk_commands
 from cli.listing import Page, add_listing_arguments, first_page_total, message_rows, show_listing
 from cli.output import console, print_one
+from cli.recovery_commands import DEATH_REPORTERS, add_recovery_desk_commands
 from cli.signal_commands import add_signal_desk_commands
 from cli.trust_commands import add_trust_desk_commands
 from federation.desk_client import DeskClient
@@ -173,6 +174,10 @@ def _desk_action(args: argparse.Namespace) -> int:
                 record.corrects_attestation_id = args.attestation_id
             else:
                 record.walk_in.CopyFrom(_identity(args))
+            if args.observed is not None:
+                record.observed_at.CopyFrom(to_timestamp(args.observed))
+            if args.reported_by is not None:
+                record.death_reporter = DEATH_REPORTERS[args.reported_by]
             print_one(desk.stub.RecordCertification(record).certification)
         elif action == "approve":
             approve = desk_pb2.ApproveCertificationRequest(certification_id=args.certification_id)
@@ -403,6 +408,14 @@ def add_desk_commands(subparsers: Any) -> None:
         record.add_argument("--method", default="on_site", choices=list(METHODS))
         record.add_argument("--outcome", default="alive", choices=list(OUTCOMES))
         record.add_argument(
+            "--observed", type=utc_day, help="the day seen (or died), YYYY-MM-DD; default now"
+        )
+        record.add_argument(
+            "--reported-by",
+            choices=list(DEATH_REPORTERS),
+            help="who reported a death: its report window (docs/life_events.md)",
+        )
+        record.add_argument(
             "--evidence", nargs="*", default=[], help="JPEG, PNG or PDF files, uploaded first"
         )
     _list_action(
@@ -457,6 +470,7 @@ def add_desk_commands(subparsers: Any) -> None:
     add_bundle_desk_commands(actions)
     add_lifecycle_desk_commands(actions)
     add_held_desk_commands(actions)
+    add_recovery_desk_commands(actions)
     add_signal_desk_commands(actions)
     outbox = _list_action(
         actions, "outbox", "messages waiting for delivery, and dead letters", OUTBOX_COLUMNS,

@@ -12,6 +12,7 @@ with the field the registry named, ...) carrying the registry's message, so call
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from certfed.v1 import common_pb2, log_pb2, registry_pb2, registry_pb2_grpc
 from federation.enrolment_query import sign_enrolment_query
 from federation.envelopes import envelope_from_proto, envelope_to_proto
-from federation.errors import from_rpc_error
+from federation.errors import RateLimitedError, from_rpc_error, status_of
 from federation.limits import Limits
 from federation.timestamps import to_timestamp
 from federation.transport import REGISTRY_TLS_NAME, secure_channel
@@ -37,6 +38,19 @@ _Response = TypeVar("_Response")
 def raise_for_rpc_error(error: grpc.RpcError, call: str) -> NoReturn:
     """Raise the certfed error for a failed registry call; the message names the call."""
     raise from_rpc_error(error, call=call, peer="the registry") from None
+
+
+def _retry_after_s(error: grpc.RpcError) -> float | None:
+    """The wait a refusal asked for in its retry-after-ms trailing metadata, in seconds."""
+    if not isinstance(error, grpc.Call):
+        return None
+    for key, value in error.trailing_metadata() or ():
+        if key == "retry-after-ms":
+            try:
+                return max(int(value), 1) / 1000
+            except (TypeError, ValueError):
+                return None
+    return None
 
 
 class _Connection:
@@ -187,11 +201,33 @@ class RegistryClient(_Client):
         return connection.call("PublishLocators", connection.stub.PublishLocators, request)
 
     def evaluate_locators(self, blinded_elements: list[bytes]) -> list[bytes]:
-        """The registry's OPRF evaluation of blinded elements, one per element, in order."""
+        """The registry's OPRF evaluation of blinded elements, one per element, in order.
+
+        A refusal for the registry's per-node rate (RESOURCE_EXHAUSTED with retry-after-ms) is
+        waited out and retried while the wait fits in one call's deadline from the first
+        attempt; otherwise, and for the daily quota, it raises RateLimitedError (the registry's
+        message and its retry-after), which a node answers as RESOURCE_EXHAUSTED, never INTERNAL.
+        """
         connection = self._connection
         request = registry_pb2.EvaluateLocatorsRequest(blinded_elements=blinded_elements)
-        response = connection.call("EvaluateLocators", connection.stub.EvaluateLocators, request)
-        return [bytes(element) for element in response.evaluated_elements]
+        give_up_at = time.monotonic() + connection.timeout
+        while True:
+            try:
+                response = connection.stub.EvaluateLocators(request, timeout=connection.timeout)
+            except grpc.RpcError as error:
+                if status_of(error) is not grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    raise_for_rpc_error(error, "EvaluateLocators")
+                wait_s = _retry_after_s(error)
+                details = error.details() if isinstance(error, grpc.Call) else None
+                if wait_s is None or time.monotonic() + wait_s > give_up_at:
+                    raise RateLimitedError(
+                        "the registry refused EvaluateLocators for now: "
+                        f"{details or 'rate limited'}",
+                        retry_after_s=wait_s if wait_s is not None else 1.0,
+                    ) from None
+                time.sleep(wait_s)
+                continue
+            return [bytes(element) for element in response.evaluated_elements]
 
     def withdraw_locators(self, locators: list[bytes]) -> int:
         connection = self._connection

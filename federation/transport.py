@@ -201,6 +201,11 @@ def secure_channel(
     return tracing.instrument_channel(channel)
 
 
+class PeerUnreachableError(UnavailableError):
+    """The certificate check could not reach the server at a peer's endpoint (refused, reset,
+    timed out): the peer is down, as much as when a call fails to connect."""
+
+
 class PeerCertificateMismatchError(UnavailableError):
     """The server at a peer's endpoint presented a certificate the directory does not list for
     that peer (a superseded one, e.g. with a stolen key); retried once the directory or the
@@ -265,8 +270,13 @@ def check_pinned_certificate(
         presented = presented_certificate_sha256(
             endpoint, peer_tls_name, ca_certificate_pem, timeout_s=timeout_s, client=client
         )
-    except (OSError, ValueError) as error:
-        # ssl.SSLError and socket errors are OSErrors; a malformed endpoint is a ValueError.
+    except OSError as error:
+        # ssl.SSLError and socket errors are OSErrors.
+        raise PeerUnreachableError(
+            f"cannot check the certificate of {peer_tls_name} at {endpoint}: {error}"
+        ) from error
+    except ValueError as error:
+        # A malformed endpoint.
         raise UnavailableError(
             f"cannot check the certificate of {peer_tls_name} at {endpoint}: {error}"
         ) from error

@@ -161,11 +161,14 @@ class RegistryConfig:
     # the signed key history (GetKeyHistory), so the directory does not grow with time.
     key_history_after_s: float = 24 * 3600.0
     # Locator evaluations (EvaluateLocators): blinded elements one call may carry, elements per
-    # second a node may have evaluated (its bucket holds `locator_burst`, at least one batch, so
-    # a roll import's bulk batches pass), and elements per node per UTC day.
+    # second a node may have evaluated (its bucket holds `locator_burst`, at least one batch),
+    # and elements per node per UTC day. The daily quota is the bound on a member trying
+    # candidate identity numbers; the rate and burst only smooth spikes, so they are sized for
+    # a bulk roll import at full speed (a 100,000-row roll fits in the burst, and the bucket
+    # refills faster than a node blinds and unblinds) rather than to slow brute force.
     locator_batch_max: int = 1000
-    locator_rate_per_s: float = 1000.0
-    locator_burst: int = 20_000
+    locator_rate_per_s: float = 10_000.0
+    locator_burst: int = 100_000
     locator_daily_quota: int = 1_000_000
     # Published directory versions older than this are deleted (the latest is always kept).
     directory_retention_s: float = 30 * 24 * 3600.0

@@ -12,7 +12,8 @@ What this module promises:
   holding up to `locator_burst` (so a roll import's bulk batches pass), and a quota of
   `locator_daily_quota` elements per node per UTC day, counted in the database (across restarts
   and replicas). Every call, answered or refused, leaves one audit record naming the node and
-  counts only; the elements themselves are never logged or stored.
+  counts only; the elements themselves are never logged or stored. A call refused for its input
+  (INVALID_ARGUMENT) is neither counted nor audited (the interceptor's metrics count it).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NoReturn
 
 import structlog
 from sqlalchemy.engine import Engine
@@ -115,15 +117,25 @@ class LocatorEvaluator:
         now = self._clock()
         try:
             self._take(node_id, len(blinded))
-            total = self._count(node_id, len(blinded), now)
         except RateLimitedError as refused:
-            self._audit(REFUSED_ACTION, node_id, now, f"{len(blinded)} elements: {refused}")
-            raise
+            self._refused(node_id, now, len(blinded), refused)
+        # Evaluated (within the rate) before the quota counts and audits them, so that a batch
+        # refused for an element that is not one leaves nothing in the database.
         try:
             evaluated = [oprf.blind_evaluate(self._key, element) for element in blinded]
         except oprf.InvalidElementError as error:
             raise InvalidInputError("blinded_elements", str(error)) from None
+        try:
+            total = self._count(node_id, len(blinded), now)
+        except RateLimitedError as refused:
+            self._refused(node_id, now, len(blinded), refused)
         return Evaluation(evaluated, max(config.locator_daily_quota - total, 0))
+
+    def _refused(
+        self, node_id: str, now: datetime, count: int, refused: RateLimitedError
+    ) -> NoReturn:
+        self._audit(REFUSED_ACTION, node_id, now, f"{count} elements: {refused}")
+        raise refused
 
     def _take(self, node_id: str, count: int) -> None:
         rate = self._config.locator_rate_per_s

@@ -17,6 +17,7 @@ from adapters.web_desk.pages import (
     held,
     liaison,
     paying_office,
+    recovery,
     residence_agency,
     reviewer,
     session,
@@ -60,6 +61,7 @@ def routes() -> list[Route | Mount]:
             methods=POST,
         ),
         Route("/lists/{view}", e(paying_office.listing, node_roles=PAYING), methods=GET),
+        Route("/debts", e(recovery.debts, node_roles=PAYING), methods=GET),
         # Residence agency.
         Route(
             "/inbox",

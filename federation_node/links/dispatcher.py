@@ -48,6 +48,7 @@ from tenacity import (
 from certfed.v1 import federation_pb2, registry_pb2
 from federation import tracing
 from federation.errors import CertfedError, NodeSuspendedError, is_retryable
+from federation.transport import PeerUnreachableError
 from federation_node.config import DispatchConfig, NodeConfig
 from federation_node.links.directory_client import DirectoryClient
 from federation_node.links.peers import PeerChannels
@@ -292,9 +293,12 @@ class Dispatcher(threading.Thread):
             ):
                 return _Pending(None, self._send(OutboxKind(kind), destination, payload))
         except Exception as error:
-            # Refused here, before any call (the directory says no): never "unreachable".
+            # Refused here, before any call (the directory says no): never "unreachable";
+            # but a peer the certificate check could not connect to is down.
             refused = self._refusal(error)
-            if isinstance(refused, UnreachableError):
+            if isinstance(refused, UnreachableError) and not isinstance(
+                error, PeerUnreachableError
+            ):
                 refused = RuntimeError(str(refused))
             return _Pending(refused)
 

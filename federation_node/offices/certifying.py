@@ -37,7 +37,7 @@ from federation import tracing
 from federation.errors import InvalidInputError, PreconditionError
 from federation.roles import PAYING_ROLE_NAMES
 from federation.timestamps import to_datetime
-from federation_node.offices import corrections
+from federation_node.offices import corrections, death_reports
 from federation_node.offices.context import Actor, NodeContext
 from federation_node.offices.evidence import EvidenceArchive
 from federation_node.offices.issuing import Finding, Issuer
@@ -116,6 +116,7 @@ class Certifier:
                 "give how the person was seen (on_site, video_call, home_visit, ...)",
             )
         outcome = require_enum(request.outcome, common_pb2.CertificationOutcome, "outcome")
+        reporter = death_reports.reporter_of(request, outcome)
         if not request.HasField("observed_at"):
             raise InvalidInputError("observed_at", "is required")
         now = self._context.now()
@@ -159,6 +160,10 @@ class Certifier:
                 corrects_attestation_id=subject.corrects_attestation_id,
                 now=now,
             )
+            if reporter is not None:
+                death_reports.record(
+                    session, self._context.policy, recorded, reporter, subject.beneficiary_id, now
+                )
             audit.append(
                 session,
                 actor=actor.label,

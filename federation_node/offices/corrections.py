@@ -34,7 +34,13 @@ from federation.errors import AlreadyExistsError, PreconditionError
 from federation_node.offices import lifecycle
 from federation_node.rules.entitlement import EntitlementState, phases
 from federation_node.rules.policy import Policy
-from federation_node.store import attestations_store, audit, beneficiaries, payments_store
+from federation_node.store import (
+    attestations_store,
+    audit,
+    beneficiaries,
+    payments_store,
+    recoveries,
+)
 from federation_node.store.models import (
     Attestation,
     AttestationDirection,
@@ -148,6 +154,8 @@ def reverse(
             "reversed": status.value,
             "was": "ended" if ended else "proposed",
             "overpayment_cleared_fen": overpayment_cleared,
+            # Recovered already beyond what is still due: to be refunded (offices/recovery.py).
+            "refund_due_fen": max(0, -recoveries.debts(session, [entitlement])[0].balance_fen),
             "state": phase.value,
         },
         now=now,

@@ -23,6 +23,7 @@ from federation_node.offices.certifying import Certifier
 from federation_node.offices.context import NodeContext
 from federation_node.offices.daily_cycle import DailyCycle
 from federation_node.offices.data_signals import DataSignals
+from federation_node.offices.death_reports import DeathReports
 from federation_node.offices.employer_batch import EmployerBatches
 from federation_node.offices.evidence import EvidenceArchive
 from federation_node.offices.face_recognition import FaceRecognitions
@@ -32,6 +33,7 @@ from federation_node.offices.lifecycle import Lifecycle
 from federation_node.offices.monthly_amounts import MonthlyAmounts
 from federation_node.offices.operator_accounts import OperatorAccounts
 from federation_node.offices.paying_office import PayingOffice
+from federation_node.offices.recovery import Recoveries
 from federation_node.offices.residence_agency import ResidenceAgency
 from federation_node.offices.roll import Roll
 from federation_node.offices.sign_in import SignIn
@@ -57,6 +59,8 @@ class Node:
     face_recognitions: FaceRecognitions
     employer_batches: EmployerBatches
     certification_statuses: CertificationStatuses
+    recoveries: Recoveries
+    death_reports: DeathReports
 
 
 def compose_node(
@@ -98,4 +102,6 @@ def compose_node(
         face_recognitions=FaceRecognitions(context, issuer, paying_office),
         employer_batches=EmployerBatches(context, issuer, paying_office),
         certification_statuses=CertificationStatuses(context),
+        recoveries=Recoveries(context),
+        death_reports=DeathReports(context),
     )

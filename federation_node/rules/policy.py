@@ -56,6 +56,8 @@ MAX_RETENTION_DAYS = 36_500
 HELPER_RELATIONS = ("spouse", "child", "grandchild", "sibling", "other_relative", "guardian")
 # Face-recognition scores run from 0 to 100.
 MAX_FACE_SCORE = 100
+# Benefits obtained by fraud are repaid with a fine of two to five times the amount.
+FRAUD_FINE_MULTIPLES = range(2, 6)
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,9 @@ class Policy:
     face_min_match_score: int = 85
     # Helper relations whose "certify for another" results are accepted (HELPER_RELATIONS).
     face_helper_relations: frozenset[str] = field(default_factory=frozenset)
+    # Overpayment recovery (offices/recovery.py): the fine on a benefit obtained by fraud, as a
+    # multiple of the amount obtained (which is repaid too).
+    fraud_fine_multiple: int = 2
 
 
 # Every key the file may hold: section -> key -> (Policy field, expected type).
@@ -173,6 +178,7 @@ _KEYS: dict[str, dict[str, tuple[str, type]]] = {
         "min_match_score": ("face_min_match_score", int),
         "helper_relations": ("face_helper_relations", list),
     },
+    "recovery": {"fraud_fine_multiple": ("fraud_fine_multiple", int)},
 }
 
 
@@ -322,6 +328,11 @@ def validate_policy(policy: Policy) -> None:
     ):
         if not 1 <= score <= MAX_FACE_SCORE:
             raise InvalidInputError(key, f"must be between 1 and {MAX_FACE_SCORE}")
+    if policy.fraud_fine_multiple not in FRAUD_FINE_MULTIPLES:
+        raise InvalidInputError(
+            "recovery.fraud_fine_multiple",
+            f"must be between {FRAUD_FINE_MULTIPLES[0]} and {FRAUD_FINE_MULTIPLES[-1]}",
+        )
     unknown_relations = sorted(policy.face_helper_relations - set(HELPER_RELATIONS))
     if unknown_relations:
         raise InvalidInputError(

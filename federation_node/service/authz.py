@@ -37,11 +37,13 @@ ANY_NODE_ROLE = frozenset(ROLE_NAMES.values())
 # Node roles allowed to call each FederationService method.
 FEDERATION_POLICY: Mapping[str, frozenset[str]] = {
     "RequestAssistance": frozenset({"paying_office", "partner_liaison"}),
-    "UpdateAssistanceStatus": frozenset({"residence_agency", "partner_liaison"}),
+    "UpdateAssistanceStatus": frozenset({"residence_agency", "partner_liaison", "overseas_post"}),
     # A paying office delivers a death (imprisonment, disappearance) it confirmed to the other
     # offices paying the person (offices/life_events.py); what no request of the receiver asked
     # for is held for the receiver's reviewer, never applied by itself (paying_office.py).
-    "DeliverAttestation": frozenset({"residence_agency", "partner_liaison", "paying_office"}),
+    "DeliverAttestation": frozenset(
+        {"residence_agency", "partner_liaison", "overseas_post", "paying_office"}
+    ),
     # A node's transparency log is open to every active node of the federation: offices audit
     # and reconcile each other's attestations in bulk (docs/domain.md, flow 3).
     "GetCheckpoint": ANY_NODE_ROLE,
@@ -128,6 +130,14 @@ DESK_POLICY: Mapping[str, frozenset[str]] = {
     "DecideEmployerBatch": frozenset({REVIEWER}),
     # The retiree status service answers portals with a feed account (a service, no password).
     "GetCertificationStatus": frozenset({FEED, CLERK, REVIEWER}),
+    # Overpayment recovery: anyone at the desk sees the debts; a clerk records money received,
+    # a reviewer a fraud finding and its fine (offices/recovery.py).
+    "ListDebts": ANY_OPERATOR,
+    "GetDebt": ANY_OPERATOR,
+    "RecordRecovery": frozenset({CLERK}),
+    "RecordFraud": frozenset({REVIEWER}),
+    # Deaths reported after their report window (offices/death_reports.py).
+    "ListLateDeathReports": ANY_OPERATOR,
 }
 # DeskService methods anyone reaching the desk port may call, without a token.
 NO_TOKEN_METHODS = frozenset({"SignIn"})

@@ -24,6 +24,7 @@ from federation_node.service.evidence_desk_service import EvidenceDesk
 from federation_node.service.lifecycle_desk_service import LifecycleDesk
 from federation_node.service.operator_desk_service import OperatorDesk
 from federation_node.service.overview_desk_service import OverviewDesk
+from federation_node.service.recovery_desk_service import RecoveryDesk
 from federation_node.service.trust_desk_service import TrustDesk
 from federation_node.service.views import (
     attestation_view,
@@ -73,6 +74,7 @@ class DeskServicer(
     LifecycleDesk,
     EvidenceDesk,
     ChannelsDesk,
+    RecoveryDesk,
     desk_pb2_grpc.DeskServiceServicer,
 ):
     def __init__(self, node: Node) -> None:

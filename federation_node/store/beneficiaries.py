@@ -8,10 +8,12 @@ masked number. One person (one locator) is one beneficiary: the database refuses
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import psycopg
 from sqlalchemy import bindparam, func, update
 from sqlalchemy import select as sql_select
 from sqlalchemy.exc import IntegrityError
@@ -319,6 +321,18 @@ def add_many(session: Session, batch: Sequence[NewBeneficiary], now: datetime) -
     transaction): one set-based insert, their new ids in order. A person registered
     concurrently makes the insert fail on the unique locator, and the transaction with it."""
     ids = [new_id() for _ in batch]
+    try:
+        _insert_new(session, batch, ids, now)
+    except (psycopg.errors.UniqueViolation, sqlite3.IntegrityError) as error:
+        # The driver's own error, raised under COPY or executemany: said as SQLAlchemy says it,
+        # so callers that answer a concurrent registration (IntegrityError) see this one too.
+        raise IntegrityError("INSERT INTO beneficiary", None, error) from error
+    return ids
+
+
+def _insert_new(
+    session: Session, batch: Sequence[NewBeneficiary], ids: list[str], now: datetime
+) -> None:
     insert_rows(
         session,
         Beneficiary.__table__,  # type: ignore[attr-defined]
@@ -344,7 +358,6 @@ def add_many(session: Session, batch: Sequence[NewBeneficiary], now: datetime) -
             for beneficiary_id, new in zip(ids, batch, strict=True)
         ),
     )
-    return ids
 
 
 def add_batch(

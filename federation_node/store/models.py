@@ -45,6 +45,7 @@ from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
 from federation_node.rules.entitlement import EntitlementState, ReminderKind
+from federation_node.rules.report_windows import DeathReporter
 from signing.locator import LOCATOR_SIZE
 
 ID_LENGTH = 64
@@ -1103,3 +1104,68 @@ class EmployerBatchRow(NodeTable, table=True):
     certification_id: str | None = _id(nullable=True)
     # Why an approved batch skipped this row; empty otherwise.
     skipped_reason: str = _text()
+
+
+class DebtEntryKind(enum.StrEnum):
+    FRAUD = "fraud"
+    RECOVERY = "recovery"
+
+
+class RecoveryMethod(enum.StrEnum):
+    BANK_RETURN = "bank_return"
+    REPAYMENT = "repayment"
+    WITHHOLDING = "withholding"
+
+
+class DebtEntry(NodeTable, table=True):
+    """One line of what a person owes the office beyond the overpayment their entitlement
+    carries: a fraud finding (the amount obtained and its fine) or a recovery. Never edited;
+    store/recoveries.py is the only writer (offices/recovery.py)."""
+
+    __tablename__ = "debt_entry"
+    __table_args__ = (
+        _enum_check("kind", DebtEntryKind),
+        _enum_check("method", RecoveryMethod),
+        CheckConstraint("amount_fen > 0", name="amount_fen_positive"),
+        CheckConstraint("fine_fen >= 0", name="fine_fen_not_negative"),
+    )
+
+    entry_id: str = _id(primary_key=True)
+    beneficiary_id: str = _beneficiary(index=True)
+    kind: DebtEntryKind = _enum(DebtEntryKind)
+    amount_fen: int = _money()
+    fine_fen: int = _money()
+    # Recoveries only.
+    method: RecoveryMethod | None = Field(
+        sa_column=Column(StrEnumType(RecoveryMethod), nullable=True)
+    )
+    # When the money was received, or the fraud found.
+    occurred_at: datetime = _when()
+    reference: str = Field(sa_column=Column(String(64), nullable=False))
+    recorded_by: str = Field(sa_column=Column(String(80), nullable=False))
+    recorded_at: datetime = _when()
+
+
+class DeathReport(NodeTable, table=True):
+    """Who reported a death recorded at this desk, and whether within their report window
+    (rules/recovery.py); store/death_reports.py is the only writer."""
+
+    __tablename__ = "death_report"
+    __table_args__ = (
+        _enum_check("reporter", DeathReporter),
+        Index(None, "late", "certification_id"),
+    )
+
+    certification_id: str = Field(
+        sa_column=Column(
+            String(ID_LENGTH), ForeignKey("certification.certification_id"), primary_key=True
+        )
+    )
+    # None when the person is not one this office pays.
+    beneficiary_id: str | None = _beneficiary(nullable=True)
+    reporter: DeathReporter = _enum(DeathReporter)
+    died_at: datetime = _when()
+    reported_at: datetime = _when()
+    days_taken: int = _int()
+    window_days: int = _int()
+    late: bool = Field(sa_column=Column(Boolean(), nullable=False))

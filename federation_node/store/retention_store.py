@@ -19,6 +19,7 @@ from sqlalchemy.engine import CursorResult
 from sqlmodel import Session, col, select
 
 from federation_node.rules.entitlement import EntitlementState
+from federation_node.store import recoveries
 from federation_node.store.models import (
     OPEN_ASSISTANCE_STATES,
     AssistanceRequest,
@@ -200,7 +201,7 @@ def former_beneficiaries(session: Session, ended_before: datetime) -> list[str]:
                 Entitlement.state == EntitlementState.TERMINATED,
                 col(Entitlement.updated_at) < ended_before,
                 col(Entitlement.termination_pending_review).is_(False),
-                Entitlement.overpayment_fen == 0,
+                recoveries.balance_of_entitlement() == 0,
                 func.length(col(Beneficiary.sealed_identity)) > 0,
             )
             .order_by(col(Beneficiary.beneficiary_id))
@@ -217,8 +218,12 @@ def erasure_blockers(session: Session, beneficiary: Beneficiary) -> list[str]:
         reasons.append("the office still pays this person: their entitlement has not ended")
     if entitlement is not None and entitlement.termination_pending_review:
         reasons.append("their termination awaits review")
-    if entitlement is not None and entitlement.overpayment_fen > 0:
-        reasons.append("an overpayment remains to be recovered")
+    if entitlement is not None:
+        [debt] = recoveries.debts(session, [entitlement])
+        if debt.balance_fen > 0:
+            reasons.append("an overpayment remains to be recovered")
+        elif debt.balance_fen < 0:
+            reasons.append("more was recovered than is due: the difference is to be refunded")
     open_request = session.exec(
         select(AssistanceRequest.request_id).where(
             col(AssistanceRequest.status).in_(sorted(OPEN_ASSISTANCE_STATES)),

@@ -446,15 +446,21 @@ def test_a_replica_killed_mid_work_loses_and_duplicates_nothing(office: Office) 
     wait_until(drained, DRAIN_S, "the survivor to deliver the outbox and chain the audit trail")
 
     def completed() -> bool:
+        # An attestation is applied to its request once proven in Qingdao's witnessed log
+        # (tlog/inclusion.py), which may come after the request's status.
         with office.session(PAYING.node_id) as session:
-            states = session.exec(
-                select(AssistanceRequest.status).where(
+            rows = session.exec(
+                select(AssistanceRequest.status, AssistanceRequest.attestation_id).where(
                     col(AssistanceRequest.request_id).in_(requested)
                 )
             ).all()
-        return len(states) == len(requested) and set(states) == {AssistanceState.COMPLETED}
+        return (
+            len(rows) == len(requested)
+            and {status for status, _ in rows} == {AssistanceState.COMPLETED}
+            and all(attestation_id is not None for _, attestation_id in rows)
+        )
 
-    wait_until(completed, 30, "every request completed at Lanzhou")
+    wait_until(completed, 30, "every request completed, its attestation applied, at Lanzhou")
 
     with office.session(OFFICE.node_id) as session:
         # Every request answered by exactly one attestation, the one the reviewer was given.

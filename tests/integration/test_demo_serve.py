@@ -76,6 +76,17 @@ def test_demo_serve_runs_a_desk_per_office_until_sigterm(tmp_path: Path) -> None
             assert 'id="sign-out"' in browser.get("/")
         finally:
             browser.close()
+        # Foshan's death of a person Lanzhou also pays is on Lanzhou's held list, for its reviewer.
+        outcomes = json.loads((workdir / "outcomes.json").read_text())
+        [death] = [o for o in outcomes if o["flow"] == "7 death reaches another payer"]
+        reviewer = next(o for o in lanzhou["operators"] if o["user_name"] == "reviewer")
+        browser = SignedInClient(lanzhou["url"])
+        try:
+            browser.sign_in(reviewer["user_name"], reviewer["password"])
+            held = browser.get("/held")
+            assert f"/held/{death['attestation_id']}?issuer=foshan" in held
+        finally:
+            browser.close()
 
         assert [m["process"] for m in metrics] == ["registry", *(s.node_id for s in NODES)]
         for entry in metrics:

@@ -326,9 +326,11 @@ def test_a_tampered_attestation_is_refused(federation: Federation) -> None:
 def test_a_peer_calling_an_rpc_its_role_does_not_allow_is_permission_denied(
     federation: Federation,
 ) -> None:
+    # Foshan is a paying office: it requests assistance, it never answers a request's status
+    # (DeliverAttestation it may call, to send the other paying offices a confirmed death).
     channel, stub = federation.peer_stub("foshan", "lanzhou")
     with channel, pytest.raises(grpc.RpcError) as refused:
-        stub.DeliverAttestation(federation_pb2.DeliverAttestationRequest(), timeout=10)
+        stub.UpdateAssistanceStatus(federation_pb2.UpdateAssistanceStatusRequest(), timeout=10)
     assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
     assert "paying_office" in refused.value.details()
 
@@ -476,11 +478,27 @@ def test_an_operator_without_a_token_is_unauthenticated(federation: Federation) 
 def test_nodes_keep_working_from_their_cached_directory_while_the_registry_is_down(
     federation: Federation,
 ) -> None:
+    """Peers still authenticate each other from their cached directories while the registry is
+    down. The steps that need the registry (the locator of the person asked about, the
+    registry's cosignature before applying) wait; nothing is lost, and the round trip completes
+    once the registry is back."""
+    beneficiary_id = federation.register("lanzhou", federation.new_person(), "370202")
     federation.local.stop_registry()
     try:
-        federation.certify_by_request("lanzhou", "qingdao")
+        request_id = federation.request("lanzhou", beneficiary_id)
+        channel, stub = federation.peer_stub("qingdao", "lanzhou")
+        with channel, pytest.raises(grpc.RpcError) as refused:
+            stub.UpdateAssistanceStatus(federation_pb2.UpdateAssistanceStatusRequest(), timeout=10)
+        # Past mutual TLS and the cached directory's checks: refused only for its content.
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     finally:
         federation.local.start_registry()
+    federation.await_inbox("qingdao", request_id)
+    certification_id = federation.record(
+        "qingdao", desk_pb2.RecordCertificationRequest(request_id=request_id)
+    )
+    federation.approve("qingdao", certification_id)
+    federation.await_valid("lanzhou", beneficiary_id)
 
 
 def _hpke_key_of(federation: Federation, node_id: str) -> bytes:

@@ -143,6 +143,15 @@ def flow(federation: LocalFederation) -> Flow:
             desk_pb2.ApproveCertificationRequest(certification_id=certification_id)
         ).certification.attestation_id
     federation.await_outbox_drained("qingdao")
+    # Delivered is not applied: lanzhou holds a peer's attestation until an inclusion proof in
+    # qingdao's witnessed log arrives, so wait until the validity it gives is on the record.
+    applied = desk_pb2.GetBeneficiaryRequest(beneficiary_id=beneficiary_id)
+    with federation.desk("lanzhou") as desk:
+        wait_until(
+            lambda: desk.stub.GetBeneficiary(applied).beneficiary.HasField("valid_until"),
+            30,
+            "lanzhou to apply qingdao's attestation",
+        )
     return Flow(number, name, beneficiary_id, attestation_id, import_feed(federation, number))
 
 

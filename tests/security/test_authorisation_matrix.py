@@ -146,6 +146,11 @@ DESK_ALLOWED: dict[str, frozenset[str]] = {
     "RecordSignals": CLERK_OR_FEED,
     "ListPendingSignals": CLERK_OR_REVIEWER,
     "DecidePendingSignal": REVIEWER,
+    "ListDebts": ANY_OPERATOR,
+    "GetDebt": ANY_OPERATOR,
+    "RecordRecovery": CLERK,
+    "RecordFraud": REVIEWER,
+    "ListLateDeathReports": ANY_OPERATOR,
 }
 # Desk methods that need no token: anyone who reaches the desk port may call them.
 DESK_WITHOUT_TOKEN = frozenset({"SignIn"})

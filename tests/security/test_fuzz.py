@@ -10,7 +10,8 @@ reaches validation. After each RPC's run:
 * no call ended UNKNOWN or INTERNAL, or any status outside EXPECTED;
 * the registry and the node still answer health checks;
 * no table of either database changed unless a call of that RPC succeeded: a refused call
-  writes nothing, not even part of what it would have written.
+  writes nothing, not even part of what it would have written (a desk call's valid locator
+  evaluations at the registry, successful registry calls, are counted and audited there).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from federation.transport import (
 )
 from federation_node.store import audit, db
 from federation_node.store.models import OperatorRole
+from registry.locator_oprf import EVALUATE_ACTION
 from registry.service import ACCESS, Access
 from tests.helpers.identities import resident, resident_id
 from tests.helpers.nodes import MACAU
@@ -70,6 +72,11 @@ BACKGROUND_TABLES = frozenset({"alembic_version", "log_checkpoint"})
 WRITTEN_WHEN_REFUSED = {
     "DeskService.SignIn": frozenset({"sign_in_failure", "audit_pending", "audit_record"}),
 }
+# A desk call that ends refused (say NOT_FOUND) may still have made a valid locator evaluation
+# at the registry on the node's behalf: a successful registry call, which the registry counts
+# (a node's first one of the day adds its locator_evaluation_day row) and audits. Those, and
+# nothing else, may change in the registry during a desk RPC none of whose calls succeeded.
+DESK_EVALUATIONS = "SELECT COUNT(*) FROM audit_event WHERE action = :action AND actor = :actor"
 # SignIn takes no token: random user names and passwords are refused as wrong ones.
 ALSO_EXPECTED = {"DeskService.SignIn": frozenset({grpc.StatusCode.UNAUTHENTICATED})}
 EXPECTED = frozenset(
@@ -331,6 +338,20 @@ def row_counts(url: str) -> dict[str, int]:
         engine.dispose()
 
 
+def desk_evaluations(url: str) -> int:
+    """The registry's audit records of locator evaluations made for the target node."""
+    engine = sqlalchemy.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            count: int = connection.execute(
+                sqlalchemy.text(DESK_EVALUATIONS),
+                {"action": EVALUATE_ACTION, "actor": f"node:{TARGET.node_id}"},
+            ).scalar_one()
+            return count
+    finally:
+        engine.dispose()
+
+
 def chain_pending_audit(url: str) -> None:
     """Chain the audit records earlier calls queued, so that the node's sequencer moving them
     from audit_pending to audit_record is not taken for a change made by this RPC's calls."""
@@ -414,6 +435,7 @@ def test_every_rpc_survives_generated_mutated_and_garbage_input(
     )
     chain_pending_audit(target.node_url)
     before = {"node": row_counts(target.node_url), "registry": row_counts(target.registry_url)}
+    evaluations_before = desk_evaluations(target.registry_url)
     outcomes: dict[grpc.StatusCode, int] = {}
     unexpected: list[str] = []
     channel = target.channel(method.service, method.name)
@@ -456,6 +478,12 @@ def test_every_rpc_survives_generated_mutated_and_garbage_input(
         # What a valid call queued (a locator to publish) is delivered before counting.
         target.local.await_outbox_drained(TARGET.node_id)
     after = {"node": row_counts(target.node_url), "registry": row_counts(target.registry_url)}
+    evaluated = desk_evaluations(target.registry_url) - evaluations_before
+    if method.service == "DeskService":
+        after["registry"]["audit_event"] -= evaluated
+        days = after["registry"].get("locator_evaluation_day", 0)
+        if evaluated and days == before["registry"].get("locator_evaluation_day", 0) + 1:
+            after["registry"]["locator_evaluation_day"] = days - 1
     for store in before:
         for table, count in before[store].items():
             now_count = after[store].get(table, 0)

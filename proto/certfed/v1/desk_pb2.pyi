@@ -129,6 +129,29 @@ DELIVERY_STATE_DELIVERED: DeliveryState.ValueType  # 2
 DELIVERY_STATE_DEAD: DeliveryState.ValueType  # 3
 Global___DeliveryState: _TypeAlias = DeliveryState  # noqa: Y015
 
+class _DeathReporter:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DeathReporterEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DeathReporter.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DEATH_REPORTER_UNSPECIFIED: _DeathReporter.ValueType  # 0
+    DEATH_REPORTER_FAMILY: _DeathReporter.ValueType  # 1
+    """The family: within `deaths.family_report_days` (7 by default)."""
+    DEATH_REPORTER_UNIT: _DeathReporter.ValueType  # 2
+    """The person's work unit, or the village (residents') committee: `deaths.unit_report_days` (3)."""
+    DEATH_REPORTER_VILLAGE: _DeathReporter.ValueType  # 3
+
+class DeathReporter(_DeathReporter, metaclass=_DeathReporterEnumTypeWrapper): ...
+
+DEATH_REPORTER_UNSPECIFIED: DeathReporter.ValueType  # 0
+DEATH_REPORTER_FAMILY: DeathReporter.ValueType  # 1
+"""The family: within `deaths.family_report_days` (7 by default)."""
+DEATH_REPORTER_UNIT: DeathReporter.ValueType  # 2
+"""The person's work unit, or the village (residents') committee: `deaths.unit_report_days` (3)."""
+DEATH_REPORTER_VILLAGE: DeathReporter.ValueType  # 3
+Global___DeathReporter: _TypeAlias = DeathReporter  # noqa: Y015
+
 class _SignalKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -510,6 +533,48 @@ EMPLOYER_BATCH_STATE_PENDING: EmployerBatchState.ValueType  # 1
 EMPLOYER_BATCH_STATE_APPROVED: EmployerBatchState.ValueType  # 2
 EMPLOYER_BATCH_STATE_REJECTED: EmployerBatchState.ValueType  # 3
 Global___EmployerBatchState: _TypeAlias = EmployerBatchState  # noqa: Y015
+
+class _DebtEntryKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DebtEntryKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DebtEntryKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DEBT_ENTRY_KIND_UNSPECIFIED: _DebtEntryKind.ValueType  # 0
+    DEBT_ENTRY_KIND_FRAUD: _DebtEntryKind.ValueType  # 1
+    DEBT_ENTRY_KIND_RECOVERY: _DebtEntryKind.ValueType  # 2
+
+class DebtEntryKind(_DebtEntryKind, metaclass=_DebtEntryKindEnumTypeWrapper): ...
+
+DEBT_ENTRY_KIND_UNSPECIFIED: DebtEntryKind.ValueType  # 0
+DEBT_ENTRY_KIND_FRAUD: DebtEntryKind.ValueType  # 1
+DEBT_ENTRY_KIND_RECOVERY: DebtEntryKind.ValueType  # 2
+Global___DebtEntryKind: _TypeAlias = DebtEntryKind  # noqa: Y015
+
+class _RecoveryMethod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RecoveryMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RecoveryMethod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RECOVERY_METHOD_UNSPECIFIED: _RecoveryMethod.ValueType  # 0
+    RECOVERY_METHOD_BANK_RETURN: _RecoveryMethod.ValueType  # 1
+    """The bank returned pension paid into the account after the death."""
+    RECOVERY_METHOD_REPAYMENT: _RecoveryMethod.ValueType  # 2
+    """Paid back by the person, the family or the estate."""
+    RECOVERY_METHOD_WITHHOLDING: _RecoveryMethod.ValueType  # 3
+    """Set off against another benefit the office pays (a survivor's or funeral grant)."""
+
+class RecoveryMethod(_RecoveryMethod, metaclass=_RecoveryMethodEnumTypeWrapper): ...
+
+RECOVERY_METHOD_UNSPECIFIED: RecoveryMethod.ValueType  # 0
+RECOVERY_METHOD_BANK_RETURN: RecoveryMethod.ValueType  # 1
+"""The bank returned pension paid into the account after the death."""
+RECOVERY_METHOD_REPAYMENT: RecoveryMethod.ValueType  # 2
+"""Paid back by the person, the family or the estate."""
+RECOVERY_METHOD_WITHHOLDING: RecoveryMethod.ValueType  # 3
+"""Set off against another benefit the office pays (a survivor's or funeral grant)."""
+Global___RecoveryMethod: _TypeAlias = RecoveryMethod  # noqa: Y015
 
 @_typing.final
 class WhoAmIRequest(_message.Message):
@@ -1118,6 +1183,7 @@ class RecordCertificationRequest(_message.Message):
     EVIDENCE_DIGESTS_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
     CORRECTS_ATTESTATION_ID_FIELD_NUMBER: _builtins.int
+    DEATH_REPORTER_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """An inbound assistance request."""
     beneficiary_id: _builtins.str
@@ -1131,6 +1197,11 @@ class RecordCertificationRequest(_message.Message):
     """An attestation this node issued that this certification corrects (a death recorded by
     mistake, say). The person is the one it names, so no subject is given; the approved
     certification is issued as a new attestation naming it, never an edit of the old one.
+    """
+    death_reporter: Global___DeathReporter.ValueType
+    """Who reported a death to the office (outcome deceased only; unset when it was not reported
+    by someone with a duty to: a feed, the clerk's own finding). The report window runs from the
+    death (observed_at) to the day it is recorded (docs/life_events.md, "Report windows").
     """
     @_builtins.property
     def walk_in(self) -> _attestation_pb2.IdentityBundle:
@@ -1154,10 +1225,11 @@ class RecordCertificationRequest(_message.Message):
         evidence_digests: _abc.Iterable[_builtins.bytes] | None = ...,
         note: _builtins.str = ...,
         corrects_attestation_id: _builtins.str = ...,
+        death_reporter: Global___DeathReporter.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["beneficiary_id", b"beneficiary_id", "observed_at", b"observed_at", "request_id", b"request_id", "subject", b"subject", "walk_in", b"walk_in"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiary_id", b"beneficiary_id", "corrects_attestation_id", b"corrects_attestation_id", "evidence_digests", b"evidence_digests", "method", b"method", "note", b"note", "observed_at", b"observed_at", "outcome", b"outcome", "request_id", b"request_id", "subject", b"subject", "walk_in", b"walk_in"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiary_id", b"beneficiary_id", "corrects_attestation_id", b"corrects_attestation_id", "death_reporter", b"death_reporter", "evidence_digests", b"evidence_digests", "method", b"method", "note", b"note", "observed_at", b"observed_at", "outcome", b"outcome", "request_id", b"request_id", "subject", b"subject", "walk_in", b"walk_in"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_subject: _TypeAlias = _typing.Literal["request_id", "walk_in", "beneficiary_id"]  # noqa: Y015
     _WhichOneofArgType_subject: _TypeAlias = _typing.Literal["subject", b"subject"]  # noqa: Y015
@@ -4595,3 +4667,392 @@ class GetCertificationStatusResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetCertificationStatusResponse: _TypeAlias = GetCertificationStatusResponse  # noqa: Y015
+
+@_typing.final
+class Debt(_message.Message):
+    """What one person owes the office, in fen."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BENEFICIARY_ID_FIELD_NUMBER: _builtins.int
+    MASKED_IDENTITY_NUMBER_FIELD_NUMBER: _builtins.int
+    OVERPAYMENT_FEN_FIELD_NUMBER: _builtins.int
+    FRAUD_FEN_FIELD_NUMBER: _builtins.int
+    RECOVERED_FEN_FIELD_NUMBER: _builtins.int
+    BALANCE_FEN_FIELD_NUMBER: _builtins.int
+    beneficiary_id: _builtins.str
+    masked_identity_number: _builtins.str
+    overpayment_fen: _builtins.int
+    """Pension paid for months after entitlement ended (cleared when a correction reverses it)."""
+    fraud_fen: _builtins.int
+    """Obtained by fraud, with the fine the policy sets on it."""
+    recovered_fen: _builtins.int
+    balance_fen: _builtins.int
+    """Due less recovered; negative when more was recovered than is due (a correction reversed
+    a death): the office owes that much back.
+    """
+    def __init__(
+        self,
+        *,
+        beneficiary_id: _builtins.str = ...,
+        masked_identity_number: _builtins.str = ...,
+        overpayment_fen: _builtins.int = ...,
+        fraud_fen: _builtins.int = ...,
+        recovered_fen: _builtins.int = ...,
+        balance_fen: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance_fen", b"balance_fen", "beneficiary_id", b"beneficiary_id", "fraud_fen", b"fraud_fen", "masked_identity_number", b"masked_identity_number", "overpayment_fen", b"overpayment_fen", "recovered_fen", b"recovered_fen"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Debt: _TypeAlias = Debt  # noqa: Y015
+
+@_typing.final
+class DebtEntry(_message.Message):
+    """One line of a person's debt: a fraud finding or a recovery, never edited."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    AMOUNT_FEN_FIELD_NUMBER: _builtins.int
+    FINE_FEN_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    OCCURRED_AT_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    RECORDED_BY_FIELD_NUMBER: _builtins.int
+    RECORDED_AT_FIELD_NUMBER: _builtins.int
+    entry_id: _builtins.str
+    kind: Global___DebtEntryKind.ValueType
+    amount_fen: _builtins.int
+    """Recovered, or obtained by fraud."""
+    fine_fen: _builtins.int
+    """The fine on a fraud (amount_fen times the policy's multiple); 0 for a recovery."""
+    method: Global___RecoveryMethod.ValueType
+    """Recoveries only."""
+    reference: _builtins.str
+    """The bank's, receipt's or case file's reference."""
+    recorded_by: _builtins.str
+    @_builtins.property
+    def occurred_at(self) -> _timestamp_pb2.Timestamp:
+        """When the money was received, or the fraud found."""
+
+    @_builtins.property
+    def recorded_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        entry_id: _builtins.str = ...,
+        kind: Global___DebtEntryKind.ValueType = ...,
+        amount_fen: _builtins.int = ...,
+        fine_fen: _builtins.int = ...,
+        method: Global___RecoveryMethod.ValueType = ...,
+        occurred_at: _timestamp_pb2.Timestamp | None = ...,
+        reference: _builtins.str = ...,
+        recorded_by: _builtins.str = ...,
+        recorded_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at", "recorded_at", b"recorded_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_fen", b"amount_fen", "entry_id", b"entry_id", "fine_fen", b"fine_fen", "kind", b"kind", "method", b"method", "occurred_at", b"occurred_at", "recorded_at", b"recorded_at", "recorded_by", b"recorded_by", "reference", b"reference"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DebtEntry: _TypeAlias = DebtEntry  # noqa: Y015
+
+@_typing.final
+class ListDebtsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDebtsRequest: _TypeAlias = ListDebtsRequest  # noqa: Y015
+
+@_typing.final
+class ListDebtsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEBTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def debts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Debt]:
+        """Everyone with an overpayment or a debt entry, in beneficiary-id order."""
+
+    def __init__(
+        self,
+        *,
+        debts: _abc.Iterable[Global___Debt] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["debts", b"debts", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDebtsResponse: _TypeAlias = ListDebtsResponse  # noqa: Y015
+
+@_typing.final
+class GetDebtRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BENEFICIARY_ID_FIELD_NUMBER: _builtins.int
+    beneficiary_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        beneficiary_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiary_id", b"beneficiary_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDebtRequest: _TypeAlias = GetDebtRequest  # noqa: Y015
+
+@_typing.final
+class GetDebtResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEBT_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def debt(self) -> Global___Debt: ...
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___DebtEntry]:
+        """Oldest first."""
+
+    def __init__(
+        self,
+        *,
+        debt: Global___Debt | None = ...,
+        entries: _abc.Iterable[Global___DebtEntry] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["debt", b"debt"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["debt", b"debt", "entries", b"entries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDebtResponse: _TypeAlias = GetDebtResponse  # noqa: Y015
+
+@_typing.final
+class RecordRecoveryRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BENEFICIARY_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FEN_FIELD_NUMBER: _builtins.int
+    RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    beneficiary_id: _builtins.str
+    amount_fen: _builtins.int
+    """At least 1 and at most the balance."""
+    method: Global___RecoveryMethod.ValueType
+    reference: _builtins.str
+    @_builtins.property
+    def received_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        beneficiary_id: _builtins.str = ...,
+        amount_fen: _builtins.int = ...,
+        received_at: _timestamp_pb2.Timestamp | None = ...,
+        method: Global___RecoveryMethod.ValueType = ...,
+        reference: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["received_at", b"received_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_fen", b"amount_fen", "beneficiary_id", b"beneficiary_id", "method", b"method", "received_at", b"received_at", "reference", b"reference"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordRecoveryRequest: _TypeAlias = RecordRecoveryRequest  # noqa: Y015
+
+@_typing.final
+class RecordRecoveryResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
+    DEBT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entry(self) -> Global___DebtEntry: ...
+    @_builtins.property
+    def debt(self) -> Global___Debt: ...
+    def __init__(
+        self,
+        *,
+        entry: Global___DebtEntry | None = ...,
+        debt: Global___Debt | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["debt", b"debt", "entry", b"entry"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["debt", b"debt", "entry", b"entry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordRecoveryResponse: _TypeAlias = RecordRecoveryResponse  # noqa: Y015
+
+@_typing.final
+class RecordFraudRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BENEFICIARY_ID_FIELD_NUMBER: _builtins.int
+    OBTAINED_FEN_FIELD_NUMBER: _builtins.int
+    FOUND_AT_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    beneficiary_id: _builtins.str
+    obtained_fen: _builtins.int
+    """What the person obtained by fraud; the fine is added by the policy's multiple."""
+    reference: _builtins.str
+    @_builtins.property
+    def found_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        beneficiary_id: _builtins.str = ...,
+        obtained_fen: _builtins.int = ...,
+        found_at: _timestamp_pb2.Timestamp | None = ...,
+        reference: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["found_at", b"found_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiary_id", b"beneficiary_id", "found_at", b"found_at", "obtained_fen", b"obtained_fen", "reference", b"reference"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordFraudRequest: _TypeAlias = RecordFraudRequest  # noqa: Y015
+
+@_typing.final
+class RecordFraudResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRY_FIELD_NUMBER: _builtins.int
+    DEBT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entry(self) -> Global___DebtEntry: ...
+    @_builtins.property
+    def debt(self) -> Global___Debt: ...
+    def __init__(
+        self,
+        *,
+        entry: Global___DebtEntry | None = ...,
+        debt: Global___Debt | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["debt", b"debt", "entry", b"entry"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["debt", b"debt", "entry", b"entry"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordFraudResponse: _TypeAlias = RecordFraudResponse  # noqa: Y015
+
+@_typing.final
+class LateDeathReport(_message.Message):
+    """A death reported to the office after its report window."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CERTIFICATION_ID_FIELD_NUMBER: _builtins.int
+    BENEFICIARY_ID_FIELD_NUMBER: _builtins.int
+    REPORTER_FIELD_NUMBER: _builtins.int
+    DIED_AT_FIELD_NUMBER: _builtins.int
+    REPORTED_AT_FIELD_NUMBER: _builtins.int
+    DAYS_TAKEN_FIELD_NUMBER: _builtins.int
+    WINDOW_DAYS_FIELD_NUMBER: _builtins.int
+    certification_id: _builtins.str
+    beneficiary_id: _builtins.str
+    """Empty when the person is not one this office pays."""
+    reporter: Global___DeathReporter.ValueType
+    days_taken: _builtins.int
+    """Days from the death to the report, and the window the reporter had."""
+    window_days: _builtins.int
+    @_builtins.property
+    def died_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def reported_at(self) -> _timestamp_pb2.Timestamp:
+        """When the office recorded the report."""
+
+    def __init__(
+        self,
+        *,
+        certification_id: _builtins.str = ...,
+        beneficiary_id: _builtins.str = ...,
+        reporter: Global___DeathReporter.ValueType = ...,
+        died_at: _timestamp_pb2.Timestamp | None = ...,
+        reported_at: _timestamp_pb2.Timestamp | None = ...,
+        days_taken: _builtins.int = ...,
+        window_days: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["died_at", b"died_at", "reported_at", b"reported_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiary_id", b"beneficiary_id", "certification_id", b"certification_id", "days_taken", b"days_taken", "died_at", b"died_at", "reported_at", b"reported_at", "reporter", b"reporter", "window_days", b"window_days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LateDeathReport: _TypeAlias = LateDeathReport  # noqa: Y015
+
+@_typing.final
+class ListLateDeathReportsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLateDeathReportsRequest: _TypeAlias = ListLateDeathReportsRequest  # noqa: Y015
+
+@_typing.final
+class ListLateDeathReportsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REPORTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def reports(self) -> _containers.RepeatedCompositeFieldContainer[Global___LateDeathReport]:
+        """In certification-id order (the order they were recorded in)."""
+
+    def __init__(
+        self,
+        *,
+        reports: _abc.Iterable[Global___LateDeathReport] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "reports", b"reports"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListLateDeathReportsResponse: _TypeAlias = ListLateDeathReportsResponse  # noqa: Y015

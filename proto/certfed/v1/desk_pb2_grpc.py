@@ -322,6 +322,31 @@ class DeskServiceStub:
                 request_serializer=certfed_dot_v1_dot_desk__pb2.GetCertificationStatusRequest.SerializeToString,
                 response_deserializer=certfed_dot_v1_dot_desk__pb2.GetCertificationStatusResponse.FromString,
                 _registered_method=True)
+        self.ListDebts = channel.unary_unary(
+                '/certfed.v1.DeskService/ListDebts',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.ListDebtsRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.ListDebtsResponse.FromString,
+                _registered_method=True)
+        self.GetDebt = channel.unary_unary(
+                '/certfed.v1.DeskService/GetDebt',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.GetDebtRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.GetDebtResponse.FromString,
+                _registered_method=True)
+        self.RecordRecovery = channel.unary_unary(
+                '/certfed.v1.DeskService/RecordRecovery',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.RecordRecoveryRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.RecordRecoveryResponse.FromString,
+                _registered_method=True)
+        self.RecordFraud = channel.unary_unary(
+                '/certfed.v1.DeskService/RecordFraud',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.RecordFraudRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.RecordFraudResponse.FromString,
+                _registered_method=True)
+        self.ListLateDeathReports = channel.unary_unary(
+                '/certfed.v1.DeskService/ListLateDeathReports',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.ListLateDeathReportsRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.ListLateDeathReportsResponse.FromString,
+                _registered_method=True)
 
 
 class DeskServiceServicer:
@@ -751,6 +776,41 @@ class DeskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDebts(self, request, context):
+        """Overpayment recovery (docs/life_events.md): what each person owes after a death or a fraud,
+        what was recovered, and the balance. Any operator lists and reads the debts; a clerk records
+        a recovery, a reviewer a fraud finding (with the policy's fine); both are audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDebt(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordRecovery(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordFraud(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLateDeathReports(self, request, context):
+        """Any operator: deaths reported to this office after their report window (family 7 days,
+        unit or village 3, from the date of death to the day the office recorded it).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -1038,6 +1098,31 @@ def add_DeskServiceServicer_to_server(servicer, server):
                     servicer.GetCertificationStatus,
                     request_deserializer=certfed_dot_v1_dot_desk__pb2.GetCertificationStatusRequest.FromString,
                     response_serializer=certfed_dot_v1_dot_desk__pb2.GetCertificationStatusResponse.SerializeToString,
+            ),
+            'ListDebts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDebts,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.ListDebtsRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.ListDebtsResponse.SerializeToString,
+            ),
+            'GetDebt': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDebt,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.GetDebtRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.GetDebtResponse.SerializeToString,
+            ),
+            'RecordRecovery': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordRecovery,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.RecordRecoveryRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.RecordRecoveryResponse.SerializeToString,
+            ),
+            'RecordFraud': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordFraud,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.RecordFraudRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.RecordFraudResponse.SerializeToString,
+            ),
+            'ListLateDeathReports': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLateDeathReports,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.ListLateDeathReportsRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.ListLateDeathReportsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -2582,6 +2667,141 @@ class DeskService:
             '/certfed.v1.DeskService/GetCertificationStatus',
             certfed_dot_v1_dot_desk__pb2.GetCertificationStatusRequest.SerializeToString,
             certfed_dot_v1_dot_desk__pb2.GetCertificationStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDebts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/ListDebts',
+            certfed_dot_v1_dot_desk__pb2.ListDebtsRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.ListDebtsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDebt(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/GetDebt',
+            certfed_dot_v1_dot_desk__pb2.GetDebtRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.GetDebtResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordRecovery(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/RecordRecovery',
+            certfed_dot_v1_dot_desk__pb2.RecordRecoveryRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.RecordRecoveryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordFraud(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/RecordFraud',
+            certfed_dot_v1_dot_desk__pb2.RecordFraudRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.RecordFraudResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLateDeathReports(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/ListLateDeathReports',
+            certfed_dot_v1_dot_desk__pb2.ListLateDeathReportsRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.ListLateDeathReportsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -190,6 +190,18 @@ class DeskServiceStub:
     reviewer: for one person this office pays, the entitlement state, certified until and next
     due date, and nothing more.
     """
+    ListDebts: _grpc.UnaryUnaryMultiCallable[_desk_pb2.ListDebtsRequest, _desk_pb2.ListDebtsResponse]
+    """Overpayment recovery (docs/life_events.md): what each person owes after a death or a fraud,
+    what was recovered, and the balance. Any operator lists and reads the debts; a clerk records
+    a recovery, a reviewer a fraud finding (with the policy's fine); both are audited.
+    """
+    GetDebt: _grpc.UnaryUnaryMultiCallable[_desk_pb2.GetDebtRequest, _desk_pb2.GetDebtResponse]
+    RecordRecovery: _grpc.UnaryUnaryMultiCallable[_desk_pb2.RecordRecoveryRequest, _desk_pb2.RecordRecoveryResponse]
+    RecordFraud: _grpc.UnaryUnaryMultiCallable[_desk_pb2.RecordFraudRequest, _desk_pb2.RecordFraudResponse]
+    ListLateDeathReports: _grpc.UnaryUnaryMultiCallable[_desk_pb2.ListLateDeathReportsRequest, _desk_pb2.ListLateDeathReportsResponse]
+    """Any operator: deaths reported to this office after their report window (family 7 days,
+    unit or village 3, from the date of death to the day the office recorded it).
+    """
 
 @_typing.type_check_only
 class DeskServiceAsyncStub(DeskServiceStub):
@@ -352,6 +364,18 @@ class DeskServiceAsyncStub(DeskServiceStub):
     """Feed account of the retiree status service (adapters/status_endpoint.py), clerk or
     reviewer: for one person this office pays, the entitlement state, certified until and next
     due date, and nothing more.
+    """
+    ListDebts: _aio.UnaryUnaryMultiCallable[_desk_pb2.ListDebtsRequest, _desk_pb2.ListDebtsResponse]  # type: ignore[assignment]
+    """Overpayment recovery (docs/life_events.md): what each person owes after a death or a fraud,
+    what was recovered, and the balance. Any operator lists and reads the debts; a clerk records
+    a recovery, a reviewer a fraud finding (with the policy's fine); both are audited.
+    """
+    GetDebt: _aio.UnaryUnaryMultiCallable[_desk_pb2.GetDebtRequest, _desk_pb2.GetDebtResponse]  # type: ignore[assignment]
+    RecordRecovery: _aio.UnaryUnaryMultiCallable[_desk_pb2.RecordRecoveryRequest, _desk_pb2.RecordRecoveryResponse]  # type: ignore[assignment]
+    RecordFraud: _aio.UnaryUnaryMultiCallable[_desk_pb2.RecordFraudRequest, _desk_pb2.RecordFraudResponse]  # type: ignore[assignment]
+    ListLateDeathReports: _aio.UnaryUnaryMultiCallable[_desk_pb2.ListLateDeathReportsRequest, _desk_pb2.ListLateDeathReportsResponse]  # type: ignore[assignment]
+    """Any operator: deaths reported to this office after their report window (family 7 days,
+    unit or village 3, from the date of death to the day the office recorded it).
     """
 
 class DeskServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -854,6 +878,48 @@ class DeskServiceServicer(metaclass=_abc_1.ABCMeta):
         """Feed account of the retiree status service (adapters/status_endpoint.py), clerk or
         reviewer: for one person this office pays, the entitlement state, certified until and next
         due date, and nothing more.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDebts(
+        self,
+        request: _desk_pb2.ListDebtsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.ListDebtsResponse, _abc.Awaitable[_desk_pb2.ListDebtsResponse]]:
+        """Overpayment recovery (docs/life_events.md): what each person owes after a death or a fraud,
+        what was recovered, and the balance. Any operator lists and reads the debts; a clerk records
+        a recovery, a reviewer a fraud finding (with the policy's fine); both are audited.
+        """
+
+    @_abc_1.abstractmethod
+    def GetDebt(
+        self,
+        request: _desk_pb2.GetDebtRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.GetDebtResponse, _abc.Awaitable[_desk_pb2.GetDebtResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RecordRecovery(
+        self,
+        request: _desk_pb2.RecordRecoveryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.RecordRecoveryResponse, _abc.Awaitable[_desk_pb2.RecordRecoveryResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def RecordFraud(
+        self,
+        request: _desk_pb2.RecordFraudRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.RecordFraudResponse, _abc.Awaitable[_desk_pb2.RecordFraudResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def ListLateDeathReports(
+        self,
+        request: _desk_pb2.ListLateDeathReportsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.ListLateDeathReportsResponse, _abc.Awaitable[_desk_pb2.ListLateDeathReportsResponse]]:
+        """Any operator: deaths reported to this office after their report window (family 7 days,
+        unit or village 3, from the date of death to the day the office recorded it).
         """
 
 def add_DeskServiceServicer_to_server(servicer: DeskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

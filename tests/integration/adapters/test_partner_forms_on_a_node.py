@@ -127,10 +127,13 @@ def test_a_form_is_requested_once_certified_and_exported_in_the_same_layout(
         )
 
     def settled() -> bool:
-        states = {r.request_id: r.status for r in outbound(federation)}
+        # Qingdao's "completed" status and its attestation travel separately (the attestation
+        # applies only once proven in Qingdao's witnessed log): wait for the attestation itself.
+        requests = {r.request_id: r for r in outbound(federation)}
         return (
-            states[request_ids[0]] == common_pb2.ASSISTANCE_STATUS_COMPLETED
-            and states[request_ids[1]] == common_pb2.ASSISTANCE_STATUS_DECLINED
+            requests[request_ids[0]].status == common_pb2.ASSISTANCE_STATUS_COMPLETED
+            and requests[request_ids[0]].attestation_id != ""
+            and requests[request_ids[1]].status == common_pb2.ASSISTANCE_STATUS_DECLINED
         )
 
     wait_until(settled, 30, "the attestation and the decline to reach the Macau desk")

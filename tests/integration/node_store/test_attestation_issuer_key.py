@@ -3,13 +3,16 @@ migration 0011 keeps what the previous schema held."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlalchemy import Connection, Engine, Table, insert, inspect
+from sqlalchemy import column as sa_column
+from sqlalchemy import table as sa_table
+from sqlmodel import Session, SQLModel
 
 from federation.errors import AlreadyExistsError, PreconditionError, UnknownAttestationError
 from federation_node.ids import new_id
@@ -51,6 +54,16 @@ def _receive(
     return attestations_store.store_received(
         session, _facts(attestation_id, issuer, digest, now), now
     )
+
+
+def _insert_at_revision(connection: Connection, row: SQLModel) -> None:
+    """Insert one row with only the columns the database's current revision has, through the
+    model's column types (so enums and UTC datetimes are written as the store writes them)."""
+    model_table: Table = type(row).__table__  # type: ignore[attr-defined]
+    present = {column["name"] for column in inspect(connection).get_columns(model_table.name)}
+    columns = [column for column in model_table.columns if column.name in present]
+    table = sa_table(model_table.name, *(sa_column(c.name, c.type) for c in columns))
+    connection.execute(insert(table).values({c.name: getattr(row, c.name) for c in columns}))
 
 
 def test_one_id_from_two_issuers_is_kept_twice_and_neither_replaces_the_other(
@@ -132,10 +145,16 @@ def test_migration_0011_keeps_attestations_and_their_revocation_reviews(store_ur
         with engine.begin() as connection:
             config.attributes["connection"] = connection
             command.upgrade(config, "0010")
-        # What the previous release wrote: an attestation and its revocation review.
-        with session_scope(engine) as session:
-            _receive(session, attestation_id, "qingdao", "aa" * 32, now)
-            session.add(
+        # What the previous release wrote: an attestation and its revocation review, in the
+        # columns the schema has at 0010 (today's models have columns added after it).
+        with engine.begin() as connection:
+            facts = dataclasses.asdict(_facts(attestation_id, "qingdao", "aa" * 32, now))
+            _insert_at_revision(
+                connection,
+                Attestation(**facts, direction=AttestationDirection.RECEIVED, stored_at=now),
+            )
+            _insert_at_revision(
+                connection,
                 RevocationReview(
                     attestation_id=attestation_id,
                     issuing_node_id="qingdao",
@@ -146,7 +165,7 @@ def test_migration_0011_keeps_attestations_and_their_revocation_reviews(store_ur
                     revocation_reason="key compromise",
                     directory_version=7,
                     flagged_at=now,
-                )
+                ),
             )
         migrate(store_url)
         with session_scope(engine) as session:

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from certfed.v1 import registry_pb2
 from federation.errors import PreconditionError
 from federation_node.offices import retention
 from federation_node.rules.entitlement import EntitlementState, ReminderKind
@@ -21,6 +22,7 @@ from federation_node.rules.policy import Policy
 from federation_node.store import audit, evidence_store, outbox, signals_store
 from federation_node.store.db import session_scope
 from federation_node.store.models import (
+    REGISTRY_DESTINATION,
     AssistanceRequest,
     AssistanceState,
     AuditRecord,
@@ -226,10 +228,17 @@ def test_retention_deletes_what_is_due_and_nothing_else(
         }
         # The payload's hash stays with every request.
         assert all(row.payload_sha256 for row in session.exec(select(AssistanceRequest)))
-        assert sorted(row.subject_id for row in session.exec(select(OutboxMessage))) == [
-            "dead-old",
-            "delivered-young",
-            "pending-old",
+        messages = list(session.exec(select(OutboxMessage)))
+        assert sorted(
+            row.subject_id for row in messages if row.kind != OutboxKind.PUBLISH_LOCATORS
+        ) == ["dead-old", "delivered-young", "pending-old"]
+        # The erased person's locator is withdrawn from the registry's index, queued by the run.
+        withdrawals = [row for row in messages if row.kind == OutboxKind.PUBLISH_LOCATORS]
+        assert [(row.subject_id, row.destination) for row in withdrawals] == [
+            (former.beneficiary_id, REGISTRY_DESTINATION)
+        ]
+        assert registry_pb2.PublishLocatorsRequest.FromString(withdrawals[0].payload).withdrawn == [
+            former.subject_locator
         ]
         assert sorted(row.sha256 for row in session.exec(select(Evidence))) == sorted(
             [digests["evidence-young"], digests["evidence-reviewed"]]

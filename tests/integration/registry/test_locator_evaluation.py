@@ -78,6 +78,8 @@ def test_what_is_not_a_blinded_element_and_an_oversized_batch_are_refused(
         node.evaluate_locators([bytes(32)])
     with pytest.raises(InvalidInputError, match=r"blinded_elements\[1\]"):
         node.evaluate_locators([_blinded(1)[0], b"\x01" * 31])
+    # A refused input is neither counted against the quota nor audited.
+    assert _audit(registry, "foshan") == []
 
 
 def test_no_one_but_an_active_member_gets_an_evaluation(
