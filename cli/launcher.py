@@ -22,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -83,11 +84,61 @@ SIGN_IN_OPERATORS: dict[str, tuple[OperatorRole, ...]] = {
 FEED_OPERATOR = "feed"
 
 
-def free_port() -> int:
+# Ports for local servers come from below the kernel's ephemeral range (32768 and up on Linux), so
+# no outgoing connection can take one between its choice and the server's bind; each pytest-xdist
+# worker draws from its own block, so two workers never pick the same port either.
+PORT_BLOCK = 4_000
+PORTS_WITHOUT_WORKER = range(10_000, 10_000 + 2 * PORT_BLOCK)
+WORKER_PORTS_START = 18_000
+WORKER_BLOCKS = 3
+
+
+def _port_block() -> range:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw") or not worker[2:].isdigit():
+        return PORTS_WITHOUT_WORKER
+    start = WORKER_PORTS_START + (int(worker[2:]) % WORKER_BLOCKS) * PORT_BLOCK
+    return range(start, start + PORT_BLOCK)
+
+
+class _PortAllocator:
+    """Hands out free loopback ports of this process's block in turn, from a random start (a
+    port released by an earlier run may still be in TIME_WAIT)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._next: int | None = None
+
+    def take(self) -> int:
+        block = _port_block()
+        with self._lock:
+            if self._next is None or self._next not in block:
+                self._next = block.start + secrets.randbelow(len(block))
+            for _ in range(len(block)):
+                port = self._next
+                self._next = port + 1 if port + 1 < block.stop else block.start
+                if _bindable(port):
+                    return port
+        raise RuntimeError(f"no free loopback port in {block.start}-{block.stop - 1}")
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+        # As the servers bind: a port left in TIME_WAIT by a closed server may be bound again.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+_ports = _PortAllocator()
+
+
+def free_port() -> int:
+    """A loopback port no server of this process listens on, for a server about to start."""
+    return _ports.take()
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 The cycle is idempotent per day and claims its day in the database, so every replica can run a
 scheduler: one of them runs the day, the others find it done. A failed run is retried at the
-next check; the day is only considered done once a run (here or on another replica) committed.
+check, a few seconds later at first and then less often, up to the check interval; the day is
+only considered done once a run (here or on another replica) committed.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ log = structlog.get_logger("certfed.cycle")
 # Who runs the scheduled cycle, in the audit trail and in the cycle_run row.
 SCHEDULER_ACTOR = Actor("node", "cycle-scheduler")
 CHECK_INTERVAL_S = 60.0
+# The first retry of a failed run; each further failure doubles it, up to the check interval.
+FIRST_RETRY_S = 2.0
 
 
 class CycleScheduler:
@@ -76,9 +79,14 @@ class CycleScheduler:
         return outcome
 
     def _run(self) -> None:
+        retry_s = FIRST_RETRY_S
         while not self._stopping.is_set():
             try:
                 self.run_if_due()
             except Exception:
-                log.exception("cycle.scheduled_run_failed")
+                log.exception("cycle.scheduled_run_failed", retry_in_s=min(retry_s, self._interval))
+                self._stopping.wait(min(retry_s, self._interval))
+                retry_s *= 2
+                continue
+            retry_s = FIRST_RETRY_S
             self._stopping.wait(self._interval)

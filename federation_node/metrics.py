@@ -243,7 +243,7 @@ class CycleMetrics:
     """What this process's cycle scheduler saw: runs by outcome, their duration, skipped records.
 
     `ran`: this process ran the day; `already_ran`: another replica (or `certfed node cycle`)
-    had; `failed`: the run raised and is retried at the next check.
+    had; `failed`: the run raised and is retried (after 2 s, then less often).
     """
 
     OUTCOMES = ("ran", "already_ran", "failed")

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -67,3 +67,49 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'store.db'}"
     factory: PostgresUrlFactory = request.getfixturevalue("postgres_url_factory")
     return factory()
+
+
+# What a failed test's processes logged at warning level or above, shown with the failure: a
+# run that fails on a loaded CI machine is then explained by its report, not only by a re-run.
+LOG_LINES_PER_FILE = 30
+
+
+def _process_log_problems(workdir: Path) -> str:
+    sections: list[str] = []
+    for log_path in sorted(workdir.rglob("*.log")):
+        try:
+            lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            continue
+        problems = [
+            line
+            for line in lines
+            if '"level": "error"' in line
+            or '"level": "warning"' in line
+            or '"level": "critical"' in line
+            or "Traceback" in line
+        ]
+        if problems:
+            tail = "\n".join(line[:2000] for line in problems[-LOG_LINES_PER_FILE:])
+            sections.append(f"--- {log_path.relative_to(workdir)}\n{tail}")
+    return "\n".join(sections)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.failed and call.when in ("setup", "call"):
+        from cli.launcher import LocalFederation
+
+        funcargs = getattr(item, "funcargs", {})
+        for name, value in funcargs.items():
+            # A federation fixture, or a fixture holding one (`local`).
+            if not isinstance(value, LocalFederation):
+                value = getattr(value, "local", None)
+            if isinstance(value, LocalFederation):
+                problems = _process_log_problems(value.workdir)
+                if problems:
+                    report.sections.append((f"process logs of {name}", problems))
+    return report

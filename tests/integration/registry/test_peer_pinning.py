@@ -8,7 +8,6 @@ endpoint. Lanzhou's channels to Qingdao refuse that server, and accept the real 
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Iterator
 from concurrent import futures
@@ -19,6 +18,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2_grpc
 
+from cli.launcher import free_port
 from federation.transport import (
     PeerCertificateMismatchError,
     PeerKind,
@@ -30,13 +30,6 @@ from federation_node.links.directory_client import DirectoryClient
 from federation_node.links.peers import PeerChannels
 from signing.keys import VerifyKey
 from tests.integration.registry.conftest import EnrolledFactory, NodeFactory, RunningRegistry
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 @contextmanager
@@ -61,7 +54,7 @@ def test_peer_serving_a_superseded_certificate_with_its_stolen_key_is_refused(
     enrolled_node: EnrolledFactory,
     tmp_path: Path,
 ) -> None:
-    endpoint = f"127.0.0.1:{_free_port()}"
+    endpoint = f"127.0.0.1:{free_port()}"
     qingdao = make_node("qingdao", region_codes=("370200",))
     with registry.anonymous() as anonymous:
         anonymous.enrol(qingdao.application(endpoint=endpoint))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, date, datetime
 from typing import cast
 
@@ -53,4 +54,34 @@ def test_a_failed_run_is_tried_again() -> None:
         daily.run_if_due()
     lifecycle.fail = False
     daily.run_if_due()
+    assert lifecycle.days == [date(2026, 3, 1)]
+
+
+def test_the_scheduler_thread_retries_a_failed_run_within_seconds_not_at_the_next_check() -> None:
+    class FailingTwice(RecordingLifecycle):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attempts = 0
+            self.done = threading.Event()
+
+        def run_cycle(self, actor: Actor, day: date | None) -> CycleOutcome:
+            self.attempts += 1
+            if self.attempts <= 2:
+                raise RuntimeError("database is locked")
+            self.done.set()
+            return super().run_cycle(actor, day)
+
+    lifecycle = FailingTwice()
+    clock = datetime(2026, 3, 1, 3, 0, tzinfo=UTC)
+    # An hour between checks: only the retries after a failure can run the day in this test.
+    daily = CycleScheduler(
+        cast(DailyCycle, lifecycle), 2, clock=lambda: clock, check_interval_s=3600
+    )
+    daily.start()
+    try:
+        # Retries after 2 s and 4 s.
+        assert lifecycle.done.wait(timeout=30)
+    finally:
+        daily.stop()
+    assert lifecycle.attempts == 3
     assert lifecycle.days == [date(2026, 3, 1)]
