@@ -14,6 +14,8 @@ from starlette.staticfiles import StaticFiles
 from adapters.web_desk.page import endpoint
 from adapters.web_desk.pages import (
     admin,
+    employer_batches,
+    face_recognition,
     held,
     liaison,
     paying_office,
@@ -59,6 +61,11 @@ def routes() -> list[Route | Mount]:
             "/beneficiaries/{beneficiary_id}/assistance",
             e(paying_office.assistance, roles=CLERK, node_roles=PAYING),
             methods=POST,
+        ),
+        Route(
+            "/lists/face-recognition",
+            e(face_recognition.follow_ups, roles=CLERK + REVIEWER, node_roles=PAYING),
+            methods=GET,
         ),
         Route("/lists/{view}", e(paying_office.listing, node_roles=PAYING), methods=GET),
         Route("/debts", e(recovery.debts, node_roles=PAYING), methods=GET),
@@ -126,6 +133,22 @@ def routes() -> list[Route | Mount]:
         Route(
             "/held/{attestation_id}",
             e(held.decide, roles=REVIEWER, node_roles=PAYING),
+            methods=POST,
+        ),
+        # Employers' batch lists, decided whole by a reviewer who did not upload them.
+        Route(
+            "/employer-batches",
+            e(employer_batches.batches, roles=CLERK + REVIEWER, node_roles=PAYING),
+            methods=GET,
+        ),
+        Route(
+            "/employer-batches/{batch_id}",
+            e(employer_batches.batch_page, roles=CLERK + REVIEWER, node_roles=PAYING),
+            methods=GET,
+        ),
+        Route(
+            "/employer-batches/{batch_id}",
+            e(employer_batches.decide, roles=REVIEWER, node_roles=PAYING),
             methods=POST,
         ),
         # Liaison desk.

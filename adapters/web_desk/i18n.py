@@ -19,7 +19,7 @@ from babel import Locale
 from babel.dates import format_date, format_datetime, format_timedelta
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
-from babel.numbers import format_currency
+from babel.numbers import format_currency, format_decimal
 from babel.support import Translations
 
 LOCALE_DIR = Path(__file__).parent / "locale"
@@ -106,3 +106,7 @@ class Formats:
     def money(self, fen: int) -> str:
         """An amount in fen as yuan with two decimals."""
         return format_currency(Decimal(fen).scaleb(-2), "CNY", locale=self._babel)
+
+    def score(self, value: float) -> str:
+        """A face-recognition score (0 to 100), with a decimal only when it has one."""
+        return format_decimal(value, format="#,##0.#", locale=self._babel)

@@ -113,6 +113,22 @@ HOLD_DECISIONS = {
     desk_pb2.HOLD_DECISION_APPLIED: N_("Applied"),
     desk_pb2.HOLD_DECISION_DISMISSED: N_("Dismissed"),
 }
+# An employer's batch list (pages/employer_batches.py) and its review.
+EMPLOYER_BATCH_STATES = {
+    desk_pb2.EMPLOYER_BATCH_STATE_PENDING: N_("Awaiting a decision"),
+    desk_pb2.EMPLOYER_BATCH_STATE_APPROVED: N_("Approved"),
+    desk_pb2.EMPLOYER_BATCH_STATE_REJECTED: N_("Rejected"),
+}
+# Who helped a person through face recognition ("certify for another"), by the relation names of
+# the node's policy (federation_node/rules/policy.py HELPER_RELATIONS).
+HELPER_RELATIONS = {
+    "spouse": N_("Spouse"),
+    "child": N_("Child"),
+    "grandchild": N_("Grandchild"),
+    "sibling": N_("Brother or sister"),
+    "other_relative": N_("Another relative"),
+    "guardian": N_("Guardian"),
+}
 BENEFICIARY_STATUSES = {
     desk_pb2.BENEFICIARY_STATUS_ACTIVE: N_("Active"),
     desk_pb2.BENEFICIARY_STATUS_DECEASED: N_("Deceased"),

@@ -25,6 +25,10 @@ T = TypeVar("T")
 Fetch = Callable[[int, str], tuple[Sequence[T], str]]
 # The largest download, in rows: a list longer than this is cut, and the file says so.
 MAX_DOWNLOAD_ROWS = 100_000
+# A record the node has no call for on its own (a held attestation, an employer batch) is found
+# in its list, a page of the largest size at a time, and at most this many pages.
+SCAN_PAGE_SIZE = 500
+MAX_SCAN_PAGES = 40
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,20 @@ def paged(page: Page, list_key: str, fetch: Fetch[T]) -> Paged[T]:
         tokens.append(next_token)
     memory.put(key, tokens)
     return Paged(rows, wanted, bool(next_token))
+
+
+def find_in(fetch: Fetch[T], matches: Callable[[T], bool]) -> T | None:
+    """The first row of a list that `matches`; None when the list (or the part of it that
+    `MAX_SCAN_PAGES` allows) has none."""
+    token = ""
+    for _ in range(MAX_SCAN_PAGES):
+        rows, token = fetch(SCAN_PAGE_SIZE, token)
+        for row in rows:
+            if matches(row):
+                return row
+        if not token:
+            return None
+    return None
 
 
 def every_row(fetch: Fetch[T], page_size: int = 500) -> Iterator[T]:

@@ -6,7 +6,7 @@ sent, confirmed with the reference.
 
 The node has no call for one held attestation: its page finds it in the node's list, a page of
 the largest size at a time. Held attestations are the exceptions of an office's year, so this is
-a call or two; `MAX_SCAN_PAGES` bounds it all the same.
+a call or two; `listing.MAX_SCAN_PAGES` bounds it all the same.
 """
 
 from __future__ import annotations
@@ -17,14 +17,12 @@ import grpc
 from starlette.responses import Response
 
 from adapters.web_desk import labels
-from adapters.web_desk.listing import paged
+from adapters.web_desk.listing import find_in, paged
 from adapters.web_desk.page import Page
 from certfed.v1 import desk_pb2
 from federation.timestamps import optional_datetime
 
 REASON_MAX = 500
-SCAN_PAGE_SIZE = 500
-MAX_SCAN_PAGES = 40
 ID_MAX = 64
 DECISIONS = ("apply", "dismiss")
 
@@ -61,18 +59,17 @@ def find_held(page: Page, attestation_id: str) -> desk_pb2.HeldAttestation | Non
     issuer = page.request.query_params.get("issuer", "")
     if not attestation_id or len(attestation_id) > ID_MAX or len(issuer) > ID_MAX:
         return None
-    token = ""
-    for _ in range(MAX_SCAN_PAGES):
+
+    def fetch(size: int, token: str) -> tuple[Sequence[desk_pb2.HeldAttestation], str]:
         answer = page.node.stub.ListHeldAttestations(
-            desk_pb2.ListHeldAttestationsRequest(page_size=SCAN_PAGE_SIZE, page_token=token)
+            desk_pb2.ListHeldAttestationsRequest(page_size=size, page_token=token)
         )
-        for held in answer.attestations:
-            if held.attestation_id == attestation_id and issuer in ("", held.issuing_node_id):
-                return held
-        token = answer.next_page_token
-        if not token:
-            return None
-    return None
+        return answer.attestations, answer.next_page_token
+
+    return find_in(
+        fetch,
+        lambda held: held.attestation_id == attestation_id and issuer in ("", held.issuing_node_id),
+    )
 
 
 def _not_found(page: Page) -> Response:

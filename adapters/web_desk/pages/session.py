@@ -156,6 +156,24 @@ def home(page: Page) -> Response:
             desk_pb2.ListHeldAttestationsRequest(pending_only=True, page_size=COUNT_UP_TO),
             lambda answer: len(answer.attestations),
         )
+    if me.may(("reviewer",), ("paying_office",)):
+        count(
+            page._("Employer batches to approve or reject"),
+            "/employer-batches",
+            stub.ListEmployerBatches,
+            desk_pb2.ListEmployerBatchesRequest(
+                state=desk_pb2.EMPLOYER_BATCH_STATE_PENDING, page_size=COUNT_UP_TO
+            ),
+            lambda answer: len(answer.batches),
+        )
+    if me.may(("clerk",), ("paying_office",)):
+        count(
+            page._("People to certify another way after face recognition"),
+            "/lists/face-recognition",
+            stub.ListFaceRecognitionFollowUps,
+            desk_pb2.ListFaceRecognitionFollowUpsRequest(page_size=COUNT_UP_TO),
+            lambda answer: len(answer.follow_ups),
+        )
     if me.may(node_roles=("paying_office",)):
         for label, href, state in (
             (page._("People due for certification"), "/lists/due", desk_pb2.ENTITLEMENT_STATE_DUE),
