@@ -274,15 +274,9 @@ class ResidenceAgency:
     def complete_request(
         self, session: Session, request_id: str, attestation_id: str, now: datetime
     ) -> None:
-        """The request is answered by `attestation_id`: completed here, and the paying office
-        told, in the caller's (the approval's) transaction."""
+        """The request is answered by `attestation_id`: completed here, in the caller's (the
+        approval's) transaction. The paying office is told by the attestation itself, which
+        names the request and completes it there when it is applied; a separate "completed"
+        status would cost a second delivery and tell it nothing more."""
         inbound = assistance.get(session, request_id, RequestDirection.INBOUND)
-        sequence = assistance.complete(session, inbound, attestation_id, now)
-        outbox.enqueue(
-            session,
-            kind=OutboxKind.UPDATE_ASSISTANCE_STATUS,
-            destination=inbound.peer_node_id,
-            subject_id=inbound.request_id,
-            payload=self._status_message(inbound, sequence, now),
-            now=now,
-        )
+        assistance.complete(session, inbound, attestation_id, now)
