@@ -29,6 +29,8 @@ from federation.timestamps import optional_datetime
 REASON_MAX = 500
 ID_MAX = 64
 DECISIONS = ("approve", "reject")
+# The id of the page's notice to the uploader, where the error summary's link leads.
+FOUR_EYES = "four-eyes"
 
 
 def _show_all(page: Page) -> bool:
@@ -127,7 +129,7 @@ def decide(page: Page) -> Response:
     if decision not in DECISIONS:
         errors["decision"] = page._("Choose whether to approve or reject the batch")
     elif _uploaded_by_me(page, batch) and step == "check":
-        errors["decision"] = _four_eyes(page)
+        errors[FOUR_EYES] = _four_eyes(page)
     if decision == "reject" and not reason:
         errors["reason"] = page._("Say why you reject the batch")
     elif len(reason) > REASON_MAX:
@@ -151,14 +153,13 @@ def decide(page: Page) -> Response:
     except grpc.RpcError as error:
         code = status_of(error)
         _field, message, details = page.refusal(error)
-        if code is grpc.StatusCode.PERMISSION_DENIED and _uploaded_by_me(page, batch):
-            message = _four_eyes(page)
-        return _show(
-            page,
-            batch,
-            {"decision": f"{message} {details}".strip()},
-            status=labels.HTTP_STATUSES.get(code, 409),
+        # The node's words on the four-eyes rule say no more than the desk's, in English.
+        refused = (
+            {FOUR_EYES: _four_eyes(page)}
+            if code is grpc.StatusCode.PERMISSION_DENIED and _uploaded_by_me(page, batch)
+            else {"decision": f"{message} {details}".strip()}
         )
+        return _show(page, batch, refused, status=labels.HTTP_STATUSES.get(code, 409))
     if decided.state == desk_pb2.EMPLOYER_BATCH_STATE_APPROVED:
         title = page._("Employer batch approved")
         lines = [
