@@ -15,17 +15,26 @@ from cli.launcher import wait_until
 from federation.timestamps import to_timestamp
 from tests.browser.desk_federation import DeskFederation
 from tests.browser.desk_page import LOCALES, OpenDesk
+from tests.helpers.channel_records import (
+    face_recognition_feed,
+    record_failed_face_recognition,
+    upload_employer_batch,
+)
 from tests.helpers.evidence import upload_capture
+
+FACE_PROVIDER = "lanzhou-kiosk"
 
 
 @dataclass(frozen=True)
 class Records:
-    """One of each thing a page shows: a person Lanzhou pays, their request to Qingdao, and a
-    certification at Qingdao awaiting review."""
+    """One of each thing a page shows: a person Lanzhou pays, their request to Qingdao, a
+    certification at Qingdao awaiting review, and at Lanzhou a person whose face recognition
+    did not pass, an employer's batch awaiting a reviewer, and a debt after a fraud."""
 
     beneficiary_id: str
     request_id: str
     certification_id: str
+    batch_id: str
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +69,28 @@ def records(desk_federation: DeskFederation) -> Records:
             30,
             "the request to reach Qingdao",
         )
-    return Records(asked.beneficiary_id, request_id, certification_id)
+    failed = desk_federation.register(LANZHOU, residence_region="620102")
+    feed = face_recognition_feed(local, LANZHOU.node_id, FACE_PROVIDER)
+    record_failed_face_recognition(local, LANZHOU.node_id, feed, failed.identity_number, "PAGES-1")
+    listed = [desk_federation.register(LANZHOU, residence_region="620102") for _ in range(2)]
+    batch = upload_employer_batch(
+        local,
+        LANZHOU.node_id,
+        "clerk",
+        "2026年12月在职退休人员名单.xlsx",
+        [person.identity_number for person in listed],
+    )
+    owing = desk_federation.register(LANZHOU, residence_region="620102")
+    with local.desk(LANZHOU.node_id, "reviewer") as desk:
+        desk.stub.RecordFraud(
+            desk_pb2.RecordFraudRequest(
+                beneficiary_id=owing.beneficiary_id,
+                obtained_fen=100_000,
+                found_at=to_timestamp(datetime.now(UTC) - timedelta(days=2)),
+                reference="CASE-PAGES-1",
+            )
+        )
+    return Records(asked.beneficiary_id, request_id, certification_id, batch.batch_id)
 
 
 def _pages(records: Records) -> dict[tuple[str, str], dict[str, str]]:
@@ -76,8 +106,15 @@ def _pages(records: Records) -> dict[tuple[str, str], dict[str, str]]:
             **{f"list-{view}": f"/lists/{view}" for view in ("due", "warning", "suspended")},
             **{f"list-{view}": f"/lists/{view}" for view in ("overpayments", "duplicates")},
             "report": "/lists/report",
+            "debts": "/debts",
+            "list-face-recognition": "/lists/face-recognition",
+            "employer-batches": "/employer-batches",
         },
-        (LANZHOU.node_id, "reviewer"): {"held": "/held"},
+        (LANZHOU.node_id, "reviewer"): {
+            "held": "/held",
+            "employer-batches-all": "/employer-batches?show=all",
+            "employer-batch": f"/employer-batches/{records.batch_id}",
+        },
         (QINGDAO.node_id, "clerk"): {
             "home-agency": "/",
             "inbox": "/inbox",
