@@ -4,12 +4,14 @@ What this module promises:
 
 * A node holds no locator key. `Locators.locate` validates and normalises an identity number,
   blinds it (signing.oprf, a fresh blind every time), has the registry evaluate the blinded
-  element (`EvaluateLocators` over mutual TLS), unblinds and finalises: the registry never
-  sees the identity and the node never sees the key. Without a registry (`evaluate` is None)
-  or while it is unreachable, no locator can be computed: `LocatorsUnavailableError`.
-* `prefetch` computes many at once, in batches of `federation.limits.LOCATOR_BATCH`, for a roll
-  import or a feed; every locator computed is kept in a bounded in-memory cache per identity
-  (the node knows its own people), so a batch already prefetched costs no further call.
+  element (`EvaluateLocators` over mutual TLS), unblinds and finalises (a batch's blinds
+  inverted together, `oprf.finalize_many`): the registry never sees the identity and the node
+  never sees the key. Without a registry (`evaluate` is None) or while it is unreachable, no
+  locator can be computed: `LocatorsUnavailableError`.
+* `prefetch` computes many at once, in batches of `federation.limits.LOCATOR_BATCH` with
+  `CALLS_IN_FLIGHT` of them under way together, for a roll import or a feed; every locator
+  computed is kept in a bounded in-memory cache per identity (the node knows its own people),
+  so a batch already prefetched costs no further call. A batch that fails fails the prefetch.
 * Identity numbers never reach an error message or a log line from here.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 from federation.errors import UnavailableError
 from federation.limits import LOCATOR_BATCH
@@ -30,6 +33,10 @@ Evaluate = Callable[[list[bytes]], list[bytes]]
 
 # Identities whose locators are remembered; about 200 bytes each.
 CACHE_SIZE = 200_000
+# EvaluateLocators calls one prefetch keeps under way: while the registry evaluates one batch,
+# the node blinds the next and finalises the last. libsodium runs without the GIL, so two
+# threads keep two cores busy.
+CALLS_IN_FLIGHT = 2
 
 
 class LocatorsUnavailableError(UnavailableError):
@@ -70,8 +77,21 @@ class Locators:
             if self._cached(data) is None:
                 wanted[data] = None
         inputs = list(wanted)
-        for start in range(0, len(inputs), LOCATOR_BATCH):
-            self._compute(inputs[start : start + LOCATOR_BATCH])
+        batches = [
+            inputs[start : start + LOCATOR_BATCH] for start in range(0, len(inputs), LOCATOR_BATCH)
+        ]
+        if len(batches) <= 1:
+            for batch in batches:
+                self._compute(batch)
+            return
+        with ThreadPoolExecutor(CALLS_IN_FLIGHT, thread_name_prefix="locators") as pool:
+            futures = [pool.submit(self._compute, batch) for batch in batches]
+            try:
+                for future in futures:
+                    future.result()
+            finally:
+                for future in futures:
+                    future.cancel()
 
     def _cached(self, data: bytes) -> bytes | None:
         with self._lock:
@@ -94,14 +114,12 @@ class Locators:
                 "blinded elements; try again"
             )
         try:
-            locators = [
-                locator_from_output(oprf.finalize(data, scalar, element))
-                for data, (scalar, _), element in zip(inputs, blinded, evaluated, strict=True)
-            ]
+            outputs = oprf.finalize_many(inputs, [scalar for scalar, _ in blinded], evaluated)
         except oprf.InvalidElementError:
             raise UnavailableError(
                 "the registry answered an evaluation that is not a group element; try again"
             ) from None
+        locators = [locator_from_output(output) for output in outputs]
         with self._lock:
             for data, locator in zip(inputs, locators, strict=True):
                 self._cache[data] = locator

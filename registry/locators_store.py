@@ -63,6 +63,34 @@ def _batches(items: Sequence[bytes]) -> Iterator[Sequence[bytes]]:
         yield items[start : start + BATCH_SIZE]
 
 
+def _is_postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def _locator_array(locators: Sequence[bytes]) -> sa.BindParameter[Any]:
+    return sa.bindparam("locators", list(locators), type_=postgresql.ARRAY(sa.LargeBinary))
+
+
+def _insert_locators_postgresql(
+    session: Session, node_id: str, locators: Sequence[bytes], now: datetime
+) -> int:
+    """A whole publication in one short statement: the locators go as one bytea[] parameter
+    (`unnest`), so neither SQLAlchemy nor the driver builds and parses a statement per batch."""
+    table = _table(SubjectLocator)
+    rows = sa.select(
+        sa.func.unnest(_locator_array(locators)),
+        sa.literal(node_id, table.c.node_id.type),
+        sa.literal(now, table.c.published_at.type),
+    )
+    statement = (
+        postgresql.insert(table)
+        .from_select(["locator", "node_id", "published_at"], rows)
+        .on_conflict_do_nothing()
+        .returning(table.c.node_id)
+    )
+    return len(session.execute(statement).all())
+
+
 def _insert_ignoring_conflicts(
     session: Session, table: sa.Table, rows: list[dict[str, Any]]
 ) -> int:
@@ -70,9 +98,11 @@ def _insert_ignoring_conflicts(
         return 0
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    # RETURNING, not rowcount: drivers disagree on rowcount for multi-row inserts.
-    statement = insert(table).values(rows).on_conflict_do_nothing().returning(table.c.node_id)
-    return len(session.execute(statement).all())
+    # RETURNING, not rowcount: drivers disagree on rowcount for multi-row inserts. The rows go as
+    # parameters of one statement compiled once (SQLAlchemy's "insertmanyvalues" sends them as
+    # multi-row VALUES), not as a statement compiled afresh around every batch of literals.
+    statement = insert(table).on_conflict_do_nothing().returning(table.c.node_id)
+    return len(session.execute(statement, rows).all())
 
 
 def _table(
@@ -83,10 +113,13 @@ def _table(
 
 def _holders(session: Session, locators: Sequence[bytes]) -> dict[bytes, list[str]]:
     holders: dict[bytes, list[str]] = {}
-    for batch in _batches(locators):
+    postgres = _is_postgresql(session)
+    # On PostgreSQL one `= ANY(bytea[])` over them all; elsewhere IN lists of bounded size.
+    for batch in [locators] if postgres else _batches(locators):
+        held = col(SubjectLocator.locator)
         rows = session.exec(
             select(SubjectLocator.locator, SubjectLocator.node_id)
-            .where(col(SubjectLocator.locator).in_(batch))
+            .where(held == sa.any_(_locator_array(batch)) if postgres else held.in_(batch))
             .order_by(col(SubjectLocator.locator), col(SubjectLocator.node_id))
         ).all()
         for locator, node_id in rows:
@@ -100,12 +133,18 @@ def publish(
     advisory_lock(session, LOCATORS_LOCK_KEY)
     unique = sorted(set(locators))
     published = 0
-    for batch in _batches(unique):
-        published += _insert_ignoring_conflicts(
-            session,
-            _table(SubjectLocator),
-            [{"locator": locator, "node_id": node_id, "published_at": now} for locator in batch],
-        )
+    if _is_postgresql(session):
+        published = _insert_locators_postgresql(session, node_id, unique, now)
+    else:
+        for batch in _batches(unique):
+            published += _insert_ignoring_conflicts(
+                session,
+                _table(SubjectLocator),
+                [
+                    {"locator": locator, "node_id": node_id, "published_at": now}
+                    for locator in batch
+                ],
+            )
     shared = {
         locator: node_ids
         for locator, node_ids in _holders(session, unique).items()

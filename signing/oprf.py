@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pysodium  # type: ignore[import-untyped]
@@ -38,6 +39,7 @@ _SHA512_DIGEST = 64
 # hash_to_ristretto255 (RFC 9380 appendix B) and HashToScalar both expand to 64 uniform bytes.
 _UNIFORM_BYTES = 64
 _MAX_INPUT = 0xFFFF
+_SCALAR_ONE = (1).to_bytes(SCALAR_SIZE, "little")
 
 
 class OprfError(SigningError):
@@ -173,6 +175,47 @@ def finalize(data: bytes, blind_scalar: bytes, evaluated_element: bytes) -> byte
     inverse: bytes = pysodium.crypto_core_ristretto255_scalar_invert(blind_scalar)
     unblinded = _multiply(inverse, evaluated_element)
     return _output(data, unblinded)
+
+
+def finalize_many(
+    inputs: Sequence[bytes], blind_scalars: Sequence[bytes], evaluated_elements: Sequence[bytes]
+) -> list[bytes]:
+    """`finalize` for a batch, one output per input in order, with the blinds inverted together
+    (`invert_many`): the same outputs as finalising one by one, for a fraction of the work."""
+    if not len(inputs) == len(blind_scalars) == len(evaluated_elements):
+        raise OprfError(
+            f"{len(inputs)} inputs, {len(blind_scalars)} blinds and "
+            f"{len(evaluated_elements)} evaluated elements do not pair up"
+        )
+    for data in inputs:
+        _check_input(data)
+    return [
+        _output(data, _multiply(inverse, element))
+        for data, inverse, element in zip(
+            inputs, invert_many(blind_scalars), evaluated_elements, strict=True
+        )
+    ]
+
+
+def invert_many(scalars: Sequence[bytes]) -> list[bytes]:
+    """The inverse of every non-zero scalar, with a single inversion and three multiplications
+    each (Montgomery's trick: invert the product, then peel the factors off one by one)."""
+    prefixes: list[bytes] = []
+    product = _SCALAR_ONE
+    for scalar in scalars:
+        if len(scalar) != SCALAR_SIZE or not any(scalar):
+            raise OprfError(f"a blind is a non-zero {SCALAR_SIZE}-byte scalar")
+        prefixes.append(product)
+        product = pysodium.crypto_core_ristretto255_scalar_mul(product, scalar)
+    if not any(product):
+        # Only a factor that is zero modulo the group order (an unreduced blind) gets here.
+        raise OprfError("a blind is zero modulo the ristretto255 group order")
+    inverse: bytes = pysodium.crypto_core_ristretto255_scalar_invert(product)
+    inverses = [b""] * len(scalars)
+    for index in range(len(scalars) - 1, -1, -1):
+        inverses[index] = pysodium.crypto_core_ristretto255_scalar_mul(inverse, prefixes[index])
+        inverse = pysodium.crypto_core_ristretto255_scalar_mul(inverse, scalars[index])
+    return inverses
 
 
 def evaluate(key: ServerKey, data: bytes) -> bytes:

@@ -111,10 +111,31 @@ class RollEntry:
         )
 
 
+@dataclass(frozen=True)
+class DateBounds:
+    """The latest dates a registration may give, as of one moment (a batch shares them)."""
+
+    # A pension starts at most a year ahead.
+    latest_start: datetime
+    # Validity runs at most one policy period from the last certification, which is past.
+    latest_valid_until: datetime
+    validity_months: int
+
+    @classmethod
+    def as_of(cls, context: NodeContext) -> DateBounds:
+        now = context.now()
+        period = context.policy.validity_months
+        return cls(add_months(now, 12), add_months(now, period), period)
+
+
 def checked_entry(
-    context: NodeContext, request: desk_pb2.RegisterBeneficiaryRequest, prefix: str
+    context: NodeContext,
+    request: desk_pb2.RegisterBeneficiaryRequest,
+    prefix: str,
+    bounds: DateBounds | None = None,
 ) -> RollEntry:
-    """A registration checked field by field; every error names `prefix` + the field."""
+    """A registration checked field by field; every error names `prefix` + the field. `bounds`
+    are computed here when the caller has none for its whole batch."""
     config = context.config
     limits = config.limits
     kind = identity_fields(request.identity, f"{prefix}identity", limits)
@@ -148,23 +169,22 @@ def checked_entry(
             raise InvalidInputError(
                 f"{prefix}payment_start_month", "must be a month written YYYY-MM, e.g. 2015-07"
             ) from None
+    if bounds is None:
+        bounds = DateBounds.as_of(context)
     if start is not None:
-        now = context.now()
         require_record_date(
             datetime(int(start[:4]), int(start[5:]), 1, tzinfo=UTC),
             f"{prefix}payment_start_month",
-            latest=add_months(now, 12),
+            latest=bounds.latest_start,
             what="a pension starts at most a year ahead",
         )
     valid_until = optional_datetime(request, "valid_until")
     if valid_until is not None:
-        # Validity runs at most one policy period from the last certification, which is past.
-        period = context.policy.validity_months
         require_record_date(
             valid_until,
             f"{prefix}valid_until",
-            latest=add_months(context.now(), period),
-            what=f"at most {period} months from today under this office's policy",
+            latest=bounds.latest_valid_until,
+            what=f"at most {bounds.validity_months} months from today under this office's policy",
         )
     identity = attestation_pb2.IdentityBundle()
     identity.CopyFrom(request.identity)
@@ -272,8 +292,9 @@ class Roll:
             for request in requests
             if (kind := IDENTITY_KINDS.get(request.identity.identity_type)) is not None
         )
+        bounds = DateBounds.as_of(context)
         entries = [
-            checked_entry(context, request, f"beneficiaries[{index}].")
+            checked_entry(context, request, f"beneficiaries[{index}].", bounds)
             for index, request in enumerate(requests)
         ]
         first_row: dict[bytes, int] = {}

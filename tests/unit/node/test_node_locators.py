@@ -3,13 +3,19 @@ not at all without a registry."""
 
 from __future__ import annotations
 
+import threading
+from datetime import date, timedelta
+
 import pytest
 
-from federation_node.locators import Locators, LocatorsUnavailableError
+from federation.errors import UnavailableError
+from federation.limits import LOCATOR_BATCH
+from federation_node.locators import CALLS_IN_FLIGHT, Locators, LocatorsUnavailableError
 from signing import oprf
 from signing.errors import InvalidIdentityNumberError
 from signing.identity import IdentityKind
 from signing.locator import locator_with_key
+from tests.helpers.identities import resident_id
 
 KEY = oprf.generate_key()
 NUMBERS = ["11010519491231002X", "440106198202020555", "A123456(3)"]
@@ -73,3 +79,60 @@ def test_an_invalid_number_is_refused_before_any_call() -> None:
     with pytest.raises(InvalidIdentityNumberError):
         Locators(registry.evaluate).locate(IdentityKind.RESIDENT_ID, "110105194912310021")
     assert registry.calls == []
+
+
+def _people(count: int) -> list[tuple[IdentityKind, str]]:
+    return [
+        (
+            IdentityKind.RESIDENT_ID,
+            resident_id("440604", date(1940, 1, 1) + timedelta(days=index // 1000), index % 1000),
+        )
+        for index in range(count)
+    ]
+
+
+def test_a_large_prefetch_keeps_two_registry_calls_under_way_and_gets_every_locator() -> None:
+    registry = InProcessEvaluation()
+    # Each call waits for another to be under way at the same time: a prefetch that sent its
+    # batches one after the other would break the barrier instead.
+    together = threading.Barrier(CALLS_IN_FLIGHT, timeout=10)
+
+    def evaluate(blinded: list[bytes]) -> list[bytes]:
+        together.wait()
+        return registry.evaluate(blinded)
+
+    people = _people(2 * LOCATOR_BATCH)
+    locators = Locators(evaluate)
+    locators.prefetch(people)
+    assert registry.calls == [LOCATOR_BATCH, LOCATOR_BATCH]
+    for kind, number in people[:: LOCATOR_BATCH // 5]:
+        assert locators.subject_locator(kind, number) == locator_with_key(KEY, kind, number)
+    assert registry.calls == [LOCATOR_BATCH, LOCATOR_BATCH]
+
+
+def test_a_tampered_evaluation_in_one_batch_fails_the_prefetch_and_is_never_cached() -> None:
+    registry = InProcessEvaluation()
+    tamper = threading.Event()
+    tamper.set()
+
+    def evaluate(blinded: list[bytes]) -> list[bytes]:
+        evaluated = registry.evaluate(blinded)
+        if len(registry.calls) == 2 and tamper.is_set():
+            evaluated[7] = bytes(32)
+        return evaluated
+
+    people = _people(3 * LOCATOR_BATCH)
+    locators = Locators(evaluate)
+    with pytest.raises(UnavailableError, match="not a group element") as refused:
+        locators.prefetch(people)
+    assert not any(number in str(refused.value) for _, number in people)
+    tamper.clear()
+    for kind, number in people:
+        assert locators.subject_locator(kind, number) == locator_with_key(KEY, kind, number)
+
+
+def test_the_registry_answering_too_few_evaluations_is_refused() -> None:
+    registry = InProcessEvaluation()
+    locators = Locators(lambda blinded: registry.evaluate(blinded)[:-1])
+    with pytest.raises(UnavailableError, match="answered 2 evaluations for 3"):
+        locators.prefetch([(_kind(number), number) for number in NUMBERS])

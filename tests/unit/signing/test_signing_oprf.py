@@ -7,7 +7,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pysodium  # type: ignore[import-untyped]
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from signing import oprf
 from signing.errors import InvalidKeyError
@@ -118,3 +121,54 @@ def test_expand_message_xmd_matches_rfc9380_sha512_vector() -> None:
     dst = b"QUUX-V01-CS02-with-expander-SHA512-256"
     expected = "6b9a7312411d92f921c6f68ca0b6380730a1a4d982c507211a90964c394179ba"
     assert oprf.expand_message_xmd(b"", dst, 0x20).hex() == expected
+
+
+def test_finalize_many_gives_the_rfcs_outputs_for_a_batch() -> None:
+    vectors = VECTORS["vectors"]
+    outputs = oprf.finalize_many(
+        [bytes.fromhex(vector["Input"]) for vector in vectors],
+        [bytes.fromhex(vector["Blind"]) for vector in vectors],
+        [bytes.fromhex(vector["EvaluationElement"]) for vector in vectors],
+    )
+    assert [output.hex() for output in outputs] == [vector["Output"] for vector in vectors]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.binary(max_size=40), min_size=1, max_size=12))
+def test_finalize_many_matches_finalising_one_by_one(inputs: list[bytes]) -> None:
+    blinded = [oprf.blind(data) for data in inputs]
+    evaluated = [oprf.blind_evaluate(KEY, element) for _, element in blinded]
+    blinds = [blind for blind, _ in blinded]
+    assert oprf.finalize_many(inputs, blinds, evaluated) == [
+        oprf.finalize(data, blind, element)
+        for data, blind, element in zip(inputs, blinds, evaluated, strict=True)
+    ]
+    assert oprf.finalize_many(inputs, blinds, evaluated) == [oprf.evaluate(KEY, d) for d in inputs]
+
+
+def test_invert_many_inverts_every_scalar() -> None:
+    scalars = [oprf.random_blind() for _ in range(7)]
+    one = (1).to_bytes(oprf.SCALAR_SIZE, "little")
+    for scalar, inverse in zip(scalars, oprf.invert_many(scalars), strict=True):
+        assert pysodium.crypto_core_ristretto255_scalar_mul(scalar, inverse) == one
+    assert oprf.invert_many([]) == []
+
+
+@pytest.mark.parametrize("blind", [bytes(32), bytes(31)], ids=["zero", "short"])
+def test_finalize_many_refuses_a_blind_that_is_no_scalar(blind: bytes) -> None:
+    with pytest.raises(oprf.OprfError, match="non-zero"):
+        oprf.invert_many([oprf.random_blind(), blind])
+
+
+def test_finalize_many_refuses_an_identity_evaluation_anywhere_in_the_batch() -> None:
+    blinded = [oprf.blind(data) for data in (b"a", b"b", b"c")]
+    evaluated = [oprf.blind_evaluate(KEY, element) for _, element in blinded]
+    evaluated[1] = bytes(32)
+    with pytest.raises(oprf.InvalidElementError):
+        oprf.finalize_many([b"a", b"b", b"c"], [blind for blind, _ in blinded], evaluated)
+
+
+def test_finalize_many_refuses_lists_that_do_not_pair_up() -> None:
+    blind, element = oprf.blind(b"a")
+    with pytest.raises(oprf.OprfError, match="do not pair up"):
+        oprf.finalize_many([b"a", b"b"], [blind], [oprf.blind_evaluate(KEY, element)])
