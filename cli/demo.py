@@ -1,20 +1,25 @@
-"""`certfed demo`: four regional offices certify retirees for each other through a registry.
+"""`certfed demo`: four regional offices and an overseas post certify retirees for each other
+through a registry.
 
-Starts the registry and four nodes as separate processes on 127.0.0.1 (SQLite files, mutual TLS
-everywhere), enrols and approves them, and runs the flows of docs/domain.md through the desk API as
-clerks and reviewers would: an assistance request Lanzhou -> Qingdao, a Foshan retiree walking
-into the Qingdao agency, a Foshan retiree living in Macau certified by the Macau liaison desk, a
-request to a node that is down, delivered once it starts, and Lanzhou certifying one of its own
-retirees by video call, the screen capture uploaded as evidence and read by a second Lanzhou
-operator before approving. Then the channels and life events of docs/channels.md and
+Starts the registry, four regional nodes and a consulate general serving Canada as separate
+processes on 127.0.0.1 (SQLite files, mutual TLS everywhere; enrolled one after the other,
+started side by side), and runs the flows of docs/domain.md through the desk API as clerks and
+reviewers would: an assistance request Lanzhou -> Qingdao, a Foshan retiree walking into the
+Qingdao agency, a Foshan retiree living in Macau certified by the Macau liaison desk, a request
+to a node that is down, delivered once it starts, and Lanzhou certifying one of its own retirees
+by video call, the screen capture uploaded as evidence and read by a second Lanzhou operator
+before approving. Then the channels and life events of docs/channels.md and
 docs/life_events.md: a certification app's signed face-recognition result pulled by Foshan
-(cli/demo_face_recognition.py), a death Foshan's household-register feed reports reaching Lanzhou,
-which also pays the person, and is held there for its reviewer, and a death a Qingdao clerk
-recorded by mistake, corrected and reversed with the withheld months paid back
-(cli/demo_life_events.py). Every certification carries its evidence file, uploaded to the
-certifying node. Every attestation is exported as DSSE JSON and verified offline against the
-exported directory; `outcomes.json` records each flow with the validity the paying office's record
-showed before and after, and what the flow's checks found. Exits 0 only if all of it verified.
+(cli/demo_face_recognition.py), a death Foshan's household-register feed reports reaching
+Lanzhou, which also pays the person, and is held there for its reviewer, and a death a Qingdao
+clerk recorded by mistake, corrected and reversed with the withheld months paid back
+(cli/demo_life_events.py). Then a retiree abroad (docs/overseas.md): a Qingdao retiree living in
+Canada, certified by the consulate general serving CA on the overseas certification form they
+signed, its scan the evidence (cli/demo_overseas.py). Every certification carries its evidence
+file, uploaded to the certifying node. Every attestation is exported as DSSE JSON and verified
+offline against the exported directory; `outcomes.json` records each flow with the validity the
+paying office's record showed before and after, and what the flow's checks found. Exits 0 only
+if all of it verified.
 
 `certfed demo --serve` then keeps the federation running, with a web desk for each office and two
 more retirees due for certification, until interrupted (Ctrl-C or SIGTERM): it prints each desk's
@@ -33,6 +38,8 @@ import tempfile
 import threading
 import time
 import zlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,12 +50,15 @@ from rich.table import Table
 
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
 from cli import demo_life_events as life_events
+from cli import demo_overseas as overseas
 from cli.demo_face_recognition import configure_provider, import_vendor_batch, write_vendor_batch
 from cli.launcher import SIGN_IN_OPERATORS, LocalFederation, NodeSpec, wait_until
 from federation.desk_client import DeskClient
 from federation.directory import verify_directory
 from federation.timestamps import to_datetime, to_timestamp
 from federation_node.keystore import load_root_public_key
+from federation_node.rules.entitlement import add_months
+from federation_node.rules.policy import Policy
 from federation_node.tlog.attestation import verify_attestation_envelope
 from signing import dsse
 from signing.identity import resident_id_check_character
@@ -71,7 +81,16 @@ FOSHAN = NodeSpec(
 MACAU = NodeSpec(
     "macau-desk", "Macau Social Security Fund liaison desk", ("MO",), ("partner_liaison",)
 )
-NODES = (LANZHOU, QINGDAO, FOSHAN, MACAU)
+TORONTO = NodeSpec(
+    "toronto-consulate",
+    "Consulate General in Toronto",
+    ("CA",),
+    ("overseas_post",),
+    certifying_agency="Consulate General of the People's Republic of China in Toronto",
+)
+NODES = (LANZHOU, QINGDAO, FOSHAN, MACAU, TORONTO)
+# Processes (nodes, web desks) starting side by side; the demo's machine has 2 cores.
+STARTING_AT_ONCE = 3
 
 
 @dataclass(frozen=True)
@@ -124,6 +143,9 @@ PAID_TWICE = _resident(
 QINGDAO_OWN = _resident(
     _check("37020219500505006"), "Demo Retiree Liu", "370202", "Qingdao retiree H"
 )
+QINGDAO_IN_CANADA = _resident(
+    _check("37020219520606007"), "Demo Retiree Zhou", "CA", "Qingdao retiree in Canada"
+)
 RETIREES = (
     LANZHOU_RETIREE,
     FOSHAN_WALK_IN,
@@ -133,6 +155,7 @@ RETIREES = (
     FOSHAN_IN_APP,
     PAID_TWICE,
     QINGDAO_OWN,
+    QINGDAO_IN_CANADA,
 )
 PAYERS = {
     LANZHOU_RETIREE.label: LANZHOU,
@@ -143,10 +166,11 @@ PAYERS = {
     FOSHAN_IN_APP.label: FOSHAN,
     PAID_TWICE.label: FOSHAN,
     QINGDAO_OWN.label: QINGDAO,
+    QINGDAO_IN_CANADA.label: QINGDAO,
 }
 # The second office paying a retiree, where one does.
 ALSO_PAID_BY = {PAID_TWICE.label: LANZHOU}
-FLOWS = 8
+FLOWS = 9
 MONTHLY_AMOUNT_FEN = 320_000
 
 
@@ -234,6 +258,15 @@ def screen_capture_png(shade: int = 0, width: int = 96, height: int = 64) -> byt
     )
 
 
+def _upload(desk: DeskClient, media_type: str, content: bytes) -> bytes:
+    """A clerk uploads a file of evidence; its SHA-256 as the node named it."""
+    uploaded = desk.stub.UploadEvidence(
+        desk_pb2.UploadEvidenceRequest(media_type=media_type, content=content),
+    )
+    digest: bytes = uploaded.evidence.sha256
+    return digest
+
+
 def _iso(beneficiary: desk_pb2.Beneficiary) -> str | None:
     if not beneficiary.HasField("valid_until"):
         return None
@@ -256,11 +289,11 @@ class Demo:
 
     def run(self) -> bool:
         with self.federation:
-            self.console.print("[bold]Starting the registry and four regional nodes[/bold]")
+            self.console.print(
+                "[bold]Starting the registry, four regional nodes and an overseas post[/bold]"
+            )
             self.federation.start_registry()
-            for spec in NODES:
-                self.federation.add_node(spec)
-                self.console.print(f"  {spec.node_id:18} {'/'.join(spec.region_codes):8} ready")
+            self._start_nodes()
             self._register_all()
             self._assistance_request(LANZHOU, QINGDAO, LANZHOU_RETIREE, "1 assistance request")
             self._walk_in()
@@ -271,11 +304,28 @@ class Demo:
             self._face_recognition()
             self._death_reaches_another_payer()
             self._mistaken_death_corrected()
+            self.console.print("[bold]Retirees abroad[/bold]")
+            self._overseas_post()
             verified = self._export_and_verify()
             self._write_outcomes()
             if verified and self.serve:
                 return self._serve()
             return verified
+
+    def _start_nodes(self) -> None:
+        """Enrol the nodes one after the other (each approval is a directory version of its
+        own), each one's process starting while the next is enrolled. A node's start-up is its
+        own process importing, migrating and loading the directory, waiting on no other node;
+        STARTING_AT_ONCE bounds how many share the machine's cores at once, so that each still
+        becomes healthy well within the launcher's deadline on a busy machine."""
+        with ThreadPoolExecutor(max_workers=STARTING_AT_ONCE) as pool:
+            starts = []
+            for spec in NODES:
+                self.federation.add_node(spec, start=False)
+                starts.append(pool.submit(self.federation.start_node, spec.node_id))
+        for spec, start in zip(NODES, starts, strict=True):
+            start.result()
+            self.console.print(f"  {spec.node_id:18} {'/'.join(spec.region_codes):8} ready")
 
     def _register_all(self, retirees: tuple[Retiree, ...] = RETIREES) -> None:
         # Each retiree's certification comes due within the month; Lanzhou retiree C's has
@@ -317,24 +367,23 @@ class Demo:
     def _upload_capture(self, desk: DeskClient) -> bytes:
         """A clerk uploads the evidence of a check; returns its SHA-256 as the node named it."""
         self._captures += 1
-        uploaded = desk.stub.UploadEvidence(
-            desk_pb2.UploadEvidenceRequest(
-                media_type="image/png", content=screen_capture_png(self._captures)
-            ),
-        )
-        digest: bytes = uploaded.evidence.sha256
-        return digest
+        return _upload(desk, "image/png", screen_capture_png(self._captures))
 
-    def _request(self, payer: NodeSpec, retiree: Retiree) -> str:
+    def _request(
+        self,
+        payer: NodeSpec,
+        retiree: Retiree,
+        methods: tuple[common_pb2.CertificationMethod.ValueType, ...] = (
+            common_pb2.CERTIFICATION_METHOD_ON_SITE,
+            common_pb2.CERTIFICATION_METHOD_VIDEO_CALL,
+        ),
+    ) -> str:
         with self.federation.desk(payer.node_id) as desk:
             response = desk.stub.RequestCertification(
                 desk_pb2.RequestCertificationRequest(
                     beneficiary_id=self.beneficiaries[retiree.label],
                     deadline=to_timestamp(datetime.now(UTC) + timedelta(days=30)),
-                    acceptable_methods=[
-                        common_pb2.CERTIFICATION_METHOD_ON_SITE,
-                        common_pb2.CERTIFICATION_METHOD_VIDEO_CALL,
-                    ],
+                    acceptable_methods=methods,
                 ),
             )
         request_id: str = response.request.request_id
@@ -345,20 +394,14 @@ class Demo:
         certifier: NodeSpec,
         request_id: str,
         method: common_pb2.CertificationMethod.ValueType,
+        evidence: Callable[[DeskClient], bytes] | None = None,
     ) -> str:
+        """The certifier's clerk accepts the request once it has arrived, records the check
+        with its evidence, and a reviewer approves; the attestation's id. `evidence` is how the
+        clerk, the request accepted, comes by the evidence and uploads it (its digest); a
+        screen capture when None."""
         with self.federation.desk(certifier.node_id) as clerk:
-            wait_until(
-                lambda: any(
-                    r.request_id == request_id
-                    for r in clerk.stub.ListAssistanceRequests(
-                        desk_pb2.ListAssistanceRequestsRequest(
-                            direction=desk_pb2.DIRECTION_INBOUND
-                        ),
-                    ).requests
-                ),
-                30,
-                f"the request to reach {certifier.node_id}",
-            )
+            self._await_inbound(clerk, certifier, request_id)
             clerk.stub.SetAssistanceStatus(
                 desk_pb2.SetAssistanceStatusRequest(
                     request_id=request_id, status=common_pb2.ASSISTANCE_STATUS_ACCEPTED
@@ -370,10 +413,22 @@ class Demo:
                     method=method,
                     outcome=common_pb2.CERTIFICATION_OUTCOME_ALIVE,
                     observed_at=to_timestamp(datetime.now(UTC)),
-                    evidence_digests=[self._upload_capture(clerk)],
+                    evidence_digests=[(evidence or self._upload_capture)(clerk)],
                 ),
             )
         return self._approve(certifier, recorded.certification.certification_id)
+
+    def _await_inbound(self, clerk: DeskClient, certifier: NodeSpec, request_id: str) -> None:
+        wait_until(
+            lambda: any(
+                r.request_id == request_id
+                for r in clerk.stub.ListAssistanceRequests(
+                    desk_pb2.ListAssistanceRequestsRequest(direction=desk_pb2.DIRECTION_INBOUND),
+                ).requests
+            ),
+            30,
+            f"the request to reach {certifier.node_id}",
+        )
 
     def _approve(self, certifier: NodeSpec, certification_id: str) -> str:
         with self.federation.desk(certifier.node_id, "reviewer") as reviewer:
@@ -689,6 +744,78 @@ class Demo:
         result.seconds = time.perf_counter() - started
         self.results.append(result)
 
+    # Retirees abroad.
+
+    def _overseas_post(self) -> None:
+        """Qingdao pays a retiree living in Canada: its request goes to the consulate general
+        serving CA, whose clerk prints the overseas certification form; the retiree signs it
+        before a consular officer, the scan is the evidence of the certification, a reviewer
+        approves, and Qingdao applies the signed attestation: certified for another year."""
+        started = time.perf_counter()
+        retiree, payer = QINGDAO_IN_CANADA, PAYERS[QINGDAO_IN_CANADA.label]
+        result = self._flow(
+            "9 overseas post", retiree, TORONTO, common_pb2.CERTIFICATION_METHOD_CONSULATE
+        )
+        request_id = self._request(payer, retiree, (result.method,))
+        folder = self.workdir / "overseas"
+        printed: list[overseas.PrintedForm] = []
+        scanned: list[bytes] = []
+
+        def signed_form_scanned(clerk: DeskClient) -> bytes:
+            printed.append(overseas.print_form(clerk, request_id, folder))
+            scan = overseas.write_returned_scan(folder, request_id)
+            scanned.append(_upload(clerk, overseas.SCAN_MEDIA_TYPE, scan.read_bytes()))
+            return scanned[0]
+
+        result.attestation_id = self._certify_request(
+            TORONTO, request_id, result.method, signed_form_scanned
+        )
+        valid_until_after = self._await_applied(payer, retiree, result.valid_until_before)
+        result.valid_until_after = valid_until_after
+        sent = overseas.sent_request(self.federation, payer.node_id, request_id)
+        attestation = overseas.attestation_at(self.federation, payer.node_id, result.attestation_id)
+        observed = to_datetime(attestation.observed_at)
+        a_year_on = add_months(observed, Policy().validity_months)
+        applied = datetime.fromisoformat(valid_until_after)
+        [form] = printed
+        result.checks = {
+            "routed_to_post_of_residence": sent.peer_node_id == TORONTO.node_id
+            and sent.residence_region == retiree.residence_region,
+            "form_printed_for_request": form.names(
+                request_id, retiree.residence_region, payer.node_id
+            )
+            and form.blank_for_the_post,
+            "scan_attested_as_evidence": list(attestation.evidence_digests) == scanned
+            and attestation.assistance_request_id == request_id
+            and attestation.certifying_region == retiree.residence_region,
+            "request_completed_at_paying_office": (
+                sent.status == common_pb2.ASSISTANCE_STATUS_COMPLETED
+            ),
+            "certified_until_next_year": abs(applied - a_year_on) < timedelta(seconds=1)
+            and applied.year == observed.year + 1,
+        }
+        result.facts = {
+            "country": retiree.residence_region,
+            "certifying_agency": attestation.certifying_agency,
+            "evidence": {
+                "file": str((folder / overseas.SCAN_FILE).relative_to(self.workdir)),
+                "media_type": overseas.SCAN_MEDIA_TYPE,
+                "sha256": scanned[0].hex(),
+            },
+        }
+        self._say(
+            f"qingdao: {retiree.label} lives in Canada ({retiree.residence_region}); Qingdao's "
+            f"request went to {TORONTO.node_id}, the overseas post serving "
+            f"{retiree.residence_region}, whose clerk printed the overseas certification form."
+        )
+        self._say(
+            f"{TORONTO.node_id}: the retiree signed the form before a consular officer; its "
+            "scan, uploaded as the evidence, certified them (CONSULATE), and Qingdao applied "
+            f"the signed attestation: valid until {applied.date().isoformat()}."
+        )
+        result.seconds = time.perf_counter() - started
+        self.results.append(result)
+
     def _export_and_verify(self) -> bool:
         out = self.workdir / "attestations"
         out.mkdir(exist_ok=True)
@@ -742,8 +869,8 @@ class Demo:
         until SIGINT or SIGTERM; False when a process stopped on its own meanwhile."""
         self._register_all(DUE_AT_SERVE)
         self.console.print("[bold]Starting a web desk for each office[/bold]")
-        for spec in NODES:
-            self.federation.start_web_desk(spec.node_id)
+        with ThreadPoolExecutor(max_workers=STARTING_AT_ONCE) as pool:
+            list(pool.map(self.federation.start_web_desk, [spec.node_id for spec in NODES]))
         desks = self._desks()
         self._write_json(DESKS_FILE, desks)
         self._write_json(METRICS_FILE, self._metrics())

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from datetime import datetime
 from pathlib import Path
 
-from certfed.v1 import attestation_pb2
+from certfed.v1 import attestation_pb2, common_pb2
 from cli.demo import RETIREES
 from signing import dsse
 from tests.helpers.commands import certfed
@@ -21,7 +22,7 @@ def test_demo_runs_every_flow_verifies_every_attestation_and_logs_no_identity(
     assert finished.returncode == 0, finished.stdout + finished.stderr
     assert "all attestations verified" in finished.stdout
     attestations = sorted((workdir / "attestations").glob("*.dsse.json"))
-    assert len(attestations) == 8
+    assert len(attestations) == 9
     verified = certfed(
         "verify",
         *map(str, attestations),
@@ -32,7 +33,7 @@ def test_demo_runs_every_flow_verifies_every_attestation_and_logs_no_identity(
         timeout=60,
     )
     assert verified.returncode == 0, verified.stdout
-    assert verified.stdout.count("OK") == 8
+    assert verified.stdout.count("OK") == 9
 
     # One outcome per flow, with the paying office's validity before and after it.
     outcomes = json.loads((workdir / "outcomes.json").read_text())
@@ -45,6 +46,7 @@ def test_demo_runs_every_flow_verifies_every_attestation_and_logs_no_identity(
         "6 face recognition",
         "7 death reaches another payer",
         "8 mistaken death corrected",
+        "9 overseas post",
     ]
     assert {p.name.removesuffix(".dsse.json") for p in attestations} == {
         o["attestation_id"] for o in outcomes
@@ -55,13 +57,13 @@ def test_demo_runs_every_flow_verifies_every_attestation_and_logs_no_identity(
     # Certifications move the paying office's validity forward; a death held for review does
     # not touch it, and a corrected death never moves it backwards.
     validity = {
-        o["flow"][0]: (
+        o["flow"].split()[0]: (
             datetime.fromisoformat(o["valid_until_before"]),
             datetime.fromisoformat(o["valid_until_after"]),
         )
         for o in outcomes
     }
-    for flow in "123456":
+    for flow in "1234569":
         before, after = validity[flow]
         assert after > before, flow
     assert validity["7"][1] == validity["7"][0]
@@ -81,7 +83,7 @@ def test_demo_runs_every_flow_verifies_every_attestation_and_logs_no_identity(
 
     # A face-recognition result signed by the app vendor certified a Foshan retiree; the one
     # signed with another key was refused by the adapter (line and reason, no identity).
-    face, death, corrected = outcomes[5:]
+    face, death, corrected, abroad = outcomes[5:]
     assert (face["issuing_node"], face["paying_node"], face["method"], face["outcome"]) == (
         "foshan",
         "foshan",
@@ -139,10 +141,52 @@ def test_demo_runs_every_flow_verifies_every_attestation_and_logs_no_identity(
     correction = attestation_pb2.CertificationAttestation.FromString(signed_correction.payload)
     assert correction.corrects_attestation_id == corrected["corrects_attestation_id"]
     assert correction.corrects_attestation_id != corrected["attestation_id"]
+    # A Qingdao retiree living in Canada: the request went to the consulate general serving CA,
+    # which printed the overseas form and certified on the scan of the signed form.
+    assert (abroad["issuing_node"], abroad["paying_node"], abroad["method"]) == (
+        "toronto-consulate",
+        "qingdao",
+        "CONSULATE",
+    )
+    assert (abroad["outcome"], abroad["country"]) == ("ALIVE", "CA")
+    assert abroad["checks"] == {
+        "routed_to_post_of_residence": True,
+        "form_printed_for_request": True,
+        "scan_attested_as_evidence": True,
+        "request_completed_at_paying_office": True,
+        "certified_until_next_year": True,
+    }
+    assert (
+        datetime.fromisoformat(abroad["valid_until_after"]).year
+        == datetime.fromisoformat(abroad["valid_until_before"]).year + 1
+    )
+    scan = (workdir / abroad["evidence"]["file"]).read_bytes()
+    assert scan.startswith(b"%PDF-")
+    assert abroad["evidence"] == {
+        "file": "overseas/returned-form-scan.pdf",
+        "media_type": "application/pdf",
+        "sha256": hashlib.sha256(scan).hexdigest(),
+    }
+    # The printed form names the person: handed over, not kept.
+    assert [p.name for p in (workdir / "overseas").iterdir()] == ["returned-form-scan.pdf"]
+    signed_abroad = dsse.Envelope.from_json(
+        (workdir / "attestations" / f"{abroad['attestation_id']}.dsse.json").read_bytes()
+    )
+    consular = attestation_pb2.CertificationAttestation.FromString(signed_abroad.payload)
+    assert (consular.issuing_node_id, consular.certifying_region) == ("toronto-consulate", "CA")
+    assert consular.certifying_agency == abroad["certifying_agency"]
+    assert consular.certifying_agency == (
+        "Consulate General of the People's Republic of China in Toronto"
+    )
+    assert consular.method == common_pb2.CERTIFICATION_METHOD_CONSULATE
+    assert list(consular.evidence_digests) == [hashlib.sha256(scan).digest()]
+    assert consular.assistance_request_id
     for line in (
         "certified them by face recognition",
         "list of held attestations",
         "withheld month(s) paid back",
+        "the overseas post serving CA",
+        "signed the form before a consular officer",
     ):
         assert line in " ".join(finished.stdout.split()), line
 
@@ -152,11 +196,12 @@ def test_demo_runs_every_flow_verifies_every_attestation_and_logs_no_identity(
     ]
     texts = {path: path.read_text(errors="replace") for path in workdir.rglob("*.log")}
     texts |= {path: path.read_text() for path in workdir.rglob("*.json")}
-    # The inputs the demo's offices read (provider settings, feed and batch rejects).
-    for pattern in ("*.csv", "*.jsonl", "*.toml"):
+    # The inputs the demo's offices read (provider settings, feed and batch rejects, the
+    # returned form's scan).
+    for pattern in ("*.csv", "*.jsonl", "*.toml", "*.pdf"):
         texts |= {path: path.read_text() for path in workdir.rglob(pattern)}
     texts[Path("stdout")] = finished.stdout + finished.stderr
-    assert len([p for p in texts if p.suffix == ".log"]) == 5
+    assert len([p for p in texts if p.suffix == ".log"]) == 6
     for path, text in texts.items():
         for secret in secrets:
             assert secret not in text, f"{secret[:4]}... appears in {path}"
