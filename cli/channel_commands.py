@@ -6,6 +6,7 @@
     certfed adapter employer-batch upload LIST.csv|LIST.xlsx --config node.toml --mapping M.toml
         --unit "佛山市财政局" [--rejects R.csv]
     certfed adapter employer-batch list --config node.toml [--state pending]
+    certfed adapter employer-batch show BATCH_ID --config node.toml
     certfed adapter employer-batch approve BATCH_ID --config node.toml
     certfed adapter employer-batch reject BATCH_ID --config node.toml --reason "..."
     certfed adapter status add-client --clients clients.toml --id wechat-mini-program
@@ -25,6 +26,7 @@ import argparse
 import csv
 import signal
 import threading
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +167,42 @@ def _batch_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batch_show(args: argparse.Namespace) -> int:
+    table = Table(title=f"employer batch {args.batch_id}")
+    for column in ("line", "person", "confirmed alive on"):
+        table.add_column(column, no_wrap=True)
+    for column in ("certification", "skipped because"):
+        # Ids and reasons wrap rather than being cut on a narrow terminal.
+        table.add_column(column, overflow="fold")
+    token = ""
+    with desk_client(args) as desk:
+        while True:
+            answer = desk.stub.GetEmployerBatch(
+                desk_pb2.GetEmployerBatchRequest(
+                    batch_id=args.batch_id, page_size=args.page_size, page_token=token
+                )
+            )
+            for entry in answer.entries:
+                table.add_row(
+                    str(entry.line),
+                    entry.masked_identity_number,
+                    entry.observed_at.ToDatetime(UTC).date().isoformat(),
+                    entry.certification_id or "-",
+                    entry.skipped_reason or "-",
+                )
+            token = answer.next_page_token
+            if not token:
+                break
+    batch = answer.batch
+    state = desk_pb2.EmployerBatchState.Name(batch.state).removeprefix("EMPLOYER_BATCH_STATE_")
+    console.print(
+        f"{batch.unit}, {batch.file_name}: {batch.rows:,} rows, {state.lower()}, uploaded by "
+        f"{batch.uploaded_by}"
+    )
+    console.print(table)
+    return 0
+
+
 def _batch_decide(args: argparse.Namespace) -> int:
     approve = args.batch_command == "approve"
     with desk_client(args) as desk:
@@ -258,6 +296,11 @@ def add_channel_commands(subparsers: Any) -> None:
     listing.add_argument("--state", choices=["pending", "approved", "rejected"])
     listing.add_argument("--page-size", type=page_size, default=100)
     listing.set_defaults(handler=_batch_list)
+    show = batch.add_parser("show", help="one batch's rows, people masked, before deciding it")
+    show.add_argument("batch_id")
+    add_connection_arguments(show)
+    show.add_argument("--page-size", type=page_size, default=500)
+    show.set_defaults(handler=_batch_show)
     for name, help_text in (
         ("approve", "approve a batch whole: every row's attestation is issued"),
         ("reject", "reject a batch: nothing changes"),

@@ -290,6 +290,32 @@ class EmployerBatches:
             ]
         return views, token
 
+    def get_batch(
+        self, batch_id: str, page_size: int, page_token: str
+    ) -> tuple[desk_pb2.EmployerBatch, list[desk_pb2.EmployerBatchEntry], str]:
+        """One batch and a page of its rows, each person by the masked number the desk shows."""
+        require_id(batch_id, "batch_id")
+        with self._context.session() as session:
+            batch = employer_batches.get(session, batch_id)
+            rows, token = employer_batches.rows_page(session, batch_id, page_size, page_token)
+            people = beneficiaries.by_ids(session, (row.beneficiary_id for row in rows))
+            entries = [
+                entry_view(row, people[row.beneficiary_id].masked_identity_number) for row in rows
+            ]
+            view = batch_view(batch, employer_batches.row_count(session, batch_id))
+        return view, entries, token
+
+
+def entry_view(row: EmployerBatchRow, masked_identity_number: str) -> desk_pb2.EmployerBatchEntry:
+    return desk_pb2.EmployerBatchEntry(
+        line=row.line,
+        beneficiary_id=row.beneficiary_id,
+        masked_identity_number=masked_identity_number,
+        observed_at=to_timestamp(row.observed_at),
+        certification_id=row.certification_id or "",
+        skipped_reason=row.skipped_reason,
+    )
+
 
 def batch_view(batch: EmployerBatch, rows: int) -> desk_pb2.EmployerBatch:
     view = desk_pb2.EmployerBatch(

@@ -49,7 +49,13 @@ from federation_node.rules.validation import (
     require_past,
     require_text,
 )
-from federation_node.store import audit, entitlements_store, face_recognitions, operators
+from federation_node.store import (
+    audit,
+    beneficiaries,
+    entitlements_store,
+    face_recognitions,
+    operators,
+)
 from federation_node.store.db import session_scope
 from federation_node.store.models import (
     Beneficiary,
@@ -344,11 +350,19 @@ class FaceRecognitions:
     ) -> tuple[list[desk_pb2.FaceRecognitionFollowUp], str]:
         with self._context.session() as session:
             rows, token = face_recognitions.follow_ups(session, page_size, page_token)
-            return [follow_up_view(row) for row in rows], token
+            people = beneficiaries.by_ids(session, (row.beneficiary_id for row in rows))
+            views = [
+                follow_up_view(row, people[row.beneficiary_id].masked_identity_number)
+                for row in rows
+            ]
+            return views, token
 
 
-def follow_up_view(record: FaceRecognitionRecord) -> desk_pb2.FaceRecognitionFollowUp:
+def follow_up_view(
+    record: FaceRecognitionRecord, masked_identity_number: str
+) -> desk_pb2.FaceRecognitionFollowUp:
     return desk_pb2.FaceRecognitionFollowUp(
+        masked_identity_number=masked_identity_number,
         follow_up_id=record.face_recognition_id,
         beneficiary_id=record.beneficiary_id,
         provider=record.provider,

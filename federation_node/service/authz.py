@@ -127,6 +127,7 @@ DESK_POLICY: Mapping[str, frozenset[str]] = {
     # An employer's batch list: a clerk uploads it, a reviewer who did not decides it whole.
     "UploadEmployerBatch": frozenset({CLERK}),
     "ListEmployerBatches": frozenset({CLERK, REVIEWER}),
+    "GetEmployerBatch": frozenset({CLERK, REVIEWER}),
     "DecideEmployerBatch": frozenset({REVIEWER}),
     # The retiree status service answers portals with a feed account (a service, no password).
     "GetCertificationStatus": frozenset({FEED, CLERK, REVIEWER}),

@@ -68,6 +68,17 @@ class ChannelsDesk:
         batches, token = self._node.employer_batches.list_batches(state, size, request.page_token)
         return desk_pb2.ListEmployerBatchesResponse(batches=batches, next_page_token=token)
 
+    def GetEmployerBatch(
+        self, request: desk_pb2.GetEmployerBatchRequest, context: grpc.ServicerContext
+    ) -> desk_pb2.GetEmployerBatchResponse:
+        size = page_size(request.page_size, self._node.context.config.limits)
+        batch, entries, token = self._node.employer_batches.get_batch(
+            request.batch_id, size, request.page_token
+        )
+        return desk_pb2.GetEmployerBatchResponse(
+            batch=batch, entries=entries, next_page_token=token
+        )
+
     def DecideEmployerBatch(
         self, request: desk_pb2.DecideEmployerBatchRequest, context: grpc.ServicerContext
     ) -> desk_pb2.DecideEmployerBatchResponse:

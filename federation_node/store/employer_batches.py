@@ -9,7 +9,7 @@ from sqlmodel import Session, col, select
 
 from federation.errors import NotFoundError, PreconditionError
 from federation_node.ids import new_id
-from federation_node.store.db import keyset_page
+from federation_node.store.db import count_of, keyset_page
 from federation_node.store.models import EmployerBatch, EmployerBatchRow, EmployerBatchState
 
 
@@ -67,6 +67,27 @@ def pending(session: Session, batch_id: str) -> EmployerBatch:
     return batch
 
 
+def get(session: Session, batch_id: str) -> EmployerBatch:
+    batch = session.get(EmployerBatch, batch_id)
+    if batch is None:
+        raise NotFoundError(f"no employer batch {batch_id} at this node")
+    return batch
+
+
+def rows_page(
+    session: Session, batch_id: str, page_size: int, page_token: str
+) -> tuple[list[EmployerBatchRow], str]:
+    """A page of the batch's rows in file order (row ids are UUIDv7, made in line order)."""
+    return keyset_page(
+        session,
+        select(EmployerBatchRow).where(EmployerBatchRow.batch_id == batch_id),
+        key=col(EmployerBatchRow.row_id),
+        key_of=lambda row: row.row_id,
+        page_size=page_size,
+        page_token=page_token,
+    )
+
+
 def rows_of(session: Session, batch_id: str) -> list[EmployerBatchRow]:
     return list(
         session.exec(
@@ -78,7 +99,7 @@ def rows_of(session: Session, batch_id: str) -> list[EmployerBatchRow]:
 
 
 def row_count(session: Session, batch_id: str) -> int:
-    return len(rows_of(session, batch_id))
+    return count_of(session, select(EmployerBatchRow).where(EmployerBatchRow.batch_id == batch_id))
 
 
 def decide(

@@ -9,7 +9,8 @@ certified), and the reviewer's decision, checked before it is sent and confirmed
 reference. The uploader is not offered the decision; the node refuses it anyway (four eyes), and
 the page then says so in the operator's language.
 
-The node has no call for one batch: its page finds it in the node's list (`listing.find_in`).
+A batch's page lists its rows, paged: the line of the unit's file, the person by the masked
+number, the day the unit saw them and, once approved, whether the row was certified or why not.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import grpc
 from starlette.responses import Response
 
 from adapters.web_desk import labels
-from adapters.web_desk.listing import find_in, paged
+from adapters.web_desk.listing import Paged, paged
 from adapters.web_desk.page import Page
 from certfed.v1 import desk_pb2
 from federation.errors import status_of
@@ -64,14 +65,25 @@ def find_batch(page: Page, batch_id: str) -> desk_pb2.EmployerBatch | None:
     """The batch, decided or not; None when the node keeps none by that id."""
     if not batch_id or len(batch_id) > ID_MAX:
         return None
+    try:
+        return page.node.stub.GetEmployerBatch(
+            desk_pb2.GetEmployerBatchRequest(batch_id=batch_id, page_size=1)
+        ).batch
+    except grpc.RpcError as error:
+        # An id the node cannot read is a batch it does not keep, like an unknown one.
+        if status_of(error) in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):
+            return None
+        raise
 
-    def fetch(size: int, token: str) -> tuple[Sequence[desk_pb2.EmployerBatch], str]:
-        answer = page.node.stub.ListEmployerBatches(
-            desk_pb2.ListEmployerBatchesRequest(page_size=size, page_token=token)
+
+def _entries(page: Page, batch_id: str) -> Paged[desk_pb2.EmployerBatchEntry]:
+    def fetch(size: int, token: str) -> tuple[Sequence[desk_pb2.EmployerBatchEntry], str]:
+        answer = page.node.stub.GetEmployerBatch(
+            desk_pb2.GetEmployerBatchRequest(batch_id=batch_id, page_size=size, page_token=token)
         )
-        return answer.batches, answer.next_page_token
+        return answer.entries, answer.next_page_token
 
-    return find_in(fetch, lambda batch: batch.batch_id == batch_id)
+    return paged(page, f"employer-batch:{batch_id}", fetch)
 
 
 def _not_found(page: Page) -> Response:
@@ -108,6 +120,7 @@ def _show(
         pending=batch.state == desk_pb2.EMPLOYER_BATCH_STATE_PENDING,
         approved=batch.state == desk_pb2.EMPLOYER_BATCH_STATE_APPROVED,
         uploaded_by_me=_uploaded_by_me(page, batch),
+        entries=_entries(page, batch.batch_id),
         labels=labels,
         when=optional_datetime,
     )

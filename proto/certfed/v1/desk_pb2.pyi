@@ -4266,12 +4266,14 @@ class FaceRecognitionFollowUp(_message.Message):
     MATCH_SCORE_FIELD_NUMBER: _builtins.int
     HELPER_RELATION_FIELD_NUMBER: _builtins.int
     RECORDED_AT_FIELD_NUMBER: _builtins.int
+    MASKED_IDENTITY_NUMBER_FIELD_NUMBER: _builtins.int
     follow_up_id: _builtins.str
     beneficiary_id: _builtins.str
     provider: _builtins.str
     liveness_score: _builtins.float
     match_score: _builtins.float
     helper_relation: _builtins.str
+    masked_identity_number: _builtins.str
     @_builtins.property
     def observed_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -4287,10 +4289,11 @@ class FaceRecognitionFollowUp(_message.Message):
         match_score: _builtins.float = ...,
         helper_relation: _builtins.str = ...,
         recorded_at: _timestamp_pb2.Timestamp | None = ...,
+        masked_identity_number: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["observed_at", b"observed_at", "recorded_at", b"recorded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiary_id", b"beneficiary_id", "follow_up_id", b"follow_up_id", "helper_relation", b"helper_relation", "liveness_score", b"liveness_score", "match_score", b"match_score", "observed_at", b"observed_at", "provider", b"provider", "recorded_at", b"recorded_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiary_id", b"beneficiary_id", "follow_up_id", b"follow_up_id", "helper_relation", b"helper_relation", "liveness_score", b"liveness_score", "masked_identity_number", b"masked_identity_number", "match_score", b"match_score", "observed_at", b"observed_at", "provider", b"provider", "recorded_at", b"recorded_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -4565,6 +4568,97 @@ class ListEmployerBatchesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListEmployerBatchesResponse: _TypeAlias = ListEmployerBatchesResponse  # noqa: Y015
+
+@_typing.final
+class GetEmployerBatchRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    batch_id: _builtins.str
+    page_size: _builtins.int
+    """Of the batch's rows."""
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        batch_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_id", b"batch_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEmployerBatchRequest: _TypeAlias = GetEmployerBatchRequest  # noqa: Y015
+
+@_typing.final
+class EmployerBatchEntry(_message.Message):
+    """One row of a batch as the desk shows it: never the identity number the unit sent."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINE_FIELD_NUMBER: _builtins.int
+    BENEFICIARY_ID_FIELD_NUMBER: _builtins.int
+    MASKED_IDENTITY_NUMBER_FIELD_NUMBER: _builtins.int
+    OBSERVED_AT_FIELD_NUMBER: _builtins.int
+    CERTIFICATION_ID_FIELD_NUMBER: _builtins.int
+    SKIPPED_REASON_FIELD_NUMBER: _builtins.int
+    line: _builtins.int
+    beneficiary_id: _builtins.str
+    masked_identity_number: _builtins.str
+    certification_id: _builtins.str
+    """On approval: the certification the row became, or why it was skipped."""
+    skipped_reason: _builtins.str
+    @_builtins.property
+    def observed_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        line: _builtins.int = ...,
+        beneficiary_id: _builtins.str = ...,
+        masked_identity_number: _builtins.str = ...,
+        observed_at: _timestamp_pb2.Timestamp | None = ...,
+        certification_id: _builtins.str = ...,
+        skipped_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["observed_at", b"observed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beneficiary_id", b"beneficiary_id", "certification_id", b"certification_id", "line", b"line", "masked_identity_number", b"masked_identity_number", "observed_at", b"observed_at", "skipped_reason", b"skipped_reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EmployerBatchEntry: _TypeAlias = EmployerBatchEntry  # noqa: Y015
+
+@_typing.final
+class GetEmployerBatchResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BATCH_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def batch(self) -> Global___EmployerBatch: ...
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___EmployerBatchEntry]: ...
+    def __init__(
+        self,
+        *,
+        batch: Global___EmployerBatch | None = ...,
+        entries: _abc.Iterable[Global___EmployerBatchEntry] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch", b"batch", "entries", b"entries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetEmployerBatchResponse: _TypeAlias = GetEmployerBatchResponse  # noqa: Y015
 
 @_typing.final
 class DecideEmployerBatchRequest(_message.Message):

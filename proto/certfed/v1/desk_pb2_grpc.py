@@ -312,6 +312,11 @@ class DeskServiceStub:
                 request_serializer=certfed_dot_v1_dot_desk__pb2.ListEmployerBatchesRequest.SerializeToString,
                 response_deserializer=certfed_dot_v1_dot_desk__pb2.ListEmployerBatchesResponse.FromString,
                 _registered_method=True)
+        self.GetEmployerBatch = channel.unary_unary(
+                '/certfed.v1.DeskService/GetEmployerBatch',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.GetEmployerBatchRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.GetEmployerBatchResponse.FromString,
+                _registered_method=True)
         self.DecideEmployerBatch = channel.unary_unary(
                 '/certfed.v1.DeskService/DecideEmployerBatch',
                 request_serializer=certfed_dot_v1_dot_desk__pb2.DecideEmployerBatchRequest.SerializeToString,
@@ -759,6 +764,15 @@ class DeskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetEmployerBatch(self, request, context):
+        """Clerk or reviewer: one batch and a page of its rows in file order (the person masked; on
+        approval, the certification each row became or why it was skipped), for the reviewer to
+        read before deciding.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def DecideEmployerBatch(self, request, context):
         """Reviewer other than the uploader: approve the batch as a whole (every row's attestation is
         issued) or reject it (nothing changes), giving a reason.
@@ -1088,6 +1102,11 @@ def add_DeskServiceServicer_to_server(servicer, server):
                     servicer.ListEmployerBatches,
                     request_deserializer=certfed_dot_v1_dot_desk__pb2.ListEmployerBatchesRequest.FromString,
                     response_serializer=certfed_dot_v1_dot_desk__pb2.ListEmployerBatchesResponse.SerializeToString,
+            ),
+            'GetEmployerBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetEmployerBatch,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.GetEmployerBatchRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.GetEmployerBatchResponse.SerializeToString,
             ),
             'DecideEmployerBatch': grpc.unary_unary_rpc_method_handler(
                     servicer.DecideEmployerBatch,
@@ -2613,6 +2632,33 @@ class DeskService:
             '/certfed.v1.DeskService/ListEmployerBatches',
             certfed_dot_v1_dot_desk__pb2.ListEmployerBatchesRequest.SerializeToString,
             certfed_dot_v1_dot_desk__pb2.ListEmployerBatchesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetEmployerBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/GetEmployerBatch',
+            certfed_dot_v1_dot_desk__pb2.GetEmployerBatchRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.GetEmployerBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

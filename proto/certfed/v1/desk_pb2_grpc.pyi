@@ -181,6 +181,11 @@ class DeskServiceStub:
     """
     ListEmployerBatches: _grpc.UnaryUnaryMultiCallable[_desk_pb2.ListEmployerBatchesRequest, _desk_pb2.ListEmployerBatchesResponse]
     """Clerk or reviewer: batches, newest last, optionally of one state."""
+    GetEmployerBatch: _grpc.UnaryUnaryMultiCallable[_desk_pb2.GetEmployerBatchRequest, _desk_pb2.GetEmployerBatchResponse]
+    """Clerk or reviewer: one batch and a page of its rows in file order (the person masked; on
+    approval, the certification each row became or why it was skipped), for the reviewer to
+    read before deciding.
+    """
     DecideEmployerBatch: _grpc.UnaryUnaryMultiCallable[_desk_pb2.DecideEmployerBatchRequest, _desk_pb2.DecideEmployerBatchResponse]
     """Reviewer other than the uploader: approve the batch as a whole (every row's attestation is
     issued) or reject it (nothing changes), giving a reason.
@@ -356,6 +361,11 @@ class DeskServiceAsyncStub(DeskServiceStub):
     """
     ListEmployerBatches: _aio.UnaryUnaryMultiCallable[_desk_pb2.ListEmployerBatchesRequest, _desk_pb2.ListEmployerBatchesResponse]  # type: ignore[assignment]
     """Clerk or reviewer: batches, newest last, optionally of one state."""
+    GetEmployerBatch: _aio.UnaryUnaryMultiCallable[_desk_pb2.GetEmployerBatchRequest, _desk_pb2.GetEmployerBatchResponse]  # type: ignore[assignment]
+    """Clerk or reviewer: one batch and a page of its rows in file order (the person masked; on
+    approval, the certification each row became or why it was skipped), for the reviewer to
+    read before deciding.
+    """
     DecideEmployerBatch: _aio.UnaryUnaryMultiCallable[_desk_pb2.DecideEmployerBatchRequest, _desk_pb2.DecideEmployerBatchResponse]  # type: ignore[assignment]
     """Reviewer other than the uploader: approve the batch as a whole (every row's attestation is
     issued) or reject it (nothing changes), giving a reason.
@@ -858,6 +868,17 @@ class DeskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_desk_pb2.ListEmployerBatchesResponse, _abc.Awaitable[_desk_pb2.ListEmployerBatchesResponse]]:
         """Clerk or reviewer: batches, newest last, optionally of one state."""
+
+    @_abc_1.abstractmethod
+    def GetEmployerBatch(
+        self,
+        request: _desk_pb2.GetEmployerBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.GetEmployerBatchResponse, _abc.Awaitable[_desk_pb2.GetEmployerBatchResponse]]:
+        """Clerk or reviewer: one batch and a page of its rows in file order (the person masked; on
+        approval, the certification each row became or why it was skipped), for the reviewer to
+        read before deciding.
+        """
 
     @_abc_1.abstractmethod
     def DecideEmployerBatch(

@@ -73,6 +73,18 @@ def pending_batch(office: LocalFederation, file_name: str) -> desk_pb2.EmployerB
     return batch
 
 
+def rows_of(
+    office: LocalFederation, batch_id: str, *, page_size: int, page_token: str = ""
+) -> desk_pb2.GetEmployerBatchResponse:
+    with office.desk(FOSHAN.node_id, "reviewer") as desk:
+        answer: desk_pb2.GetEmployerBatchResponse = desk.stub.GetEmployerBatch(
+            desk_pb2.GetEmployerBatchRequest(
+                batch_id=batch_id, page_size=page_size, page_token=page_token
+            )
+        )
+    return answer
+
+
 def decide(
     office: LocalFederation, operator: str, batch_id: str, *, approve: bool, reason: str = ""
 ) -> desk_pb2.EmployerBatch:
@@ -84,7 +96,10 @@ def decide(
 
 
 def test_a_csv_batch_is_approved_whole_by_a_reviewer_who_did_not_upload_it(
-    office: LocalFederation, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    office: LocalFederation,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     first, second = register(office, 51), register(office, 52)
     before = (valid_until(office, first), valid_until(office, second))
@@ -118,9 +133,35 @@ def test_a_csv_batch_is_approved_whole_by_a_reviewer_who_did_not_upload_it(
     assert pending_batch(office, path.name).state == desk_pb2.EMPLOYER_BATCH_STATE_PENDING
     assert first not in batch_attestations(office)
 
+    # The reviewer reads the rows before deciding: file lines, people masked, one per page.
+    first_page = rows_of(office, batch.batch_id, page_size=1)
+    assert first_page.batch.rows == 2 and first_page.next_page_token
+    rest = rows_of(office, batch.batch_id, page_size=1, page_token=first_page.next_page_token)
+    entries = [*first_page.entries, *rest.entries]
+    assert not rest.next_page_token
+    assert [(e.line, e.beneficiary_id) for e in entries] == [(2, first), (3, second)]
+    assert all(e.masked_identity_number and not e.certification_id for e in entries)
+    assert not {resident(51), resident(52)} & {e.masked_identity_number for e in entries}
+
     approved = decide(office, "reviewer", batch.batch_id, approve=True)
     assert approved.state == desk_pb2.EMPLOYER_BATCH_STATE_APPROVED
     assert (approved.issued, approved.skipped) == (2, 0)
+    # Each row now names the certification it became.
+    after = rows_of(office, batch.batch_id, page_size=10)
+    assert all(e.certification_id and not e.skipped_reason for e in after.entries)
+    # The same rows from the command line, masked.
+    handle = office.nodes[FOSHAN.node_id]
+    monkeypatch.setenv("CERTFED_OPERATOR_TOKEN", handle.tokens["reviewer"])
+    capsys.readouterr()
+    shown = ["adapter", "employer-batch", "show", batch.batch_id]
+    assert main([*shown, "--config", str(handle.config_path)]) == 0
+    printed = capsys.readouterr().out
+    assert "2 rows, approved" in printed
+    assert all(entry.masked_identity_number in printed for entry in after.entries)
+    assert resident(51) not in printed and resident(52) not in printed
+    with pytest.raises(grpc.RpcError) as unknown:
+        rows_of(office, "00000000-0000-7000-8000-000000000000", page_size=10)
+    assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
     issued = batch_attestations(office)
     assert (issued.get(first), issued.get(second)) == (1, 1)
     assert valid_until(office, first) > before[0] + timedelta(days=300)

@@ -201,6 +201,12 @@ def test_a_reviewer_approves_a_batch_after_checking_the_decision(desk: Desk) -> 
     assert page.status == 200
     assert "approve.csv" in page.text
     assert "兰州市财政局" in page.text
+    # The rows the reviewer decides on: each person masked, linked to their page.
+    rows = page.text.split('id="batch-rows"')[1]
+    for person in ("approve-1", "approve-2"):
+        assert masked(desk.numbers[person]) in rows
+        assert f'href="/beneficiaries/{desk.people[person]}"' in rows
+    assert "Certified" not in rows
     checked = reviewer.post(
         f"/employer-batches/{batch_id}", {"step": "check", "decision": "approve", "reason": ""}
     )
@@ -222,6 +228,9 @@ def test_a_reviewer_approves_a_batch_after_checking_the_decision(desk: Desk) -> 
     shown = reviewer.get(f"/employer-batches/{batch_id}")
     assert 'name="decision"' not in shown.text
     assert "People certified" in shown.text
+    assert shown.text.split('id="batch-rows"')[1].count("<td>Certified</td>") == 2
+    missing = reviewer.get("/employer-batches/not-a-batch")
+    assert missing.status == 404
     no_identity_number(desk, page, checked, done, shown)
 
 
