@@ -31,6 +31,9 @@ from signing.locator import locator_from_output, locator_input
 # Blinded elements in, evaluated elements out, one for one (RegistryClient.evaluate_locators).
 Evaluate = Callable[[list[bytes]], list[bytes]]
 
+# (kind, number as given) -> (normalised number, locator), as `Locators.prefetch` answers.
+Located = dict[tuple[IdentityKind, str], tuple[str, bytes]]
+
 # Identities whose locators are remembered; about 200 bytes each.
 CACHE_SIZE = 200_000
 # EvaluateLocators calls one prefetch keeps under way: while the registry evaluates one batch,
@@ -65,33 +68,42 @@ class Locators:
     def subject_locator(self, kind: IdentityKind, number: str) -> bytes:
         return self.locate(kind, number)[1]
 
-    def prefetch(self, identities: Iterable[tuple[IdentityKind, str]]) -> None:
-        """Compute, in batches, the locators of those identities not cached yet. Numbers that
-        do not validate are skipped: the caller's own checks name them."""
+    def prefetch(self, identities: Iterable[tuple[IdentityKind, str]]) -> Located:
+        """Compute, in batches, the locators of those identities not cached yet; returns the
+        normalised number and locator of each identity that validates, keyed as it was given.
+        Numbers that do not validate are skipped: the caller's own checks name them."""
+        given: dict[tuple[IdentityKind, str], tuple[str, bytes]] = {}
+        found: dict[bytes, bytes] = {}
         wanted: dict[bytes, None] = {}
         for kind, number in identities:
             try:
-                _, data = locator_input(kind, number)
+                normalised, data = locator_input(kind, number)
             except ValueError:
                 continue
-            if self._cached(data) is None:
+            given[(kind, number)] = (normalised, data)
+            cached = self._cached(data)
+            if cached is not None:
+                found[data] = cached
+            else:
                 wanted[data] = None
         inputs = list(wanted)
         batches = [
             inputs[start : start + LOCATOR_BATCH] for start in range(0, len(inputs), LOCATOR_BATCH)
         ]
-        if len(batches) <= 1:
-            for batch in batches:
-                self._compute(batch)
-            return
-        with ThreadPoolExecutor(CALLS_IN_FLIGHT, thread_name_prefix="locators") as pool:
-            futures = [pool.submit(self._compute, batch) for batch in batches]
-            try:
-                for future in futures:
-                    future.result()
-            finally:
-                for future in futures:
-                    future.cancel()
+        if len(batches) == 1:
+            found.update(zip(batches[0], self._compute(batches[0]), strict=True))
+        elif batches:
+            with ThreadPoolExecutor(CALLS_IN_FLIGHT, thread_name_prefix="locators") as pool:
+                futures = [pool.submit(self._compute, batch) for batch in batches]
+                try:
+                    for batch, future in zip(batches, futures, strict=True):
+                        found.update(zip(batch, future.result(), strict=True))
+                finally:
+                    for future in futures:
+                        future.cancel()
+        return {
+            identity: (normalised, found[data]) for identity, (normalised, data) in given.items()
+        }
 
     def _cached(self, data: bytes) -> bytes | None:
         with self._lock:

@@ -40,6 +40,7 @@ from federation.errors import (
 )
 from federation.roles import PAYING_ROLE_NAMES
 from federation.timestamps import optional_datetime
+from federation_node.locators import Located
 from federation_node.offices.context import Actor, NodeContext
 from federation_node.rules.entitlement import add_months, parse_month
 from federation_node.rules.validation import (
@@ -133,14 +134,18 @@ def checked_entry(
     request: desk_pb2.RegisterBeneficiaryRequest,
     prefix: str,
     bounds: DateBounds | None = None,
+    located: Located | None = None,
 ) -> RollEntry:
     """A registration checked field by field; every error names `prefix` + the field. `bounds`
-    are computed here when the caller has none for its whole batch."""
+    and the identity's locator (in `located`, from `Locators.prefetch`) are computed here when
+    the caller has none for its whole batch."""
     config = context.config
     limits = config.limits
     kind = identity_fields(request.identity, f"{prefix}identity", limits)
+    given = request.identity.identity_number
+    known = located.get((kind, given)) if located is not None else None
     try:
-        number, locator = context.locators.locate(kind, request.identity.identity_number)
+        number, locator = known or context.locators.locate(kind, given)
     except InvalidIdentityNumberError as error:
         raise InvalidInputError(f"{prefix}identity.identity_number", error.reason) from None
     residence = require_region(request.residence_region, f"{prefix}residence_region")
@@ -287,14 +292,14 @@ class Roll:
                 "beneficiaries", f"has {len(requests)} items; the limit is {limits.max_repeated}"
             )
         # Every locator of the batch from the registry in a few calls, not one per person.
-        context.locators.prefetch(
+        located = context.locators.prefetch(
             (kind, request.identity.identity_number)
             for request in requests
             if (kind := IDENTITY_KINDS.get(request.identity.identity_type)) is not None
         )
         bounds = DateBounds.as_of(context)
         entries = [
-            checked_entry(context, request, f"beneficiaries[{index}].", bounds)
+            checked_entry(context, request, f"beneficiaries[{index}].", bounds, located)
             for index, request in enumerate(requests)
         ]
         first_row: dict[bytes, int] = {}

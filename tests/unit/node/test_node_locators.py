@@ -13,7 +13,7 @@ from federation.limits import LOCATOR_BATCH
 from federation_node.locators import CALLS_IN_FLIGHT, Locators, LocatorsUnavailableError
 from signing import oprf
 from signing.errors import InvalidIdentityNumberError
-from signing.identity import IdentityKind
+from signing.identity import IdentityKind, validate_identity_number
 from signing.locator import locator_with_key
 from tests.helpers.identities import resident_id
 
@@ -58,10 +58,18 @@ def test_prefetch_batches_and_the_cache_answers_afterwards() -> None:
     registry = InProcessEvaluation()
     locators = Locators(registry.evaluate)
     people = [(_kind(number), number) for number in NUMBERS]
-    locators.prefetch([*people, *people, (IdentityKind.RESIDENT_ID, "not a number")])
+    located = locators.prefetch([*people, *people, (IdentityKind.RESIDENT_ID, "not a number")])
     assert registry.calls == [len(NUMBERS)]
+    assert located == {
+        (kind, number): (
+            validate_identity_number(kind, number),
+            locator_with_key(KEY, kind, number),
+        )
+        for kind, number in people
+    }
     for kind, number in people:
         locators.locate(kind, number)
+    assert locators.prefetch(people[:1]) == {people[0]: located[people[0]]}
     assert registry.calls == [len(NUMBERS)]
 
 
