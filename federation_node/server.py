@@ -16,6 +16,7 @@ statuses are also served without TLS for probes. Both are in the ready file ("me
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import signal
@@ -339,6 +340,9 @@ def serve(config: NodeConfig) -> int:
     configure_logging(f"node:{config.node_id}", config.log_level)
     tracing.configure("certfed-node", {"certfed.node_id": config.node_id})
     runtime = start_node(config)
+    # What exists now (modules, the composed node) lives as long as the process: kept out of
+    # the collector's full collections, which would otherwise scan it again and again.
+    gc.freeze()
     stopping = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:

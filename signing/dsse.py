@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -63,16 +64,21 @@ class Envelope:
     signatures: tuple[Signature, ...]
 
     def to_json(self) -> bytes:
-        """DSSE envelope.md JSON: compact, keys sorted, standard base64 with padding."""
-        document = {
-            "payload": base64.b64encode(self.payload).decode("ascii"),
-            "payloadType": self.payload_type,
-            "signatures": [
-                {"keyid": signature.keyid, "sig": base64.b64encode(signature.sig).decode("ascii")}
-                for signature in self.signatures
-            ],
-        }
-        return json.dumps(document, separators=(",", ":"), sort_keys=True).encode("utf-8")
+        """DSSE envelope.md JSON: compact, keys sorted, standard base64 with padding.
+
+        Byte for byte what `json.dumps(document, separators=(",", ":"), sort_keys=True)`
+        writes, put together directly: a node signs tens of thousands of envelopes a second.
+        """
+        signatures = b",".join(
+            b'{"keyid":%b,"sig":"%b"}'
+            % (_json_string(signature.keyid), base64.b64encode(signature.sig))
+            for signature in self.signatures
+        )
+        return b'{"payload":"%b","payloadType":%b,"signatures":[%b]}' % (
+            base64.b64encode(self.payload),
+            _json_string(self.payload_type),
+            signatures,
+        )
 
     @classmethod
     def from_json(
@@ -116,6 +122,12 @@ class Envelope:
             sig = _decode_base64(_member(raw_signature, "sig", str), "sig")
             signatures.append(Signature(keyid=keyid, sig=sig))
         return cls(payload=payload, payload_type=payload_type, signatures=tuple(signatures))
+
+
+@functools.lru_cache(maxsize=64)
+def _json_string(text: str) -> bytes:
+    # A node's few key ids and payload types, each escaped as json.dumps escapes it (ASCII).
+    return json.dumps(text).encode("ascii")
 
 
 def _reject_duplicate_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

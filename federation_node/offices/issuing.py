@@ -14,16 +14,21 @@ rule, exactly as a peer's attestation is applied on receipt.
 on worker processes when the batch pays for them (signing_pool.py), stored in one bulk insert,
 queued for remote paying offices in another and appended to the log in one append, so the log
 head is locked once per batch. A caller issuing batch after batch (`certfed bench issue`) splits
-it in two: `sign_soon` starts the next batch signing on the workers while `store_signed` stores
-the previous one in its own transaction, so a crash loses or repeats no part of a batch.
+it in two: `sign_soon` hands the next batch's findings to the workers, which build, serialise
+and sign each attestation (with `attestation_of`, the builder `Issuer.attestation` uses) and
+send back only its id and bytes, while `store_signed` stores the previous one in its own
+transaction, so a crash loses or repeats no part of a batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+from operator import attrgetter
+from typing import NamedTuple
 
 import structlog
 from google.protobuf import timestamp_pb2
@@ -31,7 +36,7 @@ from sqlmodel import Session
 
 from certfed.v1 import attestation_pb2, common_pb2
 from federation.timestamps import to_datetime, to_timestamp
-from federation_node.ids import new_id
+from federation_node.ids import new_id, new_ids
 from federation_node.offices import signing_pool
 from federation_node.offices.context import NodeContext, payload_digest
 from federation_node.rules.entitlement import add_months
@@ -40,6 +45,7 @@ from federation_node.store import attestations_store, log_store, outbox
 from federation_node.store.log_store import NewEntry
 from federation_node.store.models import OutboxKind
 from signing import dsse
+from signing.keys import SigningKey
 
 log = structlog.get_logger("certfed.node")
 
@@ -80,6 +86,39 @@ def _months_after(moment: datetime, months: int) -> datetime:
     return add_months(moment, months)
 
 
+def attestation_of(
+    finding: Finding,
+    *,
+    attestation_id: str,
+    issuing_node_id: str,
+    certifying_agency: str,
+    valid_until: datetime,
+    issued_at: datetime,
+    stamp: Callable[[datetime], timestamp_pb2.Timestamp] = to_timestamp,
+) -> attestation_pb2.CertificationAttestation:
+    """The attestation of `finding`, not yet signed: the one builder, in this process or a
+    signing worker (`stamp` converts the moments; a worker remembers its batch's few)."""
+    return attestation_pb2.CertificationAttestation(
+        attestation_id=attestation_id,
+        subject_locator=finding.subject_locator,
+        paying_region=finding.paying_region,
+        paying_node_id=finding.paying_node_id,
+        issuing_node_id=issuing_node_id,
+        certifying_region=finding.certifying_region,
+        certifying_agency=certifying_agency,
+        method=finding.method,
+        outcome=finding.outcome,
+        observed_at=stamp(finding.observed_at),
+        valid_until=stamp(valid_until),
+        evidence_digests=list(finding.evidence_digests),
+        clerk_id=finding.clerk_id,
+        reviewer_id=finding.reviewer_id,
+        assistance_request_id=finding.request_id or "",
+        corrects_attestation_id=finding.corrects_attestation_id or "",
+        issued_at=stamp(issued_at),
+    )
+
+
 class Issuer:
     """Builds, signs, stores, sends and logs the attestations this node issues."""
 
@@ -90,27 +129,20 @@ class Issuer:
         self, finding: Finding, now: datetime
     ) -> attestation_pb2.CertificationAttestation:
         """The attestation of `finding`, under a new id, not yet signed."""
-        config = self._context.config
-        valid_until = attested_validity(finding.outcome, finding.observed_at, self._context.policy)
-        return attestation_pb2.CertificationAttestation(
+        return attestation_of(
+            finding,
             attestation_id=new_id(),
-            subject_locator=finding.subject_locator,
-            paying_region=finding.paying_region,
-            paying_node_id=finding.paying_node_id,
             issuing_node_id=self._context.node_id,
-            certifying_region=finding.certifying_region,
-            certifying_agency=config.certifying_agency or config.display_name,
-            method=finding.method,
-            outcome=finding.outcome,
-            observed_at=to_timestamp(finding.observed_at),
-            valid_until=to_timestamp(valid_until),
-            evidence_digests=list(finding.evidence_digests),
-            clerk_id=finding.clerk_id,
-            reviewer_id=finding.reviewer_id,
-            assistance_request_id=finding.request_id or "",
-            corrects_attestation_id=finding.corrects_attestation_id or "",
-            issued_at=to_timestamp(now),
+            certifying_agency=self._certifying_agency(),
+            valid_until=attested_validity(
+                finding.outcome, finding.observed_at, self._context.policy
+            ),
+            issued_at=now,
         )
+
+    def _certifying_agency(self) -> str:
+        config = self._context.config
+        return config.certifying_agency or config.display_name
 
     def issue(
         self,
@@ -149,72 +181,119 @@ class Issuer:
         it last in the transaction, as `issue`."""
         if not issued:
             return
-        signing = self._context.keys.signing
-        payloads = _payloads(issued)
-        signed = signing_pool.sign_attestations(signing, payloads, self._remote(issued))
-        self.store_signed(session, SignedBatch(issued, payloads, signed, signing.key_id), now)
-
-    def sign_soon(
-        self, issued: Sequence[tuple[attestation_pb2.CertificationAttestation, str | None]]
-    ) -> PendingBatch:
-        """Start signing a batch on the worker processes; `PendingBatch.signed` waits for it.
-        A caller issuing batch after batch stores one while the next is signed."""
         # Read once: a key rotation may swap the context's keys between two reads.
         signing = self._context.keys.signing
-        payloads = _payloads(issued)
-        signing_soon = signing_pool.sign_attestations_soon(signing, payloads, self._remote(issued))
-        return PendingBatch(issued, payloads, signing.key_id, signing_soon)
-
-    def _remote(
-        self, issued: Sequence[tuple[attestation_pb2.CertificationAttestation, str | None]]
-    ) -> list[bool]:
         node_id = self._context.node_id
-        return [attestation.paying_node_id != node_id for attestation, _ in issued]
+        payloads = [attestation.SerializeToString(deterministic=True) for attestation, _ in issued]
+        remote = [attestation.paying_node_id != node_id for attestation, _ in issued]
+        signed = signing_pool.sign_attestations(signing, payloads, remote)
+        moment = _MomentReader()
+        rows = [
+            IssuedRow(
+                attestation.attestation_id,
+                envelope_json,
+                delivery,
+                payload_digest(payload),
+                attestation.paying_node_id,
+                attestation.paying_region,
+                attestation.subject_locator,
+                beneficiary_id,
+                attestation.assistance_request_id or None,
+                attestation.method,
+                attestation.outcome,
+                moment(attestation.observed_at),
+                moment(attestation.valid_until),
+                attestation.corrects_attestation_id or None,
+            )
+            for (attestation, beneficiary_id), payload, (envelope_json, delivery) in zip(
+                issued, payloads, signed, strict=True
+            )
+        ]
+        self.store_signed(session, SignedBatch(rows, signing.key_id), now)
+
+    def sign_soon(
+        self, findings: Sequence[tuple[Finding, str | None]], now: datetime
+    ) -> PendingBatch:
+        """Start building and signing the attestations of a batch of findings (each with the
+        paying office's beneficiary id when this node is that office), issued at `now`, on the
+        worker processes; `PendingBatch.signed` waits for them. A caller issuing batch after
+        batch stores one while the next is signed."""
+        # Read once: a key rotation may swap the context's keys between two reads.
+        signing = self._context.keys.signing
+        node_id = self._context.node_id
+        policy = self._context.policy
+        header = _Header(node_id, self._certifying_agency(), now)
+        shipped: list[_Shipped] = []
+        kept: list[_Kept] = []
+        for finding, beneficiary_id in findings:
+            valid_until = attested_validity(finding.outcome, finding.observed_at, policy)
+            shipped.append((_fields(finding), valid_until, finding.paying_node_id != node_id))
+            kept.append(
+                (
+                    finding.paying_node_id,
+                    finding.paying_region,
+                    finding.subject_locator,
+                    beneficiary_id,
+                    finding.request_id or None,
+                    finding.method,
+                    finding.outcome,
+                    finding.observed_at,
+                    valid_until,
+                    finding.corrects_attestation_id or None,
+                )
+            )
+        signing_soon = signing_pool.sign_soon(_sign_findings, signing, header, shipped)
+        return PendingBatch(kept, signing.key_id, signing_soon)
+
+    def warm_up(self) -> None:
+        """Start the signing workers now, ready for `sign_soon`, rather than at the first
+        batch (a node that issues in bulk calls it as it starts)."""
+        signing_pool.warm_up(self._context.keys.signing, __name__)
 
     def store_signed(self, session: Session, batch: SignedBatch, now: datetime) -> None:
         """Store, queue and log a signed batch in the caller's transaction (`issue_many`'s
         second half); call it last in the transaction."""
-        if not batch.issued:
+        rows = batch.rows
+        if not rows:
             return
-        node_id = self._context.node_id
-        facts = []
-        entries = []
-        remote = []
-        # A batch repeats its moments (a feed's days, one validity per day): each read once.
-        moment = _MomentReader()
-        for (attestation, beneficiary_id), payload, (envelope_json, delivery) in zip(
-            batch.issued, batch.payloads, batch.signed, strict=True
-        ):
-            facts.append(
-                attestations_store.AttestationFacts(
-                    attestation_id=attestation.attestation_id,
-                    envelope_json=envelope_json,
-                    issuing_node_id=node_id,
-                    paying_node_id=attestation.paying_node_id,
-                    subject_locator=attestation.subject_locator,
-                    beneficiary_id=beneficiary_id,
-                    request_id=attestation.assistance_request_id or None,
-                    method=attestation.method,
-                    outcome=attestation.outcome,
-                    observed_at=moment(attestation.observed_at),
-                    valid_until=moment(attestation.valid_until),
-                    signing_key_id=batch.signing_key_id,
-                    payload_sha256=payload_digest(payload),
-                    corrects_attestation_id=attestation.corrects_attestation_id or None,
+        attestations_store.store_issued_many(
+            session,
+            (
+                (
+                    row.attestation_id,
+                    row.envelope_json,
+                    row.paying_node_id,
+                    row.subject_locator,
+                    row.beneficiary_id,
+                    row.request_id,
+                    row.method,
+                    row.outcome,
+                    row.observed_at,
+                    row.valid_until,
+                    row.payload_sha256,
+                    row.corrects_attestation_id,
                 )
-            )
-            entries.append(
-                NewEntry(attestation.attestation_id, envelope_json, attestation.paying_region)
-            )
-            if delivery:
-                remote.append((attestation.paying_node_id, attestation.attestation_id, delivery))
-        attestations_store.store_issued_many(session, facts, now)
-        if remote:
-            outbox.enqueue_many(
-                session, kind=OutboxKind.DELIVER_ATTESTATION, messages=remote, now=now
-            )
-        log_store.append_many(session, entries)
-        log.info("attestations.issued", count=len(entries))
+                for row in rows
+            ),
+            issuing_node_id=self._context.node_id,
+            signing_key_id=batch.signing_key_id,
+            now=now,
+        )
+        outbox.enqueue_many(
+            session,
+            kind=OutboxKind.DELIVER_ATTESTATION,
+            messages=(
+                (row.paying_node_id, row.attestation_id, row.delivery)
+                for row in rows
+                if row.delivery
+            ),
+            now=now,
+        )
+        log_store.append_many(
+            session,
+            (NewEntry(row.attestation_id, row.envelope_json, row.paying_region) for row in rows),
+        )
+        log.info("attestations.issued", count=len(rows))
 
     def issued(self) -> None:
         """After a transaction that issued attestations commits: wake the dispatcher and the
@@ -282,35 +361,102 @@ class Issuer:
         )
 
 
+class IssuedRow(NamedTuple):
+    """A signed attestation as the bulk path stores it: its bytes and the facts kept beside
+    them (its delivery is b"" when this node is its paying office)."""
+
+    attestation_id: str
+    envelope_json: bytes
+    delivery: bytes
+    payload_sha256: str
+    paying_node_id: str
+    paying_region: str
+    subject_locator: bytes
+    beneficiary_id: str | None
+    request_id: str | None
+    method: int
+    outcome: int
+    observed_at: datetime
+    valid_until: datetime
+    corrects_attestation_id: str | None
+
+
 @dataclass(frozen=True)
 class SignedBatch:
-    """Attestations (each with the paying office's beneficiary id when this node is that
-    office), their payloads, envelopes and deliveries (signing_pool.Signed), and the key that
-    signed them."""
+    """Signed attestations ready to store, and the key that signed them."""
 
-    issued: Sequence[tuple[attestation_pb2.CertificationAttestation, str | None]]
-    payloads: Sequence[bytes]
-    signed: Sequence[signing_pool.Signed]
+    rows: Sequence[IssuedRow]
     signing_key_id: str
+
+
+# A finding's fields in declaration order, what `Finding(*fields)` takes back: a worker gets a
+# tuple (it pickles in a fraction of the time a dataclass does), and one of immutable values
+# only, which the garbage collector stops tracking, as it does the other per-row tuples here:
+# a batch of objects it tracks would make each full collection scan them all.
+_finding_fields = attrgetter(*(field.name for field in dataclasses.fields(Finding)))
+_EVIDENCE = [field.name for field in dataclasses.fields(Finding)].index("evidence_digests")
+
+
+def _fields(finding: Finding) -> tuple[object, ...]:
+    fields = _finding_fields(finding)
+    if isinstance(finding.evidence_digests, tuple):
+        return fields
+    evidence = tuple(finding.evidence_digests)
+    return (*fields[:_EVIDENCE], evidence, *fields[_EVIDENCE + 1 :])
+
+
+# What a worker gets of a finding: its fields, its validity, and whether its paying office is
+# another node.
+_Shipped = tuple[tuple[object, ...], datetime, bool]
+# What the issuing process keeps of it for the store: IssuedRow's fields from paying_node_id.
+_Kept = tuple[str, str, bytes, str | None, str | None, int, int, datetime, datetime, str | None]
+# What a worker sends back of each attestation: its id, envelope JSON, delivery (b"" for
+# this node's own paying office) and the hex SHA-256 of its payload.
+_Built = tuple[str, bytes, bytes, str]
+
+
+class _Header(NamedTuple):
+    """What every attestation of a batch shares."""
+
+    issuing_node_id: str
+    certifying_agency: str
+    issued_at: datetime
+
+
+def _sign_findings(key: SigningKey, header: _Header, rows: Sequence[_Shipped]) -> list[_Built]:
+    """In a signing worker: each attestation built, serialised and signed."""
+    stamp = _StampWriter()
+    built = []
+    for (fields, valid_until, remote), attestation_id in zip(rows, new_ids(len(rows)), strict=True):
+        attestation = attestation_of(
+            Finding(*fields),  # type: ignore[arg-type]
+            attestation_id=attestation_id,
+            issuing_node_id=header.issuing_node_id,
+            certifying_agency=header.certifying_agency,
+            valid_until=valid_until,
+            issued_at=header.issued_at,
+            stamp=stamp,
+        )
+        payload = attestation.SerializeToString(deterministic=True)
+        envelope_json, delivery = signing_pool.signed(key, payload, remote)
+        built.append((attestation_id, envelope_json, delivery, payload_digest(payload)))
+    return built
 
 
 @dataclass(frozen=True)
 class PendingBatch:
-    """A batch whose signing `Issuer.sign_soon` started."""
+    """A batch whose building and signing `Issuer.sign_soon` started."""
 
-    issued: Sequence[tuple[attestation_pb2.CertificationAttestation, str | None]]
-    payloads: Sequence[bytes]
+    kept: Sequence[_Kept]
     signing_key_id: str
-    signing: signing_pool.Signing
+    signing: signing_pool.Signing[_Built]
 
     def signed(self) -> SignedBatch:
-        return SignedBatch(self.issued, self.payloads, self.signing.result(), self.signing_key_id)
-
-
-def _payloads(
-    issued: Sequence[tuple[attestation_pb2.CertificationAttestation, str | None]],
-) -> list[bytes]:
-    return [attestation.SerializeToString(deterministic=True) for attestation, _ in issued]
+        rows = [
+            IssuedRow._make((*built, *facts))
+            for built, facts in zip(self.signing.result(), self.kept, strict=True)
+        ]
+        return SignedBatch(rows, self.signing_key_id)
 
 
 class _MomentReader:
@@ -324,4 +470,17 @@ class _MomentReader:
         found = self._seen.get(key)
         if found is None:
             found = self._seen[key] = to_datetime(stamp)
+        return found
+
+
+class _StampWriter:
+    """`to_timestamp`, remembering the moments of one batch."""
+
+    def __init__(self) -> None:
+        self._seen: dict[datetime, timestamp_pb2.Timestamp] = {}
+
+    def __call__(self, moment: datetime) -> timestamp_pb2.Timestamp:
+        found = self._seen.get(moment)
+        if found is None:
+            found = self._seen[moment] = to_timestamp(moment)
         return found

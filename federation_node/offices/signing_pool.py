@@ -1,24 +1,29 @@
-"""Signing attestation payloads in bulk, on worker processes when the batch pays for them.
+"""Signing attestations in bulk, on worker processes when the batch pays for them.
 
-Ed25519 signing is CPU work that holds the GIL: a large batch is cut into chunks signed by a
-pool of worker processes, one per core; a small one is signed here, where shipping it to a
-worker would cost more than it saves. The workers are started with `spawn`, never `fork` (the
-node's gRPC threads must not be forked), once, at the first large batch, and live as long as
-the node process. Every envelope is the one `dsse.sign` makes, whichever process signed it.
+Ed25519 signing is CPU work that holds the GIL: a large batch is cut into chunks, one or more
+per worker process (one per core), and each chunk is signed there; a small one is signed here,
+where shipping it to a worker would cost more than it saves. The workers are started with
+`spawn`, never `fork` (the node's gRPC threads must not be forked), once, at the first large
+batch, and live as long as the node process. Every envelope is the one `dsse.sign` makes,
+whichever process signed it.
 
-Workers also serialise the delivery of an attestation whose paying office is another node (the
-outbox payload), which would otherwise cost the caller a parse of each envelope.
-`sign_attestations_soon` hands a batch to the workers and returns at once, so that a caller
-storing one batch has the next one signed meanwhile (the bulk issuing path's pipeline).
+`sign_soon` runs a task (a module-level function, so that a worker can import it) over a batch
+of compact rows on the workers and returns at once, so that a caller storing one batch has the
+next one prepared meanwhile (the bulk issuing path's pipeline); a task builds, serialises and
+signs in the worker, and sends back only bytes. `sign_attestations` signs ready payloads, and
+also serialises the delivery of an attestation whose paying office is another node (the outbox
+payload), which would otherwise cost the caller a parse of each envelope.
 """
 
 from __future__ import annotations
 
+import importlib
 import multiprocessing
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Generic, TypeVar
 
 from certfed.v1 import federation_pb2
 from federation.envelopes import envelope_to_proto
@@ -28,9 +33,16 @@ from signing.keys import SigningKey
 # An attestation's envelope JSON, and its delivery to a remote paying office (else b"").
 Signed = tuple[bytes, bytes]
 
-# Below this many payloads a batch is signed in the calling process.
+H = TypeVar("H")
+R = TypeVar("R")
+T = TypeVar("T")
+# A task signs rows with the key, given what all rows of the batch share (the header).
+Task = Callable[[SigningKey, H, Sequence[R]], list[T]]
+
+# Below this many payloads `sign_attestations` signs in the calling process.
 PARALLEL_MIN = 2_000
-# Payloads per task sent to a worker.
+# At most this many rows per task sent to a worker; a batch is cut into a multiple of the
+# number of workers, so that none is left working alone at the end.
 CHUNK = 1_000
 MAX_WORKERS = 8
 
@@ -42,6 +54,10 @@ _worker_key: tuple[bytes, SigningKey] | None = None
 
 def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def workers() -> int:
+    return min(cores(), MAX_WORKERS)
 
 
 def delivery(envelope: dsse.Envelope) -> bytes:
@@ -56,74 +72,90 @@ def signed(key: SigningKey, payload: bytes, remote: bool) -> Signed:
     return envelope.to_json(), delivery(envelope) if remote else b""
 
 
+class Signing(Generic[T]):
+    """A batch being signed on the workers; `result` waits for it, in order."""
+
+    def __init__(self, chunks: list[Future[list[T]]]) -> None:
+        self._chunks = chunks
+
+    def result(self) -> list[T]:
+        return [one for chunk in self._chunks for one in chunk.result()]
+
+
+def sign_soon(task: Task[H, R, T], key: SigningKey, header: H, rows: Sequence[R]) -> Signing[T]:
+    """`task` over `rows` with `key` on the worker processes, started and not waited for.
+    With fewer than two cores the rows are signed here, before this returns."""
+    count = workers()
+    if count < 2:
+        done: Future[list[T]] = Future()
+        done.set_result(task(key, header, rows))
+        return Signing([done])
+    pem = key.to_pem()
+    executor = _executor(count)
+    return Signing(
+        [
+            executor.submit(_run, task, pem, header, rows[start:end])
+            for start, end in _chunks(len(rows), count)
+        ]
+    )
+
+
+def _chunks(total: int, count: int) -> list[tuple[int, int]]:
+    """[start, end) of each chunk: as many chunks as needed to keep them at most CHUNK rows,
+    rounded up to a multiple of the workers, of equal size to a row."""
+    pieces = max(count, -(-total // (CHUNK * count)) * count)
+    pieces = max(1, min(pieces, total))
+    return [(total * part // pieces, total * (part + 1) // pieces) for part in range(pieces)]
+
+
 def sign_attestations(
     key: SigningKey, payloads: Sequence[bytes], remote: Sequence[bool]
 ) -> list[Signed]:
     """Each attestation payload signed with `key`, in order (`remote`: whether its paying
     office is another node, which gets a delivery)."""
-    workers = min(cores(), MAX_WORKERS)
-    if len(payloads) < PARALLEL_MIN or workers < 2:
-        return [signed(key, payload, far) for payload, far in zip(payloads, remote, strict=True)]
-    return sign_attestations_soon(key, payloads, remote).result()
-
-
-class Signing:
-    """A batch being signed on the workers; `result` waits for it, in order."""
-
-    def __init__(self, chunks: list[Future[list[Signed]]]) -> None:
-        self._chunks = chunks
-
-    def result(self) -> list[Signed]:
-        return [one for chunk in self._chunks for one in chunk.result()]
-
-
-def sign_attestations_soon(
-    key: SigningKey, payloads: Sequence[bytes], remote: Sequence[bool]
-) -> Signing:
-    """`sign_attestations` on the worker processes, started and not waited for. With fewer
-    than two cores the batch is signed here, before this returns."""
     if len(payloads) != len(remote):
         raise ValueError("one remote flag per payload")
-    workers = min(cores(), MAX_WORKERS)
-    if workers < 2:
-        done: Future[list[Signed]] = Future()
-        done.set_result(
-            [signed(key, payload, far) for payload, far in zip(payloads, remote, strict=True)]
-        )
-        return Signing([done])
-    pem = key.to_pem()
-    executor = _executor(workers)
-    return Signing(
-        [
-            executor.submit(
-                _sign_chunk, pem, payloads[start : start + CHUNK], remote[start : start + CHUNK]
-            )
-            for start in range(0, len(payloads), CHUNK)
-        ]
-    )
+    rows = list(zip(payloads, remote, strict=True))
+    if len(payloads) < PARALLEL_MIN:
+        return _sign_payloads(key, None, rows)
+    return sign_soon(_sign_payloads, key, None, rows).result()
 
 
-def warm_up(key: SigningKey) -> None:
-    """Start the worker processes now rather than at the first large batch."""
-    workers = min(cores(), MAX_WORKERS)
-    if workers >= 2:
-        count = CHUNK * workers
-        sign_attestations_soon(key, [b""] * count, [False] * count).result()
+def _sign_payloads(key: SigningKey, _: None, rows: Sequence[tuple[bytes, bool]]) -> list[Signed]:
+    return [signed(key, payload, far) for payload, far in rows]
 
 
-def _executor(workers: int) -> ProcessPoolExecutor:
+def warm_up(key: SigningKey, *modules: str) -> None:
+    """Start the worker processes now rather than at the first large batch, and have each
+    import `modules` (those of the tasks it will run) now rather than at its first task."""
+    count = workers()
+    if count >= 2:
+        rows = [(b"", False)] * CHUNK
+        executor = _executor(count)
+        pem = key.to_pem()
+        # One task per worker, each long enough that no worker takes two.
+        for task in [executor.submit(_warm_up, pem, modules, rows) for _ in range(count)]:
+            task.result()
+
+
+def _warm_up(key_pem: bytes, modules: Sequence[str], rows: Sequence[tuple[bytes, bool]]) -> None:
+    for module in modules:
+        importlib.import_module(module)
+    _run(_sign_payloads, key_pem, None, rows)
+
+
+def _executor(count: int) -> ProcessPoolExecutor:
     global _pool
     with _lock:
         if _pool is None:
             _pool = ProcessPoolExecutor(
-                max_workers=workers, mp_context=multiprocessing.get_context("spawn")
+                max_workers=count, mp_context=multiprocessing.get_context("spawn")
             )
         return _pool
 
 
-def _sign_chunk(key_pem: bytes, payloads: Sequence[bytes], remote: Sequence[bool]) -> list[Signed]:
+def _run(task: Task[H, R, T], key_pem: bytes, header: H, rows: Sequence[R]) -> list[T]:
     global _worker_key
     if _worker_key is None or _worker_key[0] != key_pem:
         _worker_key = (key_pem, SigningKey.from_pem(key_pem))
-    key = _worker_key[1]
-    return [signed(key, payload, far) for payload, far in zip(payloads, remote, strict=True)]
+    return task(_worker_key[1], header, rows)

@@ -14,10 +14,9 @@ used the id, and is refused until it does.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from operator import attrgetter
 from typing import TypeVar
 
 from sqlalchemy.exc import IntegrityError
@@ -88,16 +87,48 @@ def store_issued(session: Session, facts: AttestationFacts, now: datetime) -> At
     return attestation
 
 
-def store_issued_many(session: Session, facts: Sequence[AttestationFacts], now: datetime) -> int:
-    """Keep attestations this node has just signed, in one bulk insert (fresh ids: one this
-    node reused fails the primary key)."""
-    names = tuple(field.name for field in dataclasses.fields(AttestationFacts))
-    values = attrgetter(*names)
+# An attestation this node has just signed, as the bulk path stores it: what AttestationFacts
+# holds but the issuer and signing key, which a batch shares, in this order.
+ISSUED_COLUMNS = (
+    "attestation_id",
+    "envelope_json",
+    "paying_node_id",
+    "subject_locator",
+    "beneficiary_id",
+    "request_id",
+    "method",
+    "outcome",
+    "observed_at",
+    "valid_until",
+    "payload_sha256",
+    "corrects_attestation_id",
+)
+IssuedRow = tuple[
+    str, bytes, str, bytes, str | None, str | None, int, int, datetime, datetime, str, str | None
+]
+
+
+def store_issued_many(
+    session: Session,
+    rows: Iterable[IssuedRow],
+    *,
+    issuing_node_id: str,
+    signing_key_id: str,
+    now: datetime,
+) -> int:
+    """Keep attestations this node has just signed with one key, in one bulk insert (fresh
+    ids: one this node reused fails the primary key); rows in ISSUED_COLUMNS order."""
     return insert_rows(
         session,
         Attestation.__table__,  # type: ignore[attr-defined]
-        (*names, "direction", "stored_at"),
-        ((*values(one), AttestationDirection.ISSUED, now) for one in facts),
+        ISSUED_COLUMNS,
+        rows,
+        same={
+            "issuing_node_id": issuing_node_id,
+            "signing_key_id": signing_key_id,
+            "direction": AttestationDirection.ISSUED,
+            "stored_at": now,
+        },
     )
 
 

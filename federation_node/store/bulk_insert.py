@@ -3,16 +3,17 @@
 PostgreSQL gets them through COPY ... FROM STDIN in binary format (psycopg's `cursor.copy`),
 streamed row by row so memory does not grow with the number of rows; SQLite gets one prepared
 `executemany`. Values go through each column's type on the way in (an aware UTC datetime, an
-enum's string value), as the ORM would bind them. The log store, the sync store and the roll
-import use it, for the bulk paths the benchmarks and `certfed sync` exercise; everything else
-inserts through the ORM.
+enum's string value), as the ORM would bind them; a value every row shares (`same`) is bound
+once. The log store, the sync store and the roll import use it, for the bulk paths the
+benchmarks and `certfed sync` exercise; everything else inserts through the ORM.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+from psycopg.types.string import BytesBinaryDumper
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -96,19 +97,34 @@ def _memoised(processor: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 
 def insert_rows(
-    session: Session, table: Table, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+    session: Session,
+    table: Table,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    same: Mapping[str, Any] | None = None,
 ) -> int:
-    """Insert `rows` (values in `columns` order) into `table`; returns how many were inserted."""
+    """Insert `rows` (values in `columns` order) into `table`, each row followed by the values
+    of `same` (column -> the value every row has); returns how many were inserted."""
     connection = session.connection()
     driver = connection.connection.driver_connection
     if driver is None:
         raise RuntimeError("the session's connection has no driver connection")
     rows = _bound(table, columns, rows, connection.dialect)
+    if same:
+        shared = tuple(
+            next(iter(_bound(table, list(same), [list(same.values())], connection.dialect)))
+        )
+        rows = (tuple(row) + shared for row in rows)
+        columns = (*columns, *same)
     names = ", ".join(columns)
     count = 0
     if is_postgres(session):
+        cursor = driver.cursor()
+        # bytea has psycopg's dumper for the DB-API `Binary` wrapper, written in Python; plain
+        # bytes have a compiled one, which every value here is.
+        cursor.adapters.register_dumper(None, BytesBinaryDumper)
         with (
-            driver.cursor() as cursor,
+            cursor,
             cursor.copy(f"COPY {table.name} ({names}) FROM STDIN (FORMAT BINARY)") as copy,
         ):
             copy.set_types([_copy_type(table, column) for column in columns])

@@ -11,7 +11,9 @@ Promises:
 * Every complete, aligned subtree of 2**CACHED_LEVEL leaves or more has its root in
   `log_subtree`, written by the append that completes it; a proof therefore reads O(log n) rows
   and at most two runs of fewer than 2**CACHED_LEVEL leaf hashes (RFC 9162 2.1.3, 2.1.4).
-* The bulk path (`append_many`) writes the same rows as repeated `append` calls, through COPY.
+* The bulk path (`append_many`) writes the same rows as repeated `append` calls, through COPY,
+  hashing each node of the tree once: the head's compact state after a batch is read off the
+  cached subtrees it completed and the leaves of the last, incomplete one.
 * No append forks the log: the head also holds the largest size the registry witness is known
   to have cosigned, and while the log is shorter than that (a database restored from an older
   backup) or a restore has not yet been checked with the witness, `append` and `append_many`
@@ -60,9 +62,10 @@ class WitnessState:
     awaiting_witness: bool
 
 
-@dataclass(frozen=True)
-class NewEntry:
+class NewEntry(NamedTuple):
     """An attestation envelope to append, with what the log indexes it by."""
+
+    # A tuple, not a dataclass: the bulk issuing path makes tens of thousands a second.
 
     attestation_id: str
     envelope_json: bytes
@@ -214,13 +217,15 @@ def _completed_by(session: Session, size: int) -> list[tuple[int, int, bytes]]:
 
 
 class _SubtreeRecorder:
-    """The cached subtrees completed while appending leaves in memory (the bulk path)."""
+    """The cached subtrees completed while appending leaves in memory (the bulk path), and the
+    compact state of the tree they make."""
 
     def __init__(self, size: int, chunk: list[bytes], left: dict[int, bytes]) -> None:
-        self._size = size
+        self.size = size
         self._chunk = chunk
         # Per level, the root of the last complete subtree with an even index: the left sibling
-        # the next subtree of that level will be joined with.
+        # the next subtree of that level will be joined with. Its levels are the set bits of
+        # the size from CACHED_LEVEL up: the right edge of the tree above the last chunk.
         self._left = left
         self.completed: list[tuple[int, int, bytes]] = []
 
@@ -238,12 +243,12 @@ class _SubtreeRecorder:
 
     def add(self, leaf: bytes) -> None:
         self._chunk.append(leaf)
-        self._size += 1
+        self.size += 1
         if len(self._chunk) < CHUNK:
             return
-        value = merkle.root_from_leaves(self._chunk)[1]
+        value = _perfect_root(self._chunk)
         self._chunk = []
-        level, position = CACHED_LEVEL, self._size // CHUNK - 1
+        level, position = CACHED_LEVEL, self.size // CHUNK - 1
         while True:
             self.completed.append((level, position, value))
             if not position & 1:
@@ -252,6 +257,22 @@ class _SubtreeRecorder:
             value = merkle.node_hash(self._left.pop(level), value)
             position >>= 1
             level += 1
+
+    def state(self) -> list[bytes]:
+        """The compact state of the tree (merkle.TreeBuilder.state): the cached roots of its
+        right edge, largest first, then those of the last chunk's leaves."""
+        edge = [self._left[level] for level in sorted(self._left, reverse=True)]
+        low = merkle.TreeBuilder()
+        low.extend(self._chunk)
+        return edge + low.state()
+
+
+def _perfect_root(leaves: list[bytes]) -> bytes:
+    """RFC 9162 2.1.1 for a power-of-two number of leaves: each level hashed pairwise."""
+    level = leaves
+    while len(level) > 1:
+        level = [merkle.node_hash(level[at], level[at + 1]) for at in range(0, len(level), 2)]
+    return level[0]
 
 
 def append_many(session: Session, entries: Iterable[NewEntry]) -> Head:
@@ -274,16 +295,19 @@ def recover(session: Session, from_size: int, entries: Iterable[NewEntry]) -> He
 
 
 def _append_rows(session: Session, row: LogHead, entries: Iterable[NewEntry]) -> Head:
-    builder = merkle.TreeBuilder.from_state(row.tree_size, split_state(row.compact_state))
-    recorder = _SubtreeRecorder.resume(session, builder.size)
+    recorder = _SubtreeRecorder.resume(session, row.tree_size)
+    if join_state(recorder.state()) != row.compact_state:
+        raise RuntimeError("the log head's compact state disagrees with its cached subtrees")
+    leaf_hash = merkle.leaf_hash
+    add = recorder.add
 
     def rows() -> Iterator[tuple[int, bytes, bytes, str, str]]:
-        for entry in entries:
-            leaf = merkle.leaf_hash(entry.envelope_json)
-            index = builder.size
-            builder.append(leaf)
-            recorder.add(leaf)
-            yield index, leaf, entry.envelope_json, entry.paying_region, entry.attestation_id
+        index = row.tree_size
+        for attestation_id, envelope_json, paying_region in entries:
+            leaf = leaf_hash(envelope_json)
+            add(leaf)
+            yield index, leaf, envelope_json, paying_region, attestation_id
+            index += 1
 
     table = LogEntry.__table__  # type: ignore[attr-defined]
     insert_rows(
@@ -298,6 +322,7 @@ def _append_rows(session: Session, row: LogHead, entries: Iterable[NewEntry]) ->
         ("level", "subtree_index", "subtree_hash"),
         recorder.completed,
     )
+    builder = merkle.TreeBuilder.from_state(recorder.size, recorder.state())
     _store_head(row, builder)
     session.add(row)
     session.flush()

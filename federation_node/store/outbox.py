@@ -16,7 +16,7 @@ A destination that is reachable again ends the backoff of what waits for it (`en
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -28,7 +28,7 @@ from sqlmodel import Session, col, func, select
 from federation import tracing
 from federation.errors import NotFoundError, PreconditionError
 from federation_node.config import DispatchConfig
-from federation_node.ids import new_id
+from federation_node.ids import new_id, new_ids
 from federation_node.store.bulk_insert import insert_rows
 from federation_node.store.db import keyset_page, lock_and_refresh
 from federation_node.store.models import DeliveryState, OutboxKind, OutboxMessage
@@ -77,26 +77,26 @@ def enqueue_many(
 ) -> int:
     """Add messages, each (destination, subject id, payload), due now, in the caller's
     transaction, in one bulk insert (the bulk issuing path); the rows `enqueue` would add."""
+    pending = messages if isinstance(messages, Sequence) else list(messages)
     rows = (
-        (new_id(), kind, destination, subject_id, payload, DeliveryState.PENDING, 0, now, "", now)
-        for destination, subject_id, payload in messages
+        (message_id, destination, subject_id, payload)
+        for message_id, (destination, subject_id, payload) in zip(
+            new_ids(len(pending)), pending, strict=True
+        )
     )
     return insert_rows(
         session,
         OutboxMessage.__table__,  # type: ignore[attr-defined]
-        (
-            "message_id",
-            "kind",
-            "destination",
-            "subject_id",
-            "payload",
-            "state",
-            "attempts",
-            "next_attempt_at",
-            "last_error",
-            "created_at",
-        ),
+        ("message_id", "destination", "subject_id", "payload"),
         rows,
+        same={
+            "kind": kind,
+            "state": DeliveryState.PENDING,
+            "attempts": 0,
+            "next_attempt_at": now,
+            "last_error": "",
+            "created_at": now,
+        },
     )
 
 

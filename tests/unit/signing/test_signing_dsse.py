@@ -281,3 +281,24 @@ def test_any_payload_round_trips_through_json_and_verifies(
     assert parsed == envelope
     verified = verify(parsed, trusted(ISSUER), payload_type)
     assert verified.payload == payload
+
+
+@pytest.mark.parametrize("payload_type", ["t", 'a "quoted" \\ type\n', "ünïcode\u2028", ""])
+@pytest.mark.parametrize("keyids", [[], ["k"], ['key "1" é', ""]])
+def test_to_json_writes_what_json_dumps_writes(payload_type: str, keyids: list[str]) -> None:
+    envelope = Envelope(
+        bytes(range(200)),
+        payload_type,
+        tuple(Signature(keyid, bytes([n]) * 64) for n, keyid in enumerate(keyids)),
+    )
+    document = {
+        "payload": base64.b64encode(envelope.payload).decode(),
+        "payloadType": payload_type,
+        "signatures": [
+            {"keyid": signature.keyid, "sig": base64.b64encode(signature.sig).decode()}
+            for signature in envelope.signatures
+        ],
+    }
+    expected = json.dumps(document, separators=(",", ":"), sort_keys=True).encode()
+    assert envelope.to_json() == expected
+    assert Envelope.from_json(envelope.to_json()) == envelope
