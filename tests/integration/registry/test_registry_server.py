@@ -32,8 +32,9 @@ from federation.transport import (
     generate_tls_key,
     secure_channel,
 )
+from registry import locators_store
 from registry.ca import FederationCA
-from registry.db import create_engine_for
+from registry.db import create_engine_for, transaction
 from signing.keys import SigningKey, VerifyKey
 
 if TYPE_CHECKING:
@@ -119,6 +120,37 @@ def test_duplicate_locator_from_two_paying_nodes_is_reported_to_both(
     second.withdraw_locators([LOCATOR_A])
     assert first.list_duplicates() == []
     assert second.list_duplicates() == []
+
+
+def test_a_publication_larger_than_a_statement_batch_is_stored_and_compared_whole(
+    registry: RunningRegistry, enrolled_node: EnrolledFactory
+) -> None:
+    _, first = enrolled_node("qingdao-paying", region_codes=("370200",))
+    enrolled_node("datong-paying", region_codes=("140200",))
+    # More than one statement's worth on SQLite (locators_store.BATCH_SIZE), one array on
+    # PostgreSQL: a roll's publication, as the node's outbox sends it.
+    locators = [index.to_bytes(32, "big") for index in range(1, 3 * locators_store.BATCH_SIZE)]
+    now = datetime.now(UTC)
+    engine = create_engine_for(registry.config.effective_database_url)
+    try:
+        with transaction(engine) as session:
+            published = locators_store.publish(session, "qingdao-paying", locators, now)
+        assert published.published == len(locators)
+        with transaction(engine) as session:
+            again = locators_store.publish(session, "qingdao-paying", locators[::2], now)
+        assert again.published == 0
+        with transaction(engine) as session:
+            shared = locators_store.publish(session, "datong-paying", locators[600:], now)
+        assert sorted(d.locator for d in shared.duplicates) == locators[600:]
+        assert {d.node_ids for d in shared.duplicates} == {("datong-paying", "qingdao-paying")}
+        with transaction(engine) as session:
+            assert (
+                locators_store.withdraw(session, "datong-paying", locators) == len(locators) - 600
+            )
+    finally:
+        engine.dispose()
+    assert first.locate(locators[0]) == ["qingdao-paying"]
+    assert first.list_duplicates() == []
 
 
 def test_call_without_client_certificate_on_mtls_port_fails(registry: RunningRegistry) -> None:
