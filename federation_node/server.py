@@ -37,6 +37,7 @@ from federation_node.audit_sequencer import AuditSequencer
 from federation_node.config import NodeConfig
 from federation_node.cycle_scheduler import CycleScheduler
 from federation_node.keystore import KeyPaths, load_keys
+from federation_node.links.carried_proofs import CarriedProofs
 from federation_node.links.directory_client import DirectoryClient, DirectoryRefresher
 from federation_node.links.directory_health import publish_directory_health
 from federation_node.links.dispatcher import Dispatcher, replica_id, suspension_hold
@@ -72,6 +73,7 @@ from federation_node.tlog.recovery import LogRecovery
 from federation_node.tlog.sync import LogFollower, LogSync
 from federation_node.tlog.transparency import (
     CheckpointPublisher,
+    Continuity,
     TransparencyLog,
     publish_log_health,
 )
@@ -235,13 +237,21 @@ def start_node(config: NodeConfig) -> NodeRuntime:
         config.limits,
         stub_for=peers.federation,
     )
+
+    def published(continuity: Continuity) -> None:
+        publish_log_health(server.health, continuity)
+        dispatcher.wake()
+
     publisher = CheckpointPublisher(
         transparency,
         config.checkpoint_interval_s,
         recover=recovery.from_peers,
-        on_continuity=lambda continuity: publish_log_health(server.health, continuity),
+        on_continuity=published,
         pool_s=config.sequencing_pool_s,
     )
+    # Attestation deliveries wait for a cosigned checkpoint and carry their proof; each
+    # publication wakes the dispatcher to send what it now covers.
+    dispatcher.carried_proofs = CarriedProofs(transparency)
 
     def appended() -> None:
         transparency.notify_appended()

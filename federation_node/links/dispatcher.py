@@ -50,6 +50,7 @@ from federation import tracing
 from federation.errors import CertfedError, NodeSuspendedError, is_retryable
 from federation.transport import PeerUnreachableError
 from federation_node.config import DispatchConfig, NodeConfig
+from federation_node.links.carried_proofs import CarriedProofs
 from federation_node.links.directory_client import DirectoryClient
 from federation_node.links.peers import PeerChannels
 from federation_node.store import outbox
@@ -130,6 +131,12 @@ RegistryPublish = Callable[
 DuplicatesFound = Callable[[list[registry_pb2.DuplicateEntitlement]], int]
 
 
+# (message id, kind, destination, payload) of a message a pass delivers.
+_Item = tuple[str, OutboxKind, str, bytes]
+# How soon a delivery waiting for a cosigned checkpoint is looked at again.
+PROOF_RECHECK_S = 0.1
+
+
 class Dispatcher(threading.Thread):
     def __init__(
         self,
@@ -158,8 +165,12 @@ class Dispatcher(threading.Thread):
         self._clock = clock
         self._wake = threading.Event()
         self._stopping = threading.Event()
+        self._awaiting_proof = False
         # Registry calls (locator publication) are blocking client calls; peers get futures.
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="publish")
+        # Set by the server once the node's log exists: attestation deliveries then wait for a
+        # cosigned checkpoint and carry their inclusion proof (links/carried_proofs.py).
+        self.carried_proofs: CarriedProofs | None = None
 
     def wake(self) -> None:
         """Called after a transaction queued a message, so it goes out now, not at the next poll."""
@@ -196,6 +207,9 @@ class Dispatcher(threading.Thread):
                 log.exception("dispatcher.pass_failed")
                 delivered = 0
             wait = self._config.poll_interval_s
+            if self._awaiting_proof:
+                # Deliveries wait for the next cosigned checkpoint, which wakes this too.
+                wait = min(wait, PROOF_RECHECK_S)
             if self._probes is not None:
                 try:
                     # What a destination's return made due goes in the next pass, now.
@@ -230,6 +244,22 @@ class Dispatcher(threading.Thread):
                 owner=self._replica,
             )
             batch = [(m.message_id, m.kind, m.destination, m.payload) for m in claimed]
+            queued = {m.message_id: (m.subject_id, m.retried_at or m.created_at) for m in claimed}
+        # Read after the claim committed: its transaction holds SQLite's write lock.
+        batch, waiting = self._with_proofs(batch, queued, now)
+        self._awaiting_proof = bool(waiting)
+        if waiting:
+            with session_scope(self._engine) as session:
+                for message_id in waiting:
+                    message = session.get(OutboxMessage, message_id)
+                    if message is not None:
+                        outbox.defer(
+                            session,
+                            message,
+                            "waiting for a cosigned checkpoint to carry the inclusion proof",
+                            now,
+                            now + timedelta(seconds=PROOF_RECHECK_S),
+                        )
         if not batch:
             return 0
         started = [self._deliver(*item) for item in batch]
@@ -280,6 +310,30 @@ class Dispatcher(threading.Thread):
                         error=str(error),
                     )
         return delivered
+
+    def _with_proofs(
+        self, batch: list[_Item], queued: dict[str, tuple[str, datetime]], now: datetime
+    ) -> tuple[list[_Item], list[str]]:
+        """The batch with each attestation delivery carrying its inclusion proof, and the ids
+        of the deliveries that wait for a checkpoint covering them (not sent this pass).
+        `queued`: each message's subject (the attestation id) and when it was queued."""
+        proofs = self.carried_proofs
+        if proofs is None or not any(item[1] == OutboxKind.DELIVER_ATTESTATION for item in batch):
+            return batch, []
+        checkpoint = proofs.checkpoint()
+        ready: list[_Item] = []
+        waiting: list[str] = []
+        for message_id, kind, destination, payload in batch:
+            if kind != OutboxKind.DELIVER_ATTESTATION:
+                ready.append((message_id, kind, destination, payload))
+                continue
+            attestation_id, queued_at = queued[message_id]
+            carried = proofs.payload(attestation_id, payload, checkpoint, queued_at, now)
+            if carried is None:
+                waiting.append(message_id)
+            else:
+                ready.append((message_id, kind, destination, carried))
+        return ready, waiting
 
     def _deliver(self, message_id: str, kind: str, destination: str, payload: bytes) -> _Pending:
         """Start delivering one message; its outcome is read with `_outcome`."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from sqlmodel import Session
 
 from certfed.v1 import (
     attestation_pb2,
@@ -24,6 +25,8 @@ from federation.desk_client import DeskClient
 from federation.envelopes import envelope_to_proto
 from federation.timestamps import to_datetime, to_timestamp
 from federation.transport import TlsMaterial, node_tls_name, secure_channel
+from federation_node.store import db
+from federation_node.store.models import InclusionWait
 from signing import dsse, sealing
 from tests.helpers.commands import certfed
 from tests.helpers.evidence import upload_capture
@@ -187,6 +190,16 @@ def test_assistance_request_is_certified_and_applied_at_the_paying_office(
     assert attestation.issuing_node_id == "qingdao"
     assert attestation.assistance_request_id == request_id
     assert attestation.clerk_id != attestation.reviewer_id
+    # The delivery carried its inclusion proof under Qingdao's cosigned checkpoint: Lanzhou
+    # proved and applied it on receipt, without asking Qingdao for the proof.
+    engine = db.create_engine_for(federation.node("lanzhou").config.effective_database_url)
+    try:
+        with Session(engine) as session:
+            wait = session.get(InclusionWait, ("qingdao", attestation_id))
+    finally:
+        engine.dispose()
+    assert wait is not None
+    assert (wait.attempts, wait.proven_at, wait.last_error) == (1, wait.received_at, "")
 
 
 def test_status_updates_flow_back_to_the_requester(federation: Federation) -> None:
