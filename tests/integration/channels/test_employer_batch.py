@@ -135,7 +135,8 @@ def test_a_csv_batch_is_approved_whole_by_a_reviewer_who_did_not_upload_it(
 
     # The reviewer reads the rows before deciding: file lines, people masked, one per page.
     first_page = rows_of(office, batch.batch_id, page_size=1)
-    assert first_page.batch.rows == 2 and first_page.next_page_token
+    assert first_page.batch.rows == 2
+    assert first_page.next_page_token
     rest = rows_of(office, batch.batch_id, page_size=1, page_token=first_page.next_page_token)
     entries = [*first_page.entries, *rest.entries]
     assert not rest.next_page_token
@@ -158,7 +159,8 @@ def test_a_csv_batch_is_approved_whole_by_a_reviewer_who_did_not_upload_it(
     printed = capsys.readouterr().out
     assert "2 rows, approved" in printed
     assert all(entry.masked_identity_number in printed for entry in after.entries)
-    assert resident(51) not in printed and resident(52) not in printed
+    assert resident(51) not in printed
+    assert resident(52) not in printed
     with pytest.raises(grpc.RpcError) as unknown:
         rows_of(office, "00000000-0000-7000-8000-000000000000", page_size=10)
     assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
