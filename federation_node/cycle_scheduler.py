@@ -4,12 +4,20 @@ The cycle is idempotent per day and claims its day in the database, so every rep
 scheduler: one of them runs the day, the others find it done. A failed run is retried at the
 check, a few seconds later at first and then less often, up to the check interval; the day is
 only considered done once a run (here or on another replica) committed.
+
+Each attempt runs on a thread of its own, watched: an attempt that has not claimed its day in
+the database within `STUCK_S` is stuck (a connection or lock that never answers); the scheduler
+logs where it stands (`cycle.attempt_stuck`, with its stack) and starts a fresh attempt, which
+is safe because runs of one day take turns on its row. A long run that has claimed its day is
+left to finish, however long it takes.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 
@@ -26,6 +34,8 @@ SCHEDULER_ACTOR = Actor("node", "cycle-scheduler")
 CHECK_INTERVAL_S = 60.0
 # The first retry of a failed run; each further failure doubles it, up to the check interval.
 FIRST_RETRY_S = 2.0
+# An attempt that has not claimed its day after this long is stuck, and another one starts.
+STUCK_S = 20.0
 
 
 class CycleScheduler:
@@ -37,7 +47,9 @@ class CycleScheduler:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         check_interval_s: float = CHECK_INTERVAL_S,
         metrics: CycleMetrics | None = None,
+        stuck_s: float = STUCK_S,
     ) -> None:
+        self._stuck_s = stuck_s
         self._daily_cycle = daily_cycle
         self._metrics = metrics
         self._hour = hour_utc
@@ -81,12 +93,37 @@ class CycleScheduler:
     def _run(self) -> None:
         retry_s = FIRST_RETRY_S
         while not self._stopping.is_set():
-            try:
-                self.run_if_due()
-            except Exception:
-                log.exception("cycle.scheduled_run_failed", retry_in_s=min(retry_s, self._interval))
+            if self._attempt():
+                retry_s = FIRST_RETRY_S
+                self._stopping.wait(self._interval)
+            else:
                 self._stopping.wait(min(retry_s, self._interval))
                 retry_s *= 2
-                continue
-            retry_s = FIRST_RETRY_S
-            self._stopping.wait(self._interval)
+
+    def _attempt(self) -> bool:
+        """One watched `run_if_due`: True when it returned, False when it failed or got stuck."""
+        failed: list[BaseException] = []
+
+        def attempt() -> None:
+            try:
+                self.run_if_due()
+            except Exception as error:
+                failed.append(error)
+                log.exception("cycle.scheduled_run_failed")
+
+        worker = threading.Thread(target=attempt, name="cycle-attempt", daemon=True)
+        started = time.monotonic()
+        worker.start()
+        while worker.is_alive() and not self._stopping.is_set():
+            worker.join(timeout=self._stuck_s)
+            if worker.is_alive() and not self._daily_cycle.claimed(self._clock().date()):
+                frame = sys._current_frames().get(worker.ident or 0)
+                log.warning(
+                    "cycle.attempt_stuck",
+                    after_s=round(time.monotonic() - started, 1),
+                    stack="".join(traceback.format_stack(frame)) if frame else "",
+                )
+                if self._metrics is not None:
+                    self._metrics.observe("failed", time.monotonic() - started)
+                return False
+        return not failed

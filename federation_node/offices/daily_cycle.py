@@ -168,6 +168,11 @@ class DailyCycle:
         self._evidence = evidence
         self.batch_size = BATCH_SIZE
 
+    def claimed(self, day: date) -> bool:
+        """Whether a run has claimed `day` (it is running, or ran)."""
+        with self._context.session() as session:
+            return cycles_store.get(session, day) is not None
+
     def run_cycle(self, actor: Actor, day: date | None) -> CycleOutcome:
         now = self._context.now()
         today = now.date()

@@ -18,6 +18,9 @@ class RecordingLifecycle:
         self.days: list[date] = []
         self.fail = False
 
+    def claimed(self, day: date) -> bool:
+        return day in self.days
+
     def run_cycle(self, actor: Actor, day: date | None) -> CycleOutcome:
         assert actor == SCHEDULER_ACTOR
         assert day is not None
@@ -84,4 +87,41 @@ def test_the_scheduler_thread_retries_a_failed_run_within_seconds_not_at_the_nex
     finally:
         daily.stop()
     assert lifecycle.attempts == 3
+    assert lifecycle.days == [date(2026, 3, 1)]
+
+
+def test_an_attempt_stuck_before_it_claims_its_day_is_replaced_by_a_fresh_one() -> None:
+    class StuckOnce(RecordingLifecycle):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attempts = 0
+            self.release = threading.Event()
+            self.done = threading.Event()
+
+        def run_cycle(self, actor: Actor, day: date | None) -> CycleOutcome:
+            self.attempts += 1
+            if self.attempts == 1:
+                # A connection that never answers, until the test ends.
+                self.release.wait(timeout=30)
+                return CycleOutcome(ran=False)
+            outcome = super().run_cycle(actor, day)
+            self.done.set()
+            return outcome
+
+    lifecycle = StuckOnce()
+    clock = datetime(2026, 3, 1, 3, 0, tzinfo=UTC)
+    daily = CycleScheduler(
+        cast(DailyCycle, lifecycle),
+        2,
+        clock=lambda: clock,
+        check_interval_s=3600,
+        stuck_s=0.5,
+    )
+    daily.start()
+    try:
+        assert lifecycle.done.wait(timeout=20)
+    finally:
+        lifecycle.release.set()
+        daily.stop()
+    assert lifecycle.attempts == 2
     assert lifecycle.days == [date(2026, 3, 1)]
