@@ -43,9 +43,9 @@ PROTOS := $(sort $(wildcard $(PROTO_DIR)/certfed/v1/*.proto))
 GENERATED := $(foreach p,$(PROTOS:.proto=),$(p)_pb2.py $(p)_pb2.pyi $(p)_pb2_grpc.py $(p)_pb2_grpc.pyi)
 
 # Test workers (pytest-xdist; 0 runs in this process). `--dist loadfile` keeps a module's shared
-# federation on one worker. Two workers halve the time on an idle machine, but nodes pick free
-# ports by binding port 0 and releasing it, which two workers can race for: CI stays on 0.
-PYTEST_WORKERS ?= 0
+# federation on one worker. Each worker draws local ports from its own block (cli/launcher.py),
+# so two workers never race for one; they halve the suite's time.
+PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?= -q -ra --durations=30 -n $(PYTEST_WORKERS) --dist loadfile
 DEMO_ARGS ?=
 
