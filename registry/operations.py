@@ -38,7 +38,6 @@ from federation import enrolment_query
 from federation.errors import (
     AlreadyExistsError,
     InvalidInputError,
-    NotFoundError,
     PermissionDeniedError,
     PreconditionError,
     RateLimitedError,
@@ -48,16 +47,16 @@ from federation.key_rotation import validate_rotation
 from federation.limits import Limits
 from federation.root_chain import sign_root_statement
 from federation.timestamps import to_timestamp
-from federation.transport import PeerIdentity, PeerKind, identity_from_certificate
+from federation.transport import PeerIdentity, PeerKind
 from federation.witness_protocol import witness_signer
 from registry import (
-    admins_store,
     audit_store,
     directory_store,
     locators_store,
     nodes_store,
     root_store,
 )
+from registry.admin_certificates import AdminCertificates
 from registry.applications import Application, validate_application
 from registry.approval import Approval, check_approval
 from registry.ca import FederationCA
@@ -113,18 +112,6 @@ class Enrolment:
     status_reason: str
     certificate_pem: bytes
     ca_certificate_pem: bytes
-
-
-@dataclass(frozen=True)
-class AdminCertificate:
-    """An administrator certificate in the data directory, and its revocation if any."""
-
-    name: str
-    sha256: str
-    not_after: datetime
-    revoked_at: datetime | None
-    revoked_by: str
-    revocation_reason: str
 
 
 @dataclass(frozen=True)
@@ -227,6 +214,7 @@ class Registry:
         # One root rotation at a time in this process (the database serialises replicas).
         self._root_rotation = threading.Lock()
         self._locator_evaluator = LocatorEvaluator(engine, keys.locator_key, config, clock=clock)
+        self.admin_certificates = AdminCertificates(engine, config.paths.admin_dir, clock)
 
     @property
     def limits(self) -> Limits:
@@ -828,91 +816,6 @@ class Registry:
         )
         return RootRotated(new.key_id, root_version, version)
 
-    # Administrator certificates.
-
-    def _admin_certificates_on_disk(self) -> dict[str, tuple[str, datetime]]:
-        """sha256 -> (administrator name, not_after) of every admin/<name>.pem."""
-        found: dict[str, tuple[str, datetime]] = {}
-        for path in sorted(self._config.paths.admin_dir.glob("*.pem")):
-            try:
-                certificate = x509.load_pem_x509_certificate(path.read_bytes())
-            except ValueError:
-                log.warning("registry.admin_certificate_unreadable", file=path.name)
-                continue
-            identity = identity_from_certificate(certificate)
-            if identity is not None and identity.kind is PeerKind.ADMIN:
-                found[identity.certificate_sha256] = (
-                    identity.name,
-                    certificate.not_valid_after_utc,
-                )
-        return found
-
-    def list_admin_certificates(self) -> list[AdminCertificate]:
-        """The administrator certificates in the data directory and every revoked one."""
-        on_disk = self._admin_certificates_on_disk()
-        with transaction(self._engine) as session:
-            revoked = admins_store.revoked(session)
-        listed = [
-            AdminCertificate(
-                name=name,
-                sha256=sha256,
-                not_after=not_after,
-                revoked_at=revoked[sha256].revoked_at if sha256 in revoked else None,
-                revoked_by=revoked[sha256].revoked_by if sha256 in revoked else "",
-                revocation_reason=revoked[sha256].reason if sha256 in revoked else "",
-            )
-            for sha256, (name, not_after) in on_disk.items()
-        ]
-        listed.extend(
-            AdminCertificate(
-                row.name, sha256, row.revoked_at, row.revoked_at, row.revoked_by, row.reason
-            )
-            for sha256, row in revoked.items()
-            if sha256 not in on_disk
-        )
-        return sorted(listed, key=lambda item: (item.name, item.sha256))
-
-    def revoke_admin_certificate(self, sha256: str, reason: str, admin: str) -> None:
-        """Refuse an administrator certificate from now on; never the last one not revoked."""
-        if not reason.strip():
-            raise InvalidInputError("reason", "say why the certificate is revoked")
-        on_disk = self._admin_certificates_on_disk()
-        now = self._clock()
-        with transaction(self._engine) as session:
-            revoked = admins_store.revoked(session)
-            if sha256 in revoked:
-                raise PreconditionError(
-                    f"administrator certificate {sha256[:16]}... was revoked already, at "
-                    f"{revoked[sha256].revoked_at.isoformat()}"
-                )
-            if sha256 not in on_disk:
-                raise UnknownAdminCertificateError(
-                    f"no administrator certificate {sha256[:16]}... in the registry's admin "
-                    "directory; list them with `certfed registry admins`"
-                )
-            if not set(on_disk) - set(revoked) - {sha256}:
-                raise PreconditionError(
-                    "this is the last administrator certificate not revoked; issue another "
-                    "before revoking it, or the registry could not be administered"
-                )
-            name = on_disk[sha256][0]
-            admins_store.revoke(
-                session, sha256=sha256, name=name, revoked_by=admin, reason=reason, now=now
-            )
-            audit_store.record(
-                session,
-                actor=f"admin:{admin}",
-                action="revoke-admin-certificate",
-                node_id=f"admin:{name}"[:64],
-                at=now,
-                detail=f"{sha256}: {reason}"[:1024],
-            )
-        log.warning("registry.admin_certificate_revoked", name=name, admin=admin)
-
-    def is_revoked_admin(self, sha256: str) -> bool:
-        with transaction(self._engine) as session:
-            return admins_store.is_revoked(session, sha256)
-
     # Callers.
 
     def is_federation_certificate(self, certificate: x509.Certificate) -> bool:
@@ -945,10 +848,6 @@ class Registry:
         if state is not NodeState.ACTIVE:
             raise NodeNotActivePermissionError(f"node {node.node_id} is {state}")
         return node
-
-
-class UnknownAdminCertificateError(NotFoundError):
-    """No administrator certificate with that fingerprint is in the registry's data directory."""
 
 
 class NodeNotActivePermissionError(PermissionDeniedError):

@@ -118,7 +118,7 @@ def registry_authorizer(registry: Registry) -> Authorizer:
         if access is Access.ADMIN:
             if identity.kind is not PeerKind.ADMIN:
                 raise PermissionDeniedError(f"only a registry administrator may call {short}")
-            if registry.is_revoked_admin(identity.certificate_sha256):
+            if registry.admin_certificates.is_revoked(identity.certificate_sha256):
                 raise UnauthenticatedError(
                     f"administrator certificate of {identity.name!r} was revoked; ask another "
                     "administrator"
@@ -403,7 +403,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
         self, request: registry_pb2.ListAdminCertificatesRequest, context: grpc.ServicerContext
     ) -> registry_pb2.ListAdminCertificatesResponse:
         response = registry_pb2.ListAdminCertificatesResponse()
-        for item in self._registry.list_admin_certificates():
+        for item in self._registry.admin_certificates.list():
             listed = response.certificates.add(
                 name=item.name,
                 sha256=item.sha256,
@@ -418,7 +418,7 @@ class RegistryServicer(registry_pb2_grpc.RegistryServiceServicer):
     def RevokeAdminCertificate(
         self, request: registry_pb2.RevokeAdminCertificateRequest, context: grpc.ServicerContext
     ) -> registry_pb2.RevokeAdminCertificateResponse:
-        self._registry.revoke_admin_certificate(
+        self._registry.admin_certificates.revoke(
             _check_key_id(request.sha256, "sha256"),
             validate_text(request.reason, "reason", self._limits),
             admin=caller().name,
