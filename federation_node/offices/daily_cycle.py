@@ -5,15 +5,16 @@ personal data past the policy's retention periods deleted, evidence files among 
 (retention.py).
 
 The cycle claims its day in the database, so running it twice for a day (or on two replicas)
-does it once. It works through its people in batches of `BATCH_SIZE`, each batch its own
-transaction: the batch's people read as plain values, the rules of rules/entitlement.py applied
-to each in memory, then one statement per kind of write (states moved, payment withheld,
-reminders queued) and the run's place in the day moved past the batch (store/cycles_store.py).
-A node killed midway loses nothing and repeats nothing: the run carries on after its last
-committed batch when the cycle runs again, and a finished day changes nothing. A person whose
-dates cannot be computed is left as they were and reported; the others go on. `bulk_cycle =
-false` runs the whole day in one transaction, one ORM object per person: the reference path
-the batched one must agree with, and the baseline `certfed bench cycle` measures.
+does it once. It works through the roll in id order, `BATCH_SIZE` people at a time, each batch
+its own transaction: the batch's people in the cycle's scope read as plain values, the rules
+of rules/entitlement.py applied to each in memory, then one statement per kind of write (states
+moved, payment withheld, reminders queued) and the run's place in the day moved past the batch
+(store/cycles_store.py). A node killed midway loses nothing and repeats nothing: the run carries
+on after its last committed batch when the cycle runs again, and a finished day changes
+nothing. A person whose dates cannot be computed is left as they were and reported; the others
+go on. `bulk_cycle = false` runs the whole day in one transaction, one ORM object per person:
+the reference path the batched one must agree with, and the baseline `certfed bench cycle`
+measures.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from sqlmodel import Session
 
 from certfed.v1 import directory_pb2
 from federation.errors import CertfedError, InvalidInputError
-from federation_node.ids import new_id
+from federation_node.ids import new_ids
 from federation_node.offices import lifecycle, retention
 from federation_node.offices.context import Actor, NodeContext
 from federation_node.offices.evidence import EvidenceArchive
@@ -75,7 +76,7 @@ def start_of_day(day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=UTC)
 
 
-# People per batch of the daily cycle, each batch its own transaction.
+# People of the roll per batch of the daily cycle, each batch its own transaction.
 BATCH_SIZE = 20_000
 
 
@@ -114,6 +115,9 @@ class _BatchDone:
     reminders: int
     requests: int
     skipped: tuple[str, ...]
+
+
+_NOTHING = _BatchDone(moved=Counter(), reminders=0, requests=0, skipped=())
 
 
 class _DayRules:
@@ -201,18 +205,19 @@ class DailyCycle:
                 run = cycles_store.lock(session, day)
                 if run.finished_at is not None:
                     break
-                rows = entitlements_store.cycle_batch(
-                    session, horizon, run.resume_after, self.batch_size
+                upto = entitlements_store.cycle_batch_end(
+                    session, run.resume_after, self.batch_size
                 )
-                if not rows:
+                if upto is None:
                     break
-                done = self._batch(session, actor, rules, rows, now)
+                rows = entitlements_store.cycle_batch(session, horizon, run.resume_after, upto)
+                done = self._batch(session, actor, rules, rows, now) if rows else _NOTHING
                 run.became_due += done.moved[EntitlementState.DUE]
                 run.warned += done.moved[EntitlementState.WARNING]
                 run.suspended += done.moved[EntitlementState.SUSPENDED]
                 run.reminders_queued += done.reminders
                 run.requests_sent += done.requests
-                run.resume_after = rows[-1].beneficiary_id
+                run.resume_after = upto
                 session.add(run)
                 if done.skipped:
                     audit.append(
@@ -253,7 +258,7 @@ class DailyCycle:
         now: datetime,
     ) -> _BatchDone:
         moves: list[entitlements_store.Move] = []
-        reminders: list[tuple[str, str, ReminderKind, datetime, int]] = []
+        reminders: list[tuple[str, ReminderKind, datetime, int]] = []
         asking: dict[str, entitlements_store.CycleRow] = {}
         skipped: list[str] = []
         # Most of a day's reminders were queued on an earlier day: not written again.
@@ -290,9 +295,18 @@ class DailyCycle:
             if step.reminder is not None:
                 kind, offset = step.reminder
                 if (row.beneficiary_id, expiry, offset) not in already:
-                    reminders.append((row.beneficiary_id, new_id(), kind, expiry, offset))
+                    reminders.append((row.beneficiary_id, kind, expiry, offset))
         moved = lifecycle.advance_many(session, moves, month_start(rules.day), now)
-        queued = reminders_store.queue_many(session, reminders, now)
+        queued = reminders_store.queue_many(
+            session,
+            [
+                (beneficiary_id, reminder_id, kind, expiry, offset)
+                for (beneficiary_id, kind, expiry, offset), reminder_id in zip(
+                    reminders, new_ids(len(reminders)), strict=True
+                )
+            ],
+            now,
+        )
         requests = self._ask_for_moved(
             session, actor, [asking[bid] for bid, _ in moved if bid in asking], now
         )

@@ -17,7 +17,7 @@ from sqlmodel import Session
 
 from certfed.v1 import attestation_pb2, desk_pb2
 from federation.errors import InvalidInputError, PermissionDeniedError, PreconditionError
-from federation_node.ids import new_id
+from federation_node.ids import new_ids
 from federation_node.offices import attestation_review
 from federation_node.offices.context import Actor, NodeContext
 from federation_node.offices.issuing import Issuer
@@ -113,15 +113,13 @@ def advance_many(
     label = month_label(open_month(session, month))
     moved = entitlements_store.advance_many(session, moves, label, now)
     unwithheld = {m.beneficiary_id for m in moves if m.withheld_before is None}
+    suspended = [
+        beneficiary_id
+        for beneficiary_id, state in moved
+        if state is EntitlementState.SUSPENDED and beneficiary_id in unwithheld
+    ]
     payments_store.suspend_many(
-        session,
-        [
-            (beneficiary_id, new_id())
-            for beneficiary_id, state in moved
-            if state is EntitlementState.SUSPENDED and beneficiary_id in unwithheld
-        ],
-        label,
-        now,
+        session, list(zip(suspended, new_ids(len(suspended)), strict=True)), label, now
     )
     return moved
 

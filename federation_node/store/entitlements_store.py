@@ -188,10 +188,24 @@ class CycleRow:
     residence_region: str
 
 
+def cycle_batch_end(session: Session, after: str | None, size: int) -> str | None:
+    """The beneficiary id that ends the roll's next `size` people after id `after` (the last
+    one when fewer are left); None when nobody is left. Walks the primary key only."""
+    following = select(col(Entitlement.beneficiary_id))
+    if after is not None:
+        following = following.where(col(Entitlement.beneficiary_id) > after)
+    batch = following.order_by(col(Entitlement.beneficiary_id)).limit(size).subquery()
+    end: str | None = session.execute(sql_select(func.max(batch.c.beneficiary_id))).scalar()
+    return end
+
+
 def cycle_batch(
-    session: Session, horizon: datetime, after: str | None, limit: int
+    session: Session, horizon: datetime, after: str | None, upto: str
 ) -> list[CycleRow]:
-    """The next `limit` people of the cycle's scope after beneficiary id `after`, in id order."""
+    """The people of the cycle's scope whose ids lie after `after` up to `upto`, in id order.
+
+    The range bounds both tables: the planner then reads only the batch's slice of each, where
+    a bound on one side of the join (or a LIMIT) would let it scan the whole roll per batch."""
     statement = (
         sql_select(
             col(Entitlement.beneficiary_id),
@@ -203,12 +217,17 @@ def cycle_batch(
             col(Beneficiary.residence_region),
         )
         .join(Beneficiary, col(Beneficiary.beneficiary_id) == col(Entitlement.beneficiary_id))
-        .where(*_in_cycle_scope(horizon))
+        .where(
+            *_in_cycle_scope(horizon),
+            col(Entitlement.beneficiary_id) <= upto,
+            col(Beneficiary.beneficiary_id) <= upto,
+        )
         .order_by(col(Entitlement.beneficiary_id))
-        .limit(limit)
     )
     if after is not None:
-        statement = statement.where(col(Entitlement.beneficiary_id) > after)
+        statement = statement.where(
+            col(Entitlement.beneficiary_id) > after, col(Beneficiary.beneficiary_id) > after
+        )
     return [CycleRow(*row) for row in session.execute(statement)]
 
 
@@ -239,7 +258,10 @@ def advance_many(
     """Move entitlements in one statement; a move to suspended also withholds payment from
     `withheld_month` where nothing was withheld yet. An entitlement changed since it was read
     (its state or withheld month) or whose termination now awaits review stays as it is.
-    Returns (id, new state) of those moved; they stay locked until the transaction ends."""
+    Returns (id, new state) of those moved; they stay locked until the transaction ends.
+
+    The moves' id range bounds the update, so that the planner reads that slice of the table
+    rather than all of it (the staging table has no statistics)."""
     if not moves:
         return []
     fill(
@@ -261,12 +283,15 @@ def advance_many(
             "AND entitlement.state = m.from_state "
             "AND entitlement.withheld_from_month IS NOT DISTINCT FROM m.withheld_before "
             "AND entitlement.termination_pending_review = :pending "
+            "AND entitlement.beneficiary_id BETWEEN :first AND :last "
             "RETURNING entitlement.beneficiary_id, entitlement.state"
         ).bindparams(
             bindparam("now", now, type_=UtcDateTime()),
             suspended=EntitlementState.SUSPENDED.value,
             month=withheld_month,
             pending=False,
+            first=min(m.beneficiary_id for m in moves),
+            last=max(m.beneficiary_id for m in moves),
         )
     ).all()
     return [(beneficiary_id, EntitlementState(state)) for beneficiary_id, state in moved]
