@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import NamedTuple
 
 import structlog
 from sqlmodel import Session
@@ -76,6 +77,11 @@ def start_of_day(day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=UTC)
 
 
+# Ends of validity whose dates the rules compute under any policy: further from the calendar's
+# ends than the longest lead time (24 months of 28 days), warning period (12 months) or reminder
+# offset (366 days) a policy may set. A person outside is read every day, to be reported.
+_COMPUTABLE = (datetime(3, 1, 1, tzinfo=UTC), datetime(9998, 1, 1, tzinfo=UTC))
+
 # People of the roll per batch of the daily cycle, each batch its own transaction.
 BATCH_SIZE = 20_000
 
@@ -99,8 +105,7 @@ def _outcome(run: CycleRun, skipped: list[str]) -> CycleOutcome:
     )
 
 
-@dataclass(frozen=True)
-class _Step:
+class _Step(NamedTuple):
     """What the day does for one person: the state they move to (and since when), and the
     reminder due (kind and offset), each None when there is none."""
 
@@ -132,7 +137,27 @@ class _DayRules:
         self._policy = policy
         self.day = day
         self.moment = start_of_day(day)
-        self._by_day: dict[date, tuple[Phases, tuple[ReminderKind, int] | None]] = {}
+        self._by_day: dict[date, tuple[datetime, Phases, tuple[ReminderKind, int] | None]] = {}
+
+    def work(self) -> entitlements_store.CycleWork:
+        """Who the day may act on, as bounds on the end of validity (each a superset)."""
+        policy = self._policy
+        one_day = timedelta(days=1)
+        return entitlements_store.CycleWork(
+            horizon=_horizon(self.day, policy),
+            # Due people move once their validity has ended.
+            due_before=self.moment + one_day,
+            # People in warning move `warning_months` calendar months after it ended: never
+            # sooner than 28 days a month.
+            warning_before=self.moment - timedelta(days=28 * policy.warning_months) + one_day,
+            # The latest offset reached today for an end of validity on day E is the largest
+            # with E + offset <= today, that is an end before the day after today - offset.
+            reminder_offsets=tuple(
+                (start_of_day(self.day - timedelta(days=offset) + one_day), offset)
+                for offset in sorted(set(policy.reminder_days), reverse=True)
+            ),
+            computable=_COMPUTABLE,
+        )
 
     def step(self, state: EntitlementState, expiry: datetime) -> _Step:
         """Raises OverflowError or ValueError where the rules cannot compute a date."""
@@ -141,23 +166,37 @@ class _DayRules:
         if found is None:
             found = self._of_day(ends_on)
             self._by_day[ends_on] = found
-        at_midnight, reminder = found
-        shift = expiry - start_of_day(ends_on)
-        timeline = Phases(
-            due_from=at_midnight.due_from + shift,
-            expires_at=at_midnight.expires_at + shift,
-            suspended_from=at_midnight.suspended_from + shift,
-        )
-        moved_to = advance(state, timeline.on(self.moment))
-        since = (timeline.start_of(moved_to) or self.moment) if moved_to else self.moment
-        return _Step(moved_to, since, reminder)
+        midnight, at_midnight, reminder = found
+        shift = expiry - midnight
+        # Phases.on and Phases.start_of of the end of validity's own timeline, inlined: this
+        # runs for every person the day reads.
+        moment = self.moment
+        due_from = at_midnight.due_from + shift
+        expires_at = at_midnight.expires_at + shift
+        suspended_from = at_midnight.suspended_from + shift
+        if moment < due_from:
+            phase = EntitlementState.ACTIVE
+        elif moment < expires_at:
+            phase = EntitlementState.DUE
+        elif moment < suspended_from:
+            phase = EntitlementState.WARNING
+        else:
+            phase = EntitlementState.SUSPENDED
+        moved_to = advance(state, phase)
+        if moved_to is EntitlementState.DUE:
+            return _Step(moved_to, due_from, reminder)
+        if moved_to is EntitlementState.WARNING:
+            return _Step(moved_to, expires_at, reminder)
+        if moved_to is EntitlementState.SUSPENDED:
+            return _Step(moved_to, suspended_from, reminder)
+        return _Step(moved_to, moment, reminder)
 
-    def _of_day(self, ends_on: date) -> tuple[Phases, tuple[ReminderKind, int] | None]:
+    def _of_day(self, ends_on: date) -> tuple[datetime, Phases, tuple[ReminderKind, int] | None]:
         policy = self._policy
         midnight = start_of_day(ends_on)
         offset = reminder_offset(self.day, ends_on, policy.reminder_days)
         reminder = (reminder_kind(offset, midnight, policy), offset) if offset is not None else None
-        return phases(midnight, policy), reminder
+        return midnight, phases(midnight, policy), reminder
 
 
 class DailyCycle:
@@ -197,7 +236,7 @@ class DailyCycle:
             if cycles_store.begin(session, day, actor.label, now) is None:
                 return CycleOutcome(ran=False)
         rules = _DayRules(self._context.policy, day)
-        horizon = _horizon(day, self._context.policy)
+        work = rules.work()
         skipped: list[str] = []
         requests = 0
         while True:
@@ -210,7 +249,7 @@ class DailyCycle:
                 )
                 if upto is None:
                     break
-                rows = entitlements_store.cycle_batch(session, horizon, run.resume_after, upto)
+                rows = entitlements_store.cycle_batch(session, work, run.resume_after, upto)
                 done = self._batch(session, actor, rules, rows, now) if rows else _NOTHING
                 run.became_due += done.moved[EntitlementState.DUE]
                 run.warned += done.moved[EntitlementState.WARNING]
@@ -261,10 +300,6 @@ class DailyCycle:
         reminders: list[tuple[str, ReminderKind, datetime, int]] = []
         asking: dict[str, entitlements_store.CycleRow] = {}
         skipped: list[str] = []
-        # Most of a day's reminders were queued on an earlier day: not written again.
-        already = reminders_store.queued_between(
-            session, rows[0].beneficiary_id, rows[-1].beneficiary_id
-        )
         for row in rows:
             expiry = row.valid_until or row.created_at
             try:
@@ -294,7 +329,8 @@ class DailyCycle:
                     asking[row.beneficiary_id] = row
             if step.reminder is not None:
                 kind, offset = step.reminder
-                if (row.beneficiary_id, expiry, offset) not in already:
+                # Most of a day's reminders were queued on an earlier day: not written again.
+                if offset != row.reminded:
                     reminders.append((row.beneficiary_id, kind, expiry, offset))
         moved = lifecycle.advance_many(session, moves, month_start(rules.day), now)
         queued = reminders_store.queue_many(

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import Column, String, bindparam, func, or_, text
+from sqlalchemy import Column, String, and_, bindparam, case, false, func, null, or_, text
 from sqlalchemy import select as sql_select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
@@ -20,7 +21,7 @@ from sqlmodel.sql.expression import SelectOfScalar
 
 from federation.errors import UnknownBeneficiaryError
 from federation_node.rules.entitlement import EntitlementState
-from federation_node.store import beneficiaries
+from federation_node.store import beneficiaries, reminders_store
 from federation_node.store.bulk_insert import insert_rows
 from federation_node.store.db import count_of, keyset_page, lock_and_refresh
 from federation_node.store.models import (
@@ -175,8 +176,7 @@ def in_cycle_scope(session: Session, horizon: datetime) -> list[tuple[Entitlemen
     return [(entitlement, person) for entitlement, person in session.exec(statement)]
 
 
-@dataclass(frozen=True)
-class CycleRow:
+class CycleRow(NamedTuple):
     """What the daily cycle reads of one person in its scope, as plain values."""
 
     beneficiary_id: str
@@ -186,6 +186,31 @@ class CycleRow:
     created_at: datetime
     status: BeneficiaryState
     residence_region: str
+    # The offset of the reminder queued already for the latest offset of the schedule the day
+    # reaches for this end of validity (`CycleWork.reminder_offsets`); None when none is.
+    reminded: int | None
+
+
+@dataclass(frozen=True)
+class CycleWork:
+    """Who in the cycle's scope the day may act on, as bounds on the end of validity that the
+    daily cycle works out from the rules; each a superset, the rules decide. Everyone else in
+    scope would neither move nor get a reminder, so the cycle does not read them: on most
+    days, most of the roll.
+
+    Read are: people never certified, or whose end of validity lies outside `computable`
+    (the rules may fail to compute their dates, and such a person is reported every day);
+    active people ending by `horizon` (the scope's own bound); due people ending before
+    `due_before`; people in warning ending before `warning_before`; and anyone ending before
+    the last bound of `reminder_offsets` without the reminder for the latest offset reached.
+    `reminder_offsets` holds (ends before, offset) pairs, latest offset first: an end of
+    validity before the first bound reached the first offset, and so on."""
+
+    horizon: datetime
+    due_before: datetime
+    warning_before: datetime
+    reminder_offsets: tuple[tuple[datetime, int], ...]
+    computable: tuple[datetime, datetime]
 
 
 def cycle_batch_end(session: Session, after: str | None, size: int) -> str | None:
@@ -199,13 +224,38 @@ def cycle_batch_end(session: Session, after: str | None, size: int) -> str | Non
     return end
 
 
-def cycle_batch(
-    session: Session, horizon: datetime, after: str | None, upto: str
-) -> list[CycleRow]:
-    """The people of the cycle's scope whose ids lie after `after` up to `upto`, in id order.
+def _to_act_on(work: CycleWork) -> tuple[ColumnElement[Any], ColumnElement[bool]]:
+    """The offset of the reminder queued for each person's latest offset reached, and whether
+    the day may act on them (`CycleWork`)."""
+    valid_until = col(Beneficiary.valid_until)
+    state = col(Entitlement.state)
+    reminded: ColumnElement[Any] = null()
+    needs_reminder: ColumnElement[bool] = false()
+    if work.reminder_offsets:
+        # What the rules take as the end of validity of someone never certified.
+        expiry = func.coalesce(valid_until, col(Beneficiary.created_at))
+        offset = case(*((expiry < ends, days) for ends, days in work.reminder_offsets))
+        reminded = reminders_store.queued_offset(col(Entitlement.beneficiary_id), expiry, offset)
+        needs_reminder = and_(valid_until < work.reminder_offsets[-1][0], reminded.is_(None))
+    earliest, latest = work.computable
+    return reminded, or_(
+        valid_until.is_(None),
+        valid_until < earliest,
+        valid_until >= latest,
+        state == EntitlementState.ACTIVE,
+        and_(state == EntitlementState.DUE, valid_until < work.due_before),
+        and_(state == EntitlementState.WARNING, valid_until < work.warning_before),
+        needs_reminder,
+    )
+
+
+def cycle_batch(session: Session, work: CycleWork, after: str | None, upto: str) -> list[CycleRow]:
+    """The people of the cycle's scope whose ids lie after `after` up to `upto`, in id order,
+    those the day may act on only (`CycleWork`).
 
     The range bounds both tables: the planner then reads only the batch's slice of each, where
     a bound on one side of the join (or a LIMIT) would let it scan the whole roll per batch."""
+    reminded, to_act_on = _to_act_on(work)
     statement = (
         sql_select(
             col(Entitlement.beneficiary_id),
@@ -215,10 +265,12 @@ def cycle_batch(
             col(Beneficiary.created_at),
             col(Beneficiary.status),
             col(Beneficiary.residence_region),
+            reminded,
         )
         .join(Beneficiary, col(Beneficiary.beneficiary_id) == col(Entitlement.beneficiary_id))
         .where(
-            *_in_cycle_scope(horizon),
+            *_in_cycle_scope(work.horizon),
+            to_act_on,
             col(Entitlement.beneficiary_id) <= upto,
             col(Beneficiary.beneficiary_id) <= upto,
         )
@@ -228,7 +280,8 @@ def cycle_batch(
         statement = statement.where(
             col(Entitlement.beneficiary_id) > after, col(Beneficiary.beneficiary_id) > after
         )
-    return [CycleRow(*row) for row in session.execute(statement)]
+    # Core rows: the ORM's loading machinery costs more than the rows' values.
+    return [CycleRow(*row) for row in session.connection().execute(statement)]
 
 
 _MOVES = staging_table(
@@ -241,8 +294,7 @@ _MOVES = staging_table(
 )
 
 
-@dataclass(frozen=True)
-class Move:
+class Move(NamedTuple):
     """An entitlement to move, and what the mover read of it."""
 
     beneficiary_id: str

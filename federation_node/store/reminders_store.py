@@ -8,8 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Boolean, Column, Integer, String, bindparam, text
+from sqlalchemy.orm import Mapped
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.selectable import ScalarSelect
 from sqlmodel import Session, col, select
 
 from federation_node.ids import new_id
@@ -39,15 +43,22 @@ def queued_for(session: Session, beneficiary_ids: Sequence[str]) -> set[Reminder
     return keys
 
 
-def queued_between(session: Session, first_id: str, last_id: str) -> set[ReminderKey]:
-    """(beneficiary, end of validity, offset) of every reminder queued for the beneficiaries
-    whose ids lie from `first_id` to `last_id` (a batch of the daily cycle), in one query."""
-    rows = session.exec(
-        select(Reminder.beneficiary_id, Reminder.expires_at, Reminder.offset_days).where(
-            col(Reminder.beneficiary_id) >= first_id, col(Reminder.beneficiary_id) <= last_id
+def queued_offset(
+    beneficiary_id: Mapped[str],
+    expires_at: ColumnElement[Any],
+    offset_days: ColumnElement[Any],
+) -> ScalarSelect[Any]:
+    """For a query over beneficiaries: `offset_days` when that reminder was queued already for
+    the person and end of validity, else NULL (one probe of the reminders' unique key)."""
+    return (
+        select(col(Reminder.offset_days))
+        .where(
+            col(Reminder.beneficiary_id) == beneficiary_id,
+            col(Reminder.expires_at) == expires_at,
+            col(Reminder.offset_days) == offset_days,
         )
+        .scalar_subquery()
     )
-    return {(row[0], row[1], row[2]) for row in rows}
 
 
 def queue(

@@ -25,7 +25,12 @@ from sqlmodel import Session
 
 from federation_node.offices.context import Actor
 from federation_node.offices.node import Node, compose_node
-from federation_node.rules.entitlement import EntitlementState, ReminderKind, month_label
+from federation_node.rules.entitlement import (
+    EntitlementState,
+    ReminderKind,
+    month_label,
+    reminder_offset,
+)
 from federation_node.rules.policy import load_policy
 from federation_node.store.db import create_engine_for, migrate, session_scope
 from federation_node.store.models import (
@@ -253,3 +258,36 @@ def test_the_batched_cycle_does_what_the_row_by_row_cycle_does(
         assert batched == by_rows
         assert _state_of(offices.batched) == _state_of(offices.rows)
     CLOCK[0] = NOW
+
+
+def test_the_batched_cycle_reads_everyone_the_day_acts_on(offices: Offices) -> None:
+    """The batched cycle reads only the people the day may act on (bounds on the end of
+    validity); over every stored state, an end of validity on every day around the days run
+    at the first and the last second of its day, with and without the reminder for the latest
+    offset reached, it still does what the row-by-row cycle does, on the boundaries too."""
+    first_day = NOW.date() - timedelta(days=100)
+    schedule = offices.rows.context.policy.reminder_days
+    roll = [
+        Person(end_days, end_second, state, False, False, reminded, False)
+        for state in STATES
+        if state is not EntitlementState.TERMINATED
+        for end_days in range(-200, 121)
+        for end_second in (0, 86_399)
+        for reminded in {
+            None,
+            reminder_offset(first_day, first_day + timedelta(days=end_days), schedule),
+        }
+    ]
+    for node in (offices.batched, offices.rows):
+        _seed(node, roll, first_day, None)
+    offices.batched.daily_cycle.batch_size = 500
+    try:
+        for day in (first_day, first_day + timedelta(days=1), first_day + timedelta(days=40)):
+            CLOCK[0] = datetime.combine(day, datetime.min.time(), tzinfo=UTC) + timedelta(hours=3)
+            batched = offices.batched.daily_cycle.run_cycle(ADMIN, day)
+            by_rows = offices.rows.daily_cycle.run_cycle(ADMIN, day)
+            assert batched == by_rows
+            assert _state_of(offices.batched) == _state_of(offices.rows)
+    finally:
+        offices.batched.daily_cycle.batch_size = 3
+        CLOCK[0] = NOW
