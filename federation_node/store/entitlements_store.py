@@ -280,8 +280,9 @@ def cycle_batch(session: Session, work: CycleWork, after: str | None, upto: str)
         statement = statement.where(
             col(Entitlement.beneficiary_id) > after, col(Beneficiary.beneficiary_id) > after
         )
-    # Core rows: the ORM's loading machinery costs more than the rows' values.
-    return [CycleRow(*row) for row in session.connection().execute(statement)]
+    # Core rows fetched at once: the ORM's loading machinery, or fetching row by row, costs
+    # more than the rows' values.
+    return [CycleRow(*row) for row in session.connection().execute(statement).fetchall()]
 
 
 _MOVES = staging_table(
