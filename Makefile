@@ -185,9 +185,15 @@ $(AXE_STAMP):
 	@test -f $(TOOLS)/node_modules/axe-core/axe.min.js
 	@rm -f $(TOOLS)/.axe-core-* && touch $@
 
+# Each run keeps its temporary files (databases, node data) under a root of its own: pytest
+# prunes all but the last three runs under a shared root, which would delete the PostgreSQL
+# data of another run still going on the same machine. Kept when a test fails, for reading.
 test: lint deploy-tools browser-tools
 	@echo "==> pytest tests/ (drift check included)"
-	@$(BIN)/pytest $(PYTEST_ARGS) tests
+	@root=$$(mktemp -d "$${TMPDIR:-/tmp}/certfed-test.XXXXXX"); \
+	PYTEST_DEBUG_TEMPROOT=$$root $(BIN)/pytest $(PYTEST_ARGS) tests; status=$$?; \
+	if [ $$status -eq 0 ]; then rm -rf "$$root"; else echo "==> test files kept in $$root"; fi; \
+	exit $$status
 
 demo: setup
 	@$(BIN)/certfed demo $(DEMO_ARGS)

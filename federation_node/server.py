@@ -169,7 +169,7 @@ def start_node(config: NodeConfig) -> NodeRuntime:
         engine,
         peers,
         lambda request: registry.publish_locators(list(request.locators), list(request.withdrawn)),
-        node.paying_office.record_duplicates,
+        node.registration.record_duplicates,
         config.dispatch,
         config.limits.call_timeout_s,
         hold=suspension_hold(directory, config.node_id),
@@ -265,7 +265,7 @@ def start_node(config: NodeConfig) -> NodeRuntime:
     refresher = DirectoryRefresher(
         directory,
         config.directory_refresh_s,
-        also=lambda: node.paying_office.record_duplicates(registry.list_duplicates()),
+        also=lambda: node.registration.record_duplicates(registry.list_duplicates()),
         after_each=after_refresh,
     )
     services = [

@@ -34,6 +34,7 @@ from federation_node.offices.monthly_amounts import MonthlyAmounts
 from federation_node.offices.operator_accounts import OperatorAccounts
 from federation_node.offices.paying_office import PayingOffice
 from federation_node.offices.recovery import Recoveries
+from federation_node.offices.registration import Registration
 from federation_node.offices.residence_agency import ResidenceAgency
 from federation_node.offices.roll import Roll
 from federation_node.offices.sign_in import SignIn
@@ -44,6 +45,7 @@ from federation_node.rules.policy import Policy
 class Node:
     context: NodeContext
     paying_office: PayingOffice
+    registration: Registration
     roll: Roll
     monthly_amounts: MonthlyAmounts
     residence_agency: ResidenceAgency
@@ -85,6 +87,7 @@ def compose_node(
     return Node(
         context=context,
         paying_office=paying_office,
+        registration=Registration(context),
         roll=Roll(context),
         monthly_amounts=MonthlyAmounts(context),
         residence_agency=residence_agency,

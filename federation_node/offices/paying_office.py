@@ -1,5 +1,6 @@
-"""The paying office's work: its beneficiaries, the assistance requests it sends, and the
-attestations it applies, received from a peer or issued here.
+"""The paying office's work with its peers: the assistance requests it sends, and the
+attestations it applies, received from a peer or issued here (registering the people it pays
+is registration.py; its roll, roll.py).
 
 Applying an attestation has one path, `apply_attestation`, whatever issued it: a peer's
 attestation as it is received, one this node issued for a person it pays (its own counter, a
@@ -37,8 +38,7 @@ a crash at any point leaves either all of it or none.
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -51,7 +51,6 @@ from certfed.v1 import (
     desk_pb2,
     directory_pb2,
     federation_pb2,
-    registry_pb2,
 )
 from federation.directory import CERTIFYING_ROLES
 from federation.envelopes import envelope_from_proto
@@ -65,7 +64,6 @@ from federation.errors import (
     UnknownSigningKeyError,
 )
 from federation.regions import coverage
-from federation.roles import PAYING_ROLE_NAMES
 from federation.timestamps import optional_datetime, to_datetime, to_timestamp
 from federation_node.ids import new_id
 from federation_node.offices import (
@@ -129,7 +127,6 @@ from signing import dsse, merkle, sealing
 
 log = structlog.get_logger("certfed.node")
 
-REGISTRY_DESTINATION = "registry"
 OUTCOME_STATES = {
     common_pb2.CERTIFICATION_OUTCOME_DECEASED: BeneficiaryState.DECEASED,
     common_pb2.CERTIFICATION_OUTCOME_IMPRISONED: BeneficiaryState.IMPRISONED,
@@ -148,14 +145,8 @@ class ReceivedAttestation:
     awaiting_inclusion: bool = False
 
 
-@dataclass(frozen=True)
-class _Registration:
-    new: beneficiaries.NewBeneficiary
-    amount: int
-
-
 class PayingOffice:
-    """A paying office (or partner liaison desk) of this node: the people it pays."""
+    """A paying office (or partner liaison desk) of this node: what it asks and what it applies."""
 
     def __init__(self, context: NodeContext) -> None:
         self._context = context
@@ -166,108 +157,6 @@ class PayingOffice:
         # The witnesses this office requires on a peer's checkpoint (set by the server; None:
         # a proof carried with a delivery is not read, the inclusion prover fetches one).
         self.witness_policy: Callable[[], WitnessPolicy] | None = None
-
-    # Beneficiaries.
-
-    def register_beneficiary(
-        self, actor: Actor, request: desk_pb2.RegisterBeneficiaryRequest
-    ) -> Beneficiary:
-        return self._register(actor, [request], "")[0]
-
-    def register_beneficiaries(
-        self, actor: Actor, requests: Sequence[desk_pb2.RegisterBeneficiaryRequest]
-    ) -> list[Beneficiary]:
-        """Register a batch of people (an office's roll), all or none, publishing their
-        locators to the registry in one message instead of one per person."""
-        limits = self._context.config.limits
-        if not requests:
-            raise InvalidInputError("beneficiaries", "give at least one beneficiary")
-        if len(requests) > limits.max_repeated:
-            raise InvalidInputError(
-                "beneficiaries", f"has {len(requests)} items; the limit is {limits.max_repeated}"
-            )
-        return self._register(actor, requests, "beneficiaries[{index}].")
-
-    def _register(
-        self,
-        actor: Actor,
-        requests: Sequence[desk_pb2.RegisterBeneficiaryRequest],
-        prefix: str,
-    ) -> list[Beneficiary]:
-        self._context.require_role(PAYING_ROLE_NAMES, "pay pensions")
-        now = self._context.now()
-        if len(requests) > 1:
-            # The batch's locators from the registry in a few calls, not one per person.
-            self._context.locators.prefetch(
-                (kind, request.identity.identity_number)
-                for request in requests
-                if (kind := IDENTITY_KINDS.get(request.identity.identity_type)) is not None
-            )
-        prepared = [
-            self._registration(request, prefix.format(index=index), now)
-            for index, request in enumerate(requests)
-        ]
-        publish = registry_pb2.PublishLocatorsRequest(
-            locators=[p.new.subject_locator for p in prepared]
-        )
-        with session_scope(self._context.engine) as session:
-            if len(prepared) == 1:
-                added = [beneficiaries.add(session, **dataclasses.asdict(prepared[0].new), now=now)]
-            else:
-                added = beneficiaries.add_batch(session, [p.new for p in prepared], now)
-            for beneficiary, registration in zip(added, prepared, strict=True):
-                entitlements_store.open_for(
-                    session, beneficiary.beneficiary_id, registration.amount, now
-                )
-            first = added[0]
-            if len(added) == 1:
-                details: dict[str, str | int | bool | list[str] | None] = {
-                    "residence_region": first.residence_region,
-                    "paying_region": first.paying_region,
-                }
-            else:
-                details = {"beneficiary_ids": [b.beneficiary_id for b in added]}
-            audit.append(
-                session,
-                actor=actor.label,
-                action="beneficiary.register" if len(added) == 1 else "beneficiary.register_batch",
-                subject_type="beneficiary",
-                subject_id=first.beneficiary_id,
-                details=details,
-                now=now,
-            )
-            outbox.enqueue(
-                session,
-                kind=OutboxKind.PUBLISH_LOCATORS,
-                destination=REGISTRY_DESTINATION,
-                subject_id=first.beneficiary_id,
-                payload=publish.SerializeToString(),
-                now=now,
-            )
-        self._context.on_enqueued()
-        return added
-
-    def _registration(
-        self, request: desk_pb2.RegisterBeneficiaryRequest, prefix: str, now: datetime
-    ) -> _Registration:
-        """A registration checked and sealed, ready to store; errors name `prefix` + field.
-
-        The checks and the sealing are the roll's (roll.py), so a person registered one by one
-        and one imported with the roll are held alike."""
-        entry = roll.checked_entry(self._context, request, prefix)
-        [sealed] = roll.seal_identities(self._context, [(entry.identity, entry.locator)])
-        return _Registration(
-            entry.new_beneficiary(sealed, self._context.config.primary_region), entry.amount_fen
-        )
-
-    def beneficiary_identity(self, beneficiary: Beneficiary) -> attestation_pb2.IdentityBundle:
-        """The beneficiary's identity, unsealed: for a notifier or a sealed request only."""
-        plain = sealing.open_sealed(
-            beneficiary.sealed_identity,
-            self._context.keys.hpke,
-            sealing.at_rest_info(beneficiary.subject_locator.hex()),
-        )
-        return attestation_pb2.IdentityBundle.FromString(plain)
 
     # Flow 1: ask the residence region's node for help, and follow its answers.
 
@@ -332,7 +221,11 @@ class PayingOffice:
         request_id = new_id()
         # Only what the receiver's role may see leaves this node (cross-border minimisation).
         identity = minimised(
-            self.beneficiary_identity(beneficiary), target.roles, self._context.config.minimisation
+            roll.open_identity(
+                self._context, beneficiary.sealed_identity, beneficiary.subject_locator
+            ),
+            target.roles,
+            self._context.config.minimisation,
         )
         message = federation_pb2.RequestAssistanceRequest(
             request_id=request_id,
@@ -702,7 +595,9 @@ class PayingOffice:
         """Refuse an observation of one of this office's beneficiaries that this office's policy
         finds implausible (rules/plausibility.py), naming `field_name`."""
         context = self._context
-        identity = self.beneficiary_identity(beneficiary)
+        identity = roll.open_identity(
+            self._context, beneficiary.sealed_identity, beneficiary.subject_locator
+        )
         kind = IDENTITY_KINDS.get(identity.identity_type)
         last = last_certification(
             attestation_review.last_certified(
@@ -904,27 +799,6 @@ class PayingOffice:
                 )
                 return
             assistance.complete(session, outbound, attestation.attestation_id, now)
-
-    # Registry answers that arrive through the outbox.
-
-    def record_duplicates(self, duplicates: list[registry_pb2.DuplicateEntitlement]) -> int:
-        flagged = 0
-        if not duplicates:
-            return 0
-        with session_scope(self._context.engine) as session:
-            for duplicate in duplicates:
-                if beneficiaries.flag_duplicate(session, duplicate.locator):
-                    flagged += 1
-                    audit.append(
-                        session,
-                        actor="node:registry",
-                        action="beneficiary.possible_duplicate",
-                        subject_type="locator",
-                        subject_id=duplicate.locator.hex()[:16],
-                        details={"paying_node_ids": sorted(duplicate.paying_node_ids)},
-                        now=self._context.now(),
-                    )
-        return flagged
 
 
 def _propose_termination(

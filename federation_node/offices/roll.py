@@ -277,6 +277,12 @@ class Roll:
     def __init__(self, context: NodeContext) -> None:
         self._context = context
 
+    def identity(self, beneficiary: Beneficiary) -> attestation_pb2.IdentityBundle:
+        """The beneficiary's identity, unsealed: for a notifier or a sealed request only."""
+        return open_identity(
+            self._context, beneficiary.sealed_identity, beneficiary.subject_locator
+        )
+
     # Bulk import.
 
     def upsert(

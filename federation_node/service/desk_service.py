@@ -83,7 +83,7 @@ class DeskServicer(
     def RegisterBeneficiary(
         self, request: desk_pb2.RegisterBeneficiaryRequest, context: grpc.ServicerContext
     ) -> desk_pb2.RegisterBeneficiaryResponse:
-        record = self._node.paying_office.register_beneficiary(_actor(), request)
+        record = self._node.registration.register_beneficiary(_actor(), request)
         return desk_pb2.RegisterBeneficiaryResponse(beneficiary=beneficiary_view(record))
 
     def GetBeneficiary(

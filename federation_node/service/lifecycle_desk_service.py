@@ -56,7 +56,7 @@ class LifecycleDesk:
     def RegisterBeneficiaries(
         self, request: desk_pb2.RegisterBeneficiariesRequest, context: grpc.ServicerContext
     ) -> desk_pb2.RegisterBeneficiariesResponse:
-        added = self._node.paying_office.register_beneficiaries(
+        added = self._node.registration.register_beneficiaries(
             _actor(), list(request.beneficiaries)
         )
         return desk_pb2.RegisterBeneficiariesResponse(
@@ -173,7 +173,7 @@ class LifecycleDesk:
             for reminder in reminders:
                 person = beneficiaries.get(session, reminder.beneficiary_id)
                 # Unsealed here for the notifier only, which is why the RPC is admin-only.
-                phone = self._node.paying_office.beneficiary_identity(person).phone
+                phone = self._node.roll.identity(person).phone
                 views.append(reminder_view(reminder, phone))
         return desk_pb2.ListRemindersResponse(reminders=views, next_page_token=token)
 

@@ -100,7 +100,7 @@ def _signal(who: int, kind: int, days_ago: int, record: int) -> desk_pb2.DataSig
 def _run(node: Node, drawn: dict[str, Any]) -> list[list[tuple[object, ...]]]:
     """The drawn history at one office; the answer to each RecordSignals, ids as locators."""
     node.context.policy = dataclasses.replace(node.context.policy, extending_signal_kinds=COUNTED)
-    people = node.paying_office.register_beneficiaries(
+    people = node.registration.register_beneficiaries(
         CLERK,
         [
             desk_pb2.RegisterBeneficiaryRequest(

@@ -38,7 +38,7 @@ def test_decided_desk_signals_are_deleted_when_due_and_pending_ones_kept_until_e
     clock = [NOW]
     node = compose_office(office, store_url, bulk_feed=True, clock=lambda: clock[0])
     node.context.policy = dataclasses.replace(node.context.policy, signal_retention_days=10)
-    people = node.paying_office.register_beneficiaries(
+    people = node.registration.register_beneficiaries(
         CLERK,
         [
             desk_pb2.RegisterBeneficiaryRequest(

@@ -85,7 +85,7 @@ def test_the_cycle_deletes_due_personal_data_and_keeps_what_work_in_progress_nee
         unmatched_signal_days=2,
         former_beneficiary_days=5,
     )
-    alive, ended, pending = node.paying_office.register_beneficiaries(
+    alive, ended, pending = node.registration.register_beneficiaries(
         CLERK,
         [
             desk_pb2.RegisterBeneficiaryRequest(
@@ -208,7 +208,7 @@ def test_an_administrator_erases_a_former_beneficiary_on_request_at_the_host(
 ) -> None:
     url = office.config.effective_database_url
     node = compose_office(office, url, bulk_feed=True, clock=lambda: NOW)
-    ended, paid = node.paying_office.register_beneficiaries(
+    ended, paid = node.registration.register_beneficiaries(
         CLERK,
         [
             desk_pb2.RegisterBeneficiaryRequest(

@@ -171,7 +171,7 @@ def _roll_of(node: Node) -> dict[bytes, tuple[Any, ...]]:
             )
         }
         for person in session.exec(select(Beneficiary)):
-            identity = node.paying_office.beneficiary_identity(person)
+            identity = node.roll.identity(person)
             people[bytes(person.subject_locator)] += (identity.SerializeToString(),)
     return people
 
@@ -191,7 +191,7 @@ def test_the_bulk_roll_import_registers_people_as_one_at_a_time_does(
     imported = offices.bulk.roll.upsert(CLERK, requests)
     assert [row.outcome for row in imported] == [RowOutcome.CREATED] * len(roll)
     for request in requests:
-        offices.single.paying_office.register_beneficiary(CLERK, request)
+        offices.single.registration.register_beneficiary(CLERK, request)
     assert _roll_of(offices.bulk) == _roll_of(offices.single)
     # The same rows again register nobody and change nothing.
     again = offices.bulk.roll.upsert(CLERK, requests)

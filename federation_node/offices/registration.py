@@ -1,0 +1,148 @@
+"""Registering the people a paying office pays, one at a time from the desk or a batch, and the
+registry's word on who else pays them.
+
+A registration is checked and sealed as a roll row is (roll.py), stored with its entitlement,
+audited, and announced to the registry's locator index by an outbox message in the same
+transaction: all or none per call. The registry answers with the locators some other office
+pays too; each such person is flagged as a possible duplicate entitlement (audited, with the
+offices named), for this office's clerks to look into. Nothing else changes on that word alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from certfed.v1 import desk_pb2, registry_pb2
+from federation.errors import InvalidInputError
+from federation.roles import PAYING_ROLE_NAMES
+from federation_node.offices import roll
+from federation_node.offices.context import Actor, NodeContext
+from federation_node.rules.validation import IDENTITY_KINDS
+from federation_node.store import audit, beneficiaries, entitlements_store, outbox
+from federation_node.store.db import session_scope
+from federation_node.store.models import REGISTRY_DESTINATION, Beneficiary, OutboxKind
+
+
+@dataclass(frozen=True)
+class _Checked:
+    new: beneficiaries.NewBeneficiary
+    amount: int
+
+
+class Registration:
+    """Who this office pays: people registered, their locators published to the registry."""
+
+    def __init__(self, context: NodeContext) -> None:
+        self._context = context
+
+    def register_beneficiary(
+        self, actor: Actor, request: desk_pb2.RegisterBeneficiaryRequest
+    ) -> Beneficiary:
+        return self._register(actor, [request], "")[0]
+
+    def register_beneficiaries(
+        self, actor: Actor, requests: Sequence[desk_pb2.RegisterBeneficiaryRequest]
+    ) -> list[Beneficiary]:
+        """Register a batch of people (an office's roll), all or none, publishing their
+        locators to the registry in one message instead of one per person."""
+        limits = self._context.config.limits
+        if not requests:
+            raise InvalidInputError("beneficiaries", "give at least one beneficiary")
+        if len(requests) > limits.max_repeated:
+            raise InvalidInputError(
+                "beneficiaries", f"has {len(requests)} items; the limit is {limits.max_repeated}"
+            )
+        return self._register(actor, requests, "beneficiaries[{index}].")
+
+    def _register(
+        self,
+        actor: Actor,
+        requests: Sequence[desk_pb2.RegisterBeneficiaryRequest],
+        prefix: str,
+    ) -> list[Beneficiary]:
+        self._context.require_role(PAYING_ROLE_NAMES, "pay pensions")
+        now = self._context.now()
+        if len(requests) > 1:
+            # The batch's locators from the registry in a few calls, not one per person.
+            self._context.locators.prefetch(
+                (kind, request.identity.identity_number)
+                for request in requests
+                if (kind := IDENTITY_KINDS.get(request.identity.identity_type)) is not None
+            )
+        prepared = [
+            self._checked(request, prefix.format(index=index))
+            for index, request in enumerate(requests)
+        ]
+        publish = registry_pb2.PublishLocatorsRequest(
+            locators=[p.new.subject_locator for p in prepared]
+        )
+        with session_scope(self._context.engine) as session:
+            if len(prepared) == 1:
+                added = [beneficiaries.add(session, **dataclasses.asdict(prepared[0].new), now=now)]
+            else:
+                added = beneficiaries.add_batch(session, [p.new for p in prepared], now)
+            for beneficiary, registration in zip(added, prepared, strict=True):
+                entitlements_store.open_for(
+                    session, beneficiary.beneficiary_id, registration.amount, now
+                )
+            first = added[0]
+            if len(added) == 1:
+                details: dict[str, str | int | bool | list[str] | None] = {
+                    "residence_region": first.residence_region,
+                    "paying_region": first.paying_region,
+                }
+            else:
+                details = {"beneficiary_ids": [b.beneficiary_id for b in added]}
+            audit.append(
+                session,
+                actor=actor.label,
+                action="beneficiary.register" if len(added) == 1 else "beneficiary.register_batch",
+                subject_type="beneficiary",
+                subject_id=first.beneficiary_id,
+                details=details,
+                now=now,
+            )
+            outbox.enqueue(
+                session,
+                kind=OutboxKind.PUBLISH_LOCATORS,
+                destination=REGISTRY_DESTINATION,
+                subject_id=first.beneficiary_id,
+                payload=publish.SerializeToString(),
+                now=now,
+            )
+        self._context.on_enqueued()
+        return added
+
+    def _checked(self, request: desk_pb2.RegisterBeneficiaryRequest, prefix: str) -> _Checked:
+        """A registration checked and sealed, ready to store; errors name `prefix` + field.
+
+        The checks and the sealing are the roll's, so a person registered one by one and one
+        imported with the roll are held alike."""
+        entry = roll.checked_entry(self._context, request, prefix)
+        [sealed] = roll.seal_identities(self._context, [(entry.identity, entry.locator)])
+        return _Checked(
+            entry.new_beneficiary(sealed, self._context.config.primary_region), entry.amount_fen
+        )
+
+    def record_duplicates(self, duplicates: list[registry_pb2.DuplicateEntitlement]) -> int:
+        """Flag the people the registry says another office pays too; how many were flagged
+        (people this office pays)."""
+        flagged = 0
+        if not duplicates:
+            return 0
+        with session_scope(self._context.engine) as session:
+            for duplicate in duplicates:
+                if beneficiaries.flag_duplicate(session, duplicate.locator):
+                    flagged += 1
+                    audit.append(
+                        session,
+                        actor="node:registry",
+                        action="beneficiary.possible_duplicate",
+                        subject_type="locator",
+                        subject_id=duplicate.locator.hex()[:16],
+                        details={"paying_node_ids": sorted(duplicate.paying_node_ids)},
+                        now=self._context.now(),
+                    )
+        return flagged
