@@ -175,12 +175,18 @@ MONTHLY_AMOUNT_FEN = 320_000
 
 
 # Due within the month and not yet asked for, for whoever clicks through `demo --serve`: a
-# Lanzhou retiree living in Qingdao and a Foshan retiree living in Macau.
+# Lanzhou retiree living in Qingdao, a Foshan retiree living in Macau and a Qingdao retiree
+# living in Canada (the consulate general's inbox gets Qingdao's request).
 DUE_AT_SERVE = (
     _resident(_check("62010219510707002"), "Demo Retiree Sun", "370202", "Lanzhou retiree D"),
     _resident(_check("44060419470303003"), "Demo Retiree Ho", "MO", "Foshan retiree E"),
+    _resident(_check("37020219480404008"), "Demo Retiree Tang", "CA", "Qingdao retiree in CA"),
 )
-PAYERS |= {DUE_AT_SERVE[0].label: LANZHOU, DUE_AT_SERVE[1].label: FOSHAN}
+PAYERS |= {
+    DUE_AT_SERVE[0].label: LANZHOU,
+    DUE_AT_SERVE[1].label: FOSHAN,
+    DUE_AT_SERVE[2].label: QINGDAO,
+}
 DESKS_FILE = "desks.json"
 METRICS_FILE = "metrics.json"
 
