@@ -24,9 +24,10 @@ Decisions where the issue is silent (docs/policy.md says the same to operators):
   feed's record id cannot be taken first by hand.
 
 A batch is recorded set-based (`_record_in_bulk`): rows matched to people through the roll's
-index by locator, decided in memory in the batch's order, and written a statement per table,
-with the attestations signed, stored and logged as one batch (`Issuer.issue_many`); people whose
-payments change (a negative signal, a suspension in effect) take the one-row path within it;
+index by locator, decided in memory in the batch's order, and written a statement per table.
+Its attestations are built and signed by the signing workers from the findings, a chunk at a
+time as the batch is decided (`Issuer.sign_soon`), and stored and logged in the batch's order,
+each chunk as soon as it is signed (`Issuer.store_signed`); people whose payments change (a negative signal, a suspension in effect) take the one-row path within it;
 for everyone else the batch writes what `apply_attestation` and `lifecycle.certified` would
 (validity moved, entitlement active since the signal), and tests hold the two paths equal.
 The whole batch is one transaction: a crash leaves all of it or none, and a rerun finds what was
@@ -41,7 +42,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
+from functools import lru_cache, partial
 
 import structlog
 from sqlalchemy.exc import IntegrityError
@@ -50,10 +51,11 @@ from sqlmodel import Session
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
 from federation.errors import InvalidInputError, PermissionDeniedError
 from federation.timestamps import to_datetime, to_timestamp
-from federation_node.ids import new_id
+from federation_node.ids import new_id, new_ids
+from federation_node.locators import Located
 from federation_node.offices import pending_signals
 from federation_node.offices.context import Actor, NodeContext
-from federation_node.offices.issuing import Finding, Issuer
+from federation_node.offices.issuing import Finding, Issuer, PendingBatch
 from federation_node.offices.lifecycle import NEGATIVE_STATUSES, entitlement_updated, withhold
 from federation_node.offices.paying_office import PayingOffice
 from federation_node.rules.entitlement import EntitlementState, extended_validity, month_start
@@ -96,8 +98,12 @@ OUTCOMES = {
     SignalOutcome.IGNORED: desk_pb2.SIGNAL_OUTCOME_IGNORED,
 }
 AWAITING_APPROVAL = "held until a second person approves it"
+# Findings of a batch handed to the signing workers at once: the workers sign the next chunk
+# while this process stores the last, and signing starts before the batch is fully decided.
+SIGNING_CHUNK = 1_000
 
 
+@lru_cache(maxsize=64)
 def signal_kind_name(kind: int) -> str:
     """ "hospital_admission" for SIGNAL_KIND_HOSPITAL_ADMISSION: the name the policy file uses."""
     return (
@@ -143,12 +149,14 @@ class DataSignals:
             )
         now = self._context.now()
         # Every locator of the batch from the registry in a few calls, not one per signal.
-        self._context.locators.prefetch(
+        located = self._context.locators.prefetch(
             (kind, signal.identity_number)
             for signal in signals
             if (kind := IDENTITY_KINDS.get(signal.identity_type)) is not None
         )
-        checked = [self._check_signal(index, signal, now) for index, signal in enumerate(signals)]
+        checked = [
+            self._check_signal(index, signal, now, located) for index, signal in enumerate(signals)
+        ]
         self._check_sources(actor, checked, feed_account=feed_account)
         record = (
             self._record_in_bulk
@@ -186,7 +194,7 @@ class DataSignals:
                     )
 
     def _check_signal(
-        self, index: int, signal: desk_pb2.DataSignal, now: datetime
+        self, index: int, signal: desk_pb2.DataSignal, now: datetime, located: Located
     ) -> _CheckedSignal:
         name = f"signals[{index}]"
         limits = self._context.config.limits
@@ -209,11 +217,16 @@ class DataSignals:
             identity_type=signal.identity_type, identity_number=signal.identity_number
         )
         kind = identity_kind(bundle, name)
-        try:
-            # The number validated once, and its locator: the key of the office's roll index.
-            _, locator = self._context.locators.locate(kind, signal.identity_number)
-        except InvalidIdentityNumberError as error:
-            raise InvalidInputError(f"{name}.identity_number", str(error)) from None
+        # The number validated once, and its locator: the key of the office's roll index.
+        found = located.get((kind, signal.identity_number))
+        if found is None:
+            try:
+                # Not prefetched: a number that does not validate, which this names.
+                _, locator = self._context.locators.locate(kind, signal.identity_number)
+            except InvalidIdentityNumberError as error:
+                raise InvalidInputError(f"{name}.identity_number", str(error)) from None
+        else:
+            locator = found[1]
         if not signal.HasField("observed_at"):
             raise InvalidInputError(f"{name}.observed_at", "is required")
         observed_at = require_past(
@@ -236,12 +249,11 @@ class DataSignals:
         a negative signal in the batch or a suspension in effect (payments change) goes through
         `_apply_signal`, the ORM path, row by row; everyone else is decided here in memory, in
         the batch's order, and written a statement per table: the signals, the validity
-        changes (each person's last), and the attestations, signed and logged as one batch.
+        changes (each person's last), and the attestations, logged in the batch's order. Their
+        findings go to the signing workers in chunks as they are decided (`_BatchIssue`), so
+        the workers build and sign while this process decides, writes the other tables and
+        stores the chunks already signed.
         """
-        results: list[desk_pb2.SignalResult] = []
-        rows: list[feed_store.NewSignal] = []
-        issued: list[tuple[attestation_pb2.CertificationAttestation, str | None]] = []
-        extensions: dict[str, feed_store.Extension] = {}
         with session_scope(self._context.engine) as session:
             keys = [(signal.source, signal.source_record_id) for signal in checked]
             known = feed_store.recorded(session, keys)
@@ -264,32 +276,44 @@ class DataSignals:
             people = (
                 entitlements_store.by_locators(session, sorted(row_by_row)) if row_by_row else {}
             )
+            issue = _BatchIssue(self._issuer, now)
+            extensions: dict[str, feed_store.Extension] = {}
+            # Each new signal's beneficiary, outcome and message, and the position of its
+            # attestation among the batch's (None when it issued none).
+            decided: list[tuple[str | None, SignalOutcome, str, int | None]] = []
+            for signal in fresh:
+                entry = roll.get(signal.locator)
+                position: int | None = None
+                if entry is None:
+                    outcome, message = SignalOutcome.UNKNOWN_PERSON, "no beneficiary of this office"
+                    decided.append((None, outcome, message, None))
+                    continue
+                if signal.locator in row_by_row:
+                    outcome, attestation, message = self._apply_signal(
+                        session, actor, signal, *people[signal.locator], now
+                    )
+                    if attestation is not None:
+                        position = issue.add_built(attestation, entry.beneficiary_id)
+                else:
+                    outcome, finding, message = self._match(actor, signal, entry, extensions)
+                    if finding is not None:
+                        position = issue.add_finding(finding, entry.beneficiary_id)
+                decided.append((entry.beneficiary_id, outcome, message, position))
+            feed_store.extend_validities(session, list(extensions.values()), now)
+            # Last, in the batch's order: the log head is locked from the first chunk's append.
+            attestation_ids = issue.store(session)
+            results: list[desk_pb2.SignalResult] = []
+            rows: list[feed_store.NewSignal] = []
+            outcomes = iter(zip(fresh, decided, new_ids(len(fresh)), strict=True))
             for signal, new in zip(checked, is_new, strict=True):
                 if not new:
                     results.append(_duplicate(known.get((signal.source, signal.source_record_id))))
                     continue
-                entry = roll.get(signal.locator)
-                if entry is None:
-                    outcome, attestation, message = (
-                        SignalOutcome.UNKNOWN_PERSON,
-                        None,
-                        "no beneficiary of this office",
-                    )
-                elif signal.locator in row_by_row:
-                    outcome, attestation, message = self._apply_signal(
-                        session, actor, signal, *people[signal.locator], now
-                    )
-                else:
-                    outcome, attestation, message = self._match(
-                        actor, signal, entry, extensions, now
-                    )
-                beneficiary_id = entry.beneficiary_id if entry is not None else None
-                attestation_id = attestation.attestation_id if attestation else None
-                if attestation is not None:
-                    issued.append((attestation, beneficiary_id))
+                signal, (beneficiary_id, outcome, message, position), signal_id = next(outcomes)
+                attestation_id = attestation_ids[position] if position is not None else None
                 rows.append(
                     feed_store.NewSignal(
-                        new_id(),
+                        signal_id,
                         signal.source,
                         signal.source_record_id,
                         signal.kind,
@@ -308,11 +332,8 @@ class DataSignals:
                     )
                 )
             feed_store.add_signals(session, rows, recorded_by=actor.name, now=now)
-            feed_store.extend_validities(session, list(extensions.values()), now)
-            self._audit(session, actor, results, len(issued), now)
-            # Last, and all at once: one append to the log for the batch.
-            self._issuer.issue_many(session, issued, now=now)
-        if issued:
+            self._audit(session, actor, results, issue.count, now)
+        if issue.count:
             self._issuer.issued()
         return results
 
@@ -322,10 +343,10 @@ class DataSignals:
         signal: _CheckedSignal,
         entry: feed_store.RollEntry,
         extensions: dict[str, feed_store.Extension],
-        now: datetime,
-    ) -> tuple[SignalOutcome, attestation_pb2.CertificationAttestation | None, str]:
+    ) -> tuple[SignalOutcome, Finding | None, str]:
         """`_apply_signal` for an alive signal about a person with no suspension in effect,
-        in memory: `extensions` holds the validity the batch has given each person so far."""
+        in memory: `extensions` holds the validity the batch has given each person so far. The
+        finding is what the attestation will say."""
         if entry.state is EntitlementState.TERMINATED:
             return SignalOutcome.IGNORED, None, "entitlement has ended"
         if entry.termination_pending_review:
@@ -340,12 +361,11 @@ class DataSignals:
         if valid_until is None:
             return SignalOutcome.IGNORED, None, "validity already runs past this signal's reach"
         finding = self._finding(actor, signal, entry.subject_locator, entry.paying_region)
-        attestation = self._issuer.attestation(finding, now)
         # What PayingOffice.apply_attestation and lifecycle.certified do for this person.
         extensions[entry.beneficiary_id] = feed_store.Extension(
             entry.beneficiary_id, valid_until, signal.observed_at
         )
-        return SignalOutcome.APPLIED, attestation, "validity extended"
+        return SignalOutcome.APPLIED, finding, "validity extended"
 
     def _audit(
         self,
@@ -605,6 +625,64 @@ class DataSignals:
         if issued:
             self._issuer.issued()
         return view
+
+
+Issued = tuple[attestation_pb2.CertificationAttestation, str | None]
+
+
+class _BatchIssue:
+    """The attestations of one batch in the batch's order: findings handed to the signing
+    workers a chunk at a time as they are decided (`Issuer.sign_soon`), and attestations built
+    here by the one-row path between them; `store` stores, queues and logs them all in order
+    in the batch's transaction, a chunk as soon as it is signed."""
+
+    def __init__(self, issuer: Issuer, now: datetime) -> None:
+        self._issuer = issuer
+        self._now = now
+        self._findings: list[tuple[Finding, str | None]] = []
+        self._parts: list[PendingBatch | list[Issued]] = []
+        self.count = 0
+
+    def add_finding(self, finding: Finding, beneficiary_id: str) -> int:
+        """Queue a finding; the position of its attestation in the batch."""
+        self._findings.append((finding, beneficiary_id))
+        if len(self._findings) >= SIGNING_CHUNK:
+            self._sign()
+        self.count += 1
+        return self.count - 1
+
+    def add_built(
+        self, attestation: attestation_pb2.CertificationAttestation, beneficiary_id: str
+    ) -> int:
+        """Queue an attestation built here; its position in the batch."""
+        self._sign()
+        last = self._parts[-1] if self._parts else None
+        if isinstance(last, list):
+            last.append((attestation, beneficiary_id))
+        else:
+            self._parts.append([(attestation, beneficiary_id)])
+        self.count += 1
+        return self.count - 1
+
+    def store(self, session: Session) -> list[str]:
+        """Sign what is left, then store, queue and log every attestation in order; their ids
+        in that order. Call it last in the transaction (`Issuer.issue`)."""
+        self._sign()
+        attestation_ids: list[str] = []
+        for part in self._parts:
+            if isinstance(part, PendingBatch):
+                signed = part.signed()
+                self._issuer.store_signed(session, signed, self._now)
+                attestation_ids.extend(row.attestation_id for row in signed.rows)
+            else:
+                self._issuer.issue_many(session, part, now=self._now)
+                attestation_ids.extend(attestation.attestation_id for attestation, _ in part)
+        return attestation_ids
+
+    def _sign(self) -> None:
+        if self._findings:
+            self._parts.append(self._issuer.sign_soon(self._findings, self._now))
+            self._findings = []
 
 
 def pending_signal_view(held: PendingSignal, recorded: DataSignal | None) -> desk_pb2.PendingSignal:

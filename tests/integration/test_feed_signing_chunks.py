@@ -1,0 +1,58 @@
+"""The set-based feed path hands its findings to the signing workers in chunks, and stores each
+chunk as soon as it is signed: cut into chunks of one, between which the one-row path builds
+attestations of its own, a batch still gives exactly what the one-at-a-time path gives, the log
+in the batch's order included."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from federation_node.offices import data_signals
+from tests.conftest import PostgresUrlFactory
+from tests.helpers.feed_office import EnrolledOffice, compose_office
+from tests.integration.test_feed_paths import NOW, _holdings, _run, history, office
+
+__all__ = ["office"]
+
+
+@pytest.mark.parametrize("engine", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(drawn=history)
+def test_bulk_feed_path_signing_in_small_chunks_gives_what_the_one_at_a_time_path_gives(
+    engine: str,
+    office: EnrolledOffice,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    drawn: dict[str, Any],
+) -> None:
+    monkeypatch.setattr(data_signals, "SIGNING_CHUNK", 1)
+
+    def fresh_url() -> str:
+        if engine == "sqlite":
+            return f"sqlite:///{tmp_path / uuid.uuid4().hex}.db"
+        factory: PostgresUrlFactory = request.getfixturevalue("postgres_url_factory")
+        return factory()
+
+    offices = [
+        compose_office(office, fresh_url(), bulk_feed=bulk, clock=lambda: NOW)
+        for bulk in (True, False)
+    ]
+    try:
+        answers = [_run(node, drawn) for node in offices]
+        assert answers[0] == answers[1]
+        bulk, one_at_a_time = (_holdings(node) for node in offices)
+        for name in bulk:
+            assert bulk[name] == one_at_a_time[name], name
+    finally:
+        for node in offices:
+            node.context.engine.dispose()
