@@ -34,7 +34,7 @@ from federation_node.offices import lifecycle, retention
 from federation_node.offices.context import Actor, NodeContext
 from federation_node.offices.evidence import EvidenceArchive
 from federation_node.offices.lifecycle import entitlement_updated, expiry_of, withhold
-from federation_node.offices.paying_office import PayingOffice
+from federation_node.offices.outbound_requests import OutboundRequests
 from federation_node.rules.entitlement import (
     EntitlementState,
     Phases,
@@ -204,10 +204,10 @@ class DailyCycle:
     paying office, the one path for every assistance request."""
 
     def __init__(
-        self, context: NodeContext, paying_office: PayingOffice, evidence: EvidenceArchive
+        self, context: NodeContext, requests: OutboundRequests, evidence: EvidenceArchive
     ) -> None:
         self._context = context
-        self._paying_office = paying_office
+        self._requests = requests
         self._evidence = evidence
         self.batch_size = BATCH_SIZE
 
@@ -513,7 +513,7 @@ class DailyCycle:
         deadline = max(
             expiry, now + timedelta(days=self._context.policy.assistance_min_deadline_days)
         )
-        self._paying_office.queue_assistance_request(
+        self._requests.queue_assistance_request(
             session,
             actor,
             beneficiary,

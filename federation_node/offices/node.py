@@ -32,6 +32,7 @@ from federation_node.offices.life_events import LifeEvents
 from federation_node.offices.lifecycle import Lifecycle
 from federation_node.offices.monthly_amounts import MonthlyAmounts
 from federation_node.offices.operator_accounts import OperatorAccounts
+from federation_node.offices.outbound_requests import OutboundRequests
 from federation_node.offices.paying_office import PayingOffice
 from federation_node.offices.recovery import Recoveries
 from federation_node.offices.registration import Registration
@@ -45,6 +46,7 @@ from federation_node.rules.policy import Policy
 class Node:
     context: NodeContext
     paying_office: PayingOffice
+    outbound_requests: OutboundRequests
     registration: Registration
     roll: Roll
     monthly_amounts: MonthlyAmounts
@@ -81,12 +83,14 @@ def compose_node(
     context = NodeContext(config, keys, engine, directory, policy, clock=clock, locators=locators)
     issuer = Issuer(context)
     paying_office = PayingOffice(context)
+    outbound_requests = OutboundRequests(context)
     residence_agency = ResidenceAgency(context, locate)
     evidence = EvidenceArchive(context)
     life_events = LifeEvents(context, locate)
     return Node(
         context=context,
         paying_office=paying_office,
+        outbound_requests=outbound_requests,
         registration=Registration(context),
         roll=Roll(context),
         monthly_amounts=MonthlyAmounts(context),
@@ -98,7 +102,7 @@ def compose_node(
         issuer=issuer,
         data_signals=DataSignals(context, issuer, paying_office),
         lifecycle=Lifecycle(context, issuer, life_events),
-        daily_cycle=DailyCycle(context, paying_office, evidence),
+        daily_cycle=DailyCycle(context, outbound_requests, evidence),
         administration=Administration(context),
         sign_in=SignIn(context),
         operator_accounts=OperatorAccounts(context),

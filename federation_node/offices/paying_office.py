@@ -1,6 +1,6 @@
-"""The paying office's work with its peers: the assistance requests it sends, and the
-attestations it applies, received from a peer or issued here (registering the people it pays
-is registration.py; its roll, roll.py).
+"""The paying office's attestations: those it applies, received from a peer or issued here
+(registering the people it pays is registration.py, its roll roll.py, the assistance requests
+it sends outbound_requests.py).
 
 Applying an attestation has one path, `apply_attestation`, whatever issued it: a peer's
 attestation as it is received, one this node issued for a person it pays (its own counter, a
@@ -48,8 +48,6 @@ from sqlmodel import Session
 from certfed.v1 import (
     attestation_pb2,
     common_pb2,
-    desk_pb2,
-    directory_pb2,
     federation_pb2,
 )
 from federation.directory import CERTIFYING_ROLES
@@ -60,12 +58,10 @@ from federation.errors import (
     NotFoundError,
     NotOurBeneficiaryError,
     PermissionDeniedError,
-    PreconditionError,
     UnknownSigningKeyError,
 )
 from federation.regions import coverage
-from federation.timestamps import optional_datetime, to_datetime, to_timestamp
-from federation_node.ids import new_id
+from federation.timestamps import to_datetime
 from federation_node.offices import (
     attestation_review,
     corrections,
@@ -74,10 +70,8 @@ from federation_node.offices import (
     revocation_review,
     roll,
 )
-from federation_node.offices.assistance_status import STATUS_STATES
 from federation_node.offices.context import Actor, NodeContext, payload_digest
 from federation_node.rules.entitlement import EntitlementState, extended_validity, month_start
-from federation_node.rules.minimisation import minimised
 from federation_node.rules.plausibility import (
     ObservationBounds,
     birth_date,
@@ -88,13 +82,10 @@ from federation_node.rules.validation import (
     IDENTITY_KINDS,
     require_digests,
     require_enum,
-    require_future,
     require_id,
     require_locator,
-    require_methods,
     require_node_id,
     require_past,
-    require_sequence,
     require_text,
 )
 from federation_node.store import (
@@ -104,11 +95,9 @@ from federation_node.store import (
     beneficiaries,
     entitlements_store,
     inclusion_waits,
-    outbox,
 )
 from federation_node.store.db import session_scope
 from federation_node.store.models import (
-    AssistanceRequest,
     Attestation,
     AttestationReview,
     Beneficiary,
@@ -116,14 +105,13 @@ from federation_node.store.models import (
     Entitlement,
     HoldDecision,
     HoldReason,
-    OutboxKind,
     RequestDirection,
 )
 from federation_node.tlog.attestation import verify_attestation_envelope
 from federation_node.tlog.bundle import MAX_PROOF_HASHES, Bundle
 from federation_node.tlog.inclusion import prove_inclusion
 from federation_node.tlog.witness_policy import WitnessPolicy
-from signing import dsse, merkle, sealing
+from signing import dsse, merkle
 
 log = structlog.get_logger("certfed.node")
 
@@ -146,7 +134,7 @@ class ReceivedAttestation:
 
 
 class PayingOffice:
-    """A paying office (or partner liaison desk) of this node: what it asks and what it applies."""
+    """A paying office (or partner liaison desk) of this node: the attestations it applies."""
 
     def __init__(self, context: NodeContext) -> None:
         self._context = context
@@ -157,167 +145,6 @@ class PayingOffice:
         # The witnesses this office requires on a peer's checkpoint (set by the server; None:
         # a proof carried with a delivery is not read, the inclusion prover fetches one).
         self.witness_policy: Callable[[], WitnessPolicy] | None = None
-
-    # Flow 1: ask the residence region's node for help, and follow its answers.
-
-    def request_certification(
-        self, actor: Actor, request: desk_pb2.RequestCertificationRequest
-    ) -> AssistanceRequest:
-        limits = self._context.config.limits
-        require_id(request.beneficiary_id, "beneficiary_id")
-        if not request.HasField("deadline"):
-            raise InvalidInputError("deadline", "is required")
-        now = self._context.now()
-        deadline = require_future(to_datetime(request.deadline, "deadline"), "deadline", now)
-        methods = [
-            common_pb2.CertificationMethod.ValueType(m)
-            for m in require_methods(list(request.acceptable_methods), "acceptable_methods")
-        ]
-        note = require_text(request.note, "note", limits)
-        with self._context.session() as session:
-            beneficiary = beneficiaries.get(session, request.beneficiary_id)
-        if beneficiary.status != BeneficiaryState.ACTIVE:
-            raise PreconditionError(
-                f"beneficiary {beneficiary.beneficiary_id} is {beneficiary.status.value}; "
-                "no certification is needed"
-            )
-        target = self._context.directory.current().route(
-            beneficiary.residence_region, self._context.config.routing
-        )
-        if target.node_id == self._context.node_id:
-            raise PreconditionError(
-                f"this node certifies residents of {beneficiary.residence_region} itself; "
-                "record the certification at this desk instead"
-            )
-        with session_scope(self._context.engine) as session:
-            beneficiary = beneficiaries.get(session, request.beneficiary_id)
-            created = self.queue_assistance_request(
-                session,
-                actor,
-                beneficiary,
-                target,
-                deadline=deadline,
-                methods=methods,
-                note=note,
-                now=now,
-            )
-        self._context.on_enqueued()
-        return created
-
-    def queue_assistance_request(
-        self,
-        session: Session,
-        actor: Actor,
-        beneficiary: Beneficiary,
-        target: directory_pb2.DirectoryNode,
-        *,
-        deadline: datetime,
-        methods: list[common_pb2.CertificationMethod.ValueType],
-        note: str,
-        now: datetime,
-    ) -> AssistanceRequest:
-        """Record an assistance request to `target` and queue it in the caller's transaction:
-        the one path for a clerk's request and the daily cycle's."""
-        request_id = new_id()
-        # Only what the receiver's role may see leaves this node (cross-border minimisation).
-        identity = minimised(
-            roll.open_identity(
-                self._context, beneficiary.sealed_identity, beneficiary.subject_locator
-            ),
-            target.roles,
-            self._context.config.minimisation,
-        )
-        message = federation_pb2.RequestAssistanceRequest(
-            request_id=request_id,
-            paying_node_id=self._context.node_id,
-            paying_region=beneficiary.paying_region,
-            residence_region=beneficiary.residence_region,
-            subject_locator=beneficiary.subject_locator,
-            sealed_identity=sealing.seal(
-                identity.SerializeToString(deterministic=True),
-                target.hpke_public_key,
-                sealing.request_info(request_id),
-            ),
-            deadline=to_timestamp(deadline),
-            acceptable_methods=methods,
-            note=note,
-            requested_at=to_timestamp(now),
-        )
-        payload = message.SerializeToString(deterministic=True)
-        created = assistance.create_outbound(
-            session,
-            request_id=request_id,
-            beneficiary=beneficiary,
-            peer_node_id=target.node_id,
-            paying_node_id=self._context.node_id,
-            paying_region=beneficiary.paying_region,
-            deadline=deadline,
-            acceptable_methods=methods,
-            note=note,
-            payload_sha256=payload_digest(payload),
-            now=now,
-        )
-        outbox.enqueue(
-            session,
-            kind=OutboxKind.REQUEST_ASSISTANCE,
-            destination=target.node_id,
-            subject_id=request_id,
-            payload=payload,
-            now=now,
-        )
-        audit.append(
-            session,
-            actor=actor.label,
-            action="assistance.request",
-            subject_type="assistance_request",
-            subject_id=request_id,
-            details={"beneficiary_id": beneficiary.beneficiary_id, "to": target.node_id},
-            now=now,
-        )
-        log.info("assistance.requested", request_id=request_id, to=target.node_id)
-        return created
-
-    def apply_status_update(
-        self, caller_node_id: str, message: federation_pb2.UpdateAssistanceStatusRequest
-    ) -> AssistanceRequest:
-        require_id(message.request_id, "request_id")
-        state = STATUS_STATES.get(message.status)
-        if state is None:
-            raise InvalidInputError("status", "is missing or not a status a peer may send")
-        limits = self._context.config.limits
-        require_text(message.reason, "reason", limits)
-        sequence = require_sequence(message.sequence, "sequence")
-        scheduled_for = optional_datetime(message, "scheduled_for")
-        now = self._context.now()
-        changed_at = optional_datetime(message, "changed_at")
-        if changed_at is not None:
-            require_past(changed_at, "changed_at", now, limits)
-        with session_scope(self._context.engine) as session:
-            stored = assistance.get(session, message.request_id, RequestDirection.OUTBOUND)
-            if stored.peer_node_id != caller_node_id:
-                raise PermissionDeniedError(
-                    f"request {message.request_id} was not sent to node {caller_node_id}"
-                )
-            changed = assistance.apply_remote_status(
-                session,
-                stored,
-                state,
-                message.reason,
-                scheduled_for,
-                sequence,
-                now,
-            )
-            if changed:
-                audit.append(
-                    session,
-                    actor=f"node:{caller_node_id}",
-                    action=f"assistance.remote_{state.value}",
-                    subject_type="assistance_request",
-                    subject_id=stored.request_id,
-                    details={"sequence": sequence},
-                    now=now,
-                )
-        return stored
 
     # Flows 1 and 2: verify and apply a delivered attestation.
 

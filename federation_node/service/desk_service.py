@@ -110,7 +110,7 @@ class DeskServicer(
     def RequestCertification(
         self, request: desk_pb2.RequestCertificationRequest, context: grpc.ServicerContext
     ) -> desk_pb2.RequestCertificationResponse:
-        record = self._node.paying_office.request_certification(_actor(), request)
+        record = self._node.outbound_requests.request_certification(_actor(), request)
         return desk_pb2.RequestCertificationResponse(
             request=request_view(record, DeliveryState.PENDING)
         )

@@ -41,7 +41,7 @@ class FederationServicer(federation_pb2_grpc.FederationServiceServicer):
         request: federation_pb2.UpdateAssistanceStatusRequest,
         context: grpc.ServicerContext,
     ) -> federation_pb2.UpdateAssistanceStatusResponse:
-        stored = self._node.paying_office.apply_status_update(caller().name, request)
+        stored = self._node.outbound_requests.apply_status_update(caller().name, request)
         return federation_pb2.UpdateAssistanceStatusResponse(status=STATE_STATUSES[stored.status])
 
     def DeliverAttestation(
