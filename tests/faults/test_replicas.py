@@ -32,6 +32,7 @@ from typing import TypeVar
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
@@ -262,6 +263,26 @@ class Office:
         return Session(self.engines[node_id])
 
 
+def _cycle_diagnosis(office: Office) -> str:
+    """What a day that does not finish leaves in the database: its run rows and what each
+    connection to the office's database is doing or waiting for."""
+    with office.session(OFFICE.node_id) as session:
+        runs = [
+            (run.day, run.started_at, run.resume_after, run.finished_at)
+            for run in session.exec(select(CycleRun)).all()
+        ]
+        activity = session.execute(
+            text(
+                "SELECT pid, state, wait_event_type, wait_event, "
+                "now() - xact_start AS in_transaction, left(query, 160) "
+                "FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid()"
+            )
+        ).all()
+    lines = [f"cycle runs: {runs}", "connections:", *(f"  {tuple(row)}" for row in activity)]
+    return "the daily cycle did not finish in 60 s\n" + "\n".join(lines)
+
+
 @pytest.fixture
 def office(tmp_path: Path, postgres_url_factory: Callable[[], str]) -> Iterator[Office]:
     with ExitStack() as stack:
@@ -469,7 +490,10 @@ def test_a_replica_killed_mid_work_loses_and_duplicates_nothing(office: Office) 
 
     # Each replica's scheduler tries the day at start; a try that meets a busy database is
     # retried within seconds, so on a loaded machine the day may still be finishing here.
-    wait_until(cycle_finished, 60, "the daily cycle to finish on one of the replicas")
+    try:
+        wait_until(cycle_finished, 60, "the daily cycle to finish on one of the replicas")
+    except TimeoutError as timeout:
+        raise AssertionError(_cycle_diagnosis(office)) from timeout
 
     with office.session(OFFICE.node_id) as session:
         # Every request answered by exactly one attestation, the one the reviewer was given.
