@@ -27,8 +27,9 @@ A batch is recorded set-based (`_record_in_bulk`): rows matched to people throug
 index by locator, decided in memory in the batch's order, and written a statement per table.
 Its attestations are built and signed by the signing workers from the findings, a chunk at a
 time as the batch is decided (`Issuer.sign_soon`), and stored and logged in the batch's order,
-each chunk as soon as it is signed (`Issuer.store_signed`); people whose payments change (a negative signal, a suspension in effect) take the one-row path within it;
-for everyone else the batch writes what `apply_attestation` and `lifecycle.certified` would
+each chunk as soon as it is signed (`Issuer.store_signed`). People whose payments change (a
+negative signal, a suspension in effect) take the one-row path within the batch; for everyone
+else the batch writes what `apply_attestation` and `lifecycle.certified` would
 (validity moved, entitlement active since the signal), and tests hold the two paths equal.
 The whole batch is one transaction: a crash leaves all of it or none, and a rerun finds what was
 recorded as duplicates. `bulk_feed = false` keeps the one-row path for every row, the reference
