@@ -236,6 +236,19 @@ def test_bulk_feed_path_gives_what_the_one_at_a_time_path_gives(
     tmp_path: Path,
     drawn: dict[str, Any],
 ) -> None:
+    assert_paths_agree(engine, office, request, tmp_path, drawn)
+
+
+def assert_paths_agree(
+    engine: str,
+    office: EnrolledOffice,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    drawn: dict[str, Any],
+) -> None:
+    """The drawn history through a set-based office and a one-at-a-time office, each on a
+    fresh database of `engine`: the same answers, and the same holdings afterwards."""
+
     def fresh_url() -> str:
         if engine == "sqlite":
             return f"sqlite:///{tmp_path / uuid.uuid4().hex}.db"

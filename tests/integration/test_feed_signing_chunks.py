@@ -5,7 +5,6 @@ in the batch's order included."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from federation_node.offices import data_signals
-from tests.conftest import PostgresUrlFactory
-from tests.helpers.feed_office import EnrolledOffice, compose_office
-from tests.integration.test_feed_paths import NOW, _holdings, _run, history, office
+from tests.helpers.feed_office import EnrolledOffice
+from tests.integration.test_feed_paths import assert_paths_agree, history, office
 
 __all__ = ["office"]
 
@@ -36,23 +34,4 @@ def test_bulk_feed_path_signing_in_small_chunks_gives_what_the_one_at_a_time_pat
     drawn: dict[str, Any],
 ) -> None:
     monkeypatch.setattr(data_signals, "SIGNING_CHUNK", 1)
-
-    def fresh_url() -> str:
-        if engine == "sqlite":
-            return f"sqlite:///{tmp_path / uuid.uuid4().hex}.db"
-        factory: PostgresUrlFactory = request.getfixturevalue("postgres_url_factory")
-        return factory()
-
-    offices = [
-        compose_office(office, fresh_url(), bulk_feed=bulk, clock=lambda: NOW)
-        for bulk in (True, False)
-    ]
-    try:
-        answers = [_run(node, drawn) for node in offices]
-        assert answers[0] == answers[1]
-        bulk, one_at_a_time = (_holdings(node) for node in offices)
-        for name in bulk:
-            assert bulk[name] == one_at_a_time[name], name
-    finally:
-        for node in offices:
-            node.context.engine.dispose()
+    assert_paths_agree(engine, office, request, tmp_path, drawn)
