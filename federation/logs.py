@@ -10,8 +10,10 @@ every string of the event, however deeply nested (traceback dictionaries include
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import re
+import signal
 import sys
 from collections.abc import MutableMapping
 from typing import Any
@@ -50,6 +52,13 @@ def redact_identity_numbers(
 _tracebacks = structlog.processors.ExceptionRenderer(
     structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
 )
+
+
+def dump_stacks_on_sigusr1() -> None:
+    """For a server process: SIGUSR1 writes every thread's stack to stderr, for an operator to
+    see where a process that stopped making progress waits (`kill -USR1 <pid>`). The dump names
+    files, lines and functions only, never a value."""
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
 
 def configure_logging(process: str, level: str = "info") -> None:

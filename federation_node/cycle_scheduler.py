@@ -60,8 +60,11 @@ class CycleScheduler:
         self._thread = threading.Thread(target=self._run, name="cycle-scheduler", daemon=True)
 
     def start(self) -> None:
-        if self._hour >= 0:
-            self._thread.start()
+        if self._hour < 0:
+            log.info("cycle.scheduler_off", reason="cycle_hour_utc is -1")
+            return
+        log.info("cycle.scheduler_started", hour_utc=self._hour)
+        self._thread.start()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -87,6 +90,8 @@ class CycleScheduler:
                 time.monotonic() - started,
                 len(outcome.skipped),
             )
+        if not outcome.ran:
+            log.info("cycle.already_ran", day=today.isoformat())
         self._done = today
         return outcome
 
@@ -116,7 +121,7 @@ class CycleScheduler:
         worker.start()
         while worker.is_alive() and not self._stopping.is_set():
             worker.join(timeout=self._stuck_s)
-            if worker.is_alive() and not self._daily_cycle.claimed(self._clock().date()):
+            if worker.is_alive() and not self._claimed():
                 frame = sys._current_frames().get(worker.ident or 0)
                 log.warning(
                     "cycle.attempt_stuck",
@@ -127,3 +132,12 @@ class CycleScheduler:
                     self._metrics.observe("failed", time.monotonic() - started)
                 return False
         return not failed
+
+    def _claimed(self) -> bool:
+        """Whether today is claimed; False when the database cannot say (the attempt is then
+        treated as stuck, and the loop goes on rather than dying with the error)."""
+        try:
+            return self._daily_cycle.claimed(self._clock().date())
+        except Exception:
+            log.exception("cycle.claim_check_failed")
+            return False

@@ -29,7 +29,7 @@ from certfed.v1 import desk_pb2_grpc, federation_pb2_grpc
 from federation import tracing
 from federation.errors import CertfedError
 from federation.health_port import HealthPort, start_health_port
-from federation.logs import configure_logging
+from federation.logs import configure_logging, dump_stacks_on_sigusr1
 from federation.metrics import MetricsEndpoint, ProcessMetrics, start_metrics_endpoint
 from federation.registry_client import RegistryClient
 from federation.rpc import Port, RunningServer, Service, build_server
@@ -348,6 +348,7 @@ def ready_file(config: NodeConfig) -> str:
 def serve(config: NodeConfig) -> int:
     """Run a node until SIGTERM or SIGINT; returns the process exit code."""
     configure_logging(f"node:{config.node_id}", config.log_level)
+    dump_stacks_on_sigusr1()
     tracing.configure("certfed-node", {"certfed.node_id": config.node_id})
     runtime = start_node(config)
     # What exists now (modules, the composed node) lives as long as the process: kept out of

@@ -34,7 +34,7 @@ from certfed.v1 import registry_pb2_grpc
 from federation import tracing
 from federation.errors import CertfedError
 from federation.health_port import HealthPort, start_health_port
-from federation.logs import configure_logging
+from federation.logs import configure_logging, dump_stacks_on_sigusr1
 from federation.metrics import MetricsEndpoint, ProcessMetrics, start_metrics_endpoint
 from federation.rpc import Port, RunningServer, Service, build_server
 from registry.config import RegistryConfig
@@ -204,6 +204,7 @@ def _write_ready_file(config: RegistryConfig, server: RegistryServer) -> None:
 def serve(config: RegistryConfig) -> int:
     """Serve until SIGTERM or SIGINT; returns the process exit code."""
     configure_logging("registry", config.log_level)
+    dump_stacks_on_sigusr1()
     tracing.configure("certfed-registry")
     stop = threading.Event()
 

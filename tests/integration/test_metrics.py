@@ -78,7 +78,10 @@ def ready_document(path: Path) -> dict[str, object]:
 def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
     local = LocalFederation(tmp_path_factory.mktemp("metrics"), max_backoff_s=0.5)
     local.registry_settings = dict(OPERATIONS)
-    with local:
+    # The environment overrides node.toml; a cycle hour another module's fixture left in it
+    # would keep the scheduler off, so the hour is set where it wins too.
+    with pytest.MonkeyPatch.context() as patch, local:
+        patch.setenv("CERTFED_NODE_CYCLE_HOUR_UTC", "0")
         local.start_registry()
         # Lanzhou follows qingdao's log and runs its daily cycle at the first check after start.
         local.add_node(PAYING, settings={**OPERATIONS, "follow": ["qingdao"], "cycle_hour_utc": 0})
