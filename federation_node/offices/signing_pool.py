@@ -41,6 +41,9 @@ Task = Callable[[SigningKey, H, Sequence[R]], list[T]]
 
 # Below this many payloads `sign_attestations` signs in the calling process.
 PARALLEL_MIN = 2_000
+# Below this many rows `sign_soon` runs its task here: a worker's round trip (and, at the first
+# batch, starting the workers: seconds) would cost more than the rows (a feed's few rows).
+SHIP_MIN = 100
 # At most this many rows per task sent to a worker; a batch is cut into a multiple of the
 # number of workers, so that none is left working alone at the end.
 CHUNK = 1_000
@@ -84,9 +87,10 @@ class Signing(Generic[T]):
 
 def sign_soon(task: Task[H, R, T], key: SigningKey, header: H, rows: Sequence[R]) -> Signing[T]:
     """`task` over `rows` with `key` on the worker processes, started and not waited for.
-    With fewer than two cores the rows are signed here, before this returns."""
+    With fewer than two cores, or fewer than SHIP_MIN rows, the rows are signed here, before
+    this returns."""
     count = workers()
-    if count < 2:
+    if count < 2 or len(rows) < SHIP_MIN:
         done: Future[list[T]] = Future()
         done.set_result(task(key, header, rows))
         return Signing([done])

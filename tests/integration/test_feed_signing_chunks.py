@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from federation_node.offices import data_signals
+from federation_node.offices import data_signals, signing_pool
 from tests.helpers.feed_office import EnrolledOffice
 from tests.integration.test_feed_paths import assert_paths_agree, history, office
 
@@ -34,4 +34,6 @@ def test_bulk_feed_path_signing_in_small_chunks_gives_what_the_one_at_a_time_pat
     drawn: dict[str, Any],
 ) -> None:
     monkeypatch.setattr(data_signals, "SIGNING_CHUNK", 1)
+    # Chunks of one go to the workers too, as large ones do.
+    monkeypatch.setattr(signing_pool, "SHIP_MIN", 1)
     assert_paths_agree(engine, office, request, tmp_path, drawn)
