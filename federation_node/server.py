@@ -57,6 +57,7 @@ from federation_node.metrics import (
 )
 from federation_node.offices.node import Node, compose_node
 from federation_node.offices.revocation_review import review_revocations
+from federation_node.offices.roll import fill_roll_keys
 from federation_node.rules.policy import load_policy
 from federation_node.service.authz import NodeAuthorizer
 from federation_node.service.desk_service import DeskServicer
@@ -165,6 +166,9 @@ def start_node(config: NodeConfig) -> NodeRuntime:
         locators=Locators(registry.evaluate_locators),
     )
     context = node.context
+    keyed, unkeyed = fill_roll_keys(context)
+    if keyed or unkeyed:
+        log.info("roll_keys.filled", keyed=keyed, skipped=unkeyed)
     dispatcher = Dispatcher(
         engine,
         peers,

@@ -34,9 +34,11 @@ from cli.bench.kit import Headline, bench_workdir, peak_rss_mb, postgres_server,
 from cli.launcher import LocalFederation, NodeSpec
 from federation.timestamps import to_timestamp
 from federation_node.keystore import KeyPaths
+from federation_node.rules.feed_records import roll_key
 from federation_node.store import beneficiaries, db, entitlements_store
 from federation_node.store.models import IdentityType, PensionScheme
 from signing import sealing
+from signing.identity import IdentityKind
 from signing.keys import HpkeKey
 
 OFFICE = NodeSpec("bench-cycle", "Foshan cycle office", ("440600",), ("paying_office",))
@@ -119,10 +121,14 @@ def end_of_validity(day: date, index: int) -> datetime:
     return datetime.combine(day, clock_time(), tzinfo=UTC) + timedelta(days=offset, seconds=second)
 
 
+def _number(index: int) -> str:
+    return resident_id("440604", date(1940, 1, 1), index)
+
+
 def _identity(index: int) -> bytes:
     return attestation_pb2.IdentityBundle(
         identity_type=common_pb2.IDENTITY_TYPE_RESIDENT_ID,
-        identity_number=resident_id("440604", date(1940, 1, 1), index),
+        identity_number=_number(index),
         full_name="陈大文",
         phone=f"138{index % 100_000_000:08d}",
     ).SerializeToString(deterministic=True)
@@ -135,11 +141,12 @@ def _locator(index: int) -> bytes:
 
 
 def _people(
-    first: int, count: int, day: date, hpke_public: bytes
+    first: int, count: int, day: date, hpke: HpkeKey
 ) -> Iterator[beneficiaries.NewBeneficiary]:
     indexes = range(first, first + count)
     sealed = sealing.seal_many(
-        [(_identity(i), sealing.at_rest_info(_locator(i).hex())) for i in indexes], hpke_public
+        [(_identity(i), sealing.at_rest_info(_locator(i).hex())) for i in indexes],
+        hpke.public_raw,
     )
     for index, sealed_identity in zip(indexes, sealed, strict=True):
         yield beneficiaries.NewBeneficiary(
@@ -150,6 +157,7 @@ def _people(
             residence_region="440604",
             paying_region="440600",
             valid_until=end_of_validity(day, index),
+            roll_key=roll_key(hpke, IdentityKind.RESIDENT_ID, _number(index)),
             scheme=PensionScheme.EMPLOYEE,
             payment_start_month="2010-01",
         )
@@ -158,10 +166,10 @@ def _people(
 def seed_roll(engine: Engine, data_dir: Path, count: int, day: date) -> None:
     """`count` people on the roll of the node whose database `engine` reaches (its keys in
     `data_dir`), each with an active entitlement, written with COPY in batches."""
-    hpke_public = HpkeKey.load(KeyPaths(data_dir).hpke_key).public_raw
+    hpke = HpkeKey.load(KeyPaths(data_dir).hpke_key)
     registered = datetime.now(UTC) - timedelta(days=2 * SPAN_DAYS)
     for first in range(0, count, SEED_BATCH):
-        people = list(_people(first, min(SEED_BATCH, count - first), day, hpke_public))
+        people = list(_people(first, min(SEED_BATCH, count - first), day, hpke))
         with db.session_scope(engine) as session:
             ids = beneficiaries.add_many(session, people, registered)
             entitlements_store.open_many(session, [(bid, 250_000) for bid in ids], registered)

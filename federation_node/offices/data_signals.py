@@ -24,10 +24,11 @@ Decisions where the issue is silent (docs/policy.md says the same to operators):
   feed's record id cannot be taken first by hand.
 
 A batch is recorded set-based (`_record_in_bulk`): rows matched to people through the roll's
-index by locator, decided in memory in the batch's order, and written a statement per table.
-Its attestations are built and signed by the signing workers from the findings, a chunk at a
-time as the batch is decided (`Issuer.sign_soon`), and stored and logged in the batch's order,
-each chunk as soon as it is signed (`Issuer.store_signed`). People whose payments change (a
+index by roll key (a key of this node's, so no row asks the registry for a locator), decided in
+memory in the batch's order, and written a statement per table. Its attestations are built
+and signed by the signing workers from the findings, a chunk at a time as the batch is decided
+(`Issuer.sign_soon`), and stored and logged in the batch's order, each chunk as soon as it is
+signed (`Issuer.store_signed`). People whose payments change (a
 negative signal, a suspension in effect) take the one-row path within the batch; for everyone
 else the batch writes what `apply_attestation` and `lifecycle.certified` would
 (validity moved, entitlement active since the signal), and tests hold the two paths equal.
@@ -53,16 +54,15 @@ from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
 from federation.errors import InvalidInputError, PermissionDeniedError
 from federation.timestamps import to_datetime, to_timestamp
 from federation_node.ids import new_id, new_ids
-from federation_node.locators import Located
 from federation_node.offices import pending_signals
 from federation_node.offices.context import Actor, NodeContext
 from federation_node.offices.issuing import Finding, Issuer, PendingBatch
 from federation_node.offices.lifecycle import NEGATIVE_STATUSES, entitlement_updated, withhold
 from federation_node.offices.paying_office import PayingOffice
+from federation_node.offices.roll import fill_roll_keys
 from federation_node.rules.entitlement import EntitlementState, extended_validity, month_start
-from federation_node.rules.feed_records import keyed_record_id
+from federation_node.rules.feed_records import keyed_record_id, roll_key
 from federation_node.rules.validation import (
-    IDENTITY_KINDS,
     identity_kind,
     require_past,
     require_text,
@@ -123,7 +123,8 @@ class _CheckedSignal:
     source: str
     source_record_id: str
     kind: int
-    locator: bytes
+    # The person's key in this office's roll index (rules/feed_records.roll_key).
+    roll_key: bytes
     observed_at: datetime
 
 
@@ -149,15 +150,10 @@ class DataSignals:
                 "signals", f"has {len(signals)} items; the limit is {limits.max_repeated}"
             )
         now = self._context.now()
-        # Every locator of the batch from the registry in a few calls, not one per signal.
-        located = self._context.locators.prefetch(
-            (kind, signal.identity_number)
-            for signal in signals
-            if (kind := IDENTITY_KINDS.get(signal.identity_type)) is not None
-        )
-        checked = [
-            self._check_signal(index, signal, now, located) for index, signal in enumerate(signals)
-        ]
+        checked = [self._check_signal(index, signal, now) for index, signal in enumerate(signals)]
+        # People a replica of the release before roll keys registered during an upgrade: keyed
+        # before they are looked for (one indexed read finds none the rest of the time).
+        fill_roll_keys(self._context)
         self._check_sources(actor, checked, feed_account=feed_account)
         record = (
             self._record_in_bulk
@@ -195,7 +191,7 @@ class DataSignals:
                     )
 
     def _check_signal(
-        self, index: int, signal: desk_pb2.DataSignal, now: datetime, located: Located
+        self, index: int, signal: desk_pb2.DataSignal, now: datetime
     ) -> _CheckedSignal:
         name = f"signals[{index}]"
         limits = self._context.config.limits
@@ -218,16 +214,12 @@ class DataSignals:
             identity_type=signal.identity_type, identity_number=signal.identity_number
         )
         kind = identity_kind(bundle, name)
-        # The number validated once, and its locator: the key of the office's roll index.
-        found = located.get((kind, signal.identity_number))
-        if found is None:
-            try:
-                # Not prefetched: a number that does not validate, which this names.
-                _, locator = self._context.locators.locate(kind, signal.identity_number)
-            except InvalidIdentityNumberError as error:
-                raise InvalidInputError(f"{name}.identity_number", str(error)) from None
-        else:
-            locator = found[1]
+        # The number validated, and the person's key in the office's roll index: computed here,
+        # so a feed row costs no registry evaluation (most rows name people paid elsewhere).
+        try:
+            person_key = roll_key(self._context.keys.hpke, kind, signal.identity_number)
+        except InvalidIdentityNumberError as error:
+            raise InvalidInputError(f"{name}.identity_number", str(error)) from None
         if not signal.HasField("observed_at"):
             raise InvalidInputError(f"{name}.observed_at", "is required")
         observed_at = require_past(
@@ -237,7 +229,7 @@ class DataSignals:
             source,
             record_id,
             signal.kind,
-            locator,
+            person_key,
             observed_at,
         )
 
@@ -246,7 +238,7 @@ class DataSignals:
     ) -> list[desk_pb2.SignalResult]:
         """The batch set-based, with exactly the outcomes of `_record_one_at_a_time`.
 
-        Rows are matched through the roll's index by locator, read as plain rows. A person with
+        Rows are matched through the roll's index by roll key, read as plain rows. A person with
         a negative signal in the batch or a suspension in effect (payments change) goes through
         `_apply_signal`, the ORM path, row by row; everyone else is decided here in memory, in
         the batch's order, and written a statement per table: the signals, the validity
@@ -259,7 +251,7 @@ class DataSignals:
             keys = [(signal.source, signal.source_record_id) for signal in checked]
             known = feed_store.recorded(session, keys)
             held = pending_signals.taken(session, keys)
-            roll = feed_store.roll_index(session, sorted({signal.locator for signal in checked}))
+            roll = feed_store.roll_index(session, sorted({signal.roll_key for signal in checked}))
             seen: set[tuple[str, str]] = set()
             # Whether each signal is new: neither recorded before nor earlier in the batch.
             is_new: list[bool] = []
@@ -269,13 +261,13 @@ class DataSignals:
                 seen.add(key)
             fresh = [signal for signal, new in zip(checked, is_new, strict=True) if new]
             row_by_row = {
-                signal.locator
+                signal.roll_key
                 for signal in fresh
-                if (entry := roll.get(signal.locator)) is not None
+                if (entry := roll.get(signal.roll_key)) is not None
                 and (signal.kind in NEGATIVE_STATUSES or entry.withheld_from_month is not None)
             }
             people = (
-                entitlements_store.by_locators(session, sorted(row_by_row)) if row_by_row else {}
+                entitlements_store.by_roll_keys(session, sorted(row_by_row)) if row_by_row else {}
             )
             issue = _BatchIssue(self._issuer, now)
             extensions: dict[str, feed_store.Extension] = {}
@@ -283,15 +275,15 @@ class DataSignals:
             # attestation among the batch's (None when it issued none).
             decided: list[tuple[str | None, SignalOutcome, str, int | None]] = []
             for signal in fresh:
-                entry = roll.get(signal.locator)
+                entry = roll.get(signal.roll_key)
                 position: int | None = None
                 if entry is None:
                     outcome, message = SignalOutcome.UNKNOWN_PERSON, "no beneficiary of this office"
                     decided.append((None, outcome, message, None))
                     continue
-                if signal.locator in row_by_row:
+                if signal.roll_key in row_by_row:
                     outcome, attestation, message = self._apply_signal(
-                        session, actor, signal, *people[signal.locator], now
+                        session, actor, signal, *people[signal.roll_key], now
                     )
                     if attestation is not None:
                         position = issue.add_built(attestation, entry.beneficiary_id)
@@ -402,8 +394,8 @@ class DataSignals:
             keys = [(signal.source, signal.source_record_id) for signal in checked]
             known = signals_store.known(session, keys)
             held = pending_signals.taken(session, keys)
-            people = entitlements_store.by_locators(
-                session, sorted({signal.locator for signal in checked})
+            people = entitlements_store.by_roll_keys(
+                session, sorted({signal.roll_key for signal in checked})
             )
             seen: set[tuple[str, str]] = set()
             for signal in checked:
@@ -413,7 +405,7 @@ class DataSignals:
                     results.append(_duplicate(earlier))
                     continue
                 seen.add(key)
-                person = people.get(signal.locator)
+                person = people.get(signal.roll_key)
                 if hold_alive and person is not None and self._would_extend(signal, *person):
                     kept = pending_signals.hold(
                         session,

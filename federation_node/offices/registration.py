@@ -122,9 +122,7 @@ class Registration:
         imported with the roll are held alike."""
         entry = roll.checked_entry(self._context, request, prefix)
         [sealed] = roll.seal_identities(self._context, [(entry.identity, entry.locator)])
-        return _Checked(
-            entry.new_beneficiary(sealed, self._context.config.primary_region), entry.amount_fen
-        )
+        return _Checked(entry.new_beneficiary(self._context, sealed), entry.amount_fen)
 
     def record_duplicates(self, duplicates: list[registry_pb2.DuplicateEntitlement]) -> int:
         """Flag the people the registry says another office pays too; how many were flagged

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from google.protobuf.message import DecodeError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
@@ -43,6 +44,7 @@ from federation.timestamps import optional_datetime
 from federation_node.locators import Located
 from federation_node.offices.context import Actor, NodeContext
 from federation_node.rules.entitlement import add_months, parse_month
+from federation_node.rules.feed_records import roll_key
 from federation_node.rules.validation import (
     IDENTITY_KINDS,
     identity_fields,
@@ -69,7 +71,7 @@ from federation_node.store.models import (
     PensionScheme,
 )
 from signing import sealing
-from signing.errors import InvalidIdentityNumberError
+from signing.errors import InvalidIdentityNumberError, UnsealError
 from signing.identity import IdentityKind, mask_identity_number, validate_identity_number
 
 SCHEMES: dict[desk_pb2.PensionScheme.ValueType, PensionScheme] = {
@@ -97,7 +99,7 @@ class RollEntry:
     payment_start_month: str | None
 
     def new_beneficiary(
-        self, sealed_identity: bytes, default_paying_region: str
+        self, context: NodeContext, sealed_identity: bytes
     ) -> beneficiaries.NewBeneficiary:
         return beneficiaries.NewBeneficiary(
             subject_locator=self.locator,
@@ -105,8 +107,9 @@ class RollEntry:
             masked_identity_number=mask_identity_number(self.kind, self.identity.identity_number),
             sealed_identity=sealed_identity,
             residence_region=self.residence_region,
-            paying_region=self.paying_region or default_paying_region,
+            paying_region=self.paying_region or context.config.primary_region,
             valid_until=self.valid_until,
+            roll_key=roll_key(context.keys.hpke, self.kind, self.identity.identity_number),
             scheme=self.scheme,
             payment_start_month=self.payment_start_month,
         )
@@ -353,10 +356,7 @@ class Roll:
         sealed = iter(seal_identities(context, to_seal))
         created_ids = beneficiaries.add_many(
             session,
-            [
-                entry.new_beneficiary(next(sealed), context.config.primary_region)
-                for entry in new_entries
-            ],
+            [entry.new_beneficiary(context, next(sealed)) for entry in new_entries],
             now,
         )
         entitlements_store.open_many(
@@ -563,3 +563,41 @@ class Roll:
             entitlement = entitlements_store.get(session, person.beneficiary_id)
             pending = amount_changes.pending_for(session, [person.beneficiary_id])
         return entitlement, person, pending.get(person.beneficiary_id)
+
+
+# People keyed per transaction when filling in roll keys.
+_FILL_BATCH = 1_000
+
+
+def fill_roll_keys(context: NodeContext) -> tuple[int, int]:
+    """Write the roll key of every person registered before roll keys existed (the node does it
+    as it starts and before each feed batch): each sealed identity opened, a batch per
+    transaction, so an interrupted run resumes where it stopped. Returns (keyed, skipped): a
+    person whose identity does not open or whose number no longer validates is left unkeyed, so
+    feeds do not match them; the caller says how many."""
+    keyed = skipped = 0
+    after = ""
+    data_keys: dict[bytes, bytes] = {}
+    while True:
+        with session_scope(context.engine) as session:
+            people = beneficiaries.without_roll_key(session, after, _FILL_BATCH)
+            if not people:
+                return keyed, skipped
+            keys: list[tuple[str, bytes]] = []
+            for person in people:
+                try:
+                    identity = open_identity(
+                        context, person.sealed_identity, person.subject_locator, data_keys
+                    )
+                    kind = IdentityKind(person.identity_type.value)
+                    keys.append(
+                        (
+                            person.beneficiary_id,
+                            roll_key(context.keys.hpke, kind, identity.identity_number),
+                        )
+                    )
+                except (UnsealError, DecodeError, InvalidIdentityNumberError):
+                    skipped += 1
+            beneficiaries.set_roll_keys(session, keys)
+            keyed += len(keys)
+            after = people[-1].beneficiary_id

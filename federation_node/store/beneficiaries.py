@@ -12,6 +12,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 import psycopg
 from sqlalchemy import bindparam, func, update
@@ -46,6 +47,7 @@ def add(
     residence_region: str,
     paying_region: str,
     valid_until: datetime | None,
+    roll_key: bytes,
     now: datetime,
     scheme: PensionScheme | None = None,
     payment_start_month: str | None = None,
@@ -70,6 +72,7 @@ def add(
         updated_at=now,
         scheme=scheme,
         payment_start_month=payment_start_month,
+        roll_key=roll_key,
     )
     try:
         # A savepoint, so that after losing a race the transaction can still look up the winner.
@@ -293,6 +296,8 @@ class NewBeneficiary:
     residence_region: str
     paying_region: str
     valid_until: datetime | None
+    # rules/feed_records.roll_key of the person's identity.
+    roll_key: bytes
     scheme: PensionScheme | None = None
     payment_start_month: str | None = None
 
@@ -313,6 +318,7 @@ _COLUMNS = (
     "updated_at",
     "scheme",
     "payment_start_month",
+    "roll_key",
 )
 
 
@@ -354,6 +360,7 @@ def _insert_new(
                 now,
                 new.scheme,
                 new.payment_start_month,
+                new.roll_key,
             )
             for beneficiary_id, new in zip(ids, batch, strict=True)
         ),
@@ -394,9 +401,53 @@ def add_batch(
             updated_at=now,
             scheme=new.scheme,
             payment_start_month=new.payment_start_month,
+            roll_key=new.roll_key,
         )
         for new in batch
     ]
     session.add_all(added)
     session.flush()
     return added
+
+
+class WithoutRollKey(NamedTuple):
+    """A person whose roll key is not written yet: what computing it needs."""
+
+    beneficiary_id: str
+    identity_type: IdentityType
+    subject_locator: bytes
+    sealed_identity: bytes
+
+
+def without_roll_key(session: Session, after: str, limit: int) -> list[WithoutRollKey]:
+    """Up to `limit` people after `after` (by id) whose roll key is missing and whose identity
+    is still held (an erased one has none to key)."""
+    rows = session.execute(
+        sql_select(
+            col(Beneficiary.beneficiary_id),
+            col(Beneficiary.identity_type),
+            col(Beneficiary.subject_locator),
+            col(Beneficiary.sealed_identity),
+        )
+        .where(
+            col(Beneficiary.roll_key).is_(None),
+            col(Beneficiary.sealed_identity) != b"",
+            col(Beneficiary.beneficiary_id) > after,
+        )
+        .order_by(col(Beneficiary.beneficiary_id))
+        .limit(limit)
+    )
+    return [WithoutRollKey(*row) for row in rows]
+
+
+def set_roll_keys(session: Session, keys: Sequence[tuple[str, bytes]]) -> None:
+    """Write each (beneficiary id, roll key) in one statement."""
+    if keys:
+        # A core statement on the table: an executemany, not the ORM's bulk update.
+        people = Beneficiary.__table__  # type: ignore[attr-defined]
+        session.connection().execute(
+            update(people)
+            .where(people.c.beneficiary_id == bindparam("b_id"))
+            .values(roll_key=bindparam("b_roll_key")),
+            [{"b_id": person, "b_roll_key": key} for person, key in keys],
+        )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from sqlalchemy import Column, String, and_, bindparam, case, false, func, null, or_, text
 from sqlalchemy import select as sql_select
@@ -361,13 +361,27 @@ def by_locators(
     session: Session, locators: Sequence[bytes]
 ) -> dict[bytes, tuple[Beneficiary, Entitlement]]:
     """This office's beneficiaries among `locators`, with their entitlements."""
+    return _people_by(session, "subject_locator", locators)
+
+
+def by_roll_keys(
+    session: Session, roll_keys: Sequence[bytes]
+) -> dict[bytes, tuple[Beneficiary, Entitlement]]:
+    """This office's beneficiaries among `roll_keys` (rules/feed_records.roll_key), with their
+    entitlements."""
+    return _people_by(session, "roll_key", roll_keys)
+
+
+def _people_by(
+    session: Session, column: Literal["subject_locator", "roll_key"], keys: Sequence[bytes]
+) -> dict[bytes, tuple[Beneficiary, Entitlement]]:
     found: dict[bytes, tuple[Beneficiary, Entitlement]] = {}
-    for start in range(0, len(locators), 500):
+    for start in range(0, len(keys), 500):
         statement = (
             select(Beneficiary, Entitlement)
             .join(Entitlement, col(Entitlement.beneficiary_id) == col(Beneficiary.beneficiary_id))
-            .where(col(Beneficiary.subject_locator).in_(list(locators[start : start + 500])))
+            .where(col(getattr(Beneficiary, column)).in_(list(keys[start : start + 500])))
         )
         for person, entitlement in session.exec(statement):
-            found[person.subject_locator] = (person, entitlement)
+            found[getattr(person, column)] = (person, entitlement)
     return found

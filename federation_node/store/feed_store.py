@@ -1,4 +1,4 @@
-"""The feed import's set-based reads and writes: the office's roll as an index by locator, the
+"""The feed import's set-based reads and writes: the office's roll as an index by roll key, the
 signals a batch holds already, and the batch's signals, attestations and validity changes
 written a statement per table.
 
@@ -70,14 +70,14 @@ class Extension(NamedTuple):
 # LATERAL subquery. A plain IN or join lets the planner hash the whole table when its statistics
 # lag behind a bulk import (a fresh table looks empty), which costs a scan per batch. Arrays go
 # in binary (`%(name)b`): psycopg escapes a text array element by element in Python, which for a
-# batch's locators cost more than the query.
+# batch's keys cost more than the query.
 _ROLL_INDEX = """
-SELECT found.* FROM unnest(%(locators)b::bytea[]) AS wanted(locator)
+SELECT wanted.roll_key, found.* FROM unnest(%(roll_keys)b::bytea[]) AS wanted(roll_key)
 CROSS JOIN LATERAL (
     SELECT b.beneficiary_id, b.subject_locator, b.paying_region, b.valid_until, e.state,
            e.termination_pending_review, e.withheld_from_month
     FROM beneficiary b JOIN entitlement e ON e.beneficiary_id = b.beneficiary_id
-    WHERE b.subject_locator = wanted.locator
+    WHERE b.roll_key = wanted.roll_key
 ) AS found
 """
 _RECORDED = """
@@ -90,14 +90,14 @@ CROSS JOIN LATERAL (
 """
 
 
-def roll_index(session: Session, locators: Sequence[bytes]) -> dict[bytes, RollEntry]:
-    """This office's beneficiaries among `locators`, keyed by locator (the roll's own unique
-    index on subject_locator), with what their entitlements say."""
+def roll_index(session: Session, roll_keys: Sequence[bytes]) -> dict[bytes, RollEntry]:
+    """This office's beneficiaries among `roll_keys` (rules/feed_records.roll_key), keyed by
+    roll key (the roll's unique index on it), with what their entitlements say."""
     found: dict[bytes, RollEntry] = {}
     if is_postgres(session):
-        rows = _fetch_on_postgres(session, _ROLL_INDEX, {"locators": list(locators)})
-        for beneficiary_id, locator, region, valid_until, state, pending, withheld in rows:
-            found[bytes(locator)] = RollEntry(
+        rows = _fetch_on_postgres(session, _ROLL_INDEX, {"roll_keys": list(roll_keys)})
+        for key, beneficiary_id, locator, region, valid_until, state, pending, withheld in rows:
+            found[bytes(key)] = RollEntry(
                 beneficiary_id,
                 bytes(locator),
                 region,
@@ -107,9 +107,10 @@ def roll_index(session: Session, locators: Sequence[bytes]) -> dict[bytes, RollE
                 withheld,
             )
         return found
-    for start in range(0, len(locators), _CHUNK):
+    for start in range(0, len(roll_keys), _CHUNK):
         statement = (
             sql_select(
+                col(Beneficiary.roll_key),
                 col(Beneficiary.beneficiary_id),
                 col(Beneficiary.subject_locator),
                 col(Beneficiary.paying_region),
@@ -119,11 +120,10 @@ def roll_index(session: Session, locators: Sequence[bytes]) -> dict[bytes, RollE
                 col(Entitlement.withheld_from_month),
             )
             .join(Entitlement, col(Entitlement.beneficiary_id) == col(Beneficiary.beneficiary_id))
-            .where(col(Beneficiary.subject_locator).in_(list(locators[start : start + _CHUNK])))
+            .where(col(Beneficiary.roll_key).in_(list(roll_keys[start : start + _CHUNK])))
         )
-        for row in session.execute(statement):
-            entry = RollEntry(*row)
-            found[bytes(entry.subject_locator)] = entry
+        for key, *row in session.execute(statement):
+            found[bytes(key)] = RollEntry(*row)
     return found
 
 

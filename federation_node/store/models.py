@@ -40,6 +40,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
@@ -283,6 +284,13 @@ class Beneficiary(NodeTable, table=True):
         _enum_check("status", BeneficiaryState),
         _enum_check("scheme", PensionScheme),
         CheckConstraint(f"length(subject_locator) = {LOCATOR_SIZE}", name="subject_locator_length"),
+        # The few people without a roll key, found without reading the whole roll.
+        Index(
+            "ix_beneficiary_without_roll_key",
+            "beneficiary_id",
+            postgresql_where=text("roll_key IS NULL"),
+            sqlite_where=text("roll_key IS NULL"),
+        ),
     )
 
     beneficiary_id: str = _id(primary_key=True)
@@ -307,6 +315,12 @@ class Beneficiary(NodeTable, table=True):
     )
     # The first month the pension was paid, "YYYY-MM".
     payment_start_month: str | None = Field(sa_column=Column(String(MONTH_LENGTH), nullable=True))
+    # HMAC of the locator's input under a key of this node's (rules/feed_records.py): how a feed
+    # row finds the person without asking the registry. NULL once the identity is erased, and
+    # for rows written before it existed until the node fills them in (at start, before a feed).
+    roll_key: bytes | None = Field(
+        default=None, sa_column=Column(LargeBinary(), nullable=True, unique=True)
+    )
 
 
 class AssistanceRequest(NodeTable, table=True):

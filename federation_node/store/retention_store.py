@@ -256,16 +256,18 @@ def erasure_blockers(session: Session, beneficiary: Beneficiary) -> list[str]:
 
 def erase_person(session: Session, beneficiary: Beneficiary, now: datetime) -> PersonErased:
     """Remove what this office holds about one person beyond the pseudonymous record payments
-    and attestations name: the sealed identity and masked number, data signals (also those held
-    for a second person's approval), reminders, the
-    identities peers sent about them, delivered messages about them and the evidence files of
-    their certifications. The caller checks `erasure_blockers` first."""
+    and attestations name: the sealed identity, masked number and roll key, data signals (also
+    those held for a second person's approval), reminders, the identities peers sent about them,
+    delivered messages about them and the evidence files of their certifications. The caller
+    checks `erasure_blockers` first."""
     beneficiary_id = beneficiary.beneficiary_id
     locator = beneficiary.subject_locator
     session.execute(
         update(Beneficiary)
         .where(col(Beneficiary.beneficiary_id) == beneficiary_id)
-        .values(sealed_identity=b"", masked_identity_number=ERASED_MARK, updated_at=now)
+        .values(
+            sealed_identity=b"", masked_identity_number=ERASED_MARK, roll_key=None, updated_at=now
+        )
         .execution_options(synchronize_session="fetch")
     )
     signals = _count(

@@ -52,16 +52,18 @@ AddInbound = Callable[..., AssistanceRequest]
 
 def register(engine: Engine, label: str | None = None) -> Beneficiary:
     """Registers a beneficiary in its own transaction and returns it."""
+    locator = locator_for(label or new_id())
     with session_scope(engine) as session:
         return beneficiaries.add(
             session,
-            subject_locator=locator_for(label or new_id()),
+            subject_locator=locator,
             identity_type=IdentityType.RESIDENT_ID,
             masked_identity_number="3702**********123X",
             sealed_identity=b"sealed:" + (label or "x").encode(),
             residence_region="620102",
             paying_region="370200",
             valid_until=NOW + timedelta(days=30),
+            roll_key=hashlib.sha256(b"roll key:" + locator).digest(),
             now=NOW,
         )
 

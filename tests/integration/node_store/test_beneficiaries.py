@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -26,6 +27,7 @@ def _register(engine: Engine, locator: bytes, now: datetime) -> Beneficiary:
             residence_region="HK",
             paying_region="440600",
             valid_until=None,
+            roll_key=hashlib.sha256(b"roll key:" + locator).digest(),
             now=now,
         )
 
