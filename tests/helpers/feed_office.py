@@ -24,7 +24,8 @@ from federation_node.links.directory_client import DirectoryClient
 from federation_node.locators import Locators
 from federation_node.offices.node import Node, compose_node
 from federation_node.rules.policy import load_policy
-from federation_node.store.db import create_engine_for, migrate
+from federation_node.store.db import create_engine_for, migrate, session_scope
+from federation_node.store.models import Operator, OperatorRole
 
 OFFICE = NodeSpec("feed-office", "Foshan feed office", ("440600",), ("paying_office",))
 
@@ -76,3 +77,20 @@ def compose_office(
         clock=clock,
         locators=office.locators,
     )
+
+
+def add_feed_account(node: Node, operator_id: str, source: str, now: datetime) -> None:
+    """A feed account bound to `source` at the office (feeds come only from such accounts)."""
+    with session_scope(node.context.engine) as session:
+        session.add(
+            Operator(
+                operator_id=operator_id,
+                label=f"{source} feed",
+                roles=[OperatorRole.FEED.value],
+                token_salt=b"",
+                token_hash=b"",
+                disabled=False,
+                created_at=now,
+                feed_sources=[source],
+            )
+        )

@@ -33,11 +33,14 @@ from federation.timestamps import to_timestamp
 from federation_node.offices.context import Actor
 from federation_node.offices.data_signals import signal_kind_name
 from federation_node.offices.node import Node
-from federation_node.store.db import session_scope
-from federation_node.store.models import Operator, OperatorRole
 from signing import dsse
 from tests.conftest import PostgresUrlFactory
-from tests.helpers.feed_office import EnrolledOffice, compose_office, enrolled_office
+from tests.helpers.feed_office import (
+    EnrolledOffice,
+    add_feed_account,
+    compose_office,
+    enrolled_office,
+)
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 CLERK = Actor("operator", "op-feed-clerk")
@@ -117,19 +120,7 @@ def _run(node: Node, drawn: dict[str, Any]) -> list[list[tuple[object, ...]]]:
         ],
     )
     locators = {person.beneficiary_id: person.subject_locator.hex() for person in people}
-    with session_scope(node.context.engine) as session:
-        session.add(
-            Operator(
-                operator_id=FEED.name,
-                label="hospital feed",
-                roles=[OperatorRole.FEED.value],
-                token_salt=b"",
-                token_hash=b"",
-                disabled=False,
-                created_at=NOW,
-                feed_sources=[SOURCE],
-            )
-        )
+    add_feed_account(node, FEED.name, SOURCE, NOW)
     answers = []
     for number, batch in enumerate(drawn["batches"]):
         if number:

@@ -33,10 +33,14 @@ from federation_node.offices.roll import fill_roll_keys
 from federation_node.rules.feed_records import roll_key
 from federation_node.store import beneficiaries, retention_store
 from federation_node.store.db import session_scope
-from federation_node.store.models import Operator, OperatorRole
 from signing.identity import IdentityKind
 from tests.conftest import PostgresUrlFactory
-from tests.helpers.feed_office import EnrolledOffice, compose_office, enrolled_office
+from tests.helpers.feed_office import (
+    EnrolledOffice,
+    add_feed_account,
+    compose_office,
+    enrolled_office,
+)
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 CLERK = Actor("operator", "op-roll-clerk")
@@ -101,19 +105,7 @@ def _register(node: Node) -> dict[int, str]:
             for index in range(PAID)
         ],
     )
-    with session_scope(node.context.engine) as session:
-        session.add(
-            Operator(
-                operator_id=FEED.name,
-                label="hospital feed",
-                roles=[OperatorRole.FEED.value],
-                token_salt=b"",
-                token_hash=b"",
-                disabled=False,
-                created_at=NOW,
-                feed_sources=[SOURCE],
-            )
-        )
+    add_feed_account(node, FEED.name, SOURCE, NOW)
     return {index: person.beneficiary_id for index, person in enumerate(people)}
 
 
