@@ -28,10 +28,10 @@ index by roll key (a key of this node's, so no row asks the registry for a locat
 memory in the batch's order, and written a statement per table. Its attestations are built
 and signed by the signing workers from the findings, a chunk at a time as the batch is decided
 (`Issuer.sign_soon`), and stored and logged in the batch's order, each chunk as soon as it is
-signed (`Issuer.store_signed`). People whose payments change (a
-negative signal, a suspension in effect) take the one-row path within the batch; for everyone
-else the batch writes what `apply_attestation` and `lifecycle.certified` would
-(validity moved, entitlement active since the signal), and tests hold the two paths equal.
+signed (`Issuer.store_signed`). People whose payments change (a negative signal, a suspension in
+effect) take the one-row path within the batch; for everyone else the batch writes what
+`apply_attestation` and `lifecycle.certified` would (validity moved, entitlement active since
+the signal), and tests hold the two paths equal.
 The whole batch is one transaction: a crash leaves all of it or none, and a rerun finds what was
 recorded as duplicates. `bulk_feed = false` keeps the one-row path for every row, the reference
 the set-based path is tested and measured against.
@@ -151,10 +151,10 @@ class DataSignals:
             )
         now = self._context.now()
         checked = [self._check_signal(index, signal, now) for index, signal in enumerate(signals)]
+        self._check_sources(actor, checked, feed_account=feed_account)
         # People a replica of the release before roll keys registered during an upgrade: keyed
         # before they are looked for (one indexed read finds none the rest of the time).
         fill_roll_keys(self._context)
-        self._check_sources(actor, checked, feed_account=feed_account)
         record = (
             self._record_in_bulk
             if feed_account and self._context.config.bulk_feed
