@@ -40,11 +40,12 @@ def new_ids(count: int) -> list[str]:
                 milliseconds, counter = milliseconds + 1, 0
             stamps.append(milliseconds << 16 | 0x7000 | counter)
         _last = (milliseconds, counter)
-    # Variant 0b10 and 62 random bits each (RFC 9562 5.7: rand_b).
-    randoms = os.urandom(8 * count)
+    # Variant 0b10 and 62 random bits each (RFC 9562 5.7: rand_b): the top two bits of each
+    # id's first random byte set to 10.
+    randoms = bytearray(os.urandom(8 * count))
+    randoms[::8] = bytes(byte & 0x3F | 0x80 for byte in randoms[::8])
     ids = []
     for at, stamp in enumerate(stamps):
-        random = int.from_bytes(randoms[8 * at : 8 * at + 8]) >> 2 | 1 << 63
-        text = f"{stamp:016x}{random:016x}"
+        text = (stamp.to_bytes(8) + randoms[8 * at : 8 * at + 8]).hex()
         ids.append(f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}")
     return ids

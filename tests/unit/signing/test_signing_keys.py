@@ -10,12 +10,18 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from signing.errors import InvalidKeyError, InvalidSignatureError, KeyFileError, SigningError
 from signing.keys import HpkeKey, SigningKey, VerifyKey, key_id, write_private_file
 
 # RFC 8032 7.1 TEST 1 public key.
 RFC8032_PUBLIC = bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a")
+# RFC 8032 7.1 TEST 1: the secret key (seed) and the signature of the empty message.
+RFC8032_SECRET = bytes.fromhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+RFC8032_SIGNATURE = bytes.fromhex(
+    "e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e39701cf9b46bd25bf5f0595bbe24655141438e7a100b"
+)
 # Small-order encodings: identity, order 2 (y = p - 1), order 4 (y = 0) and order 8.
 SMALL_ORDER_KEYS = [
     bytes.fromhex("01" + "00" * 31),
@@ -48,6 +54,20 @@ def test_signature_verifies_and_a_changed_message_does_not() -> None:
     key.public_key.verify(signature, b"message")
     with pytest.raises(InvalidSignatureError):
         key.public_key.verify(signature, b"messagE")
+
+
+def test_signature_is_rfc8032s() -> None:
+    key = SigningKey(Ed25519PrivateKey.from_private_bytes(RFC8032_SECRET))
+    assert key.public_key.raw == RFC8032_PUBLIC
+    assert key.sign(b"") == RFC8032_SIGNATURE
+
+
+@pytest.mark.parametrize("size", [0, 1, 64, 600, 70_000])
+def test_signature_is_the_one_openssl_makes(size: int) -> None:
+    # Ed25519 is deterministic: libsodium's signature is OpenSSL's, byte for byte.
+    key = SigningKey.generate()
+    message = os.urandom(size)
+    assert key.sign(message) == key.private_key.sign(message)
 
 
 @pytest.mark.parametrize("raw", [b"", b"\x01" * 31, b"\x01" * 33])
