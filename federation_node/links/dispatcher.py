@@ -246,8 +246,10 @@ class Dispatcher(threading.Thread):
             batch = [(m.message_id, m.kind, m.destination, m.payload) for m in claimed]
             queued = {m.message_id: (m.subject_id, m.retried_at or m.created_at) for m in claimed}
         # Read after the claim committed: its transaction holds SQLite's write lock.
-        batch, waiting = self._with_proofs(batch, queued, now)
+        batch, waiting, lost = self._with_proofs(batch, queued, now)
         self._awaiting_proof = bool(waiting)
+        if lost:
+            self._dead_letters(lost, now)
         if waiting:
             with session_scope(self._engine) as session:
                 for message_id in waiting:
@@ -311,29 +313,55 @@ class Dispatcher(threading.Thread):
                     )
         return delivered
 
+    def _dead_letters(self, lost: list[tuple[str, str]], now: datetime) -> None:
+        """Messages that can never be delivered as they stand: dead letters, with why."""
+        with session_scope(self._engine) as session:
+            for message_id, error in lost:
+                message = session.get(OutboxMessage, message_id)
+                if message is None:
+                    continue
+                outbox.mark_dead(session, message, error, now)
+                log.error(
+                    "outbox.dead_letter",
+                    message_id=message_id,
+                    kind=message.kind,
+                    destination=message.destination,
+                    error=error,
+                )
+
     def _with_proofs(
         self, batch: list[_Item], queued: dict[str, tuple[str, datetime]], now: datetime
-    ) -> tuple[list[_Item], list[str]]:
-        """The batch with each attestation delivery carrying its inclusion proof, and the ids
-        of the deliveries that wait for a checkpoint covering them (not sent this pass).
+    ) -> tuple[list[_Item], list[str], list[tuple[str, str]]]:
+        """The batch with each attestation delivery built from the log and carrying its
+        inclusion proof; the ids of the deliveries that wait for a checkpoint covering them
+        (not sent this pass); and those whose attestation the log does not hold, with why.
         `queued`: each message's subject (the attestation id) and when it was queued."""
+        if not any(item[1] == OutboxKind.DELIVER_ATTESTATION for item in batch):
+            return batch, [], []
         proofs = self.carried_proofs
-        if proofs is None or not any(item[1] == OutboxKind.DELIVER_ATTESTATION for item in batch):
-            return batch, []
-        checkpoint = proofs.checkpoint()
+        checkpoint = proofs.checkpoint() if proofs is not None else None
         ready: list[_Item] = []
         waiting: list[str] = []
+        lost: list[tuple[str, str]] = []
         for message_id, kind, destination, payload in batch:
             if kind != OutboxKind.DELIVER_ATTESTATION:
                 ready.append((message_id, kind, destination, payload))
                 continue
+            if proofs is None:
+                # Not before the server has opened the log (it does before starting this).
+                waiting.append(message_id)
+                continue
             attestation_id, queued_at = queued[message_id]
-            carried = proofs.payload(attestation_id, payload, checkpoint, queued_at, now)
+            try:
+                carried = proofs.payload(attestation_id, payload, checkpoint, queued_at, now)
+            except CertfedError as error:
+                lost.append((message_id, str(error)))
+                continue
             if carried is None:
                 waiting.append(message_id)
             else:
                 ready.append((message_id, kind, destination, carried))
-        return ready, waiting
+        return ready, waiting, lost
 
     def _deliver(self, message_id: str, kind: str, destination: str, payload: bytes) -> _Pending:
         """Start delivering one message; its outcome is read with `_outcome`."""

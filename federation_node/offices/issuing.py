@@ -185,15 +185,14 @@ class Issuer:
         signing = self._context.keys.signing
         node_id = self._context.node_id
         payloads = [attestation.SerializeToString(deterministic=True) for attestation, _ in issued]
-        remote = [attestation.paying_node_id != node_id for attestation, _ in issued]
-        signed = signing_pool.sign_attestations(signing, payloads, remote)
+        signed = signing_pool.sign_attestations(signing, payloads)
         moment = _MomentReader()
         rows = [
             IssuedRow(
                 attestation.attestation_id,
                 envelope_json,
-                delivery,
                 payload_digest(payload),
+                attestation.paying_node_id != node_id,
                 attestation.paying_node_id,
                 attestation.paying_region,
                 attestation.subject_locator,
@@ -205,7 +204,7 @@ class Issuer:
                 moment(attestation.valid_until),
                 attestation.corrects_attestation_id or None,
             )
-            for (attestation, beneficiary_id), payload, (envelope_json, delivery) in zip(
+            for (attestation, beneficiary_id), payload, envelope_json in zip(
                 issued, payloads, signed, strict=True
             )
         ]
@@ -227,9 +226,10 @@ class Issuer:
         kept: list[_Kept] = []
         for finding, beneficiary_id in findings:
             valid_until = attested_validity(finding.outcome, finding.observed_at, policy)
-            shipped.append((_fields(finding), valid_until, finding.paying_node_id != node_id))
+            shipped.append((_fields(finding), valid_until))
             kept.append(
                 (
+                    finding.paying_node_id != node_id,
                     finding.paying_node_id,
                     finding.paying_region,
                     finding.subject_locator,
@@ -283,9 +283,10 @@ class Issuer:
             session,
             kind=OutboxKind.DELIVER_ATTESTATION,
             messages=(
-                (row.paying_node_id, row.attestation_id, row.delivery)
+                # Built from the log when it goes (links/carried_proofs.py).
+                (row.paying_node_id, row.attestation_id, b"")
                 for row in rows
-                if row.delivery
+                if row.remote
             ),
             now=now,
         )
@@ -335,7 +336,7 @@ class Issuer:
             now,
         )
         if attestation.paying_node_id != node_id:
-            self._enqueue_delivery(session, attestation, envelope, now)
+            self._enqueue_delivery(session, attestation, now)
         log.info(
             "attestation.issued",
             attestation_id=attestation.attestation_id,
@@ -347,28 +348,28 @@ class Issuer:
         self,
         session: Session,
         attestation: attestation_pb2.CertificationAttestation,
-        envelope: dsse.Envelope,
         now: datetime,
     ) -> None:
-        """Queue the attestation for the paying office, another node."""
+        """Queue the attestation for the paying office, another node; the delivery is built
+        from the log when it goes (links/carried_proofs.py)."""
         outbox.enqueue(
             session,
             kind=OutboxKind.DELIVER_ATTESTATION,
             destination=attestation.paying_node_id,
             subject_id=attestation.attestation_id,
-            payload=signing_pool.delivery(envelope),
+            payload=b"",
             now=now,
         )
 
 
 class IssuedRow(NamedTuple):
     """A signed attestation as the bulk path stores it: its bytes and the facts kept beside
-    them (its delivery is b"" when this node is its paying office)."""
+    them (`remote`: its paying office is another node, which it is queued for)."""
 
     attestation_id: str
     envelope_json: bytes
-    delivery: bytes
     payload_sha256: str
+    remote: bool
     paying_node_id: str
     paying_region: str
     subject_locator: bytes
@@ -405,14 +406,15 @@ def _fields(finding: Finding) -> tuple[object, ...]:
     return (*fields[:_EVIDENCE], evidence, *fields[_EVIDENCE + 1 :])
 
 
-# What a worker gets of a finding: its fields, its validity, and whether its paying office is
-# another node.
-_Shipped = tuple[tuple[object, ...], datetime, bool]
-# What the issuing process keeps of it for the store: IssuedRow's fields from paying_node_id.
-_Kept = tuple[str, str, bytes, str | None, str | None, int, int, datetime, datetime, str | None]
-# What a worker sends back of each attestation: its id, envelope JSON, delivery (b"" for
-# this node's own paying office) and the hex SHA-256 of its payload.
-_Built = tuple[str, bytes, bytes, str]
+# What a worker gets of a finding: its fields and its validity.
+_Shipped = tuple[tuple[object, ...], datetime]
+# What the issuing process keeps of it for the store: IssuedRow's fields from remote.
+_Kept = tuple[
+    bool, str, str, bytes, str | None, str | None, int, int, datetime, datetime, str | None
+]
+# What a worker sends back of each attestation: its id, envelope JSON and the hex SHA-256 of
+# its payload.
+_Built = tuple[str, bytes, str]
 
 
 class _Header(NamedTuple):
@@ -427,7 +429,7 @@ def _sign_findings(key: SigningKey, header: _Header, rows: Sequence[_Shipped]) -
     """In a signing worker: each attestation built, serialised and signed."""
     stamp = _StampWriter()
     built = []
-    for (fields, valid_until, remote), attestation_id in zip(rows, new_ids(len(rows)), strict=True):
+    for (fields, valid_until), attestation_id in zip(rows, new_ids(len(rows)), strict=True):
         attestation = attestation_of(
             Finding(*fields),  # type: ignore[arg-type]
             attestation_id=attestation_id,
@@ -438,8 +440,8 @@ def _sign_findings(key: SigningKey, header: _Header, rows: Sequence[_Shipped]) -
             stamp=stamp,
         )
         payload = attestation.SerializeToString(deterministic=True)
-        envelope_json, delivery = signing_pool.signed(key, payload, remote)
-        built.append((attestation_id, envelope_json, delivery, payload_digest(payload)))
+        envelope_json = signing_pool.signed(key, payload)
+        built.append((attestation_id, envelope_json, payload_digest(payload)))
     return built
 
 

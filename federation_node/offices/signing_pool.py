@@ -10,9 +10,7 @@ whichever process signed it.
 `sign_soon` runs a task (a module-level function, so that a worker can import it) over a batch
 of compact rows on the workers and returns at once, so that a caller storing one batch has the
 next one prepared meanwhile (the bulk issuing path's pipeline); a task builds, serialises and
-signs in the worker, and sends back only bytes. `sign_attestations` signs ready payloads, and
-also serialises the delivery of an attestation whose paying office is another node (the outbox
-payload), which would otherwise cost the caller a parse of each envelope.
+signs in the worker, and sends back only bytes. `sign_attestations` signs ready payloads.
 """
 
 from __future__ import annotations
@@ -25,13 +23,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Generic, TypeVar
 
-from certfed.v1 import federation_pb2
-from federation.envelopes import envelope_to_proto
 from signing import dsse
 from signing.keys import SigningKey
-
-# An attestation's envelope JSON, and its delivery to a remote paying office (else b"").
-Signed = tuple[bytes, bytes]
 
 H = TypeVar("H")
 R = TypeVar("R")
@@ -63,16 +56,9 @@ def workers() -> int:
     return min(cores(), MAX_WORKERS)
 
 
-def delivery(envelope: dsse.Envelope) -> bytes:
-    """The delivery of a signed attestation to its paying office, as the outbox keeps it."""
-    request = federation_pb2.DeliverAttestationRequest(envelope=envelope_to_proto(envelope))
-    return request.SerializeToString(deterministic=True)
-
-
-def signed(key: SigningKey, payload: bytes, remote: bool) -> Signed:
-    """The envelope JSON of `payload` signed with `key`, and its delivery when `remote`."""
-    envelope = dsse.sign(payload, dsse.ATTESTATION_PAYLOAD_TYPE, key)
-    return envelope.to_json(), delivery(envelope) if remote else b""
+def signed(key: SigningKey, payload: bytes) -> bytes:
+    """The envelope JSON of the attestation `payload` signed with `key`."""
+    return dsse.sign(payload, dsse.ATTESTATION_PAYLOAD_TYPE, key).to_json()
 
 
 class Signing(Generic[T]):
@@ -112,21 +98,15 @@ def _chunks(total: int, count: int) -> list[tuple[int, int]]:
     return [(total * part // pieces, total * (part + 1) // pieces) for part in range(pieces)]
 
 
-def sign_attestations(
-    key: SigningKey, payloads: Sequence[bytes], remote: Sequence[bool]
-) -> list[Signed]:
-    """Each attestation payload signed with `key`, in order (`remote`: whether its paying
-    office is another node, which gets a delivery)."""
-    if len(payloads) != len(remote):
-        raise ValueError("one remote flag per payload")
-    rows = list(zip(payloads, remote, strict=True))
+def sign_attestations(key: SigningKey, payloads: Sequence[bytes]) -> list[bytes]:
+    """The envelope JSON of each attestation payload signed with `key`, in order."""
     if len(payloads) < PARALLEL_MIN:
-        return _sign_payloads(key, None, rows)
-    return sign_soon(_sign_payloads, key, None, rows).result()
+        return _sign_payloads(key, None, payloads)
+    return sign_soon(_sign_payloads, key, None, payloads).result()
 
 
-def _sign_payloads(key: SigningKey, _: None, rows: Sequence[tuple[bytes, bool]]) -> list[Signed]:
-    return [signed(key, payload, far) for payload, far in rows]
+def _sign_payloads(key: SigningKey, _: None, payloads: Sequence[bytes]) -> list[bytes]:
+    return [signed(key, payload) for payload in payloads]
 
 
 def warm_up(key: SigningKey, *modules: str) -> None:
@@ -134,7 +114,7 @@ def warm_up(key: SigningKey, *modules: str) -> None:
     import `modules` (those of the tasks it will run) now rather than at its first task."""
     count = workers()
     if count >= 2:
-        rows = [(b"", False)] * CHUNK
+        rows = [b""] * CHUNK
         executor = _executor(count)
         pem = key.to_pem()
         # One task per worker, each long enough that no worker takes two.
@@ -142,7 +122,7 @@ def warm_up(key: SigningKey, *modules: str) -> None:
             task.result()
 
 
-def _warm_up(key_pem: bytes, modules: Sequence[str], rows: Sequence[tuple[bytes, bool]]) -> None:
+def _warm_up(key_pem: bytes, modules: Sequence[str], rows: Sequence[bytes]) -> None:
     for module in modules:
         importlib.import_module(module)
     _run(_sign_payloads, key_pem, None, rows)

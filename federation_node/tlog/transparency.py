@@ -194,6 +194,23 @@ class TransparencyLog:
             proof = log_store.inclusion_proof(session, leaf_index, tree_size)
         return leaf_index, tree_size, proof
 
+    def logged(
+        self, attestation_id: str, tree_size: int | None
+    ) -> tuple[bytes, tuple[int, int, list[bytes]] | None]:
+        """The envelope logged as `attestation_id`, and its (leaf index, tree size, audit path)
+        in the tree of `tree_size` when that tree holds it (else None). Raises
+        UnknownAttestationError when the log does not hold it."""
+        with Session(self._engine) as session:
+            entry = log_store.entry_of(session, attestation_id)
+            if tree_size is None or entry.leaf_index >= tree_size:
+                return entry.envelope_json, None
+            try:
+                proof = log_store.inclusion_proof(session, entry.leaf_index, tree_size)
+            except InvalidInputError:
+                # A checkpoint past the log (one restored without its entries): no proof.
+                return entry.envelope_json, None
+        return entry.envelope_json, (entry.leaf_index, tree_size, proof)
+
     def consistency_proof(self, first_size: int, second_size: int) -> list[bytes]:
         with Session(self._engine) as session:
             return log_store.consistency_proof(session, first_size, second_size)

@@ -1,0 +1,119 @@
+"""Attestation deliveries built from the node's log when they go, on SQLite and PostgreSQL: the
+outbox keeps no copy of the attestation, so what the paying office receives is the envelope as
+logged, with its inclusion proof when a checkpoint covers it."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine
+
+from certfed.v1 import federation_pb2
+from federation.envelopes import envelope_to_proto
+from federation.errors import UnknownAttestationError
+from federation.limits import Limits
+from federation_node.links.carried_proofs import MAX_WAIT_S, CarriedProofs
+from federation_node.store import log_store
+from federation_node.store.db import session_scope
+from federation_node.store.log_store import NewEntry
+from federation_node.tlog.transparency import TransparencyLog
+from signing import dsse, merkle
+from signing.keys import SigningKey
+from signing.note import NoteSigner
+
+ISSUER = "cn-sd-qingdao"
+
+
+def _unused_witness(note: bytes, size: int, proof: list[bytes]) -> bytes:
+    raise AssertionError("building a delivery never asks the witness")
+
+
+@pytest.fixture
+def key() -> SigningKey:
+    return SigningKey.generate()
+
+
+@pytest.fixture
+def proofs(engine: Engine, key: SigningKey) -> CarriedProofs:
+    witness = NoteSigner("witness.example", SigningKey.generate())
+    log = TransparencyLog(engine, ISSUER, key, _unused_witness, witness.verifier, Limits())
+    return CarriedProofs(log)
+
+
+def _log(engine: Engine, key: SigningKey, count: int) -> list[tuple[str, bytes]]:
+    """`count` signed envelopes appended to the log: (attestation id, envelope JSON)."""
+    logged = [
+        (f"att-{number:04d}", dsse.sign(b"attestation %d" % number, "t", key).to_json())
+        for number in range(count)
+    ]
+    with session_scope(engine) as session:
+        log_store.append_many(
+            session, (NewEntry(name, envelope, "370202") for name, envelope in logged)
+        )
+    return logged
+
+
+def _checkpoint(engine: Engine, size: int) -> tuple[bytes, bytes]:
+    """A checkpoint note of the log at `size` (its body: the signatures are not read here)."""
+    with session_scope(engine) as session:
+        root = log_store.root_at(session, size)
+    return b"%s\n%d\n%s\n" % (ISSUER.encode(), size, root.hex().encode()), root
+
+
+def _request(payload: bytes | None) -> federation_pb2.DeliverAttestationRequest:
+    assert payload is not None
+    return federation_pb2.DeliverAttestationRequest.FromString(payload)
+
+
+def test_a_delivery_carries_the_envelope_as_logged_and_its_proof(
+    engine: Engine, key: SigningKey, proofs: CarriedProofs, now: datetime
+) -> None:
+    logged = _log(engine, key, 5)
+    checkpoint, root = _checkpoint(engine, 5)
+    name, envelope_json = logged[3]
+    request = _request(proofs.payload(name, b"", checkpoint, now, now))
+    assert request.envelope == envelope_to_proto(dsse.Envelope.from_json(envelope_json))
+    inclusion = request.inclusion
+    assert (inclusion.leaf_index, inclusion.tree_size) == (3, 5)
+    assert inclusion.checkpoint.note == checkpoint
+    merkle.verify_inclusion(merkle.leaf_hash(envelope_json), 3, 5, list(inclusion.hashes), root)
+
+
+def test_a_delivery_waits_for_a_checkpoint_then_goes_without_proof(
+    engine: Engine, key: SigningKey, proofs: CarriedProofs, now: datetime
+) -> None:
+    logged = _log(engine, key, 3)
+    checkpoint, _ = _checkpoint(engine, 2)
+    name, envelope_json = logged[2]
+    # Not covered by the latest checkpoint (nor by none at all): it waits, for a while.
+    assert proofs.payload(name, b"", checkpoint, now, now) is None
+    assert proofs.payload(name, b"", None, now, now) is None
+    late = now + timedelta(seconds=MAX_WAIT_S)
+    request = _request(proofs.payload(name, b"", checkpoint, now, late))
+    assert request.envelope == envelope_to_proto(dsse.Envelope.from_json(envelope_json))
+    assert not request.HasField("inclusion")
+
+
+def test_a_delivery_queued_with_its_request_goes_as_queued(
+    engine: Engine, key: SigningKey, proofs: CarriedProofs, now: datetime
+) -> None:
+    # Queued by an earlier version, which kept the request in the outbox.
+    logged = _log(engine, key, 2)
+    checkpoint, _ = _checkpoint(engine, 2)
+    name, envelope_json = logged[0]
+    queued = federation_pb2.DeliverAttestationRequest(
+        envelope=envelope_to_proto(dsse.Envelope.from_json(envelope_json))
+    ).SerializeToString()
+    request = _request(proofs.payload(name, queued, checkpoint, now, now))
+    assert request.envelope == federation_pb2.DeliverAttestationRequest.FromString(queued).envelope
+    assert (request.inclusion.leaf_index, request.inclusion.tree_size) == (0, 2)
+
+
+def test_an_attestation_the_log_does_not_hold_is_refused(
+    engine: Engine, key: SigningKey, proofs: CarriedProofs, now: datetime
+) -> None:
+    _log(engine, key, 1)
+    checkpoint, _ = _checkpoint(engine, 1)
+    with pytest.raises(UnknownAttestationError, match="not in this node's log"):
+        proofs.payload("att-missing", b"", checkpoint, now, now)
