@@ -248,8 +248,6 @@ class Dispatcher(threading.Thread):
         # Read after the claim committed: its transaction holds SQLite's write lock.
         batch, waiting, lost = self._with_proofs(batch, queued, now)
         self._awaiting_proof = bool(waiting)
-        if lost:
-            self._dead_letters(lost, now)
         if waiting:
             with session_scope(self._engine) as session:
                 for message_id in waiting:
@@ -262,9 +260,13 @@ class Dispatcher(threading.Thread):
                             now,
                             now + timedelta(seconds=PROOF_RECHECK_S),
                         )
-        if not batch:
+        if not batch and not lost:
             return 0
-        started = [self._deliver(*item) for item in batch]
+        # What can never go as it stands is refused before any call, and dead-lettered below.
+        started = [self._deliver(*item) for item in batch] + [
+            _Pending(PermanentDeliveryError(reason)) for _, reason in lost
+        ]
+        batch += [item for item, _ in lost]
         results = [
             self._outcome(*item, pending) for item, pending in zip(batch, started, strict=True)
         ]
@@ -313,25 +315,9 @@ class Dispatcher(threading.Thread):
                     )
         return delivered
 
-    def _dead_letters(self, lost: list[tuple[str, str]], now: datetime) -> None:
-        """Messages that can never be delivered as they stand: dead letters, with why."""
-        with session_scope(self._engine) as session:
-            for message_id, error in lost:
-                message = session.get(OutboxMessage, message_id)
-                if message is None:
-                    continue
-                outbox.mark_dead(session, message, error, now)
-                log.error(
-                    "outbox.dead_letter",
-                    message_id=message_id,
-                    kind=message.kind,
-                    destination=message.destination,
-                    error=error,
-                )
-
     def _with_proofs(
         self, batch: list[_Item], queued: dict[str, tuple[str, datetime]], now: datetime
-    ) -> tuple[list[_Item], list[str], list[tuple[str, str]]]:
+    ) -> tuple[list[_Item], list[str], list[tuple[_Item, str]]]:
         """The batch with each attestation delivery built from the log and carrying its
         inclusion proof; the ids of the deliveries that wait for a checkpoint covering them
         (not sent this pass); and those whose attestation the log does not hold, with why.
@@ -342,7 +328,7 @@ class Dispatcher(threading.Thread):
         checkpoint = proofs.checkpoint() if proofs is not None else None
         ready: list[_Item] = []
         waiting: list[str] = []
-        lost: list[tuple[str, str]] = []
+        lost: list[tuple[_Item, str]] = []
         for message_id, kind, destination, payload in batch:
             if kind != OutboxKind.DELIVER_ATTESTATION:
                 ready.append((message_id, kind, destination, payload))
@@ -355,7 +341,7 @@ class Dispatcher(threading.Thread):
             try:
                 carried = proofs.payload(attestation_id, payload, checkpoint, queued_at, now)
             except CertfedError as error:
-                lost.append((message_id, str(error)))
+                lost.append(((message_id, kind, destination, payload), str(error)))
                 continue
             if carried is None:
                 waiting.append(message_id)

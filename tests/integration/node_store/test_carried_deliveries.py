@@ -13,10 +13,13 @@ from certfed.v1 import federation_pb2
 from federation.envelopes import envelope_to_proto
 from federation.errors import UnknownAttestationError
 from federation.limits import Limits
+from federation_node.config import DispatchConfig
 from federation_node.links.carried_proofs import MAX_WAIT_S, CarriedProofs
-from federation_node.store import log_store
+from federation_node.links.dispatcher import Dispatcher
+from federation_node.store import log_store, outbox
 from federation_node.store.db import session_scope
 from federation_node.store.log_store import NewEntry
+from federation_node.store.models import DeliveryState, OutboxKind
 from federation_node.tlog.transparency import TransparencyLog
 from signing import dsse, merkle
 from signing.keys import SigningKey
@@ -117,3 +120,52 @@ def test_an_attestation_the_log_does_not_hold_is_refused(
     checkpoint, _ = _checkpoint(engine, 1)
     with pytest.raises(UnknownAttestationError, match="not in this node's log"):
         proofs.payload("att-missing", b"", checkpoint, now, now)
+
+
+class _NoPeers:
+    """The dispatcher's peers, for passes that must not call any."""
+
+    def federation(self, destination: str) -> object:
+        raise AssertionError(f"no call to {destination} was expected")
+
+
+def _dispatcher(engine: Engine, proofs: CarriedProofs, now: datetime) -> Dispatcher:
+    dispatcher = Dispatcher(
+        engine,
+        _NoPeers(),  # type: ignore[arg-type]
+        lambda request: None,  # type: ignore[arg-type, return-value]
+        lambda duplicates: None,
+        DispatchConfig(),
+        5.0,
+        clock=lambda: now,
+    )
+    dispatcher.carried_proofs = proofs
+    return dispatcher
+
+
+def _queue(engine: Engine, attestation_id: str, now: datetime) -> str:
+    with session_scope(engine) as session:
+        return outbox.enqueue(
+            session,
+            kind=OutboxKind.DELIVER_ATTESTATION,
+            destination="lanzhou-chengguan",
+            subject_id=attestation_id,
+            payload=b"",
+            now=now,
+        ).message_id
+
+
+def test_the_dispatcher_holds_a_delivery_for_its_checkpoint_and_buries_one_the_log_lacks(
+    engine: Engine, key: SigningKey, proofs: CarriedProofs, now: datetime
+) -> None:
+    ((name, _),) = _log(engine, key, 1)
+    waiting = _queue(engine, name, now)
+    lost = _queue(engine, "att-missing", now)
+    assert _dispatcher(engine, proofs, now).run_once() == 0
+    with session_scope(engine) as session:
+        held = outbox.get(session, waiting)
+        dead = outbox.get(session, lost)
+        assert (held.state, held.attempts) == (DeliveryState.PENDING, 0)
+        assert held.next_attempt_at > now
+        assert dead.state is DeliveryState.DEAD
+        assert "not in this node's log" in dead.last_error
