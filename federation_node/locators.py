@@ -11,7 +11,9 @@ What this module promises:
 * `prefetch` computes many at once, in batches of `federation.limits.LOCATOR_BATCH` with
   `CALLS_IN_FLIGHT` of them under way together, for a roll import or a feed; every locator
   computed is kept in a bounded in-memory cache per identity (the node knows its own people),
-  so a batch already prefetched costs no further call. A batch that fails fails the prefetch.
+  so a batch already prefetched costs no further call. A caller that already holds some of
+  them (the roll import: the locators of people on the roll, found by roll key) passes
+  `known`, and those cost no call either. A batch that fails fails the prefetch.
 * Identity numbers never reach an error message or a log line from here.
 """
 
@@ -19,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from federation.errors import UnavailableError
@@ -30,6 +32,8 @@ from signing.locator import locator_from_output, locator_input
 
 # Blinded elements in, evaluated elements out, one for one (RegistryClient.evaluate_locators).
 Evaluate = Callable[[list[bytes]], list[bytes]]
+# Locator inputs in; the locators the caller already holds for some of them, by input.
+Known = Callable[[list[bytes]], Mapping[bytes, bytes]]
 
 # (kind, number as given) -> (normalised number, locator), as `Locators.prefetch` answers.
 Located = dict[tuple[IdentityKind, str], tuple[str, bytes]]
@@ -68,10 +72,13 @@ class Locators:
     def subject_locator(self, kind: IdentityKind, number: str) -> bytes:
         return self.locate(kind, number)[1]
 
-    def prefetch(self, identities: Iterable[tuple[IdentityKind, str]]) -> Located:
-        """Compute, in batches, the locators of those identities not cached yet; returns the
-        normalised number and locator of each identity that validates, keyed as it was given.
-        Numbers that do not validate are skipped: the caller's own checks name them."""
+    def prefetch(
+        self, identities: Iterable[tuple[IdentityKind, str]], known: Known | None = None
+    ) -> Located:
+        """Compute, in batches, the locators of those identities neither cached nor `known`;
+        returns the normalised number and locator of each identity that validates, keyed as it
+        was given. Numbers that do not validate are skipped: the caller's own checks name
+        them."""
         given: dict[tuple[IdentityKind, str], tuple[str, bytes]] = {}
         found: dict[bytes, bytes] = {}
         wanted: dict[bytes, None] = {}
@@ -86,6 +93,11 @@ class Locators:
                 found[data] = cached
             else:
                 wanted[data] = None
+        if known is not None and wanted:
+            for data, locator in known(list(wanted)).items():
+                if data in wanted:
+                    del wanted[data]
+                    found[data] = locator
         inputs = list(wanted)
         batches = [
             inputs[start : start + LOCATOR_BATCH] for start in range(0, len(inputs), LOCATOR_BATCH)

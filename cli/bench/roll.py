@@ -3,8 +3,10 @@
 Starts PostgreSQL (the server DATABASE_URL names, or one from `pgserver`), a registry and one
 paying office as real processes, writes a roll of `rows` people in the `certfed_roll` layout,
 and imports it through the DeskService exactly as `certfed roll import` does (UpsertBeneficiaries
-in batches). Prints rows/s, seconds and the peak resident memory of the importing process and of
-the node; asserts nothing about time.
+in batches). Then restarts the node (nothing in memory, as at the next month's import) and
+imports the same file again: every row is someone on the roll, whose locator the node finds by
+roll key instead of asking the registry. Prints rows/s and seconds of both, and the peak
+resident memory of the importing process and of the node; asserts nothing about time.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from adapters.roll import RollImportSummary
 from cli.bench.federation import bench_settings
 from cli.bench.kit import bench_workdir, peak_rss_mb, postgres_server, resident_id
 from cli.launcher import LocalFederation, NodeSpec
@@ -45,6 +48,10 @@ class RollBenchFigures:
     node_peak_rss_mib: float
     created: int
     rejected: int
+    # The same file imported again after a node restart: nothing new, nothing changed.
+    rerun_s: float
+    rerun_per_s: float
+    rerun_unchanged: int
 
     def as_rows(self) -> list[tuple[str, str]]:
         return [
@@ -54,6 +61,9 @@ class RollBenchFigures:
             ("import", f"{self.seconds:.1f} s"),
             ("rows/s", f"{self.rate_per_s:,.0f}"),
             ("registered / rejected", f"{self.created:,} / {self.rejected:,}"),
+            ("imported again after a restart", f"{self.rerun_s:.1f} s"),
+            ("rows/s, again", f"{self.rerun_per_s:,.0f}"),
+            ("unchanged, again", f"{self.rerun_unchanged:,}"),
             ("peak RSS, importing process", f"{self.peak_rss_mib:.0f} MiB"),
             ("peak RSS, node", f"{self.node_peak_rss_mib:.0f} MiB"),
         ]
@@ -104,21 +114,27 @@ def bench_roll(
         if show_progress:
             console.print(f"writing {rows:,} rows to {roll}")
         write_roll(roll, rows)
-        with federation.desk(OFFICE.node_id) as desk:
-            started = time.perf_counter()
-            summary = import_roll_file(
-                desk,
-                roll,
-                mapping_name=MAPPING,
-                fmt=None,
-                sheet=None,
-                batch_size=batch_size,
-                rejects_path=folder / "roll.rejects.csv",
-                show_progress=show_progress,
-            )
-            seconds = time.perf_counter() - started
+
+        def imported() -> tuple[RollImportSummary, float]:
+            with federation.desk(OFFICE.node_id) as desk:
+                started = time.perf_counter()
+                summary = import_roll_file(
+                    desk,
+                    roll,
+                    mapping_name=MAPPING,
+                    fmt=None,
+                    sheet=None,
+                    batch_size=batch_size,
+                    rejects_path=folder / "roll.rejects.csv",
+                    show_progress=show_progress,
+                )
+                return summary, time.perf_counter() - started
+
+        summary, seconds = imported()
         process = federation.nodes[OFFICE.node_id].process
         node_rss = peak_rss_mb(process.pid) if process is not None else 0.0
+        federation.restart_node(OFFICE.node_id)
+        again, rerun_seconds = imported()
         return RollBenchFigures(
             rows=rows,
             batch_size=batch_size,
@@ -130,4 +146,7 @@ def bench_roll(
             node_peak_rss_mib=round(node_rss, 1),
             created=summary.created,
             rejected=summary.rejected,
+            rerun_s=round(rerun_seconds, 2),
+            rerun_per_s=round(rows / rerun_seconds, 1) if rerun_seconds else 0.0,
+            rerun_unchanged=again.unchanged,
         )

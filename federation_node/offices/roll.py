@@ -44,7 +44,7 @@ from federation.timestamps import optional_datetime
 from federation_node.locators import Located
 from federation_node.offices.context import Actor, NodeContext
 from federation_node.rules.entitlement import add_months, parse_month
-from federation_node.rules.feed_records import roll_key
+from federation_node.rules.feed_records import roll_key, roll_key_of
 from federation_node.rules.validation import (
     IDENTITY_KINDS,
     identity_fields,
@@ -300,11 +300,15 @@ class Roll:
             raise InvalidInputError(
                 "beneficiaries", f"has {len(requests)} items; the limit is {limits.max_repeated}"
             )
-        # Every locator of the batch from the registry in a few calls, not one per person.
+        # Every locator of the batch from the roll (people on it already) or from the registry
+        # in a few calls, not one per person.
         located = context.locators.prefetch(
-            (kind, request.identity.identity_number)
-            for request in requests
-            if (kind := IDENTITY_KINDS.get(request.identity.identity_type)) is not None
+            (
+                (kind, request.identity.identity_number)
+                for request in requests
+                if (kind := IDENTITY_KINDS.get(request.identity.identity_type)) is not None
+            ),
+            known=self._on_the_roll,
         )
         bounds = DateBounds.as_of(context)
         entries = [
@@ -331,6 +335,14 @@ class Roll:
         if any(row.outcome is RowOutcome.CREATED for row in rows):
             context.on_enqueued()
         return rows
+
+    def _on_the_roll(self, inputs: list[bytes]) -> dict[bytes, bytes]:
+        """The locators of the people on the roll among these locator inputs, by input."""
+        hpke = self._context.keys.hpke
+        by_key = {roll_key_of(hpke, data): data for data in inputs}
+        with Session(self._context.engine) as session:
+            found = beneficiaries.locators_by_roll_key(session, list(by_key))
+        return {by_key[key]: locator for key, locator in found.items()}
 
     def _upsert(
         self, session: Session, actor: Actor, entries: list[RollEntry], now: datetime

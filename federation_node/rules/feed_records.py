@@ -57,4 +57,9 @@ def roll_key(hpke: HpkeKey, kind: IdentityKind, number: str) -> bytes:
     identity kind and normalised number). Raises InvalidIdentityNumberError for a number that
     does not validate."""
     _, data = locator_input(kind, number)
-    return hmac.new(_derived_key(hpke, _ROLL_KEY_INFO), data, hashlib.sha256).digest()
+    return roll_key_of(hpke, data)
+
+
+def roll_key_of(hpke: HpkeKey, locator_input: bytes) -> bytes:
+    """`roll_key` of a locator's input (signing.locator.locator_input) already made."""
+    return hmac.new(_derived_key(hpke, _ROLL_KEY_INFO), locator_input, hashlib.sha256).digest()

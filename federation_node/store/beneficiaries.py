@@ -18,6 +18,7 @@ import psycopg
 from sqlalchemy import bindparam, func, update
 from sqlalchemy import select as sql_select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Mapped
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 
@@ -161,7 +162,7 @@ def roll_records(session: Session, locators: Sequence[bytes]) -> dict[bytes, Rol
                 col(Entitlement.monthly_amount_fen),
             )
             .join(Entitlement, col(Entitlement.beneficiary_id) == col(Beneficiary.beneficiary_id))
-            .where(_locator_in(batch, postgres=postgres))
+            .where(_bytes_in(col(Beneficiary.subject_locator), batch, postgres=postgres))
         )
         for row in session.execute(statement):
             record = RollRecord(*row)
@@ -169,16 +170,32 @@ def roll_records(session: Session, locators: Sequence[bytes]) -> dict[bytes, Rol
     return found
 
 
-def _locator_in(locators: list[bytes], *, postgres: bool) -> ColumnElement[bool]:
-    column = col(Beneficiary.subject_locator)
+def locators_by_roll_key(session: Session, roll_keys: Sequence[bytes]) -> dict[bytes, bytes]:
+    """The locators of this office's beneficiaries among `roll_keys`, by roll key: a roll
+    imported again needs no locator computed for the people already on it."""
+    found: dict[bytes, bytes] = {}
+    postgres = is_postgres(session)
+    step = max(1, len(roll_keys)) if postgres else _IN_BATCH
+    column = col(Beneficiary.roll_key)
+    for start in range(0, len(roll_keys), step):
+        batch = list(roll_keys[start : start + step])
+        statement = sql_select(column, col(Beneficiary.subject_locator)).where(
+            _bytes_in(column, batch, postgres=postgres)
+        )
+        for roll_key, locator in session.execute(statement):
+            found[bytes(roll_key)] = bytes(locator)
+    return found
+
+
+def _bytes_in(
+    column: Mapped[bytes] | Mapped[bytes | None], values: list[bytes], *, postgres: bool
+) -> ColumnElement[bool]:
     if postgres:
         # One text parameter, split and decoded by the server: binding thousands of bytea
         # values one by one costs more than the query.
-        hexes = func.string_to_array(
-            bindparam("locators", ",".join(x.hex() for x in locators)), ","
-        )
+        hexes = func.string_to_array(bindparam("values", ",".join(x.hex() for x in values)), ",")
         return column.in_(select(func.decode(func.unnest(hexes), "hex")))
-    return column.in_(locators)
+    return column.in_(values)
 
 
 def update_columns(

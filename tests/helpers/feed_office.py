@@ -21,7 +21,7 @@ from federation.registry_client import RegistryClient
 from federation_node.config import NodeConfig
 from federation_node.keystore import KeyPaths, NodeKeys, load_keys
 from federation_node.links.directory_client import DirectoryClient
-from federation_node.locators import Locators
+from federation_node.locators import Evaluate, Locators
 from federation_node.offices.node import Node, compose_node
 from federation_node.rules.policy import load_policy
 from federation_node.store.db import create_engine_for, migrate, session_scope
@@ -37,6 +37,8 @@ class EnrolledOffice:
     directory: DirectoryClient
     # Subject locators through the federation's real registry, open while the office is.
     locators: Locators
+    # The registry's evaluation of blinded elements, for a Locators of a test's own.
+    evaluate: Evaluate
 
 
 @contextmanager
@@ -55,7 +57,11 @@ def enrolled_office(workdir: Path) -> Iterator[EnrolledOffice]:
             )
             directory.refresh()
             yield EnrolledOffice(
-                handle.config, keys, directory, Locators(registry.evaluate_locators)
+                handle.config,
+                keys,
+                directory,
+                Locators(registry.evaluate_locators),
+                registry.evaluate_locators,
             )
         finally:
             registry.close()

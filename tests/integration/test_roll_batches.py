@@ -24,6 +24,7 @@ from sqlmodel import Session, select
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
 from cli.bench.kit import resident_id
 from federation.timestamps import to_timestamp
+from federation_node.locators import Locators
 from federation_node.offices.context import Actor
 from federation_node.offices.node import Node, compose_node
 from federation_node.offices.roll import RowOutcome
@@ -89,7 +90,7 @@ def office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EnrolledOffice]
         yield enrolled
 
 
-def _compose(office: EnrolledOffice, url: str) -> Node:
+def _compose(office: EnrolledOffice, url: str, locators: Locators | None = None) -> Node:
     migrate(url)
     config = dataclasses.replace(office.config, database_url=url)
     return compose_node(
@@ -100,7 +101,7 @@ def _compose(office: EnrolledOffice, url: str) -> Node:
         load_policy(config.policy_file),
         lambda _locator: [],
         clock=lambda: NOW,
-        locators=office.locators,
+        locators=locators or office.locators,
     )
 
 
@@ -202,3 +203,37 @@ def test_the_bulk_roll_import_registers_people_as_one_at_a_time_does(
     for node in (offices.bulk, offices.single):
         node.daily_cycle.run_cycle(CLERK, NOW.date())
     assert _roll_of(offices.bulk) == _roll_of(offices.single)
+
+
+def test_a_roll_imported_again_computes_no_locator_for_the_people_on_it(
+    offices: Offices, office: EnrolledOffice
+) -> None:
+    # A node started afresh (nothing cached) imports its roll again, with newcomers: only they
+    # cost the registry an evaluation, and the people already on it keep their locators.
+    evaluated: list[int] = []
+
+    def counted(elements: list[bytes]) -> list[bytes]:
+        evaluated.append(len(elements))
+        return office.evaluate(elements)
+
+    _wipe(offices.bulk)
+    first = [Row(person, "440604", 100, 250_000, SCHEMES[1], "2015-07", "") for person in range(8)]
+    imported = offices.bulk.roll.upsert(CLERK, [_request(row) for row in first])
+    before = _roll_of(offices.bulk)
+    restarted = _compose(
+        office, offices.bulk.context.config.effective_database_url, Locators(counted)
+    )
+    try:
+        newcomers = [dataclasses.replace(row, person=row.person + 100) for row in first[:3]]
+        again = restarted.roll.upsert(CLERK, [_request(row) for row in first + newcomers])
+    finally:
+        restarted.context.engine.dispose()
+    assert sum(evaluated) == len(newcomers)
+    assert [row.outcome for row in again] == [RowOutcome.UNCHANGED] * len(first) + [
+        RowOutcome.CREATED
+    ] * len(newcomers)
+    assert [row.beneficiary_id for row in again[: len(first)]] == [
+        row.beneficiary_id for row in imported
+    ]
+    after = _roll_of(offices.bulk)
+    assert {locator: after[locator] for locator in before} == before
