@@ -42,7 +42,7 @@ from federation.desk_client import DeskClient
 from federation.timestamps import to_timestamp
 from federation_node.config import DispatchConfig
 from federation_node.store import db, outbox
-from federation_node.store.models import DeliveryState, OutboxKind, OutboxMessage
+from federation_node.store.models import ATTESTATION_DELIVERIES, DeliveryState, OutboxMessage
 
 PAYING = NodeSpec("lanzhou", "Lanzhou office", ("620102",), ("paying_office",))
 AGENCY = NodeSpec("qingdao", "Qingdao centre", ("370200",), ("residence_agency",))
@@ -357,9 +357,7 @@ def bench_recovery(
                 waited = (message.delivered_at - result.healthy).total_seconds()
                 samples.append(waited)
                 sender = (
-                    AGENCY.node_id
-                    if message.kind is OutboxKind.DELIVER_ATTESTATION
-                    else (PAYING.node_id)
+                    AGENCY.node_id if message.kind in ATTESTATION_DELIVERIES else (PAYING.node_id)
                 )
                 case = "sender" if result.victim == sender else "receiver"
                 by_case.setdefault(f"{result.victim} ({case})", []).append(waited)

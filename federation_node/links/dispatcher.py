@@ -55,7 +55,7 @@ from federation_node.links.directory_client import DirectoryClient
 from federation_node.links.peers import PeerChannels
 from federation_node.store import outbox
 from federation_node.store.db import session_scope
-from federation_node.store.models import OutboxKind, OutboxMessage
+from federation_node.store.models import ATTESTATION_DELIVERIES, OutboxKind, OutboxMessage
 
 log = structlog.get_logger("certfed.dispatcher")
 
@@ -322,7 +322,7 @@ class Dispatcher(threading.Thread):
         inclusion proof; the ids of the deliveries that wait for a checkpoint covering them
         (not sent this pass); and those whose attestation the log does not hold, with why.
         `queued`: each message's subject (the attestation id) and when it was queued."""
-        if not any(item[1] == OutboxKind.DELIVER_ATTESTATION for item in batch):
+        if not any(item[1] in ATTESTATION_DELIVERIES for item in batch):
             return batch, [], []
         proofs = self.carried_proofs
         checkpoint = proofs.checkpoint() if proofs is not None else None
@@ -330,7 +330,7 @@ class Dispatcher(threading.Thread):
         waiting: list[str] = []
         lost: list[tuple[_Item, str]] = []
         for message_id, kind, destination, payload in batch:
-            if kind != OutboxKind.DELIVER_ATTESTATION:
+            if kind not in ATTESTATION_DELIVERIES:
                 ready.append((message_id, kind, destination, payload))
                 continue
             if proofs is None:

@@ -281,7 +281,7 @@ class Issuer:
         )
         outbox.enqueue_many(
             session,
-            kind=OutboxKind.DELIVER_ATTESTATION,
+            kind=OutboxKind.DELIVER_LOGGED_ATTESTATION,
             messages=(
                 # Built from the log when it goes (links/carried_proofs.py).
                 (row.paying_node_id, row.attestation_id, b"")
@@ -354,7 +354,7 @@ class Issuer:
         from the log when it goes (links/carried_proofs.py)."""
         outbox.enqueue(
             session,
-            kind=OutboxKind.DELIVER_ATTESTATION,
+            kind=OutboxKind.DELIVER_LOGGED_ATTESTATION,
             destination=attestation.paying_node_id,
             subject_id=attestation.attestation_id,
             payload=b"",

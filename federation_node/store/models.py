@@ -194,8 +194,17 @@ class RevocationFinding(enum.StrEnum):
 class OutboxKind(enum.StrEnum):
     REQUEST_ASSISTANCE = "request_assistance"
     UPDATE_ASSISTANCE_STATUS = "update_assistance_status"
+    # An attestation delivery carrying its request (queued by a release before 0019).
     DELIVER_ATTESTATION = "deliver_attestation"
     PUBLISH_LOCATORS = "publish_locators"
+    # An attestation delivery queued without a copy: built from the log when it goes.
+    DELIVER_LOGGED_ATTESTATION = "deliver_logged_attestation"
+
+
+# The kinds that deliver an attestation to its paying office.
+ATTESTATION_DELIVERIES = frozenset(
+    {OutboxKind.DELIVER_ATTESTATION, OutboxKind.DELIVER_LOGGED_ATTESTATION}
+)
 
 
 class DeliveryState(enum.StrEnum):

@@ -147,7 +147,7 @@ def _queue(engine: Engine, attestation_id: str, now: datetime) -> str:
     with session_scope(engine) as session:
         return outbox.enqueue(
             session,
-            kind=OutboxKind.DELIVER_ATTESTATION,
+            kind=OutboxKind.DELIVER_LOGGED_ATTESTATION,
             destination="lanzhou-chengguan",
             subject_id=attestation_id,
             payload=b"",
