@@ -115,7 +115,7 @@ def test_one_assistance_round_trip_across_two_offices_is_one_trace(
         ("lanzhou", "certfed.v1.FederationService/RequestAssistance"),
         ("qingdao", "certfed.v1.FederationService/RequestAssistance"),
         ("qingdao", "certification.approve"),
-        ("qingdao", "outbox.deliver deliver_attestation"),
+        ("qingdao", "outbox.deliver deliver_logged_attestation"),
         ("qingdao", "certfed.v1.FederationService/DeliverAttestation"),
         ("lanzhou", "certfed.v1.FederationService/DeliverAttestation"),
     }
