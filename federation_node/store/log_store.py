@@ -23,11 +23,12 @@ Promises:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
+from sqlalchemy import or_, tuple_
 from sqlmodel import Session, col, select
 
 from federation.errors import (
@@ -442,24 +443,108 @@ def entry_at(session: Session, leaf_index: int) -> LogEntry:
 
 
 class _TreeReader:
-    """Subtree roots from the store: cached ones read, the rest hashed from few leaves."""
+    """Subtree roots from the store: cached ones read, the rest hashed from few leaves.
+
+    `planned` walks a proof once without hashing, to learn which cached roots and which runs
+    of leaves it needs, and reads them in two queries; `hash_at` then answers from what was
+    read: two queries a proof however deep the tree, instead of one a root or run. A cached root
+    the store lacks is rebuilt from below, reading what that needs as it goes.
+    """
 
     def __init__(self, session: Session) -> None:
         self._session = session
+        self._subtrees: dict[tuple[int, int], bytes] = {}
+        self._looked_up: set[tuple[int, int]] = set()
+        self._leaves: dict[int, bytes] = {}
+
+    def planned(self, walk: Callable[[merkle.HashAt], object]) -> merkle.HashAt:
+        """`hash_at`, with everything `walk` (a proof over some `hash_at`) needs read at once."""
+        subtrees: set[tuple[int, int]] = set()
+        runs: list[tuple[int, int]] = []
+
+        def plan(start: int, end: int) -> bytes:
+            key = _cached_key(start, end)
+            if key is not None:
+                subtrees.add(key)
+            elif end - start <= CHUNK:
+                runs.append((start, end))
+            else:
+                split = _split_at(start, end)
+                plan(start, split)
+                plan(split, end)
+            return bytes(HASH_SIZE)
+
+        walk(plan)
+        if subtrees:
+            rows = self._session.exec(
+                select(LogSubtree.level, LogSubtree.subtree_index, LogSubtree.subtree_hash).where(
+                    tuple_(col(LogSubtree.level), col(LogSubtree.subtree_index)).in_(subtrees)
+                )
+            )
+            self._subtrees.update(((level, index), value) for level, index, value in rows)
+            self._looked_up |= subtrees
+        merged = _merged_runs(runs)
+        if merged:
+            leaves = self._session.exec(
+                select(LogEntry.leaf_index, LogEntry.leaf_hash).where(
+                    or_(
+                        *(col(LogEntry.leaf_index).between(start, end - 1) for start, end in merged)
+                    )
+                )
+            )
+            self._leaves.update((index, value) for index, value in leaves)
+        return self.hash_at
 
     def hash_at(self, start: int, end: int) -> bytes:
-        width = end - start
-        if width >= CHUNK and width & (width - 1) == 0 and start % width == 0:
-            cached = _cached(self._session, width.bit_length() - 1, start // width)
+        key = _cached_key(start, end)
+        if key is not None:
+            cached = self._subtree(key)
             if cached is not None:
                 return cached
-        if width <= CHUNK:
-            return merkle.root_from_leaves(_leaf_hashes(self._session, start, end))[1]
-        # RFC 9162 2.1.1: split at the largest power of two smaller than the width.
-        split = 1 << ((width - 1).bit_length() - 1)
-        return merkle.node_hash(
-            self.hash_at(start, start + split), self.hash_at(start + split, end)
-        )
+        if end - start <= CHUNK:
+            return merkle.root_from_leaves(self._leaf_run(start, end))[1]
+        split = _split_at(start, end)
+        return merkle.node_hash(self.hash_at(start, split), self.hash_at(split, end))
+
+    def _subtree(self, key: tuple[int, int]) -> bytes | None:
+        if key not in self._looked_up:
+            self._looked_up.add(key)
+            found = _cached(self._session, *key)
+            if found is not None:
+                self._subtrees[key] = found
+        return self._subtrees.get(key)
+
+    def _leaf_run(self, start: int, end: int) -> list[bytes]:
+        try:
+            return [self._leaves[index] for index in range(start, end)]
+        except KeyError:
+            run = _leaf_hashes(self._session, start, end)
+            self._leaves.update(zip(range(start, end), run, strict=True))
+            return run
+
+
+def _cached_key(start: int, end: int) -> tuple[int, int] | None:
+    """(level, index) of the cached root of leaves [start, end), if the store caches it."""
+    width = end - start
+    if width >= CHUNK and width & (width - 1) == 0 and start % width == 0:
+        return width.bit_length() - 1, start // width
+    return None
+
+
+def _split_at(start: int, end: int) -> int:
+    # RFC 9162 2.1.1: split at the largest power of two smaller than the width.
+    return start + (1 << ((end - start - 1).bit_length() - 1))
+
+
+def _merged_runs(runs: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Runs of leaves to read, overlapping or close ones (less than a chunk apart) joined."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(runs):
+        if merged and start <= merged[-1][1] + CHUNK:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
 
 
 def _require_size(session: Session, tree_size: int, field: str) -> None:
@@ -473,21 +558,28 @@ def root_at(session: Session, tree_size: int) -> bytes:
     _require_size(session, tree_size, "tree_size")
     if tree_size == 0:
         return merkle.EMPTY_ROOT
-    return _TreeReader(session).hash_at(0, tree_size)
+    reader = _TreeReader(session)
+    return reader.planned(lambda hash_at: hash_at(0, tree_size))(0, tree_size)
 
 
 def inclusion_proof(session: Session, leaf_index: int, tree_size: int) -> list[bytes]:
     _require_size(session, tree_size, "tree_size")
     if not 0 <= leaf_index < tree_size:
         raise InvalidInputError("leaf_index", f"must be below the tree size {tree_size}")
-    return merkle.inclusion_proof(leaf_index, tree_size, _TreeReader(session).hash_at)
+    return _proved(session, lambda hash_at: merkle.inclusion_proof(leaf_index, tree_size, hash_at))
 
 
 def consistency_proof(session: Session, first_size: int, second_size: int) -> list[bytes]:
     _require_size(session, second_size, "second_size")
     if not 0 <= first_size <= second_size:
         raise InvalidInputError("first_size", f"must be between 0 and second_size {second_size}")
-    return merkle.consistency_proof(first_size, second_size, _TreeReader(session).hash_at)
+    return _proved(
+        session, lambda hash_at: merkle.consistency_proof(first_size, second_size, hash_at)
+    )
+
+
+def _proved(session: Session, proof: Callable[[merkle.HashAt], list[bytes]]) -> list[bytes]:
+    return proof(_TreeReader(session).planned(proof))
 
 
 # Checkpoints the registry witness cosigned.

@@ -7,13 +7,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, delete
+from sqlmodel import col
 
 from federation.errors import PreconditionError
 from federation_node.store import log_store
 from federation_node.store.db import create_engine_for, migrate, session_scope
 from federation_node.store.log_store import NewEntry
+from federation_node.store.models import LogSubtree
 from signing import merkle
+from tests.helpers.statements import counted_statements
 
 
 def entry(number: int, region: str = "620102") -> NewEntry:
@@ -87,6 +90,50 @@ def test_inclusion_proofs_from_the_store_verify(engine: Engine, tree_size: int) 
             proof = log_store.inclusion_proof(session, index, tree_size)
             assert proof == merkle.inclusion_proof_from_leaves(index, hashes[:tree_size])
             merkle.verify_inclusion(hashes[index], index, tree_size, proof, root)
+
+
+def selects(statements: list[str]) -> list[str]:
+    return [statement for statement in statements if statement.startswith("SELECT")]
+
+
+def test_a_proof_reads_the_store_twice_however_deep_the_tree(engine: Engine) -> None:
+    size = 9000
+    with session_scope(engine) as session:
+        log_store.append_many(session, (entry(number) for number in range(size)))
+    hashes = leaves(size)
+    root = merkle.root_from_leaves(hashes)[1]
+    with session_scope(engine) as session:
+        for index in (0, 4321, size - 1):
+            with counted_statements(engine) as statements:
+                proof = log_store.inclusion_proof(session, index, size)
+            merkle.verify_inclusion(hashes[index], index, size, proof, root)
+            # The size check, the cached roots, the leaf runs.
+            assert len(selects(statements)) == 3, statements
+        with counted_statements(engine) as statements:
+            consistency = log_store.consistency_proof(session, 3000, size)
+        assert len(selects(statements)) == 3, statements
+        with counted_statements(engine) as statements:
+            assert log_store.root_at(session, 8700) == merkle.root_from_leaves(hashes[:8700])[1]
+        assert len(selects(statements)) == 3, statements
+    merkle.verify_consistency(
+        3000, size, merkle.root_from_leaves(hashes[:3000])[1], root, consistency
+    )
+
+
+def test_proofs_rebuild_cached_roots_the_store_lacks(engine: Engine) -> None:
+    size = 1100
+    with session_scope(engine) as session:
+        log_store.append_many(session, (entry(number) for number in range(size)))
+        session.execute(delete(LogSubtree).where(col(LogSubtree.level) >= 9))
+    hashes = leaves(size)
+    with session_scope(engine) as session:
+        for index in (3, 700, size - 1):
+            proof = log_store.inclusion_proof(session, index, size)
+            assert proof == merkle.inclusion_proof_from_leaves(index, hashes)
+        assert log_store.consistency_proof(session, 513, size) == (
+            merkle.consistency_proof_from_leaves(513, hashes)
+        )
+        assert log_store.root_at(session, size) == merkle.root_from_leaves(hashes)[1]
 
 
 @pytest.mark.parametrize(("first", "second"), [(1, 1100), (256, 1100), (300, 1024), (700, 701)])
