@@ -27,9 +27,10 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
-from sqlalchemy import CursorResult, Engine, delete, func, text
+from sqlalchemy import CursorResult, Engine, delete, func, insert, text
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
@@ -97,32 +98,37 @@ def sequence_pending(session: Session, *, limit: int = SEQUENCE_BATCH) -> int:
         raise ValueError("limit must be at least 1")
     if is_postgres(session):
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK_KEY})
-    pending = list(
-        session.exec(select(AuditPending).order_by(col(AuditPending.pending_id)).limit(limit))
-    )
+    # Columns, not ORM objects: a pass runs several times a second on a busy node.
+    pending = session.execute(
+        sa_select(
+            col(AuditPending.pending_id),
+            col(AuditPending.at),
+            col(AuditPending.actor),
+            col(AuditPending.action),
+            col(AuditPending.subject_type),
+            col(AuditPending.subject_id),
+            col(AuditPending.details),
+        )
+        .order_by(col(AuditPending.pending_id))
+        .limit(limit)
+    ).all()
     if not pending:
         return 0
-    last = head(session)
-    seq = 0 if last is None else last.seq
-    prev_hash = AuditRecord.GENESIS_HASH if last is None else last.record_hash
-    for row in pending:
+    last = session.execute(
+        sa_select(col(AuditRecord.seq), col(AuditRecord.record_hash))
+        .order_by(col(AuditRecord.seq).desc())
+        .limit(1)
+    ).first()
+    seq, prev_hash = (0, AuditRecord.GENESIS_HASH) if last is None else tuple(last)
+    records: list[dict[str, Any]] = []
+    for _, at, actor, action, subject_type, subject_id, details in pending:
         seq += 1
-        record = AuditRecord(
-            seq=seq,
-            at=row.at,
-            actor=row.actor,
-            action=row.action,
-            subject_type=row.subject_type,
-            subject_id=row.subject_id,
-            details=row.details,
-            prev_hash=prev_hash,
-            record_hash="",
-        )
-        record.record_hash = record_hash(record)
-        prev_hash = record.record_hash
-        session.add(record)
-    session.flush()
-    ids = [row.pending_id for row in pending]
+        fields = _Fields(seq, at, actor, action, subject_type, subject_id, details)
+        linked = _linked_hash(prev_hash, fields)
+        records.append({**fields._asdict(), "prev_hash": prev_hash, "record_hash": linked})
+        prev_hash = linked
+    session.execute(insert(AuditRecord), records)
+    ids = [row[0] for row in pending]
     result = session.execute(delete(AuditPending).where(col(AuditPending.pending_id).in_(ids)))
     deleted = cast(CursorResult[Any], result).rowcount
     if deleted != len(ids):
@@ -151,8 +157,32 @@ def head(session: Session) -> AuditRecord | None:
 
 def record_hash(record: AuditRecord) -> str:
     """SHA-256 (hex) over the previous record's hash and this record's canonical JSON."""
-    material = record.prev_hash.encode("ascii") + b"\n" + _canonical(record)
-    return hashlib.sha256(material).hexdigest()
+    fields = _Fields(
+        record.seq,
+        record.at,
+        record.actor,
+        record.action,
+        record.subject_type,
+        record.subject_id,
+        record.details,
+    )
+    return _linked_hash(record.prev_hash, fields)
+
+
+class _Fields(NamedTuple):
+    """What a record's hash covers besides the previous record's hash."""
+
+    seq: int
+    at: datetime
+    actor: str
+    action: str
+    subject_type: str
+    subject_id: str
+    details: dict[str, Any]
+
+
+def _linked_hash(prev_hash: str, fields: _Fields) -> str:
+    return hashlib.sha256(prev_hash.encode("ascii") + b"\n" + _canonical(fields)).hexdigest()
 
 
 def verify_chain(session: Session) -> list[str]:
@@ -253,17 +283,9 @@ def canonical_details(details: Mapping[str, Any]) -> str:
     return json.dumps(details, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def _canonical(record: AuditRecord) -> bytes:
-    fields = {
-        "seq": record.seq,
-        "at": record.at.astimezone(UTC).isoformat(),
-        "actor": record.actor,
-        "action": record.action,
-        "subject_type": record.subject_type,
-        "subject_id": record.subject_id,
-        "details": record.details,
-    }
-    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+def _canonical(fields: _Fields) -> bytes:
+    canonical = {**fields._asdict(), "at": fields.at.astimezone(UTC).isoformat()}
+    return json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _checked_details(details: Mapping[str, DetailValue]) -> dict[str, DetailValue]:
