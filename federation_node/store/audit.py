@@ -82,8 +82,8 @@ def append(
         subject_id=subject_id,
         details=clean_details,
     )
+    # No flush: the row goes with the transaction's next flush, with its other writes.
     session.add(pending)
-    session.flush()
     return pending
 
 
