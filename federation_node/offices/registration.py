@@ -11,12 +11,14 @@ offices named), for this office's clerks to look into. Nothing else changes on t
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from certfed.v1 import desk_pb2, registry_pb2
 from federation.errors import InvalidInputError
 from federation.roles import PAYING_ROLE_NAMES
+from federation_node.locators import Located
 from federation_node.offices import roll
 from federation_node.offices.context import Actor, NodeContext
 from federation_node.rules.validation import IDENTITY_KINDS
@@ -64,15 +66,18 @@ class Registration:
     ) -> list[Beneficiary]:
         self._context.require_role(PAYING_ROLE_NAMES, "pay pensions")
         now = self._context.now()
-        if len(requests) > 1:
-            # The batch's locators from the registry in a few calls, not one per person.
-            self._context.locators.prefetch(
+        # The locators of people already on the roll by roll key (they are refused below at no
+        # registry cost), the others' from the registry in a few calls, not one per person.
+        located = self._context.locators.prefetch(
+            (
                 (kind, request.identity.identity_number)
                 for request in requests
                 if (kind := IDENTITY_KINDS.get(request.identity.identity_type)) is not None
-            )
+            ),
+            known=functools.partial(roll.on_the_roll, self._context),
+        )
         prepared = [
-            self._checked(request, prefix.format(index=index))
+            self._checked(request, prefix.format(index=index), located)
             for index, request in enumerate(requests)
         ]
         publish = registry_pb2.PublishLocatorsRequest(
@@ -115,12 +120,14 @@ class Registration:
         self._context.on_enqueued()
         return added
 
-    def _checked(self, request: desk_pb2.RegisterBeneficiaryRequest, prefix: str) -> _Checked:
+    def _checked(
+        self, request: desk_pb2.RegisterBeneficiaryRequest, prefix: str, located: Located
+    ) -> _Checked:
         """A registration checked and sealed, ready to store; errors name `prefix` + field.
 
         The checks and the sealing are the roll's, so a person registered one by one and one
         imported with the roll are held alike."""
-        entry = roll.checked_entry(self._context, request, prefix)
+        entry = roll.checked_entry(self._context, request, prefix, located=located)
         [sealed] = roll.seal_identities(self._context, [(entry.identity, entry.locator)])
         return _Checked(entry.new_beneficiary(self._context, sealed), entry.amount_fen)
 

@@ -25,6 +25,7 @@ records the ids and the names of the fields changed.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -130,6 +131,16 @@ class DateBounds:
         now = context.now()
         period = context.policy.validity_months
         return cls(add_months(now, 12), add_months(now, period), period)
+
+
+def on_the_roll(context: NodeContext, inputs: list[bytes]) -> dict[bytes, bytes]:
+    """The locators of the people on the roll among these locator inputs, by input: found by
+    roll key, so they cost no registry evaluation (`Locators.prefetch`'s `known`)."""
+    hpke = context.keys.hpke
+    by_key = {roll_key_of(hpke, data): data for data in inputs}
+    with Session(context.engine) as session:
+        found = beneficiaries.locators_by_roll_key(session, list(by_key))
+    return {by_key[key]: locator for key, locator in found.items()}
 
 
 def checked_entry(
@@ -308,7 +319,7 @@ class Roll:
                 for request in requests
                 if (kind := IDENTITY_KINDS.get(request.identity.identity_type)) is not None
             ),
-            known=self._on_the_roll,
+            known=functools.partial(on_the_roll, context),
         )
         bounds = DateBounds.as_of(context)
         entries = [
@@ -335,14 +346,6 @@ class Roll:
         if any(row.outcome is RowOutcome.CREATED for row in rows):
             context.on_enqueued()
         return rows
-
-    def _on_the_roll(self, inputs: list[bytes]) -> dict[bytes, bytes]:
-        """The locators of the people on the roll among these locator inputs, by input."""
-        hpke = self._context.keys.hpke
-        by_key = {roll_key_of(hpke, data): data for data in inputs}
-        with Session(self._context.engine) as session:
-            found = beneficiaries.locators_by_roll_key(session, list(by_key))
-        return {by_key[key]: locator for key, locator in found.items()}
 
     def _upsert(
         self, session: Session, actor: Actor, entries: list[RollEntry], now: datetime

@@ -23,6 +23,7 @@ from sqlmodel import Session, select
 
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
 from cli.bench.kit import resident_id
+from federation.errors import AlreadyExistsError
 from federation.timestamps import to_timestamp
 from federation_node.locators import Locators
 from federation_node.offices.context import Actor
@@ -237,3 +238,36 @@ def test_a_roll_imported_again_computes_no_locator_for_the_people_on_it(
     ]
     after = _roll_of(offices.bulk)
     assert {locator: after[locator] for locator in before} == before
+
+
+def test_registering_someone_already_on_the_roll_is_refused_at_no_registry_cost(
+    offices: Offices, office: EnrolledOffice
+) -> None:
+    # A clerk registers, one at a time or in a batch, a person the roll already holds: refused
+    # as before, but found by roll key, so a node started afresh asks the registry nothing.
+    evaluated: list[int] = []
+
+    def counted(elements: list[bytes]) -> list[bytes]:
+        evaluated.append(len(elements))
+        return office.evaluate(elements)
+
+    _wipe(offices.bulk)
+    roll = [Row(person, "440604", 100, 250_000, SCHEMES[0], "2015-07", "") for person in range(3)]
+    offices.bulk.roll.upsert(CLERK, [_request(row) for row in roll])
+    restarted = _compose(
+        office, offices.bulk.context.config.effective_database_url, Locators(counted)
+    )
+    try:
+        with pytest.raises(AlreadyExistsError, match="already a beneficiary"):
+            restarted.registration.register_beneficiary(CLERK, _request(roll[1]))
+        with pytest.raises(AlreadyExistsError, match="already a beneficiary"):
+            restarted.registration.register_beneficiaries(
+                CLERK, [_request(row) for row in roll[:2]]
+            )
+        assert evaluated == []
+        newcomer = dataclasses.replace(roll[0], person=200)
+        restarted.registration.register_beneficiary(CLERK, _request(newcomer))
+    finally:
+        restarted.context.engine.dispose()
+    assert evaluated == [1]
+    assert len(_roll_of(offices.bulk)) == len(roll) + 1
