@@ -21,6 +21,9 @@ HASH_SIZE = 32
 # RFC 9162 2.1.1: MTH({}) = SHA-256().
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 
+# Leaf hashes `TreeBuilder.extend` holds at once: its memory stays bounded for any input.
+EXTEND_BLOCK = 1 << 12
+
 # Returns the root of the subtree of leaves [start, end).
 HashAt = Callable[[int, int], bytes]
 
@@ -83,20 +86,53 @@ class TreeBuilder:
     def append(self, leaf: bytes) -> None:
         """Append one leaf hash (see `leaf_hash`), merging equal-sized subtrees as in binary."""
         _check_hash(leaf, "leaf hash", LogError)
-        self._roots.append(bytes(leaf))
-        # Each trailing one bit of the old size is a perfect subtree of the same size as the
-        # one just completed: merge them, exactly as adding one carries in binary.
-        size = self._size
-        while size & 1:
+        self._push(bytes(leaf), 0)
+
+    def extend(self, leaves: Iterable[bytes]) -> None:
+        """Append each leaf hash in turn, with the same result as `append` on each. Leaves are
+        taken in blocks of at most `EXTEND_BLOCK`, and each perfect subtree a block completes is
+        hashed level by level, not through one carry chain per leaf."""
+        block: list[bytes] = []
+        for leaf in leaves:
+            block.append(leaf)
+            if len(block) == EXTEND_BLOCK:
+                self._extend(block)
+                block = []
+        if block:
+            self._extend(block)
+
+    def _extend(self, leaves: list[bytes]) -> None:
+        for leaf in leaves:
+            _check_hash(leaf, "leaf hash", LogError)
+        start, total = 0, len(leaves)
+        sha256 = hashlib.sha256
+        while start < total:
+            # The largest perfect subtree that starts at the current size (aligned to its
+            # width) and fits in what is left of the block.
+            height = (total - start).bit_length() - 1
+            if self._size:
+                height = min(height, (self._size & -self._size).bit_length() - 1)
+            level = leaves[start : start + (1 << height)]
+            while len(level) > 1:
+                level = [
+                    sha256(b"\x01" + level[i] + level[i + 1]).digest()
+                    for i in range(0, len(level), 2)
+                ]
+            self._push(bytes(level[0]), height)
+            start += 1 << height
+
+    def _push(self, root: bytes, height: int) -> None:
+        # A perfect subtree of 2**height leaves, appended where the size is a multiple of that:
+        # each trailing one bit of size >> height is a subtree of the same size to merge with,
+        # exactly as adding 2**height carries in binary.
+        self._roots.append(root)
+        carries = self._size >> height
+        while carries & 1:
             right = self._roots.pop()
             left = self._roots.pop()
             self._roots.append(node_hash(left, right))
-            size >>= 1
-        self._size += 1
-
-    def extend(self, leaves: Iterable[bytes]) -> None:
-        for leaf in leaves:
-            self.append(leaf)
+            carries >>= 1
+        self._size += 1 << height
 
     def root(self) -> bytes:
         """MTH of the leaves appended so far (RFC 9162 2.1.1)."""

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from signing.errors import ConsistencyProofError, InclusionProofError, LogError
 from signing.merkle import (
     EMPTY_ROOT,
+    EXTEND_BLOCK,
     TreeBuilder,
     consistency_proof,
     consistency_proof_from_leaves,
@@ -108,6 +109,38 @@ def test_builder_resumed_from_state_continues_the_same_tree(first: int, more: in
     assert len(builder.state()) == first.bit_count()
     resumed.extend(leaves[first:])
     assert (resumed.size, resumed.root()) == root_from_leaves(leaves)
+
+
+@given(st.lists(st.integers(0, 300), min_size=1, max_size=6))
+def test_extending_in_any_pieces_builds_the_tree_appending_one_by_one_does(
+    pieces: list[int],
+) -> None:
+    leaves = leaves_of(sum(pieces))
+    extended, appended = TreeBuilder(), TreeBuilder()
+    start = 0
+    for piece in pieces:
+        extended.extend(leaves[start : start + piece])
+        for leaf in leaves[start : start + piece]:
+            appended.append(leaf)
+        start += piece
+        assert (extended.size, extended.state()) == (appended.size, appended.state())
+    assert extended.root() == reference_root(leaves)
+
+
+def test_extending_past_a_block_and_from_a_generator_keeps_the_tree() -> None:
+    leaves = leaves_of(3 + 2 * EXTEND_BLOCK + 5)
+    builder = TreeBuilder()
+    builder.extend(leaves[:3])
+    builder.extend(leaf for leaf in leaves[3:])
+    assert (builder.size, builder.root()) == (len(leaves), reference_root(leaves))
+
+
+def test_a_leaf_of_the_wrong_length_in_an_extension_adds_nothing() -> None:
+    builder = TreeBuilder()
+    builder.extend(leaves_of(5))
+    with pytest.raises(LogError, match="leaf hash"):
+        builder.extend([*leaves_of(2), b"short"])
+    assert (builder.size, builder.root()) == root_from_leaves(leaves_of(5))
 
 
 def test_state_of_the_wrong_length_is_refused() -> None:
