@@ -330,6 +330,49 @@ def test_a_rewritten_entry_fails_sync_and_nothing_of_it_is_stored(offices: Offic
     assert syncer.sync("qingdao").to_size >= size
 
 
+def test_a_gap_in_the_entries_sent_fails_sync_and_nothing_of_it_is_stored(
+    offices: Offices,
+) -> None:
+    syncer = offices.syncer("lanzhou", "qingdao", step=400)
+    synced = syncer.sync("qingdao").to_size
+    size = _bulk_issue(offices, "qingdao", 900)
+    offices.await_checkpoint("qingdao", size)
+    # An entry vanishes from Qingdao's database, in the second step of the next sync: the
+    # stream skips from the entry before it to the one after. It lies inside a complete block
+    # of 256 entries whose root the log keeps, so the proofs the sync asks for still answer.
+    qingdao = db.create_engine_for(offices.node("qingdao").config.effective_database_url)
+    block = -(-(synced + 400) // log_store.CHUNK) * log_store.CHUNK
+    assert block + log_store.CHUNK <= synced + 800
+    victim = block + 100
+    try:
+        with db.session_scope(qingdao) as session:
+            removed = log_store.entry_at(session, victim)
+            kept = LogEntry(
+                leaf_index=victim,
+                leaf_hash=removed.leaf_hash,
+                envelope_json=removed.envelope_json,
+                paying_region=removed.paying_region,
+                attestation_id=removed.attestation_id,
+            )
+            session.execute(delete(LogEntry).where(LogEntry.leaf_index == victim))  # type: ignore[arg-type]
+        with pytest.raises(LogVerificationError, match=f"sent entry {victim + 1} where {victim}"):
+            syncer.sync("qingdao")
+        lanzhou = db.create_engine_for(offices.node("lanzhou").config.effective_database_url)
+        try:
+            with db.session_scope(lanzhou) as session:
+                head = sync_store.head(session, "qingdao")
+                assert head is not None
+                assert head.tree_size == synced + 400
+                assert sync_store.count(session, "qingdao") == synced + 400
+        finally:
+            lanzhou.dispose()
+    finally:
+        with db.session_scope(qingdao) as session:
+            session.add(kept)
+        qingdao.dispose()
+    assert syncer.sync("qingdao").to_size >= size
+
+
 def test_subscription_pushes_a_new_attestation_within_a_second_and_resumes(
     offices: Offices,
 ) -> None:
