@@ -28,7 +28,7 @@ from federation.timestamps import to_timestamp
 from federation_node.locators import Locators
 from federation_node.offices.context import Actor
 from federation_node.offices.node import Node, compose_node
-from federation_node.offices.roll import RowOutcome
+from federation_node.offices.roll import RowOutcome, UpsertedRow
 from federation_node.rules.policy import load_policy
 from federation_node.store.db import create_engine_for, migrate, session_scope
 from federation_node.store.models import Beneficiary
@@ -206,11 +206,11 @@ def test_the_bulk_roll_import_registers_people_as_one_at_a_time_does(
     assert _roll_of(offices.bulk) == _roll_of(offices.single)
 
 
-def test_a_roll_imported_again_computes_no_locator_for_the_people_on_it(
-    offices: Offices, office: EnrolledOffice
-) -> None:
-    # A node started afresh (nothing cached) imports its roll again, with newcomers: only they
-    # cost the registry an evaluation, and the people already on it keep their locators.
+def _imported_then_restarted(
+    offices: Offices, office: EnrolledOffice, rows: list[Row]
+) -> tuple[list[UpsertedRow], Node, list[int]]:
+    """The bulk office's roll replaced by `rows`; then a node started afresh on its database
+    (nothing cached), and the number of elements each of its registry evaluations held."""
     evaluated: list[int] = []
 
     def counted(elements: list[bytes]) -> list[bytes]:
@@ -218,12 +218,19 @@ def test_a_roll_imported_again_computes_no_locator_for_the_people_on_it(
         return office.evaluate(elements)
 
     _wipe(offices.bulk)
+    imported = offices.bulk.roll.upsert(CLERK, [_request(row) for row in rows])
+    url = offices.bulk.context.config.effective_database_url
+    return imported, _compose(office, url, Locators(counted)), evaluated
+
+
+def test_a_roll_imported_again_computes_no_locator_for_the_people_on_it(
+    offices: Offices, office: EnrolledOffice
+) -> None:
+    # A node started afresh (nothing cached) imports its roll again, with newcomers: only they
+    # cost the registry an evaluation, and the people already on it keep their locators.
     first = [Row(person, "440604", 100, 250_000, SCHEMES[1], "2015-07", "") for person in range(8)]
-    imported = offices.bulk.roll.upsert(CLERK, [_request(row) for row in first])
+    imported, restarted, evaluated = _imported_then_restarted(offices, office, first)
     before = _roll_of(offices.bulk)
-    restarted = _compose(
-        office, offices.bulk.context.config.effective_database_url, Locators(counted)
-    )
     try:
         newcomers = [dataclasses.replace(row, person=row.person + 100) for row in first[:3]]
         again = restarted.roll.upsert(CLERK, [_request(row) for row in first + newcomers])
@@ -245,18 +252,8 @@ def test_registering_someone_already_on_the_roll_is_refused_at_no_registry_cost(
 ) -> None:
     # A clerk registers, one at a time or in a batch, a person the roll already holds: refused
     # as before, but found by roll key, so a node started afresh asks the registry nothing.
-    evaluated: list[int] = []
-
-    def counted(elements: list[bytes]) -> list[bytes]:
-        evaluated.append(len(elements))
-        return office.evaluate(elements)
-
-    _wipe(offices.bulk)
     roll = [Row(person, "440604", 100, 250_000, SCHEMES[0], "2015-07", "") for person in range(3)]
-    offices.bulk.roll.upsert(CLERK, [_request(row) for row in roll])
-    restarted = _compose(
-        office, offices.bulk.context.config.effective_database_url, Locators(counted)
-    )
+    _, restarted, evaluated = _imported_then_restarted(offices, office, roll)
     try:
         with pytest.raises(AlreadyExistsError, match="already a beneficiary"):
             restarted.registration.register_beneficiary(CLERK, _request(roll[1]))

@@ -290,6 +290,19 @@ def test_sync_stores_a_verified_copy_and_resumes_after_an_interruption(offices: 
         engine.dispose()
 
 
+def _synced_copy_of_qingdao(offices: Offices) -> int:
+    """The size of Lanzhou's verified copy of Qingdao's log; its head and its rows agree."""
+    lanzhou = db.create_engine_for(offices.node("lanzhou").config.effective_database_url)
+    try:
+        with db.session_scope(lanzhou) as session:
+            head = sync_store.head(session, "qingdao")
+            assert head is not None
+            assert sync_store.count(session, "qingdao") == head.tree_size
+            return head.tree_size
+    finally:
+        lanzhou.dispose()
+
+
 def test_a_rewritten_entry_fails_sync_and_nothing_of_it_is_stored(offices: Offices) -> None:
     syncer = offices.syncer("lanzhou", "qingdao", step=400)
     synced = syncer.sync("qingdao").to_size
@@ -309,16 +322,8 @@ def test_a_rewritten_entry_fails_sync_and_nothing_of_it_is_stored(offices: Offic
             )
         with pytest.raises(LogVerificationError, match="rewritten"):
             syncer.sync("qingdao")
-        lanzhou = db.create_engine_for(offices.node("lanzhou").config.effective_database_url)
-        try:
-            with db.session_scope(lanzhou) as session:
-                head = sync_store.head(session, "qingdao")
-                assert head is not None
-                # The first step (before the rewritten entry) verified and was kept.
-                assert head.tree_size == synced + 400
-                assert sync_store.count(session, "qingdao") == synced + 400
-        finally:
-            lanzhou.dispose()
+        # The first step (before the rewritten entry) verified and was kept.
+        assert _synced_copy_of_qingdao(offices) == synced + 400
     finally:
         with db.session_scope(qingdao) as session:
             session.execute(
@@ -357,15 +362,7 @@ def test_a_gap_in_the_entries_sent_fails_sync_and_nothing_of_it_is_stored(
             session.execute(delete(LogEntry).where(LogEntry.leaf_index == victim))  # type: ignore[arg-type]
         with pytest.raises(LogVerificationError, match=f"sent entry {victim + 1} where {victim}"):
             syncer.sync("qingdao")
-        lanzhou = db.create_engine_for(offices.node("lanzhou").config.effective_database_url)
-        try:
-            with db.session_scope(lanzhou) as session:
-                head = sync_store.head(session, "qingdao")
-                assert head is not None
-                assert head.tree_size == synced + 400
-                assert sync_store.count(session, "qingdao") == synced + 400
-        finally:
-            lanzhou.dispose()
+        assert _synced_copy_of_qingdao(offices) == synced + 400
     finally:
         with db.session_scope(qingdao) as session:
             session.add(kept)
