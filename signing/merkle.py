@@ -105,7 +105,6 @@ class TreeBuilder:
         for leaf in leaves:
             _check_hash(leaf, "leaf hash", LogError)
         start, total = 0, len(leaves)
-        sha256 = hashlib.sha256
         while start < total:
             # The largest perfect subtree that starts at the current size (aligned to its
             # width) and fits in what is left of the block.
@@ -114,10 +113,7 @@ class TreeBuilder:
                 height = min(height, (self._size & -self._size).bit_length() - 1)
             level = leaves[start : start + (1 << height)]
             while len(level) > 1:
-                level = [
-                    sha256(b"\x01" + level[i] + level[i + 1]).digest()
-                    for i in range(0, len(level), 2)
-                ]
+                level = [node_hash(level[i], level[i + 1]) for i in range(0, len(level), 2)]
             self._push(bytes(level[0]), height)
             start += 1 << height
 
