@@ -27,12 +27,11 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import CursorResult, Engine, delete, func, insert, text
+from sqlalchemy import ColumnElement, CursorResult, Engine, delete, func, insert, text
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
-from sqlmodel.sql.expression import SelectOfScalar
 
 from federation.errors import InvalidInputError
 from federation_node.store.db import (
@@ -53,7 +52,6 @@ SEQUENCE_BATCH = 1000
 _BATCH = 1000
 
 DetailValue = str | int | bool | None | list[str]
-T = TypeVar("T")
 
 
 class ConcurrentSequencingError(Exception):
@@ -219,30 +217,42 @@ class AuditFilter:
 def page(
     session: Session, which: AuditFilter, page_size: int, page_token: str
 ) -> tuple[list[AuditRecord], str, int]:
-    """One page of chained records, newest first; the next page's token; how many match."""
-    statement = _filtered(select(AuditRecord), which)
+    """One page of chained records, newest first; the next page's token; how many match.
+
+    The count is taken first, with the newest matching seq, and the page reads no record past
+    that seq: the chain only grows, so the page and its count describe the same chain even when
+    the sequencer commits between the two statements (each has its own snapshot on PostgreSQL).
+    """
     after = decode_page_token(page_token)
+    if after is not None and not after.isdigit():
+        raise InvalidInputError("page_token", "is not a page token this node issued")
+    criteria = _matching(which)
+    total, newest = session.exec(
+        select(func.count(), func.max(col(AuditRecord.seq))).where(*criteria)
+    ).one()
+    if not total:
+        return [], "", 0
+    statement = select(AuditRecord).where(*criteria, col(AuditRecord.seq) <= newest)
     if after is not None:
-        if not after.isdigit():
-            raise InvalidInputError("page_token", "is not a page token this node issued")
         statement = statement.where(col(AuditRecord.seq) < int(after))
     rows = list(session.exec(statement.order_by(col(AuditRecord.seq).desc()).limit(page_size + 1)))
-    total = int(session.exec(_filtered(select(func.count()).select_from(AuditRecord), which)).one())
     if len(rows) <= page_size:
         return rows, "", total
     rows = rows[:page_size]
     return rows, encode_page_token(str(rows[-1].seq)), total
 
 
-def _filtered(statement: SelectOfScalar[T], which: AuditFilter) -> SelectOfScalar[T]:
+def _matching(which: AuditFilter) -> list[ColumnElement[bool]]:
+    """The WHERE criteria of a filter."""
+    criteria: list[ColumnElement[bool]] = []
     if which.actor:
-        statement = statement.where(AuditRecord.actor == which.actor)
+        criteria.append(col(AuditRecord.actor) == which.actor)
     if which.action_prefix:
         escaped = which.action_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        statement = statement.where(col(AuditRecord.action).like(escaped + "%", escape="\\"))
+        criteria.append(col(AuditRecord.action).like(escaped + "%", escape="\\"))
     if which.subject_id:
-        statement = statement.where(AuditRecord.subject_id == which.subject_id)
-    return statement
+        criteria.append(col(AuditRecord.subject_id) == which.subject_id)
+    return criteria
 
 
 def export(session: Session) -> Iterator[dict[str, Any]]:

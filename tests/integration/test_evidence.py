@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 import sqlalchemy as sa
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col
 
 from certfed.v1 import common_pb2, desk_pb2, desk_pb2_grpc
 from cli.launcher import LocalFederation, NodeHandle
@@ -30,7 +30,8 @@ from federation.transport import (
     secure_channel,
 )
 from federation_node.store import db
-from federation_node.store.models import AuditPending, AuditRecord, Evidence
+from federation_node.store.models import AuditRecord, Evidence
+from tests.helpers.audit_trail import chained_records
 from tests.helpers.commands import certfed
 from tests.helpers.evidence import screen_capture_png, upload_capture
 from tests.helpers.identities import resident, resident_id
@@ -71,15 +72,13 @@ class Offices:
         return Session(self.engine)
 
     def audit(self, action: str, subject_id: str) -> list[str]:
-        """Actors of audit records (chained or still queued) of `action` on `subject_id`."""
-        with self.session() as session:
-            return [
-                row.actor
-                for table in (AuditRecord, AuditPending)
-                for row in session.exec(
-                    select(table).where(table.action == action, table.subject_id == subject_id)
-                )
-            ]
+        """Actors of the audit records of `action` on `subject_id`."""
+        return [
+            record.actor
+            for record in chained_records(
+                self.engine, AuditRecord.action == action, AuditRecord.subject_id == subject_id
+            )
+        ]
 
     def backdate(self, digest: bytes, by: timedelta) -> None:
         with self.session() as session:

@@ -15,7 +15,6 @@ from pathlib import Path
 import grpc
 import pytest
 from openpyxl import Workbook
-from sqlmodel import Session, select
 
 from adapters.roll import RollImportSummary
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
@@ -26,7 +25,8 @@ from cli.roll_import import import_roll_file
 from federation.desk_client import DeskClient
 from federation.timestamps import to_datetime, to_timestamp
 from federation_node.store import db
-from federation_node.store.models import AuditPending, AuditRecord, OperatorRole
+from federation_node.store.models import AuditRecord, OperatorRole
+from tests.helpers.audit_trail import chained_records
 from tests.helpers.identities import resident, resident_id
 from tests.helpers.nodes import LANZHOU
 
@@ -125,12 +125,10 @@ class Office:
     def audit(self, action: str) -> list[dict[str, object]]:
         engine = db.create_engine_for(self.handle.config.effective_database_url)
         try:
-            with Session(engine) as session:
-                return [
-                    dict(row.details)
-                    for table in (AuditRecord, AuditPending)
-                    for row in session.exec(select(table).where(table.action == action))
-                ]
+            return [
+                dict(record.details)
+                for record in chained_records(engine, AuditRecord.action == action)
+            ]
         finally:
             engine.dispose()
 

@@ -10,15 +10,17 @@ import itertools
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy import Engine
+from sqlalchemy import Engine, event
 from sqlmodel import col, func, select
 
 from federation_node.store import audit
 from federation_node.store.db import create_engine_for, migrate, session_scope
 from federation_node.store.models import AuditPending, AuditRecord
+from tests.helpers.audit_trail import chained_records
 
 
 def _append(engine: Engine, now: datetime, subject_id: str = "req-1") -> AuditPending:
@@ -32,13 +34,6 @@ def _append(engine: Engine, now: datetime, subject_id: str = "req-1") -> AuditPe
             details={"status": "accepted", "sequence": 1, "methods": ["on_site"], "late": False},
             now=now,
         )
-
-
-def _chain(engine: Engine) -> list[AuditRecord]:
-    """Chain what is pending, then every record in chain order."""
-    audit.flush(engine)
-    with session_scope(engine) as session:
-        return list(session.exec(select(AuditRecord).order_by(col(AuditRecord.seq))))
 
 
 def _pending_count(engine: Engine) -> int:
@@ -59,7 +54,7 @@ def _execute(engine: Engine, statement: str) -> None:
 def test_appended_records_form_an_intact_chain(engine: Engine, now: datetime) -> None:
     for i in range(4):
         _append(engine, now + timedelta(seconds=i), f"req-{i}")
-    records = _chain(engine)
+    records = chained_records(engine)
     assert [r.seq for r in records] == [1, 2, 3, 4]
     assert [r.subject_id for r in records] == ["req-0", "req-1", "req-2", "req-3"]
     assert records[0].prev_hash == AuditRecord.GENESIS_HASH
@@ -75,7 +70,7 @@ def test_a_time_in_another_zone_is_recorded_in_utc_and_verifies(
     engine: Engine, now: datetime
 ) -> None:
     _append(engine, now.astimezone(timezone(timedelta(hours=8))))
-    [record] = _chain(engine)
+    [record] = chained_records(engine)
     assert record.at == now
     assert record.at.utcoffset() == timedelta(0)
     assert _problems(engine) == []
@@ -196,7 +191,7 @@ def test_concurrent_appends_then_a_flush_chain_every_record_exactly_once(
 ) -> None:
     _run_together([_writer(engine, now, i, 10) for i in range(8)])
     assert _pending_count(engine) == 80
-    records = _chain(engine)
+    records = chained_records(engine)
     assert _pending_count(engine) == 0
     assert _problems(engine) == []
     assert [r.seq for r in records] == list(range(1, 81))
@@ -214,7 +209,7 @@ def test_a_flush_with_nothing_pending_chains_nothing(engine: Engine, now: dateti
     _append(engine, now)
     assert audit.flush(engine) == 1
     assert audit.flush(engine) == 0
-    assert [r.seq for r in _chain(engine)] == [1]
+    assert [r.seq for r in chained_records(engine)] == [1]
 
 
 def test_a_pass_chains_at_most_its_limit_oldest_first(engine: Engine, now: datetime) -> None:
@@ -223,7 +218,7 @@ def test_a_pass_chains_at_most_its_limit_oldest_first(engine: Engine, now: datet
     with session_scope(engine) as session:
         assert audit.sequence_pending(session, limit=3) == 3
     assert _pending_count(engine) == 2
-    records = _chain(engine)
+    records = chained_records(engine)
     assert [r.subject_id for r in records] == [f"req-{i}" for i in range(5)]
     assert _problems(engine) == []
 
@@ -260,14 +255,18 @@ def test_a_rolled_back_transaction_leaves_no_pending_or_chained_record(
         append_then_fail()
     assert _pending_count(engine) == 0
     assert audit.flush(engine) == 0
-    assert _chain(engine) == []
+    assert chained_records(engine) == []
 
 
 def test_records_committed_before_a_crash_are_chained_by_a_later_flush(
     restarted: Engine,
 ) -> None:
     assert _pending_count(restarted) == 3
-    assert [r.subject_id for r in _chain(restarted)] == ["crashed-0", "crashed-1", "crashed-2"]
+    assert [r.subject_id for r in chained_records(restarted)] == [
+        "crashed-0",
+        "crashed-1",
+        "crashed-2",
+    ]
     assert _pending_count(restarted) == 0
     assert _problems(restarted) == []
 
@@ -329,4 +328,34 @@ def test_append_does_not_wait_for_the_chain_lock(pg_engine: Engine, now: datetim
         appending.join(timeout=30)
         assert not appending.is_alive(), "append waited for the chain lock"
     assert _pending_count(pg_engine) == 1
-    assert [r.subject_id for r in _chain(pg_engine)] == ["req-1"]
+    assert [r.subject_id for r in chained_records(pg_engine)] == ["req-1"]
+
+
+@pytest.mark.postgres
+def test_a_page_and_its_count_agree_while_the_sequencer_commits_between_them(
+    pg_engine: Engine, now: datetime
+) -> None:
+    _append(pg_engine, now, "req-1")
+    audit.flush(pg_engine)
+    which = audit.AuditFilter(action_prefix="assistance.")
+    raced = False
+
+    def sequencer_commits_meanwhile(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        nonlocal raced
+        # After the page's first statement, whichever it is.
+        if not raced and statement.lstrip().upper().startswith("SELECT"):
+            raced = True
+            _append(pg_engine, now, "req-2")
+            audit.flush(pg_engine)
+
+    event.listen(pg_engine, "after_cursor_execute", sequencer_commits_meanwhile)
+    try:
+        with session_scope(pg_engine) as session:
+            records, token, total = audit.page(session, which, 10, "")
+    finally:
+        event.remove(pg_engine, "after_cursor_execute", sequencer_commits_meanwhile)
+    assert raced
+    assert (total, [r.subject_id for r in records], token) == (1, ["req-1"], "")
+    with session_scope(pg_engine) as session:
+        records, _, total = audit.page(session, which, 10, "")
+    assert (total, [r.subject_id for r in records]) == (2, ["req-2", "req-1"])
