@@ -19,6 +19,7 @@ import importlib
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Generic, TypeVar
@@ -41,6 +42,8 @@ SHIP_MIN = 100
 # number of workers, so that none is left working alone at the end.
 CHUNK = 1_000
 MAX_WORKERS = 8
+# How often a worker checks that the node process that started it is still there.
+PARENT_CHECK_S = 1.0
 
 _lock = threading.Lock()
 _pool: ProcessPoolExecutor | None = None
@@ -133,9 +136,29 @@ def _executor(count: int) -> ProcessPoolExecutor:
     with _lock:
         if _pool is None:
             _pool = ProcessPoolExecutor(
-                max_workers=count, mp_context=multiprocessing.get_context("spawn")
+                max_workers=count,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_follow_parent,
+                initargs=(os.getpid(),),
             )
         return _pool
+
+
+def _follow_parent(parent: int) -> None:
+    """In a worker: end when the node process that started it is gone.
+
+    A node killed with SIGKILL cannot stop its pool, and the workers would not notice: each one
+    holds the write end of the pipe it reads its tasks from, so it never sees end of file. A
+    daemon thread checks once per PARENT_CHECK_S whether the worker was handed to another parent,
+    and ends the worker if so (any chunk it was signing is lost with the node that asked for it).
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_CHECK_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="follow-parent", daemon=True).start()
 
 
 def _run(task: Task[H, R, T], key_pem: bytes, header: H, rows: Sequence[R]) -> list[T]:
