@@ -25,6 +25,7 @@ Two rules make a restart cost no more than the restart itself:
 
 from __future__ import annotations
 
+import functools
 import secrets
 import threading
 import time
@@ -50,7 +51,7 @@ from federation import tracing
 from federation.errors import CertfedError, NodeSuspendedError, is_retryable
 from federation.transport import PeerUnreachableError
 from federation_node.config import DispatchConfig, NodeConfig
-from federation_node.links.carried_proofs import CarriedProofs
+from federation_node.links.carried_proofs import CarriedProofs, Delivery, tree_size
 from federation_node.links.directory_client import DirectoryClient
 from federation_node.links.peers import PeerChannels
 from federation_node.store import outbox
@@ -133,8 +134,9 @@ DuplicatesFound = Callable[[list[registry_pb2.DuplicateEntitlement]], int]
 
 # (message id, kind, destination, payload) of a message a pass delivers.
 _Item = tuple[str, OutboxKind, str, bytes]
-# How soon a delivery waiting for a cosigned checkpoint is looked at again.
-PROOF_RECHECK_S = 0.1
+# How soon a delivery waiting for a cosigned checkpoint is looked at again when no publication
+# this process hears of covers it first (`Dispatcher._hasten_covered`).
+PROOF_RECHECK_S = 1.0
 
 
 class Dispatcher(threading.Thread):
@@ -166,6 +168,8 @@ class Dispatcher(threading.Thread):
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._awaiting_proof = False
+        # Deliveries held for a checkpoint, by message id: the leaf each waits to see covered.
+        self._proof_waits: dict[str, int] = {}
         # Registry calls (locator publication) are blocking client calls; peers get futures.
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="publish")
         # Set by the server once the node's log exists: attestation deliveries then wait for a
@@ -235,6 +239,10 @@ class Dispatcher(threading.Thread):
     def run_once(self) -> int:
         """One pass: claim due messages, deliver them, record outcomes. Returns how many went."""
         now = self._clock()
+        proofs = self.carried_proofs
+        # The latest cosigned checkpoint, read at most once a pass and only when needed.
+        checkpoint = functools.cache(proofs.checkpoint if proofs is not None else lambda: None)
+        self._hasten_covered(checkpoint, now)
         with session_scope(self._engine) as session:
             claimed = outbox.claim_due(
                 session,
@@ -246,20 +254,21 @@ class Dispatcher(threading.Thread):
             batch = [(m.message_id, m.kind, m.destination, m.payload) for m in claimed]
             queued = {m.message_id: (m.subject_id, m.retried_at or m.created_at) for m in claimed}
         # Read after the claim committed: its transaction holds SQLite's write lock.
-        batch, waiting, lost = self._with_proofs(batch, queued, now)
+        batch, waiting, lost = self._with_proofs(batch, queued, checkpoint, now)
         self._awaiting_proof = bool(waiting)
+        for message_id in queued:
+            self._proof_waits.pop(message_id, None)
         if waiting:
+            self._proof_waits.update(
+                (message_id, leaf) for message_id, leaf in waiting if leaf is not None
+            )
             with session_scope(self._engine) as session:
-                for message_id in waiting:
-                    message = session.get(OutboxMessage, message_id)
-                    if message is not None:
-                        outbox.defer(
-                            session,
-                            message,
-                            "waiting for a cosigned checkpoint to carry the inclusion proof",
-                            now,
-                            now + timedelta(seconds=PROOF_RECHECK_S),
-                        )
+                outbox.defer_all(
+                    session,
+                    [message_id for message_id, _ in waiting],
+                    "waiting for a cosigned checkpoint to carry the inclusion proof",
+                    now + timedelta(seconds=PROOF_RECHECK_S),
+                )
         if not batch and not lost:
             return 0
         # What can never go as it stands is refused before any call, and dead-lettered below.
@@ -315,38 +324,58 @@ class Dispatcher(threading.Thread):
                     )
         return delivered
 
+    def _hasten_covered(self, checkpoint: Callable[[], bytes | None], now: datetime) -> None:
+        """Deliveries held for a checkpoint that now covers their leaf are made due, to go in
+        this pass.
+
+        The checkpoint publisher wakes this after each publication, so a held delivery goes as
+        soon as it can carry its proof, and is not looked at before: one that waits is deferred
+        for PROOF_RECHECK_S, the bound for what this process does not hear of (a checkpoint
+        another replica published, a wait from before a restart)."""
+        if not self._proof_waits:
+            return
+        size = tree_size(checkpoint()) or 0
+        covered = [message_id for message_id, leaf in self._proof_waits.items() if leaf < size]
+        if covered:
+            with session_scope(self._engine) as session:
+                outbox.make_due(session, covered, now)
+            for message_id in covered:
+                del self._proof_waits[message_id]
+
     def _with_proofs(
-        self, batch: list[_Item], queued: dict[str, tuple[str, datetime]], now: datetime
-    ) -> tuple[list[_Item], list[str], list[tuple[_Item, str]]]:
+        self,
+        batch: list[_Item],
+        queued: dict[str, tuple[str, datetime]],
+        checkpoint: Callable[[], bytes | None],
+        now: datetime,
+    ) -> tuple[list[_Item], list[tuple[str, int | None]], list[tuple[_Item, str]]]:
         """The batch with each attestation delivery built from the log and carrying its
-        inclusion proof; the ids of the deliveries that wait for a checkpoint covering them
-        (not sent this pass); and those whose attestation the log does not hold, with why.
-        `queued`: each message's subject (the attestation id) and when it was queued."""
-        if not any(item[1] in ATTESTATION_DELIVERIES for item in batch):
+        inclusion proof under the latest `checkpoint`; the deliveries that wait for a checkpoint
+        covering them (not sent this pass), with the leaf each waits to see covered; and those
+        whose attestation the log does not hold, with why. `queued`: each message's subject (the
+        attestation id) and when it was queued."""
+        attestations = [item for item in batch if item[1] in ATTESTATION_DELIVERIES]
+        if not attestations:
             return batch, [], []
+        ready = [item for item in batch if item[1] not in ATTESTATION_DELIVERIES]
         proofs = self.carried_proofs
-        checkpoint = proofs.checkpoint() if proofs is not None else None
-        ready: list[_Item] = []
-        waiting: list[str] = []
-        lost: list[tuple[_Item, str]] = []
-        for message_id, kind, destination, payload in batch:
-            if kind not in ATTESTATION_DELIVERIES:
-                ready.append((message_id, kind, destination, payload))
-                continue
-            if proofs is None:
-                # Not before the server has opened the log (it does before starting this).
-                waiting.append(message_id)
-                continue
+        if proofs is None:
+            # Not before the server has opened the log (it does before starting this).
+            return ready, [(item[0], None) for item in attestations], []
+        deliveries = []
+        for message_id, _, _, payload in attestations:
             attestation_id, queued_at = queued[message_id]
-            try:
-                carried = proofs.payload(attestation_id, payload, checkpoint, queued_at, now)
-            except CertfedError as error:
-                lost.append(((message_id, kind, destination, payload), str(error)))
-                continue
-            if carried is None:
-                waiting.append(message_id)
+            deliveries.append(Delivery(attestation_id, payload, queued_at))
+        built = proofs.payloads(deliveries, checkpoint(), now)
+        waiting: list[tuple[str, int | None]] = []
+        lost: list[tuple[_Item, str]] = []
+        for (message_id, kind, destination, payload), one in zip(attestations, built, strict=True):
+            if isinstance(one, CertfedError):
+                lost.append(((message_id, kind, destination, payload), str(one)))
+            elif one.payload is None:
+                waiting.append((message_id, one.leaf_index))
             else:
-                ready.append((message_id, kind, destination, carried))
+                ready.append((message_id, kind, destination, one.payload))
         return ready, waiting, lost
 
     def _deliver(self, message_id: str, kind: str, destination: str, payload: bytes) -> _Pending:

@@ -26,9 +26,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from sqlalchemy import or_, tuple_
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from federation.errors import (
@@ -48,6 +49,8 @@ HASH_SIZE = merkle.HASH_SIZE
 # never hashes more than 2 * 255 leaves that it reads.
 CACHED_LEVEL = 8
 CHUNK = 1 << CACHED_LEVEL
+# What a proof computation returns: one audit path, or one for each of several leaves.
+P = TypeVar("P")
 
 
 class LogBehindWitnessError(PreconditionError):
@@ -78,6 +81,13 @@ class EntryRow(NamedTuple):
     leaf_index: int
     envelope_json: bytes
     paying_region: str
+
+
+class Logged(NamedTuple):
+    """Where the log holds an attestation, and the envelope exactly as logged."""
+
+    leaf_index: int
+    envelope_json: bytes
 
 
 @dataclass(frozen=True)
@@ -423,16 +433,33 @@ def entries_for_regions(
     return [EntryRow(index, envelope, region) for index, envelope, region in rows]
 
 
+def entries_of(session: Session, attestation_ids: Sequence[str]) -> dict[str, Logged]:
+    """The logged attestations among `attestation_ids`, by id (one query); the others are
+    absent."""
+    if not attestation_ids:
+        return {}
+    rows = session.execute(
+        sa_select(
+            col(LogEntry.attestation_id), col(LogEntry.leaf_index), col(LogEntry.envelope_json)
+        ).where(col(LogEntry.attestation_id).in_(attestation_ids))
+    )
+    return {name: Logged(index, bytes(envelope)) for name, index, envelope in rows}
+
+
 def entry_of(session: Session, attestation_id: str) -> LogEntry:
     found = session.exec(
         select(LogEntry).where(LogEntry.attestation_id == attestation_id)
     ).one_or_none()
     if found is None:
-        raise UnknownAttestationError(
-            f"attestation {attestation_id} is not in this node's log; only attestations this "
-            "node issued are logged here"
-        )
+        raise not_logged(attestation_id)
     return found
+
+
+def not_logged(attestation_id: str) -> UnknownAttestationError:
+    return UnknownAttestationError(
+        f"attestation {attestation_id} is not in this node's log; only attestations this node "
+        "issued are logged here"
+    )
 
 
 def entry_at(session: Session, leaf_index: int) -> LogEntry:
@@ -456,6 +483,7 @@ class _TreeReader:
         self._subtrees: dict[tuple[int, int], bytes] = {}
         self._looked_up: set[tuple[int, int]] = set()
         self._leaves: dict[int, bytes] = {}
+        self._hashed: dict[tuple[int, int], bytes] = {}
 
     def planned(self, walk: Callable[[merkle.HashAt], object]) -> merkle.HashAt:
         """`hash_at`, with everything `walk` (a proof over some `hash_at`) needs read at once."""
@@ -496,15 +524,21 @@ class _TreeReader:
         return self.hash_at
 
     def hash_at(self, start: int, end: int) -> bytes:
+        # Proofs of one tree read together share most of their subtrees: each is hashed once.
+        known = self._hashed.get((start, end))
+        if known is not None:
+            return known
         key = _cached_key(start, end)
-        if key is not None:
-            cached = self._subtree(key)
-            if cached is not None:
-                return cached
-        if end - start <= CHUNK:
-            return merkle.root_from_leaves(self._leaf_run(start, end))[1]
-        split = _split_at(start, end)
-        return merkle.node_hash(self.hash_at(start, split), self.hash_at(split, end))
+        cached = self._subtree(key) if key is not None else None
+        if cached is not None:
+            value = cached
+        elif end - start <= CHUNK:
+            value = merkle.root_from_leaves(self._leaf_run(start, end))[1]
+        else:
+            split = _split_at(start, end)
+            value = merkle.node_hash(self.hash_at(start, split), self.hash_at(split, end))
+        self._hashed[(start, end)] = value
+        return value
 
     def _subtree(self, key: tuple[int, int]) -> bytes | None:
         if key not in self._looked_up:
@@ -563,10 +597,23 @@ def root_at(session: Session, tree_size: int) -> bytes:
 
 
 def inclusion_proof(session: Session, leaf_index: int, tree_size: int) -> list[bytes]:
+    return inclusion_proofs(session, [leaf_index], tree_size)[0]
+
+
+def inclusion_proofs(
+    session: Session, leaf_indexes: Sequence[int], tree_size: int
+) -> list[list[bytes]]:
+    """The audit path of each leaf in the tree of `tree_size`, in order: the subtree roots and
+    leaves all of them need are read together (three queries for any number of proofs)."""
     _require_size(session, tree_size, "tree_size")
-    if not 0 <= leaf_index < tree_size:
-        raise InvalidInputError("leaf_index", f"must be below the tree size {tree_size}")
-    return _proved(session, lambda hash_at: merkle.inclusion_proof(leaf_index, tree_size, hash_at))
+    for leaf_index in leaf_indexes:
+        if not 0 <= leaf_index < tree_size:
+            raise InvalidInputError("leaf_index", f"must be below the tree size {tree_size}")
+
+    def proofs(hash_at: merkle.HashAt) -> list[list[bytes]]:
+        return [merkle.inclusion_proof(leaf, tree_size, hash_at) for leaf in leaf_indexes]
+
+    return _proved(session, proofs)
 
 
 def consistency_proof(session: Session, first_size: int, second_size: int) -> list[bytes]:
@@ -578,7 +625,7 @@ def consistency_proof(session: Session, first_size: int, second_size: int) -> li
     )
 
 
-def _proved(session: Session, proof: Callable[[merkle.HashAt], list[bytes]]) -> list[bytes]:
+def _proved(session: Session, proof: Callable[[merkle.HashAt], P]) -> P:
     return proof(_TreeReader(session).planned(proof))
 
 

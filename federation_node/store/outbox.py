@@ -230,6 +230,39 @@ def defer(
     session.flush()
 
 
+def defer_all(session: Session, message_ids: list[str], reason: str, until: datetime) -> None:
+    """`defer` for many messages at once (one UPDATE): those still pending wait until `until`."""
+    if not message_ids:
+        return
+    session.execute(
+        update(OutboxMessage)
+        .where(
+            col(OutboxMessage.message_id).in_(message_ids),
+            col(OutboxMessage.state) == DeliveryState.PENDING,
+        )
+        .values(last_error=_truncate(reason), next_attempt_at=until, leased_by=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def make_due(session: Session, message_ids: list[str], now: datetime) -> int:
+    """Those of `message_ids` still pending and leased to nobody are due now; how many."""
+    if not message_ids:
+        return 0
+    result = session.execute(
+        update(OutboxMessage)
+        .where(
+            col(OutboxMessage.message_id).in_(message_ids),
+            col(OutboxMessage.state) == DeliveryState.PENDING,
+            col(OutboxMessage.leased_by).is_(None),
+            col(OutboxMessage.next_attempt_at) > now,
+        )
+        .values(next_attempt_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
 def mark_dead(session: Session, message: OutboxMessage, error: str, now: datetime) -> None:
     """Dead-letter at once: the peer refused the message for good (permission, input, unknown)."""
     _attach(session, message)

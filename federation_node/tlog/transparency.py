@@ -195,21 +195,26 @@ class TransparencyLog:
         return leaf_index, tree_size, proof
 
     def logged(
-        self, attestation_id: str, tree_size: int | None
-    ) -> tuple[bytes, tuple[int, int, list[bytes]] | None]:
-        """The envelope logged as `attestation_id`, and its (leaf index, tree size, audit path)
-        in the tree of `tree_size` when that tree holds it (else None). Raises
-        UnknownAttestationError when the log does not hold it."""
+        self, attestation_ids: Sequence[str], tree_size: int | None
+    ) -> dict[str, tuple[log_store.Logged, list[bytes] | None]]:
+        """Each of `attestation_ids` the log holds, by id: where it is and its envelope as
+        logged, and its audit path in the tree of `tree_size` when that tree holds it (else
+        None). Ids the log does not hold are absent. Four queries however many."""
         with Session(self._engine) as session:
-            entry = log_store.entry_of(session, attestation_id)
-            if tree_size is None or entry.leaf_index >= tree_size:
-                return entry.envelope_json, None
-            try:
-                proof = log_store.inclusion_proof(session, entry.leaf_index, tree_size)
-            except InvalidInputError:
-                # A checkpoint past the log (one restored without its entries): no proof.
-                return entry.envelope_json, None
-        return entry.envelope_json, (entry.leaf_index, tree_size, proof)
+            found = log_store.entries_of(session, attestation_ids)
+            size = tree_size or 0
+            covered = sorted(
+                {entry.leaf_index for entry in found.values() if entry.leaf_index < size}
+            )
+            proofs: dict[int, list[bytes]] = {}
+            if covered:
+                try:
+                    paths = log_store.inclusion_proofs(session, covered, size)
+                    proofs = dict(zip(covered, paths, strict=True))
+                except InvalidInputError:
+                    # A checkpoint past the log (one restored without its entries): no proofs.
+                    proofs = {}
+        return {name: (entry, proofs.get(entry.leaf_index)) for name, entry in found.items()}
 
     def consistency_proof(self, first_size: int, second_size: int) -> list[bytes]:
         with Session(self._engine) as session:
