@@ -8,6 +8,7 @@ from federation_node.offices.assistance_status import STATE_STATUSES
 from federation_node.offices.roll import SCHEMES
 from federation_node.rules.validation import IDENTITY_TYPES
 from federation_node.store import certifications
+from federation_node.store.assistance import Listed
 from federation_node.store.models import (
     AssistanceRequest,
     Attestation,
@@ -78,7 +79,7 @@ def beneficiary_view(record: Beneficiary) -> desk_pb2.Beneficiary:
 
 
 def request_view(
-    record: AssistanceRequest, delivery: DeliveryState | None = None
+    record: AssistanceRequest | Listed, delivery: DeliveryState | None = None
 ) -> desk_pb2.AssistanceRequestSummary:
     view = desk_pb2.AssistanceRequestSummary(
         request_id=record.request_id,

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -28,7 +29,7 @@ from federation.errors import (
     PreconditionError,
     UnknownRequestError,
 )
-from federation_node.store.db import keyset_page, lock_and_refresh
+from federation_node.store.db import keyset_rows, lock_and_refresh
 from federation_node.store.models import (
     OPEN_ASSISTANCE_STATES,
     AssistanceRequest,
@@ -232,27 +233,50 @@ def get(
     return request
 
 
+class Listed(NamedTuple):
+    """What a listing shows of a request: its columns, without the sealed identity and the
+    other fields only the request's own page reads."""
+
+    request_id: str
+    direction: RequestDirection
+    peer_node_id: str
+    beneficiary_id: str | None
+    residence_region: str
+    paying_region: str
+    status: AssistanceState
+    status_reason: str
+    deadline: datetime
+    created_at: datetime
+    updated_at: datetime
+    attestation_id: str | None
+    scheduled_for: datetime | None
+
+
+_LISTED = sa_select(*(getattr(AssistanceRequest, name) for name in Listed._fields))
+
+
 def page(
     session: Session,
     direction: RequestDirection | None,
     status: AssistanceState | None,
     page_size: int,
     page_token: str,
-) -> tuple[list[AssistanceRequest], str]:
+) -> tuple[list[Listed], str]:
     """Requests oldest first, optionally of one direction and one status."""
-    statement = select(AssistanceRequest)
+    statement = _LISTED
     if direction is not None:
-        statement = statement.where(AssistanceRequest.direction == direction)
+        statement = statement.where(col(AssistanceRequest.direction) == direction)
     if status is not None:
-        statement = statement.where(AssistanceRequest.status == status)
-    return keyset_page(
+        statement = statement.where(col(AssistanceRequest.status) == status)
+    rows, token = keyset_rows(
         session,
         statement,
         key=col(AssistanceRequest.request_id),
-        key_of=lambda row: row.request_id,
+        key_of=lambda row: str(row[0]),
         page_size=page_size,
         page_token=page_token,
     )
+    return [Listed._make(row) for row in rows], token
 
 
 def open_for_beneficiary(session: Session, beneficiary_id: str) -> AssistanceRequest | None:

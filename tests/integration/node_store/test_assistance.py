@@ -19,6 +19,7 @@ from federation.errors import (
     UnknownRequestError,
 )
 from federation_node.ids import new_id
+from federation_node.service.views import request_view
 from federation_node.store import assistance, beneficiaries
 from federation_node.store.db import session_scope
 from federation_node.store.models import (
@@ -374,6 +375,11 @@ def test_page_filters_by_direction_and_status(
         assert [row.request_id for row in rows] == [outbound.request_id]
         rows, _ = assistance.page(session, None, None, 10, "")
         assert len(rows) == 4
+        # A listed request shows on a desk exactly as the request read whole does.
+        for row in rows:
+            whole = session.get(AssistanceRequest, row.request_id)
+            assert whole is not None
+            assert request_view(row) == request_view(whole)
 
 
 def test_racing_deliveries_of_one_request_store_it_once(engine: Engine, now: datetime) -> None:
