@@ -134,7 +134,7 @@ def create_backup(
     engine = db.create_engine_for(url)
     try:
         with Session(db.reader(engine)) as session:
-            log_size = log_store.head(session).tree_size
+            log_size = log_store.size(session)
             latest = log_store.latest_checkpoint(session)
     finally:
         engine.dispose()

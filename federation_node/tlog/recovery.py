@@ -195,7 +195,7 @@ class LogRecovery:
 
     def _size(self) -> int:
         with Session(self._engine) as session:
-            return log_store.head(session).tree_size
+            return log_store.size(session)
 
     def _missing(self) -> bool:
         with Session(self._engine) as session:

@@ -132,7 +132,7 @@ class TransparencyLog:
 
     def size(self) -> int:
         with Session(self._engine) as session:
-            return log_store.head(session).tree_size
+            return log_store.size(session)
 
     def checkpoint(self) -> bytes:
         """The latest checkpoint the registry witness cosigned."""
@@ -151,7 +151,7 @@ class TransparencyLog:
         """Entries [start, end) in batches of at most `Limits.log_batch_entries`, and at most
         half a message in bytes."""
         with Session(self._engine) as session:
-            size = log_store.head(session).tree_size
+            size = log_store.size(session)
         if start < 0:
             raise InvalidInputError("start", "must not be negative")
         if end < start:
