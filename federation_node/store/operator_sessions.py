@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Engine, delete, update
+from sqlalchemy import Connection, CursorResult, Engine, bindparam, delete, update
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col
 
@@ -91,30 +91,35 @@ class Checked:
     needs_touch: bool
 
 
-def check(session: Session, token: str, times: SessionTimes, now: datetime) -> Checked:
+# Built once: every desk call of a signed-in clerk runs it. SQLAlchemy's select: sqlmodel's
+# typed one takes at most four columns.
+_SESSION_CHECK = (
+    sa_select(
+        col(OperatorSession.secret_salt),
+        col(OperatorSession.secret_hash),
+        col(OperatorSession.last_used_at),
+        col(OperatorSession.expires_at),
+        col(OperatorSession.ended_reason),
+        col(Operator.operator_id),
+        col(Operator.disabled),
+        col(Operator.roles),
+    )
+    .join(Operator, col(Operator.operator_id) == col(OperatorSession.operator_id))
+    .where(col(OperatorSession.session_id) == bindparam("session_id"))
+)
+
+
+def check(session: Connection | Session, token: str, times: SessionTimes, now: datetime) -> Checked:
     """The operator a live session token belongs to; refused with a plain reason otherwise.
 
-    One SELECT of the session joined with its operator; no write (see `touch`).
+    One SELECT of the session joined with its operator, on a connection or a session; no
+    write (see `touch`).
     """
     session_id, _, encoded = token.partition(".")
     secret = decode_secret(encoded)
     if not session_id.startswith(SESSION_ID_PREFIX) or secret is None:
         raise UnauthenticatedError(_UNKNOWN)
-    # SQLAlchemy's select: sqlmodel's typed one takes at most four columns.
-    row = session.execute(
-        sa_select(
-            col(OperatorSession.secret_salt),
-            col(OperatorSession.secret_hash),
-            col(OperatorSession.last_used_at),
-            col(OperatorSession.expires_at),
-            col(OperatorSession.ended_reason),
-            col(Operator.operator_id),
-            col(Operator.disabled),
-            col(Operator.roles),
-        )
-        .join(Operator, col(Operator.operator_id) == col(OperatorSession.operator_id))
-        .where(col(OperatorSession.session_id) == session_id)
-    ).first()
+    row = session.execute(_SESSION_CHECK, {"session_id": session_id}).first()
     if row is None:
         hmac.compare_digest(_hash(_DUMMY_SALT, secret), _hash(_DUMMY_SALT, b""))
         raise UnauthenticatedError(_UNKNOWN)

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from sqlalchemy import Connection, bindparam
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -89,27 +90,29 @@ class SignedIn:
         return role.value in self.roles
 
 
-def authenticate(session: Session, token: str, now: datetime) -> SignedIn:
+# Built once: every desk call with a bearer token runs it. SQLAlchemy's select: sqlmodel's typed
+# one takes at most four columns.
+_TOKEN_CHECK = sa_select(
+    col(Operator.token_salt),
+    col(Operator.token_hash),
+    col(Operator.disabled),
+    col(Operator.roles),
+    col(Operator.created_at),
+    col(Operator.token_expires_at),
+).where(col(Operator.operator_id) == bindparam("operator_id"))
+
+
+def authenticate(session: Connection | Session, token: str, now: datetime) -> SignedIn:
     """The operator a bearer token belongs to; refused when unknown, wrong, expired or disabled.
 
     Every desk call comes through here, so it reads the six columns it needs in one SELECT,
-    without loading an ORM object.
+    without loading an ORM object, on a connection or a session.
     """
     operator_id, _, encoded = token.partition(".")
     secret = decode_secret(encoded)
     if not operator_id.startswith(OPERATOR_ID_PREFIX) or secret is None:
         raise UnauthenticatedError(_UNAUTHENTICATED)
-    # SQLAlchemy's select: sqlmodel's typed one takes at most four columns.
-    row = session.execute(
-        sa_select(
-            col(Operator.token_salt),
-            col(Operator.token_hash),
-            col(Operator.disabled),
-            col(Operator.roles),
-            col(Operator.created_at),
-            col(Operator.token_expires_at),
-        ).where(col(Operator.operator_id) == operator_id)
-    ).first()
+    row = session.execute(_TOKEN_CHECK, {"operator_id": operator_id}).first()
     if row is None:
         hmac.compare_digest(_hash(_DUMMY_SALT, secret), _hash(_DUMMY_SALT, b""))
         raise UnauthenticatedError(_UNAUTHENTICATED)
