@@ -66,23 +66,23 @@ class OutboundRequests:
             for m in require_methods(list(request.acceptable_methods), "acceptable_methods")
         ]
         note = require_text(request.note, "note", limits)
-        with self._context.session() as session:
-            beneficiary = beneficiaries.get(session, request.beneficiary_id)
-        if beneficiary.status != BeneficiaryState.ACTIVE:
-            raise PreconditionError(
-                f"beneficiary {beneficiary.beneficiary_id} is {beneficiary.status.value}; "
-                "no certification is needed"
-            )
-        target = self._context.directory.current().route(
-            beneficiary.residence_region, self._context.config.routing
-        )
-        if target.node_id == self._context.node_id:
-            raise PreconditionError(
-                f"this node certifies residents of {beneficiary.residence_region} itself; "
-                "record the certification at this desk instead"
-            )
+        # One transaction: the checks and the route come from the row the request is queued
+        # for (the route is the directory in memory).
         with session_scope(self._context.engine) as session:
             beneficiary = beneficiaries.get(session, request.beneficiary_id)
+            if beneficiary.status != BeneficiaryState.ACTIVE:
+                raise PreconditionError(
+                    f"beneficiary {beneficiary.beneficiary_id} is {beneficiary.status.value}; "
+                    "no certification is needed"
+                )
+            target = self._context.directory.current().route(
+                beneficiary.residence_region, self._context.config.routing
+            )
+            if target.node_id == self._context.node_id:
+                raise PreconditionError(
+                    f"this node certifies residents of {beneficiary.residence_region} itself; "
+                    "record the certification at this desk instead"
+                )
             created = self.queue_assistance_request(
                 session,
                 actor,

@@ -119,10 +119,13 @@ def _flag(
     now: datetime,
 ) -> RevocationFinding | None:
     key = revoked.get(attestation.signing_key_id)
+    if key is None:
+        # The common case, decided without reading the list.
+        return None
     listed = session.get(
         RevocationReview, (attestation.attestation_id, attestation.issuing_node_id)
     )
-    if key is None or listed is not None:
+    if listed is not None:
         return None
     issued_at = _issued_at(attestation)
     finding = (
