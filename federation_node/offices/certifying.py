@@ -309,20 +309,20 @@ class Certifier:
     def _approve_certification(self, actor: Actor, certification_id: str) -> Certification:
         require_id(certification_id, "certification_id")
         now = self._context.now()
-        with self._context.session() as session:
-            pending = certifications.get(session, certification_id)
-        finding = _finding(pending, actor.name)
-        attestation = self._issuer.attestation(finding, now)
-        attestation_id = attestation.attestation_id
-        # A walk-in several offices claim: each is sent its own attestation of the same check.
-        also_sent = [
-            self._issuer.attestation(
-                dataclasses.replace(finding, paying_node_id=node_id, paying_region=region), now
-            )
-            for node_id, region in sorted((pending.also_paying or {}).items())
-        ]
         with session_scope(self._context.engine) as session:
             pending = certifications.get(session, certification_id)
+            finding = _finding(pending, actor.name)
+            attestation = self._issuer.attestation(finding, now)
+            attestation_id = attestation.attestation_id
+            # A walk-in several offices claim: each is sent its own attestation of the same
+            # check.
+            also_sent = [
+                self._issuer.attestation(
+                    dataclasses.replace(finding, paying_node_id=node_id, paying_region=region),
+                    now,
+                )
+                for node_id, region in sorted((pending.also_paying or {}).items())
+            ]
             if pending.corrects_attestation_id is not None:
                 # Another correction of the same attestation may have been approved since.
                 corrections.correctable_here(
