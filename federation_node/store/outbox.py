@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, update
 from sqlalchemy.engine import CursorResult
 from sqlmodel import Session, col, func, select
 
@@ -177,6 +177,21 @@ def end_backoff(session: Session, destination: str, now: datetime) -> int:
 def mark_all_delivered(session: Session, message_ids: list[str], now: datetime) -> int:
     """Mark a dispatcher pass's successes delivered, in one statement; returns how many were
     still pending (a message an operator meanwhile changed is left as it is)."""
+    return _update_pending(
+        session,
+        message_ids,
+        state=DeliveryState.DELIVERED,
+        delivered_at=now,
+        last_error="",
+        leased_by=None,
+    )
+
+
+def _update_pending(
+    session: Session, message_ids: list[str], *criteria: ColumnElement[bool], **values: Any
+) -> int:
+    """One UPDATE setting `values` on those of `message_ids` still pending (and matching
+    `criteria`); how many it changed."""
     if not message_ids:
         return 0
     result = session.execute(
@@ -184,8 +199,9 @@ def mark_all_delivered(session: Session, message_ids: list[str], now: datetime) 
         .where(
             col(OutboxMessage.message_id).in_(message_ids),
             col(OutboxMessage.state) == DeliveryState.PENDING,
+            *criteria,
         )
-        .values(state=DeliveryState.DELIVERED, delivered_at=now, last_error="", leased_by=None)
+        .values(**values)
         .execution_options(synchronize_session=False)
     )
     return int(cast(CursorResult[Any], result).rowcount)
@@ -232,35 +248,20 @@ def defer(
 
 def defer_all(session: Session, message_ids: list[str], reason: str, until: datetime) -> None:
     """`defer` for many messages at once (one UPDATE): those still pending wait until `until`."""
-    if not message_ids:
-        return
-    session.execute(
-        update(OutboxMessage)
-        .where(
-            col(OutboxMessage.message_id).in_(message_ids),
-            col(OutboxMessage.state) == DeliveryState.PENDING,
-        )
-        .values(last_error=_truncate(reason), next_attempt_at=until, leased_by=None)
-        .execution_options(synchronize_session=False)
+    _update_pending(
+        session, message_ids, last_error=_truncate(reason), next_attempt_at=until, leased_by=None
     )
 
 
 def make_due(session: Session, message_ids: list[str], now: datetime) -> int:
     """Those of `message_ids` still pending and leased to nobody are due now; how many."""
-    if not message_ids:
-        return 0
-    result = session.execute(
-        update(OutboxMessage)
-        .where(
-            col(OutboxMessage.message_id).in_(message_ids),
-            col(OutboxMessage.state) == DeliveryState.PENDING,
-            col(OutboxMessage.leased_by).is_(None),
-            col(OutboxMessage.next_attempt_at) > now,
-        )
-        .values(next_attempt_at=now)
-        .execution_options(synchronize_session=False)
+    return _update_pending(
+        session,
+        message_ids,
+        col(OutboxMessage.leased_by).is_(None),
+        col(OutboxMessage.next_attempt_at) > now,
+        next_attempt_at=now,
     )
-    return int(cast(CursorResult[Any], result).rowcount)
 
 
 def mark_dead(session: Session, message: OutboxMessage, error: str, now: datetime) -> None:
