@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import NamedTuple
 
 import psycopg
-from sqlalchemy import bindparam, func, update
+from sqlalchemy import bindparam, func, text, update
 from sqlalchemy import select as sql_select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped
@@ -27,6 +27,7 @@ from federation_node.ids import new_id
 from federation_node.store.bulk_insert import insert_rows
 from federation_node.store.db import count_of, is_postgres, keyset_page
 from federation_node.store.models import (
+    UNKEYED,
     Beneficiary,
     BeneficiaryState,
     Entitlement,
@@ -446,11 +447,7 @@ def without_roll_key(session: Session, after: str, limit: int) -> list[WithoutRo
             col(Beneficiary.subject_locator),
             col(Beneficiary.sealed_identity),
         )
-        .where(
-            col(Beneficiary.roll_key).is_(None),
-            col(Beneficiary.sealed_identity) != b"",
-            col(Beneficiary.beneficiary_id) > after,
-        )
+        .where(text(UNKEYED), col(Beneficiary.beneficiary_id) > after)
         .order_by(col(Beneficiary.beneficiary_id))
         .limit(limit)
     )

@@ -56,6 +56,9 @@ HEX_SHA256_LENGTH = 64
 ENUM_LENGTH = 32
 # "YYYY-MM": sorts in time order and reads the same in a bank file.
 MONTH_LENGTH = 7
+# A beneficiary without a roll key who can still be given one (an erased person has no identity
+# left to key): the predicate of the index that finds them, and of the look that uses it.
+UNKEYED = "roll_key IS NULL AND length(sealed_identity) > 0"
 
 # Deterministic constraint names, the same on SQLite and PostgreSQL, so migrations can name them.
 NAMING_CONVENTION = {
@@ -293,12 +296,13 @@ class Beneficiary(NodeTable, table=True):
         _enum_check("status", BeneficiaryState),
         _enum_check("scheme", PensionScheme),
         CheckConstraint(f"length(subject_locator) = {LOCATOR_SIZE}", name="subject_locator_length"),
-        # The few people without a roll key, found without reading the whole roll.
+        # The few people without a roll key who can be keyed (an erased person has no identity
+        # left), found without reading the whole roll.
         Index(
             "ix_beneficiary_without_roll_key",
             "beneficiary_id",
-            postgresql_where=text("roll_key IS NULL"),
-            sqlite_where=text("roll_key IS NULL"),
+            postgresql_where=text(UNKEYED),
+            sqlite_where=text(UNKEYED),
         ),
     )
 

@@ -43,6 +43,23 @@ def test_migrated_schema_has_no_differences_from_the_models(engine: Engine) -> N
     assert _differences(engine, metadata) == []
 
 
+def test_partial_indexes_have_the_models_predicates(engine: Engine) -> None:
+    # The schema comparison reads an index's columns, not its WHERE clause.
+    with engine.connect() as connection:
+        if is_postgres(engine):
+            found = connection.execute(
+                sa.text("SELECT indexdef FROM pg_indexes WHERE indexname = :name"),
+                {"name": "ix_beneficiary_without_roll_key"},
+            ).scalar_one()
+        else:
+            found = connection.execute(
+                sa.text("SELECT sql FROM sqlite_master WHERE name = :name"),
+                {"name": "ix_beneficiary_without_roll_key"},
+            ).scalar_one()
+    assert "roll_key IS NULL" in found
+    assert "length(sealed_identity) > 0" in found
+
+
 def test_schema_comparison_notices_a_model_the_migrations_lack(engine: Engine) -> None:
     extended = sa.MetaData()
     for table in metadata.tables.values():
