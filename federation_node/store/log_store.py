@@ -466,6 +466,7 @@ def entry_of(session: Session, attestation_id: str) -> LogEntry:
 
 
 def not_logged(attestation_id: str) -> UnknownAttestationError:
+    """The refusal for an attestation this node's log does not hold."""
     return UnknownAttestationError(
         f"attestation {attestation_id} is not in this node's log; only attestations this node "
         "issued are logged here"
