@@ -113,8 +113,12 @@ def _head_row(session: Session, *, lock: bool) -> LogHead:
         statement = statement.with_for_update()
     row = session.exec(statement.execution_options(populate_existing=True)).one_or_none()
     if row is None:
-        raise RuntimeError("the log head row is missing: run the node's migrations")
+        raise _missing_head()
     return row
+
+
+def _missing_head() -> RuntimeError:
+    return RuntimeError("the log head row is missing: run the node's migrations")
 
 
 def head(session: Session) -> Head:
@@ -129,7 +133,7 @@ def size(session: Session) -> int:
         sa_select(col(LogHead.tree_size)).where(col(LogHead.head_id) == HEAD_ID)
     ).scalar_one_or_none()
     if found is None:
-        raise RuntimeError("the log head row is missing: run the node's migrations")
+        raise _missing_head()
     return int(found)
 
 
