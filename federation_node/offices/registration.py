@@ -76,10 +76,7 @@ class Registration:
             ),
             known=functools.partial(roll.on_the_roll, self._context),
         )
-        prepared = [
-            self._checked(request, prefix.format(index=index), located)
-            for index, request in enumerate(requests)
-        ]
+        prepared = self._checked(requests, prefix, located)
         publish = registry_pb2.PublishLocatorsRequest(
             locators=[p.new.subject_locator for p in prepared]
         )
@@ -88,10 +85,11 @@ class Registration:
                 added = [beneficiaries.add(session, **dataclasses.asdict(prepared[0].new), now=now)]
             else:
                 added = beneficiaries.add_batch(session, [p.new for p in prepared], now)
-            for beneficiary, registration in zip(added, prepared, strict=True):
-                entitlements_store.open_for(
-                    session, beneficiary.beneficiary_id, registration.amount, now
-                )
+            entitlements_store.open_many(
+                session,
+                [(b.beneficiary_id, p.amount) for b, p in zip(added, prepared, strict=True)],
+                now,
+            )
             first = added[0]
             if len(added) == 1:
                 details: dict[str, str | int | bool | list[str] | None] = {
@@ -121,15 +119,28 @@ class Registration:
         return added
 
     def _checked(
-        self, request: desk_pb2.RegisterBeneficiaryRequest, prefix: str, located: Located
-    ) -> _Checked:
-        """A registration checked and sealed, ready to store; errors name `prefix` + field.
+        self,
+        requests: Sequence[desk_pb2.RegisterBeneficiaryRequest],
+        prefix: str,
+        located: Located,
+    ) -> list[_Checked]:
+        """Registrations checked and sealed, ready to store; errors name `prefix` (with the
+        request's index) + the field.
 
         The checks and the sealing are the roll's, so a person registered one by one and one
-        imported with the roll are held alike."""
-        entry = roll.checked_entry(self._context, request, prefix, located=located)
-        [sealed] = roll.seal_identities(self._context, [(entry.identity, entry.locator)])
-        return _Checked(entry.new_beneficiary(self._context, sealed), entry.amount_fen)
+        imported with the roll are held alike: a batch's identities are sealed together."""
+        context = self._context
+        entries = [
+            roll.checked_entry(context, request, prefix.format(index=index), located=located)
+            for index, request in enumerate(requests)
+        ]
+        sealed = roll.seal_identities(
+            context, [(entry.identity, entry.locator) for entry in entries]
+        )
+        return [
+            _Checked(entry.new_beneficiary(context, sealed_identity), entry.amount_fen)
+            for entry, sealed_identity in zip(entries, sealed, strict=True)
+        ]
 
     def record_duplicates(self, duplicates: list[registry_pb2.DuplicateEntitlement]) -> int:
         """Flag the people the registry says another office pays too; how many were flagged

@@ -388,9 +388,10 @@ def _insert_new(
 def add_batch(
     session: Session, batch: Sequence[NewBeneficiary], now: datetime
 ) -> list[Beneficiary]:
-    """Register several people at once (an office's roll): one query finds those already
-    registered, one flush writes the rest. All or none: a person already here refuses the
-    batch, and one registered concurrently makes the commit fail on the unique locator."""
+    """Register several people at once (a batch from the desk): one query finds those already
+    registered, one set-based insert (`add_many`) writes the rest; the rows as stored, in order.
+    All or none: a person already here refuses the batch, and one registered concurrently makes
+    the insert fail on the unique locator."""
     locators = [new.subject_locator for new in batch]
     if len(set(locators)) != len(locators):
         raise AlreadyExistsError("the batch lists the same person twice")
@@ -402,9 +403,10 @@ def add_batch(
         ).first()
         if existing is not None:
             raise _already_registered(existing)
-    added = [
+    ids = add_many(session, batch, now)
+    return [
         Beneficiary(
-            beneficiary_id=new_id(),
+            beneficiary_id=beneficiary_id,
             subject_locator=new.subject_locator,
             identity_type=new.identity_type,
             masked_identity_number=new.masked_identity_number,
@@ -421,11 +423,8 @@ def add_batch(
             payment_start_month=new.payment_start_month,
             roll_key=new.roll_key,
         )
-        for new in batch
+        for beneficiary_id, new in zip(ids, batch, strict=True)
     ]
-    session.add_all(added)
-    session.flush()
-    return added
 
 
 class WithoutRollKey(NamedTuple):

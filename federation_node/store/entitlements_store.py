@@ -35,27 +35,6 @@ from federation_node.store.models import (
 )
 from federation_node.store.staging import fill, staging_table
 
-
-def open_for(
-    session: Session, beneficiary_id: str, monthly_amount_fen: int, now: datetime
-) -> Entitlement:
-    """The entitlement of a newly registered beneficiary: active, nothing withheld."""
-    entitlement = Entitlement(
-        beneficiary_id=beneficiary_id,
-        monthly_amount_fen=monthly_amount_fen,
-        state=EntitlementState.ACTIVE,
-        state_since=now,
-        termination_pending_review=False,
-        pending_status=None,
-        pending_effective_at=None,
-        withheld_from_month=None,
-        overpayment_fen=0,
-        updated_at=now,
-    )
-    session.add(entitlement)
-    return entitlement
-
-
 _COLUMNS = (
     "beneficiary_id",
     "monthly_amount_fen",
@@ -71,8 +50,8 @@ _COLUMNS = (
 
 
 def open_many(session: Session, amounts: Sequence[tuple[str, int]], now: datetime) -> None:
-    """`open_for` for many newly registered beneficiaries ((id, monthly amount) pairs), in one
-    set-based insert."""
+    """The entitlements of newly registered beneficiaries ((id, monthly amount) pairs): active,
+    nothing withheld; one set-based insert."""
     insert_rows(
         session,
         Entitlement.__table__,  # type: ignore[attr-defined]

@@ -206,6 +206,40 @@ def test_the_bulk_roll_import_registers_people_as_one_at_a_time_does(
     assert _roll_of(offices.bulk) == _roll_of(offices.single)
 
 
+@settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(roll=st.lists(rows, min_size=2, max_size=12, unique_by=lambda row: row.person))
+def test_a_batch_registration_registers_people_as_one_at_a_time_does(
+    offices: Offices, roll: list[Row]
+) -> None:
+    # RegisterBeneficiaries seals a batch together and inserts it set-based; the people, their
+    # entitlements and their sealed identities are those of one registration per person, and
+    # what the call answers is what it stored.
+    _wipe(offices.bulk)
+    _wipe(offices.single)
+    requests = [_request(row) for row in roll]
+    added = offices.bulk.registration.register_beneficiaries(CLERK, requests)
+    for request in requests:
+        offices.single.registration.register_beneficiary(CLERK, request)
+    assert _roll_of(offices.bulk) == _roll_of(offices.single)
+    with Session(offices.bulk.context.engine) as session:
+        stored = {person.beneficiary_id: person for person in session.exec(select(Beneficiary))}
+    assert [person.model_dump() for person in added] == [
+        stored[person.beneficiary_id].model_dump() for person in added
+    ]
+    # A batch naming someone twice, or someone already registered, stores nothing.
+    _wipe(offices.bulk)
+    with pytest.raises(AlreadyExistsError):
+        offices.bulk.registration.register_beneficiaries(CLERK, [*requests, requests[0]])
+    offices.bulk.registration.register_beneficiary(CLERK, requests[-1])
+    with pytest.raises(AlreadyExistsError, match="already a beneficiary"):
+        offices.bulk.registration.register_beneficiaries(CLERK, requests)
+    assert len(_roll_of(offices.bulk)) == 1
+
+
 def _imported_then_restarted(
     offices: Offices, office: EnrolledOffice, rows: list[Row]
 ) -> tuple[list[UpsertedRow], Node, list[int]]:

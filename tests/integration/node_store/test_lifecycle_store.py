@@ -101,7 +101,7 @@ def test_reminders_are_queued_once_and_acknowledged_once(
     person = add_beneficiary()
     expires = now + timedelta(days=30)
     with session_scope(engine) as session:
-        entitlements_store.open_for(session, person.beneficiary_id, 250_000, now)
+        entitlements_store.open_many(session, [(person.beneficiary_id, 250_000)], now)
         reminder = reminders_store.queue(
             session,
             beneficiary_id=person.beneficiary_id,
