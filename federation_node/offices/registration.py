@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeVar
+
+from sqlmodel import Session
 
 from certfed.v1 import desk_pb2, registry_pb2
 from federation.errors import InvalidInputError
@@ -25,6 +29,16 @@ from federation_node.rules.validation import IDENTITY_KINDS
 from federation_node.store import audit, beneficiaries, entitlements_store, outbox
 from federation_node.store.db import session_scope
 from federation_node.store.models import REGISTRY_DESTINATION, Beneficiary, OutboxKind
+
+# What storing registrations answers: the ORM row of one, or the rows of a batch as stored.
+_Added = TypeVar("_Added", Beneficiary, beneficiaries.Registered)
+
+
+def _add_one(
+    session: Session, new: list[beneficiaries.NewBeneficiary], now: datetime
+) -> list[Beneficiary]:
+    [person] = new
+    return [beneficiaries.add(session, **dataclasses.asdict(person), now=now)]
 
 
 @dataclass(frozen=True)
@@ -42,11 +56,12 @@ class Registration:
     def register_beneficiary(
         self, actor: Actor, request: desk_pb2.RegisterBeneficiaryRequest
     ) -> Beneficiary:
-        return self._register(actor, [request], "")[0]
+        [added] = self._register(actor, [request], "", _add_one)
+        return added
 
     def register_beneficiaries(
         self, actor: Actor, requests: Sequence[desk_pb2.RegisterBeneficiaryRequest]
-    ) -> list[Beneficiary]:
+    ) -> list[beneficiaries.Registered]:
         """Register a batch of people (an office's roll), all or none, publishing their
         locators to the registry in one message instead of one per person."""
         limits = self._context.config.limits
@@ -56,14 +71,17 @@ class Registration:
             raise InvalidInputError(
                 "beneficiaries", f"has {len(requests)} items; the limit is {limits.max_repeated}"
             )
-        return self._register(actor, requests, "beneficiaries[{index}].")
+        return self._register(actor, requests, "beneficiaries[{index}].", beneficiaries.add_batch)
 
     def _register(
         self,
         actor: Actor,
         requests: Sequence[desk_pb2.RegisterBeneficiaryRequest],
         prefix: str,
-    ) -> list[Beneficiary]:
+        store: Callable[[Session, list[beneficiaries.NewBeneficiary], datetime], list[_Added]],
+    ) -> list[_Added]:
+        """Check, seal and `store` the people, open their entitlements, audit, and queue their
+        locators for the registry, in one transaction."""
         self._context.require_role(PAYING_ROLE_NAMES, "pay pensions")
         now = self._context.now()
         # The locators of people already on the roll by roll key (they are refused below at no
@@ -81,10 +99,7 @@ class Registration:
             locators=[p.new.subject_locator for p in prepared]
         )
         with session_scope(self._context.engine) as session:
-            if len(prepared) == 1:
-                added = [beneficiaries.add(session, **dataclasses.asdict(prepared[0].new), now=now)]
-            else:
-                added = beneficiaries.add_batch(session, [p.new for p in prepared], now)
+            added = store(session, [p.new for p in prepared], now)
             entitlements_store.open_many(
                 session,
                 [(b.beneficiary_id, p.amount) for b, p in zip(added, prepared, strict=True)],

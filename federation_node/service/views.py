@@ -9,6 +9,7 @@ from federation_node.offices.roll import SCHEMES
 from federation_node.rules.validation import IDENTITY_TYPES
 from federation_node.store import certifications
 from federation_node.store.assistance import Listed
+from federation_node.store.beneficiaries import Registered
 from federation_node.store.models import (
     AssistanceRequest,
     Attestation,
@@ -56,7 +57,7 @@ def _delivery(state: DeliveryState | None) -> desk_pb2.DeliveryState.ValueType:
     return DELIVERY_STATES[state] if state else desk_pb2.DELIVERY_STATE_UNSPECIFIED
 
 
-def beneficiary_view(record: Beneficiary) -> desk_pb2.Beneficiary:
+def beneficiary_view(record: Beneficiary | Registered) -> desk_pb2.Beneficiary:
     view = desk_pb2.Beneficiary(
         beneficiary_id=record.beneficiary_id,
         identity_type=IDENTITY_TYPES[IdentityKind(record.identity_type)],

@@ -385,9 +385,25 @@ def _insert_new(
     )
 
 
-def add_batch(
-    session: Session, batch: Sequence[NewBeneficiary], now: datetime
-) -> list[Beneficiary]:
+class Registered(NamedTuple):
+    """A person as `add_batch` stored them: what a registration answers about them (an ORM
+    object apiece would cost more than the insert)."""
+
+    beneficiary_id: str
+    subject_locator: bytes
+    identity_type: IdentityType
+    masked_identity_number: str
+    residence_region: str
+    paying_region: str
+    status: BeneficiaryState
+    status_effective_at: datetime | None
+    valid_until: datetime | None
+    possible_duplicate: bool
+    scheme: PensionScheme | None
+    payment_start_month: str | None
+
+
+def add_batch(session: Session, batch: Sequence[NewBeneficiary], now: datetime) -> list[Registered]:
     """Register several people at once (a batch from the desk): one query finds those already
     registered, one set-based insert (`add_many`) writes the rest; the rows as stored, in order.
     All or none: a person already here refuses the batch, and one registered concurrently makes
@@ -405,23 +421,19 @@ def add_batch(
             raise _already_registered(existing)
     ids = add_many(session, batch, now)
     return [
-        Beneficiary(
+        Registered(
             beneficiary_id=beneficiary_id,
             subject_locator=new.subject_locator,
             identity_type=new.identity_type,
             masked_identity_number=new.masked_identity_number,
-            sealed_identity=new.sealed_identity,
             residence_region=new.residence_region,
             paying_region=new.paying_region,
             status=BeneficiaryState.ACTIVE,
             status_effective_at=None,
             valid_until=new.valid_until,
             possible_duplicate=False,
-            created_at=now,
-            updated_at=now,
             scheme=new.scheme,
             payment_start_month=new.payment_start_month,
-            roll_key=new.roll_key,
         )
         for beneficiary_id, new in zip(ids, batch, strict=True)
     ]
