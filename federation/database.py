@@ -101,3 +101,14 @@ def _sqlite_engine(url: sa.URL, settings: EngineSettings) -> Engine:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def reader(engine: Engine) -> Engine:
+    """The engine for read-only sessions: on PostgreSQL in autocommit, so a read is its SELECTs
+    alone, without BEGIN and ROLLBACK around them (READ COMMITTED gives every statement its own
+    snapshot either way). SQLite keeps its transactions: its connections are configured for
+    the explicit BEGIN IMMEDIATE above, which autocommit would undo when they go back to the
+    pool."""
+    if engine.dialect.name == "postgresql":
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
+    return engine

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
 from cryptography import x509
-from sqlalchemy import ColumnElement, or_
+from sqlalchemy import ColumnElement, Connection, bindparam, exists, or_
+from sqlalchemy import select as sql_select
+from sqlalchemy.sql.elements import BindParameter
 from sqlmodel import Session, col, select
 
 from federation.errors import UnknownNodeError
@@ -160,10 +163,43 @@ def record_certificate(
     return row
 
 
-def _accepted_at(now: datetime) -> ColumnElement[bool]:
+def _accepted_at(now: datetime | BindParameter[datetime]) -> ColumnElement[bool]:
     return or_(
         col(NodeCertificate.superseded_at).is_(None), col(NodeCertificate.superseded_at) > now
     )
+
+
+class Caller(NamedTuple):
+    """What authorising a call needs of the node behind a client certificate."""
+
+    node_id: str
+    roles: list[str]
+    status: str
+    status_reason: str
+
+
+# One prepared SELECT per call: the node, if the certificate is one of its accepted ones.
+_CALLER = sql_select(
+    col(Node.node_id), col(Node.roles), col(Node.status), col(Node.status_reason)
+).where(
+    col(Node.node_id) == bindparam("node_id"),
+    exists().where(
+        col(NodeCertificate.node_id) == col(Node.node_id),
+        col(NodeCertificate.sha256) == bindparam("sha256"),
+        _accepted_at(bindparam("now")),
+    ),
+)
+
+
+def caller(
+    connection: Connection, node_id: str, certificate_sha256: str, now: datetime
+) -> Caller | None:
+    """The node `node_id` if the certificate `certificate_sha256` is one of its certificates
+    still accepted at `now`; None for an unknown node or any other certificate."""
+    row = connection.execute(
+        _CALLER, {"node_id": node_id, "sha256": certificate_sha256, "now": now}
+    ).one_or_none()
+    return Caller(*row) if row is not None else None
 
 
 def current_certificates(session: Session, node_id: str, now: datetime) -> list[NodeCertificate]:

@@ -35,6 +35,7 @@ from sqlmodel import Session
 
 from certfed.v1 import directory_pb2
 from federation import enrolment_query
+from federation.database import reader
 from federation.errors import (
     AlreadyExistsError,
     InvalidInputError,
@@ -205,6 +206,7 @@ class Registry:
         clock: Callable[[], datetime] = utc_now,
     ) -> None:
         self._engine = engine
+        self._reader = reader(engine)
         self._keys = keys
         self._config = config
         self._clock = clock
@@ -821,21 +823,19 @@ class Registry:
     def is_federation_certificate(self, certificate: x509.Certificate) -> bool:
         return self._keys.ca.issued(certificate, now=self._clock())
 
-    def caller_node(self, identity: PeerIdentity) -> Node:
+    def caller_node(self, identity: PeerIdentity) -> nodes_store.Caller:
         """The node a verified certificate speaks for, if it is that node's current certificate.
 
         Raises UnauthenticatedError for an unknown node or a certificate the registry did not
         issue to it (or has superseded), PermissionDeniedError when the node is not active.
         """
-        with transaction(self._engine) as session:
-            node = nodes_store.get(session, identity.name)
-            current = {
-                certificate.sha256
-                for certificate in nodes_store.current_certificates(
-                    session, identity.name, self._clock()
-                )
-            }
-        if node is None or identity.certificate_sha256 not in current:
+        # A pooled connection and one prepared SELECT, not a transaction: every node's every
+        # call to the registry passes here.
+        with self._reader.connect() as connection:
+            node = nodes_store.caller(
+                connection, identity.name, identity.certificate_sha256, self._clock()
+            )
+        if node is None:
             raise UnauthenticatedError(
                 f"the certificate presented for node {identity.name!r} is not one this "
                 "registry issued to it (unknown node, or a superseded certificate)"

@@ -38,6 +38,7 @@ from sqlmodel import Session
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
 from cli.bench.kit import Rate, resident_id
 from cli.launcher import LocalFederation, NodeSpec, wait_until
+from federation.database import reader
 from federation.desk_client import DeskClient
 from federation.timestamps import to_timestamp
 from federation_node.config import DispatchConfig
@@ -274,7 +275,7 @@ def _outbox_messages(local: LocalFederation, node_id: str) -> list[OutboxMessage
     engine = db.create_engine_for(local.nodes[node_id].config.effective_database_url)
     messages: list[OutboxMessage] = []
     try:
-        with Session(db.reader(engine)) as session:
+        with Session(reader(engine)) as session:
             for state in (DeliveryState.DELIVERED, DeliveryState.PENDING, DeliveryState.DEAD):
                 token = ""
                 while True:

@@ -41,6 +41,7 @@ from typing import IO, Any
 
 from sqlmodel import Session
 
+from federation.database import reader
 from federation.errors import InvalidInputError, PreconditionError
 from federation_node.backup import snapshot
 from federation_node.backup.encryption import OpeningReader, SealingWriter
@@ -133,7 +134,7 @@ def create_backup(
     url = config.effective_database_url
     engine = db.create_engine_for(url)
     try:
-        with Session(db.reader(engine)) as session:
+        with Session(reader(engine)) as session:
             log_size = log_store.size(session)
             latest = log_store.latest_checkpoint(session)
     finally:

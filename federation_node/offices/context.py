@@ -17,13 +17,13 @@ from datetime import UTC, datetime
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from federation.database import reader
 from federation.errors import PreconditionError
 from federation_node.config import NodeConfig
 from federation_node.keystore import NodeKeys
 from federation_node.links.directory_client import DirectoryClient
 from federation_node.locators import Locators
 from federation_node.rules.policy import Policy
-from federation_node.store import db
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class NodeContext:
         self.engine = engine
         self.directory = directory
         self.policy = policy
-        self._reader = db.reader(engine)
+        self._reader = reader(engine)
         self._clock = clock
         # Wake the outbox dispatcher after a commit that queued a message, and the log's
         # checkpointing after one that appended to the log.

@@ -19,6 +19,7 @@ import grpc
 from sqlalchemy.engine import Engine
 
 from certfed.v1 import common_pb2
+from federation.database import reader
 from federation.errors import PermissionDeniedError, UnauthenticatedError
 from federation.principal import ANONYMOUS, Principal
 from federation.rate_limit import Rate, RateLimiter, peer_address
@@ -27,7 +28,7 @@ from federation.transport import PeerKind, peer_identity
 from federation_node.config import OperatorSessionsConfig
 from federation_node.links.directory_client import DirectoryClient
 from federation_node.offices.sign_in import session_times
-from federation_node.store import db, operator_sessions, operators
+from federation_node.store import operator_sessions, operators
 
 FEDERATION = "/certfed.v1.FederationService/"
 DESK = "/certfed.v1.DeskService/"
@@ -153,7 +154,7 @@ class NodeAuthorizer:
     ) -> None:
         self._directory = directory
         self._engine = engine
-        self._reader = db.reader(engine)
+        self._reader = reader(engine)
         self._sessions = sessions or OperatorSessionsConfig()
         self._times = session_times(self._sessions)
         self._clock = clock

@@ -63,16 +63,6 @@ def create_engine_for(url: str) -> Engine:
     return open_engine(url, NODE_ENGINE)
 
 
-def reader(engine: Engine) -> Engine:
-    """The engine for read-only sessions: on PostgreSQL in autocommit, so a read is its SELECTs
-    alone, without BEGIN and ROLLBACK around them (READ COMMITTED gives every statement its own
-    snapshot either way). SQLite keeps its transactions: its connections are configured for the
-    node's explicit BEGIN IMMEDIATE, which autocommit would undo when they go back to the pool."""
-    if engine.dialect.name == "postgresql":
-        return engine.execution_options(isolation_level="AUTOCOMMIT")
-    return engine
-
-
 def is_postgres(bind: Engine | Connection | Session) -> bool:
     """Whether an engine, connection or session talks to PostgreSQL."""
     if isinstance(bind, Session):

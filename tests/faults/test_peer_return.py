@@ -20,6 +20,7 @@ from sqlmodel import Session
 
 from certfed.v1 import desk_pb2
 from cli.launcher import LocalFederation, wait_until
+from federation.database import reader
 from federation.timestamps import to_timestamp
 from federation_node.store import db, outbox
 from federation_node.store.models import DeliveryState, OutboxMessage
@@ -65,7 +66,7 @@ class BlackHole:
 def _pending(local: LocalFederation, node_id: str) -> list[OutboxMessage]:
     engine = db.create_engine_for(local.nodes[node_id].config.effective_database_url)
     try:
-        with Session(db.reader(engine)) as session:
+        with Session(reader(engine)) as session:
             return outbox.page(session, DeliveryState.PENDING, 100, "")[0]
     finally:
         engine.dispose()

@@ -27,6 +27,7 @@ from sqlmodel import Session, func, select
 from certfed.v1 import common_pb2, desk_pb2
 from cli.backup_commands import PASSPHRASE_ENV
 from cli.launcher import LocalFederation, wait_until
+from federation.database import reader
 from federation.timestamps import to_timestamp
 from federation.transport import anonymous_channel_credentials, node_tls_name, secure_channel
 from federation_node.store import db, log_store, sync_store
@@ -104,7 +105,7 @@ class Offices:
     def _read(self, node_id: str, read: Callable[[Session], int]) -> int:
         engine = db.create_engine_for(self.local.nodes[node_id].config.effective_database_url)
         try:
-            with Session(db.reader(engine)) as session:
+            with Session(reader(engine)) as session:
                 return read(session)
         finally:
             engine.dispose()
