@@ -111,16 +111,24 @@ def _table(
     return metadata.tables[str(model.__tablename__)]
 
 
-def _holders(session: Session, locators: Sequence[bytes]) -> dict[bytes, list[str]]:
+def _shared(session: Session, locators: Sequence[bytes]) -> dict[bytes, list[str]]:
+    """The nodes holding each of these locators that more than one node holds, in node order;
+    the database finds them, so a publication of a whole roll reads back only its duplicates."""
     holders: dict[bytes, list[str]] = {}
     postgres = _is_postgresql(session)
+    held = col(SubjectLocator.locator)
     # On PostgreSQL one `= ANY(bytea[])` over them all; elsewhere IN lists of bounded size.
     for batch in [locators] if postgres else _batches(locators):
-        held = col(SubjectLocator.locator)
+        shared = (
+            select(held)
+            .where(held == sa.any_(_locator_array(batch)) if postgres else held.in_(batch))
+            .group_by(held)
+            .having(sa.func.count() > 1)
+        )
         rows = session.exec(
             select(SubjectLocator.locator, SubjectLocator.node_id)
-            .where(held == sa.any_(_locator_array(batch)) if postgres else held.in_(batch))
-            .order_by(col(SubjectLocator.locator), col(SubjectLocator.node_id))
+            .where(held.in_(shared))
+            .order_by(held, col(SubjectLocator.node_id))
         ).all()
         for locator, node_id in rows:
             holders.setdefault(bytes(locator), []).append(node_id)
@@ -145,11 +153,7 @@ def publish(
                     for locator in batch
                 ],
             )
-    shared = {
-        locator: node_ids
-        for locator, node_ids in _holders(session, unique).items()
-        if len(node_ids) > 1
-    }
+    shared = _shared(session, unique)
     rows = [
         {"locator": locator, "node_id": holder, "detected_at": now}
         for locator, node_ids in shared.items()
@@ -185,8 +189,8 @@ def withdraw(session: Session, node_id: str, locators: Sequence[bytes]) -> int:
                 duplicates_table.c.node_id == node_id, duplicates_table.c.locator.in_(batch)
             )
         )
-    remaining = _holders(session, unique)
-    resolved = [locator for locator in unique if len(remaining.get(locator, [])) < 2]
+    still_shared = _shared(session, unique)
+    resolved = [locator for locator in unique if locator not in still_shared]
     for batch in _batches(resolved):
         session.execute(sa.delete(duplicates_table).where(duplicates_table.c.locator.in_(batch)))
     session.flush()
