@@ -251,7 +251,6 @@ class DataSignals:
             keys = [(signal.source, signal.source_record_id) for signal in checked]
             known = feed_store.recorded(session, keys)
             held = pending_signals.taken(session, keys)
-            roll = feed_store.roll_index(session, sorted({signal.roll_key for signal in checked}))
             seen: set[tuple[str, str]] = set()
             # Whether each signal is new: neither recorded before nor earlier in the batch.
             is_new: list[bool] = []
@@ -260,6 +259,8 @@ class DataSignals:
                 is_new.append(key not in known and key not in held and key not in seen)
                 seen.add(key)
             fresh = [signal for signal, new in zip(checked, is_new, strict=True) if new]
+            # Only the new signals' people: a feed sent again looks nobody up.
+            roll = feed_store.roll_index(session, sorted({signal.roll_key for signal in fresh}))
             row_by_row = {
                 signal.roll_key
                 for signal in fresh

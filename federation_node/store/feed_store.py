@@ -94,6 +94,8 @@ def roll_index(session: Session, roll_keys: Sequence[bytes]) -> dict[bytes, Roll
     """This office's beneficiaries among `roll_keys` (rules/feed_records.roll_key), keyed by
     roll key (the roll's unique index on it), with what their entitlements say."""
     found: dict[bytes, RollEntry] = {}
+    if not roll_keys:
+        return found
     if is_postgres(session):
         rows = _fetch_on_postgres(session, _ROLL_INDEX, {"roll_keys": list(roll_keys)})
         for key, beneficiary_id, locator, region, valid_until, state, pending, withheld in rows:
