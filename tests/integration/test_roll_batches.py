@@ -178,22 +178,34 @@ def _roll_of(node: Node) -> dict[bytes, tuple[Any, ...]]:
     return people
 
 
-@settings(
-    max_examples=10,
+# Each example registers a whole roll on two real databases.
+_ROLLS = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+
+
+def _registered_one_at_a_time(
+    offices: Offices, roll: list[Row]
+) -> list[desk_pb2.RegisterBeneficiaryRequest]:
+    """Both offices emptied, and `roll` registered at the single office one person at a time;
+    the requests, for the bulk office."""
+    _wipe(offices.bulk)
+    _wipe(offices.single)
+    requests = [_request(row) for row in roll]
+    for request in requests:
+        offices.single.registration.register_beneficiary(CLERK, request)
+    return requests
+
+
+@settings(_ROLLS, max_examples=10)
 @given(roll=st.lists(rows, min_size=1, max_size=12, unique_by=lambda row: row.person))
 def test_the_bulk_roll_import_registers_people_as_one_at_a_time_does(
     offices: Offices, roll: list[Row]
 ) -> None:
-    _wipe(offices.bulk)
-    _wipe(offices.single)
-    requests = [_request(row) for row in roll]
+    requests = _registered_one_at_a_time(offices, roll)
     imported = offices.bulk.roll.upsert(CLERK, requests)
     assert [row.outcome for row in imported] == [RowOutcome.CREATED] * len(roll)
-    for request in requests:
-        offices.single.registration.register_beneficiary(CLERK, request)
     assert _roll_of(offices.bulk) == _roll_of(offices.single)
     # The same rows again register nobody and change nothing.
     again = offices.bulk.roll.upsert(CLERK, requests)
@@ -206,11 +218,7 @@ def test_the_bulk_roll_import_registers_people_as_one_at_a_time_does(
     assert _roll_of(offices.bulk) == _roll_of(offices.single)
 
 
-@settings(
-    max_examples=6,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@settings(_ROLLS, max_examples=6)
 @given(roll=st.lists(rows, min_size=2, max_size=12, unique_by=lambda row: row.person))
 def test_a_batch_registration_registers_people_as_one_at_a_time_does(
     offices: Offices, roll: list[Row]
@@ -218,12 +226,8 @@ def test_a_batch_registration_registers_people_as_one_at_a_time_does(
     # RegisterBeneficiaries seals a batch together and inserts it set-based; the people, their
     # entitlements and their sealed identities are those of one registration per person, and
     # what the call answers is what it stored.
-    _wipe(offices.bulk)
-    _wipe(offices.single)
-    requests = [_request(row) for row in roll]
+    requests = _registered_one_at_a_time(offices, roll)
     added = offices.bulk.registration.register_beneficiaries(CLERK, requests)
-    for request in requests:
-        offices.single.registration.register_beneficiary(CLERK, request)
     assert _roll_of(offices.bulk) == _roll_of(offices.single)
     with Session(offices.bulk.context.engine) as session:
         stored = {person.beneficiary_id: person for person in session.exec(select(Beneficiary))}
