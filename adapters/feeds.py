@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -45,6 +46,9 @@ from signing.identity import IdentityKind, validate_identity_number
 
 # Rows per RecordSignals call: the node records a batch set-based, so larger batches pay.
 DEFAULT_BATCH_SIZE = 5000
+# Batches under way at the node at once. Each is its own transaction, and the node works on one
+# while another waits on the database or its signing workers, so two keep both cores busy.
+IN_FLIGHT = 2
 # The node refuses longer record ids (RecordSignals); refusing them here rejects only the row.
 MAX_RECORD_ID_LENGTH = 128
 FORMATS = ("csv", "jsonl")
@@ -324,20 +328,36 @@ Progress = Callable[[int, int], None]
 class _Pending:
     signals: list[desk_pb2.DataSignal] = field(default_factory=list)
     lines: list[int] = field(default_factory=list)
+    # The batch's record ids, and its people (identity type, normalised number).
     keys: set[str] = field(default_factory=set)
+    people: set[tuple[int, str]] = field(default_factory=set)
+
+    def commutes_with(self, other: _Pending) -> bool:
+        """Whether recording the two batches together gives what recording them one after the
+        other does: the node decides a signal against its person's records and its record id
+        alone, so batches with no person and no record id in common cannot see each other."""
+        return self.keys.isdisjoint(other.keys) and self.people.isdisjoint(other.people)
 
 
 # What the node answered for a batch: per signal, its result, or the node's refusal of it.
 _Answers = list[tuple[int, desk_pb2.SignalResult | None, str]]
 
 
+@dataclass(frozen=True)
+class _InFlight:
+    pending: _Pending
+    answers: Future[_Answers]
+
+
 class FeedImporter:
     """Streams a feed through a mapping into a recorder, batch by batch.
 
-    One batch is at the node while the next is read and mapped here (a thread sends it), so
-    the file's reading and the node's recording overlap; the batches still reach the node one
-    after the other, in the file's order, as they would one at a time, and the answers are
-    counted here in that order.
+    The next batch is read and mapped here while earlier ones are at the node (threads send
+    them), up to `IN_FLIGHT` at once. A batch goes while an earlier one is under way only when
+    the two have no person and no record id in common; otherwise it waits until every earlier
+    batch has been answered. So every person's signals, and every record id, still reach the
+    node in the file's order, and the outcomes are those of sending the batches one after the
+    other. The answers are counted here in the file's order.
     """
 
     def __init__(
@@ -365,10 +385,10 @@ class FeedImporter:
             stream = path.open("rb")
         except OSError as error:
             raise FeedFileError(path.name, f"cannot be opened ({error.strerror})") from None
-        with stream, ThreadPoolExecutor(1, thread_name_prefix="feed-send") as sender:
+        with stream, ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="feed-send") as sender:
             lines = DecodedLines(stream, mapping.encoding)
             pending = _Pending()
-            in_flight: Future[_Answers] | None = None
+            in_flight: deque[_InFlight] = deque()
             for row in reader.rows(lines, mapping.columns, path.name):
                 self.summary.rows += 1
                 try:
@@ -378,20 +398,25 @@ class FeedImporter:
                 else:
                     self._add(pending, signal, row.line)
                 if len(pending.signals) >= self._batch_size:
-                    if in_flight is not None:
-                        self._count(in_flight.result())
-                    in_flight = sender.submit(self._send, pending)
+                    if not all(pending.commutes_with(earlier.pending) for earlier in in_flight):
+                        self._settle(in_flight, 0)
+                    self._settle(in_flight, IN_FLIGHT - 1)
+                    in_flight.append(_InFlight(pending, sender.submit(self._send, pending)))
                     pending = _Pending()
                     if self._progress is not None:
                         self._progress(lines.bytes_read, self.summary.rows)
-            if in_flight is not None:
-                self._count(in_flight.result())
+            self._settle(in_flight, 0)
             self._count(self._send(pending))
             if self._progress is not None:
                 self._progress(lines.bytes_read, self.summary.rows)
         if self.summary.rows == 0:
             raise FeedFileError(path.name, "has no rows to import")
         return self.summary
+
+    def _settle(self, in_flight: deque[_InFlight], keep: int) -> None:
+        """Count the answers of the oldest batches under way until at most `keep` are left."""
+        while len(in_flight) > keep:
+            self._count(in_flight.popleft().answers.result())
 
     def _rejected(self, line: int, reason: str) -> None:
         self.summary.rejected += 1
@@ -403,6 +428,7 @@ class FeedImporter:
             self.summary.duplicates += 1
             return
         pending.keys.add(signal.source_record_id)
+        pending.people.add((signal.identity_type, signal.identity_number))
         pending.signals.append(signal)
         pending.lines.append(line)
 
