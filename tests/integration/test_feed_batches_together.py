@@ -14,39 +14,42 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from adapters import feeds
 from adapters.feed_mappings import load_mapping
 from adapters.feeds import FeedImporter, FeedImportSummary, SignalMapper
-from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
+from certfed.v1 import desk_pb2
 from cli.bench.feed import person_number
-from federation.timestamps import to_timestamp
 from federation_node.offices.node import Node
-from tests.conftest import PostgresUrlFactory
 from tests.helpers.feed_office import (
     EnrolledOffice,
     add_feed_account,
     compose_office,
-    enrolled_office,
 )
-from tests.integration.test_feed_paths import CLERK, FEED, NOW, PEOPLE, _holdings
+from tests.integration.test_feed_paths import (
+    FEED,
+    NOW,
+    OFFICES,
+    ON_BOTH_ENGINES,
+    PEOPLE,
+    _holdings,
+    fresh_databases,
+    office,
+    register_people,
+)
+
+__all__ = ["office"]
 
 MAPPING = load_mapping("hospital_admissions")
 HEADER = ("admission_no", "id_number", "name", "admission_date")
-
-
-@pytest.fixture(scope="module")
-def office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EnrolledOffice]:
-    with enrolled_office(tmp_path_factory.mktemp("feed-together")) as enrolled:
-        yield enrolled
 
 
 feed_files = st.fixed_dictionaries(
@@ -79,22 +82,7 @@ class _NodeRecorder:
 
 
 def _imported(node: Node, drawn: dict[str, Any], path: Path) -> FeedImportSummary:
-    node.registration.register_beneficiaries(
-        CLERK,
-        [
-            desk_pb2.RegisterBeneficiaryRequest(
-                identity=attestation_pb2.IdentityBundle(
-                    identity_type=common_pb2.IDENTITY_TYPE_RESIDENT_ID,
-                    identity_number=person_number(index),
-                    full_name="Feed Person",
-                ),
-                residence_region="440600",
-                valid_until=to_timestamp(NOW + timedelta(days=days)),
-                monthly_amount_fen=300_000,
-            )
-            for index, days in enumerate(drawn["validity"])
-        ],
-    )
+    register_people(node, drawn["validity"])
     add_feed_account(node, FEED.name, MAPPING.source, NOW)
     importer = FeedImporter(
         _NodeRecorder(node),
@@ -114,12 +102,8 @@ def _write(path: Path, rows: list[tuple[int, int, int]]) -> Path:
     return path
 
 
-@pytest.mark.parametrize("engine", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-@settings(
-    max_examples=10,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@ON_BOTH_ENGINES
+@settings(OFFICES, max_examples=10)
 @given(drawn=feed_files)
 # One person seen 5 and then 10 days ago, a batch each: the second signal moves nothing once the
 # first has been recorded, so it must not be decided before the first is.
@@ -134,12 +118,7 @@ def test_batches_recorded_together_give_what_one_batch_at_a_time_gives(
     monkeypatch: pytest.MonkeyPatch,
     drawn: dict[str, Any],
 ) -> None:
-    def fresh_url() -> str:
-        if engine == "sqlite":
-            return f"sqlite:///{tmp_path / uuid.uuid4().hex}.db"
-        factory: PostgresUrlFactory = request.getfixturevalue("postgres_url_factory")
-        return factory()
-
+    fresh_url = fresh_databases(engine, request, tmp_path)
     path = _write(tmp_path / f"{uuid.uuid4().hex}.csv", drawn["rows"])
     together, one_by_one = (
         compose_office(office, fresh_url(), bulk_feed=True, clock=lambda: NOW) for _ in range(2)

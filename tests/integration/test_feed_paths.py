@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from federation.timestamps import to_timestamp
 from federation_node.offices.context import Actor
 from federation_node.offices.data_signals import signal_kind_name
 from federation_node.offices.node import Node
+from federation_node.store.beneficiaries import Registered
 from signing import dsse
 from tests.conftest import PostgresUrlFactory
 from tests.helpers.feed_office import (
@@ -60,6 +61,16 @@ COUNTED = frozenset(
     for kind in (desk_pb2.SIGNAL_KIND_HOSPITAL_ADMISSION, desk_pb2.SIGNAL_KIND_HEALTH_CHECK)
 )
 PEOPLE = 6
+
+
+# Each example runs on two real databases of the engine, both offices composed afresh.
+ON_BOTH_ENGINES = pytest.mark.parametrize(
+    "engine", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+OFFICES = settings(
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 
 
 @pytest.fixture(scope="module")
@@ -100,10 +111,9 @@ def _signal(who: int, kind: int, days_ago: int, record: int) -> desk_pb2.DataSig
     )
 
 
-def _run(node: Node, drawn: dict[str, Any]) -> list[list[tuple[object, ...]]]:
-    """The drawn history at one office; the answer to each RecordSignals, ids as locators."""
-    node.context.policy = dataclasses.replace(node.context.policy, extending_signal_kinds=COUNTED)
-    people = node.registration.register_beneficiaries(
+def register_people(node: Node, validity: list[int]) -> list[Registered]:
+    """People 0, 1, ... on the office's roll, each valid until the given days from now."""
+    return node.registration.register_beneficiaries(
         CLERK,
         [
             desk_pb2.RegisterBeneficiaryRequest(
@@ -116,9 +126,29 @@ def _run(node: Node, drawn: dict[str, Any]) -> list[list[tuple[object, ...]]]:
                 valid_until=to_timestamp(NOW + timedelta(days=days)),
                 monthly_amount_fen=300_000,
             )
-            for index, days in enumerate(drawn["validity"])
+            for index, days in enumerate(validity)
         ],
     )
+
+
+def fresh_databases(
+    engine: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Callable[[], str]:
+    """URLs of fresh, empty databases of `engine` (SQLite files in `tmp_path`)."""
+
+    def fresh_url() -> str:
+        if engine == "sqlite":
+            return f"sqlite:///{tmp_path / uuid.uuid4().hex}.db"
+        factory: PostgresUrlFactory = request.getfixturevalue("postgres_url_factory")
+        return factory()
+
+    return fresh_url
+
+
+def _run(node: Node, drawn: dict[str, Any]) -> list[list[tuple[object, ...]]]:
+    """The drawn history at one office; the answer to each RecordSignals, ids as locators."""
+    node.context.policy = dataclasses.replace(node.context.policy, extending_signal_kinds=COUNTED)
+    people = register_people(node, drawn["validity"])
     locators = {person.beneficiary_id: person.subject_locator.hex() for person in people}
     add_feed_account(node, FEED.name, SOURCE, NOW)
     answers = []
@@ -213,12 +243,8 @@ def _holdings(node: Node) -> dict[str, object]:
     return holdings
 
 
-@pytest.mark.parametrize("engine", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-@settings(
-    max_examples=8,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@ON_BOTH_ENGINES
+@settings(OFFICES, max_examples=8)
 @given(drawn=history)
 def test_bulk_feed_path_gives_what_the_one_at_a_time_path_gives(
     engine: str,
@@ -239,13 +265,7 @@ def assert_paths_agree(
 ) -> None:
     """The drawn history through a set-based office and a one-at-a-time office, each on a
     fresh database of `engine`: the same answers, and the same holdings afterwards."""
-
-    def fresh_url() -> str:
-        if engine == "sqlite":
-            return f"sqlite:///{tmp_path / uuid.uuid4().hex}.db"
-        factory: PostgresUrlFactory = request.getfixturevalue("postgres_url_factory")
-        return factory()
-
+    fresh_url = fresh_databases(engine, request, tmp_path)
     offices = [
         compose_office(office, fresh_url(), bulk_feed=bulk, clock=lambda: NOW)
         for bulk in (True, False)

@@ -9,21 +9,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 
 from federation_node.offices import data_signals, signing_pool
 from tests.helpers.feed_office import EnrolledOffice
-from tests.integration.test_feed_paths import assert_paths_agree, history, office
+from tests.integration.test_feed_paths import (
+    OFFICES,
+    ON_BOTH_ENGINES,
+    assert_paths_agree,
+    history,
+    office,
+)
 
 __all__ = ["office"]
 
 
-@pytest.mark.parametrize("engine", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-@settings(
-    max_examples=6,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@ON_BOTH_ENGINES
+@settings(OFFICES, max_examples=6)
 @given(drawn=history)
 def test_bulk_feed_path_signing_in_small_chunks_gives_what_the_one_at_a_time_path_gives(
     engine: str,
