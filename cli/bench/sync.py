@@ -24,7 +24,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,6 +43,7 @@ from federation.timestamps import to_timestamp
 from federation.transport import node_tls_name, secure_channel
 from federation_node.ids import new_id
 from federation_node.keystore import KeyPaths, load_keys
+from federation_node.offices.signing_pool import worker_pool
 from federation_node.store import db, log_store
 from federation_node.store.log_store import Head, NewEntry
 from federation_node.store.models import SyncedEntry
@@ -108,7 +109,8 @@ def issue_signed_attestations(
     head: Head | None = None
     done = 0
     workers = max(1, min(os.cpu_count() or 1, len(sizes)))
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    # Spawned, never forked: the caller (a test, a benchmark) runs gRPC and other threads.
+    with worker_pool(workers) as pool:
         # A bounded window of chunks in flight: signed chunks wait for the store in memory, so
         # submitting all of them at once (pool.map) held up to the whole run in memory when the
         # store was the slower side, and memory grew with N.

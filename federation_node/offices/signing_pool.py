@@ -135,13 +135,20 @@ def _executor(count: int) -> ProcessPoolExecutor:
     global _pool
     with _lock:
         if _pool is None:
-            _pool = ProcessPoolExecutor(
-                max_workers=count,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_follow_parent,
-                initargs=(os.getpid(),),
-            )
+            _pool = worker_pool(count)
         return _pool
+
+
+def worker_pool(count: int) -> ProcessPoolExecutor:
+    """`count` worker processes started with `spawn` (a process running threads must never be
+    forked: a child can inherit a lock another thread held, and hang), each ending when the
+    process that started it is gone. The node's signing workers and the benchmarks' use it."""
+    return ProcessPoolExecutor(
+        max_workers=count,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_follow_parent,
+        initargs=(os.getpid(),),
+    )
 
 
 def _follow_parent(parent: int) -> None:
