@@ -68,24 +68,30 @@ class Extension(NamedTuple):
 
 # PostgreSQL: the batch's keys as one array, each looked up through the unique index in a
 # LATERAL subquery. A plain IN or join lets the planner hash the whole table when its statistics
-# lag behind a bulk import (a fresh table looks empty), which costs a scan per batch. Arrays go
-# in binary (`%(name)b`): psycopg escapes a text array element by element in Python, which for a
-# batch's keys cost more than the query.
-_ROLL_INDEX = """
+# lag behind a bulk import (a fresh table looks empty), which costs a scan per batch: a feed's
+# signals all share a few sources, so until autovacuum's next analysis the recorded-signal lookup
+# read every signal of the source, each batch slower than the last. `LIMIT 1` (the index is
+# unique, so it changes no answer) keeps the subquery from being pulled up into such a join:
+# each key is one index probe whatever the statistics say. Arrays go in binary (`%(name)b`):
+# psycopg escapes a text array element by element in Python, which for a batch's keys cost more
+# than the query.
+ROLL_INDEX_QUERY = """
 SELECT wanted.roll_key, found.* FROM unnest(%(roll_keys)b::bytea[]) AS wanted(roll_key)
 CROSS JOIN LATERAL (
     SELECT b.beneficiary_id, b.subject_locator, b.paying_region, b.valid_until, e.state,
            e.termination_pending_review, e.withheld_from_month
     FROM beneficiary b JOIN entitlement e ON e.beneficiary_id = b.beneficiary_id
     WHERE b.roll_key = wanted.roll_key
+    LIMIT 1
 ) AS found
 """
-_RECORDED = """
+RECORDED_QUERY = """
 SELECT wanted.id, found.beneficiary_id, found.attestation_id
 FROM unnest(%(ids)b::varchar[]) AS wanted(id)
 CROSS JOIN LATERAL (
     SELECT beneficiary_id, attestation_id FROM data_signal
     WHERE source = %(source)s AND source_record_id = wanted.id
+    LIMIT 1
 ) AS found
 """
 
@@ -97,7 +103,7 @@ def roll_index(session: Session, roll_keys: Sequence[bytes]) -> dict[bytes, Roll
     if not roll_keys:
         return found
     if is_postgres(session):
-        rows = _fetch_on_postgres(session, _ROLL_INDEX, {"roll_keys": list(roll_keys)})
+        rows = _fetch_on_postgres(session, ROLL_INDEX_QUERY, {"roll_keys": list(roll_keys)})
         for key, beneficiary_id, locator, region, valid_until, state, pending, withheld in rows:
             found[bytes(key)] = RollEntry(
                 beneficiary_id,
@@ -154,7 +160,7 @@ def recorded(session: Session, keys: Sequence[SignalKey]) -> dict[SignalKey, Rec
         if postgres:
             parameters = {"ids": record_ids, "source": source}
             for record_id, beneficiary_id, attestation_id in _fetch_on_postgres(
-                session, _RECORDED, parameters
+                session, RECORDED_QUERY, parameters
             ):
                 found[(source, record_id)] = Recorded(beneficiary_id, attestation_id)
             continue
