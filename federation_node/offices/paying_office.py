@@ -263,13 +263,13 @@ class PayingOffice:
                 if held is None:
                     # Applied once proven in the issuer's witnessed log: now, with a proof the
                     # delivery carried, else when the inclusion prover has one (`apply_proven`).
-                    inclusion_waits.add(session, caller_node_id, attestation.attestation_id, now)
-                    wait = inclusion_waits.get(session, caller_node_id, attestation.attestation_id)
-                    if carried is not None and wait is not None:
+                    if carried is not None:
                         self.apply_attestation(session, beneficiary, attestation, now)
-                        inclusion_waits.record_proven(session, wait, *carried, now)
                     else:
                         awaiting = True
+                    inclusion_waits.add(
+                        session, caller_node_id, attestation.attestation_id, now, proven=carried
+                    )
                 else:
                     attestation_review.hold(session, stored, held, actor, now)
                     log.warning(

@@ -22,23 +22,31 @@ MAX_RETRY = timedelta(seconds=30)
 MAX_ERROR_LENGTH = 500
 
 
-def add(session: Session, issuing_node_id: str, attestation_id: str, now: datetime) -> None:
-    if session.get(InclusionWait, (issuing_node_id, attestation_id)) is not None:
-        return
+def add(
+    session: Session,
+    issuing_node_id: str,
+    attestation_id: str,
+    now: datetime,
+    *,
+    proven: tuple[int, bytes] | None = None,
+) -> None:
+    """A received attestation waits to be proven; or, `proven` by the checkpoint its delivery
+    carried (tree size, note), is recorded proven at once. One INSERT either way: the caller adds
+    a wait only with the attestation's first receipt, so none exists yet."""
+    tree_size, checkpoint_note = proven if proven is not None else (None, None)
     session.add(
         InclusionWait(
             issuing_node_id=issuing_node_id,
             attestation_id=attestation_id,
             received_at=now,
-            attempts=0,
+            attempts=0 if proven is None else 1,
             next_attempt_at=now,
             last_error="",
-            proven_at=None,
-            proven_tree_size=None,
-            checkpoint_note=None,
+            proven_at=None if proven is None else now,
+            proven_tree_size=tree_size,
+            checkpoint_note=checkpoint_note,
         )
     )
-    session.flush()
 
 
 def get(session: Session, issuing_node_id: str, attestation_id: str) -> InclusionWait | None:
