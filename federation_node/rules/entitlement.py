@@ -32,6 +32,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import TypeVar
 
 from dateutil.relativedelta import relativedelta
@@ -60,8 +61,15 @@ _PROGRESS = {
 
 def add_months(when: When, months: int) -> When:
     """Calendar-month arithmetic; a day past the end of the target month becomes its last day."""
-    result: When = when + relativedelta(months=months)
+    result: When = when + _months(months)
     return result
+
+
+@lru_cache(maxsize=256)
+def _months(count: int) -> relativedelta:
+    # Built once per count: a feed batch adds the same policy months to every alive signal, and
+    # building the relativedelta cost as much as adding it.
+    return relativedelta(months=count)
 
 
 def month_start(day: date) -> date:
