@@ -23,8 +23,13 @@ LOCATOR_SIZE = hashlib.sha256().digest_size
 def locator_input(kind: IdentityKind, number: str) -> tuple[str, bytes]:
     """The normalised number and the OPRF input that names it, validating the number once."""
     normalised = validate_identity_number(kind, number)
+    return normalised, normalised_input(kind, normalised)
+
+
+def normalised_input(kind: IdentityKind, normalised: str) -> bytes:
+    """The OPRF input naming a number `locator_input` has already validated and normalised."""
     # The kind and a NUL separator come first so equal digits of different kinds differ.
-    return normalised, kind.value.encode("utf-8") + b"\x00" + normalised.encode("ascii")
+    return kind.value.encode("utf-8") + b"\x00" + normalised.encode("ascii")
 
 
 def locator_from_output(output: bytes) -> bytes:

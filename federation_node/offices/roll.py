@@ -74,6 +74,7 @@ from federation_node.store.models import (
 from signing import sealing
 from signing.errors import InvalidIdentityNumberError, UnsealError
 from signing.identity import IdentityKind, mask_identity_number, validate_identity_number
+from signing.locator import normalised_input
 
 SCHEMES: dict[desk_pb2.PensionScheme.ValueType, PensionScheme] = {
     desk_pb2.PENSION_SCHEME_EMPLOYEE: PensionScheme.EMPLOYEE,
@@ -110,7 +111,10 @@ class RollEntry:
             residence_region=self.residence_region,
             paying_region=self.paying_region or context.config.primary_region,
             valid_until=self.valid_until,
-            roll_key=roll_key(context.keys.hpke, self.kind, self.identity.identity_number),
+            # The number was validated and normalised when the entry was checked.
+            roll_key=roll_key_of(
+                context.keys.hpke, normalised_input(self.kind, self.identity.identity_number)
+            ),
             scheme=self.scheme,
             payment_start_month=self.payment_start_month,
         )
