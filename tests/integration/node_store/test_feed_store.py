@@ -10,9 +10,7 @@ are those of a fresh table however long the test takes.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import psycopg
 import pytest
@@ -22,19 +20,15 @@ from sqlalchemy.engine import make_url
 from federation_node.store import beneficiaries, entitlements_store, feed_store
 from federation_node.store.db import create_engine_for, migrate, session_scope
 from federation_node.store.models import IdentityType, SignalOutcome
+from tests.integration.node_store.conftest import NOW, locator_for
 
 pytestmark = pytest.mark.postgres
 
-NOW = datetime(2025, 6, 23, 8, 30, tzinfo=UTC)
 SOURCE = "hospital-records"
 # Enough rows that a hash of the whole table is what the planner picks for the pulled-up join
 # (checked: the recorded-signal lookup without its LIMIT plans a Hash Join here).
 SIGNALS = 20_000
 PEOPLE = 5_000
-
-
-def _key(label: str) -> bytes:
-    return hashlib.sha256(label.encode()).digest()
 
 
 @pytest.fixture
@@ -69,14 +63,14 @@ def stale_engine(postgres_url: str) -> Iterator[tuple[Engine, str]]:
             session,
             [
                 beneficiaries.NewBeneficiary(
-                    subject_locator=_key(f"locator-{n}"),
+                    subject_locator=locator_for(f"locator-{n}"),
                     identity_type=IdentityType.RESIDENT_ID,
                     masked_identity_number="3702**********0012",
                     sealed_identity=b"sealed",
                     residence_region="370200",
                     paying_region="370200",
                     valid_until=NOW,
-                    roll_key=_key(f"roll-{n}"),
+                    roll_key=locator_for(f"roll-{n}"),
                 )
                 for n in range(PEOPLE)
             ],
@@ -119,7 +113,7 @@ def test_the_roll_lookup_probes_the_roll_key_index_per_key(
     stale_engine: tuple[Engine, str],
 ) -> None:
     engine, dsn = stale_engine
-    wanted = [_key(f"roll-{n}") for n in range(0, 4_000, 2)] + [_key("nobody")]
+    wanted = [locator_for(f"roll-{n}") for n in range(0, 4_000, 2)] + [locator_for("nobody")]
     plan = _plan(dsn, feed_store.ROLL_INDEX_QUERY, {"roll_keys": wanted})
     _assert_probes_per_key(plan)
     with session_scope(engine) as session:
