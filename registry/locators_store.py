@@ -213,10 +213,17 @@ def duplicates(
 ) -> list[Duplicate]:
     """Duplicates involving `node_id`, all of them or only those among the given locators."""
     involving = select(DuplicateEntitlement.locator).where(DuplicateEntitlement.node_id == node_id)
-    locators: list[bytes] = [bytes(value) for value in session.exec(involving).all()]
-    if among is not None:
-        wanted = set(among)
-        locators = [locator for locator in locators if locator in wanted]
+    if among is None:
+        locators: list[bytes] = [bytes(value) for value in session.exec(involving).all()]
+    else:
+        # Only the given locators are looked up: a batch's, not every duplicate of the node.
+        locators = [
+            bytes(value)
+            for batch in _batches(sorted(set(among)))
+            for value in session.exec(
+                involving.where(col(DuplicateEntitlement.locator).in_(batch))
+            ).all()
+        ]
     found: dict[bytes, tuple[list[str], datetime]] = {}
     for batch in _batches(sorted(locators)):
         rows = session.exec(

@@ -153,6 +153,39 @@ def test_a_publication_larger_than_a_statement_batch_is_stored_and_compared_whol
     assert first.list_duplicates() == []
 
 
+def test_a_publication_answers_only_its_own_duplicates_not_every_earlier_one(
+    registry: RunningRegistry, enrolled_node: EnrolledFactory
+) -> None:
+    enrolled_node("qingdao-paying", region_codes=("370200",))
+    enrolled_node("datong-paying", region_codes=("140200",))
+    locators = [index.to_bytes(32, "big") for index in range(1, 2 * locators_store.BATCH_SIZE)]
+    earlier, later = locators[:10], locators[10:]
+    now = datetime.now(UTC)
+    engine = create_engine_for(registry.config.effective_database_url)
+    try:
+        with transaction(engine) as session:
+            locators_store.publish(session, "qingdao-paying", locators, now)
+        with transaction(engine) as session:
+            first = locators_store.publish(session, "datong-paying", earlier, now)
+        assert [d.locator for d in first.duplicates] == earlier
+        # The second batch shares more people: its answer names those, not the first batch's.
+        with transaction(engine) as session:
+            second = locators_store.publish(session, "datong-paying", later, now)
+        assert [d.locator for d in second.duplicates] == later
+        with transaction(engine) as session:
+            assert [d.locator for d in locators_store.duplicates(session, "datong-paying")] == (
+                locators
+            )
+            # Asked about people it does not share, or a mix, it names only the shared ones.
+            outside = (10**6).to_bytes(32, "big")
+            among = locators_store.duplicates(session, "datong-paying", [outside, later[0]])
+            assert [(d.locator, d.node_ids) for d in among] == [
+                (later[0], ("datong-paying", "qingdao-paying"))
+            ]
+    finally:
+        engine.dispose()
+
+
 def test_call_without_client_certificate_on_mtls_port_fails(registry: RunningRegistry) -> None:
     with (
         RegistryClient(
