@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from certfed.v1 import common_pb2
 from federation.errors import AlreadyExistsError, UnknownAttestationError
 from federation_node.ids import new_id
+from federation_node.offices import attestation_review
 from federation_node.store import attestations_store
+from federation_node.store.attestations_store import IssuedRow
 from federation_node.store.db import session_scope
 from federation_node.store.models import Attestation, AttestationDirection
+from tests.helpers.statements import executed_statements, query_plan
+from tests.integration.node_store.conftest import AddBeneficiary
 
 ENVELOPE = b'{"payload":"eyJ9","payloadType":"application/vnd.certfed.attestation+protobuf"}'
 
@@ -106,3 +113,64 @@ def test_page_by_direction_and_lookup_by_locator(engine: Engine, now: datetime) 
 def test_unknown_attestation_is_reported(engine: Engine) -> None:
     with session_scope(engine) as session, pytest.raises(UnknownAttestationError):
         attestations_store.get(session, "a-404")
+
+
+def test_a_persons_attestations_are_found_through_an_index_not_by_reading_all(
+    engine: Engine, now: datetime, add_beneficiary: AddBeneficiary
+) -> None:
+    # Every received attestation and every clerk's certification asks these two questions of
+    # one person; an office holds a year of data matches (hundreds of thousands).
+    person, other = add_beneficiary().beneficiary_id, add_beneficiary().beneficiary_id
+    alive = common_pb2.CERTIFICATION_OUTCOME_ALIVE
+    deceased = common_pb2.CERTIFICATION_OUTCOME_DECEASED
+
+    def row(number: int, beneficiary_id: str | None, observed_at: datetime) -> IssuedRow:
+        return (
+            f"att-{number:06d}",
+            ENVELOPE,
+            "qingdao",
+            bytes(32),
+            beneficiary_id,
+            None,
+            2,
+            alive,
+            observed_at,
+            observed_at + timedelta(days=365),
+            "aa" * 32,
+            None,
+        )
+
+    with session_scope(engine) as session:
+        attestations_store.store_issued_many(
+            session,
+            [
+                # Most are about other offices' people (an agency's) or other people of ours.
+                row(n, (None, other)[n % 2], now - timedelta(days=n % 90))
+                for n in range(3_000)
+            ]
+            + [row(3_000 + n, person, now - timedelta(days=10 + n)) for n in range(3)],
+            issuing_node_id="qingdao",
+            signing_key_id="qingdao/2025-1",
+            now=now,
+        )
+        reported = _facts(new_id(), "bb" * 32, now, "lanzhou-chengguan", "qingdao")
+        attestations_store.store_received(
+            session,
+            dataclasses.replace(reported, beneficiary_id=person, outcome=deceased),
+            now,
+        )
+    with engine.begin() as connection:
+        connection.exec_driver_sql("ANALYZE")
+    with executed_statements(engine) as executed, session_scope(engine) as session:
+        last = attestation_review.last_certified(session, person)
+        reporters = attestations_store.end_reporters(session, person, [deceased])
+    assert last == now - timedelta(days=10)
+    assert reporters == {"lanzhou-chengguan"}
+    queries = [(text, values) for text, values in executed if text.startswith("SELECT")]
+    assert len(queries) == 2, executed
+    for statement, parameters in queries:
+        plan = query_plan(engine, statement, parameters)
+        # The person's index or, for the few received attestations here, the direction's.
+        assert re.search(r"ix_attestation_(beneficiary_id|direction)", plan), plan
+        # PostgreSQL's and SQLite's words for reading the whole table.
+        assert not re.search(r"(Seq Scan on|SCAN) attestation\b(?!_)", plan), plan
