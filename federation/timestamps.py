@@ -14,17 +14,17 @@ from federation.errors import InvalidInputError
 MIN_SECONDS = -62_135_596_800
 MAX_SECONDS = 253_402_300_799
 MAX_NANOS = 999_999_999
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def to_datetime(timestamp: Timestamp, field_name: str = "timestamp") -> datetime:
     """The timestamp as an aware UTC datetime; InvalidInputError naming the field if invalid."""
-    if not MIN_SECONDS <= timestamp.seconds <= MAX_SECONDS:
+    seconds, nanos = timestamp.seconds, timestamp.nanos
+    if not MIN_SECONDS <= seconds <= MAX_SECONDS:
         raise InvalidInputError(field_name, "is outside the years 0001 to 9999")
-    if not 0 <= timestamp.nanos <= MAX_NANOS:
+    if not 0 <= nanos <= MAX_NANOS:
         raise InvalidInputError(field_name, "has nanos outside 0 to 999999999")
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(
-        seconds=timestamp.seconds, microseconds=timestamp.nanos // 1000
-    )
+    return _EPOCH + timedelta(seconds=seconds, microseconds=nanos // 1000)
 
 
 def optional_datetime(message: object, field: str) -> datetime | None:
@@ -33,9 +33,6 @@ def optional_datetime(message: object, field: str) -> datetime | None:
         return None
     value: Timestamp = getattr(message, field)
     return to_datetime(value, field)
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def to_timestamp(moment: datetime) -> Timestamp:

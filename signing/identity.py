@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime
 import enum
 import re
+import time
 import unicodedata
 
 from signing.errors import InvalidIdentityNumberError
@@ -54,6 +55,9 @@ _DIGITS = frozenset("0123456789")
 # ISO 7064 MOD 11-2: the weight of position i (1-based) of the first 17 is 2^(18 - i) mod 11.
 _RESIDENT_ID_WEIGHTS = tuple(pow(2, 17 - index, 11) for index in range(17))
 _ZERO_WEIGHT = ord("0") * sum(_RESIDENT_ID_WEIGHTS)
+# UTC+14 (Kiribati's Line Islands): the first place each date begins.
+_EARTH_AHEAD_OF_UTC = datetime.timedelta(hours=14)
+_ONE_DAY = datetime.timedelta(days=1)
 
 _RESIDENT_ID_CHECK_MISMATCH = (
     "the check character does not match the first 17 characters; re-read the number from the card"
@@ -67,8 +71,8 @@ def normalise_identity_number(kind: IdentityKind, number: str) -> str:
     spaces that look identical on screen. HKID and Macau BIR numbers lose the parentheses
     printed around their check character.
     """
-    text = unicodedata.normalize("NFKC", number)
-    # Most numbers arrive as plain ASCII letters and digits: nothing to strip.
+    # ASCII is already in NFKC, and most numbers arrive as ASCII letters and digits.
+    text = number if number.isascii() else unicodedata.normalize("NFKC", number)
     if not (text.isascii() and text.isalnum()):
         text = "".join(c for c in text if not c.isspace() and c != "-")
     if kind in (IdentityKind.HKID, IdentityKind.MACAU_BIR):
@@ -132,8 +136,22 @@ def hkid_check_character(body: str) -> str:
     return "A" if check == 10 else str(check)
 
 
+# The latest date on Earth and the Unix time (seconds) at which it ends: it changes once a day,
+# and a feed validates thousands of numbers a second.
+_latest_date: tuple[datetime.date, float] = (datetime.date.min, 0.0)
+
+
 def _latest_date_on_earth() -> datetime.date:
-    return (datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=14)).date()
+    global _latest_date
+    day, ends_at = _latest_date
+    now = time.time()
+    if now < ends_at:
+        return day
+    moment = datetime.datetime.fromtimestamp(now, datetime.UTC) + _EARTH_AHEAD_OF_UTC
+    day = moment.date()
+    midnight = datetime.datetime.combine(day, datetime.time(), datetime.UTC)
+    _latest_date = (day, now + (midnight + _ONE_DAY - moment).total_seconds())
+    return day
 
 
 def _validate_resident_id(number: str, today: datetime.date) -> None:

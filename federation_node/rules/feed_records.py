@@ -17,7 +17,6 @@ ids, roll keys mean nothing outside this node and never leave it."""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from functools import lru_cache
 
@@ -48,8 +47,8 @@ def _derived_key(hpke: HpkeKey, info: bytes) -> bytes:
 def keyed_record_id(hpke: HpkeKey, source: str, record_id: str) -> str:
     """The id a feed record of `source` is kept and named under at this node."""
     message = f"{source}\x1f{record_id}".encode()
-    digest = hmac.new(_derived_key(hpke, _RECORD_ID_INFO), message, hashlib.sha256).hexdigest()
-    return KEYED_PREFIX + digest
+    # hmac.digest: OpenSSL's one-shot HMAC, a third of the cost of an hmac.HMAC object.
+    return KEYED_PREFIX + hmac.digest(_derived_key(hpke, _RECORD_ID_INFO), message, "sha256").hex()
 
 
 def roll_key(hpke: HpkeKey, kind: IdentityKind, number: str) -> bytes:
@@ -62,4 +61,4 @@ def roll_key(hpke: HpkeKey, kind: IdentityKind, number: str) -> bytes:
 
 def roll_key_of(hpke: HpkeKey, locator_input: bytes) -> bytes:
     """`roll_key` of a locator's input (signing.locator.locator_input) already made."""
-    return hmac.new(_derived_key(hpke, _ROLL_KEY_INFO), locator_input, hashlib.sha256).digest()
+    return hmac.digest(_derived_key(hpke, _ROLL_KEY_INFO), locator_input, "sha256")

@@ -257,13 +257,18 @@ class _SubtreeRecorder:
     @classmethod
     def resume(cls, session: Session, size: int) -> _SubtreeRecorder:
         chunk = _leaf_hashes(session, size - size % CHUNK, size)
+        edge = [
+            (level, (size >> level) - 1)
+            for level in range(CACHED_LEVEL, size.bit_length())
+            if size >> level & 1
+        ]
+        found = _cached_many(session, edge)
         left: dict[int, bytes] = {}
-        for level in range(CACHED_LEVEL, size.bit_length()):
-            if size >> level & 1:
-                value = _cached(session, level, (size >> level) - 1)
-                if value is None:
-                    raise RuntimeError(f"log subtree ({level}, {(size >> level) - 1}) is missing")
-                left[level] = value
+        for level, position in edge:
+            value = found.get((level, position))
+            if value is None:
+                raise RuntimeError(f"log subtree ({level}, {position}) is missing")
+            left[level] = value
         return cls(size, chunk, left)
 
     def add(self, leaf: bytes) -> None:
@@ -374,6 +379,19 @@ def _leaf_hashes(session: Session, start: int, end: int) -> list[bytes]:
 def _cached(session: Session, level: int, position: int) -> bytes | None:
     found = session.get(LogSubtree, (level, position))
     return None if found is None else found.subtree_hash
+
+
+def _cached_many(session: Session, keys: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    """The cached subtrees among `keys` (level, position), read in one statement."""
+    wanted = set(keys)
+    if not wanted:
+        return {}
+    rows = session.exec(
+        select(LogSubtree.level, LogSubtree.subtree_index, LogSubtree.subtree_hash).where(
+            tuple_(col(LogSubtree.level), col(LogSubtree.subtree_index)).in_(wanted)
+        )
+    )
+    return {(level, index): value for level, index, value in rows}
 
 
 def check_range(start: int, end: int, size: int) -> None:
@@ -519,12 +537,7 @@ class _TreeReader:
 
         walk(plan)
         if subtrees:
-            rows = self._session.exec(
-                select(LogSubtree.level, LogSubtree.subtree_index, LogSubtree.subtree_hash).where(
-                    tuple_(col(LogSubtree.level), col(LogSubtree.subtree_index)).in_(subtrees)
-                )
-            )
-            self._subtrees.update(((level, index), value) for level, index, value in rows)
+            self._subtrees.update(_cached_many(self._session, subtrees))
             self._looked_up |= subtrees
         merged = _merged_runs(runs)
         if merged:

@@ -3,7 +3,7 @@ arithmetic over the whole calendar (month ends, 29 February, chains of certifica
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 from hypothesis import given
@@ -94,6 +94,16 @@ def test_adding_months_lands_in_the_right_month_on_the_same_or_last_day(
     if moved.day < day.day:
         # Clamped: the target month has no such day, so it is the month's last day.
         assert (moved + timedelta(days=1)).day == 1
+
+
+@given(days, st.times(), months)
+def test_adding_months_to_a_moment_keeps_its_time_of_day_and_zone(
+    day: date, time_of_day: time, count: int
+) -> None:
+    moment = datetime.combine(day, time_of_day, UTC)
+    moved = add_months(moment, count)
+    assert moved.date() == add_months(day, count)
+    assert moved.timetz() == moment.timetz()
 
 
 @given(days)

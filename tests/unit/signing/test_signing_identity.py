@@ -90,6 +90,25 @@ def test_default_today_accepts_a_birth_date_of_today_in_china() -> None:
     assert validate_identity_number(IdentityKind.RESIDENT_ID, number) == number
 
 
+def test_default_today_turns_at_midnight_utc_plus_14_though_it_is_remembered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 10:00 UTC is midnight at UTC+14: the latest date on Earth turns then, not a day later.
+    turn = datetime.datetime(2031, 3, 9, 10, tzinfo=datetime.UTC).timestamp()
+    first_17 = "110105" + "20310310" + "001"
+    born_on_the_10th = first_17 + resident_id_check_character(first_17)
+    clock = [turn - 1.0]
+    monkeypatch.setattr("signing.identity.time.time", lambda: clock[0])
+    monkeypatch.setattr("signing.identity._latest_date", (datetime.date.min, 0.0))
+    for _ in range(2):  # the second time from memory
+        with pytest.raises(InvalidIdentityNumberError, match="future"):
+            validate_identity_number(IdentityKind.RESIDENT_ID, born_on_the_10th)
+    clock[0] = turn
+    assert validate_identity_number(IdentityKind.RESIDENT_ID, born_on_the_10th) == (
+        born_on_the_10th
+    )
+
+
 def test_mask_shows_only_the_first_two_and_last_two_characters() -> None:
     assert mask_identity_number(IdentityKind.RESIDENT_ID, "11010519491231002x") == (
         "11**************2X"
