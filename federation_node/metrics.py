@@ -1,9 +1,11 @@
 """What a node's operators watch, read from its store and directory at each scrape.
 
-The node's gauges are computed when Prometheus asks, not kept up to date by the code that
-changes the state, so they are right whichever replica did the work: every replica of a node
-reads the same database and reports the same values (sum nothing across replicas; take the
-maximum). A scrape costs a few aggregate queries.
+The node's gauges are computed when Prometheus asks, not kept up to date in this process, so
+they are right whichever replica did the work: every replica of a node reads the same database
+and reports the same values (sum nothing across replicas; take the maximum). The two totals of
+rows written (attestations issued, feed rows) are read from running totals the writers keep in
+the database (store/tally.py), which retention never lowers; the rest costs a few small
+queries. No query reads a table whose size grows with the years kept.
 
     certfed_outbox_pending_messages{destination}          messages waiting for delivery
     certfed_outbox_oldest_pending_age_seconds{destination} how long the oldest has waited (0: none)
@@ -59,14 +61,7 @@ from federation.errors import CertfedError
 from federation.metrics import DirectoryGauges
 from federation_node.links.directory_client import DirectoryClient
 from federation_node.offices.sign_in import RefusalReason
-from federation_node.store import (
-    attestations_store,
-    cycles_store,
-    log_store,
-    outbox,
-    signals_store,
-    sync_store,
-)
+from federation_node.store import cycles_store, log_store, outbox, sync_store, tally
 from federation_node.store.models import REGISTRY_DESTINATION, SignalOutcome
 
 log = structlog.get_logger("certfed.metrics")
@@ -196,8 +191,8 @@ class NodeCollector:
                 backlog = outbox.backlog_by_destination(session)
                 head = log_store.head(session)
                 checkpoint = log_store.latest_checkpoint(session)
-                issued = attestations_store.issued_by_method(session)
-                feed_rows = signals_store.count_by_outcome(session)
+                issued = tally.totals(session, tally.ATTESTATIONS_ISSUED)
+                feed_rows = tally.totals(session, tally.FEED_ROWS)
                 synced = sync_store.verified_logs(session)
                 cycle_started = cycles_store.latest_started_at(session)
         except SQLAlchemyError as error:
@@ -219,8 +214,8 @@ class NodeCollector:
         if checkpoint is not None:
             age = (now - checkpoint.cosigned_at).total_seconds()
             families.checkpoint_age.add_metric([], max(age, 0.0))
-        for method, count in sorted(issued.items()):
-            families.issued.add_metric([method_label(method)], count)
+        for method, count in sorted(issued.items(), key=lambda item: int(item[0])):
+            families.issued.add_metric([method_label(int(method))], count)
         for outcome in SignalOutcome:
             families.feed_rows.add_metric([outcome.value], feed_rows.get(outcome.value, 0))
         verified = {row.origin_node_id: row for row in synced}

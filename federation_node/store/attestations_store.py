@@ -21,7 +21,7 @@ from typing import TypeVar
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Mapped
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from federation.errors import (
@@ -30,6 +30,7 @@ from federation.errors import (
     PreconditionError,
     UnknownAttestationError,
 )
+from federation_node.store import tally
 from federation_node.store.bulk_insert import insert_rows
 from federation_node.store.db import decode_page_token, encode_page_token
 from federation_node.store.models import Attestation, AttestationDirection
@@ -84,6 +85,7 @@ def store_issued(session: Session, facts: AttestationFacts, now: datetime) -> At
     attestation = _row(facts, AttestationDirection.ISSUED, now)
     session.add(attestation)
     session.flush()
+    tally.add(session, tally.ATTESTATIONS_ISSUED, {str(facts.method): 1})
     return attestation
 
 
@@ -103,6 +105,7 @@ ISSUED_COLUMNS = (
     "payload_sha256",
     "corrects_attestation_id",
 )
+_METHOD = ISSUED_COLUMNS.index("method")
 IssuedRow = tuple[
     str, bytes, str, bytes, str | None, str | None, int, int, datetime, datetime, str, str | None
 ]
@@ -122,7 +125,7 @@ def store_issued_many(
         session,
         Attestation.__table__,  # type: ignore[attr-defined]
         ISSUED_COLUMNS,
-        rows,
+        tally.counted(session, tally.ATTESTATIONS_ISSUED, rows, lambda row: str(row[_METHOD])),
         same={
             "issuing_node_id": issuing_node_id,
             "signing_key_id": signing_key_id,
@@ -278,13 +281,3 @@ def end_reporters(session: Session, beneficiary_id: str, outcomes: Sequence[int]
         )
     )
     return set(rows)
-
-
-def issued_by_method(session: Session) -> dict[int, int]:
-    """How many attestations this node has issued, by certification method (for monitoring)."""
-    rows = session.exec(
-        select(Attestation.method, func.count())
-        .where(Attestation.direction == AttestationDirection.ISSUED)
-        .group_by(col(Attestation.method))
-    ).all()
-    return {int(method): int(count) for method, count in rows}

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from federation_node.rules.entitlement import EntitlementState
+from federation_node.store import tally
 from federation_node.store.bulk_insert import insert_rows
 from federation_node.store.db import is_postgres
 from federation_node.store.models import Beneficiary, DataSignal, Entitlement, SignalOutcome
@@ -210,7 +211,12 @@ def _insert_signals(
             "recorded_by",
             "recorded_at",
         ),
-        ((*signal, recorded_by, now) for signal in signals),
+        (
+            (*signal, recorded_by, now)
+            for signal in tally.counted(
+                session, tally.FEED_ROWS, signals, lambda signal: signal.outcome.value
+            )
+        ),
     )
 
 

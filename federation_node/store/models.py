@@ -1208,3 +1208,14 @@ class DeathReport(NodeTable, table=True):
     days_taken: int = _int()
     window_days: int = _int()
     late: bool = Field(sa_column=Column(Boolean(), nullable=False))
+
+
+class Tally(NodeTable, table=True):
+    """A running total of rows the node has written, by counter and label, for the metrics
+    (store/tally.py is the only writer): never lowered when retention deletes the rows."""
+
+    __tablename__ = "tally"
+
+    counter: str = Field(sa_column=Column(String(64), primary_key=True))
+    label: str = Field(sa_column=Column(String(64), primary_key=True))
+    total: int = Field(sa_column=Column(BigInteger(), nullable=False))

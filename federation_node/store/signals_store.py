@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, select
 
 from federation_node.ids import new_id
+from federation_node.store import tally
 from federation_node.store.models import DataSignal, SignalOutcome
 
 SignalKey = tuple[str, str]
@@ -63,6 +64,7 @@ def add(
         recorded_at=now,
     )
     session.add(signal)
+    tally.add(session, tally.FEED_ROWS, {SignalOutcome(outcome).value: 1})
     return signal
 
 
@@ -76,11 +78,3 @@ def negative_recorders(session: Session, beneficiary_id: str, kinds: Sequence[in
         )
     )
     return set(rows)
-
-
-def count_by_outcome(session: Session) -> dict[str, int]:
-    """Feed rows recorded, by what came of them (for monitoring)."""
-    rows = session.exec(
-        select(DataSignal.outcome, func.count()).group_by(col(DataSignal.outcome))
-    ).all()
-    return {str(outcome): int(count) for outcome, count in rows}
