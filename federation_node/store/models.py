@@ -621,6 +621,12 @@ class AuditRecord(NodeTable, table=True):
     """One link of the audit hash chain: who did what to which subject, and when."""
 
     __tablename__ = "audit_record"
+    __table_args__ = (
+        # An auditor's two questions, newest first: what happened to this subject, what did
+        # this operator do; without them each page read the whole chain.
+        Index(None, "subject_id", "seq"),
+        Index(None, "actor", "seq"),
+    )
 
     # Assigned by audit.sequence_pending under a lock, not by a database sequence: a sequence
     # leaves gaps when a transaction rolls back, and a gap is how a deleted record shows.

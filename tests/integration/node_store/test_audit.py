@@ -7,6 +7,7 @@ sequencer's pass); these tests chain them explicitly before they read the chain.
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -21,6 +22,7 @@ from federation_node.store import audit
 from federation_node.store.db import create_engine_for, migrate, session_scope
 from federation_node.store.models import AuditPending, AuditRecord
 from tests.helpers.audit_trail import chained_records
+from tests.helpers.statements import executed_statements, query_plan
 
 
 def _append(engine: Engine, now: datetime, subject_id: str = "req-1") -> AuditPending:
@@ -359,3 +361,47 @@ def test_a_page_and_its_count_agree_while_the_sequencer_commits_between_them(
     with session_scope(pg_engine) as session:
         records, _, total = audit.page(session, which, 10, "")
     assert (total, [r.subject_id for r in records]) == (2, ["req-2", "req-1"])
+
+
+def test_a_page_by_subject_or_actor_reads_the_matching_records_through_an_index(
+    engine: Engine, now: datetime
+) -> None:
+    # A province office's chain holds millions of records; an auditor asks about one person or
+    # one operator.
+    actors = [f"op-{n}" for n in range(40)]
+    with session_scope(engine) as session:
+        session.execute(
+            sa.insert(AuditRecord.__table__),  # type: ignore[attr-defined]
+            [
+                {
+                    "seq": seq,
+                    "at": now,
+                    "actor": "op-rare" if seq % 800 == 0 else actors[seq % 40],
+                    "action": "signals.record",
+                    "subject_type": "beneficiary",
+                    "subject_id": f"b-{seq % 500}",
+                    "details": {},
+                    "prev_hash": "0" * 64,
+                    "record_hash": "0" * 64,
+                }
+                for seq in range(1, 4_001)
+            ],
+        )
+    with engine.begin() as connection:
+        connection.exec_driver_sql("ANALYZE")
+    for which, index, matching in (
+        (audit.AuditFilter(subject_id="b-7"), "ix_audit_record_subject_id_seq", 8),
+        (audit.AuditFilter(actor="op-rare"), "ix_audit_record_actor_seq", 5),
+    ):
+        with executed_statements(engine) as executed, session_scope(engine) as session:
+            rows, _, total = audit.page(session, which, 5, "")
+        assert total == matching
+        assert [row.seq for row in rows] == sorted((row.seq for row in rows), reverse=True)
+        assert all(row.subject_id == which.subject_id or row.actor == which.actor for row in rows)
+        queries = [(text, values) for text, values in executed if text.startswith("SELECT")]
+        assert len(queries) == 2, executed
+        for statement, parameters in queries:
+            plan = query_plan(engine, statement, parameters)
+            assert index in plan, plan
+            # PostgreSQL's and SQLite's words for reading the whole table.
+            assert not re.search(r"(Seq Scan on|SCAN) audit_record\b(?! USING)", plan), plan
