@@ -329,13 +329,6 @@ def advance_many(
     return [(beneficiary_id, EntitlementState(state)) for beneficiary_id, state in moved]
 
 
-def count_by_state(session: Session) -> dict[EntitlementState, int]:
-    rows = session.exec(
-        select(Entitlement.state, func.count()).group_by(col(Entitlement.state))
-    ).all()
-    return {EntitlementState(state): int(count) for state, count in rows}
-
-
 def by_locators(
     session: Session, locators: Sequence[bytes]
 ) -> dict[bytes, tuple[Beneficiary, Entitlement]]:

@@ -666,16 +666,6 @@ def latest_checkpoint(session: Session) -> LogCheckpoint | None:
     ).one_or_none()
 
 
-def checkpoint_covering(session: Session, leaf_index: int) -> LogCheckpoint | None:
-    """The smallest cosigned checkpoint whose tree includes leaf `leaf_index`."""
-    return session.exec(
-        select(LogCheckpoint)
-        .where(col(LogCheckpoint.tree_size) > leaf_index)
-        .order_by(col(LogCheckpoint.tree_size))
-        .limit(1)
-    ).one_or_none()
-
-
 def store_checkpoint(
     session: Session, tree_size: int, root_hash: bytes, note: bytes, now: datetime
 ) -> None:

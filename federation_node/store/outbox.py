@@ -322,16 +322,6 @@ def page(
     )
 
 
-def latest_for_subject(session: Session, subject_id: str) -> OutboxMessage | None:
-    """The newest message about a request, attestation or beneficiary (for its delivery state)."""
-    return session.exec(
-        select(OutboxMessage)
-        .where(OutboxMessage.subject_id == subject_id)
-        .order_by(col(OutboxMessage.message_id).desc())
-        .limit(1)
-    ).first()
-
-
 def next_due(session: Session) -> datetime | None:
     """When the earliest pending message falls due; None when nothing is pending."""
     return session.exec(

@@ -98,20 +98,6 @@ def suspend_many(
     return int(written.rowcount)  # type: ignore[attr-defined]
 
 
-def for_month(session: Session, month: str) -> list[tuple[PaymentInstruction, Beneficiary]]:
-    """The month's instructions in the order they were written, with their beneficiaries."""
-    statement = (
-        select(PaymentInstruction, Beneficiary)
-        .join(
-            Beneficiary,
-            col(Beneficiary.beneficiary_id) == col(PaymentInstruction.beneficiary_id),
-        )
-        .where(PaymentInstruction.effective_month == month)
-        .order_by(col(PaymentInstruction.instruction_id))
-    )
-    return [(instruction, person) for instruction, person in session.exec(statement)]
-
-
 def _of_month(month: str) -> SelectOfScalar[PaymentInstruction]:
     return select(PaymentInstruction).where(PaymentInstruction.effective_month == month)
 
