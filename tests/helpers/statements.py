@@ -3,6 +3,7 @@ the plans the database chooses for them."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -47,3 +48,16 @@ def query_plan(engine: Engine, statement: str, parameters: Any) -> str:
     with engine.connect() as connection:
         rows = connection.exec_driver_sql(explain + statement, parameters).fetchall()
     return "\n".join(str(row[0] if postgres else row[-1]) for row in rows)
+
+
+def assert_read_through(engine: Engine, executed: list[tuple[str, Any]], table: str) -> list[str]:
+    """Each SELECT in `executed` reads `table` through an index, never whole (PostgreSQL's
+    sequential scan, SQLite's SCAN); the plans, for the caller's own checks."""
+    plans = []
+    for statement, parameters in executed:
+        if not statement.startswith("SELECT"):
+            continue
+        plan = query_plan(engine, statement, parameters)
+        assert not re.search(rf"(Seq Scan on|SCAN) {table}\b", plan), plan
+        plans.append(plan)
+    return plans

@@ -7,7 +7,6 @@ sequencer's pass); these tests chain them explicitly before they read the chain.
 from __future__ import annotations
 
 import itertools
-import re
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -22,7 +21,7 @@ from federation_node.store import audit
 from federation_node.store.db import create_engine_for, migrate, session_scope
 from federation_node.store.models import AuditPending, AuditRecord
 from tests.helpers.audit_trail import chained_records
-from tests.helpers.statements import executed_statements, query_plan
+from tests.helpers.statements import assert_read_through, executed_statements
 
 
 def _append(engine: Engine, now: datetime, subject_id: str = "req-1") -> AuditPending:
@@ -398,10 +397,6 @@ def test_a_page_by_subject_or_actor_reads_the_matching_records_through_an_index(
         assert total == matching
         assert [row.seq for row in rows] == sorted((row.seq for row in rows), reverse=True)
         assert all(row.subject_id == which.subject_id or row.actor == which.actor for row in rows)
-        queries = [(text, values) for text, values in executed if text.startswith("SELECT")]
-        assert len(queries) == 2, executed
-        for statement, parameters in queries:
-            plan = query_plan(engine, statement, parameters)
-            assert index in plan, plan
-            # PostgreSQL's and SQLite's words for reading the whole table.
-            assert not re.search(r"(Seq Scan on|SCAN) audit_record\b(?! USING)", plan), plan
+        plans = assert_read_through(engine, executed, "audit_record")
+        assert len(plans) == 2, executed
+        assert all(index in plan for plan in plans), plans
