@@ -7,18 +7,21 @@ engine) and opens its transactions with `session_scope`, as the node does.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import Engine
+from sqlmodel import Session
 
 from federation_node.ids import new_id
-from federation_node.store import assistance, audit, beneficiaries
+from federation_node.store import assistance, attestations_store, audit, beneficiaries
+from federation_node.store.attestations_store import IssuedRow
 from federation_node.store.db import create_engine_for, migrate, session_scope
 from federation_node.store.models import AssistanceRequest, Beneficiary, IdentityType
 
 NOW = datetime(2025, 6, 23, 8, 30, tzinfo=UTC)
+ISSUER = "qingdao"
 
 
 @pytest.fixture
@@ -142,3 +145,31 @@ def restarted(store_url: str, now: datetime) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+def issued_row(
+    number: int, observed_at: datetime, *, method: int = 2, beneficiary_id: str | None = None
+) -> IssuedRow:
+    """An alive attestation this node issued (`att-<number>`), valid a year, as the bulk path
+    stores it."""
+    return (
+        f"att-{number:06d}",
+        b'{"payload":"eyJ9"}',
+        ISSUER,
+        bytes(32),
+        beneficiary_id,
+        None,
+        method,
+        1,
+        observed_at,
+        observed_at + timedelta(days=365),
+        "aa" * 32,
+        None,
+    )
+
+
+def issue_rows(session: Session, rows: Iterable[IssuedRow], now: datetime) -> None:
+    """Store `rows` through the bulk path, signed by the issuer's one key."""
+    attestations_store.store_issued_many(
+        session, rows, issuing_node_id=ISSUER, signing_key_id=f"{ISSUER}/2025-1", now=now
+    )

@@ -15,11 +15,10 @@ from federation.errors import AlreadyExistsError, UnknownAttestationError
 from federation_node.ids import new_id
 from federation_node.offices import attestation_review
 from federation_node.store import attestations_store
-from federation_node.store.attestations_store import IssuedRow
 from federation_node.store.db import session_scope
 from federation_node.store.models import Attestation, AttestationDirection
 from tests.helpers.statements import assert_read_through, executed_statements
-from tests.integration.node_store.conftest import AddBeneficiary
+from tests.integration.node_store.conftest import AddBeneficiary, issue_rows, issued_row
 
 ENVELOPE = b'{"payload":"eyJ9","payloadType":"application/vnd.certfed.attestation+protobuf"}'
 
@@ -121,37 +120,20 @@ def test_a_persons_attestations_are_found_through_an_index_not_by_reading_all(
     # Every received attestation and every clerk's certification asks these two questions of
     # one person; an office holds a year of data matches (hundreds of thousands).
     person, other = add_beneficiary().beneficiary_id, add_beneficiary().beneficiary_id
-    alive = common_pb2.CERTIFICATION_OUTCOME_ALIVE
     deceased = common_pb2.CERTIFICATION_OUTCOME_DECEASED
-
-    def row(number: int, beneficiary_id: str | None, observed_at: datetime) -> IssuedRow:
-        return (
-            f"att-{number:06d}",
-            ENVELOPE,
-            "qingdao",
-            bytes(32),
-            beneficiary_id,
-            None,
-            2,
-            alive,
-            observed_at,
-            observed_at + timedelta(days=365),
-            "aa" * 32,
-            None,
-        )
-
     with session_scope(engine) as session:
-        attestations_store.store_issued_many(
+        issue_rows(
             session,
             [
                 # Most are about other offices' people (an agency's) or other people of ours.
-                row(n, (None, other)[n % 2], now - timedelta(days=n % 90))
+                issued_row(n, now - timedelta(days=n % 90), beneficiary_id=(None, other)[n % 2])
                 for n in range(3_000)
             ]
-            + [row(3_000 + n, person, now - timedelta(days=10 + n)) for n in range(3)],
-            issuing_node_id="qingdao",
-            signing_key_id="qingdao/2025-1",
-            now=now,
+            + [
+                issued_row(3_000 + n, now - timedelta(days=10 + n), beneficiary_id=person)
+                for n in range(3)
+            ],
+            now,
         )
         reported = _facts(new_id(), "bb" * 32, now, "lanzhou-chengguan", "qingdao")
         attestations_store.store_received(

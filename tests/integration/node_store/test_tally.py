@@ -15,34 +15,16 @@ from sqlmodel import Session
 
 from federation_node.ids import new_id
 from federation_node.store import (
-    attestations_store,
     feed_store,
     retention_store,
     signals_store,
     tally,
 )
-from federation_node.store.attestations_store import IssuedRow
 from federation_node.store.db import MIGRATIONS, create_engine_for, migrate, session_scope
 from federation_node.store.models import SignalOutcome
+from tests.integration.node_store.conftest import issue_rows, issued_row
 
 DATA_MATCH, VIDEO_CALL = 7, 2
-
-
-def _issued(number: int, method: int, now: datetime) -> IssuedRow:
-    return (
-        f"att-{number:06d}",
-        b"{}",
-        "qingdao",
-        bytes(32),
-        None,
-        None,
-        method,
-        1,
-        now,
-        now + timedelta(days=365),
-        "aa" * 32,
-        None,
-    )
 
 
 def _signals(count: int, outcome: SignalOutcome, now: datetime) -> list[feed_store.NewSignal]:
@@ -54,12 +36,10 @@ def _signals(count: int, outcome: SignalOutcome, now: datetime) -> list[feed_sto
 
 def _issue(engine: Engine, first: int, methods: list[int], now: datetime) -> None:
     with session_scope(engine) as session:
-        attestations_store.store_issued_many(
+        issue_rows(
             session,
-            (_issued(first + n, method, now) for n, method in enumerate(methods)),
-            issuing_node_id="qingdao",
-            signing_key_id="qingdao/2025-1",
-            now=now,
+            (issued_row(first + n, now, method=method) for n, method in enumerate(methods)),
+            now,
         )
 
 
