@@ -1,5 +1,5 @@
-"""The feed's batch lookups on PostgreSQL stay one index probe per key while a bulk import
-runs ahead of the table's statistics.
+"""The feed's batch lookups and updates on PostgreSQL stay one index probe per key while a bulk
+import runs ahead of the table's statistics.
 
 A feed's signals share a few sources, and autovacuum analyses a table at most once a minute, so
 for the first minute of an import the planner believes the signal table nearly empty. A lookup
@@ -11,10 +11,11 @@ are those of a fresh table however long the test takes.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import psycopg
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from federation_node.store import beneficiaries, entitlements_store, feed_store
@@ -119,3 +120,37 @@ def test_the_roll_lookup_probes_the_roll_key_index_per_key(
     with session_scope(engine) as session:
         found = feed_store.roll_index(session, wanted)
     assert set(found) == set(wanted[:-1])
+
+
+def test_a_batch_of_extensions_probes_each_person_by_key_not_the_whole_roll(
+    stale_engine: tuple[Engine, str],
+) -> None:
+    engine, _dsn = stale_engine
+    keys = [locator_for(f"roll-{n}") for n in range(0, 4_000, 2)]
+    with session_scope(engine) as session:
+        people = [entry.beneficiary_id for entry in feed_store.roll_index(session, keys).values()]
+    until, since = NOW + timedelta(days=400), NOW - timedelta(days=3)
+    with session_scope(engine) as session:
+        feed_store.extend_validities(
+            session, [feed_store.Extension(person, until, since) for person in people], NOW
+        )
+        # This transaction's own scans, counted as they start (not yet flushed to the views
+        # other sessions read).
+        scans = dict(
+            session.execute(
+                text(
+                    "SELECT relname, seq_scan FROM pg_stat_xact_user_tables "
+                    "WHERE relname IN ('beneficiary', 'entitlement')"
+                )
+            ).all()
+        )
+        # Later statements of the transaction plan as they would have.
+        join_settings = session.execute(
+            text("SELECT current_setting('enable_hashjoin'), current_setting('enable_mergejoin')")
+        ).one()
+    assert scans == {"beneficiary": 0, "entitlement": 0}
+    assert tuple(join_settings) == ("on", "on")
+    with session_scope(engine) as session:
+        after = feed_store.roll_index(session, keys).values()
+        assert {entry.valid_until for entry in after} == {until}
+        assert {entitlements_store.get(session, p).state_since for p in people[:20]} == {since}
