@@ -54,7 +54,26 @@ _PASSPORT_PATTERN = re.compile(r"[A-Z0-9]{5,20}")
 _DIGITS = frozenset("0123456789")
 # ISO 7064 MOD 11-2: the weight of position i (1-based) of the first 17 is 2^(18 - i) mod 11.
 _RESIDENT_ID_WEIGHTS = tuple(pow(2, 17 - index, 11) for index in range(17))
-_ZERO_WEIGHT = ord("0") * sum(_RESIDENT_ID_WEIGHTS)
+# The weighted sum read a few digits at a time: for each slice of the first 17 digits, every
+# string of digits it can hold and what it adds. Six lookups instead of 17 multiplications (a
+# feed validates every row's number, in the importer and again at the node).
+_CHECK_SLICES = ((0, 3), (3, 6), (6, 9), (9, 12), (12, 15), (15, 17))
+
+
+def _slice_sums(weights: tuple[int, ...]) -> dict[str, int]:
+    sums = {"": 0}
+    for weight in reversed(weights):
+        sums = {
+            digit + rest: int(digit) * weight + value
+            for digit in "0123456789"
+            for rest, value in sums.items()
+        }
+    return sums
+
+
+_SLICE_SUMS = tuple(
+    (start, end, _slice_sums(_RESIDENT_ID_WEIGHTS[start:end])) for start, end in _CHECK_SLICES
+)
 # UTC+14 (Kiribati's Line Islands): the first place each date begins.
 _EARTH_AHEAD_OF_UTC = datetime.timedelta(hours=14)
 _ONE_DAY = datetime.timedelta(days=1)
@@ -117,8 +136,9 @@ def resident_id_check_character(first_17: str) -> str:
     """GB 11643-1999 check character of the first 17 digits (ISO 7064 MOD 11-2)."""
     if len(first_17) != RESIDENT_ID_LENGTH - 1 or not (first_17.isascii() and first_17.isdigit()):
         raise ValueError("the check character is computed over exactly 17 digits")
-    # Over the ASCII codes: each digit d is its code minus 48 ("0").
-    total = sum(map(int.__mul__, first_17.encode("ascii"), _RESIDENT_ID_WEIGHTS)) - _ZERO_WEIGHT
+    total = 0
+    for start, end, sums in _SLICE_SUMS:
+        total += sums[first_17[start:end]]
     check = (12 - total % 11) % 11
     return "X" if check == 10 else str(check)
 

@@ -137,6 +137,15 @@ def test_appending_the_computed_check_character_gives_a_valid_number(first_17: s
     assert validate_identity_number(IdentityKind.RESIDENT_ID, number, today=TODAY) == number
 
 
+@given(first_17=st.text(alphabet="0123456789", min_size=17, max_size=17))
+def test_the_check_character_makes_the_weighted_sum_one_modulo_11(first_17: str) -> None:
+    # ISO 7064 MOD 11-2 as GB 11643 states it: the sum over all 18 characters of value times
+    # 2^(18 - position) is 1 modulo 11, X counting 10.
+    number = first_17 + resident_id_check_character(first_17)
+    values = [10 if character == "X" else int(character) for character in number]
+    assert sum(value * 2 ** (17 - index) for index, value in enumerate(values)) % 11 == 1
+
+
 @given(first_17=resident_id_first_17(), data=st.data())
 def test_changing_any_single_character_makes_the_number_invalid(
     first_17: str, data: st.DataObject
