@@ -29,7 +29,7 @@ import grpc
 
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
 from cli.bench.federation import ISSUER, RECEIVER, bench_federation
-from cli.bench.kit import CpuMeter, PostgresServer, Rate, child_pids, resident_id
+from cli.bench.kit import CpuMeter, Rate, federation_processes, resident_id
 from cli.launcher import LocalFederation
 from federation.desk_client import DeskClient
 from federation.timestamps import to_timestamp
@@ -326,19 +326,6 @@ def _register(local: LocalFederation, count: int) -> list[str]:
     return registered
 
 
-def _federation_processes(local: LocalFederation, postgres: PostgresServer) -> dict[str, list[int]]:
-    groups = {"bench": [os.getpid()]}
-    if local.registry_process is not None:
-        groups["registry"] = [local.registry_process.pid]
-    for node_id, handle in local.nodes.items():
-        if handle.process is not None:
-            groups[node_id] = [handle.process.pid]
-    postmaster = postgres.postmaster_pid()
-    if postmaster is not None:
-        groups["postgres"] = [postmaster, *child_pids(postmaster)]
-    return groups
-
-
 def _run_concurrently(concurrency: int, work: Callable[[], None]) -> float:
     """Run `work` on `concurrency` threads; wall seconds until all have returned."""
     threads = [threading.Thread(target=work) for _ in range(concurrency)]
@@ -431,7 +418,7 @@ def bench_assist(
         failures: list[BaseException] = []
         lock = threading.Lock()
         desks = _Desks(local, interval_s)
-        meter = CpuMeter(lambda: _federation_processes(local, postgres))
+        meter = CpuMeter(lambda: federation_processes(local, postgres))
 
         def one(
             clerks: Crew,

@@ -31,15 +31,19 @@ from rich.console import Console
 from adapters.feeds import FeedImportSummary
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
 from cli.bench.kit import (
+    BENCH,
+    DATABASE,
+    CpuMeter,
     Headline,
     PostgresServer,
     bench_workdir,
     call_within_limits,
-    child_pids,
+    cpu_ms_per,
+    federation_processes,
     peak_rss_mb,
     postgres_server,
-    process_cpu_s,
     resident_id,
+    workers_of,
 )
 from cli.feed_import import import_feed_file
 from cli.launcher import FEED_OPERATOR, LocalFederation, NodeSpec
@@ -187,27 +191,10 @@ def _import(
     show_progress: bool,
     postgres: PostgresServer | None,
 ) -> _Import:
-    process = federation.nodes[node_id].process
-    node_pid = process.pid if process is not None else 0
-    postmaster = postgres.postmaster_pid() if postgres is not None else None
-
-    def database_cpu_s() -> float:
-        if postmaster is None:
-            return 0.0
-        return sum(process_cpu_s(pid) for pid in [postmaster, *child_pids(postmaster)])
-
-    def workers_cpu_s() -> float:
-        # Workers start at the node's first batch: one not yet there has spent nothing.
-        return sum(process_cpu_s(pid) for pid in child_pids(node_pid)) if node_pid else 0.0
-
+    meter = CpuMeter(lambda: federation_processes(federation, postgres))
     # Feeds come from the node's feed account, bound to the shipped mappings' sources.
     with federation.desk(node_id, FEED_OPERATOR) as desk:
-        node_cpu, own_cpu, database_cpu, workers_cpu = (
-            process_cpu_s(node_pid),
-            time.process_time(),
-            database_cpu_s(),
-            workers_cpu_s(),
-        )
+        meter.start()
         started = time.perf_counter()
         summary = import_feed_file(
             desk,
@@ -219,13 +206,15 @@ def _import(
             rejects_path=feed.with_suffix(".rejects.csv"),
             show_progress=show_progress,
         )
+        seconds = time.perf_counter() - started
+        spent = meter.stop()
         return _Import(
             summary,
-            time.perf_counter() - started,
-            process_cpu_s(node_pid) - node_cpu,
-            time.process_time() - own_cpu,
-            database_cpu_s() - database_cpu,
-            workers_cpu_s() - workers_cpu,
+            seconds,
+            spent[node_id],
+            spent[BENCH],
+            spent.get(DATABASE, 0.0),
+            spent[workers_of(node_id)],
         )
 
 
@@ -297,12 +286,12 @@ def bench_feed(
             rerun_per_s=round(rows / rerun.seconds, 1) if rerun.seconds else 0.0,
             baseline_rows=sample,
             baseline_seconds=round(baseline.seconds, 3),
-            node_cpu_ms_per_row=round(1000 * first.node_cpu_s / rows, 3),
-            baseline_node_cpu_ms_per_row=round(1000 * baseline.node_cpu_s / sample, 3),
-            importer_cpu_ms_per_row=round(1000 * first.importer_cpu_s / rows, 3),
-            workers_cpu_ms_per_row=round(1000 * first.workers_cpu_s / rows, 3),
-            database_cpu_ms_per_row=round(1000 * first.database_cpu_s / rows, 3),
-            baseline_database_cpu_ms_per_row=round(1000 * baseline.database_cpu_s / sample, 3),
+            node_cpu_ms_per_row=cpu_ms_per(first.node_cpu_s, rows),
+            baseline_node_cpu_ms_per_row=cpu_ms_per(baseline.node_cpu_s, sample),
+            importer_cpu_ms_per_row=cpu_ms_per(first.importer_cpu_s, rows),
+            workers_cpu_ms_per_row=cpu_ms_per(first.workers_cpu_s, rows),
+            database_cpu_ms_per_row=cpu_ms_per(first.database_cpu_s, rows),
+            baseline_database_cpu_ms_per_row=cpu_ms_per(baseline.database_cpu_s, sample),
             node_peak_rss_mib=round(node_rss, 1),
             first=first.summary,
             rerun=rerun.summary,

@@ -38,6 +38,7 @@ from rich.table import Table
 from sqlalchemy.engine import URL, make_url
 
 from adapters.desk_batches import rate_limit_pause
+from cli.launcher import LocalFederation
 from signing.identity import resident_id_check_character
 
 DATABASE_URL_ENV = "DATABASE_URL"
@@ -184,9 +185,44 @@ def machine_busy_s() -> tuple[float, float]:
     return (total - idle) / hertz, total / hertz
 
 
+def federation_processes(
+    federation: LocalFederation, postgres: PostgresServer | None
+) -> dict[str, list[int]]:
+    """A local federation's processes by name, for `CpuMeter`: this process (`bench`: the
+    clients and importers a benchmark runs), the registry, each node and, apart, its child
+    processes (`<node> workers`: its signing workers, started at its first bulk batch), and
+    PostgreSQL when the benchmark started it."""
+    groups = {BENCH: [os.getpid()]}
+    if federation.registry_process is not None:
+        groups[REGISTRY] = [federation.registry_process.pid]
+    for node_id, handle in federation.nodes.items():
+        if handle.process is not None:
+            groups[node_id] = [handle.process.pid]
+            groups[workers_of(node_id)] = child_pids(handle.process.pid)
+    postmaster = postgres.postmaster_pid() if postgres is not None else None
+    if postmaster is not None:
+        groups[DATABASE] = [postmaster, *child_pids(postmaster)]
+    return groups
+
+
+# Names of groups `federation_processes` returns besides the nodes'.
+BENCH, REGISTRY, DATABASE = "bench", "registry", "postgres"
+
+
+def workers_of(node_id: str) -> str:
+    """The name of a node's child processes among `federation_processes`."""
+    return f"{node_id} workers"
+
+
+def cpu_ms_per(cpu_s: float, count: int) -> float:
+    """CPU seconds spent on `count` items, in milliseconds an item (0 for none)."""
+    return round(1000 * cpu_s / count, 3) if count else 0.0
+
+
 class CpuMeter:
     """CPU seconds spent by named groups of processes between `start` and `stop`, and how busy
-    the whole machine was meanwhile (other work on a shared machine shows up there)."""
+    the whole machine was meanwhile (other work on a shared machine shows up there). The groups
+    are read again at `stop`: a process started meanwhile counts all it spent."""
 
     def __init__(self, groups: Callable[[], dict[str, list[int]]]) -> None:
         self._groups = groups

@@ -22,7 +22,19 @@ from rich.console import Console
 
 from adapters.roll import RollImportSummary
 from cli.bench.federation import bench_settings
-from cli.bench.kit import bench_workdir, peak_rss_mb, postgres_server, resident_id
+from cli.bench.kit import (
+    BENCH,
+    DATABASE,
+    REGISTRY,
+    CpuMeter,
+    bench_workdir,
+    cpu_ms_per,
+    federation_processes,
+    peak_rss_mb,
+    postgres_server,
+    resident_id,
+    workers_of,
+)
 from cli.launcher import LocalFederation, NodeSpec
 from cli.roll_import import import_roll_file
 
@@ -52,6 +64,15 @@ class RollBenchFigures:
     rerun_s: float
     rerun_per_s: float
     rerun_unchanged: int
+    # CPU per row of the first import, by process: the node, its child processes, the registry
+    # (the OPRF evaluations), this (the importing) process and PostgreSQL when the benchmark
+    # started it (else 0); and how busy the machine was meanwhile (1.0: every core).
+    node_cpu_ms_per_row: float
+    workers_cpu_ms_per_row: float
+    registry_cpu_ms_per_row: float
+    importer_cpu_ms_per_row: float
+    database_cpu_ms_per_row: float
+    machine_busy: float
 
     def as_rows(self) -> list[tuple[str, str]]:
         return [
@@ -64,6 +85,16 @@ class RollBenchFigures:
             ("imported again after a restart", f"{self.rerun_s:.1f} s"),
             ("rows/s, again", f"{self.rerun_per_s:,.0f}"),
             ("unchanged, again", f"{self.rerun_unchanged:,}"),
+            (
+                "CPU per row: node, workers, registry",
+                f"{self.node_cpu_ms_per_row:.3f}, {self.workers_cpu_ms_per_row:.3f}, "
+                f"{self.registry_cpu_ms_per_row:.3f} ms",
+            ),
+            (
+                "CPU per row: importer, database",
+                f"{self.importer_cpu_ms_per_row:.3f}, {self.database_cpu_ms_per_row:.3f} ms",
+            ),
+            ("machine busy during the import", f"{self.machine_busy:.0%}"),
             ("peak RSS, importing process", f"{self.peak_rss_mib:.0f} MiB"),
             ("peak RSS, node", f"{self.node_peak_rss_mib:.0f} MiB"),
         ]
@@ -115,6 +146,8 @@ def bench_roll(
             console.print(f"writing {rows:,} rows to {roll}")
         write_roll(roll, rows)
 
+        meter = CpuMeter(lambda: federation_processes(federation, postgres))
+
         def imported() -> tuple[RollImportSummary, float]:
             with federation.desk(OFFICE.node_id) as desk:
                 started = time.perf_counter()
@@ -130,7 +163,10 @@ def bench_roll(
                 )
                 return summary, time.perf_counter() - started
 
+        meter.start()
         summary, seconds = imported()
+        spent = meter.stop()
+        machine_busy = meter.machine_busy
         process = federation.nodes[OFFICE.node_id].process
         node_rss = peak_rss_mb(process.pid) if process is not None else 0.0
         federation.restart_node(OFFICE.node_id)
@@ -149,4 +185,10 @@ def bench_roll(
             rerun_s=round(rerun_seconds, 2),
             rerun_per_s=round(rows / rerun_seconds, 1) if rerun_seconds else 0.0,
             rerun_unchanged=again.unchanged,
+            node_cpu_ms_per_row=cpu_ms_per(spent[OFFICE.node_id], rows),
+            workers_cpu_ms_per_row=cpu_ms_per(spent[workers_of(OFFICE.node_id)], rows),
+            registry_cpu_ms_per_row=cpu_ms_per(spent[REGISTRY], rows),
+            importer_cpu_ms_per_row=cpu_ms_per(spent[BENCH], rows),
+            database_cpu_ms_per_row=cpu_ms_per(spent.get(DATABASE, 0.0), rows),
+            machine_busy=round(machine_busy, 3),
         )
