@@ -185,6 +185,10 @@ def machine_busy_s() -> tuple[float, float]:
     return (total - idle) / hertz, total / hertz
 
 
+# Names of groups `federation_processes` returns besides the nodes'.
+BENCH, REGISTRY, DATABASE = "bench", "registry", "postgres"
+
+
 def federation_processes(
     federation: LocalFederation, postgres: PostgresServer | None
 ) -> dict[str, list[int]]:
@@ -203,10 +207,6 @@ def federation_processes(
     if postmaster is not None:
         groups[DATABASE] = [postmaster, *child_pids(postmaster)]
     return groups
-
-
-# Names of groups `federation_processes` returns besides the nodes'.
-BENCH, REGISTRY, DATABASE = "bench", "registry", "postgres"
 
 
 def workers_of(node_id: str) -> str:
