@@ -31,10 +31,9 @@ from rich.console import Console
 from adapters.feeds import FeedImportSummary
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
 from cli.bench.kit import (
-    BENCH,
-    DATABASE,
     CpuMeter,
     Headline,
+    NodeCpu,
     PostgresServer,
     bench_workdir,
     call_within_limits,
@@ -43,7 +42,6 @@ from cli.bench.kit import (
     peak_rss_mb,
     postgres_server,
     resident_id,
-    workers_of,
 )
 from cli.feed_import import import_feed_file
 from cli.launcher import FEED_OPERATOR, LocalFederation, NodeSpec
@@ -174,13 +172,9 @@ def register_people(federation: LocalFederation, node_id: str, count: int, first
 class _Import:
     summary: FeedImportSummary
     seconds: float
-    # CPU seconds the node spent meanwhile, this (the importing) process, and the database
-    # server when the benchmark started it (else 0).
-    node_cpu_s: float
-    importer_cpu_s: float
-    database_cpu_s: float
-    # The node's child processes (its signing workers).
-    workers_cpu_s: float
+    # What the import cost the node, its signing workers, this (the importing) process and
+    # the database server when the benchmark started it.
+    cpu: NodeCpu
 
 
 def _import(
@@ -207,15 +201,7 @@ def _import(
             show_progress=show_progress,
         )
         seconds = time.perf_counter() - started
-        spent = meter.stop()
-        return _Import(
-            summary,
-            seconds,
-            spent[node_id],
-            spent[BENCH],
-            spent.get(DATABASE, 0.0),
-            spent[workers_of(node_id)],
-        )
+        return _Import(summary, seconds, NodeCpu.of(meter.stop(), node_id))
 
 
 def bench_feed(
@@ -286,12 +272,12 @@ def bench_feed(
             rerun_per_s=round(rows / rerun.seconds, 1) if rerun.seconds else 0.0,
             baseline_rows=sample,
             baseline_seconds=round(baseline.seconds, 3),
-            node_cpu_ms_per_row=cpu_ms_per(first.node_cpu_s, rows),
-            baseline_node_cpu_ms_per_row=cpu_ms_per(baseline.node_cpu_s, sample),
-            importer_cpu_ms_per_row=cpu_ms_per(first.importer_cpu_s, rows),
-            workers_cpu_ms_per_row=cpu_ms_per(first.workers_cpu_s, rows),
-            database_cpu_ms_per_row=cpu_ms_per(first.database_cpu_s, rows),
-            baseline_database_cpu_ms_per_row=cpu_ms_per(baseline.database_cpu_s, sample),
+            node_cpu_ms_per_row=cpu_ms_per(first.cpu.node, rows),
+            baseline_node_cpu_ms_per_row=cpu_ms_per(baseline.cpu.node, sample),
+            importer_cpu_ms_per_row=cpu_ms_per(first.cpu.importer, rows),
+            workers_cpu_ms_per_row=cpu_ms_per(first.cpu.workers, rows),
+            database_cpu_ms_per_row=cpu_ms_per(first.cpu.database, rows),
+            baseline_database_cpu_ms_per_row=cpu_ms_per(baseline.cpu.database, sample),
             node_peak_rss_mib=round(node_rss, 1),
             first=first.summary,
             rerun=rerun.summary,

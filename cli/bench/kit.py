@@ -186,7 +186,7 @@ def machine_busy_s() -> tuple[float, float]:
 
 
 # Names of groups `federation_processes` returns besides the nodes'.
-BENCH, REGISTRY, DATABASE = "bench", "registry", "postgres"
+_BENCH, _REGISTRY, _DATABASE = "bench", "registry", "postgres"
 
 
 def federation_processes(
@@ -196,22 +196,44 @@ def federation_processes(
     clients and importers a benchmark runs), the registry, each node and, apart, its child
     processes (`<node> workers`: its signing workers, started at its first bulk batch), and
     PostgreSQL when the benchmark started it."""
-    groups = {BENCH: [os.getpid()]}
+    groups = {_BENCH: [os.getpid()]}
     if federation.registry_process is not None:
-        groups[REGISTRY] = [federation.registry_process.pid]
+        groups[_REGISTRY] = [federation.registry_process.pid]
     for node_id, handle in federation.nodes.items():
         if handle.process is not None:
             groups[node_id] = [handle.process.pid]
-            groups[workers_of(node_id)] = child_pids(handle.process.pid)
+            groups[_workers_of(node_id)] = child_pids(handle.process.pid)
     postmaster = postgres.postmaster_pid() if postgres is not None else None
     if postmaster is not None:
-        groups[DATABASE] = [postmaster, *child_pids(postmaster)]
+        groups[_DATABASE] = [postmaster, *child_pids(postmaster)]
     return groups
 
 
-def workers_of(node_id: str) -> str:
-    """The name of a node's child processes among `federation_processes`."""
+def _workers_of(node_id: str) -> str:
     return f"{node_id} workers"
+
+
+@dataclass(frozen=True)
+class NodeCpu:
+    """CPU seconds one node's work cost, by process: read from what a `CpuMeter` over
+    `federation_processes` spent. `importer` is this process; `database` is 0 unless the
+    benchmark started PostgreSQL."""
+
+    node: float
+    workers: float
+    registry: float
+    importer: float
+    database: float
+
+    @classmethod
+    def of(cls, spent: dict[str, float], node_id: str) -> NodeCpu:
+        return cls(
+            node=spent[node_id],
+            workers=spent[_workers_of(node_id)],
+            registry=spent.get(_REGISTRY, 0.0),
+            importer=spent[_BENCH],
+            database=spent.get(_DATABASE, 0.0),
+        )
 
 
 def cpu_ms_per(cpu_s: float, count: int) -> float:

@@ -23,17 +23,14 @@ from rich.console import Console
 from adapters.roll import RollImportSummary
 from cli.bench.federation import bench_settings
 from cli.bench.kit import (
-    BENCH,
-    DATABASE,
-    REGISTRY,
     CpuMeter,
+    NodeCpu,
     bench_workdir,
     cpu_ms_per,
     federation_processes,
     peak_rss_mb,
     postgres_server,
     resident_id,
-    workers_of,
 )
 from cli.launcher import LocalFederation, NodeSpec
 from cli.roll_import import import_roll_file
@@ -165,7 +162,7 @@ def bench_roll(
 
         meter.start()
         summary, seconds = imported()
-        spent = meter.stop()
+        cpu = NodeCpu.of(meter.stop(), OFFICE.node_id)
         machine_busy = meter.machine_busy
         process = federation.nodes[OFFICE.node_id].process
         node_rss = peak_rss_mb(process.pid) if process is not None else 0.0
@@ -185,10 +182,10 @@ def bench_roll(
             rerun_s=round(rerun_seconds, 2),
             rerun_per_s=round(rows / rerun_seconds, 1) if rerun_seconds else 0.0,
             rerun_unchanged=again.unchanged,
-            node_cpu_ms_per_row=cpu_ms_per(spent[OFFICE.node_id], rows),
-            workers_cpu_ms_per_row=cpu_ms_per(spent[workers_of(OFFICE.node_id)], rows),
-            registry_cpu_ms_per_row=cpu_ms_per(spent[REGISTRY], rows),
-            importer_cpu_ms_per_row=cpu_ms_per(spent[BENCH], rows),
-            database_cpu_ms_per_row=cpu_ms_per(spent.get(DATABASE, 0.0), rows),
+            node_cpu_ms_per_row=cpu_ms_per(cpu.node, rows),
+            workers_cpu_ms_per_row=cpu_ms_per(cpu.workers, rows),
+            registry_cpu_ms_per_row=cpu_ms_per(cpu.registry, rows),
+            importer_cpu_ms_per_row=cpu_ms_per(cpu.importer, rows),
+            database_cpu_ms_per_row=cpu_ms_per(cpu.database, rows),
             machine_busy=round(machine_busy, 3),
         )
