@@ -11,13 +11,15 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import Engine
 from sqlmodel import Session
 
 from federation_node.ids import new_id
 from federation_node.store import assistance, attestations_store, audit, beneficiaries
 from federation_node.store.attestations_store import IssuedRow
-from federation_node.store.db import create_engine_for, migrate, session_scope
+from federation_node.store.db import MIGRATIONS, create_engine_for, migrate, session_scope
 from federation_node.store.models import AssistanceRequest, Beneficiary, IdentityType
 
 NOW = datetime(2025, 6, 23, 8, 30, tzinfo=UTC)
@@ -32,6 +34,15 @@ def engine(store_url: str) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+def migrate_to(engine: Engine, revision: str) -> None:
+    """Bring the database to an older schema, as a release before this one left it."""
+    with engine.begin() as connection:
+        config = Config()
+        config.set_main_option("script_location", MIGRATIONS)
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
 
 
 @pytest.fixture

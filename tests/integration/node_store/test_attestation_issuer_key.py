@@ -7,8 +7,6 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, Engine, Table, insert, inspect
 from sqlalchemy import column as sa_column
 from sqlalchemy import table as sa_table
@@ -17,13 +15,14 @@ from sqlmodel import Session, SQLModel
 from federation.errors import AlreadyExistsError, PreconditionError, UnknownAttestationError
 from federation_node.ids import new_id
 from federation_node.store import attestations_store
-from federation_node.store.db import MIGRATIONS, create_engine_for, migrate, session_scope
+from federation_node.store.db import create_engine_for, migrate, session_scope
 from federation_node.store.models import (
     Attestation,
     AttestationDirection,
     RevocationFinding,
     RevocationReview,
 )
+from tests.integration.node_store.conftest import migrate_to
 
 ENVELOPE = b'{"payload":"eyJ9","payloadType":"application/vnd.certfed.attestation+protobuf"}'
 
@@ -136,15 +135,11 @@ def test_pages_never_split_one_id_across_issuers(engine: Engine, now: datetime) 
 
 
 def test_migration_0011_keeps_attestations_and_their_revocation_reviews(store_url: str) -> None:
-    config = Config()
-    config.set_main_option("script_location", MIGRATIONS)
     engine = create_engine_for(store_url)
     now = datetime(2026, 11, 30, tzinfo=UTC)
     attestation_id = new_id()
     try:
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "0010")
+        migrate_to(engine, "0010")
         # What the previous release wrote: an attestation and its revocation review, in the
         # columns the schema has at 0010 (today's models have columns added after it).
         with engine.begin() as connection:

@@ -7,15 +7,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine
 
 from federation.errors import PermissionDeniedError, UnauthenticatedError
 from federation_node.store import operator_sessions, operators, sign_in_failures
-from federation_node.store.db import MIGRATIONS, create_engine_for, migrate, session_scope
+from federation_node.store.db import create_engine_for, migrate, session_scope
 from federation_node.store.models import OperatorRole, SessionEndReason
 from federation_node.store.operator_sessions import SessionTimes
+from tests.integration.node_store.conftest import migrate_to
 
 NOW = datetime(2026, 12, 3, 9, 0, tzinfo=UTC)
 TIMES = SessionTimes(idle=timedelta(minutes=15), lifetime=timedelta(hours=10))
@@ -120,13 +119,9 @@ def test_a_bearer_token_expires(engine: Engine) -> None:
 
 
 def test_migration_0009_keeps_what_the_previous_version_wrote(store_url: str) -> None:
-    config = Config()
-    config.set_main_option("script_location", MIGRATIONS)
     engine = create_engine_for(store_url)
     try:
-        with engine.begin() as connection:
-            config.attributes["connection"] = connection
-            command.upgrade(config, "0008")
+        migrate_to(engine, "0008")
         created = datetime(2026, 1, 5, tzinfo=UTC)
         stored = created.replace(tzinfo=None) if store_url.startswith("sqlite") else created
         insert = sa.text(

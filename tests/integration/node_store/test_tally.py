@@ -8,8 +8,6 @@ import threading
 from datetime import datetime, timedelta
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, text
 from sqlmodel import Session
 
@@ -20,9 +18,9 @@ from federation_node.store import (
     signals_store,
     tally,
 )
-from federation_node.store.db import MIGRATIONS, create_engine_for, migrate, session_scope
+from federation_node.store.db import create_engine_for, migrate, session_scope
 from federation_node.store.models import SignalOutcome
-from tests.integration.node_store.conftest import issue_rows, issued_row
+from tests.integration.node_store.conftest import issue_rows, issued_row, migrate_to
 
 DATA_MATCH, VIDEO_CALL = 7, 2
 
@@ -139,11 +137,7 @@ def test_the_migration_starts_the_totals_from_the_rows_there_are(
 ) -> None:
     engine = create_engine_for(store_url)
     try:
-        with engine.begin() as connection:
-            config = Config()
-            config.set_main_option("script_location", MIGRATIONS)
-            config.attributes["connection"] = connection
-            command.upgrade(config, "0021")
+        migrate_to(engine, "0021")
         # Written as the release before wrote them: into a schema without totals.
         monkeypatch.setattr(tally, "add", lambda *_args: None)
         _issue(engine, 0, [DATA_MATCH] * 4 + [VIDEO_CALL], now)
