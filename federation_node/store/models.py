@@ -43,6 +43,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.orm import registry
+from sqlalchemy.types import TypeEngine
 from sqlmodel import Field, SQLModel
 
 from federation_node.rules.entitlement import EntitlementState, ReminderKind
@@ -239,9 +240,20 @@ class NodeTable(SQLModel, registry=registry(metadata=metadata)):
     """Base of the node's tables: they all belong to `metadata`."""
 
 
+def _key_type(length: int = ID_LENGTH) -> TypeEngine[str]:
+    """An identifier's column type: ids, node ids, a feed's source keys, the audit chain's actor.
+
+    On PostgreSQL it compares byte by byte (COLLATE "C") whatever the database's locale: an id's
+    order means nothing to a reader, and under a locale such as en_US.UTF-8 every comparison in
+    its indexes and joins would go through the locale's collation (a feed imported a tenth slower
+    than under "C"), and an operating system update of that collation could leave the
+    indexes out of order. SQLite compares bytes already."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
 def _id(*, primary_key: bool = False, nullable: bool = False, **kwargs: Any) -> Any:
     return Field(
-        sa_column=Column(String(ID_LENGTH), primary_key=primary_key, nullable=nullable, **kwargs)
+        sa_column=Column(_key_type(), primary_key=primary_key, nullable=nullable, **kwargs)
     )
 
 
@@ -249,7 +261,7 @@ def _beneficiary(*, primary_key: bool = False, nullable: bool = False, index: bo
     """A reference to the beneficiary a row is about."""
     return Field(
         sa_column=Column(
-            String(ID_LENGTH),
+            _key_type(),
             ForeignKey("beneficiary.beneficiary_id"),
             primary_key=primary_key,
             nullable=nullable,
@@ -259,7 +271,7 @@ def _beneficiary(*, primary_key: bool = False, nullable: bool = False, index: bo
 
 
 def _node_id() -> Any:
-    return Field(sa_column=Column(String(NODE_ID_LENGTH), nullable=False))
+    return Field(sa_column=Column(_key_type(NODE_ID_LENGTH), nullable=False))
 
 
 def _region() -> Any:
@@ -379,7 +391,7 @@ class AssistanceRequest(NodeTable, table=True):
     # = beneficiary_id while an outbound request is open, else NULL. Being UNIQUE, it lets the
     # database refuse a second open request for one person, whatever the number of replicas.
     open_beneficiary_id: str | None = Field(
-        sa_column=Column(String(ID_LENGTH), nullable=True, unique=True)
+        sa_column=Column(_key_type(), nullable=True, unique=True)
     )
     created_at: datetime = _when()
     updated_at: datetime = _when()
@@ -402,7 +414,7 @@ class Certification(NodeTable, table=True):
     status: CertificationState = _enum(CertificationState)
     request_id: str | None = Field(
         sa_column=Column(
-            String(ID_LENGTH),
+            _key_type(),
             ForeignKey("assistance_request.request_id"),
             nullable=True,
             index=True,
@@ -432,7 +444,7 @@ class Certification(NodeTable, table=True):
     )
     # An attestation this node issued that this certification corrects (offices/corrections.py).
     corrects_attestation_id: str | None = Field(
-        default=None, sa_column=Column(String(ID_LENGTH), nullable=True)
+        default=None, sa_column=Column(_key_type(), nullable=True)
     )
 
 
@@ -457,11 +469,11 @@ class Attestation(NodeTable, table=True):
     direction: AttestationDirection = _enum(AttestationDirection)
     # The DSSE envelope's JSON serialisation, byte for byte as signed and sent.
     envelope_json: bytes = _bytes()
-    issuing_node_id: str = Field(sa_column=Column(String(NODE_ID_LENGTH), primary_key=True))
+    issuing_node_id: str = Field(sa_column=Column(_key_type(NODE_ID_LENGTH), primary_key=True))
     paying_node_id: str = _node_id()
     subject_locator: bytes = Field(sa_column=Column(LargeBinary(), nullable=False, index=True))
     beneficiary_id: str | None = _beneficiary(nullable=True)
-    request_id: str | None = Field(sa_column=Column(String(ID_LENGTH), nullable=True))
+    request_id: str | None = Field(sa_column=Column(_key_type(), nullable=True))
     method: int = _int()
     outcome: int = _int()
     observed_at: datetime = _when()
@@ -472,7 +484,7 @@ class Attestation(NodeTable, table=True):
     stored_at: datetime = _when()
     # The attestation of the same issuer this one supersedes (offices/corrections.py).
     corrects_attestation_id: str | None = Field(
-        default=None, sa_column=Column(String(ID_LENGTH), nullable=True)
+        default=None, sa_column=Column(_key_type(), nullable=True)
     )
 
 
@@ -490,7 +502,7 @@ class RevocationReview(NodeTable, table=True):
     )
 
     attestation_id: str = _id(primary_key=True)
-    issuing_node_id: str = Field(sa_column=Column(String(NODE_ID_LENGTH), primary_key=True))
+    issuing_node_id: str = Field(sa_column=Column(_key_type(NODE_ID_LENGTH), primary_key=True))
     signing_key_id: str = Field(sa_column=Column(String(128), nullable=False))
     finding: RevocationFinding = _enum(RevocationFinding)
     # The attestation's own issued_at, read from its signed payload.
@@ -531,7 +543,7 @@ class OutboxMessage(NodeTable, table=True):
     retried_at: datetime | None = _when(nullable=True)
     # The dispatcher replica holding the message's lease (next_attempt_at), while it delivers;
     # a restarted replica releases its previous incarnation's leases at once.
-    leased_by: str | None = Field(default=None, sa_column=Column(String(ID_LENGTH), nullable=True))
+    leased_by: str | None = Field(default=None, sa_column=Column(_key_type(), nullable=True))
 
 
 class Operator(NodeTable, table=True):
@@ -587,7 +599,7 @@ class OperatorSession(NodeTable, table=True):
     session_id: str = _id(primary_key=True)
     operator_id: str = Field(
         sa_column=Column(
-            String(ID_LENGTH), ForeignKey("operator.operator_id"), nullable=False, index=True
+            _key_type(), ForeignKey("operator.operator_id"), nullable=False, index=True
         )
     )
     secret_salt: bytes = _bytes()
@@ -633,7 +645,7 @@ class AuditRecord(NodeTable, table=True):
     seq: int = Field(sa_column=Column(Integer(), primary_key=True, autoincrement=False))
     at: datetime = _when()
     # An operator id, or "node:<node id>" for what the node does on its own.
-    actor: str = Field(sa_column=Column(String(80), nullable=False))
+    actor: str = Field(sa_column=Column(_key_type(80), nullable=False))
     action: str = Field(sa_column=Column(String(64), nullable=False))
     subject_type: str = Field(sa_column=Column(String(32), nullable=False))
     subject_id: str = _id()
@@ -681,7 +693,7 @@ class LogEntry(NodeTable, table=True):
     leaf_hash: bytes = _bytes()
     envelope_json: bytes = _bytes()
     paying_region: str = _region()
-    attestation_id: str = Field(sa_column=Column(String(ID_LENGTH), nullable=False, unique=True))
+    attestation_id: str = Field(sa_column=Column(_key_type(), nullable=False, unique=True))
 
 
 class LogHead(NodeTable, table=True):
@@ -752,7 +764,7 @@ class InclusionWait(NodeTable, table=True):
 
     __tablename__ = "inclusion_wait"
 
-    issuing_node_id: str = Field(sa_column=Column(String(NODE_ID_LENGTH), primary_key=True))
+    issuing_node_id: str = Field(sa_column=Column(_key_type(NODE_ID_LENGTH), primary_key=True))
     attestation_id: str = _id(primary_key=True)
     received_at: datetime = _when()
     attempts: int = _int()
@@ -769,7 +781,7 @@ class SyncedLog(NodeTable, table=True):
 
     __tablename__ = "synced_log"
 
-    origin_node_id: str = Field(sa_column=Column(String(NODE_ID_LENGTH), primary_key=True))
+    origin_node_id: str = Field(sa_column=Column(_key_type(NODE_ID_LENGTH), primary_key=True))
     tree_size: int = Field(sa_column=Column(BigInteger(), nullable=False))
     root_hash: bytes = _bytes()
     compact_state: bytes = _bytes()
@@ -783,7 +795,7 @@ class SyncedEntry(NodeTable, table=True):
 
     __tablename__ = "synced_entry"
 
-    origin_node_id: str = Field(sa_column=Column(String(NODE_ID_LENGTH), primary_key=True))
+    origin_node_id: str = Field(sa_column=Column(_key_type(NODE_ID_LENGTH), primary_key=True))
     leaf_index: int = Field(sa_column=Column(BigInteger(), primary_key=True, autoincrement=False))
     envelope_json: bytes = _bytes()
     paying_region: str = _region()
@@ -851,8 +863,8 @@ class DataSignal(NodeTable, table=True):
     )
 
     signal_id: str = _id(primary_key=True)
-    source: str = Field(sa_column=Column(String(64), nullable=False))
-    source_record_id: str = Field(sa_column=Column(String(128), nullable=False))
+    source: str = Field(sa_column=Column(_key_type(), nullable=False))
+    source_record_id: str = Field(sa_column=Column(_key_type(128), nullable=False))
     # certfed.v1.SignalKind value.
     kind: int = _int()
     beneficiary_id: str | None = _beneficiary(nullable=True, index=True)
@@ -1052,8 +1064,8 @@ class PendingSignal(NodeTable, table=True):
     )
 
     pending_signal_id: str = _id(primary_key=True)
-    source: str = Field(sa_column=Column(String(64), nullable=False))
-    source_record_id: str = Field(sa_column=Column(String(128), nullable=False))
+    source: str = Field(sa_column=Column(_key_type(), nullable=False))
+    source_record_id: str = Field(sa_column=Column(_key_type(128), nullable=False))
     # certfed.v1.SignalKind value.
     kind: int = _int()
     beneficiary_id: str = _beneficiary(index=True)
@@ -1137,7 +1149,7 @@ class EmployerBatchRow(NodeTable, table=True):
     row_id: str = _id(primary_key=True)
     batch_id: str = Field(
         sa_column=Column(
-            String(ID_LENGTH),
+            _key_type(),
             ForeignKey("employer_batch.batch_id"),
             nullable=False,
             index=True,
@@ -1203,7 +1215,7 @@ class DeathReport(NodeTable, table=True):
 
     certification_id: str = Field(
         sa_column=Column(
-            String(ID_LENGTH), ForeignKey("certification.certification_id"), primary_key=True
+            _key_type(), ForeignKey("certification.certification_id"), primary_key=True
         )
     )
     # None when the person is not one this office pays.

@@ -13,8 +13,10 @@ from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
+from sqlalchemy.dialects import postgresql
 
-from federation_node.store import beneficiaries
+from federation_node.ids import new_id
+from federation_node.store import beneficiaries, feed_store
 from federation_node.store.db import (
     MIGRATIONS,
     create_engine_for,
@@ -22,7 +24,8 @@ from federation_node.store.db import (
     migrate,
     session_scope,
 )
-from federation_node.store.models import Beneficiary, metadata
+from federation_node.store.models import Beneficiary, SignalOutcome, metadata
+from tests.integration.node_store.conftest import migrate_to, register
 
 
 def _differences(engine: Engine, target: sa.MetaData) -> list[object]:
@@ -66,6 +69,88 @@ def test_schema_comparison_notices_a_model_the_migrations_lack(engine: Engine) -
         table.to_metadata(extended)
     sa.Table("unmigrated", extended, sa.Column("id", sa.Integer, primary_key=True))
     assert _differences(engine, extended) != []
+
+
+def _declared_collations() -> dict[tuple[str, str], str | None]:
+    """What the models declare for every character column on PostgreSQL."""
+    dialect = postgresql.dialect()
+    return {
+        (table.name, column.name): getattr(column.type.dialect_impl(dialect), "collation", None)
+        for table in metadata.sorted_tables
+        for column in table.columns
+        if isinstance(column.type.dialect_impl(dialect), sa.String)
+    }
+
+
+def _found_collations(engine: Engine) -> dict[tuple[str, str], str | None]:
+    with engine.connect() as connection:
+        rows = connection.execute(
+            sa.text(
+                "SELECT table_name, column_name, collation_name FROM information_schema.columns"
+                " WHERE table_schema = current_schema()"
+            )
+        ).all()
+    return {(table, column): collation for table, column, collation in rows}
+
+
+def test_identifier_columns_compare_bytes_whatever_the_database_locale(engine: Engine) -> None:
+    # The schema comparison above does not read collations.
+    declared = _declared_collations()
+    assert declared[("beneficiary", "beneficiary_id")] == "C"
+    assert declared[("data_signal", "source_record_id")] == "C"
+    assert declared[("beneficiary", "masked_identity_number")] is None
+    if is_postgres(engine):
+        found = _found_collations(engine)
+        assert {key: found.get(key) for key in declared} == declared
+    else:
+        # SQLite compares bytes (BINARY) unless a column names another collation.
+        with engine.connect() as connection:
+            schema = connection.execute(sa.text("SELECT group_concat(sql) FROM sqlite_master"))
+            assert "COLLATE" not in schema.scalar_one().upper()
+
+
+def _add_signal(engine: Engine, signal: feed_store.NewSignal, now: datetime) -> None:
+    with session_scope(engine) as session:
+        feed_store.add_signals(session, [signal], recorded_by="feed", now=now)
+
+
+def test_the_identifier_migration_keeps_every_row_and_constraint(
+    store_url: str, now: datetime
+) -> None:
+    engine = create_engine_for(store_url)
+    try:
+        migrate_to(engine, "0023")
+        person = register(engine, "before the migration")
+        signal = feed_store.NewSignal(
+            new_id(),
+            "hospital",
+            "k1:ab",
+            1,
+            person.beneficiary_id,
+            now,
+            SignalOutcome.APPLIED,
+            None,
+        )
+        _add_signal(engine, signal, now)
+        migrate(store_url)
+        assert _differences(engine, metadata) == []
+        with session_scope(engine) as session:
+            assert beneficiaries.get(session, person.beneficiary_id).subject_locator == (
+                person.subject_locator
+            )
+            assert feed_store.recorded(session, [("hospital", "k1:ab")]).keys() == {
+                ("hospital", "k1:ab")
+            }
+        # The rebuilt unique constraint and foreign key still hold (the store writes signals
+        # with COPY on PostgreSQL: the driver's error, not SQLAlchemy's).
+        again = signal._replace(signal_id=new_id())
+        with pytest.raises(Exception, match=r"(?i)unique|duplicate key"):
+            _add_signal(engine, again, now)
+        unknown = signal._replace(signal_id=new_id(), source_record_id="k1:cd", beneficiary_id="x")
+        with pytest.raises(Exception, match=r"(?i)foreign key"):
+            _add_signal(engine, unknown, now)
+    finally:
+        engine.dispose()
 
 
 def test_migrating_twice_changes_nothing(store_url: str, engine: Engine) -> None:
