@@ -60,6 +60,13 @@ MONTH_LENGTH = 7
 # A beneficiary without a roll key who can still be given one (an erased person has no identity
 # left to key): the predicate of the index that finds them, and of the look that uses it.
 UNKEYED = "roll_key IS NULL AND length(sealed_identity) > 0"
+# The desk's lists of people with an overpayment to recover and of possible duplicates: a few
+# people of a roll of millions, each list read through an index of those few alone.
+OVERPAID = "overpayment_fen > 0"
+POSSIBLE_DUPLICATE = {
+    "postgresql": "possible_duplicate IS true",
+    "sqlite": "possible_duplicate IS 1",
+}
 
 # Deterministic constraint names, the same on SQLite and PostgreSQL, so migrations can name them.
 NAMING_CONVENTION = {
@@ -322,6 +329,12 @@ class Beneficiary(NodeTable, table=True):
             "beneficiary_id",
             postgresql_where=text(UNKEYED),
             sqlite_where=text(UNKEYED),
+        ),
+        Index(
+            "ix_beneficiary_possible_duplicate",
+            "beneficiary_id",
+            postgresql_where=text(POSSIBLE_DUPLICATE["postgresql"]),
+            sqlite_where=text(POSSIBLE_DUPLICATE["sqlite"]),
         ),
     )
 
@@ -833,6 +846,12 @@ class Entitlement(NodeTable, table=True):
         _enum_check("state", EntitlementState),
         CheckConstraint("monthly_amount_fen >= 0", name="monthly_amount_fen_not_negative"),
         Index(None, "state", "beneficiary_id"),
+        Index(
+            "ix_entitlement_overpaid",
+            "beneficiary_id",
+            postgresql_where=text(OVERPAID),
+            sqlite_where=text(OVERPAID),
+        ),
     )
 
     beneficiary_id: str = _beneficiary(primary_key=True)
