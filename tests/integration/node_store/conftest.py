@@ -17,7 +17,13 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from federation_node.ids import new_id
-from federation_node.store import assistance, attestations_store, audit, beneficiaries
+from federation_node.store import (
+    assistance,
+    attestations_store,
+    audit,
+    beneficiaries,
+    entitlements_store,
+)
 from federation_node.store.attestations_store import IssuedRow
 from federation_node.store.db import MIGRATIONS, create_engine_for, migrate, session_scope
 from federation_node.store.models import AssistanceRequest, Beneficiary, IdentityType
@@ -58,6 +64,30 @@ def locator_for(label: str) -> bytes:
 @pytest.fixture
 def make_locator() -> Callable[[str], bytes]:
     return locator_for
+
+
+def add_roll(session: Session, count: int, now: datetime) -> list[str]:
+    """`count` people with their entitlements, registered set-based as a roll import does; the
+    nth has the locator of "locator-n" and the roll key of "roll-n". Their ids, in order."""
+    people = beneficiaries.add_many(
+        session,
+        [
+            beneficiaries.NewBeneficiary(
+                subject_locator=locator_for(f"locator-{n}"),
+                identity_type=IdentityType.RESIDENT_ID,
+                masked_identity_number="3702**********0012",
+                sealed_identity=b"sealed",
+                residence_region="370200",
+                paying_region="370200",
+                valid_until=now,
+                roll_key=locator_for(f"roll-{n}"),
+            )
+            for n in range(count)
+        ],
+        now,
+    )
+    entitlements_store.open_many(session, [(person, 150_000) for person in people], now)
+    return people
 
 
 AddBeneficiary = Callable[..., Beneficiary]

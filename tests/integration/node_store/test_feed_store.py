@@ -18,10 +18,10 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
-from federation_node.store import beneficiaries, entitlements_store, feed_store
+from federation_node.store import entitlements_store, feed_store
 from federation_node.store.db import create_engine_for, migrate, session_scope
-from federation_node.store.models import IdentityType, SignalOutcome
-from tests.integration.node_store.conftest import NOW, locator_for
+from federation_node.store.models import SignalOutcome
+from tests.integration.node_store.conftest import NOW, add_roll, locator_for
 
 pytestmark = pytest.mark.postgres
 
@@ -60,24 +60,7 @@ def stale_engine(postgres_url: str) -> Iterator[tuple[Engine, str]]:
             recorded_by="feed-hospital",
             now=NOW,
         )
-        people = beneficiaries.add_many(
-            session,
-            [
-                beneficiaries.NewBeneficiary(
-                    subject_locator=locator_for(f"locator-{n}"),
-                    identity_type=IdentityType.RESIDENT_ID,
-                    masked_identity_number="3702**********0012",
-                    sealed_identity=b"sealed",
-                    residence_region="370200",
-                    paying_region="370200",
-                    valid_until=NOW,
-                    roll_key=locator_for(f"roll-{n}"),
-                )
-                for n in range(PEOPLE)
-            ],
-            NOW,
-        )
-        entitlements_store.open_many(session, [(person, 150_000) for person in people], NOW)
+        add_roll(session, PEOPLE, NOW)
     try:
         yield engine, dsn
     finally:

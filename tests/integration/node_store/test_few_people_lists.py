@@ -11,34 +11,15 @@ from sqlalchemy import Engine, text
 from federation_node.store import beneficiaries, entitlements_store, reports_store
 from federation_node.store.db import session_scope
 from federation_node.store.entitlements_store import EntitlementFilter
-from federation_node.store.models import IdentityType
 from tests.helpers.statements import executed_statements, query_plan
-from tests.integration.node_store.conftest import locator_for
+from tests.integration.node_store.conftest import add_roll, locator_for
 
 ROLL = 3_000
 
 
 def _roll(engine: Engine, now: datetime) -> list[str]:
     with session_scope(engine) as session:
-        people = beneficiaries.add_many(
-            session,
-            [
-                beneficiaries.NewBeneficiary(
-                    subject_locator=locator_for(f"person-{n}"),
-                    identity_type=IdentityType.RESIDENT_ID,
-                    masked_identity_number="3702**********0012",
-                    sealed_identity=b"sealed",
-                    residence_region="370200",
-                    paying_region="370200",
-                    valid_until=now,
-                    roll_key=locator_for(f"roll-{n}"),
-                )
-                for n in range(ROLL)
-            ],
-            now,
-        )
-        entitlements_store.open_many(session, [(person, 150_000) for person in people], now)
-    return people
+        return add_roll(session, ROLL, now)
 
 
 def _plans(engine: Engine, executed: list[tuple[str, object]], marker: str) -> list[str]:
@@ -75,7 +56,7 @@ def test_the_duplicates_list_and_count_read_only_the_flagged(engine: Engine, now
     people = _roll(engine, now)
     with session_scope(engine) as session:
         for n in (11, 2_222):
-            assert beneficiaries.flag_duplicate(session, locator_for(f"person-{n}"), now)
+            assert beneficiaries.flag_duplicate(session, locator_for(f"locator-{n}"), now)
     with engine.begin() as connection:
         connection.execute(text("ANALYZE"))
     which = EntitlementFilter(possible_duplicate=True)
