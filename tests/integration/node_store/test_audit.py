@@ -362,11 +362,9 @@ def test_a_page_and_its_count_agree_while_the_sequencer_commits_between_them(
     assert (total, [r.subject_id for r in records]) == (2, ["req-2", "req-1"])
 
 
-def test_a_page_by_subject_or_actor_reads_the_matching_records_through_an_index(
-    engine: Engine, now: datetime
-) -> None:
-    # A province office's chain holds millions of records; an auditor asks about one person or
-    # one operator.
+def _write_chain(engine: Engine, now: datetime) -> None:
+    """4,000 records (seq 1 to 4,000) about 500 subjects, by 40 operators and by a rare one
+    (five records)."""
     actors = [f"op-{n}" for n in range(40)]
     with session_scope(engine) as session:
         session.execute(
@@ -388,6 +386,14 @@ def test_a_page_by_subject_or_actor_reads_the_matching_records_through_an_index(
         )
     with engine.begin() as connection:
         connection.exec_driver_sql("ANALYZE")
+
+
+def test_a_page_by_subject_or_actor_reads_the_matching_records_through_an_index(
+    engine: Engine, now: datetime
+) -> None:
+    # A province office's chain holds millions of records; an auditor asks about one person or
+    # one operator.
+    _write_chain(engine, now)
     for which, index, matching in (
         (audit.AuditFilter(subject_id="b-7"), "ix_audit_record_subject_id_seq", 8),
         (audit.AuditFilter(actor="op-rare"), "ix_audit_record_actor_seq", 5),
@@ -400,3 +406,14 @@ def test_a_page_by_subject_or_actor_reads_the_matching_records_through_an_index(
         plans = assert_read_through(engine, executed, "audit_record")
         assert len(plans) == 2, executed
         assert all(index in plan for plan in plans), plans
+
+
+def test_the_unfiltered_chain_is_counted_by_its_newest_record_not_by_reading_it(
+    engine: Engine, now: datetime
+) -> None:
+    _write_chain(engine, now)
+    with executed_statements(engine) as executed, session_scope(engine) as session:
+        rows, token, total = audit.page(session, audit.AuditFilter(), 5, "")
+    assert (total, [row.seq for row in rows]) == (4_000, [4_000, 3_999, 3_998, 3_997, 3_996])
+    assert token
+    assert len(assert_read_through(engine, executed, "audit_record")) == 2, executed
