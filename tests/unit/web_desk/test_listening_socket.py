@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from concurrent.futures import ThreadPoolExecutor
 
 from cli.web_commands import listening_socket
 
@@ -30,14 +31,21 @@ async def _accepted_nodelay(listener: socket.socket) -> int:
         await server.wait_closed()
 
 
+def _accepted_nodelay_of(listener: socket.socket) -> int:
+    # In a thread of its own: a browser test on the same worker may keep an event loop running
+    # in this one.
+    with ThreadPoolExecutor(1) as thread:
+        return thread.submit(asyncio.run, _accepted_nodelay(listener)).result(timeout=30)
+
+
 def test_every_accepted_connection_has_nagle_switched_off() -> None:
     listener = listening_socket("127.0.0.1", 0)
     assert listener.getsockname()[1] != 0
-    assert asyncio.run(_accepted_nodelay(listener)) != 0
+    assert _accepted_nodelay_of(listener) != 0
 
 
 def test_a_socket_without_its_protocol_named_would_keep_nagle_on() -> None:
     # What the desk had: asyncio leaves such connections as the kernel made them.
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
-    assert asyncio.run(_accepted_nodelay(listener)) == 0
+    assert _accepted_nodelay_of(listener) == 0
