@@ -10,8 +10,9 @@ order. Bytes are the order an id has.
 Written by hand and self-contained; it changes no value and no query, so a node one release
 older keeps working against it. PostgreSQL keeps every row where it is and rebuilds the indexes
 that hold these columns, one ALTER TABLE per table; the tables are locked while their indexes
-are rebuilt, once, as the first new replica starts (minutes for an office of a million people:
-plan it outside opening hours). SQLite compares bytes already: nothing to do. Chained after
+are rebuilt, once, as the first new replica starts (1.8 s for an office of 300,000 people with
+185,000 attestations and 305,000 feed rows, and more as the rows grow: plan a large office's
+upgrade outside opening hours). SQLite compares bytes already: nothing to do. Chained after
 0023.
 
 Revision ID: 0024
