@@ -96,6 +96,11 @@ class OperatorSessionsConfig:
 WEB_TLS_MODES = ("off", "node")
 # Longest sequencing pool: attestations must be provable within about a second or two.
 MAX_SEQUENCING_POOL_S = 5.0
+# Bounds of audit_full_check_interval_s: a full pass costs about 20 µs a record (a minute a day
+# at three million), and an edit to an old record shows within a day at the latest, which the
+# CertfedAuditChainNotChecked alert watches.
+MIN_AUDIT_FULL_CHECK_S = 60.0
+MAX_AUDIT_FULL_CHECK_S = 86400.0
 
 
 @dataclass(frozen=True)
@@ -149,6 +154,9 @@ class NodeConfig:
     ask_witnesses: tuple[str, ...] = ()
     # How often audit records queued by business transactions are chained (audit_sequencer.py).
     audit_sequence_interval_s: float = 0.2
+    # How often the whole audit chain is re-read and verified in the background
+    # (audit_checker.py); a view of the audit trail verifies only what was added since.
+    audit_full_check_interval_s: float = 6 * 3600.0
     # Nodes whose logs this node syncs in the background (node ids).
     follow: tuple[str, ...] = ()
     directory_refresh_s: float = 60.0
@@ -349,6 +357,12 @@ def validate_node_config(config: NodeConfig) -> None:
         raise InvalidInputError("ask_witnesses", "a node does not witness its own log")
     if config.audit_sequence_interval_s <= 0:
         raise InvalidInputError("audit_sequence_interval_s", "must be positive")
+    if not MIN_AUDIT_FULL_CHECK_S <= config.audit_full_check_interval_s <= MAX_AUDIT_FULL_CHECK_S:
+        raise InvalidInputError(
+            "audit_full_check_interval_s",
+            f"must be between {MIN_AUDIT_FULL_CHECK_S:.0f} and "
+            f"{MAX_AUDIT_FULL_CHECK_S:.0f} seconds (a day)",
+        )
     for node_id in config.follow:
         if node_id == config.node_id:
             raise InvalidInputError("follow", "a node does not follow its own log")

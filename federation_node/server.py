@@ -33,6 +33,7 @@ from federation.logs import configure_logging, dump_stacks_on_sigusr1
 from federation.metrics import MetricsEndpoint, ProcessMetrics, start_metrics_endpoint
 from federation.registry_client import RegistryClient
 from federation.rpc import Port, RunningServer, Service, build_server
+from federation_node.audit_checker import AuditChecker
 from federation_node.audit_sequencer import AuditSequencer
 from federation_node.config import NodeConfig
 from federation_node.cycle_scheduler import CycleScheduler
@@ -100,6 +101,7 @@ class NodeRuntime:
     followers: list[LogFollower]
     scheduler: CycleScheduler
     sequencer: AuditSequencer
+    checker: AuditChecker
     metrics: ProcessMetrics | None = None
     metrics_endpoint: MetricsEndpoint | None = None
     health_port: HealthPort | None = None
@@ -112,6 +114,7 @@ class NodeRuntime:
     def stop(self) -> None:
         self.server.set_serving(False)
         self.scheduler.stop()
+        self.checker.stop()
         self.publisher.stop()
         if self.prover is not None:
             self.prover.stop()
@@ -307,6 +310,8 @@ def start_node(config: NodeConfig) -> NodeRuntime:
     publish_directory_health(server.health, directory)
     publish_log_health(server.health, transparency.continuity())
     sequencer.start()
+    checker = AuditChecker(engine, config.audit_full_check_interval_s, context.now)
+    checker.start()
     dispatcher.start()
     refresher.start()
     publisher.start()
@@ -338,6 +343,7 @@ def start_node(config: NodeConfig) -> NodeRuntime:
         followers,
         scheduler,
         sequencer,
+        checker,
         metrics,
         metrics_endpoint,
         health_port,

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, cast
@@ -183,26 +183,61 @@ def _linked_hash(prev_hash: str, fields: _Fields) -> str:
     return hashlib.sha256(prev_hash.encode("ascii") + b"\n" + _canonical(fields)).hexdigest()
 
 
+class ChainEnd(NamedTuple):
+    """A record of the chain and its hash as verified: where a walk starts or stopped."""
+
+    seq: int
+    record_hash: str
+
+
+# Where a walk over the whole chain starts: before record 1.
+START = ChainEnd(0, AuditRecord.GENESIS_HASH)
+
+
 def verify_chain(session: Session) -> list[str]:
     """What is wrong with the chain, one sentence per problem; empty when it is intact."""
     problems: list[str] = []
-    expected_seq = 1
-    prev_hash = AuditRecord.GENESIS_HASH
-    for record in _all_records(session):
-        if record.seq != expected_seq:
+    walk(session, START, problems.append)
+    return problems
+
+
+def walk(
+    session: Session,
+    start: ChainEnd,
+    on_problem: Callable[[str], None],
+    *,
+    limit: int | None = None,
+) -> tuple[ChainEnd, int]:
+    """Verify the records after `start`, in order, up to `limit` of them (all without one).
+
+    Each record must follow the one before without a gap, link to its hash, and hash to what it
+    holds; `on_problem` is told each problem, one sentence each. Returns the last record read
+    (`start` when there was none) and how many were read. Reads columns, not ORM objects: a
+    full pass reads every record the node ever chained.
+    """
+    expected_seq, prev_hash = start.seq + 1, start.record_hash
+    read = 0
+    for fields, stored_prev, stored_hash in _chain_rows(session, start.seq, limit):
+        seq = fields.seq
+        if seq != expected_seq:
             missing = (
                 f"record {expected_seq}"
-                if record.seq == expected_seq + 1
-                else f"records {expected_seq} to {record.seq - 1}"
+                if seq == expected_seq + 1
+                else f"records {expected_seq} to {seq - 1}"
             )
-            problems.append(f"{missing} missing (deleted?) before record {record.seq}")
-        elif record.prev_hash != prev_hash:
-            problems.append(f"record {record.seq} does not link to the record before it")
-        if record_hash(record) != record.record_hash:
-            problems.append(f"record {record.seq} was altered after it was written")
-        expected_seq = record.seq + 1
-        prev_hash = record.record_hash
-    return problems
+            on_problem(f"{missing} missing (deleted?) before record {seq}")
+        elif stored_prev != prev_hash:
+            on_problem(f"record {seq} does not link to the record before it")
+        if _linked_hash(stored_prev, fields) != stored_hash:
+            on_problem(f"record {seq} was altered after it was written")
+        expected_seq, prev_hash = seq + 1, stored_hash
+        read += 1
+    return ChainEnd(expected_seq - 1, prev_hash), read
+
+
+def newest_seq(session: Session) -> int:
+    """The newest record's number, 0 for an empty chain; read from the end of the key."""
+    return session.exec(select(func.max(col(AuditRecord.seq)))).one() or 0
 
 
 @dataclass(frozen=True)
@@ -235,8 +270,8 @@ def page(
             select(func.count(), func.max(col(AuditRecord.seq))).where(*criteria)
         ).one()
     else:
-        newest = session.exec(select(func.max(col(AuditRecord.seq)))).one()
-        total = newest or 0
+        newest = newest_seq(session)
+        total = newest
     if not total:
         return [], "", 0
     statement = select(AuditRecord).where(*criteria, col(AuditRecord.seq) <= newest)
@@ -293,6 +328,38 @@ def _all_records(session: Session) -> Iterator[AuditRecord]:
         if len(batch) < _BATCH:
             return
         after = batch[-1].seq
+
+
+def _chain_rows(
+    session: Session, after: int, limit: int | None
+) -> Iterator[tuple[_Fields, str, str]]:
+    """The records after `after`, in order: what each hash covers, prev_hash, record_hash."""
+    left = limit
+    while left is None or left > 0:
+        size = _BATCH if left is None else min(_BATCH, left)
+        batch = session.execute(
+            sa_select(
+                col(AuditRecord.seq),
+                col(AuditRecord.at),
+                col(AuditRecord.actor),
+                col(AuditRecord.action),
+                col(AuditRecord.subject_type),
+                col(AuditRecord.subject_id),
+                col(AuditRecord.details),
+                col(AuditRecord.prev_hash),
+                col(AuditRecord.record_hash),
+            )
+            .where(col(AuditRecord.seq) > after)
+            .order_by(col(AuditRecord.seq))
+            .limit(size)
+        ).all()
+        for row in batch:
+            yield _Fields._make(row[:7]), row[7], row[8]
+        if len(batch) < size:
+            return
+        after = batch[-1][0]
+        if left is not None:
+            left -= size
 
 
 def canonical_details(details: Mapping[str, Any]) -> str:

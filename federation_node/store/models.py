@@ -1256,3 +1256,23 @@ class Tally(NodeTable, table=True):
     counter: str = Field(sa_column=Column(String(64), primary_key=True))
     label: str = Field(sa_column=Column(String(64), primary_key=True))
     total: int = Field(sa_column=Column(BigInteger(), nullable=False))
+
+
+class AuditCheck(NodeTable, table=True):
+    """How far the audit chain has been verified and what the checks found (store/audit_check.py
+    is the only writer). One row, named "chain", created by the migration that added the table."""
+
+    __tablename__ = "audit_check"
+
+    name: str = Field(sa_column=Column(String(16), primary_key=True))
+    # Records 1 to through_seq have been verified; through_hash is the hash record through_seq
+    # had then, so a later change to it, or its removal, shows at the next check.
+    through_seq: int = _int()
+    through_hash: str = _hex_sha256()
+    checked_at: datetime | None = _when(nullable=True)
+    # When a pass last re-read every record from the first, and how far it went.
+    full_pass_at: datetime | None = _when(nullable=True)
+    full_pass_through: int = _int()
+    # What the checks found, oldest first, each sentence once; never cleared by a later pass.
+    problems: list[str] = _json()
+    problems_dropped: bool = Field(sa_column=Column(Boolean(), nullable=False))
