@@ -4,7 +4,10 @@
     certfed audit export --config node.toml --out audit.jsonl
 
 `verify` walks the hash chain (federation_node.store.audit) and prints every problem it finds, one
-line each: an edited record, a deleted one, a broken link. It exits 0 only for an intact chain.
+line each: an edited record, a deleted one, a broken link; then those an earlier check found
+and recorded (the chain cut back or rewritten since, which a walk alone cannot see). It records
+its walk as the node's latest full check (federation_node.store.audit_check) and exits 0 only
+for an intact chain.
 A chain cannot show that its newest records were cut off, so `--head` takes a record hash
 noted earlier (printed by `export` and by `verify`) and checks that the chain still holds it.
 
@@ -31,7 +34,7 @@ from sqlmodel import Session
 
 from cli.operator_commands import host_actor
 from federation_node.config import load_node_config
-from federation_node.store import audit, db
+from federation_node.store import audit, audit_check, db
 
 EXIT_BROKEN = 2
 
@@ -43,25 +46,31 @@ def _engine(config_path: str) -> Engine:
 
 def verify_command(args: argparse.Namespace) -> int:
     engine = _engine(args.config)
+    problems: list[str] = []
     try:
         audit.flush(engine)
+        check = audit_check.check_all(engine, datetime.now(UTC), problems.append)
         with Session(engine) as session:
-            problems = audit.verify_chain(session)
             last = audit.head(session)
             anchored = args.head is None or any(
                 record["record_hash"] == args.head for record in audit.export(session)
             )
     finally:
         engine.dispose()
+    earlier = [problem for problem in check.problems if problem not in problems]
     if not anchored:
         problems.append(
             f"no record has the hash {args.head}: records after it were removed, or it is "
             "from another node"
         )
-    if problems:
-        for problem in problems:
-            print(f"audit chain: {problem}", file=sys.stderr)
-        print(f"audit chain BROKEN: {len(problems)} problem(s)", file=sys.stderr)
+    for problem in problems:
+        print(f"audit chain: {problem}", file=sys.stderr)
+    for problem in earlier:
+        print(f"audit chain (found by an earlier check): {problem}", file=sys.stderr)
+    if check.problems_dropped:
+        print("audit chain: earlier checks found more problems than they kept", file=sys.stderr)
+    if problems or earlier or check.problems_dropped:
+        print(f"audit chain BROKEN: {len(problems) + len(earlier)} problem(s)", file=sys.stderr)
         return EXIT_BROKEN
     if last is None:
         print("audit chain intact: no records yet")

@@ -20,6 +20,11 @@ queries. No query reads a table whose size grows with the years kept.
     certfed_sync_lag_seconds{origin}                       since a followed log was last verified
                                                            up to a fresh checkpoint of it
     certfed_cycle_last_run_timestamp_seconds               start of the latest committed cycle
+    certfed_audit_chain_problems                           problems the audit chain's checks
+                                                           found (kept; 0: intact)
+    certfed_audit_chain_unverified_records                 records chained since the last check
+    certfed_audit_chain_full_check_timestamp_seconds       end of the last pass over the whole
+                                                           chain (absent before the first)
     certfed_database_up                                    0 when the queries above failed
 
 `CycleMetrics` adds what the server's own cycle scheduler observes in this process (on the
@@ -61,7 +66,7 @@ from federation.errors import CertfedError
 from federation.metrics import DirectoryGauges
 from federation_node.links.directory_client import DirectoryClient
 from federation_node.offices.sign_in import RefusalReason
-from federation_node.store import cycles_store, log_store, outbox, sync_store, tally
+from federation_node.store import audit_check, cycles_store, log_store, outbox, sync_store, tally
 from federation_node.store.models import REGISTRY_DESTINATION, SignalOutcome
 
 log = structlog.get_logger("certfed.metrics")
@@ -137,6 +142,18 @@ class _Families:
             "certfed_cycle_last_run_timestamp_seconds",
             "When the latest committed run of the daily cycle started, as a Unix time.",
         )
+        self.audit_problems = GaugeMetricFamily(
+            "certfed_audit_chain_problems",
+            "Problems the checks of the audit trail's hash chain found and keep (0: intact).",
+        )
+        self.audit_unverified = GaugeMetricFamily(
+            "certfed_audit_chain_unverified_records",
+            "Audit records chained since the chain was last checked.",
+        )
+        self.audit_full_check = GaugeMetricFamily(
+            "certfed_audit_chain_full_check_timestamp_seconds",
+            "When a pass over the whole audit chain last ended, as a Unix time.",
+        )
         self.directory = DirectoryGauges("in-use", "node's database")
 
     def all(self) -> list[Metric]:
@@ -195,6 +212,7 @@ class NodeCollector:
                 feed_rows = tally.totals(session, tally.FEED_ROWS)
                 synced = sync_store.verified_logs(session)
                 cycle_started = cycles_store.latest_started_at(session)
+                chain = audit_check.current(session)
         except SQLAlchemyError as error:
             log.warning("metrics.database_unavailable", error_type=type(error).__name__)
             families.directory.database_up.add_metric([], 0.0)
@@ -227,6 +245,10 @@ class NodeCollector:
                 families.sync_lag.add_metric([origin], max(lag, 0.0))
         if cycle_started is not None:
             families.cycle_last_run.add_metric([], cycle_started.timestamp())
+        families.audit_problems.add_metric([], len(chain.problems))
+        families.audit_unverified.add_metric([], chain.unverified)
+        if chain.full_pass_at is not None:
+            families.audit_full_check.add_metric([], chain.full_pass_at.timestamp())
         return families.all()
 
 

@@ -103,6 +103,10 @@ class Formats:
         """A length of time, roughly ("3 hours"), as the locale says it."""
         return format_timedelta(timedelta(seconds=seconds), locale=self._babel)
 
+    def count(self, value: int) -> str:
+        """A whole number grouped as the locale groups digits (1,234,567)."""
+        return format_decimal(value, format="#,##0", locale=self._babel)
+
     def money(self, fen: int) -> str:
         """An amount in fen as yuan with two decimals."""
         return format_currency(Decimal(fen).scaleb(-2), "CNY", locale=self._babel)

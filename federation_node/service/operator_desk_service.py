@@ -20,7 +20,7 @@ from federation_node.offices.context import Actor
 from federation_node.offices.node import Node
 from federation_node.offices.operator_accounts import OperatorAccounts
 from federation_node.rules.validation import page_size, require_text
-from federation_node.store import audit, operator_sessions, operators
+from federation_node.store import audit, audit_check, operator_sessions, operators
 from federation_node.store.models import AuditRecord, Operator, OperatorRole
 
 ROLES = {
@@ -190,13 +190,20 @@ class OperatorDesk:
         for name in ("actor", "action_prefix", "subject_id"):
             require_text(getattr(request, name), name, limits)
         which = audit.AuditFilter(request.actor, request.action_prefix, request.subject_id)
-        with self._node.context.session() as session:
+        office = self._node.context
+        with office.session() as session:
             records, token, total = audit.page(session, which, size, request.page_token)
-            problems = audit.verify_chain(session)
-        return desk_pb2.ListAuditRecordsResponse(
+        check = audit_check.check_new(office.engine, office.now())
+        response = desk_pb2.ListAuditRecordsResponse(
             records=[audit_record_view(record) for record in records],
             next_page_token=token,
             total_size=total,
-            chain_verified=not problems,
-            chain_problems=problems,
+            chain_verified=check.intact,
+            chain_problems=check.problems,
+            chain_verified_through=check.through_seq,
+            chain_newest=check.newest_seq,
+            chain_full_check_through=check.full_pass_through,
+            chain_problems_dropped=check.problems_dropped,
         )
+        _set_time(response, "chain_full_check_time", check.full_pass_at)
+        return response

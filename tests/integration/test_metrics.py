@@ -266,6 +266,11 @@ def test_node_gauges_describe_the_log_the_outbox_and_the_directory(
     assert ("certfed_outbox_pending_messages", frozenset({("destination", "qingdao")})) not in (
         qingdao
     )
+    # The node re-read its audit chain when it started and found it intact.
+    assert value(qingdao, "certfed_audit_chain_problems") == 0
+    full_check = value(qingdao, "certfed_audit_chain_full_check_timestamp_seconds")
+    assert 0 < datetime.now(UTC).timestamp() - full_check < 3600
+    assert value(qingdao, "certfed_audit_chain_unverified_records") >= 0
 
 
 def test_registry_exports_the_directory_and_its_nodes(

@@ -123,11 +123,31 @@ def test_verify_catches_a_deleted_row(node_config: Path) -> None:
     assert "record 3 missing (deleted?) before record 4" in result.stderr
 
 
+def test_verify_catches_newest_rows_cut_off_after_an_earlier_check(node_config: Path) -> None:
+    assert certfed("audit", "verify", "--config", str(node_config)).returncode == 0
+    _execute(node_config, "DELETE FROM audit_record WHERE seq = 5")
+    # What is left is a valid chain; the node's record of its last check says it was longer.
+    result = certfed("audit", "verify", "--config", str(node_config))
+    assert result.returncode == 2
+    assert "record 5, verified on" in result.stderr
+    assert "is gone (the chain was cut back?)" in result.stderr
+    # Found once, it stays found: the next verify says an earlier check found it.
+    again = certfed("audit", "verify", "--config", str(node_config))
+    assert again.returncode == 2
+    assert "record 5, verified on" in again.stderr
+
+
 def test_verify_catches_newest_rows_cut_off_given_a_noted_head(node_config: Path) -> None:
     noted = certfed("audit", "verify", "--config", str(node_config))
     head = noted.stdout.split("head ")[1].split()[0]
+    # Someone who can write the database can cut the tail and reset the node's record of its
+    # checks too: then only a head noted elsewhere catches it.
     _execute(node_config, "DELETE FROM audit_record WHERE seq = 5")
-    # Without the anchor a cut tail looks like a shorter chain; with it, it is caught.
+    _execute(
+        node_config,
+        "UPDATE audit_check SET through_seq = 0, "
+        "through_hash = (SELECT prev_hash FROM audit_record WHERE seq = 1)",
+    )
     assert certfed("audit", "verify", "--config", str(node_config)).returncode == 0
     result = certfed("audit", "verify", "--config", str(node_config), "--head", head)
     assert result.returncode == 2

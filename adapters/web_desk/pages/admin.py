@@ -227,8 +227,7 @@ def audit(page: Page) -> Response:
         paged=listed,
         filters=filters,
         query=query,
-        verified=verification[0].chain_verified if verification else None,
-        problems=list(verification[0].chain_problems) if verification else [],
+        chain=verification[0] if verification else None,
         when=optional_datetime,
     )
 

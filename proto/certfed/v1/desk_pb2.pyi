@@ -3511,14 +3511,36 @@ class ListAuditRecordsResponse(_message.Message):
     TOTAL_SIZE_FIELD_NUMBER: _builtins.int
     CHAIN_VERIFIED_FIELD_NUMBER: _builtins.int
     CHAIN_PROBLEMS_FIELD_NUMBER: _builtins.int
+    CHAIN_VERIFIED_THROUGH_FIELD_NUMBER: _builtins.int
+    CHAIN_NEWEST_FIELD_NUMBER: _builtins.int
+    CHAIN_FULL_CHECK_TIME_FIELD_NUMBER: _builtins.int
+    CHAIN_FULL_CHECK_THROUGH_FIELD_NUMBER: _builtins.int
+    CHAIN_PROBLEMS_DROPPED_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
     total_size: _builtins.int
     chain_verified: _builtins.bool
-    """Whether the whole hash chain verifies, and what is wrong with it if not."""
+    """Whether the hash chain verifies as far as it has been checked (chain_verified_through),
+    and what the checks found wrong with it if not. A problem, once found, stays listed.
+    """
+    chain_verified_through: _builtins.int
+    """Records 1 to this one are verified: the call verified those added since the last check,
+    up to a bound; a background pass verifies the rest.
+    """
+    chain_newest: _builtins.int
+    """The chain's newest record."""
+    chain_full_check_through: _builtins.int
+    chain_problems_dropped: _builtins.bool
+    """More problems were found than chain_problems lists (`certfed audit verify` prints them all)."""
     @_builtins.property
     def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditRecordView]: ...
     @_builtins.property
     def chain_problems(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def chain_full_check_time(self) -> _timestamp_pb2.Timestamp:
+        """When a pass last re-read every record from the first, and how far it went; unset when
+        none has yet.
+        """
+
     def __init__(
         self,
         *,
@@ -3527,10 +3549,15 @@ class ListAuditRecordsResponse(_message.Message):
         total_size: _builtins.int = ...,
         chain_verified: _builtins.bool = ...,
         chain_problems: _abc.Iterable[_builtins.str] | None = ...,
+        chain_verified_through: _builtins.int = ...,
+        chain_newest: _builtins.int = ...,
+        chain_full_check_time: _timestamp_pb2.Timestamp | None = ...,
+        chain_full_check_through: _builtins.int = ...,
+        chain_problems_dropped: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chain_full_check_time", b"chain_full_check_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_problems", b"chain_problems", "chain_verified", b"chain_verified", "next_page_token", b"next_page_token", "records", b"records", "total_size", b"total_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chain_full_check_through", b"chain_full_check_through", "chain_full_check_time", b"chain_full_check_time", "chain_newest", b"chain_newest", "chain_problems", b"chain_problems", "chain_problems_dropped", b"chain_problems_dropped", "chain_verified", b"chain_verified", "chain_verified_through", b"chain_verified_through", "next_page_token", b"next_page_token", "records", b"records", "total_size", b"total_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

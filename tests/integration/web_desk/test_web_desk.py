@@ -271,6 +271,11 @@ def test_every_page_of_each_role_opens(desk: Desk) -> None:
         "/admin/audit?action_prefix=operator.",
     ]:
         assert admin.get(path).status == 200, path
+    # The view verified what was chained since the last check; the node re-read the whole chain
+    # in the background when it started.
+    audit_page = admin.get("/admin/audit").text
+    assert "稽核紀錄的雜湊鏈驗證通過" in audit_page
+    assert "整條雜湊鏈最近一次完整重讀驗證於" in audit_page
     export = admin.get("/admin/audit.csv")
     assert export.status == 200
     assert "operator.sign_in" in export.body.decode("utf-8-sig")
