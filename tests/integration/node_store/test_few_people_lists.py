@@ -31,7 +31,9 @@ def _plans(engine: Engine, executed: list[tuple[str, object]], marker: str) -> l
     ]
 
 
-def test_the_overpayments_list_reads_only_the_overpaid(engine: Engine, now: datetime) -> None:
+def test_the_overpayments_list_and_total_read_only_the_overpaid(
+    engine: Engine, now: datetime
+) -> None:
     people = _roll(engine, now)
     overpaid = sorted(people[n] for n in (7, 1_500, 2_999))
     with engine.begin() as connection:
@@ -44,10 +46,11 @@ def test_the_overpayments_list_reads_only_the_overpaid(engine: Engine, now: date
     with executed_statements(engine) as executed, session_scope(engine) as session:
         listed, token = entitlements_store.page(session, which, 50, "")
         total = entitlements_store.count(session, which)
+        reported = reports_store.overpayments_total(session)
     assert [entitlement.beneficiary_id for entitlement, _person in listed] == overpaid
-    assert (token, total) == ("", 3)
+    assert (token, total, reported) == ("", 3, 3 * 320000)
     plans = _plans(engine, executed, "overpayment_fen >")
-    assert len(plans) == 2, executed
+    assert len(plans) == 3, executed
     for plan in plans:
         assert re.search(r"ix_entitlement_overpaid", plan), plan
 
