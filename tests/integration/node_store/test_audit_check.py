@@ -34,6 +34,12 @@ def _chain(engine: Engine, count: int, now: datetime) -> None:
     audit.flush(engine)
 
 
+def _checked_chain(engine: Engine, count: int, now: datetime) -> None:
+    """`count` records, chained and then checked at `now` (the mark at the last of them)."""
+    _chain(engine, count, now)
+    audit_check.check_new(engine, now)
+
+
 def _execute(engine: Engine, statement: str) -> None:
     with engine.begin() as connection:
         connection.execute(sa.text(statement))
@@ -80,8 +86,7 @@ def test_a_view_verifies_the_new_records_and_moves_the_mark(engine: Engine, now:
 
 
 def test_a_view_reads_only_the_records_after_the_mark(engine: Engine, now: datetime) -> None:
-    _chain(engine, 40, now)
-    audit_check.check_new(engine, now)
+    _checked_chain(engine, 40, now)
     # An edit to a record before the mark is the full pass's to find: the view does not read it.
     _execute(engine, "UPDATE audit_record SET actor = 'op-someoneelse' WHERE seq = 2")
     _chain(engine, 3, now)
@@ -105,8 +110,7 @@ def test_a_view_verifies_at_most_its_limit_and_says_how_many_are_left(
 def test_the_full_pass_finds_an_old_edit_and_the_problem_stays(
     engine: Engine, now: datetime
 ) -> None:
-    _chain(engine, 6, now)
-    audit_check.check_new(engine, now)
+    _checked_chain(engine, 6, now)
     _execute(engine, "UPDATE audit_record SET subject_id = 'req-99' WHERE seq = 2")
     told: list[str] = []
     full = audit_check.check_all(engine, now + timedelta(hours=6), told.append)
@@ -124,8 +128,7 @@ def test_the_full_pass_finds_an_old_edit_and_the_problem_stays(
 def test_a_chain_cut_back_after_a_check_is_found_by_the_next_one(
     engine: Engine, now: datetime
 ) -> None:
-    _chain(engine, 5, now)
-    audit_check.check_new(engine, now)
+    _checked_chain(engine, 5, now)
     _execute(engine, "DELETE FROM audit_record WHERE seq >= 4")
     with session_scope(engine) as session:
         assert audit.verify_chain(session) == []  # what is left is a valid chain
@@ -139,8 +142,7 @@ def test_a_chain_cut_back_after_a_check_is_found_by_the_next_one(
 def test_a_chain_rewritten_consistently_after_a_check_is_found(
     engine: Engine, now: datetime
 ) -> None:
-    _chain(engine, 4, now)
-    audit_check.check_new(engine, now)
+    _checked_chain(engine, 4, now)
     _execute(engine, "UPDATE audit_record SET actor = 'op-someoneelse' WHERE seq = 2")
     _rehash_from(engine, 2)
     with session_scope(engine) as session:
