@@ -4,7 +4,9 @@ Feeds and rolls send their rows in batches through idempotent RPCs (RecordSignal
 UpsertBeneficiaries): a batch that was applied but whose answer was lost comes back on the
 retry as duplicates or unchanged rows, so a transient failure is retried with exponential
 backoff and jitter, bounded in attempts and time; a call over the operator's rate limit is
-retried after the pause the node names. A batch the node refuses as invalid is the
+retried after the pause the node names, unless that pause is longer than the retries' whole
+budget (a daily quota that starts again at midnight): then the import stops with the node's
+message, and running it again later sends what is left. A batch the node refuses as invalid is the
 caller's `refused` error; a node still out of reach after the retries is UnavailableError.
 """
 
@@ -53,10 +55,14 @@ def send_batch(
         pause = rate_limit_pause(failure) if failure is not None else None
         return pause if pause is not None else float(backoff(state))
 
+    def worth_waiting(error: BaseException) -> bool:
+        # A pause longer than the whole retry budget (a daily quota until midnight) is not
+        # slept through: the import stops and says when to run it again.
+        pause = rate_limit_pause(error)
+        return is_transient(error) or (pause is not None and pause <= max_delay_s)
+
     retrying = Retrying(
-        retry=retry_if_exception(
-            lambda error: is_transient(error) or rate_limit_pause(error) is not None
-        ),
+        retry=retry_if_exception(worth_waiting),
         stop=stop_after_attempt(attempts) | stop_after_delay(max_delay_s),
         wait=wait,
         reraise=True,
