@@ -53,6 +53,10 @@ def _retry_after_s(error: grpc.RpcError) -> float | None:
     return None
 
 
+def _utc_day() -> str:
+    return datetime.now(UTC).date().isoformat()
+
+
 class _Connection:
     """One channel to one registry port, and the stub over it."""
 
@@ -131,6 +135,16 @@ class RegistryClient(_Client):
     node dials the mutual-TLS port with `TlsMaterial.channel_credentials()` for everything,
     including the locator calls.
     """
+
+    def __init__(
+        self,
+        endpoint: str,
+        credentials: grpc.ChannelCredentials,
+        limits: Limits | None = None,
+    ) -> None:
+        super().__init__(endpoint, credentials, limits)
+        # (UTC day, evaluations left that day) from the registry's latest EvaluateLocators answer.
+        self._locators_left: tuple[str, int] | None = None
 
     def replace_credentials(self, credentials: grpc.ChannelCredentials) -> None:
         """Use new client credentials (a renewed certificate) for every call from now on.
@@ -227,7 +241,16 @@ class RegistryClient(_Client):
                     ) from None
                 time.sleep(wait_s)
                 continue
+            self._locators_left = (_utc_day(), int(response.remaining_today))
             return [bytes(element) for element in response.evaluated_elements]
+
+    def locators_left_today(self) -> int | None:
+        """Evaluations the registry said this node may still ask for today (UTC) in its latest
+        answer; None before the day's first answer."""
+        left = self._locators_left
+        if left is None or left[0] != _utc_day():
+            return None
+        return left[1]
 
     def withdraw_locators(self, locators: list[bytes]) -> int:
         connection = self._connection

@@ -154,6 +154,10 @@ class NodeConfig:
     ask_witnesses: tuple[str, ...] = ()
     # How often audit records queued by business transactions are chained (audit_sequencer.py).
     audit_sequence_interval_s: float = 0.2
+    # Locator evaluations a roll import or a bulk registration leaves of the registry's daily
+    # quota for the office's federation work (requests from other offices, the desk's
+    # registrations and certifications); 0 lets an import use the whole quota.
+    locator_reserve: int = 20_000
     # How often the whole audit chain is re-read and verified in the background
     # (audit_checker.py); a view of the audit trail verifies only what was added since.
     audit_full_check_interval_s: float = 6 * 3600.0
@@ -357,6 +361,8 @@ def validate_node_config(config: NodeConfig) -> None:
         raise InvalidInputError("ask_witnesses", "a node does not witness its own log")
     if config.audit_sequence_interval_s <= 0:
         raise InvalidInputError("audit_sequence_interval_s", "must be positive")
+    if config.locator_reserve < 0:
+        raise InvalidInputError("locator_reserve", "must be 0 or a positive number of locators")
     if not MIN_AUDIT_FULL_CHECK_S <= config.audit_full_check_interval_s <= MAX_AUDIT_FULL_CHECK_S:
         raise InvalidInputError(
             "audit_full_check_interval_s",

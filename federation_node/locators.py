@@ -14,17 +14,25 @@ What this module promises:
   so a batch already prefetched costs no further call. A caller that already holds some of
   them (the roll import: the locators of people on the roll, found by roll key) passes
   `known`, and those cost no call either. A batch that fails fails the prefetch.
+* A bulk caller (a roll import, registering people in bulk) passes `keep`: evaluations the
+  office keeps for its federation work (requests from other offices, a clerk's registration or
+  certification), which the registry's daily quota counts with everything else. When the
+  registry's latest answer left fewer than a batch's new people plus `keep` for today, the batch
+  is refused with RESOURCE_EXHAUSTED and a retry-after until 00:00 UTC, so an import of a roll
+  as large as the quota cannot stop the office answering the federation for the rest of the day.
 * Identity numbers never reach an error message or a log line from here.
 """
 
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, time, timedelta
 
-from federation.errors import UnavailableError
+from federation.errors import RateLimitedError, UnavailableError
 from federation.limits import LOCATOR_BATCH
 from signing import oprf
 from signing.identity import IdentityKind
@@ -53,8 +61,18 @@ class LocatorsUnavailableError(UnavailableError):
 class Locators:
     """Computes subject locators through the registry; see the module docstring."""
 
-    def __init__(self, evaluate: Evaluate | None, *, cache_size: int = CACHE_SIZE) -> None:
+    def __init__(
+        self,
+        evaluate: Evaluate | None,
+        *,
+        cache_size: int = CACHE_SIZE,
+        left_today: Callable[[], int | None] = lambda: None,
+    ) -> None:
         self._evaluate = evaluate
+        # What the registry last said this node may still have evaluated today (None: unknown),
+        # and the evaluations prefetches under way have counted against it.
+        self._left_today = left_today
+        self._claimed = 0
         self._cache: OrderedDict[bytes, bytes] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -73,12 +91,17 @@ class Locators:
         return self.locate(kind, number)[1]
 
     def prefetch(
-        self, identities: Iterable[tuple[IdentityKind, str]], known: Known | None = None
+        self,
+        identities: Iterable[tuple[IdentityKind, str]],
+        known: Known | None = None,
+        *,
+        keep: int = 0,
     ) -> Located:
         """Compute, in batches, the locators of those identities neither cached nor `known`;
         returns the normalised number and locator of each identity that validates, keyed as it
         was given. Numbers that do not validate are skipped: the caller's own checks name
-        them."""
+        them. Refused (RateLimitedError) when it would leave fewer than `keep` of today's
+        evaluations."""
         given: dict[tuple[IdentityKind, str], tuple[str, bytes]] = {}
         found: dict[bytes, bytes] = {}
         wanted: dict[bytes, None] = {}
@@ -99,23 +122,58 @@ class Locators:
                     del wanted[data]
                     found[data] = locator
         inputs = list(wanted)
-        batches = [
-            inputs[start : start + LOCATOR_BATCH] for start in range(0, len(inputs), LOCATOR_BATCH)
-        ]
-        if len(batches) == 1:
-            found.update(zip(batches[0], self._compute(batches[0]), strict=True))
-        elif batches:
-            with ThreadPoolExecutor(CALLS_IN_FLIGHT, thread_name_prefix="locators") as pool:
-                futures = [pool.submit(self._compute, batch) for batch in batches]
-                try:
-                    for batch, future in zip(batches, futures, strict=True):
-                        found.update(zip(batch, future.result(), strict=True))
-                finally:
-                    for future in futures:
-                        future.cancel()
+        claimed = self._claim(len(inputs), keep) if keep and inputs else 0
+        try:
+            found.update(self._compute_all(inputs))
+        finally:
+            if claimed:
+                with self._lock:
+                    self._claimed -= claimed
         return {
             identity: (normalised, found[data]) for identity, (normalised, data) in given.items()
         }
+
+    def _compute_all(self, inputs: list[bytes]) -> dict[bytes, bytes]:
+        """The locators of `inputs`, in batches, `CALLS_IN_FLIGHT` calls under way together."""
+        batches = [
+            inputs[start : start + LOCATOR_BATCH] for start in range(0, len(inputs), LOCATOR_BATCH)
+        ]
+        if len(batches) <= 1:
+            return dict(zip(inputs, self._compute(inputs), strict=True)) if inputs else {}
+        computed: dict[bytes, bytes] = {}
+        with ThreadPoolExecutor(CALLS_IN_FLIGHT, thread_name_prefix="locators") as pool:
+            futures = [pool.submit(self._compute, batch) for batch in batches]
+            try:
+                for batch, future in zip(batches, futures, strict=True):
+                    computed.update(zip(batch, future.result(), strict=True))
+            finally:
+                for future in futures:
+                    future.cancel()
+        return computed
+
+    def _claim(self, wanted: int, keep: int) -> int:
+        """Count `wanted` evaluations against what the registry last said is left today, less
+        what other prefetches under way have claimed (their answers may not be in yet); refused
+        when fewer than `keep` would be left. Returns what it claimed, for the caller to give
+        back once its evaluations are done (the registry's answers then count them)."""
+        with self._lock:
+            left = self._left_today()
+            if left is None or left - self._claimed - wanted >= keep:
+                self._claimed += wanted
+                return wanted
+            left = max(left - self._claimed, 0)
+        now = datetime.now(UTC)
+        midnight = datetime.combine(now.date() + timedelta(days=1), time.min, UTC)
+        wait_s = (midnight - now).total_seconds()
+        raise RateLimitedError(
+            f"this batch needs {wanted} locator evaluations and the registry has {left} left "
+            f"for this office today, of which {keep} are kept for its federation work "
+            "(requests from other offices, registrations and certifications at the desk; "
+            f"locator_reserve). The quota starts again at 00:00 UTC, in {math.ceil(wait_s / 60)} "
+            "min; send the rest then, or ask the registry administrator to raise "
+            "locator_daily_quota for a larger roll",
+            retry_after_s=max(wait_s, 0.001),
+        )
 
     def _cached(self, data: bytes) -> bytes | None:
         with self._lock:

@@ -166,7 +166,7 @@ def start_node(config: NodeConfig) -> NodeRuntime:
         directory,
         policy,
         registry.locate,
-        locators=Locators(registry.evaluate_locators),
+        locators=Locators(registry.evaluate_locators, left_today=registry.locators_left_today),
     )
     context = node.context
     keyed, unkeyed = fill_roll_keys(context)

@@ -30,6 +30,7 @@ from rich.console import Console
 
 from adapters.feeds import FeedImportSummary
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
+from cli.bench.federation import bench_registry_settings
 from cli.bench.kit import (
     CpuMeter,
     Headline,
@@ -240,6 +241,7 @@ def bench_feed(
         )
         # The one-at-a-time path may take longer than a clerk's call is given for a batch.
         federation.limits = dataclasses.replace(federation.limits, call_timeout_s=CALL_TIMEOUT_S)
+        federation.registry_settings.update(bench_registry_settings())
         federation.start_registry()
         federation.add_node(OFFICE)
         # The baseline pays in the same region on purpose: approved as a second node explicitly.

@@ -21,7 +21,7 @@ from pathlib import Path
 from rich.console import Console
 
 from adapters.roll import RollImportSummary
-from cli.bench.federation import bench_settings
+from cli.bench.federation import bench_registry_settings, bench_settings
 from cli.bench.kit import (
     CpuMeter,
     NodeCpu,
@@ -136,6 +136,7 @@ def bench_roll(
             folder / "federation", database_url_for=postgres.create_database, log_level="warning"
         ) as federation,
     ):
+        federation.registry_settings.update(bench_registry_settings())
         federation.start_registry()
         federation.add_node(OFFICE, settings=bench_settings())
         roll = folder / "roll.csv"

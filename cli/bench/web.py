@@ -28,7 +28,7 @@ from typing import TypeVar
 import grpc
 
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
-from cli.bench.federation import bench_settings
+from cli.bench.federation import bench_registry_settings, bench_settings
 from cli.bench.kit import bench_workdir, peak_rss_mb, postgres_server, resident_id
 from cli.demo import screen_capture_png
 from cli.launcher import LocalFederation, NodeSpec, wait_until
@@ -315,6 +315,7 @@ def bench_web(
             sign_in=True,
         ) as federation,
     ):
+        federation.registry_settings.update(bench_registry_settings())
         federation.start_registry()
         agency = federation.add_node(AGENCY, settings=bench_settings())
         federation.add_node(ASKING, settings=bench_settings())

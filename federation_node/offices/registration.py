@@ -56,7 +56,9 @@ class Registration:
     def register_beneficiary(
         self, actor: Actor, request: desk_pb2.RegisterBeneficiaryRequest
     ) -> Beneficiary:
-        [added] = self._register(actor, [request], "", _add_one)
+        # A clerk's registration is the desk's work: it may use the evaluations a bulk
+        # registration leaves (locator_reserve).
+        [added] = self._register(actor, [request], "", _add_one, keep=0)
         return added
 
     def register_beneficiaries(
@@ -71,7 +73,13 @@ class Registration:
             raise InvalidInputError(
                 "beneficiaries", f"has {len(requests)} items; the limit is {limits.max_repeated}"
             )
-        return self._register(actor, requests, "beneficiaries[{index}].", beneficiaries.add_batch)
+        return self._register(
+            actor,
+            requests,
+            "beneficiaries[{index}].",
+            beneficiaries.add_batch,
+            keep=self._context.config.locator_reserve,
+        )
 
     def _register(
         self,
@@ -79,9 +87,12 @@ class Registration:
         requests: Sequence[desk_pb2.RegisterBeneficiaryRequest],
         prefix: str,
         store: Callable[[Session, list[beneficiaries.NewBeneficiary], datetime], list[_Added]],
+        *,
+        keep: int,
     ) -> list[_Added]:
         """Check, seal and `store` the people, open their entitlements, audit, and queue their
-        locators for the registry, in one transaction."""
+        locators for the registry, in one transaction; refused when it would leave fewer than
+        `keep` of today's locator evaluations."""
         self._context.require_role(PAYING_ROLE_NAMES, "pay pensions")
         now = self._context.now()
         # The locators of people already on the roll by roll key (they are refused below at no
@@ -93,6 +104,7 @@ class Registration:
                 if (kind := IDENTITY_KINDS.get(request.identity.identity_type)) is not None
             ),
             known=functools.partial(roll.on_the_roll, self._context),
+            keep=keep,
         )
         prepared = self._checked(requests, prefix, located)
         publish = registry_pb2.PublishLocatorsRequest(

@@ -324,6 +324,7 @@ class Roll:
                 if (kind := IDENTITY_KINDS.get(request.identity.identity_type)) is not None
             ),
             known=functools.partial(on_the_roll, context),
+            keep=context.config.locator_reserve,
         )
         bounds = DateBounds.as_of(context)
         entries = [

@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -23,7 +24,7 @@ from sqlmodel import Session, select
 
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
 from cli.bench.kit import resident_id
-from federation.errors import AlreadyExistsError
+from federation.errors import AlreadyExistsError, RateLimitedError
 from federation.timestamps import to_timestamp
 from federation_node.locators import Locators
 from federation_node.offices.context import Actor
@@ -307,3 +308,39 @@ def test_registering_someone_already_on_the_roll_is_refused_at_no_registry_cost(
         restarted.context.engine.dispose()
     assert evaluated == [1]
     assert len(_roll_of(offices.bulk)) == len(roll) + 1
+
+
+def test_a_bulk_import_leaves_the_days_reserve_of_locator_evaluations_to_the_desk(
+    offices: Offices, office: EnrolledOffice
+) -> None:
+    # The registry's latest answer left 10 evaluations for today and the office keeps 5 for its
+    # federation work: a roll batch or a batch registration of 6 new people is refused before
+    # any evaluation, until the quota starts again; 5 pass; a clerk's registration may use the
+    # reserve.
+    evaluated: list[int] = []
+
+    def counted(elements: list[bytes]) -> list[bytes]:
+        evaluated.append(len(elements))
+        return office.evaluate(elements)
+
+    _wipe(offices.bulk)
+    kept = dataclasses.replace(office, config=dataclasses.replace(office.config, locator_reserve=5))
+    url = offices.bulk.context.config.effective_database_url
+    node = _compose(kept, url, Locators(counted, left_today=lambda: 10))
+    rows = [Row(person, "440604", 100, 250_000, SCHEMES[0], "2015-07", "") for person in range(7)]
+    try:
+        with pytest.raises(RateLimitedError, match="locator_reserve") as refused:
+            node.roll.upsert(CLERK, [_request(row) for row in rows[:6]])
+        assert refused.value.status is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "00:00 UTC" in str(refused.value)
+        assert 0 < refused.value.retry_after_s <= 86400
+        with pytest.raises(RateLimitedError, match="10 left"):
+            node.registration.register_beneficiaries(CLERK, [_request(row) for row in rows[:6]])
+        assert evaluated == []
+        assert len(_roll_of(offices.bulk)) == 0
+        node.roll.upsert(CLERK, [_request(row) for row in rows[:5]])
+        node.registration.register_beneficiary(CLERK, _request(rows[6]))
+    finally:
+        node.context.engine.dispose()
+    assert sum(evaluated) == 6
+    assert len(_roll_of(offices.bulk)) == 6

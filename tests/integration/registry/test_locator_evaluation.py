@@ -123,7 +123,10 @@ def test_a_node_past_its_daily_quota_is_refused_with_when_it_resets(
     registry: RunningRegistry, enrolled_node: EnrolledFactory
 ) -> None:
     _, node = enrolled_node("foshan")
+    assert node.locators_left_today() is None  # no answer yet today
     assert len(node.evaluate_locators(_blinded(1000))) == 1000
+    # The node remembers what the registry said is left (its bulk imports keep a reserve).
+    assert node.locators_left_today() == 200
     with _exhausted("1000 of its 1200 locator evaluations") as over:
         node.evaluate_locators(_blinded(201))
     assert over.value.status is grpc.StatusCode.RESOURCE_EXHAUSTED

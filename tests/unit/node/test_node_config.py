@@ -34,6 +34,7 @@ def test_a_minimal_file_gets_safe_defaults_and_paths_under_the_file(tmp_path: Pa
     assert load_policy(config.policy_file).validity_months == 12
     assert config.audit_sequence_interval_s == 0.2
     assert config.audit_full_check_interval_s == 6 * 3600
+    assert config.locator_reserve == 20_000
     assert config.listen.startswith("127.0.0.1:")
 
 
@@ -52,6 +53,7 @@ def test_the_environment_overrides_the_file(tmp_path: Path) -> None:
         ("validity_months = 40\n", "validity_months"),
         ("audit_sequence_interval_s = 0\n", "audit_sequence_interval_s"),
         ("audit_full_check_interval_s = 10\n", "audit_full_check_interval_s"),
+        ("locator_reserve = -1\n", "locator_reserve"),
         ("audit_full_check_interval_s = 604800\n", "audit_full_check_interval_s"),
         ("audit_sequence_intervall_s = 1\n", "audit_sequence_intervall_s"),
         ("[limits]\nmax_speed = 3\n", "limits.max_speed"),

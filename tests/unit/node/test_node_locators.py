@@ -8,7 +8,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from federation.errors import UnavailableError
+from federation.errors import RateLimitedError, UnavailableError
 from federation.limits import LOCATOR_BATCH
 from federation_node.locators import CALLS_IN_FLIGHT, Locators, LocatorsUnavailableError
 from signing import oprf
@@ -144,3 +144,45 @@ def test_the_registry_answering_too_few_evaluations_is_refused() -> None:
     locators = Locators(lambda blinded: registry.evaluate(blinded)[:-1])
     with pytest.raises(UnavailableError, match="answered 2 evaluations for 3"):
         locators.prefetch([(_kind(number), number) for number in NUMBERS])
+
+
+def test_a_prefetch_keeping_a_reserve_counts_the_prefetches_under_way() -> None:
+    # The registry last said 1,000 evaluations are left today and the caller keeps 400: a
+    # prefetch of 500 passes; a second one while the first is under way is refused (the first's
+    # evaluations are not in the registry's answer yet); once the first is done, and the answer
+    # says 500, the second is still refused, and a locate (the desk's work) is not.
+    registry = InProcessEvaluation()
+    left = [1000]
+    entered, release = threading.Event(), threading.Event()
+
+    def evaluate(blinded: list[bytes]) -> list[bytes]:
+        entered.set()
+        release.wait(10)
+        answer = registry.evaluate(blinded)
+        left[0] -= len(blinded)
+        return answer
+
+    locators = Locators(evaluate, left_today=lambda: left[0])
+    first = [
+        (IdentityKind.RESIDENT_ID, resident_id("110105", date(1949, 1, 1), n)) for n in range(500)
+    ]
+    second = [
+        (IdentityKind.RESIDENT_ID, resident_id("110105", date(1950, 1, 1), n)) for n in range(500)
+    ]
+    worker = threading.Thread(target=locators.prefetch, args=(first,), kwargs={"keep": 400})
+    worker.start()
+    assert entered.wait(10)
+    with pytest.raises(RateLimitedError, match="has 500 left") as refused:
+        locators.prefetch(second, keep=400)
+    assert "00:00 UTC" in str(refused.value)
+    release.set()
+    worker.join(10)
+    assert sum(registry.calls) == 500
+    with pytest.raises(RateLimitedError, match="has 500 left"):
+        locators.prefetch(second, keep=400)
+    locators.locate(*second[0])
+    assert left[0] == 499
+    # Nothing known yet today (or no reserve kept): no refusal.
+    assert (
+        len(Locators(registry.evaluate, left_today=lambda: None).prefetch(second, keep=400)) == 500
+    )
