@@ -1,7 +1,7 @@
 """How far the audit chain has been verified, so the audit page checks only what is new.
 
 The node verified the whole hash chain on every view of the audit page (and on every page of
-its CSV export): about 20 µs a record, two seconds a page at 100,000 records. `audit_check`
+its CSV export): about 30 µs a record, three seconds a page at 100,000 records. `audit_check`
 keeps where the last check ended and the hash it saw there; a view verifies only the records
 added since, and a background pass re-reads the whole chain every
 `audit_full_check_interval_s` (store/audit_check.py).
