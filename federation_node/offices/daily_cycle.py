@@ -401,8 +401,10 @@ class DailyCycle:
         skipped: list[str],
     ) -> CycleOutcome:
         """The day's last step, in its last transaction: personal data past its retention
-        period deleted, the run audited and marked finished."""
+        period deleted, the roll's running total recounted, the run audited and marked
+        finished."""
         kept = retention.run(session, self._context.policy, actor.label, moment, now)
+        beneficiaries.recount(session)
         run.finished_at = now
         session.add(run)
         outcome = _outcome(run, skipped)

@@ -24,6 +24,7 @@ from sqlmodel import Session, col, select
 
 from federation.errors import AlreadyExistsError, UnknownBeneficiaryError
 from federation_node.ids import new_id
+from federation_node.store import tally
 from federation_node.store.bulk_insert import insert_rows
 from federation_node.store.db import count_of, is_postgres, keyset_page
 from federation_node.store.models import (
@@ -85,6 +86,7 @@ def add(
         if winner is None:
             raise
         raise _already_registered(winner) from None
+    tally.add(session, tally.ROLL, {tally.PEOPLE: 1})
     return beneficiary
 
 
@@ -351,7 +353,14 @@ def add_many(session: Session, batch: Sequence[NewBeneficiary], now: datetime) -
         # The driver's own error, raised under COPY or executemany: said as SQLAlchemy says it,
         # so callers that answer a concurrent registration (IntegrityError) see this one too.
         raise IntegrityError("INSERT INTO beneficiary", None, error) from error
+    tally.add(session, tally.ROLL, {tally.PEOPLE: len(ids)})
     return ids
+
+
+def recount(session: Session) -> int:
+    """Set the roll's running total to the people registered (the daily cycle does)."""
+    rows = select(func.count()).select_from(Beneficiary)
+    return tally.recount(session, tally.ROLL, tally.PEOPLE, rows)
 
 
 def _insert_new(

@@ -8,11 +8,14 @@ from sqlalchemy import ColumnElement, func
 from sqlmodel import Session, col, select
 
 from certfed.v1 import common_pb2
+from federation_node.store import tally
 from federation_node.store.models import Attestation, Beneficiary, Entitlement
 
 
 def beneficiary_count(session: Session) -> int:
-    return int(session.exec(select(func.count()).select_from(Beneficiary)).one())
+    """The people on the roll, from its running total (counting the rows took 50 ms a report at
+    a million people)."""
+    return tally.roll_size(session)
 
 
 def certifications_by_method(

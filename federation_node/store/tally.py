@@ -1,5 +1,6 @@
-"""Running totals of rows the node has written, kept beside the rows, for the metrics scrape:
-attestations issued by certification method, feed rows recorded by outcome.
+"""Running totals of rows the node has written, kept beside the rows: for the metrics scrape,
+attestations issued by certification method and feed rows recorded by outcome; for the desk's
+report, the people on the roll.
 
 Counting the rows themselves at each scrape read every attestation and every signal the node
 held, a cost that grows with every year kept (about 90 ms at 600,000 attestations, on every
@@ -9,6 +10,12 @@ are written as its transaction commits, as its last statements (after the ORM's 
 row per counter and label in a fixed order. Two transactions adding to one total therefore
 wait for each other only between that update and their commit, never in a cycle with locks
 taken earlier; a transaction rolled back adds nothing.
+
+The roll's total is a count the report shows, so it must not drift: a replica of the release
+before, still registering people during an upgrade, does not add to it. `recount` sets it to the
+rows there are, taking the total's row lock before it counts, so a registration committing
+meanwhile adds to the recounted total rather than being counted twice or lost; the daily cycle
+recounts once a day.
 """
 
 from __future__ import annotations
@@ -20,11 +27,15 @@ from typing import TypeVar
 from sqlalchemy import event, text
 from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session, select
+from sqlmodel.sql.expression import SelectOfScalar
 
 from federation_node.store.models import Tally
 
 ATTESTATIONS_ISSUED = "attestations_issued"
 FEED_ROWS = "feed_rows"
+# People registered on the roll (label PEOPLE); erasing a person keeps the row.
+ROLL = "roll"
+PEOPLE = "people"
 
 T = TypeVar("T")
 
@@ -61,6 +72,28 @@ def totals(session: Session, counter: str) -> dict[str, int]:
     """The totals of `counter`, by label."""
     rows = session.exec(select(Tally.label, Tally.total).where(Tally.counter == counter))
     return {label: int(total) for label, total in rows}
+
+
+def roll_size(session: Session) -> int:
+    """The people on the roll, as the roll's running total says."""
+    return int(totals(session, ROLL).get(PEOPLE, 0))
+
+
+def recount(session: Session, counter: str, label: str, rows: SelectOfScalar[int]) -> int:
+    """Set a total to `rows` (a count), in the caller's transaction; returns the count.
+
+    The total's row is locked first (on SQLite the transaction holds the write lock already):
+    a writer that commits after the count adds to the new total at its commit, after this
+    transaction; one that committed before is in the count.
+    """
+    # Adding nothing creates the row if need be and, like any update, locks it.
+    session.execute(_ADD, {"counter": counter, "label": label, "amount": 0})
+    total = int(session.exec(rows).one())
+    session.execute(
+        text("UPDATE tally SET total = :total WHERE counter = :counter AND label = :label"),
+        {"total": total, "counter": counter, "label": label},
+    )
+    return total
 
 
 @event.listens_for(OrmSession, "before_commit")

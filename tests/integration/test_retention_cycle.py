@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import text
 from sqlmodel import col, select
 
 from adapters.feeds import content_key
@@ -23,7 +24,7 @@ from cli.demo import screen_capture_png
 from federation.timestamps import to_timestamp
 from federation_node.offices.context import Actor
 from federation_node.offices.node import Node
-from federation_node.store import audit
+from federation_node.store import audit, reports_store
 from federation_node.store.models import Beneficiary, DataSignal, Evidence, LogEntry, LogHead
 from signing import merkle
 from tests.helpers.commands import certfed
@@ -165,8 +166,16 @@ def test_the_cycle_deletes_due_personal_data_and_keeps_what_work_in_progress_nee
     # The signal that matched nobody here is gone; the others are younger than their period.
     assert _stored_signals(node) == {key: ids for key, ids in stored.items() if key is not None}
 
+    # A roll total that drifted (people a replica of the release before registered) is
+    # recounted by the day's cycle; erasing a person keeps the row, and the count.
+    with node.context.engine.begin() as connection:
+        connection.execute(text("UPDATE tally SET total = 0 WHERE counter = 'roll'"))
     clock[0] = NOW + timedelta(days=12)
     assert node.daily_cycle.run_cycle(ADMIN, None).ran
+    with node.context.session() as session:
+        assert reports_store.beneficiary_count(session) == len(
+            session.exec(select(Beneficiary)).all()
+        )
     # Only the signal a termination awaiting review still needs is left.
     assert _stored_signals(node) == {pending.beneficiary_id: stored[pending.beneficiary_id]}
     with node.context.session() as session:

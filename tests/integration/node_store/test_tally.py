@@ -4,6 +4,7 @@ the rows already there."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from datetime import datetime, timedelta
 
@@ -11,16 +12,25 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlmodel import Session
 
+from federation.errors import AlreadyExistsError
 from federation_node.ids import new_id
 from federation_node.store import (
+    beneficiaries,
     feed_store,
     retention_store,
     signals_store,
     tally,
 )
 from federation_node.store.db import create_engine_for, migrate, session_scope
-from federation_node.store.models import SignalOutcome
-from tests.integration.node_store.conftest import issue_rows, issued_row, migrate_to
+from federation_node.store.models import IdentityType, SignalOutcome
+from tests.integration.node_store.conftest import (
+    add_roll,
+    issue_rows,
+    issued_row,
+    locator_for,
+    migrate_to,
+    register,
+)
 
 DATA_MATCH, VIDEO_CALL = 7, 2
 
@@ -159,5 +169,106 @@ def test_the_migration_starts_the_totals_from_the_rows_there_are(
             {str(DATA_MATCH): 3, str(VIDEO_CALL): 1},
             {"applied": 2, "ignored": 1},
         )
+    finally:
+        engine.dispose()
+
+
+def _roll_total(engine: Engine) -> tuple[int, int]:
+    """The roll's running total and the people there are."""
+    with session_scope(engine) as session:
+        counted = session.execute(text("SELECT COUNT(*) FROM beneficiary")).scalar_one()
+        return tally.roll_size(session), int(counted)
+
+
+def _person(label: str) -> beneficiaries.NewBeneficiary:
+    return beneficiaries.NewBeneficiary(
+        subject_locator=locator_for(label),
+        identity_type=IdentityType.RESIDENT_ID,
+        masked_identity_number="3702**********0012",
+        sealed_identity=b"sealed",
+        residence_region="370200",
+        paying_region="370200",
+        valid_until=None,
+        roll_key=locator_for(f"roll-{label}"),
+    )
+
+
+def test_the_roll_total_counts_registrations_that_commit(engine: Engine, now: datetime) -> None:
+    register(engine)
+    with session_scope(engine) as session:
+        add_roll(session, 30, now)
+    assert _roll_total(engine) == (31, 31)
+
+    # A registration rolled back adds nothing; one refused as a duplicate neither.
+    def rolled_back() -> None:
+        with session_scope(engine) as session:
+            beneficiaries.add_many(session, [_person("rolled-back")], now)
+            raise RuntimeError("the caller's transaction fails after the insert")
+
+    with pytest.raises(RuntimeError):
+        rolled_back()
+    person = register(engine)
+    with pytest.raises(AlreadyExistsError), session_scope(engine) as session:
+        beneficiaries.add(
+            session,
+            **{**dataclasses.asdict(_person("again")), "subject_locator": person.subject_locator},
+            now=now,
+        )
+    assert _roll_total(engine) == (32, 32)
+
+
+def test_the_daily_recount_corrects_a_total_that_drifted(engine: Engine, now: datetime) -> None:
+    with session_scope(engine) as session:
+        add_roll(session, 12, now)
+    # People a replica of the release before registered during an upgrade: not in the total.
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE tally SET total = 5 WHERE counter = 'roll'"))
+    assert _roll_total(engine) == (5, 12)
+    with session_scope(engine) as session:
+        assert beneficiaries.recount(session) == 12
+    assert _roll_total(engine) == (12, 12)
+
+
+def test_registrations_during_a_recount_are_neither_lost_nor_counted_twice(
+    engine: Engine, now: datetime
+) -> None:
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def recount() -> None:
+        try:
+            while not stop.is_set():
+                with session_scope(engine) as session:
+                    beneficiaries.recount(session)
+        except BaseException as error:
+            errors.append(error)
+
+    recounting = threading.Thread(target=recount)
+    recounting.start()
+    try:
+        for index in range(20):
+            with session_scope(engine) as session:
+                beneficiaries.add_many(
+                    session, [_person(f"during-{index}-{n}") for n in range(5)], now
+                )
+    finally:
+        stop.set()
+        recounting.join()
+    assert errors == []
+    assert _roll_total(engine) == (100, 100)
+
+
+def test_the_migration_starts_the_roll_total_from_the_people_there_are(
+    store_url: str, now: datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = create_engine_for(store_url)
+    try:
+        migrate_to(engine, "0026")
+        monkeypatch.setattr(tally, "add", lambda *_args: None)
+        with session_scope(engine) as session:
+            add_roll(session, 7, now)
+        monkeypatch.undo()
+        migrate(store_url)
+        assert _roll_total(engine) == (7, 7)
     finally:
         engine.dispose()
