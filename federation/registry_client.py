@@ -136,15 +136,8 @@ class RegistryClient(_Client):
     including the locator calls.
     """
 
-    def __init__(
-        self,
-        endpoint: str,
-        credentials: grpc.ChannelCredentials,
-        limits: Limits | None = None,
-    ) -> None:
-        super().__init__(endpoint, credentials, limits)
-        # (UTC day, evaluations left that day) from the registry's latest EvaluateLocators answer.
-        self._locators_left: tuple[str, int] | None = None
+    # (UTC day, evaluations left that day) from the registry's latest EvaluateLocators answer.
+    _locators_left: tuple[str, int] | None = None
 
     def replace_credentials(self, credentials: grpc.ChannelCredentials) -> None:
         """Use new client credentials (a renewed certificate) for every call from now on.

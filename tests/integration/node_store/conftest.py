@@ -66,26 +66,27 @@ def make_locator() -> Callable[[str], bytes]:
     return locator_for
 
 
+def new_person(
+    label: int | str, valid_until: datetime | None = None
+) -> beneficiaries.NewBeneficiary:
+    """A person to register, with the locator of "locator-<label>" and the roll key of
+    "roll-<label>"."""
+    return beneficiaries.NewBeneficiary(
+        subject_locator=locator_for(f"locator-{label}"),
+        identity_type=IdentityType.RESIDENT_ID,
+        masked_identity_number="3702**********0012",
+        sealed_identity=b"sealed",
+        residence_region="370200",
+        paying_region="370200",
+        valid_until=valid_until,
+        roll_key=locator_for(f"roll-{label}"),
+    )
+
+
 def add_roll(session: Session, count: int, now: datetime) -> list[str]:
     """`count` people with their entitlements, registered set-based as a roll import does; the
-    nth has the locator of "locator-n" and the roll key of "roll-n". Their ids, in order."""
-    people = beneficiaries.add_many(
-        session,
-        [
-            beneficiaries.NewBeneficiary(
-                subject_locator=locator_for(f"locator-{n}"),
-                identity_type=IdentityType.RESIDENT_ID,
-                masked_identity_number="3702**********0012",
-                sealed_identity=b"sealed",
-                residence_region="370200",
-                paying_region="370200",
-                valid_until=now,
-                roll_key=locator_for(f"roll-{n}"),
-            )
-            for n in range(count)
-        ],
-        now,
-    )
+    nth is `new_person(n)`. Their ids, in order."""
+    people = beneficiaries.add_many(session, [new_person(n, now) for n in range(count)], now)
     entitlements_store.open_many(session, [(person, 150_000) for person in people], now)
     return people
 

@@ -1,11 +1,12 @@
-"""The running totals the metrics report: what commits is added once, what rolls back is not,
-retention never lowers them, concurrent writers lose nothing, and the migration starts them from
-the rows already there."""
+"""The running totals the metrics and the report read: what commits is added once, what rolls
+back is not, retention never lowers them, concurrent writers lose nothing, the daily recount of
+the roll neither, and the migrations start them from the rows already there."""
 
 from __future__ import annotations
 
 import dataclasses
 import threading
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
 import pytest
@@ -22,13 +23,13 @@ from federation_node.store import (
     tally,
 )
 from federation_node.store.db import create_engine_for, migrate, session_scope
-from federation_node.store.models import IdentityType, SignalOutcome
+from federation_node.store.models import SignalOutcome
 from tests.integration.node_store.conftest import (
     add_roll,
     issue_rows,
     issued_row,
-    locator_for,
     migrate_to,
+    new_person,
     register,
 )
 
@@ -142,16 +143,32 @@ def test_concurrent_writers_to_one_total_lose_nothing(engine: Engine, now: datet
     assert _totals(engine)[0] == {str(DATA_MATCH): 45}
 
 
-def test_the_migration_starts_the_totals_from_the_rows_there_are(
-    store_url: str, now: datetime, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def unmigrated(store_url: str) -> Iterator[Engine]:
+    """An engine on a database no migration has run on yet."""
     engine = create_engine_for(store_url)
-    try:
-        migrate_to(engine, "0021")
-        # Written as the release before wrote them: into a schema without totals.
-        monkeypatch.setattr(tally, "add", lambda *_args: None)
-        _issue(engine, 0, [DATA_MATCH] * 4 + [VIDEO_CALL], now)
-        with session_scope(engine) as session:
+    yield engine
+    engine.dispose()
+
+
+def _written_before(
+    engine: Engine, revision: str, monkeypatch: pytest.MonkeyPatch, write: Callable[[], None]
+) -> None:
+    """The database at `revision`, `write` run into it as the release before wrote (nothing
+    added to the totals), then migrated to the head."""
+    migrate_to(engine, revision)
+    with monkeypatch.context() as patched:
+        patched.setattr(tally, "add", lambda *_args: None)
+        write()
+    migrate(engine.url.render_as_string(hide_password=False))
+
+
+def test_the_migration_starts_the_totals_from_the_rows_there_are(
+    unmigrated: Engine, now: datetime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def write() -> None:
+        _issue(unmigrated, 0, [DATA_MATCH] * 4 + [VIDEO_CALL], now)
+        with session_scope(unmigrated) as session:
             feed_store.add_signals(
                 session,
                 _signals(2, SignalOutcome.APPLIED, now) + _signals(1, SignalOutcome.IGNORED, now),
@@ -163,14 +180,12 @@ def test_the_migration_starts_the_totals_from_the_rows_there_are(
                 text("UPDATE attestation SET direction = 'received' WHERE attestation_id = :id"),
                 {"id": "att-000000"},
             )
-        monkeypatch.undo()
-        migrate(store_url)
-        assert _totals(engine) == (
-            {str(DATA_MATCH): 3, str(VIDEO_CALL): 1},
-            {"applied": 2, "ignored": 1},
-        )
-    finally:
-        engine.dispose()
+
+    _written_before(unmigrated, "0021", monkeypatch, write)
+    assert _totals(unmigrated) == (
+        {str(DATA_MATCH): 3, str(VIDEO_CALL): 1},
+        {"applied": 2, "ignored": 1},
+    )
 
 
 def _roll_total(engine: Engine) -> tuple[int, int]:
@@ -178,19 +193,6 @@ def _roll_total(engine: Engine) -> tuple[int, int]:
     with session_scope(engine) as session:
         counted = session.execute(text("SELECT COUNT(*) FROM beneficiary")).scalar_one()
         return tally.roll_size(session), int(counted)
-
-
-def _person(label: str) -> beneficiaries.NewBeneficiary:
-    return beneficiaries.NewBeneficiary(
-        subject_locator=locator_for(label),
-        identity_type=IdentityType.RESIDENT_ID,
-        masked_identity_number="3702**********0012",
-        sealed_identity=b"sealed",
-        residence_region="370200",
-        paying_region="370200",
-        valid_until=None,
-        roll_key=locator_for(f"roll-{label}"),
-    )
 
 
 def test_the_roll_total_counts_registrations_that_commit(engine: Engine, now: datetime) -> None:
@@ -202,7 +204,7 @@ def test_the_roll_total_counts_registrations_that_commit(engine: Engine, now: da
     # A registration rolled back adds nothing; one refused as a duplicate neither.
     def rolled_back() -> None:
         with session_scope(engine) as session:
-            beneficiaries.add_many(session, [_person("rolled-back")], now)
+            beneficiaries.add_many(session, [new_person("rolled-back")], now)
             raise RuntimeError("the caller's transaction fails after the insert")
 
     with pytest.raises(RuntimeError):
@@ -211,7 +213,10 @@ def test_the_roll_total_counts_registrations_that_commit(engine: Engine, now: da
     with pytest.raises(AlreadyExistsError), session_scope(engine) as session:
         beneficiaries.add(
             session,
-            **{**dataclasses.asdict(_person("again")), "subject_locator": person.subject_locator},
+            **{
+                **dataclasses.asdict(new_person("again")),
+                "subject_locator": person.subject_locator,
+            },
             now=now,
         )
     assert _roll_total(engine) == (32, 32)
@@ -249,7 +254,7 @@ def test_registrations_during_a_recount_are_neither_lost_nor_counted_twice(
         for index in range(20):
             with session_scope(engine) as session:
                 beneficiaries.add_many(
-                    session, [_person(f"during-{index}-{n}") for n in range(5)], now
+                    session, [new_person(f"during-{index}-{n}") for n in range(5)], now
                 )
     finally:
         stop.set()
@@ -259,16 +264,11 @@ def test_registrations_during_a_recount_are_neither_lost_nor_counted_twice(
 
 
 def test_the_migration_starts_the_roll_total_from_the_people_there_are(
-    store_url: str, now: datetime, monkeypatch: pytest.MonkeyPatch
+    unmigrated: Engine, now: datetime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = create_engine_for(store_url)
-    try:
-        migrate_to(engine, "0026")
-        monkeypatch.setattr(tally, "add", lambda *_args: None)
-        with session_scope(engine) as session:
+    def write() -> None:
+        with session_scope(unmigrated) as session:
             add_roll(session, 7, now)
-        monkeypatch.undo()
-        migrate(store_url)
-        assert _roll_total(engine) == (7, 7)
-    finally:
-        engine.dispose()
+
+    _written_before(unmigrated, "0026", monkeypatch, write)
+    assert _roll_total(unmigrated) == (7, 7)
