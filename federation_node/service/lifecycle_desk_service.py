@@ -19,6 +19,7 @@ from federation.principal import caller
 from federation.timestamps import optional_datetime
 from federation_node.offices.context import Actor
 from federation_node.offices.node import Node
+from federation_node.offices.roll import open_identity
 from federation_node.rules.entitlement import month_label, parse_month
 from federation_node.rules.validation import page_size, require_id
 from federation_node.service.lifecycle_views import (
@@ -33,7 +34,6 @@ from federation_node.service.lifecycle_views import (
 from federation_node.service.views import beneficiary_view
 from federation_node.store import (
     amount_changes,
-    beneficiaries,
     entitlements_store,
     payments_store,
     reminders_store,
@@ -166,15 +166,22 @@ class LifecycleDesk:
     def ListReminders(
         self, request: desk_pb2.ListRemindersRequest, context: grpc.ServicerContext
     ) -> desk_pb2.ListRemindersResponse:
-        size = page_size(request.page_size, self._node.context.config.limits)
-        views = []
-        with Session(self._node.context.engine) as session:
+        office = self._node.context
+        size = page_size(request.page_size, office.config.limits)
+        with Session(office.engine) as session:
             reminders, token = reminders_store.waiting(session, size, request.page_token)
-            for reminder in reminders:
-                person = beneficiaries.get(session, reminder.beneficiary_id)
-                # Unsealed here for the notifier only, which is why the RPC is admin-only.
-                phone = self._node.roll.identity(person).phone
-                views.append(reminder_view(reminder, phone))
+        # Unsealed here for the notifier only, which is why the RPC is admin-only. A roll's
+        # identities are sealed a batch to one key: `data_keys` opens each batch's key once.
+        data_keys: dict[bytes, bytes] = {}
+        views = [
+            reminder_view(
+                reminder,
+                open_identity(
+                    office, reminder.sealed_identity, reminder.subject_locator, data_keys
+                ).phone,
+            )
+            for reminder in reminders
+        ]
         return desk_pb2.ListRemindersResponse(reminders=views, next_page_token=token)
 
     def AcknowledgeReminders(

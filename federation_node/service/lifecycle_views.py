@@ -16,7 +16,7 @@ from federation_node.store.models import (
     PaymentAction,
     PaymentInstruction,
 )
-from federation_node.store.models import Reminder as StoredReminder
+from federation_node.store.reminders_store import WaitingReminder
 
 ENTITLEMENT_STATES = {
     EntitlementState.ACTIVE: desk_pb2.ENTITLEMENT_STATE_ACTIVE,
@@ -79,7 +79,7 @@ def instruction_view(
     )
 
 
-def reminder_view(reminder: StoredReminder, phone: str) -> desk_pb2.Reminder:
+def reminder_view(reminder: WaitingReminder, phone: str) -> desk_pb2.Reminder:
     return desk_pb2.Reminder(
         reminder_id=reminder.reminder_id,
         beneficiary_id=reminder.beneficiary_id,

@@ -11,6 +11,7 @@ from datetime import date, datetime, timedelta
 import pytest
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
 
 from federation_node.rules.entitlement import EntitlementState, ReminderKind
 from federation_node.store import (
@@ -22,6 +23,7 @@ from federation_node.store import (
 )
 from federation_node.store.db import session_scope
 from federation_node.store.models import Beneficiary, PaymentAction, SignalOutcome
+from tests.helpers.statements import counted_statements
 
 DAY = date(2025, 7, 1)
 
@@ -98,26 +100,46 @@ def test_a_signal_recorded_twice_breaks_the_unique_key(
 def test_reminders_are_queued_once_and_acknowledged_once(
     engine: Engine, add_beneficiary: Callable[..., Beneficiary], now: datetime
 ) -> None:
-    person = add_beneficiary()
+    people = [add_beneficiary(), add_beneficiary()]
     expires = now + timedelta(days=30)
     with session_scope(engine) as session:
-        entitlements_store.open_many(session, [(person.beneficiary_id, 250_000)], now)
-        reminder = reminders_store.queue(
-            session,
-            beneficiary_id=person.beneficiary_id,
-            kind=ReminderKind.DUE,
-            expires_at=expires,
-            offset_days=-30,
-            now=now,
-        )
+        entitlements_store.open_many(session, [(p.beneficiary_id, 250_000) for p in people], now)
+        reminders = [
+            reminders_store.queue(
+                session,
+                beneficiary_id=person.beneficiary_id,
+                kind=ReminderKind.DUE,
+                expires_at=expires,
+                offset_days=-30,
+                now=now,
+            )
+            for person in people
+        ]
+        ids = sorted(reminder.reminder_id for reminder in reminders)
     with session_scope(engine) as session:
-        assert reminders_store.queued_for(session, [person.beneficiary_id]) == {
-            (person.beneficiary_id, expires, -30)
+        assert reminders_store.queued_for(session, [people[0].beneficiary_id]) == {
+            (people[0].beneficiary_id, expires, -30)
         }
-        assert entitlements_store.get(session, person.beneficiary_id).state is (
+        assert entitlements_store.get(session, people[0].beneficiary_id).state is (
             EntitlementState.ACTIVE
         )
-        assert reminders_store.acknowledge(session, [reminder.reminder_id], now) == 1
+    # A page comes with each person's sealed identity and locator, read in one statement.
+    with Session(engine) as session, counted_statements(engine) as statements:
+        first, token = reminders_store.waiting(session, 1)
+        rest, last = reminders_store.waiting(session, 1, token)
+    assert len([s for s in statements if s.startswith("SELECT")]) == 2
+    assert last == ""
+    by_person = {person.beneficiary_id: person for person in people}
+    for waiting, reminder_id in zip([*first, *rest], ids, strict=True):
+        person = by_person[waiting.beneficiary_id]
+        assert waiting.reminder_id == reminder_id
+        assert (waiting.kind, waiting.expires_at) == (ReminderKind.DUE, expires)
+        assert waiting.sealed_identity == person.sealed_identity
+        assert waiting.subject_locator == person.subject_locator
     with session_scope(engine) as session:
-        assert reminders_store.acknowledge(session, [reminder.reminder_id], now) == 0
+        assert reminders_store.acknowledge(session, ids[:1], now) == 1
+    with session_scope(engine) as session:
+        # The one acknowledged before counts no more; the other does.
+        assert reminders_store.acknowledge(session, ids, now) == 1
+        assert reminders_store.acknowledge(session, ids, now) == 0
         assert reminders_store.waiting(session, 10)[0] == []
