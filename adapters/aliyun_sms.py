@@ -34,6 +34,7 @@ from adapters.mapping_files import read_settings, read_text_beside, required_tex
 from adapters.notifiers import (
     KINDS,
     Notification,
+    Notifier,
     RetryableGatewayError,
     WebhookRetry,
     exchange_json,
@@ -119,7 +120,7 @@ def load_aliyun_sms_config(path: Path) -> AliyunSmsConfig:
     )
 
 
-class AliyunSmsNotifier:
+class AliyunSmsNotifier(Notifier):
     """SendSms per notification, retried on throttling and system errors."""
 
     def __init__(self, config: AliyunSmsConfig, *, timeout_s: float = 10.0) -> None:

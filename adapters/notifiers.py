@@ -130,9 +130,17 @@ def notification_for(reminder: desk_pb2.Reminder, office: str) -> Notification:
 
 
 class Notifier(Protocol):
-    """Sends one notification; raises NotificationRefusedError or GatewayUnavailableError."""
+    """Sends one notification; raises NotificationRefusedError or GatewayUnavailableError.
+
+    `flush` makes every notification sent so far final; `run_notifications` calls it before
+    acknowledging them. A gateway's answer already is final, so its notifiers inherit this
+    class's `flush`, which does nothing; a notifier that buffers (the outbox file) overrides it.
+    """
 
     def send(self, notification: Notification) -> None: ...
+
+    def flush(self) -> None:
+        return None
 
 
 class RetryableGatewayError(Exception):
@@ -177,7 +185,7 @@ def require_gateway_url(url: str, setting: str) -> SplitResult:
     return parts
 
 
-class WebhookNotifier:
+class WebhookNotifier(Notifier):
     """A JSON POST per notification to an SMS or messaging gateway.
 
     2xx is sent. 429, 5xx, timeouts and refused connections are retried with backoff; any other
@@ -290,8 +298,9 @@ def _error_code(data: bytes) -> str:
     return f" (code {code})" if code is not None else ""
 
 
-class OutboxFileNotifier:
-    """Appends each notification as one JSON line to a local file, fsynced before returning.
+class OutboxFileNotifier(Notifier):
+    """Appends each notification as one JSON line to a local file, fsynced by `flush` (so
+    before the lines' reminders are acknowledged: once a page, not once a line).
 
     For offices whose SMS system picks up files, and as the record of what was sent. The file is
     created readable by its owner only: it holds phone numbers.
@@ -299,6 +308,7 @@ class OutboxFileNotifier:
 
     def __init__(self, path: Path) -> None:
         self._path = path
+        self._unsynced = False
 
     def send(self, notification: Notification) -> None:
         record = {**notification.as_json(), "written_at": datetime.now(UTC).isoformat()}
@@ -309,9 +319,21 @@ class OutboxFileNotifier:
             written = os.write(descriptor, line)
             if written != len(line):
                 raise OSError(f"short write to {self._path.name}")
+            self._unsynced = True
+        finally:
+            os.close(descriptor)
+
+    def flush(self) -> None:
+        """fsync the lines written since the last flush (fsync reaches the file's data whatever
+        descriptor wrote it)."""
+        if not self._unsynced:
+            return
+        descriptor = os.open(self._path, os.O_WRONLY)
+        try:
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
+        self._unsynced = False
 
 
 class ReminderSource(Protocol):
@@ -394,4 +416,6 @@ def run_notifications(
                 held -= 1
         finally:
             if sent:
+                # Nothing is acknowledged that a crash could still lose.
+                notifier.flush()
                 summary.acknowledged += source.acknowledge(sent)

@@ -133,7 +133,7 @@ def read_recipients(path: Path) -> dict[str, str]:
         raise MappingError(path.name, f"cannot be read ({error.strerror})") from None
 
 
-class WeChatTemplateNotifier:
+class WeChatTemplateNotifier(Notifier):
     """A template message per notification, with the access_token kept and refreshed."""
 
     def __init__(self, config: WeChatConfig, *, timeout_s: float = 10.0) -> None:
@@ -257,7 +257,7 @@ def _errcode(answer: Mapping[str, object]) -> int:
     return code if isinstance(code, int) and not isinstance(code, bool) else -1
 
 
-class FirstOf:
+class FirstOf(Notifier):
     """Each notification through the first notifier that takes it: WeChat where the person
     bound an account, else SMS. A refusal passes it on; the last refusal is raised."""
 
@@ -274,3 +274,7 @@ class FirstOf:
                 continue
             return
         self._notifiers[-1].send(notification)
+
+    def flush(self) -> None:
+        for notifier in self._notifiers:
+            notifier.flush()

@@ -159,6 +159,28 @@ def test_the_outbox_file_appends_one_json_line_per_notification_owner_only(
     assert os.stat(path).st_mode & 0o777 == 0o600
 
 
+def test_the_outbox_file_is_synced_by_flush_once_for_the_lines_written_since(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(descriptor: int) -> None:
+        synced.append(descriptor)
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    notifier = OutboxFileNotifier(tmp_path / "outbox.jsonl")
+    notifier.flush()
+    assert synced == []
+    notifier.send(notification("r-1"))
+    notifier.send(notification("r-2"))
+    assert synced == []
+    notifier.flush()
+    notifier.flush()
+    assert len(synced) == 1
+
+
 def reminder(
     reminder_id: str, kind: int = desk_pb2.REMINDER_KIND_DUE, phone: str = "13800138000"
 ) -> desk_pb2.Reminder:
@@ -217,6 +239,46 @@ def test_sent_reminders_are_acknowledged_and_unsendable_ones_stay(gateway: Gatew
     assert source.acknowledged == [["r-1"], ["r-4"]]
     assert sorted(source.open) == ["r-2", "r-3"]
     assert summary.problems == ["127.0.0.1 refused reminder r-2 with HTTP 400"]
+
+
+class FlushRecorder(OutboxFileNotifier):
+    """The outbox file, noting in `events` each page flushed, beside the source's
+    acknowledgements."""
+
+    def __init__(self, path: Path, events: list[str]) -> None:
+        super().__init__(path)
+        self.events = events
+
+    def flush(self) -> None:
+        super().flush()
+        self.events.append("flush")
+
+
+def test_a_page_is_flushed_before_it_is_acknowledged(tmp_path: Path) -> None:
+    events: list[str] = []
+
+    class Source(Reminders):
+        def acknowledge(self, reminder_ids: Sequence[str]) -> int:
+            events.append(f"acknowledge {','.join(reminder_ids)}")
+            return super().acknowledge(reminder_ids)
+
+    source = Source([reminder("r-1"), reminder("r-2"), reminder("r-3")])
+    notifier = FlushRecorder(tmp_path / "outbox.jsonl", events)
+    summary = run_notifications(source, notifier, office="Foshan office", page_size=2)
+    assert summary.acknowledged == 3
+    assert events == ["flush", "acknowledge r-1,r-2", "flush", "acknowledge r-3"]
+
+
+def test_a_page_whose_file_cannot_be_synced_is_not_acknowledged(tmp_path: Path) -> None:
+    class FullDisk(OutboxFileNotifier):
+        def flush(self) -> None:
+            raise OSError(28, "No space left on device")
+
+    source = Reminders([reminder("r-1"), reminder("r-2")])
+    with pytest.raises(OSError, match="No space"):
+        run_notifications(source, FullDisk(tmp_path / "outbox.jsonl"), office="Foshan office")
+    assert source.acknowledged == []
+    assert sorted(source.open) == ["r-1", "r-2"]
 
 
 def test_a_gateway_that_stays_down_stops_the_run_after_acknowledging_what_was_sent(

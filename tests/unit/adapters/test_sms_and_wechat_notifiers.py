@@ -12,7 +12,7 @@ import pytest
 
 from adapters.aliyun_sms import AliyunSmsConfig, AliyunSmsNotifier, load_aliyun_sms_config
 from adapters.errors import GatewayUnavailableError, MappingError, NotificationRefusedError
-from adapters.notifiers import Notification, WebhookRetry, notification_text
+from adapters.notifiers import Notification, Notifier, WebhookRetry, notification_text
 from adapters.wechat_templates import (
     FirstOf,
     WeChatConfig,
@@ -180,6 +180,23 @@ def test_a_person_without_wechat_gets_the_sms_instead() -> None:
         notifier.send(notification("rem-2", to="13900139000"))
     assert [m["client_msg_id"] for m in wechat_gateway.sent] == ["rem-1"]
     assert [m["OutId"] for m in sms_gateway.accepted] == ["rem-2"]
+
+
+def test_first_of_flushes_every_notifier_it_chains() -> None:
+    flushed: list[str] = []
+
+    class Buffered(Notifier):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def send(self, notification: Notification) -> None:
+            raise NotificationRefusedError(f"{self.name} takes nothing")
+
+        def flush(self) -> None:
+            flushed.append(self.name)
+
+    FirstOf([Buffered("wechat"), Buffered("sms")]).flush()
+    assert flushed == ["wechat", "sms"]
 
 
 def test_the_configs_read_their_secrets_from_files_and_refuse_unknown_settings(
