@@ -10,8 +10,10 @@ not timed): people whose validity ends spread evenly over a year around the day 
 
 Timed, each a RunCycle call through the desk API: the day on `bench-cycle` (the figure), the
 same day again (the rerun: it finds the day done), and the next day (a day's ordinary work over
-the same roll); and the same day on the baseline's `baseline` people. Prints people/s, seconds,
-peak memory and the baseline's rate in the same run; asserts nothing about time.
+the same roll); and the same day on the baseline's `baseline` people. Then the day's reminders
+sent as `certfed notify run --outbox-file` sends them (every page listed with the phone numbers
+opened, written to a file, acknowledged). Prints people/s, seconds, peak memory and the
+baseline's rate in the same run; asserts nothing about time.
 """
 
 from __future__ import annotations
@@ -28,10 +30,12 @@ from pathlib import Path
 from rich.console import Console
 from sqlalchemy import Engine
 
+from adapters.notifiers import DeskReminders, OutboxFileNotifier, run_notifications
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
 from cli.bench.federation import bench_settings
 from cli.bench.kit import Headline, bench_workdir, peak_rss_mb, postgres_server, resident_id
 from cli.launcher import LocalFederation, NodeSpec
+from federation.limits import Limits
 from federation.timestamps import to_timestamp
 from federation_node.keystore import KeyPaths
 from federation_node.rules.feed_records import roll_key
@@ -78,6 +82,9 @@ class CycleBenchFigures(Headline):
     rerun_seconds: float
     next_day_seconds: float
     baseline_seconds: float
+    # The first day's reminders sent through the notifier and acknowledged, and how long it took.
+    reminders_sent: int
+    reminders_seconds: float
     node_peak_rss_mib: float
     baseline_node_peak_rss_mib: float
     first: CycleCounts
@@ -95,6 +102,11 @@ class CycleBenchFigures(Headline):
                 "  moved due / warning / suspended, reminders",
                 f"{self.first.became_due:,} / {self.first.warned:,} / "
                 f"{self.first.suspended:,}, {self.first.reminders_queued:,}",
+            ),
+            (
+                "  reminders sent (notify run, file), acknowledged",
+                f"{self.reminders_sent:,} in {self.reminders_seconds:.2f} s "
+                f"({self.reminders_sent / max(self.reminders_seconds, 1e-9):,.0f}/s)",
             ),
             ("same day again (rerun)", f"{self.rerun_seconds:.2f} s"),
             (
@@ -196,6 +208,23 @@ def _run_cycle(
         return time.perf_counter() - started, response
 
 
+def _send_reminders(federation: LocalFederation, node_id: str, outbox: Path) -> tuple[float, int]:
+    """Every reminder waiting at the node sent to `outbox` and acknowledged, as `certfed notify
+    run --outbox-file` does it, in pages of the most a call may list."""
+    with federation.desk(node_id, "admin") as desk:
+        started = time.perf_counter()
+        summary = run_notifications(
+            DeskReminders(desk),
+            OutboxFileNotifier(outbox),
+            office=OFFICE.display_name,
+            page_size=Limits().max_page_size,
+        )
+        seconds = time.perf_counter() - started
+    if summary.acknowledged != summary.sent or summary.refused or summary.no_phone:
+        raise RuntimeError(f"reminders not all sent and acknowledged: {summary}")
+    return seconds, summary.acknowledged
+
+
 def _node_rss(federation: LocalFederation, node_id: str) -> float:
     process = federation.nodes[node_id].process
     return round(peak_rss_mb(process.pid), 1) if process is not None else 0.0
@@ -236,6 +265,11 @@ def bench_cycle(
         if show_progress:
             console.print(f"the cycle for {day.isoformat()} over {beneficiaries:,} people")
         seconds, first = _run_cycle(federation, OFFICE.node_id, day)
+        if show_progress:
+            console.print(f"sending the day's {first.reminders_queued:,} reminders to a file")
+        reminders_seconds, sent = _send_reminders(
+            federation, OFFICE.node_id, folder / "reminders.jsonl"
+        )
         rerun_seconds, rerun = _run_cycle(federation, OFFICE.node_id, day)
         if rerun.ran:
             raise RuntimeError("the cycle ran the same day twice")
@@ -252,6 +286,8 @@ def bench_cycle(
             rerun_seconds=round(rerun_seconds, 3),
             next_day_seconds=round(next_seconds, 3),
             baseline_seconds=round(baseline_seconds, 3),
+            reminders_sent=sent,
+            reminders_seconds=round(reminders_seconds, 3),
             node_peak_rss_mib=_node_rss(federation, OFFICE.node_id),
             baseline_node_peak_rss_mib=_node_rss(federation, BASELINE.node_id),
             first=CycleCounts.of(first),

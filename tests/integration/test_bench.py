@@ -130,6 +130,9 @@ def test_bench_cycle_of_3000_beneficiaries_completes(postgres_url: str) -> None:
     assert first["suspended"] > 0
     assert first["reminders_queued"] > 0
     assert figures["baseline"]["suspended"] > 0
+    # The day's reminders sent through the notifier, every one acknowledged.
+    assert figures["reminders_sent"] == first["reminders_queued"]
+    assert figures["reminders_seconds"] > 0
     assert figures["next_day"]["reminders_queued"] > 0
     for name in ("rate_per_s", "seconds", "peak_rss_mib", "baseline_per_s", "ratio"):
         assert figures[name] > 0, name
