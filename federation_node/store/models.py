@@ -879,6 +879,10 @@ class DataSignal(NodeTable, table=True):
     __table_args__ = (
         _enum_check("outcome", SignalOutcome),
         UniqueConstraint("source", "source_record_id"),
+        # The retention's daily delete finds the signals past their period through it. Rows go
+        # in as they are recorded, so on PostgreSQL a BRIN index (the range of recorded_at in
+        # each 1 MiB of the table) does it for a few kilobytes and almost no cost per insert.
+        Index(None, "recorded_at", postgresql_using="brin"),
     )
 
     signal_id: str = _id(primary_key=True)

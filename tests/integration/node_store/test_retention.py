@@ -8,10 +8,11 @@ audit record with counts only, and leave the audit chain intact.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlmodel import Session, select
 
 from certfed.v1 import registry_pb2
@@ -19,8 +20,8 @@ from federation.errors import PreconditionError
 from federation_node.offices import retention
 from federation_node.rules.entitlement import EntitlementState, ReminderKind
 from federation_node.rules.policy import Policy
-from federation_node.store import audit, evidence_store, outbox, signals_store
-from federation_node.store.db import session_scope
+from federation_node.store import audit, evidence_store, outbox, retention_store, signals_store
+from federation_node.store.db import is_postgres, session_scope
 from federation_node.store.models import (
     REGISTRY_DESTINATION,
     AssistanceRequest,
@@ -39,6 +40,7 @@ from federation_node.store.models import (
     SignalOutcome,
 )
 from federation_node.store.reminders_store import queue as queue_reminder
+from tests.helpers.statements import executed_statements
 from tests.integration.node_store.conftest import NOW, AddBeneficiary, AddInbound
 
 POLICY = Policy(
@@ -315,3 +317,52 @@ def test_erasure_on_request_is_refused_while_the_person_is_paid_or_under_review(
         assert [(record.actor, record.subject_id) for record in records] == [
             ("host:admin", ended.beneficiary_id)
         ]
+
+
+def test_the_daily_delete_of_signals_reads_them_through_the_recorded_at_index(
+    engine: Engine, add_beneficiary: AddBeneficiary
+) -> None:
+    person = add_beneficiary()
+    with session_scope(engine) as session:
+        for day in range(400):
+            at = NOW - timedelta(days=day)
+            _signal(session, f"matched-{day}", person.beneficiary_id, at)
+            if day < 60:
+                _signal(session, f"unmatched-{day}", None, at)
+    with engine.begin() as connection:
+        connection.execute(text("ANALYZE"))
+    with executed_statements(engine) as executed, session_scope(engine) as session:
+        deleted = retention_store.delete_signals(
+            session,
+            recorded_before=NOW - timedelta(days=POLICY.signal_retention_days),
+            unmatched_before=NOW - timedelta(days=POLICY.unmatched_signal_days),
+        )
+    # Recorded more than 100 days before: days 101 to 399; unmatched more than 30 days before:
+    # days 31 to 59.
+    assert deleted == 299 + 29
+    [(statement, parameters)] = [
+        (statement, parameters)
+        for statement, parameters in executed
+        if statement.startswith("DELETE FROM data_signal")
+    ]
+    with engine.connect() as connection:
+        if is_postgres(engine):
+            kind = connection.execute(
+                text("SELECT indexdef FROM pg_indexes WHERE indexname = :name"),
+                {"name": "ix_data_signal_recorded_at"},
+            ).scalar_one()
+            assert "USING brin" in kind
+            # A test table is a few pages, which PostgreSQL reads whole whatever the indexes;
+            # what is checked is that the delete's conditions can use the index at all.
+            connection.execute(text("SET enable_seqscan = off"))
+            plan = "\n".join(
+                str(row[0])
+                for row in connection.exec_driver_sql("EXPLAIN " + statement, parameters)
+            )
+        else:
+            plan = "\n".join(
+                str(row[-1])
+                for row in connection.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
+            )
+    assert "ix_data_signal_recorded_at" in plan, plan
+    assert not re.search(r"(Seq Scan on|SCAN) data_signal\b", plan), plan
