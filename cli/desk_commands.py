@@ -6,6 +6,7 @@
     certfed desk --config node.toml approve|reject
     certfed desk --config node.toml attestations|evidence|export
     certfed desk --config node.toml propose-amount|amount-changes|approve-amount|reject-amount
+    certfed desk --config node.toml approve-amounts
     certfed desk --config node.toml outbox|retry
     certfed desk --config node.toml held list|apply|dismiss
     certfed desk --config node.toml signals pending|approve|reject
@@ -23,7 +24,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -216,6 +217,66 @@ def _desk_action(args: argparse.Namespace) -> int:
             retry = desk_pb2.RetryDeadLetterRequest(message_id=args.message_id)
             print_one(desk.stub.RetryDeadLetter(retry).message)
     return 0
+
+
+def approve_amounts(
+    desk: DeskClient, change_ids: Sequence[str], reason: str
+) -> tuple[int, list[desk_pb2.LeftAmountChange]]:
+    """A reviewer approves the changes listed, or every proposed change when none is (a roll's
+    yearly adjustment), as many a call as the node takes; returns how many were approved and
+    the changes the node left for a review on their own."""
+    decided = 0
+    left: list[desk_pb2.LeftAmountChange] = []
+    limit = desk.limits.max_repeated
+
+    def review(batch: Sequence[str]) -> None:
+        nonlocal decided
+        answer = desk.stub.ReviewMonthlyAmounts(
+            desk_pb2.ReviewMonthlyAmountsRequest(change_ids=batch, approve=True, reason=reason)
+        )
+        decided += answer.decided
+        left.extend(answer.left)
+
+    if change_ids:
+        for start in range(0, len(change_ids), limit):
+            review(change_ids[start : start + limit])
+        return decided, left
+    # Keyset pages by change id: the changes approved drop out of the list and those left stay
+    # behind the token, so every proposed change is asked about once.
+    token = ""
+    while True:
+        page = desk.stub.ListAmountChanges(
+            desk_pb2.ListAmountChangesRequest(
+                status=desk_pb2.AMOUNT_CHANGE_STATUS_PROPOSED,
+                page_size=min(limit, desk.limits.max_page_size),
+                page_token=token,
+            )
+        )
+        if page.changes:
+            review([change.change_id for change in page.changes])
+        token = page.next_page_token
+        if not token:
+            return decided, left
+
+
+def _approve_amounts(args: argparse.Namespace) -> int:
+    with desk_client(args) as desk:
+        decided, left = approve_amounts(desk, args.change_ids, args.reason or "")
+    console.print(f"approved: {decided:,}")
+    if left:
+        console.print(f"left for a review on their own: {len(left):,}")
+        for change in left[:_LEFT_SHOWN]:
+            console.print(f"  {change.change_id}: {change.reason}")
+        if len(left) > _LEFT_SHOWN:
+            console.print(
+                f"  ... and {len(left) - _LEFT_SHOWN:,} more "
+                "(certfed desk amount-changes --status proposed)"
+            )
+    return 0
+
+
+# Changes left by `approve-amounts` printed one by one; the rest are counted.
+_LEFT_SHOWN = 20
 
 
 # Lists.
@@ -465,6 +526,16 @@ def add_desk_commands(subparsers: Any) -> None:
         review = actions.add_parser(name, help=help_text)
         review.add_argument("change_id")
         review.add_argument("--reason", required=name == "reject-amount")
+    approve_many = actions.add_parser(
+        "approve-amounts",
+        help="approve many proposed monthly amounts at once, e.g. a roll's yearly adjustment "
+        "(reviewer; within the policy's amounts.bulk_change_percent, not your own)",
+    )
+    approve_many.add_argument(
+        "change_ids", nargs="*", help="the changes; none: every change awaiting review"
+    )
+    approve_many.add_argument("--reason", help="why, for the record (audited)")
+    approve_many.set_defaults(handler=_approve_amounts)
     add_trust_desk_commands(actions)
     add_evidence_desk_commands(actions)
     add_bundle_desk_commands(actions)

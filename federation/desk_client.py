@@ -143,6 +143,11 @@ class DeskClient:
         )
         self.stub = desk_pb2_grpc.DeskServiceStub(operator_channel)
 
+    @property
+    def limits(self) -> Limits:
+        """The node's limits this client was made with (page sizes, repeated fields)."""
+        return self._limits
+
     def close(self) -> None:
         if self._owns_channel:
             self._desk_channel.close()

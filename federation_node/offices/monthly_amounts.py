@@ -2,9 +2,20 @@
 operator, a reviewer, approves or rejects (separation of duties, docs/domain.md). Until a
 reviewer approves, the entitlement keeps its amount; approved, the new amount counts for back pay
 and overpayments from then on. Every step is audited with the amounts, never a name or number.
+
+A roll's yearly adjustment proposes a new amount for most of the roll at once (roll.py); a
+reviewer decides those in batches (`review_many`), each change under the same rules as on its
+own, and approved in bulk only when it moves the amount by at most the policy's
+`amounts.bulk_change_percent`. A change that may not be decided so is left as it is, with the
+reason, for a review on its own. Each change decided leaves its own audit record, so a person's
+history shows it.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
+
+from sqlmodel import Session
 
 from certfed.v1 import desk_pb2
 from federation.errors import InvalidInputError, PreconditionError, SeparationOfDutiesError
@@ -14,6 +25,8 @@ from federation_node.rules.validation import require_id, require_text
 from federation_node.store import amount_changes, audit, entitlements_store
 from federation_node.store.db import session_scope
 from federation_node.store.models import AmountChange, AmountChangeState
+
+_DECIDED = {True: AmountChangeState.APPROVED, False: AmountChangeState.REJECTED}
 
 
 class MonthlyAmounts:
@@ -79,38 +92,122 @@ class MonthlyAmounts:
         now = context.now()
         with session_scope(context.engine) as session:
             change = amount_changes.get(session, request.change_id, for_update=True)
-            if change.state is not AmountChangeState.PROPOSED:
-                raise PreconditionError(
-                    f"amount change {change.change_id} is {change.state.value}; only a proposed "
-                    "change can be approved or rejected"
-                )
-            if change.proposed_by == actor.name:
-                raise SeparationOfDutiesError(
-                    "the operator who proposed this amount may not review it; another reviewer "
-                    "must decide (separation of duties)"
-                )
+            _require_reviewable(change, actor)
             if request.approve:
                 entitlement = entitlements_store.get(
                     session, change.beneficiary_id, for_update=True
                 )
                 entitlement.monthly_amount_fen = change.proposed_amount_fen
                 entitlements_store.save(session, entitlement, now)
-                state = AmountChangeState.APPROVED
-            else:
-                state = AmountChangeState.REJECTED
+            state = _DECIDED[request.approve]
             amount_changes.decide(session, change, state, actor.name, reason, now)
-            audit.append(
-                session,
-                actor=actor.label,
-                action=f"entitlement.amount_{state.value}",
-                subject_type="beneficiary",
-                subject_id=change.beneficiary_id,
-                details={
-                    "change_id": change.change_id,
-                    "from_fen": change.previous_amount_fen,
-                    "to_fen": change.proposed_amount_fen,
-                    "reason_given": bool(reason),
-                },
-                now=now,
-            )
+            _audit_decision(session, actor, change, state, reason, now)
         return change
+
+    def review_many(
+        self, actor: Actor, request: desk_pb2.ReviewMonthlyAmountsRequest
+    ) -> tuple[int, list[tuple[str, str]]]:
+        """Decide every change listed that may be decided this way; returns how many were, and
+        the others (change id, why), in the order given."""
+        context = self._context
+        limits = context.config.limits
+        if not request.change_ids:
+            raise InvalidInputError("change_ids", "give at least one amount change")
+        if len(request.change_ids) > limits.max_repeated:
+            raise InvalidInputError(
+                "change_ids",
+                f"has {len(request.change_ids)} items; the limit is {limits.max_repeated}",
+            )
+        ids = [
+            require_id(value, f"change_ids[{index}]")
+            for index, value in enumerate(request.change_ids)
+        ]
+        if len(set(ids)) != len(ids):
+            raise InvalidInputError("change_ids", "lists an amount change twice")
+        reason = require_text(request.reason, "reason", limits, required=not request.approve)
+        bound = context.policy.bulk_amount_change_percent
+        state = _DECIDED[request.approve]
+        now = context.now()
+        with session_scope(context.engine) as session:
+            found = amount_changes.locked(session, ids)
+            unknown = [change_id for change_id in ids if change_id not in found]
+            if unknown:
+                raise amount_changes.UnknownAmountChangeError(
+                    f"no amount change {unknown[0]} at this office ({len(unknown)} of the "
+                    f"{len(ids)} listed are unknown); nothing was decided"
+                )
+            deciding: list[AmountChange] = []
+            left: list[tuple[str, str]] = []
+            for change in (found[change_id] for change_id in ids):
+                why = _not_reviewable(change, actor)
+                if why is None and request.approve and not _within(change, bound):
+                    why = (
+                        f"moves the amount from {change.previous_amount_fen} to "
+                        f"{change.proposed_amount_fen} fen, more than the {bound}% a change "
+                        "approved with others may; review it on its own"
+                    )
+                if why is None:
+                    deciding.append(change)
+                else:
+                    left.append((change.change_id, why))
+            decided_ids = [change.change_id for change in deciding]
+            amount_changes.decide_many(session, decided_ids, state, actor.name, reason, now)
+            if request.approve:
+                entitlements_store.set_amounts(
+                    session,
+                    [(change.beneficiary_id, change.proposed_amount_fen) for change in deciding],
+                    now,
+                )
+            for change in deciding:
+                _audit_decision(session, actor, change, state, reason, now)
+        return len(deciding), left
+
+
+def _not_reviewable(change: AmountChange, actor: Actor) -> str | None:
+    """Why `actor` may not decide the change, or None when they may."""
+    if change.state is not AmountChangeState.PROPOSED:
+        return f"is {change.state.value}; only a proposed change can be approved or rejected"
+    if change.proposed_by == actor.name:
+        return "was proposed by you; another reviewer must decide (separation of duties)"
+    return None
+
+
+def _require_reviewable(change: AmountChange, actor: Actor) -> None:
+    why = _not_reviewable(change, actor)
+    if why is None:
+        return
+    message = f"amount change {change.change_id} {why}"
+    if change.state is AmountChangeState.PROPOSED:
+        raise SeparationOfDutiesError(message)
+    raise PreconditionError(message)
+
+
+def _within(change: AmountChange, percent: int) -> bool:
+    """Whether the change moves the amount by at most `percent` of the amount before it (a
+    first amount, from zero, never is)."""
+    moved = abs(change.proposed_amount_fen - change.previous_amount_fen)
+    return moved * 100 <= percent * change.previous_amount_fen
+
+
+def _audit_decision(
+    session: Session,
+    actor: Actor,
+    change: AmountChange,
+    state: AmountChangeState,
+    reason: str,
+    now: datetime,
+) -> None:
+    audit.append(
+        session,
+        actor=actor.label,
+        action=f"entitlement.amount_{state.value}",
+        subject_type="beneficiary",
+        subject_id=change.beneficiary_id,
+        details={
+            "change_id": change.change_id,
+            "from_fen": change.previous_amount_fen,
+            "to_fen": change.proposed_amount_fen,
+            "reason_given": bool(reason),
+        },
+        now=now,
+    )

@@ -470,24 +470,26 @@ class Roll:
         pending = amount_changes.pending_for(
             session, [change.record.beneficiary_id for _, change in differing]
         )
-        proposed = []
+        proposing: list[_Changes] = []
+        proposals: list[amount_changes.Proposal] = []
         for entry, change in differing:
             record = change.record
             waiting = pending.get(record.beneficiary_id)
             if waiting is not None and waiting.proposed_amount_fen == entry.amount_fen:
                 change.amount_change_id = waiting.change_id
                 continue
-            made, _ = amount_changes.propose(
-                session,
-                beneficiary_id=record.beneficiary_id,
-                previous_amount_fen=record.monthly_amount_fen,
-                proposed_amount_fen=entry.amount_fen,
-                reason="roll import",
-                proposed_by=actor.name,
-                now=now,
+            proposing.append(change)
+            proposals.append(
+                amount_changes.Proposal(
+                    record.beneficiary_id, record.monthly_amount_fen, entry.amount_fen
+                )
             )
-            change.amount_change_id = made.change_id
-            proposed.append(made.change_id)
+        # A proposal awaiting review with another amount is superseded by the new one.
+        proposed = amount_changes.propose_many(
+            session, proposals, reason="roll import", proposed_by=actor.name, now=now
+        )
+        for change, change_id in zip(proposing, proposed, strict=True):
+            change.amount_change_id = change_id
         return proposed
 
     @staticmethod

@@ -55,6 +55,9 @@ MAX_RETENTION_DAYS = 36_500
 # provider reports, of which the policy allows some (none by default).
 HELPER_RELATIONS = ("spouse", "child", "grandchild", "sibling", "other_relative", "guardian")
 # Face-recognition scores run from 0 to 100.
+# A change approved with many others moves an amount by at most this percent, whatever the
+# policy says: a larger one deserves a reviewer's look on its own.
+MAX_BULK_AMOUNT_CHANGE_PERCENT = 50
 MAX_FACE_SCORE = 100
 # Benefits obtained by fraud are repaid with a fine of two to five times the amount.
 FRAUD_FINE_MULTIPLES = range(2, 6)
@@ -128,6 +131,10 @@ class Policy:
     # Overpayment recovery (offices/recovery.py): the fine on a benefit obtained by fraud, as a
     # multiple of the amount obtained (which is repaid too).
     fraud_fine_multiple: int = 2
+    # Monthly amounts (offices/monthly_amounts.py): a reviewer may approve many proposed amounts
+    # at once (a roll's yearly adjustment) only when each moves its amount by at most this
+    # percent of the amount before; a larger change is approved on its own.
+    bulk_amount_change_percent: int = 10
 
 
 # Every key the file may hold: section -> key -> (Policy field, expected type).
@@ -179,6 +186,7 @@ _KEYS: dict[str, dict[str, tuple[str, type]]] = {
         "helper_relations": ("face_helper_relations", list),
     },
     "recovery": {"fraud_fine_multiple": ("fraud_fine_multiple", int)},
+    "amounts": {"bulk_change_percent": ("bulk_amount_change_percent", int)},
 }
 
 
@@ -332,6 +340,11 @@ def validate_policy(policy: Policy) -> None:
         raise InvalidInputError(
             "recovery.fraud_fine_multiple",
             f"must be between {FRAUD_FINE_MULTIPLES[0]} and {FRAUD_FINE_MULTIPLES[-1]}",
+        )
+    if not 0 <= policy.bulk_amount_change_percent <= MAX_BULK_AMOUNT_CHANGE_PERCENT:
+        raise InvalidInputError(
+            "amounts.bulk_change_percent",
+            f"must be between 0 and {MAX_BULK_AMOUNT_CHANGE_PERCENT} (0: every change on its own)",
         )
     unknown_relations = sorted(policy.face_helper_relations - set(HELPER_RELATIONS))
     if unknown_relations:

@@ -95,6 +95,7 @@ DESK_POLICY: Mapping[str, frozenset[str]] = {
     "UpdateBeneficiaryContact": frozenset({CLERK}),
     "ProposeMonthlyAmount": frozenset({CLERK}),
     "ReviewMonthlyAmount": frozenset({REVIEWER}),
+    "ReviewMonthlyAmounts": frozenset({REVIEWER}),
     "ListAmountChanges": ANY_OPERATOR,
     "ClosePaymentMonth": frozenset({ADMIN}),
     # Evidence stays with the office that certified: its clerks attach it, its clerks and

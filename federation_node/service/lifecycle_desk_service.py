@@ -263,6 +263,18 @@ class LifecycleDesk:
         change = self._node.monthly_amounts.review(_actor(), request)
         return desk_pb2.ReviewMonthlyAmountResponse(change=amount_change_view(change))
 
+    def ReviewMonthlyAmounts(
+        self, request: desk_pb2.ReviewMonthlyAmountsRequest, context: grpc.ServicerContext
+    ) -> desk_pb2.ReviewMonthlyAmountsResponse:
+        decided, left = self._node.monthly_amounts.review_many(_actor(), request)
+        return desk_pb2.ReviewMonthlyAmountsResponse(
+            decided=decided,
+            left=[
+                desk_pb2.LeftAmountChange(change_id=change_id, reason=why)
+                for change_id, why in left
+            ],
+        )
+
     def ListAmountChanges(
         self, request: desk_pb2.ListAmountChangesRequest, context: grpc.ServicerContext
     ) -> desk_pb2.ListAmountChangesResponse:

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import NamedTuple
 
+from sqlalchemy import update
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from federation.errors import NotFoundError
-from federation_node.ids import new_id
+from federation_node.ids import new_id, new_ids
+from federation_node.store.bulk_insert import insert_rows
 from federation_node.store.db import count_of, keyset_page, lock_and_refresh
 from federation_node.store.models import AmountChange, AmountChangeState
 
@@ -58,6 +61,49 @@ def propose(
     return change, superseded
 
 
+class Proposal(NamedTuple):
+    beneficiary_id: str
+    previous_amount_fen: int
+    proposed_amount_fen: int
+
+
+def propose_many(
+    session: Session,
+    proposals: Sequence[Proposal],
+    *,
+    reason: str,
+    proposed_by: str,
+    now: datetime,
+) -> list[str]:
+    """`propose` for many people at once, one proposal each: their proposals awaiting review
+    are marked superseded and the new ones inserted together. Returns the new ids, in order."""
+    people = [proposal.beneficiary_id for proposal in proposals]
+    for start in range(0, len(people), _IN_BATCH):
+        session.execute(
+            update(AmountChange)
+            .where(
+                col(AmountChange.state) == AmountChangeState.PROPOSED,
+                col(AmountChange.beneficiary_id).in_(people[start : start + _IN_BATCH]),
+            )
+            .values(state=AmountChangeState.SUPERSEDED)
+            .execution_options(synchronize_session=False)
+        )
+    change_ids = new_ids(len(proposals))
+    insert_rows(
+        session,
+        AmountChange.__table__,  # type: ignore[attr-defined]
+        ("change_id", "beneficiary_id", "previous_amount_fen", "proposed_amount_fen"),
+        ((change_id, *proposal) for change_id, proposal in zip(change_ids, proposals, strict=True)),
+        same={
+            "state": AmountChangeState.PROPOSED,
+            "reason": reason,
+            "proposed_by": proposed_by,
+            "proposed_at": now,
+        },
+    )
+    return change_ids
+
+
 def get(session: Session, change_id: str, *, for_update: bool = False) -> AmountChange:
     change = session.get(AmountChange, change_id)
     if change is None:
@@ -83,6 +129,40 @@ def decide(
     change.reviewed_at = now
     change.review_reason = reason
     session.add(change)
+
+
+def locked(session: Session, change_ids: Sequence[str]) -> dict[str, AmountChange]:
+    """The changes among `change_ids` that exist, by id, each row locked until the transaction
+    ends (in id order, so two reviewers' batches never wait for each other in a circle)."""
+    found: dict[str, AmountChange] = {}
+    ordered = sorted(set(change_ids))
+    for start in range(0, len(ordered), _IN_BATCH):
+        statement = (
+            select(AmountChange)
+            .where(col(AmountChange.change_id).in_(ordered[start : start + _IN_BATCH]))
+            .order_by(col(AmountChange.change_id))
+            .with_for_update()
+        )
+        found.update((row.change_id, row) for row in session.exec(statement))
+    return found
+
+
+def decide_many(
+    session: Session,
+    change_ids: Sequence[str],
+    state: AmountChangeState,
+    reviewer: str,
+    reason: str,
+    now: datetime,
+) -> None:
+    """`decide` for many changes with one outcome."""
+    for start in range(0, len(change_ids), _IN_BATCH):
+        session.execute(
+            update(AmountChange)
+            .where(col(AmountChange.change_id).in_(list(change_ids[start : start + _IN_BATCH])))
+            .values(state=state, reviewed_by=reviewer, reviewed_at=now, review_reason=reason)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def pending_for(session: Session, beneficiary_ids: Sequence[str]) -> dict[str, AmountChange]:

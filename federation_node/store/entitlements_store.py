@@ -88,6 +88,20 @@ def save(session: Session, entitlement: Entitlement, now: datetime) -> None:
     session.add(entitlement)
 
 
+def set_amounts(session: Session, amounts: Sequence[tuple[str, int]], now: datetime) -> None:
+    """Each (beneficiary id, monthly amount in fen) applied to the person's entitlement, in one
+    prepared statement run for all of them."""
+    if not amounts:
+        return
+    table = Entitlement.__table__  # type: ignore[attr-defined]
+    session.connection().execute(
+        table.update()
+        .where(table.c.beneficiary_id == bindparam("person"))
+        .values(monthly_amount_fen=bindparam("amount"), updated_at=now),
+        [{"person": person, "amount": amount} for person, amount in amounts],
+    )
+
+
 @dataclass(frozen=True)
 class EntitlementFilter:
     """Which entitlements a listing holds; every condition set must hold."""

@@ -24,6 +24,7 @@ from cli.operator_commands import create_operator, host_actor
 from cli.roll_import import import_roll_file
 from federation.desk_client import DeskClient
 from federation.timestamps import to_datetime, to_timestamp
+from federation_node.ids import new_id
 from federation_node.store import db
 from federation_node.store.models import AuditRecord, OperatorRole
 from tests.helpers.audit_trail import chained_records
@@ -524,3 +525,79 @@ def write_roll_of(path: Path, rows: int) -> None:
         writer.writeheader()
         for index in range(rows):
             writer.writerow(roll_row(0, id_number=big_number(index)))
+
+
+def _review(
+    desk: DeskClient, change_ids: list[str], approve: bool = True, reason: str = ""
+) -> desk_pb2.ReviewMonthlyAmountsResponse:
+    answer: desk_pb2.ReviewMonthlyAmountsResponse = desk.stub.ReviewMonthlyAmounts(
+        desk_pb2.ReviewMonthlyAmountsRequest(change_ids=change_ids, approve=approve, reason=reason)
+    )
+    return answer
+
+
+def test_a_yearly_adjustment_is_approved_in_bulk_within_the_policys_bound(
+    office: Office,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    serials = list(range(900, 930))
+    with office.desk() as desk:
+        import_roll(desk, write_roll(tmp_path / "roll.csv", [roll_row(s) for s in serials]))
+        # The yearly rise: 3% for everyone, and a row whose amount rises 40% (a typo, or a
+        # case that needs a look of its own).
+        rows = [roll_row(s, monthly_amount_fen="329600") for s in serials[:-1]]
+        rows.append(roll_row(serials[-1], monthly_amount_fen="448000"))
+        assert import_roll(desk, write_roll(tmp_path / "rise.csv", rows)).amount_changes == 30
+        changes = {s: find(desk, s).pending_amount_change.change_id for s in serials}
+    ids = [changes[s] for s in serials]
+    with office.desk() as clerk, pytest.raises(grpc.RpcError) as not_reviewer:
+        _review(clerk, ids)
+    assert not_reviewer.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with office.desk("reviewer") as reviewer:
+        for change_ids, approve, code, words in (
+            ([], True, grpc.StatusCode.INVALID_ARGUMENT, "at least one"),
+            ([ids[0]] * 10_001, True, grpc.StatusCode.INVALID_ARGUMENT, "the limit is 10000"),
+            ([ids[0], ids[0]], True, grpc.StatusCode.INVALID_ARGUMENT, "twice"),
+            (ids[:2], False, grpc.StatusCode.INVALID_ARGUMENT, "reason"),
+            ([*ids[:2], new_id()], True, grpc.StatusCode.NOT_FOUND, "nothing was decided"),
+        ):
+            with pytest.raises(grpc.RpcError) as refused:
+                _review(reviewer, change_ids, approve)
+            assert refused.value.code() == code
+            assert words in (refused.value.details() or "")
+        assert find(reviewer, 900).entitlement.monthly_amount_fen == 320_000
+        answer = _review(reviewer, ids, reason="2027 adjustment")
+        assert answer.decided == 29
+        [left] = answer.left
+        assert left.change_id == changes[929]
+        assert "more than the 10%" in left.reason
+        # Decided once: asked again, they are left with why.
+        again = _review(reviewer, ids[:3])
+        assert again.decided == 0
+        assert ["approved" in change.reason for change in again.left] == [True] * 3
+        assert find(reviewer, 900).entitlement.monthly_amount_fen == 329_600
+        assert find(reviewer, 929).entitlement.monthly_amount_fen == 320_000
+    # Separation of duties holds in bulk: an operator with both roles leaves their own proposal.
+    with office.desk_with_both_roles() as both:
+        import_roll(
+            both, write_roll(tmp_path / "own.csv", [roll_row(901, monthly_amount_fen="330000")])
+        )
+        own = find(both, 901).pending_amount_change.change_id
+        answer = _review(both, [own])
+        assert answer.decided == 0
+        assert "separation of duties" in answer.left[0].reason
+    # One audit record per change decided, so each person's history shows it.
+    audited = office.audit("entitlement.amount_approved")
+    assert {changes[s] for s in serials[:-1]} <= {str(details["change_id"]) for details in audited}
+    # The command line approves every proposal awaiting review and lists what it left.
+    monkeypatch.setenv("CERTFED_OPERATOR_TOKEN", office.handle.tokens["reviewer"])
+    config = str(office.handle.config_path)
+    assert main(["desk", "--config", config, "approve-amounts", "--reason", "2027 rise"]) == 0
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "approved: 1" in printed
+    assert f"{changes[929]}: moves the amount from 320000 to 448000 fen" in printed
+    with office.desk() as desk:
+        assert find(desk, 901).entitlement.monthly_amount_fen == 330_000
+        assert find(desk, 929).entitlement.monthly_amount_fen == 320_000

@@ -2991,6 +2991,84 @@ class ReviewMonthlyAmountResponse(_message.Message):
 Global___ReviewMonthlyAmountResponse: _TypeAlias = ReviewMonthlyAmountResponse  # noqa: Y015
 
 @_typing.final
+class ReviewMonthlyAmountsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_IDS_FIELD_NUMBER: _builtins.int
+    APPROVE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    approve: _builtins.bool
+    """True applies every amount; false rejects them all (a reason is then required)."""
+    reason: _builtins.str
+    @_builtins.property
+    def change_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """At most the node's limits.max_repeated, each once."""
+
+    def __init__(
+        self,
+        *,
+        change_ids: _abc.Iterable[_builtins.str] | None = ...,
+        approve: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approve", b"approve", "change_ids", b"change_ids", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewMonthlyAmountsRequest: _TypeAlias = ReviewMonthlyAmountsRequest  # noqa: Y015
+
+@_typing.final
+class ReviewMonthlyAmountsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECIDED_FIELD_NUMBER: _builtins.int
+    LEFT_FIELD_NUMBER: _builtins.int
+    decided: _builtins.int
+    """How many were decided."""
+    @_builtins.property
+    def left(self) -> _containers.RepeatedCompositeFieldContainer[Global___LeftAmountChange]:
+        """The changes listed that were not, in the order given."""
+
+    def __init__(
+        self,
+        *,
+        decided: _builtins.int = ...,
+        left: _abc.Iterable[Global___LeftAmountChange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decided", b"decided", "left", b"left"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewMonthlyAmountsResponse: _TypeAlias = ReviewMonthlyAmountsResponse  # noqa: Y015
+
+@_typing.final
+class LeftAmountChange(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    change_id: _builtins.str
+    reason: _builtins.str
+    """Why, for the reviewer: not awaiting review, their own proposal, or too large a change."""
+    def __init__(
+        self,
+        *,
+        change_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_id", b"change_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LeftAmountChange: _TypeAlias = LeftAmountChange  # noqa: Y015
+
+@_typing.final
 class ListAmountChangesRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

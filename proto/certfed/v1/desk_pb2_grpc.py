@@ -207,6 +207,11 @@ class DeskServiceStub:
                 request_serializer=certfed_dot_v1_dot_desk__pb2.ReviewMonthlyAmountRequest.SerializeToString,
                 response_deserializer=certfed_dot_v1_dot_desk__pb2.ReviewMonthlyAmountResponse.FromString,
                 _registered_method=True)
+        self.ReviewMonthlyAmounts = channel.unary_unary(
+                '/certfed.v1.DeskService/ReviewMonthlyAmounts',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.ReviewMonthlyAmountsRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.ReviewMonthlyAmountsResponse.FromString,
+                _registered_method=True)
         self.ListAmountChanges = channel.unary_unary(
                 '/certfed.v1.DeskService/ListAmountChanges',
                 request_serializer=certfed_dot_v1_dot_desk__pb2.ListAmountChangesRequest.SerializeToString,
@@ -595,6 +600,16 @@ class DeskServiceServicer:
 
     def ReviewMonthlyAmount(self, request, context):
         """Reviewer (never the operator who proposed it): approve or reject a proposed amount.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReviewMonthlyAmounts(self, request, context):
+        """Reviewer: approve or reject many proposed amounts at once (a roll's yearly adjustment). A
+        change is decided only when it awaits review, another operator proposed it and, to be
+        approved this way, it moves its amount by at most the policy's `amounts.bulk_change_percent`;
+        the others are left as they are, each with the reason, for a review on its own.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -997,6 +1012,11 @@ def add_DeskServiceServicer_to_server(servicer, server):
                     servicer.ReviewMonthlyAmount,
                     request_deserializer=certfed_dot_v1_dot_desk__pb2.ReviewMonthlyAmountRequest.FromString,
                     response_serializer=certfed_dot_v1_dot_desk__pb2.ReviewMonthlyAmountResponse.SerializeToString,
+            ),
+            'ReviewMonthlyAmounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReviewMonthlyAmounts,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.ReviewMonthlyAmountsRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.ReviewMonthlyAmountsResponse.SerializeToString,
             ),
             'ListAmountChanges': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAmountChanges,
@@ -2065,6 +2085,33 @@ class DeskService:
             '/certfed.v1.DeskService/ReviewMonthlyAmount',
             certfed_dot_v1_dot_desk__pb2.ReviewMonthlyAmountRequest.SerializeToString,
             certfed_dot_v1_dot_desk__pb2.ReviewMonthlyAmountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReviewMonthlyAmounts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/ReviewMonthlyAmounts',
+            certfed_dot_v1_dot_desk__pb2.ReviewMonthlyAmountsRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.ReviewMonthlyAmountsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -111,6 +111,12 @@ class DeskServiceStub:
     """Clerk: propose a new monthly amount; the old one stays until a reviewer approves it."""
     ReviewMonthlyAmount: _grpc.UnaryUnaryMultiCallable[_desk_pb2.ReviewMonthlyAmountRequest, _desk_pb2.ReviewMonthlyAmountResponse]
     """Reviewer (never the operator who proposed it): approve or reject a proposed amount."""
+    ReviewMonthlyAmounts: _grpc.UnaryUnaryMultiCallable[_desk_pb2.ReviewMonthlyAmountsRequest, _desk_pb2.ReviewMonthlyAmountsResponse]
+    """Reviewer: approve or reject many proposed amounts at once (a roll's yearly adjustment). A
+    change is decided only when it awaits review, another operator proposed it and, to be
+    approved this way, it moves its amount by at most the policy's `amounts.bulk_change_percent`;
+    the others are left as they are, each with the reason, for a review on its own.
+    """
     ListAmountChanges: _grpc.UnaryUnaryMultiCallable[_desk_pb2.ListAmountChangesRequest, _desk_pb2.ListAmountChangesResponse]
     """Any operator: monthly amount changes, e.g. those awaiting review."""
     ClosePaymentMonth: _grpc.UnaryUnaryMultiCallable[_desk_pb2.ClosePaymentMonthRequest, _desk_pb2.ClosePaymentMonthResponse]
@@ -291,6 +297,12 @@ class DeskServiceAsyncStub(DeskServiceStub):
     """Clerk: propose a new monthly amount; the old one stays until a reviewer approves it."""
     ReviewMonthlyAmount: _aio.UnaryUnaryMultiCallable[_desk_pb2.ReviewMonthlyAmountRequest, _desk_pb2.ReviewMonthlyAmountResponse]  # type: ignore[assignment]
     """Reviewer (never the operator who proposed it): approve or reject a proposed amount."""
+    ReviewMonthlyAmounts: _aio.UnaryUnaryMultiCallable[_desk_pb2.ReviewMonthlyAmountsRequest, _desk_pb2.ReviewMonthlyAmountsResponse]  # type: ignore[assignment]
+    """Reviewer: approve or reject many proposed amounts at once (a roll's yearly adjustment). A
+    change is decided only when it awaits review, another operator proposed it and, to be
+    approved this way, it moves its amount by at most the policy's `amounts.bulk_change_percent`;
+    the others are left as they are, each with the reason, for a review on its own.
+    """
     ListAmountChanges: _aio.UnaryUnaryMultiCallable[_desk_pb2.ListAmountChangesRequest, _desk_pb2.ListAmountChangesResponse]  # type: ignore[assignment]
     """Any operator: monthly amount changes, e.g. those awaiting review."""
     ClosePaymentMonth: _aio.UnaryUnaryMultiCallable[_desk_pb2.ClosePaymentMonthRequest, _desk_pb2.ClosePaymentMonthResponse]  # type: ignore[assignment]
@@ -672,6 +684,18 @@ class DeskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_desk_pb2.ReviewMonthlyAmountResponse, _abc.Awaitable[_desk_pb2.ReviewMonthlyAmountResponse]]:
         """Reviewer (never the operator who proposed it): approve or reject a proposed amount."""
+
+    @_abc_1.abstractmethod
+    def ReviewMonthlyAmounts(
+        self,
+        request: _desk_pb2.ReviewMonthlyAmountsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.ReviewMonthlyAmountsResponse, _abc.Awaitable[_desk_pb2.ReviewMonthlyAmountsResponse]]:
+        """Reviewer: approve or reject many proposed amounts at once (a roll's yearly adjustment). A
+        change is decided only when it awaits review, another operator proposed it and, to be
+        approved this way, it moves its amount by at most the policy's `amounts.bulk_change_percent`;
+        the others are left as they are, each with the reason, for a review on its own.
+        """
 
     @_abc_1.abstractmethod
     def ListAmountChanges(

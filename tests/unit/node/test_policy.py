@@ -7,7 +7,12 @@ from pathlib import Path
 import pytest
 
 from federation.errors import InvalidInputError
-from federation_node.rules.policy import ALIVE_SIGNAL_KINDS, Policy, load_policy
+from federation_node.rules.policy import (
+    ALIVE_SIGNAL_KINDS,
+    Policy,
+    load_policy,
+    policy_from_mapping,
+)
 
 REPOSITORY = Path(__file__).resolve().parents[3]
 
@@ -73,3 +78,12 @@ def test_a_policy_file_that_is_not_toml_is_refused(tmp_path: Path) -> None:
     path.write_text("[validity\n", encoding="utf-8")
     with pytest.raises(InvalidInputError, match="not valid TOML"):
         load_policy(path)
+
+
+def test_bulk_amount_approvals_are_bounded_to_ten_percent_by_default_and_at_most_fifty() -> None:
+    assert Policy().bulk_amount_change_percent == 10
+    none_in_bulk = policy_from_mapping({"amounts": {"bulk_change_percent": 0}})
+    assert none_in_bulk.bulk_amount_change_percent == 0
+    for percent in (-1, 51):
+        with pytest.raises(InvalidInputError, match=r"amounts\.bulk_change_percent"):
+            policy_from_mapping({"amounts": {"bulk_change_percent": percent}})
