@@ -5,8 +5,10 @@ paying office as real processes, writes a roll of `rows` people in the `certfed_
 and imports it through the DeskService exactly as `certfed roll import` does (UpsertBeneficiaries
 in batches). Then restarts the node (nothing in memory, as at the next month's import) and
 imports the same file again: every row is someone on the roll, whose locator the node finds by
-roll key instead of asking the registry. Prints rows/s and seconds of both, and the peak
-resident memory of the importing process and of the node; asserts nothing about time.
+roll key instead of asking the registry. Then the yearly adjustment: the roll again with every
+monthly amount 3% higher, each a proposal for a reviewer, and a reviewer approving them all as
+`certfed desk approve-amounts` does. Prints rows/s and seconds of each, and the peak resident
+memory of the importing process and of the node; asserts nothing about time.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from cli.bench.kit import (
     postgres_server,
     resident_id,
 )
+from cli.desk_commands import approve_amounts
 from cli.launcher import LocalFederation, NodeSpec
 from cli.roll_import import import_roll_file
 
@@ -61,6 +64,12 @@ class RollBenchFigures:
     rerun_s: float
     rerun_per_s: float
     rerun_unchanged: int
+    # The yearly adjustment: the roll with every amount 3% higher (each row a proposal), and a
+    # reviewer approving every proposal in bulk.
+    adjustment_s: float
+    amount_changes: int
+    approval_s: float
+    approved: int
     # CPU per row of the first import, by process: the node, its child processes, the registry
     # (the OPRF evaluations), this (the importing) process and PostgreSQL when the benchmark
     # started it (else 0); and how busy the machine was meanwhile (1.0: every core).
@@ -83,6 +92,11 @@ class RollBenchFigures:
             ("rows/s, again", f"{self.rerun_per_s:,.0f}"),
             ("unchanged, again", f"{self.rerun_unchanged:,}"),
             (
+                "yearly adjustment: import, amounts proposed",
+                f"{self.adjustment_s:.1f} s, {self.amount_changes:,}",
+            ),
+            ("  approved in bulk by a reviewer", f"{self.approval_s:.1f} s, {self.approved:,}"),
+            (
                 "CPU per row: node, workers, registry",
                 f"{self.node_cpu_ms_per_row:.3f}, {self.workers_cpu_ms_per_row:.3f}, "
                 f"{self.registry_cpu_ms_per_row:.3f} ms",
@@ -97,8 +111,14 @@ class RollBenchFigures:
         ]
 
 
-def write_roll(path: Path, rows: int) -> None:
-    """`rows` distinct people of Foshan, in the certfed_roll layout."""
+# The yearly adjustment's rise, in percent: within the policy's default bound for approving
+# amounts in bulk.
+RISE_PERCENT = 3
+
+
+def write_roll(path: Path, rows: int, rise_percent: int = 0) -> None:
+    """`rows` distinct people of Foshan, in the certfed_roll layout; `rise_percent` raises
+    every monthly amount (the same people, the same other cells)."""
     # Current validities within the next ten months: a registered validity may not lie further
     # ahead than one policy period from today.
     today = date.today()
@@ -112,7 +132,7 @@ def write_roll(path: Path, rows: int) -> None:
                     "resident_id",
                     resident_id("440604", date(1940, 1, 1), index),
                     SCHEMES[index % 3],
-                    200_000 + index % 50 * 1_000,
+                    (200_000 + index % 50 * 1_000) * (100 + rise_percent) // 100,
                     f"{2000 + index % 25}-{index % 12 + 1:02d}",
                     (today + timedelta(days=30 + index % 300)).isoformat(),
                     "440604",
@@ -146,12 +166,12 @@ def bench_roll(
 
         meter = CpuMeter(lambda: federation_processes(federation, postgres))
 
-        def imported() -> tuple[RollImportSummary, float]:
+        def imported(path: Path = roll) -> tuple[RollImportSummary, float]:
             with federation.desk(OFFICE.node_id) as desk:
                 started = time.perf_counter()
                 summary = import_roll_file(
                     desk,
-                    roll,
+                    path,
                     mapping_name=MAPPING,
                     fmt=None,
                     sheet=None,
@@ -169,6 +189,19 @@ def bench_roll(
         node_rss = peak_rss_mb(process.pid) if process is not None else 0.0
         federation.restart_node(OFFICE.node_id)
         again, rerun_seconds = imported()
+        rise = folder / "roll-rise.csv"
+        write_roll(rise, rows, RISE_PERCENT)
+        if show_progress:
+            console.print(f"the yearly adjustment: every amount {RISE_PERCENT}% higher")
+        adjusted, adjustment_seconds = imported(rise)
+        with federation.desk(OFFICE.node_id, "reviewer") as reviewer:
+            started = time.perf_counter()
+            approved, left = approve_amounts(reviewer, [], f"{RISE_PERCENT}% yearly adjustment")
+            approval_seconds = time.perf_counter() - started
+        if left or approved != adjusted.amount_changes:
+            raise RuntimeError(
+                f"{adjusted.amount_changes} amounts proposed, {approved} approved, {len(left)} left"
+            )
         return RollBenchFigures(
             rows=rows,
             batch_size=batch_size,
@@ -183,6 +216,10 @@ def bench_roll(
             rerun_s=round(rerun_seconds, 2),
             rerun_per_s=round(rows / rerun_seconds, 1) if rerun_seconds else 0.0,
             rerun_unchanged=again.unchanged,
+            adjustment_s=round(adjustment_seconds, 2),
+            amount_changes=adjusted.amount_changes,
+            approval_s=round(approval_seconds, 2),
+            approved=approved,
             node_cpu_ms_per_row=cpu_ms_per(cpu.node, rows),
             workers_cpu_ms_per_row=cpu_ms_per(cpu.workers, rows),
             registry_cpu_ms_per_row=cpu_ms_per(cpu.registry, rows),

@@ -108,6 +108,11 @@ def test_bench_roll_of_2000_rows_completes(postgres_url: str) -> None:
     # Imported again after a restart: everyone is on the roll already, and nothing changes.
     assert figures["rerun_unchanged"] == 2000
     assert figures["rerun_s"] > 0
+    # The yearly adjustment: every amount proposed again, and every proposal approved in bulk.
+    assert figures["amount_changes"] == 2000
+    assert figures["approved"] == 2000
+    assert figures["adjustment_s"] > 0
+    assert figures["approval_s"] > 0
     # Where the first import's CPU went: every new person's locator is evaluated at the
     # registry (PostgreSQL's own share is measured only on a server the benchmark starts).
     for name in ("node", "registry", "importer"):
