@@ -14,6 +14,7 @@ history shows it.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlmodel import Session
 
@@ -27,6 +28,14 @@ from federation_node.store.db import session_scope
 from federation_node.store.models import AmountChange, AmountChangeState
 
 _DECIDED = {True: AmountChangeState.APPROVED, False: AmountChangeState.REJECTED}
+
+
+class Left(NamedTuple):
+    """A change a reviewer listed that was not decided: which kind of reason, and its words."""
+
+    change_id: str
+    kind: desk_pb2.AmountChangeLeftReason.ValueType
+    reason: str
 
 
 class MonthlyAmounts:
@@ -106,9 +115,9 @@ class MonthlyAmounts:
 
     def review_many(
         self, actor: Actor, request: desk_pb2.ReviewMonthlyAmountsRequest
-    ) -> tuple[int, list[tuple[str, str]]]:
+    ) -> tuple[int, list[Left]]:
         """Decide every change listed that may be decided this way; returns how many were, and
-        the others (change id, why), in the order given."""
+        the others with why, in the order given."""
         context = self._context
         limits = context.config.limits
         if not request.change_ids:
@@ -137,19 +146,20 @@ class MonthlyAmounts:
                     f"{len(ids)} listed are unknown); nothing was decided"
                 )
             deciding: list[AmountChange] = []
-            left: list[tuple[str, str]] = []
+            left: list[Left] = []
             for change in (found[change_id] for change_id in ids):
                 why = _not_reviewable(change, actor)
                 if why is None and request.approve and not _within(change, bound):
                     why = (
+                        desk_pb2.AMOUNT_CHANGE_LEFT_REASON_OVER_BULK_BOUND,
                         f"moves the amount from {change.previous_amount_fen} to "
                         f"{change.proposed_amount_fen} fen, more than the {bound}% a change "
-                        "approved with others may; review it on its own"
+                        "approved with others may; review it on its own",
                     )
                 if why is None:
                     deciding.append(change)
                 else:
-                    left.append((change.change_id, why))
+                    left.append(Left(change.change_id, *why))
             decided_ids = [change.change_id for change in deciding]
             amount_changes.decide_many(session, decided_ids, state, actor.name, reason, now)
             if request.approve:
@@ -163,12 +173,20 @@ class MonthlyAmounts:
         return len(deciding), left
 
 
-def _not_reviewable(change: AmountChange, actor: Actor) -> str | None:
+def _not_reviewable(
+    change: AmountChange, actor: Actor
+) -> tuple[desk_pb2.AmountChangeLeftReason.ValueType, str] | None:
     """Why `actor` may not decide the change, or None when they may."""
     if change.state is not AmountChangeState.PROPOSED:
-        return f"is {change.state.value}; only a proposed change can be approved or rejected"
+        return (
+            desk_pb2.AMOUNT_CHANGE_LEFT_REASON_NOT_AWAITING_REVIEW,
+            f"is {change.state.value}; only a proposed change can be approved or rejected",
+        )
     if change.proposed_by == actor.name:
-        return "was proposed by you; another reviewer must decide (separation of duties)"
+        return (
+            desk_pb2.AMOUNT_CHANGE_LEFT_REASON_OWN_PROPOSAL,
+            "was proposed by you; another reviewer must decide (separation of duties)",
+        )
     return None
 
 
@@ -176,8 +194,9 @@ def _require_reviewable(change: AmountChange, actor: Actor) -> None:
     why = _not_reviewable(change, actor)
     if why is None:
         return
-    message = f"amount change {change.change_id} {why}"
-    if change.state is AmountChangeState.PROPOSED:
+    kind, words = why
+    message = f"amount change {change.change_id} {words}"
+    if kind == desk_pb2.AMOUNT_CHANGE_LEFT_REASON_OWN_PROPOSAL:
         raise SeparationOfDutiesError(message)
     raise PreconditionError(message)
 

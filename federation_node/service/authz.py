@@ -97,6 +97,7 @@ DESK_POLICY: Mapping[str, frozenset[str]] = {
     "ReviewMonthlyAmount": frozenset({REVIEWER}),
     "ReviewMonthlyAmounts": frozenset({REVIEWER}),
     "ListAmountChanges": ANY_OPERATOR,
+    "GetAmountChange": ANY_OPERATOR,
     "ClosePaymentMonth": frozenset({ADMIN}),
     # Evidence stays with the office that certified: its clerks attach it, its clerks and
     # reviewers read it (each read audited); no other office or node has a method to reach it.

@@ -270,10 +270,18 @@ class LifecycleDesk:
         return desk_pb2.ReviewMonthlyAmountsResponse(
             decided=decided,
             left=[
-                desk_pb2.LeftAmountChange(change_id=change_id, reason=why)
-                for change_id, why in left
+                desk_pb2.LeftAmountChange(change_id=one.change_id, reason=one.reason, kind=one.kind)
+                for one in left
             ],
         )
+
+    def GetAmountChange(
+        self, request: desk_pb2.GetAmountChangeRequest, context: grpc.ServicerContext
+    ) -> desk_pb2.GetAmountChangeResponse:
+        change_id = require_id(request.change_id, "change_id")
+        with self._node.context.session() as session:
+            change = amount_changes.get(session, change_id)
+            return desk_pb2.GetAmountChangeResponse(change=amount_change_view(change))
 
     def ListAmountChanges(
         self, request: desk_pb2.ListAmountChangesRequest, context: grpc.ServicerContext

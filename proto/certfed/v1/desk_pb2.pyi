@@ -390,6 +390,31 @@ AMOUNT_CHANGE_STATUS_SUPERSEDED: AmountChangeStatus.ValueType  # 4
 """A later proposal for the same beneficiary took its place before review."""
 Global___AmountChangeStatus: _TypeAlias = AmountChangeStatus  # noqa: Y015
 
+class _AmountChangeLeftReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AmountChangeLeftReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AmountChangeLeftReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AMOUNT_CHANGE_LEFT_REASON_UNSPECIFIED: _AmountChangeLeftReason.ValueType  # 0
+    AMOUNT_CHANGE_LEFT_REASON_NOT_AWAITING_REVIEW: _AmountChangeLeftReason.ValueType  # 1
+    """Approved, rejected or superseded already."""
+    AMOUNT_CHANGE_LEFT_REASON_OWN_PROPOSAL: _AmountChangeLeftReason.ValueType  # 2
+    """The reviewer proposed it (separation of duties)."""
+    AMOUNT_CHANGE_LEFT_REASON_OVER_BULK_BOUND: _AmountChangeLeftReason.ValueType  # 3
+    """It moves the amount by more than the policy's amounts.bulk_change_percent."""
+
+class AmountChangeLeftReason(_AmountChangeLeftReason, metaclass=_AmountChangeLeftReasonEnumTypeWrapper): ...
+
+AMOUNT_CHANGE_LEFT_REASON_UNSPECIFIED: AmountChangeLeftReason.ValueType  # 0
+AMOUNT_CHANGE_LEFT_REASON_NOT_AWAITING_REVIEW: AmountChangeLeftReason.ValueType  # 1
+"""Approved, rejected or superseded already."""
+AMOUNT_CHANGE_LEFT_REASON_OWN_PROPOSAL: AmountChangeLeftReason.ValueType  # 2
+"""The reviewer proposed it (separation of duties)."""
+AMOUNT_CHANGE_LEFT_REASON_OVER_BULK_BOUND: AmountChangeLeftReason.ValueType  # 3
+"""It moves the amount by more than the policy's amounts.bulk_change_percent."""
+Global___AmountChangeLeftReason: _TypeAlias = AmountChangeLeftReason  # noqa: Y015
+
 class _HoldReason:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -3051,22 +3076,64 @@ class LeftAmountChange(_message.Message):
 
     CHANGE_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
     change_id: _builtins.str
     reason: _builtins.str
-    """Why, for the reviewer: not awaiting review, their own proposal, or too large a change."""
+    """Why, for the reviewer, in the node's words; `kind` says the same for a desk to translate."""
+    kind: Global___AmountChangeLeftReason.ValueType
     def __init__(
         self,
         *,
         change_id: _builtins.str = ...,
         reason: _builtins.str = ...,
+        kind: Global___AmountChangeLeftReason.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_id", b"change_id", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_id", b"change_id", "kind", b"kind", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___LeftAmountChange: _TypeAlias = LeftAmountChange  # noqa: Y015
+
+@_typing.final
+class GetAmountChangeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_ID_FIELD_NUMBER: _builtins.int
+    change_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        change_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_id", b"change_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAmountChangeRequest: _TypeAlias = GetAmountChangeRequest  # noqa: Y015
+
+@_typing.final
+class GetAmountChangeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def change(self) -> Global___AmountChange: ...
+    def __init__(
+        self,
+        *,
+        change: Global___AmountChange | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAmountChangeResponse: _TypeAlias = GetAmountChangeResponse  # noqa: Y015
 
 @_typing.final
 class ListAmountChangesRequest(_message.Message):

@@ -217,6 +217,11 @@ class DeskServiceStub:
                 request_serializer=certfed_dot_v1_dot_desk__pb2.ListAmountChangesRequest.SerializeToString,
                 response_deserializer=certfed_dot_v1_dot_desk__pb2.ListAmountChangesResponse.FromString,
                 _registered_method=True)
+        self.GetAmountChange = channel.unary_unary(
+                '/certfed.v1.DeskService/GetAmountChange',
+                request_serializer=certfed_dot_v1_dot_desk__pb2.GetAmountChangeRequest.SerializeToString,
+                response_deserializer=certfed_dot_v1_dot_desk__pb2.GetAmountChangeResponse.FromString,
+                _registered_method=True)
         self.ClosePaymentMonth = channel.unary_unary(
                 '/certfed.v1.DeskService/ClosePaymentMonth',
                 request_serializer=certfed_dot_v1_dot_desk__pb2.ClosePaymentMonthRequest.SerializeToString,
@@ -622,6 +627,13 @@ class DeskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAmountChange(self, request, context):
+        """Any operator: one monthly amount change.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ClosePaymentMonth(self, request, context):
         """Admin (bank files): close a month before exporting its file. A closed month's payment
         instructions never change; anything decided later goes into the first open month.
@@ -1022,6 +1034,11 @@ def add_DeskServiceServicer_to_server(servicer, server):
                     servicer.ListAmountChanges,
                     request_deserializer=certfed_dot_v1_dot_desk__pb2.ListAmountChangesRequest.FromString,
                     response_serializer=certfed_dot_v1_dot_desk__pb2.ListAmountChangesResponse.SerializeToString,
+            ),
+            'GetAmountChange': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAmountChange,
+                    request_deserializer=certfed_dot_v1_dot_desk__pb2.GetAmountChangeRequest.FromString,
+                    response_serializer=certfed_dot_v1_dot_desk__pb2.GetAmountChangeResponse.SerializeToString,
             ),
             'ClosePaymentMonth': grpc.unary_unary_rpc_method_handler(
                     servicer.ClosePaymentMonth,
@@ -2139,6 +2156,33 @@ class DeskService:
             '/certfed.v1.DeskService/ListAmountChanges',
             certfed_dot_v1_dot_desk__pb2.ListAmountChangesRequest.SerializeToString,
             certfed_dot_v1_dot_desk__pb2.ListAmountChangesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAmountChange(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/certfed.v1.DeskService/GetAmountChange',
+            certfed_dot_v1_dot_desk__pb2.GetAmountChangeRequest.SerializeToString,
+            certfed_dot_v1_dot_desk__pb2.GetAmountChangeResponse.FromString,
             options,
             channel_credentials,
             insecure,

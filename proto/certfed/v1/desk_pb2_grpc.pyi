@@ -119,6 +119,8 @@ class DeskServiceStub:
     """
     ListAmountChanges: _grpc.UnaryUnaryMultiCallable[_desk_pb2.ListAmountChangesRequest, _desk_pb2.ListAmountChangesResponse]
     """Any operator: monthly amount changes, e.g. those awaiting review."""
+    GetAmountChange: _grpc.UnaryUnaryMultiCallable[_desk_pb2.GetAmountChangeRequest, _desk_pb2.GetAmountChangeResponse]
+    """Any operator: one monthly amount change."""
     ClosePaymentMonth: _grpc.UnaryUnaryMultiCallable[_desk_pb2.ClosePaymentMonthRequest, _desk_pb2.ClosePaymentMonthResponse]
     """Admin (bank files): close a month before exporting its file. A closed month's payment
     instructions never change; anything decided later goes into the first open month.
@@ -305,6 +307,8 @@ class DeskServiceAsyncStub(DeskServiceStub):
     """
     ListAmountChanges: _aio.UnaryUnaryMultiCallable[_desk_pb2.ListAmountChangesRequest, _desk_pb2.ListAmountChangesResponse]  # type: ignore[assignment]
     """Any operator: monthly amount changes, e.g. those awaiting review."""
+    GetAmountChange: _aio.UnaryUnaryMultiCallable[_desk_pb2.GetAmountChangeRequest, _desk_pb2.GetAmountChangeResponse]  # type: ignore[assignment]
+    """Any operator: one monthly amount change."""
     ClosePaymentMonth: _aio.UnaryUnaryMultiCallable[_desk_pb2.ClosePaymentMonthRequest, _desk_pb2.ClosePaymentMonthResponse]  # type: ignore[assignment]
     """Admin (bank files): close a month before exporting its file. A closed month's payment
     instructions never change; anything decided later goes into the first open month.
@@ -704,6 +708,14 @@ class DeskServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_desk_pb2.ListAmountChangesResponse, _abc.Awaitable[_desk_pb2.ListAmountChangesResponse]]:
         """Any operator: monthly amount changes, e.g. those awaiting review."""
+
+    @_abc_1.abstractmethod
+    def GetAmountChange(
+        self,
+        request: _desk_pb2.GetAmountChangeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_desk_pb2.GetAmountChangeResponse, _abc.Awaitable[_desk_pb2.GetAmountChangeResponse]]:
+        """Any operator: one monthly amount change."""
 
     @_abc_1.abstractmethod
     def ClosePaymentMonth(
