@@ -14,6 +14,7 @@ from starlette.staticfiles import StaticFiles
 from adapters.web_desk.page import endpoint
 from adapters.web_desk.pages import (
     admin,
+    amounts,
     employer_batches,
     face_recognition,
     held,
@@ -149,6 +150,27 @@ def routes() -> list[Route | Mount]:
         Route(
             "/employer-batches/{batch_id}",
             e(employer_batches.decide, roles=REVIEWER, node_roles=PAYING),
+            methods=POST,
+        ),
+        # Monthly amount changes, decided by a reviewer who did not propose them.
+        Route(
+            "/amount-changes",
+            e(amounts.changes, roles=CLERK + REVIEWER, node_roles=PAYING),
+            methods=GET,
+        ),
+        Route(
+            "/amount-changes",
+            e(amounts.approve_shown, roles=REVIEWER, node_roles=PAYING),
+            methods=POST,
+        ),
+        Route(
+            "/amount-changes/{change_id}",
+            e(amounts.change_page, roles=CLERK + REVIEWER, node_roles=PAYING),
+            methods=GET,
+        ),
+        Route(
+            "/amount-changes/{change_id}",
+            e(amounts.decide, roles=REVIEWER, node_roles=PAYING),
             methods=POST,
         ),
         # Liaison desk.

@@ -111,6 +111,13 @@ class Formats:
         """An amount in fen as yuan with two decimals."""
         return format_currency(Decimal(fen).scaleb(-2), "CNY", locale=self._babel)
 
+    def change(self, percent: float | None) -> str:
+        """A relative change with its sign and one decimal ("+3.0%"); a dash when there is
+        none to compute (from an amount of 0)."""
+        if percent is None:
+            return "—"
+        return format_decimal(percent / 100, format="+#,##0.0%;-#,##0.0%", locale=self._babel)
+
     def score(self, value: float) -> str:
         """A face-recognition score (0 to 100), with a decimal only when it has one."""
         return format_decimal(value, format="#,##0.#", locale=self._babel)

@@ -119,6 +119,23 @@ EMPLOYER_BATCH_STATES = {
     desk_pb2.EMPLOYER_BATCH_STATE_APPROVED: N_("Approved"),
     desk_pb2.EMPLOYER_BATCH_STATE_REJECTED: N_("Rejected"),
 }
+AMOUNT_CHANGE_STATES = {
+    desk_pb2.AMOUNT_CHANGE_STATUS_PROPOSED: N_("Awaiting review"),
+    desk_pb2.AMOUNT_CHANGE_STATUS_APPROVED: N_("Approved"),
+    desk_pb2.AMOUNT_CHANGE_STATUS_REJECTED: N_("Rejected"),
+    desk_pb2.AMOUNT_CHANGE_STATUS_SUPERSEDED: N_("Superseded by a later proposal"),
+}
+# Why a reviewer's bulk approval left a change for a decision on its own.
+AMOUNT_CHANGE_LEFT_REASONS = {
+    desk_pb2.AMOUNT_CHANGE_LEFT_REASON_NOT_AWAITING_REVIEW: N_("It no longer awaits review."),
+    desk_pb2.AMOUNT_CHANGE_LEFT_REASON_OWN_PROPOSAL: N_(
+        "You proposed it, so a different reviewer decides it."
+    ),
+    desk_pb2.AMOUNT_CHANGE_LEFT_REASON_OVER_BULK_BOUND: N_(
+        "It moves the amount by more than the office's policy allows for changes approved "
+        "together: decide it on its own."
+    ),
+}
 # Who helped a person through face recognition ("certify for another"), by the relation names of
 # the node's policy (federation_node/rules/policy.py HELPER_RELATIONS).
 HELPER_RELATIONS = {

@@ -130,6 +130,12 @@ class Page:
         value = self.form.get(name)
         return value.strip() if isinstance(value, str) else ""
 
+    def texts(self, name: str) -> list[str]:
+        """Every text value the form sent under `name` (a list's hidden fields), stripped."""
+        if self.form is None:
+            return []
+        return [value.strip() for value in self.form.getlist(name) if isinstance(value, str)]
+
     def upload(self, name: str) -> UploadFile | None:
         if self.form is None:
             return None

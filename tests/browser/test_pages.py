@@ -29,12 +29,14 @@ FACE_PROVIDER = "lanzhou-kiosk"
 class Records:
     """One of each thing a page shows: a person Lanzhou pays, their request to Qingdao, a
     certification at Qingdao awaiting review, and at Lanzhou a person whose face recognition
-    did not pass, an employer's batch awaiting a reviewer, and a debt after a fraud."""
+    did not pass, an employer's batch awaiting a reviewer, a debt after a fraud and a new
+    monthly amount awaiting review."""
 
     beneficiary_id: str
     request_id: str
     certification_id: str
     batch_id: str
+    amount_change_id: str
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +92,15 @@ def records(desk_federation: DeskFederation) -> Records:
                 reference="CASE-PAGES-1",
             )
         )
-    return Records(asked.beneficiary_id, request_id, certification_id, batch.batch_id)
+    with local.desk(LANZHOU.node_id) as desk:
+        change = desk.stub.ProposeMonthlyAmount(
+            desk_pb2.ProposeMonthlyAmountRequest(
+                beneficiary_id=owing.beneficiary_id, monthly_amount_fen=329_600, reason="2027 rise"
+            )
+        ).change
+    return Records(
+        asked.beneficiary_id, request_id, certification_id, batch.batch_id, change.change_id
+    )
 
 
 def _pages(records: Records) -> dict[tuple[str, str], dict[str, str]]:
@@ -109,11 +119,14 @@ def _pages(records: Records) -> dict[tuple[str, str], dict[str, str]]:
             "debts": "/debts",
             "list-face-recognition": "/lists/face-recognition",
             "employer-batches": "/employer-batches",
+            "amount-changes": "/amount-changes",
         },
         (LANZHOU.node_id, "reviewer"): {
             "held": "/held",
             "employer-batches-all": "/employer-batches?show=all",
             "employer-batch": f"/employer-batches/{records.batch_id}",
+            "amount-changes-all": "/amount-changes?show=all",
+            "amount-change": f"/amount-changes/{records.amount_change_id}",
         },
         (QINGDAO.node_id, "clerk"): {
             "home-agency": "/",

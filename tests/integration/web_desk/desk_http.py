@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
 from urllib.parse import urlencode, urlsplit
@@ -77,10 +78,16 @@ class DeskBrowser:
     def get(self, path: str) -> Answer:
         return self.request("GET", path)
 
-    def post(self, path: str, fields: dict[str, str], *, csrf: bool = True) -> Answer:
+    def post(
+        self, path: str, fields: Mapping[str, str | list[str]], *, csrf: bool = True
+    ) -> Answer:
+        """A form sent; a list is a field sent once per value, as a page's hidden fields are."""
         values = {**({"csrf_token": self.csrf} if csrf else {}), **fields}
         return self.request(
-            "POST", path, urlencode(values).encode(), "application/x-www-form-urlencoded"
+            "POST",
+            path,
+            urlencode(values, doseq=True).encode(),
+            "application/x-www-form-urlencoded",
         )
 
     def post_file(
