@@ -59,7 +59,18 @@ def environment(locale: str) -> Environment:
         lstrip_blocks=True,
     )
     env.install_gettext_translations(translations(locale), newstyle=True)  # type: ignore[attr-defined]
+    env.filters["short_ref"] = short_ref
     return env
+
+
+# Characters of a reference a list shows. Ids are UUIDv7s, whose first characters are the time
+# they were made: rows made within a minute share them, so a list shows the random end.
+SHORT_REF = 12
+
+
+def short_ref(reference: str) -> str:
+    """The end of a long reference, marked as cut, for a list's column (the link holds it all)."""
+    return reference if len(reference) <= SHORT_REF else "…" + reference[-SHORT_REF:]
 
 
 @dataclass

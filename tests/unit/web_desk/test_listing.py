@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from adapters.web_desk.i18n import Formats
 from adapters.web_desk.listing import MAX_SCAN_PAGES, SCAN_PAGE_SIZE, find_in
+from adapters.web_desk.state import environment, short_ref
 
 
 class EndlessList:
@@ -46,3 +47,20 @@ def test_scores_show_a_decimal_only_when_they_have_one() -> None:
     assert Formats("en").score(62.0) == "62"
     assert Formats("en").score(93.5) == "93.5"
     assert Formats("pt").score(93.5) == "93,5"
+
+
+def test_a_change_shows_its_sign_and_one_decimal_in_each_language() -> None:
+    assert Formats("en").change(3.0) == "+3.0%"
+    assert Formats("en").change(-12.345) == "-12.3%"
+    assert Formats("pt").change(3.0) == "+3,0%"
+    # From an amount of 0 there is no percentage to show.
+    assert Formats("zh-Hans").change(None) == "—"
+
+
+def test_a_list_shows_the_end_of_a_reference_that_differs_between_rows() -> None:
+    # Two UUIDv7s made in the same second share their first characters, not their last.
+    made_together = ["01a24886-cb78-77f0-b19b-5bf57c41f89f", "01a24886-cbae-77d5-ba37-9f6f22490dca"]
+    assert [short_ref(ref) for ref in made_together] == ["…5bf57c41f89f", "…9f6f22490dca"]
+    template = environment("en").from_string("{{ r | short_ref }}")
+    assert template.render(r=made_together[0]) == "…5bf57c41f89f"
+    assert short_ref("op-1") == "op-1"
