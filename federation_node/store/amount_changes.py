@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from federation.errors import NotFoundError
-from federation_node.ids import new_id, new_ids
+from federation_node.ids import new_ids
 from federation_node.store.bulk_insert import insert_rows
 from federation_node.store.db import count_of, keyset_page, lock_and_refresh
 from federation_node.store.models import AmountChange, AmountChangeState
@@ -39,26 +39,20 @@ def propose(
     proposed_by: str,
     now: datetime,
 ) -> tuple[AmountChange, AmountChange | None]:
-    """Record a proposed amount; returns it and the proposal it superseded, if any."""
+    """Record a proposed amount (`propose_many` for one person); returns it and the proposal
+    it superseded, if any."""
     superseded = pending_for(session, [beneficiary_id]).get(beneficiary_id)
-    if superseded is not None:
-        superseded.state = AmountChangeState.SUPERSEDED
-        session.add(superseded)
-    change = AmountChange(
-        change_id=new_id(),
-        beneficiary_id=beneficiary_id,
-        state=AmountChangeState.PROPOSED,
-        previous_amount_fen=previous_amount_fen,
-        proposed_amount_fen=proposed_amount_fen,
+    [change_id] = propose_many(
+        session,
+        [Proposal(beneficiary_id, previous_amount_fen, proposed_amount_fen)],
         reason=reason,
         proposed_by=proposed_by,
-        proposed_at=now,
-        reviewed_by=None,
-        reviewed_at=None,
-        review_reason=None,
+        now=now,
     )
-    session.add(change)
-    return change, superseded
+    if superseded is not None:
+        # The row changed under the session: read it as it is now.
+        session.refresh(superseded)
+    return get(session, change_id), superseded
 
 
 class Proposal(NamedTuple):
