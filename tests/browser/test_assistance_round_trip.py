@@ -55,6 +55,8 @@ def test_three_people_complete_an_assistance_round_trip(
     lanzhou.press("ask-assistance")
     assert lanzhou.path == f"/beneficiaries/{person.beneficiary_id}/assistance"
     lanzhou.press("continue")
+    assert lanzhou.has("#change")
+    lanzhou.screenshot("assistance-check")
     lanzhou.press("confirm")
     request_id = lanzhou.text("#reference")
     assert request_id
