@@ -22,20 +22,19 @@ import hashlib
 import hmac
 import json
 import secrets
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
-from adapters.errors import MappingError, NotificationRefusedError
+from adapters.errors import MappingError, NotificationRefusedError, RetryableGatewayError
+from adapters.gateway_http import GatewayHttp
 from adapters.mapping_files import read_settings, read_text_beside, required_texts
 from adapters.notifiers import (
     KINDS,
     Notification,
     Notifier,
-    RetryableGatewayError,
     WebhookRetry,
     exchange_json,
     require_gateway_url,
@@ -127,7 +126,7 @@ class AliyunSmsNotifier(Notifier):
         parts = require_gateway_url(config.endpoint, "endpoint")
         self._config = config
         self._host = parts.hostname or "Alibaba Cloud SMS"
-        self._timeout_s = timeout_s
+        self._http = GatewayHttp(config.endpoint, timeout_s=timeout_s)
 
     def send(self, notification: Notification) -> None:
         template = self._config.templates.get(notification.kind)
@@ -167,15 +166,12 @@ class AliyunSmsNotifier(Notifier):
         }
         parameters["Signature"] = signature(config.access_key_secret, "POST", parameters)
         body = "&".join(f"{percent_encode(k)}={percent_encode(v)}" for k, v in parameters.items())
-        request = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
-            config.endpoint,
-            data=body.encode("ascii"),
-            method="POST",
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
-        )
         answer = exchange_json(
-            request,
-            timeout_s=self._timeout_s,
+            self._http,
+            "POST",
+            config.endpoint,
+            body=body.encode("ascii"),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
             host=self._host,
             reminder_id=notification.reminder_id,
         )

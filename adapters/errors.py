@@ -39,3 +39,11 @@ class NotificationRefusedError(CertfedError):
 
 class GatewayUnavailableError(UnavailableError):
     """The gateway kept failing (5xx, 429, no connection) after every allowed retry."""
+
+
+class RetryableGatewayError(Exception):
+    """A failure a later attempt may not repeat; `what` says which, for the last message."""
+
+    def __init__(self, what: str) -> None:
+        super().__init__(what)
+        self.what = what

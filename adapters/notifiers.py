@@ -27,9 +27,10 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import urllib.error
-import urllib.request
-from collections.abc import Callable, Sequence
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -44,7 +45,12 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from adapters.errors import GatewayUnavailableError, NotificationRefusedError
+from adapters.errors import (
+    GatewayUnavailableError,
+    NotificationRefusedError,
+    RetryableGatewayError,
+)
+from adapters.gateway_http import MAX_CONNECTIONS, MAX_PER_SECOND, GatewayAnswer, GatewayHttp
 from certfed.v1 import desk_pb2
 from federation.desk_client import DeskClient
 from federation.errors import InvalidInputError
@@ -143,14 +149,6 @@ class Notifier(Protocol):
         return None
 
 
-class RetryableGatewayError(Exception):
-    """A failure a later attempt may not repeat; `what` says which, for the last message."""
-
-    def __init__(self, what: str) -> None:
-        super().__init__(what)
-        self.what = what
-
-
 @dataclass(frozen=True)
 class WebhookRetry:
     """Bounded retries: exponential backoff with jitter, at most `attempts` and `max_delay_s`."""
@@ -199,7 +197,7 @@ class WebhookNotifier(Notifier):
         self._url = url
         # For messages: the URL may carry a gateway token in its path or query.
         self._host = parts.hostname or "the gateway"
-        self._timeout_s = timeout_s
+        self._http = GatewayHttp(url, timeout_s=timeout_s)
         self._retry = retry or WebhookRetry()
 
     def send(self, notification: Notification) -> None:
@@ -207,29 +205,29 @@ class WebhookNotifier(Notifier):
 
     def _post(self, notification: Notification) -> None:
         body = json.dumps(notification.as_json(), ensure_ascii=False).encode("utf-8")
-        request = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
+        answer = self._http.request(
+            "POST",
             self._url,
-            data=body,
-            method="POST",
+            body=body,
             headers={
                 "Content-Type": "application/json; charset=utf-8",
                 "Idempotency-Key": notification.reminder_id,
             },
         )
-        try:
-            with urllib.request.urlopen(request, timeout=self._timeout_s) as response:  # noqa: S310
-                response.read()
-        except urllib.error.HTTPError as error:
-            status = error.code
-            error.close()
-            if status == _RETRYABLE_STATUS or status >= 500:
-                raise RetryableGatewayError(f"HTTP {status}") from None
-            raise NotificationRefusedError(
-                f"{self._host} refused reminder {notification.reminder_id} with HTTP {status}"
-            ) from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
-            reason = getattr(error, "reason", error)
-            raise RetryableGatewayError(f"no answer ({reason})") from None
+        require_success(answer, self._host, notification.reminder_id)
+
+
+def require_success(answer: GatewayAnswer, host: str, reminder_id: str) -> None:
+    """Nothing for a 2xx. HTTP 429 and 5xx are RetryableGatewayError; any other status is
+    NotificationRefusedError naming the gateway's code, if its JSON body gives one (no redirect
+    is followed: a gateway that moved is the office's setting to fix)."""
+    status = answer.status
+    if status == _RETRYABLE_STATUS or status >= 500:
+        raise RetryableGatewayError(f"HTTP {status}")
+    if not 200 <= status < 300:
+        raise NotificationRefusedError(
+            f"{host} refused reminder {reminder_id} with HTTP {status}{_error_code(answer.data)}"
+        )
 
 
 def send_with_retries(
@@ -258,32 +256,26 @@ def send_with_retries(
 
 
 def exchange_json(
-    request: urllib.request.Request, *, timeout_s: float, host: str, reminder_id: str
+    http: GatewayHttp,
+    method: str,
+    url: str,
+    *,
+    body: bytes | None = None,
+    headers: Mapping[str, str],
+    host: str,
+    reminder_id: str,
 ) -> dict[str, Any]:
-    """Send `request` and read the gateway's JSON answer. HTTP 429, 5xx and no answer are
-    RetryableGatewayError; another 4xx is NotificationRefusedError naming the gateway's code."""
+    """Send a request through `http` and read the gateway's JSON answer (`require_success`; no
+    answer, or one that is not a JSON object, is RetryableGatewayError)."""
+    answer = http.request(method, url, body=body, headers=headers)
+    require_success(answer, host, reminder_id)
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
-            data = response.read()
-    except urllib.error.HTTPError as error:
-        status = error.code
-        with error:
-            code = _error_code(error.read())
-        if status == _RETRYABLE_STATUS or status >= 500:
-            raise RetryableGatewayError(f"HTTP {status}") from None
-        raise NotificationRefusedError(
-            f"{host} refused reminder {reminder_id} with HTTP {status}{code}"
-        ) from None
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as error:
-        reason = getattr(error, "reason", error)
-        raise RetryableGatewayError(f"no answer ({reason})") from None
-    try:
-        answer = json.loads(data)
+        parsed = json.loads(answer.data)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise RetryableGatewayError("an answer that is not JSON") from None
-    if not isinstance(answer, dict):
+    if not isinstance(parsed, dict):
         raise RetryableGatewayError("an answer that is not a JSON object")
-    return answer
+    return parsed
 
 
 def _error_code(data: bytes) -> str:
@@ -372,6 +364,78 @@ class NotifySummary:
     problems: list[str] = field(default_factory=list)
 
 
+class Pace:
+    """At most `per_second` sends started a second, shared by every thread that sends (a
+    gateway's contract often caps its calls a second); `None` for no cap."""
+
+    def __init__(self, per_second: float | None) -> None:
+        self._interval = 1.0 / per_second if per_second else 0.0
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        if not self._interval:
+            return
+        with self._lock:
+            now = time.monotonic()
+            start = max(self._next, now)
+            self._next = start + self._interval
+        if start > now:
+            time.sleep(start - now)
+
+
+class _Page:
+    """A page's notifications sent, `concurrency` at a time, until one fails for good."""
+
+    def __init__(self, notifier: Notifier, pace: Pace, pool: ThreadPoolExecutor | None) -> None:
+        self._notifier = notifier
+        self._pace = pace
+        self._pool = pool
+        self._stop = threading.Event()
+        # The first failure that stopped the run (the gateway down, a full disk), if any.
+        self.error: BaseException | None = None
+
+    def _attempt(self, notification: Notification) -> str | None:
+        """ "" once sent, the gateway's words if it refused, None if not tried (stopped)."""
+        if self._stop.is_set():
+            return None
+        self._pace.wait()
+        if self._stop.is_set():
+            return None
+        try:
+            self._notifier.send(notification)
+        except NotificationRefusedError as error:
+            return str(error)
+        except BaseException:
+            self._stop.set()
+            raise
+        return ""
+
+    def send(self, notifications: Sequence[Notification]) -> list[str | None]:
+        """Each notification's outcome, in order (see `_attempt`)."""
+        if self._pool is None:
+            outcomes: list[str | None] = []
+            for notification in notifications:
+                try:
+                    outcomes.append(self._attempt(notification))
+                except BaseException as error:
+                    self.error = error
+                    break
+            return outcomes + [None] * (len(notifications) - len(outcomes))
+        futures = [self._pool.submit(self._attempt, n) for n in notifications]
+        outcomes = []
+        for future in futures:
+            try:
+                outcomes.append(future.result())
+            except BaseException as error:
+                self.error = self.error or error
+                outcomes.append(None)
+        return outcomes
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 def run_notifications(
     source: ReminderSource,
     notifier: Notifier,
@@ -379,14 +443,40 @@ def run_notifications(
     office: str,
     page_size: int = 100,
     max_page_size: int = Limits().max_page_size,
+    concurrency: int = 1,
+    max_per_second: float | None = None,
 ) -> NotifySummary:
     """Send every pending reminder once and acknowledge the sent ones, page by page.
 
-    A reminder without a phone number, or one the gateway refuses, stays unacknowledged for the
-    office to fix; a gateway that stays down stops the run after acknowledging what was sent.
+    Up to `concurrency` reminders are with the gateway at once (each notifier's connections are
+    kept alive and shared), and no more than `max_per_second` are started a second. A reminder
+    without a phone number, or one the gateway refuses, stays unacknowledged for the office to
+    fix; a gateway that stays down stops the run after acknowledging what was sent.
     """
     if not 1 <= page_size <= max_page_size:
         raise InvalidInputError("page_size", f"must be between 1 and {max_page_size}")
+    if not 1 <= concurrency <= MAX_CONNECTIONS:
+        raise InvalidInputError("concurrency", f"must be between 1 and {MAX_CONNECTIONS}")
+    if max_per_second is not None and not 0 < max_per_second <= MAX_PER_SECOND:
+        raise InvalidInputError("max_per_second", f"must be above 0 and at most {MAX_PER_SECOND:,}")
+    pool = ThreadPoolExecutor(concurrency, "notify") if concurrency > 1 else None
+    sender = _Page(notifier, Pace(max_per_second), pool)
+    try:
+        return _send_pages(source, notifier, sender, office, page_size, max_page_size)
+    finally:
+        sender.stop()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _send_pages(
+    source: ReminderSource,
+    notifier: Notifier,
+    sender: _Page,
+    office: str,
+    page_size: int,
+    max_page_size: int,
+) -> NotifySummary:
     summary = NotifySummary()
     seen: set[str] = set()
     held = 0
@@ -398,24 +488,25 @@ def run_notifications(
         if not fresh:
             return summary
         held += len(fresh)
+        seen.update(r.reminder_id for r in fresh)
+        summary.no_phone += sum(1 for r in fresh if not r.phone)
+        notifications = [notification_for(r, office) for r in fresh if r.phone]
         sent: list[str] = []
         try:
-            for reminder in fresh:
-                seen.add(reminder.reminder_id)
-                if not reminder.phone:
-                    summary.no_phone += 1
-                    continue
-                try:
-                    notifier.send(notification_for(reminder, office))
-                except NotificationRefusedError as error:
+            for notification, outcome in zip(
+                notifications, sender.send(notifications), strict=True
+            ):
+                if outcome == "":
+                    sent.append(notification.reminder_id)
+                elif outcome is not None:
                     summary.refused += 1
-                    summary.problems.append(str(error))
-                    continue
-                sent.append(reminder.reminder_id)
-                summary.sent += 1
-                held -= 1
+                    summary.problems.append(outcome)
+            summary.sent += len(sent)
+            held -= len(sent)
         finally:
             if sent:
                 # Nothing is acknowledged that a crash could still lose.
                 notifier.flush()
                 summary.acknowledged += source.acknowledge(sent)
+        if sender.error is not None:
+            raise sender.error

@@ -26,19 +26,23 @@ import csv
 import json
 import threading
 import time
-import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlencode
 
-from adapters.errors import GatewayUnavailableError, MappingError, NotificationRefusedError
+from adapters.errors import (
+    GatewayUnavailableError,
+    MappingError,
+    NotificationRefusedError,
+    RetryableGatewayError,
+)
+from adapters.gateway_http import GatewayHttp
 from adapters.mapping_files import read_settings, read_text_beside, required_texts
 from adapters.notifiers import (
     KINDS,
     Notification,
     Notifier,
-    RetryableGatewayError,
     WebhookRetry,
     exchange_json,
     require_gateway_url,
@@ -140,7 +144,7 @@ class WeChatTemplateNotifier(Notifier):
         parts = require_gateway_url(config.api_base, "api_base")
         self._config = config
         self._host = parts.hostname or "WeChat"
-        self._timeout_s = timeout_s
+        self._http = GatewayHttp(config.api_base, timeout_s=timeout_s)
         self._lock = threading.Lock()
         self._token = ""
         self._token_expires = 0.0
@@ -195,15 +199,12 @@ class WeChatTemplateNotifier(Notifier):
         }
         if config.url:
             message["url"] = config.url
-        request = urllib.request.Request(  # noqa: S310 - scheme checked in __init__
-            f"{config.api_base}/cgi-bin/message/template/send?{urlencode({'access_token': token})}",
-            data=json.dumps(message, ensure_ascii=False).encode("utf-8"),
-            method="POST",
-            headers={"Content-Type": "application/json; charset=utf-8"},
-        )
         answer = exchange_json(
-            request,
-            timeout_s=self._timeout_s,
+            self._http,
+            "POST",
+            f"{config.api_base}/cgi-bin/message/template/send?{urlencode({'access_token': token})}",
+            body=json.dumps(message, ensure_ascii=False).encode("utf-8"),
+            headers={"Content-Type": "application/json; charset=utf-8"},
             host=self._host,
             reminder_id=notification.reminder_id,
         )
@@ -221,10 +222,11 @@ class WeChatTemplateNotifier(Notifier):
                     "secret": config.app_secret,
                 }
             )
-            request = urllib.request.Request(f"{config.api_base}/cgi-bin/token?{query}")  # noqa: S310
             answer = exchange_json(
-                request,
-                timeout_s=self._timeout_s,
+                self._http,
+                "GET",
+                f"{config.api_base}/cgi-bin/token?{query}",
+                headers={},
                 host=self._host,
                 reminder_id=notification.reminder_id,
             )

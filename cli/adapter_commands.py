@@ -9,7 +9,7 @@
     certfed forms overseas REQUEST_ID --config node.toml --out FORM.xlsx
     certfed bank export --config node.toml --month 2025-09 --bank ICBC-4406 --out-dir DIR [--force]
     certfed notify run --config node.toml (--webhook URL | --outbox-file P | --sms-config S.toml)
-                       [--wechat-config W.toml]
+                       [--wechat-config W.toml] [--concurrency N] [--max-per-second R]
 
 Every command talks to the node's DeskService with the operator token in
 CERTFED_OPERATOR_TOKEN, like `certfed desk`. Exit codes: 0 done; 1 nothing done (an error
@@ -28,6 +28,7 @@ from adapters.aliyun_sms import AliyunSmsNotifier, load_aliyun_sms_config
 from adapters.bank_files import DeskPaymentInstructions, export_bank_file
 from adapters.feed_mappings import builtin_mapping_names, load_mapping
 from adapters.feeds import DEFAULT_BATCH_SIZE
+from adapters.gateway_http import DEFAULT_CONCURRENCY as GATEWAY_CONCURRENCY
 from adapters.notifiers import (
     DeskReminders,
     Notifier,
@@ -42,7 +43,7 @@ from adapters.roll import DEFAULT_BATCH_SIZE as ROLL_BATCH_SIZE
 from adapters.roll import FORMATS as ROLL_FORMATS
 from adapters.roll_mappings import builtin_roll_mapping_names, load_roll_mapping
 from adapters.wechat_templates import FirstOf, WeChatTemplateNotifier, load_wechat_config
-from cli.arguments import batch_size, month, page_size
+from cli.arguments import batch_size, gateway_concurrency, month, page_size, per_second
 from cli.desk import add_connection_arguments, desk_client
 from cli.feed_import import import_feed_file
 from cli.output import console
@@ -243,7 +244,14 @@ def _notify_run(args: argparse.Namespace) -> int:
     office = args.office or config.display_name or config.node_id
     with desk_client(args) as desk:
         summary = run_notifications(
-            DeskReminders(desk), notifier, office=office, page_size=args.page_size
+            DeskReminders(desk),
+            notifier,
+            office=office,
+            page_size=args.page_size,
+            # A file is written at disk speed: one writer. A gateway answers after a network
+            # round trip: several reminders wait on it at once.
+            concurrency=args.concurrency or (1 if args.outbox_file else GATEWAY_CONCURRENCY),
+            max_per_second=args.max_per_second,
         )
     console.print(
         _summary_table(
@@ -349,4 +357,14 @@ def add_adapter_commands(subparsers: Any) -> None:
     )
     notify_run.add_argument("--office", help="office name in the text (default: display_name)")
     notify_run.add_argument("--page-size", type=page_size, default=100)
+    notify_run.add_argument(
+        "--concurrency",
+        type=gateway_concurrency,
+        help=f"reminders with the gateway at once (default {GATEWAY_CONCURRENCY}; 1 for a file)",
+    )
+    notify_run.add_argument(
+        "--max-per-second",
+        type=per_second,
+        help="start at most this many reminders a second (the gateway's contracted rate)",
+    )
     notify_run.set_defaults(handler=_notify_run)

@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import NoReturn
 
+from adapters.gateway_http import MAX_CONNECTIONS, MAX_PER_SECOND
 from federation.errors import InvalidInputError
 from federation.limits import Limits
 from federation.regions import validate_region_code
@@ -103,6 +104,25 @@ def batch_size(text: str) -> int:
     value = positive_int(text)
     if value > largest:
         raise argparse.ArgumentTypeError(f"must be between 1 and {largest:,}")
+    return value
+
+
+def gateway_concurrency(text: str) -> int:
+    """Reminders with a gateway at once: 1 to the connections a notifier keeps."""
+    value = positive_int(text)
+    if value > MAX_CONNECTIONS:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_CONNECTIONS}")
+    return value
+
+
+def per_second(text: str) -> float:
+    """A rate cap: above 0, at most MAX_PER_SECOND."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("is not a number") from None
+    if not 0 < value <= MAX_PER_SECOND:
+        raise argparse.ArgumentTypeError(f"must be above 0 and at most {MAX_PER_SECOND:,}")
     return value
 
 

@@ -18,6 +18,7 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
+from cli.arguments import EXIT_BAD_ARGUMENT
 from cli.feed_import import import_feed_file
 from cli.launcher import LocalFederation
 from cli.main import main
@@ -249,7 +250,15 @@ def test_reminders_go_out_once_through_the_outbox_file_and_the_webhook(
     register(office, 32, valid_days=4, phone="13800138032")
     with office.desk(FOSHAN.node_id, "admin") as desk:
         assert desk.stub.RunCycle(desk_pb2.RunCycleRequest(day=day_start(-2))).ran
-    assert cli(office, monkeypatch, "admin", "notify", "run", "--webhook", gateway.url) == 0
+    for bad in (["--concurrency", "0"], ["--concurrency", "65"], ["--max-per-second", "0"]):
+        with pytest.raises(SystemExit) as refused:
+            cli(office, monkeypatch, "admin", "notify", "run", "--webhook", gateway.url, *bad)
+        assert refused.value.code == EXIT_BAD_ARGUMENT
+    assert gateway.bodies == []
+    options = ["--concurrency", "4", "--max-per-second", "200"]
+    assert (
+        cli(office, monkeypatch, "admin", "notify", "run", "--webhook", gateway.url, *options) == 0
+    )
     to_32 = [body for body in gateway.bodies if body["to"] == "13800138032"]
     assert len(to_32) == 2
     assert to_32[0]["reminder_id"] == to_32[1]["reminder_id"]

@@ -4,19 +4,15 @@ tests (each test registers people of its own)."""
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
+from cli.bench.webhook_gateway import self_signed_certificate
 from cli.launcher import LocalFederation
 from cli.operator_commands import create_operator, host_actor
 from federation.timestamps import to_timestamp
@@ -65,32 +61,7 @@ def register(office: LocalFederation, serial: int, *, valid_days: int = 20, phon
 
 def self_signed(folder: Path) -> tuple[Path, Path, ssl.SSLContext]:
     """A certificate for 127.0.0.1, and a client context that trusts only it."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "face-recognition callback")])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "callback.pem", folder / "callback.key"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+    cert_path, key_path = self_signed_certificate(folder, "face-recognition callback")
     client = ssl.create_default_context(cafile=str(cert_path))
     return cert_path, key_path, client
 

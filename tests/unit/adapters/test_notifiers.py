@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,7 @@ from adapters.notifiers import (
     run_notifications,
 )
 from certfed.v1 import desk_pb2
+from cli.bench.webhook_gateway import WebhookGateway
 from federation.errors import InvalidInputError
 from federation.timestamps import to_timestamp
 
@@ -290,3 +292,129 @@ def test_a_gateway_that_stays_down_stops_the_run_after_acknowledging_what_was_se
         run_notifications(source, WebhookNotifier(gateway.url, retry=FAST), office="Foshan office")
     assert source.acknowledged == [["r-1"]]
     assert sorted(source.open) == ["r-2", "r-3"]
+
+
+# Sending at a province's scale: several reminders with the gateway at once, over connections
+# kept alive (and TLS), at a capped rate, through the office's proxy.
+
+
+def test_reminders_are_sent_concurrently_never_more_than_asked(tmp_path: Path) -> None:
+    source = Reminders([reminder(f"r-{i:02}") for i in range(24)])
+    with WebhookGateway(latency_s=0.1) as gateway:
+        summary = run_notifications(
+            source,
+            WebhookNotifier(gateway.url, retry=FAST),
+            office="Foshan office",
+            page_size=12,
+            concurrency=4,
+        )
+    assert (summary.sent, summary.acknowledged) == (24, 24)
+    assert gateway.stats.max_in_flight == 4
+    assert sorted(gateway.stats.accepted) == [f"r-{i:02}" for i in range(24)]
+    # Each page acknowledged once, in the page's order.
+    assert source.acknowledged == [[f"r-{i:02}" for i in range(p, p + 12)] for p in (0, 12)]
+    assert not source.open
+
+
+def test_connections_are_kept_alive_over_verified_tls(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with WebhookGateway(tls_dir=tmp_path / "tls") as gateway:
+        assert gateway.url.startswith("https://")
+        assert gateway.certificate is not None
+        # The machine's trust store, as an office adds its gateway's CA to it.
+        monkeypatch.setenv("SSL_CERT_FILE", str(gateway.certificate))
+        notifier = WebhookNotifier(gateway.url, retry=FAST)
+        source = Reminders([reminder(f"r-{i}") for i in range(30)])
+        summary = run_notifications(source, notifier, office="Foshan office", concurrency=3)
+    assert summary.acknowledged == 30
+    # Thirty reminders over at most three connections (one per sending thread), not thirty.
+    assert 1 <= gateway.stats.connections <= 3
+    assert gateway.stats.requests == 30
+
+
+def test_a_gateway_whose_certificate_is_not_trusted_is_never_sent_to(tmp_path: Path) -> None:
+    with WebhookGateway(tls_dir=tmp_path / "tls") as gateway:
+        source = Reminders([reminder("r-1"), reminder("r-2")])
+        with pytest.raises(GatewayUnavailableError, match="TLS failed"):
+            run_notifications(
+                source, WebhookNotifier(gateway.url, retry=FAST), office="Foshan office"
+            )
+    assert gateway.stats.requests == 0
+    assert source.acknowledged == []
+
+
+def test_a_refusal_among_concurrent_sends_leaves_only_that_reminder() -> None:
+    source = Reminders([reminder(f"r-{i}") for i in range(8)])
+    with WebhookGateway(latency_s=0.02) as gateway:
+        gateway.answers = {"r-5": [400]}
+        summary = run_notifications(
+            source, WebhookNotifier(gateway.url, retry=FAST), office="Foshan office", concurrency=4
+        )
+    assert (summary.sent, summary.refused, summary.acknowledged) == (7, 1, 7)
+    assert summary.problems == ["127.0.0.1 refused reminder r-5 with HTTP 400"]
+    assert list(source.open) == ["r-5"]
+
+
+def test_a_gateway_down_under_concurrent_sends_stops_the_run_keeping_what_was_sent() -> None:
+    everyone = [f"r-{i:03}" for i in range(200)]
+    source = Reminders([reminder(r) for r in everyone])
+    with WebhookGateway(latency_s=0.05) as gateway:
+        gateway.answers = {"r-000": [503] * 10}
+        with pytest.raises(GatewayUnavailableError, match="r-000"):
+            run_notifications(
+                source,
+                WebhookNotifier(gateway.url, retry=FAST),
+                office="Foshan office",
+                page_size=200,
+                concurrency=4,
+            )
+    acknowledged = [r for page in source.acknowledged for r in page]
+    # What the gateway took is acknowledged, nothing else; r-000 and what was never tried stay.
+    assert sorted(acknowledged) == sorted(gateway.stats.accepted)
+    assert "r-000" in source.open
+    assert sorted(acknowledged + list(source.open)) == everyone
+    # The run stopped once r-000 had failed four times (some 0.3 s, while three threads sent
+    # about 60): the rest of the page was never tried.
+    assert gateway.stats.requests < 150
+
+
+def test_the_rate_cap_spaces_the_sends_whatever_the_concurrency() -> None:
+    source = Reminders([reminder(f"r-{i}") for i in range(11)])
+    with WebhookGateway() as gateway:
+        run_notifications(
+            source,
+            WebhookNotifier(gateway.url, retry=FAST),
+            office="Foshan office",
+            concurrency=8,
+            max_per_second=50,
+        )
+    arrivals = sorted(moment for moment, _ in gateway.stats.arrivals)
+    assert len(arrivals) == 11
+    # Eleven starts at 50 a second span at least ten intervals of 20 ms.
+    assert arrivals[-1] - arrivals[0] >= 0.19
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("concurrency", 0), ("concurrency", 65), ("max_per_second", 0), ("max_per_second", 10_001)],
+)
+def test_concurrency_and_rate_are_bounded(option: str, value: float, tmp_path: Path) -> None:
+    source = Reminders([reminder("r-1")])
+    options: dict[str, Any] = {option: value}
+    with pytest.raises(InvalidInputError, match=option):
+        run_notifications(
+            source, OutboxFileNotifier(tmp_path / "outbox"), office="Foshan office", **options
+        )
+    assert not (tmp_path / "outbox").exists()
+    assert not source.acknowledged
+
+
+def test_the_office_proxy_carries_the_requests(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Nothing listens on the gateway's port: only the proxy can take the reminder.
+    with WebhookGateway() as proxy:
+        monkeypatch.setenv("http_proxy", proxy.url.removesuffix("/sms/send"))
+        monkeypatch.delenv("no_proxy", raising=False)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        WebhookNotifier("http://127.0.0.1:9/sms/send", retry=FAST).send(notification("r-1"))
+    assert proxy.stats.accepted == ["r-1"]
