@@ -1,4 +1,5 @@
-"""`certfed bench sync|assist|cycle|feed|issue|roll|recovery|web`: each benchmark, its figures."""
+"""`certfed bench sync|assist|cycle|feed|issue|notify|roll|recovery|web`: each benchmark, its
+figures."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from adapters.feeds import DEFAULT_BATCH_SIZE
+from adapters.gateway_http import DEFAULT_CONCURRENCY as GATEWAY_CONCURRENCY
 from adapters.roll import DEFAULT_BATCH_SIZE as ROLL_BATCH_SIZE
-from cli.arguments import batch_size, positive_int
+from cli.arguments import batch_size, gateway_concurrency, positive_int
 from cli.bench.assist import bench_assist
 from cli.bench.cycle import bench_cycle
 from cli.bench.feed import bench_feed
 from cli.bench.issue import DEFAULT_BATCH as ISSUE_BATCH
 from cli.bench.issue import bench_issue
 from cli.bench.kit import figures_json, figures_table, print_figures
+from cli.bench.notify import bench_notify
 from cli.bench.recovery import bench_recovery
 from cli.bench.roll import bench_roll
 from cli.bench.sync import bench_sync
@@ -226,6 +229,27 @@ def _bench_cycle(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_notify(args: argparse.Namespace) -> int:
+    figures = bench_notify(
+        beneficiaries=args.beneficiaries,
+        baseline_reminders=args.baseline_reminders,
+        concurrency=args.concurrency,
+        latency_ms=args.latency_ms,
+        workdir=Path(args.workdir) if args.workdir else None,
+        console=console,
+        show_progress=not args.json,
+    )
+    print_figures(
+        figures,
+        as_json=args.json,
+        title=f"a day's {figures.reminders + figures.baseline_reminders:,} reminders through "
+        "an SMS gateway",
+        rows=figures.as_rows(),
+        console=console,
+    )
+    return 0
+
+
 def _bench_roll(args: argparse.Namespace) -> int:
     figures = bench_roll(
         rows=args.rows,
@@ -370,6 +394,36 @@ def add_bench_commands(subparsers: Any) -> None:
     cycle.add_argument("--workdir", help="keep the federation and database in this directory")
     cycle.add_argument("--json", action="store_true", help="print the figures as JSON")
     cycle.set_defaults(handler=_bench_cycle)
+    notify = kinds.add_parser(
+        "notify", help="a day's reminders through an HTTPS gateway, N at once vs one at a time"
+    )
+    notify.add_argument(
+        "--beneficiaries",
+        type=positive_int,
+        default=20_000,
+        help="people on the roll (the day reminds about half of them)",
+    )
+    notify.add_argument(
+        "--baseline-reminders",
+        type=positive_int,
+        default=300,
+        help="reminders sent one at a time first (the baseline)",
+    )
+    notify.add_argument(
+        "--concurrency",
+        type=gateway_concurrency,
+        default=GATEWAY_CONCURRENCY,
+        help=f"reminders with the gateway at once (default {GATEWAY_CONCURRENCY})",
+    )
+    notify.add_argument(
+        "--latency-ms",
+        type=_positive_float,
+        default=20.0,
+        help="how long the gateway takes to answer (the network and the gateway)",
+    )
+    notify.add_argument("--workdir", help="keep the federation and database in this directory")
+    notify.add_argument("--json", action="store_true", help="print the figures as JSON")
+    notify.set_defaults(handler=_bench_notify)
     roll = kinds.add_parser("roll", help="roll import rows/s into a real node on PostgreSQL")
     roll.add_argument("--rows", type=positive_int, default=100_000, help="people on the roll")
     roll.add_argument(

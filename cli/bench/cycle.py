@@ -187,7 +187,7 @@ def seed_roll(engine: Engine, data_dir: Path, count: int, day: date) -> None:
             entitlements_store.open_many(session, [(bid, 250_000) for bid in ids], registered)
 
 
-def _seeded_office(federation: LocalFederation, spec: NodeSpec, count: int, day: date) -> None:
+def seeded_office(federation: LocalFederation, spec: NodeSpec, count: int, day: date) -> None:
     config = federation.nodes[spec.node_id].config
     engine = db.create_engine_for(config.effective_database_url)
     try:
@@ -196,7 +196,7 @@ def _seeded_office(federation: LocalFederation, spec: NodeSpec, count: int, day:
         engine.dispose()
 
 
-def _run_cycle(
+def run_cycle(
     federation: LocalFederation, node_id: str, day: date
 ) -> tuple[float, desk_pb2.RunCycleResponse]:
     request = desk_pb2.RunCycleRequest(
@@ -260,23 +260,23 @@ def bench_cycle(
         )
         if show_progress:
             console.print(f"writing {beneficiaries:,} + {baseline_beneficiaries:,} people (COPY)")
-        _seeded_office(federation, OFFICE, beneficiaries, day)
-        _seeded_office(federation, BASELINE, baseline_beneficiaries, day)
+        seeded_office(federation, OFFICE, beneficiaries, day)
+        seeded_office(federation, BASELINE, baseline_beneficiaries, day)
         if show_progress:
             console.print(f"the cycle for {day.isoformat()} over {beneficiaries:,} people")
-        seconds, first = _run_cycle(federation, OFFICE.node_id, day)
+        seconds, first = run_cycle(federation, OFFICE.node_id, day)
         if show_progress:
             console.print(f"sending the day's {first.reminders_queued:,} reminders to a file")
         reminders_seconds, sent = _send_reminders(
             federation, OFFICE.node_id, folder / "reminders.jsonl"
         )
-        rerun_seconds, rerun = _run_cycle(federation, OFFICE.node_id, day)
+        rerun_seconds, rerun = run_cycle(federation, OFFICE.node_id, day)
         if rerun.ran:
             raise RuntimeError("the cycle ran the same day twice")
-        next_seconds, next_day = _run_cycle(federation, OFFICE.node_id, day + timedelta(days=1))
+        next_seconds, next_day = run_cycle(federation, OFFICE.node_id, day + timedelta(days=1))
         if show_progress:
             console.print(f"the baseline, row by row, over {baseline_beneficiaries:,} people")
-        baseline_seconds, baseline = _run_cycle(federation, BASELINE.node_id, day)
+        baseline_seconds, baseline = run_cycle(federation, BASELINE.node_id, day)
         return CycleBenchFigures(
             **Headline.measure(beneficiaries, seconds, baseline_beneficiaries, baseline_seconds),
             beneficiaries=beneficiaries,

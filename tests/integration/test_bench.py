@@ -148,6 +148,33 @@ def test_bench_cycle_of_3000_beneficiaries_completes(postgres_url: str) -> None:
 
 
 @pytest.mark.postgres
+def test_bench_notify_sends_every_reminder_through_the_https_gateway(postgres_url: str) -> None:
+    figures = _bench(
+        postgres_url,
+        "notify",
+        "--beneficiaries",
+        "1000",
+        "--baseline-reminders",
+        "40",
+        "--concurrency",
+        "4",
+        "--latency-ms",
+        "5",
+    )
+    assert figures["baseline_reminders"] == 40
+    assert figures["reminders"] > 0
+    # Every reminder reached the gateway once (no retries on a healthy gateway), over kept-alive
+    # connections: one for the baseline, at most four for the rest, and one for the counts.
+    assert figures["gateway_requests"] == figures["reminders"] + 40
+    assert 2 <= figures["gateway_connections"] <= 6
+    assert figures["gateway_max_in_flight"] == 4
+    assert (figures["concurrency"], figures["latency_ms"]) == (4, 5.0)
+    for name in ("rate_per_s", "seconds", "peak_rss_mib", "baseline_per_s", "ratio"):
+        assert figures[name] > 0, name
+    assert figures["sender_cpu_ms_per_reminder"] > 0
+
+
+@pytest.mark.postgres
 def test_bench_web_of_300_beneficiaries_completes(postgres_url: str) -> None:
     figures = _bench(
         postgres_url, "web", "--beneficiaries", "300", "--requests", "5", "--rounds", "3"
