@@ -2,9 +2,10 @@
 
 Both services open their databases here, so they share one reading of a URL and one SQLite
 setup: every transaction starts with BEGIN IMMEDIATE, so writers queue on the database lock (up
-to the busy timeout) instead of failing when a read turns into a write, and the write-ahead log
-lets readers go on meanwhile. A bare `postgresql://` URL means psycopg 3, the only PostgreSQL
-driver certfed installs.
+to the busy timeout) instead of failing when a read turns into a write; a session on `reader`'s
+engine starts with a plain BEGIN under `PRAGMA query_only`, so with the write-ahead log it reads
+its snapshot while a writer holds the lock, and cannot write. A bare `postgresql://` URL means
+psycopg 3, the only PostgreSQL driver certfed installs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from sqlalchemy.engine import make_url
 from federation.errors import InvalidInputError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+# The execution option that marks `reader`'s engine on SQLite.
+_READ_ONLY = "certfed_read_only"
 
 
 @dataclass(frozen=True)
@@ -96,19 +99,27 @@ def _sqlite_engine(url: sa.URL, settings: EngineSettings) -> Engine:
 
     @sa.event.listens_for(engine, "begin")
     def _begin(connection: sa.Connection) -> None:
+        if connection.get_execution_options().get(_READ_ONLY):
+            # A read takes no lock: it sees the snapshot of its first statement, whatever a
+            # writer does meanwhile, and query_only turns a write into an error at once.
+            connection.exec_driver_sql("PRAGMA query_only=ON")
+            connection.exec_driver_sql("BEGIN")
+            return
         # IMMEDIATE takes the write lock up front: a transaction that reads and then writes
         # cannot fail on upgrade because another writer committed in between.
+        connection.exec_driver_sql("PRAGMA query_only=OFF")
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
 
 def reader(engine: Engine) -> Engine:
-    """The engine for read-only sessions: on PostgreSQL in autocommit, so a read is its SELECTs
+    """The engine for read-only sessions. On PostgreSQL in autocommit, so a read is its SELECTs
     alone, without BEGIN and ROLLBACK around them (READ COMMITTED gives every statement its own
-    snapshot either way). SQLite keeps its transactions: its connections are configured for
-    the explicit BEGIN IMMEDIATE above, which autocommit would undo when they go back to the
-    pool."""
+    snapshot either way). On SQLite a read is a deferred transaction under `PRAGMA query_only`
+    (see `_sqlite_engine`): it neither waits for the write lock nor holds it, so a page view
+    does not queue behind a roll import or a day's cycle, and a long read (a full pass over the
+    audit chain, a backup's figures) holds up no writer."""
     if engine.dialect.name == "postgresql":
         return engine.execution_options(isolation_level="AUTOCOMMIT")
-    return engine
+    return engine.execution_options(**{_READ_ONLY: True})

@@ -20,8 +20,8 @@ says when more were dropped (`certfed audit verify` prints them all).
 
 Checks on one node serialise on the row's lock (`SELECT ... FOR UPDATE`; on SQLite every
 transaction holds the write lock). A full pass reads the chain before taking the lock, so it
-never holds up the views while it reads; on SQLite its read holds the database's write lock
-(the embedded store is for small offices).
+never holds up the views while it reads, nor, on SQLite, any writer (its read is a deferred,
+read-only transaction on the write-ahead log).
 """
 
 from __future__ import annotations
