@@ -7,7 +7,7 @@ import json
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from datetime import UTC, date, datetime
+from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from adapters.notifiers import (
 from certfed.v1 import desk_pb2
 from cli.bench.webhook_gateway import WebhookGateway
 from federation.errors import InvalidInputError
-from federation.timestamps import to_timestamp
+from tests.helpers.reminders import Reminders, reminder
 
 FAST = WebhookRetry(attempts=4, initial_s=0.01, max_backoff_s=0.05, jitter_s=0.01, max_delay_s=10)
 RESIDENT_NUMBER = "44060019500101001X"
@@ -183,18 +183,6 @@ def test_the_outbox_file_is_synced_by_flush_once_for_the_lines_written_since(
     assert len(synced) == 1
 
 
-def reminder(
-    reminder_id: str, kind: int = desk_pb2.REMINDER_KIND_DUE, phone: str = "13800138000"
-) -> desk_pb2.Reminder:
-    return desk_pb2.Reminder(
-        reminder_id=reminder_id,
-        beneficiary_id="b-1",
-        kind=kind,  # type: ignore[arg-type]
-        phone=phone,
-        valid_until=to_timestamp(datetime(2025, 9, 30, tzinfo=UTC)),
-    )
-
-
 @pytest.mark.parametrize(
     ("kind", "words"),
     [
@@ -210,23 +198,6 @@ def test_the_text_names_the_office_and_date_never_the_identity(kind: int, words:
     assert "2025-09-30" in message.text
     assert RESIDENT_NUMBER not in message.text
     assert "b-1" not in message.text
-
-
-class Reminders:
-    """A reminder list with acknowledgement, as ListReminders / AcknowledgeReminders behave."""
-
-    def __init__(self, reminders: Sequence[desk_pb2.Reminder]) -> None:
-        self.open = {r.reminder_id: r for r in reminders}
-        self.acknowledged: list[list[str]] = []
-
-    def pending(self, page_size: int) -> Sequence[desk_pb2.Reminder]:
-        return list(self.open.values())[:page_size]
-
-    def acknowledge(self, reminder_ids: Sequence[str]) -> int:
-        self.acknowledged.append(list(reminder_ids))
-        for reminder_id in reminder_ids:
-            del self.open[reminder_id]
-        return len(reminder_ids)
 
 
 def test_sent_reminders_are_acknowledged_and_unsendable_ones_stay(gateway: Gateway) -> None:

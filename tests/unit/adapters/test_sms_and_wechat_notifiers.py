@@ -12,7 +12,13 @@ import pytest
 
 from adapters.aliyun_sms import AliyunSmsConfig, AliyunSmsNotifier, load_aliyun_sms_config
 from adapters.errors import GatewayUnavailableError, MappingError, NotificationRefusedError
-from adapters.notifiers import Notification, Notifier, WebhookRetry, notification_text
+from adapters.notifiers import (
+    Notification,
+    Notifier,
+    WebhookRetry,
+    notification_text,
+    run_notifications,
+)
 from adapters.wechat_templates import (
     FirstOf,
     WeChatConfig,
@@ -29,6 +35,7 @@ from tests.helpers.gateways import (
     WeChat,
     serving,
 )
+from tests.helpers.reminders import Reminders, reminder
 
 FAST = WebhookRetry(attempts=4, initial_s=0.01, max_backoff_s=0.05, jitter_s=0.01, max_delay_s=5)
 TEMPLATES = {"due": "SMS_1001", "warning": "SMS_1002", "overdue": "SMS_1003"}
@@ -229,3 +236,21 @@ def test_the_configs_read_their_secrets_from_files_and_refuse_unknown_settings(
     wechat_path.write_text('app_id = "x"\nsecret = "inline"\n', encoding="utf-8")
     with pytest.raises(MappingError, match="secret"):
         load_wechat_config(wechat_path)
+
+
+def test_wechat_then_sms_eight_at_once_share_one_token_and_never_reuse_a_nonce() -> None:
+    aliyun, wechat_api = AliyunSms(), WeChat()
+    bound = {f"1380013{i:04}": f"openid-{i}" for i in range(0, 40, 2)}
+    source = Reminders([reminder(f"rem-{i:02}", phone=f"1380013{i:04}") for i in range(40)])
+    with serving(aliyun=aliyun, wechat=wechat_api) as url:
+        both = FirstOf([wechat(url, recipients=bound), sms(url)])
+        summary = run_notifications(source, both, office="佛山社保", page_size=10, concurrency=8)
+    assert (summary.sent, summary.acknowledged, summary.refused) == (40, 40, 0)
+    # Threads that found no token at once waited for the one fetch instead of each fetching.
+    assert wechat_api.tokens_issued == 1
+    assert sorted(m["touser"] for m in wechat_api.sent) == sorted(bound.values())
+    # Everyone else by SMS, each signed with a nonce of its own (the gateway refuses a reuse).
+    assert sorted(r["PhoneNumbers"] for r in aliyun.accepted) == [
+        f"1380013{i:04}" for i in range(1, 40, 2)
+    ]
+    assert len(aliyun.requests) == 20
