@@ -13,10 +13,7 @@ history shows it.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import NamedTuple
-
-from sqlmodel import Session
 
 from certfed.v1 import desk_pb2
 from federation.errors import InvalidInputError, PreconditionError, SeparationOfDutiesError
@@ -110,7 +107,7 @@ class MonthlyAmounts:
                 entitlements_store.save(session, entitlement, now)
             state = _DECIDED[request.approve]
             amount_changes.decide(session, change, state, actor.name, reason, now)
-            _audit_decision(session, actor, change, state, reason, now)
+            audit.append_many(session, [_decision_record(actor, change, state, reason)], now)
         return change
 
     def review_many(
@@ -168,8 +165,9 @@ class MonthlyAmounts:
                     [(change.beneficiary_id, change.proposed_amount_fen) for change in deciding],
                     now,
                 )
-            for change in deciding:
-                _audit_decision(session, actor, change, state, reason, now)
+            audit.append_many(
+                session, [_decision_record(actor, c, state, reason) for c in deciding], now
+            )
         return len(deciding), left
 
 
@@ -208,16 +206,11 @@ def _within(change: AmountChange, percent: int) -> bool:
     return moved * 100 <= percent * change.previous_amount_fen
 
 
-def _audit_decision(
-    session: Session,
-    actor: Actor,
-    change: AmountChange,
-    state: AmountChangeState,
-    reason: str,
-    now: datetime,
-) -> None:
-    audit.append(
-        session,
+def _decision_record(
+    actor: Actor, change: AmountChange, state: AmountChangeState, reason: str
+) -> audit.NewRecord:
+    """The audit record of a decided change, under the person it changes."""
+    return audit.NewRecord(
         actor=actor.label,
         action=f"entitlement.amount_{state.value}",
         subject_type="beneficiary",
@@ -228,5 +221,4 @@ def _audit_decision(
             "to_fen": change.proposed_amount_fen,
             "reason_given": bool(reason),
         },
-        now=now,
     )

@@ -140,6 +140,45 @@ def test_a_deleted_record_is_detected(
     assert _problems(engine) == expected
 
 
+def test_a_batch_of_records_is_queued_after_those_before_it_and_chains_the_same(
+    engine: Engine, now: datetime
+) -> None:
+    details: dict[str, audit.DetailValue] = {"change_id": "c-1", "to_fen": 312_000, "ok": True}
+    with session_scope(engine) as session:
+        audit.append(
+            session,
+            actor="op-1",
+            action="entitlement.amount_proposed",
+            subject_type="beneficiary",
+            subject_id="b-0",
+            details={"methods": ["roll"], "note": None},
+            now=now,
+        )
+        batch = [
+            audit.NewRecord("op-2", "entitlement.amount_approved", "beneficiary", f"b-{i}", details)
+            for i in (1, 2, 3)
+        ]
+        assert audit.append_many(session, batch, now) == 3
+        assert audit.append_many(session, [], now) == 0
+    records = chained_records(engine)
+    assert [(r.seq, r.subject_id, r.actor) for r in records] == [
+        (1, "b-0", "op-1"),
+        (2, "b-1", "op-2"),
+        (3, "b-2", "op-2"),
+        (4, "b-3", "op-2"),
+    ]
+    assert records[0].details == {"methods": ["roll"], "note": None}
+    assert all(r.details == details and r.at == now for r in records[1:])
+    assert _problems(engine) == []
+    with session_scope(engine) as session, pytest.raises(ValueError, match="float"):
+        audit.append_many(
+            session,
+            [audit.NewRecord("op-2", "x", "beneficiary", "b-4", {"amount": 1.5})],  # type: ignore[dict-item]
+            now,
+        )
+    assert _pending_count(engine) == 0
+
+
 def test_details_must_be_ids_and_enum_values(engine: Engine, now: datetime) -> None:
     with session_scope(engine) as session, pytest.raises(ValueError, match="float"):
         audit.append(
