@@ -22,6 +22,7 @@ import hashlib
 import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock_time
@@ -33,7 +34,14 @@ from sqlalchemy import Engine
 from adapters.notifiers import DeskReminders, OutboxFileNotifier, run_notifications
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
 from cli.bench.federation import bench_settings
-from cli.bench.kit import Headline, bench_workdir, peak_rss_mb, postgres_server, resident_id
+from cli.bench.kit import (
+    Headline,
+    PostgresServer,
+    bench_workdir,
+    peak_rss_mb,
+    postgres_server,
+    resident_id,
+)
 from cli.launcher import LocalFederation, NodeSpec
 from federation.limits import Limits
 from federation.timestamps import to_timestamp
@@ -230,6 +238,33 @@ def _node_rss(federation: LocalFederation, node_id: str) -> float:
     return round(peak_rss_mb(process.pid), 1) if process is not None else 0.0
 
 
+# The scheduler stays off: only the benchmark's calls run the cycle.
+_SETTINGS = {**bench_settings(), "cycle_hour_utc": -1}
+
+
+def measured_day() -> date:
+    """Yesterday, so that the next day is today: the cycle runs no day in the future."""
+    return datetime.now(UTC).date() - timedelta(days=1)
+
+
+@contextmanager
+def paying_office(
+    workdir: Path | None, name: str
+) -> Iterator[tuple[Path, PostgresServer, LocalFederation]]:
+    """PostgreSQL, a registry and `OFFICE` (routing its region to itself, the scheduler off),
+    in the benchmark's folder; yields the folder, the server and the federation."""
+    with (
+        bench_workdir(workdir, name) as folder,
+        postgres_server(folder / "pgdata", f"certfed_bench_{name}_{os.getpid()}") as postgres,
+        LocalFederation(
+            folder / "federation", database_url_for=postgres.create_database, log_level="warning"
+        ) as federation,
+    ):
+        federation.start_registry()
+        federation.add_node(OFFICE, settings={**_SETTINGS, "routing": {"440600": OFFICE.node_id}})
+        yield folder, postgres, federation
+
+
 def bench_cycle(
     *,
     beneficiaries: int,
@@ -238,24 +273,13 @@ def bench_cycle(
     console: Console,
     show_progress: bool,
 ) -> CycleBenchFigures:
-    # Yesterday, so that the next day is today: the cycle runs no day in the future.
-    day = datetime.now(UTC).date() - timedelta(days=1)
-    with (
-        bench_workdir(workdir, "cycle") as folder,
-        postgres_server(folder / "pgdata", f"certfed_bench_cycle_{os.getpid()}") as postgres,
-        LocalFederation(
-            folder / "federation", database_url_for=postgres.create_database, log_level="warning"
-        ) as federation,
-    ):
-        federation.start_registry()
-        # The scheduler stays off: only the benchmark's calls run the cycle.
+    day = measured_day()
+    with paying_office(workdir, "cycle") as (folder, postgres, federation):
         # Both offices pay in the same region on purpose (the baseline approved as a second node
         # for it explicitly); each routes it to itself, so the cycle asks no other node for help.
-        settings = {**bench_settings(), "cycle_hour_utc": -1}
-        federation.add_node(OFFICE, settings={**settings, "routing": {"440600": OFFICE.node_id}})
         federation.add_node(
             BASELINE,
-            settings={**settings, "routing": {"440600": BASELINE.node_id}, "bulk_cycle": False},
+            settings={**_SETTINGS, "routing": {"440600": BASELINE.node_id}, "bulk_cycle": False},
             allow_second_node_for_region=True,
         )
         if show_progress:

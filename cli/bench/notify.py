@@ -25,7 +25,6 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -39,10 +38,8 @@ from adapters.notifiers import (
     run_notifications,
 )
 from certfed.v1 import desk_pb2
-from cli.bench.cycle import OFFICE, run_cycle, seeded_office
-from cli.bench.federation import bench_settings
-from cli.bench.kit import Headline, bench_workdir, cpu_ms_per, postgres_server
-from cli.launcher import LocalFederation
+from cli.bench.cycle import OFFICE, measured_day, paying_office, run_cycle, seeded_office
+from cli.bench.kit import Headline, cpu_ms_per
 from federation.limits import Limits
 
 # Seconds the gateway process has to start listening.
@@ -159,17 +156,8 @@ def bench_notify(
     console: Console,
     show_progress: bool,
 ) -> NotifyBenchFigures:
-    day = datetime.now(UTC).date() - timedelta(days=1)
-    with (
-        bench_workdir(workdir, "notify") as folder,
-        postgres_server(folder / "pgdata", f"certfed_bench_notify_{os.getpid()}") as postgres,
-        LocalFederation(
-            folder / "federation", database_url_for=postgres.create_database, log_level="warning"
-        ) as federation,
-    ):
-        federation.start_registry()
-        settings = {**bench_settings(), "cycle_hour_utc": -1}
-        federation.add_node(OFFICE, settings={**settings, "routing": {"440600": OFFICE.node_id}})
+    day = measured_day()
+    with paying_office(workdir, "notify") as (folder, postgres, federation):
         if show_progress:
             console.print(f"writing {beneficiaries:,} people (COPY) and running the day's cycle")
         seeded_office(federation, OFFICE, beneficiaries, day)
