@@ -8,12 +8,14 @@ for /opt/certfed/bin/certfed (verify checks that ExecStart names an executable f
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from federation_node.config import NodeConfig
 from tests.unit.deploy.deploy_files import DEPLOY, FindTool
 
 UNITS = DEPLOY / "systemd"
@@ -22,7 +24,9 @@ INSTANCES = {
     "certfed-registry.service": "certfed-registry.service",
     "certfed-node@.service": "certfed-node@lanzhou.service",
     "certfed-web@.service": "certfed-web@lanzhou.service",
+    "certfed-notify@.service": "certfed-notify@lanzhou.service",
 }
+TIMERS = {"certfed-notify@.timer": "certfed-notify@lanzhou.timer"}
 EXECUTABLE = Path("opt/certfed/bin/certfed")
 SYSTEM_UNITS = (Path("/usr/lib/systemd/system"), Path("/lib/systemd/system"))
 HARDENING = {
@@ -50,7 +54,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(system, scratch / "usr/lib/systemd/system", symlinks=True)
     ours = scratch / "etc/systemd/system"
     ours.mkdir(parents=True)
-    for unit in INSTANCES:
+    for unit in [*INSTANCES, *TIMERS]:
         shutil.copy(UNITS / unit, ours / unit)
     executable = scratch / EXECUTABLE
     executable.parent.mkdir(parents=True)
@@ -71,9 +75,10 @@ def settings(unit: str) -> dict[str, list[str]]:
 
 def test_the_units_are_all_there() -> None:
     assert sorted(path.name for path in UNITS.glob("*.service")) == sorted(INSTANCES)
+    assert sorted(path.name for path in UNITS.glob("*.timer")) == sorted(TIMERS)
 
 
-@pytest.mark.parametrize("unit", INSTANCES.values())
+@pytest.mark.parametrize("unit", [*INSTANCES.values(), *TIMERS.values()])
 def test_systemd_analyze_verify_accepts_the_unit_silently(
     unit: str, root: Path, tool: FindTool
 ) -> None:
@@ -127,3 +132,25 @@ def test_web_unit_runs_the_web_desk_from_the_node_configuration() -> None:
     assert unit["ReadWritePaths"] == ["/var/lib/certfed/web-%i"]
     text = (UNITS / "certfed-web@.service").read_text(encoding="utf-8")
     assert 'secret_file = "/var/lib/certfed/web-%i/web.secret"' in text
+
+
+def test_the_day_s_reminders_are_sent_daily_after_the_cycle_and_a_partial_run_succeeds() -> None:
+    unit = settings("certfed-notify@.service")
+    assert unit["Type"] == ["oneshot"]
+    assert unit["ExecStart"] == [
+        "/opt/certfed/bin/certfed notify run --config /etc/certfed/%i/node.toml "
+        "$CERTFED_NOTIFY_ARGS"
+    ]
+    # The admin token and the gateway options come from a file only certfed reads.
+    assert unit["EnvironmentFile"] == ["/etc/certfed/%i/notify.env"]
+    # Exit status 2: some reminders left for the office (no phone number, refused), listed.
+    assert unit["SuccessExitStatus"] == ["2"]
+    timer = settings("certfed-notify@.timer")
+    assert timer["Persistent"] == ["true"]
+    (calendar,) = timer["OnCalendar"]
+    hour = int(calendar.split()[1].split(":")[0])
+    default_cycle_hour = next(
+        f.default for f in dataclasses.fields(NodeConfig) if f.name == "cycle_hour_utc"
+    )
+    assert hour > default_cycle_hour
+    assert calendar.endswith(" UTC")
