@@ -10,6 +10,7 @@ refer to what the bases hold, and their configuration files load with certfed's 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from federation_node.config import load_node_config
+from cli.main import build_parser
+from federation_node.config import NodeConfig, load_node_config
 from registry.config import load_registry_config
 from tests.unit.deploy.deploy_files import DEPLOY, known_settings
 
@@ -246,3 +248,53 @@ def test_overlay_configuration_files_load_and_feed_the_pods() -> None:
         (main,) = deployment["spec"]["template"]["spec"]["containers"]
         health = next(port for port in main["ports"] if port["name"] == "health")
         assert expected.endswith(f":{health['containerPort']}")
+
+
+def test_the_reminders_run_daily_after_the_cycle_hardened_against_the_node_desk() -> None:
+    overlay = KUBERNETES / "overlays" / "office"
+    included = [doc for _, doc in resources(overlay)]
+    (cron,) = [doc for doc in included if doc["kind"] == "CronJob"]
+    _minute, hour, *every_day = cron["spec"]["schedule"].split()
+    assert every_day == ["*", "*", "*"]
+    assert int(hour) > next(
+        f.default for f in dataclasses.fields(NodeConfig) if f.name == "cycle_hour_utc"
+    )
+    assert cron["spec"]["timeZone"] == "Etc/UTC"
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    job = cron["spec"]["jobTemplate"]["spec"]
+    pod = job["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["automountServiceAccountToken"] is False
+    (main,) = pod["containers"]
+    assert main["securityContext"]["readOnlyRootFilesystem"] is True
+    assert main["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert set(main["resources"]) == {"requests", "limits"}
+    # Exit status 2 (reminders left for the office, listed) is not run again the same day.
+    (rule,) = job["podFailurePolicy"]["rules"]
+    assert (rule["action"], rule["onExitCodes"]["values"]) == ("FailJob", [2])
+    # The arguments are certfed's own, the token comes from a Secret, never from the args.
+    arguments = build_parser().parse_args(main["args"])
+    assert (arguments.command, arguments.notify) == ("notify", "run")
+    desk_port = next(
+        port["port"]
+        for doc in included
+        if doc["kind"] == "Service" and doc["metadata"]["name"] == "certfed-node"
+        for port in doc["spec"]["ports"]
+        if port["name"] == "desk"
+    )
+    assert arguments.endpoint == f"certfed-node:{desk_port}"
+    (token,) = main["env"]
+    assert token["name"] == "CERTFED_OPERATOR_TOKEN"
+    assert "secretKeyRef" in token["valueFrom"]
+    mounts = {mount["mountPath"] for mount in main["volumeMounts"]}
+    assert str(Path(arguments.sms_config).parent) in mounts
+    (policy,) = [
+        doc
+        for doc in included
+        if doc["kind"] == "NetworkPolicy" and doc["metadata"]["name"] == "certfed-notify"
+    ]
+    pod_labels = job["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["spec"]["ingress"] == []
+    egress_ports = {port["port"] for rule in policy["spec"]["egress"] for port in rule["ports"]}
+    assert egress_ports == {53, desk_port, 443}
