@@ -8,7 +8,9 @@ flight at once, and when each request arrived. `GET /stats` answers the counts a
     python -m cli.bench.webhook_gateway --port-file P [--tls-dir D] [--latency-ms 20]
 
 In a test it runs in a thread (`WebhookGateway(...)` as a context manager), and `answers` scripts
-statuses by Idempotency-Key (the reminder id), each key's list used up in order, then 200.
+statuses by Idempotency-Key (the reminder id), each key's list used up in order, and `statuses`
+those of the other requests in the order they come, then 200; `requests` keeps each request's
+headers and JSON body.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
+from typing import Any
 from urllib.parse import urlsplit
 
 from cryptography import x509
@@ -91,10 +94,23 @@ class GatewayStats:
 class WebhookGateway:
     """The gateway, serving from a thread of this process while it is entered."""
 
-    def __init__(self, *, latency_s: float = 0.0, tls_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        latency_s: float = 0.0,
+        tls_dir: Path | None = None,
+        statuses: list[int] | None = None,
+        keep_requests: bool = True,
+    ) -> None:
         self.latency_s = latency_s
         self.stats = GatewayStats()
+        # Statuses for the requests of a reminder id, each list used up in order...
         self.answers: dict[str, list[int]] = {}
+        # ...and for the others, in the order they arrive; then 200.
+        self.statuses = list(statuses or [])
+        # Each request's headers and JSON body, unless told not to keep them (a benchmark).
+        self.keep_requests = keep_requests
+        self.requests: list[tuple[dict[str, str], Any]] = []
         self._lock = threading.Lock()
         gateway = self
 
@@ -115,7 +131,7 @@ class WebhookGateway:
                 self._answer(200 if self.path == "/stats" else 404, body)
 
             def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 key = self.headers.get("Idempotency-Key", "")
                 with gateway._lock:
                     stats = gateway.stats
@@ -123,8 +139,13 @@ class WebhookGateway:
                     stats.in_flight += 1
                     stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
                     stats.arrivals.append((time.monotonic(), key))
+                    if gateway.keep_requests:
+                        gateway.requests.append((dict(self.headers), json.loads(body)))
                     scripted = gateway.answers.get(key)
-                    status = scripted.pop(0) if scripted else 200
+                    if scripted:
+                        status = scripted.pop(0)
+                    else:
+                        status = gateway.statuses.pop(0) if gateway.statuses else 200
                 time.sleep(gateway.latency_s)
                 with gateway._lock:
                     stats.in_flight -= 1
@@ -181,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     tls_dir = Path(args.tls_dir) if args.tls_dir else None
-    with WebhookGateway(latency_s=args.latency_ms / 1000, tls_dir=tls_dir) as gateway:
+    gateway = WebhookGateway(latency_s=args.latency_ms / 1000, tls_dir=tls_dir, keep_requests=False)
+    with gateway:
         port_file = Path(args.port_file)
         port_file.with_suffix(".tmp").write_text(gateway.url)
         port_file.with_suffix(".tmp").replace(port_file)

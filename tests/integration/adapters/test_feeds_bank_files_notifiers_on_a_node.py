@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import csv
 import json
-import threading
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -19,6 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
 from cli.arguments import EXIT_BAD_ARGUMENT
+from cli.bench.webhook_gateway import WebhookGateway
 from cli.feed_import import import_feed_file
 from cli.launcher import LocalFederation
 from cli.main import main
@@ -183,43 +182,17 @@ def test_a_death_registration_suspends_payment_in_the_months_bank_file(
     assert cli(office, monkeypatch, "clerk", *arguments) == 1
 
 
-class Gateway:
-    def __init__(self, statuses: list[int]) -> None:
-        self.statuses = statuses
-        self.bodies: list[dict[str, str]] = []
-        gateway = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                gateway.bodies.append(body)
-                self.send_response(gateway.statuses.pop(0) if gateway.statuses else 200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *_args: object) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/send"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-
 @pytest.fixture
-def gateway() -> Iterator[Gateway]:
-    running = Gateway([503])
-    yield running
-    running.close()
+def gateway() -> Iterator[WebhookGateway]:
+    with WebhookGateway(statuses=[503]) as running:
+        yield running
 
 
 def test_reminders_go_out_once_through_the_outbox_file_and_the_webhook(
-    office: LocalFederation, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, gateway: Gateway
+    office: LocalFederation,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    gateway: WebhookGateway,
 ) -> None:
     # The node ran today's cycle when it started; the cycles of past days not yet run catch up.
     register(office, 30, valid_days=5, phone="13800138030")
@@ -254,12 +227,12 @@ def test_reminders_go_out_once_through_the_outbox_file_and_the_webhook(
         with pytest.raises(SystemExit) as refused:
             cli(office, monkeypatch, "admin", "notify", "run", "--webhook", gateway.url, *bad)
         assert refused.value.code == EXIT_BAD_ARGUMENT
-    assert gateway.bodies == []
+    assert gateway.requests == []
     options = ["--concurrency", "4", "--max-per-second", "200"]
     assert (
         cli(office, monkeypatch, "admin", "notify", "run", "--webhook", gateway.url, *options) == 0
     )
-    to_32 = [body for body in gateway.bodies if body["to"] == "13800138032"]
+    to_32 = [body for _, body in gateway.requests if body["to"] == "13800138032"]
     assert len(to_32) == 2
     assert to_32[0]["reminder_id"] == to_32[1]["reminder_id"]
     with office.desk(FOSHAN.node_id, "admin") as desk:

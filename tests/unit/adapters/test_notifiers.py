@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 from collections.abc import Iterator, Sequence
 from datetime import date
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -33,45 +31,11 @@ FAST = WebhookRetry(attempts=4, initial_s=0.01, max_backoff_s=0.05, jitter_s=0.0
 RESIDENT_NUMBER = "44060019500101001X"
 
 
-class Gateway:
-    """An HTTP server answering POSTs with scripted statuses (then 200), keeping every request."""
-
-    def __init__(self) -> None:
-        self.statuses: list[int] = []
-        self.requests: list[tuple[dict[str, str], dict[str, object]]] = []
-        gateway = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers["Content-Length"])
-                body = json.loads(self.rfile.read(length))
-                gateway.requests.append((dict(self.headers), body))
-                status = gateway.statuses.pop(0) if gateway.statuses else 200
-                self.send_response(status)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            def log_message(self, *_args: object) -> None:
-                return
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/sms/send?token=secret"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Gateway:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-
 @pytest.fixture
-def gateway() -> Iterator[Gateway]:
-    with Gateway() as running:
+def gateway() -> Iterator[WebhookGateway]:
+    with WebhookGateway() as running:
+        # A gateway token in the URL, which no message may repeat.
+        running.url += "?token=secret"
         yield running
 
 
@@ -86,7 +50,7 @@ def notification(reminder_id: str = "r-1") -> Notification:
     )
 
 
-def test_the_webhook_posts_json_with_an_idempotency_key(gateway: Gateway) -> None:
+def test_the_webhook_posts_json_with_an_idempotency_key(gateway: WebhookGateway) -> None:
     WebhookNotifier(gateway.url, retry=FAST).send(notification())
     ((headers, body),) = gateway.requests
     assert headers["Content-Type"].startswith("application/json")
@@ -97,14 +61,14 @@ def test_the_webhook_posts_json_with_an_idempotency_key(gateway: Gateway) -> Non
     assert "Foshan office" in str(body["text"])
 
 
-def test_the_webhook_retries_503_and_429_until_the_gateway_accepts(gateway: Gateway) -> None:
+def test_the_webhook_retries_503_and_429_until_the_gateway_accepts(gateway: WebhookGateway) -> None:
     gateway.statuses = [503, 429, 502]
     WebhookNotifier(gateway.url, retry=FAST).send(notification())
     assert len(gateway.requests) == 4
     assert {headers["Idempotency-Key"] for headers, _ in gateway.requests} == {"r-1"}
 
 
-def test_the_webhook_does_not_retry_a_400(gateway: Gateway) -> None:
+def test_the_webhook_does_not_retry_a_400(gateway: WebhookGateway) -> None:
     gateway.statuses = [400, 200]
     with pytest.raises(NotificationRefusedError, match="HTTP 400") as caught:
         WebhookNotifier(gateway.url, retry=FAST).send(notification())
@@ -112,7 +76,7 @@ def test_the_webhook_does_not_retry_a_400(gateway: Gateway) -> None:
     assert "secret" not in str(caught.value)
 
 
-def test_the_webhook_gives_up_after_the_bounded_attempts(gateway: Gateway) -> None:
+def test_the_webhook_gives_up_after_the_bounded_attempts(gateway: WebhookGateway) -> None:
     gateway.statuses = [503] * 10
     with pytest.raises(GatewayUnavailableError, match="after 4 attempts") as caught:
         WebhookNotifier(gateway.url, retry=FAST).send(notification())
@@ -122,7 +86,7 @@ def test_the_webhook_gives_up_after_the_bounded_attempts(gateway: Gateway) -> No
 
 
 def test_a_gateway_that_is_not_listening_is_retried_then_unavailable() -> None:
-    with Gateway() as stopped:
+    with WebhookGateway() as stopped:
         url = stopped.url
     with pytest.raises(GatewayUnavailableError, match="no answer"):
         WebhookNotifier(url, retry=FAST, timeout_s=2).send(notification())
@@ -200,7 +164,7 @@ def test_the_text_names_the_office_and_date_never_the_identity(kind: int, words:
     assert "b-1" not in message.text
 
 
-def test_sent_reminders_are_acknowledged_and_unsendable_ones_stay(gateway: Gateway) -> None:
+def test_sent_reminders_are_acknowledged_and_unsendable_ones_stay(gateway: WebhookGateway) -> None:
     gateway.statuses = [200, 400]
     source = Reminders(
         [reminder("r-1"), reminder("r-2"), reminder("r-3", phone=""), reminder("r-4")]
@@ -255,7 +219,7 @@ def test_a_page_whose_file_cannot_be_synced_is_not_acknowledged(tmp_path: Path) 
 
 
 def test_a_gateway_that_stays_down_stops_the_run_after_acknowledging_what_was_sent(
-    gateway: Gateway,
+    gateway: WebhookGateway,
 ) -> None:
     gateway.statuses = [200] + [503] * 10
     source = Reminders([reminder("r-1"), reminder("r-2"), reminder("r-3")])
