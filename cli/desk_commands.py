@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from cli.output import console, print_one
 from cli.recovery_commands import DEATH_REPORTERS, add_recovery_desk_commands
 from cli.signal_commands import add_signal_desk_commands
 from cli.trust_commands import add_trust_desk_commands
+from federation.amount_reviews import approve_changes, approve_every_awaiting
 from federation.desk_client import DeskClient
 from federation.errors import InvalidInputError
 from federation.timestamps import to_timestamp
@@ -219,49 +220,15 @@ def _desk_action(args: argparse.Namespace) -> int:
     return 0
 
 
-def approve_amounts(
-    desk: DeskClient, change_ids: Sequence[str], reason: str
-) -> tuple[int, list[desk_pb2.LeftAmountChange]]:
-    """A reviewer approves the changes listed, or every proposed change when none is (a roll's
-    yearly adjustment), as many a call as the node takes; returns how many were approved and
-    the changes the node left for a review on their own."""
-    decided = 0
-    left: list[desk_pb2.LeftAmountChange] = []
-    limit = desk.limits.max_repeated
-
-    def review(batch: Sequence[str]) -> None:
-        nonlocal decided
-        answer = desk.stub.ReviewMonthlyAmounts(
-            desk_pb2.ReviewMonthlyAmountsRequest(change_ids=batch, approve=True, reason=reason)
-        )
-        decided += answer.decided
-        left.extend(answer.left)
-
-    if change_ids:
-        for start in range(0, len(change_ids), limit):
-            review(change_ids[start : start + limit])
-        return decided, left
-    # Keyset pages by change id: the changes approved drop out of the list and those left stay
-    # behind the token, so every proposed change is asked about once.
-    token = ""
-    while True:
-        page = desk.stub.ListAmountChanges(
-            desk_pb2.ListAmountChangesRequest(
-                status=desk_pb2.AMOUNT_CHANGE_STATUS_PROPOSED,
-                page_size=min(limit, desk.limits.max_page_size),
-                page_token=token,
-            )
-        )
-        if page.changes:
-            review([change.change_id for change in page.changes])
-        token = page.next_page_token
-        if not token:
-            return decided, left
-
-
 def _approve_amounts(args: argparse.Namespace) -> int:
     with desk_client(args) as desk:
-        decided, left = approve_amounts(desk, args.change_ids, args.reason or "")
+        reason = args.reason or ""
+        approval = (
+            approve_changes(desk, args.change_ids, reason)
+            if args.change_ids
+            else approve_every_awaiting(desk, reason)
+        )
+    decided, left = approval.decided, approval.left
     console.print(f"approved: {decided:,}")
     if left:
         console.print(f"left for a review on their own: {len(left):,}")

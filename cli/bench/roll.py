@@ -34,9 +34,9 @@ from cli.bench.kit import (
     postgres_server,
     resident_id,
 )
-from cli.desk_commands import approve_amounts
 from cli.launcher import LocalFederation, NodeSpec
 from cli.roll_import import import_roll_file
+from federation.amount_reviews import approve_every_awaiting
 
 OFFICE = NodeSpec("bench-roll", "Foshan roll office", ("440600",), ("paying_office",))
 MAPPING = "certfed_roll"
@@ -196,11 +196,12 @@ def bench_roll(
         adjusted, adjustment_seconds = imported(rise)
         with federation.desk(OFFICE.node_id, "reviewer") as reviewer:
             started = time.perf_counter()
-            approved, left = approve_amounts(reviewer, [], f"{RISE_PERCENT}% yearly adjustment")
+            approval = approve_every_awaiting(reviewer, f"{RISE_PERCENT}% yearly adjustment")
             approval_seconds = time.perf_counter() - started
-        if left or approved != adjusted.amount_changes:
+        if approval.left or approval.decided != adjusted.amount_changes:
             raise RuntimeError(
-                f"{adjusted.amount_changes} amounts proposed, {approved} approved, {len(left)} left"
+                f"{adjusted.amount_changes} amounts proposed, {approval.decided} approved, "
+                f"{len(approval.left)} left"
             )
         return RollBenchFigures(
             rows=rows,
@@ -219,7 +220,7 @@ def bench_roll(
             adjustment_s=round(adjustment_seconds, 2),
             amount_changes=adjusted.amount_changes,
             approval_s=round(approval_seconds, 2),
-            approved=approved,
+            approved=approval.decided,
             node_cpu_ms_per_row=cpu_ms_per(cpu.node, rows),
             workers_cpu_ms_per_row=cpu_ms_per(cpu.workers, rows),
             registry_cpu_ms_per_row=cpu_ms_per(cpu.registry, rows),
