@@ -164,6 +164,11 @@ def routes() -> list[Route | Mount]:
             methods=POST,
         ),
         Route(
+            amounts.APPROVE_ALL,
+            e(amounts.approve_all, roles=REVIEWER, node_roles=PAYING),
+            methods=POST,
+        ),
+        Route(
             "/amount-changes/{change_id}",
             e(amounts.change_page, roles=CLERK + REVIEWER, node_roles=PAYING),
             methods=GET,

@@ -7,6 +7,14 @@ checked before it is sent, and the node approves those it may (awaiting review, 
 reviewer's own proposal, a move within the policy's bound for approving many at once) and
 leaves the others, which the result lists with why. A page per change, where a reviewer
 approves or rejects it on its own, with a reason to reject.
+
+A year's adjustment proposes a change for most of the roll, too many for pages of the list:
+a reviewer may also approve every change awaiting review on the same terms, checked first.
+Each request approves one page of the node's list (`federation.amount_reviews`) and answers
+with how far it got and a form for the next page, which desk.js sends at once; without it
+the reviewer presses the button. Nothing is kept between requests but the node's page token
+and the running counts in the form, so stopping, a closed tab or another replica of the desk
+loses nothing: what was approved stays approved, and the rest still awaits review.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from adapters.web_desk import labels
 from adapters.web_desk.listing import paged
 from adapters.web_desk.page import Page
 from certfed.v1 import desk_pb2
+from federation.amount_reviews import approve_awaiting_page, awaiting_review
 from federation.errors import status_of
 from federation.timestamps import optional_datetime
 
@@ -27,6 +36,10 @@ REASON_MAX = 500
 ID_MAX = 64
 DECISIONS = ("approve", "reject")
 BACK = "/amount-changes"
+APPROVE_ALL = "/amount-changes/approve-all"
+# A page token of the node's, and the running counts a form carries between requests.
+TOKEN_MAX = 512
+COUNT_MAX = 100_000_000
 
 
 def _show_all(page: Page) -> bool:
@@ -105,6 +118,67 @@ def approve_shown(page: Page) -> Response:
     return page.render(
         "amount_changes_done.html", decided=answer.decided, left=answer.left, labels=labels
     )
+
+
+def approve_all(page: Page) -> Response:
+    """A reviewer approves every change awaiting review that the office may approve together:
+    checked first (how many await review, and why), then a page of the list per request."""
+    if page.text("step") != "run":
+        return _check_all(page, {})
+    reason = page.text("reason")
+    errors = _reason_error(page, reason, required=False)
+    if errors:
+        return _check_all(page, errors, reason, status=400)
+    token, approved, left = page.text("token"), _count(page, "approved"), _count(page, "left")
+    if len(token) > TOKEN_MAX or approved is None or left is None:
+        return _list(
+            page,
+            {"approve_all": page._("Start again from the list of changes awaiting review")},
+            status=400,
+        )
+    error, status = "", 200
+    try:
+        answer = approve_awaiting_page(page.node, reason, token)
+    except grpc.RpcError as refused:
+        _field, message, details = page.refusal(refused)
+        error = f"{message} {details}".strip()
+        status = labels.HTTP_STATUSES.get(status_of(refused), 409)
+    else:
+        token = answer.next_page_token
+        approved += answer.decided
+        left += len(answer.left)
+    return page.render(
+        "amount_changes_all.html",
+        status=status,
+        error=error,
+        done=not error and not token,
+        token=token,
+        approved=approved,
+        left=left,
+        reason=reason,
+    )
+
+
+def _check_all(page: Page, errors: dict[str, str], reason: str = "", status: int = 200) -> Response:
+    awaiting = awaiting_review(page.node)
+    if not awaiting:
+        return _list(page, {"approve_all": page._("No amount change awaits review.")}, 409)
+    return page.render(
+        "amount_changes_all_check.html",
+        status=status,
+        awaiting=awaiting,
+        reason=reason,
+        errors=errors,
+    )
+
+
+def _count(page: Page, name: str) -> int | None:
+    """A running count the form carries: digits, at most COUNT_MAX; None otherwise."""
+    value = page.text(name)
+    if not value.isascii() or not value.isdigit() or len(value) > 9:
+        return None
+    count = int(value)
+    return count if count <= COUNT_MAX else None
 
 
 def find_change(page: Page, change_id: str) -> desk_pb2.AmountChange | None:

@@ -39,6 +39,15 @@
       }
     });
   });
+  // Work done a page per request (approving every amount change awaiting review): the next
+  // page is asked for as soon as this one shows, until the work is done or the person leaves.
+  document.querySelectorAll("form[data-auto-submit]").forEach(function (form) {
+    var button = form.querySelector("button[type=submit]");
+    window.setTimeout(function () {
+      if (button) { button.disabled = true; }
+      form.submit();
+    }, 50);
+  });
   // The error summary takes the focus, so a screen reader reads it first.
   var summary = document.querySelector(".error-summary");
   if (summary) { summary.focus(); }
