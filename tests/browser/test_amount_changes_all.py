@@ -13,29 +13,14 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser
 
-from certfed.v1 import desk_pb2
-from cli.bench.roll import write_roll
 from cli.launcher import LocalFederation
-from cli.roll_import import import_roll_file
-from federation.desk_client import DeskClient
+from federation.amount_reviews import awaiting_review
 from tests.browser.desk_page import AccessibilityAudit, desk_page
+from tests.helpers.adjustment import propose_yearly_rise
 from tests.helpers.nodes import LANZHOU
 
 PEOPLE = 600
 LOCALE = "en"
-
-
-def _import(desk: DeskClient, path: Path) -> int:
-    return import_roll_file(
-        desk,
-        path,
-        mapping_name="certfed_roll",
-        fmt=None,
-        sheet=None,
-        batch_size=300,
-        rejects_path=path.with_suffix(".rejects.csv"),
-        show_progress=False,
-    ).amount_changes
 
 
 @pytest.fixture(scope="module")
@@ -45,20 +30,13 @@ def adjusted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalFe
         local.start_registry()
         local.add_node(LANZHOU, settings={"cycle_hour_utc": -1})
         with local.desk(LANZHOU.node_id) as clerk:
-            write_roll(workdir / "roll.csv", PEOPLE)
-            _import(clerk, workdir / "roll.csv")
-            write_roll(workdir / "rise.csv", PEOPLE, rise_percent=3)
-            assert _import(clerk, workdir / "rise.csv") == PEOPLE
+            assert propose_yearly_rise(clerk, workdir, PEOPLE) == PEOPLE
         yield local, local.start_web_desk(LANZHOU.node_id)
 
 
 def _awaiting(local: LocalFederation) -> int:
     with local.desk(LANZHOU.node_id, "reviewer") as desk:
-        return desk.stub.ListAmountChanges(
-            desk_pb2.ListAmountChangesRequest(
-                status=desk_pb2.AMOUNT_CHANGE_STATUS_PROPOSED, page_size=1
-            )
-        ).total_size
+        return awaiting_review(desk)
 
 
 def test_a_reviewer_approves_a_years_adjustment_from_the_browser(

@@ -16,10 +16,8 @@ from pathlib import Path
 import pytest
 
 from certfed.v1 import desk_pb2
-from cli.bench.roll import write_roll
 from cli.launcher import LocalFederation
-from cli.roll_import import import_roll_file
-from federation.desk_client import DeskClient
+from tests.helpers.adjustment import propose_yearly_rise
 from tests.helpers.nodes import LANZHOU
 from tests.integration.web_desk.desk_http import Answer, DeskBrowser
 
@@ -59,19 +57,6 @@ class Office:
                     return ids
 
 
-def _import(desk: DeskClient, path: Path) -> int:
-    return import_roll_file(
-        desk,
-        path,
-        mapping_name="certfed_roll",
-        fmt=None,
-        sheet=None,
-        batch_size=500,
-        rejects_path=path.with_suffix(".rejects.csv"),
-        show_progress=False,
-    ).amount_changes
-
-
 @pytest.fixture(scope="module")
 def office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Office]:
     workdir: Path = tmp_path_factory.mktemp("amounts-all")
@@ -79,10 +64,7 @@ def office(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Office]:
         local.start_registry()
         local.add_node(LANZHOU, settings={"cycle_hour_utc": -1})
         with local.desk(LANZHOU.node_id) as clerk:
-            write_roll(workdir / "roll.csv", PEOPLE)
-            _import(clerk, workdir / "roll.csv")
-            write_roll(workdir / "rise.csv", PEOPLE, rise_percent=3)
-            assert _import(clerk, workdir / "rise.csv") == PEOPLE
+            assert propose_yearly_rise(clerk, workdir, PEOPLE) == PEOPLE
             person = clerk.stub.ListBeneficiaries(
                 desk_pb2.ListBeneficiariesRequest(page_size=1)
             ).beneficiaries[0]
