@@ -9,6 +9,13 @@ roll key instead of asking the registry. Then the yearly adjustment: the roll ag
 monthly amount 3% higher, each a proposal for a reviewer, and a reviewer approving them all as
 `certfed desk approve-amounts` does. Prints rows/s and seconds of each, and the peak resident
 memory of the importing process and of the node; asserts nothing about time.
+
+A person new to the roll costs three ristretto255 scalar multiplications and a hash to the
+group (the locator's OPRF: blinded and unblinded by the node, evaluated by the registry),
+whatever else the import does. Before the import, the benchmark times that arithmetic alone
+in this process on a sample of the file's own people, the same calls the node and the registry
+make, and prints the floor it puts under the first import on this machine's cores: the
+import's seconds read against it, in the same run.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import date, timedelta
+from itertools import islice
 from pathlib import Path
 
 from rich.console import Console
@@ -37,6 +45,10 @@ from cli.bench.kit import (
 from cli.launcher import LocalFederation, NodeSpec
 from cli.roll_import import import_roll_file
 from federation.amount_reviews import approve_every_awaiting
+from federation_node.offices.signing_pool import cores
+from signing import oprf
+from signing.identity import IdentityKind
+from signing.locator import locator_input
 
 OFFICE = NodeSpec("bench-roll", "Foshan roll office", ("440600",), ("paying_office",))
 MAPPING = "certfed_roll"
@@ -79,6 +91,10 @@ class RollBenchFigures:
     importer_cpu_ms_per_row: float
     database_cpu_ms_per_row: float
     machine_busy: float
+    # The locator's OPRF alone, per person new to the roll (this process, before the import),
+    # and the seconds it alone takes for the file with every core busy.
+    oprf_cpu_ms_per_row: float
+    oprf_floor_s: float
 
     def as_rows(self) -> list[tuple[str, str]]:
         return [
@@ -106,9 +122,35 @@ class RollBenchFigures:
                 f"{self.importer_cpu_ms_per_row:.3f}, {self.database_cpu_ms_per_row:.3f} ms",
             ),
             ("machine busy during the import", f"{self.machine_busy:.0%}"),
+            ("the locator OPRF alone, CPU per new person", f"{self.oprf_cpu_ms_per_row:.3f} ms"),
+            (
+                "  its floor for the file, every core busy",
+                f"{self.oprf_floor_s:.1f} s ({self.oprf_floor_s / self.seconds:.0%} of the import)"
+                if self.seconds
+                else f"{self.oprf_floor_s:.1f} s",
+            ),
             ("peak RSS, importing process", f"{self.peak_rss_mib:.0f} MiB"),
             ("peak RSS, node", f"{self.node_peak_rss_mib:.0f} MiB"),
         ]
+
+
+# People of the file whose OPRF is timed alone.
+OPRF_SAMPLE = 2_000
+
+
+def oprf_cpu_ms_per_person(roll: Path, sample: int = OPRF_SAMPLE) -> float:
+    """CPU milliseconds of the locator OPRF per person, over the first `sample` people of
+    `roll`: blinded, evaluated under a fresh key and finalised in one batch, the node's and the
+    registry's calls (federation_node/locators.py, registry/locator_oprf.py)."""
+    with roll.open(encoding="utf-8", newline="") as handle:
+        numbers = [row["id_number"] for row in islice(csv.DictReader(handle), sample)]
+    inputs = [locator_input(IdentityKind.RESIDENT_ID, number)[1] for number in numbers]
+    key = oprf.generate_key()
+    started = time.process_time()
+    blinded = [oprf.blind(data) for data in inputs]
+    evaluated = [oprf.blind_evaluate(key, element) for _, element in blinded]
+    oprf.finalize_many(inputs, [scalar for scalar, _ in blinded], evaluated)
+    return (time.process_time() - started) * 1000 / max(len(inputs), 1)
 
 
 # The yearly adjustment's rise, in percent: within the policy's default bound for approving
@@ -163,6 +205,7 @@ def bench_roll(
         if show_progress:
             console.print(f"writing {rows:,} rows to {roll}")
         write_roll(roll, rows)
+        oprf_ms = oprf_cpu_ms_per_person(roll)
 
         meter = CpuMeter(lambda: federation_processes(federation, postgres))
 
@@ -227,4 +270,6 @@ def bench_roll(
             importer_cpu_ms_per_row=cpu_ms_per(cpu.importer, rows),
             database_cpu_ms_per_row=cpu_ms_per(cpu.database, rows),
             machine_busy=round(machine_busy, 3),
+            oprf_cpu_ms_per_row=round(oprf_ms, 4),
+            oprf_floor_s=round(rows * oprf_ms / 1000 / cores(), 2),
         )

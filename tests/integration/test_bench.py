@@ -111,6 +111,9 @@ def test_bench_roll_of_2000_rows_completes(postgres_url: str) -> None:
     # The yearly adjustment: every amount proposed again, and every proposal approved in bulk.
     assert figures["amount_changes"] == 2000
     assert figures["approved"] == 2000
+    # The OPRF alone, timed in the same run, and the floor it puts under the import.
+    assert figures["oprf_cpu_ms_per_row"] > 0
+    assert 0 < figures["oprf_floor_s"] < figures["seconds"]
     assert figures["adjustment_s"] > 0
     assert figures["approval_s"] > 0
     # Where the first import's CPU went: every new person's locator is evaluated at the
