@@ -13,8 +13,9 @@ a reviewer may also approve every change awaiting review on the same terms, chec
 Each request approves one page of the node's list (`federation.amount_reviews`) and answers
 with how far it got and a form for the next page, which desk.js sends at once; without it
 the reviewer presses the button. Nothing is kept between requests but the node's page token
-and the running counts in the form, so stopping, a closed tab or another replica of the desk
-loses nothing: what was approved stays approved, and the rest still awaits review.
+and the running count in the form, so stopping, a closed tab or another replica of the desk
+loses nothing: what was approved stays approved, and the rest still awaits review, which the
+last page counts.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ ID_MAX = 64
 DECISIONS = ("approve", "reject")
 BACK = "/amount-changes"
 APPROVE_ALL = "/amount-changes/approve-all"
-# A page token of the node's, and the running counts a form carries between requests.
+# A page token of the node's, and the running count a form carries between requests.
 TOKEN_MAX = 512
 COUNT_MAX = 100_000_000
 
@@ -129,8 +130,8 @@ def approve_all(page: Page) -> Response:
     errors = _reason_error(page, reason, required=False)
     if errors:
         return _check_all(page, errors, reason, status=400)
-    token, approved, left = page.text("token"), _count(page, "approved"), _count(page, "left")
-    if len(token) > TOKEN_MAX or approved is None or left is None:
+    token, approved = page.text("token"), _count(page, "approved")
+    if len(token) > TOKEN_MAX or approved is None:
         return _list(
             page,
             {"approve_all": page._("Start again from the list of changes awaiting review")},
@@ -146,15 +147,17 @@ def approve_all(page: Page) -> Response:
     else:
         token = answer.next_page_token
         approved += answer.decided
-        left += len(answer.left)
+    done = not error and not token
     return page.render(
         "amount_changes_all.html",
         status=status,
         error=error,
-        done=not error and not token,
+        done=done,
         token=token,
         approved=approved,
-        left=left,
+        # Counted afresh at the end rather than added up: a page sent twice (the browser's
+        # back button) asks again about the changes it left.
+        still_awaiting=awaiting_review(page.node) if done else None,
         reason=reason,
     )
 
