@@ -44,6 +44,7 @@ from federation.transport import (
     node_tls_name,
     secure_channel,
 )
+from federation.witness_protocol import LOG_ORIGIN_PREFIX
 from federation_node.store import audit, db
 from federation_node.store.models import OperatorRole
 from registry.locator_oprf import EVALUATE_ACTION
@@ -403,7 +404,30 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
                 )
         finally:
             engine.dispose()
-        yield Target(local, token, node_url, f"sqlite:///{local.registry_paths.default_database}")
+        registry_url = f"sqlite:///{local.registry_paths.default_database}"
+        _await_first_cosignature(registry_url, TARGET.node_id)
+        yield Target(local, token, node_url, registry_url)
+
+
+def _await_first_cosignature(registry_url: str, node_id: str, timeout_s: float = 60.0) -> None:
+    """Wait for the checkpoint a node has cosigned once after it starts (to learn what the
+    witness holds): the registry keeps it, and rows counted before it would change under the
+    first method fuzzed, whatever that method's callers sent."""
+    engine = sqlalchemy.create_engine(registry_url)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            with engine.connect() as connection:
+                cosigned = connection.execute(
+                    sqlalchemy.text("SELECT COUNT(*) FROM witnessed_checkpoint WHERE origin = :o"),
+                    {"o": LOG_ORIGIN_PREFIX + node_id},
+                ).scalar_one()
+            if cosigned:
+                return
+            assert time.monotonic() < deadline, f"{node_id} had no checkpoint cosigned"
+            time.sleep(0.1)
+    finally:
+        engine.dispose()
 
 
 def _send(
