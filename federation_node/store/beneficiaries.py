@@ -8,13 +8,11 @@ masked number. One person (one locator) is one beneficiary: the database refuses
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import NamedTuple
 
-import psycopg
 from sqlalchemy import bindparam, func, text, update
 from sqlalchemy import select as sql_select
 from sqlalchemy.exc import IntegrityError
@@ -347,12 +345,7 @@ def add_many(session: Session, batch: Sequence[NewBeneficiary], now: datetime) -
     transaction): one set-based insert, their new ids in order. A person registered
     concurrently makes the insert fail on the unique locator, and the transaction with it."""
     ids = [new_id() for _ in batch]
-    try:
-        _insert_new(session, batch, ids, now)
-    except (psycopg.errors.UniqueViolation, sqlite3.IntegrityError) as error:
-        # The driver's own error, raised under COPY or executemany: said as SQLAlchemy says it,
-        # so callers that answer a concurrent registration (IntegrityError) see this one too.
-        raise IntegrityError("INSERT INTO beneficiary", None, error) from error
+    _insert_new(session, batch, ids, now)
     tally.add(session, tally.ROLL, {tally.PEOPLE: len(ids)})
     return ids
 

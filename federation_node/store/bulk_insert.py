@@ -5,15 +5,19 @@ streamed row by row so memory does not grow with the number of rows; SQLite gets
 `executemany`. Values go through each column's type on the way in (an aware UTC datetime, an
 enum's string value), as the ORM would bind them; a value every row shares (`same`) is bound
 once. The log store, the sync store and the roll import use it, for the bulk paths the
-benchmarks and `certfed sync` exercise; everything else inserts through the ORM.
+benchmarks and `certfed sync` exercise; everything else inserts through the ORM. A row the
+table's constraints refuse (a key inserted meanwhile by another transaction) raises
+SQLAlchemy's `IntegrityError`, as the ORM would, whichever driver refused it.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
+import psycopg
 from psycopg.types.string import BytesBinaryDumper
 from sqlalchemy import (
     JSON,
@@ -27,6 +31,7 @@ from sqlalchemy import (
     Table,
     TypeDecorator,
 )
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from federation_node.store.db import is_postgres
@@ -114,6 +119,21 @@ def insert_rows(
 ) -> int:
     """Insert `rows` (values in `columns` order) into `table`, each row followed by the values
     of `same` (column -> the value every row has); returns how many were inserted."""
+    try:
+        return _insert_rows(session, table, columns, rows, same)
+    except (psycopg.errors.IntegrityError, sqlite3.IntegrityError) as error:
+        # The driver's own error, raised under COPY or executemany: said as SQLAlchemy says it,
+        # so callers that answer a concurrent insert (IntegrityError) see this one too.
+        raise IntegrityError(f"INSERT INTO {table.name}", None, error) from error
+
+
+def _insert_rows(
+    session: Session,
+    table: Table,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    same: Mapping[str, Any] | None,
+) -> int:
     connection = session.connection()
     driver = connection.connection.driver_connection
     if driver is None:

@@ -9,15 +9,12 @@ UPDATE per table; nothing here builds an ORM object per row.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
 
-import psycopg
 from sqlalchemy import bindparam, update
 from sqlalchemy import select as sql_select
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from federation_node.rules.entitlement import EntitlementState
@@ -186,16 +183,6 @@ def add_signals(
 ) -> int:
     """Record signals; the (source, source_record_id) pair stays unique: a pair recorded
     meanwhile by another import raises IntegrityError, as the ORM would."""
-    try:
-        return _insert_signals(session, signals, recorded_by, now)
-    except (psycopg.errors.UniqueViolation, sqlite3.IntegrityError) as error:
-        # The driver's own error, raised under COPY or executemany: said as SQLAlchemy says it.
-        raise IntegrityError("INSERT INTO data_signal", None, error) from error
-
-
-def _insert_signals(
-    session: Session, signals: Iterable[NewSignal], recorded_by: str, now: datetime
-) -> int:
     return insert_rows(
         session,
         DataSignal.__table__,  # type: ignore[attr-defined]
