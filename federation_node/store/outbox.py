@@ -78,11 +78,16 @@ def enqueue_many(
     """Add messages, each (destination, subject id, payload), due now, in the caller's
     transaction, in one bulk insert (the bulk issuing path); the rows `enqueue` would add."""
     pending = messages if isinstance(messages, Sequence) else list(messages)
+    if not pending:
+        return 0
+    message_ids = new_ids(len(pending))
+    if tracing.enabled():
+        # Their deliveries join the trace they were queued in, as `enqueue`'s does.
+        for message_id in message_ids:
+            tracing.remember(message_id)
     rows = (
         (message_id, destination, subject_id, payload)
-        for message_id, (destination, subject_id, payload) in zip(
-            new_ids(len(pending)), pending, strict=True
-        )
+        for message_id, (destination, subject_id, payload) in zip(message_ids, pending, strict=True)
     )
     return insert_rows(
         session,
