@@ -310,7 +310,7 @@ class Certifier:
         require_id(certification_id, "certification_id")
         now = self._context.now()
         with session_scope(self._context.engine) as session:
-            pending = certifications.get(session, certification_id)
+            pending = certifications.get(session, certification_id, for_update=True)
             finding = _finding(pending, actor.name)
             attestation = self._issuer.attestation(finding, now)
             attestation_id = attestation.attestation_id
@@ -376,7 +376,7 @@ class Certifier:
         require_text(reason, "reason", self._context.config.limits, required=True)
         now = self._context.now()
         with session_scope(self._context.engine) as session:
-            pending = certifications.get(session, certification_id)
+            pending = certifications.get(session, certification_id, for_update=True)
             certifications.reject(session, pending, actor.name, reason, now)
             audit.append(
                 session,

@@ -608,7 +608,9 @@ class PayingOffice:
         request_id = attestation.assistance_request_id
         if request_id:
             try:
-                outbound = assistance.get(session, request_id, RequestDirection.OUTBOUND)
+                outbound = assistance.get(
+                    session, request_id, RequestDirection.OUTBOUND, for_update=True
+                )
             except NotFoundError:
                 log.warning("attestation.unknown_request", request_id=request_id)
                 return

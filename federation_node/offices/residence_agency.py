@@ -278,5 +278,5 @@ class ResidenceAgency:
         approval's) transaction. The paying office is told by the attestation itself, which
         names the request and completes it there when it is applied; a separate "completed"
         status would cost a second delivery and tell it nothing more."""
-        inbound = assistance.get(session, request_id, RequestDirection.INBOUND)
+        inbound = assistance.get(session, request_id, RequestDirection.INBOUND, for_update=True)
         assistance.complete(session, inbound, attestation_id, now)

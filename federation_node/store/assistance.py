@@ -304,6 +304,20 @@ def set_local_status(
         )
     # Re-read under a row lock: two clerks acting at once must not both move the request.
     lock_and_refresh(session, request)
+    sequence = _move(request, status, reason, scheduled_for, now)
+    session.add(request)
+    session.flush()
+    return sequence
+
+
+def _move(
+    request: AssistanceRequest,
+    status: AssistanceState,
+    reason: str,
+    scheduled_for: datetime | None,
+    now: datetime,
+) -> int:
+    """`set_local_status` on a request read under its row lock, not yet written."""
     if status not in _LEGAL_LOCAL_MOVES.get(request.status, frozenset()):
         raise PreconditionError(_illegal_move(request, status))
     request.status = status
@@ -312,8 +326,6 @@ def set_local_status(
         request.scheduled_for = scheduled_for
     request.status_sequence += 1
     request.updated_at = now
-    session.add(request)
-    session.flush()
     return request.status_sequence
 
 
@@ -371,18 +383,19 @@ def complete(
     session: Session, request: AssistanceRequest, attestation_id: str, now: datetime
 ) -> int:
     """Close a request with the attestation that answers it; returns its status sequence.
+    `request` was read in this transaction with `get(..., for_update=True)`, so the request is
+    completed once however many answers arrive at once.
 
     Inbound (residence side): a legal move to completed, with a new sequence to send to the
     paying node. Outbound (paying side): the attestation arrived, which settles the request
     whatever status the peer last reported; completing it again changes nothing.
     """
     if request.direction is RequestDirection.INBOUND:
-        sequence = set_local_status(session, request, AssistanceState.COMPLETED, "", None, now)
+        sequence = _move(request, AssistanceState.COMPLETED, "", None, now)
         request.attestation_id = attestation_id
         session.add(request)
         session.flush()
         return sequence
-    lock_and_refresh(session, request)
     if request.status is AssistanceState.COMPLETED and request.attestation_id is not None:
         return request.status_sequence
     # The peer's "completed" status may have arrived before the attestation itself.

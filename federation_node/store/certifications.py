@@ -21,7 +21,7 @@ from federation.errors import (
     UnknownRequestError,
 )
 from federation_node.ids import new_id
-from federation_node.store.db import keyset_page, lock_and_refresh
+from federation_node.store.db import keyset_page
 from federation_node.store.models import (
     OPEN_ASSISTANCE_STATES,
     AssistanceRequest,
@@ -181,8 +181,10 @@ def approve(
     attestation_id: str,
     now: datetime,
 ) -> None:
-    """Approve as `reviewer_id`, naming the attestation the node signed for it."""
-    _check_reviewable(session, certification, reviewer_id, "approve")
+    """Approve as `reviewer_id`, naming the attestation the node signed for it. `certification`
+    was read in this transaction with `get(..., for_update=True)`, or recorded in it: under its
+    row lock two reviewers acting at once cannot both decide (and sign twice)."""
+    _check_reviewable(certification, reviewer_id, "approve")
     certification.status = CertificationState.APPROVED
     certification.reviewer_id = reviewer_id
     certification.reviewed_at = now
@@ -194,8 +196,9 @@ def approve(
 def reject(
     session: Session, certification: Certification, reviewer_id: str, reason: str, now: datetime
 ) -> None:
-    """Reject as `reviewer_id`; the clerk may then record the check again."""
-    _check_reviewable(session, certification, reviewer_id, "reject")
+    """Reject as `reviewer_id`; the clerk may then record the check again. `certification` was
+    read as `approve` says."""
+    _check_reviewable(certification, reviewer_id, "reject")
     certification.status = CertificationState.REJECTED
     certification.reviewer_id = reviewer_id
     certification.reviewed_at = now
@@ -204,15 +207,11 @@ def reject(
     session.flush()
 
 
-def _check_reviewable(
-    session: Session, certification: Certification, reviewer_id: str, verb: str
-) -> None:
+def _check_reviewable(certification: Certification, reviewer_id: str, verb: str) -> None:
     if reviewer_id == certification.clerk_id:
         raise SeparationOfDutiesError(
             f"you recorded this certification; a different reviewer must {verb} it"
         )
-    # Under a row lock, so two reviewers acting at once cannot both decide (and sign twice).
-    lock_and_refresh(session, certification)
     if certification.status is not CertificationState.AWAITING_REVIEW:
         raise PreconditionError(
             f"certification {certification.certification_id} is already "

@@ -220,7 +220,7 @@ def test_completed_outbound_request_stays_completed(
     request = _request(engine, add_beneficiary().beneficiary_id, now)
     attestation_id = new_id()
     with session_scope(engine) as session:
-        stored = assistance.get(session, request.request_id)
+        stored = assistance.get(session, request.request_id, for_update=True)
         assistance.complete(session, stored, attestation_id, now)
         assistance.complete(session, stored, new_id(), now)
     # A status update sent before the attestation arrives after it.
@@ -303,7 +303,7 @@ def test_legal_transitions_bump_the_sequence(
     assert _local(engine, request.request_id, AssistanceState.SCHEDULED, now, visit) == 2
     assert _local(engine, request.request_id, AssistanceState.SCHEDULED, now, visit) == 3
     with session_scope(engine) as session:
-        stored = assistance.get(session, request.request_id)
+        stored = assistance.get(session, request.request_id, for_update=True)
         assert assistance.complete(session, stored, "att-1", now) == 4
     with session_scope(engine) as session:
         stored = assistance.get(session, request.request_id)

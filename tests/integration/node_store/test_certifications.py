@@ -52,13 +52,13 @@ def _record(
 
 def _approve(engine: Engine, certification_id: str, reviewer_id: str, now: datetime) -> None:
     with session_scope(engine) as session:
-        certification = certifications.get(session, certification_id)
+        certification = certifications.get(session, certification_id, for_update=True)
         certifications.approve(session, certification, reviewer_id, "att-" + reviewer_id, now)
 
 
 def _reject(engine: Engine, certification_id: str, reviewer_id: str, now: datetime) -> None:
     with session_scope(engine) as session:
-        certification = certifications.get(session, certification_id)
+        certification = certifications.get(session, certification_id, for_update=True)
         certifications.reject(session, certification, reviewer_id, "photo unclear", now)
 
 
