@@ -252,19 +252,24 @@ def count_evaluations(
     session: Session, node_id: str, day: str, count: int, quota: int
 ) -> int | None:
     """Count `count` more evaluations for the node on `day` if its total stays within `quota`:
-    the new total, or None when it would not (nothing is counted then)."""
+    the new total, or None when it would not (nothing is counted then).
+
+    One statement: the day's first count inserts the row (only when `count` alone is within
+    the quota), a later one adds to it under the row's lock (only when the sum is)."""
     table = _table(LocatorEvaluationDay)
-    _insert_ignoring_conflicts(session, table, [{"node_id": node_id, "day": day, "evaluated": 0}])
-    statement = (
-        sa.update(table)
-        .where(
-            table.c.node_id == node_id,
-            table.c.day == day,
-            table.c.evaluated + count <= quota,
-        )
-        .values(evaluated=table.c.evaluated + count)
-        .returning(table.c.evaluated)
-    )
-    total = session.execute(statement).scalar_one_or_none()
-    session.flush()
-    return None if total is None else int(total)
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    first = sa.select(
+        sa.literal(node_id, sa.String()),
+        sa.literal(day, sa.String()),
+        sa.literal(count, sa.BigInteger()),
+    ).where(sa.literal(count, sa.BigInteger()) <= quota)
+    statement = insert(table).from_select(["node_id", "day", "evaluated"], first)
+    total = table.c.evaluated + statement.excluded.evaluated
+    counted = statement.on_conflict_do_update(
+        index_elements=[table.c.node_id, table.c.day],
+        set_={"evaluated": total},
+        where=total <= quota,
+    ).returning(table.c.evaluated)
+    found = session.execute(counted).scalar_one_or_none()
+    return None if found is None else int(found)
