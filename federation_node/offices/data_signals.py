@@ -669,7 +669,7 @@ class _BatchIssue:
                 self._issuer.store_signed(session, signed, self._now)
                 attestation_ids.extend(row.attestation_id for row in signed.rows)
             else:
-                self._issuer.issue(session, part, now=self._now)
+                self._issuer.issue_many(session, part, now=self._now)
                 attestation_ids.extend(attestation.attestation_id for attestation, _ in part)
         return attestation_ids
 

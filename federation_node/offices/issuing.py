@@ -10,15 +10,14 @@ in the caller's transaction. When this node is the paying office, the caller app
 attestation in the same transaction (`PayingOffice.apply_attestation`), by the paying office's
 rule, exactly as a peer's attestation is applied on receipt.
 
-One attestation or a batch (a feed's data matches) takes the same set-based path: signed on
-worker processes when the batch pays for them (signing_pool.py), stored in one bulk insert
-(plain statements, no ORM object), queued for remote paying offices in another and appended to
-the log in one append, so the log head is locked once per batch. A caller issuing batch after
-batch (`certfed bench issue`) splits it in two: `sign_soon` hands the next batch's findings to
-the workers, which build, serialise and sign each attestation (with `attestation_of`, the
-builder `Issuer.attestation` uses) and send back only its id and bytes, while `store_signed`
-stores the previous one in its own transaction, so a crash loses or repeats no part of a
-batch.
+`Issuer.issue_many` does the same for a large batch (a feed's data matches), set-based: signed
+on worker processes when the batch pays for them (signing_pool.py), stored in one bulk insert,
+queued for remote paying offices in another and appended to the log in one append, so the log
+head is locked once per batch. A caller issuing batch after batch (`certfed bench issue`) splits
+it in two: `sign_soon` hands the next batch's findings to the workers, which build, serialise
+and sign each attestation (with `attestation_of`, the builder `Issuer.attestation` uses) and
+send back only its id and bytes, while `store_signed` stores the previous one in its own
+transaction, so a crash loses or repeats no part of a batch.
 """
 
 from __future__ import annotations
@@ -45,6 +44,7 @@ from federation_node.rules.policy import Policy
 from federation_node.store import attestations_store, log_store, outbox
 from federation_node.store.log_store import NewEntry
 from federation_node.store.models import OutboxKind
+from signing import dsse
 from signing.keys import SigningKey
 
 log = structlog.get_logger("certfed.node")
@@ -152,15 +152,33 @@ class Issuer:
         now: datetime,
     ) -> None:
         """Sign, store, send and log attestations (each with the paying office's beneficiary
-        id when this node is that office), in the caller's transaction: signed in worker
-        processes when the batch is large enough to pay for them (signing_pool), stored in one
-        bulk insert, queued for remote paying offices in another, appended to the log in one
-        append.
+        id when this node is that office), in the caller's transaction, with one log append
+        for all of them.
 
         Call it last in the transaction, so the log head is locked only until the commit; the
         attestations and their log positions commit together. After the commit, call
         `issued`.
         """
+        entries = [
+            self._sign_and_store(session, attestation, beneficiary_id, now)
+            for attestation, beneficiary_id in issued
+        ]
+        if len(entries) == 1:
+            log_store.append(session, entries[0])
+        elif entries:
+            log_store.append_many(session, entries)
+
+    def issue_many(
+        self,
+        session: Session,
+        issued: Sequence[tuple[attestation_pb2.CertificationAttestation, str | None]],
+        *,
+        now: datetime,
+    ) -> None:
+        """What `issue` does, set-based for a batch: signed in worker processes when the
+        batch is large enough to pay for them (signing_pool), stored in one bulk insert,
+        queued for remote paying offices in another, appended to the log in one append. Call
+        it last in the transaction, as `issue`."""
         if not issued:
             return
         # Read once: a key rotation may swap the context's keys between two reads.
@@ -233,8 +251,8 @@ class Issuer:
         signing_pool.warm_up(self._context.keys.signing, __name__)
 
     def store_signed(self, session: Session, batch: SignedBatch, now: datetime) -> None:
-        """Store, queue and log a signed batch in the caller's transaction (`issue`'s second
-        half); call it last in the transaction."""
+        """Store, queue and log a signed batch in the caller's transaction (`issue_many`'s
+        second half); call it last in the transaction."""
         rows = batch.rows
         if not rows:
             return
@@ -272,27 +290,76 @@ class Issuer:
             ),
             now=now,
         )
-        entries = (
-            NewEntry(row.attestation_id, row.envelope_json, row.paying_region) for row in rows
+        log_store.append_many(
+            session,
+            (NewEntry(row.attestation_id, row.envelope_json, row.paying_region) for row in rows),
         )
-        if len(rows) == 1:
-            # One entry extends the head's compact state; a batch streams through the cached
-            # subtrees, which costs two more reads.
-            log_store.append(session, next(entries))
-        else:
-            log_store.append_many(session, entries)
-        log.info(
-            "attestations.issued",
-            count=len(rows),
-            first=rows[0].attestation_id,
-            last=rows[-1].attestation_id,
-        )
+        log.info("attestations.issued", count=len(rows))
 
     def issued(self) -> None:
         """After a transaction that issued attestations commits: wake the dispatcher and the
         log's checkpointing."""
         self._context.on_enqueued()
         self._context.on_log_appended()
+
+    def _sign_and_store(
+        self,
+        session: Session,
+        attestation: attestation_pb2.CertificationAttestation,
+        beneficiary_id: str | None,
+        now: datetime,
+    ) -> NewEntry:
+        node_id = self._context.node_id
+        payload = attestation.SerializeToString(deterministic=True)
+        # Read once: a key rotation may swap the context's keys between two reads.
+        signing = self._context.keys.signing
+        envelope = dsse.sign(payload, dsse.ATTESTATION_PAYLOAD_TYPE, signing)
+        envelope_json = envelope.to_json()
+        attestations_store.store_issued(
+            session,
+            attestations_store.AttestationFacts(
+                attestation_id=attestation.attestation_id,
+                envelope_json=envelope_json,
+                issuing_node_id=node_id,
+                paying_node_id=attestation.paying_node_id,
+                subject_locator=attestation.subject_locator,
+                beneficiary_id=beneficiary_id,
+                request_id=attestation.assistance_request_id or None,
+                method=attestation.method,
+                outcome=attestation.outcome,
+                observed_at=to_datetime(attestation.observed_at),
+                valid_until=to_datetime(attestation.valid_until),
+                signing_key_id=signing.key_id,
+                payload_sha256=payload_digest(payload),
+                corrects_attestation_id=attestation.corrects_attestation_id or None,
+            ),
+            now,
+        )
+        if attestation.paying_node_id != node_id:
+            self._enqueue_delivery(session, attestation, now)
+        log.info(
+            "attestation.issued",
+            attestation_id=attestation.attestation_id,
+            to=attestation.paying_node_id,
+        )
+        return NewEntry(attestation.attestation_id, envelope_json, attestation.paying_region)
+
+    def _enqueue_delivery(
+        self,
+        session: Session,
+        attestation: attestation_pb2.CertificationAttestation,
+        now: datetime,
+    ) -> None:
+        """Queue the attestation for the paying office, another node; the delivery is built
+        from the log when it goes (links/carried_proofs.py)."""
+        outbox.enqueue(
+            session,
+            kind=OutboxKind.DELIVER_LOGGED_ATTESTATION,
+            destination=attestation.paying_node_id,
+            subject_id=attestation.attestation_id,
+            payload=b"",
+            now=now,
+        )
 
 
 class IssuedRow(NamedTuple):

@@ -78,6 +78,17 @@ def _row(facts: AttestationFacts, direction: AttestationDirection, now: datetime
     return Attestation(**dataclasses.asdict(facts), direction=direction, stored_at=now)
 
 
+def store_issued(session: Session, facts: AttestationFacts, now: datetime) -> Attestation:
+    """Keep an attestation this node has just signed."""
+    if session.get(Attestation, (facts.attestation_id, facts.issuing_node_id)) is not None:
+        raise AlreadyExistsError(f"attestation {facts.attestation_id} is already stored")
+    attestation = _row(facts, AttestationDirection.ISSUED, now)
+    session.add(attestation)
+    session.flush()
+    tally.add(session, tally.ATTESTATIONS_ISSUED, {str(facts.method): 1})
+    return attestation
+
+
 # An attestation this node has just signed, as the bulk path stores it: what AttestationFacts
 # holds but the issuer and signing key, which a batch shares, in this order.
 ISSUED_COLUMNS = (
