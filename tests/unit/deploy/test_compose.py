@@ -112,14 +112,66 @@ def test_secret_and_config_files_are_where_the_setup_puts_them(compose: dict[str
 
 
 def test_certfed_services_are_locked_down(compose: dict[str, Any]) -> None:
-    for name in CERTFED_SERVICES:
+    certfed = [
+        name for name, service in compose["services"].items() if "certfed" in service["image"]
+    ]
+    assert {*CERTFED_SERVICES, *(f"{node}-web" for node in NODES)} <= set(certfed)
+    for name in certfed:
         service = compose["services"][name]
         assert service["read_only"] is True, name
         assert service["cap_drop"] == ["ALL"], name
         assert "no-new-privileges:true" in service["security_opt"], name
         assert service["tmpfs"] == ["/tmp"], name
-        variables = {key for key in service["environment"] if key.startswith("CERTFED_")}
+        variables = {key for key in service.get("environment", {}) if key.startswith("CERTFED_")}
         assert variables <= known_settings(), sorted(variables - known_settings())
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_web_desk_reaches_its_node_and_serves_on_loopback(
+    compose: dict[str, Any], node: str
+) -> None:
+    config = load_node_config(COMPOSE / f"{node}.toml", environ={})
+    web = compose["services"][f"{node}-web"]
+    assert web["command"] == ["web", "serve", "--config", "/etc/certfed/node.toml"]
+    assert {"source": f"{node}-config", "target": "/etc/certfed/node.toml"} in web["configs"]
+    # The node's desk, by service name on a network both are on, at the port it listens on.
+    host, _, port = config.web.desk_endpoint.rpartition(":")
+    assert host == node
+    assert port == config.desk_listen.rpartition(":")[2]
+    assert set(web["networks"]) & set(compose["services"][node]["networks"])
+    assert web["depends_on"][node]["condition"] == "service_healthy"
+    # Its secret and the CA it checks the node's certificate with are where the config says.
+    assert config.web.tls == "off"
+    assert str(config.web.secret_file) == f"/run/secrets/{node}-web-secret"
+    assert f"{node}-web-secret" in web["secrets"]
+    assert compose["secrets"][f"{node}-web-secret"]["file"] == f"./secrets/{node}-web.secret"
+    assert str(config.ca_certificate) in secret_targets(web)
+    # Plain HTTP goes no further than the host's loopback (a proxy adds HTTPS).
+    container_port = config.web.listen.rpartition(":")[2]
+    [published] = web["ports"]
+    assert published.startswith("127.0.0.1:")
+    assert published.endswith(f":{container_port}")
+    assert f"127.0.0.1:{container_port}/healthz" in " ".join(web["healthcheck"]["test"])
+    assert "database" not in web["networks"]
+
+
+@pytest.mark.parametrize("node", NODES)
+def test_reminders_run_once_against_their_node(compose: dict[str, Any], node: str) -> None:
+    config = load_node_config(COMPOSE / f"{node}.toml", environ={})
+    notify = compose["services"][f"{node}-notify"]
+    assert notify["profiles"] == ["reminders"]
+    assert notify["restart"] == "no"
+    command = notify["command"]
+    assert command[:2] == ["notify", "run"]
+    options = dict(zip(command[2::2], command[3::2], strict=True))
+    assert options["--config"] == "/etc/certfed/node.toml"
+    assert options["--endpoint"] == f"{node}:{config.desk_listen.rpartition(':')[2]}"
+    mounted = {volume.split(":")[1]: volume.split(":")[0] for volume in notify["volumes"]}
+    assert mounted["/run/certfed/notify"] == f"./secrets/{node}-notify"
+    assert options["--sms-config"].startswith("/run/certfed/notify/")
+    assert notify["env_file"] == [f"./secrets/{node}-notify/notify.env"]
+    assert str(config.ca_certificate) in secret_targets(notify)
+    assert "database" not in notify["networks"]
 
 
 def test_prometheus_scrapes_every_certfed_service(compose: dict[str, Any]) -> None:
