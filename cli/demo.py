@@ -52,7 +52,13 @@ from certfed.v1 import attestation_pb2, common_pb2, desk_pb2
 from cli import demo_life_events as life_events
 from cli import demo_overseas as overseas
 from cli.demo_face_recognition import configure_provider, import_vendor_batch, write_vendor_batch
-from cli.launcher import SIGN_IN_OPERATORS, LocalFederation, NodeSpec, wait_until
+from cli.launcher import (
+    SIGN_IN_OPERATORS,
+    LocalFederation,
+    NodeSpec,
+    unwind_on_sigterm,
+    wait_until,
+)
 from federation.desk_client import DeskClient
 from federation.directory import verify_directory
 from federation.timestamps import to_datetime, to_timestamp
@@ -1006,14 +1012,9 @@ class Demo:
         )
 
 
-def _exit_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
-    # Unwinds like Ctrl-C, so that every process the demo started is stopped on the way out.
-    raise SystemExit(143)
-
-
 def run_demo(workdir: Path | None, *, serve: bool = False) -> int:
     console = Console(width=None if Console().is_terminal else 130)
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    unwind_on_sigterm()
     started = time.perf_counter()
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="certfed-demo-") as temporary:

@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import TypeVar
 
 import grpc
@@ -173,6 +174,20 @@ class NodeHandle:
     @property
     def web_log_path(self) -> Path:
         return self.config.data_dir / "web.log"
+
+
+def _exit_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+    # A second SIGTERM while unwinding would cut the stopping of the processes short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise SystemExit(143)
+
+
+def unwind_on_sigterm() -> None:
+    """SIGTERM unwinds this process like Ctrl-C (exit status 143), so a federation it started is
+    stopped on the way out; by default SIGTERM ends this process alone and leaves the registry,
+    the nodes and PostgreSQL running. For commands that start one (the demo, the benchmarks),
+    from the main thread."""
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
 
 def wait_until(predicate: Callable[[], T | None], timeout_s: float, what: str) -> T:

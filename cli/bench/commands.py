@@ -4,6 +4,7 @@ figures."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from cli.bench.recovery import bench_recovery
 from cli.bench.roll import bench_roll
 from cli.bench.sync import bench_sync
 from cli.bench.web import bench_web
+from cli.launcher import unwind_on_sigterm
 from cli.output import console
 from cli.sync_commands import progress_bar
 
@@ -448,3 +450,17 @@ def add_bench_commands(subparsers: Any) -> None:
     web.add_argument("--workdir", help="keep the federation and database in this directory")
     web.add_argument("--json", action="store_true", help="print the figures as JSON")
     web.set_defaults(handler=_bench_web)
+    for kind in kinds.choices.values():
+        kind.set_defaults(handler=_stopping_its_processes(kind.get_default("handler")))
+
+
+def _stopping_its_processes(
+    bench: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """A benchmark stopped with SIGTERM stops the federation and database it started."""
+
+    def run(args: argparse.Namespace) -> int:
+        unwind_on_sigterm()
+        return bench(args)
+
+    return run

@@ -1,15 +1,22 @@
 """`certfed bench sync`, `assist`, `roll`, `web`, `feed` and `issue` run end to end in the suite
 (smoke tests: figures are printed, and no timing is asserted; the targets are measured with the
-command, see the README)."""
+command, see the README), and one stopped with SIGTERM leaves no process behind."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cli.bench.kit import BASELINE_FIELDS, RATE_FIELDS
+from cli.launcher import wait_until
 from tests.helpers.commands import certfed
 
 
@@ -249,3 +256,57 @@ def test_bench_issue_of_3000_attestations_completes(postgres_url: str) -> None:
     assert figures["first_tenth_per_s"] > 0
     assert figures["last_tenth_per_s"] > 0
     assert figures["database"] == "PostgreSQL (DATABASE_URL)"
+
+
+def _processes_naming(folder: Path) -> dict[int, str]:
+    """This machine's processes whose command line names `folder` (its servers' configs and data
+    directories are under it): their command lines by pid."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # gone meanwhile
+            continue
+        if str(folder) in line:
+            found[int(entry.name)] = line
+    return found
+
+
+def test_a_bench_stopped_with_sigterm_stops_everything_it_started(tmp_path: Path) -> None:
+    # Its own PostgreSQL (no DATABASE_URL), the registry and the nodes, all under --workdir.
+    workdir = tmp_path / "bench"
+    output = tmp_path / "bench.out"
+    environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    arguments = ["feed", "--rows", "400000", "--beneficiaries", "2000", "--workdir", str(workdir)]
+    with output.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "cli", "bench", *arguments],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=environment,
+        )
+    try:
+
+        def federation_up() -> bool:
+            assert process.poll() is None, output.read_text()[-3000:]
+            lines = _processes_naming(workdir).values()
+            return any(" node serve " in line for line in lines) and any(
+                "postgres" in line for line in lines
+            )
+
+        wait_until(federation_up, 240, "the bench's PostgreSQL and nodes")
+        process.send_signal(signal.SIGTERM)
+        status = process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        left = _processes_naming(workdir)
+        for pid in left:  # not to leave them running for the rest of the suite
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert not left, left
+    assert status == 143, output.read_text()[-3000:]
