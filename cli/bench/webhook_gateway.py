@@ -38,13 +38,13 @@ from cryptography.x509.oid import NameOID
 WEBHOOK_PATH = "/sms/send"
 
 
-def self_signed_certificate(folder: Path, common_name: str) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 valid for a day, and its key (PEM files in `folder`). A
-    client that trusts the certificate file itself accepts the server that presents it."""
-    key = ec.generate_private_key(ec.SECP256R1())
+def self_signed(
+    key: ec.EllipticCurvePrivateKey, common_name: str, alternative_name: x509.GeneralName
+) -> x509.Certificate:
+    """A certificate `key` signs for itself, valid for a day."""
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.now(UTC)
-    certificate = (
+    return (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
@@ -52,12 +52,17 @@ def self_signed_certificate(folder: Path, common_name: str) -> tuple[Path, Path]
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=1))
         .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
+        .add_extension(x509.SubjectAlternativeName([alternative_name]), critical=False)
         .sign(key, hashes.SHA256())
     )
+
+
+def self_signed_certificate(folder: Path, common_name: str) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 valid for a day, and its key (PEM files in `folder`). A
+    client that trusts the certificate file itself accepts the server that presents it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    loopback = x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
+    certificate = self_signed(key, common_name, loopback)
     folder.mkdir(parents=True, exist_ok=True)
     cert_path, key_path = folder / "server.pem", folder / "server.key"
     cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))

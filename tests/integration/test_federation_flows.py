@@ -352,29 +352,17 @@ def test_a_client_without_a_federation_certificate_is_refused(
     federation: Federation, tmp_path: Path
 ) -> None:
     from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
 
+    from cli.bench.webhook_gateway import self_signed
     from federation.transport import generate_tls_key
 
     key_pem = generate_tls_key()
     key = serialization.load_pem_private_key(key_pem, None)
     assert isinstance(key, ec.EllipticCurvePrivateKey)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "lanzhou")])
-    now = datetime.now(UTC)
-    rogue = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(node_tls_name("lanzhou"))]), False)
-        .sign(key, hashes.SHA256())
-        .public_bytes(serialization.Encoding.PEM)
-    )
+    lanzhou = x509.DNSName(node_tls_name("lanzhou"))
+    rogue = self_signed(key, "lanzhou", lanzhou).public_bytes(serialization.Encoding.PEM)
     ca = federation.node("qingdao").config.ca_certificate.read_bytes()
     target = f"127.0.0.1:{federation.node('qingdao').federation_port}"
     for credentials in (
