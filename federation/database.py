@@ -33,9 +33,6 @@ class EngineSettings:
     max_overflow: int
     pool_timeout_s: float = 30.0
     connect_timeout_s: int = 10
-    # Ping each pooled connection before use. Without it a connection the server dropped fails
-    # one call, and SQLAlchemy then invalidates the pool so a retry gets a fresh connection.
-    pre_ping: bool = False
     # FULL also survives a power cut between a commit and the next checkpoint, at a cost per
     # commit; NORMAL (with the write-ahead log) survives a killed process.
     sqlite_synchronous: str = "NORMAL"
@@ -69,7 +66,10 @@ def open_engine(url: str, settings: EngineSettings) -> Engine:
         pool_size=settings.pool_size,
         max_overflow=settings.max_overflow,
         pool_timeout=settings.pool_timeout_s,
-        pool_pre_ping=settings.pre_ping,
+        # No ping before each checkout (an empty statement a transaction): a connection the
+        # server dropped fails one call with UNAVAILABLE (rpc.py), and SQLAlchemy then
+        # invalidates the whole pool, so the retry gets a fresh connection.
+        pool_pre_ping=False,
         connect_args={
             "connect_timeout": settings.connect_timeout_s,
             "application_name": settings.application_name,

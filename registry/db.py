@@ -25,14 +25,13 @@ SCRIPT_LOCATION = "registry:migrations"
 VERSION_TABLE = "registry_alembic_version"
 
 
-# The registry answers every node's directory refreshes and locator calls: a modest pool, pinged
-# before use; SQLite commits are fully synchronous, since the registry's key material and
-# directory versions must survive a power cut.
+# The registry answers every node's directory refreshes and locator calls: a modest pool; SQLite
+# commits are fully synchronous, since the registry's key material and directory versions must
+# survive a power cut.
 REGISTRY_ENGINE = EngineSettings(
     application_name="certfed-registry",
     pool_size=10,
     max_overflow=10,
-    pre_ping=True,
     sqlite_synchronous="FULL",
 )
 
