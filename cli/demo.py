@@ -56,7 +56,7 @@ from cli.launcher import (
     SIGN_IN_OPERATORS,
     LocalFederation,
     NodeSpec,
-    unwind_on_sigterm,
+    unwind_on_stop_signals,
     wait_until,
 )
 from federation.desk_client import DeskClient
@@ -1014,7 +1014,7 @@ class Demo:
 
 def run_demo(workdir: Path | None, *, serve: bool = False) -> int:
     console = Console(width=None if Console().is_terminal else 130)
-    unwind_on_sigterm()
+    unwind_on_stop_signals()
     started = time.perf_counter()
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="certfed-demo-") as temporary:

@@ -176,18 +176,25 @@ class NodeHandle:
         return self.config.data_dir / "web.log"
 
 
-def _exit_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
-    # A second SIGTERM while unwinding would cut the stopping of the processes short.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise SystemExit(143)
+# Signals that end a command which started a federation: a `kill`, and the terminal it ran in
+# closing (SIGHUP, e.g. a dropped SSH session during a long benchmark).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
-def unwind_on_sigterm() -> None:
-    """SIGTERM unwinds this process like Ctrl-C (exit status 143), so a federation it started is
-    stopped on the way out; by default SIGTERM ends this process alone and leaves the registry,
-    the nodes and PostgreSQL running. For commands that start one (the demo, the benchmarks),
-    from the main thread."""
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+def _exit_on_stop_signal(signum: int, _frame: FrameType | None) -> None:
+    # A second signal while unwinding would cut the stopping of the processes short.
+    for stop in STOP_SIGNALS:
+        signal.signal(stop, signal.SIG_IGN)
+    raise SystemExit(128 + signum)
+
+
+def unwind_on_stop_signals() -> None:
+    """SIGTERM or SIGHUP unwinds this process like Ctrl-C (exit status 128 + the signal), so a
+    federation it started is stopped on the way out; by default either ends this process alone
+    and leaves the registry, the nodes and PostgreSQL running. For commands that start one (the
+    demo, the benchmarks), from the main thread."""
+    for stop in STOP_SIGNALS:
+        signal.signal(stop, _exit_on_stop_signal)
 
 
 def wait_until(predicate: Callable[[], T | None], timeout_s: float, what: str) -> T:

@@ -23,7 +23,7 @@ from cli.bench.recovery import bench_recovery
 from cli.bench.roll import bench_roll
 from cli.bench.sync import bench_sync
 from cli.bench.web import bench_web
-from cli.launcher import unwind_on_sigterm
+from cli.launcher import unwind_on_stop_signals
 from cli.output import console
 from cli.sync_commands import progress_bar
 
@@ -457,10 +457,10 @@ def add_bench_commands(subparsers: Any) -> None:
 def _stopping_its_processes(
     bench: Callable[[argparse.Namespace], int],
 ) -> Callable[[argparse.Namespace], int]:
-    """A benchmark stopped with SIGTERM stops the federation and database it started."""
+    """A benchmark stopped with SIGTERM or SIGHUP stops the federation and database it started."""
 
     def run(args: argparse.Namespace) -> int:
-        unwind_on_sigterm()
+        unwind_on_stop_signals()
         return bench(args)
 
     return run

@@ -1,6 +1,6 @@
 """`certfed bench sync`, `assist`, `roll`, `web`, `feed` and `issue` run end to end in the suite
 (smoke tests: figures are printed, and no timing is asserted; the targets are measured with the
-command, see the README), and one stopped with SIGTERM leaves no process behind."""
+command, see the README), and one stopped with SIGTERM or SIGHUP leaves no process behind."""
 
 from __future__ import annotations
 
@@ -274,7 +274,10 @@ def _processes_naming(folder: Path) -> dict[int, str]:
     return found
 
 
-def test_a_bench_stopped_with_sigterm_stops_everything_it_started(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_bench_stopped_by_a_signal_stops_everything_it_started(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
     # Its own PostgreSQL (no DATABASE_URL), the registry and the nodes, all under --workdir.
     workdir = tmp_path / "bench"
     output = tmp_path / "bench.out"
@@ -298,7 +301,7 @@ def test_a_bench_stopped_with_sigterm_stops_everything_it_started(tmp_path: Path
             )
 
         wait_until(federation_up, 240, "the bench's PostgreSQL and nodes")
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(stop)
         status = process.wait(timeout=120)
     finally:
         if process.poll() is None:
@@ -309,4 +312,4 @@ def test_a_bench_stopped_with_sigterm_stops_everything_it_started(tmp_path: Path
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     assert not left, left
-    assert status == 143, output.read_text()[-3000:]
+    assert status == 128 + stop, output.read_text()[-3000:]
