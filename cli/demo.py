@@ -56,7 +56,7 @@ from cli.launcher import (
     SIGN_IN_OPERATORS,
     LocalFederation,
     NodeSpec,
-    unwind_on_stop_signals,
+    stopping_on_signals,
     wait_until,
 )
 from federation.desk_client import DeskClient
@@ -1013,8 +1013,12 @@ class Demo:
 
 
 def run_demo(workdir: Path | None, *, serve: bool = False) -> int:
+    with stopping_on_signals("the demo"):
+        return _run_demo(workdir, serve=serve)
+
+
+def _run_demo(workdir: Path | None, *, serve: bool) -> int:
     console = Console(width=None if Console().is_terminal else 130)
-    unwind_on_stop_signals()
     started = time.perf_counter()
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="certfed-demo-") as temporary:

@@ -26,7 +26,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -188,13 +189,27 @@ def _exit_on_stop_signal(signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
-def unwind_on_stop_signals() -> None:
-    """SIGTERM or SIGHUP unwinds this process like Ctrl-C (exit status 128 + the signal), so a
-    federation it started is stopped on the way out; by default either ends this process alone
-    and leaves the registry, the nodes and PostgreSQL running. For commands that start one (the
-    demo, the benchmarks), from the main thread."""
+@contextmanager
+def stopping_on_signals(command: str) -> Iterator[None]:
+    """Within it, SIGTERM or SIGHUP unwinds this process like Ctrl-C (exit status 128 + the
+    signal), so a federation it started is stopped on the way out, and then says so on stderr;
+    by default either signal ends this process alone and leaves the registry, the nodes and
+    PostgreSQL running. For commands that start one (`command`: the demo, a benchmark), from the
+    main thread."""
     for stop in STOP_SIGNALS:
         signal.signal(stop, _exit_on_stop_signal)
+    try:
+        yield
+    except SystemExit as stopped:
+        signals = {128 + stop: stop.name for stop in STOP_SIGNALS}
+        if isinstance(stopped.code, int) and stopped.code in signals:
+            print(
+                f"{command} stopped by {signals[stopped.code]}; every process it started has "
+                "stopped",
+                file=sys.stderr,
+                flush=True,
+            )
+        raise
 
 
 def wait_until(predicate: Callable[[], T | None], timeout_s: float, what: str) -> T:

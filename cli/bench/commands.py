@@ -23,7 +23,7 @@ from cli.bench.recovery import bench_recovery
 from cli.bench.roll import bench_roll
 from cli.bench.sync import bench_sync
 from cli.bench.web import bench_web
-from cli.launcher import unwind_on_stop_signals
+from cli.launcher import stopping_on_signals
 from cli.output import console
 from cli.sync_commands import progress_bar
 
@@ -460,7 +460,7 @@ def _stopping_its_processes(
     """A benchmark stopped with SIGTERM or SIGHUP stops the federation and database it started."""
 
     def run(args: argparse.Namespace) -> int:
-        unwind_on_stop_signals()
-        return bench(args)
+        with stopping_on_signals(f"bench {args.bench}"):
+            return bench(args)
 
     return run

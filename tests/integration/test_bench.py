@@ -313,3 +313,7 @@ def test_a_bench_stopped_by_a_signal_stops_everything_it_started(
                 os.kill(pid, signal.SIGKILL)
     assert not left, left
     assert status == 128 + stop, output.read_text()[-3000:]
+    # It says why it stopped, and that it stopped what it started.
+    assert f"bench feed stopped by {stop.name}; every process it started has stopped" in (
+        output.read_text()
+    )
