@@ -1,0 +1,169 @@
+"""A node killed (SIGKILL) in the middle of a roll import loses nothing and registers nobody
+twice: after a restart, the same import run again ends where an uninterrupted one would, and
+the registry knows each person's locator once, from this office.
+
+Real processes: a registry and a paying office on PostgreSQL, `certfed roll import` in a process
+of its own. The node is killed while the import is under way (some batches committed, one most
+likely in flight with its locators evaluated by the registry but not stored), the importer
+with it; the node is started again and the file imported again. Then each row's person is on
+the roll once, with one entitlement at the file's amount, and the locators the node published
+through its outbox (committed with the people, delivered after the restart) are exactly its
+people's, with no duplicate entitlement reported.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+from sqlmodel import Session
+
+from cli.bench.kit import resident_id
+from cli.bench.roll import MAPPING, OFFICE, write_roll
+from cli.desk import TOKEN_ENV
+from cli.launcher import LocalFederation, wait_until
+from federation_node.keystore import KeyPaths
+from federation_node.rules.feed_records import roll_key
+from federation_node.store import db
+from registry import db as registry_db
+from signing.identity import IdentityKind
+from signing.keys import HpkeKey
+from tests.conftest import PostgresUrlFactory
+
+ROWS = 8_000
+BATCH = 500
+# Killed once this many people are stored: a few batches in, many to go.
+KILL_AFTER = 3 * BATCH
+
+
+@pytest.fixture
+def federation(
+    tmp_path: Path, postgres_url_factory: PostgresUrlFactory
+) -> Iterator[LocalFederation]:
+    with LocalFederation(
+        tmp_path / "federation",
+        database_url_for=lambda name: "" if name == "registry" else postgres_url_factory(),
+        log_level="warning",
+    ) as local:
+        local.start_registry()
+        local.add_node(OFFICE)
+        yield local
+
+
+def _import(local: LocalFederation, roll: Path) -> subprocess.Popen[bytes]:
+    handle = local.nodes[OFFICE.node_id]
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cli",
+            "roll",
+            "import",
+            str(roll),
+            "--config",
+            str(handle.config_path),
+            "--mapping",
+            MAPPING,
+            "--batch-size",
+            str(BATCH),
+        ],
+        env={**os.environ, TOKEN_ENV: handle.tokens["clerk"]},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+def _count(session: Session, query: str) -> int:
+    return int(session.execute(text(query)).scalar_one())
+
+
+@pytest.mark.postgres
+def test_a_roll_import_killed_midway_and_run_again_loses_and_repeats_nothing(
+    federation: LocalFederation, tmp_path: Path
+) -> None:
+    roll = tmp_path / "roll.csv"
+    write_roll(roll, ROWS)
+    node = federation.nodes[OFFICE.node_id]
+    engine = db.create_engine_for(node.config.effective_database_url)
+    registry = registry_db.create_engine_for(federation.registry_database_url)
+    try:
+        importer = _import(federation, roll)
+
+        def stored() -> int:
+            with Session(engine) as session:
+                return _count(session, "SELECT count(*) FROM beneficiary")
+
+        wait_until(lambda: stored() >= KILL_AFTER, 300, f"{KILL_AFTER} people stored")
+        federation.stop_node(OFFICE.node_id, kill=True)
+        os.killpg(importer.pid, signal.SIGKILL)
+        importer.wait(timeout=30)
+        at_kill = stored()
+        assert at_kill < ROWS, "the import ended before the kill: nothing was interrupted"
+
+        federation.start_node(OFFICE.node_id)
+        again = _import(federation, roll)
+        _, errors = again.communicate(timeout=900)
+        assert again.returncode == 0, errors.decode()[-2000:]
+
+        # Each row's person once, found by the roll key of the row's number, with one
+        # entitlement at the row's monthly amount (the layout write_roll gives).
+        hpke = HpkeKey.load(KeyPaths(node.config.data_dir).hpke_key)
+        expected = {
+            roll_key(
+                hpke, IdentityKind.RESIDENT_ID, resident_id("440604", date(1940, 1, 1), index)
+            ): 200_000 + index % 50 * 1_000
+            for index in range(ROWS)
+        }
+        with Session(engine) as session:
+            assert stored() == ROWS
+            amounts = session.execute(
+                text(
+                    "SELECT b.roll_key, e.monthly_amount_fen FROM beneficiary b "
+                    "JOIN entitlement e ON e.beneficiary_id = b.beneficiary_id"
+                )
+            ).all()
+            assert len(amounts) == ROWS
+            assert {bytes(key): amount for key, amount in amounts} == expected
+            locators = {
+                bytes(locator)
+                for locator in session.execute(
+                    text("SELECT subject_locator FROM beneficiary")
+                ).scalars()
+            }
+            assert len(locators) == ROWS
+
+        # The publications committed with the people before the kill went out after it.
+        def published() -> bool:
+            with Session(engine) as session:
+                return (
+                    _count(
+                        session,
+                        "SELECT count(*) FROM outbox_message "
+                        "WHERE kind = 'publish_locators' AND state <> 'delivered'",
+                    )
+                    == 0
+                )
+
+        wait_until(published, 120, "every locator publication delivered")
+        with Session(registry) as session:
+            at_registry = [
+                bytes(locator)
+                for locator in session.execute(
+                    text("SELECT locator FROM subject_locator WHERE node_id = :node"),
+                    {"node": OFFICE.node_id},
+                ).scalars()
+            ]
+            assert len(at_registry) == ROWS
+            assert set(at_registry) == locators
+            assert _count(session, "SELECT count(*) FROM duplicate_entitlement") == 0
+    finally:
+        engine.dispose()
+        registry.dispose()
