@@ -3,7 +3,9 @@
 Feeds and rolls send their rows in batches through idempotent RPCs (RecordSignals,
 UpsertBeneficiaries): a batch that was applied but whose answer was lost comes back on the
 retry as duplicates or unchanged rows, so a transient failure is retried with exponential
-backoff and jitter, bounded in attempts and time; a call over the operator's rate limit is
+backoff and jitter, bounded in attempts and time: by default for about a minute, longer than a
+node takes to come back from a restart (a rolling upgrade, or systemd restarting it 5 s after a
+crash), and the caller is told each time it waits. A call over the operator's rate limit is
 retried after the pause the node names, unless that pause is longer than the retries' whole
 budget (a daily quota that starts again at midnight): then the import stops with the node's
 message, and running it again later sends what is left. A batch the node refuses as invalid is the
@@ -33,6 +35,10 @@ RETRY_AFTER_KEY = "retry-after-ms"
 # A batch of thousands of rows may take a busy node far longer than an ordinary call: its deadline
 # is long enough that the importer never sends a batch again while the node is still saving it.
 BATCH_CALL_TIMEOUT_S = 300.0
+# How long a batch is sent again while the node is out of reach: the time bound governs (the
+# waits grow from 0.5 s to 10 s, so twelve attempts would wait 75 s).
+RETRY_ATTEMPTS = 12
+RETRY_BUDGET_S = 60.0
 Request = TypeVar("Request")
 Response = TypeVar("Response")
 
@@ -43,10 +49,13 @@ def send_batch(
     *,
     name: str,
     refused: Callable[[str], CertfedError],
-    attempts: int,
-    max_delay_s: float,
+    attempts: int = RETRY_ATTEMPTS,
+    max_delay_s: float = RETRY_BUDGET_S,
+    waiting: Callable[[str], None] | None = None,
 ) -> Response:
-    """`call(request)`, retried while the node cannot be reached; `name` is the RPC's name."""
+    """`call(request)`, retried while the node cannot be reached; `name` is the RPC's name.
+    `waiting`, if given, is told in a line an operator can read each time a batch the node did
+    not take waits to be sent again (not when it only waits out the operator's rate limit)."""
     backoff = wait_exponential_jitter(multiplier=0.5, max=10.0)
 
     def wait(state: RetryCallState) -> float:
@@ -61,10 +70,24 @@ def send_batch(
         pause = rate_limit_pause(error)
         return is_transient(error) or (pause is not None and pause <= max_delay_s)
 
+    def tell(state: RetryCallState) -> None:
+        failure = state.outcome.exception() if state.outcome is not None else None
+        if waiting is None or not isinstance(failure, grpc.RpcError):
+            return
+        if rate_limit_pause(failure) is not None:
+            return
+        pause = state.next_action.sleep if state.next_action is not None else 0.0
+        waiting(
+            f"{name}: no answer from the node ({describe_rpc_error(failure)}); sending the "
+            f"batch again in {pause:.1f} s (attempt {state.attempt_number + 1} of at most "
+            f"{attempts}, within {max_delay_s:g} s)"
+        )
+
     retrying = Retrying(
         retry=retry_if_exception(worth_waiting),
         stop=stop_after_attempt(attempts) | stop_after_delay(max_delay_s),
         wait=wait,
+        before_sleep=tell,
         reraise=True,
     )
     try:

@@ -251,12 +251,12 @@ class SignalRecorder(Protocol):
 
 
 class DeskSignalRecorder:
-    """RecordSignals on a node's DeskService, retrying transient failures with backoff."""
+    """RecordSignals on a node's DeskService, sending a batch again while the node is out of
+    reach (adapters.desk_batches: about a minute); `waiting` is told each time."""
 
-    def __init__(self, desk: DeskClient, *, attempts: int = 5, max_delay_s: float = 60.0) -> None:
+    def __init__(self, desk: DeskClient, *, waiting: Callable[[str], None] | None = None) -> None:
         self._desk = desk
-        self._attempts = attempts
-        self._max_delay_s = max_delay_s
+        self._waiting = waiting
 
     def record(self, signals: Sequence[desk_pb2.DataSignal]) -> Sequence[desk_pb2.SignalResult]:
         response = send_batch(
@@ -264,8 +264,7 @@ class DeskSignalRecorder:
             desk_pb2.RecordSignalsRequest(signals=signals),
             name="RecordSignals",
             refused=SignalsRefusedError,
-            attempts=self._attempts,
-            max_delay_s=self._max_delay_s,
+            waiting=self._waiting,
         )
         results: Sequence[desk_pb2.SignalResult] = response.results
         return results

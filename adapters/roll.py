@@ -430,12 +430,12 @@ class RollRecorder(Protocol):
 
 
 class DeskRollRecorder:
-    """UpsertBeneficiaries on a node's DeskService, retrying transient failures with backoff."""
+    """UpsertBeneficiaries on a node's DeskService, sending a batch again while the node is out of
+    reach (adapters.desk_batches: about a minute); `waiting` is told each time."""
 
-    def __init__(self, desk: DeskClient, *, attempts: int = 5, max_delay_s: float = 60.0) -> None:
+    def __init__(self, desk: DeskClient, *, waiting: Callable[[str], None] | None = None) -> None:
         self._desk = desk
-        self._attempts = attempts
-        self._max_delay_s = max_delay_s
+        self._waiting = waiting
 
     def upsert(
         self, requests: Sequence[desk_pb2.RegisterBeneficiaryRequest]
@@ -445,8 +445,7 @@ class DeskRollRecorder:
             desk_pb2.UpsertBeneficiariesRequest(beneficiaries=requests),
             name="UpsertBeneficiaries",
             refused=RollRefusedError,
-            attempts=self._attempts,
-            max_delay_s=self._max_delay_s,
+            waiting=self._waiting,
         )
         results: Sequence[desk_pb2.UpsertResult] = response.results
         return results

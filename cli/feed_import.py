@@ -27,7 +27,7 @@ from adapters.feeds import (
     SignalMapper,
     feed_format,
 )
-from cli.output import console
+from cli.output import console, notice
 from federation.desk_client import DeskClient
 
 
@@ -65,7 +65,7 @@ def import_feed_file(
     mapping = load_mapping(mapping_name)
     detected = feed_format(path, fmt)
     mapper = SignalMapper(mapping, source or mapping.source, datetime.now(UTC))
-    recorder = DeskSignalRecorder(desk)
+    recorder = DeskSignalRecorder(desk, waiting=notice)
     with RejectsFile(rejects_path) as rejects:
         if not show_progress:
             importer = FeedImporter(recorder, mapper, reject=rejects, batch_size=batch_size)

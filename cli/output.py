@@ -4,6 +4,7 @@ a table (several) or as JSON (one), with the field names the proto gives them.""
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Sequence
 
 from google.protobuf.json_format import MessageToDict
@@ -12,6 +13,13 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console()
+
+
+def notice(line: str) -> None:
+    """A line for the operator while a command works (a batch sent again), on standard error:
+    standard output stays what the command prints (a summary, or JSON), and a progress bar on the
+    terminal shows the line above itself."""
+    print(line, file=sys.stderr, flush=True)
 
 
 def print_messages(messages: Sequence[Message], columns: Sequence[str]) -> None:

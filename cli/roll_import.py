@@ -19,7 +19,7 @@ from adapters.roll import (
     roll_format,
 )
 from adapters.roll_mappings import load_roll_mapping
-from cli.output import console
+from cli.output import console, notice
 from federation.desk_client import DeskClient
 
 
@@ -57,7 +57,7 @@ def import_roll_file(
     mapping = load_roll_mapping(mapping_name)
     detected = roll_format(path, fmt)
     source = open_roll(path, detected, mapping, sheet)
-    recorder = DeskRollRecorder(desk)
+    recorder = DeskRollRecorder(desk, waiting=notice)
     with RollRejects(rejects_path) as rejects:
         if not show_progress:
             importer = RollImporter(

@@ -3,8 +3,9 @@ twice: after a restart, the same import run again ends where an uninterrupted on
 
 Real processes: a registry and a paying office on PostgreSQL, `certfed feed import` in a process
 of its own. The node is killed while the import is under way (some batches committed, one most
-likely in flight), the importer with it; the node is started again and the file imported again.
-Then every row is recorded once, each person's validity is what the rows in file order give,
+likely in flight) and started again. Either the importer was killed with it and the file is
+imported again, or the importer was left running and rides the restart out on its own (the
+batch in flight, and any the node stored but never answered, sent again). Then every row is recorded once, each person's validity is what the rows in file order give,
 each validity-moving row has one attestation, logged once, and the log's head is the root of
 its entries, which the registry witness cosigns as a consistent extension of what it cosigned
 before the crash.
@@ -86,8 +87,11 @@ def _scalar(session: Session, query: str) -> int:
 
 
 @pytest.mark.postgres
-def test_a_feed_import_killed_midway_and_run_again_loses_and_repeats_nothing(
-    federation: LocalFederation, tmp_path: Path
+@pytest.mark.parametrize(
+    "importer_survives", [False, True], ids=["importer-killed-too", "importer-rides-it-out"]
+)
+def test_a_feed_import_whose_node_is_killed_midway_loses_and_repeats_nothing(
+    federation: LocalFederation, tmp_path: Path, importer_survives: bool
 ) -> None:
     register_people(federation, OFFICE.node_id, PEOPLE)
     feed = tmp_path / "admissions.csv"
@@ -106,15 +110,19 @@ def test_a_feed_import_killed_midway_and_run_again_loses_and_repeats_nothing(
 
         wait_until(lambda: recorded() >= KILL_AFTER, 300, f"{KILL_AFTER} rows recorded")
         federation.stop_node(OFFICE.node_id, kill=True)
-        os.killpg(importer.pid, signal.SIGKILL)
-        importer.wait(timeout=30)
+        if not importer_survives:
+            os.killpg(importer.pid, signal.SIGKILL)
+            importer.wait(timeout=30)
         at_kill = recorded()
         assert at_kill < ROWS, "the import ended before the kill: nothing was interrupted"
 
         federation.start_node(OFFICE.node_id)
-        again = _import(federation, feed)
-        _, errors = again.communicate(timeout=900)
-        assert again.returncode == 0, errors.decode()[-2000:]
+        finishing = importer if importer_survives else _import(federation, feed)
+        _, errors = finishing.communicate(timeout=900)
+        assert finishing.returncode == 0, errors.decode()[-2000:]
+        if importer_survives:
+            # It told its operator, each time, that it was sending a batch again.
+            assert "sending the batch again in" in errors.decode()
 
         with Session(engine) as session:
             # Every row once.

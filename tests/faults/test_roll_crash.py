@@ -4,8 +4,9 @@ the registry knows each person's locator once, from this office.
 
 Real processes: a registry and a paying office on PostgreSQL, `certfed roll import` in a process
 of its own. The node is killed while the import is under way (some batches committed, one most
-likely in flight with its locators evaluated by the registry but not stored), the importer
-with it; the node is started again and the file imported again. Then each row's person is on
+likely in flight with its locators evaluated by the registry but not stored) and started again.
+Either the importer was killed with it and the file is imported again, or the importer was left
+running and rides the restart out on its own. Then each row's person is on
 the roll once, with one entitlement at the file's amount, and the locators the node published
 through its outbox (committed with the people, delivered after the restart) are exactly its
 people's, with no duplicate entitlement reported.
@@ -86,8 +87,11 @@ def _count(session: Session, query: str) -> int:
 
 
 @pytest.mark.postgres
-def test_a_roll_import_killed_midway_and_run_again_loses_and_repeats_nothing(
-    federation: LocalFederation, tmp_path: Path
+@pytest.mark.parametrize(
+    "importer_survives", [False, True], ids=["importer-killed-too", "importer-rides-it-out"]
+)
+def test_a_roll_import_whose_node_is_killed_midway_loses_and_repeats_nothing(
+    federation: LocalFederation, tmp_path: Path, importer_survives: bool
 ) -> None:
     roll = tmp_path / "roll.csv"
     write_roll(roll, ROWS)
@@ -103,15 +107,19 @@ def test_a_roll_import_killed_midway_and_run_again_loses_and_repeats_nothing(
 
         wait_until(lambda: stored() >= KILL_AFTER, 300, f"{KILL_AFTER} people stored")
         federation.stop_node(OFFICE.node_id, kill=True)
-        os.killpg(importer.pid, signal.SIGKILL)
-        importer.wait(timeout=30)
+        if not importer_survives:
+            os.killpg(importer.pid, signal.SIGKILL)
+            importer.wait(timeout=30)
         at_kill = stored()
         assert at_kill < ROWS, "the import ended before the kill: nothing was interrupted"
 
         federation.start_node(OFFICE.node_id)
-        again = _import(federation, roll)
-        _, errors = again.communicate(timeout=900)
-        assert again.returncode == 0, errors.decode()[-2000:]
+        finishing = importer if importer_survives else _import(federation, roll)
+        _, errors = finishing.communicate(timeout=900)
+        assert finishing.returncode == 0, errors.decode()[-2000:]
+        if importer_survives:
+            # It told its operator, each time, that it was sending a batch again.
+            assert "sending the batch again in" in errors.decode()
 
         # Each row's person once, found by the roll key of the row's number, with one
         # entitlement at the row's monthly amount (the layout write_roll gives).
