@@ -12,10 +12,7 @@ audited once, and the audit chain verifies.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -26,7 +23,6 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from cli.bench.cycle import OFFICE, seed_roll
-from cli.desk import TOKEN_ENV
 from cli.launcher import LocalFederation, wait_until
 from federation_node.offices.daily_cycle import BATCH_SIZE, start_of_day
 from federation_node.rules.entitlement import (
@@ -41,6 +37,7 @@ from federation_node.rules.entitlement import (
 from federation_node.rules.policy import Policy
 from federation_node.store import audit, db
 from tests.conftest import PostgresUrlFactory
+from tests.helpers.crash import certfed_running, kill_node_under, office_on_postgres
 
 # Several batches of the cycle: killed after the first commits, most still to go.
 PEOPLE = 4 * BATCH_SIZE
@@ -51,36 +48,18 @@ DAY = datetime.now(UTC).date() - timedelta(days=1)
 def federation(
     tmp_path: Path, postgres_url_factory: PostgresUrlFactory
 ) -> Iterator[LocalFederation]:
-    with LocalFederation(
+    with office_on_postgres(
         tmp_path / "federation",
-        database_url_for=lambda name: "" if name == "registry" else postgres_url_factory(),
-        log_level="warning",
+        postgres_url_factory,
+        OFFICE,
+        {"cycle_hour_utc": -1, "routing": {"440600": OFFICE.node_id}},
     ) as local:
-        local.start_registry()
-        local.add_node(
-            OFFICE, settings={"cycle_hour_utc": -1, "routing": {"440600": OFFICE.node_id}}
-        )
         yield local
 
 
 def _cycle(local: LocalFederation) -> subprocess.Popen[bytes]:
-    handle = local.nodes[OFFICE.node_id]
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cli",
-            "node",
-            "cycle",
-            "--config",
-            str(handle.config_path),
-            "--day",
-            DAY.isoformat(),
-        ],
-        env={**os.environ, TOKEN_ENV: handle.tokens["admin"]},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
+    return certfed_running(
+        local, OFFICE.node_id, "admin", "node", "cycle", "--day", DAY.isoformat()
     )
 
 
@@ -116,15 +95,14 @@ def test_a_cycle_killed_midway_and_run_again_loses_and_repeats_nothing(
 
         cycle = _cycle(federation)
         wait_until(lambda: run_row()[0] is not None, 600, "a batch of the day committed")
-        federation.stop_node(OFFICE.node_id, kill=True)
-        os.killpg(cycle.pid, signal.SIGKILL)
-        cycle.wait(timeout=30)
-        assert run_row()[1] is None, "the day finished before the kill: nothing was interrupted"
-
-        federation.start_node(OFFICE.node_id)
-        again = _cycle(federation)
-        _, errors = again.communicate(timeout=900)
-        assert again.returncode == 0, errors.decode()[-2000:]
+        kill_node_under(
+            federation,
+            OFFICE.node_id,
+            cycle,
+            command_survives=False,
+            interrupted=lambda: run_row()[1] is None,
+            run_again=lambda: _cycle(federation),
+        )
         assert run_row()[1] is not None
 
         policy = Policy()

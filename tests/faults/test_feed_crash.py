@@ -1,22 +1,20 @@
 """A node killed (SIGKILL) in the middle of a bulk feed import loses nothing and applies nothing
-twice: after a restart, the same import run again ends where an uninterrupted one would.
+twice: after a restart, the import ends where an uninterrupted one would.
 
 Real processes: a registry and a paying office on PostgreSQL, `certfed feed import` in a process
 of its own. The node is killed while the import is under way (some batches committed, one most
 likely in flight) and started again. Either the importer was killed with it and the file is
 imported again, or the importer was left running and rides the restart out on its own (the
-batch in flight, and any the node stored but never answered, sent again). Then every row is recorded once, each person's validity is what the rows in file order give,
-each validity-moving row has one attestation, logged once, and the log's head is the root of
-its entries, which the registry witness cosigns as a consistent extension of what it cosigned
+batches in flight, and any the node stored but never answered, sent again). Then every row is
+recorded once, each person's validity is what the rows in file order give, each
+validity-moving row has one attestation, logged once, and the log's head is the root of its
+entries, which the registry witness cosigns as a consistent extension of what it cosigned
 before the crash.
 """
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +24,6 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from cli.bench.feed import OFFICE, register_people, write_admissions
-from cli.desk import TOKEN_ENV
 from cli.launcher import LocalFederation, wait_until
 from federation_node.keystore import KeyPaths
 from federation_node.rules.entitlement import add_months
@@ -36,6 +33,7 @@ from federation_node.store import db, log_store
 from signing import merkle
 from signing.keys import HpkeKey
 from tests.conftest import PostgresUrlFactory
+from tests.helpers.crash import import_running, kill_node_under_import, office_on_postgres
 
 PEOPLE = 1_500
 ROWS = 30_000
@@ -48,38 +46,12 @@ KILL_AFTER = 3 * BATCH
 def federation(
     tmp_path: Path, postgres_url_factory: PostgresUrlFactory
 ) -> Iterator[LocalFederation]:
-    with LocalFederation(
-        tmp_path / "federation",
-        database_url_for=lambda name: "" if name == "registry" else postgres_url_factory(),
-        log_level="warning",
-    ) as local:
-        local.start_registry()
-        local.add_node(OFFICE)
+    with office_on_postgres(tmp_path / "federation", postgres_url_factory, OFFICE) as local:
         yield local
 
 
 def _import(local: LocalFederation, feed: Path) -> subprocess.Popen[bytes]:
-    handle = local.nodes[OFFICE.node_id]
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cli",
-            "feed",
-            "import",
-            str(feed),
-            "--config",
-            str(handle.config_path),
-            "--mapping",
-            "hospital_admissions",
-            "--batch-size",
-            str(BATCH),
-        ],
-        env={**os.environ, TOKEN_ENV: handle.tokens["feed"]},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    return import_running(local, OFFICE.node_id, "feed", "feed", feed, "hospital_admissions", BATCH)
 
 
 def _scalar(session: Session, query: str) -> int:
@@ -109,20 +81,14 @@ def test_a_feed_import_whose_node_is_killed_midway_loses_and_repeats_nothing(
                 return _scalar(session, "SELECT count(*) FROM data_signal")
 
         wait_until(lambda: recorded() >= KILL_AFTER, 300, f"{KILL_AFTER} rows recorded")
-        federation.stop_node(OFFICE.node_id, kill=True)
-        if not importer_survives:
-            os.killpg(importer.pid, signal.SIGKILL)
-            importer.wait(timeout=30)
-        at_kill = recorded()
-        assert at_kill < ROWS, "the import ended before the kill: nothing was interrupted"
-
-        federation.start_node(OFFICE.node_id)
-        finishing = importer if importer_survives else _import(federation, feed)
-        _, errors = finishing.communicate(timeout=900)
-        assert finishing.returncode == 0, errors.decode()[-2000:]
-        if importer_survives:
-            # It told its operator, each time, that it was sending a batch again.
-            assert "sending the batch again in" in errors.decode()
+        kill_node_under_import(
+            federation,
+            OFFICE.node_id,
+            importer,
+            importer_survives=importer_survives,
+            interrupted=lambda: recorded() < ROWS,
+            run_again=lambda: _import(federation, feed),
+        )
 
         with Session(engine) as session:
             # Every row once.

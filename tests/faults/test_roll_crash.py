@@ -14,10 +14,7 @@ people's, with no duplicate entitlement reported.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -28,7 +25,6 @@ from sqlmodel import Session
 
 from cli.bench.kit import resident_id
 from cli.bench.roll import MAPPING, OFFICE, write_roll
-from cli.desk import TOKEN_ENV
 from cli.launcher import LocalFederation, wait_until
 from federation_node.keystore import KeyPaths
 from federation_node.rules.feed_records import roll_key
@@ -37,6 +33,7 @@ from registry import db as registry_db
 from signing.identity import IdentityKind
 from signing.keys import HpkeKey
 from tests.conftest import PostgresUrlFactory
+from tests.helpers.crash import import_running, kill_node_under_import, office_on_postgres
 
 ROWS = 8_000
 BATCH = 500
@@ -48,38 +45,12 @@ KILL_AFTER = 3 * BATCH
 def federation(
     tmp_path: Path, postgres_url_factory: PostgresUrlFactory
 ) -> Iterator[LocalFederation]:
-    with LocalFederation(
-        tmp_path / "federation",
-        database_url_for=lambda name: "" if name == "registry" else postgres_url_factory(),
-        log_level="warning",
-    ) as local:
-        local.start_registry()
-        local.add_node(OFFICE)
+    with office_on_postgres(tmp_path / "federation", postgres_url_factory, OFFICE) as local:
         yield local
 
 
 def _import(local: LocalFederation, roll: Path) -> subprocess.Popen[bytes]:
-    handle = local.nodes[OFFICE.node_id]
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cli",
-            "roll",
-            "import",
-            str(roll),
-            "--config",
-            str(handle.config_path),
-            "--mapping",
-            MAPPING,
-            "--batch-size",
-            str(BATCH),
-        ],
-        env={**os.environ, TOKEN_ENV: handle.tokens["clerk"]},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    return import_running(local, OFFICE.node_id, "clerk", "roll", roll, MAPPING, BATCH)
 
 
 def _count(session: Session, query: str) -> int:
@@ -106,20 +77,14 @@ def test_a_roll_import_whose_node_is_killed_midway_loses_and_repeats_nothing(
                 return _count(session, "SELECT count(*) FROM beneficiary")
 
         wait_until(lambda: stored() >= KILL_AFTER, 300, f"{KILL_AFTER} people stored")
-        federation.stop_node(OFFICE.node_id, kill=True)
-        if not importer_survives:
-            os.killpg(importer.pid, signal.SIGKILL)
-            importer.wait(timeout=30)
-        at_kill = stored()
-        assert at_kill < ROWS, "the import ended before the kill: nothing was interrupted"
-
-        federation.start_node(OFFICE.node_id)
-        finishing = importer if importer_survives else _import(federation, roll)
-        _, errors = finishing.communicate(timeout=900)
-        assert finishing.returncode == 0, errors.decode()[-2000:]
-        if importer_survives:
-            # It told its operator, each time, that it was sending a batch again.
-            assert "sending the batch again in" in errors.decode()
+        kill_node_under_import(
+            federation,
+            OFFICE.node_id,
+            importer,
+            importer_survives=importer_survives,
+            interrupted=lambda: stored() < ROWS,
+            run_again=lambda: _import(federation, roll),
+        )
 
         # Each row's person once, found by the roll key of the row's number, with one
         # entitlement at the row's monthly amount (the layout write_roll gives).
