@@ -55,7 +55,7 @@ def send_batch(
 ) -> Response:
     """`call(request)`, retried while the node cannot be reached; `name` is the RPC's name.
     `waiting`, if given, is told in a line an operator can read each time a batch the node did
-    not take waits to be sent again (not when it only waits out the operator's rate limit)."""
+    not answer waits to be sent again (not when it only waits out the operator's rate limit)."""
     backoff = wait_exponential_jitter(multiplier=0.5, max=10.0)
 
     def wait(state: RetryCallState) -> float:
