@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import subprocess
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -36,7 +34,6 @@ from federation_node.rules.entitlement import (
 )
 from federation_node.rules.policy import Policy
 from federation_node.store import audit, db
-from tests.conftest import PostgresUrlFactory
 from tests.helpers.crash import certfed_running, kill_node_under, office_on_postgres
 
 # Several batches of the cycle: killed after the first commits, most still to go.
@@ -44,17 +41,9 @@ PEOPLE = 4 * BATCH_SIZE
 DAY = datetime.now(UTC).date() - timedelta(days=1)
 
 
-@pytest.fixture
-def federation(
-    tmp_path: Path, postgres_url_factory: PostgresUrlFactory
-) -> Iterator[LocalFederation]:
-    with office_on_postgres(
-        tmp_path / "federation",
-        postgres_url_factory,
-        OFFICE,
-        {"cycle_hour_utc": -1, "routing": {"440600": OFFICE.node_id}},
-    ) as local:
-        yield local
+federation = office_on_postgres(
+    OFFICE, {"cycle_hour_utc": -1, "routing": {"440600": OFFICE.node_id}}
+)
 
 
 def _cycle(local: LocalFederation) -> subprocess.Popen[bytes]:

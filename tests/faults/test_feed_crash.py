@@ -15,7 +15,6 @@ before the crash.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,8 +31,12 @@ from federation_node.rules.policy import Policy
 from federation_node.store import db, log_store
 from signing import merkle
 from signing.keys import HpkeKey
-from tests.conftest import PostgresUrlFactory
-from tests.helpers.crash import import_running, kill_node_under_import, office_on_postgres
+from tests.helpers.crash import (
+    count,
+    import_running,
+    kill_node_under_import,
+    office_on_postgres,
+)
 
 PEOPLE = 1_500
 ROWS = 30_000
@@ -42,20 +45,11 @@ BATCH = 500
 KILL_AFTER = 3 * BATCH
 
 
-@pytest.fixture
-def federation(
-    tmp_path: Path, postgres_url_factory: PostgresUrlFactory
-) -> Iterator[LocalFederation]:
-    with office_on_postgres(tmp_path / "federation", postgres_url_factory, OFFICE) as local:
-        yield local
+federation = office_on_postgres(OFFICE)
 
 
 def _import(local: LocalFederation, feed: Path) -> subprocess.Popen[bytes]:
     return import_running(local, OFFICE.node_id, "feed", "feed", feed, "hospital_admissions", BATCH)
-
-
-def _scalar(session: Session, query: str) -> int:
-    return int(session.execute(text(query)).scalar_one())
 
 
 @pytest.mark.postgres
@@ -78,15 +72,16 @@ def test_a_feed_import_whose_node_is_killed_midway_loses_and_repeats_nothing(
 
         def recorded() -> int:
             with Session(engine) as session:
-                return _scalar(session, "SELECT count(*) FROM data_signal")
+                return count(session, "SELECT count(*) FROM data_signal")
 
-        wait_until(lambda: recorded() >= KILL_AFTER, 300, f"{KILL_AFTER} rows recorded")
         kill_node_under_import(
             federation,
             OFFICE.node_id,
             importer,
+            rows_in=recorded,
+            kill_after=KILL_AFTER,
+            rows=ROWS,
             importer_survives=importer_survives,
-            interrupted=lambda: recorded() < ROWS,
             run_again=lambda: _import(federation, feed),
         )
 
@@ -94,7 +89,7 @@ def test_a_feed_import_whose_node_is_killed_midway_loses_and_repeats_nothing(
             # Every row once.
             assert recorded() == ROWS
             assert (
-                _scalar(
+                count(
                     session,
                     "SELECT count(*) FROM (SELECT DISTINCT source, source_record_id "
                     "FROM data_signal) AS rows",

@@ -15,7 +15,6 @@ people's, with no duplicate entitlement reported.
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -32,8 +31,12 @@ from federation_node.store import db
 from registry import db as registry_db
 from signing.identity import IdentityKind
 from signing.keys import HpkeKey
-from tests.conftest import PostgresUrlFactory
-from tests.helpers.crash import import_running, kill_node_under_import, office_on_postgres
+from tests.helpers.crash import (
+    count,
+    import_running,
+    kill_node_under_import,
+    office_on_postgres,
+)
 
 ROWS = 8_000
 BATCH = 500
@@ -41,20 +44,11 @@ BATCH = 500
 KILL_AFTER = 3 * BATCH
 
 
-@pytest.fixture
-def federation(
-    tmp_path: Path, postgres_url_factory: PostgresUrlFactory
-) -> Iterator[LocalFederation]:
-    with office_on_postgres(tmp_path / "federation", postgres_url_factory, OFFICE) as local:
-        yield local
+federation = office_on_postgres(OFFICE)
 
 
 def _import(local: LocalFederation, roll: Path) -> subprocess.Popen[bytes]:
     return import_running(local, OFFICE.node_id, "clerk", "roll", roll, MAPPING, BATCH)
-
-
-def _count(session: Session, query: str) -> int:
-    return int(session.execute(text(query)).scalar_one())
 
 
 @pytest.mark.postgres
@@ -74,15 +68,16 @@ def test_a_roll_import_whose_node_is_killed_midway_loses_and_repeats_nothing(
 
         def stored() -> int:
             with Session(engine) as session:
-                return _count(session, "SELECT count(*) FROM beneficiary")
+                return count(session, "SELECT count(*) FROM beneficiary")
 
-        wait_until(lambda: stored() >= KILL_AFTER, 300, f"{KILL_AFTER} people stored")
         kill_node_under_import(
             federation,
             OFFICE.node_id,
             importer,
+            rows_in=stored,
+            kill_after=KILL_AFTER,
+            rows=ROWS,
             importer_survives=importer_survives,
-            interrupted=lambda: stored() < ROWS,
             run_again=lambda: _import(federation, roll),
         )
 
@@ -117,7 +112,7 @@ def test_a_roll_import_whose_node_is_killed_midway_loses_and_repeats_nothing(
         def published() -> bool:
             with Session(engine) as session:
                 return (
-                    _count(
+                    count(
                         session,
                         "SELECT count(*) FROM outbox_message "
                         "WHERE kind = 'publish_locators' AND state <> 'delivered'",
@@ -136,7 +131,7 @@ def test_a_roll_import_whose_node_is_killed_midway_loses_and_repeats_nothing(
             ]
             assert len(at_registry) == ROWS
             assert set(at_registry) == locators
-            assert _count(session, "SELECT count(*) FROM duplicate_entitlement") == 0
+            assert count(session, "SELECT count(*) FROM duplicate_entitlement") == 0
     finally:
         engine.dispose()
         registry.dispose()

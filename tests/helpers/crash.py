@@ -12,30 +12,37 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+from sqlalchemy import text
+from sqlmodel import Session
+
 from cli.desk import TOKEN_ENV
-from cli.launcher import LocalFederation, NodeSpec
+from cli.launcher import LocalFederation, NodeSpec, wait_until
 from tests.conftest import PostgresUrlFactory
 
 
-@contextmanager
 def office_on_postgres(
-    folder: Path,
-    postgres_url_factory: PostgresUrlFactory,
-    office: NodeSpec,
-    settings: Mapping[str, object] | None = None,
-) -> Iterator[LocalFederation]:
-    """A registry and `office`'s node, started; the node's database a fresh PostgreSQL one."""
-    with LocalFederation(
-        folder,
-        database_url_for=lambda name: "" if name == "registry" else postgres_url_factory(),
-        log_level="warning",
-    ) as local:
-        local.start_registry()
-        local.add_node(office, settings=settings)
-        yield local
+    office: NodeSpec, settings: Mapping[str, object] | None = None
+) -> Callable[..., Iterator[LocalFederation]]:
+    """A test module's `federation` fixture: a registry and `office`'s node, started, the node's
+    database a fresh PostgreSQL one (`federation = office_on_postgres(OFFICE)`)."""
+
+    @pytest.fixture
+    def federation(
+        tmp_path: Path, postgres_url_factory: PostgresUrlFactory
+    ) -> Iterator[LocalFederation]:
+        with LocalFederation(
+            tmp_path / "federation",
+            database_url_for=lambda name: "" if name == "registry" else postgres_url_factory(),
+            log_level="warning",
+        ) as local:
+            local.start_registry()
+            local.add_node(office, settings=settings)
+            yield local
+
+    return federation
 
 
 def certfed_running(
@@ -107,19 +114,28 @@ def kill_node_under_import(
     node_id: str,
     importer: subprocess.Popen[bytes],
     *,
+    rows_in: Callable[[], int],
+    kill_after: int,
+    rows: int,
     importer_survives: bool,
-    interrupted: Callable[[], bool],
     run_again: Callable[[], subprocess.Popen[bytes]],
 ) -> None:
-    """`kill_node_under` an import; an importer that survived must have told its operator, each
-    time, that it was sending a batch again."""
+    """Once `rows_in()` (the file's rows the node holds) reaches `kill_after`, `kill_node_under`
+    the import, which must not have reached all `rows`. An importer that survived must have told
+    its operator, each time, that it was sending a batch again."""
+    wait_until(lambda: rows_in() >= kill_after, 300, f"{kill_after} rows at the node")
     errors = kill_node_under(
         local,
         node_id,
         importer,
         command_survives=importer_survives,
-        interrupted=interrupted,
+        interrupted=lambda: rows_in() < rows,
         run_again=run_again,
     )
     if importer_survives:
         assert "sending the batch again in" in errors, errors[-2000:]
+
+
+def count(session: Session, query: str) -> int:
+    """The one number a `SELECT count(*) ...` answers."""
+    return int(session.execute(text(query)).scalar_one())
